@@ -1,0 +1,610 @@
+//! The consent contract: pure logic over a key-value state interface, run the same way by the
+//! embedded ledger and by Fabric chaincode.
+//!
+//! Owns the state trait, the records kept on the ledger, their key layout and the
+//! operations (put, revoke, read active consents, read history, record an anchor). Leaves
+//! out blocks, signatures and transport (the ledger backends) and the consent documents
+//! themselves (the gateway store).
+//!
+//! **Invariant:** nothing written through [`ContractState`] holds an identifier or a document
+//! in clear: patients, grantees, consents and gateways appear as keyed hashes
+//! ([`ConsortiumKey`]), documents as SHA-256 hashes of their canonical form, revocation
+//! reasons as codes.
+//!
+//! Key layout (ASCII, `/`-separated, hashes in lower-case hex):
+//! - `consent/{patient}/{grantee}/{consent}`: the [`ConsentRecord`]; `grantee` is the first
+//!   grantee of the first version, or `any`. Writes for different patients, grantees or
+//!   consents touch different keys, so concurrent transactions do not collide under Fabric's
+//!   read-write-set (MVCC) validation.
+//! - `consent-index/{consent}`: the record key of a consent, written once at creation.
+//! - `anchor/{gateway}/{batch id, 20 digits}`: an [`AnchorRecord`].
+//!
+//! Each write operation emits exactly one event (Fabric keeps one event per transaction),
+//! and never reads its own writes (Fabric does not show them).
+
+mod in_memory;
+mod keys;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{Consent, ConsentError, ConsentScope, ConsentStatus};
+use crate::time::Timestamp;
+
+pub use in_memory::{ContractEvent, InMemoryContractState};
+pub use keys::{ConsortiumKey, MIN_KEY_LEN, canonical_json, document_hash};
+
+/// The key-value state a contract runs over: Fabric's chaincode stub, or the embedded
+/// ledger's state. Reads see committed state only.
+pub trait ContractState {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Self::Error>;
+    fn put(&mut self, key: &str, value: &[u8]) -> Result<(), Self::Error>;
+    fn delete(&mut self, key: &str) -> Result<(), Self::Error>;
+    /// Keys in `[start, end)`, in key order, with their values.
+    fn range(&self, start: &str, end: &str) -> Result<Vec<(String, Vec<u8>)>, Self::Error>;
+    /// Every committed value of `key`, oldest first (`value: None` for a delete).
+    fn history(&self, key: &str) -> Result<Vec<HistoryEntry>, Self::Error>;
+    /// Sets the event of the current transaction.
+    fn emit_event(&mut self, name: &str, payload: &[u8]) -> Result<(), Self::Error>;
+}
+
+/// One committed value of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub tx_id: String,
+    pub timestamp: Timestamp,
+    pub value: Option<Vec<u8>>,
+}
+
+/// A consent's status as the ledger keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordStatus {
+    Draft,
+    Proposed,
+    Active,
+    Rejected,
+    Inactive,
+    EnteredInError,
+    NotDone,
+    Revoked,
+}
+
+impl RecordStatus {
+    fn from_consent(status: &ConsentStatus) -> RecordStatus {
+        match status {
+            ConsentStatus::Draft => RecordStatus::Draft,
+            ConsentStatus::Proposed => RecordStatus::Proposed,
+            ConsentStatus::Active => RecordStatus::Active,
+            ConsentStatus::Rejected => RecordStatus::Rejected,
+            ConsentStatus::Inactive => RecordStatus::Inactive,
+            ConsentStatus::EnteredInError => RecordStatus::EnteredInError,
+            ConsentStatus::NotDone => RecordStatus::NotDone,
+        }
+    }
+}
+
+/// Why a consent was revoked: a code, never free text (free text could carry health data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevocationReason {
+    PatientRequest,
+    Superseded,
+    EnteredInError,
+    Expired,
+    LegalOrder,
+    Other,
+}
+
+/// What is submitted to store a consent version: hashes only. Built on the gateway side by
+/// [`ConsentSubmission::from_consent`], so the document never reaches the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentSubmission {
+    pub consent_key: String,
+    pub patient_key: String,
+    pub grantee_keys: Vec<String>,
+    pub document_hash: String,
+    pub status: RecordStatus,
+    /// `patient-privacy`, `research`, `treatment` or `adr`.
+    pub scope: String,
+    pub period_start: Option<i64>,
+    pub period_end: Option<i64>,
+    /// The version the writer last saw (optimistic concurrency); `None` or `Some(0)` to
+    /// create.
+    pub expected_version: Option<u64>,
+}
+
+impl ConsentSubmission {
+    /// The submission for a parsed `consent` whose FHIR `document` the gateway stores, for the
+    /// patient of cross-site identity `patient_identity`.
+    pub fn from_consent(
+        consent: &Consent,
+        document: &Value,
+        patient_identity: &str,
+        key: &ConsortiumKey,
+    ) -> Result<ConsentSubmission, ConsentError> {
+        if consent.id.is_empty() {
+            return Err(ConsentError::Invalid {
+                element: "Consent.id".into(),
+                reason: "a stored consent needs an id".into(),
+            });
+        }
+        if patient_identity.is_empty() || consent.patient.is_none() {
+            let element = if consent.fhir_version >= assent_fhir::FhirVersion::R5 {
+                "Consent.subject"
+            } else {
+                "Consent.patient"
+            };
+            return Err(ConsentError::Invalid {
+                element: element.into(),
+                reason: "a stored consent needs its patient".into(),
+            });
+        }
+        let period = consent.period;
+        Ok(ConsentSubmission {
+            consent_key: key.consent(&consent.id),
+            patient_key: key.patient(patient_identity),
+            grantee_keys: consent
+                .grantees()
+                .into_iter()
+                .map(|p| key.party(p))
+                .collect(),
+            document_hash: document_hash(document),
+            status: RecordStatus::from_consent(&consent.status),
+            scope: consent.scope.as_str().to_owned(),
+            period_start: period
+                .map(|p| p.start)
+                .filter(|t| *t != Timestamp::MIN)
+                .map(Timestamp::unix_seconds),
+            period_end: period
+                .map(|p| p.end)
+                .filter(|t| *t != Timestamp::MAX)
+                .map(Timestamp::unix_seconds),
+            expected_version: None,
+        })
+    }
+}
+
+/// A consent version as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    pub consent_key: String,
+    pub patient_key: String,
+    /// The grantee bucket of the record's key (`any` when the consent names none).
+    pub grantee_bucket: String,
+    pub grantee_keys: Vec<String>,
+    /// 1 for the first version, then +1 per change.
+    pub version: u64,
+    pub document_hash: String,
+    pub status: RecordStatus,
+    pub scope: String,
+    pub period_start: Option<i64>,
+    pub period_end: Option<i64>,
+    pub revocation: Option<RevocationReason>,
+    /// The transaction time of this version, in Unix seconds.
+    pub updated_at: i64,
+}
+
+impl ConsentRecord {
+    /// Whether this version is enforceable at `now`: active, in period, patient privacy.
+    pub fn is_in_force(&self, now: Timestamp) -> bool {
+        let t = now.unix_seconds();
+        self.status == RecordStatus::Active
+            && self.period_start.is_none_or(|s| s <= t)
+            && self.period_end.is_none_or(|e| t < e)
+    }
+
+    /// Whether the consent's scope is one the gateway enforces.
+    pub fn is_enforced_scope(&self) -> bool {
+        self.scope == ConsentScope::PatientPrivacy.as_str()
+    }
+}
+
+/// A batch root of receipts to anchor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorSubmission {
+    pub gateway_key: String,
+    pub batch_id: u64,
+    /// The Merkle root of the batch, 64 hex digits.
+    pub root: String,
+    pub n_receipts: u64,
+}
+
+/// An anchor as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorRecord {
+    pub gateway_key: String,
+    pub batch_id: u64,
+    pub root: String,
+    pub n_receipts: u64,
+    pub recorded_at: i64,
+}
+
+/// The outcome of a write: the record now current, and whether the call was a replay of a
+/// write already committed (nothing written, no event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written<T> {
+    pub record: T,
+    pub replayed: bool,
+}
+
+/// One version of a consent with the transaction that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentVersion {
+    pub tx_id: String,
+    pub record: ConsentRecord,
+}
+
+/// Why a contract operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError<E: std::error::Error + 'static> {
+    #[error("invalid submission: {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("consent not found")]
+    NotFound,
+    #[error("version conflict: expected version {expected}, current version {current}")]
+    VersionConflict { expected: u64, current: u64 },
+    #[error("the consent belongs to another patient")]
+    PatientMismatch,
+    #[error("the consent is revoked; submit a new consent")]
+    Revoked,
+    #[error("batch {batch_id} is already anchored with another root")]
+    AnchorConflict { batch_id: u64 },
+    #[error("stored state is corrupt at `{key}`: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("state: {0}")]
+    State(#[source] E),
+}
+
+/// Event names, stable: subscribers (decision caches) match on them.
+pub const EVENT_CONSENT_PUT: &str = "consent.put";
+pub const EVENT_CONSENT_REVOKED: &str = "consent.revoked";
+pub const EVENT_ANCHOR_RECORDED: &str = "anchor.recorded";
+
+/// The consent contract. Stateless: every operation takes the state and the transaction
+/// time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConsentContract;
+
+type ContractResult<T, E> = std::result::Result<T, ContractError<E>>;
+
+impl ConsentContract {
+    /// Stores a new version of a consent. Replaying the current version (same document hash
+    /// and status) writes nothing. A revoked consent cannot be put again.
+    pub fn put_consent<S: ContractState>(
+        &self,
+        state: &mut S,
+        submission: &ConsentSubmission,
+        now: Timestamp,
+    ) -> ContractResult<Written<ConsentRecord>, S::Error> {
+        validate_submission(submission)?;
+        let index_key = index_key(&submission.consent_key);
+        let existing = match state.get(&index_key).map_err(ContractError::State)? {
+            Some(k) => {
+                let record_key =
+                    String::from_utf8(k).map_err(|_| corrupt(&index_key, "not UTF-8"))?;
+                let record = read_record(state, &record_key)?;
+                Some((record_key, record))
+            }
+            None => None,
+        };
+        let expected = submission.expected_version.unwrap_or(0);
+        let (record_key, version, bucket) = match existing {
+            Some((record_key, current)) => {
+                if current.patient_key != submission.patient_key {
+                    return Err(ContractError::PatientMismatch);
+                }
+                if current.status == RecordStatus::Revoked {
+                    return Err(ContractError::Revoked);
+                }
+                if current.document_hash == submission.document_hash
+                    && current.status == submission.status
+                {
+                    return Ok(Written {
+                        record: current,
+                        replayed: true,
+                    });
+                }
+                if submission.expected_version.is_some() && expected != current.version {
+                    return Err(ContractError::VersionConflict {
+                        expected,
+                        current: current.version,
+                    });
+                }
+                (record_key, current.version + 1, current.grantee_bucket)
+            }
+            None => {
+                if expected != 0 {
+                    return Err(ContractError::VersionConflict {
+                        expected,
+                        current: 0,
+                    });
+                }
+                let bucket = submission
+                    .grantee_keys
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "any".to_owned());
+                let record_key = format!(
+                    "consent/{}/{}/{}",
+                    submission.patient_key, bucket, submission.consent_key
+                );
+                state
+                    .put(&index_key, record_key.as_bytes())
+                    .map_err(ContractError::State)?;
+                (record_key, 1, bucket)
+            }
+        };
+        let record = ConsentRecord {
+            consent_key: submission.consent_key.clone(),
+            patient_key: submission.patient_key.clone(),
+            grantee_bucket: bucket,
+            grantee_keys: submission.grantee_keys.clone(),
+            version,
+            document_hash: submission.document_hash.clone(),
+            status: submission.status,
+            scope: submission.scope.clone(),
+            period_start: submission.period_start,
+            period_end: submission.period_end,
+            revocation: None,
+            updated_at: now.unix_seconds(),
+        };
+        write_record(state, &record_key, &record)?;
+        emit(state, EVENT_CONSENT_PUT, &record)?;
+        Ok(Written {
+            record,
+            replayed: false,
+        })
+    }
+
+    /// Revokes a consent: a new version with status `revoked` and the reason. Revoking a
+    /// revoked consent writes nothing.
+    pub fn revoke<S: ContractState>(
+        &self,
+        state: &mut S,
+        consent_key: &str,
+        reason: RevocationReason,
+        now: Timestamp,
+    ) -> ContractResult<Written<ConsentRecord>, S::Error> {
+        let record_key = lookup(state, consent_key)?;
+        let current = read_record(state, &record_key)?;
+        if current.status == RecordStatus::Revoked {
+            return Ok(Written {
+                record: current,
+                replayed: true,
+            });
+        }
+        let record = ConsentRecord {
+            version: current.version + 1,
+            status: RecordStatus::Revoked,
+            revocation: Some(reason),
+            updated_at: now.unix_seconds(),
+            ..current
+        };
+        write_record(state, &record_key, &record)?;
+        emit(state, EVENT_CONSENT_REVOKED, &record)?;
+        Ok(Written {
+            record,
+            replayed: false,
+        })
+    }
+
+    /// The current version of a consent.
+    pub fn consent<S: ContractState>(
+        &self,
+        state: &S,
+        consent_key: &str,
+    ) -> ContractResult<ConsentRecord, S::Error> {
+        let record_key = lookup(state, consent_key)?;
+        read_record(state, &record_key)
+    }
+
+    /// A patient's consents in force at `now` (active and in period), in key order. Consents
+    /// of scopes that are not enforced are included; [`ConsentRecord::is_enforced_scope`]
+    /// tells them apart.
+    pub fn active_consents<S: ContractState>(
+        &self,
+        state: &S,
+        patient_key: &str,
+        now: Timestamp,
+    ) -> ContractResult<Vec<ConsentRecord>, S::Error> {
+        if !keys::is_hash(patient_key) {
+            return Err(invalid("patient_key", "not a keyed hash"));
+        }
+        let start = format!("consent/{patient_key}/");
+        let end = format!("consent/{patient_key}0");
+        let mut out = Vec::new();
+        for (key, bytes) in state.range(&start, &end).map_err(ContractError::State)? {
+            let record = parse_record(&key, &bytes)?;
+            if record.is_in_force(now) {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every version of a consent, oldest first.
+    pub fn history<S: ContractState>(
+        &self,
+        state: &S,
+        consent_key: &str,
+    ) -> ContractResult<Vec<ConsentVersion>, S::Error> {
+        let record_key = lookup(state, consent_key)?;
+        let mut out = Vec::new();
+        for entry in state.history(&record_key).map_err(ContractError::State)? {
+            if let Some(bytes) = entry.value {
+                out.push(ConsentVersion {
+                    tx_id: entry.tx_id,
+                    record: parse_record(&record_key, &bytes)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a batch root. Recording the same root again writes nothing; another root for
+    /// the same batch is refused.
+    pub fn record_anchor<S: ContractState>(
+        &self,
+        state: &mut S,
+        submission: &AnchorSubmission,
+        now: Timestamp,
+    ) -> ContractResult<Written<AnchorRecord>, S::Error> {
+        if !keys::is_hash(&submission.gateway_key) {
+            return Err(invalid("gateway_key", "not a keyed hash"));
+        }
+        if !keys::is_hash(&submission.root) {
+            return Err(invalid("root", "not 64 lower-case hex digits"));
+        }
+        let key = anchor_key(&submission.gateway_key, submission.batch_id);
+        if let Some(bytes) = state.get(&key).map_err(ContractError::State)? {
+            let existing: AnchorRecord =
+                serde_json::from_slice(&bytes).map_err(|e| corrupt(&key, e))?;
+            if existing.root == submission.root && existing.n_receipts == submission.n_receipts {
+                return Ok(Written {
+                    record: existing,
+                    replayed: true,
+                });
+            }
+            return Err(ContractError::AnchorConflict {
+                batch_id: submission.batch_id,
+            });
+        }
+        let record = AnchorRecord {
+            gateway_key: submission.gateway_key.clone(),
+            batch_id: submission.batch_id,
+            root: submission.root.clone(),
+            n_receipts: submission.n_receipts,
+            recorded_at: now.unix_seconds(),
+        };
+        let bytes = to_bytes(&record);
+        state.put(&key, &bytes).map_err(ContractError::State)?;
+        state
+            .emit_event(EVENT_ANCHOR_RECORDED, &bytes)
+            .map_err(ContractError::State)?;
+        Ok(Written {
+            record,
+            replayed: false,
+        })
+    }
+
+    /// The anchor of a gateway's batch, if recorded.
+    pub fn anchor<S: ContractState>(
+        &self,
+        state: &S,
+        gateway_key: &str,
+        batch_id: u64,
+    ) -> ContractResult<Option<AnchorRecord>, S::Error> {
+        let key = anchor_key(gateway_key, batch_id);
+        match state.get(&key).map_err(ContractError::State)? {
+            Some(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).map_err(|e| corrupt(&key, e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
+fn index_key(consent_key: &str) -> String {
+    format!("consent-index/{consent_key}")
+}
+
+fn anchor_key(gateway_key: &str, batch_id: u64) -> String {
+    format!("anchor/{gateway_key}/{batch_id:020}")
+}
+
+fn invalid<E: std::error::Error>(field: &'static str, reason: &str) -> ContractError<E> {
+    ContractError::Invalid {
+        field,
+        reason: reason.to_owned(),
+    }
+}
+
+fn corrupt<E: std::error::Error>(key: &str, reason: impl std::fmt::Display) -> ContractError<E> {
+    ContractError::Corrupt {
+        key: key.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn validate_submission<E: std::error::Error>(s: &ConsentSubmission) -> ContractResult<(), E> {
+    if !keys::is_hash(&s.consent_key) {
+        return Err(invalid("consent_key", "not a keyed hash"));
+    }
+    if !keys::is_hash(&s.patient_key) {
+        return Err(invalid("patient_key", "not a keyed hash"));
+    }
+    if s.grantee_keys.iter().any(|g| !keys::is_hash(g)) {
+        return Err(invalid("grantee_keys", "not a keyed hash"));
+    }
+    if !keys::is_hash(&s.document_hash) {
+        return Err(invalid("document_hash", "not a SHA-256 hex digest"));
+    }
+    if s.status == RecordStatus::Revoked {
+        return Err(invalid("status", "use revoke to revoke a consent"));
+    }
+    if !["patient-privacy", "research", "treatment", "adr"].contains(&s.scope.as_str()) {
+        return Err(invalid("scope", "unknown scope"));
+    }
+    if let (Some(a), Some(b)) = (s.period_start, s.period_end)
+        && b <= a
+    {
+        return Err(invalid("period_end", "ends before it starts"));
+    }
+    Ok(())
+}
+
+fn lookup<S: ContractState>(state: &S, consent_key: &str) -> ContractResult<String, S::Error> {
+    if !keys::is_hash(consent_key) {
+        return Err(invalid("consent_key", "not a keyed hash"));
+    }
+    let index = index_key(consent_key);
+    match state.get(&index).map_err(ContractError::State)? {
+        Some(k) => String::from_utf8(k).map_err(|_| corrupt(&index, "not UTF-8")),
+        None => Err(ContractError::NotFound),
+    }
+}
+
+fn read_record<S: ContractState>(state: &S, key: &str) -> ContractResult<ConsentRecord, S::Error> {
+    match state.get(key).map_err(ContractError::State)? {
+        Some(bytes) => parse_record(key, &bytes),
+        None => Err(corrupt(key, "indexed record missing")),
+    }
+}
+
+fn parse_record<E: std::error::Error>(key: &str, bytes: &[u8]) -> ContractResult<ConsentRecord, E> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(key, e))
+}
+
+fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    // Records are plain structs of strings, numbers and enums: serialising cannot fail.
+    serde_json::to_vec(value).expect("records serialise")
+}
+
+fn write_record<S: ContractState>(
+    state: &mut S,
+    key: &str,
+    record: &ConsentRecord,
+) -> ContractResult<(), S::Error> {
+    state
+        .put(key, &to_bytes(record))
+        .map_err(ContractError::State)
+}
+
+fn emit<S: ContractState>(
+    state: &mut S,
+    name: &str,
+    record: &ConsentRecord,
+) -> ContractResult<(), S::Error> {
+    let payload = serde_json::json!({
+        "consent_key": record.consent_key,
+        "patient_key": record.patient_key,
+        "version": record.version,
+        "status": record.status,
+    });
+    state
+        .emit_event(name, payload.to_string().as_bytes())
+        .map_err(ContractError::State)
+}

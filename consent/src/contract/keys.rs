@@ -1,0 +1,149 @@
+//! Keyed hashes of identifiers (HMAC-SHA256 with the consortium key), the canonical form of
+//! a consent document and its hash.
+//!
+//! Owns what the ledger may hold in place of identifiers and documents. Leaves out where the
+//! key comes from (gateway configuration).
+
+use std::fmt;
+
+use hmac::{KeyInit, Mac};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::model::Party;
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// The consortium's secret key for hashing identifiers. Its `Debug` output hides the key.
+#[derive(Clone)]
+pub struct ConsortiumKey(Vec<u8>);
+
+/// The shortest key accepted, in bytes.
+pub const MIN_KEY_LEN: usize = 16;
+
+impl ConsortiumKey {
+    /// A key of at least [`MIN_KEY_LEN`] bytes; `None` if shorter.
+    pub fn new(bytes: &[u8]) -> Option<ConsortiumKey> {
+        (bytes.len() >= MIN_KEY_LEN).then(|| ConsortiumKey(bytes.to_vec()))
+    }
+
+    /// HMAC-SHA256 over `domain`, a zero byte and `value`, in lower-case hex. The domain keeps
+    /// a patient id and a practitioner id with the same text apart.
+    pub fn keyed_hash(&self, domain: &str, value: &str) -> String {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(domain.as_bytes());
+        mac.update(&[0]);
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The ledger key of a patient, from the cross-site patient identity.
+    pub fn patient(&self, identity: &str) -> String {
+        self.keyed_hash("patient", identity)
+    }
+
+    /// The ledger key of a grantee (an actor of a provision).
+    pub fn party(&self, party: &Party) -> String {
+        match party {
+            Party::Reference(r) => self.keyed_hash("party-ref", r),
+            Party::Identifier { system, value } => self.keyed_hash(
+                "party-id",
+                &format!("{}|{}", system.as_deref().unwrap_or_default(), value),
+            ),
+        }
+    }
+
+    /// The ledger key of a consent, from its logical id.
+    pub fn consent(&self, consent_id: &str) -> String {
+        self.keyed_hash("consent", consent_id)
+    }
+
+    /// The ledger key of a gateway (the anchor's author).
+    pub fn gateway(&self, gateway_id: &str) -> String {
+        self.keyed_hash("gateway", gateway_id)
+    }
+}
+
+impl fmt::Debug for ConsortiumKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ConsortiumKey(..)")
+    }
+}
+
+/// The canonical text of a JSON document: object keys sorted by their UTF-8 bytes, no
+/// whitespace, strings and numbers as serde_json writes them. Independent of whether
+/// serde_json preserves key order.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+/// SHA-256 of [`canonical_json`], in lower-case hex: what the ledger holds of a consent.
+pub fn document_hash(value: &Value) -> String {
+    hex::encode(Sha256::digest(canonical_json(value).as_bytes()))
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// Whether `s` looks like a hash this module makes: 64 lower-case hex digits.
+pub(crate) fn is_hash(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_form_ignores_key_order_and_spacing() {
+        let a = json!({"b": 1, "a": {"y": [1, "x"], "x": null}});
+        let b: Value = serde_json::from_str(r#"{ "a" : {"x":null, "y":[1,"x"]}, "b":1 }"#).unwrap();
+        assert_eq!(canonical_json(&a), r#"{"a":{"x":null,"y":[1,"x"]},"b":1}"#);
+        assert_eq!(document_hash(&a), document_hash(&b));
+    }
+
+    #[test]
+    fn keyed_hashes_depend_on_key_and_domain() {
+        let k1 = ConsortiumKey::new(&[1; 32]).unwrap();
+        let k2 = ConsortiumKey::new(&[2; 32]).unwrap();
+        assert!(is_hash(&k1.patient("p1")));
+        assert_ne!(k1.patient("p1"), k2.patient("p1"));
+        assert_ne!(k1.patient("p1"), k1.consent("p1"));
+        assert_eq!(k1.patient("p1"), k1.patient("p1"));
+        assert!(ConsortiumKey::new(b"short").is_none());
+        assert_eq!(format!("{k1:?}"), "ConsortiumKey(..)");
+    }
+}

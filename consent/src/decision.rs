@@ -1,0 +1,296 @@
+//! Decisions: `Permit` and `Deny` values with the basis they rest on, and the site default.
+//!
+//! Owns the decision values and their explanation. Leaves out how consents are evaluated
+//! (`decide.rs`).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::model::{Conditions, ConsentScope, Effect};
+
+/// A site's policy when no consent speaks to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SitePolicy {
+    /// Deny unless a consent permits (opt-in jurisdictions).
+    OptIn,
+    /// Permit unless a consent denies (opt-out jurisdictions).
+    OptOut,
+}
+
+impl SitePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SitePolicy::OptIn => "opt-in",
+            SitePolicy::OptOut => "opt-out",
+        }
+    }
+}
+
+/// The provision of a consent that decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentBasis {
+    pub consent_id: Arc<str>,
+    /// The consent version relied on (empty when the consent carried none).
+    pub consent_version: Arc<str>,
+    /// Where the deciding provision sits (`Consent.provision[0].provision[1]`).
+    pub provision: Arc<str>,
+    pub effect: Effect,
+    /// The kinds of condition the deciding provision and its ancestors set.
+    pub conditions: Conditions,
+}
+
+/// What a decision rests on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Basis {
+    /// No consent applied; the site's default policy decided.
+    SiteDefault(SitePolicy),
+    /// A provision of a consent decided.
+    Consent(ConsentBasis),
+    /// Break-glass permitted over the deny in the box.
+    BreakGlass(Box<Basis>),
+}
+
+impl fmt::Display for Basis {
+    /// `site-default:opt-in`, `consent:c1@3:Consent.provision[0]:deny`,
+    /// `break-glass:consent:c1@3:Consent:deny`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Basis::SiteDefault(p) => write!(f, "site-default:{}", p.as_str()),
+            Basis::Consent(c) => {
+                write!(f, "consent:{}", c.consent_id)?;
+                if !c.consent_version.is_empty() {
+                    write!(f, "@{}", c.consent_version)?;
+                }
+                write!(f, ":{}:{}", c.provision, c.effect.as_str())
+            }
+            Basis::BreakGlass(inner) => write!(f, "break-glass:{inner}"),
+        }
+    }
+}
+
+/// A consent of the patient that is active and in force but was not enforced, because its
+/// scope is not patient privacy (research, treatment, advance directive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotEnforced {
+    pub consent_id: Arc<str>,
+    pub scope: ConsentScope,
+}
+
+/// Why a break-glass request did not override a deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BreakGlassRefusal {
+    /// The caller's token lacks the break-glass scope.
+    NoScope,
+    /// The purpose of use is not emergency treatment (ETREAT or below).
+    PurposeNotEmergency,
+    /// No justification was given.
+    NoJustification,
+}
+
+impl BreakGlassRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakGlassRefusal::NoScope => "break-glass scope missing",
+            BreakGlassRefusal::PurposeNotEmergency => "purpose of use is not ETREAT",
+            BreakGlassRefusal::NoJustification => "justification missing",
+        }
+    }
+}
+
+/// Proof that access was decided and permitted. Its fields are private and it has no public
+/// constructor: only the decision functions of this crate make one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permit {
+    basis: Basis,
+    conditional: bool,
+    not_enforced: Vec<NotEnforced>,
+}
+
+impl Permit {
+    pub(crate) fn new(basis: Basis, conditional: bool, not_enforced: Vec<NotEnforced>) -> Permit {
+        Permit {
+            basis,
+            conditional,
+            not_enforced,
+        }
+    }
+
+    pub fn basis(&self) -> &Basis {
+        &self.basis
+    }
+
+    /// Whether break-glass overrode a deny: the record phase flags the receipt and calls the
+    /// notification hook.
+    pub fn break_glass(&self) -> bool {
+        matches!(self.basis, Basis::BreakGlass(_))
+    }
+
+    /// Whether the permit rests on conditions about resource content (code, security label,
+    /// data reference, data period, or an unknown resource type) that could not be checked
+    /// without the resource: every resource returned must then be decided on its own
+    /// ([`crate::filter_bundle`], or [`crate::decide`] with the resource).
+    pub fn is_conditional(&self) -> bool {
+        self.conditional
+    }
+
+    pub fn not_enforced(&self) -> &[NotEnforced] {
+        &self.not_enforced
+    }
+}
+
+/// A refusal with the basis it rests on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    basis: Basis,
+    break_glass_refused: Option<BreakGlassRefusal>,
+    not_enforced: Vec<NotEnforced>,
+}
+
+impl Deny {
+    pub(crate) fn new(
+        basis: Basis,
+        break_glass_refused: Option<BreakGlassRefusal>,
+        not_enforced: Vec<NotEnforced>,
+    ) -> Deny {
+        Deny {
+            basis,
+            break_glass_refused,
+            not_enforced,
+        }
+    }
+
+    pub fn basis(&self) -> &Basis {
+        &self.basis
+    }
+
+    /// Set when break-glass was asked for and refused.
+    pub fn break_glass_refused(&self) -> Option<BreakGlassRefusal> {
+        self.break_glass_refused
+    }
+
+    pub fn not_enforced(&self) -> &[NotEnforced] {
+        &self.not_enforced
+    }
+}
+
+/// The outcome of deciding one access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Permit(Permit),
+    Deny(Deny),
+}
+
+impl Decision {
+    pub fn basis(&self) -> &Basis {
+        match self {
+            Decision::Permit(p) => p.basis(),
+            Decision::Deny(d) => d.basis(),
+        }
+    }
+
+    pub fn is_permit(&self) -> bool {
+        matches!(self, Decision::Permit(_))
+    }
+
+    pub fn not_enforced(&self) -> &[NotEnforced] {
+        match self {
+            Decision::Permit(p) => p.not_enforced(),
+            Decision::Deny(d) => d.not_enforced(),
+        }
+    }
+
+    /// A sentence for `$check` and OperationOutcome diagnostics.
+    pub fn explain(&self) -> String {
+        let mut out = String::new();
+        let verdict = if self.is_permit() { "permit" } else { "deny" };
+        out.push_str(verdict);
+        out.push_str(": ");
+        describe(self.basis(), &mut out);
+        if let Decision::Permit(p) = self
+            && p.is_conditional()
+        {
+            out.push_str("; each returned resource is checked against its content");
+        }
+        if let Decision::Deny(d) = self
+            && let Some(r) = d.break_glass_refused()
+        {
+            out.push_str("; break-glass refused: ");
+            out.push_str(r.as_str());
+        }
+        for n in self.not_enforced() {
+            out.push_str(&format!(
+                "; consent {} not enforced (scope {})",
+                n.consent_id,
+                n.scope.as_str()
+            ));
+        }
+        out
+    }
+}
+
+fn describe(basis: &Basis, out: &mut String) {
+    match basis {
+        Basis::SiteDefault(p) => out.push_str(&format!(
+            "no consent applies; site default policy {}",
+            p.as_str()
+        )),
+        Basis::Consent(c) => {
+            out.push_str(&format!("consent {}", c.consent_id));
+            if !c.consent_version.is_empty() {
+                out.push_str(&format!(" version {}", c.consent_version));
+            }
+            out.push_str(&format!(", {} ({})", c.provision, c.effect.as_str()));
+            if !c.conditions.is_empty() {
+                let names: Vec<&str> = c.conditions.names().collect();
+                out.push_str(&format!(" on {}", names.join(", ")));
+            }
+        }
+        Basis::BreakGlass(inner) => {
+            out.push_str("break-glass override of [");
+            describe(inner, out);
+            out.push(']');
+        }
+    }
+}
+
+/// The decision when no consent applies: opt-in sites deny, opt-out sites permit.
+pub fn decide_site_default(policy: SitePolicy) -> Decision {
+    let basis = Basis::SiteDefault(policy);
+    match policy {
+        SitePolicy::OptIn => Decision::Deny(Deny::new(basis, None, Vec::new())),
+        SitePolicy::OptOut => Decision::Permit(Permit::new(basis, false, Vec::new())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn site_default_follows_policy() {
+        assert!(matches!(
+            decide_site_default(SitePolicy::OptIn),
+            Decision::Deny(_)
+        ));
+        match decide_site_default(SitePolicy::OptOut) {
+            Decision::Permit(p) => assert_eq!(p.basis().to_string(), "site-default:opt-out"),
+            Decision::Deny(_) => panic!("opt-out must permit without a consent"),
+        }
+    }
+
+    #[test]
+    fn consent_basis_displays_id_version_and_path() {
+        let b = Basis::Consent(ConsentBasis {
+            consent_id: Arc::from("c1"),
+            consent_version: Arc::from("3"),
+            provision: Arc::from("Consent.provision[0]"),
+            effect: Effect::Deny,
+            conditions: Conditions::ACTOR,
+        });
+        assert_eq!(b.to_string(), "consent:c1@3:Consent.provision[0]:deny");
+        assert_eq!(
+            Basis::BreakGlass(Box::new(b)).to_string(),
+            "break-glass:consent:c1@3:Consent.provision[0]:deny"
+        );
+    }
+}

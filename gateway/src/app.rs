@@ -1,0 +1,278 @@
+//! The app facade: builds the gateway's shared state from a [`Config`], starts the HTTP
+//! server, and hands back a [`RunningGateway`] that tests, the demo and `serve` use alike.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::dev::{Service, ServerHandle};
+use actix_web::{App, HttpServer, web};
+
+use crate::caller::Callers;
+use crate::config::Config;
+use crate::observability::{self, Metrics};
+use crate::paging::PageSigner;
+use crate::record::Recorder;
+use crate::routes;
+use crate::store::{SiteRow, Store, StoreError};
+use crate::upstream::{Site, SiteSetupError};
+
+/// What every worker shares.
+pub struct AppState {
+    pub config: Config,
+    pub public_base: String,
+    pub sites: HashMap<String, Arc<Site>>,
+    pub store: Store,
+    pub signer: PageSigner,
+    pub metrics: Metrics,
+    pub callers: Callers,
+    pub recorder: Recorder,
+    pub openapi_json: String,
+}
+
+/// Per-worker upstream clients by site id (awc clients are bound to their worker thread).
+pub struct WorkerClients {
+    by_site: HashMap<String, awc::Client>,
+}
+
+impl WorkerClients {
+    fn new(sites: &HashMap<String, Arc<Site>>) -> WorkerClients {
+        WorkerClients {
+            by_site: sites.iter().map(|(id, s)| (id.clone(), s.client())).collect(),
+        }
+    }
+
+    pub fn get(&self, site: &str) -> Option<&awc::Client> {
+        self.by_site.get(site)
+    }
+}
+
+/// The gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Site(#[from] SiteSetupError),
+    #[error("openapi/openapi.yaml is not valid: {0}")]
+    OpenApi(String),
+    #[error("cannot listen on {addr}: {message}")]
+    Bind { addr: SocketAddr, message: String },
+    #[error("the server thread failed to start")]
+    Thread,
+}
+
+impl AppState {
+    /// Opens the store, mirrors the sites into it, and prepares every site.
+    pub fn build(config: Config) -> Result<AppState, StartError> {
+        let store = Store::open(&config.database_url)?;
+        let public_base = config.public_base();
+        let mut sites = HashMap::new();
+        for (id, site_config) in &config.sites {
+            let site = Site::new(id, site_config.clone(), &public_base)?;
+            sites.insert(id.clone(), Arc::new(site));
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let rows: Vec<SiteRow> = config
+            .sites
+            .iter()
+            .map(|(id, s)| SiteRow {
+                id: id.clone(),
+                upstream_base_url: s.upstream.to_string(),
+                fhir_version: s.fhir_version.name().to_owned(),
+                default_policy: s.default_policy.as_str().to_owned(),
+                config_json: site_config_json(s),
+                updated_at_ms: now_ms,
+            })
+            .collect();
+        store.replace_sites(&rows)?;
+        let ttl = Duration::from_secs(config.paging.ttl_secs);
+        let signer = match &config.paging.secret_hex {
+            Some(hex_key) => PageSigner::new(hex::decode(hex_key).unwrap_or_default(), ttl),
+            None => PageSigner::random(ttl),
+        };
+        let metrics = Metrics::new();
+        let recorder = Recorder::start(
+            store.clone(),
+            config.gateway_id.clone(),
+            metrics.request_log_dropped.clone(),
+        );
+        let openapi_json = routes::openapi_json().map_err(StartError::OpenApi)?;
+        Ok(AppState {
+            callers: Callers::new(&config.auth),
+            public_base,
+            sites,
+            store,
+            signer,
+            metrics,
+            recorder,
+            openapi_json,
+            config,
+        })
+    }
+}
+
+/// The site configuration as stored, without secrets.
+fn site_config_json(site: &crate::config::SiteConfig) -> String {
+    let mut value = serde_json::to_value(site).unwrap_or_default();
+    if let Some(auth) = value.get_mut("upstream_auth").and_then(|a| a.as_object_mut()) {
+        for secret in ["token", "client_secret"] {
+            if auth.contains_key(secret) {
+                auth.insert(secret.into(), "<redacted>".into());
+            }
+        }
+    }
+    value.to_string()
+}
+
+/// A gateway serving on its own thread.
+pub struct RunningGateway {
+    pub addr: SocketAddr,
+    pub state: web::Data<AppState>,
+    handle: ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningGateway {
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits until every request log row queued so far is in the store.
+    pub fn flush_records(&self) {
+        self.state.recorder.flush();
+    }
+
+    /// Stops the server and waits for its thread.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let handle = self.handle.clone();
+            // The handle's future completes once the server has stopped.
+            let _ = std::thread::spawn(move || {
+                actix_web::rt::System::new().block_on(handle.stop(true));
+            })
+            .join();
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// Builds the HTTP server over `state` bound to `addr` (port 0 picks a free port).
+fn server(
+    state: web::Data<AppState>,
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<(actix_web::dev::Server, SocketAddr), StartError> {
+    let factory_state = state.clone();
+    let http = HttpServer::new(move || {
+        let clients = web::Data::new(WorkerClients::new(&factory_state.sites));
+        App::new()
+            .app_data(factory_state.clone())
+            .app_data(clients)
+            .wrap_fn(|req, srv| {
+                let id = observability::assign_request_id(&req);
+                let fut = srv.call(req);
+                async move {
+                    let mut res = fut.await?;
+                    res.headers_mut().insert(
+                        observability::REQUEST_ID.clone(),
+                        observability::request_id_header(&id),
+                    );
+                    Ok(res)
+                }
+            })
+            .configure(routes::configure)
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(5);
+    let http = http.bind(addr).map_err(|e| StartError::Bind {
+        addr,
+        message: e.to_string(),
+    })?;
+    let bound = http.addrs().first().copied().unwrap_or(addr);
+    Ok((http.run(), bound))
+}
+
+/// Starts a gateway for `config` on its own thread, listening on `config.listen`.
+pub fn spawn(config: Config) -> Result<RunningGateway, StartError> {
+    spawn_with_workers(config, 1)
+}
+
+/// Like [`spawn`] with `workers` worker threads.
+pub fn spawn_with_workers(config: Config, workers: usize) -> Result<RunningGateway, StartError> {
+    let addr = config.listen;
+    let state = web::Data::new(AppState::build(config)?);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread_state = state.clone();
+    let thread = std::thread::Builder::new()
+        .name("assent-http".into())
+        .spawn(move || {
+            let system = actix_web::rt::System::new();
+            system.block_on(async move {
+                match server(thread_state, addr, workers) {
+                    Ok((server, bound)) => {
+                        let _ = tx.send(Ok((server.handle(), bound)));
+                        let _ = server.await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+        })
+        .map_err(|_| StartError::Thread)?;
+    let (handle, addr) = rx.recv().map_err(|_| StartError::Thread)??;
+    Ok(RunningGateway {
+        addr,
+        state,
+        handle,
+        thread: Some(thread),
+    })
+}
+
+/// Runs the gateway in the foreground until SIGINT/SIGTERM (for `assent serve`).
+pub async fn serve(config: Config, workers: usize) -> Result<(), StartError> {
+    let addr = config.listen;
+    let state = web::Data::new(AppState::build(config)?);
+    let (server, bound) = server(state.clone(), addr, workers)?;
+    tracing::info!(addr = %bound, sites = state.sites.len(), "assent gateway listening");
+    let handle = server.handle();
+    let serving = actix_web::rt::spawn(server);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    handle.stop(true).await;
+    let _ = serving.await;
+    state.recorder.flush();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

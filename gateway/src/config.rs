@@ -1,0 +1,564 @@
+//! Configuration: one TOML file, then `ASSENT_…` environment overrides, loaded once into
+//! plain structs and validated. Every error names the key at fault.
+//!
+//! Leaves out: reading secrets from vaults, reloading (a restart applies a new file).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assent_consent::SitePolicy;
+use assent_fhir::FhirVersion;
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Top-level keys that environment variables may override (`ASSENT_LISTEN`,
+/// `ASSENT_DATABASE_URL`, `ASSENT_SITES__ST_MARY__UPSTREAM`, …). Other `ASSENT_` variables
+/// (such as the test suite's `ASSENT_TEST_DATABASE_URL`) are not configuration.
+pub const ENV_KEYS: &[&str] = &[
+    "listen",
+    "public_url",
+    "database_url",
+    "gateway_id",
+    "max_body_bytes",
+    "paging",
+    "log",
+    "auth",
+    "sites",
+];
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the gateway listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The gateway's public base URL as clients reach it (`https://fhir.example.org`).
+    /// Defaults to `http://{listen}`. Links the gateway writes start with it; the `Host`
+    /// header is never trusted for that.
+    #[serde(default)]
+    pub public_url: Option<url::Url>,
+    /// `postgres://…` for PostgreSQL; anything else is a SQLite file path
+    /// (`sqlite://path` or a plain path).
+    #[serde(default = "default_database_url")]
+    pub database_url: String,
+    /// This gateway's name in logs and, later, receipts.
+    #[serde(default = "default_gateway_id")]
+    pub gateway_id: String,
+    /// Largest request body accepted, for sites that do not set their own.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    #[serde(default)]
+    pub paging: PagingConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Sites by id. The id is the `{site}` of `/fhir/{site}/…`.
+    #[serde(default)]
+    pub sites: BTreeMap<String, SiteConfig>,
+}
+
+/// Signed paging links.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagingConfig {
+    /// Key that signs paging tokens, at least 32 bytes, hex-encoded. Replicas behind one
+    /// load balancer must share it. When absent a random key is made at start, and links
+    /// from before a restart stop working.
+    #[serde(default)]
+    pub secret_hex: Option<String>,
+    /// How long a paging link stays valid.
+    #[serde(default = "default_page_ttl")]
+    pub ttl_secs: u64,
+}
+
+impl Default for PagingConfig {
+    fn default() -> Self {
+        PagingConfig {
+            secret_hex: None,
+            ttl_secs: default_page_ttl(),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `json` (default) or `text`.
+    #[serde(default = "default_log_format")]
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `assent_gateway=debug`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// One line per FHIR request (no patient identifiers).
+    #[serde(default = "default_true")]
+    pub access_log: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: default_log_format(),
+            level: default_log_level(),
+            access_log: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Who may call the gateway.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Static API keys (for systems and the demo). OpenID Connect issuers come next to them.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+/// One API key. Only its SHA-256 is configured, never the key itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// A name for logs and request records.
+    pub id: String,
+    /// Hex SHA-256 of the key as the client sends it after `Bearer `.
+    pub sha256: String,
+    /// The FHIR actor this key stands for (`Practitioner/123`), if any.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Roles: `clinician` may use `/fhir`, `admin` may use `/admin`.
+    #[serde(default)]
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Clinician,
+    Admin,
+}
+
+/// One hospital FHIR server behind the gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Upstream FHIR base URL (`https://fhir.st-mary.example/r4`).
+    pub upstream: url::Url,
+    /// The FHIR version the site speaks.
+    #[serde(
+        deserialize_with = "deserialize_from_str",
+        serialize_with = "serialize_version"
+    )]
+    pub fhir_version: FhirVersion,
+    /// What applies when no consent speaks: `opt-in` (deny) or `opt-out` (permit).
+    #[serde(
+        deserialize_with = "deserialize_policy",
+        serialize_with = "serialize_policy"
+    )]
+    pub default_policy: SitePolicy,
+    /// Whole-request timeout towards the upstream.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Connect timeout towards the upstream.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Largest request body for this site; the gateway-wide limit when absent.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    /// Largest upstream response body the gateway will buffer to rewrite or filter.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    #[serde(default)]
+    pub upstream_auth: UpstreamAuth,
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+impl SiteConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// How the gateway authenticates to a site.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum UpstreamAuth {
+    #[default]
+    None,
+    /// A static bearer token.
+    Bearer { token: String },
+    /// OAuth 2.0 client credentials (RFC 6749 §4.4); the token is cached until it expires.
+    ClientCredentials {
+        token_url: url::Url,
+        client_id: String,
+        client_secret: String,
+        #[serde(default)]
+        scope: Option<String>,
+    },
+    /// Mutual TLS: a client certificate and key (PEM), and the CA that signs the upstream.
+    Mtls {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
+    },
+}
+
+/// A site that keeps failing is cut off for a while and answers at once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failures (connection errors, timeouts, 5xx) that open the circuit.
+    #[serde(default = "default_cb_failures")]
+    pub failures: u32,
+    /// How long the circuit stays open before one trial request is let through.
+    #[serde(default = "default_cb_open_ms")]
+    pub open_ms: u64,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            failures: default_cb_failures(),
+            open_ms: default_cb_open_ms(),
+        }
+    }
+}
+
+/// A configuration that could not be loaded; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(String),
+    #[error("invalid value for key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path`, then the `ASSENT_…` overrides of the process environment, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Loads `path`, then the `ASSENT_…` overrides among `vars`, and validates. A variable
+    /// `ASSENT_A__B` sets key `a.b`; its value is read as TOML would read it (`1234` is a
+    /// number, `true` a boolean, anything else a string).
+    pub fn load_with_env(
+        path: &Path,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::Load(format!(
+                "configuration file {} does not exist",
+                path.display()
+            )));
+        }
+        let mut figment = Figment::new().merge(Toml::file(path));
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix("ASSENT_") else {
+                continue;
+            };
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            let top = key.split('.').next().unwrap_or_default();
+            if !ENV_KEYS.contains(&top) {
+                continue;
+            }
+            let value = value
+                .parse::<figment::value::Value>()
+                .unwrap_or_else(|never| match never {});
+            figment = figment.merge(Serialized::default(&key, value));
+        }
+        Self::from_figment(figment)
+    }
+
+    /// Parses a TOML document (no environment), for tests and `check-config` of a string.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(text)))
+    }
+
+    /// Builds from any serialisable value (tests build configuration from a map).
+    pub fn from_value<T: Serialize>(value: T) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::new().merge(Serialized::defaults(value)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            // figment's message names the key path (`for key "sites.a.upstream"`).
+            let mut messages: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            messages.dedup();
+            ConfigError::Load(messages.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: value ranges and relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(u) = &self.public_url {
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid("public_url", "must be http or https"));
+            }
+        }
+        if self.database_url.trim().is_empty() {
+            return Err(ConfigError::invalid("database_url", "must not be empty"));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::invalid("max_body_bytes", "must be above 0"));
+        }
+        if let Some(secret) = &self.paging.secret_hex {
+            match hex::decode(secret) {
+                Ok(bytes) if bytes.len() >= 32 => {}
+                Ok(_) => {
+                    return Err(ConfigError::invalid(
+                        "paging.secret_hex",
+                        "must be at least 32 bytes (64 hex digits)",
+                    ));
+                }
+                Err(_) => {
+                    return Err(ConfigError::invalid("paging.secret_hex", "must be hex"));
+                }
+            }
+        }
+        if self.paging.ttl_secs == 0 {
+            return Err(ConfigError::invalid("paging.ttl_secs", "must be above 0"));
+        }
+        for (i, key) in self.auth.api_keys.iter().enumerate() {
+            let at = |field: &str| format!("auth.api_keys[{i}].{field}");
+            if key.id.is_empty() {
+                return Err(ConfigError::invalid(at("id"), "must not be empty"));
+            }
+            if hex::decode(&key.sha256).map(|b| b.len()) != Ok(32) {
+                return Err(ConfigError::invalid(
+                    at("sha256"),
+                    "must be a hex SHA-256 (64 hex digits)",
+                ));
+            }
+        }
+        for (id, site) in &self.sites {
+            let at = |field: &str| format!("sites.{id}.{field}");
+            if !is_valid_site_id(id) {
+                return Err(ConfigError::invalid(
+                    format!("sites.{id}"),
+                    "site ids are 1-64 characters of a-z, 0-9 and '-'",
+                ));
+            }
+            if !matches!(site.upstream.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid(at("upstream"), "must be http or https"));
+            }
+            if site.upstream.query().is_some() || site.upstream.fragment().is_some() {
+                return Err(ConfigError::invalid(
+                    at("upstream"),
+                    "must not carry a query or fragment",
+                ));
+            }
+            if site.timeout_ms == 0 || site.connect_timeout_ms == 0 {
+                return Err(ConfigError::invalid(at("timeout_ms"), "must be above 0"));
+            }
+            if site.max_body_bytes == Some(0) {
+                return Err(ConfigError::invalid(at("max_body_bytes"), "must be above 0"));
+            }
+            if site.circuit_breaker.failures == 0 {
+                return Err(ConfigError::invalid(
+                    at("circuit_breaker.failures"),
+                    "must be above 0",
+                ));
+            }
+            if let UpstreamAuth::Mtls {
+                cert_file,
+                key_file,
+                ca_file,
+            } = &site.upstream_auth
+            {
+                for (name, file) in [("cert_file", Some(cert_file)), ("key_file", Some(key_file))]
+                    .into_iter()
+                    .chain([("ca_file", ca_file.as_ref())])
+                {
+                    if let Some(file) = file {
+                        if !file.exists() {
+                            return Err(ConfigError::invalid(
+                                at(&format!("upstream_auth.{name}")),
+                                format!("file {} does not exist", file.display()),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The public base URL, without a trailing slash.
+    pub fn public_base(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.as_str().trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+}
+
+/// Site ids appear in URLs and metric labels: keep them to a safe alphabet.
+pub fn is_valid_site_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn deserialize_from_str<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+fn serialize_version<S: serde::Serializer>(v: &FhirVersion, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.name())
+}
+
+fn deserialize_policy<'de, D: Deserializer<'de>>(d: D) -> Result<SitePolicy, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "opt-in" => Ok(SitePolicy::OptIn),
+        "opt-out" => Ok(SitePolicy::OptOut),
+        other => Err(serde::de::Error::custom(format!(
+            "unknown policy `{other}` (expected `opt-in` or `opt-out`)"
+        ))),
+    }
+}
+
+fn serialize_policy<S: serde::Serializer>(p: &SitePolicy, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.as_str())
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_database_url() -> String {
+    "assent.db".to_owned()
+}
+fn default_gateway_id() -> String {
+    "assent".to_owned()
+}
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_response_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_page_ttl() -> u64 {
+    3600
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Json
+}
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_cb_failures() -> u32 {
+    5
+}
+fn default_cb_open_ms() -> u64 {
+    30_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        listen = "127.0.0.1:9000"
+        database_url = "/tmp/x.db"
+        [sites.st-mary]
+        upstream = "http://127.0.0.1:7000/fhir"
+        fhir_version = "R4"
+        default_policy = "opt-out"
+    "#;
+
+    #[test]
+    fn loads_a_minimal_file() {
+        let c = Config::from_toml(GOOD).unwrap();
+        let site = &c.sites["st-mary"];
+        assert_eq!(site.fhir_version, FhirVersion::R4);
+        assert_eq!(site.default_policy, SitePolicy::OptOut);
+        assert_eq!(site.timeout(), Duration::from_secs(30));
+        assert_eq!(c.public_base(), "http://127.0.0.1:9000");
+    }
+
+    fn error_of(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = error_of(&GOOD.replace("\"R4\"", "\"R7\""));
+        assert!(e.contains("sites.st-mary.fhir_version"), "{e}");
+        let e = error_of(&GOOD.replace("opt-out", "maybe"));
+        assert!(e.contains("sites.st-mary.default_policy"), "{e}");
+        let e = error_of(&GOOD.replace("http://127.0.0.1:7000/fhir", "not a url"));
+        assert!(e.contains("sites.st-mary.upstream"), "{e}");
+        let e = error_of(&format!("{GOOD}\nbogus = 1"));
+        assert!(e.contains("bogus"), "{e}");
+        let e = error_of(&GOOD.replace("st-mary", "St_Mary"));
+        assert!(e.contains("sites.St_Mary"), "{e}");
+        let e = error_of(&format!("{GOOD}\n[paging]\nsecret_hex = \"abcd\""));
+        assert!(e.contains("paging.secret_hex"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("assent.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let vars = [
+            ("ASSENT_DATABASE_URL", "postgres://db/assent"),
+            ("ASSENT_SITES__ST-MARY__TIMEOUT_MS", "1234"),
+            ("ASSENT_TEST_DATABASE_URL", "ignored: not configuration"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c = Config::load_with_env(&path, vars).unwrap();
+        assert_eq!(c.database_url, "postgres://db/assent");
+        assert_eq!(c.sites["st-mary"].timeout_ms, 1234);
+        let bad = [("ASSENT_SITES__ST-MARY__TIMEOUT_MS".to_owned(), "soon".to_owned())];
+        let e = Config::load_with_env(&path, bad).unwrap_err().to_string();
+        assert!(e.contains("sites.st-mary.timeout_ms"), "{e}");
+    }
+}

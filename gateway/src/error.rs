@@ -1,0 +1,211 @@
+//! Every failure the gateway answers with, and the one table that turns each into an HTTP
+//! status, an `OperationOutcome` issue code and a stable error code.
+//!
+//! The stable codes are a documented contract (README, openapi/): clients may match on them.
+//! Messages never carry upstream detail (hostnames, upstream bodies) or patient identifiers.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use assent_fhir::{Issue, IssueCode, Severity, operation_outcome};
+
+/// Which side caused a failure: decides the status class and whether a retry can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The caller sent something wrong (4xx).
+    Client,
+    /// The hospital's server failed or could not be reached (502/504).
+    Upstream,
+    /// The gateway itself or its store failed (500/503).
+    Internal,
+}
+
+/// A failure answered to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no credentials were presented")]
+    MissingCredentials,
+    #[error("the credentials presented are not valid")]
+    InvalidCredentials,
+    #[error("the caller lacks the role this endpoint needs")]
+    Forbidden,
+    #[error("unknown site")]
+    UnknownSite,
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("the {0} interaction is not supported through the gateway")]
+    MethodNotAllowed(&'static str),
+    #[error("the request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    #[error("access denied: {0}")]
+    Denied(String),
+    #[error("the paging link is not valid for this caller and site")]
+    BadPageToken,
+    #[error("the site could not be reached")]
+    UpstreamUnreachable,
+    #[error("the site did not answer in time")]
+    UpstreamTimeout,
+    #[error("the site answered with an error")]
+    UpstreamFailed,
+    #[error("the site's answer could not be read")]
+    UpstreamBadResponse,
+    #[error("the site is failing and temporarily cut off; retry later")]
+    CircuitOpen,
+    #[error("the site rejected the gateway's own credentials")]
+    UpstreamAuthFailed,
+    #[error("the requested resource was not found at the site")]
+    UpstreamNotFound,
+    #[error("the resource is gone at the site")]
+    UpstreamGone,
+    #[error("the site rejected the request as invalid")]
+    UpstreamRejected,
+    #[error("the gateway's store is unavailable")]
+    StoreUnavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+/// One row of the error table.
+pub struct ErrorRow {
+    pub status: StatusCode,
+    pub issue_code: IssueCode,
+    /// Stable, documented code; also the `details.coding.code` of the OperationOutcome.
+    pub code: &'static str,
+    pub side: Side,
+}
+
+impl GatewayError {
+    /// THE table: every error's status, issue code, stable code and side.
+    pub fn row(&self) -> ErrorRow {
+        use GatewayError as E;
+        use IssueCode as I;
+        use Side::*;
+        let (status, issue_code, code, side) = match self {
+            E::MissingCredentials => (401, I::Login, "auth-missing", Client),
+            E::InvalidCredentials => (401, I::Login, "auth-invalid", Client),
+            E::Forbidden => (403, I::Forbidden, "forbidden", Client),
+            E::UnknownSite => (404, I::NotFound, "unknown-site", Client),
+            E::NotFound => (404, I::NotFound, "not-found", Client),
+            E::Malformed(_) => (400, I::Invalid, "malformed-request", Client),
+            E::MethodNotAllowed(_) => (405, I::NotSupported, "method-not-allowed", Client),
+            E::BodyTooLarge { .. } => (413, I::TooLong, "body-too-large", Client),
+            E::UnsupportedMediaType(_) => (415, I::NotSupported, "unsupported-media-type", Client),
+            E::Denied(_) => (403, I::Forbidden, "consent-denied", Client),
+            E::BadPageToken => (403, I::Security, "bad-page-token", Client),
+            E::UpstreamUnreachable => (502, I::Transient, "upstream-unreachable", Upstream),
+            E::UpstreamTimeout => (504, I::Timeout, "upstream-timeout", Upstream),
+            E::UpstreamFailed => (502, I::Exception, "upstream-error", Upstream),
+            E::UpstreamBadResponse => (502, I::Structure, "upstream-bad-response", Upstream),
+            E::CircuitOpen => (503, I::Transient, "upstream-circuit-open", Upstream),
+            E::UpstreamAuthFailed => (502, I::Security, "upstream-auth-failed", Upstream),
+            E::UpstreamNotFound => (404, I::NotFound, "resource-not-found", Upstream),
+            E::UpstreamGone => (410, I::Deleted, "resource-gone", Upstream),
+            E::UpstreamRejected => (400, I::Invalid, "upstream-rejected", Upstream),
+            E::StoreUnavailable => (503, I::Transient, "store-unavailable", Internal),
+            E::Internal => (500, I::Exception, "internal", Internal),
+        };
+        ErrorRow {
+            // Every literal above is a valid status code.
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            issue_code,
+            code,
+            side,
+        }
+    }
+
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        self.row().code
+    }
+
+    /// The OperationOutcome body for this error.
+    pub fn to_operation_outcome(&self) -> serde_json::Value {
+        let row = self.row();
+        let severity = match row.side {
+            Side::Client => Severity::Error,
+            Side::Upstream | Side::Internal => Severity::Fatal,
+        };
+        let mut outcome = operation_outcome(&[Issue::new(
+            severity,
+            row.issue_code,
+            self.to_string(),
+        )]);
+        outcome["issue"][0]["details"] = serde_json::json!({
+            "coding": [{"system": ERROR_CODE_SYSTEM, "code": row.code}],
+            "text": row.code,
+        });
+        outcome
+    }
+}
+
+/// The code system of the gateway's stable error codes.
+pub const ERROR_CODE_SYSTEM: &str = "urn:assent:error-code";
+
+impl ResponseError for GatewayError {
+    fn status_code(&self) -> StatusCode {
+        self.row().status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let row = self.row();
+        let mut response = HttpResponse::build(row.status);
+        response.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/fhir+json"),
+        ));
+        match self {
+            GatewayError::MissingCredentials => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"assent\""),
+                ));
+            }
+            GatewayError::InvalidCredentials => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"assent\", error=\"invalid_token\""),
+                ));
+            }
+            GatewayError::CircuitOpen => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("30")));
+            }
+            _ => {}
+        }
+        response.body(self.to_operation_outcome().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_gives_the_documented_statuses() {
+        let cases: [(GatewayError, u16, &str); 8] = [
+            (GatewayError::UnknownSite, 404, "unknown-site"),
+            (GatewayError::Malformed("x".into()), 400, "malformed-request"),
+            (GatewayError::BodyTooLarge { limit: 1 }, 413, "body-too-large"),
+            (
+                GatewayError::UnsupportedMediaType("x".into()),
+                415,
+                "unsupported-media-type",
+            ),
+            (GatewayError::UpstreamUnreachable, 502, "upstream-unreachable"),
+            (GatewayError::UpstreamTimeout, 504, "upstream-timeout"),
+            (GatewayError::Denied("x".into()), 403, "consent-denied"),
+            (GatewayError::StoreUnavailable, 503, "store-unavailable"),
+        ];
+        for (error, status, code) in cases {
+            let row = error.row();
+            assert_eq!(row.status.as_u16(), status, "{error}");
+            assert_eq!(row.code, code);
+            let oo = error.to_operation_outcome();
+            assert_eq!(oo["resourceType"], "OperationOutcome");
+            assert_eq!(oo["issue"][0]["details"]["coding"][0]["code"], code);
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The Assent gateway: the only crate that knows HTTP, SQL and (later) Redis.
+//!
+//! Start at [`app`] (the facade that builds and runs a gateway), then [`pipeline`] (the
+//! request phases in order). Each phase's mechanics have a module of their own.
+
+pub mod app;
+pub mod caller;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod fhir_request;
+pub mod observability;
+pub mod paging;
+pub mod pipeline;
+pub mod record;
+pub mod rewrite;
+pub mod routes;
+pub mod store;
+pub mod upstream;

@@ -1,0 +1,430 @@
+//! The request path of `/fhir/{site}/…`: named phases in a fixed order over one
+//! [`RequestContext`]:
+//!
+//! `authenticate → resolve site → parse → decide → forward → filter → record`
+//!
+//! **Invariant:** the record phase runs for every request that reached the pipeline, whatever
+//! the outcome; the forward phase runs only with the `Permit` the decide phase returned.
+//! This file is the security order on one screen; each phase's mechanics live in its own module.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use assent_consent::{Decision, Permit};
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+
+use crate::app::{AppState, WorkerClients};
+use crate::caller::Caller;
+use crate::error::GatewayError;
+use crate::fhir_request::{self, FhirRequest};
+use crate::observability::RequestId;
+use crate::record::RequestRecord;
+use crate::rewrite::{self, StreamRewriter};
+use crate::upstream::{self, Site, UpstreamRequest};
+
+/// Everything the phases learn about one request.
+pub struct RequestContext {
+    pub request_id: String,
+    pub started: Instant,
+    pub caller: Option<Arc<Caller>>,
+    pub site: Option<Arc<Site>>,
+    pub fhir: Option<FhirRequest>,
+    pub decision: Option<Decision>,
+    pub error_code: Option<&'static str>,
+}
+
+/// Runs the phases for one request under `/fhir/{site}/`.
+pub async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    clients: web::Data<WorkerClients>,
+) -> HttpResponse {
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let mut ctx = RequestContext {
+        request_id,
+        started: Instant::now(),
+        caller: None,
+        site: None,
+        fhir: None,
+        decision: None,
+        error_code: None,
+    };
+    let response = match run(&mut ctx, &req, payload, &state, &clients).await {
+        Ok(response) => response,
+        Err(error) => {
+            ctx.error_code = Some(error.code());
+            error.error_response()
+        }
+    };
+    record(&ctx, &state, response.status());
+    response
+}
+
+async fn run(
+    ctx: &mut RequestContext,
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    clients: &WorkerClients,
+) -> Result<HttpResponse, GatewayError> {
+    // authenticate
+    let caller = state.callers.authenticate(req.headers())?;
+    if !caller.has_role(crate::config::Role::Clinician) {
+        return Err(GatewayError::Forbidden);
+    }
+    ctx.caller = Some(caller.clone());
+
+    // resolve site
+    let site_id = req.match_info().get("site").unwrap_or_default();
+    let site = state
+        .sites
+        .get(site_id)
+        .cloned()
+        .ok_or(GatewayError::UnknownSite)?;
+    ctx.site = Some(site.clone());
+
+    // parse
+    let (fhir, body) = parse(req, payload, state, &site).await?;
+    if let Some(token) = &fhir.page_token {
+        let signed = signed_part(req.path(), &site.id, &fhir.query);
+        state
+            .signer
+            .verify(token, &site.id, &caller.id, &signed)
+            .map_err(|e| {
+                tracing::info!(request_id = %ctx.request_id, reason = %e, "paging token refused");
+                GatewayError::BadPageToken
+            })?;
+    } else if fhir.resource_type.is_none() && fhir.interaction == assent_fhir::Interaction::Search
+    {
+        // The base URL with a query is only ever a paging link the gateway signed.
+        return Err(GatewayError::Malformed(
+            "a search names a resource type".into(),
+        ));
+    }
+    ctx.fhir = Some(fhir.clone());
+
+    // decide
+    let decision = assent_consent::decide_site_default(site.config.default_policy);
+    ctx.decision = Some(decision.clone());
+    let permit: Permit = match decision {
+        Decision::Permit(permit) => permit,
+        Decision::Deny(deny) => return Err(GatewayError::Denied(deny.basis().to_string())),
+    };
+
+    // forward
+    let client = clients.get(&site.id).ok_or(GatewayError::Internal)?;
+    let path_and_query = if fhir.query.is_empty() {
+        fhir.upstream_path.clone()
+    } else {
+        format!("{}?{}", fhir.upstream_path, fhir.query)
+    };
+    let upstream_request = UpstreamRequest {
+        method: if fhir.post_search {
+            Method::POST
+        } else {
+            req.method().clone()
+        },
+        path_and_query,
+        headers: upstream::allowed_request_headers(req.headers()),
+        request_id: ctx.request_id.clone(),
+        body,
+    };
+    let timer = Instant::now();
+    let response = upstream::forward(&permit, &site, client, &upstream_request).await;
+    state
+        .metrics
+        .upstream_latency
+        .with_label_values(&[site.id.as_str()])
+        .observe(timer.elapsed().as_secs_f64());
+    let response = response?;
+
+    // filter
+    filter(ctx, state, &site, &caller, &fhir, response).await
+}
+
+/// The parse phase: the FHIR request, and the form body of `POST _search`.
+async fn parse(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    state: &AppState,
+    site: &Site,
+) -> Result<(FhirRequest, Option<Bytes>), GatewayError> {
+    let rest = req.match_info().get("rest").unwrap_or_default();
+    let fhir = fhir_request::parse(req.method().as_str(), rest, req.query_string())?;
+    check_accept(req)?;
+    if !fhir.post_search {
+        return Ok((fhir, None));
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    if !media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(GatewayError::UnsupportedMediaType(
+            "_search takes application/x-www-form-urlencoded".into(),
+        ));
+    }
+    let limit = site.config.max_body_bytes.unwrap_or(state.config.max_body_bytes);
+    if let Some(length) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if length > limit {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| GatewayError::Malformed("the body could not be read".into()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| GatewayError::Malformed("the form body is not UTF-8".into()))?;
+    let (form, token) = fhir_request::check_query(text)?;
+    if token.is_some() {
+        return Err(GatewayError::Malformed("paging tokens go in the URL".into()));
+    }
+    Ok((fhir, Some(Bytes::from(form))))
+}
+
+/// Only JSON is served: an `Accept` that admits no JSON is refused.
+fn check_accept(req: &HttpRequest) -> Result<(), GatewayError> {
+    let Some(accept) = req.headers().get(header::ACCEPT) else {
+        return Ok(());
+    };
+    let accept = accept
+        .to_str()
+        .map_err(|_| GatewayError::Malformed("the Accept header is not ASCII".into()))?;
+    let admits_json = accept.split(',').any(|item| {
+        let media = item.split(';').next().unwrap_or_default().trim();
+        media.is_empty()
+            || media == "*/*"
+            || media == "application/*"
+            || fhir_request::is_json_format(media)
+    });
+    if admits_json {
+        Ok(())
+    } else {
+        Err(GatewayError::UnsupportedMediaType(
+            "only application/fhir+json is served".into(),
+        ))
+    }
+}
+
+/// What a paging token signs for this request: the path below the site and the query without
+/// the token, exactly as the rewrite module wrote it into the link.
+fn signed_part(path: &str, site_id: &str, query: &str) -> String {
+    let prefix_len = "/fhir/".len() + site_id.len();
+    let below = path.get(prefix_len..).unwrap_or_default();
+    if query.is_empty() {
+        below.to_owned()
+    } else {
+        format!("{below}?{query}")
+    }
+}
+
+/// The filter phase: maps upstream errors, rewrites URLs, streams what it does not parse.
+async fn filter(
+    ctx: &RequestContext,
+    state: &AppState,
+    site: &Site,
+    caller: &Caller,
+    fhir: &FhirRequest,
+    mut response: awc::ClientResponse,
+) -> Result<HttpResponse, GatewayError> {
+    let status = response.status();
+    if status == StatusCode::NOT_MODIFIED {
+        let mut out = HttpResponse::NotModified();
+        copy_validators(&response, &mut out);
+        return Ok(out.finish());
+    }
+    if !status.is_success() {
+        tracing::info!(request_id = %ctx.request_id, site = %site.id, upstream_status = status.as_u16(), "upstream answered with an error");
+        return Err(match status.as_u16() {
+            404 => GatewayError::UpstreamNotFound,
+            410 => GatewayError::UpstreamGone,
+            401 | 403 => GatewayError::UpstreamAuthFailed,
+            400 | 422 => GatewayError::UpstreamRejected,
+            s if s >= 500 => GatewayError::UpstreamFailed,
+            _ => GatewayError::UpstreamFailed,
+        });
+    }
+
+    let mut out = HttpResponse::build(status);
+    out.insert_header((
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&site.config.fhir_version.content_type())
+            .unwrap_or_else(|_| HeaderValue::from_static("application/fhir+json")),
+    ));
+    out.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    copy_validators(&response, &mut out);
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        if let Some(mapped) = response
+            .headers()
+            .get(&name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| site.urls.to_public(v))
+            .and_then(|v| HeaderValue::from_str(&v).ok())
+        {
+            out.insert_header((name, mapped));
+        }
+    }
+    if let Some(basis) = ctx.decision.as_ref().map(|d| d.basis().to_string()) {
+        if let Ok(v) = HeaderValue::from_str(&basis) {
+            out.insert_header(("x-assent-consent", v));
+        }
+    }
+
+    if fhir.returns_bundle() {
+        let body = response
+            .body()
+            .limit(site.config.max_response_bytes)
+            .await
+            .map_err(|_| GatewayError::UpstreamBadResponse)?;
+        let mut bundle: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| GatewayError::UpstreamBadResponse)?;
+        if bundle.get("resourceType").and_then(|v| v.as_str()) != Some("Bundle") {
+            return Err(GatewayError::UpstreamBadResponse);
+        }
+        let sign = |rest: &str| state.signer.sign(&site.id, &caller.id, rest);
+        rewrite::rewrite_bundle(&mut bundle, &site.urls, &sign);
+        let body = serde_json::to_vec(&bundle).map_err(|_| GatewayError::Internal)?;
+        return Ok(out.body(body));
+    }
+    let rewriter = StreamRewriter::new(&site.urls);
+    Ok(out.streaming(RewritingBody {
+        inner: response.take_payload(),
+        rewriter,
+        done: false,
+    }))
+}
+
+fn copy_validators(from: &awc::ClientResponse, to: &mut actix_web::HttpResponseBuilder) {
+    for name in [header::ETAG, header::LAST_MODIFIED] {
+        if let Some(v) = from.headers().get(&name) {
+            to.insert_header((name, v.clone()));
+        }
+    }
+}
+
+/// An upstream body passed through the [`StreamRewriter`] as it arrives.
+struct RewritingBody<S> {
+    inner: S,
+    rewriter: StreamRewriter,
+    done: bool,
+}
+
+impl<S, E> Stream for RewritingBody<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let out = self.rewriter.push(&chunk);
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.done = true;
+                    tracing::warn!(error = %e, "upstream body broke off");
+                    return Poll::Ready(Some(Err(actix_web::error::ErrorBadGateway(
+                        "upstream body broke off",
+                    ))));
+                }
+                Poll::Ready(None) => {
+                    self.done = true;
+                    let rest = self.rewriter.finish();
+                    return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));
+                }
+            }
+        }
+    }
+}
+
+/// The record phase: metrics, the access log line, and the request log row.
+fn record(ctx: &RequestContext, state: &AppState, status: StatusCode) {
+    let site = ctx.site.as_ref().map(|s| s.id.as_str());
+    let interaction = ctx.fhir.as_ref().map(|f| f.interaction.as_str());
+    let status_code = status.as_u16();
+    state
+        .metrics
+        .requests
+        .with_label_values(&[
+            site.unwrap_or("unknown"),
+            interaction.unwrap_or("none"),
+            status.as_str(),
+        ])
+        .inc();
+    let duration_us = ctx.started.elapsed().as_micros() as i64;
+    let decision = ctx.decision.as_ref().map(|d| match d {
+        Decision::Permit(p) => format!("permit {}", p.basis()),
+        Decision::Deny(d) => format!("deny {}", d.basis()),
+    });
+    if state.config.log.access_log {
+        tracing::info!(
+            request_id = %ctx.request_id,
+            site = site.unwrap_or("-"),
+            interaction = interaction.unwrap_or("-"),
+            resource_type = ctx.fhir.as_ref().and_then(|f| f.resource_type.as_deref()).unwrap_or("-"),
+            status = status_code,
+            error_code = ctx.error_code.unwrap_or("-"),
+            duration_us,
+            "fhir request"
+        );
+    }
+    state.recorder.record(RequestRecord {
+        request_id: ctx.request_id.clone(),
+        at_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+        site: site.map(str::to_owned),
+        caller: ctx.caller.as_ref().map(|c| c.id.clone()),
+        interaction: interaction.map(str::to_owned),
+        resource_type: ctx.fhir.as_ref().and_then(|f| f.resource_type.clone()),
+        status: i32::from(status_code),
+        error_code: ctx.error_code.map(str::to_owned),
+        decision,
+        duration_us,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signed_part_is_what_the_link_carried() {
+        assert_eq!(signed_part("/fhir/st-mary/Patient", "st-mary", "page=2"), "/Patient?page=2");
+        assert_eq!(signed_part("/fhir/st-mary", "st-mary", "_getpages=x"), "?_getpages=x");
+        assert_eq!(signed_part("/fhir/st-mary/Patient", "st-mary", ""), "/Patient");
+    }
+}

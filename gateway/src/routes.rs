@@ -1,0 +1,184 @@
+//! Every route the gateway serves, registered in this one file.
+//!
+//! **Invariant:** the gateway's own API (everything but the FHIR surface under `/fhir`) is
+//! exactly the list in [`API_ROUTES`], and `openapi/openapi.yaml` describes exactly that list;
+//! a test holds both, and a tidy test keeps route registration out of every other file.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+
+use crate::app::AppState;
+use crate::config::Role;
+use crate::error::GatewayError;
+use crate::pipeline;
+
+/// The OpenAPI document, as written.
+pub const OPENAPI_YAML: &str = include_str!("../../openapi/openapi.yaml");
+
+/// The gateway's own API: (method, OpenAPI path).
+pub const API_ROUTES: &[(&str, &str)] = &[
+    ("get", "/livez"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("get", "/admin/sites"),
+    ("get", "/admin/sites/{site}"),
+];
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/livez", web::get().to(livez))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/openapi.json", web::get().to(openapi))
+        .route("/admin/sites", web::get().to(admin_sites))
+        .route("/admin/sites/{site}", web::get().to(admin_site))
+        // The FHIR surface: every method reaches the pipeline, which refuses what it does
+        // not forward with an OperationOutcome.
+        .route("/fhir/{site}", web::route().to(pipeline::handle))
+        .route("/fhir/{site}/{rest:.*}", web::route().to(pipeline::handle))
+        .default_service(web::route().to(not_found));
+}
+
+/// The OpenAPI document as JSON.
+pub fn openapi_json() -> Result<String, String> {
+    let value: serde_json::Value =
+        serde_yaml_ng::from_str(OPENAPI_YAML).map_err(|e| e.to_string())?;
+    serde_json::to_string(&value).map_err(|e| e.to_string())
+}
+
+async fn livez() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let store = state.store.clone();
+    let ready = web::block(move || store.ping()).await;
+    match ready {
+        Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({"status": "ready", "store": "ok"})),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: store unavailable");
+            GatewayError::StoreUnavailable.error_response()
+        }
+        Err(_) => GatewayError::Internal.error_response(),
+    }
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        ))
+        .body(state.metrics.render())
+}
+
+async fn openapi(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(state.openapi_json.clone())
+}
+
+fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), GatewayError> {
+    let caller = state.callers.authenticate(req.headers())?;
+    if caller.has_role(Role::Admin) {
+        Ok(())
+    } else {
+        Err(GatewayError::Forbidden)
+    }
+}
+
+fn site_summary(state: &AppState, id: &str) -> Option<serde_json::Value> {
+    let site = state.sites.get(id)?;
+    Some(serde_json::json!({
+        "id": id,
+        "fhirVersion": site.config.fhir_version.name(),
+        "defaultPolicy": site.config.default_policy.as_str(),
+        "upstream": site.config.upstream.as_str(),
+        "timeoutMs": site.config.timeout_ms,
+        "circuit": if site.circuit_closed() { "closed" } else { "open" },
+        "base": format!("{}/fhir/{id}", state.public_base),
+    }))
+}
+
+async fn admin_sites(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, GatewayError> {
+    require_admin(&req, &state)?;
+    let mut ids: Vec<&String> = state.sites.keys().collect();
+    ids.sort();
+    let sites: Vec<_> = ids.into_iter().filter_map(|id| site_summary(&state, id)).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "sites": sites })))
+}
+
+async fn admin_site(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, GatewayError> {
+    require_admin(&req, &state)?;
+    let summary = site_summary(&state, &path).ok_or(GatewayError::UnknownSite)?;
+    Ok(HttpResponse::Ok().json(summary))
+}
+
+async fn not_found() -> HttpResponse {
+    let e = GatewayError::NotFound;
+    debug_assert_eq!(e.row().status, StatusCode::NOT_FOUND);
+    e.error_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn the_openapi_document_describes_exactly_the_api_routes() {
+        let doc: serde_json::Value = serde_json::from_str(&openapi_json().unwrap()).unwrap();
+        assert_eq!(doc["openapi"].as_str().map(|v| v.starts_with("3.1")), Some(true));
+        let described: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|m| ["get", "put", "post", "delete", "patch", "head", "options"].contains(&m.as_str()))
+                    .map(move |m| (m.clone(), path.clone()))
+            })
+            .collect();
+        let served: BTreeSet<(String, String)> = API_ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        let undocumented: Vec<_> = served.difference(&described).collect();
+        let unserved: Vec<_> = described.difference(&served).collect();
+        assert!(undocumented.is_empty(), "routes missing from openapi.yaml: {undocumented:?}");
+        assert!(unserved.is_empty(), "openapi.yaml describes routes not served: {unserved:?}");
+    }
+
+    #[test]
+    fn configure_registers_every_api_route() {
+        // Each API route appears in `configure` with its method; read this file's own text.
+        let source = include_str!("routes.rs");
+        let configure = source
+            .split("pub fn configure")
+            .nth(1)
+            .and_then(|s| s.split("\n}\n").next())
+            .unwrap();
+        let registered: BTreeSet<(String, String)> = configure
+            .lines()
+            .filter_map(|line| {
+                let line = line.trim().trim_start_matches("cfg");
+                let path = line.strip_prefix(".route(\"")?.split('"').next()?;
+                let method = line.split("web::").nth(1)?.split('(').next()?;
+                (!path.starts_with("/fhir")).then(|| (method.to_owned(), path.to_owned()))
+            })
+            .collect();
+        let listed: BTreeSet<(String, String)> = API_ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(registered, listed);
+    }
+}

@@ -1,0 +1,369 @@
+//! The gateway's store through diesel: SQLite (bundled, the embedded default) or PostgreSQL,
+//! one set of queries over both, migrations per backend embedded in the binary and applied
+//! when the store opens.
+//!
+//! Owns: connections, pools, migrations and the queries of the tables in `store/schema.rs`.
+//! Leaves out: when to write (the record phase batches), what the rows mean.
+//! Every call blocks: async code reaches it through `tokio::task::spawn_blocking`.
+
+mod schema;
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub use schema::{request_log, sites};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+
+/// One connection to either backend; queries are written once for both.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgresql(diesel::PgConnection),
+    Sqlite(diesel::SqliteConnection),
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of(url: &str) -> Backend {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+}
+
+/// A store failure. Callers answer 503 (`store-unavailable`); the detail goes to the log.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store: {0}")]
+    Open(String),
+    #[error("migrations failed: {0}")]
+    Migrate(String),
+    #[error("no connection available: {0}")]
+    Pool(#[from] diesel::r2d2::PoolError),
+    #[error("query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+}
+
+/// A site row, mirrored from configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Insertable, AsChangeset)]
+#[diesel(table_name = sites)]
+pub struct SiteRow {
+    pub id: String,
+    pub upstream_base_url: String,
+    pub fhir_version: String,
+    pub default_policy: String,
+    pub config_json: String,
+    pub updated_at_ms: i64,
+}
+
+/// One FHIR request as recorded. No patient identifiers.
+#[derive(Debug, Clone, PartialEq, Eq, Insertable)]
+#[diesel(table_name = request_log)]
+pub struct NewRequestLog {
+    pub request_id: String,
+    pub at_ms: i64,
+    pub gateway_id: String,
+    pub site: Option<String>,
+    pub caller: Option<String>,
+    pub interaction: Option<String>,
+    pub resource_type: Option<String>,
+    pub status: i32,
+    pub error_code: Option<String>,
+    pub decision: Option<String>,
+    pub duration_us: i64,
+}
+
+/// A request log row as read back.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct RequestLogRow {
+    pub id: i64,
+    pub request_id: String,
+    pub at_ms: i64,
+    pub gateway_id: String,
+    pub site: Option<String>,
+    pub caller: Option<String>,
+    pub interaction: Option<String>,
+    pub resource_type: Option<String>,
+    pub status: i32,
+    pub error_code: Option<String>,
+    pub decision: Option<String>,
+    pub duration_us: i64,
+}
+
+/// A pool of connections to the store.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool<ConnectionManager<AnyConnection>>,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens the store named by `url` (`postgres://…`, or a SQLite path, optionally
+    /// `sqlite://path`) and applies pending migrations.
+    pub fn open(url: &str) -> Result<Store, StoreError> {
+        let backend = Backend::of(url);
+        let (url, size) = match backend {
+            Backend::Postgres => (url.to_owned(), 8),
+            Backend::Sqlite => {
+                let path = url.strip_prefix("sqlite://").unwrap_or(url);
+                if let Some(parent) = std::path::Path::new(path).parent() {
+                    if !parent.as_os_str().is_empty() && !parent.exists() {
+                        return Err(StoreError::Open(format!(
+                            "directory {} does not exist",
+                            parent.display()
+                        )));
+                    }
+                }
+                (path.to_owned(), 4)
+            }
+        };
+        let pool = Pool::builder()
+            .max_size(size)
+            .connection_timeout(Duration::from_secs(5))
+            .connection_customizer(Box::new(Pragmas))
+            .build(ConnectionManager::<AnyConnection>::new(url))
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        let store = Store { pool, backend };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn conn(&self) -> Result<PooledConnection<ConnectionManager<AnyConnection>>, StoreError> {
+        Ok(self.pool.get()?)
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let result = match &mut *conn {
+            AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ()),
+            AnyConnection::Postgresql(c) => {
+                c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ())
+            }
+        };
+        result.map_err(|e| StoreError::Migrate(e.to_string()))
+    }
+
+    /// Checks that the store answers (for `/readyz`).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        diesel::sql_query("SELECT 1").execute(&mut *conn)?;
+        Ok(())
+    }
+
+    /// Replaces the mirrored site table with `rows` in one transaction.
+    pub fn replace_sites(&self, rows: &[SiteRow]) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        conn.transaction(|conn| {
+            diesel::delete(sites::table).execute(conn)?;
+            for row in rows {
+                diesel::insert_into(sites::table).values(row).execute(conn)?;
+            }
+            Ok::<_, diesel::result::Error>(())
+        })?;
+        Ok(())
+    }
+
+    /// All mirrored sites, by id.
+    pub fn sites(&self) -> Result<Vec<SiteRow>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(sites::table.order(sites::id.asc()).load(&mut *conn)?)
+    }
+
+    /// Appends request log rows in one transaction (group commit).
+    pub fn insert_request_logs(&self, rows: &[NewRequestLog]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        conn.transaction(|conn| {
+            // Multi-row VALUES is not available across both backends; one statement per row
+            // inside one transaction still costs a single commit.
+            for row in rows {
+                diesel::insert_into(request_log::table)
+                    .values(row)
+                    .execute(conn)?;
+            }
+            Ok::<_, diesel::result::Error>(())
+        })?;
+        Ok(())
+    }
+
+    /// The newest request log rows, newest first.
+    pub fn recent_requests(&self, limit: i64) -> Result<Vec<RequestLogRow>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(request_log::table
+            .order(request_log::id.desc())
+            .limit(limit)
+            .load(&mut *conn)?)
+    }
+
+    /// The request log rows of one request id.
+    pub fn requests_by_id(&self, request_id: &str) -> Result<Vec<RequestLogRow>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(request_log::table
+            .filter(request_log::request_id.eq(request_id))
+            .order(request_log::id.asc())
+            .load(&mut *conn)?)
+    }
+}
+
+/// Per-connection settings: SQLite in WAL mode with a busy timeout and foreign keys.
+#[derive(Debug)]
+struct Pragmas;
+
+impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for Pragmas {
+    fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
+        if let AnyConnection::Sqlite(c) = conn {
+            c.batch_execute(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                 PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+            )
+            .map_err(diesel::r2d2::Error::QueryError)?;
+        }
+        Ok(())
+    }
+}
+
+/// Test support: a store on SQLite in a temporary directory, and (when
+/// `ASSENT_TEST_DATABASE_URL` is set) one on PostgreSQL in a schema of its own.
+pub mod testing {
+    use super::*;
+
+    /// A store that lives as long as this value.
+    pub struct TestStore {
+        pub store: Store,
+        pub url: String,
+        _dir: Option<tempfile::TempDir>,
+        schema: Option<(String, String)>,
+    }
+
+    impl Drop for TestStore {
+        fn drop(&mut self) {
+            if let Some((admin_url, schema)) = &self.schema {
+                if let Ok(mut c) = diesel::PgConnection::establish(admin_url) {
+                    let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+                }
+            }
+        }
+    }
+
+    /// A fresh SQLite store.
+    pub fn sqlite() -> TestStore {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = dir.path().join("assent.db").display().to_string();
+        TestStore {
+            store: Store::open(&url).expect("open SQLite store"),
+            url,
+            _dir: Some(dir),
+            schema: None,
+        }
+    }
+
+    /// A fresh PostgreSQL store in a new schema, when `ASSENT_TEST_DATABASE_URL` is set.
+    pub fn postgres() -> Option<TestStore> {
+        let admin_url = std::env::var("ASSENT_TEST_DATABASE_URL").ok()?;
+        let schema = format!("assent_test_{}", uuid::Uuid::new_v4().simple());
+        let mut c = diesel::PgConnection::establish(&admin_url)
+            .expect("ASSENT_TEST_DATABASE_URL is set but PostgreSQL is unreachable");
+        c.batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .expect("create test schema");
+        let separator = if admin_url.contains('?') { '&' } else { '?' };
+        let url = format!("{admin_url}{separator}options=-csearch_path%3D{schema}");
+        Some(TestStore {
+            store: Store::open(&url).expect("open PostgreSQL store"),
+            url,
+            _dir: None,
+            schema: Some((admin_url, schema)),
+        })
+    }
+
+    /// Every backend available to this test run.
+    pub fn all() -> Vec<TestStore> {
+        let mut stores = vec![sqlite()];
+        stores.extend(postgres());
+        stores
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_row(n: i64) -> NewRequestLog {
+        NewRequestLog {
+            request_id: format!("req-{n}"),
+            at_ms: 1_700_000_000_000 + n,
+            gateway_id: "gw".into(),
+            site: Some("st-mary".into()),
+            caller: Some("alice".into()),
+            interaction: Some("read".into()),
+            resource_type: Some("Patient".into()),
+            status: 200,
+            error_code: None,
+            decision: Some("permit".into()),
+            duration_us: 10 + n,
+        }
+    }
+
+    #[test]
+    fn sites_and_request_log_round_trip_on_every_backend() {
+        for t in testing::all() {
+            let store = &t.store;
+            store.ping().unwrap();
+            let row = SiteRow {
+                id: "st-mary".into(),
+                upstream_base_url: "http://x/fhir".into(),
+                fhir_version: "R4".into(),
+                default_policy: "opt-out".into(),
+                config_json: "{}".into(),
+                updated_at_ms: 1,
+            };
+            store.replace_sites(std::slice::from_ref(&row)).unwrap();
+            store.replace_sites(std::slice::from_ref(&row)).unwrap();
+            assert_eq!(store.sites().unwrap(), vec![row], "{:?}", store.backend());
+
+            let rows: Vec<_> = (0..1200).map(log_row).collect();
+            store.insert_request_logs(&rows).unwrap();
+            let recent = store.recent_requests(2).unwrap();
+            assert_eq!(recent.len(), 2);
+            assert_eq!(recent[0].request_id, "req-1199");
+            assert_eq!(recent[0].duration_us, 1209);
+            let one = store.requests_by_id("req-7").unwrap();
+            assert_eq!(one.len(), 1);
+            assert_eq!(one[0].status, 200);
+            assert_eq!(one[0].site.as_deref(), Some("st-mary"));
+        }
+    }
+
+    #[test]
+    fn migrations_apply_once_and_reopen_cleanly() {
+        for t in testing::all() {
+            let again = Store::open(&t.url).unwrap();
+            again.insert_request_logs(&[log_row(1)]).unwrap();
+            assert_eq!(t.store.recent_requests(10).unwrap().len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_missing_directory_is_a_clear_error() {
+        let e = Store::open("/nonexistent-dir/for/assent.db").err().unwrap();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+}

@@ -1,0 +1,393 @@
+//! DEMO ONLY: a development identity provider for `assent demo`. It serves OpenID discovery,
+//! a JWKS and a token endpoint that mints tokens for a handful of sample callers, with an
+//! ES256 key generated at start and never stored.
+//!
+//! It authenticates nobody: anyone who can reach it gets a token for any sample caller.
+//! The gateway mounts it on loopback only, inside `demo` only, and the verifier reaches it
+//! over HTTP through the same discovery code as a real provider.
+//!
+//! Leaves out: HTTP serving. [`DevIdentityProvider::handle`] takes a method, a path and a
+//! form body and returns status, content type and body; the gateway wraps that in actix-web.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+
+use crate::config::{IssuerConfig, SigningAlgorithm};
+use crate::error::ConfigError;
+use crate::purpose::PurposeOfUse;
+
+/// Lifetime of minted tokens.
+pub const DEV_TOKEN_TTL_SECONDS: u64 = 3600;
+
+/// A sample caller the development provider mints tokens for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleCaller {
+    /// The `client_id` to ask for at the token endpoint; also the token's `sub`.
+    pub name: &'static str,
+    /// `fhirUser`, if a user.
+    pub actor: Option<&'static str>,
+    pub organization: Option<&'static str>,
+    /// Scopes granted when the request names none.
+    pub default_scope: &'static str,
+    /// Purpose of use granted when the request names none.
+    pub default_purpose: &'static str,
+    pub description: &'static str,
+}
+
+/// The sample callers.
+pub const SAMPLE_CALLERS: &[SampleCaller] = &[
+    SampleCaller {
+        name: "dr-alice",
+        actor: Some("Practitioner/dr-alice"),
+        organization: Some("Organization/st-mary"),
+        default_scope: "openid fhirUser user/*.rs",
+        default_purpose: "TREAT",
+        description: "physician at St Mary's, treatment",
+    },
+    SampleCaller {
+        name: "dr-bob",
+        actor: Some("Practitioner/dr-bob"),
+        organization: Some("Organization/city-clinic"),
+        default_scope: "openid fhirUser user/*.rs",
+        default_purpose: "ETREAT",
+        description: "emergency physician at City Clinic, emergency treatment (break-glass)",
+    },
+    SampleCaller {
+        name: "nurse-carol",
+        actor: Some("PractitionerRole/nurse-carol"),
+        organization: Some("Organization/st-mary"),
+        default_scope: "openid fhirUser user/Patient.rs user/Observation.rs",
+        default_purpose: "TREAT",
+        description: "nurse at St Mary's, patients and observations only",
+    },
+    SampleCaller {
+        name: "researcher-dan",
+        actor: Some("Practitioner/researcher-dan"),
+        organization: Some("Organization/uni-lab"),
+        default_scope: "user/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory",
+        default_purpose: "HRESCH",
+        description: "researcher, laboratory observations only, research",
+    },
+    SampleCaller {
+        name: "billing-service",
+        actor: None,
+        organization: Some("Organization/st-mary"),
+        default_scope: "system/*.rs",
+        default_purpose: "HPAYMT",
+        description: "backend service (no user), payment",
+    },
+];
+
+/// A response of the development provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+/// DEMO ONLY: see the module documentation.
+pub struct DevIdentityProvider {
+    issuer: String,
+    audience: String,
+    key: EncodingKey,
+    kid: String,
+    jwks: String,
+    discovery: String,
+}
+
+impl DevIdentityProvider {
+    /// A provider whose issuer URL is `issuer` (where the gateway mounts it, e.g.
+    /// `http://127.0.0.1:8081`; paths given to [`handle`](Self::handle) are relative to it)
+    /// minting tokens for `audience` (the gateway's FHIR base URL). Generates a fresh key.
+    pub fn new(
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+    ) -> Result<DevIdentityProvider, ConfigError> {
+        let issuer = issuer.into().trim_end_matches('/').to_owned();
+        let audience = audience.into();
+        let failed = |reason: &str| ConfigError::Invalid {
+            issuer: issuer.clone(),
+            reason: format!("development provider: {reason}"),
+        };
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .and_then(|pair| pair.to_pkcs8v1())
+            .map_err(|_| failed("key generation failed"))?;
+        let key = EncodingKey::from_ec_der(pkcs8.as_ref());
+        let mut kid_bytes = [0u8; 8];
+        rng.fill(&mut kid_bytes)
+            .map_err(|_| failed("no randomness"))?;
+        let kid = format!("dev-{}", hex(&kid_bytes));
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256)
+            .map_err(|e| failed(&format!("public key export failed: {e}")))?;
+        jwk.common.key_id = Some(kid.clone());
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        jwk.common.key_algorithm = Some(KeyAlgorithm::ES256);
+        let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] })
+            .map_err(|e| failed(&format!("JWKS serialisation failed: {e}")))?;
+        let discovery = json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "scopes_supported": ["openid", "fhirUser", "launch/patient", "patient/*.rs", "user/*.rs", "system/*.rs"],
+        })
+        .to_string();
+        Ok(DevIdentityProvider {
+            issuer,
+            audience,
+            key,
+            kid,
+            jwks,
+            discovery,
+        })
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The [`IssuerConfig`] that trusts this provider: ES256 only, purpose header allowed.
+    pub fn issuer_config(&self) -> IssuerConfig {
+        let mut config = IssuerConfig::new(self.issuer.clone(), self.audience.clone());
+        config.algorithms = vec![SigningAlgorithm::Es256];
+        config.allow_purpose_header = true;
+        config
+    }
+
+    /// Answers one request. `path` is relative to the issuer URL; `form` is the
+    /// `application/x-www-form-urlencoded` body (empty for GET). Token responses must be
+    /// sent with `Cache-Control: no-store`.
+    ///
+    /// - `GET /.well-known/openid-configuration`, `GET /jwks`
+    /// - `POST /token` with `grant_type=client_credentials&client_id=<sample>` and optional
+    ///   `scope`, `purpose` (HL7 v3 PurposeOfUse code) and `patient` (a Patient id: adds the
+    ///   launch context)
+    /// - `GET /`: a plain-text list of the sample callers
+    pub fn handle(&self, method: &str, path: &str, form: &str) -> DevResponse {
+        match (method, path) {
+            ("GET", "/.well-known/openid-configuration") => {
+                json_response(200, self.discovery.clone())
+            }
+            ("GET", "/jwks") => DevResponse {
+                status: 200,
+                content_type: "application/jwk-set+json",
+                body: self.jwks.clone(),
+            },
+            ("POST", "/token") => match self.token_response(form) {
+                Ok(body) => json_response(200, body),
+                Err((error, description)) => json_response(
+                    400,
+                    json!({"error": error, "error_description": description}).to_string(),
+                ),
+            },
+            ("GET", "/") => DevResponse {
+                status: 200,
+                content_type: "text/plain; charset=utf-8",
+                body: self.help(),
+            },
+            _ => json_response(404, json!({"error": "not_found"}).to_string()),
+        }
+    }
+
+    /// Mints a token for sample caller `name` (what `POST /token` does).
+    pub fn mint(
+        &self,
+        name: &str,
+        scope: Option<&str>,
+        purpose: Option<&str>,
+        patient: Option<&str>,
+    ) -> Result<String, (&'static str, String)> {
+        let sample = SAMPLE_CALLERS
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or(("invalid_client", format!("no sample caller {name:?}")))?;
+        let purpose = purpose.unwrap_or(sample.default_purpose);
+        let purpose = PurposeOfUse::parse(purpose).ok_or((
+            "invalid_request",
+            "purpose is not an HL7 v3 PurposeOfUse code".to_owned(),
+        ))?;
+        if let Some(patient) = patient {
+            let id_ok = !patient.is_empty()
+                && patient.len() <= 64
+                && patient
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !id_ok {
+                return Err(("invalid_request", "patient is not a FHIR id".to_owned()));
+            }
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut jti = [0u8; 16];
+        SystemRandom::new()
+            .fill(&mut jti)
+            .map_err(|_| ("server_error", "no randomness".to_owned()))?;
+        let mut claims = json!({
+            "iss": self.issuer,
+            "sub": sample.name,
+            "aud": self.audience,
+            "client_id": sample.name,
+            "iat": now,
+            "exp": now + DEV_TOKEN_TTL_SECONDS,
+            "jti": hex(&jti),
+            "scope": scope.unwrap_or(sample.default_scope),
+            "purpose_of_use": purpose.code(),
+        });
+        let object = claims
+            .as_object_mut()
+            .ok_or(("server_error", "claims are not an object".to_owned()))?;
+        if let Some(actor) = sample.actor {
+            object.insert("fhirUser".into(), Value::from(actor));
+        }
+        if let Some(organization) = sample.organization {
+            object.insert("organization".into(), Value::from(organization));
+        }
+        if let Some(patient) = patient {
+            object.insert("patient".into(), Value::from(patient));
+        }
+        let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some("at+jwt".to_owned());
+        header.kid = Some(self.kid.clone());
+        encode(&header, &claims, &self.key).map_err(|e| ("server_error", e.to_string()))
+    }
+
+    fn token_response(&self, form: &str) -> Result<String, (&'static str, String)> {
+        let mut grant_type = None;
+        let mut client_id = None;
+        let mut scope = None;
+        let mut purpose = None;
+        let mut patient = None;
+        for (name, value) in url::form_urlencoded::parse(form.as_bytes()) {
+            let slot = match name.as_ref() {
+                "grant_type" => &mut grant_type,
+                "client_id" => &mut client_id,
+                "scope" => &mut scope,
+                "purpose" => &mut purpose,
+                "patient" => &mut patient,
+                _ => continue,
+            };
+            *slot = Some(value.into_owned());
+        }
+        if grant_type.as_deref() != Some("client_credentials") {
+            return Err((
+                "unsupported_grant_type",
+                "only client_credentials is supported".to_owned(),
+            ));
+        }
+        let client_id = client_id.ok_or(("invalid_client", "client_id is required".to_owned()))?;
+        let token = self.mint(
+            &client_id,
+            scope.as_deref(),
+            purpose.as_deref(),
+            patient.as_deref(),
+        )?;
+        let granted = scope.unwrap_or_else(|| {
+            SAMPLE_CALLERS
+                .iter()
+                .find(|s| s.name == client_id)
+                .map(|s| s.default_scope.to_owned())
+                .unwrap_or_default()
+        });
+        Ok(json!({
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": DEV_TOKEN_TTL_SECONDS,
+            "scope": granted,
+        })
+        .to_string())
+    }
+
+    fn help(&self) -> String {
+        let mut text = format!(
+            "Assent development identity provider (DEMO ONLY: it authenticates nobody).\n\
+             Get a token:\n  curl -s -d grant_type=client_credentials -d client_id=dr-alice {}/token\n\
+             Optional form fields: scope, purpose (HL7 v3 PurposeOfUse), patient (a Patient id).\n\
+             Sample callers:\n",
+            self.issuer
+        );
+        for s in SAMPLE_CALLERS {
+            text.push_str(&format!(
+                "  {:<16} {} (scope {:?}, purpose {})\n",
+                s.name, s.description, s.default_scope, s.default_purpose
+            ));
+        }
+        text
+    }
+}
+
+fn json_response(status: u16, body: String) -> DevResponse {
+    DevResponse {
+        status,
+        content_type: "application/json",
+        body,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider() -> DevIdentityProvider {
+        DevIdentityProvider::new("http://127.0.0.1:9", "http://127.0.0.1:8/fhir").unwrap()
+    }
+
+    #[test]
+    fn serves_discovery_and_jwks() {
+        let p = provider();
+        let d = p.handle("GET", "/.well-known/openid-configuration", "");
+        assert_eq!(d.status, 200);
+        let d: Value = serde_json::from_str(&d.body).unwrap();
+        assert_eq!(d["issuer"], "http://127.0.0.1:9");
+        assert_eq!(d["jwks_uri"], "http://127.0.0.1:9/jwks");
+        let j: Value = serde_json::from_str(&p.handle("GET", "/jwks", "").body).unwrap();
+        assert_eq!(j["keys"][0]["kty"], "EC");
+        assert_eq!(j["keys"][0]["alg"], "ES256");
+        assert!(j["keys"][0].get("d").is_none(), "private part leaked");
+        assert_eq!(p.handle("GET", "/nope", "").status, 404);
+    }
+
+    #[test]
+    fn token_endpoint_mints_for_samples_only() {
+        let p = provider();
+        let ok = p.handle(
+            "POST",
+            "/token",
+            "grant_type=client_credentials&client_id=dr-alice&purpose=TREAT&patient=pat-1",
+        );
+        assert_eq!(ok.status, 200, "{}", ok.body);
+        let body: Value = serde_json::from_str(&ok.body).unwrap();
+        assert_eq!(body["token_type"], "Bearer");
+        let bad = |form: &str| p.handle("POST", "/token", form);
+        assert_eq!(bad("grant_type=password&client_id=dr-alice").status, 400);
+        assert_eq!(
+            bad("grant_type=client_credentials&client_id=mallory").status,
+            400
+        );
+        assert_eq!(
+            bad("grant_type=client_credentials&client_id=dr-alice&purpose=NOSY").status,
+            400
+        );
+        assert_eq!(
+            bad("grant_type=client_credentials&client_id=dr-alice&patient=a/b").status,
+            400
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! Who is asking: the authenticate phase's logic, without HTTP server types.
+//!
+//! Owns OpenID Connect discovery and JWKS fetching over HTTP (client side only), JWT
+//! verification, the verified-token cache, SMART App Launch scopes (v1 and v2, granular) and
+//! their enforcement, HL7 v3 purpose of use, and a demo-only development identity provider.
+//!
+//! Leaves out: actix-web, SQL, Redis, and turning errors into HTTP responses (the gateway does
+//! that from [`AuthError::status`], [`AuthError::code`] and [`AuthError::www_authenticate`]).
+//! Resolving which patient compartment a resource belongs to is the gateway's too; this crate
+//! only says when a grant is confined to the token's patient.
+
+#![forbid(unsafe_code)]
+
+mod caller;
+mod config;
+pub mod dev_idp;
+mod error;
+mod jwks;
+mod purpose;
+mod scopes;
+mod token_cache;
+mod verifier;
+
+pub use caller::{CallerKind, VerifiedCaller};
+pub use config::{ClaimNames, IssuerConfig, SigningAlgorithm, VerifierOptions};
+pub use error::{AuthError, ConfigError};
+pub use purpose::{PURPOSE_OF_USE_SYSTEM, PurposeOfUse};
+pub use scopes::{
+    Access, Grant, GrantRule, Permissions, ResourceScope, ScopeContext, ScopeWarning, Scopes,
+    SearchCondition, TokenValue,
+};
+pub use verifier::Verifier;

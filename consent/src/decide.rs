@@ -196,6 +196,7 @@ pub fn decide(consents: &[Consent], request: &AccessRequest<'_>, policy: SitePol
             best = Some(candidate);
         }
     }
+    not_enforced.sort_by(|a: &NotEnforced, b: &NotEnforced| a.consent_id.cmp(&b.consent_id));
     let (effect, basis) = match best {
         Some(c) => (
             c.provision.effect,
@@ -458,7 +459,7 @@ fn data_rule_matches(rule: &DataRule, r: &AccessRequest<'_>) -> Tri {
         DataMeaning::Dependents => {
             let mut refs = Vec::new();
             collect_references(res, &mut refs);
-            Tri::from_bool(refs.iter().any(|x| *x == rule.reference))
+            Tri::from_bool(refs.contains(&rule.reference))
         }
         DataMeaning::Related => {
             let me = self_reference(res);
@@ -700,6 +701,7 @@ mod tests {
             &json!({"subject":{"reference":"Patient/1"},"basedOn":[{"reference":"http://x/fhir/ServiceRequest/9"}]}),
             &mut refs,
         );
+        refs.sort();
         assert_eq!(refs, vec!["Patient/1", "ServiceRequest/9"]);
     }
 }

@@ -373,10 +373,11 @@ impl Reader {
                 }
             }
         } else if !is_root && self.version < FhirVersion::R5 {
-            return Err(invalid(
-                format!("{path}.type"),
-                "is required on a nested provision",
-            ));
+            self.warn(
+                IssueCode::Required,
+                &format!("{path}.type"),
+                "nested provision without a type: read as the inverse of its parent",
+            );
         }
         let mut p = self.conditions(po, path, effect, depth, parent_specificity, is_root)?;
         if let Some(children) = po.get("provision") {
@@ -461,7 +462,13 @@ impl Reader {
         }
         // Resource classes: STU3/R4 `class`, R5 `resourceType`. Media types (urn:ietf:bcp:13)
         // and R5 `documentType` are matched as codes of the resource.
-        for key in ["class", "resourceType", "documentType"] {
+        // At the Consent level (STU3 root), `resourceType` is the resource's own type.
+        let class_keys: &[&str] = if path == "Consent" {
+            &[]
+        } else {
+            &["class", "resourceType", "documentType"]
+        };
+        for &key in class_keys {
             let Some(list) = po.get(key) else { continue };
             for (i, c) in as_array(list, &format!("{path}.{key}"))?.iter().enumerate() {
                 let cpath = format!("{path}.{key}[{i}]");
@@ -490,7 +497,7 @@ impl Reader {
         if !p.resource_types.is_empty() {
             p.conditions.insert(Conditions::RESOURCE_TYPE);
         }
-        if let Some(codes) = po.get("code") {
+        if let Some(codes) = po.get("code").filter(|_| path != "Consent") {
             for (i, c) in as_array(codes, &format!("{path}.code"))?.iter().enumerate() {
                 let cpath = format!("{path}.code[{i}]");
                 if c.get("coding").is_some() || c.get("text").is_some() {

@@ -1,0 +1,1326 @@
+//! The version-to-version rules, as data: renamed elements, remapped codes, code systems for
+//! `code` → `CodeableConcept` changes, and the few whole-resource moves that data cannot say
+//! (as functions). Facts from the specifications' R3↔R4 and R4↔R5 difference pages.
+//!
+//! Renames are written once, for the upward step, and reversed for the downward one. Code
+//! maps are written per direction (they are not always invertible). Leaves out what the
+//! generic walk does by itself: cardinality, datatype changes, elements a version lacks.
+
+use std::collections::{HashMap, HashSet};
+
+use assent_fhir::{FhirVersion, IssueCode, Severity};
+use serde_json::{Map, Value};
+
+use super::{Ctx, StepTable, extension, step_tables};
+use crate::definitions::{NodeId, definitions};
+
+/// A code remap: (from, to, exact). An inexact pair keeps the original in a carrier.
+pub(crate) type CodeMap = [(&'static str, &'static str, bool)];
+
+/// A whole-resource rule: rewrites `obj` into target shape for some keys and lists them.
+pub(crate) type ResourceRule = fn(&mut Map<String, Value>, &mut Ctx, &mut Vec<&'static str>);
+
+/// The prepared table of the adjacent step `from` → `to` (identity for non-adjacent pairs).
+pub(crate) fn step_table(from: FhirVersion, to: FhirVersion) -> &'static StepTable {
+    static EMPTY: std::sync::LazyLock<StepTable> = std::sync::LazyLock::new(StepTable::default);
+    step_tables().get(&(from, to)).unwrap_or(&EMPTY)
+}
+
+/// `Condition.clinicalStatus` → its code system, where a `code` became a `CodeableConcept`.
+pub(crate) fn code_system(path: &str) -> Option<&'static str> {
+    CODE_SYSTEMS
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, system)| *system)
+}
+
+const CODE_SYSTEMS: &[(&str, &str)] = &[
+    (
+        "Condition.clinicalStatus",
+        "http://terminology.hl7.org/CodeSystem/condition-clinical",
+    ),
+    (
+        "Condition.verificationStatus",
+        "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+    ),
+    (
+        "AllergyIntolerance.clinicalStatus",
+        "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+    ),
+    (
+        "AllergyIntolerance.verificationStatus",
+        "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+    ),
+    (
+        "AllergyIntolerance.type",
+        "http://hl7.org/fhir/allergy-intolerance-type",
+    ),
+    (
+        "DocumentReference.relatesTo.code",
+        "http://hl7.org/fhir/document-relationship-type",
+    ),
+    (
+        "AuditEvent.agent.network.type",
+        "http://hl7.org/fhir/network-type",
+    ),
+];
+
+/// Renames for the upward steps: (source path of the element, new key). The downward step
+/// uses them reversed.
+const RENAMES_STU3_R4: &[(&str, &str)] = &[
+    ("Encounter.reason", "reasonCode"),
+    ("Encounter.incomingReferral", "basedOn"),
+    ("Encounter.diagnosis.role", "use"),
+    ("Observation.context", "encounter"),
+    ("Observation.comment", "note"),
+    ("Condition.context", "encounter"),
+    ("Condition.assertedDate", "recordedDate"),
+    ("Procedure.context", "encounter"),
+    ("Procedure.notDoneReason", "statusReason"),
+    ("Procedure.performer.role", "function"),
+    ("MedicationRequest.context", "encounter"),
+    ("MedicationStatement.reasonNotTaken", "statusReason"),
+    ("Medication.ingredient.amount", "strength"),
+    ("AllergyIntolerance.assertedDate", "recordedDate"),
+    ("Immunization.date", "occurrenceDateTime"),
+    ("Immunization.practitioner", "performer"),
+    ("Immunization.practitioner.role", "function"),
+    ("DiagnosticReport.context", "encounter"),
+    ("DiagnosticReport.image", "media"),
+    ("DiagnosticReport.codedDiagnosis", "conclusionCode"),
+    ("DocumentReference.class", "category"),
+    ("DocumentReference.indexed", "date"),
+    ("CarePlan.context", "encounter"),
+    ("CarePlan.definition", "instantiatesCanonical"),
+    ("CareTeam.context", "encounter"),
+    ("Goal.status", "lifecycleStatus"),
+    ("ProcedureRequest.context", "encounter"),
+    ("ProcedureRequest.definition", "instantiatesCanonical"),
+    ("Consent.consentingParty", "performer"),
+    ("AuditEvent.agent.reference", "who"),
+    ("AuditEvent.entity.reference", "what"),
+    ("Provenance.period", "occurredPeriod"),
+    ("Provenance.agent.whoReference", "who"),
+    ("Provenance.agent.onBehalfOfReference", "onBehalfOf"),
+    ("Provenance.entity.referenceReference", "what"),
+];
+
+const RENAMES_R4B_R5: &[(&str, &str)] = &[
+    ("Location.physicalType", "form"),
+    ("Encounter.period", "actualPeriod"),
+    ("Encounter.participant.individual", "actor"),
+    ("Encounter.hospitalization", "admission"),
+    ("Encounter.location.physicalType", "form"),
+    ("Procedure.performedDateTime", "occurrenceDateTime"),
+    ("Procedure.performedPeriod", "occurrencePeriod"),
+    ("Procedure.performedString", "occurrenceString"),
+    ("Procedure.performedAge", "occurrenceAge"),
+    ("Procedure.performedRange", "occurrenceRange"),
+    ("MedicationRequest.reportedBoolean", "reported"),
+    ("MedicationRequest.reportedReference", "informationSource"),
+    ("MedicationRequest.dispenseRequest.performer", "dispenser"),
+    ("MedicationStatement.context", "encounter"),
+    ("Medication.manufacturer", "marketingAuthorizationHolder"),
+    ("Medication.form", "doseForm"),
+    ("Medication.ingredient.strength", "strengthRatio"),
+    ("Immunization.reportOrigin", "informationSource"),
+    ("Immunization.reaction.detail", "manifestation"),
+    (
+        "Immunization.protocolApplied.doseNumberPositiveInt",
+        "doseNumber",
+    ),
+    (
+        "Immunization.protocolApplied.doseNumberString",
+        "doseNumber",
+    ),
+    (
+        "Immunization.protocolApplied.seriesDosesPositiveInt",
+        "seriesDoses",
+    ),
+    (
+        "Immunization.protocolApplied.seriesDosesString",
+        "seriesDoses",
+    ),
+    ("DiagnosticReport.imagingStudy", "study"),
+    ("CarePlan.author", "custodian"),
+    ("CarePlan.activity.reference", "plannedActivityReference"),
+    ("CareTeam.participant.period", "coveragePeriod"),
+    ("Goal.expressedBy", "source"),
+    ("Consent.patient", "subject"),
+    ("Consent.dateTime", "date"),
+    ("Consent.performer", "grantor"),
+    ("Consent.organization", "manager"),
+    ("Consent.policyRule", "regulatoryBasis"),
+    ("AuditEvent.type", "category"),
+    ("AuditEvent.subtype", "code"),
+    ("AuditEvent.period", "occurredPeriod"),
+    ("AuditEvent.purposeOfEvent", "authorization"),
+    ("AuditEvent.agent.purposeOfUse", "authorization"),
+    ("Provenance.reason", "authorization"),
+];
+
+/// Code remaps per direction: (element path in the source version, map).
+const CODES_STU3_R4: &[(&str, &CodeMap)] = &[
+    (
+        "Procedure.status",
+        &[("suspended", "on-hold", true), ("aborted", "stopped", true)],
+    ),
+    (
+        "CarePlan.status",
+        &[
+            ("suspended", "on-hold", true),
+            ("cancelled", "revoked", true),
+        ],
+    ),
+    (
+        "Goal.status",
+        &[
+            ("in-progress", "active", false),
+            ("on-target", "active", false),
+            ("ahead-of-target", "active", false),
+            ("behind-target", "active", false),
+            ("sustaining", "active", false),
+            ("achieved", "completed", false),
+        ],
+    ),
+    ("Condition.verificationStatus", &[("unknown", "", false)]),
+];
+
+const CODES_R4_STU3: &[(&str, &CodeMap)] = &[
+    (
+        "Procedure.status",
+        &[("on-hold", "suspended", true), ("stopped", "aborted", true)],
+    ),
+    (
+        "CarePlan.status",
+        &[
+            ("on-hold", "suspended", true),
+            ("revoked", "cancelled", true),
+        ],
+    ),
+    (
+        "Goal.lifecycleStatus",
+        &[
+            ("active", "in-progress", false),
+            ("completed", "achieved", false),
+        ],
+    ),
+    (
+        "Condition.verificationStatus",
+        &[("unconfirmed", "provisional", false)],
+    ),
+    ("Immunization.status", &[("not-done", "", false)]),
+];
+
+const CODES_R4B_R5: &[(&str, &CodeMap)] = &[
+    (
+        "Encounter.status",
+        &[
+            ("arrived", "in-progress", false),
+            ("triaged", "in-progress", false),
+            ("onleave", "on-hold", false),
+            ("finished", "completed", true),
+        ],
+    ),
+    (
+        "MedicationStatement.status",
+        &[
+            ("active", "recorded", false),
+            ("completed", "recorded", false),
+            ("intended", "recorded", false),
+            ("stopped", "recorded", false),
+            ("on-hold", "recorded", false),
+            ("unknown", "recorded", false),
+            ("not-taken", "recorded", false),
+        ],
+    ),
+    (
+        "Consent.status",
+        &[
+            ("proposed", "draft", false),
+            ("rejected", "not-done", false),
+        ],
+    ),
+    ("Provenance.entity.role", &[("derivation", "source", false)]),
+];
+
+const CODES_R5_R4B: &[(&str, &CodeMap)] = &[
+    (
+        "Encounter.status",
+        &[
+            ("on-hold", "onleave", false),
+            ("completed", "finished", true),
+            ("discharged", "finished", false),
+            ("discontinued", "cancelled", false),
+        ],
+    ),
+    (
+        "MedicationStatement.status",
+        &[("recorded", "active", false), ("draft", "intended", false)],
+    ),
+    ("MedicationRequest.status", &[("ended", "completed", false)]),
+    (
+        "Consent.status",
+        &[("not-done", "rejected", false), ("unknown", "", false)],
+    ),
+    ("Provenance.entity.role", &[("instantiates", "", false)]),
+];
+
+/// Remap the code(s) in `obj[key]` by `map`. Inexact pairs keep the original in a carrier;
+/// a pair to `""` is a code without a counterpart: kept as is and reported.
+pub(crate) fn remap_codes(
+    obj: &mut Map<String, Value>,
+    key: &'static str,
+    map: &CodeMap,
+    s: NodeId,
+    t: NodeId,
+    ctx: &mut Ctx,
+) {
+    let Some(Value::String(code)) = obj.get(key) else {
+        return;
+    };
+    let Some(&(_, to, exact)) = map.iter().find(|(from, _, _)| from == code) else {
+        return;
+    };
+    let path = format!("{}.{}", ctx.source.node(s).path, key);
+    let original = code.clone();
+    if to.is_empty() {
+        let (from_v, to_v) = (ctx.from, ctx.to);
+        ctx.issue(
+            Severity::Warning,
+            IssueCode::CodeInvalid,
+            &path,
+            format!("{path} code `{original}` ({from_v}) has no counterpart in {to_v}; kept as is"),
+        );
+        return;
+    }
+    obj.insert(key.into(), Value::String(to.into()));
+    let target_key = ctx
+        .table
+        .renames
+        .get(&s)
+        .and_then(|r| r.iter().find(|(old, _)| *old == key))
+        .map_or(key, |(_, new)| new);
+    if !exact && !extension::restore_pending(obj, t, target_key, ctx) {
+        let url = extension::url(ctx, s, key);
+        extension::carry_value(obj, url, Value::String(original.clone()), "code", ctx);
+        let (from_v, to_v) = (ctx.from, ctx.to);
+        ctx.issue(
+            Severity::Information,
+            IssueCode::Informational,
+            &path,
+            format!("{path} code `{original}` ({from_v}) approximated as `{to}` in {to_v}; original kept in a cross-version extension"),
+        );
+    }
+}
+
+/// Build every step's table.
+pub(crate) fn build_all() -> HashMap<(FhirVersion, FhirVersion), StepTable> {
+    use FhirVersion::*;
+    let mut all = HashMap::new();
+    all.insert(
+        (Stu3, R4),
+        build(
+            Stu3,
+            R4,
+            RENAMES_STU3_R4,
+            false,
+            CODES_STU3_R4,
+            RESOURCE_RULES_STU3_R4,
+        ),
+    );
+    all.insert(
+        (R4, Stu3),
+        build(
+            R4,
+            Stu3,
+            RENAMES_STU3_R4,
+            true,
+            CODES_R4_STU3,
+            RESOURCE_RULES_R4_STU3,
+        ),
+    );
+    all.insert((R4, R4B), build(R4, R4B, &[], false, &[], &[]));
+    all.insert((R4B, R4), build(R4B, R4, &[], false, &[], &[]));
+    all.insert(
+        (R4B, R5),
+        build(
+            R4B,
+            R5,
+            RENAMES_R4B_R5,
+            false,
+            CODES_R4B_R5,
+            RESOURCE_RULES_R4B_R5,
+        ),
+    );
+    all.insert(
+        (R5, R4B),
+        build(
+            R5,
+            R4B,
+            RENAMES_R4B_R5,
+            true,
+            CODES_R5_R4B,
+            RESOURCE_RULES_R5_R4B,
+        ),
+    );
+    all
+}
+
+fn build(
+    from: FhirVersion,
+    to: FhirVersion,
+    renames: &'static [(&'static str, &'static str)],
+    reversed: bool,
+    codes: &'static [(&'static str, &'static CodeMap)],
+    resource_rules: &'static [(&'static str, ResourceRule)],
+) -> StepTable {
+    let source = definitions(from);
+    let target = definitions(to);
+    let mut table = StepTable::default();
+    let mut typed_with_rules: HashSet<&str> = HashSet::new();
+    for &(path, new) in renames {
+        let Some((parent, old)) = path.rsplit_once('.') else {
+            continue;
+        };
+        typed_with_rules.insert(root_of(parent));
+        if reversed {
+            // Downward: the parent in the newer version, found by renaming its own segments.
+            let parent_new = renamed_parent(parent, renames);
+            let parent_new = crate::convert::renamed_type(root_of(&parent_new), to, from)
+                .to_owned()
+                + &parent_new[root_of(&parent_new).len()..];
+            if let Some(node) = source.node_at(&parent_new) {
+                table.renames.entry(node).or_default().push((new, old));
+            }
+        } else if let Some(node) = source.node_at(parent) {
+            table.renames.entry(node).or_default().push((old, new));
+        }
+    }
+    for &(path, map) in codes {
+        let Some((parent, key)) = path.rsplit_once('.') else {
+            continue;
+        };
+        typed_with_rules.insert(root_of(parent));
+        if let Some(node) = source.node_at(parent) {
+            table.codes.entry(node).or_default().push((key, map));
+        }
+    }
+    for &(resource_type, rule) in resource_rules {
+        typed_with_rules.insert(resource_type);
+        table
+            .resource_rules
+            .entry(resource_type)
+            .or_default()
+            .push(rule);
+    }
+    for (resource_type, lines) in &source.tables {
+        let resource_type: &'static str = source.node(source.roots[resource_type]).path.as_ref();
+        let target_type = crate::convert::renamed_type(resource_type, from, to);
+        if target_type != resource_type || typed_with_rules.contains(resource_type) {
+            continue;
+        }
+        if target.tables.get(target_type) == Some(lines) {
+            table.identity.insert(resource_type);
+        }
+    }
+    table
+}
+
+fn root_of(path: &str) -> &str {
+    path.split('.').next().unwrap_or(path)
+}
+
+/// `Encounter.hospitalization` → `Encounter.admission` when that segment is itself renamed.
+fn renamed_parent(parent: &str, renames: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    let mut so_far = String::new();
+    for (i, seg) in parent.split('.').enumerate() {
+        if i > 0 {
+            so_far.push('.');
+            out.push('.');
+        }
+        so_far.push_str(seg);
+        let new = renames
+            .iter()
+            .find(|(p, _)| *p == so_far)
+            .map_or(seg, |(_, n)| n);
+        out.push_str(if i == 0 { seg } else { new });
+    }
+    out
+}
+
+// ---- whole-resource rules ------------------------------------------------------------------
+
+const RESOURCE_RULES_STU3_R4: &[(&str, ResourceRule)] = &[
+    ("MedicationRequest", requester_agent_to_reference),
+    ("ProcedureRequest", requester_agent_to_reference),
+    ("DiagnosticReport", performer_actor_to_reference),
+    ("Procedure", not_done_to_status),
+    ("Immunization", immunization_stu3_to_r4),
+    ("Consent", consent_stu3_to_r4),
+];
+
+const RESOURCE_RULES_R4_STU3: &[(&str, ResourceRule)] = &[
+    ("Procedure", status_to_not_done),
+    ("MedicationRequest", requester_reference_to_agent),
+    ("ServiceRequest", requester_reference_to_agent),
+    ("DiagnosticReport", performer_reference_to_actor),
+    ("Immunization", immunization_r4_to_stu3),
+    ("Consent", consent_r4_to_stu3),
+];
+
+const RESOURCE_RULES_R4B_R5: &[(&str, ResourceRule)] = &[
+    ("Encounter", encounter_r4_to_r5),
+    ("Procedure", procedure_r4_to_r5),
+    ("MedicationRequest", medication_request_r4_to_r5),
+    ("MedicationStatement", medication_statement_r4_to_r5),
+    ("Medication", medication_r4_to_r5),
+    ("Immunization", reason_r4_to_r5),
+    ("CareTeam", reason_r4_to_r5),
+    ("ServiceRequest", service_request_r4_to_r5),
+    ("Goal", goal_r4_to_r5),
+    ("CarePlan", care_plan_r4_to_r5),
+    ("Practitioner", practitioner_r4_to_r5),
+    ("Consent", consent_r4_to_r5),
+];
+
+const RESOURCE_RULES_R5_R4B: &[(&str, ResourceRule)] = &[
+    ("Encounter", encounter_r5_to_r4),
+    ("Procedure", procedure_r5_to_r4),
+    ("MedicationRequest", medication_request_r5_to_r4),
+    ("MedicationStatement", medication_statement_r5_to_r4),
+    ("Medication", medication_r5_to_r4),
+    ("Immunization", reason_r5_to_r4),
+    ("CareTeam", reason_r5_to_r4),
+    ("ServiceRequest", service_request_r5_to_r4),
+    ("Goal", goal_r5_to_r4),
+    ("CarePlan", care_plan_r5_to_r4),
+    ("Practitioner", practitioner_r5_to_r4),
+    ("Consent", consent_r5_to_r4),
+];
+
+/// Report the original of `key` carried because a rule could not place all of it.
+fn carry_root(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    key: &str,
+    original: Value,
+    ty: &str,
+    why: &str,
+) {
+    let Some(root) = ctx.source.root(resource_type_of(obj, ctx)) else {
+        return;
+    };
+    let url = extension::url(ctx, root, key);
+    let path = format!("{}.{}", ctx.source.node(root).path, key);
+    let many = original.is_array();
+    let items = match original {
+        Value::Array(items) => items,
+        other => vec![other],
+    };
+    let _ = many;
+    for item in items {
+        extension::carry_value(obj, url.clone(), item, ty, ctx);
+    }
+    ctx.carried(&path, why);
+}
+
+fn resource_type_of(obj: &Map<String, Value>, ctx: &Ctx) -> &'static str {
+    let current = obj
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    // The type was already renamed to the target's name; find the source's.
+    let source_name = crate::convert::renamed_type(current, ctx.to, ctx.from);
+    ctx.source
+        .root(source_name)
+        .map_or("", |id| ctx.source.node(id).path.as_ref())
+}
+
+/// STU3 `requester {agent, onBehalfOf}` → R4 `requester` (the agent).
+fn requester_agent_to_reference(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    let Some(Value::Object(requester)) = obj.remove("requester") else {
+        return;
+    };
+    let lossless = requester.keys().all(|k| k == "agent");
+    if let Some(agent) = requester.get("agent").cloned() {
+        obj.insert("requester".into(), agent);
+    }
+    if !lossless {
+        // The whole backbone goes to the carrier (as nested extensions).
+        let Some(root) = ctx.source.root(resource_type_of(obj, ctx)) else {
+            return;
+        };
+        if let Some(sc) = ctx.source.child(root, "requester") {
+            extension::carry(obj, sc, root, Value::Object(requester), ctx);
+            let path = format!("{}.requester", ctx.source.node(root).path);
+            ctx.carried(&path, "(onBehalfOf) has no counterpart");
+        }
+    }
+    done.push("requester");
+}
+
+fn requester_reference_to_agent(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    if let Some(reference) = obj.remove("requester") {
+        let mut requester = Map::new();
+        requester.insert("agent".into(), reference);
+        obj.insert("requester".into(), Value::Object(requester));
+    }
+    done.push("requester");
+}
+
+/// STU3 `DiagnosticReport.performer {role, actor}` → R4 `performer` (actors).
+fn performer_actor_to_reference(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    let Some(Value::Array(performers)) = obj.remove("performer") else {
+        return;
+    };
+    let lossless = performers.iter().all(|p| {
+        p.as_object()
+            .is_some_and(|p| p.keys().all(|k| k == "actor"))
+    });
+    let actors: Vec<Value> = performers
+        .iter()
+        .filter_map(|p| p.get("actor").cloned())
+        .collect();
+    if !actors.is_empty() {
+        obj.insert("performer".into(), Value::Array(actors));
+    }
+    if !lossless
+        && let Some(root) = ctx.source.root("DiagnosticReport")
+        && let Some(sc) = ctx.source.child(root, "performer")
+    {
+        extension::carry(obj, sc, root, Value::Array(performers), ctx);
+        ctx.carried("DiagnosticReport.performer", "(role) has no counterpart");
+    }
+    done.push("performer");
+}
+
+fn performer_reference_to_actor(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    if let Some(Value::Array(actors)) = obj.remove("performer") {
+        let performers = actors
+            .into_iter()
+            .map(|actor| {
+                let mut p = Map::new();
+                p.insert("actor".into(), actor);
+                Value::Object(p)
+            })
+            .collect();
+        obj.insert("performer".into(), Value::Array(performers));
+    }
+    done.push("performer");
+}
+
+/// STU3 `Procedure.notDone = true` → R4 `status = not-done`.
+fn not_done_to_status(obj: &mut Map<String, Value>, ctx: &mut Ctx, _done: &mut Vec<&'static str>) {
+    if let Some(not_done) = obj.remove("notDone") {
+        if not_done == Value::Bool(true) {
+            let previous = obj.insert("status".into(), Value::String("not-done".into()));
+            // `unknown` is what not-done turns back into; anything else is kept.
+            if let Some(previous) = previous.filter(|p| p != "unknown") {
+                carry_root(
+                    obj,
+                    ctx,
+                    "status",
+                    previous,
+                    "code",
+                    "is replaced by not-done",
+                );
+            }
+        } else {
+            carry_root(
+                obj,
+                ctx,
+                "notDone",
+                not_done,
+                "boolean",
+                "is said by status alone",
+            );
+        }
+    }
+}
+
+/// R4 `Procedure.status = not-done` → STU3 `notDone = true` (status `unknown`).
+fn status_to_not_done(obj: &mut Map<String, Value>, ctx: &mut Ctx, done: &mut Vec<&'static str>) {
+    if obj.get("status").and_then(Value::as_str) == Some("not-done") {
+        obj.insert("notDone".into(), Value::Bool(true));
+        obj.insert("status".into(), Value::String("unknown".into()));
+        done.push("notDone");
+        let path = "Procedure.status";
+        ctx.issue(
+            Severity::Information,
+            IssueCode::Value,
+            path,
+            "Procedure.status `not-done` is notDone = true in STU3, with status `unknown`".into(),
+        );
+    }
+}
+
+fn immunization_stu3_to_r4(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    if let Some(not_given) = obj.remove("notGiven")
+        && not_given == Value::Bool(true)
+    {
+        let previous = obj.insert("status".into(), Value::String("not-done".into()));
+        // `completed` is what not-done turns back into; anything else is kept.
+        if let Some(previous) = previous.filter(|p| p != "completed") {
+            carry_root(
+                obj,
+                ctx,
+                "status",
+                previous,
+                "code",
+                "is replaced by not-done",
+            );
+        }
+    }
+    if let Some(Value::Object(mut explanation)) = obj.remove("explanation") {
+        if let Some(reason) = explanation.remove("reason") {
+            obj.insert("reasonCode".into(), reason);
+            done.push("reasonCode");
+        }
+        if let Some(reason) = explanation.remove("reasonNotGiven") {
+            // R4 statusReason is one CodeableConcept.
+            match reason {
+                Value::Array(mut items) if items.len() == 1 => {
+                    obj.insert("statusReason".into(), items.swap_remove(0));
+                    done.push("statusReason");
+                }
+                other => {
+                    let mut rest = Map::new();
+                    rest.insert("reasonNotGiven".into(), other);
+                    explanation.extend(rest);
+                }
+            }
+        }
+        if !explanation.is_empty() {
+            obj.insert("explanation".into(), Value::Object(explanation));
+        }
+    }
+}
+
+fn immunization_r4_to_stu3(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    let mut explanation = Map::new();
+    if let Some(reason) = obj.remove("reasonCode") {
+        explanation.insert("reason".into(), reason);
+    }
+    if let Some(reason) = obj.remove("statusReason") {
+        explanation.insert("reasonNotGiven".into(), Value::Array(vec![reason]));
+    }
+    if obj.get("status").and_then(Value::as_str) == Some("not-done") {
+        obj.insert("status".into(), Value::String("completed".into()));
+        obj.insert("notGiven".into(), Value::Bool(true));
+        done.push("notGiven");
+    } else if obj.contains_key("status") {
+        obj.insert("notGiven".into(), Value::Bool(false));
+        done.push("notGiven");
+    }
+    if !explanation.is_empty() {
+        obj.insert("explanation".into(), Value::Object(explanation));
+        done.push("explanation");
+    }
+}
+
+const CONSENT_STU3_PROVISION: &[&str] = &[
+    "period",
+    "actor",
+    "action",
+    "securityLabel",
+    "purpose",
+    "dataPeriod",
+    "data",
+];
+
+fn consent_stu3_to_r4(obj: &mut Map<String, Value>, _ctx: &mut Ctx, done: &mut Vec<&'static str>) {
+    let mut provision = Map::new();
+    for &key in CONSENT_STU3_PROVISION {
+        if let Some(v) = obj.remove(key) {
+            provision.insert(key.into(), v);
+        }
+    }
+    if let Some(Value::Array(except)) = obj.remove("except") {
+        provision.insert("provision".into(), Value::Array(except));
+    }
+    if !provision.is_empty() {
+        obj.insert("provision".into(), Value::Object(provision));
+        done.push("provision");
+    }
+}
+
+fn consent_r4_to_stu3(obj: &mut Map<String, Value>, ctx: &mut Ctx, done: &mut Vec<&'static str>) {
+    let Some(Value::Object(provision)) = obj.remove("provision") else {
+        return;
+    };
+    let original = provision.clone();
+    let mut provision = provision;
+    for &key in CONSENT_STU3_PROVISION {
+        if let Some(v) = provision.remove(key) {
+            obj.insert(key.into(), v);
+            done.push(key);
+        }
+    }
+    if let Some(Value::Array(nested)) = provision.remove("provision") {
+        obj.insert("except".into(), Value::Array(nested));
+        done.push("except");
+    }
+    if !provision.is_empty() {
+        // The whole provision travels, so that converting back restores it as it was.
+        carry_root(
+            obj,
+            ctx,
+            "provision",
+            Value::Object(original),
+            "BackboneElement",
+            "(type, class, code) has no counterpart at the root",
+        );
+    }
+}
+
+/// `xCode` + `xReference` (R4) → `x` CodeableReference (R5), at the root of `obj`.
+fn merge_codeable_reference(
+    obj: &mut Map<String, Value>,
+    code: &str,
+    reference: &str,
+    to: &'static str,
+    done: &mut Vec<&'static str>,
+) {
+    let mut merged = Vec::new();
+    if let Some(Value::Array(codes)) = obj.remove(code) {
+        merged.extend(codes.into_iter().map(|c| wrap("concept", c)));
+    }
+    if let Some(Value::Array(refs)) = obj.remove(reference) {
+        merged.extend(refs.into_iter().map(|r| wrap("reference", r)));
+    }
+    if !merged.is_empty() {
+        obj.insert(to.into(), Value::Array(merged));
+    }
+    done.push(to);
+}
+
+/// `x` CodeableReference (R5) → `xCode` + `xReference` (R4). An item with both loses its
+/// pairing, which is reported.
+fn split_codeable_reference(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    from: &str,
+    code: &'static str,
+    reference: &'static str,
+    done: &mut Vec<&'static str>,
+) {
+    let Some(Value::Array(items)) = obj.remove(from) else {
+        return;
+    };
+    let (mut codes, mut refs) = (Vec::new(), Vec::new());
+    let mut lossy = false;
+    for item in &items {
+        let Value::Object(m) = item else {
+            lossy = true;
+            continue;
+        };
+        if m.keys().any(|k| k != "concept" && k != "reference")
+            || (m.contains_key("concept") && m.contains_key("reference"))
+        {
+            lossy = true;
+        }
+        if let Some(c) = m.get("concept") {
+            codes.push(c.clone());
+        }
+        if let Some(r) = m.get("reference") {
+            refs.push(r.clone());
+        }
+    }
+    if !codes.is_empty() {
+        obj.insert(code.into(), Value::Array(codes));
+    }
+    if !refs.is_empty() {
+        obj.insert(reference.into(), Value::Array(refs));
+    }
+    if lossy {
+        carry_root(
+            obj,
+            ctx,
+            from,
+            Value::Array(items),
+            "CodeableReference",
+            "(concept paired with reference) has no counterpart",
+        );
+    }
+    done.push(code);
+    done.push(reference);
+}
+
+fn wrap(field: &str, value: Value) -> Value {
+    let mut m = Map::new();
+    m.insert(field.into(), value);
+    Value::Object(m)
+}
+
+/// `medicationCodeableConcept` / `medicationReference` → `medication` CodeableReference.
+fn choice_to_codeable_reference(
+    obj: &mut Map<String, Value>,
+    base: &str,
+    to: &'static str,
+    done: &mut Vec<&'static str>,
+) {
+    let concept = obj.remove(&format!("{base}CodeableConcept"));
+    let reference = obj.remove(&format!("{base}Reference"));
+    let value = match (concept, reference) {
+        (Some(c), _) => wrap("concept", c),
+        (None, Some(r)) => wrap("reference", r),
+        (None, None) => return,
+    };
+    obj.insert(to.into(), value);
+    done.push(to);
+}
+
+fn codeable_reference_to_choice(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    from: &str,
+    base: &'static str,
+    done: &mut Vec<&'static str>,
+) {
+    let Some(value) = obj.remove(from) else {
+        return;
+    };
+    let Value::Object(m) = &value else {
+        carry_root(
+            obj,
+            ctx,
+            from,
+            value,
+            "CodeableReference",
+            "is not an object",
+        );
+        return;
+    };
+    let lossy = m.len() != 1;
+    if let Some(c) = m.get("concept") {
+        obj.insert(format!("{base}CodeableConcept"), c.clone());
+    } else if let Some(r) = m.get("reference") {
+        obj.insert(format!("{base}Reference"), r.clone());
+    }
+    if lossy {
+        carry_root(
+            obj,
+            ctx,
+            from,
+            value,
+            "CodeableReference",
+            "(concept with reference) has no counterpart",
+        );
+    }
+    done.push(match base {
+        "medication" => "medicationCodeableConcept",
+        _ => "itemCodeableConcept",
+    });
+    done.push(match base {
+        "medication" => "medicationReference",
+        _ => "itemReference",
+    });
+}
+
+fn encounter_r4_to_r5(obj: &mut Map<String, Value>, _ctx: &mut Ctx, done: &mut Vec<&'static str>) {
+    let mut reasons = Vec::new();
+    if let Some(Value::Array(codes)) = obj.remove("reasonCode") {
+        reasons.extend(codes.into_iter().map(|c| wrap("concept", c)));
+    }
+    if let Some(Value::Array(refs)) = obj.remove("reasonReference") {
+        reasons.extend(refs.into_iter().map(|r| wrap("reference", r)));
+    }
+    if !reasons.is_empty() {
+        obj.insert(
+            "reason".into(),
+            Value::Array(vec![wrap("value", Value::Array(reasons))]),
+        );
+        done.push("reason");
+    }
+    if let Some(Value::Object(hospitalization)) = obj.get_mut("hospitalization") {
+        let mut moved = Vec::new();
+        for key in ["dietPreference", "specialArrangement", "specialCourtesy"] {
+            if let Some(v) = hospitalization.remove(key) {
+                moved.push((key, v));
+            }
+        }
+        for (key, v) in moved {
+            obj.insert(key.into(), v);
+            done.push(key);
+        }
+    }
+}
+
+fn encounter_r5_to_r4(obj: &mut Map<String, Value>, ctx: &mut Ctx, done: &mut Vec<&'static str>) {
+    if let Some(Value::Array(reasons)) = obj.remove("reason") {
+        let (mut codes, mut refs) = (Vec::new(), Vec::new());
+        let mut lossy = false;
+        for reason in &reasons {
+            let Value::Object(r) = reason else {
+                lossy = true;
+                continue;
+            };
+            if r.keys().any(|k| k != "value") {
+                lossy = true;
+            }
+            for value in r
+                .get("value")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                match value.as_object() {
+                    Some(v) => {
+                        if v.len() != 1 {
+                            lossy = true;
+                        }
+                        if let Some(c) = v.get("concept") {
+                            codes.push(c.clone());
+                        }
+                        if let Some(rf) = v.get("reference") {
+                            refs.push(rf.clone());
+                        }
+                    }
+                    None => lossy = true,
+                }
+            }
+        }
+        if !codes.is_empty() {
+            obj.insert("reasonCode".into(), Value::Array(codes));
+        }
+        if !refs.is_empty() {
+            obj.insert("reasonReference".into(), Value::Array(refs));
+        }
+        if lossy {
+            carry_root(
+                obj,
+                ctx,
+                "reason",
+                Value::Array(reasons),
+                "BackboneElement",
+                "(use) has no counterpart",
+            );
+        }
+        done.push("reasonCode");
+        done.push("reasonReference");
+    }
+    let mut moved = Map::new();
+    for key in ["dietPreference", "specialArrangement", "specialCourtesy"] {
+        if let Some(v) = obj.remove(key) {
+            moved.insert(key.into(), v);
+        }
+    }
+    if !moved.is_empty() {
+        match obj
+            .entry("admission")
+            .or_insert_with(|| Value::Object(Map::new()))
+        {
+            Value::Object(admission) => admission.extend(moved),
+            _ => {
+                for (key, v) in moved {
+                    carry_root(
+                        obj,
+                        ctx,
+                        &key,
+                        v,
+                        "CodeableConcept",
+                        "has no place (admission is not an object)",
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn procedure_r4_to_r5(obj: &mut Map<String, Value>, _ctx: &mut Ctx, done: &mut Vec<&'static str>) {
+    merge_codeable_reference(obj, "reasonCode", "reasonReference", "reason", done);
+    merge_codeable_reference(obj, "usedCode", "usedReference", "used", done);
+}
+
+fn procedure_r5_to_r4(obj: &mut Map<String, Value>, ctx: &mut Ctx, done: &mut Vec<&'static str>) {
+    split_codeable_reference(obj, ctx, "reason", "reasonCode", "reasonReference", done);
+    split_codeable_reference(obj, ctx, "used", "usedCode", "usedReference", done);
+}
+
+fn medication_request_r4_to_r5(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    choice_to_codeable_reference(obj, "medication", "medication", done);
+    merge_codeable_reference(obj, "reasonCode", "reasonReference", "reason", done);
+}
+
+fn medication_request_r5_to_r4(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    codeable_reference_to_choice(obj, ctx, "medication", "medication", done);
+    split_codeable_reference(obj, ctx, "reason", "reasonCode", "reasonReference", done);
+}
+
+fn medication_statement_r4_to_r5(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    choice_to_codeable_reference(obj, "medication", "medication", done);
+    merge_codeable_reference(obj, "reasonCode", "reasonReference", "reason", done);
+}
+
+fn medication_statement_r5_to_r4(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    codeable_reference_to_choice(obj, ctx, "medication", "medication", done);
+    split_codeable_reference(obj, ctx, "reason", "reasonCode", "reasonReference", done);
+}
+
+fn medication_r4_to_r5(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    _done: &mut Vec<&'static str>,
+) {
+    if let Some(Value::Array(ingredients)) = obj.get_mut("ingredient") {
+        for ingredient in ingredients {
+            if let Value::Object(ingredient) = ingredient {
+                let mut ignored = Vec::new();
+                choice_to_codeable_reference(ingredient, "item", "item", &mut ignored);
+            }
+        }
+    }
+}
+
+fn medication_r5_to_r4(obj: &mut Map<String, Value>, ctx: &mut Ctx, _done: &mut Vec<&'static str>) {
+    let Some(Value::Array(mut ingredients)) = obj.remove("ingredient") else {
+        return;
+    };
+    for ingredient in &mut ingredients {
+        if let Value::Object(ingredient) = ingredient {
+            if let Some(Value::Object(item)) = ingredient.get("item")
+                && item.len() != 1
+            {
+                // Both concept and reference: keep the concept; report the reference.
+                let path = "Medication.ingredient.item";
+                ctx.issue(
+                        Severity::Warning,
+                        IssueCode::Value,
+                        path,
+                        format!("{path}: R4 holds a code or a reference, not both; the reference was dropped"),
+                    );
+            }
+            let item = ingredient.remove("item");
+            if let Some(Value::Object(item)) = item {
+                if let Some(c) = item.get("concept") {
+                    ingredient.insert("itemCodeableConcept".into(), c.clone());
+                } else if let Some(r) = item.get("reference") {
+                    ingredient.insert("itemReference".into(), r.clone());
+                }
+            }
+        }
+    }
+    obj.insert("ingredient".into(), Value::Array(ingredients));
+}
+
+fn reason_r4_to_r5(obj: &mut Map<String, Value>, _ctx: &mut Ctx, done: &mut Vec<&'static str>) {
+    merge_codeable_reference(obj, "reasonCode", "reasonReference", "reason", done);
+}
+
+fn reason_r5_to_r4(obj: &mut Map<String, Value>, ctx: &mut Ctx, done: &mut Vec<&'static str>) {
+    split_codeable_reference(obj, ctx, "reason", "reasonCode", "reasonReference", done);
+}
+
+fn service_request_r4_to_r5(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    merge_codeable_reference(obj, "reasonCode", "reasonReference", "reason", done);
+    merge_codeable_reference(obj, "locationCode", "locationReference", "location", done);
+}
+
+fn service_request_r5_to_r4(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    split_codeable_reference(obj, ctx, "reason", "reasonCode", "reasonReference", done);
+    split_codeable_reference(
+        obj,
+        ctx,
+        "location",
+        "locationCode",
+        "locationReference",
+        done,
+    );
+}
+
+fn goal_r4_to_r5(obj: &mut Map<String, Value>, _ctx: &mut Ctx, done: &mut Vec<&'static str>) {
+    merge_codeable_reference(obj, "outcomeCode", "outcomeReference", "outcome", done);
+}
+
+fn goal_r5_to_r4(obj: &mut Map<String, Value>, ctx: &mut Ctx, done: &mut Vec<&'static str>) {
+    split_codeable_reference(obj, ctx, "outcome", "outcomeCode", "outcomeReference", done);
+}
+
+fn care_plan_r4_to_r5(obj: &mut Map<String, Value>, _ctx: &mut Ctx, _done: &mut Vec<&'static str>) {
+    if let Some(Value::Array(activities)) = obj.get_mut("activity") {
+        for activity in activities {
+            if let Value::Object(activity) = activity {
+                let mut ignored = Vec::new();
+                merge_codeable_reference(
+                    activity,
+                    "outcomeCodeableConcept",
+                    "outcomeReference",
+                    "performedActivity",
+                    &mut ignored,
+                );
+            }
+        }
+    }
+}
+
+fn care_plan_r5_to_r4(obj: &mut Map<String, Value>, ctx: &mut Ctx, _done: &mut Vec<&'static str>) {
+    let Some(Value::Array(mut activities)) = obj.remove("activity") else {
+        return;
+    };
+    for activity in &mut activities {
+        if let Value::Object(activity) = activity {
+            let Some(Value::Array(items)) = activity.get("performedActivity") else {
+                continue;
+            };
+            if items
+                .iter()
+                .any(|i| i.as_object().is_none_or(|m| m.len() != 1))
+            {
+                let path = "CarePlan.activity.performedActivity";
+                ctx.issue(
+                    Severity::Warning,
+                    IssueCode::Value,
+                    path,
+                    format!("{path}: a concept paired with a reference loses its pairing in R4"),
+                );
+            }
+            let (mut codes, mut refs) = (Vec::new(), Vec::new());
+            if let Some(Value::Array(items)) = activity.remove("performedActivity") {
+                for item in items {
+                    if let Some(c) = item.get("concept") {
+                        codes.push(c.clone());
+                    }
+                    if let Some(r) = item.get("reference") {
+                        refs.push(r.clone());
+                    }
+                }
+            }
+            if !codes.is_empty() {
+                activity.insert("outcomeCodeableConcept".into(), Value::Array(codes));
+            }
+            if !refs.is_empty() {
+                activity.insert("outcomeReference".into(), Value::Array(refs));
+            }
+        }
+    }
+    obj.insert("activity".into(), Value::Array(activities));
+}
+
+/// R4 `Practitioner.communication` CodeableConcept → R5 backbone `{language}`.
+fn practitioner_r4_to_r5(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    if let Some(Value::Array(languages)) = obj.remove("communication") {
+        let wrapped = languages.into_iter().map(|l| wrap("language", l)).collect();
+        obj.insert("communication".into(), Value::Array(wrapped));
+        done.push("communication");
+    }
+}
+
+fn practitioner_r5_to_r4(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    if let Some(Value::Array(items)) = obj.remove("communication") {
+        let lossy = items.iter().any(|i| {
+            i.as_object()
+                .is_none_or(|m| m.keys().any(|k| k != "language"))
+        });
+        let languages: Vec<Value> = items
+            .iter()
+            .filter_map(|i| i.get("language").cloned())
+            .collect();
+        if !languages.is_empty() {
+            obj.insert("communication".into(), Value::Array(languages));
+        }
+        if lossy {
+            carry_root(
+                obj,
+                ctx,
+                "communication",
+                Value::Array(items),
+                "BackboneElement",
+                "(preferred) has no counterpart",
+            );
+        }
+        done.push("communication");
+    }
+}
+
+/// R4 root `provision.type` → R5 `decision`.
+fn consent_r4_to_r5(obj: &mut Map<String, Value>, _ctx: &mut Ctx, done: &mut Vec<&'static str>) {
+    let decision = match obj.get_mut("provision") {
+        Some(Value::Object(provision)) => provision.remove("type"),
+        _ => None,
+    };
+    if let Some(decision) = decision {
+        obj.insert("decision".into(), decision);
+        done.push("decision");
+    }
+}
+
+fn consent_r5_to_r4(obj: &mut Map<String, Value>, ctx: &mut Ctx, _done: &mut Vec<&'static str>) {
+    if let Some(decision) = obj.remove("decision") {
+        match obj
+            .entry("provision")
+            .or_insert_with(|| Value::Array(vec![Value::Object(Map::new())]))
+        {
+            Value::Array(provisions) if !provisions.is_empty() => {
+                if let Value::Object(first) = &mut provisions[0] {
+                    first.insert("type".into(), decision);
+                }
+            }
+            _ => carry_root(
+                obj,
+                ctx,
+                "decision",
+                decision,
+                "code",
+                "has no place (provision is empty)",
+            ),
+        }
+    }
+}

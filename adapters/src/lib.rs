@@ -1,0 +1,195 @@
+//! FHIR version conversion (STU3 ↔ R4 ↔ R4B ↔ R5) on `serde_json::Value`, for the gateway's
+//! translate phases. Owns resource translation ([`translate`]) and search parameter
+//! translation ([`translate_search_params`]); leaves out HTTP, site profiles (identifier and
+//! code rewriting per hospital) and typed models.
+//!
+//! # Design
+//!
+//! - **JSON in place.** A resource is converted by walking its JSON tree beside the element
+//!   definitions of the source and target versions (`src/data/elements_*.txt`, generated from
+//!   the HL7 StructureDefinitions by `tools/gen_definitions.py`). The tree is taken by value
+//!   and mutated in place; nothing is parsed into typed models. Definitions and rule tables
+//!   are built once (`LazyLock`).
+//! - **Adjacent steps, composed.** Rules exist for STU3↔R4 and R4B↔R5; R4↔R4B is derived
+//!   from the definitions (identical for every supported type, so the step only visits
+//!   resources nested in Bundles and `contained`). STU3 → R5 runs STU3→R4→R4B→R5. Composing
+//!   keeps the rule tables to two hand-written pairs instead of twelve, and every rule is
+//!   checked by round trips through its own pair; the cost is one walk per step.
+//! - **Generic first, rules for the rest.** Per key the walk compares the two definitions:
+//!   same shape → recurse; cardinality 0..1 ↔ 0..* → wrap or keep the first; known datatype
+//!   changes (Coding ↔ CodeableConcept, CodeableConcept/Reference ↔ CodeableReference, code ↔
+//!   CodeableConcept, string ↔ Annotation, Reference ↔ canonical, ...) → convert. Renames,
+//!   code remaps and the few moves between levels are data and small functions in
+//!   `convert/rules.rs`.
+//! - **Nothing lost silently.** An element the target lacks, a value that does not fit, a
+//!   code approximated: the original goes into a standard cross-version extension
+//!   (`http://hl7.org/fhir/{3.0|4.0|4.3|5.0}/StructureDefinition/extension-{Path}`) and an
+//!   [`Issue`] says so. Converting back restores carriers of the target version, so
+//!   X → Y → X round trips keep the data. An element neither version defines is dropped and
+//!   reported (the "unknown element" guard: every key of the output is checked against the
+//!   target's definitions).
+//! - **Errors.** `Err` only for input that is not a resource at all, or a resource type
+//!   outside [`SUPPORTED_TYPES`] when another version is asked for. Nested resources of other
+//!   types (Bundle entries, `contained`) are left unchanged with an error-severity issue.
+
+#![forbid(unsafe_code)]
+
+mod convert;
+mod definitions;
+mod search;
+
+use assent_fhir::{FhirVersion, Issue};
+use serde_json::Value;
+
+pub use search::translate_search_params;
+
+/// The resource types converted between versions, by their R4 names. STU3 names
+/// `ServiceRequest` `ProcedureRequest`; R5 ballots named `MedicationStatement`
+/// `MedicationUsage` (5.0.0 kept `MedicationStatement`; `MedicationUsage` is accepted as R5
+/// input).
+pub const SUPPORTED_TYPES: &[&str] = &[
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "Location",
+    "Encounter",
+    "Observation",
+    "Condition",
+    "Procedure",
+    "MedicationRequest",
+    "MedicationStatement",
+    "Medication",
+    "AllergyIntolerance",
+    "Immunization",
+    "DiagnosticReport",
+    "DocumentReference",
+    "CarePlan",
+    "CareTeam",
+    "Goal",
+    "ServiceRequest",
+    "Consent",
+    "AuditEvent",
+    "Provenance",
+    "Bundle",
+    "OperationOutcome",
+    "CapabilityStatement",
+];
+
+/// A translated resource and what the translation could not keep exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translation {
+    pub resource: Value,
+    pub issues: Vec<Issue>,
+}
+
+/// Why a resource could not be translated at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateError {
+    #[error("a FHIR resource must be a JSON object")]
+    NotAnObject,
+    #[error("the resource has no resourceType")]
+    MissingResourceType,
+    #[error("resource type {resource_type} cannot be converted from {from} to {to}; Assent converts {}", SUPPORTED_TYPES.join(", "))]
+    UnsupportedType {
+        resource_type: String,
+        from: FhirVersion,
+        to: FhirVersion,
+    },
+}
+
+/// Translate `resource` from FHIR version `from` to `to`.
+///
+/// Same version: returned unchanged, whatever its type. Otherwise the type must be one of
+/// [`SUPPORTED_TYPES`] (as named in `from`).
+pub fn translate(
+    resource: Value,
+    from: FhirVersion,
+    to: FhirVersion,
+) -> Result<Translation, TranslateError> {
+    let Value::Object(obj) = &resource else {
+        return Err(TranslateError::NotAnObject);
+    };
+    let Some(resource_type) = obj.get("resourceType").and_then(Value::as_str) else {
+        return Err(TranslateError::MissingResourceType);
+    };
+    if from == to {
+        return Ok(Translation {
+            resource,
+            issues: Vec::new(),
+        });
+    }
+    if !is_supported(resource_type, from) {
+        return Err(TranslateError::UnsupportedType {
+            resource_type: resource_type.to_owned(),
+            from,
+            to,
+        });
+    }
+    let mut resource = resource;
+    let mut issues = Vec::new();
+    let mut version = from;
+    while version != to {
+        let next = next_version(version, to);
+        convert::step(&mut resource, version, next, &mut issues);
+        version = next;
+    }
+    Ok(Translation { resource, issues })
+}
+
+/// Whether `resource_type` (named as in `version`) can be converted to other versions.
+pub fn is_supported(resource_type: &str, version: FhirVersion) -> bool {
+    match (resource_type, version) {
+        ("ProcedureRequest", FhirVersion::Stu3) => true,
+        ("ServiceRequest", FhirVersion::Stu3) => false,
+        ("MedicationUsage", FhirVersion::R5) => true,
+        _ => SUPPORTED_TYPES.contains(&resource_type),
+    }
+}
+
+/// The version one step from `from` towards `to`.
+pub(crate) fn next_version(from: FhirVersion, to: FhirVersion) -> FhirVersion {
+    let all = FhirVersion::ALL;
+    let i = all.iter().position(|v| *v == from).unwrap_or(0);
+    if to > from {
+        all[(i + 1).min(all.len() - 1)]
+    } else {
+        all[i.saturating_sub(1)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn same_version_passes_anything_through() {
+        let claim = json!({"resourceType": "Claim", "id": "1"});
+        let out = translate(claim.clone(), FhirVersion::R4, FhirVersion::R4).expect("same version");
+        assert_eq!(out.resource, claim);
+    }
+
+    #[test]
+    fn unsupported_type_names_the_type() {
+        let err = translate(
+            json!({"resourceType": "Claim"}),
+            FhirVersion::R4,
+            FhirVersion::R5,
+        )
+        .expect_err("Claim is not converted");
+        assert!(err.to_string().contains("Claim"));
+    }
+
+    #[test]
+    fn not_a_resource() {
+        assert_eq!(
+            translate(json!([1]), FhirVersion::R4, FhirVersion::R5),
+            Err(TranslateError::NotAnObject)
+        );
+        assert_eq!(
+            translate(json!({}), FhirVersion::R4, FhirVersion::R5),
+            Err(TranslateError::MissingResourceType)
+        );
+    }
+}

@@ -1,0 +1,400 @@
+//! Tests of the public translation API: golden fixtures (one helper, scenario-named files
+//! under `tests/golden/`), the corpus of official examples (round trips, losses), and a
+//! property test that translation never panics. One binary, to keep link time down.
+//! Leaves out unit tests of internals (beside the code) and benchmarks.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use assent_adapters::{is_supported, translate};
+use assent_fhir::{FhirVersion, Issue};
+use proptest::prelude::*;
+use serde_json::Value;
+
+// ---- golden ------------------------------------------------------------------------------
+
+/// One fixture: `{"from", "to", "input", "output", "issues": [issue codes, in order]}`.
+/// With `"round_trip": true` the output translated back must equal the input again.
+fn check(path: &Path) -> Result<(), String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("read: {e}"))?;
+    let fixture: Value = serde_json::from_str(&text).map_err(|e| format!("parse: {e}"))?;
+    let version = |key: &str| -> Result<FhirVersion, String> {
+        fixture[key]
+            .as_str()
+            .ok_or(format!("`{key}` missing"))?
+            .parse()
+            .map_err(|e| format!("{e}"))
+    };
+    let (from, to) = (version("from")?, version("to")?);
+    let out =
+        translate(fixture["input"].clone(), from, to).map_err(|e| format!("translate: {e}"))?;
+    let mut problems = Vec::new();
+    if out.resource != fixture["output"] {
+        problems.push(format!(
+            "output differs\n  expected: {}\n  actual:   {}",
+            fixture["output"], out.resource
+        ));
+    }
+    let codes: Vec<&str> = out.issues.iter().map(|i| i.code.as_str()).collect();
+    let expected: Vec<&str> = fixture["issues"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if codes != expected {
+        problems.push(format!(
+            "issues differ: expected {expected:?}, got {codes:?}: {:#?}",
+            out.issues
+                .iter()
+                .map(|i| &i.diagnostics)
+                .collect::<Vec<_>>()
+        ));
+    }
+    if fixture["round_trip"] == Value::Bool(true) {
+        let back = translate(out.resource, to, from).map_err(|e| format!("back: {e}"))?;
+        if back.resource != fixture["input"] {
+            problems.push(format!("round trip differs: {}", back.resource));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+#[test]
+fn golden() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut files = Vec::new();
+    collect_json(&root, &mut files);
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures under {}", root.display());
+    let failures: Vec<String> = files
+        .iter()
+        .filter_map(|f| check(f).err().map(|e| format!("{}: {e}", f.display())))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n\n")
+    );
+}
+
+fn collect_json(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_json(&path, out);
+        } else if path.extension().is_some_and(|e| e == "json") {
+            out.push(path);
+        }
+    }
+}
+
+// ---- corpus ------------------------------------------------------------------------------
+
+fn examples_root() -> PathBuf {
+    match std::env::var_os("ASSENT_FHIR_EXAMPLES") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/fhir-examples"),
+    }
+}
+
+fn folder(version: FhirVersion) -> &'static str {
+    match version {
+        FhirVersion::Stu3 => "stu3",
+        FhirVersion::R4 => "r4",
+        FhirVersion::R4B => "r4b",
+        FhirVersion::R5 => "r5",
+    }
+}
+
+#[derive(Default)]
+struct Row {
+    examples: usize,
+    exact: usize,
+    with_issues: usize,
+    issues: usize,
+    failures: usize,
+    panics: usize,
+    unreported: usize,
+}
+
+/// Leaf paths of a resource, array indices dropped, restarting at each nested resource.
+fn leaf_paths(value: &Value, path: &str, out: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(m) => {
+            let here = match m.get("resourceType").and_then(Value::as_str) {
+                Some(t) => t.to_owned(),
+                None => path.to_owned(),
+            };
+            for (k, v) in m {
+                if k == "resourceType" {
+                    continue;
+                }
+                leaf_paths(v, &format!("{here}.{k}"), out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| leaf_paths(i, path, out)),
+        _ => {
+            out.insert(path.to_owned());
+        }
+    }
+}
+
+/// Leaf paths of `input` missing from `output` that no issue points at (an issue at a path
+/// covers everything under it).
+fn unreported_losses(input: &Value, output: &Value, issues: &[Issue]) -> Vec<String> {
+    let (mut before, mut after) = (BTreeSet::new(), BTreeSet::new());
+    leaf_paths(input, "", &mut before);
+    leaf_paths(output, "", &mut after);
+    before
+        .difference(&after)
+        .filter(|missing| {
+            !issues.iter().any(|i| {
+                i.expression.iter().any(|e| {
+                    let e = e.trim_end_matches("[x]");
+                    missing.starts_with(e)
+                        || missing
+                            .split('.')
+                            .skip(1)
+                            .collect::<Vec<_>>()
+                            .join(".")
+                            .starts_with(e.split_once('.').map_or(e, |(_, r)| r))
+                })
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn corpus_round_trips() {
+    let root = examples_root();
+    if !root.join("r4/index.tsv").exists() {
+        eprintln!(
+            "corpus: no examples at {} (set ASSENT_FHIR_EXAMPLES); skipped",
+            root.display()
+        );
+        return;
+    }
+    let mut table: Vec<((FhirVersion, FhirVersion), Row)> = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
+    for from in FhirVersion::ALL {
+        let dir = root.join(folder(from));
+        let Ok(index) = fs::read_to_string(dir.join("index.tsv")) else {
+            continue;
+        };
+        let examples: Vec<(String, Value)> = index
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let mut cols = line.split('\t');
+                let (file, resource_type) = (cols.next()?, cols.next()?);
+                if !is_supported(resource_type, from) {
+                    return None;
+                }
+                let text = fs::read_to_string(dir.join(file)).ok()?;
+                Some((file.to_owned(), serde_json::from_str(&text).ok()?))
+            })
+            .collect();
+        for to in FhirVersion::ALL {
+            if to == from {
+                continue;
+            }
+            let mut row = Row::default();
+            for (file, input) in &examples {
+                row.examples += 1;
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    let there = translate(input.clone(), from, to)?;
+                    let back = translate(there.resource, to, from)?;
+                    let mut issues = there.issues;
+                    issues.extend(back.issues);
+                    Ok::<_, assent_adapters::TranslateError>((back.resource, issues))
+                }));
+                match outcome {
+                    Err(_) => {
+                        row.panics += 1;
+                        problems.push(format!("{from}->{to} {file}: panic"));
+                    }
+                    Ok(Err(e)) => {
+                        row.failures += 1;
+                        problems.push(format!("{from}->{to} {file}: {e}"));
+                    }
+                    Ok(Ok((back, issues))) => {
+                        if &back == input {
+                            row.exact += 1;
+                        } else if std::env::var_os("ASSENT_CORPUS_VERBOSE").is_some() {
+                            let (mut a, mut b) = (BTreeSet::new(), BTreeSet::new());
+                            leaf_paths(input, "", &mut a);
+                            leaf_paths(&back, "", &mut b);
+                            let gone: Vec<_> = a.difference(&b).collect();
+                            let new: Vec<_> = b.difference(&a).collect();
+                            println!("inexact {from}->{to} {file}: gone {gone:?} new {new:?}");
+                        }
+                        if !issues.is_empty() {
+                            row.with_issues += 1;
+                            row.issues += issues.len();
+                        }
+                        let lost = unreported_losses(input, &back, &issues);
+                        if !lost.is_empty() {
+                            row.unreported += 1;
+                            problems.push(format!(
+                                "{from}->{to}->{from} {file}: lost without an issue: {lost:?}"
+                            ));
+                        }
+                    }
+                }
+            }
+            table.push(((from, to), row));
+        }
+    }
+    println!(
+        "\n{:<12} {:>8} {:>12} {:>12} {:>8} {:>9} {:>7} {:>11}",
+        "direction",
+        "examples",
+        "exact trips",
+        "with issues",
+        "issues",
+        "failures",
+        "panics",
+        "unreported"
+    );
+    for ((from, to), r) in &table {
+        println!(
+            "{:<12} {:>8} {:>12} {:>12} {:>8} {:>9} {:>7} {:>11}",
+            format!("{from}->{to}->{from}"),
+            r.examples,
+            r.exact,
+            r.with_issues,
+            r.issues,
+            r.failures,
+            r.panics,
+            r.unreported
+        );
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+// ---- property ----------------------------------------------------------------------------
+
+fn arbitrary_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        "[a-zA-Z_]{0,8}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(5, 64, 6, |inner| {
+        let keys = prop_oneof![
+            Just("resourceType".to_owned()),
+            Just("extension".to_owned()),
+            Just("contained".to_owned()),
+            Just("entry".to_owned()),
+            Just("resource".to_owned()),
+            Just("url".to_owned()),
+            Just("status".to_owned()),
+            Just("class".to_owned()),
+            Just("valueString".to_owned()),
+            "[a-zA-Z_]{1,10}",
+        ];
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec((keys, inner), 0..6)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+fn resource_like() -> impl Strategy<Value = Value> {
+    let types = prop::sample::select(vec![
+        "Patient",
+        "Encounter",
+        "Observation",
+        "Bundle",
+        "Consent",
+        "MedicationRequest",
+        "ProcedureRequest",
+        "AuditEvent",
+        "Claim",
+        "Immunization",
+        "Medication",
+        "CarePlan",
+    ]);
+    (types, arbitrary_json()).prop_map(|(t, body)| {
+        let mut obj = match body {
+            Value::Object(m) => m,
+            other => {
+                let mut m = serde_json::Map::new();
+                m.insert("status".into(), other);
+                m
+            }
+        };
+        obj.insert("resourceType".into(), Value::String(t.into()));
+        Value::Object(obj)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn never_panics_on_arbitrary_json(value in arbitrary_json(), a in 0usize..4, b in 0usize..4) {
+        let _ = translate(value, FhirVersion::ALL[a], FhirVersion::ALL[b]);
+    }
+
+    #[test]
+    fn never_panics_on_resource_shaped_json(value in resource_like(), a in 0usize..4, b in 0usize..4) {
+        if let Ok(out) = translate(value, FhirVersion::ALL[a], FhirVersion::ALL[b]) {
+            let _ = translate(out.resource, FhirVersion::ALL[b], FhirVersion::ALL[a]);
+        }
+    }
+}
+
+/// Prints one example's translation there and back: `ASSENT_DEBUG=r5/Consent-x.json:STU3`.
+#[test]
+#[ignore = "a debugging aid, run by hand"]
+fn debug_one() {
+    let Ok(spec) = std::env::var("ASSENT_DEBUG") else {
+        return;
+    };
+    let (file, to) = spec.split_once(':').expect("FILE:VERSION");
+    let from: FhirVersion = file
+        .split('/')
+        .next()
+        .expect("version folder")
+        .parse()
+        .expect("version");
+    let to: FhirVersion = to.parse().expect("version");
+    let input: Value =
+        serde_json::from_str(&fs::read_to_string(examples_root().join(file)).expect("read"))
+            .expect("json");
+    let there = translate(input.clone(), from, to).expect("there");
+    println!(
+        "THERE {}\n{:#?}",
+        serde_json::to_string_pretty(&there.resource).expect("json"),
+        there.issues
+    );
+    let back = translate(there.resource, to, from).expect("back");
+    println!(
+        "BACK {}\n{:#?}",
+        serde_json::to_string_pretty(&back.resource).expect("json"),
+        back.issues
+    );
+    println!(
+        "INPUT {}",
+        serde_json::to_string_pretty(&input).expect("json")
+    );
+}

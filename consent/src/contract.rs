@@ -608,3 +608,359 @@ fn emit<S: ContractState>(
         .emit_event(name, payload.to_string().as_bytes())
         .map_err(ContractError::State)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+
+    use assent_fhir::FhirVersion;
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::parse_consent;
+
+    fn key() -> ConsortiumKey {
+        ConsortiumKey::new(b"consortium-test-key-32-bytes-long").unwrap()
+    }
+
+    fn t(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap()
+    }
+
+    fn document(id: &str, grantee: &str, note: &str) -> Value {
+        json!({"resourceType": "Consent", "id": id, "status": "active",
+            "subject": {"reference": "Patient/p1"}, "decision": "deny",
+            "period": {"start": "2025-01-01", "end": "2025-12-31"},
+            "provision": [{"actor": [{"reference": {"reference": grantee}}]}],
+            "note": note})
+    }
+
+    fn submission(doc: &Value, patient: &str) -> ConsentSubmission {
+        let (consent, _) = parse_consent(doc, FhirVersion::R5).unwrap();
+        ConsentSubmission::from_consent(&consent, doc, patient, &key()).unwrap()
+    }
+
+    #[test]
+    fn put_versions_replays_and_reads_back() {
+        let c = ConsentContract;
+        let mut s = InMemoryContractState::new();
+        let doc = document("c1", "Practitioner/dr-a", "v1");
+        let sub = submission(&doc, "urn:mpi|42");
+        s.begin("tx1", t("2025-02-01T00:00:00Z"));
+        let w = c
+            .put_consent(&mut s, &sub, t("2025-02-01T00:00:00Z"))
+            .unwrap();
+        assert_eq!((w.record.version, w.replayed), (1, false));
+        assert_eq!(w.record.document_hash, document_hash(&doc));
+
+        s.begin("tx2", t("2025-02-02T00:00:00Z"));
+        let again = c
+            .put_consent(&mut s, &sub, t("2025-02-02T00:00:00Z"))
+            .unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.record.version, 1);
+        assert_eq!(s.events().len(), 1, "a replay emits nothing");
+
+        let doc2 = document("c1", "Practitioner/dr-a", "v2");
+        let mut sub2 = submission(&doc2, "urn:mpi|42");
+        sub2.expected_version = Some(1);
+        s.begin("tx3", t("2025-02-03T00:00:00Z"));
+        let w2 = c
+            .put_consent(&mut s, &sub2, t("2025-02-03T00:00:00Z"))
+            .unwrap();
+        assert_eq!(w2.record.version, 2);
+        sub2.document_hash = document_hash(&document("c1", "Practitioner/dr-a", "v3"));
+        match c.put_consent(&mut s, &sub2, t("2025-02-04T00:00:00Z")) {
+            Err(ContractError::VersionConflict {
+                expected: 1,
+                current: 2,
+            }) => {}
+            other => panic!("expected a version conflict, got {other:?}"),
+        }
+
+        let active = c
+            .active_consents(&s, &key().patient("urn:mpi|42"), t("2025-06-01T00:00:00Z"))
+            .unwrap();
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].version, 2);
+        assert!(active[0].is_enforced_scope());
+        let later = c
+            .active_consents(&s, &key().patient("urn:mpi|42"), t("2026-01-01T00:00:00Z"))
+            .unwrap();
+        assert!(later.is_empty(), "out of period");
+        let other = c
+            .active_consents(&s, &key().patient("urn:mpi|43"), t("2025-06-01T00:00:00Z"))
+            .unwrap();
+        assert!(other.is_empty());
+
+        let history = c.history(&s, &key().consent("c1")).unwrap();
+        let versions: Vec<(String, u64)> = history
+            .iter()
+            .map(|h| (h.tx_id.clone(), h.record.version))
+            .collect();
+        assert_eq!(versions, vec![("tx1".into(), 1), ("tx3".into(), 2)]);
+        let events: Vec<&str> = s.events().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(events, vec![EVENT_CONSENT_PUT, EVENT_CONSENT_PUT]);
+    }
+
+    #[test]
+    fn revocation_is_versioned_final_and_idempotent() {
+        let c = ConsentContract;
+        let mut s = InMemoryContractState::new();
+        let doc = document("c1", "Practitioner/dr-a", "v1");
+        let sub = submission(&doc, "urn:mpi|42");
+        let now = t("2025-03-01T00:00:00Z");
+        s.begin("tx1", now);
+        c.put_consent(&mut s, &sub, now).unwrap();
+        s.begin("tx2", now);
+        let r = c
+            .revoke(
+                &mut s,
+                &key().consent("c1"),
+                RevocationReason::PatientRequest,
+                now,
+            )
+            .unwrap();
+        assert_eq!(r.record.version, 2);
+        assert_eq!(r.record.status, RecordStatus::Revoked);
+        assert_eq!(r.record.revocation, Some(RevocationReason::PatientRequest));
+        assert!(
+            c.active_consents(&s, &key().patient("urn:mpi|42"), now)
+                .unwrap()
+                .is_empty()
+        );
+        let again = c
+            .revoke(&mut s, &key().consent("c1"), RevocationReason::Other, now)
+            .unwrap();
+        assert!(again.replayed);
+        assert!(matches!(
+            c.put_consent(&mut s, &sub, now),
+            Err(ContractError::Revoked)
+        ));
+        assert!(matches!(
+            c.revoke(&mut s, &key().consent("nope"), RevocationReason::Other, now),
+            Err(ContractError::NotFound)
+        ));
+        let events: Vec<&str> = s.events().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(events, vec![EVENT_CONSENT_PUT, EVENT_CONSENT_REVOKED]);
+        let payload: Value = serde_json::from_slice(&s.events()[1].payload).unwrap();
+        assert_eq!(payload["version"], 2);
+        assert_eq!(payload["status"], "revoked");
+    }
+
+    #[test]
+    fn a_consent_cannot_move_to_another_patient() {
+        let c = ConsentContract;
+        let mut s = InMemoryContractState::new();
+        let now = t("2025-03-01T00:00:00Z");
+        c.put_consent(
+            &mut s,
+            &submission(&document("c1", "Practitioner/a", "1"), "p-1"),
+            now,
+        )
+        .unwrap();
+        let moved = submission(&document("c1", "Practitioner/a", "2"), "p-2");
+        assert!(matches!(
+            c.put_consent(&mut s, &moved, now),
+            Err(ContractError::PatientMismatch)
+        ));
+    }
+
+    #[test]
+    fn nothing_on_the_ledger_is_in_clear() {
+        let c = ConsentContract;
+        let mut s = InMemoryContractState::new();
+        let doc = document("consent-secret-id", "Practitioner/dr-secret", "v1");
+        let now = t("2025-03-01T00:00:00Z");
+        c.put_consent(&mut s, &submission(&doc, "urn:mpi|patient-secret"), now)
+            .unwrap();
+        c.revoke(
+            &mut s,
+            &key().consent("consent-secret-id"),
+            RevocationReason::PatientRequest,
+            now,
+        )
+        .unwrap();
+        let mut everything = String::new();
+        for (k, v) in s.entries() {
+            everything.push_str(k);
+            everything.push_str(&String::from_utf8_lossy(v));
+        }
+        for e in s.events() {
+            everything.push_str(&String::from_utf8_lossy(&e.payload));
+        }
+        for secret in ["secret", "Patient/p1", "Practitioner", "Consent"] {
+            assert!(
+                !everything.contains(secret),
+                "`{secret}` reached the ledger"
+            );
+        }
+    }
+
+    /// Records the keys each operation reads and writes, as Fabric's read-write set would.
+    struct RwSet<'a> {
+        inner: &'a mut InMemoryContractState,
+        reads: RefCell<BTreeSet<String>>,
+        writes: BTreeSet<String>,
+    }
+
+    impl ContractState for RwSet<'_> {
+        type Error = std::convert::Infallible;
+        fn get(&self, key: &str) -> std::result::Result<Option<Vec<u8>>, Self::Error> {
+            self.reads.borrow_mut().insert(key.to_owned());
+            self.inner.get(key)
+        }
+        fn put(&mut self, key: &str, value: &[u8]) -> std::result::Result<(), Self::Error> {
+            self.writes.insert(key.to_owned());
+            self.inner.put(key, value)
+        }
+        fn delete(&mut self, key: &str) -> std::result::Result<(), Self::Error> {
+            self.writes.insert(key.to_owned());
+            self.inner.delete(key)
+        }
+        fn range(
+            &self,
+            start: &str,
+            end: &str,
+        ) -> std::result::Result<Vec<(String, Vec<u8>)>, Self::Error> {
+            self.reads.borrow_mut().insert(format!("{start}..{end}"));
+            self.inner.range(start, end)
+        }
+        fn history(&self, key: &str) -> std::result::Result<Vec<HistoryEntry>, Self::Error> {
+            self.inner.history(key)
+        }
+        fn emit_event(
+            &mut self,
+            name: &str,
+            payload: &[u8],
+        ) -> std::result::Result<(), Self::Error> {
+            self.inner.emit_event(name, payload)
+        }
+    }
+
+    fn rw(
+        state: &mut InMemoryContractState,
+        op: impl FnOnce(&mut RwSet<'_>),
+    ) -> (BTreeSet<String>, BTreeSet<String>) {
+        let mut s = RwSet {
+            inner: state,
+            reads: RefCell::new(BTreeSet::new()),
+            writes: BTreeSet::new(),
+        };
+        op(&mut s);
+        (s.reads.into_inner(), s.writes)
+    }
+
+    #[test]
+    fn writes_for_different_consents_do_not_collide() {
+        let c = ConsentContract;
+        let mut s = InMemoryContractState::new();
+        let now = t("2025-03-01T00:00:00Z");
+        c.put_consent(
+            &mut s,
+            &submission(&document("c0", "Practitioner/a", "1"), "p-1"),
+            now,
+        )
+        .unwrap();
+        // Same patient, another grantee; another patient; a revocation of the first consent.
+        let (r1, w1) = rw(&mut s, |s| {
+            let sub = submission(&document("c1", "Practitioner/b", "1"), "p-1");
+            c.put_consent(s, &sub, now).unwrap();
+        });
+        let (r2, w2) = rw(&mut s, |s| {
+            let sub = submission(&document("c2", "Practitioner/a", "1"), "p-2");
+            c.put_consent(s, &sub, now).unwrap();
+        });
+        let (r3, w3) = rw(&mut s, |s| {
+            c.revoke(
+                s,
+                &key().consent("c0"),
+                RevocationReason::PatientRequest,
+                now,
+            )
+            .unwrap();
+        });
+        let sets = [(r1, w1), (r2, w2), (r3, w3)];
+        for (i, (ri, wi)) in sets.iter().enumerate() {
+            for (j, (rj, wj)) in sets.iter().enumerate() {
+                if i != j {
+                    assert!(ri.is_disjoint(wj), "op {i} reads what op {j} writes");
+                    assert!(wi.is_disjoint(wj), "ops {i} and {j} write the same key");
+                }
+            }
+        }
+        let w1: Vec<&String> = sets[0].1.iter().collect();
+        let w2: Vec<&String> = sets[1].1.iter().collect();
+        assert!(
+            w1.iter()
+                .any(|k| k.starts_with(&format!("consent/{}/", key().patient("p-1"))))
+        );
+        assert!(
+            w2.iter()
+                .any(|k| k.starts_with(&format!("consent/{}/", key().patient("p-2"))))
+        );
+    }
+
+    #[test]
+    fn anchors_are_recorded_once() {
+        let c = ConsentContract;
+        let mut s = InMemoryContractState::new();
+        let now = t("2025-03-01T00:00:00Z");
+        let sub = AnchorSubmission {
+            gateway_key: key().gateway("gw-1"),
+            batch_id: 7,
+            root: "ab".repeat(32),
+            n_receipts: 100,
+        };
+        let w = c.record_anchor(&mut s, &sub, now).unwrap();
+        assert!(!w.replayed);
+        assert!(c.record_anchor(&mut s, &sub, now).unwrap().replayed);
+        let forged = AnchorSubmission {
+            root: "cd".repeat(32),
+            ..sub.clone()
+        };
+        assert!(matches!(
+            c.record_anchor(&mut s, &forged, now),
+            Err(ContractError::AnchorConflict { batch_id: 7 })
+        ));
+        assert_eq!(
+            c.anchor(&s, &sub.gateway_key, 7).unwrap().map(|a| a.root),
+            Some("ab".repeat(32))
+        );
+        assert_eq!(c.anchor(&s, &sub.gateway_key, 8).unwrap(), None);
+        let bad = AnchorSubmission {
+            root: "not-hex".into(),
+            ..sub
+        };
+        assert!(matches!(
+            c.record_anchor(&mut s, &bad, now),
+            Err(ContractError::Invalid { field: "root", .. })
+        ));
+        assert_eq!(s.events().len(), 1);
+    }
+
+    #[test]
+    fn submissions_need_an_id_and_a_patient() {
+        let doc = json!({"resourceType": "Consent", "status": "active", "decision": "deny",
+            "subject": {"reference": "Patient/p1"}});
+        let (consent, _) = parse_consent(&doc, FhirVersion::R5).unwrap();
+        let e = ConsentSubmission::from_consent(&consent, &doc, "p", &key()).unwrap_err();
+        assert_eq!(e.element(), "Consent.id");
+        let doc = json!({"resourceType": "Consent", "id": "c", "status": "active",
+            "provision": {"type": "deny"}});
+        let (consent, _) = parse_consent(&doc, FhirVersion::R4).unwrap();
+        let e = ConsentSubmission::from_consent(&consent, &doc, "p", &key()).unwrap_err();
+        assert_eq!(e.element(), "Consent.patient");
+        let mut sub = submission(&document("c1", "Practitioner/a", "1"), "p");
+        sub.status = RecordStatus::Revoked;
+        let mut s = InMemoryContractState::new();
+        assert!(matches!(
+            ConsentContract.put_consent(&mut s, &sub, t("2025-01-01")),
+            Err(ContractError::Invalid {
+                field: "status",
+                ..
+            })
+        ));
+    }
+}

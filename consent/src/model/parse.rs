@@ -113,6 +113,24 @@ pub fn parse_consent(
         None => None,
     };
     let scope = cx.scope(obj)?;
+    if !scope.is_enforced() {
+        let element = if obj.contains_key("scope") {
+            "Consent.scope"
+        } else {
+            "Consent.category"
+        };
+        cx.issues.push(
+            Issue::new(
+                Severity::Information,
+                IssueCode::Informational,
+                format!(
+                    "a {} consent is kept but not enforced by the gateway",
+                    scope.as_str()
+                ),
+            )
+            .at(element),
+        );
+    }
 
     let (root, period) = match version {
         FhirVersion::Stu3 => cx.stu3_root(obj)?,
@@ -761,6 +779,7 @@ fn opt_period(v: Option<&Value>, path: &str) -> Result<Option<Period>, ConsentEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ConsentScope;
     use serde_json::json;
 
     #[test]
@@ -785,6 +804,48 @@ mod tests {
             parse_consent(&c, FhirVersion::R5).unwrap_err().element(),
             "Consent.status"
         );
+    }
+
+    #[test]
+    fn lossy_input_is_reported_as_issues() {
+        let c = json!({"resourceType":"Consent","id":"c","status":"active",
+            "provision":[{"type":"deny","actor":[{"reference":{"reference":"Practitioner/a"}}]}]});
+        let (consent, issues) = parse_consent(&c, FhirVersion::R5).unwrap();
+        assert_eq!(consent.decision(), Effect::Deny);
+        let at: Vec<&str> = issues.iter().map(|i| i.expression[0].as_str()).collect();
+        assert_eq!(at, vec!["Consent.decision", "Consent.provision[0].type"]);
+        // R5: the explicit type is ignored, the provision inverts the root.
+        assert_eq!(consent.root.provisions[0].effect, Effect::Permit);
+
+        let c = json!({"resourceType":"Consent","id":"c","status":"active",
+            "patient":{"reference":"Patient/1"},
+            "scope":{"coding":[{"code":"research"}]},
+            "provision":{"type":"permit","provision":[{"type":"permit"}]}});
+        let (consent, issues) = parse_consent(&c, FhirVersion::R4).unwrap();
+        assert_eq!(consent.scope, ConsentScope::Research);
+        // R4: a nested provision that does not invert its parent is kept as written.
+        assert_eq!(consent.root.provisions[0].effect, Effect::Permit);
+        let at: Vec<&str> = issues.iter().map(|i| i.expression[0].as_str()).collect();
+        assert_eq!(
+            at,
+            vec!["Consent.scope", "Consent.provision.provision[0].type"]
+        );
+        assert_eq!(consent.patient.as_deref(), Some("Patient/1"));
+    }
+
+    #[test]
+    fn specificity_accumulates_down_the_tree() {
+        let c = json!({"resourceType":"Consent","id":"c","status":"active","decision":"deny",
+            "provision":[{"actor":[{"reference":{"reference":"Practitioner/a"}}],
+                "purpose":[{"code":"TREAT"}],
+                "provision":[{"securityLabel":[{"code":"PSY"}]}]}]});
+        let (consent, _) = parse_consent(&c, FhirVersion::R5).unwrap();
+        let specs: Vec<(u32, u8, u32)> = consent
+            .provisions()
+            .iter()
+            .map(|p| (p.specificity, p.depth, p.ordinal))
+            .collect();
+        assert_eq!(specs, vec![(0, 0, 0), (2, 1, 1), (3, 2, 2)]);
     }
 
     #[test]

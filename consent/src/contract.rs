@@ -883,7 +883,7 @@ mod tests {
         });
         let sets = [(r1, w1), (r2, w2), (r3, w3)];
         for (i, (ri, wi)) in sets.iter().enumerate() {
-            for (j, (rj, wj)) in sets.iter().enumerate() {
+            for (j, (_, wj)) in sets.iter().enumerate() {
                 if i != j {
                     assert!(ri.is_disjoint(wj), "op {i} reads what op {j} writes");
                     assert!(wi.is_disjoint(wj), "ops {i} and {j} write the same key");

@@ -1,1 +1,397 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: builder-style FAKE upstream FHIR servers on
+//! 127.0.0.1 port 0, a raw-TCP fake for connection failures, and a test gateway builder.
+//!
+//! The fakes are not FHIR servers: each answers with whatever its handler returns, and
+//! records what it received so tests can check what crossed the gateway.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use assent_gateway::app::{self, RunningGateway};
+use assent_gateway::caller::api_key_sha256;
+use assent_gateway::config::Config;
+use serde_json::{Value, json};
+
+/// A request as a fake upstream saw it.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl SeenRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a fake upstream answers.
+#[derive(Debug, Clone)]
+pub struct FakeResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub delay: Option<Duration>,
+}
+
+impl FakeResponse {
+    pub fn json(status: u16, body: Value) -> Self {
+        FakeResponse {
+            status,
+            headers: vec![("content-type".into(), "application/fhir+json".into())],
+            body: body.to_string().into_bytes(),
+            delay: None,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn delayed(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+}
+
+type Handler = dyn Fn(&SeenRequest, &str) -> FakeResponse + Send + Sync;
+
+/// A FAKE upstream FHIR server: answers every request with its handler, given the request and
+/// its own base URL (`http://127.0.0.1:PORT/fhir`).
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+    handle: ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct FakeState {
+    handler: Box<Handler>,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+    base: String,
+}
+
+impl FakeUpstream {
+    pub fn start(
+        handler: impl Fn(&SeenRequest, &str) -> FakeResponse + Send + Sync + 'static,
+    ) -> FakeUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake upstream");
+        let addr = listener.local_addr().expect("local addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let state = web::Data::new(FakeState {
+            handler: Box::new(handler),
+            seen: seen.clone(),
+            base: format!("http://{addr}/fhir"),
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(state.clone())
+                        .default_service(web::route().to(fake_handle))
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(1)
+                .listen(listener)
+                .expect("listen")
+                .run();
+                tx.send(server.handle()).expect("send handle");
+                let _ = server.await;
+            });
+        });
+        let handle = rx.recv().expect("fake upstream started");
+        FakeUpstream {
+            addr,
+            seen,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    /// Answers every request with `body` (status 200).
+    pub fn always(body: Value) -> FakeUpstream {
+        FakeUpstream::start(move |_, _| FakeResponse::json(200, body.clone()))
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/fhir", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let handle = self.handle.clone();
+            let _ = std::thread::spawn(move || {
+                actix_web::rt::System::new().block_on(handle.stop(false));
+            })
+            .join();
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn fake_handle(req: HttpRequest, body: web::Bytes, state: web::Data<FakeState>) -> HttpResponse {
+    let seen = SeenRequest {
+        method: req.method().to_string(),
+        path: req.path().to_owned(),
+        query: req.query_string().to_owned(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned()))
+            .collect(),
+        body: body.to_vec(),
+    };
+    let response = (state.handler)(&seen, &state.base);
+    state.seen.lock().expect("lock").push(seen);
+    if let Some(delay) = response.delay {
+        actix_web::rt::time::sleep(delay).await;
+    }
+    let mut out = HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(response.status).expect("valid status"),
+    );
+    for (n, v) in &response.headers {
+        out.insert_header((n.as_str(), v.as_str()));
+    }
+    out.body(response.body)
+}
+
+/// A FAKE upstream at the TCP level: the first `n_drops` connections are closed as soon as a
+/// request arrives, without an answer; later ones get a fixed FHIR answer. Counts connections.
+pub struct DroppingUpstream {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl DroppingUpstream {
+    pub fn start(n_drops: usize, body: Value) -> DroppingUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        let body = body.to_string();
+        std::thread::spawn(move || {
+            // Stops by itself: after a bounded number of connections, or when the test process ends.
+            for stream in listener.incoming().take(64) {
+                let Ok(mut stream) = stream else { continue };
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                if n < n_drops {
+                    drop(stream);
+                    continue;
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/fhir+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes());
+            }
+        });
+        DroppingUpstream { addr, connections }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/fhir", self.addr)
+    }
+}
+
+/// An address on loopback where nothing listens.
+pub fn closed_port_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    format!("http://{addr}/fhir")
+}
+
+/// API keys of the test gateway.
+pub const CLINICIAN_KEY: &str = "test-clinician-key";
+pub const OTHER_CLINICIAN_KEY: &str = "test-other-clinician-key";
+pub const ADMIN_KEY: &str = "test-admin-key";
+
+/// Builds a test gateway configuration.
+pub struct TestGateway {
+    config: Value,
+    database_url: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Default for TestGateway {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestGateway {
+    pub fn new() -> TestGateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = json!({
+            "listen": "127.0.0.1:0",
+            "database_url": dir.path().join("gw.db").display().to_string(),
+            "gateway_id": "test-gw",
+            "log": {"format": "text", "level": "warn", "access_log": false},
+            "auth": {"api_keys": [
+                {"id": "clinician-a", "sha256": api_key_sha256(CLINICIAN_KEY), "actor": "Practitioner/a", "roles": ["clinician"]},
+                {"id": "clinician-b", "sha256": api_key_sha256(OTHER_CLINICIAN_KEY), "actor": "Practitioner/b", "roles": ["clinician"]},
+                {"id": "admin", "sha256": api_key_sha256(ADMIN_KEY), "roles": ["admin"]},
+            ]},
+            "sites": {},
+        });
+        TestGateway {
+            config,
+            database_url: None,
+            _dir: dir,
+        }
+    }
+
+    /// Adds an R4 opt-out site.
+    pub fn site(self, id: &str, upstream: &str) -> TestGateway {
+        self.site_with(id, json!({"upstream": upstream, "fhir_version": "R4", "default_policy": "opt-out"}))
+    }
+
+    /// Adds a site with the given configuration table.
+    pub fn site_with(mut self, id: &str, site: Value) -> TestGateway {
+        self.config["sites"][id] = site;
+        self
+    }
+
+    /// Sets any top-level key.
+    pub fn set(mut self, key: &str, value: Value) -> TestGateway {
+        self.config[key] = value;
+        self
+    }
+
+    /// Uses this database instead of a temporary SQLite file.
+    pub fn database(mut self, url: &str) -> TestGateway {
+        self.database_url = Some(url.to_owned());
+        self
+    }
+
+    /// Starts the gateway; keep the returned value alive for as long as the test uses it.
+    pub fn start(mut self) -> StartedGateway {
+        if let Some(url) = &self.database_url {
+            self.config["database_url"] = json!(url);
+        }
+        let config = Config::from_value(&self.config).expect("valid test configuration");
+        let gateway = app::spawn(config).expect("gateway starts");
+        StartedGateway {
+            gateway,
+            _dir: self._dir,
+        }
+    }
+}
+
+/// A started test gateway.
+pub struct StartedGateway {
+    pub gateway: RunningGateway,
+    _dir: tempfile::TempDir,
+}
+
+impl StartedGateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway.base_url())
+    }
+}
+
+/// What a test client got back.
+#[derive(Debug)]
+pub struct Got {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Got {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The stable error code of an OperationOutcome answer.
+    pub fn error_code(&self) -> String {
+        let v = self.json();
+        assert_eq!(v["resourceType"], "OperationOutcome", "{v}");
+        v["issue"][0]["details"]["coding"][0]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends a request with optional bearer key, headers and body.
+pub async fn send(
+    method: &str,
+    url: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Got {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .disable_redirects()
+        .finish();
+    let method = actix_web::http::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut request = client.request(method, url);
+    if let Some(key) = key {
+        request = request.insert_header(("authorization", format!("Bearer {key}")));
+    }
+    for (n, v) in headers {
+        request = request.insert_header((*n, *v));
+    }
+    let mut response = match body {
+        Some(b) => request.send_body(b).await,
+        None => request.send().await,
+    }
+    .expect("request reaches the gateway");
+    let body = response
+        .body()
+        .limit(64 * 1024 * 1024)
+        .await
+        .expect("response body");
+    Got {
+        status: response.status().as_u16(),
+        headers: response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned()))
+            .collect(),
+        body: body.to_vec(),
+    }
+}
+
+/// GET with the clinician key.
+pub async fn get(url: &str) -> Got {
+    send("GET", url, Some(CLINICIAN_KEY), &[], None).await
+}

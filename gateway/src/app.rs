@@ -2,7 +2,7 @@
 //! server, and hands back a [`RunningGateway`] that tests, the demo and `serve` use alike.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -64,10 +64,11 @@ pub enum StartError {
 }
 
 impl AppState {
-    /// Opens the store, mirrors the sites into it, and prepares every site.
-    pub fn build(config: Config) -> Result<AppState, StartError> {
+    /// Opens the store, mirrors the sites into it, and prepares every site. `bound` is the
+    /// address the server listens on: the public base when no `public_url` is configured.
+    pub fn build(config: Config, bound: SocketAddr) -> Result<AppState, StartError> {
         let store = Store::open(&config.database_url)?;
-        let public_base = config.public_base();
+        let public_base = config.public_base_for(bound);
         let mut sites = HashMap::new();
         for (id, site_config) in &config.sites {
             let site = Site::new(id, site_config.clone(), &public_base)?;
@@ -172,12 +173,27 @@ impl Drop for RunningGateway {
     }
 }
 
-/// Builds the HTTP server over `state` bound to `addr` (port 0 picks a free port).
+/// Binds `addr` (port 0 picks a free port).
+fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind_error = |e: std::io::Error| StartError::Bind {
+        addr,
+        message: e.to_string(),
+    };
+    let listener = TcpListener::bind(addr).map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
+}
+
+/// Builds the HTTP server over `state` on `listener`.
 fn server(
     state: web::Data<AppState>,
-    addr: SocketAddr,
+    listener: TcpListener,
     workers: usize,
-) -> Result<(actix_web::dev::Server, SocketAddr), StartError> {
+) -> Result<actix_web::dev::Server, StartError> {
+    let addr = listener.local_addr().map_err(|e| StartError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        message: e.to_string(),
+    })?;
     let factory_state = state.clone();
     let http = HttpServer::new(move || {
         let clients = web::Data::new(WorkerClients::new(&factory_state.sites));
@@ -201,12 +217,11 @@ fn server(
     .workers(workers)
     .disable_signals()
     .shutdown_timeout(5);
-    let http = http.bind(addr).map_err(|e| StartError::Bind {
+    let http = http.listen(listener).map_err(|e| StartError::Bind {
         addr,
         message: e.to_string(),
     })?;
-    let bound = http.addrs().first().copied().unwrap_or(addr);
-    Ok((http.run(), bound))
+    Ok(http.run())
 }
 
 /// Starts a gateway for `config` on its own thread, listening on `config.listen`.
@@ -216,8 +231,8 @@ pub fn spawn(config: Config) -> Result<RunningGateway, StartError> {
 
 /// Like [`spawn`] with `workers` worker threads.
 pub fn spawn_with_workers(config: Config, workers: usize) -> Result<RunningGateway, StartError> {
-    let addr = config.listen;
-    let state = web::Data::new(AppState::build(config)?);
+    let (listener, bound) = bind(config.listen)?;
+    let state = web::Data::new(AppState::build(config, bound)?);
     let (tx, rx) = std::sync::mpsc::channel();
     let thread_state = state.clone();
     let thread = std::thread::Builder::new()
@@ -225,9 +240,9 @@ pub fn spawn_with_workers(config: Config, workers: usize) -> Result<RunningGatew
         .spawn(move || {
             let system = actix_web::rt::System::new();
             system.block_on(async move {
-                match server(thread_state, addr, workers) {
-                    Ok((server, bound)) => {
-                        let _ = tx.send(Ok((server.handle(), bound)));
+                match server(thread_state, listener, workers) {
+                    Ok(server) => {
+                        let _ = tx.send(Ok(server.handle()));
                         let _ = server.await;
                     }
                     Err(e) => {
@@ -237,9 +252,9 @@ pub fn spawn_with_workers(config: Config, workers: usize) -> Result<RunningGatew
             });
         })
         .map_err(|_| StartError::Thread)?;
-    let (handle, addr) = rx.recv().map_err(|_| StartError::Thread)??;
+    let handle = rx.recv().map_err(|_| StartError::Thread)??;
     Ok(RunningGateway {
-        addr,
+        addr: bound,
         state,
         handle,
         thread: Some(thread),
@@ -248,9 +263,9 @@ pub fn spawn_with_workers(config: Config, workers: usize) -> Result<RunningGatew
 
 /// Runs the gateway in the foreground until SIGINT/SIGTERM (for `assent serve`).
 pub async fn serve(config: Config, workers: usize) -> Result<(), StartError> {
-    let addr = config.listen;
-    let state = web::Data::new(AppState::build(config)?);
-    let (server, bound) = server(state.clone(), addr, workers)?;
+    let (listener, bound) = bind(config.listen)?;
+    let state = web::Data::new(AppState::build(config, bound)?);
+    let server = server(state.clone(), listener, workers)?;
     tracing::info!(addr = %bound, sites = state.sites.len(), "assent gateway listening");
     let handle = server.handle();
     let serving = actix_web::rt::spawn(server);

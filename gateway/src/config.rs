@@ -412,11 +412,11 @@ impl Config {
         Ok(())
     }
 
-    /// The public base URL, without a trailing slash.
-    pub fn public_base(&self) -> String {
+    /// The public base URL, without a trailing slash, for a server listening on `bound`.
+    pub fn public_base_for(&self, bound: SocketAddr) -> String {
         match &self.public_url {
             Some(u) => u.as_str().trim_end_matches('/').to_owned(),
-            None => format!("http://{}", self.listen),
+            None => format!("http://{bound}"),
         }
     }
 }
@@ -519,7 +519,7 @@ mod tests {
         assert_eq!(site.fhir_version, FhirVersion::R4);
         assert_eq!(site.default_policy, SitePolicy::OptOut);
         assert_eq!(site.timeout(), Duration::from_secs(30));
-        assert_eq!(c.public_base(), "http://127.0.0.1:9000");
+        assert_eq!(c.public_base_for(c.listen), "http://127.0.0.1:9000");
     }
 
     fn error_of(text: &str) -> String {

@@ -96,6 +96,7 @@ async fn run(
 
     // parse
     let (fhir, body) = parse(req, payload, state, &site).await?;
+    ctx.fhir = Some(fhir.clone());
     if let Some(token) = &fhir.page_token {
         let signed = signed_part(req.path(), &site.id, &fhir.query);
         state
@@ -112,7 +113,6 @@ async fn run(
             "a search names a resource type".into(),
         ));
     }
-    ctx.fhir = Some(fhir.clone());
 
     // decide
     let decision = assent_consent::decide_site_default(site.config.default_policy);

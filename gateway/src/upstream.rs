@@ -133,7 +133,8 @@ pub fn allowed_request_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderVa
 }
 
 /// Sends `request` to `site`. Requires a `Permit`: the proof that access was decided.
-/// Connection failures are retried once (every forwarded interaction is an idempotent read).
+/// Connection failures (refused, reset, closed before a response) are retried once: every
+/// forwarded interaction is an idempotent read. Timeouts are not retried.
 pub async fn forward(
     _permit: &Permit,
     site: &Site,
@@ -238,7 +239,12 @@ async fn send_once(
             SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
                 SendFailure::Timeout
             }
-            SendRequestError::Connect(_) => SendFailure::Connect,
+            // Refused, reset, or closed before any response: nothing reached the upstream's
+            // application, or it was an idempotent read, so one retry is safe.
+            SendRequestError::Connect(_)
+            | SendRequestError::Send(_)
+            | SendRequestError::Response(_)
+            | SendRequestError::H2(_) => SendFailure::Connect,
             _ => SendFailure::Other,
         }
     })

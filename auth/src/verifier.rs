@@ -130,7 +130,8 @@ struct IssuerState {
     keys: RwLock<Arc<KeySet>>,
     /// When the JWKS was last fetched (or tried); held while a fetch is under way, so that
     /// concurrent tokens wait for it instead of fetching again.
-    last_fetch: tokio::sync::Mutex<Instant>,
+    /// `None` until the first refetch after discovery.
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
     n_jwks_fetches: AtomicU64,
 }
 
@@ -185,7 +186,7 @@ impl Inner {
             return with_purpose_header(hit.caller.clone(), config, purpose_header);
         }
 
-        let (header, payload) = split_token(token)?;
+        let (header, payload, signature) = split_token(token)?;
         let header: JoseHeader = decode_part(header)?;
         let iss = peek_issuer(payload)?;
         let issuer_index = *self.by_issuer.get(&iss).ok_or(AuthError::WrongIssuer)?;
@@ -205,6 +206,11 @@ impl Inner {
                     typ: printable(typ),
                 });
             }
+        }
+        if signature.is_empty() {
+            return Err(AuthError::Malformed {
+                reason: "no signature",
+            });
         }
         if header.crit.is_some() {
             return Err(AuthError::Malformed {
@@ -251,7 +257,7 @@ impl Inner {
         let Ok(mut last_fetch) = issuer.last_fetch.try_lock() else {
             return;
         };
-        if last_fetch.elapsed() < issuer.config.jwks_refetch_min_interval {
+        if rate_limited(*last_fetch, &issuer.config) {
             return;
         }
         self.refetch(issuer, &mut last_fetch, "keys stale").await;
@@ -296,7 +302,7 @@ impl Inner {
         let unknown = || AuthError::UnknownKey {
             kid: printable(kid),
         };
-        if last_fetch.elapsed() < issuer.config.jwks_refetch_min_interval {
+        if rate_limited(*last_fetch, &issuer.config) {
             return Err(unknown());
         }
         if !self.refetch(issuer, &mut last_fetch, "unknown kid").await
@@ -309,8 +315,13 @@ impl Inner {
 
     /// Fetches the issuer's JWKS and installs it; false if that failed. Clears the token
     /// cache when a key disappeared, so tokens signed with it stop passing at once.
-    async fn refetch(&self, issuer: &IssuerState, last_fetch: &mut Instant, why: &str) -> bool {
-        *last_fetch = Instant::now();
+    async fn refetch(
+        &self,
+        issuer: &IssuerState,
+        last_fetch: &mut Option<Instant>,
+        why: &str,
+    ) -> bool {
+        *last_fetch = Some(Instant::now());
         issuer.n_jwks_fetches.fetch_add(1, Ordering::Relaxed);
         let result = jwks::fetch(&self.http, &issuer.jwks_uri)
             .await
@@ -415,9 +426,14 @@ async fn discover_issuer(
         jwks_uri,
         token_endpoint,
         keys: RwLock::new(Arc::new(keys)),
-        last_fetch: tokio::sync::Mutex::new(Instant::now()),
+        last_fetch: tokio::sync::Mutex::new(None),
         n_jwks_fetches: AtomicU64::new(1),
     })
+}
+
+/// Whether a refetch now would break the issuer's minimum interval.
+fn rate_limited(last_fetch: Option<Instant>, config: &IssuerConfig) -> bool {
+    last_fetch.is_some_and(|t| t.elapsed() < config.jwks_refetch_min_interval)
 }
 
 fn check_configs(configs: &[IssuerConfig]) -> Result<(), ConfigError> {
@@ -479,8 +495,9 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The header and payload parts of a compact JWS, checked to be three base64url parts.
-fn split_token(token: &str) -> Result<(&str, &str), AuthError> {
+/// The three parts of a compact JWS, checked to be base64url; only the signature may be
+/// empty here, so that an unsigned token is refused for its `alg` (checked next).
+fn split_token(token: &str) -> Result<(&str, &str, &str), AuthError> {
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -494,12 +511,13 @@ fn split_token(token: &str) -> Result<(&str, &str), AuthError> {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
-    if !base64url(header) || !base64url(payload) || !base64url(signature) {
+    if !base64url(header) || !base64url(payload) || !(signature.is_empty() || base64url(signature))
+    {
         return Err(AuthError::Malformed {
             reason: "a part is empty or not base64url",
         });
     }
-    Ok((header, payload))
+    Ok((header, payload, signature))
 }
 
 fn decode_part<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, AuthError> {
@@ -713,8 +731,9 @@ mod tests {
     #[test]
     fn splits_only_three_base64url_parts() {
         assert!(split_token("a.b.c").is_ok());
+        assert_eq!(split_token("a.b.").unwrap().2, "");
         for bad in [
-            "a.b", "a.b.c.d", "a..c", "a.b.", "a=.b.c", "a.b+.c", "a b.c.d",
+            "a.b", "a.b.c.d", "a..c", ".b.c", "a=.b.c", "a.b+.c", "a b.c.d",
         ] {
             assert_eq!(
                 split_token(bad).unwrap_err().code(),

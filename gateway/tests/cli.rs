@@ -1,0 +1,67 @@
+//! The `assent` binary's command line: `--version`, and `check-config` exiting 0 on a valid
+//! file and 64 with the bad key named otherwise.
+
+use std::process::Command;
+
+fn assent(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_assent"))
+        .args(args)
+        .output()
+        .expect("assent runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+const GOOD: &str = r#"
+listen = "127.0.0.1:8080"
+database_url = "assent.db"
+
+[sites.st-mary]
+upstream = "https://fhir.st-mary.example/r4"
+fhir_version = "R4"
+default_policy = "opt-out"
+"#;
+
+#[test]
+fn version_is_printed() {
+    let (code, out, _) = assent(&["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("assent {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn check_config_accepts_a_valid_file_and_names_the_bad_key_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, GOOD).unwrap();
+    let (code, out, err) = assent(&["check-config", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid (1 site)"), "{out}");
+
+    let cases = [
+        (GOOD.replace("\"R4\"", "\"R9\""), "sites.st-mary.fhir_version"),
+        (GOOD.replace("opt-out", "sometimes"), "sites.st-mary.default_policy"),
+        (GOOD.replace("127.0.0.1:8080", "not-an-address"), "listen"),
+        (format!("{GOOD}timeout_ms = 0\n"), "sites.st-mary.timeout_ms"),
+        (format!("{GOOD}colour = \"blue\"\n"), "colour"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let (code, _, err) = assent(&["check-config", path.to_str().unwrap()]);
+        assert_eq!(code, 64, "case {i}: {err}");
+        assert!(err.contains(key), "case {i} should name `{key}`: {err}");
+    }
+    let (code, _, err) = assent(&["check-config", "/nonexistent/assent.toml"]);
+    assert_eq!(code, 64);
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn unknown_subcommands_are_usage_errors() {
+    let (code, _, _) = assent(&["frobnicate"]);
+    assert_eq!(code, 64);
+}

@@ -32,6 +32,8 @@ pub(crate) struct Ctx<'a> {
     pub source: &'static Definitions,
     pub target: &'static Definitions,
     pub table: &'static StepTable,
+    /// The version the whole translation started from (names carriers of R4/R4B).
+    pub origin: FhirVersion,
     resource_depth: usize,
 }
 
@@ -80,12 +82,14 @@ pub(crate) fn step(
     resource: &mut Value,
     from: FhirVersion,
     to: FhirVersion,
+    origin: FhirVersion,
     issues: &mut Vec<Issue>,
 ) {
     let mut ctx = Ctx {
         issues,
         from,
         to,
+        origin,
         source: definitions(from),
         target: definitions(to),
         table: rules::step_table(from, to),

@@ -24,7 +24,9 @@
 //! - **Nothing lost silently.** An element the target lacks, a value that does not fit, a
 //!   code approximated: the original goes into a standard cross-version extension
 //!   (`http://hl7.org/fhir/{3.0|4.0|4.3|5.0}/StructureDefinition/extension-{Path}`) and an
-//!   [`Issue`] says so. Converting back restores carriers of the target version, so
+//!   [`Issue`] says so. R4 and R4B define every supported type alike, so carriers made on
+//!   the way from R4 say `4.0` and those from R4B say `4.3`, and either is restored into
+//!   R4 or R4B. Converting back restores carriers of the target version, so
 //!   X → Y → X round trips keep the data. An element neither version defines is dropped and
 //!   reported (the "unknown element" guard: every key of the output is checked against the
 //!   target's definitions).
@@ -131,7 +133,7 @@ pub fn translate(
     let mut version = from;
     while version != to {
         let next = next_version(version, to);
-        convert::step(&mut resource, version, next, &mut issues);
+        convert::step(&mut resource, version, next, from, &mut issues);
         version = next;
     }
     Ok(Translation { resource, issues })

@@ -29,7 +29,33 @@ pub(crate) fn prefix(version: FhirVersion) -> &'static str {
 /// The carrier URL of element `name` under source node `s`.
 pub(crate) fn url(ctx: &Ctx, s: NodeId, name: &str) -> String {
     let name = name.strip_suffix("[x]").unwrap_or(name);
-    format!("{}{}.{}", prefix(ctx.from), ctx.source.node(s).path, name)
+    format!("{}{}.{}", prefix(label(ctx)), ctx.source.node(s).path, name)
+}
+
+fn is_r4_family(v: FhirVersion) -> bool {
+    matches!(v, FhirVersion::R4 | FhirVersion::R4B)
+}
+
+/// The version named in carriers made by this step: R4 and R4B are alike for every
+/// supported type, so an element that came from R4 says `4.0` even when the step is R4B → R5.
+fn label(ctx: &Ctx) -> FhirVersion {
+    if is_r4_family(ctx.from) && is_r4_family(ctx.origin) {
+        ctx.origin
+    } else {
+        ctx.from
+    }
+}
+
+/// The element path of a carrier this step restores, if `url` is one.
+fn carried_path<'u>(url: &'u str, ctx: &Ctx) -> Option<&'u str> {
+    url.strip_prefix(prefix(ctx.to)).or_else(|| {
+        let other = match ctx.to {
+            FhirVersion::R4 => FhirVersion::R4B,
+            FhirVersion::R4B => FhirVersion::R4,
+            _ => return None,
+        };
+        url.strip_prefix(prefix(other))
+    })
 }
 
 /// Carry `value` (element `sc` of source node `s`) in `obj.extension`.
@@ -95,13 +121,12 @@ pub(crate) fn carry_primitive_extension(
 /// `t`, which the restore at the end of the walk will put back.
 pub(crate) fn restore_pending(obj: &Map<String, Value>, t: NodeId, name: &str, ctx: &Ctx) -> bool {
     let name = name.strip_suffix("[x]").unwrap_or(name);
-    let prefix = prefix(ctx.to);
     let path = &ctx.target.node(t).path;
     carriers(obj).is_some_and(|list| {
         list.iter().any(|e| {
             e.get("url")
                 .and_then(Value::as_str)
-                .and_then(|u| u.strip_prefix(prefix))
+                .and_then(|u| carried_path(u, ctx))
                 .and_then(|rest| rest.strip_prefix(path.as_ref()))
                 .and_then(|rest| rest.strip_prefix('.'))
                 .is_some_and(|rest| rest == name)
@@ -355,14 +380,13 @@ fn encode_generic(key: &str, value: Value) -> Vec<Value> {
 
 /// Restore elements of the target version carried in `obj.extension`.
 pub(crate) fn restore(obj: &mut Map<String, Value>, t: NodeId, ctx: &mut Ctx) {
-    let prefix = prefix(ctx.to);
     let Some(list) = carriers(obj) else {
         return;
     };
     let is_carrier = |e: &Value| {
         e.get("url")
             .and_then(Value::as_str)
-            .is_some_and(|u| u.starts_with(prefix))
+            .is_some_and(|u| carried_path(u, ctx).is_some())
     };
     if !list.iter().any(is_carrier) {
         return;
@@ -387,7 +411,7 @@ pub(crate) fn restore(obj: &mut Map<String, Value>, t: NodeId, ctx: &mut Ctx) {
         let path = ext
             .get("url")
             .and_then(Value::as_str)
-            .and_then(|u| u.strip_prefix(prefix))
+            .and_then(|u| carried_path(u, ctx))
             .map(str::to_owned);
         let Some((parent, name)) = path.as_deref().and_then(|p| p.rsplit_once('.')) else {
             kept.push(ext);

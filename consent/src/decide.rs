@@ -254,15 +254,16 @@ struct Candidate<'c> {
 }
 
 impl Candidate<'_> {
-    fn key(&self) -> (u32, u8, u8) {
-        let deny = u8::from(self.provision.effect == Effect::Deny);
-        (self.provision.specificity, self.provision.depth, deny)
-    }
-
-    /// More specific wins; then deeper; then deny; then the smaller consent id and the
-    /// earlier provision, so that the outcome does not depend on the order consents come in.
+    /// More specific wins; then deny; then the smaller consent id and the earlier provision,
+    /// so that the outcome does not depend on the order consents come in.
     fn beats(&self, other: &Candidate<'_>) -> bool {
-        let (a, b) = (self.key(), other.key());
+        let key = |c: &Candidate<'_>| {
+            (
+                c.provision.specificity,
+                u8::from(c.provision.effect == Effect::Deny),
+            )
+        };
+        let (a, b) = (key(self), key(other));
         if a != b {
             return a > b;
         }
@@ -270,7 +271,9 @@ impl Candidate<'_> {
     }
 }
 
-/// The deciding provision of one consent, if the consent applies at all.
+/// The deciding provision of one consent, if the consent applies at all: among the applying
+/// provisions none of whose nested provisions applies (a nested provision that applies
+/// overrides its parent), the one that [`Candidate::beats`] the others.
 fn evaluate<'c>(
     consent: &'c Consent,
     root: &'c Provision,
@@ -280,12 +283,8 @@ fn evaluate<'c>(
     if !applies(root, request, conditional) {
         return None;
     }
-    let mut best = Candidate {
-        consent,
-        provision: root,
-        conditions: root.conditions,
-    };
-    descend(
+    let mut best = None;
+    frontier(
         consent,
         root,
         root.conditions,
@@ -293,32 +292,36 @@ fn evaluate<'c>(
         conditional,
         &mut best,
     );
-    Some(best)
+    best
 }
 
-fn descend<'c>(
+fn frontier<'c>(
     consent: &'c Consent,
-    parent: &'c Provision,
-    inherited: crate::model::Conditions,
+    provision: &'c Provision,
+    conditions: crate::model::Conditions,
     request: &AccessRequest<'_>,
     conditional: &mut bool,
-    best: &mut Candidate<'c>,
+    best: &mut Option<Candidate<'c>>,
 ) {
-    for child in &parent.provisions {
+    let mut overridden = false;
+    for child in &provision.provisions {
         if !applies(child, request, conditional) {
             continue;
         }
-        let mut conditions = inherited;
-        conditions.insert(child.conditions);
+        overridden = true;
+        let mut inherited = conditions;
+        inherited.insert(child.conditions);
+        frontier(consent, child, inherited, request, conditional, best);
+    }
+    if !overridden {
         let candidate = Candidate {
             consent,
-            provision: child,
+            provision,
             conditions,
         };
-        if candidate.key() > best.key() {
-            *best = candidate;
+        if best.as_ref().is_none_or(|b| candidate.beats(b)) {
+            *best = Some(candidate);
         }
-        descend(consent, child, conditions, request, conditional, best);
     }
 }
 

@@ -21,19 +21,19 @@
 //!
 //! Within one consent, the root (the consent's decision, bounded by the root conditions of
 //! STU3/R4 input) applies when its conditions hold; below it, a nested provision is
-//! considered only when its parent applies, and each provision's effect is the inverse of
-//! its parent's (R5 semantics). The consent's candidate is the applying provision that ranks
-//! highest by the rule below.
+//! considered only when its parent applies, each provision's effect is the inverse of its
+//! parent's (R5 semantics), and a nested provision that applies overrides its parent (it is
+//! an exception to it). The applying provisions that no applying nested provision overrides
+//! are the consent's candidates.
 //!
-//! **Combination rule.** Candidates (within a consent and across consents) are ranked by:
+//! **Combination rule.** Candidates, within a consent and across consents, are ranked by:
 //! 1. *specificity*: the number of conditions (actor, purpose, period, action, resource
-//!    type, code, security label, data, data period) set on the provision and all its
+//!    type, code, security label, data, data period) set on the provision and on all its
 //!    ancestors: the more specific provision wins;
-//! 2. then *depth*: a nested provision wins over its parent and over shallower provisions;
-//! 3. then *deny wins* over permit at equal specificity and depth;
-//! 4. then, between equal candidates, the consent with the smaller id, then the provision
+//! 2. then *deny wins* over permit at equal specificity;
+//! 3. then, between equal candidates, the consent with the smaller id, then the provision
 //!    earlier in the document (this only picks which one is named in the reason; the effect
-//!    is the same).
+//!    is the same). The order in which consents are handed in never matters.
 //!
 //! The highest-ranked candidate decides; its consent id, version and provision path are the
 //! reason. When no consent applies, the site's default policy decides (opt-in: deny;
@@ -43,8 +43,9 @@
 //! condition that needs it (code, security label, data reference, data period, or the
 //! resource type of a system-wide search) is assumed to hold for a permit and not to hold for
 //! a deny, and the resulting permit is marked conditional: every returned resource must be
-//! decided again with its content ([`filter_bundle`], or [`decide`] with the resource). Thus
-//! a request is refused up front only when it is refused whatever the content.
+//! decided again with its content ([`filter_bundle`], or [`decide`] with the resource). The
+//! assumption leans to permit so that a request is not refused up front for content it may
+//! not return; the check on the content is what enforces such conditions.
 //!
 //! **Break-glass.** When the outcome is a deny and the request asks for break-glass, it
 //! becomes a permit marked as break-glass if the caller holds the break-glass scope, the

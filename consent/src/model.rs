@@ -160,8 +160,8 @@ pub enum Party {
 }
 
 impl Party {
-    /// Whether the caller's `other` is the party this rule names. Identifiers without a
-    /// system match on value alone.
+    /// Whether the caller's `other` is the party this rule names. A rule's identifier
+    /// without a system matches on value alone; with a system, the systems must be equal.
     pub fn matches(&self, other: &Party) -> bool {
         match (self, other) {
             (Party::Reference(a), Party::Reference(b)) => a == b,
@@ -174,7 +174,7 @@ impl Party {
                     system: s2,
                     value: v2,
                 },
-            ) => v1 == v2 && (s1.is_none() || s2.is_none() || s1 == s2),
+            ) => v1 == v2 && (s1.is_none() || s1 == s2),
             _ => false,
         }
     }

@@ -196,6 +196,12 @@ impl ConsentRecord {
             && self.period_end.is_none_or(|e| t < e)
     }
 
+    /// Whether `document` (from the gateway store) is the document this version was stored
+    /// with.
+    pub fn matches_document(&self, document: &Value) -> bool {
+        document_hash(document) == self.document_hash
+    }
+
     /// Whether the consent's scope is one the gateway enforces.
     pub fn is_enforced_scope(&self) -> bool {
         self.scope == ConsentScope::PatientPrivacy.as_str()
@@ -401,6 +407,25 @@ impl ConsentContract {
         read_record(state, &record_key)
     }
 
+    /// Every consent of a patient, whatever its status, in key order (for listing).
+    pub fn patient_consents<S: ContractState>(
+        &self,
+        state: &S,
+        patient_key: &str,
+    ) -> ContractResult<Vec<ConsentRecord>, S::Error> {
+        if !keys::is_hash(patient_key) {
+            return Err(invalid("patient_key", "not a keyed hash"));
+        }
+        let start = format!("consent/{patient_key}/");
+        let end = format!("consent/{patient_key}0");
+        state
+            .range(&start, &end)
+            .map_err(ContractError::State)?
+            .into_iter()
+            .map(|(key, bytes)| parse_record(&key, &bytes))
+            .collect()
+    }
+
     /// A patient's consents in force at `now` (active and in period), in key order. Consents
     /// of scopes that are not enforced are included; [`ConsentRecord::is_enforced_scope`]
     /// tells them apart.
@@ -410,19 +435,9 @@ impl ConsentContract {
         patient_key: &str,
         now: Timestamp,
     ) -> ContractResult<Vec<ConsentRecord>, S::Error> {
-        if !keys::is_hash(patient_key) {
-            return Err(invalid("patient_key", "not a keyed hash"));
-        }
-        let start = format!("consent/{patient_key}/");
-        let end = format!("consent/{patient_key}0");
-        let mut out = Vec::new();
-        for (key, bytes) in state.range(&start, &end).map_err(ContractError::State)? {
-            let record = parse_record(&key, &bytes)?;
-            if record.is_in_force(now) {
-                out.push(record);
-            }
-        }
-        Ok(out)
+        let mut all = self.patient_consents(state, patient_key)?;
+        all.retain(|r| r.is_in_force(now));
+        Ok(all)
     }
 
     /// Every version of a consent, oldest first.
@@ -694,6 +709,14 @@ mod tests {
             .unwrap();
         assert!(other.is_empty());
 
+        assert!(active[0].matches_document(&doc2));
+        assert!(!active[0].matches_document(&doc));
+        assert_eq!(
+            c.patient_consents(&s, &key().patient("urn:mpi|42"))
+                .unwrap()
+                .len(),
+            1
+        );
         let history = c.history(&s, &key().consent("c1")).unwrap();
         let versions: Vec<(String, u64)> = history
             .iter()
@@ -730,6 +753,11 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+        let listed = c
+            .patient_consents(&s, &key().patient("urn:mpi|42"))
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].status, RecordStatus::Revoked);
         let again = c
             .revoke(&mut s, &key().consent("c1"), RevocationReason::Other, now)
             .unwrap();

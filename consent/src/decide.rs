@@ -585,19 +585,16 @@ fn labels_match(labels: &[Coding], effect: Effect, res: &Value) -> bool {
         ) else {
             continue;
         };
-        let system_norm = system.map(vocab::normalize_system);
-        if system_norm
-            .as_deref()
-            .is_none_or(|x| x == vocab::CONFIDENTIALITY)
+        if system.is_none_or(|x| vocab::same_system(vocab::CONFIDENTIALITY, x))
             && let Some(rank) = vocab::confidentiality_rank(code)
         {
             resource_conf = Some(resource_conf.map_or(rank, |r| r.max(rank)));
             continue;
         }
-        if labels.iter().any(|l| {
-            vocab::confidentiality_rank(&l.code).is_none()
-                && l.matches(system_norm.as_deref(), code)
-        }) {
+        if labels
+            .iter()
+            .any(|l| vocab::confidentiality_rank(&l.code).is_none() && l.matches(system, code))
+        {
             return true;
         }
     }

@@ -140,9 +140,7 @@ impl Coding {
             return false;
         }
         match (&self.system, system) {
-            (Some(mine), Some(theirs)) => {
-                mine == theirs || *mine == crate::vocab::normalize_system(theirs)
-            }
+            (Some(mine), Some(theirs)) => crate::vocab::same_system(mine, theirs),
             _ => true,
         }
     }

@@ -35,6 +35,25 @@ pub fn normalize_system(system: &str) -> String {
     system.to_owned()
 }
 
+/// Whether `raw` names the same code system as `normalized` (a [`normalize_system`] result),
+/// without allocating.
+pub fn same_system(normalized: &str, raw: &str) -> bool {
+    if normalized == raw {
+        return true;
+    }
+    if let Some(rest) = raw.strip_prefix("http://hl7.org/fhir/v3/") {
+        return normalized.strip_prefix("http://terminology.hl7.org/CodeSystem/v3-") == Some(rest);
+    }
+    if let Some(name) = raw.strip_prefix("http://hl7.org/fhir/") {
+        return matches!(
+            name,
+            "consentaction" | "consentscope" | "consentcategorycodes" | "consentpolicycodes"
+        ) && normalized.strip_prefix("http://terminology.hl7.org/CodeSystem/")
+            == Some(name);
+    }
+    false
+}
+
 /// Whether a request made for `requested` falls under a rule about `rule` in the
 /// PurposeOfUse hierarchy of v3 ActReason (a subset: the branches Assent sees in tokens).
 /// `TREAT` covers `ETREAT`, which covers `BTG`; `HRESCH` covers `CLINTRCH`; and so on.
@@ -158,5 +177,15 @@ mod tests {
             CONSENT_ACTION
         );
         assert_eq!(normalize_system("http://loinc.org"), "http://loinc.org");
+        assert!(same_system(ACT_REASON, "http://hl7.org/fhir/v3/ActReason"));
+        assert!(same_system(
+            CONSENT_ACTION,
+            "http://hl7.org/fhir/consentaction"
+        ));
+        assert!(!same_system(ACT_REASON, "http://hl7.org/fhir/v3/ActCode"));
+        assert!(!same_system(
+            ACT_REASON,
+            "http://hl7.org/fhir/resource-types"
+        ));
     }
 }

@@ -78,6 +78,12 @@ impl VerifiedCaller {
         self.with_patient_context(self.scopes.authorize_access(access, resource_type)?)
     }
 
+    /// The purpose of this request: the caller's, else the site's `default`, else
+    /// [`AuthError::PurposeRequired`] (403) for a site that requires one.
+    pub fn purpose_or(&self, default: Option<PurposeOfUse>) -> Result<PurposeOfUse, AuthError> {
+        self.purpose.or(default).ok_or(AuthError::PurposeRequired)
+    }
+
     fn with_patient_context(&self, grant: Grant) -> Result<Grant, AuthError> {
         if self.patient.is_some() {
             return Ok(grant);
@@ -121,6 +127,16 @@ mod tests {
                 .unwrap()
                 .patient_confined()
         );
+    }
+
+    #[test]
+    fn purpose_falls_back_to_the_site_default_or_is_required() {
+        let mut c = caller("user/*.rs", None);
+        let treat = PurposeOfUse::parse("TREAT");
+        assert_eq!(c.purpose_or(treat).unwrap().code(), "TREAT");
+        assert_eq!(c.purpose_or(None).unwrap_err(), AuthError::PurposeRequired);
+        c.purpose = PurposeOfUse::parse("HPAYMT");
+        assert_eq!(c.purpose_or(treat).unwrap().code(), "HPAYMT");
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub enum AuthError {
     /// The header states a different purpose than the token.
     #[error("X-Purpose-Of-Use {header:?} contradicts the token's purpose {token:?}")]
     PurposeConflict { token: String, header: String },
+    /// The request states no purpose of use and the site has no default.
+    #[error("a purpose of use is required (token claim or X-Purpose-Of-Use header)")]
+    PurposeRequired,
     /// The issuer's keys could not be fetched and none are cached: fail closed.
     #[error("the issuer's keys are unavailable")]
     IssuerUnavailable,
@@ -100,17 +103,21 @@ impl AuthError {
             AuthError::PurposeUnknownInHeader { .. } => "purpose-header-unknown",
             AuthError::PurposeHeaderNotAllowed => "purpose-header-not-allowed",
             AuthError::PurposeConflict { .. } => "purpose-conflict",
+            AuthError::PurposeRequired => "purpose-required",
             AuthError::IssuerUnavailable => "issuer-unavailable",
             AuthError::InsufficientScope { .. } => "scope-insufficient",
             AuthError::PatientContextMissing => "scope-patient-context-missing",
         }
     }
 
-    /// The HTTP status: 401 for a token that is not accepted, 403 for insufficient scope,
-    /// 400 for a bad purpose header, 503 when the issuer's keys cannot be had.
+    /// The HTTP status: 401 for a token that is not accepted, 403 for insufficient scope or
+    /// a missing purpose, 400 for a bad purpose header, 503 when the issuer's keys cannot be had.
     pub fn status(&self) -> u16 {
         if self.is_unavailable() {
             return 503;
+        }
+        if matches!(self, AuthError::PurposeRequired) {
+            return 403;
         }
         match self.bearer_error() {
             Some(BearerError::InsufficientScope) => 403,
@@ -119,12 +126,13 @@ impl AuthError {
         }
     }
 
-    /// The `WWW-Authenticate` header value, or `None` where none is due (503).
+    /// The `WWW-Authenticate` header value, or `None` where none is due (503, and a missing
+    /// purpose, which is no fault of the token).
     ///
     /// A missing token gets a bare challenge (RFC 6750 §3.1: no error code when the request
     /// carried no credentials).
     pub fn www_authenticate(&self) -> Option<String> {
-        if self.is_unavailable() {
+        if self.is_unavailable() || matches!(self, AuthError::PurposeRequired) {
             return None;
         }
         let Some(error) = self.bearer_error() else {
@@ -231,6 +239,8 @@ mod tests {
         assert_eq!(AuthError::IssuerUnavailable.status(), 503);
         assert_eq!(AuthError::IssuerUnavailable.www_authenticate(), None);
         assert_eq!(AuthError::PatientContextMissing.status(), 403);
+        assert_eq!(AuthError::PurposeRequired.status(), 403);
+        assert_eq!(AuthError::PurposeRequired.www_authenticate(), None);
         assert_eq!(AuthError::Expired.to_issue().code, IssueCode::Login);
     }
 }

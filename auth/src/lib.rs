@@ -18,6 +18,7 @@ mod error;
 mod jwks;
 mod purpose;
 mod scopes;
+mod smart_config;
 mod token_cache;
 mod verifier;
 
@@ -29,4 +30,5 @@ pub use scopes::{
     Access, Grant, GrantRule, Permissions, ResourceScope, ScopeContext, ScopeWarning, Scopes,
     SearchCondition, TokenValue,
 };
+pub use smart_config::{ProviderEndpoints, SCOPES_SUPPORTED};
 pub use verifier::Verifier;

@@ -29,6 +29,7 @@ use crate::error::{AuthError, ConfigError};
 use crate::jwks::{self, KeyEntry, KeySet};
 use crate::purpose::PurposeOfUse;
 use crate::scopes::Scopes;
+use crate::smart_config::ProviderEndpoints;
 use crate::token_cache::{CachedToken, TokenCache, token_digest};
 
 /// Verifies bearer tokens from the configured issuers. Cheap to clone; share one per process.
@@ -107,11 +108,11 @@ impl Verifier {
         self.inner.issuers.iter().map(|s| &s.config)
     }
 
-    /// The token endpoint each issuer's discovery document names, if any (for
-    /// `/.well-known/smart-configuration`).
-    pub fn token_endpoint(&self, issuer: &str) -> Option<&str> {
+    /// What discovery found for `issuer`: endpoints for `/.well-known/smart-configuration`
+    /// and the CapabilityStatement security section.
+    pub fn endpoints(&self, issuer: &str) -> Option<&ProviderEndpoints> {
         let index = *self.inner.by_issuer.get(issuer)?;
-        self.inner.issuers[index].token_endpoint.as_deref()
+        Some(&self.inner.issuers[index].endpoints)
     }
 }
 
@@ -126,7 +127,7 @@ struct Inner {
 struct IssuerState {
     config: IssuerConfig,
     jwks_uri: String,
-    token_endpoint: Option<String>,
+    endpoints: ProviderEndpoints,
     keys: RwLock<Arc<KeySet>>,
     /// When the JWKS was last fetched (or tried); held while a fetch is under way, so that
     /// concurrent tokens wait for it instead of fetching again.
@@ -401,7 +402,10 @@ async fn discover_issuer(
             reason: error_chain(&e),
         })?;
     let jwks_uri = metadata.jwks_uri().url().to_string();
-    let token_endpoint = metadata.token_endpoint().map(|u| u.url().to_string());
+    let endpoints = ProviderEndpoints::from_discovery(
+        &serde_json::to_value(&metadata).unwrap_or_default(),
+        jwks_uri.clone(),
+    );
     let jwks_error = |reason: String| ConfigError::Jwks {
         issuer: config.issuer.clone(),
         url: jwks_uri.clone(),
@@ -424,7 +428,7 @@ async fn discover_issuer(
     Ok(IssuerState {
         config,
         jwks_uri,
-        token_endpoint,
+        endpoints,
         keys: RwLock::new(Arc::new(keys)),
         last_fetch: tokio::sync::Mutex::new(None),
         n_jwks_fetches: AtomicU64::new(1),

@@ -111,10 +111,19 @@ async fn tokens_from_oidc_provider_verify_after_discovery() {
     let mut config = IssuerConfig::new(provider.issuer.clone(), RESOURCE);
     config.allow_purpose_header = true;
     let verifier = Verifier::discover(vec![config]).await.expect("discovery");
-    let token_endpoint = verifier
-        .token_endpoint(&provider.issuer)
-        .expect("token endpoint discovered")
-        .to_owned();
+    let endpoints = verifier.endpoints(&provider.issuer).expect("discovered");
+    let token_endpoint = endpoints
+        .token_endpoint
+        .clone()
+        .expect("token endpoint discovered");
+    let smart = endpoints.smart_configuration();
+    assert_eq!(smart["token_endpoint"], token_endpoint.as_str());
+    assert!(
+        smart["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&"client_credentials".into())
+    );
 
     // RS256, a practitioner with user scopes.
     let token = client_credentials(

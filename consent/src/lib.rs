@@ -91,3 +91,100 @@ pub use time::{Period, Timestamp};
 pub use vocab::{
     ACT_CODE, ACT_REASON, Actions, CONFIDENTIALITY, CONSENT_ACTION, PARTICIPATION_TYPE,
 };
+
+#[cfg(test)]
+mod tidy {
+    //! Housekeeping checks on this crate's own sources.
+
+    use std::path::{Path, PathBuf};
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    fn sources() -> Vec<(PathBuf, String)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        rust_files(&root.join("src"), &mut files);
+        rust_files(&root.join("tests"), &mut files);
+        files
+            .into_iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).unwrap();
+                (p, text)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_file_says_what_it_owns_and_no_mod_rs() {
+        for (path, text) in sources() {
+            assert!(
+                text.starts_with("//!"),
+                "{} must open with `//!`",
+                path.display()
+            );
+            assert_ne!(path.file_name().unwrap(), "mod.rs", "{}", path.display());
+        }
+    }
+
+    /// **Invariant:** the consent logic does no I/O, spawns nothing and reads no clock.
+    #[test]
+    fn library_code_does_no_io_and_reads_no_clock() {
+        let forbidden = [
+            ["std::", "fs"].concat(),
+            ["std::", "net"].concat(),
+            ["std::", "thread"].concat(),
+            ["System", "Time"].concat(),
+            ["Instant", "::now"].concat(),
+            ["tok", "io"].concat(),
+            ["async ", "fn"].concat(),
+        ];
+        for (path, text) in sources() {
+            if !path.components().any(|c| c.as_os_str() == "src") {
+                continue;
+            }
+            let library = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for word in &forbidden {
+                assert!(
+                    !library.contains(word.as_str()),
+                    "{} uses `{word}`",
+                    path.display()
+                );
+            }
+        }
+        let manifest =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+                .unwrap();
+        let deps = manifest
+            .split("[dependencies]")
+            .nth(1)
+            .unwrap()
+            .split("\n[")
+            .next()
+            .unwrap();
+        let allowed = [
+            "assent-fhir",
+            "hex",
+            "hmac",
+            "serde",
+            "serde_json",
+            "sha2",
+            "thiserror",
+        ];
+        for line in deps.lines().filter(|l| l.contains('=')) {
+            let name = line.split('=').next().unwrap().trim();
+            assert!(
+                allowed.contains(&name),
+                "dependency `{name}` is not on the pure list"
+            );
+        }
+    }
+}

@@ -203,7 +203,7 @@ impl Reader {
         };
         for code in codes {
             let lower = code.to_ascii_lowercase();
-            if lower == "optin" || lower.ends_with("opt-in") || lower.ends_with("/optin") {
+            if lower.starts_with("optin") || lower.ends_with("opt-in") {
                 return Ok(Some(Effect::Permit));
             }
             if lower.starts_with("optout") || lower.ends_with("opt-out") {

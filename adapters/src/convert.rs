@@ -34,6 +34,8 @@ pub(crate) struct Ctx<'a> {
     pub table: &'static StepTable,
     /// The version the whole translation started from (names carriers of R4/R4B).
     pub origin: FhirVersion,
+    /// The version the whole translation ends in.
+    pub goal: FhirVersion,
     resource_depth: usize,
 }
 
@@ -82,7 +84,7 @@ pub(crate) fn step(
     resource: &mut Value,
     from: FhirVersion,
     to: FhirVersion,
-    origin: FhirVersion,
+    (origin, goal): (FhirVersion, FhirVersion),
     issues: &mut Vec<Issue>,
 ) {
     let mut ctx = Ctx {
@@ -90,6 +92,7 @@ pub(crate) fn step(
         from,
         to,
         origin,
+        goal,
         source: definitions(from),
         target: definitions(to),
         table: rules::step_table(from, to),
@@ -137,8 +140,12 @@ fn step_resource(resource: &mut Value, ctx: &mut Ctx) {
         ctx.source.root(source_type),
         Some(renamed_type(source_type, ctx.from, ctx.to)),
     ) else {
+        // Reported once, by the first step: later steps leave it unchanged too.
+        if ctx.from != ctx.origin {
+            return;
+        }
         let path = resource_type.to_owned();
-        let (from, to) = (ctx.from, ctx.to);
+        let (from, to) = (ctx.origin, ctx.goal);
         ctx.issue(
             Severity::Error,
             IssueCode::NotSupported,

@@ -133,7 +133,7 @@ pub fn translate(
     let mut version = from;
     while version != to {
         let next = next_version(version, to);
-        convert::step(&mut resource, version, next, from, &mut issues);
+        convert::step(&mut resource, version, next, (from, to), &mut issues);
         version = next;
     }
     Ok(Translation { resource, issues })

@@ -483,6 +483,9 @@ const RESOURCE_RULES_R4B_R5: &[(&str, ResourceRule)] = &[
     ("CarePlan", care_plan_r4_to_r5),
     ("Practitioner", practitioner_r4_to_r5),
     ("Consent", consent_r4_to_r5),
+    ("Organization", contacts_r4_to_r5),
+    ("Location", contacts_r4_to_r5),
+    ("DocumentReference", document_reference_r4_to_r5),
 ];
 
 const RESOURCE_RULES_R5_R4B: &[(&str, ResourceRule)] = &[
@@ -498,6 +501,9 @@ const RESOURCE_RULES_R5_R4B: &[(&str, ResourceRule)] = &[
     ("CarePlan", care_plan_r5_to_r4),
     ("Practitioner", practitioner_r5_to_r4),
     ("Consent", consent_r5_to_r4),
+    ("Organization", contacts_r5_to_r4),
+    ("Location", contacts_r5_to_r4),
+    ("DocumentReference", document_reference_r5_to_r4),
 ];
 
 /// Report the original of `key` carried because a rule could not place all of it.
@@ -1321,6 +1327,226 @@ fn consent_r5_to_r4(obj: &mut Map<String, Value>, ctx: &mut Ctx, _done: &mut Vec
                 "code",
                 "has no place (provision is empty)",
             ),
+        }
+    }
+}
+
+/// R4 `telecom` (and, for Organization, `address` and the `contact` backbone) → R5
+/// `contact` (ExtendedContactDetail). Location keeps its own `address` in R5.
+fn contacts_r4_to_r5(obj: &mut Map<String, Value>, _ctx: &mut Ctx, done: &mut Vec<&'static str>) {
+    let is_location = obj.get("resourceType").and_then(Value::as_str) == Some("Location");
+    let mut contacts = Vec::new();
+    if let Some(Value::Array(old)) = obj.remove("contact") {
+        for item in old {
+            match item {
+                Value::Object(mut c) => {
+                    if let Some(name) = c.remove("name") {
+                        c.insert("name".into(), Value::Array(vec![name]));
+                    }
+                    contacts.push(Value::Object(c));
+                }
+                other => contacts.push(other),
+            }
+        }
+    }
+    if let Some(telecom) = obj.remove("telecom") {
+        contacts.push(wrap("telecom", telecom));
+    }
+    if !is_location && let Some(Value::Array(addresses)) = obj.remove("address") {
+        contacts.extend(addresses.into_iter().map(|a| wrap("address", a)));
+    }
+    if !contacts.is_empty() {
+        obj.insert("contact".into(), Value::Array(contacts));
+    }
+    done.push("contact");
+}
+
+/// R5 `contact` → R4 root `telecom`/`address` (a contact holding only those) or the R4
+/// `contact` backbone. What R4 cannot hold is carried.
+fn contacts_r5_to_r4(obj: &mut Map<String, Value>, ctx: &mut Ctx, done: &mut Vec<&'static str>) {
+    let is_location = obj.get("resourceType").and_then(Value::as_str) == Some("Location");
+    let Some(Value::Array(contacts)) = obj.remove("contact") else {
+        return;
+    };
+    let (mut telecom, mut address, mut backbones) = (Vec::new(), Vec::new(), Vec::new());
+    let mut lossy = false;
+    for item in &contacts {
+        let Value::Object(c) = item else {
+            lossy = true;
+            continue;
+        };
+        let only = |keys: &[&str]| c.keys().all(|k| keys.contains(&k.as_str()));
+        if only(&["telecom"]) {
+            telecom.extend(
+                c.get("telecom")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        } else if only(&["address"]) && !is_location {
+            address.extend(c.get("address").cloned());
+        } else if is_location {
+            lossy = true;
+            telecom.extend(
+                c.get("telecom")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        } else {
+            let mut b = c.clone();
+            if let Some(Value::Array(mut names)) = b.remove("name") {
+                if names.len() > 1 {
+                    lossy = true;
+                }
+                if !names.is_empty() {
+                    b.insert("name".into(), names.swap_remove(0));
+                }
+            }
+            if b.keys().any(|k| k == "organization" || k == "period") {
+                lossy = true;
+                b.remove("organization");
+                b.remove("period");
+            }
+            backbones.push(Value::Object(b));
+        }
+    }
+    if !telecom.is_empty() {
+        obj.insert("telecom".into(), Value::Array(telecom));
+    }
+    if !address.is_empty() {
+        obj.insert("address".into(), Value::Array(address));
+    }
+    if !backbones.is_empty() {
+        obj.insert("contact".into(), Value::Array(backbones));
+    }
+    if lossy {
+        carry_root(
+            obj,
+            ctx,
+            "contact",
+            Value::Array(contacts),
+            "ExtendedContactDetail",
+            "does not fit the R4 contact elements exactly",
+        );
+    }
+    done.extend(["telecom", "address", "contact"]);
+}
+
+/// R4 `DocumentReference.context` backbone → R5 `context` (references), `event`,
+/// `period`, `facilityType`, `practiceSetting`; `content.format` → `content.profile`.
+fn document_reference_r4_to_r5(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    if let Some(Value::Object(context)) = obj.remove("context") {
+        let original = context.clone();
+        let mut context = context;
+        if let Some(encounters) = context.remove("encounter") {
+            obj.insert("context".into(), encounters);
+            done.push("context");
+        }
+        if let Some(Value::Array(events)) = context.remove("event") {
+            obj.insert(
+                "event".into(),
+                Value::Array(events.into_iter().map(|e| wrap("concept", e)).collect()),
+            );
+            done.push("event");
+        }
+        for key in ["period", "facilityType", "practiceSetting"] {
+            if let Some(v) = context.remove(key) {
+                obj.insert(key.into(), v);
+                done.push(key);
+            }
+        }
+        if !context.is_empty() {
+            carry_root(
+                obj,
+                ctx,
+                "context",
+                Value::Object(original),
+                "BackboneElement",
+                "(sourcePatientInfo, related) has no counterpart",
+            );
+        }
+    }
+    if let Some(Value::Array(contents)) = obj.get_mut("content") {
+        for content in contents {
+            if let Value::Object(c) = content
+                && let Some(format) = c.remove("format")
+            {
+                c.insert(
+                    "profile".into(),
+                    Value::Array(vec![wrap("valueCoding", format)]),
+                );
+            }
+        }
+    }
+}
+
+fn document_reference_r5_to_r4(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    let mut context = Map::new();
+    if let Some(encounters) = obj.remove("context") {
+        context.insert("encounter".into(), encounters);
+    }
+    if let Some(Value::Array(events)) = obj.remove("event") {
+        let concept_only = events.iter().all(|e| {
+            e.as_object()
+                .is_some_and(|m| m.len() == 1 && m.contains_key("concept"))
+        });
+        let concepts: Vec<Value> = events
+            .iter()
+            .filter_map(|e| e.get("concept").cloned())
+            .collect();
+        if !concepts.is_empty() {
+            context.insert("event".into(), Value::Array(concepts));
+        }
+        if !concept_only {
+            carry_root(
+                obj,
+                ctx,
+                "event",
+                Value::Array(events),
+                "CodeableReference",
+                "(a reference) has no counterpart",
+            );
+        }
+    }
+    for key in ["period", "facilityType", "practiceSetting"] {
+        if let Some(v) = obj.remove(key) {
+            context.insert(key.into(), v);
+        }
+    }
+    if !context.is_empty() {
+        obj.insert("context".into(), Value::Object(context));
+    }
+    done.push("context");
+    // Profiles other than one coding (uri, canonical, several) stay for the walk to carry.
+    if let Some(Value::Array(contents)) = obj.get_mut("content") {
+        for content in contents.iter_mut() {
+            let Value::Object(c) = content else {
+                continue;
+            };
+            let Some(Value::Array(profiles)) = c.get("profile") else {
+                continue;
+            };
+            let single_coding = profiles.len() == 1
+                && profiles[0]
+                    .as_object()
+                    .is_some_and(|p| p.len() == 1 && p.contains_key("valueCoding"));
+            if single_coding
+                && let Some(Value::Array(mut profiles)) = c.remove("profile")
+                && let Some(coding) = profiles.swap_remove(0).get("valueCoding").cloned()
+            {
+                c.insert("format".into(), coding);
+            }
         }
     }
 }

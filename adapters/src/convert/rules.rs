@@ -1422,6 +1422,17 @@ fn contacts_r5_to_r4(obj: &mut Map<String, Value>, ctx: &mut Ctx, done: &mut Vec
     if !backbones.is_empty() {
         obj.insert("contact".into(), Value::Array(backbones));
     }
+    if !lossy {
+        // Order and grouping count too: converting these parts forward must give the input.
+        let mut forward = Map::new();
+        for key in ["resourceType", "telecom", "address", "contact"] {
+            if let Some(v) = obj.get(key) {
+                forward.insert(key.into(), v.clone());
+            }
+        }
+        contacts_r4_to_r5(&mut forward, ctx, &mut Vec::new());
+        lossy = forward.get("contact") != Some(&Value::Array(contacts.clone()));
+    }
     if lossy {
         carry_root(
             obj,

@@ -149,7 +149,11 @@ impl Drop for FakeUpstream {
     }
 }
 
-async fn fake_handle(req: HttpRequest, body: web::Bytes, state: web::Data<FakeState>) -> HttpResponse {
+async fn fake_handle(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<FakeState>,
+) -> HttpResponse {
     let seen = SeenRequest {
         method: req.method().to_string(),
         path: req.path().to_owned(),
@@ -266,7 +270,10 @@ impl TestGateway {
 
     /// Adds an R4 opt-out site.
     pub fn site(self, id: &str, upstream: &str) -> TestGateway {
-        self.site_with(id, json!({"upstream": upstream, "fhir_version": "R4", "default_policy": "opt-out"}))
+        self.site_with(
+            id,
+            json!({"upstream": upstream, "fhir_version": "R4", "default_policy": "opt-out"}),
+        )
     }
 
     /// Adds a site with the given configuration table.
@@ -323,9 +330,8 @@ pub struct Got {
 
 impl Got {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

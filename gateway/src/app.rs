@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix_web::dev::{Service, ServerHandle};
+use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpServer, web};
 
 use crate::caller::Callers;
@@ -39,7 +39,10 @@ pub struct WorkerClients {
 impl WorkerClients {
     fn new(sites: &HashMap<String, Arc<Site>>) -> WorkerClients {
         WorkerClients {
-            by_site: sites.iter().map(|(id, s)| (id.clone(), s.client())).collect(),
+            by_site: sites
+                .iter()
+                .map(|(id, s)| (id.clone(), s.client()))
+                .collect(),
         }
     }
 
@@ -120,7 +123,10 @@ impl AppState {
 /// The site configuration as stored, without secrets.
 fn site_config_json(site: &crate::config::SiteConfig) -> String {
     let mut value = serde_json::to_value(site).unwrap_or_default();
-    if let Some(auth) = value.get_mut("upstream_auth").and_then(|a| a.as_object_mut()) {
+    if let Some(auth) = value
+        .get_mut("upstream_auth")
+        .and_then(|a| a.as_object_mut())
+    {
         for secret in ["token", "client_secret"] {
             if auth.contains_key(secret) {
                 auth.insert(secret.into(), "<redacted>".into());

@@ -64,7 +64,9 @@ impl Callers {
         if value.len() > MAX_CREDENTIAL_BYTES {
             return Err(GatewayError::InvalidCredentials);
         }
-        let value = value.to_str().map_err(|_| GatewayError::InvalidCredentials)?;
+        let value = value
+            .to_str()
+            .map_err(|_| GatewayError::InvalidCredentials)?;
         let (scheme, credential) = value
             .split_once(' ')
             .ok_or(GatewayError::InvalidCredentials)?;
@@ -108,20 +110,46 @@ mod tests {
                 roles: vec![Role::Clinician],
             }],
         });
-        let alice = callers.authenticate(&headers(Some("Bearer s3cret"))).unwrap();
+        let alice = callers
+            .authenticate(&headers(Some("Bearer s3cret")))
+            .unwrap();
         assert_eq!(alice.id, "alice");
         assert!(alice.has_role(Role::Clinician));
         assert!(!alice.has_role(Role::Admin));
-        assert_eq!(callers.authenticate(&headers(Some("bearer s3cret"))).unwrap().id, "alice");
-        for bad in ["Bearer wrong", "Basic s3cret", "Bearer", "Bearer  ", "s3cret"] {
+        assert_eq!(
+            callers
+                .authenticate(&headers(Some("bearer s3cret")))
+                .unwrap()
+                .id,
+            "alice"
+        );
+        for bad in [
+            "Bearer wrong",
+            "Basic s3cret",
+            "Bearer",
+            "Bearer  ",
+            "s3cret",
+        ] {
             assert_eq!(
-                callers.authenticate(&headers(Some(bad))).unwrap_err().code(),
+                callers
+                    .authenticate(&headers(Some(bad)))
+                    .unwrap_err()
+                    .code(),
                 "auth-invalid",
                 "{bad}"
             );
         }
-        assert_eq!(callers.authenticate(&headers(None)).unwrap_err().code(), "auth-missing");
+        assert_eq!(
+            callers.authenticate(&headers(None)).unwrap_err().code(),
+            "auth-missing"
+        );
         let huge = format!("Bearer {}", "x".repeat(MAX_CREDENTIAL_BYTES));
-        assert_eq!(callers.authenticate(&headers(Some(&huge))).unwrap_err().code(), "auth-invalid");
+        assert_eq!(
+            callers
+                .authenticate(&headers(Some(&huge)))
+                .unwrap_err()
+                .code(),
+            "auth-invalid"
+        );
     }
 }

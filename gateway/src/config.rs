@@ -319,10 +319,10 @@ impl Config {
 
     /// Checks what serde cannot: value ranges and relations between keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(u) = &self.public_url {
-            if !matches!(u.scheme(), "http" | "https") {
-                return Err(ConfigError::invalid("public_url", "must be http or https"));
-            }
+        if let Some(u) = &self.public_url
+            && !matches!(u.scheme(), "http" | "https")
+        {
+            return Err(ConfigError::invalid("public_url", "must be http or https"));
         }
         if self.database_url.trim().is_empty() {
             return Err(ConfigError::invalid("database_url", "must not be empty"));
@@ -368,7 +368,10 @@ impl Config {
                 ));
             }
             if !matches!(site.upstream.scheme(), "http" | "https") {
-                return Err(ConfigError::invalid(at("upstream"), "must be http or https"));
+                return Err(ConfigError::invalid(
+                    at("upstream"),
+                    "must be http or https",
+                ));
             }
             if site.upstream.query().is_some() || site.upstream.fragment().is_some() {
                 return Err(ConfigError::invalid(
@@ -380,7 +383,10 @@ impl Config {
                 return Err(ConfigError::invalid(at("timeout_ms"), "must be above 0"));
             }
             if site.max_body_bytes == Some(0) {
-                return Err(ConfigError::invalid(at("max_body_bytes"), "must be above 0"));
+                return Err(ConfigError::invalid(
+                    at("max_body_bytes"),
+                    "must be above 0",
+                ));
             }
             if site.circuit_breaker.failures == 0 {
                 return Err(ConfigError::invalid(
@@ -398,13 +404,13 @@ impl Config {
                     .into_iter()
                     .chain([("ca_file", ca_file.as_ref())])
                 {
-                    if let Some(file) = file {
-                        if !file.exists() {
-                            return Err(ConfigError::invalid(
-                                at(&format!("upstream_auth.{name}")),
-                                format!("file {} does not exist", file.display()),
-                            ));
-                        }
+                    if let Some(file) = file
+                        && !file.exists()
+                    {
+                        return Err(ConfigError::invalid(
+                            at(&format!("upstream_auth.{name}")),
+                            format!("file {} does not exist", file.display()),
+                        ));
                     }
                 }
             }
@@ -557,7 +563,10 @@ mod tests {
         let c = Config::load_with_env(&path, vars).unwrap();
         assert_eq!(c.database_url, "postgres://db/assent");
         assert_eq!(c.sites["st-mary"].timeout_ms, 1234);
-        let bad = [("ASSENT_SITES__ST-MARY__TIMEOUT_MS".to_owned(), "soon".to_owned())];
+        let bad = [(
+            "ASSENT_SITES__ST-MARY__TIMEOUT_MS".to_owned(),
+            "soon".to_owned(),
+        )];
         let e = Config::load_with_env(&path, bad).unwrap_err().to_string();
         assert!(e.contains("sites.st-mary.timeout_ms"), "{e}");
     }

@@ -129,11 +129,8 @@ impl GatewayError {
             Side::Client => Severity::Error,
             Side::Upstream | Side::Internal => Severity::Fatal,
         };
-        let mut outcome = operation_outcome(&[Issue::new(
-            severity,
-            row.issue_code,
-            self.to_string(),
-        )]);
+        let mut outcome =
+            operation_outcome(&[Issue::new(severity, row.issue_code, self.to_string())]);
         outcome["issue"][0]["details"] = serde_json::json!({
             "coding": [{"system": ERROR_CODE_SYSTEM, "code": row.code}],
             "text": row.code,
@@ -187,14 +184,26 @@ mod tests {
     fn the_table_gives_the_documented_statuses() {
         let cases: [(GatewayError, u16, &str); 8] = [
             (GatewayError::UnknownSite, 404, "unknown-site"),
-            (GatewayError::Malformed("x".into()), 400, "malformed-request"),
-            (GatewayError::BodyTooLarge { limit: 1 }, 413, "body-too-large"),
+            (
+                GatewayError::Malformed("x".into()),
+                400,
+                "malformed-request",
+            ),
+            (
+                GatewayError::BodyTooLarge { limit: 1 },
+                413,
+                "body-too-large",
+            ),
             (
                 GatewayError::UnsupportedMediaType("x".into()),
                 415,
                 "unsupported-media-type",
             ),
-            (GatewayError::UpstreamUnreachable, 502, "upstream-unreachable"),
+            (
+                GatewayError::UpstreamUnreachable,
+                502,
+                "upstream-unreachable",
+            ),
             (GatewayError::UpstreamTimeout, 504, "upstream-timeout"),
             (GatewayError::Denied("x".into()), 403, "consent-denied"),
             (GatewayError::StoreUnavailable, 503, "store-unavailable"),

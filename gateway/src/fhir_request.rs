@@ -76,12 +76,38 @@ pub fn parse(method: &str, rest: &str, raw_query: &str) -> Result<FhirRequest, G
         match segments.as_slice() {
             [] => (Interaction::Search, None, None, None, None, false),
             ["metadata"] => (Interaction::Capabilities, None, None, None, None, false),
-            [op] if op.starts_with('$') => {
-                (Interaction::Operation, None, None, None, Some(operation_name(op)?), false)
-            }
-            [ty] => (Interaction::Search, Some(resource_type(ty)?), None, None, None, false),
-            [ty, "_search"] => (Interaction::Search, Some(resource_type(ty)?), None, None, None, true),
-            [ty, "_history"] => (Interaction::History, Some(resource_type(ty)?), None, None, None, false),
+            [op] if op.starts_with('$') => (
+                Interaction::Operation,
+                None,
+                None,
+                None,
+                Some(operation_name(op)?),
+                false,
+            ),
+            [ty] => (
+                Interaction::Search,
+                Some(resource_type(ty)?),
+                None,
+                None,
+                None,
+                false,
+            ),
+            [ty, "_search"] => (
+                Interaction::Search,
+                Some(resource_type(ty)?),
+                None,
+                None,
+                None,
+                true,
+            ),
+            [ty, "_history"] => (
+                Interaction::History,
+                Some(resource_type(ty)?),
+                None,
+                None,
+                None,
+                false,
+            ),
             [ty, op] if op.starts_with('$') => (
                 Interaction::Operation,
                 Some(resource_type(ty)?),
@@ -90,7 +116,14 @@ pub fn parse(method: &str, rest: &str, raw_query: &str) -> Result<FhirRequest, G
                 Some(operation_name(op)?),
                 false,
             ),
-            [ty, id] => (Interaction::Read, Some(resource_type(ty)?), Some(resource_id(id)?), None, None, false),
+            [ty, id] => (
+                Interaction::Read,
+                Some(resource_type(ty)?),
+                Some(resource_id(id)?),
+                None,
+                None,
+                false,
+            ),
             [ty, id, "_history"] => (
                 Interaction::History,
                 Some(resource_type(ty)?),
@@ -165,7 +198,9 @@ pub fn check_query(raw: &str) -> Result<(String, Option<String>), GatewayError> 
         let name = decode(name)?;
         let value = decode(value)?;
         if !is_valid_param_name(&name) {
-            return Err(malformed("a query parameter name has characters FHIR does not use"));
+            return Err(malformed(
+                "a query parameter name has characters FHIR does not use",
+            ));
         }
         if value.len() > MAX_VALUE_BYTES {
             return Err(malformed("a query parameter value is too long"));
@@ -237,7 +272,8 @@ fn resource_type(s: &str) -> Result<String, GatewayError> {
 fn resource_id(s: &str) -> Result<String, GatewayError> {
     // An id of dots only (`..`) would walk up the upstream's path.
     let ok = (1..=64).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
         && !s.bytes().all(|b| b == b'.');
     if ok {
         Ok(s.to_owned())
@@ -299,25 +335,69 @@ mod tests {
 
     #[test]
     fn rejects_bad_paths_and_methods() {
-        assert_eq!(check("GET", "patient/1", ""), Err("malformed-request".into()));
-        assert_eq!(check("GET", "Patient/1/2/3/4", ""), Err("malformed-request".into()));
-        assert_eq!(check("GET", "Patient//1", ""), Err("malformed-request".into()));
-        assert_eq!(check("GET", "Patient/a_b", ""), Err("malformed-request".into()));
-        assert_eq!(check("GET", "Patient/1/$", ""), Err("malformed-request".into()));
-        assert_eq!(check("GET", "Patient/..", ""), Err("malformed-request".into()));
-        assert_eq!(check("GET", "Patient/1.2", "").unwrap().id.as_deref(), Some("1.2"));
-        assert_eq!(check("PUT", "Patient/1", ""), Err("method-not-allowed".into()));
-        assert_eq!(check("DELETE", "Patient/1", ""), Err("method-not-allowed".into()));
-        assert_eq!(check("POST", "Patient", ""), Err("method-not-allowed".into()));
-        assert_eq!(check("GET", "Patient/_search", ""), Err("malformed-request".into()));
+        assert_eq!(
+            check("GET", "patient/1", ""),
+            Err("malformed-request".into())
+        );
+        assert_eq!(
+            check("GET", "Patient/1/2/3/4", ""),
+            Err("malformed-request".into())
+        );
+        assert_eq!(
+            check("GET", "Patient//1", ""),
+            Err("malformed-request".into())
+        );
+        assert_eq!(
+            check("GET", "Patient/a_b", ""),
+            Err("malformed-request".into())
+        );
+        assert_eq!(
+            check("GET", "Patient/1/$", ""),
+            Err("malformed-request".into())
+        );
+        assert_eq!(
+            check("GET", "Patient/..", ""),
+            Err("malformed-request".into())
+        );
+        assert_eq!(
+            check("GET", "Patient/1.2", "").unwrap().id.as_deref(),
+            Some("1.2")
+        );
+        assert_eq!(
+            check("PUT", "Patient/1", ""),
+            Err("method-not-allowed".into())
+        );
+        assert_eq!(
+            check("DELETE", "Patient/1", ""),
+            Err("method-not-allowed".into())
+        );
+        assert_eq!(
+            check("POST", "Patient", ""),
+            Err("method-not-allowed".into())
+        );
+        assert_eq!(
+            check("GET", "Patient/_search", ""),
+            Err("malformed-request".into())
+        );
     }
 
     #[test]
     fn rejects_hostile_queries_and_keeps_good_ones() {
-        let ok = check("GET", "Observation", "subject:Patient.name=x&code=http%3A%2F%2Floinc.org%7C1234-5&_count=10").unwrap();
-        assert_eq!(ok.query, "subject:Patient.name=x&code=http%3A%2F%2Floinc.org%7C1234-5&_count=10");
+        let ok = check(
+            "GET",
+            "Observation",
+            "subject:Patient.name=x&code=http%3A%2F%2Floinc.org%7C1234-5&_count=10",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.query,
+            "subject:Patient.name=x&code=http%3A%2F%2Floinc.org%7C1234-5&_count=10"
+        );
         let long = "a=".to_owned() + &"x".repeat(MAX_QUERY_BYTES);
-        let too_many = (0..=MAX_PARAMS).map(|i| format!("p{i}=1")).collect::<Vec<_>>().join("&");
+        let too_many = (0..=MAX_PARAMS)
+            .map(|i| format!("p{i}=1"))
+            .collect::<Vec<_>>()
+            .join("&");
         for bad in [
             "na%20me=1",
             "name=%FF%FE",
@@ -328,9 +408,16 @@ mod tests {
             long.as_str(),
             too_many.as_str(),
         ] {
-            assert_eq!(check("GET", "Patient", bad), Err("malformed-request".into()), "{bad}");
+            assert_eq!(
+                check("GET", "Patient", bad),
+                Err("malformed-request".into()),
+                "{bad}"
+            );
         }
-        assert_eq!(check("GET", "Patient", "_format=xml"), Err("unsupported-media-type".into()));
+        assert_eq!(
+            check("GET", "Patient", "_format=xml"),
+            Err("unsupported-media-type".into())
+        );
         assert!(check("GET", "Patient", "_format=application/fhir%2Bjson").is_ok());
         assert!(check("GET", "Patient", "_format=application/fhir+json").is_ok());
     }

@@ -32,7 +32,10 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new(REQUESTS_TOTAL, "FHIR requests by site, interaction and status"),
+            Opts::new(
+                REQUESTS_TOTAL,
+                "FHIR requests by site, interaction and status",
+            ),
             &["site", "interaction", "status"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));

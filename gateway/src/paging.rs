@@ -48,8 +48,17 @@ impl PageSigner {
         self.sign_with_expiry(site, caller, path_and_query, expiry)
     }
 
-    fn sign_with_expiry(&self, site: &str, caller: &str, path_and_query: &str, expiry: u64) -> String {
-        let mac = self.mac(site, caller, path_and_query, expiry).finalize().into_bytes();
+    fn sign_with_expiry(
+        &self,
+        site: &str,
+        caller: &str,
+        path_and_query: &str,
+        expiry: u64,
+    ) -> String {
+        let mac = self
+            .mac(site, caller, path_and_query, expiry)
+            .finalize()
+            .into_bytes();
         format!("{expiry}.{}", URL_SAFE_NO_PAD.encode(mac))
     }
 
@@ -108,7 +117,10 @@ mod tests {
     fn a_token_is_bound_to_site_caller_and_page() {
         let signer = PageSigner::random(Duration::from_secs(60));
         let token = signer.sign("st-mary", "alice", "/Patient?page=2");
-        assert_eq!(signer.verify(&token, "st-mary", "alice", "/Patient?page=2"), Ok(()));
+        assert_eq!(
+            signer.verify(&token, "st-mary", "alice", "/Patient?page=2"),
+            Ok(())
+        );
         assert_eq!(
             signer.verify(&token, "st-mary", "bob", "/Patient?page=2"),
             Err(PageTokenError::Mismatch)
@@ -136,9 +148,19 @@ mod tests {
     fn an_expired_token_is_refused() {
         let signer = PageSigner::random(Duration::from_secs(60));
         let token = signer.sign_with_expiry("s", "c", "/P", now_secs() - 1);
-        assert_eq!(signer.verify(&token, "s", "c", "/P"), Err(PageTokenError::Expired));
+        assert_eq!(
+            signer.verify(&token, "s", "c", "/P"),
+            Err(PageTokenError::Expired)
+        );
         // Moving the expiry forward breaks the MAC.
-        let forged = token.replacen(&(now_secs() - 1).to_string(), &(now_secs() + 999).to_string(), 1);
-        assert_eq!(signer.verify(&forged, "s", "c", "/P"), Err(PageTokenError::Mismatch));
+        let forged = token.replacen(
+            &(now_secs() - 1).to_string(),
+            &(now_secs() + 999).to_string(),
+            1,
+        );
+        assert_eq!(
+            signer.verify(&forged, "s", "c", "/P"),
+            Err(PageTokenError::Mismatch)
+        );
     }
 }

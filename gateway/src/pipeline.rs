@@ -106,8 +106,7 @@ async fn run(
                 tracing::info!(request_id = %ctx.request_id, reason = %e, "paging token refused");
                 GatewayError::BadPageToken
             })?;
-    } else if fhir.resource_type.is_none() && fhir.interaction == assent_fhir::Interaction::Search
-    {
+    } else if fhir.resource_type.is_none() && fhir.interaction == assent_fhir::Interaction::Search {
         // The base URL with a query is only ever a paging link the gateway signed.
         return Err(GatewayError::Malformed(
             "a search names a resource type".into(),
@@ -177,20 +176,23 @@ async fn parse(
             "_search takes application/x-www-form-urlencoded".into(),
         ));
     }
-    let limit = site.config.max_body_bytes.unwrap_or(state.config.max_body_bytes);
+    let limit = site
+        .config
+        .max_body_bytes
+        .unwrap_or(state.config.max_body_bytes);
     if let Some(length) = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
+        && length > limit
     {
-        if length > limit {
-            return Err(GatewayError::BodyTooLarge { limit });
-        }
+        return Err(GatewayError::BodyTooLarge { limit });
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| GatewayError::Malformed("the body could not be read".into()))?;
+        let chunk =
+            chunk.map_err(|_| GatewayError::Malformed("the body could not be read".into()))?;
         if body.len() + chunk.len() > limit {
             return Err(GatewayError::BodyTooLarge { limit });
         }
@@ -200,7 +202,9 @@ async fn parse(
         .map_err(|_| GatewayError::Malformed("the form body is not UTF-8".into()))?;
     let (form, token) = fhir_request::check_query(text)?;
     if token.is_some() {
-        return Err(GatewayError::Malformed("paging tokens go in the URL".into()));
+        return Err(GatewayError::Malformed(
+            "paging tokens go in the URL".into(),
+        ));
     }
     Ok((fhir, Some(Bytes::from(form))))
 }
@@ -287,10 +291,10 @@ async fn filter(
             out.insert_header((name, mapped));
         }
     }
-    if let Some(basis) = ctx.decision.as_ref().map(|d| d.basis().to_string()) {
-        if let Ok(v) = HeaderValue::from_str(&basis) {
-            out.insert_header(("x-assent-consent", v));
-        }
+    if let Some(basis) = ctx.decision.as_ref().map(|d| d.basis().to_string())
+        && let Ok(v) = HeaderValue::from_str(&basis)
+    {
+        out.insert_header(("x-assent-consent", v));
     }
 
     if fhir.returns_bundle() {
@@ -423,8 +427,17 @@ mod tests {
 
     #[test]
     fn the_signed_part_is_what_the_link_carried() {
-        assert_eq!(signed_part("/fhir/st-mary/Patient", "st-mary", "page=2"), "/Patient?page=2");
-        assert_eq!(signed_part("/fhir/st-mary", "st-mary", "_getpages=x"), "?_getpages=x");
-        assert_eq!(signed_part("/fhir/st-mary/Patient", "st-mary", ""), "/Patient");
+        assert_eq!(
+            signed_part("/fhir/st-mary/Patient", "st-mary", "page=2"),
+            "/Patient?page=2"
+        );
+        assert_eq!(
+            signed_part("/fhir/st-mary", "st-mary", "_getpages=x"),
+            "?_getpages=x"
+        );
+        assert_eq!(
+            signed_part("/fhir/st-mary/Patient", "st-mary", ""),
+            "/Patient"
+        );
     }
 }

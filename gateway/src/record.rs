@@ -18,7 +18,6 @@ pub const QUEUE_CAPACITY: usize = 65_536;
 /// Rows written in one transaction at most.
 pub const BATCH_ROWS: usize = 2_048;
 
-
 /// The fields of a request log row, without the gateway id (the writer adds it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestRecord {

@@ -101,10 +101,10 @@ pub fn normalise_relative(rest: &str) -> String {
 pub fn rewrite_strings(value: &mut Value, map: &UrlMap) {
     match value {
         Value::String(s) => {
-            if let Some(rest) = s.strip_prefix(map.upstream_base.as_str()) {
-                if rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') {
-                    *s = format!("{}{rest}", map.public_base);
-                }
+            if let Some(rest) = s.strip_prefix(map.upstream_base.as_str())
+                && (rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
+            {
+                *s = format!("{}{rest}", map.public_base);
             }
         }
         Value::Array(items) => items.iter_mut().for_each(|v| rewrite_strings(v, map)),
@@ -131,7 +131,11 @@ impl StreamRewriter {
             .into_iter()
             .map(|(f, t)| (Finder::new(f.as_bytes()).into_owned(), Bytes::from(t)))
             .collect();
-        let longest = patterns.iter().map(|(f, _)| f.needle().len()).max().unwrap_or(1);
+        let longest = patterns
+            .iter()
+            .map(|(f, _)| f.needle().len())
+            .max()
+            .unwrap_or(1);
         StreamRewriter {
             patterns,
             longest,
@@ -193,7 +197,10 @@ mod tests {
     use serde_json::json;
 
     fn map() -> UrlMap {
-        UrlMap::new("http://up.internal:7000/fhir/", "https://gw.example/fhir/st-mary")
+        UrlMap::new(
+            "http://up.internal:7000/fhir/",
+            "https://gw.example/fhir/st-mary",
+        )
     }
 
     #[test]
@@ -230,12 +237,18 @@ mod tests {
             ]
         );
         let entry = &bundle["entry"][0];
-        assert_eq!(entry["fullUrl"], "https://gw.example/fhir/st-mary/Patient/1");
+        assert_eq!(
+            entry["fullUrl"],
+            "https://gw.example/fhir/st-mary/Patient/1"
+        );
         assert_eq!(
             entry["resource"]["managingOrganization"]["reference"],
             "https://gw.example/fhir/st-mary/Organization/2"
         );
-        assert_eq!(entry["resource"]["note"], "http://up.internal:7000/fhirevil stays");
+        assert_eq!(
+            entry["resource"]["note"],
+            "http://up.internal:7000/fhirevil stays"
+        );
         assert!(!bundle.to_string().contains("up.internal:7000/fhir/"));
     }
 
@@ -243,7 +256,8 @@ mod tests {
     fn header_values_map_or_vanish() {
         let m = map();
         assert_eq!(
-            m.to_public("http://up.internal:7000/fhir/Patient/1/_history/2").as_deref(),
+            m.to_public("http://up.internal:7000/fhir/Patient/1/_history/2")
+                .as_deref(),
             Some("https://gw.example/fhir/st-mary/Patient/1/_history/2")
         );
         assert_eq!(

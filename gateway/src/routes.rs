@@ -56,7 +56,9 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let store = state.store.clone();
     let ready = web::block(move || store.ping()).await;
     match ready {
-        Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({"status": "ready", "store": "ok"})),
+        Ok(Ok(())) => {
+            HttpResponse::Ok().json(serde_json::json!({"status": "ready", "store": "ok"}))
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: store unavailable");
             GatewayError::StoreUnavailable.error_response()
@@ -102,11 +104,17 @@ fn site_summary(state: &AppState, id: &str) -> Option<serde_json::Value> {
     }))
 }
 
-async fn admin_sites(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, GatewayError> {
+async fn admin_sites(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
     require_admin(&req, &state)?;
     let mut ids: Vec<&String> = state.sites.keys().collect();
     ids.sort();
-    let sites: Vec<_> = ids.into_iter().filter_map(|id| site_summary(&state, id)).collect();
+    let sites: Vec<_> = ids
+        .into_iter()
+        .filter_map(|id| site_summary(&state, id))
+        .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "sites": sites })))
 }
 
@@ -134,7 +142,10 @@ mod tests {
     #[test]
     fn the_openapi_document_describes_exactly_the_api_routes() {
         let doc: serde_json::Value = serde_json::from_str(&openapi_json().unwrap()).unwrap();
-        assert_eq!(doc["openapi"].as_str().map(|v| v.starts_with("3.1")), Some(true));
+        assert_eq!(
+            doc["openapi"].as_str().map(|v| v.starts_with("3.1")),
+            Some(true)
+        );
         let described: BTreeSet<(String, String)> = doc["paths"]
             .as_object()
             .unwrap()
@@ -143,7 +154,10 @@ mod tests {
                 item.as_object()
                     .unwrap()
                     .keys()
-                    .filter(|m| ["get", "put", "post", "delete", "patch", "head", "options"].contains(&m.as_str()))
+                    .filter(|m| {
+                        ["get", "put", "post", "delete", "patch", "head", "options"]
+                            .contains(&m.as_str())
+                    })
                     .map(move |m| (m.clone(), path.clone()))
             })
             .collect();
@@ -153,8 +167,14 @@ mod tests {
             .collect();
         let undocumented: Vec<_> = served.difference(&described).collect();
         let unserved: Vec<_> = described.difference(&served).collect();
-        assert!(undocumented.is_empty(), "routes missing from openapi.yaml: {undocumented:?}");
-        assert!(unserved.is_empty(), "openapi.yaml describes routes not served: {unserved:?}");
+        assert!(
+            undocumented.is_empty(),
+            "routes missing from openapi.yaml: {undocumented:?}"
+        );
+        assert!(
+            unserved.is_empty(),
+            "openapi.yaml describes routes not served: {unserved:?}"
+        );
     }
 
     #[test]

@@ -119,13 +119,14 @@ impl Store {
             Backend::Postgres => (url.to_owned(), 8),
             Backend::Sqlite => {
                 let path = url.strip_prefix("sqlite://").unwrap_or(url);
-                if let Some(parent) = std::path::Path::new(path).parent() {
-                    if !parent.as_os_str().is_empty() && !parent.exists() {
-                        return Err(StoreError::Open(format!(
-                            "directory {} does not exist",
-                            parent.display()
-                        )));
-                    }
+                if let Some(parent) = std::path::Path::new(path).parent()
+                    && !parent.as_os_str().is_empty()
+                    && !parent.exists()
+                {
+                    return Err(StoreError::Open(format!(
+                        "directory {} does not exist",
+                        parent.display()
+                    )));
                 }
                 (path.to_owned(), 4)
             }
@@ -174,7 +175,9 @@ impl Store {
         conn.transaction(|conn| {
             diesel::delete(sites::table).execute(conn)?;
             for row in rows {
-                diesel::insert_into(sites::table).values(row).execute(conn)?;
+                diesel::insert_into(sites::table)
+                    .values(row)
+                    .execute(conn)?;
             }
             Ok::<_, diesel::result::Error>(())
         })?;
@@ -258,10 +261,10 @@ pub mod testing {
 
     impl Drop for TestStore {
         fn drop(&mut self) {
-            if let Some((admin_url, schema)) = &self.schema {
-                if let Ok(mut c) = diesel::PgConnection::establish(admin_url) {
-                    let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
-                }
+            if let Some((admin_url, schema)) = &self.schema
+                && let Ok(mut c) = diesel::PgConnection::establish(admin_url)
+            {
+                let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
             }
         }
     }

@@ -25,8 +25,12 @@ use crate::rewrite::UrlMap;
 
 /// Request headers passed from the client to the upstream. Everything else (cookies, the
 /// client's `Authorization`, forwarding headers) stays at the gateway.
-pub const REQUEST_HEADER_ALLOW_LIST: &[&str] =
-    &["if-none-match", "if-modified-since", "accept-language", "prefer"];
+pub const REQUEST_HEADER_ALLOW_LIST: &[&str] = &[
+    "if-none-match",
+    "if-modified-since",
+    "accept-language",
+    "prefer",
+];
 
 /// The circuit breaker of one site.
 pub type Breaker = StateMachine<ConsecutiveFailures<Constant>, ()>;
@@ -63,9 +67,9 @@ impl Site {
             message,
         };
         let tls = match (&config.upstream_auth, config.upstream.scheme()) {
-            (UpstreamAuth::Mtls { .. }, _) | (_, "https") => {
-                Some(Arc::new(tls_config(&config.upstream_auth).map_err(setup_error)?))
-            }
+            (UpstreamAuth::Mtls { .. }, _) | (_, "https") => Some(Arc::new(
+                tls_config(&config.upstream_auth).map_err(setup_error)?,
+            )),
             _ => None,
         };
         let breaker = failsafe::Config::new()
@@ -74,7 +78,10 @@ impl Site {
                 failsafe::backoff::constant(Duration::from_millis(config.circuit_breaker.open_ms)),
             ))
             .build();
-        let urls = UrlMap::new(config.upstream.as_str(), &format!("{public_base}/fhir/{id}"));
+        let urls = UrlMap::new(
+            config.upstream.as_str(),
+            &format!("{public_base}/fhir/{id}"),
+        );
         Ok(Site {
             id: id.to_owned(),
             config,
@@ -212,8 +219,14 @@ async fn send_once(
     let url = format!("{}/{}", site.urls.upstream_base, request.path_and_query);
     let mut builder = client
         .request(request.method.clone(), url)
-        .insert_header((header::ACCEPT, HeaderValue::from_static("application/fhir+json")))
-        .insert_header((header::ACCEPT_ENCODING, HeaderValue::from_static("identity")))
+        .insert_header((
+            header::ACCEPT,
+            HeaderValue::from_static("application/fhir+json"),
+        ))
+        .insert_header((
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        ))
         .insert_header(("x-request-id", request.request_id.as_str()));
     for (name, value) in &request.headers {
         builder = builder.insert_header((name.clone(), value.clone()));
@@ -274,9 +287,14 @@ async fn upstream_authorization(
             let token = match cached {
                 Some(token) => token,
                 None => {
-                    let fresh =
-                        fetch_client_credentials(client, token_url, client_id, client_secret, scope.as_deref())
-                            .await?;
+                    let fresh = fetch_client_credentials(
+                        client,
+                        token_url,
+                        client_id,
+                        client_secret,
+                        scope.as_deref(),
+                    )
+                    .await?;
                     let value = fresh.access_token.clone();
                     // Renew a little before the provider's expiry.
                     let lifetime = fresh.expires_in.unwrap_or(300).saturating_sub(30).max(1);
@@ -326,7 +344,10 @@ async fn fetch_client_credentials(
             GatewayError::UpstreamAuthFailed
         })?;
     if !response.status().is_success() {
-        tracing::warn!(status = response.status().as_u16(), "token endpoint refused the gateway");
+        tracing::warn!(
+            status = response.status().as_u16(),
+            "token endpoint refused the gateway"
+        );
         return Err(GatewayError::UpstreamAuthFailed);
     }
     response
@@ -351,7 +372,9 @@ fn tls_config(auth: &UpstreamAuth) -> Result<rustls::ClientConfig, String> {
     match ca_file {
         Some(path) => {
             for cert in read_certs(path)? {
-                roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
             }
         }
         None => {
@@ -365,11 +388,14 @@ fn tls_config(auth: &UpstreamAuth) -> Result<rustls::ClientConfig, String> {
     let builder = builder.with_root_certificates(roots);
     let mut config = match auth {
         UpstreamAuth::Mtls {
-            cert_file, key_file, ..
+            cert_file,
+            key_file,
+            ..
         } => {
             let certs = read_certs(cert_file)?;
             let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
-                std::fs::File::open(key_file).map_err(|e| format!("{}: {e}", key_file.display()))?,
+                std::fs::File::open(key_file)
+                    .map_err(|e| format!("{}: {e}", key_file.display()))?,
             ))
             .map_err(|e| format!("{}: {e}", key_file.display()))?
             .ok_or_else(|| format!("{}: no private key found", key_file.display()))?;
@@ -383,7 +409,9 @@ fn tls_config(auth: &UpstreamAuth) -> Result<rustls::ClientConfig, String> {
     Ok(config)
 }
 
-fn read_certs(path: &std::path::Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+fn read_certs(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let certs: Result<Vec<_>, _> =
         rustls_pemfile::certs(&mut std::io::BufReader::new(file)).collect();

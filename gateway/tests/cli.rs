@@ -42,10 +42,19 @@ fn check_config_accepts_a_valid_file_and_names_the_bad_key_otherwise() {
     assert!(out.contains("valid (1 site)"), "{out}");
 
     let cases = [
-        (GOOD.replace("\"R4\"", "\"R9\""), "sites.st-mary.fhir_version"),
-        (GOOD.replace("opt-out", "sometimes"), "sites.st-mary.default_policy"),
+        (
+            GOOD.replace("\"R4\"", "\"R9\""),
+            "sites.st-mary.fhir_version",
+        ),
+        (
+            GOOD.replace("opt-out", "sometimes"),
+            "sites.st-mary.default_policy",
+        ),
         (GOOD.replace("127.0.0.1:8080", "not-an-address"), "listen"),
-        (format!("{GOOD}timeout_ms = 0\n"), "sites.st-mary.timeout_ms"),
+        (
+            format!("{GOOD}timeout_ms = 0\n"),
+            "sites.st-mary.timeout_ms",
+        ),
         (format!("{GOOD}colour = \"blue\"\n"), "colour"),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {

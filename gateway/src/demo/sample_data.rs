@@ -15,11 +15,51 @@ const FAMILY: &[&str] = &[
 
 /// (system, code, display, unit, low, high, category)
 const OBSERVATIONS: &[(&str, &str, &str, &str, f64, f64, &str)] = &[
-    ("http://loinc.org", "8867-4", "Heart rate", "/min", 52.0, 110.0, "vital-signs"),
-    ("http://loinc.org", "29463-7", "Body weight", "kg", 48.0, 120.0, "vital-signs"),
-    ("http://loinc.org", "8310-5", "Body temperature", "Cel", 36.0, 39.5, "vital-signs"),
-    ("http://loinc.org", "4548-4", "Hemoglobin A1c", "%", 4.5, 9.5, "laboratory"),
-    ("http://loinc.org", "2339-0", "Glucose", "mg/dL", 70.0, 180.0, "laboratory"),
+    (
+        "http://loinc.org",
+        "8867-4",
+        "Heart rate",
+        "/min",
+        52.0,
+        110.0,
+        "vital-signs",
+    ),
+    (
+        "http://loinc.org",
+        "29463-7",
+        "Body weight",
+        "kg",
+        48.0,
+        120.0,
+        "vital-signs",
+    ),
+    (
+        "http://loinc.org",
+        "8310-5",
+        "Body temperature",
+        "Cel",
+        36.0,
+        39.5,
+        "vital-signs",
+    ),
+    (
+        "http://loinc.org",
+        "4548-4",
+        "Hemoglobin A1c",
+        "%",
+        4.5,
+        9.5,
+        "laboratory",
+    ),
+    (
+        "http://loinc.org",
+        "2339-0",
+        "Glucose",
+        "mg/dL",
+        70.0,
+        180.0,
+        "laboratory",
+    ),
 ];
 
 /// (SNOMED code, display)
@@ -142,9 +182,13 @@ pub fn generate(site_tag: &str, version: FhirVersion, n_patients: usize, seed: u
             });
             match version {
                 FhirVersion::Stu3 => {
-                    request["requester"] = json!({"agent": {"reference": format!("Practitioner/{site_tag}-pr-0")}});
+                    request["requester"] =
+                        json!({"agent": {"reference": format!("Practitioner/{site_tag}-pr-0")}});
                 }
-                _ => request["requester"] = json!({"reference": format!("Practitioner/{site_tag}-pr-0")}),
+                _ => {
+                    request["requester"] =
+                        json!({"reference": format!("Practitioner/{site_tag}-pr-0")})
+                }
             }
             out.push(request);
         }
@@ -181,13 +225,18 @@ mod tests {
     fn every_patient_has_records_of_each_kind() {
         for version in [FhirVersion::R4, FhirVersion::Stu3] {
             let all = generate("s", version, 20, 7);
-            let patients: Vec<_> = all.iter().filter(|r| r["resourceType"] == "Patient").collect();
+            let patients: Vec<_> = all
+                .iter()
+                .filter(|r| r["resourceType"] == "Patient")
+                .collect();
             assert_eq!(patients.len(), 20);
             for kind in ["Observation", "Condition", "Encounter", "MedicationRequest"] {
                 for p in &patients {
                     let reference = format!("Patient/{}", p["id"].as_str().unwrap());
                     assert!(
-                        all.iter().any(|r| r["resourceType"] == kind && r["subject"]["reference"] == reference),
+                        all.iter()
+                            .any(|r| r["resourceType"] == kind
+                                && r["subject"]["reference"] == reference),
                         "{kind} for {reference}"
                     );
                 }

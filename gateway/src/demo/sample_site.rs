@@ -104,7 +104,9 @@ async fn serve(req: HttpRequest, body: web::Bytes, data: web::Data<Data>) -> Htt
     let rest = req.match_info().get("rest").unwrap_or_default().to_owned();
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let mut params: Vec<(String, String)> =
-        url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect();
+        url::form_urlencoded::parse(req.query_string().as_bytes())
+            .into_owned()
+            .collect();
     if req.method() == actix_web::http::Method::POST {
         params.extend(url::form_urlencoded::parse(&body).into_owned());
     }
@@ -159,7 +161,12 @@ fn search(data: &Data, ty: &str, params: &[(String, String)]) -> HttpResponse {
     let query_without_offset: Vec<String> = params
         .iter()
         .filter(|(k, _)| k != "_offset" && k != "_count")
-        .map(|(k, v)| format!("{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()))
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()
+            )
+        })
         .collect();
     let link = |off: usize| {
         let mut q = query_without_offset.clone();
@@ -171,9 +178,9 @@ fn search(data: &Data, ty: &str, params: &[(String, String)]) -> HttpResponse {
     let previous = (offset > 0).then(|| link(offset.saturating_sub(count)));
     let mut b = bundle(data, "searchset", page, next, previous);
     b["total"] = json!(total);
-    b["link"]
-        .as_array_mut()
-        .map(|l| l.insert(0, json!({"relation": "self", "url": link(offset)})));
+    if let Some(links) = b["link"].as_array_mut() {
+        links.insert(0, json!({"relation": "self", "url": link(offset)}));
+    }
     fhir(200, b)
 }
 
@@ -211,7 +218,13 @@ fn everything(data: &Data, id: &str) -> HttpResponse {
     fhir(200, bundle(data, "searchset", entries, None, None))
 }
 
-fn bundle(data: &Data, kind: &str, resources: Vec<Value>, next: Option<String>, previous: Option<String>) -> Value {
+fn bundle(
+    data: &Data,
+    kind: &str,
+    resources: Vec<Value>,
+    next: Option<String>,
+    previous: Option<String>,
+) -> Value {
     let entries: Vec<Value> = resources
         .into_iter()
         .map(|r| {
@@ -239,7 +252,15 @@ fn bundle(data: &Data, kind: &str, resources: Vec<Value>, next: Option<String>, 
 }
 
 fn capability_statement(data: &Data) -> Value {
-    let types = ["Patient", "Observation", "Condition", "Encounter", "MedicationRequest", "Practitioner", "Organization"];
+    let types = [
+        "Patient",
+        "Observation",
+        "Condition",
+        "Encounter",
+        "MedicationRequest",
+        "Practitioner",
+        "Organization",
+    ];
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",

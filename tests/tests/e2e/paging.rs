@@ -17,22 +17,32 @@ fn paging_upstream() -> FakeUpstream {
         let entries: Vec<Value> = (offset..(offset + 2).min(5))
             .map(|i| json!({"fullUrl": format!("{base}/Observation/o{i}"), "resource": {"resourceType": "Observation", "id": format!("o{i}")}}))
             .collect();
-        let mut links = vec![json!({"relation": "self", "url": format!("{base}/Observation?code=x")})];
+        let mut links =
+            vec![json!({"relation": "self", "url": format!("{base}/Observation?code=x")})];
         if offset + 2 < 5 {
             links.push(json!({"relation": "next", "url": format!("{base}?_getpages=abc&_getpagesoffset={}&_count=2", offset + 2)}));
         }
-        FakeResponse::json(200, json!({"resourceType": "Bundle", "type": "searchset", "total": 5, "link": links, "entry": entries}))
+        FakeResponse::json(
+            200,
+            json!({"resourceType": "Bundle", "type": "searchset", "total": 5, "link": links, "entry": entries}),
+        )
     })
 }
 
 fn next_link(bundle: &Value) -> Option<String> {
-    bundle["link"].as_array()?.iter().find(|l| l["relation"] == "next").map(|l| l["url"].as_str().unwrap().to_owned())
+    bundle["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .map(|l| l["url"].as_str().unwrap().to_owned())
 }
 
 #[actix_web::test]
 async fn pages_are_followed_through_the_gateway() {
     let upstream = paging_upstream();
-    let gw = TestGateway::new().site("st-mary", &upstream.base_url()).start();
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .start();
     let mut url = gw.url("/fhir/st-mary/Observation?code=x&_count=2");
     let mut ids = Vec::new();
     for _ in 0..5 {
@@ -40,10 +50,19 @@ async fn pages_are_followed_through_the_gateway() {
         assert_eq!(got.status, 200, "{url}: {}", got.text());
         let bundle = got.json();
         assert!(!got.text().contains(&upstream.addr.to_string()));
-        ids.extend(bundle["entry"].as_array().unwrap().iter().map(|e| e["resource"]["id"].as_str().unwrap().to_owned()));
+        ids.extend(
+            bundle["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned()),
+        );
         match next_link(&bundle) {
             Some(next) => {
-                assert!(next.starts_with(&gw.url("/fhir/st-mary?_getpages=abc")), "{next}");
+                assert!(
+                    next.starts_with(&gw.url("/fhir/st-mary?_getpages=abc")),
+                    "{next}"
+                );
                 assert!(next.contains("_assent_page="), "{next}");
                 url = next;
             }
@@ -52,7 +71,12 @@ async fn pages_are_followed_through_the_gateway() {
     }
     assert_eq!(ids, ["o0", "o1", "o2", "o3", "o4"]);
     // The token never reaches the upstream.
-    assert!(upstream.requests().iter().all(|r| !r.query.contains("_assent_page")));
+    assert!(
+        upstream
+            .requests()
+            .iter()
+            .all(|r| !r.query.contains("_assent_page"))
+    );
 }
 
 #[actix_web::test]
@@ -68,21 +92,43 @@ async fn a_page_link_is_bound_to_its_caller_site_and_query() {
 
     // Someone else holding the link.
     let got = send("GET", &next, Some(OTHER_CLINICIAN_KEY), &[], None).await;
-    assert_eq!((got.status, got.error_code().as_str()), (403, "bad-page-token"));
+    assert_eq!(
+        (got.status, got.error_code().as_str()),
+        (403, "bad-page-token")
+    );
     // The same link replayed against another site.
     let got = get(&next.replace("/fhir/st-mary", "/fhir/north-general")).await;
-    assert_eq!((got.status, got.error_code().as_str()), (403, "bad-page-token"));
+    assert_eq!(
+        (got.status, got.error_code().as_str()),
+        (403, "bad-page-token")
+    );
     // The query altered.
     let got = get(&next.replace("_getpagesoffset=2", "_getpagesoffset=4")).await;
-    assert_eq!((got.status, got.error_code().as_str()), (403, "bad-page-token"));
+    assert_eq!(
+        (got.status, got.error_code().as_str()),
+        (403, "bad-page-token")
+    );
     // A forged token.
-    let forged = format!("{}99999999999.AAAA", &next[..next.find("_assent_page=").unwrap() + "_assent_page=".len()]);
+    let forged = format!(
+        "{}99999999999.AAAA",
+        &next[..next.find("_assent_page=").unwrap() + "_assent_page=".len()]
+    );
     let got = get(&forged).await;
-    assert_eq!((got.status, got.error_code().as_str()), (403, "bad-page-token"));
+    assert_eq!(
+        (got.status, got.error_code().as_str()),
+        (403, "bad-page-token")
+    );
     // The base URL with a query and no token is no search.
     let got = get(&gw.url("/fhir/st-mary?_getpages=abc&_getpagesoffset=2")).await;
-    assert_eq!((got.status, got.error_code().as_str()), (400, "malformed-request"));
-    assert_eq!(upstream.requests().len(), n_upstream, "refused pages never reach the upstream");
+    assert_eq!(
+        (got.status, got.error_code().as_str()),
+        (400, "malformed-request")
+    );
+    assert_eq!(
+        upstream.requests().len(),
+        n_upstream,
+        "refused pages never reach the upstream"
+    );
 
     // The rightful caller still gets the page.
     assert_eq!(get(&next).await.status, 200);
@@ -91,12 +137,17 @@ async fn a_page_link_is_bound_to_its_caller_site_and_query() {
 #[actix_web::test]
 async fn links_to_elsewhere_are_removed() {
     let upstream = FakeUpstream::start(|_, base| {
-        FakeResponse::json(200, json!({"resourceType": "Bundle", "type": "searchset", "link": [
-            {"relation": "self", "url": format!("{base}/Patient")},
-            {"relation": "next", "url": "https://other-hospital.example/fhir/Patient?page=2"},
-        ]}))
+        FakeResponse::json(
+            200,
+            json!({"resourceType": "Bundle", "type": "searchset", "link": [
+                {"relation": "self", "url": format!("{base}/Patient")},
+                {"relation": "next", "url": "https://other-hospital.example/fhir/Patient?page=2"},
+            ]}),
+        )
     });
-    let gw = TestGateway::new().site("st-mary", &upstream.base_url()).start();
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .start();
     let got = get(&gw.url("/fhir/st-mary/Patient")).await;
     let bundle = got.json();
     assert_eq!(bundle["link"].as_array().unwrap().len(), 1);

@@ -8,7 +8,9 @@ use serde_json::json;
 #[actix_web::test]
 async fn a_read_is_retried_once_when_the_connection_fails() {
     let upstream = DroppingUpstream::start(1, json!({"resourceType": "Patient", "id": "p1"}));
-    let gw = TestGateway::new().site("st-mary", &upstream.base_url()).start();
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .start();
     let got = get(&gw.url("/fhir/st-mary/Patient/p1")).await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.json()["id"], "p1");
@@ -18,15 +20,22 @@ async fn a_read_is_retried_once_when_the_connection_fails() {
 #[actix_web::test]
 async fn a_read_is_retried_only_once() {
     let upstream = DroppingUpstream::start(usize::MAX, json!({}));
-    let gw = TestGateway::new().site("st-mary", &upstream.base_url()).start();
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .start();
     let got = get(&gw.url("/fhir/st-mary/Patient/p1")).await;
-    assert_eq!((got.status, got.error_code().as_str()), (502, "upstream-unreachable"));
+    assert_eq!(
+        (got.status, got.error_code().as_str()),
+        (502, "upstream-unreachable")
+    );
     assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
 }
 
 #[actix_web::test]
 async fn a_failing_site_is_cut_off_and_answers_at_once() {
-    let upstream = FakeUpstream::start(|_, _| FakeResponse::json(503, json!({"resourceType": "OperationOutcome"})));
+    let upstream = FakeUpstream::start(|_, _| {
+        FakeResponse::json(503, json!({"resourceType": "OperationOutcome"}))
+    });
     let healthy = FakeUpstream::always(json!({"resourceType": "Patient", "id": "p1"}));
     let gw = TestGateway::new()
         .site_with("st-mary", json!({"upstream": upstream.base_url(), "fhir_version": "R4", "default_policy": "opt-out",
@@ -35,15 +44,35 @@ async fn a_failing_site_is_cut_off_and_answers_at_once() {
         .start();
     for _ in 0..3 {
         let got = get(&gw.url("/fhir/st-mary/Patient/p1")).await;
-        assert_eq!((got.status, got.error_code().as_str()), (502, "upstream-error"));
+        assert_eq!(
+            (got.status, got.error_code().as_str()),
+            (502, "upstream-error")
+        );
     }
     let got = get(&gw.url("/fhir/st-mary/Patient/p1")).await;
-    assert_eq!((got.status, got.error_code().as_str()), (503, "upstream-circuit-open"));
+    assert_eq!(
+        (got.status, got.error_code().as_str()),
+        (503, "upstream-circuit-open")
+    );
     assert!(got.header("retry-after").is_some());
-    assert_eq!(upstream.requests().len(), 3, "an open circuit sends nothing upstream");
+    assert_eq!(
+        upstream.requests().len(),
+        3,
+        "an open circuit sends nothing upstream"
+    );
     // Other sites are not affected.
-    assert_eq!(get(&gw.url("/fhir/north-general/Patient/p1")).await.status, 200);
-    let admin = send("GET", &gw.url("/admin/sites/st-mary"), Some(ADMIN_KEY), &[], None).await;
+    assert_eq!(
+        get(&gw.url("/fhir/north-general/Patient/p1")).await.status,
+        200
+    );
+    let admin = send(
+        "GET",
+        &gw.url("/admin/sites/st-mary"),
+        Some(ADMIN_KEY),
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(admin.json()["circuit"], "open");
 }
 

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -13,7 +16,9 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if path.is_dir() {
-            if !["target", "node_modules", ".git"].contains(&name.as_str()) && !name.starts_with('.') {
+            if !["target", "node_modules", ".git"].contains(&name.as_str())
+                && !name.starts_with('.')
+            {
                 rust_files(&path, out);
             }
         } else if name.ends_with(".rs") {
@@ -37,12 +42,18 @@ fn every_rust_file_opens_with_a_module_comment() {
             !text.trim_start().starts_with("//!")
         })
         .collect();
-    assert!(missing.is_empty(), "files without a //! opening comment: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a //! opening comment: {missing:?}"
+    );
 }
 
 #[test]
 fn no_mod_rs_files() {
-    let found: Vec<_> = all_rust_files().into_iter().filter(|f| f.ends_with("mod.rs")).collect();
+    let found: Vec<_> = all_rust_files()
+        .into_iter()
+        .filter(|f| f.ends_with("mod.rs"))
+        .collect();
     assert!(found.is_empty(), "use `name.rs` beside `name/`: {found:?}");
 }
 
@@ -59,48 +70,120 @@ fn routes_are_registered_only_in_routes_rs() {
         .filter(|f| f.starts_with(root.join("gateway/src")) && !allowed.contains(f))
         .filter(|f| {
             let text = std::fs::read_to_string(f).unwrap();
-            [".route(", "web::resource(", "web::scope("].iter().any(|p| text.contains(p))
+            [".route(", "web::resource(", "web::scope("]
+                .iter()
+                .any(|p| text.contains(p))
         })
         .collect();
-    assert!(offenders.is_empty(), "route registration outside routes.rs: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "route registration outside routes.rs: {offenders:?}"
+    );
 }
 
 /// (crate, workspace crates it may depend on, external crates it must not depend on)
 const BOUNDARIES: &[(&str, &[&str], &[&str])] = &[
-    ("assent-fhir", &[], &["actix-web", "awc", "diesel", "redis", "tonic", "reqwest", "tokio"]),
-    ("assent-consent", &["assent-fhir"], &["actix-web", "awc", "diesel", "redis", "tonic", "reqwest", "tokio"]),
-    ("assent-adapters", &["assent-fhir"], &["actix-web", "awc", "diesel", "redis", "tonic", "reqwest", "tokio"]),
-    ("assent-auth", &["assent-fhir"], &["actix-web", "awc", "diesel", "redis", "tonic"]),
+    (
+        "assent-fhir",
+        &[],
+        &[
+            "actix-web",
+            "awc",
+            "diesel",
+            "redis",
+            "tonic",
+            "reqwest",
+            "tokio",
+        ],
+    ),
+    (
+        "assent-consent",
+        &["assent-fhir"],
+        &[
+            "actix-web",
+            "awc",
+            "diesel",
+            "redis",
+            "tonic",
+            "reqwest",
+            "tokio",
+        ],
+    ),
+    (
+        "assent-adapters",
+        &["assent-fhir"],
+        &[
+            "actix-web",
+            "awc",
+            "diesel",
+            "redis",
+            "tonic",
+            "reqwest",
+            "tokio",
+        ],
+    ),
+    (
+        "assent-auth",
+        &["assent-fhir"],
+        &["actix-web", "awc", "diesel", "redis", "tonic"],
+    ),
 ];
 
 #[test]
 fn the_crate_graph_keeps_the_documented_boundaries() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(workspace_root())
         .output()
         .expect("cargo metadata runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let packages = metadata["packages"].as_array().unwrap();
-    let workspace: Vec<&str> = packages.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let workspace: Vec<&str> = packages
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     let deps_of = |name: &str| -> Vec<(String, String)> {
-        let package = packages.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{name} is a workspace member"));
+        let package = packages
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is a workspace member"));
         package["dependencies"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|d| (d["name"].as_str().unwrap().to_owned(), d["kind"].as_str().unwrap_or("normal").to_owned()))
+            .map(|d| {
+                (
+                    d["name"].as_str().unwrap().to_owned(),
+                    d["kind"].as_str().unwrap_or("normal").to_owned(),
+                )
+            })
             .collect()
     };
     for (name, allowed_internal, forbidden) in BOUNDARIES {
         for (dep, kind) in deps_of(name) {
             if workspace.contains(&dep.as_str()) {
-                assert!(allowed_internal.contains(&dep.as_str()), "{name} must not depend on {dep}");
+                assert!(
+                    allowed_internal.contains(&dep.as_str()),
+                    "{name} must not depend on {dep}"
+                );
             }
             if kind != "dev" {
-                assert!(!forbidden.contains(&dep.as_str()), "{name} must not depend on {dep}");
+                assert!(
+                    !forbidden.contains(&dep.as_str()),
+                    "{name} must not depend on {dep}"
+                );
             }
         }
     }
@@ -111,11 +194,17 @@ fn the_crate_graph_keeps_the_documented_boundaries() {
         let normal = |d: &str| deps.iter().any(|(n, k)| n == d && k != "dev");
         if !["assent-gateway", "assent-e2e", "assent-benches"].contains(package) {
             for only_gateway in ["actix-web", "diesel", "redis"] {
-                assert!(!normal(only_gateway), "{package} must not depend on {only_gateway}");
+                assert!(
+                    !normal(only_gateway),
+                    "{package} must not depend on {only_gateway}"
+                );
             }
         }
         if !["assent-e2e", "assent-benches"].contains(package) {
-            assert!(!normal("assent-gateway"), "{package} must not depend on the gateway");
+            assert!(
+                !normal("assent-gateway"),
+                "{package} must not depend on the gateway"
+            );
         }
     }
 }

@@ -39,11 +39,15 @@
 mod convert;
 mod definitions;
 mod search;
+#[cfg(feature = "typed-check")]
+mod typed_check;
 
 use assent_fhir::{FhirVersion, Issue};
 use serde_json::Value;
 
 pub use search::translate_search_params;
+#[cfg(feature = "typed-check")]
+pub use typed_check::{R4_KNOWN_DIFFERENCES, TypedCheckError, check_typed};
 
 /// The resource types converted between versions, by their R4 names. STU3 names
 /// `ServiceRequest` `ProcedureRequest`; R5 ballots named `MedicationStatement`

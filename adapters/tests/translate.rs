@@ -125,6 +125,10 @@ struct Row {
     failures: usize,
     panics: usize,
     unreported: usize,
+    /// Outputs the typed model of the target version rejects (feature `typed-check`), of
+    /// those whose input the source version's model accepts.
+    typed_rejected: usize,
+    typed_checked: usize,
 }
 
 /// Leaf paths of a resource, array indices dropped, restarting at each nested resource.
@@ -187,6 +191,8 @@ fn corpus_round_trips() {
     }
     let mut table: Vec<((FhirVersion, FhirVersion), Row)> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
+    #[cfg_attr(not(feature = "typed-check"), allow(unused_mut))]
+    let mut typed_problems: Vec<String> = Vec::new();
     for from in FhirVersion::ALL {
         let dir = root.join(folder(from));
         let Ok(index) = fs::read_to_string(dir.join("index.tsv")) else {
@@ -214,6 +220,14 @@ fn corpus_round_trips() {
                 row.examples += 1;
                 let outcome = catch_unwind(AssertUnwindSafe(|| {
                     let there = translate(input.clone(), from, to)?;
+                    #[cfg(feature = "typed-check")]
+                    if assent_adapters::check_typed(input, from).is_ok() {
+                        row.typed_checked += 1;
+                        if let Err(e) = assent_adapters::check_typed(&there.resource, to) {
+                            row.typed_rejected += 1;
+                            typed_problems.push(format!("{from}->{to} {file}: {e}"));
+                        }
+                    }
                     let back = translate(there.resource, to, from)?;
                     let mut issues = there.issues;
                     issues.extend(back.issues);
@@ -257,7 +271,7 @@ fn corpus_round_trips() {
         }
     }
     println!(
-        "\n{:<12} {:>8} {:>12} {:>12} {:>8} {:>9} {:>7} {:>11}",
+        "\n{:<16} {:>8} {:>12} {:>12} {:>7} {:>9} {:>7} {:>11} {:>14}",
         "direction",
         "examples",
         "exact trips",
@@ -265,11 +279,17 @@ fn corpus_round_trips() {
         "issues",
         "failures",
         "panics",
-        "unreported"
+        "unreported",
+        "typed rejects"
     );
     for ((from, to), r) in &table {
+        let typed = if cfg!(feature = "typed-check") {
+            format!("{}/{}", r.typed_rejected, r.typed_checked)
+        } else {
+            "-".to_owned()
+        };
         println!(
-            "{:<12} {:>8} {:>12} {:>12} {:>8} {:>9} {:>7} {:>11}",
+            "{:<16} {:>8} {:>12} {:>12} {:>7} {:>9} {:>7} {:>11} {:>14}",
             format!("{from}->{to}->{from}"),
             r.examples,
             r.exact,
@@ -277,8 +297,12 @@ fn corpus_round_trips() {
             r.issues,
             r.failures,
             r.panics,
-            r.unreported
+            r.unreported,
+            typed
         );
+    }
+    for p in &typed_problems {
+        println!("typed: {p}");
     }
     assert!(
         problems.is_empty(),

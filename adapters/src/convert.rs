@@ -627,6 +627,23 @@ pub(crate) fn convert_type(
             Value::String(s) if s.len() > 19 => Exact(Value::String(s)),
             _ => Impossible,
         },
+        ("positiveInt" | "unsignedInt" | "integer", "string") => match value.as_i64() {
+            Some(n) => Exact(Value::String(n.to_string())),
+            None => Impossible,
+        },
+        ("string", "positiveInt" | "unsignedInt" | "integer") => {
+            let parsed = value.as_str().and_then(|s| s.parse::<u32>().ok());
+            match parsed {
+                Some(n) if n > 0 || to != "positiveInt" => {
+                    if value.as_str() == Some(n.to_string().as_str()) {
+                        Exact(Value::from(n))
+                    } else {
+                        Approximate(Value::from(n))
+                    }
+                }
+                _ => Impossible,
+            }
+        }
         ("unsignedInt" | "integer", "positiveInt") => match value.as_u64() {
             Some(n) if n > 0 => Exact(value),
             _ => Impossible,

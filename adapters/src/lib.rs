@@ -153,6 +153,17 @@ pub fn is_supported(resource_type: &str, version: FhirVersion) -> bool {
     }
 }
 
+/// The name in `to` of resource type `resource_type` named as in `from` (STU3
+/// `ProcedureRequest` is `ServiceRequest` later; R5 ballots' `MedicationUsage` is
+/// `MedicationStatement`). For request paths (`/ProcedureRequest/1`) and `_type` values.
+pub fn translate_type_name(resource_type: &str, from: FhirVersion, to: FhirVersion) -> &str {
+    let resource_type = match (resource_type, from) {
+        ("MedicationUsage", FhirVersion::R5) => "MedicationStatement",
+        _ => resource_type,
+    };
+    convert::renamed_type(resource_type, from, to)
+}
+
 /// The version one step from `from` towards `to`.
 pub(crate) fn next_version(from: FhirVersion, to: FhirVersion) -> FhirVersion {
     let all = FhirVersion::ALL;
@@ -185,6 +196,22 @@ mod tests {
         )
         .expect_err("Claim is not converted");
         assert!(err.to_string().contains("Claim"));
+    }
+
+    #[test]
+    fn type_names_across_versions() {
+        assert_eq!(
+            translate_type_name("ProcedureRequest", FhirVersion::Stu3, FhirVersion::R5),
+            "ServiceRequest"
+        );
+        assert_eq!(
+            translate_type_name("ServiceRequest", FhirVersion::R4, FhirVersion::Stu3),
+            "ProcedureRequest"
+        );
+        assert_eq!(
+            translate_type_name("Patient", FhirVersion::R4, FhirVersion::Stu3),
+            "Patient"
+        );
     }
 
     #[test]

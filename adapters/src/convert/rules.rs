@@ -102,7 +102,7 @@ const RENAMES_STU3_R4: &[(&str, &str)] = &[
     ("Provenance.period", "occurredPeriod"),
     ("Provenance.agent.whoReference", "who"),
     ("Provenance.agent.onBehalfOfReference", "onBehalfOf"),
-    ("Provenance.entity.referenceReference", "what"),
+    ("Provenance.entity.whatReference", "what"),
 ];
 
 const RENAMES_R4B_R5: &[(&str, &str)] = &[
@@ -340,8 +340,14 @@ pub(crate) fn build_all() -> HashMap<(FhirVersion, FhirVersion), StepTable> {
             RESOURCE_RULES_R4_STU3,
         ),
     );
-    all.insert((R4, R4B), build(R4, R4B, &[], false, &[], &[]));
-    all.insert((R4B, R4), build(R4B, R4, &[], false, &[], &[]));
+    all.insert(
+        (R4, R4B),
+        build(R4, R4B, &[], false, &[], RESOURCE_RULES_R4_R4B),
+    );
+    all.insert(
+        (R4B, R4),
+        build(R4B, R4, &[], false, &[], RESOURCE_RULES_R4_R4B),
+    );
     all.insert(
         (R4B, R5),
         build(
@@ -452,7 +458,24 @@ fn renamed_parent(parent: &str, renames: &[(&str, &str)]) -> String {
 
 // ---- whole-resource rules ------------------------------------------------------------------
 
+const RESOURCE_RULES_R4_R4B: &[(&str, ResourceRule)] =
+    &[("CapabilityStatement", capability_statement_fhir_version)];
+
+/// `CapabilityStatement.fhirVersion` naming the source version names the target version:
+/// the statement now describes the server as the client sees it.
+fn capability_statement_fhir_version(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    if obj.get("fhirVersion").and_then(Value::as_str) == Some(ctx.from.semver()) {
+        obj.insert("fhirVersion".into(), Value::String(ctx.to.semver().into()));
+        done.push("fhirVersion");
+    }
+}
+
 const RESOURCE_RULES_STU3_R4: &[(&str, ResourceRule)] = &[
+    ("CapabilityStatement", capability_statement_fhir_version),
     ("MedicationRequest", requester_agent_to_reference),
     ("ProcedureRequest", requester_agent_to_reference),
     ("DiagnosticReport", performer_actor_to_reference),
@@ -462,6 +485,7 @@ const RESOURCE_RULES_STU3_R4: &[(&str, ResourceRule)] = &[
 ];
 
 const RESOURCE_RULES_R4_STU3: &[(&str, ResourceRule)] = &[
+    ("CapabilityStatement", capability_statement_fhir_version),
     ("Procedure", status_to_not_done),
     ("MedicationRequest", requester_reference_to_agent),
     ("ServiceRequest", requester_reference_to_agent),
@@ -471,6 +495,7 @@ const RESOURCE_RULES_R4_STU3: &[(&str, ResourceRule)] = &[
 ];
 
 const RESOURCE_RULES_R4B_R5: &[(&str, ResourceRule)] = &[
+    ("CapabilityStatement", capability_statement_fhir_version),
     ("Encounter", encounter_r4_to_r5),
     ("Procedure", procedure_r4_to_r5),
     ("MedicationRequest", medication_request_r4_to_r5),
@@ -489,6 +514,7 @@ const RESOURCE_RULES_R4B_R5: &[(&str, ResourceRule)] = &[
 ];
 
 const RESOURCE_RULES_R5_R4B: &[(&str, ResourceRule)] = &[
+    ("CapabilityStatement", capability_statement_fhir_version),
     ("Encounter", encounter_r5_to_r4),
     ("Procedure", procedure_r5_to_r4),
     ("MedicationRequest", medication_request_r5_to_r4),

@@ -620,7 +620,10 @@ pub(crate) fn convert_type(
             Exact(Value::Object(m))
         }
         ("dateTime" | "instant", "date") => match value {
-            Value::String(s) if s.len() > 10 => Approximate(Value::String(s[..10].to_owned())),
+            Value::String(s) if s.len() > 10 => match s.get(..10) {
+                Some(date) => Approximate(Value::String(date.to_owned())),
+                None => Impossible,
+            },
             other => Exact(other),
         },
         ("date" | "dateTime", "instant") => match value {

@@ -380,6 +380,16 @@ proptest! {
     }
 
     #[test]
+    fn search_translation_never_panics(
+        params in prop::collection::vec(("[a-zA-Z_:.\\-]{0,12}", "\\PC{0,12}"), 0..6),
+        resource_type in "[A-Za-z]{0,12}",
+        a in 0usize..4,
+        b in 0usize..4,
+    ) {
+        let _ = assent_adapters::translate_search_params(&resource_type, params, FhirVersion::ALL[a], FhirVersion::ALL[b]);
+    }
+
+    #[test]
     fn never_panics_on_resource_shaped_json(value in resource_like(), a in 0usize..4, b in 0usize..4) {
         if let Ok(out) = translate(value, FhirVersion::ALL[a], FhirVersion::ALL[b]) {
             let _ = translate(out.resource, FhirVersion::ALL[b], FhirVersion::ALL[a]);

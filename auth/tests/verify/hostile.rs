@@ -421,3 +421,34 @@ async fn discovery_fails_clearly_for_bad_configuration() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn keys_embedded_in_or_linked_from_the_header_are_never_used() {
+    let key = TestKey::rsa("rsa-1");
+    let attacker = TestKey::rsa("attacker");
+    let idp = FakeIdp::start(&[&key]).await;
+    let verifier = idp.verifier(LONG).await;
+    let header = json!({
+        "alg": "RS256",
+        "kid": "attacker",
+        "typ": "JWT",
+        "jwk": attacker.jwk,
+        "jku": format!("{}/jwks", idp.issuer),
+    });
+    rejected(
+        &verifier,
+        &attacker.sign_with_header(&header, &idp.claims()),
+        "token-unknown-kid",
+        401,
+    )
+    .await;
+    // Naming the real kid with the attacker's signature fails the signature check.
+    let header = json!({"alg": "RS256", "kid": "rsa-1", "jwk": attacker.jwk});
+    rejected(
+        &verifier,
+        &attacker.sign_with_header(&header, &idp.claims()),
+        "token-bad-signature",
+        401,
+    )
+    .await;
+}

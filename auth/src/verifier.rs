@@ -128,6 +128,8 @@ struct IssuerState {
     config: IssuerConfig,
     jwks_uri: String,
     endpoints: ProviderEndpoints,
+    /// One `jsonwebtoken` validation per allowed algorithm, built once.
+    validations: Vec<(SigningAlgorithm, Validation)>,
     keys: RwLock<Arc<KeySet>>,
     /// When the JWKS was last fetched (or tried); held while a fetch is under way, so that
     /// concurrent tokens wait for it instead of fetching again.
@@ -189,8 +191,13 @@ impl Inner {
 
         let (header, payload, signature) = split_token(token)?;
         let header: JoseHeader = decode_part(header)?;
-        let iss = peek_issuer(payload)?;
-        let issuer_index = *self.by_issuer.get(&iss).ok_or(AuthError::WrongIssuer)?;
+        // With one issuer, `jsonwebtoken` checks `iss` below; with several, `iss` picks the keys.
+        let issuer_index = if self.issuers.len() == 1 {
+            0
+        } else {
+            let iss = peek_issuer(payload)?;
+            *self.by_issuer.get(&iss).ok_or(AuthError::WrongIssuer)?
+        };
         let issuer = &self.issuers[issuer_index];
         let config = &issuer.config;
 
@@ -222,13 +229,15 @@ impl Inner {
         self.refresh_if_stale(issuer).await;
         let key = self.find_key(issuer, header.kid.as_deref(), alg).await?;
 
-        let mut validation = Validation::new(alg.to_jsonwebtoken());
-        validation.leeway = config.leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&config.issuer]);
-        validation.set_audience(&config.audience);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = decode::<Map<String, Value>>(token, &key.key, &validation)
+        let validation = issuer
+            .validations
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, v)| v)
+            .ok_or_else(|| AuthError::AlgorithmNotAllowed {
+                alg: printable(&header.alg),
+            })?;
+        let data = decode::<Map<String, Value>>(token, &key.key, validation)
             .map_err(|e| map_jwt_error(e.into_kind(), &header.alg))?;
         let claims = data.claims;
         if let Some(iat) = claims.get("iat") {
@@ -425,14 +434,32 @@ async fn discover_issuer(
         return Err(jwks_error("no usable signature key".to_owned()));
     }
     info!(issuer = %config.issuer, %jwks_uri, n_keys = keys.by_kid.len() + keys.unnamed.len(), "issuer discovered");
+    let validations = config
+        .algorithms
+        .iter()
+        .map(|alg| (*alg, validation_for(&config, *alg)))
+        .collect();
     Ok(IssuerState {
         config,
         jwks_uri,
+        validations,
         endpoints,
         keys: RwLock::new(Arc::new(keys)),
         last_fetch: tokio::sync::Mutex::new(None),
         n_jwks_fetches: AtomicU64::new(1),
     })
+}
+
+/// What `jsonwebtoken` checks for `config` and `alg`: `exp`, `iss`, `aud` and `sub` present,
+/// `exp` and `nbf` with the configured leeway, the issuer and the audience.
+fn validation_for(config: &IssuerConfig, alg: SigningAlgorithm) -> Validation {
+    let mut validation = Validation::new(alg.to_jsonwebtoken());
+    validation.leeway = config.leeway.as_secs();
+    validation.validate_nbf = true;
+    validation.set_issuer(&[&config.issuer]);
+    validation.set_audience(&config.audience);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation
 }
 
 /// Whether a refetch now would break the issuer's minimum interval.

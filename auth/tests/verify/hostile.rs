@@ -452,3 +452,39 @@ async fn keys_embedded_in_or_linked_from_the_header_are_never_used() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn several_issuers_each_verify_with_their_own_keys_only() {
+    let (key_a, key_b) = (TestKey::rsa("a-1"), TestKey::ec("b-1"));
+    let (idp_a, idp_b) = (
+        FakeIdp::start(&[&key_a]).await,
+        FakeIdp::start(&[&key_b]).await,
+    );
+    let verifier = Verifier::discover(vec![idp_a.config(LONG), idp_b.config(LONG)])
+        .await
+        .unwrap();
+    let caller = verifier
+        .verify(&key_a.sign(&idp_a.claims()), None)
+        .await
+        .unwrap();
+    assert_eq!(caller.issuer.as_ref(), idp_a.issuer);
+    let caller = verifier
+        .verify(&key_b.sign(&idp_b.claims()), None)
+        .await
+        .unwrap();
+    assert_eq!(caller.issuer.as_ref(), idp_b.issuer);
+    // B's key cannot vouch for a token claiming to come from A.
+    rejected(
+        &verifier,
+        &key_b.sign(&idp_a.claims()),
+        "token-unknown-kid",
+        401,
+    )
+    .await;
+    let mut stranger = idp_a.claims();
+    stranger["iss"] = json!("https://evil.example");
+    rejected(&verifier, &key_a.sign(&stranger), "token-wrong-issuer", 401).await;
+    let mut missing = idp_a.claims();
+    missing.as_object_mut().unwrap().remove("iss");
+    rejected(&verifier, &key_a.sign(&missing), "token-missing-claim", 401).await;
+}

@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bearer;
 mod caller;
 mod config;
 pub mod dev_idp;
@@ -22,6 +23,7 @@ mod smart_config;
 mod token_cache;
 mod verifier;
 
+pub use bearer::bearer_token;
 pub use caller::{CallerKind, VerifiedCaller};
 pub use config::{ClaimNames, IssuerConfig, SigningAlgorithm, VerifierOptions};
 pub use error::{AuthError, ConfigError};

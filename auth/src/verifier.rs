@@ -153,7 +153,9 @@ impl IssuerState {
             Ok(slot) => slot,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let removed = slot.kids().any(|kid| !keys.by_kid.contains_key(kid));
+        // Keys without a kid cannot be compared; count them as replaced.
+        let removed =
+            !slot.unnamed.is_empty() || slot.kids().any(|kid| !keys.by_kid.contains_key(kid));
         *slot = Arc::new(keys);
         removed
     }

@@ -1,0 +1,229 @@
+//! Contract transactions as values: the calls a backend runs, their names and arguments as
+//! stored in blocks (and sent to chaincode), and their execution against any
+//! [`ContractState`].
+//!
+//! Owns the dispatch from a call to the consent contract and the mapping of the contract's
+//! errors to [`LedgerError`]. Leaves out ordering, storage and signatures (backends).
+
+use assent_consent::{
+    AnchorRecord, AnchorSubmission, ConsentContract, ConsentRecord, ConsentSubmission,
+    ContractError, ContractState, RevocationReason, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::api::{Conflict, LedgerError, Rejection};
+
+/// A contract transaction. Its arguments hold keyed hashes only (the contract's
+/// submissions), never identifiers in clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxCall {
+    PutConsent(ConsentSubmission),
+    Revoke {
+        consent_key: String,
+        reason: RevocationReason,
+    },
+    RecordAnchor(AnchorSubmission),
+}
+
+/// Function names, stable: they are written into blocks and sent to chaincode.
+pub const FN_PUT_CONSENT: &str = "put_consent";
+pub const FN_REVOKE: &str = "revoke";
+pub const FN_RECORD_ANCHOR: &str = "record_anchor";
+
+/// The record a committed transaction left current.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxOutcome {
+    Consent(ConsentRecord),
+    Anchor(AnchorRecord),
+}
+
+impl TxOutcome {
+    /// The consent record, when the transaction was about a consent.
+    pub fn consent(&self) -> Option<&ConsentRecord> {
+        match self {
+            TxOutcome::Consent(r) => Some(r),
+            TxOutcome::Anchor(_) => None,
+        }
+    }
+}
+
+/// The result of running a call: the record now current, and whether nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executed {
+    pub outcome: TxOutcome,
+    pub replayed: bool,
+}
+
+/// Why a call's stored form could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("unknown function `{0}`")]
+    UnknownFunction(String),
+    #[error("arguments of `{function}`: {source}")]
+    Arguments {
+        function: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeArgs {
+    consent_key: String,
+    reason: RevocationReason,
+}
+
+impl TxCall {
+    /// The contract function this call runs.
+    pub fn function(&self) -> &'static str {
+        match self {
+            TxCall::PutConsent(_) => FN_PUT_CONSENT,
+            TxCall::Revoke { .. } => FN_REVOKE,
+            TxCall::RecordAnchor(_) => FN_RECORD_ANCHOR,
+        }
+    }
+
+    /// The call's arguments as one JSON value (the form stored in blocks).
+    pub fn args(&self) -> Value {
+        // These are plain structs of strings, numbers and enums with string names: turning
+        // them into a JSON value cannot fail.
+        match self {
+            TxCall::PutConsent(s) => serde_json::to_value(s),
+            TxCall::Revoke {
+                consent_key,
+                reason,
+            } => serde_json::to_value(RevokeArgs {
+                consent_key: consent_key.clone(),
+                reason: *reason,
+            }),
+            TxCall::RecordAnchor(s) => serde_json::to_value(s),
+        }
+        .expect("call arguments serialise")
+    }
+
+    /// Reads a call back from its function name and arguments.
+    pub fn from_parts(function: &str, args: &Value) -> Result<TxCall, CallError> {
+        let wrap = |source| CallError::Arguments {
+            function: function.to_owned(),
+            source,
+        };
+        match function {
+            FN_PUT_CONSENT => Ok(TxCall::PutConsent(
+                serde_json::from_value(args.clone()).map_err(wrap)?,
+            )),
+            FN_REVOKE => {
+                let a: RevokeArgs = serde_json::from_value(args.clone()).map_err(wrap)?;
+                Ok(TxCall::Revoke {
+                    consent_key: a.consent_key,
+                    reason: a.reason,
+                })
+            }
+            FN_RECORD_ANCHOR => Ok(TxCall::RecordAnchor(
+                serde_json::from_value(args.clone()).map_err(wrap)?,
+            )),
+            other => Err(CallError::UnknownFunction(other.to_owned())),
+        }
+    }
+}
+
+/// Runs `call` through the consent contract against `state` at transaction time `now`.
+pub fn execute<S: ContractState>(
+    state: &mut S,
+    call: &TxCall,
+    now: Timestamp,
+) -> Result<Executed, ContractError<S::Error>> {
+    let contract = ConsentContract;
+    Ok(match call {
+        TxCall::PutConsent(s) => {
+            let w = contract.put_consent(state, s, now)?;
+            Executed {
+                outcome: TxOutcome::Consent(w.record),
+                replayed: w.replayed,
+            }
+        }
+        TxCall::Revoke {
+            consent_key,
+            reason,
+        } => {
+            let w = contract.revoke(state, consent_key, *reason, now)?;
+            Executed {
+                outcome: TxOutcome::Consent(w.record),
+                replayed: w.replayed,
+            }
+        }
+        TxCall::RecordAnchor(s) => {
+            let w = contract.record_anchor(state, s, now)?;
+            Executed {
+                outcome: TxOutcome::Anchor(w.record),
+                replayed: w.replayed,
+            }
+        }
+    })
+}
+
+/// The ledger error for a contract error: refusals become [`LedgerError::Rejected`] or
+/// [`LedgerError::Conflict`]; state failures and corrupt records [`LedgerError::Corrupt`].
+pub fn contract_error<E: std::error::Error + 'static>(error: ContractError<E>) -> LedgerError {
+    match error {
+        ContractError::Invalid { field, reason } => LedgerError::Rejected {
+            rejection: Rejection::Invalid {
+                field: field.to_owned(),
+                reason,
+            },
+        },
+        ContractError::NotFound => LedgerError::Rejected {
+            rejection: Rejection::NotFound,
+        },
+        ContractError::PatientMismatch => LedgerError::Rejected {
+            rejection: Rejection::PatientMismatch,
+        },
+        ContractError::Revoked => LedgerError::Rejected {
+            rejection: Rejection::Revoked,
+        },
+        ContractError::VersionConflict { expected, current } => LedgerError::Conflict {
+            conflict: Conflict::Version { expected, current },
+        },
+        ContractError::AnchorConflict { batch_id } => LedgerError::Conflict {
+            conflict: Conflict::Anchor { batch_id },
+        },
+        ContractError::Corrupt { key, reason } => {
+            LedgerError::corrupt(format!("state at `{key}`: {reason}"))
+        }
+        ContractError::State(e) => LedgerError::corrupt(format!("state: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_round_trip_through_their_stored_form() {
+        let calls = [
+            TxCall::Revoke {
+                consent_key: "ab".repeat(32),
+                reason: RevocationReason::PatientRequest,
+            },
+            TxCall::RecordAnchor(AnchorSubmission {
+                gateway_key: "cd".repeat(32),
+                batch_id: 3,
+                root: "ef".repeat(32),
+                n_receipts: 10,
+            }),
+        ];
+        for call in calls {
+            let back = TxCall::from_parts(call.function(), &call.args()).unwrap();
+            assert_eq!(back, call);
+        }
+        assert!(matches!(
+            TxCall::from_parts("drop_table", &Value::Null),
+            Err(CallError::UnknownFunction(_))
+        ));
+        assert!(matches!(
+            TxCall::from_parts(FN_REVOKE, &serde_json::json!({"consent_key": 1})),
+            Err(CallError::Arguments { .. })
+        ));
+    }
+}

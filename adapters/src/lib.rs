@@ -30,6 +30,8 @@
 //!   X → Y → X round trips keep the data. An element neither version defines is dropped and
 //!   reported (the "unknown element" guard: every key of the output is checked against the
 //!   target's definitions).
+//! - **Renamed types.** STU3 `ProcedureRequest` is `ServiceRequest` from R4 on: the resource
+//!   type, references to it (`Reference.reference`) and search parameters follow.
 //! - **Errors.** `Err` only for input that is not a resource at all, or a resource type
 //!   outside [`SUPPORTED_TYPES`] when another version is asked for. Nested resources of other
 //!   types (Bundle entries, `contained`) are left unchanged with an error-severity issue.
@@ -140,7 +142,60 @@ pub fn translate(
         convert::step(&mut resource, version, next, (from, to), &mut issues);
         version = next;
     }
+    if (from == FhirVersion::Stu3) != (to == FhirVersion::Stu3) {
+        let names = if from == FhirVersion::Stu3 {
+            (
+                "ProcedureRequest/",
+                "/ProcedureRequest/",
+                "ServiceRequest/",
+                "/ServiceRequest/",
+            )
+        } else {
+            (
+                "ServiceRequest/",
+                "/ServiceRequest/",
+                "ProcedureRequest/",
+                "/ProcedureRequest/",
+            )
+        };
+        rename_referenced_type(&mut resource, names, 0);
+    }
     Ok(Translation { resource, issues })
+}
+
+/// `Reference.reference` values naming a renamed type (`ProcedureRequest/1`, also absolute
+/// and versioned forms) follow the rename. One pass over the tree, only when a translation
+/// crosses STU3.
+fn rename_referenced_type(
+    value: &mut Value,
+    names @ (old, old_inner, new, new_inner): (&str, &str, &str, &str),
+    depth: usize,
+) {
+    if depth > 256 {
+        return;
+    }
+    match value {
+        Value::Object(m) => {
+            for (key, v) in m.iter_mut() {
+                match v {
+                    Value::String(s) if key == "reference" => {
+                        if let Some(rest) = s.strip_prefix(old) {
+                            *s = format!("{new}{rest}");
+                        } else if s.contains(old_inner) {
+                            *s = s.replacen(old_inner, new_inner, 1);
+                        }
+                    }
+                    other => rename_referenced_type(other, names, depth + 1),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                rename_referenced_type(item, names, depth + 1);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Whether `resource_type` (named as in `version`) can be converted to other versions.

@@ -93,6 +93,10 @@ pub type EventStream = BoxStream<'static, Result<LedgerEvent, LedgerError>>;
 /// The position of a transaction on the ledger: its block and its index in the block.
 /// Ordered as the ledger orders transactions. Subscribers store the checkpoint of the last
 /// event they handled and resume after it. Serialisable: the gateway stores it.
+///
+/// The embedded ledger numbers every transaction of a block; a backend that cannot see
+/// transaction indexes (Fabric's ChaincodeEvents) may number the contract's events within
+/// the block instead: the order, and resuming after a checkpoint, are what must hold.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]

@@ -93,21 +93,18 @@ pub async fn ordering(factory: &Factory) {
             .expect("record_anchor commits"),
     );
     for pair in receipts.windows(2) {
-        assert!(
-            pair[0].checkpoint() < pair[1].checkpoint(),
-            "receipts out of order: {} then {}",
-            pair[0].checkpoint(),
-            pair[1].checkpoint()
-        );
+        let (a, b) = (event_of(&pair[0]).checkpoint, event_of(&pair[1]).checkpoint);
+        assert!(a < b, "commits out of order: {a} then {b}");
+        assert!(pair[0].block_number <= pair[1].block_number);
         assert_ne!(pair[0].tx_id, pair[1].tx_id, "transaction ids repeat");
     }
     for r in &receipts {
         assert!(!r.replayed);
         assert!(!r.tx_id.is_empty());
-        let event = r.event.as_ref().expect("a first write emits an event");
-        assert_eq!(event.checkpoint, r.checkpoint());
+        let event = event_of(r);
+        assert_eq!(event.checkpoint.block_number, r.block_number);
         assert_eq!(event.tx_id, r.tx_id);
-        assert!(Some(r.checkpoint()) > start);
+        assert!(Some(event.checkpoint) > start);
     }
     let names: Vec<&str> = receipts
         .iter()
@@ -116,7 +113,7 @@ pub async fn ordering(factory: &Factory) {
         .collect();
     assert_eq!(&names[..5], &[EVENT_CONSENT_PUT; 5]);
     assert_eq!(names[5], EVENT_ANCHOR_RECORDED);
-    let last = receipts.last().map(|r| r.checkpoint());
+    let last = receipts.last().map(|r| event_of(r).checkpoint);
     assert_eq!(head(&*ledger).await, last, "head is the last commit");
 
     let mut stream = subscribe(&*ledger, start).await;
@@ -505,7 +502,8 @@ pub async fn concurrent_writers(factory: &Factory) {
         receipts.extend(task.await.expect("a writer task finishes"));
     }
     assert_eq!(receipts.len(), TASKS * EACH * 2);
-    let mut checkpoints: Vec<Checkpoint> = receipts.iter().map(|r| r.checkpoint()).collect();
+    let mut checkpoints: Vec<Checkpoint> =
+        receipts.iter().map(|r| event_of(r).checkpoint).collect();
     checkpoints.sort();
     checkpoints.dedup();
     assert_eq!(checkpoints.len(), receipts.len(), "one position per commit");
@@ -741,7 +739,7 @@ pub async fn restart_rebuilds_state(factory: &Factory) {
         .put_consent(fx.consent("c3", "p1", "dr-a", "v1"))
         .await
         .expect("a write after the restart commits");
-    assert!(Some(next.checkpoint()) > before_head);
+    assert!(Some(event_of(&next).checkpoint) > before_head);
     assert_eq!(&next_event(&mut stream).await, event_of(&next));
     if let Some(chain) = subject.chain {
         let rows = read_chain(&*chain.store).await;

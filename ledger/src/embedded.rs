@@ -106,7 +106,7 @@ impl EmbeddedLedger {
             public_key,
             read_page: page,
         });
-        let (commands, receiver) = mpsc::channel(options.max_batch.max(1) * 4);
+        let (commands, receiver) = mpsc::channel(options.max_batch.clamp(1, 1 << 16) * 4);
         let writer = Writer {
             inner: inner.clone(),
             signing_key,

@@ -7,6 +7,7 @@
 //! carried in cross-version extensions of the target version. Leaves out the per-resource
 //! moves (in `convert/rules.rs`) and extension encoding (in `convert/extension.rs`).
 
+pub(crate) mod dosage;
 pub(crate) mod extension;
 pub(crate) mod rules;
 
@@ -287,6 +288,9 @@ fn walk_object(
                 }
                 if &*sc.ty == "Resource" {
                     for_each_item(value, |item| step_resource(item, ctx));
+                } else if &*sc.ty == "Dosage" {
+                    let path = format!("{}.{}", ctx.source.node(s).path, source_key);
+                    for_each_item(value, |item| dosage::convert(item, &path, ctx));
                 } else if let (Some(sn), Some(tn)) = (sc.node, tc.node) {
                     for_each_item(value, |item| {
                         if let Value::Object(inner) = item {
@@ -647,6 +651,12 @@ pub(crate) fn convert_type(
                 _ => Impossible,
             }
         }
+        ("Identifier", "Reference") => {
+            let mut m = Map::new();
+            m.insert("identifier".into(), value);
+            Exact(Value::Object(m))
+        }
+        ("Reference", "Identifier") => text_of(value, "identifier"),
         ("unsignedInt" | "integer", "positiveInt") => match value.as_u64() {
             Some(n) if n > 0 => Exact(value),
             _ => Impossible,

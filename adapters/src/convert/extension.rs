@@ -316,6 +316,31 @@ fn encode(
     }
 }
 
+/// A carrier for a value of a known datatype `ty` (or of any shape when `ty` is `None`).
+pub(crate) fn encode_value(url: &str, value: Value, ty: Option<&str>, to: FhirVersion) -> Value {
+    if let Some(key) = ty.and_then(|t| value_key(t, to)) {
+        let mut ext = Map::new();
+        ext.insert("url".into(), Value::String(url.into()));
+        ext.insert(key, value);
+        return Value::Object(ext);
+    }
+    let mut generic = encode_generic(url, value);
+    match generic.len() {
+        1 => generic.swap_remove(0),
+        _ => {
+            let mut ext = Map::new();
+            ext.insert("url".into(), Value::String(url.into()));
+            ext.insert("extension".into(), Value::Array(generic));
+            Value::Object(ext)
+        }
+    }
+}
+
+/// The value of a carrier made by [`encode_value`].
+pub(crate) fn decode_value(ext: Map<String, Value>, defs: &Definitions) -> Option<Value> {
+    decode(ext, None, defs).map(|(_, v)| v)
+}
+
 fn into_items(v: Value) -> Vec<Value> {
     match v {
         Value::Array(items) => items,

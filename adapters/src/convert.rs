@@ -309,6 +309,30 @@ fn walk_object(
         convert_key(obj, key, value, s, t, ctx, &renamed, depth);
     }
     extension::restore(obj, t, ctx);
+    if ctx.to == ctx.goal {
+        report_missing_required(obj, t, ctx);
+    }
+}
+
+/// The "required element" guard: an element the target version requires (min ≥ 1) that the
+/// output lacks, because the source has no counterpart, is reported, never invented.
+fn report_missing_required(obj: &Map<String, Value>, t: NodeId, ctx: &mut Ctx) {
+    let node = ctx.target.node(t);
+    for (name, keys) in &node.required {
+        let present = keys
+            .iter()
+            .any(|k| obj.contains_key(k.as_ref()) || obj.contains_key(&format!("_{k}")));
+        if !present {
+            let path = format!("{}.{}", node.path, name);
+            let to = ctx.to;
+            ctx.issue(
+                Severity::Warning,
+                IssueCode::Required,
+                &path,
+                format!("{path} is required in {to} and the source has nothing to fill it with"),
+            );
+        }
+    }
 }
 
 /// Same JSON shape in both versions: nothing to do but recurse.

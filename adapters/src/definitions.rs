@@ -34,6 +34,8 @@ pub(crate) struct Node {
     pub children: HashMap<Box<str>, Child>,
     /// Element names (`value[x]`, `status`) to one JSON key of each, for lookups by name.
     pub by_name: HashMap<Box<str>, Box<str>>,
+    /// Elements with `min` ≥ 1: (name, the JSON keys that can hold it).
+    pub required: Vec<(Box<str>, Vec<Box<str>>)>,
 }
 
 /// The definitions of one FHIR version.
@@ -103,6 +105,7 @@ fn parse(text: &'static str) -> Definitions {
         let (Some(path), Some(types), Some(max)) = (cols.next(), cols.next(), cols.next()) else {
             continue;
         };
+        let required = cols.next().is_some_and(|min| min != "0");
         let Some((parent_path, name)) = path.rsplit_once('.') else {
             continue;
         };
@@ -143,6 +146,16 @@ fn parse(text: &'static str) -> Definitions {
             pending.push((parent, name.into(), target));
         }
         let mut seen: Vec<&str> = Vec::new();
+        if required {
+            let keys: Vec<Box<str>> = match name.strip_suffix("[x]") {
+                Some(base) => types
+                    .split(',')
+                    .map(|ty| format!("{base}{}", type_suffix(ty)).into())
+                    .collect(),
+                None => vec![name.into()],
+            };
+            defs.nodes[parent].required.push((name.into(), keys));
+        }
         if let Some(base) = name.strip_suffix("[x]") {
             for ty in types.split(',') {
                 if seen.contains(&ty) {

@@ -8,6 +8,7 @@ into PKG_DIR/{r3,r4,r4b,r5}. They carry the core StructureDefinitions and Search
 Outputs (facts from the specification, CC0):
   elements_<v>.txt  one line per element of each supported resource type:
                     path <TAB> types (comma-separated, `@Path` for a content reference) <TAB> max
+                    <TAB> min
   search_<v>.txt    one line per search parameter: resource type <TAB> code
 
 Usage: python3 adapters/tools/gen_definitions.py PKG_DIR
@@ -47,7 +48,7 @@ def elements(pkg, t):
                     c = "string"
                 codes.append(c)
             types = ",".join(codes)
-        out.append("%s\t%s\t%s" % (path, types, e.get("max", "*")))
+        out.append("%s\t%s\t%s\t%s" % (path, types, e.get("max", "*"), e.get("min", 0)))
     return out
 
 

@@ -26,6 +26,7 @@ use futures_util::future::BoxFuture;
 
 use crate::api::{Checkpoint, Conflict, EventStream, Ledger, LedgerError, LedgerEvent, Rejection};
 use crate::block::{BlockRow, block_hash};
+use crate::embedded::verify_execution;
 use crate::store::BlockStore;
 use crate::verify::{ChainFault, verify_chain};
 
@@ -535,6 +536,8 @@ pub async fn concurrent_writers(factory: &Factory) {
         let rows = read_chain(&*chain.store).await;
         let verified = verify_chain(&rows, &chain.public_key).expect("the chain verifies");
         assert!(verified.n_transactions as usize > receipts.len());
+        verify_execution(&rows, &chain.public_key)
+            .expect("every transaction re-runs to the same effects");
     }
 }
 

@@ -216,6 +216,28 @@ impl Ledger for EmbeddedLedger {
     }
 }
 
+/// Verifies `blocks` as [`crate::verify_chain`] does, and also runs every transaction again
+/// through the consent contract on the state built from the blocks before it, checking that
+/// its reads, writes and event are the ones recorded. This catches a block that was signed
+/// with the node key but does not follow from its arguments. Blocks written by an older
+/// contract whose behaviour has since changed fail it too.
+pub fn verify_execution<'a>(
+    blocks: impl IntoIterator<Item = &'a BlockRow>,
+    public_key: &VerifyingKey,
+) -> Result<crate::VerifiedChain, ChainError> {
+    let mut verifier = ChainVerifier::new(public_key);
+    let mut state = WorldState::default();
+    for row in blocks {
+        let block = verifier.push(row)?;
+        check_execution(&state, &block).map_err(|(index, reason)| ChainError {
+            number: row.number,
+            fault: ChainFault::ExecutionMismatch { index, reason },
+        })?;
+        state.apply(block.head, &block.body);
+    }
+    Ok(verifier.finish())
+}
+
 struct Inner {
     state: RwLock<WorldState>,
     store: Arc<dyn BlockStore>,
@@ -439,6 +461,39 @@ impl Writer {
             }
         }
     }
+}
+
+/// Runs a block's transactions again on `state` and compares their effects with the block's.
+fn check_execution(state: &WorldState, block: &VerifiedBlock) -> Result<(), (u32, String)> {
+    let now = tx_time(block.head.timestamp);
+    let mut overlay = Overlay::default();
+    for (i, tx) in block.body.transactions.iter().enumerate() {
+        let index = u32::try_from(i).unwrap_or(u32::MAX);
+        let fail = |reason: String| (index, reason);
+        let call = TxCall::from_parts(&tx.function, &tx.args).map_err(|e| fail(e.to_string()))?;
+        let at = Checkpoint {
+            block_number: block_number(block.head.number),
+            tx_index: index,
+        };
+        let mut view = TxView::new(state, &mut overlay, at, &tx.tx_id, now);
+        if let Err(e) = execute(&mut view, &call, now) {
+            return Err(fail(format!(
+                "the contract refuses it ({})",
+                contract_error(e)
+            )));
+        }
+        let effects = view.commit();
+        if effects.writes != tx.writes {
+            return Err(fail("its writes differ".into()));
+        }
+        if effects.event != tx.event {
+            return Err(fail("its event differs".into()));
+        }
+        if effects.reads != tx.reads || effects.range_reads != tx.range_reads {
+            return Err(fail("its reads differ".into()));
+        }
+    }
+    Ok(())
 }
 
 /// A sealed row's hash, as sealed: always 32 bytes.

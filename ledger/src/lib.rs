@@ -52,10 +52,11 @@ pub use call::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
-pub use embedded::{EmbeddedLedger, EmbeddedOptions};
+pub use embedded::{EmbeddedLedger, EmbeddedOptions, verify_execution};
 pub use store::{BlockStore, InMemoryBlockStore, StoreError};
 pub use verify::{
-    ChainError, ChainFault, ChainHead, ChainVerifier, VerifiedBlock, VerifiedChain, verify_chain,
+    ChainError, ChainFault, ChainHead, ChainVerifier, VerifiedBlock, VerifiedChain,
+    VerifyStoreError, verify_chain, verify_store,
 };
 
 #[cfg(test)]

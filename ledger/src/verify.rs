@@ -2,12 +2,13 @@
 //! previous block, each signature, timestamps that never go back, bodies that can be read
 //! and transaction ids derived from their position. Reports the first bad block.
 //!
-//! Owns what "a valid chain" means. Leaves out reading rows from a store (the caller pages
-//! through [`crate::BlockStore::read_from`] and feeds a [`ChainVerifier`]).
+//! Owns what "a valid chain" means, and paging through a [`BlockStore`] to check it. Leaves
+//! out what the transactions do (re-running them: `embedded::verify_execution`).
 
 use ed25519_dalek::VerifyingKey;
 
 use crate::block::{BlockBody, BlockRow, GENESIS_PREV_HASH, block_hash, tx_id};
+use crate::store::{BlockStore, StoreError};
 
 /// A chain that verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +59,10 @@ pub enum ChainFault {
         found: String,
         expected: String,
     },
+    /// Found by [`crate::verify_execution`] only: the block's read-write set or event is not
+    /// what the contract does with the transaction's arguments.
+    #[error("transaction {index} is not what the contract does: {reason}")]
+    ExecutionMismatch { index: u32, reason: String },
 }
 
 /// Recomputes every hash, link and signature of `blocks` (from block 0, in order) with the
@@ -78,6 +83,36 @@ pub fn verify_chain<'a>(
 pub struct VerifiedBlock {
     pub head: ChainHead,
     pub body: BlockBody,
+}
+
+/// Why [`verify_store`] failed: the store, or the chain it holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyStoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}
+
+/// Reads every block of `store`, `page` rows at a time, and verifies the chain as
+/// [`verify_chain`] does, without holding it all in memory: what `assent ledger verify`
+/// runs.
+pub async fn verify_store(
+    store: &dyn BlockStore,
+    public_key: &VerifyingKey,
+    page: usize,
+) -> Result<VerifiedChain, VerifyStoreError> {
+    let mut verifier = ChainVerifier::new(public_key);
+    loop {
+        let from = verifier.head().map_or(0, |h| h.number + 1);
+        let rows = store.read_from(from, page.max(1)).await?;
+        if rows.is_empty() {
+            return Ok(verifier.finish());
+        }
+        for row in &rows {
+            verifier.push(row)?;
+        }
+    }
 }
 
 /// Verifies a chain block by block, so a long chain can be read in pages.
@@ -192,5 +227,138 @@ impl ChainVerifier {
             n_transactions: self.n_transactions,
             head: self.head,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::block::TxEntry;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[5; 32])
+    }
+
+    fn tx(prev: &[u8; 32], number: i64, index: u32) -> TxEntry {
+        TxEntry {
+            tx_id: tx_id(prev, number, index),
+            function: "revoke".into(),
+            args: serde_json::json!({}),
+            reads: vec![],
+            range_reads: vec![],
+            writes: vec![],
+            event: None,
+        }
+    }
+
+    /// A valid chain of `n` blocks of one transaction each.
+    fn chain(n: i64) -> Vec<BlockRow> {
+        let mut rows: Vec<BlockRow> = Vec::new();
+        let mut prev = GENESIS_PREV_HASH;
+        for number in 0..n {
+            let body = BlockBody {
+                transactions: vec![tx(&prev, number, 0)],
+            };
+            let row = BlockRow::seal(number, prev, 1_000 + number, &body, &key());
+            prev = row.hash_bytes().unwrap();
+            rows.push(row);
+        }
+        rows
+    }
+
+    fn fault(rows: &[BlockRow]) -> (i64, ChainFault) {
+        let e = verify_chain(rows, &key().verifying_key()).unwrap_err();
+        (e.number, e.fault)
+    }
+
+    #[test]
+    fn valid_and_empty_chains_verify() {
+        let rows = chain(3);
+        let v = verify_chain(&rows, &key().verifying_key()).unwrap();
+        assert_eq!((v.n_blocks, v.n_transactions), (3, 3));
+        assert_eq!(v.head.map(|h| h.number), Some(2));
+        let empty = verify_chain(&[], &key().verifying_key()).unwrap();
+        assert_eq!((empty.n_blocks, empty.head), (0, None));
+    }
+
+    #[test]
+    fn each_fault_is_named_at_its_block() {
+        let rows = chain(3);
+        assert_eq!(
+            fault(&rows[1..]),
+            (1, ChainFault::OutOfSequence { expected: 0 })
+        );
+
+        let mut short_hash = rows.clone();
+        short_hash[1].hash.pop();
+        assert_eq!(fault(&short_hash), (1, ChainFault::MalformedHash));
+
+        // Blocks re-sealed with the right key but breaking a rule other than the hash.
+        let prev = rows[0].hash_bytes().unwrap();
+        let reseal = |body: &BlockBody, timestamp: i64| {
+            let mut r = rows[..1].to_vec();
+            r.push(BlockRow::seal(1, prev, timestamp, body, &key()));
+            r
+        };
+        let empty = BlockBody {
+            transactions: vec![],
+        };
+        assert_eq!(fault(&reseal(&empty, 2_000)), (1, ChainFault::Empty));
+        let one = BlockBody {
+            transactions: vec![tx(&prev, 1, 0)],
+        };
+        assert_eq!(
+            fault(&reseal(&one, 999)),
+            (
+                1,
+                ChainFault::TimeWentBack {
+                    timestamp: 999,
+                    previous: 1_000
+                }
+            )
+        );
+        let wrong_id = BlockBody {
+            transactions: vec![tx(&prev, 1, 0), tx(&prev, 1, 0)],
+        };
+        assert!(matches!(
+            fault(&reseal(&wrong_id, 2_000)),
+            (1, ChainFault::WrongTxId { index: 1, .. })
+        ));
+        let mut unreadable = rows[..1].to_vec();
+        let body = b"not json".to_vec();
+        let hash = block_hash(1, &prev, 2_000, &body);
+        unreadable.push(BlockRow {
+            number: 1,
+            hash: hash.to_vec(),
+            prev_hash: prev.to_vec(),
+            timestamp: 2_000,
+            body,
+            signature: ed25519_dalek::Signer::sign(&key(), &hash)
+                .to_bytes()
+                .to_vec(),
+        });
+        assert!(matches!(
+            fault(&unreadable),
+            (1, ChainFault::UnreadableBody { .. })
+        ));
+    }
+
+    #[test]
+    fn skipping_signatures_still_checks_hashes() {
+        let mut rows = chain(2);
+        rows[1].signature = vec![0; 64];
+        let mut v = ChainVerifier::new(&key().verifying_key()).skip_signatures();
+        for row in &rows {
+            v.push(row).unwrap();
+        }
+        rows[1].timestamp += 1;
+        let mut v = ChainVerifier::new(&key().verifying_key()).skip_signatures();
+        v.push(&rows[0]).unwrap();
+        assert_eq!(
+            v.push(&rows[1]).unwrap_err().fault,
+            ChainFault::HashMismatch
+        );
     }
 }

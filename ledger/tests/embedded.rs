@@ -17,7 +17,8 @@ use assent_fhir::FhirVersion;
 use assent_ledger::conformance::{self, ChainAccess, Factory, Subject};
 use assent_ledger::{
     BlockRow, BlockStore, Clock, EmbeddedLedger, EmbeddedOptions, InMemoryBlockStore, Ledger,
-    LedgerError, ManualClock, SigningKey, StoreError, SystemClock, verify_chain,
+    LedgerError, ManualClock, SigningKey, StoreError, SystemClock, VerifyStoreError, verify_chain,
+    verify_execution, verify_store,
 };
 use futures_util::StreamExt;
 
@@ -143,7 +144,14 @@ async fn opening_a_tampered_store_fails_naming_the_block() {
     let store = Arc::new(InMemoryBlockStore::new());
     write_blocks(&open(store.clone(), EmbeddedOptions::default()).await, 3).await;
     assert_eq!(store.rows().len(), 3);
+    let public_key = SigningKey::from_bytes(&SEED).verifying_key();
+    let verified = verify_store(&*store, &public_key, 2).await.unwrap();
+    assert_eq!(verified.n_blocks, 3);
     store.tamper(1, |row| row.timestamp += 1);
+    match verify_store(&*store, &public_key, 2).await {
+        Err(VerifyStoreError::Chain(e)) => assert_eq!(e.number, 1),
+        other => panic!("expected a chain error at block 1, got {other:?}"),
+    }
     let err = EmbeddedLedger::open(
         store.clone(),
         SigningKey::from_bytes(&SEED),
@@ -412,4 +420,41 @@ async fn blocks_hold_no_clear_identifiers() {
             assert!(!body.contains(secret), "`{secret}` reached a block");
         }
     }
+}
+
+#[tokio::test]
+async fn a_signed_block_that_does_not_follow_from_its_arguments_fails_execution() {
+    let store = Arc::new(InMemoryBlockStore::new());
+    let ledger = open(store.clone(), EmbeddedOptions::default()).await;
+    write_blocks(&ledger, 2).await;
+    ledger
+        .revoke(&key().consent("c0"), RevocationReason::PatientRequest)
+        .await
+        .unwrap();
+    let public_key = ledger.public_key();
+    let rows = store.rows();
+    verify_execution(&rows, &public_key).expect("honest blocks re-execute");
+
+    // Whoever holds the node key re-signs the last block with a write the contract would
+    // not make (the revocation undone); the chain itself still verifies.
+    let mut forged = rows.clone();
+    let last = forged.pop().unwrap();
+    let mut body = assent_ledger::BlockBody::decode(&last.body).unwrap();
+    for write in &mut body.transactions[0].writes {
+        if let Some(v) = &mut write.value {
+            *v = v.replace("\"revoked\"", "\"active\"");
+        }
+    }
+    let prev: [u8; 32] = last.prev_hash.as_slice().try_into().unwrap();
+    forged.push(BlockRow::seal(
+        last.number,
+        prev,
+        last.timestamp,
+        &body,
+        &SigningKey::from_bytes(&SEED),
+    ));
+    verify_chain(&forged, &public_key).expect("hashes, links and signatures hold");
+    let e = verify_execution(&forged, &public_key).unwrap_err();
+    assert_eq!(e.number, last.number);
+    assert!(e.to_string().contains("writes differ"), "{e}");
 }

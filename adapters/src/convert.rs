@@ -7,7 +7,7 @@
 //! carried in cross-version extensions of the target version. Leaves out the per-resource
 //! moves (in `convert/rules.rs`) and extension encoding (in `convert/extension.rs`).
 
-pub(crate) mod dosage;
+pub(crate) mod datatypes;
 pub(crate) mod extension;
 pub(crate) mod rules;
 
@@ -288,9 +288,10 @@ fn walk_object(
                 }
                 if &*sc.ty == "Resource" {
                     for_each_item(value, |item| step_resource(item, ctx));
-                } else if &*sc.ty == "Dosage" {
+                } else if datatypes::changes(&sc.ty) {
                     let path = format!("{}.{}", ctx.source.node(s).path, source_key);
-                    for_each_item(value, |item| dosage::convert(item, &path, ctx));
+                    let ty = &sc.ty;
+                    for_each_item(value, |item| datatypes::convert(item, ty, &path, ctx));
                 } else if let (Some(sn), Some(tn)) = (sc.node, tc.node) {
                     for_each_item(value, |item| {
                         if let Value::Object(inner) = item {

@@ -1,9 +1,11 @@
-//! The `Dosage` datatype, the one datatype among the supported resources' elements whose
-//! shape changed: STU3 `dose[x]`/`rate[x]` became R4 `doseAndRate`; R4 `asNeeded[x]` became
-//! R5 `asNeeded` + `asNeededFor`, and R5 `maxDosePerPeriod` repeats. Converted in place;
-//! what does not fit is carried (`extension-Dosage.{element}`, one carrier per item) and
-//! restored on the way back.
-//! Leaves out `Timing` (unchanged in shape) and the other datatypes (unchanged).
+//! Datatypes whose shape changed between versions, where the supported resources use them:
+//! `Dosage` (STU3 `dose[x]`/`rate[x]` became R4 `doseAndRate`; R4 `asNeeded[x]` became R5
+//! `asNeeded` + `asNeededFor`; R5 `maxDosePerPeriod` repeats), `Attachment` (R5 `size` is an
+//! integer64, a JSON string; R5 adds `height`, `width`, `frames`, `duration`, `pages`) and
+//! `Signature` (STU3 `who[x]`/`onBehalfOf[x]`/`contentType`/`blob` became R4 `who`,
+//! `onBehalfOf`, `sigFormat`, `data`). Converted in place; what does not fit is carried
+//! (`extension-{Datatype}.{element}`, one carrier per item) and restored on the way back.
+//! Leaves out datatypes nested inside other datatypes and those unchanged in shape.
 
 use assent_fhir::FhirVersion;
 use serde_json::{Map, Value};
@@ -11,24 +13,43 @@ use serde_json::{Map, Value};
 use super::Ctx;
 use super::extension::{decode_value, encode_value, prefix};
 
-/// Dosage elements that repeat, in the version that has them repeat.
+/// Elements that repeat, in the version that has them repeat.
 const LISTS: &[&str] = &["doseAndRate", "asNeededFor", "maxDosePerPeriod"];
 
-/// The datatype of the carried parts (`None`: the R4 `doseAndRate` element, by shape).
+/// The datatype of the carried parts (`None`: by JSON shape).
 fn part_type(key: &str) -> Option<&'static str> {
     match key {
         "asNeeded" => Some("boolean"),
         "asNeededFor" => Some("CodeableConcept"),
         "maxDosePerPeriod" => Some("Ratio"),
+        "height" | "width" | "frames" | "pages" => Some("positiveInt"),
+        "duration" => Some("decimal"),
+        "size" => Some("string"),
+        "whoUri" | "onBehalfOfUri" => Some("uri"),
+        "targetFormat" => Some("code"),
         _ => None,
     }
 }
 
-/// Convert one `Dosage` value (an item of `path`) for the step in `ctx`.
-pub(crate) fn convert(value: &mut Value, path: &str, ctx: &mut Ctx) {
-    let Value::Object(dosage) = value else {
+/// Whether values of datatype `ty` need [`convert`].
+pub(crate) fn changes(ty: &str) -> bool {
+    matches!(ty, "Dosage" | "Attachment" | "Signature")
+}
+
+/// Convert one value of datatype `ty` (an item of `path`) for the step in `ctx`.
+pub(crate) fn convert(value: &mut Value, ty: &str, path: &str, ctx: &mut Ctx) {
+    let Value::Object(object) = value else {
         return;
     };
+    match ty {
+        "Dosage" => dosage(object, path, ctx),
+        "Attachment" => attachment(object, path, ctx),
+        "Signature" => signature(object, path, ctx),
+        _ => {}
+    }
+}
+
+fn dosage(dosage: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
     match (ctx.from, ctx.to) {
         (FhirVersion::Stu3, FhirVersion::R4) => dose_and_rate_in(dosage),
         (FhirVersion::R4, FhirVersion::Stu3) => dose_and_rate_out(dosage, path, ctx),
@@ -42,7 +63,71 @@ pub(crate) fn convert(value: &mut Value, path: &str, ctx: &mut Ctx) {
         }
         _ => {}
     }
-    restore(dosage, ctx);
+    restore(dosage, "Dosage", ctx);
+}
+
+const ATTACHMENT_R5_ONLY: &[&str] = &["height", "width", "frames", "duration", "pages"];
+
+fn attachment(attachment: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
+    match (ctx.from, ctx.to) {
+        (FhirVersion::R4B, FhirVersion::R5) => {
+            if let Some(n) = attachment.get("size").and_then(Value::as_u64) {
+                attachment.insert("size".into(), Value::String(n.to_string()));
+            }
+        }
+        (FhirVersion::R5, FhirVersion::R4B) => {
+            if let Some(size) = attachment.remove("size") {
+                match size.as_str().and_then(|s| s.parse::<u32>().ok()) {
+                    Some(n) if size.as_str() == Some(n.to_string().as_str()) => {
+                        attachment.insert("size".into(), Value::from(n));
+                    }
+                    _ => carry(attachment, "Attachment", "size", size, path, ctx),
+                }
+            }
+            for key in ATTACHMENT_R5_ONLY {
+                if let Some(v) = attachment.remove(*key) {
+                    carry(attachment, "Attachment", key, v, path, ctx);
+                }
+            }
+        }
+        _ => {}
+    }
+    restore(attachment, "Attachment", ctx);
+}
+
+fn signature(signature: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
+    const RENAMES: &[(&str, &str)] = &[
+        ("whoReference", "who"),
+        ("onBehalfOfReference", "onBehalfOf"),
+        ("contentType", "sigFormat"),
+        ("blob", "data"),
+    ];
+    match (ctx.from, ctx.to) {
+        (FhirVersion::Stu3, FhirVersion::R4) => {
+            for &(old, new) in RENAMES {
+                if let Some(v) = signature.remove(old) {
+                    signature.insert(new.into(), v);
+                }
+            }
+            for key in ["whoUri", "onBehalfOfUri"] {
+                if let Some(v) = signature.remove(key) {
+                    carry(signature, "Signature", key, v, path, ctx);
+                }
+            }
+        }
+        (FhirVersion::R4, FhirVersion::Stu3) => {
+            for &(old, new) in RENAMES {
+                if let Some(v) = signature.remove(new) {
+                    signature.insert(old.into(), v);
+                }
+            }
+            if let Some(v) = signature.remove("targetFormat") {
+                carry(signature, "Signature", "targetFormat", v, path, ctx);
+            }
+        }
+        _ => {}
+    }
+    restore(signature, "Signature", ctx);
 }
 
 const DOSE_KEYS: &[&str] = &["doseRange", "doseQuantity"];
@@ -86,7 +171,14 @@ fn dose_and_rate_out(dosage: &mut Map<String, Value>, path: &str, ctx: &mut Ctx)
             dosage.extend(entry);
         }
     } else {
-        carry(dosage, "doseAndRate", Value::Array(items), path, ctx);
+        carry(
+            dosage,
+            "Dosage",
+            "doseAndRate",
+            Value::Array(items),
+            path,
+            ctx,
+        );
     }
 }
 
@@ -107,7 +199,7 @@ fn as_needed_r5_to_r4(dosage: &mut Map<String, Value>, path: &str, ctx: &mut Ctx
             if reasons.len() == 1 && flag.as_ref().is_none_or(|f| f == &Value::Bool(true)) =>
         {
             if let Some(flag) = flag {
-                carry(dosage, "asNeeded", flag, path, ctx);
+                carry(dosage, "Dosage", "asNeeded", flag, path, ctx);
             }
             dosage.insert("asNeededCodeableConcept".into(), reasons.swap_remove(0));
         }
@@ -115,7 +207,7 @@ fn as_needed_r5_to_r4(dosage: &mut Map<String, Value>, path: &str, ctx: &mut Ctx
             if let Some(flag) = flag {
                 dosage.insert("asNeededBoolean".into(), flag);
             }
-            carry(dosage, "asNeededFor", reasons, path, ctx);
+            carry(dosage, "Dosage", "asNeededFor", reasons, path, ctx);
         }
         (Some(flag), None) => {
             dosage.insert("asNeededBoolean".into(), flag);
@@ -135,7 +227,14 @@ fn first_of_list(dosage: &mut Map<String, Value>, key: &str, path: &str, ctx: &m
         return;
     };
     if items.len() > 1 {
-        carry(dosage, key, Value::Array(items.clone()), path, ctx);
+        carry(
+            dosage,
+            "Dosage",
+            key,
+            Value::Array(items.clone()),
+            path,
+            ctx,
+        );
     }
     if !items.is_empty() {
         dosage.insert(key.into(), items.swap_remove(0));
@@ -143,8 +242,15 @@ fn first_of_list(dosage: &mut Map<String, Value>, key: &str, path: &str, ctx: &m
 }
 
 /// Keep `value` of `Dosage.{key}` in carriers (one per item) on the dosage itself.
-fn carry(dosage: &mut Map<String, Value>, key: &str, value: Value, path: &str, ctx: &mut Ctx) {
-    let url = format!("{}Dosage.{key}", prefix(ctx.from));
+fn carry(
+    object: &mut Map<String, Value>,
+    datatype: &str,
+    key: &str,
+    value: Value,
+    path: &str,
+    ctx: &mut Ctx,
+) {
+    let url = format!("{}{datatype}.{key}", prefix(ctx.from));
     let items = match value {
         Value::Array(items) => items,
         other => vec![other],
@@ -152,24 +258,28 @@ fn carry(dosage: &mut Map<String, Value>, key: &str, value: Value, path: &str, c
     let carriers = items
         .into_iter()
         .map(|item| encode_value(&url, item, part_type(key), ctx.to));
-    match dosage
+    match object
         .entry("extension")
         .or_insert_with(|| Value::Array(Vec::new()))
     {
         Value::Array(list) => list.extend(carriers),
         _ => return,
     }
-    ctx.carried(&format!("{path}.{key}"), "does not fit the Dosage datatype");
+    ctx.carried(
+        &format!("{path}.{key}"),
+        &format!("does not fit the {datatype} datatype"),
+    );
 }
 
-/// Put back `Dosage.{key}` carried by the opposite step.
-fn restore(dosage: &mut Map<String, Value>, ctx: &mut Ctx) {
+/// Put back `{datatype}.{key}` carried by the opposite step.
+fn restore(dosage: &mut Map<String, Value>, datatype: &str, ctx: &mut Ctx) {
     let own = prefix(ctx.to);
     let carried_key = |e: &Value| -> Option<String> {
         e.get("url")
             .and_then(Value::as_str)
             .and_then(|u| u.strip_prefix(own))
-            .and_then(|p| p.strip_prefix("Dosage."))
+            .and_then(|p| p.strip_prefix(datatype))
+            .and_then(|p| p.strip_prefix('.'))
             .map(str::to_owned)
     };
     let Some(Value::Array(list)) = dosage.get("extension") else {

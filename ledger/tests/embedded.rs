@@ -458,3 +458,85 @@ async fn a_signed_block_that_does_not_follow_from_its_arguments_fails_execution(
     assert_eq!(e.number, last.number);
     assert!(e.to_string().contains("writes differ"), "{e}");
 }
+
+/// Holds every append until the test lets it through.
+struct GateStore {
+    inner: InMemoryBlockStore,
+    gate: tokio::sync::Mutex<()>,
+    appends_started: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl BlockStore for GateStore {
+    async fn append(&self, row: &BlockRow) -> Result<(), StoreError> {
+        self.appends_started.fetch_add(1, Ordering::SeqCst);
+        let _open = self.gate.lock().await;
+        self.inner.append(row).await
+    }
+
+    async fn read_from(&self, from: i64, limit: usize) -> Result<Vec<BlockRow>, StoreError> {
+        self.inner.read_from(from, limit).await
+    }
+
+    async fn head(&self) -> Result<Option<i64>, StoreError> {
+        self.inner.head().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_waiting_together_share_a_block_and_see_each_other() {
+    let store = Arc::new(GateStore {
+        inner: InMemoryBlockStore::new(),
+        gate: tokio::sync::Mutex::new(()),
+        appends_started: Default::default(),
+    });
+    let ledger = Arc::new(open(store.clone(), EmbeddedOptions::default()).await);
+    let held = store.gate.lock().await;
+    let first = {
+        let ledger = ledger.clone();
+        tokio::spawn(async move { ledger.put_consent(submission("c0", "p1", "v1")).await })
+    };
+    while store.appends_started.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // While block 0 is being appended: a new consent, a second version of it, and a replay
+    // of the second version, queued in this order (each polled once, which queues it).
+    let mut v2 = submission("c1", "p1", "v2");
+    v2.expected_version = Some(1);
+    let mut calls: Vec<_> = [
+        submission("c1", "p1", "v1"),
+        v2,
+        submission("c1", "p1", "v2"),
+    ]
+    .into_iter()
+    .map(|sub| ledger.put_consent(sub))
+    .collect();
+    for call in &mut calls {
+        assert!(futures_util::poll!(call.as_mut()).is_pending());
+    }
+    drop(held);
+    first.await.unwrap().unwrap();
+    let receipts: Vec<_> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let versions: Vec<(u64, u32, u64, bool)> = receipts
+        .iter()
+        .map(|r| {
+            (
+                r.block_number,
+                r.tx_index,
+                r.outcome.consent().unwrap().version,
+                r.replayed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        vec![(1, 0, 1, false), (1, 1, 2, false), (1, 2, 2, true)]
+    );
+    let rows = store.inner.rows();
+    assert_eq!(rows.len(), 2);
+    verify_execution(&rows, &ledger.public_key()).unwrap();
+}

@@ -297,6 +297,10 @@ async fn an_unavailable_store_fails_writes_closed_and_recovers() {
     let store = Arc::new(InMemoryBlockStore::new());
     let ledger = open(store.clone(), EmbeddedOptions::default()).await;
     write_blocks(&ledger, 1).await;
+    let mut events = ledger
+        .subscribe(ledger.head().await.unwrap())
+        .await
+        .unwrap();
     store.set_unavailable(Some("disk gone"));
     let err = ledger
         .put_consent(submission("c9", "p1", "v1"))
@@ -317,6 +321,8 @@ async fn an_unavailable_store_fails_writes_closed_and_recovers() {
         .await
         .unwrap();
     assert!(!ok.replayed);
+    let first = events.next().await.unwrap().unwrap();
+    assert_eq!(first.tx_id, ok.tx_id, "the failed write published nothing");
     assert!(
         EmbeddedLedger::open(
             Arc::new({

@@ -33,10 +33,14 @@ use crate::store::{BlockStore, StoreError};
 use crate::verify::{ChainError, ChainFault, ChainVerifier, VerifiedBlock};
 use state::{Overlay, StateError, TxView, WorldState, block_events, block_number, tx_time};
 
+/// The most transactions a block may hold, whatever the options say.
+pub const MAX_BATCH: usize = 1 << 16;
+
 /// Tuning of the embedded ledger.
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
-    /// The most transactions in one block (calls waiting together are committed together).
+    /// The most transactions in one block (calls waiting together are committed together),
+    /// at most [`MAX_BATCH`].
     pub max_batch: usize,
     /// How many times a block is built again after another writer appended first.
     pub append_attempts: u32,
@@ -106,13 +110,14 @@ impl EmbeddedLedger {
             public_key,
             read_page: page,
         });
-        let (commands, receiver) = mpsc::channel(options.max_batch.clamp(1, 1 << 16) * 4);
+        let max_batch = options.max_batch.clamp(1, MAX_BATCH);
+        let (commands, receiver) = mpsc::channel(max_batch * 4);
         let writer = Writer {
             inner: inner.clone(),
             signing_key,
             clock,
             commands: receiver,
-            max_batch: options.max_batch.clamp(1, u32::MAX as usize),
+            max_batch,
             append_attempts: options.append_attempts.max(1),
         };
         tokio::spawn(writer.run());
@@ -386,7 +391,7 @@ impl Writer {
         let mut transactions = Vec::new();
         let mut results = Vec::with_capacity(calls.len());
         for call in calls {
-            // At most `max_batch` calls, which fits in u32.
+            // At most `MAX_BATCH` calls, which fits in u32.
             let index = u32::try_from(transactions.len()).unwrap_or(u32::MAX);
             let at = Checkpoint {
                 block_number: block_number(number),

@@ -2,8 +2,10 @@
 //! stored in blocks (and sent to chaincode), and their execution against any
 //! [`ContractState`].
 //!
-//! Owns the dispatch from a call to the consent contract and the mapping of the contract's
-//! errors to [`LedgerError`]. Leaves out ordering, storage and signatures (backends).
+//! Owns the dispatch from a call to the consent contract, the mapping of the contract's
+//! errors to [`LedgerError`], and the text form of a refusal that crosses a chaincode
+//! boundary ([`refusal_message`], [`parse_refusal`]). Leaves out ordering, storage and
+//! signatures (backends).
 
 use assent_consent::{
     AnchorRecord, AnchorSubmission, ConsentContract, ConsentRecord, ConsentSubmission,
@@ -13,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::api::{Conflict, LedgerError, Rejection};
+
+/// The prefix of a refusal's text form.
+pub const REFUSAL_PREFIX: &str = "assent-refusal ";
 
 /// A contract transaction. Its arguments hold keyed hashes only (the contract's
 /// submissions), never identifiers in clear.
@@ -195,6 +200,99 @@ pub fn contract_error<E: std::error::Error + 'static>(error: ContractError<E>) -
     }
 }
 
+/// A refusal ([`LedgerError::Rejected`] or [`LedgerError::Conflict`]) as text that a
+/// chaincode can return as its error message: [`REFUSAL_PREFIX`] then one line of JSON.
+/// `None` for errors that are not the contract's refusals.
+pub fn refusal_message(error: &LedgerError) -> Option<String> {
+    let wire = match error {
+        LedgerError::Rejected { rejection } => match rejection {
+            Rejection::Invalid { field, reason } => RefusalWire {
+                code: "invalid".into(),
+                field: Some(field.clone()),
+                reason: Some(reason.clone()),
+                ..RefusalWire::default()
+            },
+            Rejection::NotFound => RefusalWire::code("not-found"),
+            Rejection::PatientMismatch => RefusalWire::code("patient-mismatch"),
+            Rejection::Revoked => RefusalWire::code("revoked"),
+        },
+        LedgerError::Conflict { conflict } => match conflict {
+            Conflict::Version { expected, current } => RefusalWire {
+                code: "version-conflict".into(),
+                expected: Some(*expected),
+                current: Some(*current),
+                ..RefusalWire::default()
+            },
+            Conflict::Anchor { batch_id } => RefusalWire {
+                code: "anchor-conflict".into(),
+                batch_id: Some(*batch_id),
+                ..RefusalWire::default()
+            },
+            Conflict::Writers => return None,
+        },
+        LedgerError::Unavailable { .. } | LedgerError::Corrupt { .. } => return None,
+    };
+    // A struct of strings and numbers: cannot fail.
+    let json = serde_json::to_string(&wire).expect("refusals serialise");
+    Some(format!("{REFUSAL_PREFIX}{json}"))
+}
+
+/// Reads a refusal back from a message that contains [`refusal_message`]'s text (a peer may
+/// wrap it); `None` when there is none.
+pub fn parse_refusal(message: &str) -> Option<LedgerError> {
+    let start = message.find(REFUSAL_PREFIX)? + REFUSAL_PREFIX.len();
+    let mut stream =
+        serde_json::Deserializer::from_str(&message[start..]).into_iter::<RefusalWire>();
+    let wire = stream.next()?.ok()?;
+    let rejected = |rejection| Some(LedgerError::Rejected { rejection });
+    match wire.code.as_str() {
+        "invalid" => rejected(Rejection::Invalid {
+            field: wire.field?,
+            reason: wire.reason.unwrap_or_default(),
+        }),
+        "not-found" => rejected(Rejection::NotFound),
+        "patient-mismatch" => rejected(Rejection::PatientMismatch),
+        "revoked" => rejected(Rejection::Revoked),
+        "version-conflict" => Some(LedgerError::Conflict {
+            conflict: Conflict::Version {
+                expected: wire.expected?,
+                current: wire.current?,
+            },
+        }),
+        "anchor-conflict" => Some(LedgerError::Conflict {
+            conflict: Conflict::Anchor {
+                batch_id: wire.batch_id?,
+            },
+        }),
+        _ => None,
+    }
+}
+
+/// The JSON of a refusal's text form.
+#[derive(Default, Serialize, Deserialize)]
+struct RefusalWire {
+    code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expected: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    current: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch_id: Option<u64>,
+}
+
+impl RefusalWire {
+    fn code(code: &str) -> RefusalWire {
+        RefusalWire {
+            code: code.into(),
+            ..RefusalWire::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +323,42 @@ mod tests {
             TxCall::from_parts(FN_REVOKE, &serde_json::json!({"consent_key": 1})),
             Err(CallError::Arguments { .. })
         ));
+    }
+
+    #[test]
+    fn refusals_survive_a_chaincode_error_message() {
+        let refusals = [
+            LedgerError::Rejected {
+                rejection: Rejection::Invalid {
+                    field: "patient_key".into(),
+                    reason: "not a keyed hash".into(),
+                },
+            },
+            LedgerError::Rejected {
+                rejection: Rejection::NotFound,
+            },
+            LedgerError::Rejected {
+                rejection: Rejection::PatientMismatch,
+            },
+            LedgerError::Rejected {
+                rejection: Rejection::Revoked,
+            },
+            LedgerError::Conflict {
+                conflict: Conflict::Version {
+                    expected: 1,
+                    current: 2,
+                },
+            },
+            LedgerError::Conflict {
+                conflict: Conflict::Anchor { batch_id: 9 },
+            },
+        ];
+        for refusal in refusals {
+            let text = refusal_message(&refusal).unwrap();
+            let wrapped = format!("chaincode response 500, {text} (peer0.org1)");
+            assert_eq!(parse_refusal(&wrapped), Some(refusal));
+        }
+        assert_eq!(refusal_message(&LedgerError::unavailable("down")), None);
+        assert_eq!(parse_refusal("endorsement failure"), None);
     }
 }

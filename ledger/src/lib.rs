@@ -47,8 +47,8 @@ pub use api::{
 };
 pub use block::{BlockBody, BlockRow};
 pub use call::{
-    CallError, Executed, FN_PUT_CONSENT, FN_RECORD_ANCHOR, FN_REVOKE, TxCall, TxOutcome,
-    contract_error, execute,
+    CallError, Executed, FN_PUT_CONSENT, FN_RECORD_ANCHOR, FN_REVOKE, REFUSAL_PREFIX, TxCall,
+    TxOutcome, contract_error, execute, parse_refusal, refusal_message,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};

@@ -310,7 +310,10 @@ fn walk_object(
         convert_key(obj, key, value, s, t, ctx, &renamed, depth);
     }
     extension::restore(obj, t, ctx);
-    if ctx.to == ctx.goal {
+    // Checked where the output is final: the last step, or the last one before the R4↔R4B
+    // step (identical definitions, so it does not walk).
+    let r4_family = |v: FhirVersion| matches!(v, FhirVersion::R4 | FhirVersion::R4B);
+    if ctx.to == ctx.goal || (r4_family(ctx.to) && r4_family(ctx.goal) && !r4_family(ctx.from)) {
         report_missing_required(obj, t, ctx);
     }
 }

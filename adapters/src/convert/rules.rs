@@ -212,6 +212,15 @@ const CODES_R4_STU3: &[(&str, &CodeMap)] = &[
         &[("unconfirmed", "provisional", false)],
     ),
     ("Immunization.status", &[("not-done", "", false)]),
+    (
+        "MedicationRequest.intent",
+        &[
+            ("original-order", "order", false),
+            ("reflex-order", "order", false),
+            ("filler-order", "order", false),
+            ("option", "proposal", false),
+        ],
+    ),
 ];
 
 const CODES_R4B_R5: &[(&str, &CodeMap)] = &[

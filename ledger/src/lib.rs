@@ -20,7 +20,7 @@
 //! in-memory state (each seeing the writes of the ones before it, never its own), and seals
 //! the accepted ones into one block: number, previous hash, timestamp (never earlier than
 //! the previous block's), transactions with their arguments, read-write sets and events,
-//! hashed as [`block`] documents and signed with the node's Ed25519 key. The block is
+//! hashed as the [`block`] module documents and signed with the node's Ed25519 key. The block is
 //! appended through [`BlockStore::append`], which refuses it unless the store's head is the
 //! block before; on such a conflict the writer applies the blocks it missed and builds the
 //! block again. Once the append is durable the block is applied to the state and its events
@@ -30,7 +30,22 @@
 //! At open every block is read back, hashes and links are checked, the last block's
 //! signature is checked (each hash covers the one before, so this authenticates them all),
 //! and the state is rebuilt by applying each block's writes.
+//!
+//! # Verifying
+//!
+//! [`verify_chain`] (rows in hand) and [`verify_store`] (paging through a store) recompute
+//! every hash, link and signature and name the first bad block. [`verify_execution`] also
+//! runs every transaction again through the contract and checks its recorded read-write set
+//! and event, catching a block signed with the node key that does not follow from its
+//! arguments.
+//!
+//! # Multiple processes
+//!
+//! Two processes may share one store: appends cannot both take block N, and the loser
+//! catches up and retries. A process sees the other's blocks on its next write or on
+//! [`EmbeddedLedger::sync`]; queries read only what it has applied.
 
+mod api;
 pub mod block;
 mod call;
 mod clock;
@@ -38,8 +53,6 @@ pub mod conformance;
 mod embedded;
 mod store;
 mod verify;
-
-mod api;
 
 pub use api::{
     Checkpoint, Conflict, ConsentChange, EventStream, Ledger, LedgerError, LedgerEvent, Rejection,

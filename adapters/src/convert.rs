@@ -11,7 +11,7 @@ pub(crate) mod datatypes;
 pub(crate) mod extension;
 pub(crate) mod rules;
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::LazyLock;
 
 use assent_fhir::{FhirVersion, Issue, IssueCode, Severity};
@@ -323,9 +323,7 @@ fn walk_object(
 fn report_missing_required(obj: &Map<String, Value>, t: NodeId, ctx: &mut Ctx) {
     let node = ctx.target.node(t);
     for (name, keys) in &node.required {
-        let present = keys
-            .iter()
-            .any(|k| obj.contains_key(k.as_ref()) || obj.contains_key(&format!("_{k}")));
+        let present = keys.iter().any(|k| obj.contains_key(k.as_ref()));
         if !present {
             let path = format!("{}.{}", node.path, name);
             let to = ctx.to;

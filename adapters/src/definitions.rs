@@ -4,8 +4,9 @@
 //!
 //! Leaves out datatypes' own children (an `Identifier` is a leaf here) and value sets.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use assent_fhir::FhirVersion;
 
@@ -34,7 +35,8 @@ pub(crate) struct Node {
     pub children: HashMap<Box<str>, Child>,
     /// Element names (`value[x]`, `status`) to one JSON key of each, for lookups by name.
     pub by_name: HashMap<Box<str>, Box<str>>,
-    /// Elements with `min` ≥ 1: (name, the JSON keys that can hold it).
+    /// Elements with `min` ≥ 1: (name, the JSON keys that can hold it, with and without
+    /// the `_` of a primitive's extensions).
     pub required: Vec<(Box<str>, Vec<Box<str>>)>,
 }
 
@@ -97,7 +99,7 @@ pub(crate) fn type_suffix(ty: &str) -> String {
 
 fn parse(text: &'static str) -> Definitions {
     let mut defs = Definitions::default();
-    let mut by_path: HashMap<&'static str, NodeId> = HashMap::new();
+    let mut by_path: HashMap<&'static str, NodeId> = HashMap::default();
     // Content references resolved after every node exists: (node, key, referenced path).
     let mut pending: Vec<(NodeId, Box<str>, &'static str)> = Vec::new();
     for line in text.lines() {
@@ -150,10 +152,13 @@ fn parse(text: &'static str) -> Definitions {
             let keys: Vec<Box<str>> = match name.strip_suffix("[x]") {
                 Some(base) => types
                     .split(',')
-                    .map(|ty| format!("{base}{}", type_suffix(ty)).into())
+                    .map(|ty| format!("{base}{}", type_suffix(ty)))
                     .collect(),
-                None => vec![name.into()],
-            };
+                None => vec![name.to_owned()],
+            }
+            .into_iter()
+            .flat_map(|k| [format!("_{k}").into(), k.into()].into_iter().rev())
+            .collect();
             defs.nodes[parent].required.push((name.into(), keys));
         }
         if let Some(base) = name.strip_suffix("[x]") {

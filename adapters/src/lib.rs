@@ -44,7 +44,7 @@ mod search;
 #[cfg(feature = "typed-check")]
 mod typed_check;
 
-use assent_fhir::{FhirVersion, Issue};
+use assent_fhir::{FhirVersion, Issue, IssueCode, Severity};
 use serde_json::Value;
 
 pub use search::translate_search_params;
@@ -85,10 +85,23 @@ pub const SUPPORTED_TYPES: &[&str] = &[
 ];
 
 /// A translated resource and what the translation could not keep exactly.
+///
+/// Issue severities: `information`: the element or the original code is kept in a
+/// cross-version extension (nothing lost, the shape changed); `warning`: something was
+/// dropped, a code has no counterpart, or a required element could not be filled; `error`: a
+/// nested resource of an unsupported type was left untranslated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Translation {
     pub resource: Value,
     pub issues: Vec<Issue>,
+}
+
+impl Translation {
+    /// Whether data was lost or left unconverted (an issue of severity warning or above):
+    /// what `Prefer: handling=strict` refuses.
+    pub fn loses_data(&self) -> bool {
+        self.issues.iter().any(|i| i.severity >= Severity::Warning)
+    }
 }
 
 /// Why a resource could not be translated at all.
@@ -104,6 +117,25 @@ pub enum TranslateError {
         from: FhirVersion,
         to: FhirVersion,
     },
+}
+
+impl TranslateError {
+    /// This error as an `OperationOutcome.issue` (the gateway answers 422 with it).
+    pub fn issue(&self) -> Issue {
+        let code = match self {
+            TranslateError::NotAnObject | TranslateError::MissingResourceType => {
+                IssueCode::Structure
+            }
+            TranslateError::UnsupportedType { .. } => IssueCode::NotSupported,
+        };
+        let issue = Issue::new(Severity::Error, code, self.to_string());
+        match self {
+            TranslateError::UnsupportedType { resource_type, .. } => {
+                issue.at(resource_type.as_str())
+            }
+            _ => issue,
+        }
+    }
 }
 
 /// Translate `resource` from FHIR version `from` to `to`.
@@ -279,5 +311,37 @@ mod tests {
             translate(json!({}), FhirVersion::R4, FhirVersion::R5),
             Err(TranslateError::MissingResourceType)
         );
+    }
+
+    #[test]
+    fn unsupported_type_as_an_issue() {
+        let err = translate(
+            json!({"resourceType": "Claim"}),
+            FhirVersion::R4,
+            FhirVersion::R5,
+        )
+        .expect_err("Claim is not converted");
+        let issue = err.issue();
+        assert_eq!(issue.code, IssueCode::NotSupported);
+        assert_eq!(issue.expression, vec!["Claim".to_owned()]);
+    }
+
+    #[test]
+    fn loses_data_only_for_warnings_and_worse() {
+        let carried = translate(
+            json!({"resourceType": "Patient", "animal": {"species": {"text": "dog"}}}),
+            FhirVersion::Stu3,
+            FhirVersion::R4,
+        )
+        .expect("Patient converts");
+        assert!(!carried.issues.is_empty());
+        assert!(!carried.loses_data());
+        let dropped = translate(
+            json!({"resourceType": "Patient", "notAnElement": 1}),
+            FhirVersion::Stu3,
+            FhirVersion::R4,
+        )
+        .expect("Patient converts");
+        assert!(dropped.loses_data());
     }
 }

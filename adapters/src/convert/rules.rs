@@ -6,7 +6,7 @@
 //! maps are written per direction (they are not always invertible). Leaves out what the
 //! generic walk does by itself: cardinality, datatype changes, elements a version lacks.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use assent_fhir::{FhirVersion, IssueCode, Severity};
 use serde_json::{Map, Value};
@@ -328,7 +328,7 @@ pub(crate) fn remap_codes(
 /// Build every step's table.
 pub(crate) fn build_all() -> HashMap<(FhirVersion, FhirVersion), StepTable> {
     use FhirVersion::*;
-    let mut all = HashMap::new();
+    let mut all = HashMap::default();
     all.insert(
         (Stu3, R4),
         build(
@@ -395,7 +395,7 @@ fn build(
     let source = definitions(from);
     let target = definitions(to);
     let mut table = StepTable::default();
-    let mut typed_with_rules: HashSet<&str> = HashSet::new();
+    let mut typed_with_rules: HashSet<&str> = HashSet::default();
     for &(path, new) in renames {
         let Some((parent, old)) = path.rsplit_once('.') else {
             continue;

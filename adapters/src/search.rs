@@ -188,6 +188,16 @@ fn step(
         let split = key.find([':', '.']).unwrap_or(key.len());
         let (name, rest) = key.split_at(split);
         let rest = rename_types_in(rest, from, to);
+        if name == "_include" || name == "_revinclude" {
+            match include(&value, from, to) {
+                Ok(value) => out.push((format!("{name}{rest}"), value)),
+                Err(diagnostics) => issues.push(
+                    Issue::new(Severity::Warning, IssueCode::NotSupported, diagnostics)
+                        .at(format!("{name}={value}")),
+                ),
+            }
+            continue;
+        }
         let value = rename_types_in(&value, from, to);
         if RESULT_PARAMETERS.contains(&name) || defined(to, target_type, name) {
             out.push((format!("{name}{rest}"), value));
@@ -212,6 +222,30 @@ fn step(
         );
     }
     out
+}
+
+/// An `_include`/`_revinclude` value (`Type:param[:Target]`, or `*`) in `to`'s names; `Err`
+/// (the diagnostics) when the parameter has no counterpart, so fewer resources come back.
+fn include(value: &str, from: FhirVersion, to: FhirVersion) -> Result<String, String> {
+    let mut parts = value.splitn(3, ':');
+    let (Some(source_type), Some(param)) = (parts.next(), parts.next()) else {
+        return Ok(value.to_owned());
+    };
+    let target = parts.next();
+    let target_type = renamed_type(source_type, from, to);
+    let param = if param == "*" || defined(to, target_type, param) {
+        param
+    } else if let Some(new) = renamed(source_type, param, from, to) {
+        new
+    } else {
+        return Err(format!(
+            "`{value}`: {source_type} has no search parameter `{param}` in {to}; the include was removed, so included resources are missing"
+        ));
+    };
+    Ok(match target {
+        Some(t) => format!("{target_type}:{param}:{}", renamed_type(t, from, to)),
+        None => format!("{target_type}:{param}"),
+    })
 }
 
 /// `ProcedureRequest/1` → `ServiceRequest/1` (and back) in values and modifiers.
@@ -284,6 +318,21 @@ mod tests {
             back,
             p(&[("indexed", "ge2020"), ("encounter:Encounter", "1")])
         );
+    }
+
+    #[test]
+    fn includes_follow_renames() {
+        let (out, issues) = translate_search_params(
+            "MedicationRequest",
+            p(&[
+                ("_include", "MedicationRequest:context"),
+                ("_revinclude", "Observation:related-target"),
+            ]),
+            FhirVersion::Stu3,
+            FhirVersion::R4,
+        );
+        assert_eq!(out, p(&[("_include", "MedicationRequest:encounter")]));
+        assert_eq!(issues.len(), 1);
     }
 
     #[test]

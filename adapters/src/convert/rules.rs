@@ -522,6 +522,7 @@ const RESOURCE_RULES_R4B_R5: &[(&str, ResourceRule)] = &[
     ("Organization", contacts_r4_to_r5),
     ("Location", contacts_r4_to_r5),
     ("DocumentReference", document_reference_r4_to_r5),
+    ("AuditEvent", audit_event_outcome_r4_to_r5),
 ];
 
 const RESOURCE_RULES_R5_R4B: &[(&str, ResourceRule)] = &[
@@ -541,6 +542,7 @@ const RESOURCE_RULES_R5_R4B: &[(&str, ResourceRule)] = &[
     ("Organization", contacts_r5_to_r4),
     ("Location", contacts_r5_to_r4),
     ("DocumentReference", document_reference_r5_to_r4),
+    ("AuditEvent", audit_event_outcome_r5_to_r4),
 ];
 
 /// Report the original of `key` carried because a rule could not place all of it.
@@ -1597,4 +1599,81 @@ fn document_reference_r5_to_r4(
             }
         }
     }
+}
+
+const AUDIT_EVENT_OUTCOME: &str = "http://terminology.hl7.org/CodeSystem/audit-event-outcome";
+
+/// R4 `AuditEvent.outcome` (code) + `outcomeDesc` → R5 `outcome {code: Coding, detail}`.
+fn audit_event_outcome_r4_to_r5(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    let code = obj.remove("outcome");
+    let description = obj.remove("outcomeDesc");
+    if code.is_none() && description.is_none() {
+        return;
+    }
+    let mut outcome = Map::new();
+    if let Some(code) = code {
+        let mut coding = Map::new();
+        coding.insert("system".into(), Value::String(AUDIT_EVENT_OUTCOME.into()));
+        coding.insert("code".into(), code);
+        outcome.insert("code".into(), Value::Object(coding));
+    }
+    if let Some(description) = description {
+        outcome.insert(
+            "detail".into(),
+            Value::Array(vec![wrap("text", description)]),
+        );
+    }
+    obj.insert("outcome".into(), Value::Object(outcome));
+    done.push("outcome");
+}
+
+fn audit_event_outcome_r5_to_r4(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    let Some(outcome) = obj.remove("outcome") else {
+        return;
+    };
+    let code = outcome.get("code");
+    let code_fits = code.is_none_or(|c| {
+        c.as_object().is_some_and(|c| {
+            c.keys().all(|k| k == "system" || k == "code")
+                && c.get("system").and_then(Value::as_str) == Some(AUDIT_EVENT_OUTCOME)
+        })
+    });
+    let details = outcome.get("detail").and_then(Value::as_array);
+    let detail_fits = details.is_none_or(|d| {
+        d.len() == 1
+            && d[0]
+                .as_object()
+                .is_some_and(|t| t.len() == 1 && t.contains_key("text"))
+    });
+    let fits = code_fits
+        && detail_fits
+        && outcome
+            .as_object()
+            .is_some_and(|o| o.keys().all(|k| k == "code" || k == "detail"));
+    if let Some(code) = code.and_then(|c| c.get("code")) {
+        obj.insert("outcome".into(), code.clone());
+    }
+    if let Some(text) = details.and_then(|d| d.first()).and_then(|t| t.get("text")) {
+        obj.insert("outcomeDesc".into(), text.clone());
+    }
+    if !fits {
+        carry_root(
+            obj,
+            ctx,
+            "outcome",
+            outcome,
+            "BackboneElement",
+            "does not fit outcome and outcomeDesc exactly",
+        );
+    }
+    done.push("outcome");
+    done.push("outcomeDesc");
 }

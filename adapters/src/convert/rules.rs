@@ -828,6 +828,17 @@ fn consent_r4_to_stu3(obj: &mut Map<String, Value>, ctx: &mut Ctx, done: &mut Ve
         }
     }
     if let Some(Value::Array(nested)) = provision.remove("provision") {
+        for item in &nested {
+            if item.get("type").is_none() {
+                ctx.issue(
+                    Severity::Warning,
+                    IssueCode::Required,
+                    "Consent.except.type",
+                    "Consent.except.type is required in STU3 and the nested R4 provision has none"
+                        .into(),
+                );
+            }
+        }
         obj.insert("except".into(), Value::Array(nested));
         done.push("except");
     }
@@ -1658,8 +1669,22 @@ fn audit_event_outcome_r5_to_r4(
         && outcome
             .as_object()
             .is_some_and(|o| o.keys().all(|k| k == "code" || k == "detail"));
-    if let Some(code) = code.and_then(|c| c.get("code")) {
-        obj.insert("outcome".into(), code.clone());
+    // R5 binds issue-severity (preferred); R4 requires audit-event-outcome.
+    let system = code.and_then(|c| c.get("system")).and_then(Value::as_str);
+    let value = code.and_then(|c| c.get("code")).and_then(Value::as_str);
+    let r4_code = match (system, value) {
+        (Some(AUDIT_EVENT_OUTCOME) | None, Some(v)) => Some(v),
+        (Some("http://hl7.org/fhir/issue-severity"), Some(v)) => match v {
+            "success" | "information" => Some("0"),
+            "warning" => Some("4"),
+            "error" => Some("8"),
+            "fatal" => Some("12"),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(r4_code) = r4_code {
+        obj.insert("outcome".into(), Value::String(r4_code.into()));
     }
     if let Some(text) = details.and_then(|d| d.first()).and_then(|t| t.get("text")) {
         obj.insert("outcomeDesc".into(), text.clone());

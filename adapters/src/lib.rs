@@ -1,7 +1,8 @@
 //! FHIR version conversion (STU3 ↔ R4 ↔ R4B ↔ R5) on `serde_json::Value`, for the gateway's
 //! translate phases. Owns resource translation ([`translate`]) and search parameter
 //! translation ([`translate_search_params`]); leaves out HTTP, site profiles (identifier and
-//! code rewriting per hospital) and typed models.
+//! code rewriting per hospital), and typed models except behind the `typed-check` feature
+//! (checking output with fhir-sdk's `fhir-model`, for tests and the translate CLI).
 //!
 //! # Design
 //!
@@ -20,7 +21,8 @@
 //!   changes (Coding ↔ CodeableConcept, CodeableConcept/Reference ↔ CodeableReference, code ↔
 //!   CodeableConcept, string ↔ Annotation, Reference ↔ canonical, ...) → convert. Renames,
 //!   code remaps and the few moves between levels are data and small functions in
-//!   `convert/rules.rs`.
+//!   `convert/rules.rs`. Datatypes are leaves of the walk, except the three whose shape
+//!   changed (`Dosage`, `Attachment`, `Signature`: `convert/datatypes.rs`).
 //! - **Nothing lost silently.** An element the target lacks, a value that does not fit, a
 //!   code approximated: the original goes into a standard cross-version extension
 //!   (`http://hl7.org/fhir/{3.0|4.0|4.3|5.0}/StructureDefinition/extension-{Path}`) and an
@@ -29,7 +31,8 @@
 //!   R4 or R4B. Converting back restores carriers of the target version, so
 //!   X → Y → X round trips keep the data. An element neither version defines is dropped and
 //!   reported (the "unknown element" guard: every key of the output is checked against the
-//!   target's definitions).
+//!   target's definitions), and an element the target requires that the source cannot fill
+//!   is reported too (never invented).
 //! - **Renamed types.** STU3 `ProcedureRequest` is `ServiceRequest` from R4 on: the resource
 //!   type, references to it (`Reference.reference`) and search parameters follow.
 //! - **Errors.** `Err` only for input that is not a resource at all, or a resource type

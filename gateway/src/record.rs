@@ -7,7 +7,7 @@
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 
@@ -17,6 +17,9 @@ use crate::store::{NewRequestLog, Store};
 pub const QUEUE_CAPACITY: usize = 65_536;
 /// Rows written in one transaction at most.
 pub const BATCH_ROWS: usize = 2_048;
+/// How long the writer waits for more rows after the first of a batch: a little latency on
+/// an operational log buys one transaction for many requests.
+pub const BATCH_LINGER: Duration = Duration::from_millis(20);
 
 /// The fields of a request log row, without the gateway id (the writer adds it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,16 +98,22 @@ fn write_loop(rx: Receiver<Message>, store: Store, gateway_id: String) {
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        let deadline = Instant::now() + BATCH_LINGER;
         let mut next = first;
         while let Some(message) = next {
             match message {
                 Message::Row(fields) => batch.push(to_row(fields, &gateway_id)),
-                Message::Flush(done) => waiting.push(done),
+                // Someone waits: write what we have now.
+                Message::Flush(done) => {
+                    waiting.push(done);
+                    break;
+                }
             }
             if batch.len() >= BATCH_ROWS {
                 break;
             }
-            next = rx.try_recv().ok();
+            let left = deadline.saturating_duration_since(Instant::now());
+            next = rx.recv_timeout(left).ok();
         }
         if !batch.is_empty() {
             if let Err(e) = store.insert_request_logs(&batch) {

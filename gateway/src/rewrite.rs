@@ -5,6 +5,8 @@
 //! a streaming byte rewriter for bodies the gateway does not parse. Leaves out: signing (the
 //! paging module, passed in as a function) and consent filtering.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use memchr::memmem::Finder;
 use serde_json::Value;
@@ -17,13 +19,19 @@ use crate::fhir_request::PAGE_TOKEN_PARAM;
 pub struct UrlMap {
     pub upstream_base: String,
     pub public_base: String,
+    /// The byte patterns of [`StreamRewriter`], built once per site.
+    patterns: Arc<StreamPatterns>,
 }
 
 impl UrlMap {
     pub fn new(upstream_base: &str, public_base: &str) -> Self {
+        let upstream_base = upstream_base.trim_end_matches('/').to_owned();
+        let public_base = public_base.trim_end_matches('/').to_owned();
+        let patterns = Arc::new(StreamPatterns::new(&upstream_base, &public_base));
         UrlMap {
-            upstream_base: upstream_base.trim_end_matches('/').to_owned(),
-            public_base: public_base.trim_end_matches('/').to_owned(),
+            upstream_base,
+            public_base,
+            patterns,
         }
     }
 
@@ -113,18 +121,18 @@ pub fn rewrite_strings(value: &mut Value, map: &UrlMap) {
     }
 }
 
-/// Replaces the upstream base (as `base/`, plain and with JSON-escaped slashes) in a byte
-/// stream, chunk by chunk, without buffering more than one pattern's length.
-pub struct StreamRewriter {
+/// What the stream rewriter looks for and what it writes instead: the upstream base as
+/// `base/`, plain and with JSON-escaped slashes.
+#[derive(Debug)]
+struct StreamPatterns {
     patterns: Vec<(Finder<'static>, Bytes)>,
     longest: usize,
-    carry: BytesMut,
 }
 
-impl StreamRewriter {
-    pub fn new(map: &UrlMap) -> Self {
-        let from = format!("{}/", map.upstream_base);
-        let to = format!("{}/", map.public_base);
+impl StreamPatterns {
+    fn new(upstream_base: &str, public_base: &str) -> Self {
+        let from = format!("{upstream_base}/");
+        let to = format!("{public_base}/");
         let escaped_from = from.replace('/', "\\/");
         let escaped_to = to.replace('/', "\\/");
         let patterns: Vec<(Finder<'static>, Bytes)> = [(from, to), (escaped_from, escaped_to)]
@@ -136,9 +144,21 @@ impl StreamRewriter {
             .map(|(f, _)| f.needle().len())
             .max()
             .unwrap_or(1);
+        StreamPatterns { patterns, longest }
+    }
+}
+
+/// Replaces the upstream base (as `base/`, plain and with JSON-escaped slashes) in a byte
+/// stream, chunk by chunk, without buffering more than one pattern's length.
+pub struct StreamRewriter {
+    patterns: Arc<StreamPatterns>,
+    carry: BytesMut,
+}
+
+impl StreamRewriter {
+    pub fn new(map: &UrlMap) -> Self {
         StreamRewriter {
-            patterns,
-            longest,
+            patterns: map.patterns.clone(),
             carry: BytesMut::new(),
         }
     }
@@ -147,7 +167,7 @@ impl StreamRewriter {
     pub fn push(&mut self, chunk: &[u8]) -> Bytes {
         self.carry.extend_from_slice(chunk);
         // A match that is not complete yet starts within the last `longest - 1` bytes.
-        let safe = self.carry.len().saturating_sub(self.longest - 1);
+        let safe = self.carry.len().saturating_sub(self.patterns.longest - 1);
         let (out, consumed) = self.replace(safe);
         let _ = self.carry.split_to(consumed);
         out
@@ -168,6 +188,7 @@ impl StreamRewriter {
         let mut at = 0;
         loop {
             let next = self
+                .patterns
                 .patterns
                 .iter()
                 .filter_map(|(finder, to)| {

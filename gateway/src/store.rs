@@ -195,17 +195,28 @@ impl Store {
         if rows.is_empty() {
             return Ok(());
         }
+        // Multi-row VALUES needs the concrete backend (the multi-backend builds one statement
+        // per row, at several times the cost); 500 rows × 11 columns stays under SQLite's
+        // bound-parameter limit.
         let mut conn = self.conn()?;
-        conn.transaction(|conn| {
-            // Multi-row VALUES is not available across both backends; one statement per row
-            // inside one transaction still costs a single commit.
-            for row in rows {
-                diesel::insert_into(request_log::table)
-                    .values(row)
-                    .execute(conn)?;
-            }
-            Ok::<_, diesel::result::Error>(())
-        })?;
+        match &mut *conn {
+            AnyConnection::Sqlite(c) => c.transaction(|c| {
+                for chunk in rows.chunks(500) {
+                    diesel::insert_into(request_log::table)
+                        .values(chunk)
+                        .execute(c)?;
+                }
+                Ok::<_, diesel::result::Error>(())
+            })?,
+            AnyConnection::Postgresql(c) => c.transaction(|c| {
+                for chunk in rows.chunks(500) {
+                    diesel::insert_into(request_log::table)
+                        .values(chunk)
+                        .execute(c)?;
+                }
+                Ok::<_, diesel::result::Error>(())
+            })?,
+        }
         Ok(())
     }
 

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Benchmarks: measures, then rewrites BENCHMARKS.md. Never part of the test suite.
+#
+#   P1  throughput through the gateway ÷ straight to the same trivial upstream (1 KB Patient),
+#       alternating direct / gateway in one run, median of the per-pair ratios (wrk).
+#   P3  user-space instructions per proxied request: callgrind over N and 6N requests on one
+#       keep-alive connection, (Ir(6N) − Ir(N)) / 5N.
+#   Micro-benchmarks the crates carry (criterion / release tests), when present.
+#
+# Needs: wrk and valgrind (Debian packages; installed here when missing and we are root).
+# Environment: PAIRS (default 3), SECONDS_EACH (default 8), CONNECTIONS (default 32),
+#              N_CALLGRIND (default 200).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+PAIRS=${PAIRS:-3}
+SECONDS_EACH=${SECONDS_EACH:-8}
+CONNECTIONS=${CONNECTIONS:-32}
+N_CALLGRIND=${N_CALLGRIND:-200}
+
+need() {
+  command -v "$1" >/dev/null 2>&1 && return
+  if [ "$(id -u)" = 0 ]; then
+    apt-get install -y "$2" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$2" >/dev/null; }
+  fi
+  command -v "$1" >/dev/null 2>&1 || { echo "error: $1 is needed (apt-get install $2)" >&2; exit 1; }
+}
+need wrk wrk
+need valgrind valgrind
+
+cargo build --release -q -p assent-gateway -p assent-benches
+bin="$root/target/release"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_http() { for _ in $(seq 1 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "error: $1 did not come up" >&2; exit 1; }
+
+# The trivial upstream.
+up_port=$(free_port)
+"$bin/trivial_upstream" "127.0.0.1:$up_port" > "$work/upstream.log" 2>&1 &
+pids+=($!)
+upstream="http://127.0.0.1:$up_port"
+wait_http "$upstream/fhir/Patient/bench-1"
+
+key=bench-clinician-key
+key_sha=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
+gw_port=$(free_port)
+write_config() {
+  cat > "$1" <<EOF
+listen = "127.0.0.1:$2"
+database_url = "$work/$3.db"
+gateway_id = "bench"
+[log]
+format = "text"
+level = "error"
+access_log = false
+[[auth.api_keys]]
+id = "bench"
+sha256 = "$key_sha"
+roles = ["clinician"]
+[sites.bench]
+upstream = "$upstream/fhir"
+fhir_version = "R4"
+default_policy = "opt-out"
+EOF
+}
+write_config "$work/gw.toml" "$gw_port" gw
+"$bin/assent" serve --config "$work/gw.toml" --workers 1 > "$work/gw.log" 2>&1 &
+pids+=($!)
+gateway="http://127.0.0.1:$gw_port"
+wait_http "$gateway/livez"
+
+rps() { # url, extra wrk args → requests/s
+  wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_EACH}s" "$@" | awk '/Requests\/sec/ {print $2}'
+}
+
+echo "P1: $PAIRS pairs of ${SECONDS_EACH}s, $CONNECTIONS connections"
+ratios=()
+rows=""
+for i in $(seq 1 "$PAIRS"); do
+  direct=$(rps "$upstream/fhir/Patient/bench-1")
+  via=$(rps -H "Authorization: Bearer $key" "$gateway/fhir/bench/Patient/bench-1")
+  ratio=$(python3 -c "print(f'{$via/$direct:.3f}')")
+  ratios+=("$ratio")
+  rows+="| $i | $direct | $via | $ratio |"$'\n'
+  echo "  pair $i: direct $direct req/s, gateway $via req/s, ratio $ratio"
+done
+median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')
+kill "${pids[1]}"; wait "${pids[1]}" 2>/dev/null || true
+
+echo "P3: callgrind, N=$N_CALLGRIND and 6N requests"
+instructions() { # n → total Ir of the gateway serving n requests
+  local n=$1 port out
+  port=$(free_port)
+  write_config "$work/cg.toml" "$port" "cg$n"
+  out="$work/callgrind.$n.out"
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin/assent" serve --config "$work/cg.toml" --workers 1 > "$work/cg$n.log" 2>&1 &
+  local vg=$!
+  wait_http "http://127.0.0.1:$port/livez"
+  "$bin/keepalive_client" "$n" "http://127.0.0.1:$port/fhir/bench/Patient/bench-1" "$key"
+  kill -TERM "$vg"; wait "$vg" 2>/dev/null || true
+  awk '/^summary:|^totals:/ {print $2; exit}' "$out"
+}
+ir1=$(instructions "$N_CALLGRIND")
+ir6=$(instructions $((6 * N_CALLGRIND)))
+per_request=$(python3 -c "print(round(($ir6 - $ir1) / (5 * $N_CALLGRIND)))")
+echo "  Ir(N)=$ir1 Ir(6N)=$ir6 → $per_request instructions per request"
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
+cat > BENCHMARKS.md <<EOF
+# Benchmarks
+
+Written by \`bash benches/run.sh\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $cpu).
+Targets and method: ../shared/PERFORMANCE.md. Ratios are measured against a reference in the
+same run; absolute figures drift with the machine's load.
+
+## P1 — plain proxying throughput (target ≥ 0.60 with everything on)
+
+Gateway: \`assent serve --workers 1\`, static API key, opt-out site (site-default decision),
+request log on, SQLite. Upstream: \`trivial-upstream\` (actix-web, one worker) answering a
+~1 KB Patient. Load: \`wrk -t1 -c$CONNECTIONS -d${SECONDS_EACH}s\`, alternating direct and
+through the gateway; all three processes share the machine's cores.
+
+| pair | direct req/s | gateway req/s | ratio |
+|---|---|---|---|
+$rows
+**Median ratio: $median.** (JWT verification, consent on the ledger and durable receipts are
+not in the path yet: this is the backbone's figure.)
+
+## P3 — user-space instructions per proxied request (target ≤ 30k)
+
+\`valgrind --tool=callgrind\` over the gateway process serving N=$N_CALLGRIND and 6N
+sequential reads on one keep-alive connection (\`keepalive-client\`); the difference removes
+start-up and shutdown.
+
+| Ir(N) | Ir(6N) | (Ir(6N) − Ir(N)) / 5N |
+|---|---|---|
+| $ir1 | $ir6 | **$per_request** |
+EOF
+echo "wrote BENCHMARKS.md"

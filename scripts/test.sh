@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The test command (README.md): sets up what the tests need on a fresh machine, then runs the
+# format check, clippy with warnings as errors, and every test of the workspace, with the store
+# tests and end-to-end tests on SQLite and on PostgreSQL.
+#
+# Environment:
+#   ASSENT_TEST_DATABASE_URL  PostgreSQL for the tests (default: the machine's local server).
+#   ASSENT_FHIR_EXAMPLES      the official FHIR examples (default: ../shared/data/fhir-examples).
+#   CI                        when set, a missing service is an error instead of a warning.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+note() { printf '== %s\n' "$*"; }
+fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# PostgreSQL: start the local cluster if it is down, then require it under CI.
+export ASSENT_TEST_DATABASE_URL="${ASSENT_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+if ! pg_up && command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+  note "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+  for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+fi
+if pg_up && psql "$ASSENT_TEST_DATABASE_URL" -qtAc 'select 1' >/dev/null 2>&1; then
+  note "PostgreSQL reachable: store and end-to-end tests run on SQLite and PostgreSQL"
+elif [ -n "${CI:-}" ]; then
+  fail "PostgreSQL is unreachable at $ASSENT_TEST_DATABASE_URL"
+else
+  printf 'warning: PostgreSQL unreachable; tests run on SQLite only\n' >&2
+  unset ASSENT_TEST_DATABASE_URL
+fi
+
+# Official FHIR examples for the translation corpus and consent tests.
+if [ -z "${ASSENT_FHIR_EXAMPLES:-}" ] && [ -d "$root/../shared/data/fhir-examples" ]; then
+  ASSENT_FHIR_EXAMPLES="$(cd "$root/../shared/data/fhir-examples" && pwd)"
+fi
+export ASSENT_FHIR_EXAMPLES="${ASSENT_FHIR_EXAMPLES:-}"
+if [ -z "$ASSENT_FHIR_EXAMPLES" ] && [ -n "${CI:-}" ]; then
+  fail "the official FHIR examples (../shared/data/fhir-examples) are missing"
+fi
+
+# The real OpenID Connect provider for the authentication end-to-end tests (npm, pinned).
+if [ -f tests/oidc-provider/package-lock.json ]; then
+  command -v npm >/dev/null 2>&1 || fail "npm is needed for the OpenID Connect provider tests"
+  if [ ! -d tests/oidc-provider/node_modules ] || [ tests/oidc-provider/package-lock.json -nt tests/oidc-provider/node_modules ]; then
+    note "installing the OpenID Connect provider (npm ci)"
+    npm ci --prefix tests/oidc-provider --no-audit --no-fund --loglevel=error
+  fi
+fi
+
+note "cargo fmt --check"
+cargo fmt --all -- --check
+
+note "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+note "cargo test"
+cargo test --workspace --locked

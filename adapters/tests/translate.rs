@@ -181,6 +181,15 @@ fn unreported_losses(input: &Value, output: &Value, issues: &[Issue]) -> Vec<Str
         .collect()
 }
 
+/// Values valid in their version that fhir-model's enums lack: STU3 `EventTiming` includes
+/// the v3 TimingEvent codes (`ValueSet-event-timing` of 3.0.2), fhir-model's STU3 enum does not.
+#[cfg(feature = "typed-check")]
+const TYPED_MODEL_GAPS: &[&str] = &["Unknown value: ACM"];
+
+/// With `typed-check`, every output must parse with the target version's typed model, except
+/// where an issue says why not (an untranslated nested resource, a required element the
+/// source cannot fill) or the model itself is narrower than the specification
+/// (`TYPED_MODEL_GAPS`).
 #[test]
 fn corpus_round_trips() {
     let root = examples_root();
@@ -235,12 +244,20 @@ fn corpus_round_trips() {
                                 i.severity == assent_fhir::Severity::Error
                                     || i.code == assent_fhir::IssueCode::Required
                             });
-                            if !explained {
+                            let model_gap = TYPED_MODEL_GAPS.iter().any(|g| e.message.contains(g));
+                            if !explained && !model_gap {
                                 row.typed_unexplained += 1;
+                                problems.push(format!("{from}->{to} {file}: typed: {e}"));
                             }
                             typed_problems.push(format!(
                                 "{from}->{to} {file}: {e}{}",
-                                if explained { " (reported)" } else { "" }
+                                if explained {
+                                    " (reported)"
+                                } else if model_gap {
+                                    " (model gap)"
+                                } else {
+                                    ""
+                                }
                             ));
                         }
                     }

@@ -1,5 +1,7 @@
 //! Shared helpers for the end-to-end tests: builder-style FAKE upstream FHIR servers on
-//! 127.0.0.1 port 0, a raw-TCP fake for connection failures, and a test gateway builder.
+//! 127.0.0.1 port 0, a raw-TCP fake for connection failures, a test gateway builder, and the
+//! test identity provider (the demo's development provider on 127.0.0.1 port 0, shared by
+//! every test) with tokens for sample callers.
 //!
 //! The fakes are not FHIR servers: each answers with whatever its handler returns, and
 //! records what it received so tests can check what crossed the gateway.
@@ -7,14 +9,14 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use assent_gateway::app::{self, RunningGateway};
-use assent_gateway::caller::api_key_sha256;
 use assent_gateway::config::Config;
+use assent_gateway::demo::identity_provider::DemoIdentityProvider;
 use serde_json::{Value, json};
 
 /// A request as a fake upstream saw it.
@@ -228,10 +230,63 @@ pub fn closed_port_url() -> String {
     format!("http://{addr}/fhir")
 }
 
-/// API keys of the test gateway.
-pub const CLINICIAN_KEY: &str = "test-clinician-key";
-pub const OTHER_CLINICIAN_KEY: &str = "test-other-clinician-key";
-pub const ADMIN_KEY: &str = "test-admin-key";
+/// The audience test tokens are minted for and test gateways accept.
+pub const TEST_AUDIENCE: &str = "https://assent.test/fhir";
+/// The sample caller whose subject test gateways list in `admin_subjects`.
+pub const ADMIN_SUBJECT: &str = "billing-service";
+
+/// The test identity provider, started once per test process.
+pub fn identity_provider() -> &'static DemoIdentityProvider {
+    static PROVIDER: OnceLock<DemoIdentityProvider> = OnceLock::new();
+    PROVIDER.get_or_init(|| {
+        DemoIdentityProvider::start(TEST_AUDIENCE).expect("test identity provider starts")
+    })
+}
+
+/// A token for sample caller `caller` (`dr-alice`, `dr-bob`, `nurse-carol`, `researcher-dan`,
+/// `billing-service`) with `scope` (else the sample's default), `purpose` and `patient`.
+pub fn token(
+    caller: &str,
+    scope: Option<&str>,
+    purpose: Option<&str>,
+    patient: Option<&str>,
+) -> String {
+    identity_provider()
+        .provider()
+        .mint(caller, scope, purpose, patient)
+        .unwrap_or_else(|e| panic!("token for {caller}: {e:?}"))
+}
+
+fn cached(slot: &'static OnceLock<String>, make: impl FnOnce() -> String) -> &'static str {
+    slot.get_or_init(make).as_str()
+}
+
+/// A clinician (`dr-alice`, `user/*.rs`, purpose TREAT).
+pub fn clinician_token() -> &'static str {
+    static T: OnceLock<String> = OnceLock::new();
+    cached(&T, || {
+        token("dr-alice", Some("openid fhirUser user/*.rs"), None, None)
+    })
+}
+
+/// Another clinician (`dr-bob`, `user/*.rs`).
+pub fn other_clinician_token() -> &'static str {
+    static T: OnceLock<String> = OnceLock::new();
+    cached(&T, || {
+        token("dr-bob", Some("openid fhirUser user/*.rs"), None, None)
+    })
+}
+
+/// An administrator with no FHIR scopes (`billing-service`, listed in `admin_subjects`).
+pub fn admin_token() -> &'static str {
+    static T: OnceLock<String> = OnceLock::new();
+    cached(&T, || token(ADMIN_SUBJECT, Some("openid"), None, None))
+}
+
+/// The request log's caller id of a sample caller of the test identity provider.
+pub fn caller_id(subject: &str) -> String {
+    format!("{subject}@{}", identity_provider().issuer())
+}
 
 /// Builds a test gateway configuration.
 pub struct TestGateway {
@@ -254,11 +309,13 @@ impl TestGateway {
             "database_url": dir.path().join("gw.db").display().to_string(),
             "gateway_id": "test-gw",
             "log": {"format": "text", "level": "warn", "access_log": false},
-            "auth": {"api_keys": [
-                {"id": "clinician-a", "sha256": api_key_sha256(CLINICIAN_KEY), "actor": "Practitioner/a", "roles": ["clinician"]},
-                {"id": "clinician-b", "sha256": api_key_sha256(OTHER_CLINICIAN_KEY), "actor": "Practitioner/b", "roles": ["clinician"]},
-                {"id": "admin", "sha256": api_key_sha256(ADMIN_KEY), "roles": ["admin"]},
-            ]},
+            "auth": {"issuers": [{
+                "issuer": identity_provider().issuer(),
+                "audience": [TEST_AUDIENCE],
+                "algorithms": ["ES256"],
+                "allow_purpose_header": true,
+                "admin_subjects": [ADMIN_SUBJECT],
+            }]},
             "sites": {},
         });
         TestGateway {
@@ -279,6 +336,12 @@ impl TestGateway {
     /// Adds a site with the given configuration table.
     pub fn site_with(mut self, id: &str, site: Value) -> TestGateway {
         self.config["sites"][id] = site;
+        self
+    }
+
+    /// Sets a key of the trusted issuer's table (`auth.issuers[0]`).
+    pub fn issuer_setting(mut self, key: &str, value: Value) -> TestGateway {
+        self.config["auth"]["issuers"][0][key] = value;
         self
     }
 
@@ -356,11 +419,11 @@ impl Got {
     }
 }
 
-/// Sends a request with optional bearer key, headers and body.
+/// Sends a request with an optional bearer token, headers and body.
 pub async fn send(
     method: &str,
     url: &str,
-    key: Option<&str>,
+    token: Option<&str>,
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> Got {
@@ -370,8 +433,8 @@ pub async fn send(
         .finish();
     let method = actix_web::http::Method::from_bytes(method.as_bytes()).expect("method");
     let mut request = client.request(method, url);
-    if let Some(key) = key {
-        request = request.insert_header(("authorization", format!("Bearer {key}")));
+    if let Some(token) = token {
+        request = request.insert_header(("authorization", format!("Bearer {token}")));
     }
     for (n, v) in headers {
         request = request.insert_header((*n, *v));
@@ -397,7 +460,7 @@ pub async fn send(
     }
 }
 
-/// GET with the clinician key.
+/// GET with the clinician's token.
 pub async fn get(url: &str) -> Got {
-    send("GET", url, Some(CLINICIAN_KEY), &[], None).await
+    send("GET", url, Some(clinician_token()), &[], None).await
 }

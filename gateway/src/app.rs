@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpServer, web};
 
-use crate::caller::Callers;
+use crate::caller::{AuthSetupError, Authenticator};
 use crate::config::Config;
 use crate::observability::{self, Metrics};
 use crate::paging::PageSigner;
@@ -26,7 +26,8 @@ pub struct AppState {
     pub store: Store,
     pub signer: PageSigner,
     pub metrics: Metrics,
-    pub callers: Callers,
+    /// The trusted issuers: verifies bearer tokens.
+    pub callers: Authenticator,
     pub recorder: Recorder,
     pub openapi_json: String,
 }
@@ -58,6 +59,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Site(#[from] SiteSetupError),
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
     #[error("openapi/openapi.yaml is not valid: {0}")]
     OpenApi(String),
     #[error("cannot listen on {addr}: {message}")]
@@ -67,9 +70,11 @@ pub enum StartError {
 }
 
 impl AppState {
-    /// Opens the store, mirrors the sites into it, and prepares every site. `bound` is the
-    /// address the server listens on: the public base when no `public_url` is configured.
-    pub fn build(config: Config, bound: SocketAddr) -> Result<AppState, StartError> {
+    /// Discovers the trusted issuers, opens the store, mirrors the sites into it, and prepares
+    /// every site. `bound` is the address the server listens on: the public base when no
+    /// `public_url` is configured. An issuer that cannot be discovered stops the start.
+    pub async fn build(config: Config, bound: SocketAddr) -> Result<AppState, StartError> {
+        let callers = Authenticator::discover(&config.auth).await?;
         let store = Store::open(&config.database_url)?;
         let public_base = config.public_base_for(bound);
         let mut sites = HashMap::new();
@@ -107,7 +112,7 @@ impl AppState {
         );
         let openapi_json = routes::openapi_json().map_err(StartError::OpenApi)?;
         Ok(AppState {
-            callers: Callers::new(&config.auth),
+            callers,
             public_base,
             sites,
             store,
@@ -237,18 +242,39 @@ pub fn spawn(config: Config) -> Result<RunningGateway, StartError> {
 
 /// Like [`spawn`] with `workers` worker threads.
 pub fn spawn_with_workers(config: Config, workers: usize) -> Result<RunningGateway, StartError> {
-    let (listener, bound) = bind(config.listen)?;
-    let state = web::Data::new(AppState::build(config, bound)?);
+    let (listener, _) = bind(config.listen)?;
+    spawn_on(config, listener, workers)
+}
+
+/// Like [`spawn_with_workers`] on a listener bound beforehand (the demo binds first so that its
+/// identity provider knows the gateway's address).
+pub fn spawn_on(
+    config: Config,
+    listener: TcpListener,
+    workers: usize,
+) -> Result<RunningGateway, StartError> {
+    let bound = listener.local_addr().map_err(|e| StartError::Bind {
+        addr: config.listen,
+        message: e.to_string(),
+    })?;
     let (tx, rx) = std::sync::mpsc::channel();
-    let thread_state = state.clone();
+    // The state is built on the server's own runtime: issuer discovery is async, and the
+    // HTTP client it leaves behind lives as long as the server.
     let thread = std::thread::Builder::new()
         .name("assent-http".into())
         .spawn(move || {
             let system = actix_web::rt::System::new();
             system.block_on(async move {
-                match server(thread_state, listener, workers) {
+                let state = match AppState::build(config, bound).await {
+                    Ok(state) => web::Data::new(state),
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                match server(state.clone(), listener, workers) {
                     Ok(server) => {
-                        let _ = tx.send(Ok(server.handle()));
+                        let _ = tx.send(Ok((server.handle(), state)));
                         let _ = server.await;
                     }
                     Err(e) => {
@@ -258,7 +284,7 @@ pub fn spawn_with_workers(config: Config, workers: usize) -> Result<RunningGatew
             });
         })
         .map_err(|_| StartError::Thread)?;
-    let handle = rx.recv().map_err(|_| StartError::Thread)??;
+    let (handle, state) = rx.recv().map_err(|_| StartError::Thread)??;
     Ok(RunningGateway {
         addr: bound,
         state,
@@ -270,7 +296,7 @@ pub fn spawn_with_workers(config: Config, workers: usize) -> Result<RunningGatew
 /// Runs the gateway in the foreground until SIGINT/SIGTERM (for `assent serve`).
 pub async fn serve(config: Config, workers: usize) -> Result<(), StartError> {
     let (listener, bound) = bind(config.listen)?;
-    let state = web::Data::new(AppState::build(config, bound)?);
+    let state = web::Data::new(AppState::build(config, bound).await?);
     let server = server(state.clone(), listener, workers)?;
     tracing::info!(addr = %bound, sites = state.sites.len(), "assent gateway listening");
     let handle = server.handle();

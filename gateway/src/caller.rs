@@ -1,155 +1,191 @@
 //! The authenticate phase's credential check: who is calling, as a [`Caller`].
 //!
-//! Today a caller presents a static API key (`Authorization: Bearer …`), of which only the
-//! SHA-256 is configured. OpenID Connect tokens join here as a second kind of credential.
-//! Keys are never logged; lookups go by hash.
+//! A caller presents a bearer token (JWT) from one of the configured OpenID Connect issuers;
+//! `assent-auth` verifies it (discovery, JWKS, signature, claims, verified-token cache) and
+//! this module adds what the gateway needs around it: the stable, non-PHI caller id that the
+//! request log and paging links use, and the admin check for `/admin`.
+//! Tokens are never logged or stored; lookups go by the auth crate's hash of the token.
+//!
+//! Leaves out: what the caller's scopes allow for one request (`authorize.rs`).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 
 use actix_web::http::header::{self, HeaderMap};
+use assent_auth::{
+    AuthError, CallerKind, ProviderEndpoints, VerifiedCaller, Verifier, bearer_token,
+};
 use sha2::{Digest, Sha256};
 
-use crate::config::{AuthConfig, Role};
+use crate::config::{AuthConfig, issuer_id};
 use crate::error::GatewayError;
 
-/// Longest credential accepted, in bytes.
-pub const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
+/// The header where callers of issuers that allow it state their purpose of use.
+pub const PURPOSE_HEADER: &str = "x-purpose-of-use";
 
-/// A verified caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A verified caller, as the decide and record phases see it.
+#[derive(Debug, Clone)]
 pub struct Caller {
-    /// Stable name of the credential (the API key id): what paging links are bound to.
+    /// Stable, non-PHI name of the caller: `subject@issuer`, with the subject hashed when the
+    /// caller acts as a patient. What paging links are bound to and the request log records.
     pub id: String,
-    /// The FHIR actor the caller acts as (`Practitioner/123`), if known.
-    pub actor: Option<String>,
-    pub roles: Vec<Role>,
+    /// The verified token's claims: actor, organization, scopes, purpose, token id, kind.
+    pub verified: VerifiedCaller,
+    /// Whether the caller may use `/admin` (its subject is in its issuer's `admin_subjects`).
+    pub is_admin: bool,
 }
 
-impl Caller {
-    pub fn has_role(&self, role: Role) -> bool {
-        self.roles.contains(&role)
-    }
+/// The trusted issuers, discovered at start.
+pub struct Authenticator {
+    verifier: Option<Verifier>,
+    admins: HashMap<String, HashSet<String>>,
 }
 
-/// The configured credentials, indexed by hash.
-#[derive(Debug, Default)]
-pub struct Callers {
-    by_hash: HashMap<[u8; 32], Arc<Caller>>,
-}
+/// The issuers could not be discovered: the gateway does not start.
+#[derive(Debug, thiserror::Error)]
+#[error("auth.issuers: {0}")]
+pub struct AuthSetupError(#[from] pub assent_auth::ConfigError);
 
-impl Callers {
-    pub fn new(config: &AuthConfig) -> Callers {
-        let by_hash = config
-            .api_keys
+impl Authenticator {
+    /// Discovers every configured issuer (OpenID discovery and JWKS over HTTP). With no issuer
+    /// configured, every request is refused.
+    pub async fn discover(config: &AuthConfig) -> Result<Authenticator, AuthSetupError> {
+        let admins = config
+            .issuers
             .iter()
-            .filter_map(|key| {
-                let digest: [u8; 32] = hex::decode(&key.sha256).ok()?.try_into().ok()?;
-                let caller = Caller {
-                    id: key.id.clone(),
-                    actor: key.actor.clone(),
-                    roles: key.roles.clone(),
-                };
-                Some((digest, Arc::new(caller)))
+            .map(|i| {
+                (
+                    issuer_id(&i.issuer),
+                    i.admin_subjects.iter().cloned().collect(),
+                )
             })
             .collect();
-        Callers { by_hash }
+        if config.issuers.is_empty() {
+            tracing::warn!(
+                "no trusted issuer configured (auth.issuers): every FHIR request will be refused"
+            );
+            return Ok(Authenticator {
+                verifier: None,
+                admins,
+            });
+        }
+        let configs = config
+            .issuers
+            .iter()
+            .map(|i| i.to_issuer_config())
+            .collect();
+        let verifier = Verifier::discover(configs).await?;
+        Ok(Authenticator {
+            verifier: Some(verifier),
+            admins,
+        })
     }
 
-    /// The caller presenting `headers`' bearer credential.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Caller>, GatewayError> {
-        let value = headers
-            .get(header::AUTHORIZATION)
-            .ok_or(GatewayError::MissingCredentials)?;
-        if value.len() > MAX_CREDENTIAL_BYTES {
-            return Err(GatewayError::InvalidCredentials);
-        }
-        let value = value
-            .to_str()
-            .map_err(|_| GatewayError::InvalidCredentials)?;
-        let (scheme, credential) = value
-            .split_once(' ')
-            .ok_or(GatewayError::InvalidCredentials)?;
-        if !scheme.eq_ignore_ascii_case("bearer") || credential.trim().is_empty() {
-            return Err(GatewayError::InvalidCredentials);
-        }
-        let digest: [u8; 32] = Sha256::digest(credential.trim().as_bytes()).into();
-        self.by_hash
-            .get(&digest)
-            .cloned()
-            .ok_or(GatewayError::InvalidCredentials)
+    /// The caller presenting `headers`' bearer token (and `X-Purpose-Of-Use`, where allowed).
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, GatewayError> {
+        let authorization = match headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(value) => Some(value.to_str().map_err(|_| {
+                GatewayError::Auth(AuthError::Malformed {
+                    reason: "the Authorization header is not ASCII",
+                })
+            })?),
+        };
+        let token = bearer_token(authorization)?;
+        let purpose = match headers.get(PURPOSE_HEADER) {
+            None => None,
+            Some(value) => Some(value.to_str().map_err(|_| {
+                GatewayError::Auth(AuthError::PurposeUnknownInHeader {
+                    code: "(not ASCII)".to_owned(),
+                })
+            })?),
+        };
+        let Some(verifier) = &self.verifier else {
+            return Err(GatewayError::Auth(AuthError::WrongIssuer));
+        };
+        let verified = verifier.verify(token, purpose).await?;
+        let is_admin = self
+            .admins
+            .get(verified.issuer.as_ref())
+            .is_some_and(|subjects| subjects.contains(verified.subject.as_ref()));
+        Ok(Caller {
+            id: caller_id(&verified),
+            verified,
+            is_admin,
+        })
+    }
+
+    /// What discovery found for the first configured issuer (the one SMART clients are sent
+    /// to), if any.
+    pub fn endpoints(&self) -> Option<&ProviderEndpoints> {
+        let verifier = self.verifier.as_ref()?;
+        let first = verifier.issuers().next()?;
+        verifier.endpoints(&first.issuer)
     }
 }
 
-/// The hex SHA-256 of an API key, as configuration wants it.
-pub fn api_key_sha256(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
+/// The stable caller id: `subject@issuer`. A patient's subject may identify them, so it is
+/// replaced by a hash prefix: no patient identifier in logs or the request log.
+pub fn caller_id(caller: &VerifiedCaller) -> String {
+    match caller.kind {
+        CallerKind::Patient => {
+            let digest = Sha256::digest(caller.subject.as_bytes());
+            format!("sha256:{}@{}", hex::encode(&digest[..12]), caller.issuer)
+        }
+        CallerKind::User | CallerKind::System => {
+            format!("{}@{}", caller.subject, caller.issuer)
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ApiKeyConfig;
-    use actix_web::http::header::HeaderValue;
+    use std::sync::Arc;
 
-    fn headers(auth: Option<&str>) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        if let Some(a) = auth {
-            h.insert(header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
+    fn verified(subject: &str, kind: CallerKind) -> VerifiedCaller {
+        VerifiedCaller {
+            issuer: "https://idp.example".into(),
+            subject: subject.into(),
+            actor: None,
+            organization: None,
+            scopes: Arc::new(assent_auth::Scopes::default()),
+            purpose: None,
+            patient: None,
+            token_id: "t".into(),
+            client_id: None,
+            kind,
+            expires_at: 0,
         }
-        h
     }
 
     #[test]
-    fn api_keys_are_checked_by_hash() {
-        let callers = Callers::new(&AuthConfig {
-            api_keys: vec![ApiKeyConfig {
-                id: "alice".into(),
-                sha256: api_key_sha256("s3cret"),
-                actor: Some("Practitioner/1".into()),
-                roles: vec![Role::Clinician],
-            }],
-        });
-        let alice = callers
-            .authenticate(&headers(Some("Bearer s3cret")))
+    fn caller_ids_are_issuer_scoped_and_hash_patient_subjects() {
+        assert_eq!(
+            caller_id(&verified("dr-alice", CallerKind::User)),
+            "dr-alice@https://idp.example"
+        );
+        let patient = caller_id(&verified("patient-4711", CallerKind::Patient));
+        assert!(!patient.contains("4711"), "{patient}");
+        assert!(patient.starts_with("sha256:") && patient.ends_with("@https://idp.example"));
+    }
+
+    #[actix_web::test]
+    async fn without_issuers_every_token_is_refused() {
+        let auth = Authenticator::discover(&AuthConfig::default())
+            .await
             .unwrap();
-        assert_eq!(alice.id, "alice");
-        assert!(alice.has_role(Role::Clinician));
-        assert!(!alice.has_role(Role::Admin));
+        let mut headers = HeaderMap::new();
         assert_eq!(
-            callers
-                .authenticate(&headers(Some("bearer s3cret")))
-                .unwrap()
-                .id,
-            "alice"
+            auth.authenticate(&headers).await.unwrap_err().code(),
+            "token-missing"
         );
-        for bad in [
-            "Bearer wrong",
-            "Basic s3cret",
-            "Bearer",
-            "Bearer  ",
-            "s3cret",
-        ] {
-            assert_eq!(
-                callers
-                    .authenticate(&headers(Some(bad)))
-                    .unwrap_err()
-                    .code(),
-                "auth-invalid",
-                "{bad}"
-            );
-        }
-        assert_eq!(
-            callers.authenticate(&headers(None)).unwrap_err().code(),
-            "auth-missing"
+        headers.insert(
+            header::AUTHORIZATION,
+            header::HeaderValue::from_static("Bearer a.b.c"),
         );
-        let huge = format!("Bearer {}", "x".repeat(MAX_CREDENTIAL_BYTES));
         assert_eq!(
-            callers
-                .authenticate(&headers(Some(&huge)))
-                .unwrap_err()
-                .code(),
-            "auth-invalid"
+            auth.authenticate(&headers).await.unwrap_err().code(),
+            "token-wrong-issuer"
         );
     }
 }

@@ -55,6 +55,12 @@ pub fn run(cli: Cli) -> ExitCode {
                     config.sites.len(),
                     if config.sites.len() == 1 { "" } else { "s" }
                 );
+                if config.auth.issuers.is_empty() {
+                    eprintln!(
+                        "{}: warning: no [[auth.issuers]]: every FHIR request will be refused (401)",
+                        file.display()
+                    );
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use assent_auth::{ClaimNames, IssuerConfig, PurposeOfUse, SigningAlgorithm};
 use assent_consent::SitePolicy;
 use assent_fhir::FhirVersion;
 use figment::Figment;
@@ -117,36 +118,109 @@ pub enum LogFormat {
     Text,
 }
 
-/// Who may call the gateway.
+/// Who may call the gateway: bearer tokens (JWTs) from trusted OpenID Connect issuers.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Static API keys (for systems and the demo). OpenID Connect issuers come next to them.
+    /// Trusted token issuers. Every FHIR request needs a token from one of them; with none,
+    /// every FHIR request is refused (401).
     #[serde(default)]
-    pub api_keys: Vec<ApiKeyConfig>,
+    pub issuers: Vec<IssuerSettings>,
+    /// Static API keys were removed: kept only to name the key when an old file has them.
+    #[serde(default, skip_serializing)]
+    pub api_keys: Option<figment::value::Value>,
 }
 
-/// One API key. Only its SHA-256 is configured, never the key itself.
+/// One trusted OpenID Connect issuer (`[[auth.issuers]]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ApiKeyConfig {
-    /// A name for logs and request records.
-    pub id: String,
-    /// Hex SHA-256 of the key as the client sends it after `Bearer `.
-    pub sha256: String,
-    /// The FHIR actor this key stands for (`Practitioner/123`), if any.
+pub struct IssuerSettings {
+    /// The issuer identifier, exactly as in tokens' `iss` and its discovery document.
+    /// `https`, or `http` on a loopback address (development only).
+    pub issuer: url::Url,
+    /// Accepted `aud` values (usually the gateway's FHIR base URL); a token must name one.
+    pub audience: Vec<String>,
+    /// Accepted signing algorithms: `RS256`, `ES256`, `EdDSA` (never `none` or HMAC).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds (at most 300).
+    #[serde(default = "default_leeway_secs")]
+    pub leeway_secs: u64,
+    /// Token claims read for the caller's attributes.
     #[serde(default)]
-    pub actor: Option<String>,
-    /// Roles: `clinician` may use `/fhir`, `admin` may use `/admin`.
+    pub claims: ClaimSettings,
+    /// Whether callers may state their purpose of use in an `X-Purpose-Of-Use` header.
     #[serde(default)]
-    pub roles: Vec<Role>,
+    pub allow_purpose_header: bool,
+    /// At most one JWKS refetch per this many seconds when tokens name unknown keys.
+    #[serde(default = "default_refetch_secs")]
+    pub jwks_refetch_min_interval_secs: u64,
+    /// Token subjects (`sub`) of this issuer that may use `/admin`.
+    #[serde(default)]
+    pub admin_subjects: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Clinician,
-    Admin,
+/// Claim names read from tokens; the defaults follow SMART App Launch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimSettings {
+    /// The acting user as a FHIR reference.
+    #[serde(default = "default_actor_claim")]
+    pub actor: String,
+    /// The actor's organization.
+    #[serde(default = "default_organization_claim")]
+    pub organization: String,
+    /// The HL7 v3 PurposeOfUse code.
+    #[serde(default = "default_purpose_claim")]
+    pub purpose: String,
+    /// The patient launch context.
+    #[serde(default = "default_patient_claim")]
+    pub patient: String,
+}
+
+impl Default for ClaimSettings {
+    fn default() -> Self {
+        ClaimSettings {
+            actor: default_actor_claim(),
+            organization: default_organization_claim(),
+            purpose: default_purpose_claim(),
+            patient: default_patient_claim(),
+        }
+    }
+}
+
+impl IssuerSettings {
+    /// The auth crate's configuration for this issuer. Call after [`Config::validate`].
+    pub fn to_issuer_config(&self) -> IssuerConfig {
+        let mut config = IssuerConfig::new(issuer_id(&self.issuer), String::new());
+        config.audience = self.audience.clone();
+        config.algorithms = self
+            .algorithms
+            .iter()
+            .filter_map(|a| SigningAlgorithm::from_jose(a))
+            .collect();
+        config.leeway = Duration::from_secs(self.leeway_secs);
+        config.claims = ClaimNames {
+            actor: self.claims.actor.clone(),
+            organization: self.claims.organization.clone(),
+            purpose: self.claims.purpose.clone(),
+            patient: self.claims.patient.clone(),
+        };
+        config.allow_purpose_header = self.allow_purpose_header;
+        config.jwks_refetch_min_interval = Duration::from_secs(self.jwks_refetch_min_interval_secs);
+        config
+    }
+}
+
+/// The issuer identifier as tokens carry it: the configured URL without the trailing slash
+/// that URL parsing adds to a bare host.
+pub fn issuer_id(url: &url::Url) -> String {
+    let text = url.as_str();
+    if url.path() == "/" && url.query().is_none() {
+        text.trim_end_matches('/').to_owned()
+    } else {
+        text.to_owned()
+    }
 }
 
 /// One hospital FHIR server behind the gateway.
@@ -183,9 +257,23 @@ pub struct SiteConfig {
     pub upstream_auth: UpstreamAuth,
     #[serde(default)]
     pub circuit_breaker: CircuitBreakerConfig,
+    /// HL7 v3 PurposeOfUse code assumed when a request states none (`TREAT`, …).
+    #[serde(default)]
+    pub default_purpose: Option<String>,
+    /// Refuse (403 `purpose-required`) a request that states no purpose of use. Excludes
+    /// `default_purpose`.
+    #[serde(default)]
+    pub require_purpose: bool,
 }
 
 impl SiteConfig {
+    /// The site's default purpose of use. Call after [`Config::validate`].
+    pub fn default_purpose(&self) -> Option<PurposeOfUse> {
+        self.default_purpose
+            .as_deref()
+            .and_then(PurposeOfUse::parse)
+    }
+
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
@@ -347,18 +435,7 @@ impl Config {
         if self.paging.ttl_secs == 0 {
             return Err(ConfigError::invalid("paging.ttl_secs", "must be above 0"));
         }
-        for (i, key) in self.auth.api_keys.iter().enumerate() {
-            let at = |field: &str| format!("auth.api_keys[{i}].{field}");
-            if key.id.is_empty() {
-                return Err(ConfigError::invalid(at("id"), "must not be empty"));
-            }
-            if hex::decode(&key.sha256).map(|b| b.len()) != Ok(32) {
-                return Err(ConfigError::invalid(
-                    at("sha256"),
-                    "must be a hex SHA-256 (64 hex digits)",
-                ));
-            }
-        }
+        self.validate_auth()?;
         for (id, site) in &self.sites {
             let at = |field: &str| format!("sites.{id}.{field}");
             if !is_valid_site_id(id) {
@@ -394,6 +471,22 @@ impl Config {
                     "must be above 0",
                 ));
             }
+            if let Some(code) = &site.default_purpose {
+                if PurposeOfUse::parse(code).is_none() {
+                    return Err(ConfigError::invalid(
+                        at("default_purpose"),
+                        format!(
+                            "`{code}` is not an HL7 v3 PurposeOfUse code (TREAT, ETREAT, HPAYMT, HOPERAT, HRESCH, PUBHLTH, …)"
+                        ),
+                    ));
+                }
+                if site.require_purpose {
+                    return Err(ConfigError::invalid(
+                        at("require_purpose"),
+                        "cannot be set with default_purpose (the default always supplies a purpose)",
+                    ));
+                }
+            }
             if let UpstreamAuth::Mtls {
                 cert_file,
                 key_file,
@@ -413,6 +506,101 @@ impl Config {
                         ));
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        if self.auth.api_keys.is_some() {
+            return Err(ConfigError::invalid(
+                "auth.api_keys",
+                "static API keys are no longer accepted; configure [[auth.issuers]] (OpenID Connect)",
+            ));
+        }
+        for (i, issuer) in self.auth.issuers.iter().enumerate() {
+            let at = |field: &str| format!("auth.issuers[{i}].{field}");
+            let loopback = match issuer.issuer.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(a)) => a.is_loopback(),
+                Some(url::Host::Ipv6(a)) => a.is_loopback(),
+                None => false,
+            };
+            match issuer.issuer.scheme() {
+                "https" => {}
+                "http" if loopback => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        at("issuer"),
+                        "must be https (http only on a loopback address)",
+                    ));
+                }
+            }
+            if issuer.issuer.query().is_some() || issuer.issuer.fragment().is_some() {
+                return Err(ConfigError::invalid(
+                    at("issuer"),
+                    "must not carry a query or fragment",
+                ));
+            }
+            if self.auth.issuers[..i]
+                .iter()
+                .any(|other| issuer_id(&other.issuer) == issuer_id(&issuer.issuer))
+            {
+                return Err(ConfigError::invalid(at("issuer"), "configured twice"));
+            }
+            if issuer.audience.is_empty() || issuer.audience.iter().any(|a| a.trim().is_empty()) {
+                return Err(ConfigError::invalid(
+                    at("audience"),
+                    "must name at least one non-empty audience",
+                ));
+            }
+            if issuer.algorithms.is_empty() {
+                return Err(ConfigError::invalid(
+                    at("algorithms"),
+                    "must allow at least one algorithm",
+                ));
+            }
+            if let Some(bad) = issuer
+                .algorithms
+                .iter()
+                .find(|a| SigningAlgorithm::from_jose(a).is_none())
+            {
+                return Err(ConfigError::invalid(
+                    at("algorithms"),
+                    format!("`{bad}` is not accepted (RS256, ES256 or EdDSA)"),
+                ));
+            }
+            if issuer.leeway_secs > 300 {
+                return Err(ConfigError::invalid(
+                    at("leeway_secs"),
+                    "must be at most 300",
+                ));
+            }
+            if issuer.jwks_refetch_min_interval_secs == 0 {
+                return Err(ConfigError::invalid(
+                    at("jwks_refetch_min_interval_secs"),
+                    "must be above 0",
+                ));
+            }
+            let claims = &issuer.claims;
+            for (name, value) in [
+                ("actor", &claims.actor),
+                ("organization", &claims.organization),
+                ("purpose", &claims.purpose),
+                ("patient", &claims.patient),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(ConfigError::invalid(
+                        at(&format!("claims.{name}")),
+                        "must not be empty",
+                    ));
+                }
+            }
+            if issuer.admin_subjects.iter().any(|s| s.is_empty()) {
+                return Err(ConfigError::invalid(
+                    at("admin_subjects"),
+                    "must not hold an empty subject",
+                ));
             }
         }
         Ok(())
@@ -489,6 +677,27 @@ fn default_log_format() -> LogFormat {
 fn default_log_level() -> String {
     "info".to_owned()
 }
+fn default_algorithms() -> Vec<String> {
+    ["RS256", "ES256", "EdDSA"].map(str::to_owned).to_vec()
+}
+fn default_leeway_secs() -> u64 {
+    30
+}
+fn default_refetch_secs() -> u64 {
+    30
+}
+fn default_actor_claim() -> String {
+    "fhirUser".to_owned()
+}
+fn default_organization_claim() -> String {
+    "organization".to_owned()
+}
+fn default_purpose_claim() -> String {
+    "purpose_of_use".to_owned()
+}
+fn default_patient_claim() -> String {
+    "patient".to_owned()
+}
 fn default_true() -> bool {
     true
 }
@@ -546,6 +755,63 @@ mod tests {
         assert!(e.contains("sites.St_Mary"), "{e}");
         let e = error_of(&format!("{GOOD}\n[paging]\nsecret_hex = \"abcd\""));
         assert!(e.contains("paging.secret_hex"), "{e}");
+    }
+
+    const ISSUER: &str = r#"
+        [[auth.issuers]]
+        issuer = "https://idp.example/realms/a"
+        audience = ["https://gw.example/fhir"]
+    "#;
+
+    #[test]
+    fn issuers_map_to_the_auth_crate() {
+        let c = Config::from_toml(&format!("{GOOD}\n{ISSUER}")).unwrap();
+        let issuer = c.auth.issuers[0].to_issuer_config();
+        assert_eq!(issuer.issuer, "https://idp.example/realms/a");
+        assert_eq!(issuer.algorithms.len(), 3);
+        assert_eq!(issuer.claims.actor, "fhirUser");
+        assert!(!issuer.allow_purpose_header);
+        let bare = ISSUER.replace("https://idp.example/realms/a", "https://idp.example");
+        let c = Config::from_toml(&format!("{GOOD}\n{bare}")).unwrap();
+        assert_eq!(
+            c.auth.issuers[0].to_issuer_config().issuer,
+            "https://idp.example"
+        );
+    }
+
+    #[test]
+    fn auth_errors_name_the_key() {
+        let with = |issuer: &str| error_of(&format!("{GOOD}\n{issuer}"));
+        let e = with(&ISSUER.replace("https://idp", "http://idp"));
+        assert!(e.contains("auth.issuers[0].issuer"), "{e}");
+        assert!(
+            Config::from_toml(&format!(
+                "{GOOD}\n{}",
+                ISSUER.replace("https://idp.example", "http://127.0.0.1:9")
+            ))
+            .is_ok()
+        );
+        let e = with(&format!("{ISSUER}algorithms = [\"HS256\"]"));
+        assert!(e.contains("auth.issuers[0].algorithms"), "{e}");
+        let e = with(&format!("{ISSUER}leeway_secs = 900"));
+        assert!(e.contains("auth.issuers[0].leeway_secs"), "{e}");
+        let e = with(&ISSUER.replace("[\"https://gw.example/fhir\"]", "[]"));
+        assert!(e.contains("auth.issuers[0].audience"), "{e}");
+        let e = with(&format!("{ISSUER}{ISSUER}"));
+        assert!(e.contains("auth.issuers[1].issuer"), "{e}");
+        let e = with("[[auth.api_keys]]\nid = \"x\"");
+        assert!(e.contains("auth.api_keys"), "{e}");
+        let e = error_of(&format!("{GOOD}default_purpose = \"NOSY\""));
+        assert!(e.contains("sites.st-mary.default_purpose"), "{e}");
+        let e = error_of(&format!(
+            "{GOOD}default_purpose = \"TREAT\"\nrequire_purpose = true"
+        ));
+        assert!(e.contains("sites.st-mary.require_purpose"), "{e}");
+        let c = Config::from_toml(&format!("{GOOD}default_purpose = \"HRESCH\"")).unwrap();
+        assert_eq!(
+            c.sites["st-mary"].default_purpose().map(|p| p.code()),
+            Some("HRESCH")
+        );
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! `assent demo`: the whole gateway in one process with no other services. Two DEMO sample
 //! hospital sites (`st-mary`, R4, opt-out; `north-general`, STU3, opt-in) are served in process
 //! over loopback HTTP from generated data, SQLite lives in a temporary directory, and the
-//! gateway listens on 127.0.0.1:8080 (or `--listen`). It prints what to try.
+//! gateway listens on 127.0.0.1:8080 (or `--listen`). A DEMO identity provider on loopback
+//! mints tokens for sample callers; the gateway trusts it through ordinary OpenID discovery.
+//! It prints what to try.
 
+pub mod identity_provider;
 pub mod sample_data;
 pub mod sample_site;
 
@@ -12,27 +15,44 @@ use assent_fhir::FhirVersion;
 use serde_json::json;
 
 use crate::app::{self, RunningGateway};
-use crate::caller::api_key_sha256;
 use crate::config::Config;
+use identity_provider::DemoIdentityProvider;
 use sample_site::SampleSite;
 
-/// The demo's clinician API key (printed in the instructions; demo only).
-pub const DEMO_CLINICIAN_KEY: &str = "demo-clinician-key";
-/// The demo's administrator API key (demo only).
-pub const DEMO_ADMIN_KEY: &str = "demo-admin-key";
+/// The demo caller the printed instructions use (a physician with `user/*.rs`, purpose TREAT).
+pub const DEMO_CLINICIAN: &str = "dr-alice";
+/// The demo's administrator: the subject `auth.issuers[0].admin_subjects` names (demo only).
+pub const DEMO_ADMIN: &str = "dr-alice";
 /// Sample patients per site.
 pub const PATIENTS_PER_SITE: usize = 24;
 
-/// A running demo: the sample sites, the gateway and the temporary directory they use.
+/// A running demo: the identity provider, the sample sites, the gateway and the temporary
+/// directory they use.
 pub struct Demo {
     pub gateway: RunningGateway,
+    pub identity_provider: DemoIdentityProvider,
     pub sites: Vec<(String, SampleSite)>,
     _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    /// What the demo prints: how to try it.
+    pub fn instructions(&self) -> String {
+        instructions(
+            &self.gateway.base_url(),
+            &self.identity_provider.token_url(),
+        )
+    }
 }
 
 /// Starts the demo with the gateway on `listen`.
 pub fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
+    // Bound first: the identity provider mints tokens for the gateway's own address.
+    let listener = std::net::TcpListener::bind(listen)?;
+    let bound = listener.local_addr()?;
+    let identity_provider = DemoIdentityProvider::start(&format!("http://{bound}/fhir"))?;
+    let trusted = identity_provider.issuer_config();
     let st_mary = SampleSite::start(
         FhirVersion::R4,
         sample_data::generate("stm", FhirVersion::R4, PATIENTS_PER_SITE, 1),
@@ -42,38 +62,49 @@ pub fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error>> {
         sample_data::generate("ng", FhirVersion::Stu3, PATIENTS_PER_SITE, 2),
     )?;
     let config = Config::from_value(json!({
-        "listen": listen.to_string(),
+        "listen": bound.to_string(),
         "database_url": dir.path().join("assent-demo.db").display().to_string(),
         "gateway_id": "assent-demo",
         "log": {"format": "text", "level": "warn", "access_log": false},
-        "auth": {"api_keys": [
-            {"id": "demo-clinician", "sha256": api_key_sha256(DEMO_CLINICIAN_KEY),
-             "actor": "Practitioner/stm-pr-0", "roles": ["clinician"]},
-            {"id": "demo-admin", "sha256": api_key_sha256(DEMO_ADMIN_KEY), "roles": ["admin"]},
-        ]},
+        "auth": {"issuers": [{
+            "issuer": trusted.issuer,
+            "audience": trusted.audience,
+            "algorithms": trusted.algorithms.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+            "allow_purpose_header": trusted.allow_purpose_header,
+            "admin_subjects": [DEMO_ADMIN],
+        }]},
         "sites": {
             "st-mary": {"upstream": st_mary.base_url(), "fhir_version": "R4", "default_policy": "opt-out", "timeout_ms": 5000},
             "north-general": {"upstream": north.base_url(), "fhir_version": "STU3", "default_policy": "opt-in", "timeout_ms": 5000},
         },
     }))?;
     crate::observability::init_tracing(&config.log);
-    let gateway = app::spawn(config)?;
+    let gateway = app::spawn_on(config, listener, 1)?;
     Ok(Demo {
         gateway,
+        identity_provider,
         sites: vec![("st-mary".into(), st_mary), ("north-general".into(), north)],
         _dir: dir,
     })
 }
 
-/// What the demo prints: how to try it.
-pub fn instructions(base: &str) -> String {
-    let auth = format!("-H 'Authorization: Bearer {DEMO_CLINICIAN_KEY}'");
+/// What the demo prints: how to try it, for a gateway at `base` and the demo identity
+/// provider's `token_url`.
+pub fn instructions(base: &str, token_url: &str) -> String {
+    let auth = "-H \"Authorization: Bearer $TOKEN\"";
+    let take_token = "sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/'";
     format!(
         r#"Assent demo is running at {base}
 
 Two sample hospitals sit behind it (DEMO data, generated):
   st-mary        FHIR R4,   opt-out (permits unless a consent denies)
   north-general  FHIR STU3, opt-in  (denies unless a consent permits)
+
+Every FHIR request needs a bearer token. A DEMO identity provider (it authenticates nobody)
+mints them for sample callers: dr-alice, dr-bob, nurse-carol, researcher-dan, billing-service.
+
+Get a token (dr-alice: user/*.rs, purpose TREAT):
+  TOKEN=$(curl -s -d grant_type=client_credentials -d client_id={DEMO_CLINICIAN} {token_url} | {take_token})
 
 Try:
   # read a patient at St Mary
@@ -91,13 +122,21 @@ Try:
   # North General is opt-in and no consent is on file yet: 403 (code consent-denied)
   curl -s {auth} {base}/fhir/north-general/Patient/ng-p001
 
-  # no credentials: 401
-  curl -s {base}/fhir/st-mary/Patient/stm-p001
+  # no token: 401 with WWW-Authenticate
+  curl -si {base}/fhir/st-mary/Patient/stm-p001
 
-  # operations
+  # a patient-confined token: another patient's record is 403 (scope-patient-mismatch)
+  PTOKEN=$(curl -s -d grant_type=client_credentials -d client_id=dr-alice -d 'scope=patient/*.rs' -d patient=stm-p001 {token_url} | {take_token})
+  curl -s -H "Authorization: Bearer $PTOKEN" {base}/fhir/st-mary/Patient/stm-p002
+
+  # SMART discovery and the CapabilityStatement's security section
+  curl -s {base}/.well-known/smart-configuration
+  curl -s {auth} {base}/fhir/st-mary/metadata
+
+  # operations (dr-alice is also the demo's administrator)
   curl -s {base}/readyz
   curl -s {base}/metrics | grep assent_
-  curl -s -H 'Authorization: Bearer {DEMO_ADMIN_KEY}' {base}/admin/sites
+  curl -s {auth} {base}/admin/sites
 
 Press Ctrl-C to stop.
 "#
@@ -107,7 +146,7 @@ Press Ctrl-C to stop.
 /// Runs the demo until Ctrl-C.
 pub fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     let demo = start(listen)?;
-    println!("{}", instructions(&demo.gateway.base_url()));
+    println!("{}", demo.instructions());
     actix_web::rt::System::new().block_on(async {
         let _ = tokio::signal::ctrl_c().await;
     });

@@ -7,6 +7,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
+use assent_auth::AuthError;
 use assent_fhir::{Issue, IssueCode, Severity, operation_outcome};
 
 /// Which side caused a failure: decides the status class and whether a retry can help.
@@ -23,10 +24,12 @@ pub enum Side {
 /// A failure answered to the client.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    #[error("no credentials were presented")]
-    MissingCredentials,
-    #[error("the credentials presented are not valid")]
-    InvalidCredentials,
+    /// The bearer token, its scopes or the purpose of use were not accepted; the auth crate
+    /// gives the stable code, the status and the `WWW-Authenticate` challenge.
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    #[error("the token's patient context does not cover this resource")]
+    OutsidePatientContext,
     #[error("the caller lacks the role this endpoint needs")]
     Forbidden,
     #[error("unknown site")]
@@ -85,8 +88,15 @@ impl GatewayError {
         use IssueCode as I;
         use Side::*;
         let (status, issue_code, code, side) = match self {
-            E::MissingCredentials => (401, I::Login, "auth-missing", Client),
-            E::InvalidCredentials => (401, I::Login, "auth-invalid", Client),
+            E::Auth(auth) => {
+                let side = if auth.status() >= 500 {
+                    Upstream
+                } else {
+                    Client
+                };
+                (auth.status(), auth.to_issue().code, auth.code(), side)
+            }
+            E::OutsidePatientContext => (403, I::Forbidden, "scope-patient-mismatch", Client),
             E::Forbidden => (403, I::Forbidden, "forbidden", Client),
             E::UnknownSite => (404, I::NotFound, "unknown-site", Client),
             E::NotFound => (404, I::NotFound, "not-found", Client),
@@ -155,16 +165,19 @@ impl ResponseError for GatewayError {
             HeaderValue::from_static("application/fhir+json"),
         ));
         match self {
-            GatewayError::MissingCredentials => {
-                response.insert_header((
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"assent\""),
-                ));
+            GatewayError::Auth(auth) => {
+                if let Some(challenge) = auth.www_authenticate()
+                    && let Ok(value) = HeaderValue::from_str(&with_realm(&challenge))
+                {
+                    response.insert_header((header::WWW_AUTHENTICATE, value));
+                }
             }
-            GatewayError::InvalidCredentials => {
+            GatewayError::OutsidePatientContext => {
                 response.insert_header((
                     header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"assent\", error=\"invalid_token\""),
+                    HeaderValue::from_static(
+                        "Bearer realm=\"assent\", error=\"insufficient_scope\", error_description=\"scope-patient-mismatch\"",
+                    ),
                 ));
             }
             GatewayError::CircuitOpen => {
@@ -173,6 +186,15 @@ impl ResponseError for GatewayError {
             _ => {}
         }
         response.body(self.to_operation_outcome().to_string())
+    }
+}
+
+/// An RFC 6750 challenge from the auth crate with the gateway's realm first.
+fn with_realm(challenge: &str) -> String {
+    match challenge.strip_prefix("Bearer") {
+        Some("") => "Bearer realm=\"assent\"".to_owned(),
+        Some(rest) => format!("Bearer realm=\"assent\",{rest}"),
+        None => challenge.to_owned(),
     }
 }
 
@@ -208,7 +230,19 @@ mod tests {
             (GatewayError::Denied("x".into()), 403, "consent-denied"),
             (GatewayError::StoreUnavailable, 503, "store-unavailable"),
         ];
-        for (error, status, code) in cases {
+        for (error, status, code) in cases.into_iter().chain([
+            (GatewayError::Auth(AuthError::Expired), 401, "token-expired"),
+            (
+                GatewayError::Auth(AuthError::PatientContextMissing),
+                403,
+                "scope-patient-context-missing",
+            ),
+            (
+                GatewayError::OutsidePatientContext,
+                403,
+                "scope-patient-mismatch",
+            ),
+        ]) {
             let row = error.row();
             assert_eq!(row.status.as_u16(), status, "{error}");
             assert_eq!(row.code, code);
@@ -216,5 +250,29 @@ mod tests {
             assert_eq!(oo["resourceType"], "OperationOutcome");
             assert_eq!(oo["issue"][0]["details"]["coding"][0]["code"], code);
         }
+    }
+
+    #[test]
+    fn auth_errors_carry_their_challenge_with_the_realm() {
+        let challenge = |e: GatewayError| {
+            e.error_response()
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            challenge(GatewayError::Auth(AuthError::Missing)).as_deref(),
+            Some("Bearer realm=\"assent\"")
+        );
+        assert_eq!(
+            challenge(GatewayError::Auth(AuthError::Expired)).as_deref(),
+            Some(
+                "Bearer realm=\"assent\", error=\"invalid_token\", error_description=\"token-expired\""
+            )
+        );
+        assert_eq!(
+            challenge(GatewayError::Auth(AuthError::PurposeRequired)),
+            None
+        );
     }
 }

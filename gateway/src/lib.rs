@@ -4,6 +4,7 @@
 //! request phases in order). Each phase's mechanics have a module of their own.
 
 pub mod app;
+pub mod authorize;
 pub mod caller;
 pub mod cli;
 pub mod config;

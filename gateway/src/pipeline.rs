@@ -15,11 +15,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use assent_auth::PurposeOfUse;
 use assent_consent::{Decision, Permit};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
 use crate::app::{AppState, WorkerClients};
+use crate::authorize::{self, Authorization};
 use crate::caller::Caller;
 use crate::error::GatewayError;
 use crate::fhir_request::{self, FhirRequest};
@@ -32,9 +34,15 @@ use crate::upstream::{self, Site, UpstreamRequest};
 pub struct RequestContext {
     pub request_id: String,
     pub started: Instant,
+    /// The verified caller (actor, organization, scopes, token id, stable caller id).
     pub caller: Option<Arc<Caller>>,
+    /// The purpose of use: the caller's, else the site's default; `None` where the site
+    /// neither defaults nor requires one.
+    pub purpose: Option<PurposeOfUse>,
     pub site: Option<Arc<Site>>,
     pub fhir: Option<FhirRequest>,
+    /// What the caller's scopes allow for this request.
+    pub authorization: Option<Authorization>,
     pub decision: Option<Decision>,
     pub error_code: Option<&'static str>,
 }
@@ -55,8 +63,10 @@ pub async fn handle(
         request_id,
         started: Instant::now(),
         caller: None,
+        purpose: None,
         site: None,
         fhir: None,
+        authorization: None,
         decision: None,
         error_code: None,
     };
@@ -78,11 +88,8 @@ async fn run(
     state: &AppState,
     clients: &WorkerClients,
 ) -> Result<HttpResponse, GatewayError> {
-    // authenticate
-    let caller = state.callers.authenticate(req.headers())?;
-    if !caller.has_role(crate::config::Role::Clinician) {
-        return Err(GatewayError::Forbidden);
-    }
+    // authenticate: a verified token from a trusted issuer
+    let caller = Arc::new(state.callers.authenticate(req.headers()).await?);
     ctx.caller = Some(caller.clone());
 
     // resolve site
@@ -94,8 +101,17 @@ async fn run(
         .ok_or(GatewayError::UnknownSite)?;
     ctx.site = Some(site.clone());
 
+    // authenticate, continued: the purpose of use, from the caller or the site's default
+    ctx.purpose = caller
+        .verified
+        .purpose
+        .or_else(|| site.config.default_purpose());
+    if ctx.purpose.is_none() && site.config.require_purpose {
+        return Err(assent_auth::AuthError::PurposeRequired.into());
+    }
+
     // parse
-    let (fhir, body) = parse(req, payload, state, &site).await?;
+    let (mut fhir, body) = parse(req, payload, state, &site).await?;
     ctx.fhir = Some(fhir.clone());
     if let Some(token) = &fhir.page_token {
         let signed = signed_part(req.path(), &site.id, &fhir.query);
@@ -112,6 +128,23 @@ async fn run(
             "a search names a resource type".into(),
         ));
     }
+
+    // authorize: the caller's scopes for this interaction and resource type; a confined or
+    // granular search is narrowed before it is forwarded
+    let authorization = authorize::authorize(&caller.verified, &fhir)?;
+    let narrowing = authorization.narrowing(&fhir);
+    ctx.authorization = Some(authorization.clone());
+    let body = match body {
+        Some(form) if !narrowing.is_empty() => {
+            let form = std::str::from_utf8(&form).unwrap_or_default();
+            Some(Bytes::from(authorize::append_pairs(form, &narrowing)))
+        }
+        Some(form) => Some(form),
+        None => {
+            fhir.query = authorize::append_pairs(&fhir.query, &narrowing);
+            None
+        }
+    };
 
     // decide
     let decision = assent_consent::decide_site_default(site.config.default_policy);
@@ -149,7 +182,7 @@ async fn run(
     let response = response?;
 
     // filter
-    filter(ctx, state, &site, &caller, &fhir, response).await
+    filter(ctx, state, &site, &caller, &authorization, &fhir, response).await
 }
 
 /// The parse phase: the FHIR request, and the form body of `POST _search`.
@@ -251,6 +284,7 @@ async fn filter(
     state: &AppState,
     site: &Site,
     caller: &Caller,
+    authorization: &Authorization,
     fhir: &FhirRequest,
     mut response: awc::ClientResponse,
 ) -> Result<HttpResponse, GatewayError> {
@@ -298,19 +332,44 @@ async fn filter(
     }
 
     if fhir.returns_bundle() {
-        let body = response
-            .body()
-            .limit(site.config.max_response_bytes)
-            .await
-            .map_err(|_| GatewayError::UpstreamBadResponse)?;
-        let mut bundle: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|_| GatewayError::UpstreamBadResponse)?;
+        let mut bundle = read_json(&mut response, site).await?;
         if bundle.get("resourceType").and_then(|v| v.as_str()) != Some("Bundle") {
             return Err(GatewayError::UpstreamBadResponse);
+        }
+        let removed = authorization.filter_bundle(&caller.verified, &mut bundle, fhir);
+        if removed > 0 {
+            tracing::info!(request_id = %ctx.request_id, site = %site.id, removed, "entries outside the caller's scopes removed");
         }
         let sign = |rest: &str| state.signer.sign(&site.id, &caller.id, rest);
         rewrite::rewrite_bundle(&mut bundle, &site.urls, &sign);
         let body = serde_json::to_vec(&bundle).map_err(|_| GatewayError::Internal)?;
+        return Ok(out.body(body));
+    }
+    if fhir.interaction == assent_fhir::Interaction::Capabilities {
+        // Parsed and amended: the SMART security section names the trusted issuer's endpoints.
+        let mut statement = read_json(&mut response, site).await?;
+        if statement.get("resourceType").and_then(|v| v.as_str()) != Some("CapabilityStatement") {
+            return Err(GatewayError::UpstreamBadResponse);
+        }
+        rewrite::rewrite_strings(&mut statement, &site.urls);
+        if let Some(endpoints) = state.callers.endpoints() {
+            let security = endpoints.capability_security();
+            if let Some(rests) = statement.get_mut("rest").and_then(|r| r.as_array_mut()) {
+                for rest in rests {
+                    rest["security"] = security.clone();
+                }
+            }
+        }
+        let body = serde_json::to_vec(&statement).map_err(|_| GatewayError::Internal)?;
+        return Ok(out.body(body));
+    }
+    if !authorization.is_unrestricted() {
+        // A read under a confined or granular grant: the resource itself says whether it
+        // may be released, so it is parsed instead of streamed.
+        let mut resource = read_json(&mut response, site).await?;
+        authorization.check_resource(&caller.verified, &resource, fhir)?;
+        rewrite::rewrite_strings(&mut resource, &site.urls);
+        let body = serde_json::to_vec(&resource).map_err(|_| GatewayError::Internal)?;
         return Ok(out.body(body));
     }
     let rewriter = StreamRewriter::new(&site.urls);
@@ -319,6 +378,19 @@ async fn filter(
         rewriter,
         done: false,
     }))
+}
+
+/// The upstream body, buffered within the site's limit, as JSON.
+async fn read_json(
+    response: &mut awc::ClientResponse,
+    site: &Site,
+) -> Result<serde_json::Value, GatewayError> {
+    let body = response
+        .body()
+        .limit(site.config.max_response_bytes)
+        .await
+        .map_err(|_| GatewayError::UpstreamBadResponse)?;
+    serde_json::from_slice(&body).map_err(|_| GatewayError::UpstreamBadResponse)
 }
 
 fn copy_validators(from: &awc::ClientResponse, to: &mut actix_web::HttpResponseBuilder) {
@@ -400,6 +472,8 @@ fn record(ctx: &RequestContext, state: &AppState, status: StatusCode) {
             resource_type = ctx.fhir.as_ref().and_then(|f| f.resource_type.as_deref()).unwrap_or("-"),
             status = status_code,
             error_code = ctx.error_code.unwrap_or("-"),
+            caller_kind = ctx.caller.as_ref().map(|c| c.verified.kind.as_str()).unwrap_or("-"),
+            purpose = ctx.purpose.map(|p| p.code()).unwrap_or("-"),
             duration_us,
             "fhir request"
         );

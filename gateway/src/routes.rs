@@ -9,7 +9,6 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use crate::app::AppState;
-use crate::config::Role;
 use crate::error::GatewayError;
 use crate::pipeline;
 
@@ -22,6 +21,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
+    ("get", "/.well-known/smart-configuration"),
     ("get", "/admin/sites"),
     ("get", "/admin/sites/{site}"),
 ];
@@ -32,8 +32,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
         .route("/openapi.json", web::get().to(openapi))
+        .route(
+            "/.well-known/smart-configuration",
+            web::get().to(smart_configuration),
+        )
         .route("/admin/sites", web::get().to(admin_sites))
         .route("/admin/sites/{site}", web::get().to(admin_site))
+        // SMART discovery relative to each site's FHIR base, as SMART clients look for it.
+        .route(
+            "/fhir/{site}/.well-known/smart-configuration",
+            web::get().to(site_smart_configuration),
+        )
         // The FHIR surface: every method reaches the pipeline, which refuses what it does
         // not forward with an OperationOutcome.
         .route("/fhir/{site}", web::route().to(pipeline::handle))
@@ -82,11 +91,35 @@ async fn openapi(state: web::Data<AppState>) -> HttpResponse {
         .body(state.openapi_json.clone())
 }
 
-fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), GatewayError> {
-    let caller = state.callers.authenticate(req.headers())?;
-    if caller.has_role(Role::Admin) {
+/// The SMART configuration (SMART App Launch 2.x discovery) of the first trusted issuer,
+/// with the scopes and capabilities the gateway enforces. 404 without a trusted issuer.
+async fn smart_configuration(state: web::Data<AppState>) -> Result<HttpResponse, GatewayError> {
+    let endpoints = state.callers.endpoints().ok_or(GatewayError::NotFound)?;
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=300"),
+        ))
+        .json(endpoints.smart_configuration()))
+}
+
+async fn site_smart_configuration(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, GatewayError> {
+    if !state.sites.contains_key(path.as_str()) {
+        return Err(GatewayError::UnknownSite);
+    }
+    smart_configuration(state).await
+}
+
+/// `/admin` takes a verified token whose subject is one of its issuer's `admin_subjects`.
+async fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), GatewayError> {
+    let caller = state.callers.authenticate(req.headers()).await?;
+    if caller.is_admin {
         Ok(())
     } else {
+        tracing::info!(caller = %caller.id, "admin endpoint refused: not an admin subject");
         Err(GatewayError::Forbidden)
     }
 }
@@ -108,7 +141,7 @@ async fn admin_sites(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_admin(&req, &state)?;
+    require_admin(&req, &state).await?;
     let mut ids: Vec<&String> = state.sites.keys().collect();
     ids.sort();
     let sites: Vec<_> = ids
@@ -123,7 +156,7 @@ async fn admin_site(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_admin(&req, &state)?;
+    require_admin(&req, &state).await?;
     let summary = site_summary(&state, &path).ok_or(GatewayError::UnknownSite)?;
     Ok(HttpResponse::Ok().json(summary))
 }
@@ -186,12 +219,14 @@ mod tests {
             .nth(1)
             .and_then(|s| s.split("\n}\n").next())
             .unwrap();
-        let registered: BTreeSet<(String, String)> = configure
-            .lines()
-            .filter_map(|line| {
-                let line = line.trim().trim_start_matches("cfg");
-                let path = line.strip_prefix(".route(\"")?.split('"').next()?;
-                let method = line.split("web::").nth(1)?.split('(').next()?;
+        // Whitespace collapsed: rustfmt may break a registration over several lines.
+        let flat = configure.split_whitespace().collect::<Vec<_>>().join(" ");
+        let registered: BTreeSet<(String, String)> = flat
+            .split(".route(")
+            .skip(1)
+            .filter_map(|item| {
+                let path = item.trim_start().strip_prefix('"')?.split('"').next()?;
+                let method = item.split("web::").nth(1)?.split('(').next()?;
                 (!path.starts_with("/fhir")).then(|| (method.to_owned(), path.to_owned()))
             })
             .collect();

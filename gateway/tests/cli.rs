@@ -74,3 +74,11 @@ fn unknown_subcommands_are_usage_errors() {
     let (code, _, _) = assent(&["frobnicate"]);
     assert_eq!(code, 64);
 }
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/assent.toml");
+    let (code, out, err) = assent(&["check-config", example]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid (2 sites)"), "{out}");
+}

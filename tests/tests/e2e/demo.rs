@@ -1,5 +1,6 @@
 //! The demo answers a read, a search with paging and an unknown-site error, from two sample
-//! sites of at least 20 patients each.
+//! sites of at least 20 patients each, to a token got from its identity provider as its
+//! instructions say.
 
 use assent_e2e::*;
 use assent_gateway::demo;
@@ -8,9 +9,41 @@ use assent_gateway::demo;
 async fn the_demo_answers_as_its_instructions_say() {
     let running = demo::start("127.0.0.1:0".parse().unwrap()).expect("demo starts");
     let base = running.gateway.base_url();
-    let key = Some(demo::DEMO_CLINICIAN_KEY);
-    let instructions = demo::instructions(&base);
+    let token_url = running.identity_provider.token_url();
+    let instructions = running.instructions();
     assert!(instructions.contains(&format!("{base}/fhir/st-mary/Patient/stm-p001")));
+    assert!(instructions.contains(&format!(
+        "-d client_id={} {token_url}",
+        demo::DEMO_CLINICIAN
+    )));
+
+    // Get a token as the instructions do.
+    let form = format!(
+        "grant_type=client_credentials&client_id={}",
+        demo::DEMO_CLINICIAN
+    );
+    let got = send(
+        "POST",
+        &token_url,
+        None,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some(form.into_bytes()),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.header("cache-control"), Some("no-store"));
+    let token = got.json()["access_token"].as_str().unwrap().to_owned();
+    let key = Some(token.as_str());
+
+    let anonymous = send(
+        "GET",
+        &format!("{base}/fhir/st-mary/Patient/stm-p001"),
+        None,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(anonymous.status, 401);
 
     let read = send(
         "GET",
@@ -91,6 +124,9 @@ async fn the_demo_answers_as_its_instructions_say() {
         (stu3.status, stu3.error_code().as_str()),
         (403, "consent-denied")
     );
+
+    let admin = send("GET", &format!("{base}/admin/sites"), key, &[], None).await;
+    assert_eq!(admin.status, 200, "{}", admin.text());
 }
 
 async fn bundle_total(url: &str, key: Option<&str>) -> u64 {

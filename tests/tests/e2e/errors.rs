@@ -39,7 +39,7 @@ async fn client_errors_have_their_documented_status_and_code() {
             send(
                 "POST",
                 &gw.url("/fhir/st-mary/Patient/_search"),
-                Some(CLINICIAN_KEY),
+                Some(clinician_token()),
                 &form,
                 Some(vec![b'a'; 65]),
             )
@@ -51,7 +51,7 @@ async fn client_errors_have_their_documented_status_and_code() {
             send(
                 "POST",
                 &gw.url("/fhir/st-mary/Patient/_search"),
-                Some(CLINICIAN_KEY),
+                Some(clinician_token()),
                 &[("content-type", "application/json")],
                 Some(b"{}".to_vec()),
             )
@@ -63,7 +63,7 @@ async fn client_errors_have_their_documented_status_and_code() {
             send(
                 "GET",
                 &gw.url("/fhir/st-mary/Patient/1"),
-                Some(CLINICIAN_KEY),
+                Some(clinician_token()),
                 &[("accept", "application/fhir+xml")],
                 None,
             )
@@ -85,7 +85,7 @@ async fn client_errors_have_their_documented_status_and_code() {
             send(
                 "DELETE",
                 &gw.url("/fhir/st-mary/Patient/1"),
-                Some(CLINICIAN_KEY),
+                Some(clinician_token()),
                 &[],
                 None,
             )
@@ -96,7 +96,7 @@ async fn client_errors_have_their_documented_status_and_code() {
         (
             send("GET", &gw.url("/fhir/st-mary/Patient/1"), None, &[], None).await,
             401,
-            "auth-missing",
+            "token-missing",
         ),
         (
             send(
@@ -108,19 +108,19 @@ async fn client_errors_have_their_documented_status_and_code() {
             )
             .await,
             401,
-            "auth-invalid",
+            "token-malformed",
         ),
         (
             send(
                 "GET",
                 &gw.url("/fhir/st-mary/Patient/1"),
-                Some(ADMIN_KEY),
+                Some(admin_token()),
                 &[],
                 None,
             )
             .await,
             403,
-            "forbidden",
+            "scope-insufficient",
         ),
         (get(&gw.url("/nowhere")).await, 404, "not-found"),
     ];
@@ -136,6 +136,24 @@ async fn client_errors_have_their_documented_status_and_code() {
     assert_eq!(
         cases[10].0.header("www-authenticate"),
         Some("Bearer realm=\"assent\"")
+    );
+    assert!(
+        cases[11]
+            .0
+            .header("www-authenticate")
+            .unwrap()
+            .contains("error=\"invalid_token\""),
+        "{:?}",
+        cases[11].0.headers
+    );
+    assert!(
+        cases[12]
+            .0
+            .header("www-authenticate")
+            .unwrap()
+            .contains("error=\"insufficient_scope\""),
+        "{:?}",
+        cases[12].0.headers
     );
     assert!(
         upstream.requests().is_empty(),

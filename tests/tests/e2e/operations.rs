@@ -71,7 +71,14 @@ async fn admin_endpoints_need_the_admin_role() {
     let gw = TestGateway::new()
         .site("st-mary", &upstream.base_url())
         .start();
-    let got = send("GET", &gw.url("/admin/sites"), Some(ADMIN_KEY), &[], None).await;
+    let got = send(
+        "GET",
+        &gw.url("/admin/sites"),
+        Some(admin_token()),
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(got.status, 200);
     let sites = got.json();
     assert_eq!(sites["sites"][0]["id"], "st-mary");
@@ -81,7 +88,7 @@ async fn admin_endpoints_need_the_admin_role() {
         send(
             "GET",
             &gw.url("/admin/sites"),
-            Some(CLINICIAN_KEY),
+            Some(clinician_token()),
             &[],
             None
         )
@@ -93,13 +100,13 @@ async fn admin_endpoints_need_the_admin_role() {
         send("GET", &gw.url("/admin/sites"), None, &[], None)
             .await
             .error_code(),
-        "auth-missing"
+        "token-missing"
     );
     assert_eq!(
         send(
             "GET",
             &gw.url("/admin/sites/nope"),
-            Some(ADMIN_KEY),
+            Some(admin_token()),
             &[],
             None
         )
@@ -121,7 +128,7 @@ async fn every_fhir_request_is_recorded_without_patient_identifiers_on_every_bac
         let ok = send(
             "GET",
             &gw.url("/fhir/st-mary/Patient/p-secret-77"),
-            Some(CLINICIAN_KEY),
+            Some(clinician_token()),
             &[("x-request-id", "rec-ok")],
             None,
         )
@@ -130,7 +137,7 @@ async fn every_fhir_request_is_recorded_without_patient_identifiers_on_every_bac
         let denied = send(
             "GET",
             &gw.url("/fhir/north-general/Patient/p-secret-77"),
-            Some(CLINICIAN_KEY),
+            Some(clinician_token()),
             &[("x-request-id", "rec-denied")],
             None,
         )
@@ -139,7 +146,7 @@ async fn every_fhir_request_is_recorded_without_patient_identifiers_on_every_bac
         let bad = send(
             "GET",
             &gw.url("/fhir/st-mary/Patient/p-secret-77/x/y/z"),
-            Some(CLINICIAN_KEY),
+            Some(clinician_token()),
             &[("x-request-id", "rec-bad")],
             None,
         )
@@ -166,7 +173,7 @@ async fn every_fhir_request_is_recorded_without_patient_identifiers_on_every_bac
             (ok.status, ok.site.as_deref(), ok.interaction.as_deref()),
             (200, Some("st-mary"), Some("read"))
         );
-        assert_eq!(ok.caller.as_deref(), Some("clinician-a"));
+        assert_eq!(ok.caller.as_deref(), Some(caller_id("dr-alice").as_str()));
         assert_eq!(ok.decision.as_deref(), Some("permit site-default:opt-out"));
         assert_eq!(ok.gateway_id, "test-gw");
         let denied = row("rec-denied");

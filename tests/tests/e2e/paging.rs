@@ -91,7 +91,7 @@ async fn a_page_link_is_bound_to_its_caller_site_and_query() {
     let n_upstream = upstream.requests().len();
 
     // Someone else holding the link.
-    let got = send("GET", &next, Some(OTHER_CLINICIAN_KEY), &[], None).await;
+    let got = send("GET", &next, Some(other_clinician_token()), &[], None).await;
     assert_eq!(
         (got.status, got.error_code().as_str()),
         (403, "bad-page-token")

@@ -86,7 +86,7 @@ async fn every_read_interaction_is_forwarded_to_the_same_path() {
     let got = send(
         "POST",
         &gw.url("/fhir/st-mary/Patient/_search"),
-        Some(CLINICIAN_KEY),
+        Some(clinician_token()),
         &[("content-type", "application/x-www-form-urlencoded")],
         Some(b"name=smith&birthdate=ge1970".to_vec()),
     )
@@ -160,7 +160,7 @@ async fn headers_cross_only_through_the_allow_lists() {
     let got = send(
         "GET",
         &gw.url("/fhir/st-mary/Patient/p1"),
-        Some(CLINICIAN_KEY),
+        Some(clinician_token()),
         &[
             ("if-none-match", "W/\"2\""),
             ("prefer", "handling=lenient"),
@@ -207,7 +207,7 @@ async fn headers_cross_only_through_the_allow_lists() {
     let got = send(
         "GET",
         &gw.url("/fhir/st-mary/Patient/p1"),
-        Some(CLINICIAN_KEY),
+        Some(clinician_token()),
         &[("x-request-id", "bad id\twith tab")],
         None,
     )

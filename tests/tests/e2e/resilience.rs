@@ -68,7 +68,7 @@ async fn a_failing_site_is_cut_off_and_answers_at_once() {
     let admin = send(
         "GET",
         &gw.url("/admin/sites/st-mary"),
-        Some(ADMIN_KEY),
+        Some(admin_token()),
         &[],
         None,
     )

@@ -1,0 +1,132 @@
+//! DEMO PART: serves `assent-auth`'s development identity provider ([`DevIdentityProvider`])
+//! over loopback HTTP inside the demo process, so that the gateway discovers and trusts it
+//! through the same OpenID discovery and JWKS code as a real provider. It authenticates nobody:
+//! anyone who reaches it gets a token for any sample caller. Only `assent demo` (and the
+//! end-to-end tests) start it; `serve` never does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use assent_auth::IssuerConfig;
+use assent_auth::dev_idp::DevIdentityProvider;
+
+/// A running development identity provider on 127.0.0.1.
+pub struct DemoIdentityProvider {
+    pub addr: SocketAddr,
+    provider: Arc<DevIdentityProvider>,
+    handle: ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The provider could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityProviderError {
+    #[error("demo identity provider: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("demo identity provider: {0}")]
+    Provider(#[from] assent_auth::ConfigError),
+}
+
+impl DemoIdentityProvider {
+    /// Starts a provider on 127.0.0.1 (port 0) minting tokens for `audience`.
+    pub fn start(audience: &str) -> Result<DemoIdentityProvider, IdentityProviderError> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let provider = Arc::new(DevIdentityProvider::new(
+            format!("http://{addr}"),
+            audience,
+        )?);
+        let served = provider.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("assent-demo-idp".into())
+            .spawn(move || {
+                actix_web::rt::System::new().block_on(async move {
+                    let data = web::Data::from(served);
+                    let server = HttpServer::new(move || {
+                        App::new()
+                            .app_data(data.clone())
+                            .default_service(web::route().to(answer))
+                    })
+                    .workers(1)
+                    .disable_signals()
+                    .shutdown_timeout(1)
+                    .listen(listener);
+                    match server {
+                        Ok(server) => {
+                            let server = server.run();
+                            let _ = tx.send(Ok(server.handle()));
+                            let _ = server.await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                });
+            })?;
+        let handle = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("identity provider thread ended"))??;
+        Ok(DemoIdentityProvider {
+            addr,
+            provider,
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    /// The issuer URL (`http://127.0.0.1:PORT`).
+    pub fn issuer(&self) -> &str {
+        self.provider.issuer()
+    }
+
+    /// The token endpoint.
+    pub fn token_url(&self) -> String {
+        format!("{}/token", self.issuer())
+    }
+
+    /// What the gateway's `[[auth.issuers]]` entry must say to trust this provider.
+    pub fn issuer_config(&self) -> IssuerConfig {
+        self.provider.issuer_config()
+    }
+
+    /// The provider itself (to mint tokens without HTTP, in tests).
+    pub fn provider(&self) -> &DevIdentityProvider {
+        &self.provider
+    }
+}
+
+impl Drop for DemoIdentityProvider {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let handle = self.handle.clone();
+            let _ = std::thread::spawn(move || {
+                actix_web::rt::System::new().block_on(handle.stop(false));
+            })
+            .join();
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn answer(
+    req: HttpRequest,
+    body: web::Bytes,
+    provider: web::Data<DevIdentityProvider>,
+) -> HttpResponse {
+    let form = std::str::from_utf8(&body).unwrap_or_default();
+    let answer = provider.handle(req.method().as_str(), req.path(), form);
+    let mut response = HttpResponse::build(
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    response.insert_header((CONTENT_TYPE, HeaderValue::from_static(answer.content_type)));
+    if req.path() == "/token" {
+        // Token responses are never cached (RFC 6749 §5.1).
+        response.insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    }
+    response.body(answer.body)
+}

@@ -432,7 +432,10 @@ fn build(
             .push(rule);
     }
     for (resource_type, lines) in &source.tables {
-        let resource_type: &'static str = source.node(source.roots[resource_type]).path.as_ref();
+        let Some(root) = source.root(resource_type) else {
+            continue;
+        };
+        let resource_type: &'static str = source.node(root).path.as_ref();
         let target_type = crate::convert::renamed_type(resource_type, from, to);
         if target_type != resource_type || typed_with_rules.contains(resource_type) {
             continue;

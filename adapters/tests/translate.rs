@@ -84,6 +84,66 @@ fn golden() {
     );
 }
 
+/// Every supported type has at least one fixture (as input or output).
+#[test]
+fn golden_covers_every_supported_type() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut files = Vec::new();
+    collect_json(&root, &mut files);
+    let mut seen = BTreeSet::new();
+    for file in files {
+        let text = fs::read_to_string(&file).expect("fixture is readable");
+        let fixture: Value = serde_json::from_str(&text).expect("fixture is JSON");
+        for key in ["input", "output"] {
+            if let Some(t) = fixture[key]["resourceType"].as_str() {
+                seen.insert(t.to_owned());
+            }
+        }
+    }
+    let missing: Vec<&&str> = assent_adapters::SUPPORTED_TYPES
+        .iter()
+        .filter(|t| !seen.contains(**t))
+        .collect();
+    assert!(missing.is_empty(), "no golden fixture for {missing:?}");
+}
+
+/// Housekeeping: every source file opens with a `//!` comment saying what it owns, and
+/// there are no `mod.rs` files.
+#[test]
+fn tidy() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["src", "tests", "benches"] {
+        collect_rs(&root.join(dir), &mut files);
+    }
+    let bad: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            f.file_name().is_some_and(|n| n == "mod.rs")
+                || !fs::read_to_string(f).is_ok_and(|t| t.starts_with("//!"))
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "files without a leading `//!` or named mod.rs: {bad:?}"
+    );
+}
+
+fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_rs(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
 fn collect_json(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;

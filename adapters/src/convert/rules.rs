@@ -526,6 +526,8 @@ const RESOURCE_RULES_R4B_R5: &[(&str, ResourceRule)] = &[
     ("Location", contacts_r4_to_r5),
     ("DocumentReference", document_reference_r4_to_r5),
     ("AuditEvent", audit_event_outcome_r4_to_r5),
+    ("Condition", condition_participants_r4_to_r5),
+    ("AllergyIntolerance", allergy_participants_r4_to_r5),
 ];
 
 const RESOURCE_RULES_R5_R4B: &[(&str, ResourceRule)] = &[
@@ -546,6 +548,8 @@ const RESOURCE_RULES_R5_R4B: &[(&str, ResourceRule)] = &[
     ("Location", contacts_r5_to_r4),
     ("DocumentReference", document_reference_r5_to_r4),
     ("AuditEvent", audit_event_outcome_r5_to_r4),
+    ("Condition", condition_participants_r5_to_r4),
+    ("AllergyIntolerance", allergy_participants_r5_to_r4),
 ];
 
 /// Report the original of `key` carried because a rule could not place all of it.
@@ -1704,4 +1708,125 @@ fn audit_event_outcome_r5_to_r4(
     }
     done.push("outcome");
     done.push("outcomeDesc");
+}
+
+const PARTICIPANT_TYPE: &str = "http://terminology.hl7.org/CodeSystem/provenance-participant-type";
+
+/// R4 elements that became an R5 `participant` with a function: (R4 key, code, display).
+/// Codes as the R5 examples of each resource use them.
+const CONDITION_PARTICIPANTS: &[(&str, &str, &str)] = &[
+    ("recorder", "enterer", "Enterer"),
+    ("asserter", "informant", "Informant"),
+];
+const ALLERGY_PARTICIPANTS: &[(&str, &str, &str)] = &[
+    ("recorder", "author", "Author"),
+    ("asserter", "informant", "Informant"),
+];
+
+fn condition_participants_r4_to_r5(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    participants_in(obj, CONDITION_PARTICIPANTS, done);
+}
+
+fn condition_participants_r5_to_r4(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    participants_out(obj, CONDITION_PARTICIPANTS, ctx, done);
+}
+
+fn allergy_participants_r4_to_r5(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    participants_in(obj, ALLERGY_PARTICIPANTS, done);
+}
+
+fn allergy_participants_r5_to_r4(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    participants_out(obj, ALLERGY_PARTICIPANTS, ctx, done);
+}
+
+fn participants_in(
+    obj: &mut Map<String, Value>,
+    roles: &[(&str, &str, &str)],
+    done: &mut Vec<&'static str>,
+) {
+    let mut participants = Vec::new();
+    for &(key, code, display) in roles {
+        if let Some(actor) = obj.remove(key) {
+            let mut coding = Map::new();
+            coding.insert("system".into(), Value::String(PARTICIPANT_TYPE.into()));
+            coding.insert("code".into(), Value::String(code.into()));
+            coding.insert("display".into(), Value::String(display.into()));
+            let mut participant = Map::new();
+            participant.insert(
+                "function".into(),
+                wrap("coding", Value::Array(vec![Value::Object(coding)])),
+            );
+            participant.insert("actor".into(), actor);
+            participants.push(Value::Object(participant));
+        }
+    }
+    if !participants.is_empty() {
+        obj.insert("participant".into(), Value::Array(participants));
+        done.push("participant");
+    }
+}
+
+/// R5 participants back to the R4 elements. Exact only when converting them forward gives
+/// the same list again; otherwise the list is also carried.
+fn participants_out(
+    obj: &mut Map<String, Value>,
+    roles: &[(&'static str, &str, &str)],
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    let Some(participants) = obj.remove("participant") else {
+        return;
+    };
+    for item in participants.as_array().into_iter().flatten() {
+        let code = item
+            .get("function")
+            .and_then(|f| f.get("coding"))
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+            .filter(|c| c.get("system").and_then(Value::as_str) == Some(PARTICIPANT_TYPE))
+            .and_then(|c| c.get("code"))
+            .and_then(Value::as_str);
+        let role = roles.iter().find(|(_, c, _)| Some(*c) == code);
+        if let (Some(&(key, _, _)), Some(actor)) = (role, item.get("actor")) {
+            if !obj.contains_key(key) {
+                obj.insert(key.into(), actor.clone());
+            }
+        }
+    }
+    let mut forward = Map::new();
+    for &(key, _, _) in roles {
+        if let Some(v) = obj.get(key) {
+            forward.insert(key.into(), v.clone());
+        }
+    }
+    participants_in(&mut forward, roles, &mut Vec::new());
+    if forward.get("participant") != Some(&participants) {
+        carry_root(
+            obj,
+            ctx,
+            "participant",
+            participants,
+            "BackboneElement",
+            "does not fit the R4 recorder and asserter exactly",
+        );
+    }
+    for &(key, _, _) in roles {
+        done.push(key);
+    }
 }

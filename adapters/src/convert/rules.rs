@@ -1803,10 +1803,10 @@ fn participants_out(
             .and_then(|c| c.get("code"))
             .and_then(Value::as_str);
         let role = roles.iter().find(|(_, c, _)| Some(*c) == code);
-        if let (Some(&(key, _, _)), Some(actor)) = (role, item.get("actor")) {
-            if !obj.contains_key(key) {
-                obj.insert(key.into(), actor.clone());
-            }
+        if let (Some(&(key, _, _)), Some(actor)) = (role, item.get("actor"))
+            && !obj.contains_key(key)
+        {
+            obj.insert(key.into(), actor.clone());
         }
     }
     let mut forward = Map::new();

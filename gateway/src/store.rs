@@ -15,7 +15,7 @@ use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-pub use schema::{request_log, sites};
+pub use schema::{consent_documents, ledger_blocks, request_log, sites};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
@@ -149,6 +149,13 @@ impl Store {
 
     fn conn(&self) -> Result<PooledConnection<ConnectionManager<AnyConnection>>, StoreError> {
         Ok(self.pool.get()?)
+    }
+
+    /// A pooled connection, for the gateway's other stores (the ledger's blocks).
+    pub fn connection(
+        &self,
+    ) -> Result<PooledConnection<ConnectionManager<AnyConnection>>, StoreError> {
+        self.conn()
     }
 
     fn migrate(&self) -> Result<(), StoreError> {

@@ -27,3 +27,24 @@ diesel::table! {
         duration_us -> BigInt,
     }
 }
+
+diesel::table! {
+    ledger_blocks (number) {
+        number -> BigInt,
+        hash -> Binary,
+        prev_hash -> Binary,
+        timestamp_ms -> BigInt,
+        body -> Binary,
+        signature -> Binary,
+    }
+}
+
+diesel::table! {
+    consent_documents (consent_key, version) {
+        consent_key -> Text,
+        version -> BigInt,
+        document_hash -> Text,
+        document -> Text,
+        stored_at_ms -> BigInt,
+    }
+}

@@ -1,0 +1,2 @@
+DROP TABLE consent_documents;
+DROP TABLE ledger_blocks;

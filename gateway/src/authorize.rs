@@ -146,11 +146,22 @@ impl Authorization {
         own_type: Option<&str>,
         access: Access,
     ) -> bool {
+        self.check(caller, resource, own_type, access).0
+    }
+
+    /// Whether `resource` may be released, and whether a restricted grant decided it.
+    fn check(
+        &self,
+        caller: &VerifiedCaller,
+        resource: &Value,
+        own_type: Option<&str>,
+        access: Access,
+    ) -> (bool, bool) {
         let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else {
-            return false;
+            return (false, true);
         };
         if resource_type == "OperationOutcome" {
-            return true;
+            return (true, false);
         }
         let other;
         let grant = match (&self.grant, own_type) {
@@ -160,17 +171,17 @@ impl Authorization {
                     other = grant;
                     &other
                 }
-                Err(_) => return false,
+                Err(_) => return (false, true),
             },
         };
         if grant.is_unrestricted() {
-            return true;
+            return (true, false);
         }
         let in_compartment = self
             .patient
             .as_deref()
             .is_some_and(|p| in_patient_compartment(resource, p));
-        grant.permits(resource, in_compartment)
+        (grant.permits(resource, in_compartment), true)
     }
 
     /// The check of a single returned resource (read, vread): 403 when it may not be released.
@@ -197,8 +208,8 @@ impl Authorization {
     }
 
     /// Removes the entries of a Bundle the caller may not see. Returns how many were removed.
-    /// `Bundle.total` is dropped whenever entries are checked against a restriction, so that
-    /// the count of what was withheld does not leak.
+    /// `Bundle.total` is dropped whenever an entry was checked against a restricted grant, so
+    /// that the count of what was withheld does not leak.
     pub fn filter_bundle(
         &self,
         caller: &VerifiedCaller,
@@ -214,6 +225,7 @@ impl Authorization {
         };
         let unrestricted = self.is_unrestricted();
         let mut removed = 0;
+        let mut restricted = self.grant.as_ref().is_some_and(|g| !g.is_unrestricted());
         if let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut) {
             entries.retain(|entry| {
                 let keep = match entry.get("resource") {
@@ -227,7 +239,9 @@ impl Authorization {
                         } else {
                             Access::Read
                         };
-                        self.releases(caller, resource, own_type, access)
+                        let (keep, by_restriction) = self.check(caller, resource, own_type, access);
+                        restricted |= by_restriction;
+                        keep
                     }
                     // A history entry of a deletion: only for unrestricted callers.
                     None => unrestricted,
@@ -238,7 +252,7 @@ impl Authorization {
                 keep
             });
         }
-        if (removed > 0 || !unrestricted)
+        if (removed > 0 || restricted)
             && let Some(object) = bundle.as_object_mut()
         {
             object.remove("total");
@@ -449,6 +463,27 @@ mod tests {
         assert_eq!(auth.filter_bundle(&lab, &mut bundle, &search), 2);
         assert_eq!(bundle["entry"].as_array().unwrap().len(), 1);
         assert!(bundle.get("total").is_none());
+    }
+
+    #[test]
+    fn pages_at_the_base_are_checked_entry_by_entry() {
+        let page = fhir_request::parse("GET", "", "_getpages=x&_assent_page=t").unwrap();
+        let bundle = || {
+            json!({"resourceType": "Bundle", "total": 2, "entry": [
+                {"resource": {"resourceType": "Observation", "subject": {"reference": "Patient/p1"}}},
+                {"resource": {"resourceType": "Condition", "subject": {"reference": "Patient/p1"}}},
+            ]})
+        };
+        let anyone = caller("user/*.rs", None);
+        let auth = authorize(&anyone, &page).unwrap();
+        assert!(auth.grant.is_none());
+        let mut b = bundle();
+        assert_eq!(auth.filter_bundle(&anyone, &mut b, &page), 0);
+        assert_eq!(b["total"], 2, "nothing restricted: the total stays");
+        let observations = caller("user/Observation.rs", None);
+        let mut b = bundle();
+        assert_eq!(auth.filter_bundle(&observations, &mut b, &page), 1);
+        assert!(b.get("total").is_none());
     }
 
     #[test]

@@ -133,6 +133,39 @@ async fn fhir_requests_need_a_valid_token_from_the_trusted_issuer() {
         assert!(!got.text().contains(token), "the token is never echoed");
     }
 
+    // Trusted as a second issuer, the same provider's tokens pass (one or more issuers).
+    let both = TestGateway::new()
+        .set(
+            "auth",
+            json!({"issuers": [
+                {"issuer": identity_provider().issuer(), "audience": [TEST_AUDIENCE]},
+                {"issuer": stranger.issuer(), "audience": [TEST_AUDIENCE], "admin_subjects": ["dr-alice"]},
+            ]}),
+        )
+        .site("st-mary", &upstream.base_url())
+        .start();
+    let got = send(
+        "GET",
+        &both.url("/fhir/st-mary/Patient/p1"),
+        Some(&forged),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let admin = |token: &str| {
+        let url = both.url("/admin/sites");
+        let token = token.to_owned();
+        async move { send("GET", &url, Some(&token), &[], None).await.status }
+    };
+    assert_eq!(
+        admin(&forged).await,
+        200,
+        "dr-alice is an admin at the second issuer"
+    );
+    assert_eq!(admin(clinician_token()).await, 403, "but not at the first");
+    let n_upstream = upstream.requests().len();
+
     // A gateway expecting another audience refuses the same valid token.
     let other = TestGateway::new()
         .issuer_setting("audience", json!(["https://elsewhere.test/fhir"]))
@@ -161,11 +194,32 @@ async fn fhir_requests_need_a_valid_token_from_the_trusted_issuer() {
         "{challenge}"
     );
 
-    assert!(
-        upstream.requests().is_empty(),
+    assert_eq!(
+        upstream.requests().len(),
+        n_upstream,
         "no refused request reached the upstream"
     );
     assert_eq!(get(&url).await.status, 200);
+}
+
+#[actix_web::test]
+async fn an_issuer_that_cannot_be_discovered_stops_the_start() {
+    let nowhere = closed_port_url().trim_end_matches("/fhir").to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({
+        "listen": "127.0.0.1:0",
+        "database_url": dir.path().join("gw.db").display().to_string(),
+        "auth": {"issuers": [{"issuer": nowhere, "audience": [TEST_AUDIENCE]}]},
+    });
+    let config = assent_gateway::config::Config::from_value(&config).unwrap();
+    let error = match assent_gateway::app::spawn(config) {
+        Ok(_) => panic!("a gateway started without its issuer"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        error.contains("auth.issuers") && error.contains("discovery"),
+        "{error}"
+    );
 }
 
 #[actix_web::test]

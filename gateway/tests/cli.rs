@@ -40,6 +40,10 @@ fn check_config_accepts_a_valid_file_and_names_the_bad_key_otherwise() {
     let (code, out, err) = assent(&["check-config", good.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("valid (1 site)"), "{out}");
+    assert!(
+        err.contains("no [[auth.issuers]]"),
+        "a file without a trusted issuer is valid, with a warning: {err}"
+    );
 
     let cases = [
         (
@@ -56,6 +60,16 @@ fn check_config_accepts_a_valid_file_and_names_the_bad_key_otherwise() {
             "sites.st-mary.timeout_ms",
         ),
         (format!("{GOOD}colour = \"blue\"\n"), "colour"),
+        (
+            format!("{GOOD}[[auth.api_keys]]\nid = \"old\"\n"),
+            "auth.api_keys",
+        ),
+        (
+            format!(
+                "{GOOD}[[auth.issuers]]\nissuer = \"http://idp.example\"\naudience = [\"a\"]\n"
+            ),
+            "auth.issuers[0].issuer",
+        ),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad{i}.toml"));
@@ -81,4 +95,8 @@ fn the_example_configuration_is_valid() {
     let (code, out, err) = assent(&["check-config", example]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("valid (2 sites)"), "{out}");
+    assert!(
+        !err.contains("warning"),
+        "the example trusts an issuer: {err}"
+    );
 }

@@ -48,6 +48,11 @@ pub enum Basis {
     Consent(ConsentBasis),
     /// Break-glass permitted over the deny in the box.
     BreakGlass(Box<Basis>),
+    /// The request reads no patient's data (the server's CapabilityStatement).
+    NoPatientData,
+    /// Whose data the request touches is known only from the answer: each resource returned
+    /// is decided on its own before anything is released.
+    PerResource,
 }
 
 impl fmt::Display for Basis {
@@ -64,6 +69,8 @@ impl fmt::Display for Basis {
                 write!(f, ":{}:{}", c.provision, c.effect.as_str())
             }
             Basis::BreakGlass(inner) => write!(f, "break-glass:{inner}"),
+            Basis::NoPatientData => f.write_str("no-patient-data"),
+            Basis::PerResource => f.write_str("per-resource"),
         }
     }
 }
@@ -250,7 +257,24 @@ fn describe(basis: &Basis, out: &mut String) {
             describe(inner, out);
             out.push(']');
         }
+        Basis::NoPatientData => out.push_str("the request reads no patient data"),
+        Basis::PerResource => {
+            out.push_str("whose data is touched is known from the answer; each resource is decided")
+        }
     }
+}
+
+/// The permit for a request that reads no patient's data (`metadata`).
+pub fn permit_without_patient_data() -> Permit {
+    Permit::new(Basis::NoPatientData, false, Vec::new())
+}
+
+/// The permit to fetch when the request does not say whose data it touches (a search across
+/// patients, a read by id of a clinical resource): it is conditional, so nothing may be
+/// released before each resource returned is decided with [`crate::decide`] or
+/// [`crate::filter_bundle`].
+pub fn permit_per_resource() -> Permit {
+    Permit::new(Basis::PerResource, true, Vec::new())
 }
 
 /// The decision when no consent applies: opt-in sites deny, opt-out sites permit.
@@ -265,6 +289,16 @@ pub fn decide_site_default(policy: SitePolicy) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fetch_permits_say_what_they_rest_on() {
+        let p = permit_per_resource();
+        assert!(p.is_conditional());
+        assert_eq!(p.basis().to_string(), "per-resource");
+        let m = permit_without_patient_data();
+        assert!(!m.is_conditional());
+        assert_eq!(m.basis().to_string(), "no-patient-data");
+    }
 
     #[test]
     fn site_default_follows_policy() {

@@ -285,12 +285,12 @@ impl FabricLedger {
             .await
             .map_err(gateway_error)?;
         match status.result {
-            tx_validation_code::VALID => Ok(Attempt::Committed {
+            tx_validation_code::VALID => Ok(Attempt::Committed(Box::new(Committed {
                 tx_id,
                 block_number: status.block_number,
                 written,
                 event: result.event,
-            }),
+            }))),
             tx_validation_code::MVCC_READ_CONFLICT | tx_validation_code::PHANTOM_READ_CONFLICT => {
                 Ok(Attempt::ReadConflict)
             }
@@ -349,13 +349,15 @@ impl FabricLedger {
 }
 
 enum Attempt {
-    Committed {
-        tx_id: String,
-        block_number: u64,
-        written: WriteResult,
-        event: Option<ChaincodeEvent>,
-    },
+    Committed(Box<Committed>),
     ReadConflict,
+}
+
+struct Committed {
+    tx_id: String,
+    block_number: u64,
+    written: WriteResult,
+    event: Option<ChaincodeEvent>,
 }
 
 #[async_trait::async_trait]
@@ -370,12 +372,13 @@ impl Ledger for FabricLedger {
                     tokio::time::sleep(wait + jitter).await;
                     wait = (wait * 2).min(Duration::from_millis(500));
                 }
-                Attempt::Committed {
-                    tx_id,
-                    block_number,
-                    written,
-                    event,
-                } => {
+                Attempt::Committed(committed) => {
+                    let Committed {
+                        tx_id,
+                        block_number,
+                        written,
+                        event,
+                    } = *committed;
                     let (tx_index, event) = match event {
                         Some(e) => {
                             let index = self.event_index(block_number, &tx_id).await?;

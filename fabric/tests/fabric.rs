@@ -1,0 +1,533 @@
+//! The Fabric backend's integration tests, in one binary: the ledger conformance suite run
+//! against `FabricLedger` talking over TLS to the FAKE Fabric gateway peer, which drives the
+//! real chaincode server over the shim protocol; what the fake refuses (as a real peer
+//! would); the chaincode's shim driven message by message by a test peer; and the suite
+//! against a real Fabric network when `ASSENT_FABRIC_TEST_CONFIG` names one.
+//!
+//! Owns the scenarios. The fakes and setup live in `fabric/fake.rs` and `fabric/support.rs`.
+
+#[path = "fabric/fake.rs"]
+mod fake;
+#[path = "fabric/support.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use assent_consent::{
+    ConsentRecord, ConsentSubmission, ConsortiumKey, EVENT_CONSENT_PUT, RecordStatus,
+    RevocationReason, document_hash,
+};
+use assent_fabric::grpc::path;
+use assent_fabric::proposal::signed_proposal;
+use assent_fabric::protos::common::{ChannelHeader, Header};
+use assent_fabric::protos::gateway::EvaluateRequest;
+use assent_fabric::protos::google::Timestamp;
+use assent_fabric::protos::paths;
+use assent_fabric::protos::peer::chaincode_message::Type;
+use assent_fabric::protos::peer::{
+    ChaincodeId, ChaincodeInput, ChaincodeMessage, GetState, GetStateByRange, Kv, Proposal,
+    PutState, QueryResponse, QueryResultBytes, QueryStateClose, QueryStateNext, Response,
+};
+use assent_fabric::wire::{Query, WriteResult, write_args};
+use assent_fabric::{FabricConfig, FabricLedger, IdentityError, SigningIdentity, gateway_error};
+use assent_ledger::conformance::{Subject, factory, run_all};
+use assent_ledger::{Ledger, LedgerError, TxCall};
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_prost::ProstCodec;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_suite_against_the_fake_fabric() {
+    let network = support::Network::start().await;
+    // Every event stream breaks after three responses: subscriptions must resume from their
+    // last event without missing or repeating one.
+    network.fake.break_event_streams_after(3);
+    let net = network.clone();
+    let open = factory(move || {
+        let net = net.clone();
+        async move {
+            let reopen_net = net.clone();
+            Subject {
+                ledger: Arc::new(net.ledger()),
+                chain: None,
+                reopen: Some(Box::new(move || {
+                    let net = reopen_net.clone();
+                    Box::pin(async move { Arc::new(net.ledger()) as Arc<dyn Ledger> })
+                })),
+            }
+        }
+    });
+    run_all(&*open).await;
+    let seen = network.fake.seen();
+    assert!(seen.signatures_verified.load(Ordering::SeqCst) > 100);
+    assert_eq!(
+        seen.refused.load(Ordering::SeqCst),
+        0,
+        "no signature was refused"
+    );
+    assert!(
+        seen.streams_broken.load(Ordering::SeqCst) > 0,
+        "the suite ran over broken event streams"
+    );
+    assert!(
+        seen.read_conflicts.load(Ordering::SeqCst) > 0,
+        "concurrent writers met MVCC conflicts and were retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_refuses_what_a_peer_refuses() {
+    let network = support::Network::start().await;
+    let ledger = network.ledger();
+    let client = ledger.client();
+    let identity = &network.connection.identity;
+    let query = Query::Consent {
+        consent_key: "a".repeat(64),
+    };
+    let evaluate = |proposal: assent_fabric::proposal::SignedProposalWithId, channel: &str| {
+        client.evaluate(EvaluateRequest {
+            transaction_id: proposal.transaction_id,
+            channel_id: channel.to_owned(),
+            proposed_transaction: Some(proposal.proposal),
+            target_organizations: Vec::new(),
+        })
+    };
+    let good = || {
+        signed_proposal(
+            identity,
+            fake::CHANNEL,
+            fake::CHAINCODE,
+            query.args(),
+            HashMap::new(),
+        )
+    };
+
+    // A well-formed proposal is answered.
+    let answer = evaluate(good(), fake::CHANNEL)
+        .await
+        .expect("a good proposal");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.payload, b"null");
+
+    // High S: the same signature with s replaced by n - s still verifies mathematically,
+    // but Fabric refuses it.
+    let mut high = good();
+    let signature = p256::ecdsa::Signature::from_der(&high.proposal.signature).unwrap();
+    let (r, s) = signature.split_scalars();
+    let negated = -(*s.as_ref());
+    let flipped = p256::ecdsa::Signature::from_scalars(r.to_bytes(), negated.to_bytes()).unwrap();
+    assert_ne!(
+        flipped.normalize_s(),
+        flipped,
+        "the flipped signature is high-S"
+    );
+    high.proposal.signature = flipped.to_der().as_bytes().to_vec();
+    let error = evaluate(high, fake::CHANNEL).await.unwrap_err();
+    assert_eq!(error.code, Code::PermissionDenied);
+    assert!(error.to_string().contains("high S"), "{error}");
+
+    // A transaction id that is not hex(SHA-256(nonce ‖ creator)), correctly signed.
+    let mut wrong = good();
+    let mut proposal = Proposal::decode(wrong.proposal.proposal_bytes.as_slice()).unwrap();
+    let mut header = Header::decode(proposal.header.as_slice()).unwrap();
+    let mut channel_header = ChannelHeader::decode(header.channel_header.as_slice()).unwrap();
+    channel_header.tx_id = "ab".repeat(32);
+    header.channel_header = channel_header.encode_to_vec();
+    proposal.header = header.encode_to_vec();
+    wrong.proposal.proposal_bytes = proposal.encode_to_vec();
+    wrong.proposal.signature = identity.sign(&wrong.proposal.proposal_bytes);
+    wrong.transaction_id = "ab".repeat(32);
+    let error = evaluate(wrong, fake::CHANNEL).await.unwrap_err();
+    assert_eq!(error.code, Code::InvalidArgument);
+    assert!(error.to_string().contains("invalid txid"), "{error}");
+
+    // An unknown channel.
+    let elsewhere = signed_proposal(
+        identity,
+        "no-such-channel",
+        fake::CHAINCODE,
+        query.args(),
+        HashMap::new(),
+    );
+    let error = evaluate(elsewhere, "no-such-channel").await.unwrap_err();
+    assert_eq!(error.code, Code::NotFound);
+
+    // An identity of an organization that is not a member.
+    let stranger = support::client_identity("EvilMSP");
+    let foreign = signed_proposal(
+        &stranger,
+        fake::CHANNEL,
+        fake::CHAINCODE,
+        query.args(),
+        HashMap::new(),
+    );
+    let error = evaluate(foreign, fake::CHANNEL).await.unwrap_err();
+    assert_eq!(error.code, Code::PermissionDenied);
+
+    // A tampered proposal (signed bytes changed after signing).
+    let mut tampered = good();
+    let last = tampered.proposal.proposal_bytes.len() - 1;
+    tampered.proposal.proposal_bytes[last] ^= 1;
+    assert!(evaluate(tampered, fake::CHANNEL).await.is_err());
+
+    // The ledger error names the peer and the organization that refused, and why.
+    match gateway_error(error) {
+        LedgerError::Unavailable { reason } => {
+            assert!(reason.contains("peer0.org1.example.com"), "{reason}");
+            assert!(reason.contains("Org1MSP"), "{reason}");
+            assert!(reason.contains("EvilMSP is not a member"), "{reason}");
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert_eq!(network.fake.seen().refused.load(Ordering::SeqCst), 5);
+
+    // A contract refusal crosses the chaincode, the fake peer and the gateway intact.
+    let refused = ledger
+        .submit(TxCall::Revoke {
+            consent_key: "c".repeat(64),
+            reason: RevocationReason::Other,
+        })
+        .await;
+    assert_eq!(
+        refused.map(|_| ()),
+        Err(LedgerError::Rejected {
+            rejection: assent_ledger::Rejection::NotFound
+        })
+    );
+
+    // What the client signs is always low-S.
+    for i in 0..200u32 {
+        let der = identity.sign(&i.to_be_bytes());
+        let signature = p256::ecdsa::Signature::from_der(&der).unwrap();
+        assert_eq!(signature.normalize_s(), signature);
+    }
+}
+
+#[test]
+fn identities_are_checked_when_loaded() {
+    let (cert, _) = support::p256_pem("a");
+    let (_, other_key) = support::p256_pem("b");
+    assert!(matches!(
+        SigningIdentity::from_pem("Org1MSP", cert.as_bytes(), &other_key),
+        Err(IdentityError::KeyMismatch)
+    ));
+    assert!(matches!(
+        SigningIdentity::from_pem("", cert.as_bytes(), &other_key),
+        Err(IdentityError::NoMspId)
+    ));
+    assert!(matches!(
+        SigningIdentity::from_pem("Org1MSP", b"not a certificate", &other_key),
+        Err(IdentityError::Certificate(_))
+    ));
+}
+
+/// A test peer's end of one chaincode stream.
+struct TestPeer {
+    outbound: mpsc::UnboundedSender<ChaincodeMessage>,
+    inbound: tonic::Streaming<ChaincodeMessage>,
+}
+
+impl TestPeer {
+    fn send(&self, kind: Type, txid: &str, payload: Vec<u8>) {
+        self.outbound
+            .send(ChaincodeMessage {
+                r#type: kind as i32,
+                payload,
+                txid: txid.to_owned(),
+                channel_id: fake::CHANNEL.to_owned(),
+                timestamp: Some(Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 0,
+                }),
+                ..ChaincodeMessage::default()
+            })
+            .unwrap();
+    }
+
+    async fn expect(&mut self, kind: Type, txid: &str) -> ChaincodeMessage {
+        let message = tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
+            .await
+            .expect("the chaincode answers")
+            .expect("the stream is healthy")
+            .expect("the stream is open");
+        assert_eq!(
+            (
+                Type::try_from(message.r#type).unwrap(),
+                message.txid.as_str()
+            ),
+            (kind, txid),
+            "{message:?}"
+        );
+        if !txid.is_empty() {
+            assert_eq!(message.channel_id, fake::CHANNEL);
+        }
+        message
+    }
+
+    fn transaction(&self, txid: &str, args: Vec<Vec<u8>>) {
+        let input = ChaincodeInput {
+            args,
+            ..ChaincodeInput::default()
+        };
+        self.send(Type::Transaction, txid, input.encode_to_vec());
+    }
+}
+
+fn response_of(message: &ChaincodeMessage) -> Response {
+    Response::decode(message.payload.as_slice()).unwrap()
+}
+
+fn record(key: &ConsortiumKey, consent: &str, patient: &str) -> ConsentRecord {
+    ConsentRecord {
+        consent_key: key.consent(consent),
+        patient_key: key.patient(patient),
+        grantee_bucket: "any".into(),
+        grantee_keys: Vec::new(),
+        version: 1,
+        document_hash: document_hash(&serde_json::json!({ "id": consent })),
+        status: RecordStatus::Active,
+        scope: "patient-privacy".into(),
+        period_start: None,
+        period_end: None,
+        revocation: None,
+        updated_at: 1_700_000_000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaincode_shim_message_by_message() {
+    let (addr, _stop) = support::start_chaincode().await;
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let (outbound, receiver) = mpsc::unbounded_channel();
+    let inbound = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(
+                receiver,
+            )),
+            path(paths::CHAINCODE_CONNECT),
+            ProstCodec::<ChaincodeMessage, ChaincodeMessage>::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let mut peer = TestPeer { outbound, inbound };
+
+    // REGISTER with the package id; KEEPALIVE echoed; REGISTERED, READY.
+    let register = peer.expect(Type::Register, "").await;
+    assert_eq!(
+        ChaincodeId::decode(register.payload.as_slice())
+            .unwrap()
+            .name,
+        fake::PACKAGE_ID
+    );
+    peer.send(Type::Keepalive, "", Vec::new());
+    peer.expect(Type::Keepalive, "").await;
+    peer.send(Type::Registered, "", Vec::new());
+    peer.send(Type::Ready, "", Vec::new());
+
+    let key = ConsortiumKey::new(b"shim-test-consortium-key").unwrap();
+    let submission = ConsentSubmission {
+        consent_key: key.consent("c1"),
+        patient_key: key.patient("p1"),
+        grantee_keys: vec![key.keyed_hash("party-ref", "Practitioner/dr-a")],
+        document_hash: document_hash(&serde_json::json!({ "id": "c1" })),
+        status: RecordStatus::Active,
+        scope: "patient-privacy".into(),
+        period_start: None,
+        period_end: None,
+        expected_version: None,
+    };
+
+    // Two transactions interleaved on one stream: tx1 writes, tx2 reads.
+    peer.transaction("tx1", write_args(&TxCall::PutConsent(submission.clone())));
+    let get = peer.expect(Type::GetState, "tx1").await;
+    let index_key = format!("consent-index/{}", submission.consent_key);
+    assert_eq!(
+        GetState::decode(get.payload.as_slice()).unwrap().key,
+        index_key
+    );
+    peer.transaction(
+        "tx2",
+        Query::Consent {
+            consent_key: key.consent("c2"),
+        }
+        .args(),
+    );
+    let get = peer.expect(Type::GetState, "tx2").await;
+    assert_eq!(
+        GetState::decode(get.payload.as_slice()).unwrap().key,
+        format!("consent-index/{}", key.consent("c2"))
+    );
+    peer.send(Type::Response, "tx2", Vec::new());
+    let done = peer.expect(Type::Completed, "tx2").await;
+    assert_eq!(response_of(&done).status, 200);
+    assert_eq!(response_of(&done).payload, b"null");
+    assert_eq!(done.chaincode_event, None, "a query sets no event");
+
+    peer.send(Type::Response, "tx1", Vec::new());
+    let put = peer.expect(Type::PutState, "tx1").await;
+    let put = PutState::decode(put.payload.as_slice()).unwrap();
+    assert_eq!(put.key, index_key);
+    let record_key = String::from_utf8(put.value).unwrap();
+    assert!(record_key.starts_with(&format!("consent/{}/", submission.patient_key)));
+    peer.send(Type::Response, "tx1", Vec::new());
+    let put = peer.expect(Type::PutState, "tx1").await;
+    assert_eq!(
+        PutState::decode(put.payload.as_slice()).unwrap().key,
+        record_key
+    );
+    peer.send(Type::Response, "tx1", Vec::new());
+    let done = peer.expect(Type::Completed, "tx1").await;
+    let response = response_of(&done);
+    assert_eq!(response.status, 200, "{}", response.message);
+    let written: WriteResult = serde_json::from_slice(&response.payload).unwrap();
+    assert!(!written.replayed);
+    let event = done.chaincode_event.expect("the write sets its event");
+    assert_eq!(event.event_name, EVENT_CONSENT_PUT);
+    assert_eq!(event.tx_id, "tx1");
+
+    // The peer refuses a state request: the transaction ends with ERROR.
+    peer.transaction(
+        "tx3",
+        write_args(&TxCall::Revoke {
+            consent_key: submission.consent_key.clone(),
+            reason: RevocationReason::PatientRequest,
+        }),
+    );
+    peer.expect(Type::GetState, "tx3").await;
+    peer.send(
+        Type::Error,
+        "tx3",
+        b"FAKE: state database unavailable".to_vec(),
+    );
+    let failed = peer.expect(Type::Error, "tx3").await;
+    assert!(String::from_utf8_lossy(&failed.payload).contains("state database unavailable"));
+
+    // A range query in pages: GET_STATE_BY_RANGE, QUERY_STATE_NEXT, QUERY_STATE_CLOSE.
+    peer.transaction(
+        "tx4",
+        Query::PatientConsents {
+            patient_key: key.patient("p1"),
+        }
+        .args(),
+    );
+    let range = peer.expect(Type::GetStateByRange, "tx4").await;
+    let range = GetStateByRange::decode(range.payload.as_slice()).unwrap();
+    assert_eq!(range.start_key, format!("consent/{}/", key.patient("p1")));
+    let page = |record: &ConsentRecord, has_more: bool| {
+        QueryResponse {
+            results: vec![QueryResultBytes {
+                result_bytes: Kv {
+                    namespace: fake::CHAINCODE.into(),
+                    key: format!("consent/{}/any/{}", record.patient_key, record.consent_key),
+                    value: serde_json::to_vec(record).unwrap(),
+                }
+                .encode_to_vec(),
+            }],
+            has_more,
+            id: "iter-1".into(),
+            metadata: Vec::new(),
+        }
+        .encode_to_vec()
+    };
+    let (first, second) = (record(&key, "c1", "p1"), record(&key, "c3", "p1"));
+    peer.send(Type::Response, "tx4", page(&first, true));
+    let next = peer.expect(Type::QueryStateNext, "tx4").await;
+    assert_eq!(
+        QueryStateNext::decode(next.payload.as_slice()).unwrap().id,
+        "iter-1"
+    );
+    peer.send(Type::Response, "tx4", page(&second, false));
+    let close = peer.expect(Type::QueryStateClose, "tx4").await;
+    assert_eq!(
+        QueryStateClose::decode(close.payload.as_slice())
+            .unwrap()
+            .id,
+        "iter-1"
+    );
+    peer.send(Type::Response, "tx4", Vec::new());
+    let done = peer.expect(Type::Completed, "tx4").await;
+    let listed: Vec<ConsentRecord> = serde_json::from_slice(&response_of(&done).payload).unwrap();
+    assert_eq!(listed, vec![first, second]);
+
+    // An unknown function and a contract refusal: COMPLETED with status 500.
+    peer.transaction("tx5", vec![b"drop_table".to_vec(), b"{}".to_vec()]);
+    let done = peer.expect(Type::Completed, "tx5").await;
+    assert_eq!(response_of(&done).status, 500);
+    let mut bad = submission.clone();
+    bad.patient_key = "Patient/123".into();
+    peer.transaction("tx6", write_args(&TxCall::PutConsent(bad)));
+    let done = peer.expect(Type::Completed, "tx6").await;
+    let response = response_of(&done);
+    assert_eq!(response.status, 500);
+    assert!(matches!(
+        assent_ledger::parse_refusal(&response.message),
+        Some(LedgerError::Rejected { .. })
+    ));
+
+    // Two transactions with the same id at once: the second is refused.
+    peer.transaction(
+        "tx7",
+        Query::Consent {
+            consent_key: key.consent("c1"),
+        }
+        .args(),
+    );
+    peer.expect(Type::GetState, "tx7").await;
+    peer.transaction(
+        "tx7",
+        Query::Consent {
+            consent_key: key.consent("c1"),
+        }
+        .args(),
+    );
+    peer.expect(Type::Error, "tx7").await;
+    peer.send(Type::Response, "tx7", Vec::new());
+    peer.expect(Type::Completed, "tx7").await;
+}
+
+/// The conformance suite against a real Fabric network, when `ASSENT_FABRIC_TEST_CONFIG`
+/// names a JSON file of [`FabricConfig`] (peer endpoint, TLS and identity files, channel,
+/// chaincode); skipped with a notice otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_suite_against_a_real_fabric_network() {
+    let Ok(path) = std::env::var("ASSENT_FABRIC_TEST_CONFIG") else {
+        eprintln!(
+            "skipped: set ASSENT_FABRIC_TEST_CONFIG to a JSON FabricConfig file to run the \
+             conformance suite against a real Fabric network"
+        );
+        return;
+    };
+    let text = std::fs::read_to_string(&path).expect("the test config is readable");
+    let config: FabricConfig = serde_json::from_str(&text).expect("the test config parses");
+    let connection = config.load().expect("the configured files load");
+    let open = factory(move || {
+        let connection = connection.clone();
+        async move {
+            let reopen_connection = connection.clone();
+            Subject {
+                ledger: Arc::new(FabricLedger::new(connection).expect("connects")),
+                chain: None,
+                reopen: Some(Box::new(move || {
+                    let connection = reopen_connection.clone();
+                    Box::pin(async move {
+                        Arc::new(FabricLedger::new(connection).expect("connects"))
+                            as Arc<dyn Ledger>
+                    })
+                })),
+            }
+        }
+    });
+    run_all(&*open).await;
+}

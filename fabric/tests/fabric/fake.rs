@@ -1,0 +1,1067 @@
+//! FAKE Fabric for tests: an in-process stand-in for a Fabric Gateway peer (the `gateway.Gateway`
+//! service) that is also the FAKE peer driving the real chaincode server over
+//! `protos.Chaincode/Connect`. Not Fabric: one peer, one organization, no orderer, no
+//! endorsement policy; read-write sets stay in memory instead of in the transaction.
+//!
+//! What it does like a real peer: checks every signature it receives (ECDSA P-256 over
+//! SHA-256 with the creator's certificate, DER, low S only), recomputes transaction ids from
+//! nonce and creator, refuses unknown channels and MSPs, runs the chaincode through the shim
+//! protocol (range and history queries answered in pages of two), cuts blocks every few
+//! milliseconds, validates read sets at commit (MVCC and phantom reads), keeps history newest
+//! first, answers `qscc` GetChainInfo / GetBlockByNumber, and streams chaincode events per
+//! block. It can break every event stream after a number of responses, to check that a
+//! client resumes without missing or repeating events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use assent_fabric::client::status_with_details;
+use assent_fabric::grpc::{Routes, ServiceName, path, server_streaming, unary};
+use assent_fabric::protos::common::{
+    Block, BlockData, BlockHeader, BlockMetadata, BlockchainInfo, ChannelHeader, Envelope, Header,
+    HeaderType, Payload, SignatureHeader,
+};
+use assent_fabric::protos::gateway::{
+    ChaincodeEventsRequest, ChaincodeEventsResponse, CommitStatusRequest, CommitStatusResponse,
+    EndorseRequest, EndorseResponse, ErrorDetail, EvaluateRequest, EvaluateResponse,
+    SignedChaincodeEventsRequest, SignedCommitStatusRequest, SubmitRequest, SubmitResponse,
+};
+use assent_fabric::protos::google::Timestamp;
+use assent_fabric::protos::msp::SerializedIdentity;
+use assent_fabric::protos::orderer::seek_position;
+use assent_fabric::protos::paths;
+use assent_fabric::protos::peer::chaincode_message::Type;
+use assent_fabric::protos::peer::{
+    ChaincodeAction, ChaincodeActionPayload, ChaincodeEndorsedAction, ChaincodeEvent,
+    ChaincodeHeaderExtension, ChaincodeInput, ChaincodeInvocationSpec, ChaincodeMessage,
+    ChaincodeProposalPayload, DelState, Endorsement, GetHistoryForKey, GetState, GetStateByRange,
+    KeyModification, Kv, Proposal, ProposalResponsePayload, PutState, QueryResponse,
+    QueryResultBytes, QueryStateNext, Response, SignedProposal, Transaction, TransactionAction,
+    tx_validation_code,
+};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+use tonic::transport::{Channel, Server, ServerTlsConfig};
+use tonic::{Code, Request, Response as GrpcResponse, Status};
+use tonic_prost::ProstCodec;
+
+pub const CHANNEL: &str = "assent-channel";
+pub const CHAINCODE: &str = "assent-consent";
+pub const MSP: &str = "Org1MSP";
+pub const PACKAGE_ID: &str = "assent-consent_1.0:0123abcd";
+/// Page size of the fake's range and history answers: small, so paging is exercised.
+const PAGE: usize = 2;
+const BATCH_TIMEOUT: Duration = Duration::from_millis(15);
+
+/// A key's version: (block, transaction index).
+type Version = (u64, u32);
+
+/// A range read: start, end, and the keys seen with their versions.
+type RangeRead = (String, String, Vec<(String, Version)>);
+
+#[derive(Default)]
+struct RwSet {
+    reads: Vec<(String, Option<Version>)>,
+    ranges: Vec<RangeRead>,
+    writes: BTreeMap<String, Option<Vec<u8>>>,
+}
+
+struct PendingTx {
+    tx_id: String,
+    envelope: Vec<u8>,
+    timestamp: i64,
+    rwset: RwSet,
+    event: Option<ChaincodeEvent>,
+}
+
+#[derive(Default)]
+struct World {
+    values: BTreeMap<String, (Vec<u8>, Version)>,
+    /// Per key, oldest first.
+    history: HashMap<String, Vec<KeyModification>>,
+    blocks: Vec<Block>,
+    events: Vec<Vec<ChaincodeEvent>>,
+    statuses: HashMap<String, (i32, u64)>,
+    endorsed: HashMap<String, (RwSet, Option<ChaincodeEvent>, i64)>,
+    pending: Vec<PendingTx>,
+}
+
+/// Counts of what the fake saw, for assertions.
+#[derive(Default)]
+pub struct Seen {
+    pub signatures_verified: AtomicU64,
+    pub refused: AtomicU64,
+    pub streams_broken: AtomicU64,
+    pub read_conflicts: AtomicU64,
+}
+
+struct Shared {
+    world: Mutex<World>,
+    height: watch::Sender<u64>,
+    peer: PeerConnection,
+    peer_key: SigningKey,
+    peer_creator: Vec<u8>,
+    address: String,
+    /// Break each event stream after this many responses (0: never).
+    break_streams_after: AtomicUsize,
+    seen: Seen,
+}
+
+/// A running fake gateway peer. Stops when dropped.
+pub struct FakeFabric {
+    pub endpoint: String,
+    shared: Arc<Shared>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// TLS of the fake gateway: its certificate and key, and the CA clients trust.
+pub struct FakeTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl FakeFabric {
+    /// Starts a fake gateway peer on 127.0.0.1 (port 0) connected to the chaincode server at
+    /// `chaincode_addr`.
+    pub async fn start(chaincode_addr: std::net::SocketAddr, tls: Option<FakeTls>) -> FakeFabric {
+        let peer = PeerConnection::connect(chaincode_addr).await;
+        let (peer_key, peer_cert) = crate::support::p256_identity("peer0.org1.example.com");
+        let peer_creator = SerializedIdentity {
+            mspid: MSP.into(),
+            id_bytes: peer_cert.into_bytes(),
+        }
+        .encode_to_vec();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (height, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            world: Mutex::new(World::default()),
+            height,
+            peer,
+            peer_key,
+            peer_creator,
+            address: format!("peer0.org1.example.com:{}", addr.port()),
+            break_streams_after: AtomicUsize::new(0),
+            seen: Seen::default(),
+        });
+        shared.cut_genesis();
+        tokio::spawn(block_cutter(Arc::downgrade(&shared)));
+
+        let routes = Routes::<GatewayName>::new()
+            .route(paths::EVALUATE, {
+                let s = shared.clone();
+                unary(move |r: Request<EvaluateRequest>| {
+                    let s = s.clone();
+                    async move { s.evaluate(r.into_inner()).await.map(GrpcResponse::new) }
+                })
+            })
+            .route(paths::ENDORSE, {
+                let s = shared.clone();
+                unary(move |r: Request<EndorseRequest>| {
+                    let s = s.clone();
+                    async move { s.endorse(r.into_inner()).await.map(GrpcResponse::new) }
+                })
+            })
+            .route(paths::SUBMIT, {
+                let s = shared.clone();
+                unary(move |r: Request<SubmitRequest>| {
+                    let s = s.clone();
+                    async move { s.submit(r.into_inner()).map(GrpcResponse::new) }
+                })
+            })
+            .route(paths::COMMIT_STATUS, {
+                let s = shared.clone();
+                unary(move |r: Request<SignedCommitStatusRequest>| {
+                    let s = s.clone();
+                    async move { s.commit_status(r.into_inner()).await.map(GrpcResponse::new) }
+                })
+            })
+            .route(paths::CHAINCODE_EVENTS, {
+                let s = shared.clone();
+                server_streaming(move |r: Request<SignedChaincodeEventsRequest>| {
+                    let s = s.clone();
+                    async move { s.chaincode_events(r.into_inner()).map(GrpcResponse::new) }
+                })
+            });
+        let mut server = Server::builder();
+        let scheme = if let Some(tls) = tls {
+            server =
+                server
+                    .tls_config(ServerTlsConfig::new().identity(
+                        tonic::transport::Identity::from_pem(tls.cert_pem, tls.key_pem),
+                    ))
+                    .unwrap();
+            "https"
+        } else {
+            "http"
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(async move {
+            let _ = server
+                .add_service(routes)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        FakeFabric {
+            endpoint: format!("{scheme}://127.0.0.1:{}", addr.port()),
+            shared,
+            _stop: stop,
+        }
+    }
+
+    /// Breaks every event stream after `n` responses from now on (0: never).
+    pub fn break_event_streams_after(&self, n: usize) {
+        self.shared.break_streams_after.store(n, Ordering::SeqCst);
+    }
+
+    pub fn seen(&self) -> &Seen {
+        &self.shared.seen
+    }
+}
+
+struct GatewayName;
+
+impl ServiceName for GatewayName {
+    const NAME: &'static str = paths::GATEWAY_SERVICE;
+}
+
+async fn block_cutter(shared: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(BATCH_TIMEOUT).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.cut_block();
+    }
+}
+
+/// What a verified proposal says.
+struct ProposalView {
+    tx_id: String,
+    chaincode: String,
+    input: ChaincodeInput,
+    timestamp: Timestamp,
+    header: Vec<u8>,
+    signature_header: Vec<u8>,
+    payload: Vec<u8>,
+    proposal_bytes: Vec<u8>,
+}
+
+impl Shared {
+    fn refuse(&self, code: Code, message: &str) -> Status {
+        self.seen.refused.fetch_add(1, Ordering::SeqCst);
+        status_with_details(
+            code,
+            message,
+            &[ErrorDetail {
+                address: self.address.clone(),
+                msp_id: MSP.into(),
+                message: message.into(),
+            }],
+        )
+    }
+
+    /// The chaincode answered with an error: relayed with the peer's details, as the Fabric
+    /// gateway does (not counted as a refusal of the request itself).
+    fn chaincode_failed(&self, code: Code, response: &Response) -> Status {
+        let message = format!(
+            "chaincode response {}, {}",
+            response.status, response.message
+        );
+        status_with_details(
+            code,
+            "failed to endorse transaction, see attached details for more info",
+            &[ErrorDetail {
+                address: self.address.clone(),
+                msp_id: MSP.into(),
+                message,
+            }],
+        )
+    }
+
+    /// ECDSA P-256 / SHA-256, DER, low S, by a certificate of a known MSP.
+    fn verify(&self, creator: &[u8], message: &[u8], signature: &[u8]) -> Result<(), Status> {
+        let identity = SerializedIdentity::decode(creator)
+            .map_err(|_| self.refuse(Code::PermissionDenied, "creator is not an identity"))?;
+        if identity.mspid != MSP {
+            return Err(self.refuse(
+                Code::PermissionDenied,
+                &format!("MSP {} is not a member of the channel", identity.mspid),
+            ));
+        }
+        let key = certificate_key(&identity.id_bytes)
+            .ok_or_else(|| self.refuse(Code::PermissionDenied, "creator certificate unreadable"))?;
+        let signature = Signature::from_der(signature)
+            .map_err(|_| self.refuse(Code::PermissionDenied, "signature is not DER"))?;
+        if signature.normalize_s() != signature {
+            return Err(self.refuse(Code::PermissionDenied, "signature has a high S value"));
+        }
+        key.verify(message, &signature)
+            .map_err(|_| self.refuse(Code::PermissionDenied, "signature does not verify"))?;
+        self.seen.signatures_verified.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn check_header(
+        &self,
+        header: &Header,
+        expected_tx: &str,
+    ) -> Result<(ChannelHeader, SignatureHeader), Status> {
+        let channel_header = ChannelHeader::decode(header.channel_header.as_slice())
+            .map_err(|_| self.refuse(Code::InvalidArgument, "bad channel header"))?;
+        let signature_header = SignatureHeader::decode(header.signature_header.as_slice())
+            .map_err(|_| self.refuse(Code::InvalidArgument, "bad signature header"))?;
+        if channel_header.r#type != HeaderType::EndorserTransaction as i32 {
+            return Err(self.refuse(Code::InvalidArgument, "not an endorser transaction"));
+        }
+        if channel_header.channel_id != CHANNEL {
+            return Err(self.refuse(
+                Code::NotFound,
+                &format!("channel {} not found", channel_header.channel_id),
+            ));
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(&signature_header.nonce);
+        hasher.update(&signature_header.creator);
+        let computed = hex::encode(hasher.finalize());
+        if signature_header.nonce.len() != 24 {
+            return Err(self.refuse(Code::InvalidArgument, "nonce is not 24 bytes"));
+        }
+        if channel_header.tx_id != computed || channel_header.tx_id != expected_tx {
+            return Err(self.refuse(
+                Code::InvalidArgument,
+                &format!("invalid txid {}: expected {computed}", channel_header.tx_id),
+            ));
+        }
+        Ok((channel_header, signature_header))
+    }
+
+    fn check_proposal(
+        &self,
+        signed: Option<SignedProposal>,
+        tx_id: &str,
+        channel: &str,
+    ) -> Result<ProposalView, Status> {
+        let signed = signed.ok_or_else(|| self.refuse(Code::InvalidArgument, "no proposal"))?;
+        let proposal = Proposal::decode(signed.proposal_bytes.as_slice())
+            .map_err(|_| self.refuse(Code::InvalidArgument, "bad proposal"))?;
+        let header = Header::decode(proposal.header.as_slice())
+            .map_err(|_| self.refuse(Code::InvalidArgument, "bad header"))?;
+        let (channel_header, signature_header) = self.check_header(&header, tx_id)?;
+        if channel != channel_header.channel_id {
+            return Err(self.refuse(
+                Code::InvalidArgument,
+                "request and proposal channels differ",
+            ));
+        }
+        self.verify(
+            &signature_header.creator,
+            &signed.proposal_bytes,
+            &signed.signature,
+        )?;
+        let extension = ChaincodeHeaderExtension::decode(channel_header.extension.as_slice())
+            .map_err(|_| self.refuse(Code::InvalidArgument, "bad header extension"))?;
+        let chaincode = extension.chaincode_id.map(|c| c.name).unwrap_or_default();
+        let payload = ChaincodeProposalPayload::decode(proposal.payload.as_slice())
+            .map_err(|_| self.refuse(Code::InvalidArgument, "bad proposal payload"))?;
+        let spec = ChaincodeInvocationSpec::decode(payload.input.as_slice())
+            .map_err(|_| self.refuse(Code::InvalidArgument, "bad invocation spec"))?
+            .chaincode_spec
+            .ok_or_else(|| self.refuse(Code::InvalidArgument, "no chaincode spec"))?;
+        if spec.chaincode_id.map(|c| c.name).as_deref() != Some(chaincode.as_str()) {
+            return Err(self.refuse(Code::InvalidArgument, "chaincode ids differ"));
+        }
+        Ok(ProposalView {
+            tx_id: channel_header.tx_id,
+            chaincode,
+            input: spec.input.unwrap_or_default(),
+            timestamp: channel_header.timestamp.unwrap_or_default(),
+            header: proposal.header.clone(),
+            signature_header: header.signature_header,
+            payload: ChaincodeProposalPayload {
+                input: payload.input,
+                transient_map: HashMap::new(),
+            }
+            .encode_to_vec(),
+            proposal_bytes: signed.proposal_bytes,
+        })
+    }
+
+    async fn evaluate(
+        self: &Arc<Self>,
+        request: EvaluateRequest,
+    ) -> Result<EvaluateResponse, Status> {
+        let view = self.check_proposal(
+            request.proposed_transaction,
+            &request.transaction_id,
+            &request.channel_id,
+        )?;
+        let response = if view.chaincode == "qscc" {
+            self.qscc(&view.input)?
+        } else if view.chaincode == CHAINCODE {
+            self.simulate(&view).await.0
+        } else {
+            return Err(self.refuse(Code::NotFound, "chaincode not found"));
+        };
+        if response.status >= 400 {
+            return Err(self.chaincode_failed(Code::Unknown, &response));
+        }
+        Ok(EvaluateResponse {
+            result: Some(response),
+        })
+    }
+
+    fn qscc(&self, input: &ChaincodeInput) -> Result<Response, Status> {
+        let world = self.world.lock().unwrap();
+        let arg = |i: usize| {
+            input
+                .args
+                .get(i)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .unwrap_or_default()
+        };
+        if arg(1) != CHANNEL {
+            return Err(self.refuse(Code::NotFound, "qscc: channel not found"));
+        }
+        let payload = match arg(0).as_str() {
+            "GetChainInfo" => BlockchainInfo {
+                height: world.blocks.len() as u64,
+                ..BlockchainInfo::default()
+            }
+            .encode_to_vec(),
+            "GetBlockByNumber" => {
+                let n: usize = arg(2)
+                    .parse()
+                    .map_err(|_| self.refuse(Code::InvalidArgument, "qscc: bad number"))?;
+                world
+                    .blocks
+                    .get(n)
+                    .ok_or_else(|| self.refuse(Code::NotFound, "qscc: no such block"))?
+                    .encode_to_vec()
+            }
+            other => return Err(self.refuse(Code::Unimplemented, &format!("qscc: {other}"))),
+        };
+        Ok(Response {
+            status: 200,
+            message: String::new(),
+            payload,
+        })
+    }
+
+    async fn endorse(self: &Arc<Self>, request: EndorseRequest) -> Result<EndorseResponse, Status> {
+        let view = self.check_proposal(
+            request.proposed_transaction,
+            &request.transaction_id,
+            &request.channel_id,
+        )?;
+        if view.chaincode != CHAINCODE {
+            return Err(self.refuse(Code::NotFound, "chaincode not found"));
+        }
+        let (response, event, rwset) = self.simulate(&view).await;
+        if response.status >= 400 {
+            return Err(self.chaincode_failed(Code::Aborted, &response));
+        }
+        let action = ChaincodeAction {
+            results: Vec::new(),
+            events: event
+                .as_ref()
+                .map(Message::encode_to_vec)
+                .unwrap_or_default(),
+            response: Some(response),
+            chaincode_id: None,
+        };
+        let response_payload = ProposalResponsePayload {
+            proposal_hash: Sha256::digest(&view.proposal_bytes).to_vec(),
+            extension: action.encode_to_vec(),
+        }
+        .encode_to_vec();
+        let mut endorsed_bytes = response_payload.clone();
+        endorsed_bytes.extend_from_slice(&self.peer_creator);
+        let peer_signature: Signature = self.peer_key.sign(&endorsed_bytes);
+        let transaction = Transaction {
+            actions: vec![TransactionAction {
+                header: view.signature_header.clone(),
+                payload: ChaincodeActionPayload {
+                    chaincode_proposal_payload: view.payload.clone(),
+                    action: Some(ChaincodeEndorsedAction {
+                        proposal_response_payload: response_payload,
+                        endorsements: vec![Endorsement {
+                            endorser: self.peer_creator.clone(),
+                            signature: peer_signature.normalize_s().to_der().as_bytes().to_vec(),
+                        }],
+                    }),
+                }
+                .encode_to_vec(),
+            }],
+        };
+        let header = Header::decode(view.header.as_slice()).unwrap();
+        let payload = Payload {
+            header: Some(header),
+            data: transaction.encode_to_vec(),
+        };
+        self.world
+            .lock()
+            .unwrap()
+            .endorsed
+            .insert(view.tx_id.clone(), (rwset, event, view.timestamp.seconds));
+        Ok(EndorseResponse {
+            prepared_transaction: Some(Envelope {
+                payload: payload.encode_to_vec(),
+                signature: Vec::new(),
+            }),
+        })
+    }
+
+    fn submit(&self, request: SubmitRequest) -> Result<SubmitResponse, Status> {
+        let envelope = request
+            .prepared_transaction
+            .ok_or_else(|| self.refuse(Code::InvalidArgument, "no transaction"))?;
+        let payload = Payload::decode(envelope.payload.as_slice())
+            .map_err(|_| self.refuse(Code::InvalidArgument, "bad payload"))?;
+        let header = payload
+            .header
+            .ok_or_else(|| self.refuse(Code::InvalidArgument, "no header"))?;
+        let (channel_header, signature_header) =
+            self.check_header(&header, &request.transaction_id)?;
+        self.verify(
+            &signature_header.creator,
+            &envelope.payload,
+            &envelope.signature,
+        )?;
+        let mut world = self.world.lock().unwrap();
+        if world.statuses.contains_key(&channel_header.tx_id)
+            || world
+                .pending
+                .iter()
+                .any(|p| p.tx_id == channel_header.tx_id)
+        {
+            return Err(self.refuse(Code::AlreadyExists, "duplicate transaction id"));
+        }
+        let (rwset, event, timestamp) =
+            world
+                .endorsed
+                .remove(&channel_header.tx_id)
+                .ok_or_else(|| {
+                    self.refuse(
+                        Code::FailedPrecondition,
+                        "transaction was not endorsed here",
+                    )
+                })?;
+        world.pending.push(PendingTx {
+            tx_id: channel_header.tx_id,
+            envelope: envelope.encode_to_vec(),
+            timestamp,
+            rwset,
+            event,
+        });
+        Ok(SubmitResponse {})
+    }
+
+    async fn commit_status(
+        &self,
+        request: SignedCommitStatusRequest,
+    ) -> Result<CommitStatusResponse, Status> {
+        let inner = CommitStatusRequest::decode(request.request.as_slice())
+            .map_err(|_| self.refuse(Code::InvalidArgument, "bad request"))?;
+        self.verify(&inner.identity, &request.request, &request.signature)?;
+        if inner.channel_id != CHANNEL {
+            return Err(self.refuse(Code::NotFound, "channel not found"));
+        }
+        let mut height = self.height.subscribe();
+        let wait = async {
+            loop {
+                if let Some((code, block)) = self
+                    .world
+                    .lock()
+                    .unwrap()
+                    .statuses
+                    .get(&inner.transaction_id)
+                {
+                    return CommitStatusResponse {
+                        result: *code,
+                        block_number: *block,
+                    };
+                }
+                let _ = height.changed().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .map_err(|_| self.refuse(Code::DeadlineExceeded, "transaction not committed"))
+    }
+
+    fn chaincode_events(
+        self: &Arc<Self>,
+        request: SignedChaincodeEventsRequest,
+    ) -> Result<BoxStream<'static, Result<ChaincodeEventsResponse, Status>>, Status> {
+        let inner = ChaincodeEventsRequest::decode(request.request.as_slice())
+            .map_err(|_| self.refuse(Code::InvalidArgument, "bad request"))?;
+        self.verify(&inner.identity, &request.request, &request.signature)?;
+        if inner.channel_id != CHANNEL {
+            return Err(self.refuse(Code::NotFound, "channel not found"));
+        }
+        let height = *self.height.borrow();
+        let mut next = match inner.start_position.and_then(|p| p.r#type) {
+            Some(seek_position::Type::Specified(s)) => s.number,
+            Some(seek_position::Type::Oldest(_)) => 0,
+            Some(seek_position::Type::Newest(_)) => height.saturating_sub(1),
+            Some(seek_position::Type::NextCommit(_)) | None => height,
+        };
+        let mut skip_until =
+            (!inner.after_transaction_id.is_empty()).then_some(inner.after_transaction_id);
+        let limit = self.break_streams_after.load(Ordering::SeqCst);
+        let (sender, receiver) = mpsc::channel(16);
+        let shared = self.clone();
+        let chaincode = inner.chaincode_id;
+        tokio::spawn(async move {
+            let mut heights = shared.height.subscribe();
+            let mut sent = 0;
+            loop {
+                if heights.wait_for(|h| *h > next).await.is_err() {
+                    return;
+                }
+                let events: Vec<ChaincodeEvent> = {
+                    let world = shared.world.lock().unwrap();
+                    world.events[next as usize]
+                        .iter()
+                        .filter(|e| e.chaincode_id == chaincode)
+                        .cloned()
+                        .collect()
+                };
+                let events: Vec<ChaincodeEvent> = match &skip_until {
+                    Some(after) => {
+                        let position = events.iter().position(|e| &e.tx_id == after);
+                        match position {
+                            Some(i) => {
+                                skip_until = None;
+                                events[i + 1..].to_vec()
+                            }
+                            None => Vec::new(),
+                        }
+                    }
+                    None => events,
+                };
+                if !events.is_empty() {
+                    if limit > 0 && sent == limit {
+                        shared.seen.streams_broken.fetch_add(1, Ordering::SeqCst);
+                        let _ = sender
+                            .send(Err(Status::unavailable(
+                                "FAKE: event stream broken on purpose",
+                            )))
+                            .await;
+                        return;
+                    }
+                    let response = ChaincodeEventsResponse {
+                        events,
+                        block_number: next,
+                    };
+                    if sender.send(Ok(response)).await.is_err() {
+                        return;
+                    }
+                    sent += 1;
+                }
+                next += 1;
+            }
+        });
+        Ok(tokio_stream::wrappers::ReceiverStream::new(receiver).boxed())
+    }
+
+    fn cut_genesis(&self) {
+        let channel_header = ChannelHeader {
+            r#type: HeaderType::Config as i32,
+            channel_id: CHANNEL.into(),
+            ..ChannelHeader::default()
+        };
+        let envelope = Envelope {
+            payload: Payload {
+                header: Some(Header {
+                    channel_header: channel_header.encode_to_vec(),
+                    signature_header: Vec::new(),
+                }),
+                data: Vec::new(),
+            }
+            .encode_to_vec(),
+            signature: Vec::new(),
+        };
+        let mut world = self.world.lock().unwrap();
+        push_block(
+            &mut world,
+            vec![envelope.encode_to_vec()],
+            vec![0],
+            Vec::new(),
+        );
+        self.height.send_replace(world.blocks.len() as u64);
+    }
+
+    /// Validates and commits the transactions submitted since the last block.
+    fn cut_block(&self) {
+        let mut world = self.world.lock().unwrap();
+        if world.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut world.pending);
+        let number = world.blocks.len() as u64;
+        let mut data = Vec::new();
+        let mut filter = Vec::new();
+        let mut events = Vec::new();
+        for (index, tx) in pending.into_iter().enumerate() {
+            let version = (number, index as u32);
+            let code = validate(&world, &tx.rwset);
+            if code != tx_validation_code::VALID {
+                self.seen.read_conflicts.fetch_add(1, Ordering::SeqCst);
+            }
+            if code == tx_validation_code::VALID {
+                for (key, value) in &tx.rwset.writes {
+                    match value {
+                        Some(v) => {
+                            world.values.insert(key.clone(), (v.clone(), version));
+                        }
+                        None => {
+                            world.values.remove(key);
+                        }
+                    }
+                    world
+                        .history
+                        .entry(key.clone())
+                        .or_default()
+                        .push(KeyModification {
+                            tx_id: tx.tx_id.clone(),
+                            value: value.clone().unwrap_or_default(),
+                            timestamp: Some(Timestamp {
+                                seconds: tx.timestamp,
+                                nanos: 0,
+                            }),
+                            is_delete: value.is_none(),
+                        });
+                }
+                if let Some(event) = tx.event {
+                    events.push(event);
+                }
+            }
+            world.statuses.insert(tx.tx_id, (code, number));
+            data.push(tx.envelope);
+            filter.push(code as u8);
+        }
+        push_block(&mut world, data, filter, events);
+        self.height.send_replace(world.blocks.len() as u64);
+    }
+
+    /// Runs a proposal through the chaincode over the shim stream.
+    async fn simulate(&self, view: &ProposalView) -> (Response, Option<ChaincodeEvent>, RwSet) {
+        let mut replies = self.peer.open(&view.tx_id);
+        self.peer.send(ChaincodeMessage {
+            r#type: Type::Transaction as i32,
+            timestamp: Some(view.timestamp),
+            payload: view.input.encode_to_vec(),
+            txid: view.tx_id.clone(),
+            channel_id: CHANNEL.into(),
+            ..ChaincodeMessage::default()
+        });
+        let mut rwset = RwSet::default();
+        let mut iterators: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        let iterator_ids = AtomicU64::new(0);
+        let outcome = loop {
+            let Some(message) = replies.recv().await else {
+                break (failure("FAKE peer: the chaincode stream closed"), None);
+            };
+            let kind = Type::try_from(message.r#type).unwrap_or(Type::Undefined);
+            let reply = |payload: Vec<u8>| ChaincodeMessage {
+                r#type: Type::Response as i32,
+                payload,
+                txid: message.txid.clone(),
+                channel_id: message.channel_id.clone(),
+                ..ChaincodeMessage::default()
+            };
+            let page = |results: &mut Vec<Vec<u8>>, id: &str| {
+                let rest = results.split_off(results.len().min(PAGE));
+                let this = std::mem::replace(results, rest);
+                QueryResponse {
+                    results: this
+                        .into_iter()
+                        .map(|result_bytes| QueryResultBytes { result_bytes })
+                        .collect(),
+                    has_more: !results.is_empty(),
+                    id: id.to_owned(),
+                    metadata: Vec::new(),
+                }
+                .encode_to_vec()
+            };
+            match kind {
+                Type::GetState => {
+                    let key = GetState::decode(message.payload.as_slice()).unwrap().key;
+                    let world = self.world.lock().unwrap();
+                    let current = world.values.get(&key);
+                    rwset.reads.push((key.clone(), current.map(|c| c.1)));
+                    let value = current.map(|c| c.0.clone()).unwrap_or_default();
+                    drop(world);
+                    self.peer.send(reply(value));
+                }
+                Type::PutState => {
+                    let put = PutState::decode(message.payload.as_slice()).unwrap();
+                    rwset.writes.insert(put.key, Some(put.value));
+                    self.peer.send(reply(Vec::new()));
+                }
+                Type::DelState => {
+                    let del = DelState::decode(message.payload.as_slice()).unwrap();
+                    rwset.writes.insert(del.key, None);
+                    self.peer.send(reply(Vec::new()));
+                }
+                Type::GetStateByRange => {
+                    let range = GetStateByRange::decode(message.payload.as_slice()).unwrap();
+                    let found = range_of(
+                        &self.world.lock().unwrap(),
+                        &range.start_key,
+                        &range.end_key,
+                    );
+                    rwset.ranges.push((
+                        range.start_key,
+                        range.end_key,
+                        found.iter().map(|(k, _, v)| (k.clone(), *v)).collect(),
+                    ));
+                    let mut results: Vec<Vec<u8>> = found
+                        .into_iter()
+                        .map(|(key, value, _)| {
+                            Kv {
+                                namespace: CHAINCODE.into(),
+                                key,
+                                value,
+                            }
+                            .encode_to_vec()
+                        })
+                        .collect();
+                    let id = format!("it-{}", iterator_ids.fetch_add(1, Ordering::SeqCst));
+                    let first = page(&mut results, &id);
+                    iterators.insert(id, results);
+                    self.peer.send(reply(first));
+                }
+                Type::GetHistoryForKey => {
+                    let key = GetHistoryForKey::decode(message.payload.as_slice())
+                        .unwrap()
+                        .key;
+                    let mut results: Vec<Vec<u8>> = self
+                        .world
+                        .lock()
+                        .unwrap()
+                        .history
+                        .get(&key)
+                        .map(|h| h.iter().rev().map(Message::encode_to_vec).collect())
+                        .unwrap_or_default();
+                    let id = format!("it-{}", iterator_ids.fetch_add(1, Ordering::SeqCst));
+                    let first = page(&mut results, &id);
+                    iterators.insert(id, results);
+                    self.peer.send(reply(first));
+                }
+                Type::QueryStateNext => {
+                    let id = QueryStateNext::decode(message.payload.as_slice())
+                        .unwrap()
+                        .id;
+                    match iterators.get_mut(&id) {
+                        Some(results) => {
+                            let next = page(results, &id);
+                            self.peer.send(reply(next));
+                        }
+                        None => self.peer.send(ChaincodeMessage {
+                            r#type: Type::Error as i32,
+                            payload: b"FAKE peer: no such iterator".to_vec(),
+                            ..reply(Vec::new())
+                        }),
+                    }
+                }
+                Type::QueryStateClose => {
+                    let id = assent_fabric::protos::peer::QueryStateClose::decode(
+                        message.payload.as_slice(),
+                    )
+                    .unwrap()
+                    .id;
+                    iterators.remove(&id);
+                    self.peer.send(reply(
+                        QueryResponse {
+                            id,
+                            ..QueryResponse::default()
+                        }
+                        .encode_to_vec(),
+                    ));
+                }
+                Type::Completed => {
+                    let response = Response::decode(message.payload.as_slice()).unwrap();
+                    let event = message.chaincode_event.map(|mut e| {
+                        e.chaincode_id = CHAINCODE.into();
+                        e.tx_id = view.tx_id.clone();
+                        e
+                    });
+                    break (response, event);
+                }
+                Type::Error => {
+                    break (failure(&String::from_utf8_lossy(&message.payload)), None);
+                }
+                other => {
+                    break (failure(&format!("FAKE peer: unexpected {other:?}")), None);
+                }
+            }
+        };
+        self.peer.close(&view.tx_id);
+        (outcome.0, outcome.1, rwset)
+    }
+}
+
+fn failure(message: &str) -> Response {
+    Response {
+        status: 500,
+        message: message.to_owned(),
+        payload: Vec::new(),
+    }
+}
+
+fn range_of(world: &World, start: &str, end: &str) -> Vec<(String, Vec<u8>, Version)> {
+    world
+        .values
+        .range(start.to_owned()..)
+        .take_while(|(k, _)| end.is_empty() || k.as_str() < end)
+        .map(|(k, (v, version))| (k.clone(), v.clone(), *version))
+        .collect()
+}
+
+/// MVCC: every key read is at the version read; every range holds the same keys at the same
+/// versions.
+fn validate(world: &World, rwset: &RwSet) -> i32 {
+    for (key, version) in &rwset.reads {
+        if world.values.get(key).map(|c| c.1) != *version {
+            return tx_validation_code::MVCC_READ_CONFLICT;
+        }
+    }
+    for (start, end, seen) in &rwset.ranges {
+        let now: Vec<(String, Version)> = range_of(world, start, end)
+            .into_iter()
+            .map(|(k, _, v)| (k, v))
+            .collect();
+        if &now != seen {
+            return tx_validation_code::PHANTOM_READ_CONFLICT;
+        }
+    }
+    tx_validation_code::VALID
+}
+
+fn push_block(world: &mut World, data: Vec<Vec<u8>>, filter: Vec<u8>, events: Vec<ChaincodeEvent>) {
+    let number = world.blocks.len() as u64;
+    let previous_hash = world
+        .blocks
+        .last()
+        .and_then(|b| b.header.as_ref())
+        .map(|h| Sha256::digest(h.encode_to_vec()).to_vec())
+        .unwrap_or_default();
+    let data_hash = {
+        let mut hasher = Sha256::new();
+        for d in &data {
+            hasher.update(d);
+        }
+        hasher.finalize().to_vec()
+    };
+    world.blocks.push(Block {
+        header: Some(BlockHeader {
+            number,
+            previous_hash,
+            data_hash,
+        }),
+        data: Some(BlockData { data }),
+        metadata: Some(BlockMetadata {
+            metadata: vec![Vec::new(), Vec::new(), filter, Vec::new(), Vec::new()],
+        }),
+    });
+    world.events.push(events);
+}
+
+fn certificate_key(pem: &[u8]) -> Option<VerifyingKey> {
+    use p256::pkcs8::DecodePublicKey;
+    use x509_cert::der::{DecodePem, Encode};
+    let certificate = x509_cert::Certificate::from_pem(pem).ok()?;
+    let spki = certificate
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .ok()?;
+    VerifyingKey::from_public_key_der(&spki).ok()
+}
+
+/// The FAKE peer's end of the chaincode stream: it dials the chaincode server, answers
+/// REGISTER with REGISTERED and READY, and routes the chaincode's messages by transaction.
+struct PeerConnection {
+    outbound: mpsc::UnboundedSender<ChaincodeMessage>,
+    routes: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ChaincodeMessage>>>>,
+}
+
+impl PeerConnection {
+    async fn connect(addr: std::net::SocketAddr) -> PeerConnection {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("the FAKE peer reaches the chaincode server");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let (outbound, receiver) = mpsc::unbounded_channel();
+        let response = grpc
+            .streaming(
+                Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(
+                    receiver,
+                )),
+                path(paths::CHAINCODE_CONNECT),
+                ProstCodec::<ChaincodeMessage, ChaincodeMessage>::default(),
+            )
+            .await
+            .expect("the chaincode accepts the stream");
+        let mut inbound = response.into_inner();
+        let register = inbound.message().await.unwrap().expect("REGISTER");
+        assert_eq!(register.r#type, Type::Register as i32);
+        let id =
+            assent_fabric::protos::peer::ChaincodeId::decode(register.payload.as_slice()).unwrap();
+        assert_eq!(
+            id.name, PACKAGE_ID,
+            "the chaincode registers with its package id"
+        );
+        for kind in [Type::Registered, Type::Ready] {
+            outbound
+                .send(ChaincodeMessage {
+                    r#type: kind as i32,
+                    ..ChaincodeMessage::default()
+                })
+                .unwrap();
+        }
+        let routes: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ChaincodeMessage>>>> =
+            Arc::default();
+        let routing = routes.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = inbound.message().await {
+                assert_eq!(message.channel_id, CHANNEL, "replies carry the channel id");
+                let route = routing.lock().unwrap().get(&message.txid).cloned();
+                if let Some(route) = route {
+                    let _ = route.send(message);
+                }
+            }
+        });
+        PeerConnection { outbound, routes }
+    }
+
+    fn open(&self, tx_id: &str) -> mpsc::UnboundedReceiver<ChaincodeMessage> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.routes.lock().unwrap().insert(tx_id.to_owned(), sender);
+        receiver
+    }
+
+    fn close(&self, tx_id: &str) {
+        self.routes.lock().unwrap().remove(tx_id);
+    }
+
+    fn send(&self, message: ChaincodeMessage) {
+        let _ = self.outbound.send(message);
+    }
+}

@@ -1,0 +1,120 @@
+//! Test support: P-256 identities and TLS certificates made fresh for each run (rcgen; no
+//! key material is committed), and starting the chaincode server, the FAKE Fabric and a
+//! `FabricLedger` wired together over loopback.
+//!
+//! Owns test setup only; the fakes are in `fake.rs`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use assent_fabric::{
+    CallOptions, FabricConnection, FabricLedger, FabricOptions, SigningIdentity, TlsMaterial,
+};
+use p256::pkcs8::DecodePrivateKey;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+use crate::fake::{self, FakeFabric, FakeTls};
+
+/// A P-256 key and a self-signed certificate naming `name`.
+pub fn p256_identity(name: &str) -> (p256::ecdsa::SigningKey, String) {
+    let (cert, key) = p256_pem(name);
+    (p256::ecdsa::SigningKey::from_pkcs8_pem(&key).unwrap(), cert)
+}
+
+/// A self-signed certificate and its PKCS#8 key, both PEM.
+pub fn p256_pem(name: &str) -> (String, String) {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = CertificateParams::new(vec![name.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// The gateway's signing identity in `msp`.
+pub fn client_identity(msp: &str) -> SigningIdentity {
+    let (cert, key) = p256_pem("assent-gateway.org1.example.com");
+    SigningIdentity::from_pem(msp, cert.as_bytes(), &key).unwrap()
+}
+
+/// A TLS CA, a server certificate for `localhost` signed by it, and the client's view.
+pub fn tls_pair() -> (FakeTls, TlsMaterial) {
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let server_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    (
+        FakeTls {
+            cert_pem: server_cert.pem(),
+            key_pem: server_key.serialize_pem(),
+        },
+        TlsMaterial {
+            ca_pem: ca.pem().into_bytes(),
+            client_identity: None,
+            server_name: Some("localhost".to_owned()),
+        },
+    )
+}
+
+/// Starts the consent chaincode server on 127.0.0.1 (port 0); it stops when the returned
+/// sender is dropped.
+pub async fn start_chaincode() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(assent_fabric::serve_chaincode_on(
+        listener,
+        fake::PACKAGE_ID.to_owned(),
+        None,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, stop)
+}
+
+/// A chaincode server, a FAKE Fabric over TLS in front of it, and how to reach it.
+pub struct Network {
+    pub fake: FakeFabric,
+    pub connection: FabricConnection,
+    _chaincode: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Network {
+    pub async fn start() -> Arc<Network> {
+        let (addr, chaincode) = start_chaincode().await;
+        let (server_tls, client_tls) = tls_pair();
+        let fake = FakeFabric::start(addr, Some(server_tls)).await;
+        let options = FabricOptions {
+            calls: CallOptions {
+                reconnect_backoff: Duration::from_millis(20),
+                ..CallOptions::default()
+            },
+            mvcc_retries: 30,
+            event_reconnect_attempts: 8,
+        };
+        let connection = FabricConnection {
+            peer_endpoint: fake.endpoint.clone(),
+            tls: Some(client_tls),
+            identity: client_identity(fake::MSP),
+            channel: fake::CHANNEL.to_owned(),
+            chaincode: fake::CHAINCODE.to_owned(),
+            options,
+        };
+        Arc::new(Network {
+            fake,
+            connection,
+            _chaincode: chaincode,
+        })
+    }
+
+    pub fn ledger(&self) -> FabricLedger {
+        FabricLedger::new(self.connection.clone()).unwrap()
+    }
+}

@@ -54,6 +54,21 @@ pub struct ChaincodeTls {
     pub client_ca_pem: Option<Vec<u8>>,
 }
 
+impl ChaincodeTls {
+    /// Reads the server's certificate and key, and the client CA when given (PEM files).
+    pub fn from_files(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        client_ca: Option<&std::path::Path>,
+    ) -> std::io::Result<ChaincodeTls> {
+        Ok(ChaincodeTls {
+            cert_pem: std::fs::read(cert)?,
+            key_pem: std::fs::read(key)?,
+            client_ca_pem: client_ca.map(std::fs::read).transpose()?,
+        })
+    }
+}
+
 impl std::fmt::Debug for ChaincodeTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChaincodeTls")
@@ -257,19 +272,19 @@ fn error_message(about: &ChaincodeMessage, text: String) -> ChaincodeMessage {
     }
 }
 
-/// The transaction time: the proposal's timestamp, which every endorser sees the same.
+/// The transaction time: the timestamp of the proposal's channel header, which every
+/// endorser sees the same; the message's own timestamp only when the peer sent no proposal.
 fn transaction_time(message: &ChaincodeMessage) -> Result<Timestamp, MalformedMessage> {
-    if let Some(t) = message.timestamp {
-        return Ok(Timestamp::from_unix_seconds(t.seconds));
-    }
     let malformed = |reason: &str| MalformedMessage {
         what: "transaction",
         reason: reason.to_owned(),
     };
-    let signed = message
-        .proposal
-        .as_ref()
-        .ok_or_else(|| malformed("no timestamp and no proposal"))?;
+    let Some(signed) = message.proposal.as_ref() else {
+        return message
+            .timestamp
+            .map(|t| Timestamp::from_unix_seconds(t.seconds))
+            .ok_or_else(|| malformed("no proposal and no timestamp"));
+    };
     let proposal =
         Proposal::decode(signed.proposal_bytes.as_slice()).map_err(|_| malformed("proposal"))?;
     let header = Header::decode(proposal.header.as_slice()).map_err(|_| malformed("header"))?;
@@ -278,7 +293,7 @@ fn transaction_time(message: &ChaincodeMessage) -> Result<Timestamp, MalformedMe
     channel_header
         .timestamp
         .map(|t| Timestamp::from_unix_seconds(t.seconds))
-        .ok_or_else(|| malformed("no timestamp"))
+        .ok_or_else(|| malformed("the proposal has no timestamp"))
 }
 
 /// Runs one INIT or TRANSACTION to its COMPLETED or ERROR message.

@@ -286,3 +286,101 @@ pub fn block_events(block: &Block, chaincode: &str) -> Vec<ChaincodeEvent> {
         .filter(|event| event.chaincode_id == chaincode)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::verify_creator;
+    use crate::protos::common::Header;
+    use crate::protos::gateway::ChaincodeEventsRequest;
+
+    fn identity() -> SigningIdentity {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["gw".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        SigningIdentity::from_pem("Org1MSP", cert.pem().as_bytes(), &key.serialize_pem()).unwrap()
+    }
+
+    #[test]
+    fn a_proposal_is_signed_and_named_as_fabric_expects() {
+        let id = identity();
+        let transient = HashMap::from([("k".to_owned(), b"v".to_vec())]);
+        let signed = signed_proposal(
+            &id,
+            "ch",
+            "cc",
+            vec![b"f".to_vec(), b"{}".to_vec()],
+            transient,
+        );
+        let proposal = Proposal::decode(signed.proposal.proposal_bytes.as_slice()).unwrap();
+        let header = Header::decode(proposal.header.as_slice()).unwrap();
+        let channel_header = ChannelHeader::decode(header.channel_header.as_slice()).unwrap();
+        let signature_header = SignatureHeader::decode(header.signature_header.as_slice()).unwrap();
+        assert_eq!(
+            verify_creator(
+                &signature_header.creator,
+                &signed.proposal.proposal_bytes,
+                &signed.proposal.signature
+            ),
+            Ok("Org1MSP".to_owned())
+        );
+        assert_eq!(signature_header.creator, id.creator());
+        assert_eq!(signature_header.nonce.len(), NONCE_LEN);
+        let expected = transaction_id(&signature_header.nonce, &signature_header.creator);
+        assert_eq!(channel_header.tx_id, expected);
+        assert_eq!(signed.transaction_id, expected);
+        assert_eq!(
+            channel_header.r#type,
+            HeaderType::EndorserTransaction as i32
+        );
+        assert_eq!(channel_header.channel_id, "ch");
+        let extension =
+            ChaincodeHeaderExtension::decode(channel_header.extension.as_slice()).unwrap();
+        assert_eq!(extension.chaincode_id.unwrap().name, "cc");
+        let payload = ChaincodeProposalPayload::decode(proposal.payload.as_slice()).unwrap();
+        assert_eq!(
+            payload.transient_map.get("k").map(Vec::as_slice),
+            Some(&b"v"[..])
+        );
+        let spec = ChaincodeInvocationSpec::decode(payload.input.as_slice())
+            .unwrap()
+            .chaincode_spec
+            .unwrap();
+        assert_eq!(spec.chaincode_id.unwrap().name, "cc");
+        assert_eq!(
+            spec.input.unwrap().args,
+            vec![b"f".to_vec(), b"{}".to_vec()]
+        );
+
+        // Two proposals never share a nonce or an id.
+        let again = signed_proposal(&id, "ch", "cc", Vec::new(), HashMap::new());
+        assert_ne!(again.transaction_id, signed.transaction_id);
+        // A flipped bit fails.
+        let mut bytes = signed.proposal.proposal_bytes.clone();
+        bytes[3] ^= 1;
+        assert!(verify_creator(id.creator(), &bytes, &signed.proposal.signature).is_err());
+    }
+
+    #[test]
+    fn status_and_events_requests_are_signed_by_the_creator() {
+        let id = identity();
+        let status = signed_commit_status_request(&id, "ch", "tx");
+        assert!(verify_creator(id.creator(), &status.request, &status.signature).is_ok());
+        let events = signed_events_request(&id, "ch", "cc", Some(7), Some("tx"));
+        assert!(verify_creator(id.creator(), &events.request, &events.signature).is_ok());
+        let request = ChaincodeEventsRequest::decode(events.request.as_slice()).unwrap();
+        assert_eq!(request.after_transaction_id, "tx");
+        assert_eq!(
+            request.start_position.unwrap().r#type,
+            Some(seek_position::Type::Specified(SeekSpecified { number: 7 }))
+        );
+        let mut envelope = Envelope {
+            payload: b"prepared".to_vec(),
+            signature: Vec::new(),
+        };
+        sign_envelope(&id, &mut envelope);
+        assert!(verify_creator(id.creator(), &envelope.payload, &envelope.signature).is_ok());
+    }
+}

@@ -208,6 +208,52 @@ async fn the_fake_refuses_what_a_peer_refuses() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_a_block_and_after_a_transaction_id() {
+    let network = support::Network::start().await;
+    let ledger = network.ledger();
+    let key = ConsortiumKey::new(b"events-test-consortium-key").unwrap();
+    let mut receipts = Vec::new();
+    for i in 0..3 {
+        let submission = ConsentSubmission {
+            consent_key: key.consent(&format!("c{i}")),
+            patient_key: key.patient("p1"),
+            grantee_keys: Vec::new(),
+            document_hash: document_hash(&serde_json::json!({ "i": i })),
+            status: RecordStatus::Active,
+            scope: "patient-privacy".into(),
+            period_start: None,
+            period_end: None,
+            expected_version: None,
+        };
+        receipts.push(ledger.put_consent(submission).await.unwrap());
+    }
+    let identity = &network.connection.identity;
+    let request = assent_fabric::proposal::signed_events_request(
+        identity,
+        fake::CHANNEL,
+        fake::CHAINCODE,
+        Some(receipts[0].block_number),
+        Some(&receipts[0].tx_id),
+    );
+    let mut stream = ledger.client().chaincode_events(request).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let response = stream.message().await.unwrap().unwrap();
+        seen.extend(response.events.into_iter().map(|e| e.tx_id));
+    }
+    assert_eq!(
+        seen,
+        vec![receipts[1].tx_id.clone(), receipts[2].tx_id.clone()]
+    );
+
+    // The head is the last event's position.
+    assert_eq!(
+        ledger.head().await.unwrap(),
+        receipts[2].event.as_ref().map(|e| e.checkpoint)
+    );
+}
+
 #[test]
 fn identities_are_checked_when_loaded() {
     let (cert, _) = support::p256_pem("a");

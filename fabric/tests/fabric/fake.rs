@@ -254,7 +254,7 @@ struct ProposalView {
     header: Vec<u8>,
     signature_header: Vec<u8>,
     payload: Vec<u8>,
-    proposal_bytes: Vec<u8>,
+    signed: SignedProposal,
 }
 
 impl Shared {
@@ -393,7 +393,7 @@ impl Shared {
                 transient_map: HashMap::new(),
             }
             .encode_to_vec(),
-            proposal_bytes: signed.proposal_bytes,
+            signed,
         })
     }
 
@@ -481,7 +481,7 @@ impl Shared {
             chaincode_id: None,
         };
         let response_payload = ProposalResponsePayload {
-            proposal_hash: Sha256::digest(&view.proposal_bytes).to_vec(),
+            proposal_hash: Sha256::digest(&view.signed.proposal_bytes).to_vec(),
             extension: action.encode_to_vec(),
         }
         .encode_to_vec();
@@ -764,6 +764,7 @@ impl Shared {
             timestamp: Some(view.timestamp),
             payload: view.input.encode_to_vec(),
             txid: view.tx_id.clone(),
+            proposal: Some(view.signed.clone()),
             channel_id: CHANNEL.into(),
             ..ChaincodeMessage::default()
         });

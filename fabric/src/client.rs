@@ -159,7 +159,8 @@ pub struct GatewayClient {
 
 impl GatewayClient {
     /// A client of the peer at `endpoint` (`https://host:port`, or `http://` without TLS).
-    /// Connects lazily: an unreachable peer shows as unavailable calls, not here.
+    /// Connects lazily: an unreachable peer shows as unavailable calls, not here. Call it
+    /// inside a Tokio runtime.
     pub fn new(
         endpoint: &str,
         tls: Option<&TlsMaterial>,

@@ -166,7 +166,8 @@ pub struct FabricLedger {
 }
 
 impl FabricLedger {
-    /// A ledger over the gateway peer of `connection`. Connects lazily.
+    /// A ledger over the gateway peer of `connection`. Connects lazily; call it inside a
+    /// Tokio runtime (the channel's connection task is spawned on it).
     pub fn new(connection: FabricConnection) -> Result<FabricLedger, ConnectError> {
         let client = GatewayClient::new(
             &connection.peer_endpoint,

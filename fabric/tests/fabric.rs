@@ -38,7 +38,7 @@ use assent_ledger::{Ledger, LedgerError, TxCall};
 use prost::Message;
 use tokio::sync::mpsc;
 use tonic::Code;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_prost::ProstCodec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -252,6 +252,172 @@ async fn events_from_a_block_and_after_a_transaction_id() {
         ledger.head().await.unwrap(),
         receipts[2].event.as_ref().map(|e| e.checkpoint)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chaincode_serves_over_mutual_tls() {
+    let ca = support::TestCa::new();
+    let (server_cert, server_key) = ca.leaf("localhost", true);
+    let (client_cert, client_key) = ca.leaf("peer0.org1.example.com", false);
+    let (addr, _stop) = support::start_chaincode_with(Some(assent_fabric::ChaincodeTls {
+        cert_pem: server_cert.into_bytes(),
+        key_pem: server_key.into_bytes(),
+        client_ca_pem: Some(ca.pem().into_bytes()),
+    }))
+    .await;
+
+    // A peer without a client certificate gets no stream.
+    let anonymous = async {
+        let channel = Channel::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(ca.pem()))
+                    .domain_name("localhost"),
+            )
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.map_err(|e| e.to_string())?;
+        let (_keep, receiver) = mpsc::unbounded_channel::<ChaincodeMessage>();
+        let mut stream = grpc
+            .streaming(
+                tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(
+                    receiver,
+                )),
+                path(paths::CHAINCODE_CONNECT),
+                ProstCodec::<ChaincodeMessage, ChaincodeMessage>::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        stream.message().await.map_err(|e| e.to_string())
+    };
+    assert!(
+        !matches!(anonymous.await, Ok(Some(_))),
+        "a peer without a client certificate must not get a REGISTER"
+    );
+
+    // The FAKE peer with its client certificate drives a write and a read.
+    let peer_tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca.pem()))
+        .identity(Identity::from_pem(client_cert, client_key))
+        .domain_name("localhost");
+    let fake = fake::FakeFabric::start_with(addr, Some(peer_tls), None).await;
+    let connection = assent_fabric::FabricConnection {
+        peer_endpoint: fake.endpoint.clone(),
+        tls: None,
+        identity: support::client_identity(fake::MSP),
+        channel: fake::CHANNEL.to_owned(),
+        chaincode: fake::CHAINCODE.to_owned(),
+        options: assent_fabric::FabricOptions::default(),
+    };
+    let ledger = FabricLedger::new(connection).unwrap();
+    let key = ConsortiumKey::new(b"mtls-test-consortium-key").unwrap();
+    let submission = ConsentSubmission {
+        consent_key: key.consent("c1"),
+        patient_key: key.patient("p1"),
+        grantee_keys: Vec::new(),
+        document_hash: document_hash(&serde_json::json!({ "id": "c1" })),
+        status: RecordStatus::Active,
+        scope: "patient-privacy".into(),
+        period_start: None,
+        period_end: None,
+        expected_version: None,
+    };
+    let receipt = ledger.put_consent(submission).await.unwrap();
+    assert_eq!(receipt.outcome.consent().unwrap().version, 1);
+    let read = ledger.consent(&key.consent("c1")).await.unwrap().unwrap();
+    assert_eq!(read.version, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_peer_is_unavailable_after_retries() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let connection = assent_fabric::FabricConnection {
+        peer_endpoint: format!("http://{addr}"),
+        tls: None,
+        identity: support::client_identity(fake::MSP),
+        channel: fake::CHANNEL.to_owned(),
+        chaincode: fake::CHAINCODE.to_owned(),
+        options: assent_fabric::FabricOptions {
+            calls: assent_fabric::CallOptions {
+                reconnect_attempts: 3,
+                reconnect_backoff: Duration::from_millis(10),
+                connect_timeout: Duration::from_millis(500),
+                ..assent_fabric::CallOptions::default()
+            },
+            ..assent_fabric::FabricOptions::default()
+        },
+    };
+    let ledger = FabricLedger::new(connection).unwrap();
+    let started = std::time::Instant::now();
+    match ledger.consent(&"a".repeat(64)).await {
+        Err(LedgerError::Unavailable { .. }) => {}
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "fails closed, and fast"
+    );
+    assert!(matches!(
+        ledger.subscribe(None).await.map(|_| ()),
+        Err(LedgerError::Unavailable { .. })
+    ));
+}
+
+#[tokio::test]
+async fn the_configuration_is_loaded_and_checked_from_files() {
+    let dir = std::env::temp_dir().join(format!(
+        "assent-fabric-config-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = support::p256_pem("gateway");
+    let (_, other_key) = support::p256_pem("other");
+    let ca = support::TestCa::new();
+    std::fs::write(dir.join("cert.pem"), &cert).unwrap();
+    std::fs::write(dir.join("key.pem"), &key).unwrap();
+    std::fs::write(dir.join("other.pem"), &other_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let json = |key_file: &str| {
+        serde_json::json!({
+            "peer_endpoint": "https://peer0.org1.example.com:7051",
+            "tls_ca_file": dir.join("ca.pem"),
+            "msp_id": "Org1MSP",
+            "cert_file": dir.join("cert.pem"),
+            "key_file": dir.join(key_file),
+            "channel": "assent",
+            "chaincode": "assent-consent",
+        })
+    };
+    let config: FabricConfig = serde_json::from_value(json("key.pem")).unwrap();
+    let loaded = config.load().unwrap();
+    assert_eq!(loaded.identity.msp_id(), "Org1MSP");
+    assert!(FabricLedger::new(loaded).is_ok());
+    let mismatched: FabricConfig = serde_json::from_value(json("other.pem")).unwrap();
+    assert!(matches!(
+        mismatched.load(),
+        Err(assent_fabric::ConfigError::Identity(
+            IdentityError::KeyMismatch
+        ))
+    ));
+    let missing: FabricConfig = serde_json::from_value(json("absent.pem")).unwrap();
+    assert!(matches!(
+        missing.load(),
+        Err(assent_fabric::ConfigError::Identity(
+            IdentityError::Read { .. }
+        ))
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -48,7 +48,7 @@ use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
-use tonic::transport::{Channel, Server, ServerTlsConfig};
+use tonic::transport::{Channel, ClientTlsConfig, Server, ServerTlsConfig};
 use tonic::{Code, Request, Response as GrpcResponse, Status};
 use tonic_prost::ProstCodec;
 
@@ -131,7 +131,16 @@ impl FakeFabric {
     /// Starts a fake gateway peer on 127.0.0.1 (port 0) connected to the chaincode server at
     /// `chaincode_addr`.
     pub async fn start(chaincode_addr: std::net::SocketAddr, tls: Option<FakeTls>) -> FakeFabric {
-        let peer = PeerConnection::connect(chaincode_addr).await;
+        FakeFabric::start_with(chaincode_addr, None, tls).await
+    }
+
+    /// The same, dialing the chaincode with `chaincode_tls`.
+    pub async fn start_with(
+        chaincode_addr: std::net::SocketAddr,
+        chaincode_tls: Option<ClientTlsConfig>,
+        tls: Option<FakeTls>,
+    ) -> FakeFabric {
+        let peer = PeerConnection::connect(chaincode_addr, chaincode_tls).await;
         let (peer_key, peer_cert) = crate::support::p256_identity("peer0.org1.example.com");
         let peer_creator = SerializedIdentity {
             mspid: MSP.into(),
@@ -1001,9 +1010,16 @@ struct PeerConnection {
 }
 
 impl PeerConnection {
-    async fn connect(addr: std::net::SocketAddr) -> PeerConnection {
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
+    async fn connect(addr: std::net::SocketAddr, tls: Option<ClientTlsConfig>) -> PeerConnection {
+        let mut endpoint = Channel::from_shared(match tls {
+            Some(_) => format!("https://{addr}"),
+            None => format!("http://{addr}"),
+        })
+        .unwrap();
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).unwrap();
+        }
+        let channel = endpoint
             .connect()
             .await
             .expect("the FAKE peer reaches the chaincode server");

@@ -12,7 +12,9 @@ use assent_fabric::{
     CallOptions, FabricConnection, FabricLedger, FabricOptions, SigningIdentity, TlsMaterial,
 };
 use p256::pkcs8::DecodePrivateKey;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+};
 
 use crate::fake::{self, FakeFabric, FakeTls};
 
@@ -38,22 +40,45 @@ pub fn client_identity(msp: &str) -> SigningIdentity {
     SigningIdentity::from_pem(msp, cert.as_bytes(), &key).unwrap()
 }
 
+/// A throwaway certificate authority for TLS.
+pub struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        TestCa {
+            issuer: CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A certificate for `name` signed by this CA, for a server or a client, and its key.
+    pub fn leaf(&self, name: &str, server: bool) -> (String, String) {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
 /// A TLS CA, a server certificate for `localhost` signed by it, and the client's view.
 pub fn tls_pair() -> (FakeTls, TlsMaterial) {
-    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let server_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let server_cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
+    let ca = TestCa::new();
+    let (cert_pem, key_pem) = ca.leaf("localhost", true);
     (
-        FakeTls {
-            cert_pem: server_cert.pem(),
-            key_pem: server_key.serialize_pem(),
-        },
+        FakeTls { cert_pem, key_pem },
         TlsMaterial {
             ca_pem: ca.pem().into_bytes(),
             client_identity: None,
@@ -65,13 +90,20 @@ pub fn tls_pair() -> (FakeTls, TlsMaterial) {
 /// Starts the consent chaincode server on 127.0.0.1 (port 0); it stops when the returned
 /// sender is dropped.
 pub async fn start_chaincode() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    start_chaincode_with(None).await
+}
+
+/// The same, with TLS.
+pub async fn start_chaincode_with(
+    tls: Option<assent_fabric::ChaincodeTls>,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(assent_fabric::serve_chaincode_on(
         listener,
         fake::PACKAGE_ID.to_owned(),
-        None,
+        tls,
         async {
             let _ = stopped.await;
         },

@@ -207,9 +207,7 @@ impl GatewayClient {
     pub async fn evaluate(&self, request: EvaluateRequest) -> Result<Response, GatewayError> {
         let timeout = self.options.evaluate_timeout;
         let response: EvaluateResponse = self
-            .with_retries(paths::EVALUATE, || {
-                self.unary(paths::EVALUATE, request.clone(), timeout)
-            })
+            .with_retries(|| self.unary(paths::EVALUATE, request.clone(), timeout))
             .await?;
         Ok(response.result.unwrap_or_default())
     }
@@ -218,9 +216,7 @@ impl GatewayClient {
     pub async fn endorse(&self, request: EndorseRequest) -> Result<Envelope, GatewayError> {
         let timeout = self.options.endorse_timeout;
         let response: EndorseResponse = self
-            .with_retries(paths::ENDORSE, || {
-                self.unary(paths::ENDORSE, request.clone(), timeout)
-            })
+            .with_retries(|| self.unary(paths::ENDORSE, request.clone(), timeout))
             .await?;
         response.prepared_transaction.ok_or_else(|| GatewayError {
             method: paths::ENDORSE,
@@ -245,10 +241,8 @@ impl GatewayClient {
         request: SignedCommitStatusRequest,
     ) -> Result<CommitStatusResponse, GatewayError> {
         let timeout = self.options.commit_status_timeout;
-        self.with_retries(paths::COMMIT_STATUS, || {
-            self.unary(paths::COMMIT_STATUS, request.clone(), timeout)
-        })
-        .await
+        self.with_retries(|| self.unary(paths::COMMIT_STATUS, request.clone(), timeout))
+            .await
     }
 
     /// ChaincodeEvents: a stream of one chaincode's events, one response per block holding
@@ -309,11 +303,7 @@ impl GatewayClient {
     }
 
     /// Runs `call` again, with a doubling wait, while it fails as unavailable.
-    async fn with_retries<T, F, Fut>(
-        &self,
-        _method: &'static str,
-        call: F,
-    ) -> Result<T, GatewayError>
+    async fn with_retries<T, F, Fut>(&self, call: F) -> Result<T, GatewayError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, GatewayError>>,

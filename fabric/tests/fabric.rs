@@ -743,3 +743,87 @@ async fn conformance_suite_against_a_real_fabric_network() {
     });
     run_all(&*open).await;
 }
+
+/// Write latency (submit to commit), evaluate latency and anchors per second against a real
+/// network, when `ASSENT_FABRIC_TEST_CONFIG` names one; printed for the benchmark notes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn benchmark_against_a_real_fabric_network() {
+    let Ok(path) = std::env::var("ASSENT_FABRIC_TEST_CONFIG") else {
+        eprintln!("skipped: set ASSENT_FABRIC_TEST_CONFIG to benchmark a real Fabric network");
+        return;
+    };
+    let text = std::fs::read_to_string(&path).expect("the test config is readable");
+    let config: FabricConfig = serde_json::from_str(&text).expect("the test config parses");
+    let ledger = Arc::new(FabricLedger::from_config(&config).expect("the configured files load"));
+    let run = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let key = ConsortiumKey::new(b"assent-fabric-benchmark-key").unwrap();
+    const WRITES: usize = 20;
+    let mut writes = Vec::new();
+    for i in 0..WRITES {
+        let submission = ConsentSubmission {
+            consent_key: key.consent(&format!("{run}/c{i}")),
+            patient_key: key.patient(&format!("{run}/p{i}")),
+            grantee_keys: Vec::new(),
+            document_hash: document_hash(&serde_json::json!({ "run": run, "i": i })),
+            status: RecordStatus::Active,
+            scope: "patient-privacy".into(),
+            period_start: None,
+            period_end: None,
+            expected_version: None,
+        };
+        let started = std::time::Instant::now();
+        ledger.put_consent(submission).await.expect("commits");
+        writes.push(started.elapsed());
+    }
+    let mut reads = Vec::new();
+    for i in 0..WRITES {
+        let started = std::time::Instant::now();
+        ledger
+            .consent(&key.consent(&format!("{run}/c{i}")))
+            .await
+            .expect("evaluates");
+        reads.push(started.elapsed());
+    }
+    const ANCHORS: u64 = 64;
+    const WRITERS: u64 = 8;
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let ledger = ledger.clone();
+        let key = key.clone();
+        let run = run.clone();
+        tasks.push(tokio::spawn(async move {
+            for b in 0..ANCHORS / WRITERS {
+                let anchor = assent_consent::AnchorSubmission {
+                    gateway_key: key.gateway(&format!("{run}/gw{w}")),
+                    batch_id: b,
+                    root: document_hash(&serde_json::json!({ "w": w, "b": b })),
+                    n_receipts: 100,
+                };
+                ledger.record_anchor(anchor).await.expect("anchors");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let per_second = ANCHORS as f64 / started.elapsed().as_secs_f64();
+    let percentile = |samples: &mut Vec<Duration>, p: usize| {
+        samples.sort();
+        samples[(samples.len() * p / 100).min(samples.len() - 1)]
+    };
+    println!(
+        "fabric benchmark: consent write p50 {:?} p95 {:?}; evaluate p50 {:?} p95 {:?}; \
+         {per_second:.1} anchors/s with {WRITERS} writers",
+        percentile(&mut writes, 50),
+        percentile(&mut writes, 95),
+        percentile(&mut reads, 50),
+        percentile(&mut reads, 95),
+    );
+}

@@ -11,6 +11,7 @@ use actix_web::{App, HttpServer, web};
 
 use crate::caller::{AuthSetupError, Authenticator};
 use crate::config::Config;
+use crate::consent_service::ConsentService;
 use crate::observability::{self, Metrics};
 use crate::paging::PageSigner;
 use crate::record::Recorder;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub callers: Authenticator,
     pub recorder: Recorder,
     pub openapi_json: String,
+    /// Consent state: the ledger, the stored documents and the decision cache.
+    pub consents: Arc<ConsentService>,
 }
 
 /// Per-worker upstream clients by site id (awc clients are bound to their worker thread).
@@ -65,6 +68,8 @@ pub enum StartError {
     OpenApi(String),
     #[error("cannot listen on {addr}: {message}")]
     Bind { addr: SocketAddr, message: String },
+    #[error("the consent ledger cannot open: {0}")]
+    Consent(String),
     #[error("the server thread failed to start")]
     Thread,
 }
@@ -111,7 +116,9 @@ impl AppState {
             metrics.request_log_dropped.clone(),
         );
         let openapi_json = routes::openapi_json().map_err(StartError::OpenApi)?;
+        let consents = open_consents(&config, &store)?;
         Ok(AppState {
+            consents,
             callers,
             public_base,
             sites,
@@ -123,6 +130,25 @@ impl AppState {
             config,
         })
     }
+}
+
+/// Opens the consent service: the embedded ledger over the store, with the configured keys
+/// or the ones this node made at its first start.
+fn open_consents(config: &Config, store: &Store) -> Result<Arc<ConsentService>, StartError> {
+    let key_or_setting = |configured: &Option<String>, name: &str| -> Result<Vec<u8>, StartError> {
+        let hex_key = match configured {
+            Some(k) => k.clone(),
+            None => store.setting_or_insert(name, || hex::encode(rand::random::<[u8; 32]>()))?,
+        };
+        hex::decode(hex_key).map_err(|_| StartError::Consent(format!("stored {name} is not hex")))
+    };
+    let consortium = key_or_setting(&config.ledger.consortium_key_hex, "consortium_key")?;
+    let node = key_or_setting(&config.ledger.node_key_hex, "node_key")?;
+    let node: [u8; 32] = node
+        .try_into()
+        .map_err(|_| StartError::Consent("the node key is not 32 bytes".into()))?;
+    ConsentService::open_embedded(store.clone(), &consortium, node)
+        .map_err(|e| StartError::Consent(e.to_string()))
 }
 
 /// The site configuration as stored, without secrets.

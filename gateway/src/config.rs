@@ -27,6 +27,7 @@ pub const ENV_KEYS: &[&str] = &[
     "paging",
     "log",
     "auth",
+    "ledger",
     "sites",
 ];
 
@@ -58,9 +59,30 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
     /// Sites by id. The id is the `{site}` of `/fhir/{site}/…`.
     #[serde(default)]
     pub sites: BTreeMap<String, SiteConfig>,
+}
+
+/// The consent ledger. Today the embedded ledger in the gateway's store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// The consortium key (hex, at least 32 bytes) that turns patient and practitioner
+    /// identifiers into the keyed hashes the ledger holds. Every member of a consortium uses
+    /// the same key. When absent, one is made at first start and kept in the store.
+    #[serde(default)]
+    pub consortium_key_hex: Option<String>,
+    /// The 32-byte Ed25519 seed (hex) that signs the embedded ledger's blocks. When absent,
+    /// one is made at first start and kept in the store.
+    #[serde(default)]
+    pub node_key_hex: Option<String>,
+    /// Subjects (`subject@issuer` caller ids) that may manage consents through `/consent`,
+    /// besides callers whose scopes grant writing `Consent`.
+    #[serde(default)]
+    pub consent_admins: Vec<String>,
 }
 
 /// Signed paging links.
@@ -429,6 +451,33 @@ impl Config {
                 }
                 Err(_) => {
                     return Err(ConfigError::invalid("paging.secret_hex", "must be hex"));
+                }
+            }
+        }
+        for (key, value, exact) in [
+            (
+                "ledger.consortium_key_hex",
+                &self.ledger.consortium_key_hex,
+                false,
+            ),
+            ("ledger.node_key_hex", &self.ledger.node_key_hex, true),
+        ] {
+            if let Some(value) = value {
+                match hex::decode(value) {
+                    Ok(bytes) if bytes.len() == 32 || (!exact && bytes.len() > 32) => {}
+                    Ok(_) if exact => {
+                        return Err(ConfigError::invalid(
+                            key,
+                            "must be 32 bytes (64 hex digits)",
+                        ));
+                    }
+                    Ok(_) => {
+                        return Err(ConfigError::invalid(
+                            key,
+                            "must be at least 32 bytes (64 hex digits)",
+                        ));
+                    }
+                    Err(_) => return Err(ConfigError::invalid(key, "must be hex")),
                 }
             }
         }

@@ -68,6 +68,8 @@ pub enum GatewayError {
     UpstreamRejected,
     #[error("the gateway's store is unavailable")]
     StoreUnavailable,
+    #[error("consent state is unavailable; no data is released without a decision")]
+    ConsentUnavailable,
     #[error("internal error")]
     Internal,
 }
@@ -116,6 +118,7 @@ impl GatewayError {
             E::UpstreamGone => (410, I::Deleted, "resource-gone", Upstream),
             E::UpstreamRejected => (400, I::Invalid, "upstream-rejected", Upstream),
             E::StoreUnavailable => (503, I::Transient, "store-unavailable", Internal),
+            E::ConsentUnavailable => (503, I::Transient, "consent-unavailable", Internal),
             E::Internal => (500, I::Exception, "internal", Internal),
         };
         ErrorRow {

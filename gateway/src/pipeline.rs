@@ -23,6 +23,7 @@ use futures_util::{Stream, StreamExt};
 use crate::app::{AppState, WorkerClients};
 use crate::authorize::{self, Authorization};
 use crate::caller::Caller;
+use crate::consent_phase::{self, ConsentRequest};
 use crate::error::GatewayError;
 use crate::fhir_request::{self, FhirRequest};
 use crate::observability::RequestId;
@@ -146,8 +147,10 @@ async fn run(
         }
     };
 
-    // decide
-    let decision = assent_consent::decide_site_default(site.config.default_policy);
+    // decide: on the patient's consents when the request says whose data it reads; else a
+    // conditional permit to fetch, and every resource is decided in the filter phase
+    let consent_request = ConsentRequest::new(&caller, ctx.purpose.map(|p| p.code()), &fhir, &site);
+    let decision = consent_phase::decide_request(state, &site, &fhir, &consent_request).await?;
     ctx.decision = Some(decision.clone());
     let permit: Permit = match decision {
         Decision::Permit(permit) => permit,
@@ -182,7 +185,21 @@ async fn run(
     let response = response?;
 
     // filter
-    filter(ctx, state, &site, &caller, &authorization, &fhir, response).await
+    let consent = ConsentFilter {
+        request: &consent_request,
+        conditional: permit.is_conditional(),
+    };
+    filter(
+        ctx,
+        state,
+        &site,
+        &caller,
+        &authorization,
+        &fhir,
+        &consent,
+        response,
+    )
+    .await
 }
 
 /// The parse phase: the FHIR request, and the form body of `POST _search`.
@@ -278,7 +295,16 @@ fn signed_part(path: &str, site_id: &str, query: &str) -> String {
     }
 }
 
-/// The filter phase: maps upstream errors, rewrites URLs, streams what it does not parse.
+/// What the filter phase needs of the decision.
+struct ConsentFilter<'a> {
+    request: &'a ConsentRequest,
+    /// Each returned resource must be decided before it is released.
+    conditional: bool,
+}
+
+/// The filter phase: maps upstream errors, decides returned resources where the decision
+/// needs them, rewrites URLs, streams what it does not parse.
+#[allow(clippy::too_many_arguments)]
 async fn filter(
     ctx: &RequestContext,
     state: &AppState,
@@ -286,6 +312,7 @@ async fn filter(
     caller: &Caller,
     authorization: &Authorization,
     fhir: &FhirRequest,
+    consent: &ConsentFilter<'_>,
     mut response: awc::ClientResponse,
 ) -> Result<HttpResponse, GatewayError> {
     let status = response.status();
@@ -340,6 +367,13 @@ async fn filter(
         if removed > 0 {
             tracing::info!(request_id = %ctx.request_id, site = %site.id, removed, "entries outside the caller's scopes removed");
         }
+        // Every entry is decided on its patient's consents: a search may reach several
+        // patients, and includes may reach others than the one it names.
+        let withheld =
+            consent_phase::filter_bundle(state, site, consent.request, &mut bundle).await?;
+        if withheld > 0 {
+            tracing::info!(request_id = %ctx.request_id, site = %site.id, withheld, "entries withheld by consent");
+        }
         let sign = |rest: &str| state.signer.sign(&site.id, &caller.id, rest);
         rewrite::rewrite_bundle(&mut bundle, &site.urls, &sign);
         let body = serde_json::to_vec(&bundle).map_err(|_| GatewayError::Internal)?;
@@ -363,11 +397,15 @@ async fn filter(
         let body = serde_json::to_vec(&statement).map_err(|_| GatewayError::Internal)?;
         return Ok(out.body(body));
     }
-    if !authorization.is_unrestricted() {
-        // A read under a confined or granular grant: the resource itself says whether it
-        // may be released, so it is parsed instead of streamed.
+    if !authorization.is_unrestricted() || consent.conditional {
+        // A read under a confined or granular grant, or whose permit depends on the content:
+        // the resource itself says whether it may be released, so it is parsed instead of
+        // streamed.
         let mut resource = read_json(&mut response, site).await?;
         authorization.check_resource(&caller.verified, &resource, fhir)?;
+        if consent.conditional {
+            consent_phase::check_resource(state, site, consent.request, &resource).await?;
+        }
         rewrite::rewrite_strings(&mut resource, &site.urls);
         let body = serde_json::to_vec(&resource).map_err(|_| GatewayError::Internal)?;
         return Ok(out.body(body));

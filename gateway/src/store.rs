@@ -15,7 +15,7 @@ use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-pub use schema::{consent_documents, ledger_blocks, request_log, sites};
+pub use schema::{consent_documents, ledger_blocks, node_settings, request_log, sites};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
@@ -236,6 +236,84 @@ impl Store {
             .load(&mut *conn)?)
     }
 
+    /// Stores a consent document under its hash (a second store of the same document is a
+    /// no-op).
+    pub fn put_consent_document(
+        &self,
+        document_hash: &str,
+        consent_key: &str,
+        site: &str,
+        document: &str,
+        stored_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let inserted = diesel::insert_into(consent_documents::table)
+            .values((
+                consent_documents::document_hash.eq(document_hash),
+                consent_documents::consent_key.eq(consent_key),
+                consent_documents::site.eq(site),
+                consent_documents::document.eq(document),
+                consent_documents::stored_at_ms.eq(stored_at_ms),
+            ))
+            .execute(&mut *conn);
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The consent document with this hash: (site, JSON text).
+    pub fn consent_document(
+        &self,
+        document_hash: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(consent_documents::table
+            .filter(consent_documents::document_hash.eq(document_hash))
+            .select((consent_documents::site, consent_documents::document))
+            .first(&mut *conn)
+            .optional()?)
+    }
+
+    /// The setting `name`, made by `make` and kept if there is none yet. Two nodes starting
+    /// together agree on the first one written.
+    pub fn setting_or_insert(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> String,
+    ) -> Result<String, StoreError> {
+        let mut conn = self.conn()?;
+        let existing: Option<String> = node_settings::table
+            .filter(node_settings::name.eq(name))
+            .select(node_settings::value)
+            .first(&mut *conn)
+            .optional()?;
+        if let Some(value) = existing {
+            return Ok(value);
+        }
+        let inserted = diesel::insert_into(node_settings::table)
+            .values((
+                node_settings::name.eq(name),
+                node_settings::value.eq(make()),
+            ))
+            .execute(&mut *conn);
+        match inserted {
+            Ok(_)
+            | Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )) => Ok(node_settings::table
+                .filter(node_settings::name.eq(name))
+                .select(node_settings::value)
+                .first(&mut *conn)?),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The request log rows of one request id.
     pub fn requests_by_id(&self, request_id: &str) -> Result<Vec<RequestLogRow>, StoreError> {
         let mut conn = self.conn()?;
@@ -372,6 +450,33 @@ mod tests {
             assert_eq!(one.len(), 1);
             assert_eq!(one[0].status, 200);
             assert_eq!(one[0].site.as_deref(), Some("st-mary"));
+        }
+    }
+
+    #[test]
+    fn consent_documents_are_content_addressed() {
+        for t in testing::all() {
+            let store = &t.store;
+            store
+                .put_consent_document("h1", "k1", "st-mary", "{}", 1)
+                .unwrap();
+            store
+                .put_consent_document("h1", "k1", "st-mary", "{}", 2)
+                .unwrap();
+            assert_eq!(
+                store.consent_document("h1").unwrap(),
+                Some(("st-mary".to_owned(), "{}".to_owned()))
+            );
+            assert_eq!(store.consent_document("h2").unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn settings_are_made_once() {
+        for t in testing::all() {
+            let first = t.store.setting_or_insert("k", || "one".into()).unwrap();
+            let second = t.store.setting_or_insert("k", || "two".into()).unwrap();
+            assert_eq!((first.as_str(), second.as_str()), ("one", "one"));
         }
     }
 

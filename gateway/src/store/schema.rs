@@ -40,11 +40,18 @@ diesel::table! {
 }
 
 diesel::table! {
-    consent_documents (consent_key, version) {
-        consent_key -> Text,
-        version -> BigInt,
+    consent_documents (document_hash) {
         document_hash -> Text,
+        consent_key -> Text,
+        site -> Text,
         document -> Text,
         stored_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    node_settings (name) {
+        name -> Text,
+        value -> Text,
     }
 }

@@ -10,11 +10,20 @@ CREATE TABLE ledger_blocks (
     signature BLOB NOT NULL
 );
 
+-- Content-addressed: a document is stored before the ledger commits the version that names
+-- its hash, so a committed version always finds its document.
 CREATE TABLE consent_documents (
+    document_hash TEXT PRIMARY KEY NOT NULL,
     consent_key TEXT NOT NULL,
-    version BIGINT NOT NULL,
-    document_hash TEXT NOT NULL,
+    site TEXT NOT NULL,
     document TEXT NOT NULL,
-    stored_at_ms BIGINT NOT NULL,
-    PRIMARY KEY (consent_key, version)
+    stored_at_ms BIGINT NOT NULL
+);
+
+CREATE INDEX consent_documents_consent ON consent_documents (consent_key);
+
+-- Keys this node made for itself at first start, when the configuration gives none.
+CREATE TABLE node_settings (
+    name TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
 );

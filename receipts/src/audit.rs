@@ -169,7 +169,7 @@ impl Coding {
     }
 
     fn concept(&self) -> Value {
-        json!({"coding": [self.json()]})
+        object([("coding", Value::Array(vec![self.json()]))])
     }
 }
 
@@ -226,7 +226,7 @@ impl Who {
         match self {
             Who::Reference(r) => json!({"reference": r}),
             Who::Identifier { system, value } => {
-                json!({"identifier": Who::identifier_json(system, value)})
+                object([("identifier", Who::identifier_json(system, value))])
             }
         }
     }
@@ -586,27 +586,27 @@ impl Event {
             m.insert("outcomeDesc".into(), json!(d));
         }
         if let Some(p) = &self.purpose {
-            m.insert("purposeOfEvent".into(), json!([p.concept()]));
+            m.insert("purposeOfEvent".into(), Value::Array(vec![p.concept()]));
         }
         let agents: Vec<Value> = self
             .agents
             .iter()
             .map(|a| {
-                let mut v = json!({
-                    "type": a.kind.concept(),
-                    "who": a.who.reference(),
-                    "requestor": a.requestor,
-                });
+                let mut v = Value::Object(Map::from_iter([
+                    ("type".to_owned(), a.kind.concept()),
+                    ("who".to_owned(), a.who.reference()),
+                    ("requestor".to_owned(), Value::Bool(a.requestor)),
+                ]));
                 if let Some((address, kind)) = &a.network {
                     v["network"] = json!({"address": address, "type": kind});
                 }
                 if let Some(p) = &a.purpose {
-                    v["purposeOfUse"] = json!([p.concept()]);
+                    v["purposeOfUse"] = Value::Array(vec![p.concept()]);
                 }
                 v
             })
             .collect();
-        m.insert("agent".into(), json!(agents));
+        m.insert("agent".into(), Value::Array(agents));
         let mut src = json!({
             "observer": self.observer.reference(),
             "type": [coding(SECURITY_SOURCE_TYPE, "4", "Application Server").json()],
@@ -645,7 +645,7 @@ impl Event {
             })
             .collect();
         if !entities.is_empty() {
-            m.insert("entity".into(), json!(entities));
+            m.insert("entity".into(), Value::Array(entities));
         }
         Value::Object(m)
     }
@@ -654,7 +654,7 @@ impl Event {
         let mut m = Map::new();
         m.insert("resourceType".into(), json!("AuditEvent"));
         m.insert("id".into(), json!(self.id));
-        m.insert("category".into(), json!([self.kind.concept()]));
+        m.insert("category".into(), Value::Array(vec![self.kind.concept()]));
         let code = if self.subtypes.is_empty() {
             json!({"text": self.kind.code})
         } else {
@@ -669,7 +669,7 @@ impl Event {
         }
         m.insert("outcome".into(), outcome);
         if let Some(p) = &self.purpose {
-            m.insert("authorization".into(), json!([p.concept()]));
+            m.insert("authorization".into(), Value::Array(vec![p.concept()]));
         }
         if let Some(p) = &self.patient {
             m.insert("patient".into(), p.reference());
@@ -678,23 +678,23 @@ impl Event {
             .agents
             .iter()
             .map(|a| {
-                let mut v = json!({
-                    "type": a.kind.concept(),
-                    "who": a.who.reference(),
-                    "requestor": a.requestor,
-                });
+                let mut v = Value::Object(Map::from_iter([
+                    ("type".to_owned(), a.kind.concept()),
+                    ("who".to_owned(), a.who.reference()),
+                    ("requestor".to_owned(), Value::Bool(a.requestor)),
+                ]));
                 match &a.network {
                     Some((address, "5")) => v["networkUri"] = json!(address),
                     Some((address, _)) => v["networkString"] = json!(address),
                     None => {}
                 }
                 if let Some(p) = &a.purpose {
-                    v["authorization"] = json!([p.concept()]);
+                    v["authorization"] = Value::Array(vec![p.concept()]);
                 }
                 v
             })
             .collect();
-        m.insert("agent".into(), json!(agents));
+        m.insert("agent".into(), Value::Array(agents));
         m.insert(
             "source".into(),
             json!({
@@ -731,7 +731,7 @@ impl Event {
             })
             .collect();
         if !entities.is_empty() {
-            m.insert("entity".into(), json!(entities));
+            m.insert("entity".into(), Value::Array(entities));
         }
         Value::Object(m)
     }
@@ -754,25 +754,25 @@ impl Event {
             m.insert("outcomeDesc".into(), json!(d));
         }
         if let Some(p) = &self.purpose {
-            m.insert("purposeOfEvent".into(), json!([p.concept()]));
+            m.insert("purposeOfEvent".into(), Value::Array(vec![p.concept()]));
         }
         let agents: Vec<Value> = self
             .agents
             .iter()
             .map(|a| {
                 let mut v = a.who.stu3("reference", "userId");
-                v.insert("role".into(), json!([a.kind.concept()]));
+                v.insert("role".into(), Value::Array(vec![a.kind.concept()]));
                 v.insert("requestor".into(), json!(a.requestor));
                 if let Some((address, kind)) = &a.network {
                     v.insert("network".into(), json!({"address": address, "type": kind}));
                 }
                 if let Some(p) = &a.purpose {
-                    v.insert("purposeOfUse".into(), json!([p.concept()]));
+                    v.insert("purposeOfUse".into(), Value::Array(vec![p.concept()]));
                 }
                 Value::Object(v)
             })
             .collect();
-        m.insert("agent".into(), json!(agents));
+        m.insert("agent".into(), Value::Array(agents));
         let identifier = match &self.observer {
             Who::Identifier { system, value } => Who::identifier_json(system, value),
             Who::Reference(r) => json!({"value": r}),
@@ -815,10 +815,15 @@ impl Event {
             })
             .collect();
         if !entities.is_empty() {
-            m.insert("entity".into(), json!(entities));
+            m.insert("entity".into(), Value::Array(entities));
         }
         Value::Object(m)
     }
+}
+
+/// A JSON object from owned values (`json!` would copy nested values by serialising them).
+fn object<const N: usize>(pairs: [(&str, Value); N]) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
 fn interaction_coding(r: &Receipt) -> Option<Coding> {

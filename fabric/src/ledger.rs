@@ -540,7 +540,12 @@ impl Subscription {
         let mut wait = self.ledger.options.calls.reconnect_backoff;
         loop {
             let error = loop {
-                match stream.message().await {
+                let message = tokio::select! {
+                    message = stream.message() => message,
+                    // The subscriber is gone: stop reading (and close the stream) at once.
+                    () = self.sender.closed() => return,
+                };
+                match message {
                     Ok(Some(response)) => {
                         failures = 0;
                         for (index, event) in response.events.into_iter().enumerate() {

@@ -30,6 +30,7 @@
 use assent_consent::{AnchorRecord, AnchorSubmission};
 
 use crate::digest::Digest;
+use crate::export::Anchoring;
 use crate::merkle::{InclusionProof, MerkleTree};
 
 /// When batches close.
@@ -123,6 +124,23 @@ impl ClosedBatch {
             root: self.root.to_hex(),
             n_receipts: self.n_receipts(),
         }
+    }
+
+    /// The anchoring of the receipt at `sequence` once the root is recorded by transaction
+    /// `tx_id` in block `block_number`, for exports and the audit API.
+    pub fn anchoring(
+        &self,
+        sequence: u64,
+        tx_id: Option<String>,
+        block_number: Option<u64>,
+    ) -> Option<Anchoring> {
+        Some(Anchoring {
+            batch_id: self.batch_id,
+            proof: self.proof_for(sequence)?.clone(),
+            root: self.root,
+            tx_id,
+            block_number,
+        })
     }
 
     /// The proof of the receipt at `sequence`, if it is in this batch.
@@ -474,6 +492,9 @@ mod tests {
         }
         assert_eq!(batch.proof_for(3), Some(&batch.entries[2].1));
         assert_eq!(batch.proof_for(6), None);
+        let a = batch.anchoring(2, Some("tx".into()), Some(9)).unwrap();
+        assert_eq!((a.batch_id, a.root, a.proof.index), (1, batch.root, 1));
+        assert!(batch.anchoring(0, None, None).is_none());
         let sub = batch.submission(&"a".repeat(64));
         assert_eq!((sub.batch_id, sub.n_receipts, sub.root.len()), (1, 5, 64));
         assert_eq!(b.deadline(), None);

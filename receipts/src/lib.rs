@@ -13,13 +13,15 @@
 //!
 //! 1. Record phase: build a [`Receipt`] ([`Receipt::new`] with the [`SubjectKeys`] of the
 //!    request's [`ReceiptSubjects`], then the facts), append it to the gateway's [`Chain`]
-//!    (under one lock), store the [`ChainedReceipt`] and the clear subjects, then release the
+//!    (under one lock), store the [`ChainedReceipt`] (its [`Receipt::canonical_bytes`] are
+//!    what was hashed, and read back) and the clear subjects, then release the
 //!    response with `X-Assent-Receipt: {id}` and `X-Assent-Consent:
 //!    {Receipt::consent_header}`.
 //! 2. Anchoring task: feed stored receipts in sequence order to a [`Batcher`] and call
 //!    [`Batcher::poll`] at [`Batcher::deadline`]; store each [`ClosedBatch`], submit
-//!    [`ClosedBatch::submission`] to the ledger, then mark it anchored. See `batch.rs` for
-//!    resumption after a restart.
+//!    [`ClosedBatch::submission`] to the ledger, then mark it anchored; each receipt's proof
+//!    ([`InclusionProof::to_bytes`]) and [`ClosedBatch::anchoring`] serve the audit API. See
+//!    `batch.rs` for resumption after a restart.
 //! 3. Audit: [`audit_event`] per receipt (in the FHIR version asked for), [`ndjson_line`] or
 //!    [`csv_row`] per export row.
 //! 4. `assent verify`: [`Verifier`] over an NDJSON export, with the anchors read from the
@@ -57,8 +59,8 @@ pub use merkle::{
     verify_inclusion,
 };
 pub use receipt::{
-    ACTOR_DOMAIN, AccessDecision, ConsentRelied, QUERY_DOMAIN, RECEIPT_DOMAIN, Receipt,
-    ReceiptSubjects, ResourceEntry, SubjectKeys, parse_interaction,
+    ACTOR_DOMAIN, AccessDecision, ConsentRelied, DecodeError, QUERY_DOMAIN, RECEIPT_DOMAIN,
+    Receipt, ReceiptSubjects, ResourceEntry, SubjectKeys, parse_interaction,
 };
 pub use time::{format_instant, parse_instant};
 pub use verify::{

@@ -47,6 +47,38 @@ pub struct InclusionProof {
     pub siblings: Vec<Digest>,
 }
 
+impl InclusionProof {
+    /// A compact form for a store column: index and size (8 bytes each, big-endian), then
+    /// the siblings' 32 bytes each.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + 32 * self.siblings.len());
+        out.extend_from_slice(&self.index.to_be_bytes());
+        out.extend_from_slice(&self.size.to_be_bytes());
+        for s in &self.siblings {
+            out.extend_from_slice(s.as_bytes());
+        }
+        out
+    }
+
+    /// Reads [`InclusionProof::to_bytes`] back; `None` for any other length.
+    pub fn from_bytes(bytes: &[u8]) -> Option<InclusionProof> {
+        let (head, rest) = bytes.split_at_checked(16)?;
+        if rest.len() % 32 != 0 {
+            return None;
+        }
+        let (index, size) = head.split_at(8);
+        Some(InclusionProof {
+            index: u64::from_be_bytes(index.try_into().ok()?),
+            size: u64::from_be_bytes(size.try_into().ok()?),
+            siblings: rest
+                .chunks_exact(32)
+                .map(|c| c.try_into().map(Digest))
+                .collect::<Result<_, _>>()
+                .ok()?,
+        })
+    }
+}
+
 /// A built tree: every level, leaves first, root last.
 #[derive(Debug, Clone)]
 pub struct MerkleTree {
@@ -179,6 +211,17 @@ mod tests {
                 assert!(proof.siblings.len() <= 6);
             }
         }
+    }
+
+    #[test]
+    fn proofs_have_a_compact_form() {
+        let hs = hashes(7);
+        let tree = MerkleTree::build(&hs).unwrap();
+        for p in tree.proofs() {
+            assert_eq!(InclusionProof::from_bytes(&p.to_bytes()), Some(p));
+        }
+        assert_eq!(InclusionProof::from_bytes(&[0; 15]), None);
+        assert_eq!(InclusionProof::from_bytes(&[0; 17]), None);
     }
 
     #[test]

@@ -42,6 +42,8 @@
 //! | 20 | `prev_hash` | `digest` |
 //!
 //! A later version changes the domain tag; version 1 receipts keep hashing as above.
+//! [`Receipt::from_canonical_bytes`] reads the encoding back, so a store can keep the exact
+//! bytes that were hashed.
 //!
 //! **Invariant:** no clear identifier of a person is hashed into a receipt: the actor, the
 //! patient and the query text appear only as keyed hashes (HMAC with the consortium key);
@@ -403,6 +405,151 @@ impl Receipt {
     pub fn consent_header(&self) -> String {
         self.consent.header_value()
     }
+
+    /// Reads a receipt back from its canonical encoding, so that a store can keep exactly the
+    /// bytes that were hashed. Refuses trailing bytes and unknown tags.
+    pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Receipt, DecodeError> {
+        let mut r = Reader { bytes, at: 0 };
+        if r.str("domain")? != RECEIPT_DOMAIN {
+            return Err(DecodeError { field: "domain" });
+        }
+        let id = r.string("id")?;
+        let sequence = u64::from_be_bytes(r.array("sequence")?);
+        let time_ms = i64::from_be_bytes(r.array("time_ms")?);
+        let gateway_id = r.string("gateway_id")?;
+        let actor_key = r.string("actor_key")?;
+        let patient_key = r.opt_string("patient_key")?;
+        let organization = r.opt_string("organization")?;
+        let site = r.opt_string("site")?;
+        let interaction = match r.opt_string("interaction")? {
+            None => None,
+            Some(i) => Some(parse_interaction(&i).ok_or(DecodeError {
+                field: "interaction",
+            })?),
+        };
+        let resource_type = r.opt_string("resource_type")?;
+        let query_key = r.opt_string("query_key")?;
+        let n = u32::from_be_bytes(r.array("resources")?);
+        let mut resources = Vec::new();
+        for _ in 0..n {
+            resources.push(ResourceEntry {
+                resource_type: r.string("resources.resource_type")?,
+                id: r.string("resources.id")?,
+                version_id: r.opt_string("resources.version_id")?,
+                content_hash: Digest(r.array("resources.content_hash")?),
+            });
+        }
+        let purpose = r.opt_string("purpose")?;
+        let decision = match r.byte("decision")? {
+            1 => AccessDecision::Permit,
+            2 => AccessDecision::Deny,
+            3 => AccessDecision::Error,
+            _ => return Err(DecodeError { field: "decision" }),
+        };
+        let consent = match r.byte("consent")? {
+            0 => ConsentRelied::None,
+            1 => ConsentRelied::SiteDefault(r.string("consent.policy")?),
+            2 => ConsentRelied::Consent {
+                id: r.string("consent.id")?,
+                version: r.string("consent.version")?,
+            },
+            _ => return Err(DecodeError { field: "consent" }),
+        };
+        let break_glass = match r.byte("break_glass")? {
+            0 => false,
+            1 => true,
+            _ => {
+                return Err(DecodeError {
+                    field: "break_glass",
+                });
+            }
+        };
+        let break_glass_justification = r.opt_string("break_glass_justification")?;
+        let upstream_status = match r.byte("upstream_status")? {
+            0 => None,
+            1 => Some(u16::from_be_bytes(r.array("upstream_status")?)),
+            _ => {
+                return Err(DecodeError {
+                    field: "upstream_status",
+                });
+            }
+        };
+        let status = u16::from_be_bytes(r.array("status")?);
+        let prev_hash = Digest(r.array("prev_hash")?);
+        if r.at != bytes.len() {
+            return Err(DecodeError { field: "end" });
+        }
+        Ok(Receipt {
+            id,
+            sequence,
+            time_ms,
+            gateway_id,
+            actor_key,
+            patient_key,
+            organization,
+            site,
+            interaction,
+            resource_type,
+            query_key,
+            resources,
+            purpose,
+            decision,
+            consent,
+            break_glass,
+            break_glass_justification,
+            upstream_status,
+            status,
+            prev_hash,
+        })
+    }
+}
+
+/// Bytes that are not a canonical receipt encoding, with the field where reading failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a canonical receipt encoding (at `{field}`)")]
+pub struct DecodeError {
+    pub field: &'static str,
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        let end = self.at.checked_add(n).ok_or(DecodeError { field })?;
+        let out = self.bytes.get(self.at..end).ok_or(DecodeError { field })?;
+        self.at = end;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
+        self.take(N, field)?
+            .try_into()
+            .map_err(|_| DecodeError { field })
+    }
+
+    fn byte(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>(field)?[0])
+    }
+
+    fn str(&mut self, field: &'static str) -> Result<&'a str, DecodeError> {
+        let len = u32::from_be_bytes(self.array(field)?) as usize;
+        std::str::from_utf8(self.take(len, field)?).map_err(|_| DecodeError { field })
+    }
+
+    fn string(&mut self, field: &'static str) -> Result<String, DecodeError> {
+        self.str(field).map(str::to_owned)
+    }
+
+    fn opt_string(&mut self, field: &'static str) -> Result<Option<String>, DecodeError> {
+        match self.byte(field)? {
+            0 => Ok(None),
+            1 => self.string(field).map(Some),
+            _ => Err(DecodeError { field }),
+        }
+    }
 }
 
 /// Reads an interaction's stable name ([`Interaction::as_str`]).
@@ -530,6 +677,37 @@ pub(crate) mod tests {
             assert_ne!(r.hash(), h, "{name} is not covered by the hash");
         }
         assert_eq!(base.clone().hash(), h);
+    }
+
+    #[test]
+    fn canonical_bytes_read_back() {
+        let mut full = sample("r1");
+        full.break_glass = true;
+        full.break_glass_justification = Some("unconscious".into());
+        full.consent = ConsentRelied::SiteDefault("opt-in".into());
+        let mut empty = Receipt::new(
+            "r2",
+            -5,
+            "gw",
+            subjects().keys(&key()),
+            AccessDecision::Error,
+            400,
+        );
+        empty.patient_key = None;
+        empty.query_key = None;
+        for r in [sample("r1"), full, empty] {
+            let bytes = r.canonical_bytes();
+            assert_eq!(Receipt::from_canonical_bytes(&bytes), Ok(r.clone()));
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert_eq!(
+                Receipt::from_canonical_bytes(&longer),
+                Err(DecodeError { field: "end" })
+            );
+            for cut in [0, 3, 20, bytes.len() / 2, bytes.len() - 1] {
+                assert!(Receipt::from_canonical_bytes(&bytes[..cut]).is_err());
+            }
+        }
     }
 
     #[test]

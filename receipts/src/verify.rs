@@ -6,6 +6,7 @@
 //! verify` in the gateway reads the export line by line and the anchors through the ledger
 //! interface, and turns [`VerifyReport::all_held`] into its exit status).
 //!
+//! The export lists each gateway's receipts in sequence order (gateways may interleave).
 //! What is checked, per receipt:
 //! - its hash: recomputed from the content, compared with the stored hash;
 //! - its chain link: per gateway, against the receipt before it in the export (every gap is a

@@ -1,0 +1,200 @@
+//! A receipt in plain terms, for the accounting of disclosures a patient or a privacy officer
+//! asks for: who, when, which site, what, why, and what was decided.
+//!
+//! Owns the wording. Leaves out selecting a patient's receipts across sites and serving them
+//! (the gateway's `GET /audit/patient/{id}/disclosures`).
+
+use serde::Serialize;
+
+use crate::receipt::{AccessDecision, ConsentRelied, Receipt, ReceiptSubjects};
+use crate::time::format_instant;
+use assent_fhir::Interaction;
+
+/// One access to a patient's records, in plain terms. An API type: field names are a
+/// compatibility promise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Disclosure {
+    pub receipt_id: String,
+    /// FHIR `instant`, UTC.
+    pub when: String,
+    /// The caller in clear when known, else the start of its keyed hash.
+    pub who: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// `read Observation/o1`, `searched Observation (3 records returned)`.
+    pub what: String,
+    /// `treatment (TREAT)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// `permitted`, `denied`, `failed`.
+    pub decision: &'static str,
+    /// `consent c1, version 2`, `the site's default policy (opt-in)`, `no consent`.
+    pub basis: String,
+    /// `emergency access (break-glass): {justification}` when the access rested on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emergency: Option<String>,
+}
+
+impl Disclosure {
+    pub fn from_receipt(r: &Receipt, subjects: Option<&ReceiptSubjects>) -> Disclosure {
+        let who = match subjects {
+            Some(s) => s.actor.clone(),
+            None => format!(
+                "caller {}…",
+                r.actor_key.get(..12).unwrap_or(r.actor_key.as_str())
+            ),
+        };
+        let kind = r.resource_type.as_deref().unwrap_or("records");
+        let n = r.resources.len();
+        let returned = match n {
+            0 => "nothing returned".to_owned(),
+            1 => "1 record returned".to_owned(),
+            n => format!("{n} records returned"),
+        };
+        let what = match r.interaction {
+            Some(Interaction::Read | Interaction::Vread) => match r.resources.first() {
+                Some(first) => format!("read {}", first.reference()),
+                None => format!("read {kind} ({returned})"),
+            },
+            Some(Interaction::Search) => format!("searched {kind} ({returned})"),
+            Some(Interaction::History) => format!("read the history of {kind} ({returned})"),
+            Some(Interaction::Operation) => format!("ran an operation on {kind} ({returned})"),
+            Some(Interaction::Capabilities) => "read the server's capabilities".to_owned(),
+            None => format!("made a request that could not be read ({returned})"),
+        };
+        let why = r.purpose.as_deref().map(|p| match purpose_words(p) {
+            Some(words) => format!("{words} ({p})"),
+            None => p.to_owned(),
+        });
+        let decision = match r.decision {
+            AccessDecision::Permit if r.status < 400 => "permitted",
+            AccessDecision::Permit | AccessDecision::Error => "failed",
+            AccessDecision::Deny => "denied",
+        };
+        let basis = match &r.consent {
+            ConsentRelied::None => "no consent".to_owned(),
+            ConsentRelied::SiteDefault(policy) => format!("the site's default policy ({policy})"),
+            ConsentRelied::Consent { id, version } if version.is_empty() => format!("consent {id}"),
+            ConsentRelied::Consent { id, version } => format!("consent {id}, version {version}"),
+        };
+        let emergency = r.break_glass.then(|| match &r.break_glass_justification {
+            Some(j) => format!("emergency access (break-glass): {j}"),
+            None => "emergency access (break-glass)".to_owned(),
+        });
+        Disclosure {
+            receipt_id: r.id.clone(),
+            when: format_instant(r.time_ms),
+            who,
+            organization: r.organization.clone(),
+            site: r.site.clone(),
+            what,
+            why,
+            decision,
+            basis,
+            emergency,
+        }
+    }
+
+    /// One sentence: `2026-11-25T01:07:24.123Z: Practitioner/7 (Organization/1) read
+    /// Observation/o1 at site north for treatment (TREAT): permitted under consent c1, version 2.`
+    pub fn sentence(&self) -> String {
+        let mut s = format!("{}: {}", self.when, self.who);
+        if let Some(org) = &self.organization {
+            s.push_str(&format!(" ({org})"));
+        }
+        s.push(' ');
+        s.push_str(&self.what);
+        if let Some(site) = &self.site {
+            s.push_str(&format!(" at site {site}"));
+        }
+        if let Some(why) = &self.why {
+            s.push_str(&format!(" for {why}"));
+        }
+        let under = match self.decision {
+            "permitted" => "under",
+            "denied" => "by",
+            _ => "with",
+        };
+        s.push_str(&format!(": {} {under} {}", self.decision, self.basis));
+        if let Some(e) = &self.emergency {
+            s.push_str(&format!("; {e}"));
+        }
+        s.push('.');
+        s
+    }
+}
+
+/// Plain words for the HL7 v3 PurposeOfUse codes callers send.
+fn purpose_words(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "TREAT" => "treatment",
+        "ETREAT" => "emergency treatment",
+        "BTG" => "break the glass",
+        "CAREMGT" => "care management",
+        "PATRQT" => "the patient's request",
+        "FAMRQT" => "the family's request",
+        "PWATRNY" => "a power of attorney",
+        "SUPNWK" => "a support network",
+        "HPAYMT" => "healthcare payment",
+        "CLMATTCH" => "a claim attachment",
+        "COVERAGE" => "coverage",
+        "HOPERAT" => "healthcare operations",
+        "HRESCH" => "healthcare research",
+        "CLINTRCH" => "clinical trial research",
+        "PUBHLTH" => "public health",
+        "HLEGAL" => "legal reasons",
+        "HMARKT" => "marketing",
+        "HSYSADMIN" => "system administration",
+        "TRANSRCH" => "translational research",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::receipt::tests::{sample, subjects};
+
+    #[test]
+    fn disclosures_read_as_sentences() {
+        let r = sample("r1");
+        let d = Disclosure::from_receipt(&r, Some(&subjects()));
+        assert_eq!(
+            d.sentence(),
+            "2026-11-25T01:07:24.123Z: Practitioner/dr-who (Organization/st-elsewhere) read \
+             Observation/o1/_history/3 at site north for treatment (TREAT): permitted under \
+             consent c1, version 2."
+        );
+        let mut denied = sample("r2");
+        denied.decision = AccessDecision::Deny;
+        denied.status = 403;
+        denied.interaction = Some(Interaction::Search);
+        denied.resources.clear();
+        denied.consent = ConsentRelied::SiteDefault("opt-in".into());
+        denied.purpose = Some("HMARKT".into());
+        let d = Disclosure::from_receipt(&denied, None);
+        assert!(d.who.starts_with("caller ") && !d.who.contains("dr-who"));
+        assert!(
+            d.sentence().ends_with(
+                "searched Observation (nothing returned) at site north for marketing (HMARKT): \
+                 denied by the site's default policy (opt-in)."
+            ),
+            "{}",
+            d.sentence()
+        );
+        let mut glass = sample("r3");
+        glass.break_glass = true;
+        glass.purpose = Some("ETREAT".into());
+        glass.break_glass_justification = Some("unconscious in ER".into());
+        let d = Disclosure::from_receipt(&glass, Some(&subjects()));
+        assert!(
+            d.sentence()
+                .ends_with("; emergency access (break-glass): unconscious in ER.")
+        );
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["decision"], "permitted");
+        assert_eq!(json["why"], "emergency treatment (ETREAT)");
+    }
+}

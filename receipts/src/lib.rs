@@ -90,7 +90,7 @@ mod flow {
             patient: Some(format!("urn:oid:1.2.3|p-{}", i % 5)),
             ..ReceiptSubjects::default()
         };
-        let decision = if i % 7 == 0 {
+        let decision = if i.is_multiple_of(7) {
             AccessDecision::Deny
         } else {
             AccessDecision::Permit
@@ -243,7 +243,7 @@ mod flow {
         for i in 1..=100 {
             now += 7;
             gw.request(i, now);
-            if i % 10 == 0 {
+            if i.is_multiple_of(10) {
                 gw.tick(now);
             }
             if i == 55 {

@@ -70,6 +70,14 @@ pub enum GatewayError {
     StoreUnavailable,
     #[error("consent state is unavailable; no data is released without a decision")]
     ConsentUnavailable,
+    /// A resource the gateway was given is not acceptable; `expression` names the element.
+    #[error("{message}")]
+    InvalidResource {
+        message: String,
+        expression: Option<String>,
+    },
+    #[error("{0}")]
+    VersionConflict(String),
     #[error("internal error")]
     Internal,
 }
@@ -119,6 +127,8 @@ impl GatewayError {
             E::UpstreamRejected => (400, I::Invalid, "upstream-rejected", Upstream),
             E::StoreUnavailable => (503, I::Transient, "store-unavailable", Internal),
             E::ConsentUnavailable => (503, I::Transient, "consent-unavailable", Internal),
+            E::InvalidResource { .. } => (422, I::Invalid, "invalid-resource", Client),
+            E::VersionConflict(_) => (409, I::Processing, "version-conflict", Client),
             E::Internal => (500, I::Exception, "internal", Internal),
         };
         ErrorRow {
@@ -148,6 +158,13 @@ impl GatewayError {
             "coding": [{"system": ERROR_CODE_SYSTEM, "code": row.code}],
             "text": row.code,
         });
+        if let GatewayError::InvalidResource {
+            expression: Some(expression),
+            ..
+        } = self
+        {
+            outcome["issue"][0]["expression"] = serde_json::json!([expression]);
+        }
         outcome
     }
 }

@@ -8,6 +8,7 @@ pub mod authorize;
 pub mod caller;
 pub mod cli;
 pub mod config;
+pub mod consent_api;
 pub mod consent_phase;
 pub mod consent_service;
 pub mod demo;

@@ -9,6 +9,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use crate::app::AppState;
+use crate::consent_api;
 use crate::error::GatewayError;
 use crate::pipeline;
 
@@ -24,6 +25,11 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("get", "/.well-known/smart-configuration"),
     ("get", "/admin/sites"),
     ("get", "/admin/sites/{site}"),
+    ("post", "/consent/Consent"),
+    ("get", "/consent/Consent"),
+    ("get", "/consent/Consent/{id}/_history"),
+    ("post", "/consent/Consent/{id}/$revoke"),
+    ("post", "/consent/$check"),
 ];
 
 /// Registers every route.
@@ -38,6 +44,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/admin/sites", web::get().to(admin_sites))
         .route("/admin/sites/{site}", web::get().to(admin_site))
+        .route("/consent/Consent", web::post().to(consent_api::create))
+        .route("/consent/Consent", web::get().to(consent_api::search))
+        .route(
+            "/consent/Consent/{id}/_history",
+            web::get().to(consent_api::history),
+        )
+        .route(
+            "/consent/Consent/{id}/$revoke",
+            web::post().to(consent_api::revoke),
+        )
+        .route("/consent/$check", web::post().to(consent_api::check))
         // SMART discovery relative to each site's FHIR base, as SMART clients look for it.
         .route(
             "/fhir/{site}/.well-known/smart-configuration",

@@ -2,6 +2,7 @@
 //! Every test starts its own gateway and FAKE upstreams on 127.0.0.1 port 0.
 
 mod auth;
+mod consent;
 mod demo;
 mod errors;
 mod operations;

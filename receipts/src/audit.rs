@@ -515,7 +515,7 @@ impl Event {
                 entities.push(Entity {
                     kind: Some(coding(AUDIT_ENTITY_TYPE, "2", "System Object")),
                     role: Some(coding(OBJECT_ROLE, "24", "Query")),
-                    query: Some(query.unwrap_or_default()),
+                    query,
                     ..Entity::default()
                 });
                 // Results are listed without an entity type, outside BALP's slices: the

@@ -15,11 +15,14 @@
 //!   leads from the *recomputed* hash to the ledger's root (so altered content fails here
 //!   too, even with a matching stored hash);
 //! - anchoring without holes: a receipt without a proof before an anchored receipt of the
-//!   same gateway was skipped. Receipts without a proof after the last anchored one are
+//!   same gateway was skipped;
+//! - in a complete export, nothing cut away: every batch the ledger anchors from the export's
+//!   first batch on must have all its receipts in the export (the anchors handed in are then
+//!   all of the gateway's), so dropping the tail of a log is found too. Receipts without a proof after the last anchored one are
 //!   pending (not yet anchored), a failure only if the options require every receipt
 //!   anchored.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use assent_consent::AnchorRecord;
@@ -79,6 +82,18 @@ impl AnchorSet {
         self.anchors.len()
     }
 
+    /// The batches anchored for `gateway_id`, in batch order.
+    pub fn batches(&self, gateway_id: &str) -> Vec<(u64, LedgerAnchor)> {
+        let mut out: Vec<(u64, LedgerAnchor)> = self
+            .anchors
+            .iter()
+            .filter(|((g, _), _)| g == gateway_id)
+            .map(|((_, b), a)| (*b, *a))
+            .collect();
+        out.sort_by_key(|(b, _)| *b);
+        out
+    }
+
     pub fn is_empty(&self) -> bool {
         self.anchors.is_empty()
     }
@@ -97,9 +112,10 @@ pub struct VerifyOptions {
 /// One failed check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// The export line, from 1.
+    /// The export line, from 1; for a batch missing receipts, the line after the last.
     pub line: u64,
-    /// `None` only for a line that could not be read as a receipt.
+    /// `None` for a line that could not be read as a receipt, and for a batch missing
+    /// receipts.
     pub receipt_id: Option<String>,
     pub kind: FailureKind,
 }
@@ -132,6 +148,13 @@ pub enum FailureKind {
     Skipped,
     /// Not anchored, and the options require it.
     NotAnchored,
+    /// A complete export lacks receipts of a batch the ledger anchors for `gateway_id`.
+    BatchIncomplete {
+        gateway_id: String,
+        batch_id: u64,
+        expected: u64,
+        found: u64,
+    },
 }
 
 impl fmt::Display for Failure {
@@ -170,6 +193,16 @@ impl fmt::Display for Failure {
             ),
             FailureKind::Skipped => f.write_str("not anchored, though later receipts are"),
             FailureKind::NotAnchored => f.write_str("not anchored"),
+            FailureKind::BatchIncomplete {
+                gateway_id,
+                batch_id,
+                expected,
+                found,
+            } => write!(
+                f,
+                "gateway {gateway_id}, batch {batch_id}: {found} of its {expected} anchored \
+                 receipts are in the export"
+            ),
         }
     }
 }
@@ -211,6 +244,8 @@ struct GatewayState {
     chain: Option<ChainVerifier>,
     /// Receipts without a proof since the last anchored one: (line, id, sequence).
     unanchored: Vec<(u64, String, u64)>,
+    /// Receipts seen per batch.
+    per_batch: BTreeMap<u64, u64>,
 }
 
 /// Checks an export one receipt at a time; memory grows with the number of gateways and the
@@ -293,6 +328,7 @@ impl Verifier {
                 .push((line, receipt.id.clone(), receipt.sequence)),
             Some(a) => {
                 self.report.n_anchored += 1;
+                *state.per_batch.entry(a.batch_id).or_default() += 1;
                 for (l, id, seq) in state.unanchored.drain(..) {
                     if seq < receipt.sequence {
                         self.report.failures.push(Failure {
@@ -337,7 +373,26 @@ impl Verifier {
     pub fn finish(mut self) -> VerifyReport {
         let mut gateways: Vec<_> = self.gateways.into_iter().collect();
         gateways.sort_by(|a, b| a.0.cmp(&b.0));
-        for (_, state) in gateways {
+        let end = self.line + 1;
+        for (gateway_id, state) in gateways {
+            let first_batch = state.per_batch.keys().next().copied();
+            if let (true, Some(first)) = (self.options.complete, first_batch) {
+                for (batch_id, anchor) in self.anchors.batches(&gateway_id) {
+                    let found = state.per_batch.get(&batch_id).copied().unwrap_or(0);
+                    if batch_id >= first && found != anchor.n_receipts {
+                        self.report.failures.push(Failure {
+                            line: end,
+                            receipt_id: None,
+                            kind: FailureKind::BatchIncomplete {
+                                gateway_id: gateway_id.clone(),
+                                batch_id,
+                                expected: anchor.n_receipts,
+                                found,
+                            },
+                        });
+                    }
+                }
+            }
             for (line, id, _) in state.unanchored {
                 self.report.n_pending += 1;
                 if self.options.require_anchored {
@@ -460,6 +515,7 @@ mod tests {
                     FailureKind::SizeMismatch { .. } => "size",
                     FailureKind::Skipped => "skipped",
                     FailureKind::NotAnchored => "not-anchored",
+                    FailureKind::BatchIncomplete { .. } => "batch-incomplete",
                 };
                 (f.receipt_id.clone().unwrap_or_default(), kind)
             })
@@ -518,7 +574,12 @@ mod tests {
                 |l, _| {
                     l.remove(5);
                 },
-                &[("r7", "gap")],
+                &[("r7", "gap"), ("", "batch-incomplete")],
+            ),
+            (
+                "tail cut away",
+                |l, _| l.truncate(4),
+                &[("", "batch-incomplete")],
             ),
             (
                 "flipped proof sibling",
@@ -595,12 +656,16 @@ mod tests {
                     o.remove("anchor");
                     l[3] = v.to_string();
                 },
-                &[("r4", "skipped")],
+                &[("r4", "skipped"), ("", "batch-incomplete")],
             ),
             (
                 "unreadable line",
                 |l, _| l[4] = edit(&l[4], "/hash", "nope".into()),
-                &[("r5", "unreadable"), ("r6", "gap")],
+                &[
+                    ("r5", "unreadable"),
+                    ("r6", "gap"),
+                    ("", "batch-incomplete"),
+                ],
             ),
         ];
         for (name, tamper, expected) in cases {
@@ -631,7 +696,9 @@ mod tests {
             vec![
                 ("r4".to_string(), "gap"),
                 ("r7".to_string(), "gap"),
-                ("r10".to_string(), "gap")
+                ("r10".to_string(), "gap"),
+                (String::new(), "batch-incomplete"),
+                (String::new(), "batch-incomplete")
             ]
         );
         let strict = VerifyOptions {

@@ -80,11 +80,114 @@ pub fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error>> {
     }))?;
     crate::observability::init_tracing(&config.log);
     let gateway = app::spawn_on(config, listener, 1)?;
+    seed_consents(&gateway)?;
     Ok(Demo {
         gateway,
         identity_provider,
         sites: vec![("st-mary".into(), st_mary), ("north-general".into(), north)],
         _dir: dir,
+    })
+}
+
+/// The consent the demo revokes in its instructions.
+pub const DEMO_REVOCABLE_CONSENT: &str = "ng-p001-alice";
+
+/// DEMO consents, stored through the same consent service as the API's:
+/// - north-general (opt-in): ng-p001 permits dr-alice only; ng-p002 permits any clinician for
+///   treatment; ng-p003 has none (denied);
+/// - st-mary (opt-out): stm-p003 refuses every disclosure; stm-p004 refuses its Conditions
+///   (a sensitive category) and allows the rest.
+fn seed_consents(gateway: &RunningGateway) -> Result<(), Box<dyn std::error::Error>> {
+    let consents = gateway.state.consents.clone();
+    let seeds = [
+        (
+            "north-general",
+            "ng-p001",
+            demo_consent(
+                DEMO_REVOCABLE_CONSENT,
+                "ng-p001",
+                "deny",
+                json!([{
+                    "type": "permit",
+                    "actor": [{"role": participation("PRCP"), "reference": {"reference": "Practitioner/dr-alice"}}],
+                }]),
+            ),
+        ),
+        (
+            "north-general",
+            "ng-p002",
+            demo_consent(
+                "ng-p002-treatment",
+                "ng-p002",
+                "deny",
+                json!([{
+                    "type": "permit",
+                    "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}],
+                }]),
+            ),
+        ),
+        (
+            "st-mary",
+            "stm-p003",
+            demo_consent("stm-p003-optout", "stm-p003", "deny", json!([])),
+        ),
+        (
+            "st-mary",
+            "stm-p004",
+            demo_consent(
+                "stm-p004-no-conditions",
+                "stm-p004",
+                "permit",
+                json!([{
+                    "type": "deny",
+                    "class": [{"system": "http://hl7.org/fhir/resource-types", "code": "Condition"}],
+                }]),
+            ),
+        ),
+    ];
+    // On a thread of its own: the caller may be inside an async runtime.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            for (site, patient, document) in seeds {
+                consents
+                    .put(site, document, Some(FhirVersion::R4), patient, None)
+                    .await
+                    .map_err(|e| format!("seeding {patient}: {e}"))?;
+            }
+            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+        })
+    })
+    .join()
+    .map_err(|_| "the consent seeding thread failed")?
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn participation(code: &str) -> serde_json::Value {
+    json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": code}]})
+}
+
+/// An R4 privacy consent of `patient`: `root` by default, with `provisions` nested below.
+fn demo_consent(
+    id: &str,
+    patient: &str,
+    root: &str,
+    provisions: serde_json::Value,
+) -> serde_json::Value {
+    let mut provision = json!({"type": root});
+    if provisions.as_array().is_some_and(|p| !p.is_empty()) {
+        provision["provision"] = provisions;
+    }
+    json!({
+        "resourceType": "Consent", "id": id, "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{patient}")},
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
+        "provision": provision,
     })
 }
 
@@ -119,7 +222,23 @@ Try:
   # an unknown site: 404 with an OperationOutcome (code unknown-site)
   curl -s {auth} {base}/fhir/no-such-site/Patient/1
 
-  # North General is opt-in and no consent is on file yet: 403 (code consent-denied)
+  # consent, held on the embedded ledger. North General is opt-in: ng-p001 consented to
+  # dr-alice (permitted; X-Assent-Consent names the consent and version), ng-p003 to no one
+  curl -si {auth} {base}/fhir/north-general/Patient/ng-p001 | grep -i '^x-assent-consent'
+  curl -s {auth} {base}/fhir/north-general/Patient/ng-p003
+
+  # St Mary is opt-out: stm-p003 refused every disclosure; stm-p004 refused its Conditions:
+  # a Condition search is denied, and $everything leaves them out (an OperationOutcome entry
+  # says results were withheld, not which)
+  curl -s {auth} {base}/fhir/st-mary/Patient/stm-p003
+  curl -s {auth} '{base}/fhir/st-mary/Condition?patient=stm-p004'
+  curl -s {auth} {base}/fhir/st-mary/Patient/stm-p004/\$everything
+
+  # why: the decision explained, without reading anything
+  curl -s {auth} -H 'Content-Type: application/json' -d '{{"site":"north-general","patient":"ng-p001","actor":"Practitioner/dr-alice"}}' {base}/consent/\$check
+
+  # revoke ng-p001's consent (dr-alice is the demo's administrator): the next read is denied
+  curl -s -X POST {auth} {base}/consent/Consent/{DEMO_REVOCABLE_CONSENT}/\$revoke
   curl -s {auth} {base}/fhir/north-general/Patient/ng-p001
 
   # no token: 401 with WWW-Authenticate

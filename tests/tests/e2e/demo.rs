@@ -64,7 +64,14 @@ async fn the_demo_answers_as_its_instructions_say() {
         None,
     )
     .await;
-    assert!(patients.json()["total"].as_u64().unwrap() >= 20);
+    let listed = patients.json()["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "match")
+        .count();
+    // 24 at the site; stm-p003 refused every disclosure and is withheld.
+    assert!(listed >= 20, "{listed}");
 
     let mut url = format!("{base}/fhir/st-mary/Observation?patient=stm-p001&_count=2");
     let mut pages = 0;
@@ -98,6 +105,7 @@ async fn the_demo_answers_as_its_instructions_say() {
         )
         .await
     );
+    assert!(seen >= 3);
 
     let unknown = send(
         "GET",
@@ -112,18 +120,61 @@ async fn the_demo_answers_as_its_instructions_say() {
         (404, "unknown-site")
     );
 
-    let stu3 = send(
-        "GET",
-        &format!("{base}/fhir/north-general/Patient/ng-p001"),
+    // Consent, as the instructions show it.
+    let get = |path: String| {
+        let url = format!("{base}{path}");
+        let key = key.map(str::to_owned);
+        async move { send("GET", &url, key.as_deref(), &[], None).await }
+    };
+    let consented = get("/fhir/north-general/Patient/ng-p001".into()).await;
+    assert_eq!(consented.status, 200, "{}", consented.text());
+    assert!(
+        consented
+            .header("x-assent-consent")
+            .unwrap()
+            .starts_with(&format!("consent:{}@1", demo::DEMO_REVOCABLE_CONSENT))
+    );
+    let none = get("/fhir/north-general/Patient/ng-p003".into()).await;
+    assert_eq!(
+        (none.status, none.error_code().as_str()),
+        (403, "consent-denied")
+    );
+    let opted_out = get("/fhir/st-mary/Patient/stm-p003".into()).await;
+    assert_eq!(opted_out.error_code(), "consent-denied");
+    assert_eq!(
+        get("/fhir/st-mary/Patient/stm-p004".into()).await.status,
+        200
+    );
+    let conditions = get("/fhir/st-mary/Condition?patient=stm-p004".into()).await;
+    assert_eq!(conditions.error_code(), "consent-denied");
+    let everything = get("/fhir/st-mary/Patient/stm-p004/$everything".into()).await;
+    assert_eq!(everything.status, 200, "{}", everything.text());
+    let everything = everything.json();
+    let entries = everything["entry"].as_array().unwrap();
+    let types: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["resource"]["resourceType"].as_str())
+        .collect();
+    assert!(
+        types.contains(&"Observation") && !types.contains(&"Condition"),
+        "{types:?}"
+    );
+    assert!(entries.iter().any(|e| e["search"]["mode"] == "outcome"));
+    assert!(instructions.contains("$revoke"));
+    let revoked = send(
+        "POST",
+        &format!(
+            "{base}/consent/Consent/{}/$revoke",
+            demo::DEMO_REVOCABLE_CONSENT
+        ),
         key,
         &[],
         None,
     )
     .await;
-    assert_eq!(
-        (stu3.status, stu3.error_code().as_str()),
-        (403, "consent-denied")
-    );
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    let after = get("/fhir/north-general/Patient/ng-p001".into()).await;
+    assert_eq!(after.error_code(), "consent-denied");
 
     let admin = send("GET", &format!("{base}/admin/sites"), key, &[], None).await;
     assert_eq!(admin.status, 200, "{}", admin.text());

@@ -42,6 +42,38 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// The embedded consent ledger.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+    /// Serve the consent contract as Fabric chaincode-as-a-service (see docs/fabric.md).
+    Chaincode {
+        /// Address the peer connects to (`connection.json`'s `address`).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The package id `peer lifecycle chaincode install` printed.
+        #[arg(long)]
+        package_id: String,
+        /// TLS server certificate (PEM); with `--tls-key`.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// CA of the peer's client certificate (PEM): mutual TLS.
+        #[arg(long, requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Recompute every block's hash, link and signature; name the first bad block.
+    /// Exit 0 when the whole chain holds, 1 when a block is bad, 64 on bad configuration.
+    Verify {
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 /// Runs the parsed command line.
@@ -87,6 +119,61 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("assent: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Ledger {
+            command: LedgerCommand::Verify { config },
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            match crate::ledger_store::verify(&config) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("assent ledger verify: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Chaincode {
+            listen,
+            package_id,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+        } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => {
+                    match assent_fabric::ChaincodeTls::from_files(&cert, &key, tls_client_ca.as_deref()) {
+                        Ok(tls) => Some(tls),
+                        Err(e) => {
+                            eprintln!("assent chaincode: TLS files: {e}");
+                            return ExitCode::from(EXIT_USAGE);
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("assent chaincode: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(assent_fabric::serve_chaincode(listen, package_id, tls)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("assent chaincode: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -100,3 +100,49 @@ fn the_example_configuration_is_valid() {
         "the example trusts an issuer: {err}"
     );
 }
+
+#[test]
+fn ledger_verify_passes_an_untouched_chain_and_names_a_tampered_block() {
+    use assent_gateway::consent_service::ConsentService;
+    use assent_gateway::store::Store;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("assent.db");
+    let seed = [3u8; 32];
+    let config = dir.path().join("assent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = \"{}\"\n[ledger]\nnode_key_hex = \"{}\"\nconsortium_key_hex = \"{}\"\n",
+            db.display(),
+            hex::encode(seed),
+            hex::encode([4u8; 32])
+        ),
+    )
+    .unwrap();
+    let store = Store::open(db.to_str().unwrap()).unwrap();
+    {
+        let service = ConsentService::open_embedded(store.clone(), &[4; 32], seed).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        for i in 0..3 {
+            let consent = serde_json::json!({
+                "resourceType": "Consent", "id": format!("c{i}"), "status": "active",
+                "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+                "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+                "patient": {"reference": "Patient/p1"},
+                "provision": {"type": "permit"}
+            });
+            runtime
+                .block_on(service.put("st-mary", consent, None, "p1", None))
+                .unwrap();
+        }
+    }
+    let (code, out, err) = assent(&["ledger", "verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ledger verified: 3 blocks"), "{out}");
+
+    assent_gateway::ledger_store::tamper_body_for_tests(&store, 1).unwrap();
+    let (code, _, err) = assent(&["ledger", "verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("block 1:"), "{err}");
+}

@@ -7,6 +7,12 @@
 //!
 //! **Invariant:** in a gateway's chain, receipt `n` (from 1) has `sequence == n` and
 //! `prev_hash` equal to the hash of receipt `n - 1`, or [`Digest::ZERO`] for `n == 1`.
+//!
+//! Durability and the head: the gateway appends, then stores (group commit). Should the store
+//! refuse a group, every receipt appended from the group's first on links to a hash that will
+//! never be stored: the gateway fails those requests (503, nothing released) and sets the head
+//! back to the last stored receipt with [`Chain::resume_at`]. A [`Chain`] is a small value;
+//! the gateway can keep the head of the last durable receipt beside the live one.
 
 use std::fmt;
 

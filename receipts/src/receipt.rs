@@ -339,6 +339,17 @@ impl Receipt {
         }
     }
 
+    /// Records a consent decision: permit or deny, the consent it relied on, and whether the
+    /// permit rests on break-glass. The justification, given with the request, is set apart.
+    pub fn set_decision(&mut self, decision: &assent_consent::Decision) {
+        self.decision = AccessDecision::from(decision);
+        self.consent = ConsentRelied::from_basis(decision.basis());
+        self.break_glass = match decision {
+            assent_consent::Decision::Permit(p) => p.break_glass(),
+            assent_consent::Decision::Deny(_) => false,
+        };
+    }
+
     /// The canonical encoding (see the module documentation).
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.resources.len() * 80);
@@ -777,6 +788,23 @@ pub(crate) mod tests {
         assert_eq!(
             ConsentRelied::site_default(SitePolicy::OptOut).header_value(),
             "site-default:opt-out"
+        );
+    }
+
+    #[test]
+    fn decisions_are_recorded() {
+        let mut r = sample("r1");
+        r.set_decision(&assent_consent::decide_site_default(SitePolicy::OptIn));
+        assert_eq!(r.decision, AccessDecision::Deny);
+        assert_eq!(r.consent, ConsentRelied::SiteDefault("opt-in".into()));
+        assert!(!r.break_glass);
+        r.set_decision(&assent_consent::decide_site_default(SitePolicy::OptOut));
+        assert_eq!(r.decision, AccessDecision::Permit);
+        assert_eq!(r.consent_header(), "site-default:opt-out");
+        let overridden = Basis::BreakGlass(Box::new(Basis::SiteDefault(SitePolicy::OptIn)));
+        assert_eq!(
+            ConsentRelied::from_basis(&overridden),
+            ConsentRelied::SiteDefault("opt-in".into())
         );
     }
 

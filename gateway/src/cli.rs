@@ -153,7 +153,11 @@ pub fn run(cli: Cli) -> ExitCode {
         } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => {
-                    match assent_fabric::ChaincodeTls::from_files(&cert, &key, tls_client_ca.as_deref()) {
+                    match assent_fabric::ChaincodeTls::from_files(
+                        &cert,
+                        &key,
+                        tls_client_ca.as_deref(),
+                    ) {
                         Ok(tls) => Some(tls),
                         Err(e) => {
                             eprintln!("assent chaincode: TLS files: {e}");

@@ -94,7 +94,7 @@ async fn run(
     ctx.caller = Some(caller.clone());
 
     // resolve site
-    let site_id = req.match_info().get("site").unwrap_or_default();
+    let (site_id, _) = split_fhir_path(req.path());
     let site = state
         .sites
         .get(site_id)
@@ -209,7 +209,7 @@ async fn parse(
     state: &AppState,
     site: &Site,
 ) -> Result<(FhirRequest, Option<Bytes>), GatewayError> {
-    let rest = req.match_info().get("rest").unwrap_or_default();
+    let (_, rest) = split_fhir_path(req.path());
     let fhir = fhir_request::parse(req.method().as_str(), rest, req.query_string())?;
     check_accept(req)?;
     if !fhir.post_search {
@@ -257,6 +257,15 @@ async fn parse(
         ));
     }
     Ok((fhir, Some(Bytes::from(form))))
+}
+
+/// `/fhir/{site}/{rest}` → (`site`, `rest`); either may be empty.
+fn split_fhir_path(path: &str) -> (&str, &str) {
+    let below = path
+        .strip_prefix("/fhir")
+        .unwrap_or_default()
+        .trim_start_matches('/');
+    below.split_once('/').unwrap_or((below, ""))
 }
 
 /// Only JSON is served: an `Accept` that admits no JSON is refused.
@@ -536,6 +545,18 @@ fn record(ctx: &RequestContext, state: &AppState, status: StatusCode) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fhir_paths_split_into_site_and_rest() {
+        assert_eq!(
+            split_fhir_path("/fhir/st-mary/Patient/1"),
+            ("st-mary", "Patient/1")
+        );
+        assert_eq!(split_fhir_path("/fhir/st-mary"), ("st-mary", ""));
+        assert_eq!(split_fhir_path("/fhir/st-mary/"), ("st-mary", ""));
+        assert_eq!(split_fhir_path("/fhir"), ("", ""));
+        assert_eq!(split_fhir_path("/fhir/"), ("", ""));
+    }
 
     #[test]
     fn the_signed_part_is_what_the_link_carried() {

@@ -128,6 +128,29 @@ const BOUNDARIES: &[(&str, &[&str], &[&str])] = &[
         &["assent-fhir"],
         &["actix-web", "awc", "diesel", "redis", "tonic"],
     ),
+    (
+        "assent-ledger",
+        &["assent-fhir", "assent-consent"],
+        &["actix-web", "awc", "diesel", "redis", "tonic", "reqwest"],
+    ),
+    (
+        "assent-receipts",
+        &["assent-fhir", "assent-consent"],
+        &[
+            "actix-web",
+            "awc",
+            "diesel",
+            "redis",
+            "tonic",
+            "reqwest",
+            "tokio",
+        ],
+    ),
+    (
+        "assent-fabric",
+        &["assent-fhir", "assent-consent", "assent-ledger"],
+        &["actix-web", "awc", "diesel", "redis", "reqwest"],
+    ),
 ];
 
 #[test]
@@ -199,6 +222,12 @@ fn the_crate_graph_keeps_the_documented_boundaries() {
                     !normal(only_gateway),
                     "{package} must not depend on {only_gateway}"
                 );
+            }
+        }
+        // Only the fabric crate speaks gRPC and Fabric's protocols.
+        if *package != "assent-fabric" {
+            for grpc in ["tonic", "prost", "tonic-prost"] {
+                assert!(!normal(grpc), "{package} must not depend on {grpc}");
             }
         }
         if !["assent-e2e", "assent-benches"].contains(package) {

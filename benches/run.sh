@@ -117,6 +117,27 @@ ir6=$(instructions $((6 * N_CALLGRIND)))
 per_request=$(python3 -c "print(round(($ir6 - $ir1) / (5 * $N_CALLGRIND)))")
 echo "  Ir(N)=$ir1 Ir(6N)=$ir6 → $per_request instructions per request"
 
+# Micro-benchmarks the crates carry; their own output goes into BENCHMARKS.md as printed.
+micro() { # title, command...
+  local title=$1; shift
+  echo "$title: $*"
+  local out
+  out=$("$@" 2>&1 | grep -E 'P[0-9]|MB/s|µs|/s|time:|thrpt:|p50|p99' | grep -vE '^ *(Compiling|Finished|Running)' | head -40) || true
+  printf '### %s\n\n`%s`\n\n```\n%s\n```\n\n' "$title" "$*" "$out" >> "$work/micro.md"
+}
+: > "$work/micro.md"
+if [ "${MICRO:-1}" = 1 ]; then
+  export ASSENT_FHIR_EXAMPLES="${ASSENT_FHIR_EXAMPLES:-$root/../shared/data/fhir-examples}"
+  micro "P6 — JWT verification (cache hit, cold RS256 and ES256)" \
+    cargo test -q -p assent-auth --release --test verify -- --ignored --nocapture p6
+  micro "P5 — consent state read from the embedded ledger (the decision cache's miss path)" \
+    cargo bench -q -p assent-ledger --bench ledger -- --warm-up-time 1 --measurement-time 3
+  micro "P7 (pure share) — receipts hashed and chained, Merkle proofs" \
+    cargo bench -q -p assent-receipts --bench receipts -- --warm-up-time 1 --measurement-time 3
+  micro "P10 — version translation on the official examples" \
+    cargo bench -q -p assent-adapters --bench p10
+fi
+
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 cat > BENCHMARKS.md <<EOF
 # Benchmarks
@@ -148,4 +169,10 @@ start-up and shutdown.
 |---|---|---|
 | $ir1 | $ir6 | **$per_request** |
 EOF
+{
+  printf '\n## Micro-benchmarks\n\n'
+  printf 'Figures as each benchmark printed them (criterion or a plain timing loop, release\n'
+  printf 'profile), in the same run.\n\n'
+  cat "$work/micro.md"
+} >> BENCHMARKS.md
 echo "wrote BENCHMARKS.md"

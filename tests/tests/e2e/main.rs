@@ -10,3 +10,4 @@ mod paging;
 mod proxy;
 mod resilience;
 mod tidy;
+mod tls;

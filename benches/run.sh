@@ -68,7 +68,7 @@ level = "error"
 access_log = false
 [[auth.issuers]]
 issuer = "$issuer"
-audience = "$audience"
+audience = ["$audience"]
 [sites.bench]
 upstream = "$upstream/fhir"
 fhir_version = "R4"

@@ -115,6 +115,7 @@ pub async fn serve_chaincode_on(
 ) -> Result<(), ChaincodeError> {
     let mut server = Server::builder();
     if let Some(tls) = tls {
+        crate::ensure_crypto_provider();
         let mut config =
             ServerTlsConfig::new().identity(Identity::from_pem(tls.cert_pem, tls.key_pem));
         if let Some(ca) = tls.client_ca_pem {

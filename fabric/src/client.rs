@@ -177,6 +177,7 @@ impl GatewayClient {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
         if let Some(tls) = tls {
+            crate::ensure_crypto_provider();
             let mut config =
                 ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
             if let Some((cert, key)) = &tls.client_identity {

@@ -67,3 +67,13 @@ mod tidy {
         }
     }
 }
+
+/// tonic's TLS takes rustls's process-wide crypto provider. A binary that links both of
+/// rustls's providers (the gateway does, through other crates) has no default until one is
+/// installed: install ring's, unless the process already chose one.
+pub fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may have installed one in between; either way one is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}

@@ -78,6 +78,8 @@ pub enum LedgerCommand {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
+    // One process-wide TLS crypto provider for the libraries that use the default.
+    assent_fabric::ensure_crypto_provider();
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {

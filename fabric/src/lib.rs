@@ -29,6 +29,16 @@ pub use ledger::{
     ConfigError, FabricConfig, FabricConnection, FabricLedger, FabricOptions, gateway_error,
 };
 
+/// tonic's TLS takes rustls's process-wide crypto provider. A binary that links both of
+/// rustls's providers (the gateway does, through other crates) has no default until one is
+/// installed: install ring's, unless the process already chose one.
+pub fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may have installed one in between; either way one is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 #[cfg(test)]
 mod tidy {
     //! Housekeeping checks on this crate's own sources.
@@ -65,15 +75,5 @@ mod tidy {
             );
             assert_ne!(path.file_name().unwrap(), "mod.rs", "{}", path.display());
         }
-    }
-}
-
-/// tonic's TLS takes rustls's process-wide crypto provider. A binary that links both of
-/// rustls's providers (the gateway does, through other crates) has no default until one is
-/// installed: install ring's, unless the process already chose one.
-pub fn ensure_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Another thread may have installed one in between; either way one is installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }

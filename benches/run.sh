@@ -122,7 +122,9 @@ micro() { # title, command...
   local title=$1; shift
   echo "$title: $*"
   local out
-  out=$("$@" 2>&1 | grep -E 'P[0-9]|MB/s|µs|/s|time:|thrpt:|p50|p99' | grep -vE '^ *(Compiling|Finished|Running)' | head -40) || true
+  # Criterion prints a long benchmark name on its own line before `time:`: keep it.
+  out=$("$@" 2>&1 | grep -vE '^ *(Compiling|Finished|Running|Benchmarking|Found|Gnuplot)|change:|^ *(time|thrpt): +\[[−+-]' \
+    | grep -E -B1 'P[0-9]|MB/s|µs|/s|time:|thrpt:|p50|p99' | grep -v '^--$' | head -60) || true
   printf '### %s\n\n`%s`\n\n```\n%s\n```\n\n' "$title" "$*" "$out" >> "$work/micro.md"
 }
 : > "$work/micro.md"

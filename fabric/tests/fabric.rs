@@ -266,6 +266,7 @@ async fn the_chaincode_serves_over_mutual_tls() {
     }))
     .await;
 
+    assent_fabric::ensure_crypto_provider();
     // A peer without a client certificate gets no stream.
     let anonymous = async {
         let channel = Channel::from_shared(format!("https://{addr}"))

@@ -140,6 +140,7 @@ impl FakeFabric {
         chaincode_tls: Option<ClientTlsConfig>,
         tls: Option<FakeTls>,
     ) -> FakeFabric {
+        assent_fabric::ensure_crypto_provider();
         let peer = PeerConnection::connect(chaincode_addr, chaincode_tls).await;
         let (peer_key, peer_cert) = crate::support::p256_identity("peer0.org1.example.com");
         let peer_creator = SerializedIdentity {
@@ -1011,6 +1012,7 @@ struct PeerConnection {
 
 impl PeerConnection {
     async fn connect(addr: std::net::SocketAddr, tls: Option<ClientTlsConfig>) -> PeerConnection {
+        assent_fabric::ensure_crypto_provider();
         let mut endpoint = Channel::from_shared(match tls {
             Some(_) => format!("https://{addr}"),
             None => format!("http://{addr}"),

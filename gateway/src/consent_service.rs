@@ -88,7 +88,7 @@ pub struct ConsentService {
     ledger: Arc<dyn Ledger>,
     key: ConsortiumKey,
     store: Store,
-    cache: Mutex<HashMap<String, Arc<[Consent]>>>,
+    cache: Mutex<ConsentCache>,
     /// Bumped on every invalidation; a load caches its result only if this did not move.
     generation: AtomicU64,
     /// The runtime that runs the embedded ledger's writer and the event subscriber.
@@ -138,7 +138,7 @@ impl ConsentService {
             ledger,
             key,
             store,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(ConsentCache::default()),
             generation: AtomicU64::new(0),
             runtime: Some(runtime),
             public_key,
@@ -187,11 +187,13 @@ impl ConsentService {
         site: &str,
         patient_id: &str,
     ) -> Result<Arc<[Consent]>, ConsentServiceError> {
-        let patient_key = self.patient_key(site, patient_id);
-        if let Some(hit) = self.cache_get(&patient_key) {
+        // The cache is keyed by the clear identity, so that a hit costs no keyed hash.
+        let identity = Self::patient_identity(site, patient_id);
+        if let Some(hit) = self.cache_get(&identity) {
             return Ok(hit);
         }
         let generation = self.generation.load(Ordering::Acquire);
+        let patient_key = self.key.patient(&identity);
         let records = self.ledger.active_consents(&patient_key, now()).await?;
         let mut consents = Vec::with_capacity(records.len());
         for record in records {
@@ -209,7 +211,7 @@ impl ConsentService {
         }
         let consents: Arc<[Consent]> = consents.into();
         if self.generation.load(Ordering::Acquire) == generation {
-            self.cache_put(patient_key, consents.clone());
+            self.cache_put(identity, patient_key, consents.clone());
         }
         Ok(consents)
     }
@@ -319,24 +321,27 @@ impl ConsentService {
         serde_json::from_str(&text).map_err(|e| ConsentServiceError::Unavailable(e.to_string()))
     }
 
-    fn cache_get(&self, patient_key: &str) -> Option<Arc<[Consent]>> {
-        self.cache.lock().ok()?.get(patient_key).cloned()
+    fn cache_get(&self, identity: &str) -> Option<Arc<[Consent]>> {
+        self.cache.lock().ok()?.by_identity.get(identity).cloned()
     }
 
-    fn cache_put(&self, patient_key: String, consents: Arc<[Consent]>) {
+    fn cache_put(&self, identity: String, patient_key: String, consents: Arc<[Consent]>) {
         if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHE_CAPACITY {
+            if cache.by_identity.len() >= CACHE_CAPACITY {
                 cache.clear();
             }
-            cache.insert(patient_key, consents);
+            cache.identity_of.insert(patient_key, identity.clone());
+            cache.by_identity.insert(identity, consents);
         }
     }
 
-    /// Drops a patient's cached consents.
+    /// Drops a patient's cached consents (the ledger names patients by keyed hash).
     pub fn invalidate(&self, patient_key: &str) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.remove(patient_key);
+        if let Ok(mut cache) = self.cache.lock()
+            && let Some(identity) = cache.identity_of.remove(patient_key)
+        {
+            cache.by_identity.remove(&identity);
         }
     }
 
@@ -345,6 +350,21 @@ impl ConsentService {
         if let Ok(mut cache) = self.cache.lock() {
             cache.clear();
         }
+    }
+}
+
+/// The patients' consents in force by clear identity, and which identity each keyed hash
+/// (as ledger events name patients) stands for.
+#[derive(Default)]
+struct ConsentCache {
+    by_identity: HashMap<String, Arc<[Consent]>>,
+    identity_of: HashMap<String, String>,
+}
+
+impl ConsentCache {
+    fn clear(&mut self) {
+        self.by_identity.clear();
+        self.identity_of.clear();
     }
 }
 

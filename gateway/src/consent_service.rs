@@ -6,10 +6,11 @@
 //! patient's consents in force, and the cache. Leaves out: the decision itself (the consent
 //! crate), HTTP (the consent routes and the pipeline).
 //!
-//! **Invariant:** no permit rests on stale state. A revocation or a new version invalidates
-//! the patient's cache entry before the call that made it returns (on this replica) and when
-//! its ledger event arrives (on every replica); a load that raced with an invalidation is not
-//! cached.
+//! **Invariant:** no permit rests on stale state on this replica. A revocation or a new
+//! version invalidates the patient's cache entry before the call that made it returns, and
+//! again when its ledger event arrives; a load that raced with an invalidation is not cached.
+//! Other replicas on the same embedded store see the change only when their ledger syncs:
+//! cross-replica fan-out is still to come.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

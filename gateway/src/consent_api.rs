@@ -155,7 +155,7 @@ pub async fn revoke(
             json!({
                 "resourceType": "OperationOutcome",
                 "issue": [{"severity": "information", "code": "informational",
-                    "diagnostics": format!("consent {} revoked; version {} is in force", stored.consent_id, stored.version)}],
+                    "diagnostics": format!("consent {} revoked (ledger version {}); it no longer permits anything", stored.consent_id, stored.version)}],
             })
             .to_string(),
         ))

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use assent_gateway::app::{self, RunningGateway};
 use assent_gateway::config::Config;
 use assent_gateway::demo::identity_provider::DemoIdentityProvider;
+use assent_gateway::loopback::ThreadServer;
 use serde_json::{Value, json};
 
 /// A request as a fake upstream saw it.
@@ -75,8 +75,7 @@ type Handler = dyn Fn(&SeenRequest, &str) -> FakeResponse + Send + Sync;
 pub struct FakeUpstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<SeenRequest>>>,
-    handle: ServerHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: ThreadServer,
 }
 
 struct FakeState {
@@ -97,30 +96,15 @@ impl FakeUpstream {
             seen: seen.clone(),
             base: format!("http://{addr}/fhir"),
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(state.clone())
-                        .default_service(web::route().to(fake_handle))
-                })
-                .workers(1)
-                .disable_signals()
-                .shutdown_timeout(1)
-                .listen(listener)
-                .expect("listen")
-                .run();
-                tx.send(server.handle()).expect("send handle");
-                let _ = server.await;
-            });
-        });
-        let handle = rx.recv().expect("fake upstream started");
+        let server = ThreadServer::start("fake-upstream", listener, move |cfg| {
+            cfg.app_data(state.clone())
+                .default_service(web::route().to(fake_handle));
+        })
+        .expect("fake upstream starts");
         FakeUpstream {
             addr,
             seen,
-            handle,
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -135,19 +119,6 @@ impl FakeUpstream {
 
     pub fn requests(&self) -> Vec<SeenRequest> {
         self.seen.lock().expect("lock").clone()
-    }
-}
-
-impl Drop for FakeUpstream {
-    fn drop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            let handle = self.handle.clone();
-            let _ = std::thread::spawn(move || {
-                actix_web::rt::System::new().block_on(handle.stop(false));
-            })
-            .join();
-            let _ = thread.join();
-        }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod demo;
 pub mod error;
 pub mod fhir_request;
 pub mod ledger_store;
+pub mod loopback;
 pub mod observability;
 pub mod paging;
 pub mod pipeline;

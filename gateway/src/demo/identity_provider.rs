@@ -7,19 +7,19 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use assent_auth::IssuerConfig;
 use assent_auth::dev_idp::DevIdentityProvider;
+
+use crate::loopback::ThreadServer;
 
 /// A running development identity provider on 127.0.0.1.
 pub struct DemoIdentityProvider {
     pub addr: SocketAddr,
     provider: Arc<DevIdentityProvider>,
-    handle: ServerHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: ThreadServer,
 }
 
 /// The provider could not start.
@@ -40,42 +40,15 @@ impl DemoIdentityProvider {
             format!("http://{addr}"),
             audience,
         )?);
-        let served = provider.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("assent-demo-idp".into())
-            .spawn(move || {
-                actix_web::rt::System::new().block_on(async move {
-                    let data = web::Data::from(served);
-                    let server = HttpServer::new(move || {
-                        App::new()
-                            .app_data(data.clone())
-                            .default_service(web::route().to(answer))
-                    })
-                    .workers(1)
-                    .disable_signals()
-                    .shutdown_timeout(1)
-                    .listen(listener);
-                    match server {
-                        Ok(server) => {
-                            let server = server.run();
-                            let _ = tx.send(Ok(server.handle()));
-                            let _ = server.await;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                        }
-                    }
-                });
-            })?;
-        let handle = rx
-            .recv()
-            .map_err(|_| std::io::Error::other("identity provider thread ended"))??;
+        let data = web::Data::from(provider.clone());
+        let server = ThreadServer::start("assent-demo-idp", listener, move |cfg| {
+            cfg.app_data(data.clone())
+                .default_service(web::route().to(answer));
+        })?;
         Ok(DemoIdentityProvider {
             addr,
             provider,
-            handle,
-            thread: Some(thread),
+            _server: server,
         })
     }
 
@@ -97,19 +70,6 @@ impl DemoIdentityProvider {
     /// The provider itself (to mint tokens without HTTP, in tests).
     pub fn provider(&self) -> &DevIdentityProvider {
         &self.provider
-    }
-}
-
-impl Drop for DemoIdentityProvider {
-    fn drop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            let handle = self.handle.clone();
-            let _ = std::thread::spawn(move || {
-                actix_web::rt::System::new().block_on(handle.stop(false));
-            })
-            .join();
-            let _ = thread.join();
-        }
     }
 }
 

@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_web::dev::ServerHandle;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use assent_fhir::FhirVersion;
 use serde_json::{Value, json};
+
+use crate::loopback::ThreadServer;
 
 /// The base path the sample server serves FHIR under.
 pub const BASE_PATH: &str = "/fhir";
@@ -26,8 +27,7 @@ struct Data {
 /// A running sample site.
 pub struct SampleSite {
     pub addr: SocketAddr,
-    handle: ServerHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: ThreadServer,
 }
 
 impl SampleSite {
@@ -46,57 +46,20 @@ impl SampleSite {
             resources: map,
             base: format!("http://{addr}{BASE_PATH}"),
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("assent-demo-site".into())
-            .spawn(move || {
-                actix_web::rt::System::new().block_on(async move {
-                    let server = HttpServer::new(move || {
-                        App::new()
-                            .app_data(web::Data::from(data.clone()))
-                            .route("/fhir/{rest:.*}", web::route().to(serve))
-                    })
-                    .workers(1)
-                    .disable_signals()
-                    .listen(listener);
-                    match server {
-                        Ok(server) => {
-                            let server = server.run();
-                            let _ = tx.send(Ok(server.handle()));
-                            let _ = server.await;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                        }
-                    }
-                });
-            })?;
-        let handle = rx
-            .recv()
-            .map_err(|_| std::io::Error::other("sample site thread ended"))??;
+        let data = web::Data::from(data);
+        let server = ThreadServer::start("assent-demo-site", listener, move |cfg| {
+            cfg.app_data(data.clone())
+                .route("/fhir/{rest:.*}", web::route().to(serve));
+        })?;
         Ok(SampleSite {
             addr,
-            handle,
-            thread: Some(thread),
+            _server: server,
         })
     }
 
     /// The FHIR base URL of this site.
     pub fn base_url(&self) -> String {
         format!("http://{}{BASE_PATH}", self.addr)
-    }
-}
-
-impl Drop for SampleSite {
-    fn drop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            let handle = self.handle.clone();
-            let _ = std::thread::spawn(move || {
-                actix_web::rt::System::new().block_on(handle.stop(false));
-            })
-            .join();
-            let _ = thread.join();
-        }
     }
 }
 

@@ -9,11 +9,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpServer, web};
 
+use crate::anchoring::Anchoring;
 use crate::caller::{AuthSetupError, Authenticator};
 use crate::config::Config;
 use crate::consent_service::ConsentService;
 use crate::observability::{self, Metrics};
 use crate::paging::PageSigner;
+use crate::receipt_writer::ReceiptWriter;
 use crate::record::Recorder;
 use crate::routes;
 use crate::store::{SiteRow, Store, StoreError};
@@ -33,6 +35,8 @@ pub struct AppState {
     pub openapi_json: String,
     /// Consent state: the ledger, the stored documents and the decision cache.
     pub consents: Arc<ConsentService>,
+    /// Makes every FHIR request's receipt durable before its response is released.
+    pub receipts: ReceiptWriter,
 }
 
 /// Per-worker upstream clients by site id (awc clients are bound to their worker thread).
@@ -117,7 +121,19 @@ impl AppState {
         );
         let openapi_json = routes::openapi_json().map_err(StartError::OpenApi)?;
         let consents = open_consents(&config, &store)?;
+        let receipts = ReceiptWriter::start(&store, &config.gateway_id)?;
+        Anchoring {
+            store: store.clone(),
+            ledger: consents.ledger(),
+            gateway_id: config.gateway_id.clone(),
+            gateway_key: consents.key().gateway(&config.gateway_id),
+            config: config.receipts.batch_config(),
+            committed: receipts.committed(),
+        }
+        .spawn()
+        .map_err(|_| StartError::Thread)?;
         Ok(AppState {
+            receipts,
             consents,
             callers,
             public_base,

@@ -28,6 +28,7 @@ pub const ENV_KEYS: &[&str] = &[
     "log",
     "auth",
     "ledger",
+    "receipts",
     "sites",
 ];
 
@@ -61,6 +62,8 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub ledger: LedgerConfig,
+    #[serde(default)]
+    pub receipts: ReceiptsConfig,
     /// Sites by id. The id is the `{site}` of `/fhir/{site}/…`.
     #[serde(default)]
     pub sites: BTreeMap<String, SiteConfig>,
@@ -83,6 +86,42 @@ pub struct LedgerConfig {
     /// besides callers whose scopes grant writing `Consent`.
     #[serde(default)]
     pub consent_admins: Vec<String>,
+}
+
+/// Receipts of every FHIR request and their anchoring on the ledger.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptsConfig {
+    /// An anchoring batch closes when it holds this many receipts.
+    #[serde(default = "default_batch_max_receipts")]
+    pub batch_max_receipts: usize,
+    /// An anchoring batch closes this long after its first receipt, in milliseconds: a
+    /// receipt is anchored within this window plus one ledger commit.
+    #[serde(default = "default_batch_max_wait_ms")]
+    pub batch_max_wait_ms: u64,
+    /// Anchor every receipt on its own (one ledger transaction per request).
+    #[serde(default)]
+    pub strict: bool,
+}
+
+impl Default for ReceiptsConfig {
+    fn default() -> Self {
+        ReceiptsConfig {
+            batch_max_receipts: default_batch_max_receipts(),
+            batch_max_wait_ms: default_batch_max_wait_ms(),
+            strict: false,
+        }
+    }
+}
+
+impl ReceiptsConfig {
+    pub fn batch_config(&self) -> assent_receipts::BatchConfig {
+        assent_receipts::BatchConfig {
+            max_receipts: self.batch_max_receipts,
+            max_wait_ms: i64::try_from(self.batch_max_wait_ms).unwrap_or(i64::MAX),
+            strict: self.strict,
+        }
+    }
 }
 
 /// Signed paging links.
@@ -440,6 +479,12 @@ impl Config {
         if self.max_body_bytes == 0 {
             return Err(ConfigError::invalid("max_body_bytes", "must be above 0"));
         }
+        if self.receipts.batch_max_receipts == 0 {
+            return Err(ConfigError::invalid(
+                "receipts.batch_max_receipts",
+                "must be above 0",
+            ));
+        }
         if let Some(secret) = &self.paging.secret_hex {
             match hex::decode(secret) {
                 Ok(bytes) if bytes.len() >= 32 => {}
@@ -707,6 +752,12 @@ fn default_listen() -> SocketAddr {
 }
 fn default_database_url() -> String {
     "assent.db".to_owned()
+}
+fn default_batch_max_receipts() -> usize {
+    10_000
+}
+fn default_batch_max_wait_ms() -> u64 {
+    1_000
 }
 fn default_gateway_id() -> String {
     "assent".to_owned()

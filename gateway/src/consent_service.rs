@@ -172,6 +172,16 @@ impl ConsentService {
         self.public_key
     }
 
+    /// The ledger consent state and receipt anchors go to.
+    pub fn ledger(&self) -> Arc<dyn Ledger> {
+        self.ledger.clone()
+    }
+
+    /// The consortium key that turns identifiers into the ledger's keyed hashes.
+    pub fn key(&self) -> &ConsortiumKey {
+        &self.key
+    }
+
     /// The cross-site identity of a site-local patient.
     pub fn patient_identity(site: &str, patient_id: &str) -> String {
         format!("{site}/Patient/{patient_id}")

@@ -70,6 +70,8 @@ pub enum GatewayError {
     StoreUnavailable,
     #[error("consent state is unavailable; no data is released without a decision")]
     ConsentUnavailable,
+    #[error("the access could not be recorded; no data is released without a durable receipt")]
+    ReceiptUnavailable,
     /// A resource the gateway was given is not acceptable; `expression` names the element.
     #[error("{message}")]
     InvalidResource {
@@ -127,6 +129,7 @@ impl GatewayError {
             E::UpstreamRejected => (400, I::Invalid, "upstream-rejected", Upstream),
             E::StoreUnavailable => (503, I::Transient, "store-unavailable", Internal),
             E::ConsentUnavailable => (503, I::Transient, "consent-unavailable", Internal),
+            E::ReceiptUnavailable => (503, I::Transient, "receipt-unavailable", Internal),
             E::InvalidResource { .. } => (422, I::Invalid, "invalid-resource", Client),
             E::VersionConflict(_) => (409, I::Processing, "version-conflict", Client),
             E::Internal => (500, I::Exception, "internal", Internal),
@@ -249,6 +252,7 @@ mod tests {
             (GatewayError::UpstreamTimeout, 504, "upstream-timeout"),
             (GatewayError::Denied("x".into()), 403, "consent-denied"),
             (GatewayError::StoreUnavailable, 503, "store-unavailable"),
+            (GatewayError::ReceiptUnavailable, 503, "receipt-unavailable"),
         ];
         for (error, status, code) in cases.into_iter().chain([
             (GatewayError::Auth(AuthError::Expired), 401, "token-expired"),

@@ -3,6 +3,7 @@
 //! Start at [`app`] (the facade that builds and runs a gateway), then [`pipeline`] (the
 //! request phases in order). Each phase's mechanics have a module of their own.
 
+pub mod anchoring;
 pub mod app;
 pub mod authorize;
 pub mod caller;
@@ -19,6 +20,7 @@ pub mod loopback;
 pub mod observability;
 pub mod paging;
 pub mod pipeline;
+pub mod receipt_writer;
 pub mod record;
 pub mod rewrite;
 pub mod routes;

@@ -1,15 +1,15 @@
 //! The request path of `/fhir/{site}/…`: named phases in a fixed order over one
 //! [`RequestContext`]:
 //!
-//! `authenticate → resolve site → parse → decide → forward → filter → record`
+//! `authenticate → resolve site → parse → decide → forward → filter → receipt → record`
 //!
 //! **Invariant:** the record phase runs for every request that reached the pipeline, whatever
 //! the outcome; the forward phase runs only with the `Permit` the decide phase returned.
+//! **Invariant:** every authenticated request's response is released only after its receipt
+//! is durable (the receipt phase); when it cannot be, the answer is 503 with no data.
 //! This file is the security order on one screen; each phase's mechanics live in its own module.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::header::{self, HeaderValue};
@@ -17,18 +17,21 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use assent_auth::PurposeOfUse;
 use assent_consent::{Decision, Permit};
+use assent_receipts::{AccessDecision, Receipt, ReceiptSubjects, ResourceEntry};
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 
 use crate::app::{AppState, WorkerClients};
 use crate::authorize::{self, Authorization};
 use crate::caller::Caller;
 use crate::consent_phase::{self, ConsentRequest};
+use crate::consent_service::ConsentService;
 use crate::error::GatewayError;
 use crate::fhir_request::{self, FhirRequest};
 use crate::observability::RequestId;
+use crate::receipt_writer::PendingReceipt;
 use crate::record::RequestRecord;
-use crate::rewrite::{self, StreamRewriter};
+use crate::rewrite;
 use crate::upstream::{self, Site, UpstreamRequest};
 
 /// Everything the phases learn about one request.
@@ -46,6 +49,16 @@ pub struct RequestContext {
     pub authorization: Option<Authorization>,
     pub decision: Option<Decision>,
     pub error_code: Option<&'static str>,
+    /// When the request arrived, UTC milliseconds (the receipt's time).
+    pub time_ms: i64,
+    /// The client's address as the gateway saw it.
+    pub client_address: Option<String>,
+    /// The site's HTTP status, once it answered.
+    pub upstream_status: Option<u16>,
+    /// What the filter phase released, in response order (for the receipt).
+    pub released: Vec<ResourceEntry>,
+    /// The site-local patient ids of the released resources.
+    pub released_patients: Vec<String>,
 }
 
 /// Runs the phases for one request under `/fhir/{site}/`.
@@ -70,16 +83,145 @@ pub async fn handle(
         authorization: None,
         decision: None,
         error_code: None,
+        time_ms: now_ms(),
+        client_address: req.peer_addr().map(|a| a.ip().to_string()),
+        upstream_status: None,
+        released: Vec::new(),
+        released_patients: Vec::new(),
     };
-    let response = match run(&mut ctx, &req, payload, &state, &clients).await {
+    let mut response = match run(&mut ctx, &req, payload, &state, &clients).await {
         Ok(response) => response,
         Err(error) => {
             ctx.error_code = Some(error.code());
             error.error_response()
         }
     };
+    if let Some(caller) = ctx.caller.clone() {
+        response = receipt(&mut ctx, &state, &caller, response).await;
+    }
     record(&ctx, &state, response.status());
     response
+}
+
+/// The receipt phase: the request's receipt goes into the gateway's chain and the store; the
+/// response is released only once it is durable, carrying its id.
+async fn receipt(
+    ctx: &mut RequestContext,
+    state: &AppState,
+    caller: &Caller,
+    mut response: HttpResponse,
+) -> HttpResponse {
+    let pending = build_receipt(ctx, state, caller, response.status());
+    let receipt_id = pending.receipt.id.clone();
+    match state.receipts.write(pending).await {
+        Ok(_) => {
+            if let Ok(v) = HeaderValue::from_str(&receipt_id) {
+                response
+                    .headers_mut()
+                    .insert(header::HeaderName::from_static(RECEIPT_HEADER), v);
+            }
+            response
+        }
+        Err(e) => {
+            tracing::error!(request_id = %ctx.request_id, error = %e, "no durable receipt: the response is withheld");
+            let error = GatewayError::ReceiptUnavailable;
+            ctx.error_code = Some(error.code());
+            error.error_response()
+        }
+    }
+}
+
+/// The receipt of the request as the phases left it.
+fn build_receipt(
+    ctx: &mut RequestContext,
+    state: &AppState,
+    caller: &Caller,
+    status: StatusCode,
+) -> PendingReceipt {
+    let site = ctx.site.as_ref().map(|s| s.id.clone());
+    let identity = |id: &str| {
+        site.as_deref()
+            .map(|s| ConsentService::patient_identity(s, id))
+    };
+    let named = ctx
+        .fhir
+        .as_ref()
+        .and_then(consent_phase::patient_of_request)
+        .and_then(|id| identity(&id));
+    let mut patients: Vec<String> = named.iter().cloned().collect();
+    for id in &ctx.released_patients {
+        if let Some(p) = identity(id)
+            && !patients.contains(&p)
+        {
+            patients.push(p);
+        }
+    }
+    // The receipt names one patient: the one the request named, else the only one reached.
+    let patient = named.or_else(|| (patients.len() == 1).then(|| patients[0].clone()));
+    let subjects = ReceiptSubjects {
+        actor: caller
+            .verified
+            .actor
+            .as_deref()
+            .map(str::to_owned)
+            .unwrap_or_else(|| caller.id.clone()),
+        patient,
+        query: ctx
+            .fhir
+            .as_ref()
+            .map(|f| f.query.clone())
+            .filter(|q| !q.is_empty()),
+        client_id: caller.verified.client_id.as_deref().map(str::to_owned),
+        client_address: ctx.client_address.clone(),
+    };
+    let key = state.consents.key();
+    let mut receipt = Receipt::new(
+        uuid::Uuid::new_v4().to_string(),
+        ctx.time_ms,
+        state.receipts.gateway_id(),
+        subjects.keys(key),
+        AccessDecision::Error,
+        status.as_u16(),
+    );
+    if let Some(decision) = &ctx.decision {
+        receipt.set_decision(decision);
+    }
+    let released = status.is_success() || status == StatusCode::NOT_MODIFIED;
+    if ctx.error_code == Some(GatewayError::Denied(String::new()).code()) {
+        // Denied after the fetch: the resource's own consent decided.
+        receipt.decision = AccessDecision::Deny;
+    } else if receipt.decision == AccessDecision::Permit && !released {
+        receipt.decision = AccessDecision::Error;
+    }
+    receipt.organization = caller.verified.organization.as_deref().map(str::to_owned);
+    receipt.site = site.clone();
+    receipt.interaction = ctx.fhir.as_ref().map(|f| f.interaction);
+    receipt.resource_type = ctx.fhir.as_ref().and_then(|f| f.resource_type.clone());
+    receipt.resources = std::mem::take(&mut ctx.released);
+    receipt.purpose = ctx.purpose.map(|p| p.code().to_owned());
+    receipt.upstream_status = ctx.upstream_status;
+    let patients = patients
+        .into_iter()
+        .map(|p| {
+            let k = key.patient(&p);
+            (p, k)
+        })
+        .collect();
+    PendingReceipt {
+        receipt,
+        subjects,
+        patients,
+    }
+}
+
+/// The response header naming the request's receipt.
+pub const RECEIPT_HEADER: &str = "x-assent-receipt";
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 async fn run(
@@ -189,6 +331,7 @@ async fn run(
         request: &consent_request,
         conditional: permit.is_conditional(),
     };
+    ctx.upstream_status = Some(response.status().as_u16());
     filter(
         ctx,
         state,
@@ -315,7 +458,7 @@ struct ConsentFilter<'a> {
 /// needs them, rewrites URLs, streams what it does not parse.
 #[allow(clippy::too_many_arguments)]
 async fn filter(
-    ctx: &RequestContext,
+    ctx: &mut RequestContext,
     state: &AppState,
     site: &Site,
     caller: &Caller,
@@ -385,6 +528,11 @@ async fn filter(
         }
         let sign = |rest: &str| state.signer.sign(&site.id, &caller.id, rest);
         rewrite::rewrite_bundle(&mut bundle, &site.urls, &sign);
+        if let Some(entries) = bundle.get("entry").and_then(|e| e.as_array()) {
+            for resource in entries.iter().filter_map(|e| e.get("resource")) {
+                release(ctx, resource);
+            }
+        }
         let body = serde_json::to_vec(&bundle).map_err(|_| GatewayError::Internal)?;
         return Ok(out.body(body));
     }
@@ -406,25 +554,28 @@ async fn filter(
         let body = serde_json::to_vec(&statement).map_err(|_| GatewayError::Internal)?;
         return Ok(out.body(body));
     }
-    if !authorization.is_unrestricted() || consent.conditional {
-        // A read under a confined or granular grant, or whose permit depends on the content:
-        // the resource itself says whether it may be released, so it is parsed instead of
-        // streamed.
-        let mut resource = read_json(&mut response, site).await?;
-        authorization.check_resource(&caller.verified, &resource, fhir)?;
-        if consent.conditional {
-            consent_phase::check_resource(state, site, consent.request, &resource).await?;
-        }
-        rewrite::rewrite_strings(&mut resource, &site.urls);
-        let body = serde_json::to_vec(&resource).map_err(|_| GatewayError::Internal)?;
-        return Ok(out.body(body));
+    // A single resource: parsed, so that the grant and (for a permit that depends on the
+    // content) the resource's own consent are checked, and the receipt names what was
+    // released with its content hash.
+    let mut resource = read_json(&mut response, site).await?;
+    authorization.check_resource(&caller.verified, &resource, fhir)?;
+    if consent.conditional {
+        consent_phase::check_resource(state, site, consent.request, &resource).await?;
     }
-    let rewriter = StreamRewriter::new(&site.urls);
-    Ok(out.streaming(RewritingBody {
-        inner: response.take_payload(),
-        rewriter,
-        done: false,
-    }))
+    rewrite::rewrite_strings(&mut resource, &site.urls);
+    release(ctx, &resource);
+    let body = serde_json::to_vec(&resource).map_err(|_| GatewayError::Internal)?;
+    Ok(out.body(body))
+}
+
+/// Notes a resource released to the caller, for the receipt.
+fn release(ctx: &mut RequestContext, resource: &serde_json::Value) {
+    if let Some(entry) = ResourceEntry::from_resource(resource) {
+        ctx.released.push(entry);
+    }
+    if let Some(patient) = consent_phase::patient_of_resource(resource) {
+        ctx.released_patients.push(patient);
+    }
 }
 
 /// The upstream body, buffered within the site's limit, as JSON.
@@ -444,50 +595,6 @@ fn copy_validators(from: &awc::ClientResponse, to: &mut actix_web::HttpResponseB
     for name in [header::ETAG, header::LAST_MODIFIED] {
         if let Some(v) = from.headers().get(&name) {
             to.insert_header((name, v.clone()));
-        }
-    }
-}
-
-/// An upstream body passed through the [`StreamRewriter`] as it arrives.
-struct RewritingBody<S> {
-    inner: S,
-    rewriter: StreamRewriter,
-    done: bool,
-}
-
-impl<S, E> Stream for RewritingBody<S>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    type Item = Result<Bytes, actix_web::Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        loop {
-            match Pin::new(&mut self.inner).poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(chunk))) => {
-                    let out = self.rewriter.push(&chunk);
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(out)));
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    self.done = true;
-                    tracing::warn!(error = %e, "upstream body broke off");
-                    return Poll::Ready(Some(Err(actix_web::error::ErrorBadGateway(
-                        "upstream body broke off",
-                    ))));
-                }
-                Poll::Ready(None) => {
-                    self.done = true;
-                    let rest = self.rewriter.finish();
-                    return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));
-                }
-            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! Leaves out: when to write (the record phase batches), what the rows mean.
 //! Every call blocks: async code reaches it through `tokio::task::spawn_blocking`.
 
+mod receipt_rows;
 mod schema;
 
 use std::time::Duration;
@@ -15,7 +16,11 @@ use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-pub use schema::{consent_documents, ledger_blocks, node_settings, request_log, sites};
+pub use receipt_rows::{BatchRow, LeafRow, ReceiptPatientRow, ReceiptRow};
+pub use schema::{
+    consent_documents, ledger_blocks, node_settings, receipt_batches, receipt_patients, receipts,
+    request_log, sites,
+};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
@@ -108,6 +113,8 @@ pub struct RequestLogRow {
 pub struct Store {
     pool: Pool<ConnectionManager<AnyConnection>>,
     backend: Backend,
+    /// The URL as diesel takes it (for connections outside the pool).
+    url: String,
 }
 
 impl Store {
@@ -136,9 +143,9 @@ impl Store {
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(5))
             .connection_customizer(Box::new(Pragmas))
-            .build(ConnectionManager::<AnyConnection>::new(url))
+            .build(ConnectionManager::<AnyConnection>::new(url.clone()))
             .map_err(|e| StoreError::Open(e.to_string()))?;
-        let store = Store { pool, backend };
+        let store = Store { pool, backend, url };
         store.migrate()?;
         Ok(store)
     }

@@ -55,3 +55,51 @@ diesel::table! {
         value -> Text,
     }
 }
+
+diesel::table! {
+    receipts (gateway_id, sequence) {
+        gateway_id -> Text,
+        sequence -> BigInt,
+        receipt_id -> Text,
+        time_ms -> BigInt,
+        site -> Nullable<Text>,
+        interaction -> Nullable<Text>,
+        resource_type -> Nullable<Text>,
+        decision -> Text,
+        break_glass -> Bool,
+        status -> Integer,
+        purpose -> Nullable<Text>,
+        actor -> Text,
+        patient -> Nullable<Text>,
+        actor_key -> Text,
+        patient_key -> Nullable<Text>,
+        hash -> Binary,
+        body -> Binary,
+        subjects -> Text,
+    }
+}
+
+diesel::table! {
+    receipt_patients (receipt_id, patient_key) {
+        receipt_id -> Text,
+        patient_key -> Text,
+        patient -> Text,
+        time_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    receipt_batches (gateway_id, batch_id) {
+        gateway_id -> Text,
+        batch_id -> BigInt,
+        first_sequence -> BigInt,
+        last_sequence -> BigInt,
+        root -> Binary,
+        closed_at_ms -> BigInt,
+        tx_id -> Nullable<Text>,
+        block_number -> Nullable<BigInt>,
+        anchored_at_ms -> Nullable<BigInt>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(receipts, receipt_patients);

@@ -8,6 +8,7 @@ mod errors;
 mod operations;
 mod paging;
 mod proxy;
+mod receipts;
 mod resilience;
 mod tidy;
 mod tls;

@@ -1,0 +1,300 @@
+//! The receipts' tables: the per-gateway chain of receipts (written in group commits by the
+//! receipt writer on a connection of its own), the patients each receipt reached, and the
+//! anchoring batches.
+//!
+//! Owns the queries. Leaves out what a receipt holds (assent-receipts) and when rows are
+//! written (`receipt_writer.rs`, `anchoring.rs`).
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+
+use super::schema::{receipt_batches, receipt_patients, receipts};
+use super::{AnyConnection, Store, StoreError};
+
+/// A receipt row: the canonical bytes and hash, and the columns audit queries filter on.
+#[derive(Debug, Clone, PartialEq, Eq, Insertable, Queryable, Selectable)]
+#[diesel(table_name = receipts)]
+pub struct ReceiptRow {
+    pub gateway_id: String,
+    pub sequence: i64,
+    pub receipt_id: String,
+    pub time_ms: i64,
+    pub site: Option<String>,
+    pub interaction: Option<String>,
+    pub resource_type: Option<String>,
+    pub decision: String,
+    pub break_glass: bool,
+    pub status: i32,
+    pub purpose: Option<String>,
+    /// The caller in clear (`subject@issuer`).
+    pub actor: String,
+    /// The patient the request named, in clear (`{site}/Patient/{id}`).
+    pub patient: Option<String>,
+    pub actor_key: String,
+    pub patient_key: Option<String>,
+    pub hash: Vec<u8>,
+    /// [`assent_receipts::Receipt::canonical_bytes`].
+    pub body: Vec<u8>,
+    /// The receipt's clear subjects besides actor and patient (JSON).
+    pub subjects: String,
+}
+
+/// A patient a receipt reached.
+#[derive(Debug, Clone, PartialEq, Eq, Insertable, Queryable)]
+#[diesel(table_name = receipt_patients)]
+pub struct ReceiptPatientRow {
+    pub receipt_id: String,
+    pub patient_key: String,
+    pub patient: String,
+    pub time_ms: i64,
+}
+
+/// An anchoring batch as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Insertable, Queryable, Selectable)]
+#[diesel(table_name = receipt_batches)]
+pub struct BatchRow {
+    pub gateway_id: String,
+    pub batch_id: i64,
+    pub first_sequence: i64,
+    pub last_sequence: i64,
+    pub root: Vec<u8>,
+    pub closed_at_ms: i64,
+    pub tx_id: Option<String>,
+    pub block_number: Option<i64>,
+    pub anchored_at_ms: Option<i64>,
+}
+
+/// What anchoring needs of a receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct LeafRow {
+    pub sequence: i64,
+    pub receipt_id: String,
+    pub hash: Vec<u8>,
+}
+
+/// Rows per INSERT statement: 18 columns × 50 rows stays well under SQLite's limit of bound
+/// parameters.
+const ROWS_PER_STATEMENT: usize = 50;
+
+impl Store {
+    /// A connection of its own, outside the pool, for the receipt writer: on SQLite every
+    /// commit is synced to disk (`synchronous = FULL`); PostgreSQL syncs commits by default.
+    pub fn durable_connection(&self) -> Result<AnyConnection, StoreError> {
+        let mut conn =
+            AnyConnection::establish(&self.url).map_err(|e| StoreError::Open(e.to_string()))?;
+        if let AnyConnection::Sqlite(c) = &mut conn {
+            c.batch_execute(
+                "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+                 PRAGMA synchronous = FULL;",
+            )?;
+        }
+        if let AnyConnection::Postgresql(c) = &mut conn {
+            c.batch_execute("SET synchronous_commit = on")?;
+        }
+        Ok(conn)
+    }
+
+    /// Appends receipts and their patients in one transaction (one sync for all).
+    pub fn insert_receipts(
+        conn: &mut AnyConnection,
+        rows: &[ReceiptRow],
+        patients: &[ReceiptPatientRow],
+    ) -> Result<(), StoreError> {
+        match conn {
+            AnyConnection::Sqlite(c) => c.transaction(|c| {
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    diesel::insert_into(receipts::table)
+                        .values(chunk)
+                        .execute(c)?;
+                }
+                for chunk in patients.chunks(ROWS_PER_STATEMENT * 4) {
+                    diesel::insert_into(receipt_patients::table)
+                        .values(chunk)
+                        .execute(c)?;
+                }
+                Ok::<_, diesel::result::Error>(())
+            })?,
+            AnyConnection::Postgresql(c) => c.transaction(|c| {
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    diesel::insert_into(receipts::table)
+                        .values(chunk)
+                        .execute(c)?;
+                }
+                for chunk in patients.chunks(ROWS_PER_STATEMENT * 4) {
+                    diesel::insert_into(receipt_patients::table)
+                        .values(chunk)
+                        .execute(c)?;
+                }
+                Ok::<_, diesel::result::Error>(())
+            })?,
+        }
+        Ok(())
+    }
+
+    /// The newest receipt of a gateway's chain: (sequence, canonical bytes).
+    pub fn last_receipt(
+        conn: &mut AnyConnection,
+        gateway_id: &str,
+    ) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        Ok(receipts::table
+            .filter(receipts::gateway_id.eq(gateway_id))
+            .order(receipts::sequence.desc())
+            .select((receipts::sequence, receipts::body))
+            .first(conn)
+            .optional()?)
+    }
+
+    /// Receipts of a gateway after `after_sequence`, in chain order, at most `limit`.
+    pub fn receipt_leaves(
+        &self,
+        gateway_id: &str,
+        after_sequence: i64,
+        limit: i64,
+    ) -> Result<Vec<LeafRow>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(receipts::table
+            .filter(receipts::gateway_id.eq(gateway_id))
+            .filter(receipts::sequence.gt(after_sequence))
+            .order(receipts::sequence.asc())
+            .limit(limit)
+            .select((receipts::sequence, receipts::receipt_id, receipts::hash))
+            .load(&mut *conn)?)
+    }
+
+    /// Receipts of a gateway from `first` to `last` (inclusive), in chain order.
+    pub fn receipt_leaves_between(
+        &self,
+        gateway_id: &str,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<LeafRow>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(receipts::table
+            .filter(receipts::gateway_id.eq(gateway_id))
+            .filter(receipts::sequence.between(first, last))
+            .order(receipts::sequence.asc())
+            .select((receipts::sequence, receipts::receipt_id, receipts::hash))
+            .load(&mut *conn)?)
+    }
+
+    /// One receipt by its id.
+    pub fn receipt(&self, receipt_id: &str) -> Result<Option<ReceiptRow>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(receipts::table
+            .filter(receipts::receipt_id.eq(receipt_id))
+            .select(ReceiptRow::as_select())
+            .first(&mut *conn)
+            .optional()?)
+    }
+
+    /// Receipts in chain order after `after_sequence` of `gateway_id`, at most `limit`.
+    pub fn receipts_after(
+        &self,
+        gateway_id: &str,
+        after_sequence: i64,
+        limit: i64,
+    ) -> Result<Vec<ReceiptRow>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(receipts::table
+            .filter(receipts::gateway_id.eq(gateway_id))
+            .filter(receipts::sequence.gt(after_sequence))
+            .order(receipts::sequence.asc())
+            .limit(limit)
+            .select(ReceiptRow::as_select())
+            .load(&mut *conn)?)
+    }
+
+    /// The patients a receipt reached.
+    pub fn receipt_patients(&self, receipt_id: &str) -> Result<Vec<ReceiptPatientRow>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(receipt_patients::table
+            .filter(receipt_patients::receipt_id.eq(receipt_id))
+            .order(receipt_patients::patient_key.asc())
+            .load(&mut *conn)?)
+    }
+
+    /// Stores a closed batch (not yet anchored).
+    pub fn insert_batch(&self, row: &BatchRow) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        diesel::insert_into(receipt_batches::table)
+            .values(row)
+            .execute(&mut *conn)?;
+        Ok(())
+    }
+
+    /// Marks a batch anchored by ledger transaction `tx_id` in block `block_number`.
+    pub fn mark_batch_anchored(
+        &self,
+        gateway_id: &str,
+        batch_id: i64,
+        tx_id: &str,
+        block_number: Option<i64>,
+        anchored_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        diesel::update(
+            receipt_batches::table
+                .filter(receipt_batches::gateway_id.eq(gateway_id))
+                .filter(receipt_batches::batch_id.eq(batch_id)),
+        )
+        .set((
+            receipt_batches::tx_id.eq(tx_id),
+            receipt_batches::block_number.eq(block_number),
+            receipt_batches::anchored_at_ms.eq(anchored_at_ms),
+        ))
+        .execute(&mut *conn)?;
+        Ok(())
+    }
+
+    /// The newest closed batch of a gateway.
+    pub fn last_batch(&self, gateway_id: &str) -> Result<Option<BatchRow>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(receipt_batches::table
+            .filter(receipt_batches::gateway_id.eq(gateway_id))
+            .order(receipt_batches::batch_id.desc())
+            .select(BatchRow::as_select())
+            .first(&mut *conn)
+            .optional()?)
+    }
+
+    /// A gateway's closed batches that are not anchored yet, oldest first.
+    pub fn unanchored_batches(&self, gateway_id: &str) -> Result<Vec<BatchRow>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(receipt_batches::table
+            .filter(receipt_batches::gateway_id.eq(gateway_id))
+            .filter(receipt_batches::tx_id.is_null())
+            .order(receipt_batches::batch_id.asc())
+            .select(BatchRow::as_select())
+            .load(&mut *conn)?)
+    }
+
+    /// The batch of a gateway holding receipt `sequence`, if it is closed.
+    pub fn batch_of(
+        &self,
+        gateway_id: &str,
+        sequence: i64,
+    ) -> Result<Option<BatchRow>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(receipt_batches::table
+            .filter(receipt_batches::gateway_id.eq(gateway_id))
+            .filter(receipt_batches::first_sequence.le(sequence))
+            .filter(receipt_batches::last_sequence.ge(sequence))
+            .select(BatchRow::as_select())
+            .first(&mut *conn)
+            .optional()?)
+    }
+
+    /// Overwrites a stored receipt's canonical bytes (tests of tamper detection only).
+    #[doc(hidden)]
+    pub fn tamper_receipt_for_tests(
+        &self,
+        receipt_id: &str,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        diesel::update(receipts::table.filter(receipts::receipt_id.eq(receipt_id)))
+            .set(receipts::body.eq(body))
+            .execute(&mut *conn)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,3 @@
+DROP TABLE receipt_batches;
+DROP TABLE receipt_patients;
+DROP TABLE receipts;

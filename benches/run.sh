@@ -5,6 +5,10 @@
 #       alternating direct / gateway in one run, median of the per-pair ratios (wrk).
 #   P3  user-space instructions per proxied request: callgrind over N and 6N requests on one
 #       keep-alive connection, (Ir(6N) − Ir(N)) / 5N.
+#   P7  receipts: durably recorded per second through the gateway's receipt writer (SQLite,
+#       and PostgreSQL when ASSENT_BENCH_DATABASE_URL is set), and end-to-end throughput with
+#       receipts on ÷ off (a second build with the benchmark-only feature bench-no-receipts).
+#   P8  receipt commit → anchored on the embedded ledger.
 #   Micro-benchmarks the crates carry (criterion / release tests), when present.
 #
 # Needs: wrk and valgrind (Debian packages; installed here when missing and we are root).
@@ -29,7 +33,9 @@ need wrk wrk
 need valgrind valgrind
 
 cargo build --release -q -p assent-gateway -p assent-benches
+cargo build --release -q -p assent-gateway --features bench-no-receipts --target-dir "$root/target/no-receipts"
 bin="$root/target/release"
+bin_off="$root/target/no-receipts/release"
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -96,8 +102,36 @@ for i in $(seq 1 "$PAIRS"); do
   rows+="| $i | $direct | $via | $ratio |"$'\n'
   echo "  pair $i: direct $direct req/s, gateway $via req/s, ratio $ratio"
 done
-median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')
+median_of() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+median=$(printf '%s\n' "${ratios[@]}" | median_of)
+
+echo "P7 end to end: receipts on ÷ off, $PAIRS pairs"
+off_port=$(free_port)
+write_config "$work/off.toml" "$off_port" off
+"$bin_off/assent" serve --config "$work/off.toml" --workers 1 > "$work/off.log" 2>&1 &
+off_pid=$!
+pids+=($off_pid)
+wait_http "http://127.0.0.1:$off_port/livez"
+p7_ratios=()
+p7_rows=""
+for i in $(seq 1 "$PAIRS"); do
+  off=$(rps -H "Authorization: Bearer $key" "http://127.0.0.1:$off_port/fhir/bench/Patient/bench-1")
+  on=$(rps -H "Authorization: Bearer $key" "$gateway/fhir/bench/Patient/bench-1")
+  ratio=$(python3 -c "print(f'{$on/$off:.3f}')")
+  p7_ratios+=("$ratio")
+  p7_rows+="| $i | $off | $on | $ratio |"$'\n'
+  echo "  pair $i: receipts off $off req/s, on $on req/s, ratio $ratio"
+done
+p7_median=$(printf '%s\n' "${p7_ratios[@]}" | median_of)
+kill "$off_pid"; wait "$off_pid" 2>/dev/null || true
 kill "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
+
+echo "P7/P8: receipt writer and anchoring"
+p7_writer=$("$bin/receipts_bench" "$work/receipts.db" 5 512)
+if [ -n "${ASSENT_BENCH_DATABASE_URL:-}" ]; then
+  p7_writer+=$'\n'$("$bin/receipts_bench" "$ASSENT_BENCH_DATABASE_URL" 5 512 | grep '^P7')
+fi
+echo "$p7_writer"
 
 echo "P3: callgrind, N=$N_CALLGRIND and 6N requests"
 instructions() { # n → total Ir of the gateway serving n requests
@@ -159,7 +193,33 @@ through the gateway; all three processes share the machine's cores.
 | pair | direct req/s | gateway req/s | ratio |
 |---|---|---|---|
 $rows
-**Median ratio: $median.** (Durable receipts are not in the path yet.)
+**Median ratio: $median.** Durable receipts on (SQLite, synced group commit).
+
+## P7 — receipts (target ≥ 100k/s durably recorded on one core; receipts cost ≤ 5 %)
+
+End to end: the same gateway and load, built with and without receipts (the benchmark-only
+feature \`bench-no-receipts\`), alternating.
+
+| pair | receipts off req/s | receipts on req/s | on ÷ off |
+|---|---|---|---|
+$p7_rows
+**Median on ÷ off: $p7_median.**
+
+The receipt writer alone (\`receipts_bench STORE 5 512\`: 512 requests waiting on their
+receipt at once, each released only after its group's synced commit):
+
+\`\`\`
+$(printf '%s\n' "$p7_writer" | grep '^P7')
+\`\`\`
+
+## P8 — anchoring (target: batch window + one block)
+
+\`receipts_bench\` again: a receipt every 20 ms, from its commit to its batch's root committed
+on the embedded ledger, default batch window.
+
+\`\`\`
+$(printf '%s\n' "$p7_writer" | grep '^P8')
+\`\`\`
 
 ## P3 — user-space instructions per proxied request (target ≤ 30k)
 

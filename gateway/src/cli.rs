@@ -111,6 +111,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             };
             crate::observability::init_tracing(&config.log);
+            if cfg!(feature = "bench-no-receipts") {
+                tracing::warn!("BENCHMARK BUILD: responses are released without receipts");
+            }
             let workers = workers.unwrap_or_else(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get())

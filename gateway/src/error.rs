@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn the_table_gives_the_documented_statuses() {
-        let cases: [(GatewayError, u16, &str); 8] = [
+        let cases: [(GatewayError, u16, &str); 9] = [
             (GatewayError::UnknownSite, 404, "unknown-site"),
             (
                 GatewayError::Malformed("x".into()),

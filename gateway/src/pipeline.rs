@@ -96,7 +96,9 @@ pub async fn handle(
             error.error_response()
         }
     };
-    if let Some(caller) = ctx.caller.clone() {
+    if let Some(caller) = ctx.caller.clone()
+        && RECEIPTS_ON
+    {
         response = receipt(&mut ctx, &state, &caller, response).await;
     }
     record(&ctx, &state, response.status());
@@ -213,6 +215,10 @@ fn build_receipt(
         patients,
     }
 }
+
+/// Off only in the benchmark build that measures what receipts cost (feature
+/// `bench-no-receipts`).
+const RECEIPTS_ON: bool = !cfg!(feature = "bench-no-receipts");
 
 /// The response header naming the request's receipt.
 pub const RECEIPT_HEADER: &str = "x-assent-receipt";

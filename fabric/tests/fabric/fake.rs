@@ -142,7 +142,7 @@ impl FakeFabric {
     ) -> FakeFabric {
         assent_fabric::ensure_crypto_provider();
         let peer = PeerConnection::connect(chaincode_addr, chaincode_tls).await;
-        let (peer_key, peer_cert) = crate::support::p256_identity("peer0.org1.example.com");
+        let (peer_key, peer_cert) = super::support::p256_identity("peer0.org1.example.com");
         let peer_creator = SerializedIdentity {
             mspid: MSP.into(),
             id_bytes: peer_cert.into_bytes(),

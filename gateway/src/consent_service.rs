@@ -840,4 +840,190 @@ mod tests {
             Err(ConsentServiceError::Unavailable(_))
         ));
     }
+
+    /// A ledger whose event stream the test breaks and keeps down at will; counts the
+    /// reads a decision makes on a cache miss.
+    struct Flaky {
+        inner: Arc<EmbeddedLedger>,
+        down: AtomicBool,
+        current: Mutex<Option<tokio::sync::mpsc::Sender<Result<LedgerEvent, LedgerError>>>>,
+        reads: AtomicU64,
+    }
+
+    impl Flaky {
+        fn break_stream(&self) {
+            self.down.store(true, Ordering::SeqCst);
+            if let Some(sender) = self.current.lock().unwrap().take() {
+                let _ = sender.try_send(Err(LedgerError::Unavailable {
+                    reason: "TEST: stream broken".into(),
+                }));
+            }
+        }
+
+        fn reads(&self) -> u64 {
+            self.reads.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Ledger for Flaky {
+        async fn submit(&self, call: TxCall) -> Result<TxReceipt, LedgerError> {
+            self.inner.submit(call).await
+        }
+        async fn active_consents(
+            &self,
+            patient_key: &str,
+            now: Timestamp,
+        ) -> Result<Vec<ConsentRecord>, LedgerError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            self.inner.active_consents(patient_key, now).await
+        }
+        async fn patient_consents(&self, key: &str) -> Result<Vec<ConsentRecord>, LedgerError> {
+            self.inner.patient_consents(key).await
+        }
+        async fn consent(&self, key: &str) -> Result<Option<ConsentRecord>, LedgerError> {
+            self.inner.consent(key).await
+        }
+        async fn consent_history(&self, key: &str) -> Result<Vec<ConsentVersion>, LedgerError> {
+            self.inner.consent_history(key).await
+        }
+        async fn anchor(&self, key: &str, id: u64) -> Result<Option<AnchorRecord>, LedgerError> {
+            self.inner.anchor(key, id).await
+        }
+        async fn head(&self) -> Result<Option<Checkpoint>, LedgerError> {
+            self.inner.head().await
+        }
+        async fn subscribe(&self, after: Option<Checkpoint>) -> Result<EventStream, LedgerError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(LedgerError::Unavailable {
+                    reason: "TEST: events down".into(),
+                });
+            }
+            let mut events = self.inner.subscribe(after).await?;
+            let (sender, receiver) = tokio::sync::mpsc::channel(64);
+            *self.current.lock().unwrap() = Some(sender.clone());
+            tokio::spawn(async move {
+                while let Some(item) = events.next().await {
+                    if sender.send(item).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok(tokio_stream_of(receiver))
+        }
+    }
+
+    fn tokio_stream_of(
+        mut receiver: tokio::sync::mpsc::Receiver<Result<LedgerEvent, LedgerError>>,
+    ) -> EventStream {
+        futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed()
+    }
+
+    async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+        for _ in 0..1000 {
+            if condition() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never happened: {what}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_cache_is_bypassed_while_the_event_stream_is_down_and_resumes_after_the_checkpoint()
+     {
+        let t = testing::sqlite();
+        let inner = Arc::new(
+            EmbeddedLedger::open(
+                Arc::new(assent_ledger::InMemoryBlockStore::new()),
+                SigningKey::from_bytes(&[8; 32]),
+                Arc::new(SystemClock),
+                EmbeddedOptions::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        let flaky = Arc::new(Flaky {
+            inner: inner.clone(),
+            down: AtomicBool::new(false),
+            current: Mutex::new(None),
+            reads: AtomicU64::new(0),
+        });
+        let runtime = std::thread::spawn(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        let setting = "ledger_events_checkpoint:test";
+        let service = ConsentService::start(
+            t.store.clone(),
+            ConsortiumKey::new(&[5; 32]).unwrap(),
+            flaky.clone(),
+            runtime,
+            None,
+            setting.to_owned(),
+        );
+        eventually("events live", || service.events_live()).await;
+        let put = service
+            .put("st-mary", consent("c1", "p1", "dr-a"), None, "p1", None)
+            .await
+            .unwrap();
+        assert_eq!(put.version, 1);
+        eventually("the put's event handled", || {
+            service.events_checkpoint().map(|c| c.block_number) == Some(put.block_number)
+        })
+        .await;
+        let stored: Checkpoint =
+            serde_json::from_str(&t.store.setting(setting).unwrap().unwrap()).unwrap();
+        assert_eq!(stored.block_number, put.block_number, "the checkpoint is kept");
+
+        // Live: the first decision reads the ledger, the next ones the cache.
+        assert_eq!(service.consents_for("st-mary", "p1").await.unwrap().len(), 1);
+        let reads = flaky.reads();
+        for _ in 0..3 {
+            assert_eq!(service.consents_for("st-mary", "p1").await.unwrap().len(), 1);
+        }
+        assert_eq!(flaky.reads(), reads, "served from the cache");
+
+        // Down: every decision reads the ledger.
+        flaky.break_stream();
+        eventually("events down", || !service.events_live()).await;
+        let reads = flaky.reads();
+        for _ in 0..3 {
+            assert_eq!(service.consents_for("st-mary", "p1").await.unwrap().len(), 1);
+        }
+        assert_eq!(flaky.reads(), reads + 3, "the cache is bypassed");
+        // A revocation this replica is not told of (another replica's) holds at once.
+        let revoked = inner
+            .revoke(
+                &service.key.consent("c1"),
+                RevocationReason::PatientRequest,
+            )
+            .await
+            .unwrap();
+        let after = service.consents_for("st-mary", "p1").await.unwrap();
+        assert!(after.is_empty(), "no stale permit while events are down");
+        assert!(matches!(decide_for(&after, "dr-a"), Decision::Deny(_)));
+
+        // Resumed after the last event handled: the missed revocation's event arrives.
+        flaky.down.store(false, Ordering::SeqCst);
+        let missed = revoked.event.expect("the revocation's event").checkpoint;
+        eventually("resumed with the missed event", || {
+            service.events_live() && service.events_checkpoint() == Some(missed)
+        })
+        .await;
+        assert!(service.consents_for("st-mary", "p1").await.unwrap().is_empty());
+        let reads = flaky.reads();
+        assert!(service.consents_for("st-mary", "p1").await.unwrap().is_empty());
+        assert_eq!(flaky.reads(), reads, "the cache is in use again");
+        eventually("the missed event's checkpoint kept", || {
+            t.store.setting(setting).unwrap().as_deref()
+                == Some(serde_json::to_string(&missed).unwrap().as_str())
+        })
+        .await;
+    }
 }

@@ -50,9 +50,12 @@ fn line(step: &str, got: &Got) -> String {
         .map(|b| b.split(':').take(2).collect::<Vec<_>>().join(":"))
         .unwrap_or_default();
     let etag = got.header("etag").unwrap_or_default();
-    format!("{step}: {} {code} {basis} {etag}", got.status)
-        .trim_end()
-        .to_owned()
+    let status = got.status.to_string();
+    let parts: Vec<&str> = [status.as_str(), &code, &basis, etag]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect();
+    format!("{step}: {}", parts.join(" "))
 }
 
 /// Grants, reads, revokes and reads again through `gw`; returns what it saw.
@@ -72,10 +75,11 @@ async fn scenario(gw: &StartedGateway) -> Vec<String> {
         "grant again",
         &put_consent(gw, SITE, &consent("c-p1", "p1", "dr-alice", true)).await,
     ));
+    let revoke_url = gw.url("/consent/Consent/c-p1/$revoke");
     let revoke = || {
         send(
             "POST",
-            &gw.url("/consent/Consent/c-p1/$revoke"),
+            &revoke_url,
             Some(admin_token()),
             &[("content-type", "application/json")],
             Some(br#"{"reason": "patient-request"}"#.to_vec()),

@@ -15,11 +15,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use assent_fabric::testing::fake::{self, FakeFabric};
+use assent_fabric::testing::support;
 use assent_gateway::app::{self, RunningGateway};
 use assent_gateway::config::Config;
 use assent_gateway::demo::identity_provider::DemoIdentityProvider;
-use assent_fabric::testing::fake::{self, FakeFabric};
-use assent_fabric::testing::support;
 use assent_gateway::loopback::ThreadServer;
 use serde_json::{Value, json};
 

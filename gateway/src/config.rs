@@ -177,9 +177,9 @@ impl FabricSettings {
                 FabricError::Identity(IdentityError::Read { path, .. })
                 | FabricError::Read { path, .. } => self.key_of_path(path),
                 FabricError::Identity(IdentityError::NoMspId) => at("msp_id"),
-                FabricError::Identity(
-                    IdentityError::Certificate(_) | IdentityError::NotP256,
-                ) => at("cert_file"),
+                FabricError::Identity(IdentityError::Certificate(_) | IdentityError::NotP256) => {
+                    at("cert_file")
+                }
                 FabricError::Identity(IdentityError::PrivateKey | IdentityError::KeyMismatch) => {
                     at("key_file")
                 }
@@ -325,7 +325,10 @@ impl FabricSettings {
                     format!("cannot read {}: {e}", file.display()),
                 )
             })?;
-            if !matches!(rustls_pemfile::private_key(&mut pem.as_slice()), Ok(Some(_))) {
+            if !matches!(
+                rustls_pemfile::private_key(&mut pem.as_slice()),
+                Ok(Some(_))
+            ) {
                 return Err(ConfigError::invalid(
                     at("tls_client_key_file"),
                     format!("{} holds no PEM private key", file.display()),
@@ -1290,7 +1293,10 @@ mod tests {
                 "ledger.fabric.peer_endpoint",
             ),
             (
-                format!("{good}tls_client_cert_file = \"{}/cert.pem\"\n", dir.path().display()),
+                format!(
+                    "{good}tls_client_cert_file = \"{}/cert.pem\"\n",
+                    dir.path().display()
+                ),
                 "ledger.fabric.tls_client_cert_file",
             ),
             (

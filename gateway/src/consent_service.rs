@@ -476,8 +476,12 @@ async fn follow(service: Weak<ConsentService>, ledger: Arc<dyn Ledger>) {
                 // Unknown what changed meanwhile: no cached decision until resumed.
                 this.events_down();
                 match error {
-                    Some(e) => tracing::warn!(error = %e, "ledger event stream broken; decision cache bypassed until resumed"),
-                    None => tracing::warn!("ledger event stream ended; decision cache bypassed until resumed"),
+                    Some(e) => {
+                        tracing::warn!(error = %e, "ledger event stream broken; decision cache bypassed until resumed")
+                    }
+                    None => tracing::warn!(
+                        "ledger event stream ended; decision cache bypassed until resumed"
+                    ),
                 }
             }
             Err(e) => {
@@ -931,7 +935,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_cache_is_bypassed_while_the_event_stream_is_down_and_resumes_after_the_checkpoint()
-     {
+    {
         let t = testing::sqlite();
         let inner = Arc::new(
             EmbeddedLedger::open(
@@ -979,13 +983,22 @@ mod tests {
         .await;
         let stored: Checkpoint =
             serde_json::from_str(&t.store.setting(setting).unwrap().unwrap()).unwrap();
-        assert_eq!(stored.block_number, put.block_number, "the checkpoint is kept");
+        assert_eq!(
+            stored.block_number, put.block_number,
+            "the checkpoint is kept"
+        );
 
         // Live: the first decision reads the ledger, the next ones the cache.
-        assert_eq!(service.consents_for("st-mary", "p1").await.unwrap().len(), 1);
+        assert_eq!(
+            service.consents_for("st-mary", "p1").await.unwrap().len(),
+            1
+        );
         let reads = flaky.reads();
         for _ in 0..3 {
-            assert_eq!(service.consents_for("st-mary", "p1").await.unwrap().len(), 1);
+            assert_eq!(
+                service.consents_for("st-mary", "p1").await.unwrap().len(),
+                1
+            );
         }
         assert_eq!(flaky.reads(), reads, "served from the cache");
 
@@ -994,15 +1007,15 @@ mod tests {
         eventually("events down", || !service.events_live()).await;
         let reads = flaky.reads();
         for _ in 0..3 {
-            assert_eq!(service.consents_for("st-mary", "p1").await.unwrap().len(), 1);
+            assert_eq!(
+                service.consents_for("st-mary", "p1").await.unwrap().len(),
+                1
+            );
         }
         assert_eq!(flaky.reads(), reads + 3, "the cache is bypassed");
         // A revocation this replica is not told of (another replica's) holds at once.
         let revoked = inner
-            .revoke(
-                &service.key.consent("c1"),
-                RevocationReason::PatientRequest,
-            )
+            .revoke(&service.key.consent("c1"), RevocationReason::PatientRequest)
             .await
             .unwrap();
         let after = service.consents_for("st-mary", "p1").await.unwrap();
@@ -1016,9 +1029,21 @@ mod tests {
             service.events_live() && service.events_checkpoint() == Some(missed)
         })
         .await;
-        assert!(service.consents_for("st-mary", "p1").await.unwrap().is_empty());
+        assert!(
+            service
+                .consents_for("st-mary", "p1")
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let reads = flaky.reads();
-        assert!(service.consents_for("st-mary", "p1").await.unwrap().is_empty());
+        assert!(
+            service
+                .consents_for("st-mary", "p1")
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(flaky.reads(), reads, "the cache is in use again");
         eventually("the missed event's checkpoint kept", || {
             t.store.setting(setting).unwrap().as_deref()

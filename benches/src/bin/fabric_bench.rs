@@ -169,11 +169,7 @@ async fn run(fake: bool) -> Result<(), Box<dyn std::error::Error>> {
 
 fn rand_bytes() -> [u8; 32] {
     // Distinct per run: the time and the process id, hashed.
-    let seed = format!(
-        "{:?}/{}",
-        std::time::SystemTime::now(),
-        std::process::id()
-    );
+    let seed = format!("{:?}/{}", std::time::SystemTime::now(), std::process::id());
     sha(&seed)
 }
 

@@ -9,7 +9,12 @@ use serde_json::{Value, json};
 
 /// A consent of `patient` (R4 form): deny by default, permit for `practitioner` (or, with
 /// `deny_for`, the reverse: permit by default, deny for that practitioner).
-pub(crate) fn consent(id: &str, patient: &str, practitioner: &str, permit_for_practitioner: bool) -> Value {
+pub(crate) fn consent(
+    id: &str,
+    patient: &str,
+    practitioner: &str,
+    permit_for_practitioner: bool,
+) -> Value {
     let (root, nested) = if permit_for_practitioner {
         ("deny", "permit")
     } else {

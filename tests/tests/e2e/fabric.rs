@@ -100,9 +100,18 @@ async fn scenario(gw: &StartedGateway) -> Vec<String> {
         .as_array()
         .expect("history entries")
         .iter()
-        .map(|e| e["resource"]["meta"]["versionId"].as_str().unwrap_or("?").to_owned())
+        .map(|e| {
+            e["resource"]["meta"]["versionId"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned()
+        })
         .collect();
-    seen.push(format!("history: {} {}", history.status, versions.join(",")));
+    seen.push(format!(
+        "history: {} {}",
+        history.status,
+        versions.join(",")
+    ));
     let check = send(
         "POST",
         &gw.url("/consent/$check"),
@@ -115,7 +124,11 @@ async fn scenario(gw: &StartedGateway) -> Vec<String> {
         ),
     )
     .await;
-    seen.push(format!("check: {} {}", check.status, check.json()["decision"]));
+    seen.push(format!(
+        "check: {} {}",
+        check.status,
+        check.json()["decision"]
+    ));
     seen.push(line("unknown consent", &{
         send(
             "POST",

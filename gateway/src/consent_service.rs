@@ -302,9 +302,7 @@ impl ConsentService {
             consents.push(consent);
         }
         let consents: Arc<[Consent]> = consents.into();
-        if self.generation.load(Ordering::Acquire) == generation {
-            self.cache_put(identity, patient_key, consents.clone());
-        }
+        self.cache_put(identity, patient_key, consents.clone(), generation);
         Ok(consents)
     }
 
@@ -420,11 +418,22 @@ impl ConsentService {
         self.cache.lock().ok()?.by_identity.get(identity).cloned()
     }
 
-    fn cache_put(&self, identity: String, patient_key: String, consents: Arc<[Consent]>) {
-        if !self.events_live.load(Ordering::Acquire) {
-            return;
-        }
+    /// Caches a load that began at `generation`, unless an invalidation came since or the
+    /// events are down. Checked under the lock: an invalidation moves the generation before
+    /// it takes the lock, so it either stops this put or removes what it put.
+    fn cache_put(
+        &self,
+        identity: String,
+        patient_key: String,
+        consents: Arc<[Consent]>,
+        generation: u64,
+    ) {
         if let Ok(mut cache) = self.cache.lock() {
+            if !self.events_live.load(Ordering::Acquire)
+                || self.generation.load(Ordering::Acquire) != generation
+            {
+                return;
+            }
             if cache.by_identity.len() >= CACHE_CAPACITY {
                 cache.clear();
             }

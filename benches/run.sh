@@ -10,10 +10,17 @@
 #       receipts on ÷ off (a second build with the benchmark-only feature bench-no-receipts).
 #   P8  receipt commit → anchored on the embedded ledger.
 #   Micro-benchmarks the crates carry (criterion / release tests), when present.
+#   Fabric: consent write latency (submit → commit), evaluate latency and anchors per second
+#       through the gateway's Fabric backend (`fabric_bench`): against the real network when
+#       ASSENT_FABRIC_TEST_CONFIG names one (skipped with a notice otherwise), and always
+#       against the in-process FAKE Fabric, labelled as such.
 #
 # Needs: wrk and valgrind (Debian packages; installed here when missing and we are root).
 # Environment: PAIRS (default 3), SECONDS_EACH (default 8), CONNECTIONS (default 32),
-#              N_CALLGRIND (default 200).
+#              N_CALLGRIND (default 200); ASSENT_FABRIC_TEST_CONFIG (a JSON FabricConfig),
+#              ASSENT_FABRIC_VERSION and ASSENT_FABRIC_BATCH_TIMEOUT (reported with the real
+#              network's figures); FABRIC_ONLY=1 runs only the Fabric part and replaces the
+#              Fabric section of an existing BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -29,12 +36,8 @@ need() {
   fi
   command -v "$1" >/dev/null 2>&1 || { echo "error: $1 is needed (apt-get install $2)" >&2; exit 1; }
 }
-need wrk wrk
-need valgrind valgrind
-
-cargo build --release -q -p assent-gateway -p assent-benches
-cargo build --release -q -p assent-gateway --features bench-no-receipts --target-dir "$root/target/no-receipts"
-bin="$root/target/release"
+cargo_target="${CARGO_TARGET_DIR:-$root/target}"
+bin="$cargo_target/release"
 bin_off="$root/target/no-receipts/release"
 work=$(mktemp -d)
 pids=()
@@ -43,6 +46,49 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+
+# Fabric: the real network when configured, and the FAKE for scale; a Markdown section.
+fabric_section() { # → stdout
+  printf '## Fabric backend — consent writes, evaluates, anchors\n\n'
+  printf 'Through `FabricLedger`, the gateway'"'"'s Fabric backend (`benches/src/bin/fabric_bench.rs`):\n'
+  printf 'sequential consent writes (Endorse → Submit → CommitStatus: submit to commit), sequential\n'
+  printf 'evaluates (a patient'"'"'s consents in force: the decision cache'"'"'s miss path), and\n'
+  printf 'receipt anchors recorded by concurrent writers.\n\n'
+  printf '### Real network\n\n'
+  if [ -n "${ASSENT_FABRIC_TEST_CONFIG:-}" ]; then
+    printf 'Fabric %s, batch timeout %s.\n\n' \
+      "${ASSENT_FABRIC_VERSION:-(version not given: set ASSENT_FABRIC_VERSION)}" \
+      "${ASSENT_FABRIC_BATCH_TIMEOUT:-(not given: set ASSENT_FABRIC_BATCH_TIMEOUT)}"
+    "$bin/fabric_bench"
+  else
+    echo "Fabric: skipped the real network: set ASSENT_FABRIC_TEST_CONFIG to a JSON FabricConfig (docs/fabric.md)" >&2
+    printf 'Not measured in this run: `ASSENT_FABRIC_TEST_CONFIG` was not set.\n'
+  fi
+  printf '\n### The FAKE Fabric, for scale (not Fabric)\n\n'
+  printf 'One in-process fake gateway peer driving the real chaincode server over the shim\n'
+  printf 'protocol, blocks cut every 15 ms, no orderer, no other organizations: what the client,\n'
+  printf 'the shim and the contract cost. Not a measure of a Fabric network.\n\n'
+  "$bin/fabric_bench" --fake
+}
+
+if [ "${FABRIC_ONLY:-0}" = 1 ]; then
+  cargo build --release -q -p assent-benches --bin fabric_bench
+  section=$(fabric_section)
+  if [ -f BENCHMARKS.md ]; then
+    sed '/^## Fabric backend/,$d' BENCHMARKS.md > "$work/bench.md"
+  else
+    printf '# Benchmarks\n\n' > "$work/bench.md"
+  fi
+  { cat "$work/bench.md"; printf '%s\n' "$section"; } > BENCHMARKS.md
+  echo "wrote the Fabric section of BENCHMARKS.md"
+  exit 0
+fi
+
+need wrk wrk
+need valgrind valgrind
+
+cargo build --release -q -p assent-gateway -p assent-benches
+cargo build --release -q -p assent-gateway --features bench-no-receipts --target-dir "$root/target/no-receipts"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 wait_http() { for _ in $(seq 1 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done; echo "error: $1 did not come up" >&2; exit 1; }
@@ -236,5 +282,6 @@ EOF
   printf 'Figures as each benchmark printed them (criterion or a plain timing loop, release\n'
   printf 'profile), in the same run.\n\n'
   cat "$work/micro.md"
+  fabric_section
 } >> BENCHMARKS.md
 echo "wrote BENCHMARKS.md"

@@ -4,7 +4,9 @@
 //! every test) with tokens for sample callers.
 //!
 //! The fakes are not FHIR servers: each answers with whatever its handler returns, and
-//! records what it received so tests can check what crossed the gateway.
+//! records what it received so tests can check what crossed the gateway. For the Fabric
+//! backend, [`FakeFabricNetwork`] runs the fabric crate's FAKE Fabric gateway peer in front of
+//! the real consent chaincode server, on a runtime of its own.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -13,6 +15,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use assent_fabric::testing::fake::{self, FakeFabric};
+use assent_fabric::testing::support;
 use assent_gateway::app::{self, RunningGateway};
 use assent_gateway::config::Config;
 use assent_gateway::demo::identity_provider::DemoIdentityProvider;
@@ -434,4 +438,96 @@ pub async fn send(
 /// GET with the clinician's token.
 pub async fn get(url: &str) -> Got {
     send("GET", url, Some(clinician_token()), &[], None).await
+}
+
+/// The consortium key of test gateways on a shared ledger (any 32 bytes, hex).
+pub const TEST_CONSORTIUM_KEY_HEX: &str =
+    "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
+
+/// A FAKE Fabric network on loopback: the consent chaincode server (the real one, speaking
+/// the shim protocol) and the fabric crate's FAKE gateway peer in front of it, over TLS with
+/// a throwaway CA, on a runtime of their own; and the files a gateway's `[ledger.fabric]`
+/// names (TLS CA, an enrolment certificate and key made for this run). Stops when dropped.
+pub struct FakeFabricNetwork {
+    fake: Option<FakeFabric>,
+    chaincode: Option<tokio::sync::oneshot::Sender<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
+    files: tempfile::TempDir,
+}
+
+impl FakeFabricNetwork {
+    pub fn start() -> FakeFabricNetwork {
+        // Its own thread: the caller may be on an async runtime, where blocking is refused.
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("fake-fabric")
+                .enable_all()
+                .build()
+                .expect("the fake Fabric's runtime");
+            let (fake, chaincode, client_tls) = runtime.block_on(async {
+                let (addr, stop) = support::start_chaincode().await;
+                let (server_tls, client_tls) = support::tls_pair();
+                let fake = FakeFabric::start(addr, Some(server_tls)).await;
+                (fake, stop, client_tls)
+            });
+            let files = tempfile::tempdir().expect("tempdir");
+            let (cert, key) = support::p256_pem("assent-gateway.org1.example.com");
+            std::fs::write(files.path().join("tls-ca.pem"), &client_tls.ca_pem).expect("write");
+            std::fs::write(files.path().join("gateway-cert.pem"), cert).expect("write");
+            std::fs::write(files.path().join("gateway-key.pem"), key).expect("write");
+            FakeFabricNetwork {
+                fake: Some(fake),
+                chaincode: Some(chaincode),
+                runtime: Some(runtime),
+                files,
+            }
+        })
+        .join()
+        .expect("the fake Fabric starts")
+    }
+
+    /// The fake gateway peer (what it saw; breaking its event streams).
+    pub fn fake(&self) -> &FakeFabric {
+        self.fake.as_ref().expect("running")
+    }
+
+    /// The `[ledger]` table of a gateway on this network.
+    pub fn ledger_config(&self) -> Value {
+        let file = |name: &str| self.files.path().join(name).display().to_string();
+        json!({
+            "backend": "fabric",
+            "consortium_key_hex": TEST_CONSORTIUM_KEY_HEX,
+            "fabric": {
+                "peer_endpoint": self.fake().endpoint,
+                "tls_ca_file": file("tls-ca.pem"),
+                "tls_server_name": "localhost",
+                "msp_id": fake::MSP,
+                "cert_file": file("gateway-cert.pem"),
+                "key_file": file("gateway-key.pem"),
+                "channel": fake::CHANNEL,
+                "chaincode": fake::CHAINCODE,
+            },
+        })
+    }
+
+    /// The `node_settings` entry a gateway on this network keeps its events checkpoint in.
+    pub fn checkpoint_setting(&self) -> String {
+        format!(
+            "ledger_events_checkpoint:fabric:{}:{}",
+            fake::CHANNEL,
+            fake::CHAINCODE
+        )
+    }
+}
+
+impl Drop for FakeFabricNetwork {
+    fn drop(&mut self) {
+        drop(self.fake.take());
+        drop(self.chaincode.take());
+        if let Some(runtime) = self.runtime.take() {
+            // Allowed on an async runtime, unlike dropping it.
+            runtime.shutdown_background();
+        }
+    }
 }

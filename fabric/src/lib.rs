@@ -20,7 +20,13 @@ pub mod identity;
 mod ledger;
 pub mod proposal;
 pub mod protos;
+#[cfg(feature = "fake")]
+pub mod testing;
 pub mod wire;
+
+// The FAKE's sources name this crate as its tests do.
+#[cfg(feature = "fake")]
+extern crate self as assent_fabric;
 
 pub use chaincode::{ChaincodeError, ChaincodeTls, serve_chaincode, serve_chaincode_on};
 pub use client::{CallOptions, GatewayClient, GatewayError, TlsMaterial};

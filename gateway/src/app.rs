@@ -11,8 +11,10 @@ use actix_web::{App, HttpServer, web};
 
 use crate::anchoring::Anchoring;
 use crate::caller::{AuthSetupError, Authenticator};
-use crate::config::Config;
-use crate::consent_service::ConsentService;
+use assent_ledger::Ledger;
+
+use crate::config::{Config, LedgerBackend};
+use crate::consent_service::{Backend, ConsentService};
 use crate::observability::{self, Metrics};
 use crate::paging::PageSigner;
 use crate::receipt_writer::ReceiptWriter;
@@ -37,6 +39,9 @@ pub struct AppState {
     pub consents: Arc<ConsentService>,
     /// Makes every FHIR request's receipt durable before its response is released.
     pub receipts: ReceiptWriter,
+    /// The configured ledger (`[ledger] backend`: embedded or Fabric), the one the consent
+    /// service uses: receipt anchors go here too. Usable from any runtime.
+    pub ledger: Arc<dyn Ledger>,
 }
 
 /// Per-worker upstream clients by site id (awc clients are bound to their worker thread).
@@ -121,10 +126,11 @@ impl AppState {
         );
         let openapi_json = routes::openapi_json().map_err(StartError::OpenApi)?;
         let consents = open_consents(&config, &store)?;
+        let ledger = consents.ledger();
         let receipts = ReceiptWriter::start(&store, &config.gateway_id)?;
         Anchoring {
             store: store.clone(),
-            ledger: consents.ledger(),
+            ledger: ledger.clone(),
             gateway_id: config.gateway_id.clone(),
             gateway_key: consents.key().gateway(&config.gateway_id),
             config: config.receipts.batch_config(),
@@ -135,6 +141,7 @@ impl AppState {
         Ok(AppState {
             receipts,
             consents,
+            ledger,
             callers,
             public_base,
             sites,
@@ -148,8 +155,9 @@ impl AppState {
     }
 }
 
-/// Opens the consent service: the embedded ledger over the store, with the configured keys
-/// or the ones this node made at its first start.
+/// Opens the consent service on the configured ledger: the embedded ledger over the store,
+/// with the configured keys or the ones this node made at its first start; or the Fabric
+/// channel of `[ledger.fabric]` (its consortium key is always configured).
 fn open_consents(config: &Config, store: &Store) -> Result<Arc<ConsentService>, StartError> {
     let key_or_setting = |configured: &Option<String>, name: &str| -> Result<Vec<u8>, StartError> {
         let hex_key = match configured {
@@ -159,11 +167,27 @@ fn open_consents(config: &Config, store: &Store) -> Result<Arc<ConsentService>, 
         hex::decode(hex_key).map_err(|_| StartError::Consent(format!("stored {name} is not hex")))
     };
     let consortium = key_or_setting(&config.ledger.consortium_key_hex, "consortium_key")?;
-    let node = key_or_setting(&config.ledger.node_key_hex, "node_key")?;
-    let node: [u8; 32] = node
-        .try_into()
-        .map_err(|_| StartError::Consent("the node key is not 32 bytes".into()))?;
-    ConsentService::open_embedded(store.clone(), &consortium, node)
+    let backend = match (config.ledger.backend, &config.ledger.fabric) {
+        (LedgerBackend::Fabric, Some(fabric)) => {
+            let connection = fabric
+                .connection()
+                .map_err(|e| StartError::Consent(e.to_string()))?;
+            Backend::Fabric(Box::new(connection))
+        }
+        (LedgerBackend::Fabric, None) => {
+            return Err(StartError::Consent(
+                "backend = \"fabric\" without [ledger.fabric]".into(),
+            ));
+        }
+        (LedgerBackend::Embedded, _) => {
+            let node = key_or_setting(&config.ledger.node_key_hex, "node_key")?;
+            let node_seed: [u8; 32] = node
+                .try_into()
+                .map_err(|_| StartError::Consent("the node key is not 32 bytes".into()))?;
+            Backend::Embedded { node_seed }
+        }
+    };
+    ConsentService::open(store.clone(), &consortium, backend)
         .map_err(|e| StartError::Consent(e.to_string()))
 }
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, LedgerBackend};
 
 /// Exit status for bad configuration or usage (sysexits EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
@@ -42,7 +42,8 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
-    /// The embedded consent ledger.
+    /// The embedded consent ledger (`verify` does not apply to Fabric: its peers validate
+    /// every block).
     Ledger {
         #[command(subcommand)]
         command: LedgerCommand,
@@ -69,7 +70,8 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
     /// Recompute every block's hash, link and signature; name the first bad block.
-    /// Exit 0 when the whole chain holds, 1 when a block is bad, 64 on bad configuration.
+    /// Exit 0 when the whole chain holds, 1 when a block is bad, 64 on bad configuration or
+    /// when the configured backend is Fabric (not applicable: nothing is checked).
     Verify {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
@@ -89,6 +91,13 @@ pub fn run(cli: Cli) -> ExitCode {
                     config.sites.len(),
                     if config.sites.len() == 1 { "" } else { "s" }
                 );
+                match (config.ledger.backend, &config.ledger.fabric) {
+                    (LedgerBackend::Fabric, Some(fabric)) => println!(
+                        "ledger: fabric, channel `{}`, chaincode `{}`, peer {}, as {} (files read, the key matches the certificate)",
+                        fabric.channel, fabric.chaincode, fabric.peer_endpoint, fabric.msp_id
+                    ),
+                    _ => println!("ledger: embedded, in {}", config.database_url),
+                }
                 if config.auth.issuers.is_empty() {
                     eprintln!(
                         "{}: warning: no [[auth.issuers]]: every FHIR request will be refused (401)",
@@ -138,6 +147,16 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
+            if config.ledger.backend == LedgerBackend::Fabric {
+                eprintln!(
+                    "assent ledger verify: not applicable to the Fabric backend: this command checks the \
+                     embedded ledger's hash chain and signatures. On Fabric every peer validates each \
+                     block (orderer signatures, endorsement policy, read-set versions) before it commits \
+                     it; audit the channel with Fabric's own tools (e.g. `peer channel fetch`, \
+                     `peer channel getinfo`). Nothing was checked."
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
             match crate::ledger_store::verify(&config) {
                 Ok(report) => {
                     println!("{report}");

@@ -69,10 +69,17 @@ pub struct Config {
     pub sites: BTreeMap<String, SiteConfig>,
 }
 
-/// The consent ledger. Today the embedded ledger in the gateway's store.
+/// The consent ledger: the embedded ledger in the gateway's store (the default), or a
+/// Hyperledger Fabric channel (`backend = "fabric"` with a `[ledger.fabric]` table).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerConfig {
+    /// `embedded` (default) or `fabric`.
+    #[serde(default)]
+    pub backend: LedgerBackend,
+    /// The Fabric channel and identity; required with `backend = "fabric"`, refused without.
+    #[serde(default)]
+    pub fabric: Option<FabricSettings>,
     /// The consortium key (hex, at least 32 bytes) that turns patient and practitioner
     /// identifiers into the keyed hashes the ledger holds. Every member of a consortium uses
     /// the same key. When absent, one is made at first start and kept in the store.
@@ -121,6 +128,253 @@ impl ReceiptsConfig {
             max_wait_ms: i64::try_from(self.batch_max_wait_ms).unwrap_or(i64::MAX),
             strict: self.strict,
         }
+    }
+}
+
+/// Which ledger holds consent state and receipt anchors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LedgerBackend {
+    /// The hash-chained ledger in the gateway's own store.
+    #[default]
+    Embedded,
+    /// A Hyperledger Fabric channel running the consent chaincode (docs/fabric.md).
+    Fabric,
+}
+
+/// `[ledger.fabric]`: the peer the gateway talks to (Fabric Gateway service, Fabric 2.4+),
+/// its TLS, the gateway's identity in its organization's MSP, the channel and chaincode, and
+/// call deadlines. Files are PEM; every one is read, and the key checked against the
+/// certificate, when the configuration is loaded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FabricSettings {
+    /// `https://peer0.org1.example.com:7051` (`http://` only on a loopback address).
+    pub peer_endpoint: String,
+    /// The CA of the peer's TLS certificate; required for `https`.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// The name the peer's TLS certificate carries, when the endpoint's host differs.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// Mutual TLS: client certificate and key, both or neither.
+    #[serde(default)]
+    pub tls_client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_client_key_file: Option<PathBuf>,
+    /// The gateway's organization, e.g. `Org1MSP`.
+    pub msp_id: String,
+    /// The gateway's enrolment certificate and its ECDSA P-256 key (PKCS#8 or SEC1).
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub channel: String,
+    pub chaincode: String,
+    /// Fresh proposals after an MVCC read conflict.
+    #[serde(default = "default_mvcc_retries")]
+    pub mvcc_retries: u32,
+    #[serde(default = "default_fabric_connect_ms")]
+    pub connect_timeout_ms: u64,
+    /// Deadline of one Evaluate (a consent read on a cache miss).
+    #[serde(default = "default_fabric_evaluate_ms")]
+    pub evaluate_timeout_ms: u64,
+    /// Deadline of one Endorse (collecting the endorsing peers' signatures).
+    #[serde(default = "default_fabric_endorse_ms")]
+    pub endorse_timeout_ms: u64,
+    /// Deadline of one Submit (handing the transaction to the orderers).
+    #[serde(default = "default_fabric_submit_ms")]
+    pub submit_timeout_ms: u64,
+    /// How long to wait for a submitted transaction's commit.
+    #[serde(default = "default_fabric_commit_ms")]
+    pub commit_timeout_ms: u64,
+}
+
+impl FabricSettings {
+    /// The fabric crate's view of these settings (files not read yet).
+    pub fn fabric_config(&self) -> assent_fabric::FabricConfig {
+        assent_fabric::FabricConfig {
+            peer_endpoint: self.peer_endpoint.clone(),
+            tls_ca_file: self.tls_ca_file.clone(),
+            tls_server_name: self.tls_server_name.clone(),
+            tls_client_cert_file: self.tls_client_cert_file.clone(),
+            tls_client_key_file: self.tls_client_key_file.clone(),
+            msp_id: self.msp_id.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            channel: self.channel.clone(),
+            chaincode: self.chaincode.clone(),
+            mvcc_retries: Some(self.mvcc_retries),
+        }
+    }
+
+    /// Reads every file and checks the key against the certificate: what the gateway
+    /// connects with. Errors name the key at fault.
+    pub fn connection(&self) -> Result<assent_fabric::FabricConnection, ConfigError> {
+        use assent_fabric::{ConfigError as FabricError, IdentityError};
+        let at = |field: &str| format!("ledger.fabric.{field}");
+        let mut connection = self.fabric_config().load().map_err(|e| {
+            let key = match &e {
+                FabricError::Identity(IdentityError::Read { path, .. })
+                | FabricError::Read { path, .. } => self.key_of_path(path),
+                FabricError::Identity(IdentityError::NoMspId) => at("msp_id"),
+                FabricError::Identity(IdentityError::Certificate(_) | IdentityError::NotP256) => {
+                    at("cert_file")
+                }
+                FabricError::Identity(IdentityError::PrivateKey | IdentityError::KeyMismatch) => {
+                    at("key_file")
+                }
+                FabricError::Invalid(_) if self.channel.is_empty() => at("channel"),
+                FabricError::Invalid(_) if self.chaincode.is_empty() => at("chaincode"),
+                FabricError::Invalid(_) => at("tls_client_cert_file"),
+                FabricError::Connect(_) => at("peer_endpoint"),
+            };
+            let message = match &e {
+                FabricError::Identity(IdentityError::KeyMismatch) => format!(
+                    "the private key does not match the certificate in {}",
+                    self.cert_file.display()
+                ),
+                _ => e.to_string(),
+            };
+            ConfigError::invalid(key, message)
+        })?;
+        let calls = &mut connection.options.calls;
+        calls.connect_timeout = Duration::from_millis(self.connect_timeout_ms);
+        calls.evaluate_timeout = Duration::from_millis(self.evaluate_timeout_ms);
+        calls.endorse_timeout = Duration::from_millis(self.endorse_timeout_ms);
+        calls.submit_timeout = Duration::from_millis(self.submit_timeout_ms);
+        calls.commit_status_timeout = Duration::from_millis(self.commit_timeout_ms);
+        Ok(connection)
+    }
+
+    /// Which key names the file at `path`.
+    fn key_of_path(&self, path: &str) -> String {
+        let files = [
+            ("cert_file", Some(&self.cert_file)),
+            ("key_file", Some(&self.key_file)),
+            ("tls_ca_file", self.tls_ca_file.as_ref()),
+            ("tls_client_cert_file", self.tls_client_cert_file.as_ref()),
+            ("tls_client_key_file", self.tls_client_key_file.as_ref()),
+        ];
+        let name = files
+            .iter()
+            .find(|(_, p)| p.is_some_and(|p| p.display().to_string() == path))
+            .map_or("cert_file", |(name, _)| name);
+        format!("ledger.fabric.{name}")
+    }
+
+    /// Checks what can be checked without the files, then the files: existence, PEM
+    /// contents, the key against the certificate.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let at = |field: &str| format!("ledger.fabric.{field}");
+        let endpoint = url::Url::parse(&self.peer_endpoint)
+            .map_err(|e| ConfigError::invalid(at("peer_endpoint"), e.to_string()))?;
+        let loopback = match endpoint.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(url::Host::Ipv6(a)) => a.is_loopback(),
+            None => false,
+        };
+        match endpoint.scheme() {
+            "https" if self.tls_ca_file.is_none() => {
+                return Err(ConfigError::invalid(
+                    at("tls_ca_file"),
+                    "required with an https peer_endpoint (the CA of the peer's TLS certificate)",
+                ));
+            }
+            "https" => {}
+            "http" if loopback => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    at("peer_endpoint"),
+                    "must be https://host:port (http only on a loopback address)",
+                ));
+            }
+        }
+        if endpoint.port_or_known_default().is_none() || endpoint.path() != "/" {
+            return Err(ConfigError::invalid(
+                at("peer_endpoint"),
+                "must be scheme://host:port without a path",
+            ));
+        }
+        for (name, value) in [
+            ("msp_id", &self.msp_id),
+            ("channel", &self.channel),
+            ("chaincode", &self.chaincode),
+        ] {
+            if value.trim().is_empty() {
+                return Err(ConfigError::invalid(at(name), "must not be empty"));
+            }
+        }
+        if self.tls_client_cert_file.is_some() != self.tls_client_key_file.is_some() {
+            return Err(ConfigError::invalid(
+                at("tls_client_cert_file"),
+                "tls_client_cert_file and tls_client_key_file go together (mutual TLS)",
+            ));
+        }
+        for (name, ms) in [
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("evaluate_timeout_ms", self.evaluate_timeout_ms),
+            ("endorse_timeout_ms", self.endorse_timeout_ms),
+            ("submit_timeout_ms", self.submit_timeout_ms),
+            ("commit_timeout_ms", self.commit_timeout_ms),
+        ] {
+            if ms == 0 {
+                return Err(ConfigError::invalid(at(name), "must be above 0"));
+            }
+        }
+        let files = [
+            ("cert_file", Some(&self.cert_file)),
+            ("key_file", Some(&self.key_file)),
+            ("tls_ca_file", self.tls_ca_file.as_ref()),
+            ("tls_client_cert_file", self.tls_client_cert_file.as_ref()),
+            ("tls_client_key_file", self.tls_client_key_file.as_ref()),
+        ];
+        for (name, file) in files {
+            if let Some(file) = file
+                && !file.is_file()
+            {
+                return Err(ConfigError::invalid(
+                    at(name),
+                    format!("file {} does not exist", file.display()),
+                ));
+            }
+        }
+        for (name, file) in [
+            ("tls_ca_file", &self.tls_ca_file),
+            ("tls_client_cert_file", &self.tls_client_cert_file),
+        ] {
+            if let Some(file) = file {
+                let pem = std::fs::read(file).map_err(|e| {
+                    ConfigError::invalid(at(name), format!("cannot read {}: {e}", file.display()))
+                })?;
+                let n = rustls_pemfile::certs(&mut pem.as_slice())
+                    .filter(|c| c.is_ok())
+                    .count();
+                if n == 0 {
+                    return Err(ConfigError::invalid(
+                        at(name),
+                        format!("{} holds no PEM certificate", file.display()),
+                    ));
+                }
+            }
+        }
+        if let Some(file) = &self.tls_client_key_file {
+            let pem = std::fs::read(file).map_err(|e| {
+                ConfigError::invalid(
+                    at("tls_client_key_file"),
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })?;
+            if !matches!(
+                rustls_pemfile::private_key(&mut pem.as_slice()),
+                Ok(Some(_))
+            ) {
+                return Err(ConfigError::invalid(
+                    at("tls_client_key_file"),
+                    format!("{} holds no PEM private key", file.display()),
+                ));
+            }
+        }
+        self.connection().map(|_| ())
     }
 }
 
@@ -529,6 +783,7 @@ impl Config {
         if self.paging.ttl_secs == 0 {
             return Err(ConfigError::invalid("paging.ttl_secs", "must be above 0"));
         }
+        self.validate_ledger()?;
         self.validate_auth()?;
         for (id, site) in &self.sites {
             let at = |field: &str| format!("sites.{id}.{field}");
@@ -603,6 +858,29 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_ledger(&self) -> Result<(), ConfigError> {
+        match (self.ledger.backend, &self.ledger.fabric) {
+            (LedgerBackend::Embedded, None) => Ok(()),
+            (LedgerBackend::Embedded, Some(_)) => Err(ConfigError::invalid(
+                "ledger.backend",
+                "a [ledger.fabric] table is configured but the backend is `embedded`: set backend = \"fabric\" or remove the table",
+            )),
+            (LedgerBackend::Fabric, None) => Err(ConfigError::invalid(
+                "ledger.fabric",
+                "backend = \"fabric\" needs a [ledger.fabric] table (peer_endpoint, msp_id, cert_file, key_file, channel, chaincode)",
+            )),
+            (LedgerBackend::Fabric, Some(fabric)) => {
+                if self.ledger.consortium_key_hex.is_none() {
+                    return Err(ConfigError::invalid(
+                        "ledger.consortium_key_hex",
+                        "required with backend = \"fabric\": every member of the consortium hashes identifiers with the same key",
+                    ));
+                }
+                fabric.validate()
+            }
+        }
     }
 
     fn validate_auth(&self) -> Result<(), ConfigError> {
@@ -767,6 +1045,24 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_max_response_bytes() -> usize {
     64 * 1024 * 1024
+}
+fn default_mvcc_retries() -> u32 {
+    10
+}
+fn default_fabric_connect_ms() -> u64 {
+    5_000
+}
+fn default_fabric_evaluate_ms() -> u64 {
+    5_000
+}
+fn default_fabric_endorse_ms() -> u64 {
+    15_000
+}
+fn default_fabric_submit_ms() -> u64 {
+    5_000
+}
+fn default_fabric_commit_ms() -> u64 {
+    60_000
 }
 fn default_page_ttl() -> u64 {
     3600
@@ -935,5 +1231,146 @@ mod tests {
         )];
         let e = Config::load_with_env(&path, bad).unwrap_err().to_string();
         assert!(e.contains("sites.st-mary.timeout_ms"), "{e}");
+    }
+
+    /// A `[ledger]` table for Fabric whose files are in `dir`: a fresh P-256 enrolment
+    /// certificate and key, a TLS CA; `key_of` picks whose key goes in `key_file`.
+    fn fabric_files(dir: &Path, mismatched_key: bool) -> String {
+        use assent_fabric::testing::support::p256_pem;
+        let (cert, key) = p256_pem("gw.org1.example.com");
+        let (_, other_key) = p256_pem("someone-else");
+        let (ca, _) = p256_pem("tls-ca");
+        std::fs::write(dir.join("cert.pem"), cert).unwrap();
+        std::fs::write(
+            dir.join("key.pem"),
+            if mismatched_key { other_key } else { key },
+        )
+        .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca).unwrap();
+        format!(
+            r#"
+            [ledger]
+            backend = "fabric"
+            consortium_key_hex = "{hex}"
+            [ledger.fabric]
+            peer_endpoint = "https://peer0.org1.example.com:7051"
+            tls_ca_file = "{d}/ca.pem"
+            msp_id = "Org1MSP"
+            cert_file = "{d}/cert.pem"
+            key_file = "{d}/key.pem"
+            channel = "assent"
+            chaincode = "assent-consent"
+            "#,
+            hex = "ab".repeat(32),
+            d = dir.display()
+        )
+    }
+
+    #[test]
+    fn a_fabric_ledger_loads_and_its_deadlines_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{GOOD}\n{}evaluate_timeout_ms = 1500\n",
+            fabric_files(dir.path(), false)
+        );
+        let c = Config::from_toml(&text).unwrap();
+        assert_eq!(c.ledger.backend, LedgerBackend::Fabric);
+        let fabric = c.ledger.fabric.as_ref().unwrap();
+        let connection = fabric.connection().unwrap();
+        assert_eq!(connection.channel, "assent");
+        assert_eq!(connection.identity.msp_id(), "Org1MSP");
+        assert_eq!(
+            connection.options.calls.evaluate_timeout,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(connection.options.mvcc_retries, 10);
+        // The embedded default needs nothing.
+        assert_eq!(
+            Config::from_toml(GOOD).unwrap().ledger.backend,
+            LedgerBackend::Embedded
+        );
+
+        // Environment overrides reach the table.
+        let path = dir.path().join("assent.toml");
+        std::fs::write(&path, &text).unwrap();
+        let vars = [
+            ("ASSENT_LEDGER__FABRIC__CHANNEL", "other-channel"),
+            ("ASSENT_LEDGER__FABRIC__COMMIT_TIMEOUT_MS", "2500"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c = Config::load_with_env(&path, vars).unwrap();
+        let fabric = c.ledger.fabric.unwrap();
+        assert_eq!(fabric.channel, "other-channel");
+        assert_eq!(fabric.commit_timeout_ms, 2500);
+    }
+
+    #[test]
+    fn fabric_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = format!("{GOOD}\n{}", fabric_files(dir.path(), false));
+        assert!(Config::from_toml(&good).is_ok());
+        let cases = [
+            (
+                good.replace("backend = \"fabric\"", "backend = \"embedded\""),
+                "ledger.backend",
+            ),
+            (
+                good.replace("backend = \"fabric\"", "backend = \"quorum\""),
+                "ledger.backend",
+            ),
+            (
+                format!("{GOOD}\n[ledger]\nbackend = \"fabric\"\n"),
+                "ledger.fabric",
+            ),
+            (
+                good.replace("consortium_key_hex", "# consortium_key_hex"),
+                "ledger.consortium_key_hex",
+            ),
+            (
+                good.replace("cert.pem", "missing.pem"),
+                "ledger.fabric.cert_file",
+            ),
+            (good.replace("\"Org1MSP\"", "\"\""), "ledger.fabric.msp_id"),
+            (
+                good.replace("tls_ca_file", "# tls_ca_file"),
+                "ledger.fabric.tls_ca_file",
+            ),
+            (
+                good.replace("https://peer0", "http://peer0"),
+                "ledger.fabric.peer_endpoint",
+            ),
+            (
+                good.replace("https://peer0.org1.example.com:7051", "not a url"),
+                "ledger.fabric.peer_endpoint",
+            ),
+            (
+                format!(
+                    "{good}tls_client_cert_file = \"{}/cert.pem\"\n",
+                    dir.path().display()
+                ),
+                "ledger.fabric.tls_client_cert_file",
+            ),
+            (
+                format!("{good}endorse_timeout_ms = 0\n"),
+                "ledger.fabric.endorse_timeout_ms",
+            ),
+            (format!("{good}orderer = \"x\"\n"), "orderer"),
+        ];
+        for (i, (text, key)) in cases.iter().enumerate() {
+            let e = error_of(text);
+            assert!(e.contains(key), "case {i} should name `{key}`: {e}");
+        }
+        // A key that is not the certificate's.
+        let other = tempfile::tempdir().unwrap();
+        let mismatched = format!("{GOOD}\n{}", fabric_files(other.path(), true));
+        let e = error_of(&mismatched);
+        assert!(
+            e.contains("ledger.fabric.key_file") && e.contains("does not match"),
+            "{e}"
+        );
+        // The CA file must hold a certificate.
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate").unwrap();
+        let e = error_of(&good);
+        assert!(e.contains("ledger.fabric.tls_ca_file"), "{e}");
     }
 }

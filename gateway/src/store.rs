@@ -286,6 +286,33 @@ impl Store {
             .optional()?)
     }
 
+    /// The setting `name`, if set.
+    pub fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(node_settings::table
+            .filter(node_settings::name.eq(name))
+            .select(node_settings::value)
+            .first(&mut *conn)
+            .optional()?)
+    }
+
+    /// Sets `name` to `value`, replacing what was there.
+    pub fn put_setting(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        conn.transaction(|conn| {
+            let updated = diesel::update(node_settings::table.filter(node_settings::name.eq(name)))
+                .set(node_settings::value.eq(value))
+                .execute(conn)?;
+            if updated == 0 {
+                diesel::insert_into(node_settings::table)
+                    .values((node_settings::name.eq(name), node_settings::value.eq(value)))
+                    .execute(conn)?;
+            }
+            Ok::<_, diesel::result::Error>(())
+        })?;
+        Ok(())
+    }
+
     /// The setting `name`, made by `make` and kept if there is none yet. Two nodes starting
     /// together agree on the first one written.
     pub fn setting_or_insert(

@@ -1,5 +1,6 @@
-//! The `assent` binary's command line: `--version`, and `check-config` exiting 0 on a valid
-//! file and 64 with the bad key named otherwise.
+//! The `assent` binary's command line: `--version`, `check-config` exiting 0 on a valid
+//! file and 64 with the bad key named otherwise (Fabric files included), and `ledger verify`
+//! on the embedded ledger and (not applicable) on Fabric.
 
 use std::process::Command;
 
@@ -145,4 +146,73 @@ fn ledger_verify_passes_an_untouched_chain_and_names_a_tampered_block() {
     let (code, _, err) = assent(&["ledger", "verify", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("block 1:"), "{err}");
+}
+
+/// A `[ledger]` table for Fabric with its files in `dir` (a fresh P-256 enrolment certificate
+/// and key, and a TLS CA); with `mismatched`, the key is another certificate's.
+fn fabric_config(dir: &std::path::Path, mismatched: bool) -> String {
+    use assent_fabric::testing::support::p256_pem;
+    let (cert, key) = p256_pem("gw.org1.example.com");
+    let (ca, other_key) = p256_pem("tls-ca");
+    std::fs::write(dir.join("cert.pem"), cert).unwrap();
+    std::fs::write(
+        dir.join("key.pem"),
+        if mismatched { other_key } else { key },
+    )
+    .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca).unwrap();
+    format!(
+        "{GOOD}\n[ledger]\nbackend = \"fabric\"\nconsortium_key_hex = \"{}\"\n[ledger.fabric]\n\
+         peer_endpoint = \"https://peer0.org1.example.com:7051\"\ntls_ca_file = \"{d}/ca.pem\"\n\
+         msp_id = \"Org1MSP\"\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\n\
+         channel = \"assent\"\nchaincode = \"assent-consent\"\n",
+        "cd".repeat(32),
+        d = dir.display()
+    )
+}
+
+#[test]
+fn check_config_reads_the_fabric_files_and_ledger_verify_does_not_apply_to_fabric() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fabric.toml");
+    std::fs::write(&config, fabric_config(dir.path(), false)).unwrap();
+    let (code, out, err) = assent(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("ledger: fabric, channel `assent`, chaincode `assent-consent`")
+            && out.contains("the key matches the certificate"),
+        "{out}"
+    );
+
+    // Not applicable: says so, checks nothing, and does not exit 0.
+    let (code, out, err) = assent(&["ledger", "verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 64, "{out}");
+    assert!(
+        err.contains("not applicable to the Fabric backend") && err.contains("Nothing was checked"),
+        "{err}"
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    let mismatched = other.path().join("fabric.toml");
+    std::fs::write(&mismatched, fabric_config(other.path(), true)).unwrap();
+    let (code, _, err) = assent(&["check-config", mismatched.to_str().unwrap()]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("ledger.fabric.key_file") && err.contains("does not match the certificate"),
+        "{err}"
+    );
+    std::fs::remove_file(other.path().join("ca.pem")).unwrap();
+    let (code, _, err) = assent(&["check-config", mismatched.to_str().unwrap()]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("ledger.fabric.tls_ca_file") && err.contains("does not exist"),
+        "{err}"
+    );
+
+    // The embedded default says where its ledger is.
+    let embedded = dir.path().join("embedded.toml");
+    std::fs::write(&embedded, GOOD).unwrap();
+    let (code, out, _) = assent(&["check-config", embedded.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ledger: embedded"), "{out}");
 }

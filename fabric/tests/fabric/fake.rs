@@ -142,7 +142,7 @@ impl FakeFabric {
     ) -> FakeFabric {
         assent_fabric::ensure_crypto_provider();
         let peer = PeerConnection::connect(chaincode_addr, chaincode_tls).await;
-        let (peer_key, peer_cert) = crate::support::p256_identity("peer0.org1.example.com");
+        let (peer_key, peer_cert) = super::support::p256_identity("peer0.org1.example.com");
         let peer_creator = SerializedIdentity {
             mspid: MSP.into(),
             id_bytes: peer_cert.into_bytes(),
@@ -213,7 +213,11 @@ impl FakeFabric {
             "http"
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+            accepted.inspect(|stream| {
+                let _ = stream.set_nodelay(true);
+            })
+        });
         tokio::spawn(async move {
             let _ = server
                 .add_service(routes)

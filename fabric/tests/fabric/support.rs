@@ -16,7 +16,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
 
-use crate::fake::{self, FakeFabric, FakeTls};
+use super::fake::{self, FakeFabric, FakeTls};
 
 /// A P-256 key and a self-signed certificate naming `name`.
 pub fn p256_identity(name: &str) -> (p256::ecdsa::SigningKey, String) {
@@ -43,6 +43,12 @@ pub fn client_identity(msp: &str) -> SigningIdentity {
 /// A throwaway certificate authority for TLS.
 pub struct TestCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        TestCa::new()
+    }
 }
 
 impl TestCa {

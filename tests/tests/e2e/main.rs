@@ -5,6 +5,7 @@ mod auth;
 mod consent;
 mod demo;
 mod errors;
+mod fabric;
 mod operations;
 mod paging;
 mod proxy;

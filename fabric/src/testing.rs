@@ -1,0 +1,14 @@
+//! FAKE Fabric for other crates' tests and benchmarks (feature `fake`): the in-process
+//! stand-in for a Fabric Gateway peer that drives the real chaincode server ([`fake`]), and
+//! the setup around it ([`support`]: throwaway P-256 identities and TLS certificates,
+//! starting the chaincode server and the fake). Not Fabric: see [`fake`] for what it checks
+//! as a real peer would and what it leaves out.
+//!
+//! The sources are this crate's own integration-test support (`tests/fabric/`), compiled
+//! here as well so that the gateway's end-to-end tests and the benchmarks run the gateway
+//! against the same fake. Never enabled in a production build.
+
+#[path = "../tests/fabric/fake.rs"]
+pub mod fake;
+#[path = "../tests/fabric/support.rs"]
+pub mod support;

@@ -239,7 +239,7 @@ impl FabricLedger {
             HashMap::new(),
         );
         let tx_id = proposal.transaction_id.clone();
-        let mut envelope = self
+        let endorsed = self
             .client
             .endorse(EndorseRequest {
                 transaction_id: tx_id.clone(),
@@ -247,8 +247,13 @@ impl FabricLedger {
                 proposed_transaction: Some(proposal.proposal),
                 endorsing_organizations: Vec::new(),
             })
-            .await
-            .map_err(gateway_error)?;
+            .await;
+        let mut envelope = match endorsed {
+            Ok(envelope) => envelope,
+            // Nothing was submitted: a fresh proposal, once the peers have caught up.
+            Err(e) if endorsers_disagreed(&e) => return Ok(Attempt::ReadConflict),
+            Err(e) => return Err(gateway_error(e)),
+        };
         let result = transaction_result(&envelope).map_err(|e| LedgerError::Corrupt {
             reason: format!("the prepared transaction: {e}"),
         })?;
@@ -619,6 +624,23 @@ fn response_error(status: i32, message: &str) -> LedgerError {
     })
 }
 
+/// What Fabric's gateway says of an endorser whose proposal response differs from the first
+/// endorser's (`ErrorDetail` message, with status `Aborted`).
+pub const PAYLOADS_DO_NOT_MATCH: &str = "ProposalResponsePayloads do not match";
+
+/// Whether Endorse failed because the endorsing peers simulated the proposal on different
+/// states: one organization's peer had committed a block the other's had not yet, so their
+/// read sets, writes and events differ. Seen on a real two-organization network under
+/// concurrent writes to one key. Like an MVCC conflict at commit, it passes once the peers
+/// agree, so the write is proposed afresh rather than reported.
+pub fn endorsers_disagreed(error: &GatewayError) -> bool {
+    error.code == tonic::Code::Aborted
+        && error
+            .details
+            .iter()
+            .any(|d| d.message.contains(PAYLOADS_DO_NOT_MATCH))
+}
+
 /// A failed gateway call as a ledger error: the contract's refusal if a peer relayed one,
 /// otherwise unavailable, naming the peers and organizations that refused and why.
 pub fn gateway_error(error: GatewayError) -> LedgerError {
@@ -627,5 +649,50 @@ pub fn gateway_error(error: GatewayError) -> LedgerError {
     }
     LedgerError::Unavailable {
         reason: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protos::gateway::ErrorDetail;
+    use tonic::Code;
+
+    fn endorse_error(code: Code, messages: &[&str]) -> GatewayError {
+        GatewayError {
+            method: crate::protos::paths::ENDORSE,
+            code,
+            message: "failed to collect enough transaction endorsements, see attached details \
+                      for more info"
+                .into(),
+            details: messages
+                .iter()
+                .map(|m| ErrorDetail {
+                    address: "127.0.0.1:19051".into(),
+                    msp_id: "Org2MSP".into(),
+                    message: (*m).into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn endorsers_on_different_states_are_a_retryable_disagreement() {
+        // What Fabric 2.5's gateway answered when the two organizations' peers were one block
+        // apart.
+        assert!(endorsers_disagreed(&endorse_error(
+            Code::Aborted,
+            &["ProposalResponsePayloads do not match"]
+        )));
+        // A peer that refused, or another code, is not a disagreement.
+        assert!(!endorsers_disagreed(&endorse_error(
+            Code::Aborted,
+            &["chaincode response 500, assent-refusal {\"code\":\"not-found\"}"]
+        )));
+        assert!(!endorsers_disagreed(&endorse_error(
+            Code::Unavailable,
+            &["ProposalResponsePayloads do not match"]
+        )));
+        assert!(!endorsers_disagreed(&endorse_error(Code::Aborted, &[])));
     }
 }

@@ -334,6 +334,60 @@ async fn the_chaincode_serves_over_mutual_tls() {
     assert_eq!(read.version, 1);
 }
 
+/// Two organizations' endorsers one block apart return different proposal responses and
+/// Fabric's gateway refuses to assemble the transaction (seen on a real network under
+/// concurrent writes): the write is proposed afresh, and fails as a writers' conflict only
+/// when the retries run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endorsers_that_disagree_are_asked_again_with_a_fresh_proposal() {
+    let network = support::Network::start().await;
+    let ledger = network.ledger();
+    let key = ConsortiumKey::new(b"disagreement-test-consortium-key").unwrap();
+    let submission = |i: u32| ConsentSubmission {
+        consent_key: key.consent(&format!("c{i}")),
+        patient_key: key.patient("p1"),
+        grantee_keys: Vec::new(),
+        document_hash: document_hash(&serde_json::json!({ "i": i })),
+        status: RecordStatus::Active,
+        scope: "patient-privacy".into(),
+        period_start: None,
+        period_end: None,
+        expected_version: None,
+    };
+    network.fake.disagree_on_next_endorsements(2);
+    let receipt = ledger
+        .put_consent(submission(0))
+        .await
+        .expect("commits once the endorsers agree");
+    assert!(!receipt.replayed);
+    assert_eq!(network.fake.seen().disagreements.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        ledger
+            .consent(&key.consent("c0"))
+            .await
+            .unwrap()
+            .map(|r| r.version),
+        Some(1)
+    );
+
+    // More disagreements than retries: a writers' conflict, and nothing was written.
+    let mut connection = network.connection.clone();
+    connection.options.mvcc_retries = 2;
+    let impatient = FabricLedger::new(connection).unwrap();
+    network.fake.disagree_on_next_endorsements(3);
+    let error = impatient.put_consent(submission(1)).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LedgerError::Conflict {
+                conflict: assent_ledger::Conflict::Writers
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(ledger.consent(&key.consent("c1")).await.unwrap(), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_peer_is_unavailable_after_retries() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

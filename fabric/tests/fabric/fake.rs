@@ -10,7 +10,10 @@
 //! milliseconds, validates read sets at commit (MVCC and phantom reads), keeps history newest
 //! first, answers `qscc` GetChainInfo / GetBlockByNumber, and streams chaincode events per
 //! block. It can break every event stream after a number of responses, to check that a
-//! client resumes without missing or repeating events.
+//! client resumes without missing or repeating events; and it can answer Endorse as Fabric's
+//! gateway does when a second organization's endorser simulated on a state one block behind
+//! (`Aborted`, "ProposalResponsePayloads do not match"), as a real two-organization network did
+//! under concurrent writes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -100,6 +103,8 @@ pub struct Seen {
     pub refused: AtomicU64,
     pub streams_broken: AtomicU64,
     pub read_conflicts: AtomicU64,
+    /// Endorsements answered as a disagreement of two endorsers.
+    pub disagreements: AtomicU64,
 }
 
 struct Shared {
@@ -111,6 +116,8 @@ struct Shared {
     address: String,
     /// Break each event stream after this many responses (0: never).
     break_streams_after: AtomicUsize,
+    /// Answer this many Endorse calls as endorsers whose responses differ.
+    disagree_next: AtomicUsize,
     seen: Seen,
 }
 
@@ -159,6 +166,7 @@ impl FakeFabric {
             peer_creator,
             address: format!("peer0.org1.example.com:{}", addr.port()),
             break_streams_after: AtomicUsize::new(0),
+            disagree_next: AtomicUsize::new(0),
             seen: Seen::default(),
         });
         shared.cut_genesis();
@@ -232,6 +240,13 @@ impl FakeFabric {
     /// Breaks every event stream after `n` responses from now on (0: never).
     pub fn break_event_streams_after(&self, n: usize) {
         self.shared.break_streams_after.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers the next `n` Endorse calls as Fabric's gateway answers when a second
+    /// organization's endorser (`Org2MSP`) returned a different proposal response: nothing is
+    /// endorsed or recorded.
+    pub fn disagree_on_next_endorsements(&self, n: usize) {
+        self.shared.disagree_next.store(n, Ordering::SeqCst);
     }
 
     pub fn seen(&self) -> &Seen {
@@ -480,6 +495,23 @@ impl Shared {
         let (response, event, rwset) = self.simulate(&view).await;
         if response.status >= 400 {
             return Err(self.chaincode_failed(Code::Aborted, &response));
+        }
+        let disagree = self
+            .disagree_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if disagree {
+            self.seen.disagreements.fetch_add(1, Ordering::SeqCst);
+            return Err(status_with_details(
+                Code::Aborted,
+                "failed to collect enough transaction endorsements, see attached details for \
+                 more info",
+                &[ErrorDetail {
+                    address: "peer0.org2.example.com:9051".into(),
+                    msp_id: "Org2MSP".into(),
+                    message: "ProposalResponsePayloads do not match".into(),
+                }],
+            ));
         }
         let action = ChaincodeAction {
             results: Vec::new(),

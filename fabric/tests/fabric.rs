@@ -388,6 +388,63 @@ async fn endorsers_that_disagree_are_asked_again_with_a_fresh_proposal() {
     assert_eq!(ledger.consent(&key.consent("c1")).await.unwrap(), None);
 }
 
+/// Fabric's gateway answers ChaincodeEvents only with the first block of events: a
+/// subscription on a quiet channel returns anyway (after the refusal window) and delivers the
+/// next event; one the peer refuses fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_on_a_quiet_channel_returns_and_then_delivers() {
+    let network = support::Network::start().await;
+    let mut connection = network.connection.clone();
+    connection.channel = "no-such-channel".into();
+    quiet_subscription(
+        &network.ledger(),
+        &FabricLedger::new(connection).unwrap(),
+        "fake",
+    )
+    .await;
+}
+
+/// `ledger`'s channel is quiet (no write is under way); `elsewhere` names a channel its peer
+/// does not serve.
+async fn quiet_subscription(ledger: &FabricLedger, elsewhere: &FabricLedger, run: &str) {
+    use futures_util::StreamExt;
+    let head = ledger.head().await.unwrap();
+    let started = std::time::Instant::now();
+    let mut events = tokio::time::timeout(Duration::from_secs(10), ledger.subscribe(head))
+        .await
+        .expect("subscribe returns on a quiet channel")
+        .expect("the subscription stands");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let key = ConsortiumKey::new(b"quiet-channel-consortium-key").unwrap();
+    let receipt = ledger
+        .put_consent(ConsentSubmission {
+            consent_key: key.consent(&format!("{run}/c1")),
+            patient_key: key.patient(&format!("{run}/p1")),
+            grantee_keys: Vec::new(),
+            document_hash: document_hash(&serde_json::json!({ "quiet": run })),
+            status: RecordStatus::Active,
+            scope: "patient-privacy".into(),
+            period_start: None,
+            period_end: None,
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(30), events.next())
+        .await
+        .expect("the event arrives")
+        .expect("the stream is open")
+        .expect("an event");
+    assert_eq!(event.tx_id, receipt.tx_id);
+    assert_eq!(event.name, EVENT_CONSENT_PUT);
+
+    // A channel the peer does not serve: refused at subscribe.
+    let refused = tokio::time::timeout(Duration::from_secs(10), elsewhere.subscribe(None))
+        .await
+        .expect("a refusal is prompt");
+    assert!(refused.is_err());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_peer_is_unavailable_after_retries() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

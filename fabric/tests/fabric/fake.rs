@@ -205,7 +205,19 @@ impl FakeFabric {
                 let s = shared.clone();
                 server_streaming(move |r: Request<SignedChaincodeEventsRequest>| {
                     let s = s.clone();
-                    async move { s.chaincode_events(r.into_inner()).map(GrpcResponse::new) }
+                    async move {
+                        // Like Fabric's gateway (grpc-go), the response headers go out with
+                        // the first block of events, or the refusal: on a quiet channel the
+                        // call has no answer yet.
+                        let mut stream = s.chaincode_events(r.into_inner())?;
+                        let first = match stream.next().await {
+                            Some(Err(status)) => return Err(status),
+                            first => first,
+                        };
+                        Ok(GrpcResponse::new(
+                            futures_util::stream::iter(first).chain(stream).boxed(),
+                        ))
+                    }
                 })
             });
         let mut server = Server::builder();

@@ -506,9 +506,11 @@ impl Ledger for FabricLedger {
         };
         let mut opening = tokio::spawn(open_events(self.clone(), after));
         let first = match tokio::time::timeout(SUBSCRIBE_REFUSAL_WINDOW, &mut opening).await {
-            Ok(joined) => Opening::Open(joined.map_err(|e| LedgerError::Unavailable {
-                reason: format!("opening the event stream: {e}"),
-            })??),
+            Ok(joined) => Opening::Open(Box::new(joined.map_err(|e| {
+                LedgerError::Unavailable {
+                    reason: format!("opening the event stream: {e}"),
+                }
+            })??)),
             Err(_) => Opening::Pending(opening),
         };
         tokio::spawn(subscription.run(first));
@@ -526,7 +528,7 @@ pub const SUBSCRIBE_REFUSAL_WINDOW: Duration = Duration::from_secs(1);
 
 /// A stream being opened: answered, or still waiting for the peer's first response.
 enum Opening {
-    Open(EventsStream),
+    Open(Box<EventsStream>),
     Pending(tokio::task::JoinHandle<Result<EventsStream, LedgerError>>),
 }
 
@@ -570,7 +572,7 @@ impl Subscription {
         let mut failures = 0;
         let mut wait = self.ledger.options.calls.reconnect_backoff;
         let mut opened = match first {
-            Opening::Open(stream) => Ok(stream),
+            Opening::Open(stream) => Ok(*stream),
             Opening::Pending(mut opening) => tokio::select! {
                 joined = &mut opening => joined.unwrap_or_else(|e| Err(LedgerError::Unavailable {
                     reason: format!("opening the event stream: {e}"),

@@ -56,7 +56,17 @@ pub struct CallOptions {
     pub reconnect_attempts: u32,
     /// The first wait between attempts; doubled each time, capped at 5 s.
     pub reconnect_backoff: Duration,
+    /// HTTP/2 keepalive pings to the peer. Must be at least the peer's
+    /// `peer.keepalive.minInterval` ([`FABRIC_MIN_PING_INTERVAL`] by default): a Fabric peer
+    /// answers more frequent pings with GOAWAY (`too_many_pings`), which ends every stream
+    /// on the connection, so an idle ChaincodeEvents subscription would break every minute
+    /// or two.
+    pub keepalive_interval: Duration,
 }
+
+/// The default of a Fabric peer's `peer.keepalive.minInterval`: the shortest interval
+/// between a client's pings that it tolerates.
+pub const FABRIC_MIN_PING_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Default for CallOptions {
     fn default() -> CallOptions {
@@ -68,6 +78,7 @@ impl Default for CallOptions {
             commit_status_timeout: Duration::from_secs(60),
             reconnect_attempts: 5,
             reconnect_backoff: Duration::from_millis(100),
+            keepalive_interval: Duration::from_secs(90),
         }
     }
 }
@@ -174,7 +185,7 @@ impl GatewayClient {
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(options.connect_timeout)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_interval(options.keepalive_interval)
             .keep_alive_while_idle(true);
         if let Some(tls) = tls {
             crate::ensure_crypto_provider();
@@ -321,5 +332,19 @@ impl GatewayClient {
                 other => return other,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalive_pings_respect_the_peers_ping_policy() {
+        // Every 30 s (the old setting) made Fabric 2.5.12's peer, whose minInterval is 60 s,
+        // close an idle event stream with "transport error" after 121 s.
+        let options = CallOptions::default();
+        // Strictly above: the peer measures the interval on its own clock.
+        assert!(options.keepalive_interval > FABRIC_MIN_PING_INTERVAL);
     }
 }

@@ -239,7 +239,7 @@ impl FabricLedger {
             HashMap::new(),
         );
         let tx_id = proposal.transaction_id.clone();
-        let mut envelope = self
+        let endorsed = self
             .client
             .endorse(EndorseRequest {
                 transaction_id: tx_id.clone(),
@@ -247,8 +247,13 @@ impl FabricLedger {
                 proposed_transaction: Some(proposal.proposal),
                 endorsing_organizations: Vec::new(),
             })
-            .await
-            .map_err(gateway_error)?;
+            .await;
+        let mut envelope = match endorsed {
+            Ok(envelope) => envelope,
+            // Nothing was submitted: a fresh proposal, once the peers have caught up.
+            Err(e) if endorsers_disagreed(&e) => return Ok(Attempt::ReadConflict),
+            Err(e) => return Err(gateway_error(e)),
+        };
         let result = transaction_result(&envelope).map_err(|e| LedgerError::Corrupt {
             reason: format!("the prepared transaction: {e}"),
         })?;
@@ -489,6 +494,9 @@ impl Ledger for FabricLedger {
         }))
     }
 
+    /// Returns once the peer accepted the subscription or [`SUBSCRIBE_REFUSAL_WINDOW`]
+    /// passed without a refusal, so a broken setup (unknown channel, identity refused,
+    /// peer down) shows here, and a quiet channel does not hold the caller up.
     async fn subscribe(&self, after: Option<Checkpoint>) -> Result<EventStream, LedgerError> {
         let (sender, receiver) = mpsc::channel(256);
         let subscription = Subscription {
@@ -496,14 +504,59 @@ impl Ledger for FabricLedger {
             last: after,
             sender,
         };
-        // Open the first stream before returning, so a broken setup shows here.
-        let stream = subscription.open().await?;
-        tokio::spawn(subscription.run(stream));
+        let mut opening = tokio::spawn(open_events(self.clone(), after));
+        let first = match tokio::time::timeout(SUBSCRIBE_REFUSAL_WINDOW, &mut opening).await {
+            Ok(joined) => Opening::Open(Box::new(joined.map_err(|e| {
+                LedgerError::Unavailable {
+                    reason: format!("opening the event stream: {e}"),
+                }
+            })??)),
+            Err(_) => Opening::Pending(opening),
+        };
+        tokio::spawn(subscription.run(first));
         Ok(tokio_stream::wrappers::ReceiverStream::new(receiver).boxed())
     }
 }
 
 type EventsStream = tonic::Streaming<crate::protos::gateway::ChaincodeEventsResponse>;
+
+/// How long [`FabricLedger::subscribe`] waits for the peer to refuse a subscription. Fabric's
+/// gateway sends ChaincodeEvents' response headers only with the first block of events (or
+/// with a refusal), so on a quiet channel the call has no answer until the next event is
+/// committed: refusals come at once, and silence means the subscription stands.
+pub const SUBSCRIBE_REFUSAL_WINDOW: Duration = Duration::from_secs(1);
+
+/// A stream being opened: answered, or still waiting for the peer's first response.
+enum Opening {
+    Open(Box<EventsStream>),
+    Pending(tokio::task::JoinHandle<Result<EventsStream, LedgerError>>),
+}
+
+/// Opens `chaincode`'s events from the block of `last` (or after it, when `last` is past the
+/// block's events; from block 0 without one). Returns when the peer answers: with the first
+/// block of events, or a refusal.
+async fn open_events(
+    ledger: FabricLedger,
+    last: Option<Checkpoint>,
+) -> Result<EventsStream, LedgerError> {
+    let start = match last {
+        None => 0,
+        Some(c) if c.tx_index == u32::MAX => c.block_number + 1,
+        Some(c) => c.block_number,
+    };
+    let request = signed_events_request(
+        &ledger.identity,
+        &ledger.channel,
+        &ledger.chaincode,
+        Some(start),
+        None,
+    );
+    ledger
+        .client
+        .chaincode_events(request)
+        .await
+        .map_err(gateway_error)
+}
 
 /// A running subscription: reads ChaincodeEvents and reopens the stream after the last
 /// event delivered whenever it breaks.
@@ -515,71 +568,32 @@ struct Subscription {
 }
 
 impl Subscription {
-    async fn open(&self) -> Result<EventsStream, LedgerError> {
-        let start = match self.last {
-            None => 0,
-            Some(c) if c.tx_index == u32::MAX => c.block_number + 1,
-            Some(c) => c.block_number,
-        };
-        let request = signed_events_request(
-            &self.ledger.identity,
-            &self.ledger.channel,
-            &self.ledger.chaincode,
-            Some(start),
-            None,
-        );
-        self.ledger
-            .client
-            .chaincode_events(request)
-            .await
-            .map_err(gateway_error)
-    }
-
-    async fn run(mut self, mut stream: EventsStream) {
+    async fn run(mut self, first: Opening) {
         let mut failures = 0;
         let mut wait = self.ledger.options.calls.reconnect_backoff;
-        loop {
-            let error = loop {
-                let message = tokio::select! {
-                    message = stream.message() => message,
-                    // The subscriber is gone: stop reading (and close the stream) at once.
-                    () = self.sender.closed() => return,
-                };
-                match message {
-                    Ok(Some(response)) => {
-                        failures = 0;
-                        for (index, event) in response.events.into_iter().enumerate() {
-                            let checkpoint = Checkpoint {
-                                block_number: response.block_number,
-                                tx_index: u32::try_from(index).unwrap_or(u32::MAX - 1),
-                            };
-                            if Some(checkpoint) <= self.last {
-                                continue;
-                            }
-                            if self
-                                .sender
-                                .send(Ok(ledger_event(checkpoint, event)))
-                                .await
-                                .is_err()
-                            {
-                                return; // The subscriber is gone.
-                            }
-                            self.last = Some(checkpoint);
-                        }
-                    }
-                    Ok(None) => {
-                        break LedgerError::Unavailable {
-                            reason: "the event stream ended".into(),
-                        };
-                    }
-                    Err(status) => {
-                        break gateway_error(GatewayError::from_status("ChaincodeEvents", &status));
-                    }
+        let mut opened = match first {
+            Opening::Open(stream) => Ok(*stream),
+            Opening::Pending(mut opening) => tokio::select! {
+                joined = &mut opening => joined.unwrap_or_else(|e| Err(LedgerError::Unavailable {
+                    reason: format!("opening the event stream: {e}"),
+                })),
+                () = self.sender.closed() => {
+                    opening.abort();
+                    return;
                 }
+            },
+        };
+        loop {
+            let error = match opened {
+                Ok(stream) => self.deliver(stream, &mut failures).await,
+                Err(e) => Some(e),
+            };
+            let Some(error) = error else {
+                return; // The subscriber is gone.
             };
             // Reopen after the last event delivered, with a doubling wait.
             let mut last_error = error;
-            loop {
+            opened = loop {
                 failures += 1;
                 if failures > self.ledger.options.event_reconnect_attempts
                     || self.sender.is_closed()
@@ -589,13 +603,67 @@ impl Subscription {
                 }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
-                match self.open().await {
+                // On a quiet channel the peer answers only with the next block of events.
+                let reopened = tokio::select! {
+                    reopened = open_events(self.ledger.clone(), self.last) => reopened,
+                    () = self.sender.closed() => return,
+                };
+                match reopened {
                     Ok(s) => {
-                        stream = s;
                         wait = self.ledger.options.calls.reconnect_backoff;
-                        break;
+                        break Ok(s);
                     }
                     Err(e) => last_error = e,
+                }
+            };
+        }
+    }
+
+    /// Hands the stream's events on until it breaks (the error) or the subscriber is gone
+    /// (`None`).
+    async fn deliver(
+        &mut self,
+        mut stream: EventsStream,
+        failures: &mut u32,
+    ) -> Option<LedgerError> {
+        loop {
+            let message = tokio::select! {
+                message = stream.message() => message,
+                // The subscriber is gone: stop reading (and close the stream) at once.
+                () = self.sender.closed() => return None,
+            };
+            match message {
+                Ok(Some(response)) => {
+                    *failures = 0;
+                    for (index, event) in response.events.into_iter().enumerate() {
+                        let checkpoint = Checkpoint {
+                            block_number: response.block_number,
+                            tx_index: u32::try_from(index).unwrap_or(u32::MAX - 1),
+                        };
+                        if Some(checkpoint) <= self.last {
+                            continue;
+                        }
+                        if self
+                            .sender
+                            .send(Ok(ledger_event(checkpoint, event)))
+                            .await
+                            .is_err()
+                        {
+                            return None;
+                        }
+                        self.last = Some(checkpoint);
+                    }
+                }
+                Ok(None) => {
+                    return Some(LedgerError::Unavailable {
+                        reason: "the event stream ended".into(),
+                    });
+                }
+                Err(status) => {
+                    return Some(gateway_error(GatewayError::from_status(
+                        "ChaincodeEvents",
+                        &status,
+                    )));
                 }
             }
         }
@@ -619,6 +687,23 @@ fn response_error(status: i32, message: &str) -> LedgerError {
     })
 }
 
+/// What Fabric's gateway says of an endorser whose proposal response differs from the first
+/// endorser's (`ErrorDetail` message, with status `Aborted`).
+pub const PAYLOADS_DO_NOT_MATCH: &str = "ProposalResponsePayloads do not match";
+
+/// Whether Endorse failed because the endorsing peers simulated the proposal on different
+/// states: one organization's peer had committed a block the other's had not yet, so their
+/// read sets, writes and events differ. Seen on a real two-organization network under
+/// concurrent writes to one key. Like an MVCC conflict at commit, it passes once the peers
+/// agree, so the write is proposed afresh rather than reported.
+pub fn endorsers_disagreed(error: &GatewayError) -> bool {
+    error.code == tonic::Code::Aborted
+        && error
+            .details
+            .iter()
+            .any(|d| d.message.contains(PAYLOADS_DO_NOT_MATCH))
+}
+
 /// A failed gateway call as a ledger error: the contract's refusal if a peer relayed one,
 /// otherwise unavailable, naming the peers and organizations that refused and why.
 pub fn gateway_error(error: GatewayError) -> LedgerError {
@@ -627,5 +712,50 @@ pub fn gateway_error(error: GatewayError) -> LedgerError {
     }
     LedgerError::Unavailable {
         reason: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protos::gateway::ErrorDetail;
+    use tonic::Code;
+
+    fn endorse_error(code: Code, messages: &[&str]) -> GatewayError {
+        GatewayError {
+            method: crate::protos::paths::ENDORSE,
+            code,
+            message: "failed to collect enough transaction endorsements, see attached details \
+                      for more info"
+                .into(),
+            details: messages
+                .iter()
+                .map(|m| ErrorDetail {
+                    address: "127.0.0.1:19051".into(),
+                    msp_id: "Org2MSP".into(),
+                    message: (*m).into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn endorsers_on_different_states_are_a_retryable_disagreement() {
+        // What Fabric 2.5's gateway answered when the two organizations' peers were one block
+        // apart.
+        assert!(endorsers_disagreed(&endorse_error(
+            Code::Aborted,
+            &["ProposalResponsePayloads do not match"]
+        )));
+        // A peer that refused, or another code, is not a disagreement.
+        assert!(!endorsers_disagreed(&endorse_error(
+            Code::Aborted,
+            &["chaincode response 500, assent-refusal {\"code\":\"not-found\"}"]
+        )));
+        assert!(!endorsers_disagreed(&endorse_error(
+            Code::Unavailable,
+            &["ProposalResponsePayloads do not match"]
+        )));
+        assert!(!endorsers_disagreed(&endorse_error(Code::Aborted, &[])));
     }
 }

@@ -84,8 +84,43 @@ async fn conformance_suite_against_the_fake_fabric() {
 async fn the_fake_refuses_what_a_peer_refuses() {
     let network = support::Network::start().await;
     let ledger = network.ledger();
-    let client = ledger.client();
+    refusals_as_fabric_gives_them(
+        &ledger,
+        &network.connection.identity,
+        fake::CHANNEL,
+        fake::CHAINCODE,
+        "peer0.org1.example.com",
+        fake::MSP,
+    )
+    .await;
+    // Four refusals, and the unknown channel once per attempt (the gateway calls it
+    // unavailable, so the client tries again).
+    let attempts = u64::from(network.connection.options.calls.reconnect_attempts);
+    assert_eq!(
+        network.fake.seen().refused.load(Ordering::SeqCst),
+        4 + attempts
+    );
+
+    // What the client signs is always low-S.
     let identity = &network.connection.identity;
+    for i in 0..200u32 {
+        let der = identity.sign(&i.to_be_bytes());
+        let signature = p256::ecdsa::Signature::from_der(&der).unwrap();
+        assert_eq!(signature.normalize_s(), signature);
+    }
+}
+
+/// What a Fabric 2.5 gateway peer refuses, and how it says so: the same against the FAKE and
+/// a real network (`peer` and `msp` name the gateway peer's address and organization).
+async fn refusals_as_fabric_gives_them(
+    ledger: &FabricLedger,
+    identity: &SigningIdentity,
+    channel: &str,
+    chaincode: &str,
+    peer: &str,
+    msp: &str,
+) {
+    let client = ledger.client();
     let query = Query::Consent {
         consent_key: "a".repeat(64),
     };
@@ -97,25 +132,15 @@ async fn the_fake_refuses_what_a_peer_refuses() {
             target_organizations: Vec::new(),
         })
     };
-    let good = || {
-        signed_proposal(
-            identity,
-            fake::CHANNEL,
-            fake::CHAINCODE,
-            query.args(),
-            HashMap::new(),
-        )
-    };
+    let good = || signed_proposal(identity, channel, chaincode, query.args(), HashMap::new());
 
     // A well-formed proposal is answered.
-    let answer = evaluate(good(), fake::CHANNEL)
-        .await
-        .expect("a good proposal");
+    let answer = evaluate(good(), channel).await.expect("a good proposal");
     assert_eq!(answer.status, 200);
     assert_eq!(answer.payload, b"null");
 
     // High S: the same signature with s replaced by n - s still verifies mathematically,
-    // but Fabric refuses it.
+    // but Fabric refuses it; its peer does not say why beyond "access denied".
     let mut high = good();
     let signature = p256::ecdsa::Signature::from_der(&high.proposal.signature).unwrap();
     let (r, s) = signature.split_scalars();
@@ -127,9 +152,14 @@ async fn the_fake_refuses_what_a_peer_refuses() {
         "the flipped signature is high-S"
     );
     high.proposal.signature = flipped.to_der().as_bytes().to_vec();
-    let error = evaluate(high, fake::CHANNEL).await.unwrap_err();
-    assert_eq!(error.code, Code::PermissionDenied);
-    assert!(error.to_string().contains("high S"), "{error}");
+    let error = evaluate(high, channel).await.unwrap_err();
+    assert_eq!(error.code, Code::FailedPrecondition, "{error}");
+    assert!(
+        error.to_string().contains(&format!(
+            "access denied: channel [{channel}] creator org [{msp}]"
+        )),
+        "{error}"
+    );
 
     // A transaction id that is not hex(SHA-256(nonce ‖ creator)), correctly signed.
     let mut wrong = good();
@@ -142,51 +172,54 @@ async fn the_fake_refuses_what_a_peer_refuses() {
     wrong.proposal.proposal_bytes = proposal.encode_to_vec();
     wrong.proposal.signature = identity.sign(&wrong.proposal.proposal_bytes);
     wrong.transaction_id = "ab".repeat(32);
-    let error = evaluate(wrong, fake::CHANNEL).await.unwrap_err();
-    assert_eq!(error.code, Code::InvalidArgument);
-    assert!(error.to_string().contains("invalid txid"), "{error}");
+    let error = evaluate(wrong, channel).await.unwrap_err();
+    assert_eq!(error.code, Code::FailedPrecondition, "{error}");
+    assert!(
+        error.to_string().contains("incorrectly computed txid"),
+        "{error}"
+    );
 
-    // An unknown channel.
+    // An unknown channel: the gateway cannot read its configuration and calls it
+    // unavailable.
     let elsewhere = signed_proposal(
         identity,
         "no-such-channel",
-        fake::CHAINCODE,
+        chaincode,
         query.args(),
         HashMap::new(),
     );
     let error = evaluate(elsewhere, "no-such-channel").await.unwrap_err();
-    assert_eq!(error.code, Code::NotFound);
+    assert_eq!(error.code, Code::Unavailable, "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("failed to get config for channel [no-such-channel]"),
+        "{error}"
+    );
 
     // An identity of an organization that is not a member.
     let stranger = support::client_identity("EvilMSP");
-    let foreign = signed_proposal(
-        &stranger,
-        fake::CHANNEL,
-        fake::CHAINCODE,
-        query.args(),
-        HashMap::new(),
-    );
-    let error = evaluate(foreign, fake::CHANNEL).await.unwrap_err();
-    assert_eq!(error.code, Code::PermissionDenied);
+    let foreign = signed_proposal(&stranger, channel, chaincode, query.args(), HashMap::new());
+    let error = evaluate(foreign, channel).await.unwrap_err();
+    assert_eq!(error.code, Code::FailedPrecondition, "{error}");
 
     // A tampered proposal (signed bytes changed after signing).
     let mut tampered = good();
     let last = tampered.proposal.proposal_bytes.len() - 1;
     tampered.proposal.proposal_bytes[last] ^= 1;
-    assert!(evaluate(tampered, fake::CHANNEL).await.is_err());
+    assert!(evaluate(tampered, channel).await.is_err());
 
     // The ledger error names the peer and the organization that refused, and why.
     match gateway_error(error) {
         LedgerError::Unavailable { reason } => {
-            assert!(reason.contains("peer0.org1.example.com"), "{reason}");
-            assert!(reason.contains("Org1MSP"), "{reason}");
-            assert!(reason.contains("EvilMSP is not a member"), "{reason}");
+            assert!(reason.contains(peer), "{reason}");
+            assert!(reason.contains(&format!("(MSP {msp})")), "{reason}");
+            assert!(reason.contains("creator org unknown"), "{reason}");
         }
         other => panic!("expected unavailable, got {other:?}"),
     }
-    assert_eq!(network.fake.seen().refused.load(Ordering::SeqCst), 5);
 
-    // A contract refusal crosses the chaincode, the fake peer and the gateway intact.
+    // A contract refusal crosses the chaincode, the peer and the gateway intact.
     let refused = ledger
         .submit(TxCall::Revoke {
             consent_key: "c".repeat(64),
@@ -199,13 +232,6 @@ async fn the_fake_refuses_what_a_peer_refuses() {
             rejection: assent_ledger::Rejection::NotFound
         })
     );
-
-    // What the client signs is always low-S.
-    for i in 0..200u32 {
-        let der = identity.sign(&i.to_be_bytes());
-        let signature = p256::ecdsa::Signature::from_der(&der).unwrap();
-        assert_eq!(signature.normalize_s(), signature);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,6 +358,117 @@ async fn the_chaincode_serves_over_mutual_tls() {
     assert_eq!(receipt.outcome.consent().unwrap().version, 1);
     let read = ledger.consent(&key.consent("c1")).await.unwrap().unwrap();
     assert_eq!(read.version, 1);
+}
+
+/// Two organizations' endorsers one block apart return different proposal responses and
+/// Fabric's gateway refuses to assemble the transaction (seen on a real network under
+/// concurrent writes): the write is proposed afresh, and fails as a writers' conflict only
+/// when the retries run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endorsers_that_disagree_are_asked_again_with_a_fresh_proposal() {
+    let network = support::Network::start().await;
+    let ledger = network.ledger();
+    let key = ConsortiumKey::new(b"disagreement-test-consortium-key").unwrap();
+    let submission = |i: u32| ConsentSubmission {
+        consent_key: key.consent(&format!("c{i}")),
+        patient_key: key.patient("p1"),
+        grantee_keys: Vec::new(),
+        document_hash: document_hash(&serde_json::json!({ "i": i })),
+        status: RecordStatus::Active,
+        scope: "patient-privacy".into(),
+        period_start: None,
+        period_end: None,
+        expected_version: None,
+    };
+    network.fake.disagree_on_next_endorsements(2);
+    let receipt = ledger
+        .put_consent(submission(0))
+        .await
+        .expect("commits once the endorsers agree");
+    assert!(!receipt.replayed);
+    assert_eq!(network.fake.seen().disagreements.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        ledger
+            .consent(&key.consent("c0"))
+            .await
+            .unwrap()
+            .map(|r| r.version),
+        Some(1)
+    );
+
+    // More disagreements than retries: a writers' conflict, and nothing was written.
+    let mut connection = network.connection.clone();
+    connection.options.mvcc_retries = 2;
+    let impatient = FabricLedger::new(connection).unwrap();
+    network.fake.disagree_on_next_endorsements(3);
+    let error = impatient.put_consent(submission(1)).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LedgerError::Conflict {
+                conflict: assent_ledger::Conflict::Writers
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(ledger.consent(&key.consent("c1")).await.unwrap(), None);
+}
+
+/// Fabric's gateway answers ChaincodeEvents only with the first block of events: a
+/// subscription on a quiet channel returns anyway (after the refusal window) and delivers the
+/// next event; one the peer refuses fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_on_a_quiet_channel_returns_and_then_delivers() {
+    let network = support::Network::start().await;
+    let mut connection = network.connection.clone();
+    connection.channel = "no-such-channel".into();
+    quiet_subscription(
+        &network.ledger(),
+        &FabricLedger::new(connection).unwrap(),
+        "fake",
+    )
+    .await;
+}
+
+/// `ledger`'s channel is quiet (no write is under way); `elsewhere` names a channel its peer
+/// does not serve.
+async fn quiet_subscription(ledger: &FabricLedger, elsewhere: &FabricLedger, run: &str) {
+    use futures_util::StreamExt;
+    let head = ledger.head().await.unwrap();
+    let started = std::time::Instant::now();
+    let mut events = tokio::time::timeout(Duration::from_secs(10), ledger.subscribe(head))
+        .await
+        .expect("subscribe returns on a quiet channel")
+        .expect("the subscription stands");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let key = ConsortiumKey::new(b"quiet-channel-consortium-key").unwrap();
+    let receipt = ledger
+        .put_consent(ConsentSubmission {
+            consent_key: key.consent(&format!("{run}/c1")),
+            patient_key: key.patient(&format!("{run}/p1")),
+            grantee_keys: Vec::new(),
+            document_hash: document_hash(&serde_json::json!({ "quiet": run })),
+            status: RecordStatus::Active,
+            scope: "patient-privacy".into(),
+            period_start: None,
+            period_end: None,
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(30), events.next())
+        .await
+        .expect("the event arrives")
+        .expect("the stream is open")
+        .expect("an event");
+    assert_eq!(event.tx_id, receipt.tx_id);
+    assert_eq!(event.name, EVENT_CONSENT_PUT);
+
+    // A channel the peer does not serve: refused at subscribe.
+    let refused = tokio::time::timeout(Duration::from_secs(10), elsewhere.subscribe(None))
+        .await
+        .expect("a refusal is prompt");
+    assert!(refused.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -827,4 +964,132 @@ async fn benchmark_against_a_real_fabric_network() {
         percentile(&mut reads, 50),
         percentile(&mut reads, 95),
     );
+}
+
+/// The refusals of [`refusals_as_fabric_gives_them`] from a real Fabric network, when
+/// `ASSENT_FABRIC_TEST_CONFIG` names one: what the FAKE's refusals were checked against.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_fabric_network_refuses_as_the_fake_does() {
+    let Some(config) = real_network_config() else {
+        return;
+    };
+    let connection = config.load().expect("the configured files load");
+    let identity = connection.identity.clone();
+    let ledger = FabricLedger::new(connection).expect("connects");
+    // The gateway names its peer by `peer.address`, which need not be the endpoint the
+    // client dials: any address will do.
+    refusals_as_fabric_gives_them(
+        &ledger,
+        &identity,
+        &config.channel,
+        &config.chaincode,
+        "; peer ",
+        &config.msp_id,
+    )
+    .await;
+}
+
+/// The real network's configuration, or `None` with a printed notice.
+fn real_network_config() -> Option<FabricConfig> {
+    let Ok(path) = std::env::var("ASSENT_FABRIC_TEST_CONFIG") else {
+        eprintln!(
+            "skipped: set ASSENT_FABRIC_TEST_CONFIG to a JSON FabricConfig file to run the tests against a real Fabric network"
+        );
+        return None;
+    };
+    let text = std::fs::read_to_string(&path).expect("the test config is readable");
+    Some(serde_json::from_str(&text).expect("the test config parses"))
+}
+
+/// [`quiet_subscription`] against a real network, when `ASSENT_FABRIC_TEST_CONFIG` names one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_on_a_quiet_real_channel_returns_and_then_delivers() {
+    let Some(config) = real_network_config() else {
+        return;
+    };
+    let ledger = FabricLedger::from_config(&config).expect("the configured files load");
+    let mut other = config.clone();
+    other.channel = "no-such-channel".into();
+    let elsewhere = FabricLedger::from_config(&other).expect("the configured files load");
+    let run = format!("{:?}", std::time::SystemTime::now());
+    quiet_subscription(&ledger, &elsewhere, &run).await;
+}
+
+/// An event stream with nothing to say outlives the peer's keepalive policy (Fabric's peer
+/// closes connections that ping more often than `peer.keepalive.minInterval`, 60 s by
+/// default): after 150 s of silence it still waits instead of failing. With pings every 30 s
+/// a Fabric 2.5.12 peer ended it after 121 s with "transport error". Against a real network,
+/// when `ASSENT_FABRIC_TEST_CONFIG` names one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_event_stream_outlives_the_peers_ping_policy() {
+    let Some(config) = real_network_config() else {
+        return;
+    };
+    let connection = config.load().expect("the configured files load");
+    let ledger = FabricLedger::new(connection.clone()).expect("connects");
+    // A block far ahead: the peer has nothing to send and keeps the call open.
+    let request = assent_fabric::proposal::signed_events_request(
+        &connection.identity,
+        &connection.channel,
+        &connection.chaincode,
+        Some(u64::from(u32::MAX)),
+        None,
+    );
+    let waited = tokio::time::timeout(
+        Duration::from_secs(150),
+        ledger.client().chaincode_events(request),
+    )
+    .await;
+    match waited {
+        Err(_) => {} // Still waiting: the connection survived.
+        Ok(answer) => panic!("the idle event stream ended: {:?}", answer.map(|_| ())),
+    }
+}
+
+/// A patient with more consents than a Fabric peer returns in one page of a range query
+/// (100): the chaincode asks for the next pages with QUERY_STATE_NEXT and lists them all.
+/// Against a real network, when `ASSENT_FABRIC_TEST_CONFIG` names one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_range_of_several_pages_against_a_real_fabric_network() {
+    let Some(config) = real_network_config() else {
+        return;
+    };
+    let ledger = Arc::new(FabricLedger::from_config(&config).expect("the configured files load"));
+    let run = format!("{:?}", std::time::SystemTime::now());
+    let key = ConsortiumKey::new(b"paging-test-consortium-key").unwrap();
+    const CONSENTS: usize = 105;
+    const WRITERS: usize = 8;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let (ledger, key, run) = (ledger.clone(), key.clone(), run.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (w..CONSENTS).step_by(WRITERS) {
+                ledger
+                    .put_consent(ConsentSubmission {
+                        consent_key: key.consent(&format!("{run}/c{i}")),
+                        patient_key: key.patient(&format!("{run}/p")),
+                        grantee_keys: Vec::new(),
+                        document_hash: document_hash(&serde_json::json!({ "i": i })),
+                        status: RecordStatus::Active,
+                        scope: "patient-privacy".into(),
+                        period_start: None,
+                        period_end: None,
+                        expected_version: None,
+                    })
+                    .await
+                    .expect("commits");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let listed = ledger
+        .patient_consents(&key.patient(&format!("{run}/p")))
+        .await
+        .expect("evaluates");
+    assert_eq!(listed.len(), CONSENTS);
+    let mut keys: Vec<&str> = listed.iter().map(|r| r.consent_key.as_str()).collect();
+    keys.dedup();
+    assert_eq!(keys.len(), CONSENTS, "no consent listed twice");
 }

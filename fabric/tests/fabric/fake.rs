@@ -5,12 +5,18 @@
 //!
 //! What it does like a real peer: checks every signature it receives (ECDSA P-256 over
 //! SHA-256 with the creator's certificate, DER, low S only), recomputes transaction ids from
-//! nonce and creator, refuses unknown channels and MSPs, runs the chaincode through the shim
+//! nonce and creator, refuses unknown channels and MSPs with the status codes and words of
+//! Fabric 2.5's gateway and peer (checked against a real network), sends ChaincodeEvents'
+//! response headers only with the first block of events as the real gateway does, runs the
+//! chaincode through the shim
 //! protocol (range and history queries answered in pages of two), cuts blocks every few
 //! milliseconds, validates read sets at commit (MVCC and phantom reads), keeps history newest
 //! first, answers `qscc` GetChainInfo / GetBlockByNumber, and streams chaincode events per
 //! block. It can break every event stream after a number of responses, to check that a
-//! client resumes without missing or repeating events.
+//! client resumes without missing or repeating events; and it can answer Endorse as Fabric's
+//! gateway does when a second organization's endorser simulated on a state one block behind
+//! (`Aborted`, "ProposalResponsePayloads do not match"), as a real two-organization network did
+//! under concurrent writes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -100,6 +106,8 @@ pub struct Seen {
     pub refused: AtomicU64,
     pub streams_broken: AtomicU64,
     pub read_conflicts: AtomicU64,
+    /// Endorsements answered as a disagreement of two endorsers.
+    pub disagreements: AtomicU64,
 }
 
 struct Shared {
@@ -111,6 +119,8 @@ struct Shared {
     address: String,
     /// Break each event stream after this many responses (0: never).
     break_streams_after: AtomicUsize,
+    /// Answer this many Endorse calls as endorsers whose responses differ.
+    disagree_next: AtomicUsize,
     seen: Seen,
 }
 
@@ -159,6 +169,7 @@ impl FakeFabric {
             peer_creator,
             address: format!("peer0.org1.example.com:{}", addr.port()),
             break_streams_after: AtomicUsize::new(0),
+            disagree_next: AtomicUsize::new(0),
             seen: Seen::default(),
         });
         shared.cut_genesis();
@@ -197,7 +208,19 @@ impl FakeFabric {
                 let s = shared.clone();
                 server_streaming(move |r: Request<SignedChaincodeEventsRequest>| {
                     let s = s.clone();
-                    async move { s.chaincode_events(r.into_inner()).map(GrpcResponse::new) }
+                    async move {
+                        // Like Fabric's gateway (grpc-go), the response headers go out with
+                        // the first block of events, or the refusal: on a quiet channel the
+                        // call has no answer yet.
+                        let mut stream = s.chaincode_events(r.into_inner())?;
+                        let first = match stream.next().await {
+                            Some(Err(status)) => return Err(status),
+                            first => first,
+                        };
+                        Ok(GrpcResponse::new(
+                            futures_util::stream::iter(first).chain(stream).boxed(),
+                        ))
+                    }
                 })
             });
         let mut server = Server::builder();
@@ -238,6 +261,13 @@ impl FakeFabric {
         self.shared.break_streams_after.store(n, Ordering::SeqCst);
     }
 
+    /// Answers the next `n` Endorse calls as Fabric's gateway answers when a second
+    /// organization's endorser (`Org2MSP`) returned a different proposal response: nothing is
+    /// endorsed or recorded.
+    pub fn disagree_on_next_endorsements(&self, n: usize) {
+        self.shared.disagree_next.store(n, Ordering::SeqCst);
+    }
+
     pub fn seen(&self) -> &Seen {
         &self.shared.seen
     }
@@ -257,6 +287,20 @@ async fn block_cutter(shared: Weak<Shared>) {
         };
         shared.cut_block();
     }
+}
+
+/// Which gateway call a proposal came with: they report an endorser's refusal differently.
+#[derive(Clone, Copy)]
+enum Call {
+    Evaluate,
+    Endorse,
+}
+
+/// What is wrong with a transaction's header.
+enum HeaderFault {
+    Malformed(&'static str),
+    UnknownChannel(String),
+    TxId(String),
 }
 
 /// What a verified proposal says.
@@ -303,65 +347,118 @@ impl Shared {
         )
     }
 
-    /// ECDSA P-256 / SHA-256, DER, low S, by a certificate of a known MSP.
-    fn verify(&self, creator: &[u8], message: &[u8], signature: &[u8]) -> Result<(), Status> {
-        let identity = SerializedIdentity::decode(creator)
-            .map_err(|_| self.refuse(Code::PermissionDenied, "creator is not an identity"))?;
+    /// ECDSA P-256 / SHA-256, DER, low S, by a certificate of a known MSP. The refusal in
+    /// the words Fabric 2.5's peer uses: it does not say which check failed.
+    fn verify(&self, creator: &[u8], message: &[u8], signature: &[u8]) -> Result<(), String> {
+        let malformed = || {
+            format!("access denied: channel [{CHANNEL}] creator org unknown, creator is malformed")
+        };
+        let identity = SerializedIdentity::decode(creator).map_err(|_| malformed())?;
         if identity.mspid != MSP {
-            return Err(self.refuse(
-                Code::PermissionDenied,
-                &format!("MSP {} is not a member of the channel", identity.mspid),
-            ));
+            return Err(malformed());
         }
-        let key = certificate_key(&identity.id_bytes)
-            .ok_or_else(|| self.refuse(Code::PermissionDenied, "creator certificate unreadable"))?;
-        let signature = Signature::from_der(signature)
-            .map_err(|_| self.refuse(Code::PermissionDenied, "signature is not DER"))?;
+        let denied = || format!("access denied: channel [{CHANNEL}] creator org [{MSP}]");
+        let key = certificate_key(&identity.id_bytes).ok_or_else(malformed)?;
+        let signature = Signature::from_der(signature).map_err(|_| denied())?;
         if signature.normalize_s() != signature {
-            return Err(self.refuse(Code::PermissionDenied, "signature has a high S value"));
+            // Fabric's BCCSP: "Invalid S. Must be smaller than half the order".
+            return Err(denied());
         }
-        key.verify(message, &signature)
-            .map_err(|_| self.refuse(Code::PermissionDenied, "signature does not verify"))?;
+        key.verify(message, &signature).map_err(|_| denied())?;
         self.seen.signatures_verified.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// A signed commit-status or events request: the gateway refuses a bad signature with
+    /// `PermissionDenied`.
+    fn verify_request(
+        &self,
+        creator: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), Status> {
+        self.verify(creator, message, signature)
+            .map_err(|reason| self.refuse(Code::PermissionDenied, &reason))
+    }
+
+    /// What the gateway answers when its endorser refused a proposal in validation (Fabric's
+    /// `preProcess`): `FailedPrecondition` from Evaluate, `Aborted` from Endorse, with the
+    /// endorser's reason in the details.
+    fn endorser_refused(&self, call: Call, reason: &str) -> Status {
+        self.seen.refused.fetch_add(1, Ordering::SeqCst);
+        let detail = format!("error validating proposal: {reason}");
+        let (code, message) = match call {
+            Call::Evaluate => (
+                Code::FailedPrecondition,
+                format!("evaluate call to endorser returned error: {detail}"),
+            ),
+            Call::Endorse => (
+                Code::Aborted,
+                "failed to endorse transaction, see attached details for more info".to_owned(),
+            ),
+        };
+        status_with_details(
+            code,
+            &message,
+            &[ErrorDetail {
+                address: self.address.clone(),
+                msp_id: MSP.into(),
+                message: detail,
+            }],
+        )
+    }
+
+    /// What the gateway answers for a channel it has not joined: unavailable, no details.
+    fn unknown_channel(&self, channel: &str) -> Status {
+        self.seen.refused.fetch_add(1, Ordering::SeqCst);
+        Status::unavailable(format!(
+            "failed to get config for channel [{channel}]: could not get last config for channel {channel}"
+        ))
     }
 
     fn check_header(
         &self,
         header: &Header,
         expected_tx: &str,
-    ) -> Result<(ChannelHeader, SignatureHeader), Status> {
+    ) -> Result<(ChannelHeader, SignatureHeader), HeaderFault> {
         let channel_header = ChannelHeader::decode(header.channel_header.as_slice())
-            .map_err(|_| self.refuse(Code::InvalidArgument, "bad channel header"))?;
+            .map_err(|_| HeaderFault::Malformed("bad channel header"))?;
         let signature_header = SignatureHeader::decode(header.signature_header.as_slice())
-            .map_err(|_| self.refuse(Code::InvalidArgument, "bad signature header"))?;
+            .map_err(|_| HeaderFault::Malformed("bad signature header"))?;
         if channel_header.r#type != HeaderType::EndorserTransaction as i32 {
-            return Err(self.refuse(Code::InvalidArgument, "not an endorser transaction"));
+            return Err(HeaderFault::Malformed("not an endorser transaction"));
         }
         if channel_header.channel_id != CHANNEL {
-            return Err(self.refuse(
-                Code::NotFound,
-                &format!("channel {} not found", channel_header.channel_id),
-            ));
+            return Err(HeaderFault::UnknownChannel(channel_header.channel_id));
         }
         let mut hasher = Sha256::new();
         hasher.update(&signature_header.nonce);
         hasher.update(&signature_header.creator);
         let computed = hex::encode(hasher.finalize());
         if signature_header.nonce.len() != 24 {
-            return Err(self.refuse(Code::InvalidArgument, "nonce is not 24 bytes"));
+            return Err(HeaderFault::Malformed("nonce is not 24 bytes"));
         }
         if channel_header.tx_id != computed || channel_header.tx_id != expected_tx {
-            return Err(self.refuse(
-                Code::InvalidArgument,
-                &format!("invalid txid {}: expected {computed}", channel_header.tx_id),
-            ));
+            return Err(HeaderFault::TxId(format!(
+                "incorrectly computed txid '{}' -- expected '{computed}'",
+                channel_header.tx_id
+            )));
         }
         Ok((channel_header, signature_header))
     }
 
+    /// A header fault as Evaluate or Endorse reports it.
+    fn header_refused(&self, call: Call, fault: HeaderFault) -> Status {
+        match fault {
+            HeaderFault::Malformed(what) => self.refuse(Code::InvalidArgument, what),
+            HeaderFault::UnknownChannel(channel) => self.unknown_channel(&channel),
+            HeaderFault::TxId(reason) => self.endorser_refused(call, &reason),
+        }
+    }
+
     fn check_proposal(
         &self,
+        call: Call,
         signed: Option<SignedProposal>,
         tx_id: &str,
         channel: &str,
@@ -371,7 +468,9 @@ impl Shared {
             .map_err(|_| self.refuse(Code::InvalidArgument, "bad proposal"))?;
         let header = Header::decode(proposal.header.as_slice())
             .map_err(|_| self.refuse(Code::InvalidArgument, "bad header"))?;
-        let (channel_header, signature_header) = self.check_header(&header, tx_id)?;
+        let (channel_header, signature_header) = self
+            .check_header(&header, tx_id)
+            .map_err(|fault| self.header_refused(call, fault))?;
         if channel != channel_header.channel_id {
             return Err(self.refuse(
                 Code::InvalidArgument,
@@ -382,7 +481,8 @@ impl Shared {
             &signature_header.creator,
             &signed.proposal_bytes,
             &signed.signature,
-        )?;
+        )
+        .map_err(|reason| self.endorser_refused(call, &reason))?;
         let extension = ChaincodeHeaderExtension::decode(channel_header.extension.as_slice())
             .map_err(|_| self.refuse(Code::InvalidArgument, "bad header extension"))?;
         let chaincode = extension.chaincode_id.map(|c| c.name).unwrap_or_default();
@@ -416,6 +516,7 @@ impl Shared {
         request: EvaluateRequest,
     ) -> Result<EvaluateResponse, Status> {
         let view = self.check_proposal(
+            Call::Evaluate,
             request.proposed_transaction,
             &request.transaction_id,
             &request.channel_id,
@@ -425,7 +526,13 @@ impl Shared {
         } else if view.chaincode == CHAINCODE {
             self.simulate(&view).await.0
         } else {
-            return Err(self.refuse(Code::NotFound, "chaincode not found"));
+            return Err(self.refuse(
+                Code::FailedPrecondition,
+                &format!(
+                    "no peers available to evaluate chaincode {} in channel {CHANNEL}",
+                    view.chaincode
+                ),
+            ));
         };
         if response.status >= 400 {
             return Err(self.chaincode_failed(Code::Unknown, &response));
@@ -474,6 +581,7 @@ impl Shared {
 
     async fn endorse(self: &Arc<Self>, request: EndorseRequest) -> Result<EndorseResponse, Status> {
         let view = self.check_proposal(
+            Call::Endorse,
             request.proposed_transaction,
             &request.transaction_id,
             &request.channel_id,
@@ -484,6 +592,23 @@ impl Shared {
         let (response, event, rwset) = self.simulate(&view).await;
         if response.status >= 400 {
             return Err(self.chaincode_failed(Code::Aborted, &response));
+        }
+        let disagree = self
+            .disagree_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if disagree {
+            self.seen.disagreements.fetch_add(1, Ordering::SeqCst);
+            return Err(status_with_details(
+                Code::Aborted,
+                "failed to collect enough transaction endorsements, see attached details for \
+                 more info",
+                &[ErrorDetail {
+                    address: "peer0.org2.example.com:9051".into(),
+                    msp_id: "Org2MSP".into(),
+                    message: "ProposalResponsePayloads do not match".into(),
+                }],
+            ));
         }
         let action = ChaincodeAction {
             results: Vec::new(),
@@ -545,9 +670,14 @@ impl Shared {
         let header = payload
             .header
             .ok_or_else(|| self.refuse(Code::InvalidArgument, "no header"))?;
-        let (channel_header, signature_header) =
-            self.check_header(&header, &request.transaction_id)?;
-        self.verify(
+        let (channel_header, signature_header) = self
+            .check_header(&header, &request.transaction_id)
+            .map_err(|fault| match fault {
+                HeaderFault::Malformed(what) => self.refuse(Code::InvalidArgument, what),
+                HeaderFault::UnknownChannel(channel) => self.unknown_channel(&channel),
+                HeaderFault::TxId(reason) => self.refuse(Code::InvalidArgument, &reason),
+            })?;
+        self.verify_request(
             &signature_header.creator,
             &envelope.payload,
             &envelope.signature,
@@ -587,7 +717,7 @@ impl Shared {
     ) -> Result<CommitStatusResponse, Status> {
         let inner = CommitStatusRequest::decode(request.request.as_slice())
             .map_err(|_| self.refuse(Code::InvalidArgument, "bad request"))?;
-        self.verify(&inner.identity, &request.request, &request.signature)?;
+        self.verify_request(&inner.identity, &request.request, &request.signature)?;
         if inner.channel_id != CHANNEL {
             return Err(self.refuse(Code::NotFound, "channel not found"));
         }
@@ -620,9 +750,15 @@ impl Shared {
     ) -> Result<BoxStream<'static, Result<ChaincodeEventsResponse, Status>>, Status> {
         let inner = ChaincodeEventsRequest::decode(request.request.as_slice())
             .map_err(|_| self.refuse(Code::InvalidArgument, "bad request"))?;
-        self.verify(&inner.identity, &request.request, &request.signature)?;
+        self.verify_request(&inner.identity, &request.request, &request.signature)?;
         if inner.channel_id != CHANNEL {
-            return Err(self.refuse(Code::NotFound, "channel not found"));
+            return Err(self.refuse(
+                Code::PermissionDenied,
+                &format!(
+                    "Failed to get policy manager for channel [{}]",
+                    inner.channel_id
+                ),
+            ));
         }
         let height = *self.height.borrow();
         let mut next = match inner.start_position.and_then(|p| p.r#type) {

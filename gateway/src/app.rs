@@ -16,6 +16,7 @@ use crate::observability::{self, Metrics};
 use crate::paging::PageSigner;
 use crate::record::Recorder;
 use crate::routes;
+use crate::site_adapter::{AdapterLoadError, Adapters};
 use crate::store::{SiteRow, Store, StoreError};
 use crate::upstream::{Site, SiteSetupError};
 
@@ -33,6 +34,8 @@ pub struct AppState {
     pub openapi_json: String,
     /// Consent state: the ledger, the stored documents and the decision cache.
     pub consents: Arc<ConsentService>,
+    /// Site adapters, by site; each swapped atomically on reload.
+    pub adapters: Adapters,
 }
 
 /// Per-worker upstream clients by site id (awc clients are bound to their worker thread).
@@ -64,6 +67,9 @@ pub enum StartError {
     Site(#[from] SiteSetupError),
     #[error(transparent)]
     Auth(#[from] AuthSetupError),
+    /// A site adapter is broken: the gateway does not start with it.
+    #[error(transparent)]
+    Adapter(#[from] AdapterLoadError),
     #[error("openapi/openapi.yaml is not valid: {0}")]
     OpenApi(String),
     #[error("cannot listen on {addr}: {message}")]
@@ -79,6 +85,7 @@ impl AppState {
     /// every site. `bound` is the address the server listens on: the public base when no
     /// `public_url` is configured. An issuer that cannot be discovered stops the start.
     pub async fn build(config: Config, bound: SocketAddr) -> Result<AppState, StartError> {
+        let adapters = Adapters::load(&config)?;
         let callers = Authenticator::discover(&config.auth).await?;
         let store = Store::open(&config.database_url)?;
         let public_base = config.public_base_for(bound);
@@ -118,6 +125,7 @@ impl AppState {
         let openapi_json = routes::openapi_json().map_err(StartError::OpenApi)?;
         let consents = open_consents(&config, &store)?;
         Ok(AppState {
+            adapters,
             consents,
             callers,
             public_base,
@@ -327,12 +335,28 @@ pub async fn serve(config: Config, workers: usize) -> Result<(), StartError> {
     tracing::info!(addr = %bound, sites = state.sites.len(), "assent gateway listening");
     let handle = server.handle();
     let serving = actix_web::rt::spawn(server);
+    let reloads = actix_web::rt::spawn(reload_on_hangup(state.clone()));
     shutdown_signal().await;
+    reloads.abort();
     tracing::info!("shutting down");
     handle.stop(true).await;
     let _ = serving.await;
     state.recorder.flush();
     Ok(())
+}
+
+/// Reloads every site adapter on SIGHUP; a broken file keeps the adapter in use.
+async fn reload_on_hangup(state: web::Data<AppState>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("SIGHUP cannot be handled: site adapters reload only through the admin API");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading site adapters");
+        let reloading = state.clone();
+        let _ = web::block(move || reloading.adapters.reload_all()).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,7 +1,8 @@
 //! Configuration: one TOML file, then `ASSENT_…` environment overrides, loaded once into
 //! plain structs and validated. Every error names the key at fault.
 //!
-//! Leaves out: reading secrets from vaults, reloading (a restart applies a new file).
+//! Leaves out: reading secrets from vaults, reloading (a restart applies a new file; site
+//! adapter files, which this file only names, reload on their own: `site_adapter.rs`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -332,10 +332,13 @@ pub async fn serve(config: Config, workers: usize) -> Result<(), StartError> {
     let (listener, bound) = bind(config.listen)?;
     let state = web::Data::new(AppState::build(config, bound).await?);
     let server = server(state.clone(), listener, workers)?;
+    // The SIGHUP handler is installed before the gateway says it listens: a hangup sent from
+    // then on reloads adapters instead of ending the process.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     tracing::info!(addr = %bound, sites = state.sites.len(), "assent gateway listening");
     let handle = server.handle();
     let serving = actix_web::rt::spawn(server);
-    let reloads = actix_web::rt::spawn(reload_on_hangup(state.clone()));
+    let reloads = actix_web::rt::spawn(reload_on_hangup(state.clone(), hangups));
     shutdown_signal().await;
     reloads.abort();
     tracing::info!("shutting down");
@@ -346,9 +349,11 @@ pub async fn serve(config: Config, workers: usize) -> Result<(), StartError> {
 }
 
 /// Reloads every site adapter on SIGHUP; a broken file keeps the adapter in use.
-async fn reload_on_hangup(state: web::Data<AppState>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+async fn reload_on_hangup(
+    state: web::Data<AppState>,
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
+) {
+    let Ok(mut hangups) = hangups else {
         tracing::warn!("SIGHUP cannot be handled: site adapters reload only through the admin API");
         return;
     };

@@ -1214,7 +1214,13 @@ impl Walk<'_> {
                 }
             }
         }
-        for key in [resource_type, "*"] {
+        // `*` means every resource a site serves, not the Bundles that carry them.
+        let every = if resource_type == "Bundle" {
+            None
+        } else {
+            Some("*")
+        };
+        for key in std::iter::once(resource_type).chain(every) {
             let Some(stamp) = self.rules.profiles.get(key) else {
                 continue;
             };

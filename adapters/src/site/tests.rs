@@ -355,6 +355,17 @@ fn profiles_are_stamped_and_the_other_dialects_removed() {
     let mut obs = json!({"resourceType": "Observation", "status": "final"});
     a.apply(&mut obs, Direction::ToNetwork);
     assert!(obs.get("meta").is_none());
+
+    // `*`: every resource, but not the Bundle around them.
+    let every = load("[[profiles]]\nresource = \"*\"\nnetwork = [\"urn:p\"]\n").unwrap();
+    let mut bundle = json!({"resourceType": "Bundle", "type": "searchset",
+        "entry": [{"resource": {"resourceType": "Observation", "status": "final"}}]});
+    every.apply(&mut bundle, Direction::ToNetwork);
+    assert!(bundle.get("meta").is_none());
+    assert_eq!(
+        bundle["entry"][0]["resource"]["meta"]["profile"],
+        json!(["urn:p"])
+    );
 }
 
 #[test]
@@ -619,4 +630,89 @@ fn an_empty_adapter_changes_nothing() {
     assert!(a.apply(&mut obs, Direction::ToNetwork).is_empty());
     assert_eq!(obs, before);
     assert_eq!(a.description(), Some("nothing yet"));
+}
+
+mod property {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// JSON biased towards what adapters look at: systems, codes, references, extensions,
+    /// meta, the paths of defaults and drops, with the adapter's own systems as values.
+    fn adapter_json() -> impl Strategy<Value = Value> {
+        let strings = prop_oneof![
+            Just(SITE_MRN.to_owned()),
+            Just(NETWORK_MRN.to_owned()),
+            Just(LOCAL_LAB.to_owned()),
+            Just(LOINC.to_owned()),
+            Just(SNOMED.to_owned()),
+            Just("GLU".to_owned()),
+            Just("2345-7".to_owned()),
+            Just("HB-VEN".to_owned()),
+            Just("http://ehr.st-mary.local/fhir/Patient/1".to_owned()),
+            Just("Patient".to_owned()),
+            Just("Observation".to_owned()),
+            "\\PC{0,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            strings.prop_map(Value::String),
+        ];
+        leaf.prop_recursive(6, 96, 6, |inner| {
+            let keys = prop::sample::select(vec![
+                "resourceType",
+                "system",
+                "code",
+                "value",
+                "display",
+                "coding",
+                "reference",
+                "extension",
+                "url",
+                "meta",
+                "profile",
+                "photo",
+                "_photo",
+                "name",
+                "use",
+                "status",
+                "entry",
+                "resource",
+                "contained",
+                "identifier",
+                "subject",
+            ])
+            .prop_map(str::to_owned);
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((keys, inner), 0..7)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn applying_never_panics(value in adapter_json(), back in any::<bool>()) {
+            let a = adapter();
+            let direction = if back { Direction::ToSite } else { Direction::ToNetwork };
+            let mut value = value;
+            let issues = a.apply(&mut value, direction);
+            // Every issue says where.
+            prop_assert!(issues.iter().all(|i| !i.expression.is_empty()));
+        }
+
+        #[test]
+        fn search_values_never_panic(name in "[a-z_:.\\-]{0,14}", value in "\\PC{0,40}") {
+            let _ = adapter().search_value(&name, &value);
+        }
+
+        #[test]
+        fn loading_arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = load(&text);
+        }
+    }
 }

@@ -40,7 +40,7 @@
 mod concept_map;
 mod file;
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use assent_fhir::{FhirVersion, Issue, IssueCode, Severity};
 use rustc_hash::FxHashMap as HashMap;
@@ -966,7 +966,7 @@ struct Walk<'a> {
     path: String,
 }
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
     fn value(&mut self, value: &mut Value, depth: usize, context: Context) {
         if depth > MAX_DEPTH {
             return;
@@ -976,7 +976,7 @@ impl Walk<'_> {
             Value::Array(items) => {
                 for (i, item) in items.iter_mut().enumerate() {
                     let len = self.path.len();
-                    self.path.push_str(&format!("[{i}]"));
+                    let _ = write!(self.path, "[{i}]");
                     self.value(item, depth + 1, context);
                     self.path.truncate(len);
                 }
@@ -1005,7 +1005,7 @@ impl Walk<'_> {
                 && matches!(map.get("code"), Some(Value::String(_)))
                 && let Some(target) = self.translate(map)
             {
-                replace_coding(map, &target);
+                replace_coding(map, target);
             }
         }
         for (key, child) in map.iter_mut() {
@@ -1027,7 +1027,7 @@ impl Walk<'_> {
                     self.codings(codings);
                     for (i, item) in codings.iter_mut().enumerate() {
                         let len = self.path.len();
-                        self.path.push_str(&format!("[{i}]"));
+                        let _ = write!(self.path, "[{i}]");
                         self.value(item, depth + 2, Context::Coding);
                         self.path.truncate(len);
                     }
@@ -1048,7 +1048,7 @@ impl Walk<'_> {
         let mut changed = false;
         while i < codings.len() {
             let len = self.path.len();
-            self.path.push_str(&format!("[{i}]"));
+            let _ = write!(self.path, "[{i}]");
             let target = match &codings[i] {
                 Value::Object(m)
                     if matches!(m.get("system"), Some(Value::String(_)))
@@ -1064,13 +1064,13 @@ impl Walk<'_> {
                 if target.keep_original {
                     let mut copy = codings[i].clone();
                     if let Value::Object(m) = &mut copy {
-                        replace_coding(m, &target);
+                        replace_coding(m, target);
                         m.remove("userSelected");
                     }
                     codings.insert(i + 1, copy);
                     i += 1;
                 } else if let Value::Object(m) = &mut codings[i] {
-                    replace_coding(m, &target);
+                    replace_coding(m, target);
                 }
             }
             i += 1;
@@ -1100,13 +1100,14 @@ impl Walk<'_> {
 
     /// The replacement of a coding, if its system is mapped; issues for what is kept or
     /// approximated.
-    fn translate(&mut self, coding: &Map<String, Value>) -> Option<Target> {
+    fn translate(&mut self, coding: &Map<String, Value>) -> Option<&'a Target> {
         let system = coding.get("system")?.as_str()?;
         let code = coding.get("code")?.as_str()?;
-        let table = self.rules.codes.get(system)?;
+        let rules: &'a Rules = self.rules;
+        let table = rules.codes.get(system)?;
         let found = table.codes.get(code);
         let target = match found {
-            Some(Mapping::To(target)) => target.clone(),
+            Some(Mapping::To(target)) => target,
             Some(Mapping::Ambiguous) => {
                 self.issue(
                     Severity::Warning,
@@ -1149,7 +1150,7 @@ impl Walk<'_> {
                     );
                     return None;
                 }
-                UnmappedRule::Fixed(target) => target.clone(),
+                UnmappedRule::Fixed(target) => target,
             },
         };
         if !target.exact {
@@ -1297,7 +1298,7 @@ fn drop_at(
                 for (i, item) in items.iter_mut().enumerate() {
                     if let Value::Object(child) = item {
                         let l = at.len();
-                        at.push_str(&format!("[{i}]"));
+                        let _ = write!(at, "[{i}]");
                         drop_at(child, rest, at, dropped);
                         at.truncate(l);
                     }
@@ -1335,7 +1336,7 @@ fn default_at(
                 for (i, item) in items.iter_mut().enumerate() {
                     if let Value::Object(child) = item {
                         let l = at.len();
-                        at.push_str(&format!("[{i}]"));
+                        let _ = write!(at, "[{i}]");
                         default_at(child, rest, value, at, filled);
                         at.truncate(l);
                     }

@@ -1,8 +1,11 @@
 //! FHIR version conversion (STU3 ↔ R4 ↔ R4B ↔ R5) on `serde_json::Value`, for the gateway's
-//! translate phases. Owns resource translation ([`translate`]) and search parameter
-//! translation ([`translate_search_params`]); leaves out HTTP, site profiles (identifier and
-//! code rewriting per hospital), and typed models except behind the `typed-check` feature
-//! (checking output with fhir-sdk's `fhir-model`, for tests and the translate CLI).
+//! translate phases, and per-site dialect adapters. Owns resource translation
+//! ([`translate`]), search parameter translation ([`translate_search_params`]) and site
+//! adapters ([`site::SiteAdapter`]: identifier systems, codes through ConceptMaps,
+//! extensions, references, profiles, defaults and drops, loaded from a TOML file); leaves out
+//! HTTP and file reading (the gateway reads adapter files and hands over their text), and
+//! typed models except behind the `typed-check` feature (checking output with fhir-sdk's
+//! `fhir-model`, for tests and the translate CLI).
 //!
 //! # Design
 //!
@@ -44,6 +47,7 @@
 mod convert;
 mod definitions;
 mod search;
+pub mod site;
 #[cfg(feature = "typed-check")]
 mod typed_check;
 

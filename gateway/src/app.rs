@@ -20,6 +20,7 @@ use crate::paging::PageSigner;
 use crate::receipt_writer::ReceiptWriter;
 use crate::record::Recorder;
 use crate::routes;
+use crate::site_adapter::{AdapterLoadError, Adapters};
 use crate::store::{SiteRow, Store, StoreError};
 use crate::upstream::{Site, SiteSetupError};
 
@@ -42,6 +43,8 @@ pub struct AppState {
     /// The configured ledger (`[ledger] backend`: embedded or Fabric), the one the consent
     /// service uses: receipt anchors go here too. Usable from any runtime.
     pub ledger: Arc<dyn Ledger>,
+    /// Site adapters, by site; each swapped atomically on reload.
+    pub adapters: Adapters,
 }
 
 /// Per-worker upstream clients by site id (awc clients are bound to their worker thread).
@@ -73,6 +76,9 @@ pub enum StartError {
     Site(#[from] SiteSetupError),
     #[error(transparent)]
     Auth(#[from] AuthSetupError),
+    /// A site adapter is broken: the gateway does not start with it.
+    #[error(transparent)]
+    Adapter(#[from] AdapterLoadError),
     #[error("openapi/openapi.yaml is not valid: {0}")]
     OpenApi(String),
     #[error("cannot listen on {addr}: {message}")]
@@ -88,6 +94,7 @@ impl AppState {
     /// every site. `bound` is the address the server listens on: the public base when no
     /// `public_url` is configured. An issuer that cannot be discovered stops the start.
     pub async fn build(config: Config, bound: SocketAddr) -> Result<AppState, StartError> {
+        let adapters = Adapters::load(&config)?;
         let callers = Authenticator::discover(&config.auth).await?;
         let store = Store::open(&config.database_url)?;
         let public_base = config.public_base_for(bound);
@@ -140,6 +147,7 @@ impl AppState {
         .map_err(|_| StartError::Thread)?;
         Ok(AppState {
             receipts,
+            adapters,
             consents,
             ledger,
             callers,
@@ -364,15 +372,36 @@ pub async fn serve(config: Config, workers: usize) -> Result<(), StartError> {
     let (listener, bound) = bind(config.listen)?;
     let state = web::Data::new(AppState::build(config, bound).await?);
     let server = server(state.clone(), listener, workers)?;
+    // The SIGHUP handler is installed before the gateway says it listens: a hangup sent from
+    // then on reloads adapters instead of ending the process.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     tracing::info!(addr = %bound, sites = state.sites.len(), "assent gateway listening");
     let handle = server.handle();
     let serving = actix_web::rt::spawn(server);
+    let reloads = actix_web::rt::spawn(reload_on_hangup(state.clone(), hangups));
     shutdown_signal().await;
+    reloads.abort();
     tracing::info!("shutting down");
     handle.stop(true).await;
     let _ = serving.await;
     state.recorder.flush();
     Ok(())
+}
+
+/// Reloads every site adapter on SIGHUP; a broken file keeps the adapter in use.
+async fn reload_on_hangup(
+    state: web::Data<AppState>,
+    hangups: std::io::Result<tokio::signal::unix::Signal>,
+) {
+    let Ok(mut hangups) = hangups else {
+        tracing::warn!("SIGHUP cannot be handled: site adapters reload only through the admin API");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading site adapters");
+        let reloading = state.clone();
+        let _ = web::block(move || reloading.adapters.reload_all()).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,9 +1,10 @@
-//! The `assent` command line: `serve`, `demo`, `check-config`, `--version`.
+//! The `assent` command line: `serve`, `demo`, `check-config`, `translate`, `ledger verify`,
+//! `chaincode`, `--version`.
 //!
 //! Exit codes: 0 success, 64 bad configuration or usage (EX_USAGE), 1 any other failure.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,36 @@ pub enum Command {
     },
     /// Check a configuration file and exit: 0 when valid, 64 naming the bad key otherwise.
     CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Dry-run a site's adapter and version conversion on a resource file, as the gateway
+    /// would apply them: prints the output (stdout) and the issues (stderr). Exit 0 when it
+    /// translates without errors, 1 on errors (or, with --strict, warnings), 64 on bad
+    /// configuration or a broken adapter.
+    Translate {
+        #[arg(
+            long,
+            short = 'c',
+            value_name = "FILE",
+            env = "ASSENT_CONFIG",
+            default_value = "assent.toml"
+        )]
+        config: PathBuf,
+        /// The site whose adapter and FHIR version apply.
+        #[arg(long)]
+        site: String,
+        /// `to-network`: FILE is what the site answers; `to-site`: FILE is what a client sends.
+        #[arg(long, default_value = "to-network")]
+        direction: String,
+        /// The client's FHIR version: the output's towards the network, the input's towards the
+        /// site (STU3, R4, R4B, R5). Default: the site's.
+        #[arg(long)]
+        to: Option<String>,
+        /// Fail (exit 1) on warnings too.
+        #[arg(long)]
+        strict: bool,
+        /// The resource (JSON); `-` reads stdin.
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
@@ -85,6 +116,13 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
+                let adapters = match crate::site_adapter::Adapters::load(&config) {
+                    Ok(adapters) => adapters,
+                    Err(e) => {
+                        eprintln!("{}: {e}", file.display());
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                };
                 println!(
                     "{}: valid ({} site{})",
                     file.display(),
@@ -97,6 +135,23 @@ pub fn run(cli: Cli) -> ExitCode {
                         fabric.channel, fabric.chaincode, fabric.peer_endpoint, fabric.msp_id
                     ),
                     _ => println!("ledger: embedded, in {}", config.database_url),
+                }
+                for site in adapters.sites() {
+                    if let Some(adapter) = adapters.get(site) {
+                        let s = adapter.summary();
+                        println!(
+                            "  site {site}: adapter {} ({} identifier systems, {} ConceptMaps with {} mapped codes, {} extensions, {} reference bases, {} profiles, {} defaults, {} drops)",
+                            adapter.file(),
+                            s.identifier_systems,
+                            s.concept_maps,
+                            s.mapped_codes,
+                            s.extensions,
+                            s.reference_bases,
+                            s.profiles,
+                            s.defaults,
+                            s.drops
+                        );
+                    }
                 }
                 if config.auth.issuers.is_empty() {
                     eprintln!(
@@ -131,12 +186,24 @@ pub fn run(cli: Cli) -> ExitCode {
             let result = actix_web::rt::System::new().block_on(crate::app::serve(config, workers));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e @ crate::app::StartError::Adapter(_)) => {
+                    eprintln!("assent: {e}");
+                    ExitCode::from(EXIT_USAGE)
+                }
                 Err(e) => {
                     eprintln!("assent: {e}");
                     ExitCode::FAILURE
                 }
             }
         }
+        Command::Translate {
+            config,
+            site,
+            direction,
+            to,
+            strict,
+            file,
+        } => translate(&config, &site, &direction, to.as_deref(), strict, &file),
         Command::Ledger {
             command: LedgerCommand::Verify { config },
         } => {
@@ -213,5 +280,113 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `assent translate`: the dry run of `POST /admin/sites/{site}/$translate` from the command
+/// line.
+fn translate(
+    config: &Path,
+    site: &str,
+    direction: &str,
+    to: Option<&str>,
+    strict: bool,
+    file: &Path,
+) -> ExitCode {
+    use assent_adapters::site::Direction;
+    use assent_fhir::{FhirVersion, Severity};
+
+    let usage = |message: String| {
+        eprintln!("assent translate: {message}");
+        ExitCode::from(EXIT_USAGE)
+    };
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => return usage(format!("{}: {e}", config.display())),
+    };
+    let Some(site_config) = config.sites.get(site) else {
+        return usage(format!("no site `{site}` in the configuration"));
+    };
+    let Some(direction) = Direction::parse(direction) else {
+        return usage(format!(
+            "--direction `{direction}`: expected `to-network` or `to-site`"
+        ));
+    };
+    let site_version = site_config.fhir_version;
+    let client_version = match to.map(str::parse::<FhirVersion>).transpose() {
+        Ok(v) => v.unwrap_or(site_version),
+        Err(e) => return usage(format!("--to: {e}")),
+    };
+    let adapter = match config.adapter_path(site_config) {
+        None => None,
+        Some(path) => match crate::site_adapter::load_file(&path, site_version) {
+            Ok(a) => Some(a),
+            Err(e) => return usage(format!("sites.{site}.adapter: {e}")),
+        },
+    };
+    let text = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
+    } else {
+        std::fs::read_to_string(file)
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => return usage(format!("{}: {e}", file.display())),
+    };
+    let resource: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("assent translate: {}: not JSON: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let run = match crate::site_adapter::dry_run(
+        adapter.as_ref(),
+        site_version,
+        direction,
+        client_version,
+        resource,
+    ) {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("assent translate: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match serde_json::to_string_pretty(&run.output) {
+        Ok(out) => println!("{out}"),
+        Err(_) => return ExitCode::FAILURE,
+    }
+    for issue in &run.issues {
+        eprintln!(
+            "{} {} {}: {}",
+            issue.severity.as_str(),
+            issue.code.as_str(),
+            issue.expression.first().map(String::as_str).unwrap_or("-"),
+            issue.diagnostics
+        );
+    }
+    let count = |s: Severity| run.issues.iter().filter(|i| i.severity == s).count();
+    let errors = count(Severity::Error) + count(Severity::Fatal);
+    let warnings = count(Severity::Warning);
+    eprintln!(
+        "{} {} -> {} ({}{}): {} issue{} ({errors} errors, {warnings} warnings, {} information)",
+        site,
+        run.from,
+        run.to,
+        run.direction.as_str(),
+        adapter
+            .as_ref()
+            .map(|a| format!(", adapter {}", a.file()))
+            .unwrap_or_default(),
+        run.issues.len(),
+        if run.issues.len() == 1 { "" } else { "s" },
+        count(Severity::Information)
+    );
+    if errors > 0 || (strict && warnings > 0) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }

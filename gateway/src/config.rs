@@ -1,7 +1,8 @@
 //! Configuration: one TOML file, then `ASSENT_…` environment overrides, loaded once into
 //! plain structs and validated. Every error names the key at fault.
 //!
-//! Leaves out: reading secrets from vaults, reloading (a restart applies a new file).
+//! Leaves out: reading secrets from vaults, reloading (a restart applies a new file; site
+//! adapter files, which this file only names, reload on their own: `site_adapter.rs`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -67,6 +68,10 @@ pub struct Config {
     /// Sites by id. The id is the `{site}` of `/fhir/{site}/…`.
     #[serde(default)]
     pub sites: BTreeMap<String, SiteConfig>,
+    /// The directory of the configuration file, when loaded from one: relative paths in it
+    /// (site adapters) are read from there.
+    #[serde(skip)]
+    pub config_dir: Option<PathBuf>,
 }
 
 /// The consent ledger: the embedded ledger in the gateway's store (the default), or a
@@ -579,6 +584,11 @@ pub struct SiteConfig {
     /// `default_purpose`.
     #[serde(default)]
     pub require_purpose: bool,
+    /// The site adapter file (TOML, see docs/adapters.md): the site's identifier systems,
+    /// codes, extensions, references and profiles rewritten to the network's and back.
+    /// Relative to the configuration file's directory.
+    #[serde(default)]
+    pub adapter: Option<PathBuf>,
 }
 
 impl SiteConfig {
@@ -696,7 +706,24 @@ impl Config {
                 .unwrap_or_else(|never| match never {});
             figment = figment.merge(Serialized::default(&key, value));
         }
-        Self::from_figment(figment)
+        let mut config = Self::from_figment(figment)?;
+        config.config_dir = Some(
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+        );
+        Ok(config)
+    }
+
+    /// Where site `site`'s adapter file is: its configured path, relative to the
+    /// configuration file's directory (or the working directory when there is no file).
+    pub fn adapter_path(&self, site: &SiteConfig) -> Option<PathBuf> {
+        let path = site.adapter.as_ref()?;
+        Some(match &self.config_dir {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.clone(),
+        })
     }
 
     /// Parses a TOML document (no environment), for tests and `check-config` of a string.
@@ -835,6 +862,16 @@ impl Config {
                         "cannot be set with default_purpose (the default always supplies a purpose)",
                     ));
                 }
+            }
+            if site
+                .adapter
+                .as_ref()
+                .is_some_and(|a| a.as_os_str().is_empty())
+            {
+                return Err(ConfigError::invalid(
+                    at("adapter"),
+                    "must name a site adapter file",
+                ));
             }
             if let UpstreamAuth::Mtls {
                 cert_file,

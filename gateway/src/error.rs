@@ -80,6 +80,15 @@ pub enum GatewayError {
     },
     #[error("{0}")]
     VersionConflict(String),
+    /// A site adapter file that cannot be loaded: the message names the file, the line and
+    /// the key; `key` is also the expression.
+    #[error("{message}")]
+    AdapterInvalid {
+        message: String,
+        key: Option<String>,
+    },
+    #[error("the site has no adapter configured")]
+    NoAdapter,
     #[error("internal error")]
     Internal,
 }
@@ -132,6 +141,8 @@ impl GatewayError {
             E::ReceiptUnavailable => (503, I::Transient, "receipt-unavailable", Internal),
             E::InvalidResource { .. } => (422, I::Invalid, "invalid-resource", Client),
             E::VersionConflict(_) => (409, I::Processing, "version-conflict", Client),
+            E::AdapterInvalid { .. } => (422, I::Invalid, "adapter-invalid", Client),
+            E::NoAdapter => (404, I::NotFound, "adapter-not-configured", Client),
             E::Internal => (500, I::Exception, "internal", Internal),
         };
         ErrorRow {
@@ -163,6 +174,10 @@ impl GatewayError {
         });
         if let GatewayError::InvalidResource {
             expression: Some(expression),
+            ..
+        }
+        | GatewayError::AdapterInvalid {
+            key: Some(expression),
             ..
         } = self
         {

@@ -3,6 +3,7 @@
 //! Start at [`app`] (the facade that builds and runs a gateway), then [`pipeline`] (the
 //! request phases in order). Each phase's mechanics have a module of their own.
 
+pub mod adapter_api;
 pub mod anchoring;
 pub mod app;
 pub mod authorize;
@@ -24,5 +25,6 @@ pub mod receipt_writer;
 pub mod record;
 pub mod rewrite;
 pub mod routes;
+pub mod site_adapter;
 pub mod store;
 pub mod upstream;

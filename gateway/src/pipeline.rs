@@ -32,7 +32,9 @@ use crate::observability::RequestId;
 use crate::receipt_writer::PendingReceipt;
 use crate::record::RequestRecord;
 use crate::rewrite;
+use crate::site_adapter;
 use crate::upstream::{self, Site, UpstreamRequest};
+use assent_adapters::site::SiteAdapter;
 
 /// Everything the phases learn about one request.
 pub struct RequestContext {
@@ -305,12 +307,29 @@ async fn run(
         Decision::Deny(deny) => return Err(GatewayError::Denied(deny.basis().to_string())),
     };
 
+    // adapt (site adapter): search values go in the site's dialect; every phase above saw
+    // the network's. A paging link's query is the site's own already.
+    let mut adapting = state.adapters.get(&site.id).map(|adapter| Adapting {
+        adapter,
+        issues: Vec::new(),
+    });
+    let (query, body) = match &mut adapting {
+        Some(a) if fhir.page_token.is_none() => (
+            site_adapter::adapt_query(&a.adapter, &fhir.query, &mut a.issues),
+            body.map(|form| {
+                let form = std::str::from_utf8(&form).unwrap_or_default();
+                Bytes::from(site_adapter::adapt_query(&a.adapter, form, &mut a.issues))
+            }),
+        ),
+        _ => (fhir.query.clone(), body),
+    };
+
     // forward
     let client = clients.get(&site.id).ok_or(GatewayError::Internal)?;
-    let path_and_query = if fhir.query.is_empty() {
+    let path_and_query = if query.is_empty() {
         fhir.upstream_path.clone()
     } else {
-        format!("{}?{}", fhir.upstream_path, fhir.query)
+        format!("{}?{}", fhir.upstream_path, query)
     };
     let upstream_request = UpstreamRequest {
         method: if fhir.post_search {
@@ -346,6 +365,7 @@ async fn run(
         &authorization,
         &fhir,
         &consent,
+        adapting,
         response,
     )
     .await
@@ -460,6 +480,30 @@ struct ConsentFilter<'a> {
     conditional: bool,
 }
 
+/// A site adapter applied to one request, and what it reported.
+struct Adapting {
+    adapter: Arc<SiteAdapter>,
+    issues: Vec<assent_fhir::Issue>,
+}
+
+impl Adapting {
+    /// A parsed answer of the site, in the network's dialect: before the scope and consent
+    /// checks, which speak the network's codes.
+    fn response(&mut self, resource: &mut serde_json::Value) {
+        site_adapter::adapt_response(&self.adapter, resource, &mut self.issues);
+    }
+}
+
+/// `X-Assent-Translation-Issues`: how many issues the site adapter reported.
+fn adapter_issues_header(out: &mut actix_web::HttpResponseBuilder, adapting: &Option<Adapting>) {
+    if let Some(a) = adapting {
+        out.insert_header((TRANSLATION_ISSUES, a.issues.len().to_string()));
+    }
+}
+
+/// The response header counting translation issues.
+pub const TRANSLATION_ISSUES: &str = "x-assent-translation-issues";
+
 /// The filter phase: maps upstream errors, decides returned resources where the decision
 /// needs them, rewrites URLs, streams what it does not parse.
 #[allow(clippy::too_many_arguments)]
@@ -471,6 +515,7 @@ async fn filter(
     authorization: &Authorization,
     fhir: &FhirRequest,
     consent: &ConsentFilter<'_>,
+    mut adapting: Option<Adapting>,
     mut response: awc::ClientResponse,
 ) -> Result<HttpResponse, GatewayError> {
     let status = response.status();
@@ -521,6 +566,9 @@ async fn filter(
         if bundle.get("resourceType").and_then(|v| v.as_str()) != Some("Bundle") {
             return Err(GatewayError::UpstreamBadResponse);
         }
+        if let Some(a) = &mut adapting {
+            a.response(&mut bundle);
+        }
         let removed = authorization.filter_bundle(&caller.verified, &mut bundle, fhir);
         if removed > 0 {
             tracing::info!(request_id = %ctx.request_id, site = %site.id, removed, "entries outside the caller's scopes removed");
@@ -540,6 +588,7 @@ async fn filter(
             }
         }
         let body = serde_json::to_vec(&bundle).map_err(|_| GatewayError::Internal)?;
+        adapter_issues_header(&mut out, &adapting);
         return Ok(out.body(body));
     }
     if fhir.interaction == assent_fhir::Interaction::Capabilities {
@@ -547,6 +596,9 @@ async fn filter(
         let mut statement = read_json(&mut response, site).await?;
         if statement.get("resourceType").and_then(|v| v.as_str()) != Some("CapabilityStatement") {
             return Err(GatewayError::UpstreamBadResponse);
+        }
+        if let Some(a) = &mut adapting {
+            a.response(&mut statement);
         }
         rewrite::rewrite_strings(&mut statement, &site.urls);
         if let Some(endpoints) = state.callers.endpoints() {
@@ -558,12 +610,16 @@ async fn filter(
             }
         }
         let body = serde_json::to_vec(&statement).map_err(|_| GatewayError::Internal)?;
+        adapter_issues_header(&mut out, &adapting);
         return Ok(out.body(body));
     }
-    // A single resource: parsed, so that the grant and (for a permit that depends on the
-    // content) the resource's own consent are checked, and the receipt names what was
-    // released with its content hash.
+    // A single resource: parsed, so that the adapter rewrites it, the grant and (for a
+    // permit that depends on the content) the resource's own consent are checked, and the
+    // receipt names what was released with its content hash.
     let mut resource = read_json(&mut response, site).await?;
+    if let Some(a) = &mut adapting {
+        a.response(&mut resource);
+    }
     authorization.check_resource(&caller.verified, &resource, fhir)?;
     if consent.conditional {
         consent_phase::check_resource(state, site, consent.request, &resource).await?;
@@ -571,6 +627,7 @@ async fn filter(
     rewrite::rewrite_strings(&mut resource, &site.urls);
     release(ctx, &resource);
     let body = serde_json::to_vec(&resource).map_err(|_| GatewayError::Internal)?;
+    adapter_issues_header(&mut out, &adapting);
     Ok(out.body(body))
 }
 

@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
+use crate::adapter_api;
 use crate::app::AppState;
 use crate::consent_api;
 use crate::error::GatewayError;
@@ -25,6 +26,8 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("get", "/.well-known/smart-configuration"),
     ("get", "/admin/sites"),
     ("get", "/admin/sites/{site}"),
+    ("post", "/admin/sites/{site}/$reload-adapter"),
+    ("post", "/admin/sites/{site}/$translate"),
     ("post", "/consent/Consent"),
     ("get", "/consent/Consent"),
     ("get", "/consent/Consent/{id}/_history"),
@@ -44,6 +47,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/admin/sites", web::get().to(admin_sites))
         .route("/admin/sites/{site}", web::get().to(admin_site))
+        .route(
+            "/admin/sites/{site}/$reload-adapter",
+            web::post().to(adapter_api::reload),
+        )
+        .route(
+            "/admin/sites/{site}/$translate",
+            web::post().to(adapter_api::translate),
+        )
         .route("/consent/Consent", web::post().to(consent_api::create))
         .route("/consent/Consent", web::get().to(consent_api::search))
         .route(
@@ -135,7 +146,7 @@ async fn site_smart_configuration(
 }
 
 /// `/admin` takes a verified token whose subject is one of its issuer's `admin_subjects`.
-async fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), GatewayError> {
+pub(crate) async fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), GatewayError> {
     let caller = state.callers.authenticate(req.headers()).await?;
     if caller.is_admin {
         Ok(())
@@ -155,6 +166,7 @@ fn site_summary(state: &AppState, id: &str) -> Option<serde_json::Value> {
         "timeoutMs": site.config.timeout_ms,
         "circuit": if site.circuit_closed() { "closed" } else { "open" },
         "base": format!("{}/fhir/{id}", state.public_base),
+        "adapter": state.adapters.get(id).map(|a| crate::site_adapter::summary_json(&a)),
     }))
 }
 

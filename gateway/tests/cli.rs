@@ -1,6 +1,7 @@
 //! The `assent` binary's command line: `--version`, `check-config` exiting 0 on a valid
-//! file and 64 with the bad key named otherwise (Fabric files included), and `ledger verify`
-//! on the embedded ledger and (not applicable) on Fabric.
+//! file and 64 with the bad key named otherwise (Fabric files and site adapters included),
+//! `ledger verify` on the embedded ledger and (not applicable) on Fabric, `translate` (the
+//! adapter dry run), and `serve` reloading site adapters on SIGHUP.
 
 use std::process::Command;
 
@@ -96,6 +97,10 @@ fn the_example_configuration_is_valid() {
     let (code, out, err) = assent(&["check-config", example]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("valid (2 sites)"), "{out}");
+    assert!(
+        out.contains("site st-mary: adapter") && out.contains("st-mary.adapter.toml"),
+        "the example's site adapter is loaded and checked: {out}"
+    );
     assert!(
         !err.contains("warning"),
         "the example trusts an issuer: {err}"
@@ -215,4 +220,203 @@ fn check_config_reads_the_fabric_files_and_ledger_verify_does_not_apply_to_fabri
     let (code, out, _) = assent(&["check-config", embedded.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(out.contains("ledger: embedded"), "{out}");
+}
+
+/// A configuration with one R4 site whose adapter is `adapter.toml` beside it, with a
+/// ConceptMap; returns the directory and the configuration's path.
+fn site_with_adapter(adapter: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("assent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\n[log]\nformat = \"text\"\nlevel = \"info\"\n\n[sites.st-mary]\nupstream = \"http://127.0.0.1:9/fhir\"\nfhir_version = \"R4\"\ndefault_policy = \"opt-out\"\nadapter = \"adapter.toml\"\n",
+            dir.path().join("gw.db").display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("maps")).unwrap();
+    std::fs::write(
+        dir.path().join("maps/lab.json"),
+        serde_json::json!({"resourceType": "ConceptMap", "url": "urn:test:lab", "group": [{
+            "source": "urn:test:local-lab", "target": "http://loinc.org",
+            "element": [{"code": "GLU", "target": [{"code": "2345-7", "equivalence": "equivalent"}]}]}]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("adapter.toml"), adapter).unwrap();
+    (dir, config)
+}
+
+const ADAPTER: &str = "[[identifier_systems]]\nsite = \"urn:oid:1.2.3\"\nnetwork = \"https://net.test/mrn\"\n\n[[concept_maps]]\nfile = \"maps/lab.json\"\n";
+
+#[test]
+fn check_config_names_the_adapter_file_line_and_key() {
+    let (_dir, config) = site_with_adapter(ADAPTER);
+    let (code, out, err) = assent(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("1 identifier systems, 1 ConceptMaps with 1 mapped codes"),
+        "{out}"
+    );
+
+    let (_dir, config) = site_with_adapter(&ADAPTER.replace("maps/lab.json", "maps/none.json"));
+    let (code, _, err) = assent(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("sites.st-mary.adapter:")
+            && err.contains("adapter.toml:6: key `concept_maps[0].file`"),
+        "{err}"
+    );
+    let (_dir, config) = site_with_adapter(&ADAPTER.replace("network =", "netwrok ="));
+    let (code, _, err) = assent(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("adapter.toml:3: key `identifier_systems[0].netwrok`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn translate_prints_the_output_and_the_issues() {
+    let (dir, config) = site_with_adapter(ADAPTER);
+    let input = dir.path().join("obs.json");
+    std::fs::write(
+        &input,
+        serde_json::json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "urn:test:local-lab", "code": "GLU"}, {"system": "urn:test:local-lab", "code": "XYZ"}]},
+            "subject": {"identifier": {"system": "urn:oid:1.2.3", "value": "42"}}})
+        .to_string(),
+    )
+    .unwrap();
+    let args = |extra: &[&'static str]| {
+        let mut a = vec![
+            "translate",
+            "-c",
+            config.to_str().unwrap(),
+            "--site",
+            "st-mary",
+        ];
+        a.extend_from_slice(extra);
+        a.push(input.to_str().unwrap());
+        a.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| assent(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, out, err) = run(args(&["--to", "R5"]));
+    assert_eq!(code, 0, "{err}");
+    let output: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(output["code"]["coding"][0]["code"], "2345-7");
+    assert_eq!(output["code"]["coding"][1]["code"], "XYZ");
+    assert_eq!(
+        output["subject"]["identifier"]["system"],
+        "https://net.test/mrn"
+    );
+    assert!(
+        err.contains("warning code-invalid Observation.code.coding[1]"),
+        "{err}"
+    );
+    assert!(err.contains("R4 -> R5 (to-network"), "{err}");
+    // --strict fails on the warning.
+    let (code, _, _) = run(args(&["--strict"]));
+    assert_eq!(code, 1);
+    // An unknown site is a usage error.
+    let (code, _, err) = assent(&[
+        "translate",
+        "-c",
+        config.to_str().unwrap(),
+        "--site",
+        "nowhere",
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 64, "{err}");
+    // A type that cannot be converted is an error.
+    std::fs::write(&input, r#"{"resourceType": "Claim"}"#).unwrap();
+    let (code, _, err) = run(args(&["--to", "R5"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Claim"), "{err}");
+}
+
+/// Reads the child's stderr lines into a channel.
+fn lines_of(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (up to 30 s) for a line containing `needle`; returns it.
+fn wait_for(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no line with `{needle}` from assent serve"),
+        }
+    }
+}
+
+/// Sends `signal` to the child this test started, by its id.
+fn signal(child: &std::process::Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+#[test]
+fn serve_reloads_adapters_on_sighup_and_keeps_the_old_one_when_broken() {
+    let (dir, config) = site_with_adapter(ADAPTER);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_assent"))
+        .args(["serve", "-c", config.to_str().unwrap(), "--workers", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("assent serve starts");
+    let lines = lines_of(child.stderr.take().unwrap());
+    wait_for(&lines, "assent gateway listening");
+
+    std::fs::write(
+        dir.path().join("adapter.toml"),
+        format!("{ADAPTER}\n[[drops]]\npath = \"Patient.nickname\"\n"),
+    )
+    .unwrap();
+    signal(&child, "HUP");
+    let failed = wait_for(&lines, "reload failed");
+    assert!(
+        failed.contains("drops[0].path") && failed.contains("adapter.toml:9"),
+        "{failed}"
+    );
+
+    std::fs::write(
+        dir.path().join("adapter.toml"),
+        format!("{ADAPTER}\n[[drops]]\npath = \"Patient.photo\"\n"),
+    )
+    .unwrap();
+    signal(&child, "HUP");
+    let reloaded = wait_for(&lines, "site adapter reloaded");
+    assert!(reloaded.contains("st-mary"), "{reloaded}");
+
+    signal(&child, "TERM");
+    let status = child.wait().expect("assent serve stops");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn serve_refuses_to_start_with_a_broken_adapter() {
+    let (_dir, config) = site_with_adapter(&ADAPTER.replace("urn:oid:1.2.3", "not a uri"));
+    let (code, _, err) = assent(&["serve", "-c", config.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("identifier_systems[0].site"), "{err}");
 }

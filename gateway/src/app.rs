@@ -37,6 +37,8 @@ pub struct AppState {
     pub consents: Arc<ConsentService>,
     /// Makes every FHIR request's receipt durable before its response is released.
     pub receipts: ReceiptWriter,
+    /// The compliance console's sign-in, when `audit.console` is configured.
+    pub console: Option<Arc<crate::console::Console>>,
 }
 
 /// Per-worker upstream clients by site id (awc clients are bound to their worker thread).
@@ -76,6 +78,8 @@ pub enum StartError {
     Consent(String),
     #[error("the server thread failed to start")]
     Thread,
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleSetupError),
 }
 
 impl AppState {
@@ -120,6 +124,17 @@ impl AppState {
             metrics.request_log_dropped.clone(),
         );
         let openapi_json = routes::openapi_json().map_err(StartError::OpenApi)?;
+        let console = match &config.audit.console {
+            Some(c) => Some(Arc::new(
+                crate::console::Console::start(
+                    c,
+                    config.auth.issuers.first().map(|i| &i.issuer),
+                    &public_base,
+                )
+                .await?,
+            )),
+            None => None,
+        };
         let consents = open_consents(&config, &store)?;
         let receipts = ReceiptWriter::start(&store, &config.gateway_id)?;
         Anchoring {
@@ -133,6 +148,7 @@ impl AppState {
         .spawn()
         .map_err(|_| StartError::Thread)?;
         Ok(AppState {
+            console,
             receipts,
             consents,
             callers,
@@ -149,8 +165,8 @@ impl AppState {
 }
 
 /// Opens the consent service: the embedded ledger over the store, with the configured keys
-/// or the ones this node made at its first start.
-fn open_consents(config: &Config, store: &Store) -> Result<Arc<ConsentService>, StartError> {
+/// or the ones this node made at its first start (also `assent verify`'s way to the anchors).
+pub fn open_consents(config: &Config, store: &Store) -> Result<Arc<ConsentService>, StartError> {
     let key_or_setting = |configured: &Option<String>, name: &str| -> Result<Vec<u8>, StartError> {
         let hex_key = match configured {
             Some(k) => k.clone(),

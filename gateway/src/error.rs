@@ -32,6 +32,8 @@ pub enum GatewayError {
     OutsidePatientContext,
     #[error("the caller lacks the role this endpoint needs")]
     Forbidden,
+    #[error("reading the audit log needs the audit role")]
+    AuditForbidden,
     #[error("unknown site")]
     UnknownSite,
     #[error("no such endpoint")]
@@ -110,6 +112,7 @@ impl GatewayError {
             }
             E::OutsidePatientContext => (403, I::Forbidden, "scope-patient-mismatch", Client),
             E::Forbidden => (403, I::Forbidden, "forbidden", Client),
+            E::AuditForbidden => (403, I::Forbidden, "audit-role-required", Client),
             E::UnknownSite => (404, I::NotFound, "unknown-site", Client),
             E::NotFound => (404, I::NotFound, "not-found", Client),
             E::Malformed(_) => (400, I::Invalid, "malformed-request", Client),

@@ -1,6 +1,7 @@
 //! End-to-end tests: one test binary (link time on two cores is real), one module per area.
 //! Every test starts its own gateway and FAKE upstreams on 127.0.0.1 port 0.
 
+mod audit;
 mod auth;
 mod consent;
 mod demo;

@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod consent;
+mod console;
 mod demo;
 mod errors;
 mod operations;

@@ -357,7 +357,7 @@ impl DevIdentityProvider {
             body.push_str("</ul></body></html>");
             return page(200, body);
         };
-        let Some(caller) = SAMPLE_CALLERS.iter().find(|s| &s.name == name) else {
+        let Some(caller) = SAMPLE_CALLERS.iter().find(|s| s.name == name.as_str()) else {
             return page(400, "<p>no such sample caller</p>".into());
         };
         let mut code_bytes = [0u8; 24];

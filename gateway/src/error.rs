@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn the_table_gives_the_documented_statuses() {
-        let cases: [(GatewayError, u16, &str); 8] = [
+        let cases: [(GatewayError, u16, &str); 10] = [
             (GatewayError::UnknownSite, 404, "unknown-site"),
             (
                 GatewayError::Malformed("x".into()),
@@ -256,6 +256,7 @@ mod tests {
             (GatewayError::Denied("x".into()), 403, "consent-denied"),
             (GatewayError::StoreUnavailable, 503, "store-unavailable"),
             (GatewayError::ReceiptUnavailable, 503, "receipt-unavailable"),
+            (GatewayError::AuditForbidden, 403, "audit-role-required"),
         ];
         for (error, status, code) in cases.into_iter().chain([
             (GatewayError::Auth(AuthError::Expired), 401, "token-expired"),

@@ -599,4 +599,64 @@ mod tests {
             400
         );
     }
+
+    #[test]
+    fn browser_sign_in_needs_state_and_pkce_and_codes_are_single_use() {
+        use base64::Engine as _;
+        let p = provider();
+        let verifier = "a-verifier-of-at-least-forty-three-characters-long-xyz";
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+        let query = format!(
+            "response_type=code&client_id=console&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb\
+             &state=s1&nonce=n1&scope=openid+user%2FAuditEvent.rs&code_challenge={challenge}\
+             &code_challenge_method=S256"
+        );
+        let page = p.handle("GET", "/authorize", &query);
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("as-privacy-officer"), "{}", page.body);
+        let no_pkce = query.replace("S256", "plain");
+        assert_eq!(p.handle("GET", "/authorize", &no_pkce).status, 400);
+        let signed = p.handle(
+            "GET",
+            "/authorize",
+            &format!("{query}&login_as=privacy-officer"),
+        );
+        assert_eq!(signed.status, 302);
+        let location = url::Url::parse(signed.location.as_deref().unwrap()).unwrap();
+        let params: HashMap<String, String> = location.query_pairs().into_owned().collect();
+        assert_eq!(params["state"], "s1");
+        let exchange = |code: &str, verifier: &str| {
+            p.handle(
+                "POST",
+                "/token",
+                &format!(
+                    "grant_type=authorization_code&code={code}&client_id=console\
+                     &redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb&code_verifier={verifier}"
+                ),
+            )
+        };
+        let wrong = exchange(
+            &params["code"],
+            "another-verifier-of-at-least-forty-three-chars",
+        );
+        assert_eq!(wrong.status, 400, "a wrong verifier spends the code");
+        let signed = p.handle(
+            "GET",
+            "/authorize",
+            &format!("{query}&login_as=privacy-officer"),
+        );
+        let location = url::Url::parse(signed.location.as_deref().unwrap()).unwrap();
+        let params: HashMap<String, String> = location.query_pairs().into_owned().collect();
+        let ok = exchange(&params["code"], verifier);
+        assert_eq!(ok.status, 200, "{}", ok.body);
+        let body: Value = serde_json::from_str(&ok.body).unwrap();
+        assert!(body["id_token"].is_string() && body["access_token"].is_string());
+        assert_eq!(body["scope"], "openid user/AuditEvent.rs");
+        assert_eq!(
+            exchange(&params["code"], verifier).status,
+            400,
+            "single use"
+        );
+    }
 }

@@ -2,7 +2,8 @@
 //! (WebDriver, with `fantoccini`). The test signs in at the test identity provider
 //! (authorization code with PKCE), filters the access log, opens a receipt and sees that it
 //! verifies, downloads the CSV export of the filter and checks its rows, and keeps a
-//! screenshot (`target/tmp/console-screenshot.png`). Plus the console's refusals without a
+//! screenshot of the log and of the receipt (`target/tmp/console-screenshot.png`,
+//! `target/tmp/console-receipt-screenshot.png`). Plus the console's refusals without a
 //! browser: no session, a forged session, a callback without the sign-in cookie.
 //!
 //! chromedriver is started by the test on a free loopback port and killed when the test
@@ -309,6 +310,10 @@ async fn drive(
     assert!(anchor.contains("Ledger transaction"), "{anchor}");
     let url = client.current_url().await.map_err(|e| e.to_string())?;
     assert!(url.path().ends_with(&ids[0]), "{url}");
+    let png = client.screenshot().await.map_err(|e| e.to_string())?;
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-receipt-screenshot.png");
+    std::fs::write(&shot, &png).map_err(|e| e.to_string())?;
+    println!("console receipt screenshot: {}", shot.display());
     Ok(())
 }
 

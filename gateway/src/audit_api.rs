@@ -714,6 +714,13 @@ pub async fn search(
     let caller = authorize(&req, &state).await?;
     let search = parse_search(req.query_string(), &[], &state)?;
     check_page_link(&state, &caller, req.path(), req.query_string(), &search)?;
+    if let Some(format) = &search.format
+        && !crate::fhir_request::is_json_format(format)
+    {
+        return Err(GatewayError::UnsupportedMediaType(
+            "AuditEvents are served as JSON".into(),
+        ));
+    }
     let version = answer_version(&req, &search)?;
     let count = search.count.unwrap_or(DEFAULT_COUNT).min(MAX_COUNT);
     let store = state.store.clone();

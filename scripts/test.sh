@@ -49,6 +49,20 @@ if [ -f tests/oidc-provider/package-lock.json ]; then
   fi
 fi
 
+# Headless Chromium and chromedriver for the compliance console's browser test (Debian
+# packages). Installed under CI when missing; elsewhere the browser test is skipped with a note.
+if ! command -v chromedriver >/dev/null 2>&1; then
+  if [ -n "${CI:-}" ]; then
+    note "installing chromium and chromium-driver"
+    command -v apt-get >/dev/null 2>&1 || fail "chromedriver is missing and apt-get is unavailable"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    printf 'warning: chromedriver missing (apt-get install chromium chromium-driver); the console browser test is skipped\n' >&2
+  fi
+fi
+
 note "cargo fmt --check"
 cargo fmt --all -- --check
 

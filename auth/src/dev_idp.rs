@@ -1,6 +1,7 @@
 //! DEMO ONLY: a development identity provider for `assent demo`. It serves OpenID discovery,
-//! a JWKS and a token endpoint that mints tokens for a handful of sample callers, with an
-//! ES256 key generated at start and never stored.
+//! a JWKS, a token endpoint that mints tokens for a handful of sample callers, and a browser
+//! sign-in (authorization code with PKCE, for the compliance console) where one picks a
+//! sample caller, with an ES256 key generated at start and never stored.
 //!
 //! It authenticates nobody: anyone who can reach it gets a token for any sample caller.
 //! The gateway mounts it on loopback only, inside `demo` only, and the verifier reaches it
@@ -9,6 +10,8 @@
 //! Leaves out: HTTP serving. [`DevIdentityProvider::handle`] takes a method, a path and a
 //! form body and returns status, content type and body; the gateway wraps that in actix-web.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
@@ -74,6 +77,14 @@ pub const SAMPLE_CALLERS: &[SampleCaller] = &[
         description: "researcher, laboratory observations only, research",
     },
     SampleCaller {
+        name: "privacy-officer",
+        actor: Some("Practitioner/privacy-officer"),
+        organization: Some("Organization/st-mary"),
+        default_scope: "openid fhirUser user/AuditEvent.rs",
+        default_purpose: "HOPERAT",
+        description: "privacy officer at St Mary's, reads the audit log",
+    },
+    SampleCaller {
         name: "billing-service",
         actor: None,
         organization: Some("Organization/st-mary"),
@@ -89,6 +100,23 @@ pub struct DevResponse {
     pub status: u16,
     pub content_type: &'static str,
     pub body: String,
+    /// A redirect's target (`Location`).
+    pub location: Option<String>,
+}
+
+/// Lifetime of an authorization code.
+const CODE_TTL_SECONDS: u64 = 120;
+
+/// An authorization code handed to a browser, waiting to be exchanged at the token endpoint.
+struct PendingCode {
+    caller: &'static str,
+    client_id: String,
+    redirect_uri: String,
+    /// `BASE64URL(SHA-256(code_verifier))` (PKCE S256).
+    challenge: String,
+    scope: String,
+    nonce: Option<String>,
+    expires_at: u64,
 }
 
 /// DEMO ONLY: see the module documentation.
@@ -99,6 +127,7 @@ pub struct DevIdentityProvider {
     kid: String,
     jwks: String,
     discovery: String,
+    codes: Mutex<HashMap<String, PendingCode>>,
 }
 
 impl DevIdentityProvider {
@@ -139,7 +168,8 @@ impl DevIdentityProvider {
             "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["ES256"],
-            "grant_types_supported": ["client_credentials"],
+            "grant_types_supported": ["client_credentials", "authorization_code"],
+            "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["none"],
             "scopes_supported": ["openid", "fhirUser", "launch/patient", "patient/*.rs", "user/*.rs", "system/*.rs"],
         })
@@ -151,6 +181,7 @@ impl DevIdentityProvider {
             kid,
             jwks,
             discovery,
+            codes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -174,9 +205,16 @@ impl DevIdentityProvider {
     /// - `POST /token` with `grant_type=client_credentials&client_id=<sample>` and optional
     ///   `scope`, `purpose` (HL7 v3 PurposeOfUse code) and `patient` (a Patient id: adds the
     ///   launch context)
+    /// - `POST /token` with `grant_type=authorization_code`, `code`, `redirect_uri`,
+    ///   `client_id` and `code_verifier` (PKCE): the access token and an ID token
+    /// - `GET /authorize?response_type=code&client_id=…&redirect_uri=…&state=…&nonce=…&
+    ///   code_challenge=…&code_challenge_method=S256&scope=…` (`form` is then the query): a
+    ///   page to pick a sample caller; with `login_as={sample}`, a redirect to `redirect_uri`
+    ///   with a one-time code
     /// - `GET /`: a plain-text list of the sample callers
     pub fn handle(&self, method: &str, path: &str, form: &str) -> DevResponse {
         match (method, path) {
+            ("GET", "/authorize") => self.authorize(form),
             ("GET", "/.well-known/openid-configuration") => {
                 json_response(200, self.discovery.clone())
             }
@@ -184,6 +222,7 @@ impl DevIdentityProvider {
                 status: 200,
                 content_type: "application/jwk-set+json",
                 body: self.jwks.clone(),
+                location: None,
             },
             ("POST", "/token") => match self.token_response(form) {
                 Ok(body) => json_response(200, body),
@@ -196,6 +235,7 @@ impl DevIdentityProvider {
                 status: 200,
                 content_type: "text/plain; charset=utf-8",
                 body: self.help(),
+                location: None,
             },
             _ => json_response(404, json!({"error": "not_found"}).to_string()),
         }
@@ -265,7 +305,161 @@ impl DevIdentityProvider {
         encode(&header, &claims, &self.key).map_err(|e| ("server_error", e.to_string()))
     }
 
+    /// `GET /authorize`: the sign-in page, or (with `login_as`) the redirect with a code.
+    fn authorize(&self, query: &str) -> DevResponse {
+        let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect();
+        let get = |n: &str| params.get(n).map(String::as_str).unwrap_or_default();
+        let page = |status: u16, body: String| DevResponse {
+            status,
+            content_type: "text/html; charset=utf-8",
+            body,
+            location: None,
+        };
+        let redirect = match url::Url::parse(get("redirect_uri")) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => u,
+            _ => return page(400, "<p>redirect_uri is not an http(s) URL</p>".into()),
+        };
+        let challenge = get("code_challenge");
+        if get("response_type") != "code"
+            || get("client_id").is_empty()
+            || get("state").is_empty()
+            || get("code_challenge_method") != "S256"
+            || !(43..=128).contains(&challenge.len())
+        {
+            return page(
+                400,
+                "<p>an authorization-code request with state and PKCE (S256) is required</p>"
+                    .into(),
+            );
+        }
+        let Some(name) = params.get("login_as") else {
+            let mut body = String::from(
+                "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+                 <title>Sign in (development identity provider)</title></head><body>\
+                 <h1>Sign in</h1><p>DEMO ONLY: this provider authenticates nobody. \
+                 Pick a sample caller.</p><ul>",
+            );
+            for s in SAMPLE_CALLERS.iter().filter(|s| s.actor.is_some()) {
+                let mut link = url::form_urlencoded::Serializer::new(String::new());
+                for (n, v) in &params {
+                    link.append_pair(n, v);
+                }
+                link.append_pair("login_as", s.name);
+                body.push_str(&format!(
+                    "<li><a id=\"as-{name}\" href=\"/authorize?{href}\">{name}</a>: {desc}</li>",
+                    name = s.name,
+                    href = html_escape(&link.finish()),
+                    desc = html_escape(s.description),
+                ));
+            }
+            body.push_str("</ul></body></html>");
+            return page(200, body);
+        };
+        let Some(caller) = SAMPLE_CALLERS.iter().find(|s| s.name == name.as_str()) else {
+            return page(400, "<p>no such sample caller</p>".into());
+        };
+        let mut code_bytes = [0u8; 24];
+        if SystemRandom::new().fill(&mut code_bytes).is_err() {
+            return page(500, "<p>no randomness</p>".into());
+        }
+        let code = hex(&code_bytes);
+        let scope = params
+            .get("scope")
+            .cloned()
+            .unwrap_or_else(|| caller.default_scope.to_owned());
+        if let Ok(mut codes) = self.codes.lock() {
+            let now = now_seconds();
+            codes.retain(|_, c| c.expires_at > now);
+            codes.insert(
+                code.clone(),
+                PendingCode {
+                    caller: caller.name,
+                    client_id: get("client_id").to_owned(),
+                    redirect_uri: get("redirect_uri").to_owned(),
+                    challenge: challenge.to_owned(),
+                    scope,
+                    nonce: params.get("nonce").cloned(),
+                    expires_at: now + CODE_TTL_SECONDS,
+                },
+            );
+        }
+        let mut target = redirect;
+        target
+            .query_pairs_mut()
+            .append_pair("code", &code)
+            .append_pair("state", get("state"));
+        DevResponse {
+            status: 302,
+            content_type: "text/plain; charset=utf-8",
+            body: String::new(),
+            location: Some(target.to_string()),
+        }
+    }
+
+    /// The authorization-code grant: one use per code, same client and redirect, PKCE S256.
+    fn code_response(
+        &self,
+        form: &HashMap<String, String>,
+    ) -> Result<String, (&'static str, String)> {
+        let get = |n: &str| form.get(n).map(String::as_str).unwrap_or_default();
+        let invalid = |why: &str| ("invalid_grant", why.to_owned());
+        let pending = self
+            .codes
+            .lock()
+            .ok()
+            .and_then(|mut codes| codes.remove(get("code")))
+            .ok_or_else(|| invalid("unknown or used code"))?;
+        if pending.expires_at <= now_seconds() {
+            return Err(invalid("the code has expired"));
+        }
+        if pending.client_id != get("client_id") || pending.redirect_uri != get("redirect_uri") {
+            return Err(invalid(
+                "client_id or redirect_uri differ from the authorization request",
+            ));
+        }
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, get("code_verifier").as_bytes());
+        use base64::Engine as _;
+        let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+        if computed != pending.challenge {
+            return Err(invalid("the PKCE code_verifier does not match"));
+        }
+        let access = self.mint(pending.caller, Some(&pending.scope), None, None)?;
+        let now = now_seconds();
+        let mut claims = json!({
+            "iss": self.issuer,
+            "sub": pending.caller,
+            "aud": pending.client_id,
+            "iat": now,
+            "exp": now + DEV_TOKEN_TTL_SECONDS,
+            "auth_time": now,
+        });
+        if let Some(nonce) = pending.nonce {
+            claims["nonce"] = Value::from(nonce);
+        }
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        let id_token =
+            encode(&header, &claims, &self.key).map_err(|e| ("server_error", e.to_string()))?;
+        Ok(json!({
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": DEV_TOKEN_TTL_SECONDS,
+            "scope": pending.scope,
+            "id_token": id_token,
+        })
+        .to_string())
+    }
+
     fn token_response(&self, form: &str) -> Result<String, (&'static str, String)> {
+        let fields: HashMap<String, String> = url::form_urlencoded::parse(form.as_bytes())
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect();
+        if fields.get("grant_type").map(String::as_str) == Some("authorization_code") {
+            return self.code_response(&fields);
+        }
         let mut grant_type = None;
         let mut client_id = None;
         let mut scope = None;
@@ -334,7 +528,22 @@ fn json_response(status: u16, body: String) -> DevResponse {
         status,
         content_type: "application/json",
         body,
+        location: None,
     }
+}
+
+fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -388,6 +597,66 @@ mod tests {
         assert_eq!(
             bad("grant_type=client_credentials&client_id=dr-alice&patient=a/b").status,
             400
+        );
+    }
+
+    #[test]
+    fn browser_sign_in_needs_state_and_pkce_and_codes_are_single_use() {
+        use base64::Engine as _;
+        let p = provider();
+        let verifier = "a-verifier-of-at-least-forty-three-characters-long-xyz";
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+        let query = format!(
+            "response_type=code&client_id=console&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb\
+             &state=s1&nonce=n1&scope=openid+user%2FAuditEvent.rs&code_challenge={challenge}\
+             &code_challenge_method=S256"
+        );
+        let page = p.handle("GET", "/authorize", &query);
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("as-privacy-officer"), "{}", page.body);
+        let no_pkce = query.replace("S256", "plain");
+        assert_eq!(p.handle("GET", "/authorize", &no_pkce).status, 400);
+        let signed = p.handle(
+            "GET",
+            "/authorize",
+            &format!("{query}&login_as=privacy-officer"),
+        );
+        assert_eq!(signed.status, 302);
+        let location = url::Url::parse(signed.location.as_deref().unwrap()).unwrap();
+        let params: HashMap<String, String> = location.query_pairs().into_owned().collect();
+        assert_eq!(params["state"], "s1");
+        let exchange = |code: &str, verifier: &str| {
+            p.handle(
+                "POST",
+                "/token",
+                &format!(
+                    "grant_type=authorization_code&code={code}&client_id=console\
+                     &redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb&code_verifier={verifier}"
+                ),
+            )
+        };
+        let wrong = exchange(
+            &params["code"],
+            "another-verifier-of-at-least-forty-three-chars",
+        );
+        assert_eq!(wrong.status, 400, "a wrong verifier spends the code");
+        let signed = p.handle(
+            "GET",
+            "/authorize",
+            &format!("{query}&login_as=privacy-officer"),
+        );
+        let location = url::Url::parse(signed.location.as_deref().unwrap()).unwrap();
+        let params: HashMap<String, String> = location.query_pairs().into_owned().collect();
+        let ok = exchange(&params["code"], verifier);
+        assert_eq!(ok.status, 200, "{}", ok.body);
+        let body: Value = serde_json::from_str(&ok.body).unwrap();
+        assert!(body["id_token"].is_string() && body["access_token"].is_string());
+        assert_eq!(body["scope"], "openid user/AuditEvent.rs");
+        assert_eq!(
+            exchange(&params["code"], verifier).status,
+            400,
+            "single use"
         );
     }
 }

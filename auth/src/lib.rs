@@ -17,6 +17,7 @@ mod config;
 pub mod dev_idp;
 mod error;
 mod jwks;
+mod login;
 mod purpose;
 mod scopes;
 mod smart_config;
@@ -27,6 +28,7 @@ pub use bearer::bearer_token;
 pub use caller::{CallerKind, VerifiedCaller};
 pub use config::{ClaimNames, IssuerConfig, SigningAlgorithm, VerifierOptions};
 pub use error::{AuthError, ConfigError};
+pub use login::{LoginClient, LoginError, LoginStart, SignedIn};
 pub use purpose::{PURPOSE_OF_USE_SYSTEM, PurposeOfUse};
 pub use scopes::{
     Access, Grant, GrantRule, Permissions, ResourceScope, ScopeContext, ScopeWarning, Scopes,

@@ -45,6 +45,8 @@ pub struct AppState {
     pub ledger: Arc<dyn Ledger>,
     /// Site adapters, by site; each swapped atomically on reload.
     pub adapters: Adapters,
+    /// The compliance console's sign-in, when `audit.console` is configured.
+    pub console: Option<Arc<crate::console::Console>>,
 }
 
 /// Per-worker upstream clients by site id (awc clients are bound to their worker thread).
@@ -87,6 +89,8 @@ pub enum StartError {
     Consent(String),
     #[error("the server thread failed to start")]
     Thread,
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleSetupError),
 }
 
 impl AppState {
@@ -132,6 +136,17 @@ impl AppState {
             metrics.request_log_dropped.clone(),
         );
         let openapi_json = routes::openapi_json().map_err(StartError::OpenApi)?;
+        let console = match &config.audit.console {
+            Some(c) => Some(Arc::new(
+                crate::console::Console::start(
+                    c,
+                    config.auth.issuers.first().map(|i| &i.issuer),
+                    &public_base,
+                )
+                .await?,
+            )),
+            None => None,
+        };
         let consents = open_consents(&config, &store)?;
         let ledger = consents.ledger();
         let receipts = ReceiptWriter::start(&store, &config.gateway_id)?;
@@ -146,6 +161,7 @@ impl AppState {
         .spawn()
         .map_err(|_| StartError::Thread)?;
         Ok(AppState {
+            console,
             receipts,
             adapters,
             consents,
@@ -166,7 +182,7 @@ impl AppState {
 /// Opens the consent service on the configured ledger: the embedded ledger over the store,
 /// with the configured keys or the ones this node made at its first start; or the Fabric
 /// channel of `[ledger.fabric]` (its consortium key is always configured).
-fn open_consents(config: &Config, store: &Store) -> Result<Arc<ConsentService>, StartError> {
+pub fn open_consents(config: &Config, store: &Store) -> Result<Arc<ConsentService>, StartError> {
     let key_or_setting = |configured: &Option<String>, name: &str| -> Result<Vec<u8>, StartError> {
         let hex_key = match configured {
             Some(k) => k.clone(),

@@ -1,5 +1,5 @@
 //! The `assent` command line: `serve`, `demo`, `check-config`, `translate`, `ledger verify`,
-//! `chaincode`, `--version`.
+//! `verify` (an audit export, offline), `chaincode`, `--version`.
 //!
 //! Exit codes: 0 success, 64 bad configuration or usage (EX_USAGE), 1 any other failure.
 
@@ -78,6 +78,25 @@ pub enum Command {
     Ledger {
         #[command(subcommand)]
         command: LedgerCommand,
+    },
+    /// Verify an NDJSON audit export (`GET /audit/export`) offline: every receipt's hash,
+    /// chain link, inclusion proof and anchor. Exit 0 when all hold, 1 when any fails (each
+    /// failure printed with its receipt id), 64 on bad usage.
+    Verify {
+        #[arg(value_name = "EXPORT")]
+        export: PathBuf,
+        /// The gateway's configuration: the anchors are read from its ledger.
+        #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "anchors")]
+        config: Option<PathBuf>,
+        /// An anchors file (NDJSON: gateway_id, batch_id, root, n_receipts) instead.
+        #[arg(long, value_name = "FILE")]
+        anchors: Option<PathBuf>,
+        /// The export is unfiltered: a gap in a chain, or a batch cut short, is a failure.
+        #[arg(long)]
+        complete: bool,
+        /// Every receipt must be anchored (no pending tail).
+        #[arg(long)]
+        require_anchored: bool,
     },
     /// Serve the consent contract as Fabric chaincode-as-a-service (see docs/fabric.md).
     Chaincode {
@@ -273,6 +292,23 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Verify {
+            export,
+            config,
+            anchors,
+            complete,
+            require_anchored,
+        } => ExitCode::from(crate::audit_verify::main(
+            &crate::audit_verify::VerifyArgs {
+                export,
+                config,
+                anchors,
+                options: assent_receipts::VerifyOptions {
+                    complete,
+                    require_anchored,
+                },
+            },
+        )),
         Command::Demo { listen } => match crate::demo::run(listen) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -30,6 +30,7 @@ pub const ENV_KEYS: &[&str] = &[
     "auth",
     "ledger",
     "receipts",
+    "audit",
     "sites",
 ];
 
@@ -65,6 +66,8 @@ pub struct Config {
     pub ledger: LedgerConfig,
     #[serde(default)]
     pub receipts: ReceiptsConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Sites by id. The id is the `{site}` of `/fhir/{site}/…`.
     #[serde(default)]
     pub sites: BTreeMap<String, SiteConfig>,
@@ -381,6 +384,47 @@ impl FabricSettings {
         }
         self.connection().map(|_| ())
     }
+}
+
+/// Who may read the audit log (`/audit`, `/console/`), and the console's sign-in.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Caller ids (`subject@issuer`) with the audit role, besides callers whose token carries
+    /// an explicit `user/AuditEvent.rs` or `system/AuditEvent.rs` scope.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// The compliance console at `/console/` (absent: the console answers 404).
+    #[serde(default)]
+    pub console: Option<ConsoleConfig>,
+}
+
+/// The compliance console's sign-in: OpenID Connect authorization code with PKCE at the
+/// first trusted issuer (`auth.issuers[0]`), as a public client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// The console's `client_id` at the identity provider; its redirect URI is
+    /// `{public_url}/console/callback`.
+    pub client_id: String,
+    /// The scopes asked for at sign-in.
+    #[serde(default = "default_console_scope")]
+    pub scope: String,
+    /// Key (hex, at least 32 bytes) that signs session cookies; replicas must share it. When
+    /// absent a random key is made at start and sessions end with a restart.
+    #[serde(default)]
+    pub session_secret_hex: Option<String>,
+    /// How long a console session lasts.
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_secs: u64,
+}
+
+fn default_console_scope() -> String {
+    "openid fhirUser user/AuditEvent.rs".to_owned()
+}
+
+fn default_session_ttl() -> u64 {
+    3600
 }
 
 /// Signed paging links.
@@ -765,6 +809,22 @@ impl Config {
                 "receipts.batch_max_receipts",
                 "must be above 0",
             ));
+        }
+        if let Some(console) = &self.audit.console {
+            if console.client_id.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    "audit.console.client_id",
+                    "must not be empty",
+                ));
+            }
+            if let Some(secret) = &console.session_secret_hex
+                && hex::decode(secret).map_or(true, |b| b.len() < 32)
+            {
+                return Err(ConfigError::invalid(
+                    "audit.console.session_secret_hex",
+                    "must be hex, at least 32 bytes (64 hex digits)",
+                ));
+            }
         }
         if let Some(secret) = &self.paging.secret_hex {
             match hex::decode(secret) {

@@ -73,6 +73,8 @@ pub fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error>> {
             "allow_purpose_header": trusted.allow_purpose_header,
             "admin_subjects": [DEMO_ADMIN],
         }]},
+        // The compliance console, signed in at the demo identity provider (pick privacy-officer).
+        "audit": {"console": {"client_id": "assent-demo-console"}},
         "sites": {
             "st-mary": {"upstream": st_mary.base_url(), "fhir_version": "R4", "default_policy": "opt-out", "timeout_ms": 5000},
             "north-general": {"upstream": north.base_url(), "fhir_version": "STU3", "default_policy": "opt-in", "timeout_ms": 5000},
@@ -204,7 +206,8 @@ Two sample hospitals sit behind it (DEMO data, generated):
   north-general  FHIR STU3, opt-in  (denies unless a consent permits)
 
 Every FHIR request needs a bearer token. A DEMO identity provider (it authenticates nobody)
-mints them for sample callers: dr-alice, dr-bob, nurse-carol, researcher-dan, billing-service.
+mints them for sample callers: dr-alice, dr-bob, nurse-carol, researcher-dan, privacy-officer,
+billing-service.
 
 Get a token (dr-alice: user/*.rs, purpose TREAT):
   TOKEN=$(curl -s -d grant_type=client_credentials -d client_id={DEMO_CLINICIAN} {token_url} | {take_token})
@@ -251,6 +254,16 @@ Try:
   # SMART discovery and the CapabilityStatement's security section
   curl -s {base}/.well-known/smart-configuration
   curl -s {auth} {base}/fhir/st-mary/metadata
+
+  # the audit log (privacy-officer holds user/AuditEvent.rs): AuditEvents, a patient's
+  # accounting of disclosures, an export that `assent verify` checks offline
+  ATOKEN=$(curl -s -d grant_type=client_credentials -d client_id=privacy-officer {token_url} | {take_token})
+  curl -s -H "Authorization: Bearer $ATOKEN" '{base}/audit/AuditEvent?_count=5'
+  curl -s -H "Authorization: Bearer $ATOKEN" '{base}/audit/patient/stm-p001/disclosures?site=st-mary&_format=text'
+  curl -s -H "Authorization: Bearer $ATOKEN" '{base}/audit/export?format=ndjson' > receipts.ndjson
+
+  # the compliance console in a browser: sign in as privacy-officer
+  {base}/console/
 
   # operations (dr-alice is also the demo's administrator)
   curl -s {base}/readyz

@@ -32,6 +32,8 @@ pub enum GatewayError {
     OutsidePatientContext,
     #[error("the caller lacks the role this endpoint needs")]
     Forbidden,
+    #[error("reading the audit log needs the audit role")]
+    AuditForbidden,
     #[error("unknown site")]
     UnknownSite,
     #[error("no such endpoint")]
@@ -119,6 +121,7 @@ impl GatewayError {
             }
             E::OutsidePatientContext => (403, I::Forbidden, "scope-patient-mismatch", Client),
             E::Forbidden => (403, I::Forbidden, "forbidden", Client),
+            E::AuditForbidden => (403, I::Forbidden, "audit-role-required", Client),
             E::UnknownSite => (404, I::NotFound, "unknown-site", Client),
             E::NotFound => (404, I::NotFound, "not-found", Client),
             E::Malformed(_) => (400, I::Invalid, "malformed-request", Client),
@@ -242,7 +245,7 @@ mod tests {
 
     #[test]
     fn the_table_gives_the_documented_statuses() {
-        let cases: [(GatewayError, u16, &str); 9] = [
+        let cases: [(GatewayError, u16, &str); 10] = [
             (GatewayError::UnknownSite, 404, "unknown-site"),
             (
                 GatewayError::Malformed("x".into()),
@@ -268,6 +271,7 @@ mod tests {
             (GatewayError::Denied("x".into()), 403, "consent-denied"),
             (GatewayError::StoreUnavailable, 503, "store-unavailable"),
             (GatewayError::ReceiptUnavailable, 503, "receipt-unavailable"),
+            (GatewayError::AuditForbidden, 403, "audit-role-required"),
         ];
         for (error, status, code) in cases.into_iter().chain([
             (GatewayError::Auth(AuthError::Expired), 401, "token-expired"),

@@ -6,6 +6,8 @@
 pub mod adapter_api;
 pub mod anchoring;
 pub mod app;
+pub mod audit_api;
+pub mod audit_verify;
 pub mod authorize;
 pub mod caller;
 pub mod cli;
@@ -13,6 +15,7 @@ pub mod config;
 pub mod consent_api;
 pub mod consent_phase;
 pub mod consent_service;
+pub mod console;
 pub mod demo;
 pub mod error;
 pub mod fhir_request;

@@ -10,7 +10,9 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use crate::adapter_api;
 use crate::app::AppState;
+use crate::audit_api;
 use crate::consent_api;
+use crate::console;
 use crate::error::GatewayError;
 use crate::pipeline;
 
@@ -33,6 +35,17 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("get", "/consent/Consent/{id}/_history"),
     ("post", "/consent/Consent/{id}/$revoke"),
     ("post", "/consent/$check"),
+    ("get", "/audit/AuditEvent"),
+    ("get", "/audit/receipts/{id}"),
+    ("get", "/audit/export"),
+    ("get", "/audit/patient/{id}/disclosures"),
+    ("get", "/console/"),
+    ("get", "/console/style.css"),
+    ("get", "/console/login"),
+    ("get", "/console/callback"),
+    ("get", "/console/logout"),
+    ("get", "/console/receipts/{id}"),
+    ("get", "/console/export.csv"),
 ];
 
 /// Registers every route.
@@ -66,6 +79,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(consent_api::revoke),
         )
         .route("/consent/$check", web::post().to(consent_api::check))
+        .route("/audit/AuditEvent", web::get().to(audit_api::search))
+        .route("/audit/receipts/{id}", web::get().to(audit_api::receipt))
+        .route("/audit/export", web::get().to(audit_api::export))
+        .route(
+            "/audit/patient/{id}/disclosures",
+            web::get().to(audit_api::disclosures),
+        )
+        .route("/console/", web::get().to(console::index))
+        .route("/console/style.css", web::get().to(console::stylesheet))
+        .route("/console/login", web::get().to(console::login))
+        .route("/console/callback", web::get().to(console::callback))
+        .route("/console/logout", web::get().to(console::logout))
+        .route("/console/receipts/{id}", web::get().to(console::receipt))
+        .route("/console/export.csv", web::get().to(console::export_csv))
         // The FHIR surface: a prefix, not a pattern, so that matching costs no regular
         // expression per request; the pipeline splits site and path itself. Every method
         // reaches it, and it refuses what it does not forward with an OperationOutcome.

@@ -16,7 +16,9 @@ use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-pub use receipt_rows::{BatchRow, LeafRow, ReceiptPatientRow, ReceiptRow};
+pub use receipt_rows::{
+    BatchRow, LeafRow, ReceiptCursor, ReceiptFilter, ReceiptOrder, ReceiptPatientRow, ReceiptRow,
+};
 pub use schema::{
     consent_documents, ledger_blocks, node_settings, receipt_batches, receipt_patients, receipts,
     request_log, sites,

@@ -420,3 +420,27 @@ fn serve_refuses_to_start_with_a_broken_adapter() {
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("identifier_systems[0].site"), "{err}");
 }
+
+#[test]
+fn verify_exits_0_when_all_holds_1_on_a_failure_and_64_on_bad_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("export.ndjson");
+    let anchors = dir.path().join("anchors.ndjson");
+    std::fs::write(&export, "").unwrap();
+    std::fs::write(&anchors, "").unwrap();
+    let (export_s, anchors_s) = (export.to_str().unwrap(), anchors.to_str().unwrap());
+    let (code, out, _) = assent(&["verify", export_s, "--anchors", anchors_s]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("all checks held"), "{out}");
+
+    std::fs::write(&export, "{\"receipt\": {\"id\": \"r-1\"}}\n").unwrap();
+    let (code, out, _) = assent(&["verify", export_s, "--anchors", anchors_s]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL line 1: receipt r-1"), "{out}");
+
+    let (code, _, err) = assent(&["verify", export_s]);
+    assert_eq!(code, 64, "{err}");
+    std::fs::write(&anchors, "{\"gateway_id\": \"g\"}\n").unwrap();
+    let (code, _, err) = assent(&["verify", export_s, "--anchors", anchors_s]);
+    assert_eq!(code, 64, "a bad anchors file is bad usage: {err}");
+}

@@ -78,12 +78,22 @@ async fn answer(
     body: web::Bytes,
     provider: web::Data<DevIdentityProvider>,
 ) -> HttpResponse {
-    let form = std::str::from_utf8(&body).unwrap_or_default();
+    // The browser sign-in (`GET /authorize`) takes its parameters in the query.
+    let form = if req.method() == actix_web::http::Method::GET {
+        req.query_string()
+    } else {
+        std::str::from_utf8(&body).unwrap_or_default()
+    };
     let answer = provider.handle(req.method().as_str(), req.path(), form);
     let mut response = HttpResponse::build(
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
     );
     response.insert_header((CONTENT_TYPE, HeaderValue::from_static(answer.content_type)));
+    if let Some(location) = answer.location.as_deref()
+        && let Ok(value) = HeaderValue::from_str(location)
+    {
+        response.insert_header((actix_web::http::header::LOCATION, value));
+    }
     if req.path() == "/token" {
         // Token responses are never cached (RFC 6749 §5.1).
         response.insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")));

@@ -72,6 +72,48 @@ pub struct LeafRow {
     pub hash: Vec<u8>,
 }
 
+/// What an audit query selects; every field set narrows it. Times are UTC milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceiptFilter {
+    /// Receipts that reached this patient (by keyed hash, through `receipt_patients`).
+    pub patient_key: Option<String>,
+    /// The caller in clear, as stored (`Practitioner/…` or `subject@issuer`).
+    pub actor: Option<String>,
+    pub site: Option<String>,
+    pub purpose: Option<String>,
+    /// Any of these decisions (`permit`, `deny`, `error`); empty: all.
+    pub decisions: Vec<String>,
+    /// `Some(true)`: permitted with a status below 400; `Some(false)`: everything else.
+    pub success: Option<bool>,
+    /// Only receipts whose permit rested on break-glass.
+    pub break_glass_only: bool,
+    /// `time_ms >= from_ms`.
+    pub from_ms: Option<i64>,
+    /// `time_ms < to_ms`.
+    pub to_ms: Option<i64>,
+}
+
+/// Where a page of a search starts: after this receipt in the search's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptCursor {
+    /// Newest first: receipts older than (time, id).
+    Before { time_ms: i64, receipt_id: String },
+    /// Chain order: receipts after (gateway, sequence).
+    After { gateway_id: String, sequence: i64 },
+}
+
+/// The order of a search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptOrder {
+    /// By time, newest first, then receipt id (audit searches, the console).
+    NewestFirst,
+    /// By gateway and sequence (exports: each gateway's chain in order, as `assent verify`
+    /// reads it).
+    Chain,
+}
+
+type Backend = <AnyConnection as diesel::Connection>::Backend;
+
 /// Rows per INSERT statement: 18 columns × 50 rows stays well under SQLite's limit of bound
 /// parameters.
 const ROWS_PER_STATEMENT: usize = 50;
@@ -282,6 +324,143 @@ impl Store {
             .select(BatchRow::as_select())
             .first(&mut *conn)
             .optional()?)
+    }
+
+    /// One page of receipts matching `filter` in `order`, after `cursor`, at most `limit`.
+    pub fn search_receipts(
+        &self,
+        filter: &ReceiptFilter,
+        order: ReceiptOrder,
+        cursor: Option<&ReceiptCursor>,
+        limit: i64,
+    ) -> Result<Vec<ReceiptRow>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut query = receipts::table
+            .select(ReceiptRow::as_select())
+            .into_boxed::<Backend>();
+        if let Some(key) = &filter.patient_key {
+            query = query.filter(
+                receipts::receipt_id.eq_any(
+                    receipt_patients::table
+                        .filter(receipt_patients::patient_key.eq(key.clone()))
+                        .select(receipt_patients::receipt_id),
+                ),
+            );
+        }
+        if let Some(actor) = &filter.actor {
+            query = query.filter(receipts::actor.eq(actor.clone()));
+        }
+        if let Some(site) = &filter.site {
+            query = query.filter(receipts::site.eq(site.clone()));
+        }
+        if let Some(purpose) = &filter.purpose {
+            query = query.filter(receipts::purpose.eq(purpose.clone()));
+        }
+        if !filter.decisions.is_empty() {
+            query = query.filter(receipts::decision.eq_any(filter.decisions.clone()));
+        }
+        match filter.success {
+            Some(true) => {
+                query = query
+                    .filter(receipts::decision.eq("permit"))
+                    .filter(receipts::status.lt(400));
+            }
+            Some(false) => {
+                query = query.filter(receipts::decision.ne("permit").or(receipts::status.ge(400)));
+            }
+            None => {}
+        }
+        if filter.break_glass_only {
+            query = query.filter(receipts::break_glass.eq(true));
+        }
+        if let Some(from) = filter.from_ms {
+            query = query.filter(receipts::time_ms.ge(from));
+        }
+        if let Some(to) = filter.to_ms {
+            query = query.filter(receipts::time_ms.lt(to));
+        }
+        match cursor {
+            Some(ReceiptCursor::Before {
+                time_ms,
+                receipt_id,
+            }) => {
+                query = query.filter(
+                    receipts::time_ms.lt(*time_ms).or(receipts::time_ms
+                        .eq(*time_ms)
+                        .and(receipts::receipt_id.lt(receipt_id.clone()))),
+                );
+            }
+            Some(ReceiptCursor::After {
+                gateway_id,
+                sequence,
+            }) => {
+                query = query.filter(
+                    receipts::gateway_id
+                        .gt(gateway_id.clone())
+                        .or(receipts::gateway_id
+                            .eq(gateway_id.clone())
+                            .and(receipts::sequence.gt(*sequence))),
+                );
+            }
+            None => {}
+        }
+        query = match order {
+            ReceiptOrder::NewestFirst => {
+                query.order((receipts::time_ms.desc(), receipts::receipt_id.desc()))
+            }
+            ReceiptOrder::Chain => {
+                query.order((receipts::gateway_id.asc(), receipts::sequence.asc()))
+            }
+        };
+        Ok(query.limit(limit).load(&mut *conn)?)
+    }
+
+    /// Receipt `sequence` of a gateway's chain.
+    pub fn receipt_at(
+        &self,
+        gateway_id: &str,
+        sequence: i64,
+    ) -> Result<Option<ReceiptRow>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(receipts::table
+            .filter(receipts::gateway_id.eq(gateway_id))
+            .filter(receipts::sequence.eq(sequence))
+            .select(ReceiptRow::as_select())
+            .first(&mut *conn)
+            .optional()?)
+    }
+
+    /// Overwrites a stored batch's root (tests of tamper detection only).
+    #[doc(hidden)]
+    pub fn tamper_batch_root_for_tests(
+        &self,
+        gateway_id: &str,
+        batch_id: i64,
+        root: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        diesel::update(
+            receipt_batches::table
+                .filter(receipt_batches::gateway_id.eq(gateway_id))
+                .filter(receipt_batches::batch_id.eq(batch_id)),
+        )
+        .set(receipt_batches::root.eq(root))
+        .execute(&mut *conn)?;
+        Ok(())
+    }
+
+    /// Overwrites a stored receipt's hash (tests of tamper detection only).
+    #[doc(hidden)]
+    pub fn tamper_receipt_hash_for_tests(
+        &self,
+        receipt_id: &str,
+        hash: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        diesel::update(receipts::table.filter(receipts::receipt_id.eq(receipt_id)))
+            .set(receipts::hash.eq(hash))
+            .execute(&mut *conn)?;
+        Ok(())
     }
 
     /// Overwrites a stored receipt's canonical bytes (tests of tamper detection only).

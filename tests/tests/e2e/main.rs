@@ -2,8 +2,10 @@
 //! Every test starts its own gateway and FAKE upstreams on 127.0.0.1 port 0.
 
 mod adapters;
+mod audit;
 mod auth;
 mod consent;
+mod console;
 mod demo;
 mod errors;
 mod fabric;

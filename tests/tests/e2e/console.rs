@@ -1,0 +1,375 @@
+//! The compliance console in a real browser: headless Chromium driven through chromedriver
+//! (WebDriver, with `fantoccini`). The test signs in at the test identity provider
+//! (authorization code with PKCE), filters the access log, opens a receipt and sees that it
+//! verifies, downloads the CSV export of the filter and checks its rows, and keeps a
+//! screenshot of the log and of the receipt (`target/tmp/console-screenshot.png`,
+//! `target/tmp/console-receipt-screenshot.png`). Plus the console's refusals without a
+//! browser: no session, a forged session, a callback without the sign-in cookie.
+//!
+//! chromedriver is started by the test on a free loopback port and killed when the test
+//! ends. Without chromedriver (Debian packages `chromium`, `chromium-driver`) the browser
+//! test fails under CI and is skipped, loudly, elsewhere.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assent_e2e::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+fn hospital() -> FakeUpstream {
+    FakeUpstream::start(|req, _base| {
+        if req.path.ends_with("/Patient/p1") {
+            FakeResponse::json(
+                200,
+                json!({"resourceType": "Patient", "id": "p1", "meta": {"versionId": "1"}}),
+            )
+        } else {
+            FakeResponse::json(404, json!({"resourceType": "OperationOutcome"}))
+        }
+    })
+}
+
+fn gateway(upstream: &FakeUpstream) -> StartedGateway {
+    TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .site_with(
+            "north-general",
+            json!({"upstream": upstream.base_url(), "fhir_version": "R4", "default_policy": "opt-in"}),
+        )
+        .set("receipts", json!({"batch_max_receipts": 1, "batch_max_wait_ms": 20}))
+        .set("audit", json!({"console": {"client_id": "assent-console"}}))
+        .start()
+}
+
+/// chromedriver on a free loopback port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start(binary: &Path) -> Driver {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(binary)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        driver
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_binary(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|p| p.is_file())
+}
+
+async fn text_of(client: &Client, css: &str) -> String {
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn a_compliance_officer_signs_in_filters_verifies_and_exports_in_chromium() {
+    let Some(chromedriver) = find_binary(&["chromedriver"]) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromedriver is missing under CI (apt-get install chromium chromium-driver)"
+        );
+        eprintln!("SKIPPED: no chromedriver on PATH (apt-get install chromium chromium-driver)");
+        return;
+    };
+    let upstream = hospital();
+    let gw = gateway(&upstream);
+    let mut ids = Vec::new();
+    for (path, token) in [
+        ("/fhir/st-mary/Patient/p1", clinician_token()),
+        ("/fhir/north-general/Patient/p1", clinician_token()),
+        ("/fhir/st-mary/Patient/p1", other_clinician_token()),
+        ("/fhir/st-mary/Patient/p2", clinician_token()),
+    ] {
+        let got = send("GET", &gw.url(path), Some(token), &[], None).await;
+        ids.push(got.header("x-assent-receipt").unwrap().to_owned());
+    }
+    // Anchored (batches of one), so that the receipt verifies against the ledger.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !gw
+        .gateway
+        .state
+        .store
+        .unanchored_batches("test-gw")
+        .unwrap()
+        .is_empty()
+        || gw
+            .gateway
+            .state
+            .store
+            .last_batch("test-gw")
+            .unwrap()
+            .is_none_or(|b| b.last_sequence < 4)
+    {
+        assert!(Instant::now() < deadline, "not anchored in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let downloads = tempfile::tempdir().unwrap();
+    let driver = Driver::start(&chromedriver);
+    let mut caps = serde_json::Map::new();
+    let mut chrome = json!({
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1400,1000"],
+        "prefs": {
+            "download.default_directory": downloads.path().display().to_string(),
+            "download.prompt_for_download": false,
+        },
+    });
+    if let Some(binary) = find_binary(&["chromium", "chromium-browser", "google-chrome"]) {
+        chrome["binary"] = json!(binary.display().to_string());
+    }
+    caps.insert("goog:chromeOptions".into(), chrome);
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session with headless Chromium");
+
+    let outcome = drive(&client, &gw, &ids, downloads.path()).await;
+    let _ = client.close().await;
+    drop(driver);
+    outcome.unwrap();
+}
+
+async fn drive(
+    client: &Client,
+    gw: &StartedGateway,
+    ids: &[String],
+    downloads: &Path,
+) -> Result<(), String> {
+    let base = gw.gateway.base_url();
+    // Signed out: the sign-in page.
+    client
+        .goto(&format!("{base}/console/"))
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .find(Locator::Id("sign-in"))
+        .await
+        .map_err(|e| format!("sign-in link: {e}"))?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    // The identity provider's page: pick the privacy officer.
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Id("as-privacy-officer"))
+        .await
+        .map_err(|e| format!("identity provider page: {e}"))?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    let who = text_of(client, "#signed-in-as").await;
+    assert_eq!(who, caller_id("privacy-officer"));
+    assert_eq!(text_of(client, "#result-count").await, "4");
+
+    // Filter: dr-alice's accesses at St Mary's.
+    let field = client
+        .find(Locator::Id("f-practitioner"))
+        .await
+        .map_err(|e| e.to_string())?;
+    field
+        .send_keys("Practitioner/dr-alice")
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .find(Locator::Id("f-site"))
+        .await
+        .map_err(|e| e.to_string())?
+        .select_by_value("st-mary")
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .find(Locator::Id("apply"))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let url = client.current_url().await.map_err(|e| e.to_string())?;
+        if url
+            .query()
+            .is_some_and(|q| q.contains("practitioner=Practitioner%2Fdr-alice"))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the filter was not applied: {url}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(text_of(client, "#result-count").await, "2");
+    let table = text_of(client, "#results").await;
+    assert!(
+        !table.contains("north-general") && !table.contains("dr-bob"),
+        "{table}"
+    );
+
+    // The screenshot of the filtered log.
+    let png = client.screenshot().await.map_err(|e| e.to_string())?;
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshot.png");
+    std::fs::write(&shot, &png).map_err(|e| e.to_string())?;
+    println!("console screenshot: {}", shot.display());
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+
+    // Download the filter as CSV.
+    client
+        .find(Locator::Id("export-csv"))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    let file = downloads.join("receipts.csv");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !file.is_file() {
+        if Instant::now() > deadline {
+            return Err(format!("no download in {}", downloads.display()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let csv = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(rows[0].starts_with("receipt_id,"), "{csv}");
+    assert_eq!(
+        rows.len(),
+        3,
+        "the header and dr-alice's two accesses at St Mary's: {csv}"
+    );
+    assert!(
+        rows[1].starts_with(&ids[0]) && rows[2].starts_with(&ids[3]),
+        "{csv}"
+    );
+    assert!(
+        rows[1..]
+            .iter()
+            .all(|r| r.contains("Practitioner/dr-alice"))
+    );
+
+    // Open the oldest shown receipt: it verifies.
+    let links = client
+        .find_all(Locator::Css("a.receipt-link"))
+        .await
+        .map_err(|e| e.to_string())?;
+    links
+        .last()
+        .ok_or("no receipt link")?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    let verdict = text_of(client, "#verification").await;
+    assert!(verdict.contains("This receipt verifies"), "{verdict}");
+    let checks = text_of(client, "#checks").await;
+    assert_eq!(checks.matches("holds").count(), 4, "{checks}");
+    let anchor = text_of(client, "#anchor").await;
+    assert!(anchor.contains("Ledger transaction"), "{anchor}");
+    let url = client.current_url().await.map_err(|e| e.to_string())?;
+    assert!(url.path().ends_with(&ids[0]), "{url}");
+    let png = client.screenshot().await.map_err(|e| e.to_string())?;
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-receipt-screenshot.png");
+    std::fs::write(&shot, &png).map_err(|e| e.to_string())?;
+    println!("console receipt screenshot: {}", shot.display());
+    Ok(())
+}
+
+/// Without a browser: what the console refuses.
+#[actix_web::test]
+async fn the_console_refuses_without_a_valid_session() {
+    let upstream = hospital();
+    let gw = gateway(&upstream);
+    let page = send("GET", &gw.url("/console/"), None, &[], None).await;
+    assert_eq!(page.status, 401);
+    assert!(page.text().contains("Sign in"));
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+    let forged = send(
+        "GET",
+        &gw.url("/console/export.csv"),
+        None,
+        &[(
+            "cookie",
+            "assent_console=cHJpdmFjeS1vZmZpY2Vy.OTk5OTk5OTk5OQ.AAAA",
+        )],
+        None,
+    )
+    .await;
+    assert_eq!(forged.status, 401, "a forged session cookie opens nothing");
+    assert!(!forged.text().contains("receipt_id"));
+    let callback = send(
+        "GET",
+        &gw.url("/console/callback?code=x&state=y"),
+        None,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(callback.status, 403, "no sign-in cookie, no session");
+    assert_eq!(callback.header("set-cookie"), None);
+    // The sign-in redirect carries PKCE (S256), state and nonce, and sets the sign-in cookie.
+    let login = send("GET", &gw.url("/console/login"), None, &[], None).await;
+    assert_eq!(login.status, 302);
+    let location = url::Url::parse(login.header("location").unwrap()).unwrap();
+    let params: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!(params["code_challenge_method"], "S256");
+    assert_eq!(params["client_id"], "assent-console");
+    assert!(params.contains_key("state") && params.contains_key("nonce"));
+    assert_eq!(params["redirect_uri"], gw.url("/console/callback"));
+    let cookie = login.header("set-cookie").unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    // Not configured: 404.
+    let plain = TestGateway::new().start();
+    assert_eq!(
+        send("GET", &plain.url("/console/"), None, &[], None)
+            .await
+            .status,
+        404
+    );
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpServer, web};
 
+use crate::break_glass::Notifier;
 use crate::caller::{AuthSetupError, Authenticator};
 use crate::config::Config;
 use crate::consent_service::ConsentService;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub openapi_json: String,
     /// Consent state: the ledger, the stored documents and the decision cache.
     pub consents: Arc<ConsentService>,
+    /// Tells the configured webhook of every access resting on break-glass.
+    pub break_glass: Notifier,
 }
 
 /// Per-worker upstream clients by site id (awc clients are bound to their worker thread).
@@ -117,8 +120,12 @@ impl AppState {
         );
         let openapi_json = routes::openapi_json().map_err(StartError::OpenApi)?;
         let consents = open_consents(&config, &store)?;
+        crate::cache_fanout::start(&consents, &config.cache, metrics.cache_fanout.clone())
+            .map_err(|e| StartError::Consent(e.to_string()))?;
+        let break_glass = Notifier::start(&config.break_glass, metrics.break_glass.clone());
         Ok(AppState {
             consents,
+            break_glass,
             callers,
             public_base,
             sites,

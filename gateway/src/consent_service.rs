@@ -9,12 +9,15 @@
 //! **Invariant:** no permit rests on stale state on this replica. A revocation or a new
 //! version invalidates the patient's cache entry before the call that made it returns, and
 //! again when its ledger event arrives; a load that raced with an invalidation is not cached.
-//! Other replicas on the same embedded store see the change only when their ledger syncs:
-//! cross-replica fan-out is still to come.
+//! Other replicas learn of it through the cache fan-out (`cache_fanout.rs`, Redis): the
+//! change is [announced](ConsentService::announce_to), and on their side the ledger is
+//! refreshed from the shared store before the patient's entry is dropped. While a replica's
+//! fan-out is down it [bypasses the cache](ConsentService::set_cache_bypass) and refreshes
+//! its ledger before every load.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use assent_consent::{
@@ -92,6 +95,11 @@ pub struct ConsentService {
     cache: Mutex<ConsentCache>,
     /// Bumped on every invalidation; a load caches its result only if this did not move.
     generation: AtomicU64,
+    /// Set while news of other replicas' changes may be missed (the fan-out is down): no
+    /// cache, and the ledger is refreshed from the shared store before every load.
+    bypass_cache: AtomicBool,
+    /// Where this replica's consent changes are announced to the others (patient keys).
+    announcer: OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
     /// The runtime that runs the embedded ledger's writer and the event subscriber.
     runtime: Option<tokio::runtime::Runtime>,
     public_key: assent_ledger::VerifyingKey,
@@ -141,6 +149,8 @@ impl ConsentService {
             store,
             cache: Mutex::new(ConsentCache::default()),
             generation: AtomicU64::new(0),
+            bypass_cache: AtomicBool::new(false),
+            announcer: OnceLock::new(),
             runtime: Some(runtime),
             public_key,
         });
@@ -190,7 +200,11 @@ impl ConsentService {
     ) -> Result<Arc<[Consent]>, ConsentServiceError> {
         // The cache is keyed by the clear identity, so that a hit costs no keyed hash.
         let identity = Self::patient_identity(site, patient_id);
-        if let Some(hit) = self.cache_get(&identity) {
+        let bypass = self.bypass_cache.load(Ordering::Acquire);
+        if bypass {
+            // Another replica's change may not have been heard of: read the shared store.
+            self.ledger.refresh().await?;
+        } else if let Some(hit) = self.cache_get(&identity) {
             return Ok(hit);
         }
         let generation = self.generation.load(Ordering::Acquire);
@@ -211,7 +225,7 @@ impl ConsentService {
             consents.push(consent);
         }
         let consents: Arc<[Consent]> = consents.into();
-        if self.generation.load(Ordering::Acquire) == generation {
+        if !bypass && self.generation.load(Ordering::Acquire) == generation {
             self.cache_put(identity, patient_key, consents.clone());
         }
         Ok(consents)
@@ -252,6 +266,7 @@ impl ConsentService {
         let patient_key = submission.patient_key.clone();
         let receipt = self.ledger.put_consent(submission).await?;
         self.invalidate(&patient_key);
+        self.announce(&patient_key);
         Ok(stored(consent.id.to_string(), &receipt))
     }
 
@@ -265,8 +280,10 @@ impl ConsentService {
         let receipt = self.ledger.revoke(&consent_key, reason).await?;
         if let Some(record) = receipt.outcome.consent() {
             self.invalidate(&record.patient_key);
+            self.announce(&record.patient_key);
         } else {
             self.invalidate_all();
+            self.announce(ANY_PATIENT);
         }
         Ok(stored(consent_id.to_owned(), &receipt))
     }
@@ -346,13 +363,55 @@ impl ConsentService {
         }
     }
 
-    fn invalidate_all(&self) {
+    /// Drops every cached patient.
+    pub fn invalidate_all(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut cache) = self.cache.lock() {
             cache.clear();
         }
     }
+
+    /// Sends this replica's consent changes (patient keys, or [`ANY_PATIENT`]) to `sender`
+    /// from now on. Set once, by the fan-out.
+    pub fn announce_to(&self, sender: tokio::sync::mpsc::UnboundedSender<String>) {
+        let _ = self.announcer.set(sender);
+    }
+
+    fn announce(&self, patient_key: &str) {
+        if let Some(sender) = self.announcer.get() {
+            let _ = sender.send(patient_key.to_owned());
+        }
+    }
+
+    /// While `bypass` holds, nothing is served from or put in the cache, and every load
+    /// refreshes the ledger from the shared store first. Turning it on clears the cache.
+    pub fn set_cache_bypass(&self, bypass: bool) {
+        self.bypass_cache.store(bypass, Ordering::Release);
+        if bypass {
+            self.invalidate_all();
+        }
+    }
+
+    /// Whether the cache is bypassed (see [`set_cache_bypass`](Self::set_cache_bypass)).
+    pub fn cache_bypassed(&self) -> bool {
+        self.bypass_cache.load(Ordering::Acquire)
+    }
+
+    /// Applies what other replicas committed to the shared store (the ledger's events then
+    /// drop the patients they touched from the cache).
+    pub async fn refresh_ledger(&self) -> Result<(), ConsentServiceError> {
+        Ok(self.ledger.refresh().await?)
+    }
+
+    /// The runtime the ledger and the fan-out tasks run on.
+    pub fn runtime_handle(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime.as_ref().map(|r| r.handle().clone())
+    }
 }
+
+/// Announced instead of a patient key when a change's patient is not known: every replica
+/// drops its whole cache.
+pub const ANY_PATIENT: &str = "*";
 
 /// The patients' consents in force by clear identity, and which identity each keyed hash
 /// (as ledger events name patients) stands for.

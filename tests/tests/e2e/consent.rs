@@ -9,7 +9,12 @@ use serde_json::{Value, json};
 
 /// A consent of `patient` (R4 form): deny by default, permit for `practitioner` (or, with
 /// `deny_for`, the reverse: permit by default, deny for that practitioner).
-fn consent(id: &str, patient: &str, practitioner: &str, permit_for_practitioner: bool) -> Value {
+pub(crate) fn consent(
+    id: &str,
+    patient: &str,
+    practitioner: &str,
+    permit_for_practitioner: bool,
+) -> Value {
     let (root, nested) = if permit_for_practitioner {
         ("deny", "permit")
     } else {
@@ -31,7 +36,7 @@ fn consent(id: &str, patient: &str, practitioner: &str, permit_for_practitioner:
 
 /// A FAKE upstream with patients p1..p3 and one Observation each; searches ignore their
 /// parameters, so the gateway's filtering shows.
-fn hospital() -> FakeUpstream {
+pub(crate) fn hospital() -> FakeUpstream {
     FakeUpstream::start(|req, base| {
         let patients = ["p1", "p2", "p3"];
         let observation = |p: &str| json!({"resourceType": "Observation", "id": format!("o-{p}"), "subject": {"reference": format!("Patient/{p}")}});
@@ -60,7 +65,7 @@ fn hospital() -> FakeUpstream {
     })
 }
 
-async fn put_consent(gw: &StartedGateway, site: &str, body: &Value) -> Got {
+pub(crate) async fn put_consent(gw: &StartedGateway, site: &str, body: &Value) -> Got {
     send(
         "POST",
         &gw.url(&format!("/consent/Consent?site={site}")),

@@ -2,6 +2,8 @@
 //! Every test starts its own gateway and FAKE upstreams on 127.0.0.1 port 0.
 
 mod auth;
+mod break_glass;
+mod cache_fanout;
 mod consent;
 mod demo;
 mod errors;

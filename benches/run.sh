@@ -5,7 +5,10 @@
 #       alternating direct / gateway in one run, median of the per-pair ratios (wrk).
 #   P3  user-space instructions per proxied request: callgrind over N and 6N requests on one
 #       keep-alive connection, (Ir(6N) − Ir(N)) / 5N.
-#   Micro-benchmarks the crates carry (criterion / release tests), when present.
+#   Micro-benchmarks the crates carry (criterion / release tests), when present, and
+#   `consent_bench` (P5 decisions at the gateway's consent service, P9 revocation → deny; the
+#   cross-replica part needs Redis: ASSENT_BENCH_REDIS_URL, default redis://127.0.0.1:6379;
+#   PostgreSQL when ASSENT_TEST_DATABASE_URL is set, else SQLite).
 #
 # Needs: wrk and valgrind (Debian packages; installed here when missing and we are root).
 # Environment: PAIRS (default 3), SECONDS_EACH (default 8), CONNECTIONS (default 32),
@@ -134,6 +137,8 @@ if [ "${MICRO:-1}" = 1 ]; then
     cargo test -q -p assent-auth --release --test verify -- --ignored --nocapture p6
   micro "P5 — consent state read from the embedded ledger (the decision cache's miss path)" \
     cargo bench -q -p assent-ledger --bench ledger -- --warm-up-time 1 --measurement-time 3
+  micro "P5 and P9 — consent decisions from the cache and on a miss; revocation commit → first deny, one replica and across two through Redis" \
+    cargo run -q --release -p assent-benches --bin consent_bench -- 20000
   micro "P7 (pure share) — receipts hashed and chained, Merkle proofs" \
     cargo bench -q -p assent-receipts --bench receipts -- --warm-up-time 1 --measurement-time 3
   micro "P10 — version translation on the official examples" \

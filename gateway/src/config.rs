@@ -965,6 +965,48 @@ mod tests {
     }
 
     #[test]
+    fn break_glass_and_cache_keys_are_checked() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert!(c.break_glass.webhook_url.is_none());
+        assert_eq!(c.break_glass.webhook_attempts, 5);
+        assert!(c.cache.redis_url.is_none());
+        assert_eq!(c.cache.redis_channel_prefix, "assent");
+        let ok = format!(
+            "{GOOD}\n[break_glass]\nwebhook_url = \"https://sec.example/hook\"\nwebhook_secret_hex = \"{}\"\n[cache]\nredis_url = \"redis://127.0.0.1:6379\"",
+            "ab".repeat(32)
+        );
+        let c = Config::from_toml(&ok).unwrap();
+        assert_eq!(c.cache.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        for (bad, key) in [
+            ("[break_glass]\nwebhook_url = \"http://sec.example/hook\"", "break_glass.webhook_url"),
+            ("[break_glass]\nwebhook_secret_hex = \"abcd\"", "break_glass.webhook_secret_hex"),
+            ("[break_glass]\nwebhook_attempts = 0", "break_glass.webhook_attempts"),
+            ("[break_glass]\nwebhook_queue = 0", "break_glass.webhook_queue"),
+            ("[cache]\nredis_url = \"http://127.0.0.1:6379\"", "cache.redis_url"),
+            ("[cache]\nredis_channel_prefix = \"a b\"", "cache.redis_channel_prefix"),
+        ] {
+            let e = error_of(&format!("{GOOD}\n{bad}"));
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        // The issuer's break-glass scope: the default, another, or none.
+        let issuer = |extra: &str| {
+            let text = format!(
+                "{GOOD}\n[[auth.issuers]]\nissuer = \"https://idp.example\"\naudience = [\"a\"]\n{extra}"
+            );
+            Config::from_toml(&text).unwrap().auth.issuers[0].to_issuer_config()
+        };
+        assert_eq!(
+            issuer("").break_glass_scope.as_deref(),
+            Some("assent/break-glass")
+        );
+        assert_eq!(
+            issuer("break_glass_scope = \"urn:x:btg\"").break_glass_scope.as_deref(),
+            Some("urn:x:btg")
+        );
+        assert_eq!(issuer("break_glass_scope = \"\"").break_glass_scope, None);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = error_of(&GOOD.replace("\"R4\"", "\"R7\""));
         assert!(e.contains("sites.st-mary.fhir_version"), "{e}");

@@ -40,7 +40,9 @@ pub fn justification(headers: &HeaderMap) -> Result<Option<String>, GatewayError
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(GatewayError::BreakGlassReasonInvalid("given more than once"));
+        return Err(GatewayError::BreakGlassReasonInvalid(
+            "given more than once",
+        ));
     }
     let text = std::str::from_utf8(value.as_bytes())
         .map_err(|_| GatewayError::BreakGlassReasonInvalid("not UTF-8 text"))?;
@@ -88,7 +90,11 @@ impl BreakGlass {
     /// Adds overrides, once per patient.
     pub fn note(&mut self, overrides: impl IntoIterator<Item = Override>) {
         for o in overrides {
-            if !self.overrides.iter().any(|e| e.patient_key == o.patient_key) {
+            if !self
+                .overrides
+                .iter()
+                .any(|e| e.patient_key == o.patient_key)
+            {
                 self.overrides.push(o);
             }
         }
@@ -366,7 +372,10 @@ mod tests {
         let v = event.to_json();
         assert_eq!(v["time"], "2023-11-14T22:13:20Z");
         assert_eq!(v["overridden"][0]["patient_key"], "hmac:abc");
-        assert_eq!(v["overridden"][0]["basis"], "consent:c1@1:Consent.provision:deny");
+        assert_eq!(
+            v["overridden"][0]["basis"],
+            "consent:c1@1:Consent.provision:deny"
+        );
         assert_eq!(v["justification"], "unconscious");
         assert_eq!(v["purpose_of_use"], "ETREAT");
     }

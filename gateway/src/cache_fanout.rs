@@ -119,18 +119,18 @@ async fn publish(
                 .await
             {
                 Ok(Ok(c)) => connection = Some(c),
-                Ok(Err(e)) => tracing::warn!(error = %e, "cache fan-out: cannot connect to publish"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cache fan-out: cannot connect to publish")
+                }
                 Err(_) => tracing::warn!("cache fan-out: connecting to publish timed out"),
             }
         }
         if let Some(c) = &mut connection {
             while let Some(key) = pending.first().cloned() {
                 let message = format!("{origin} {key}");
-                let sent = tokio::time::timeout(
-                    REDIS_TIMEOUT,
-                    c.publish::<_, _, i64>(&channel, &message),
-                )
-                .await;
+                let sent =
+                    tokio::time::timeout(REDIS_TIMEOUT, c.publish::<_, _, i64>(&channel, &message))
+                        .await;
                 match sent {
                     Ok(Ok(_)) => {
                         pending.remove(&key);
@@ -248,7 +248,10 @@ async fn follow(
         }
         drop(messages);
         drop(pubsub);
-        metrics.errors.with_label_values(&["subscription-lost"]).inc();
+        metrics
+            .errors
+            .with_label_values(&["subscription-lost"])
+            .inc();
         metrics.subscribed.set(0);
         tracing::warn!("cache fan-out: subscription lost; cache bypassed until resubscribed");
         match service.upgrade() {

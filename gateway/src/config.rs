@@ -780,9 +780,11 @@ impl Config {
                 "must be hex of at least 32 bytes (64 hex digits)",
             ));
         }
-        if bg.webhook_bearer.as_deref().is_some_and(|b| {
-            b.is_empty() || !b.bytes().all(|c| c.is_ascii_graphic())
-        }) {
+        if bg
+            .webhook_bearer
+            .as_deref()
+            .is_some_and(|b| b.is_empty() || !b.bytes().all(|c| c.is_ascii_graphic()))
+        {
             return Err(ConfigError::invalid(
                 "break_glass.webhook_bearer",
                 "must be non-empty visible ASCII",
@@ -978,12 +980,30 @@ mod tests {
         let c = Config::from_toml(&ok).unwrap();
         assert_eq!(c.cache.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
         for (bad, key) in [
-            ("[break_glass]\nwebhook_url = \"http://sec.example/hook\"", "break_glass.webhook_url"),
-            ("[break_glass]\nwebhook_secret_hex = \"abcd\"", "break_glass.webhook_secret_hex"),
-            ("[break_glass]\nwebhook_attempts = 0", "break_glass.webhook_attempts"),
-            ("[break_glass]\nwebhook_queue = 0", "break_glass.webhook_queue"),
-            ("[cache]\nredis_url = \"http://127.0.0.1:6379\"", "cache.redis_url"),
-            ("[cache]\nredis_channel_prefix = \"a b\"", "cache.redis_channel_prefix"),
+            (
+                "[break_glass]\nwebhook_url = \"http://sec.example/hook\"",
+                "break_glass.webhook_url",
+            ),
+            (
+                "[break_glass]\nwebhook_secret_hex = \"abcd\"",
+                "break_glass.webhook_secret_hex",
+            ),
+            (
+                "[break_glass]\nwebhook_attempts = 0",
+                "break_glass.webhook_attempts",
+            ),
+            (
+                "[break_glass]\nwebhook_queue = 0",
+                "break_glass.webhook_queue",
+            ),
+            (
+                "[cache]\nredis_url = \"http://127.0.0.1:6379\"",
+                "cache.redis_url",
+            ),
+            (
+                "[cache]\nredis_channel_prefix = \"a b\"",
+                "cache.redis_channel_prefix",
+            ),
         ] {
             let e = error_of(&format!("{GOOD}\n{bad}"));
             assert!(e.contains(key), "{bad}: {e}");
@@ -1000,7 +1020,9 @@ mod tests {
             Some("assent/break-glass")
         );
         assert_eq!(
-            issuer("break_glass_scope = \"urn:x:btg\"").break_glass_scope.as_deref(),
+            issuer("break_glass_scope = \"urn:x:btg\"")
+                .break_glass_scope
+                .as_deref(),
             Some("urn:x:btg")
         );
         assert_eq!(issuer("break_glass_scope = \"\"").break_glass_scope, None);

@@ -129,7 +129,9 @@ impl GatewayError {
                 "break-glass-justification-required",
                 Client,
             ),
-            E::BreakGlassReasonInvalid(_) => (400, I::Invalid, "break-glass-reason-invalid", Client),
+            E::BreakGlassReasonInvalid(_) => {
+                (400, I::Invalid, "break-glass-reason-invalid", Client)
+            }
             E::BadPageToken => (403, I::Security, "bad-page-token", Client),
             E::UpstreamUnreachable => (502, I::Transient, "upstream-unreachable", Upstream),
             E::UpstreamTimeout => (504, I::Timeout, "upstream-timeout", Upstream),

@@ -62,12 +62,14 @@ impl Metrics {
             "Request log rows dropped because the writer fell behind",
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let static_metric = |e: prometheus::Error| -> ! {
-            unreachable!("static metric definition: {e}")
-        };
+        let static_metric =
+            |e: prometheus::Error| -> ! { unreachable!("static metric definition: {e}") };
         let break_glass = crate::break_glass::BreakGlassMetrics {
             used: IntCounterVec::new(
-                Opts::new(BREAK_GLASS_TOTAL, "Accesses resting on break-glass, by site"),
+                Opts::new(
+                    BREAK_GLASS_TOTAL,
+                    "Accesses resting on break-glass, by site",
+                ),
                 &["site"],
             )
             .unwrap_or_else(|e| static_metric(e)),

@@ -162,8 +162,8 @@ async fn run(
     let justification = break_glass::justification(req.headers())?;
     let emergency = ctx.purpose.is_some_and(|p| p.is_emergency());
     if justification.is_some() || (caller.verified.break_glass && emergency) {
-        consent_request = consent_request
-            .with_break_glass(justification.as_deref(), caller.verified.break_glass);
+        consent_request =
+            consent_request.with_break_glass(justification.as_deref(), caller.verified.break_glass);
         ctx.break_glass = Some(BreakGlass {
             justification,
             overrides: Vec::new(),
@@ -247,7 +247,11 @@ fn notify_break_glass(ctx: &RequestContext, state: &AppState, status: StatusCode
             .unwrap_or(0),
         gateway_id: state.config.gateway_id.clone(),
         site: ctx.site.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
-        caller: ctx.caller.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
+        caller: ctx
+            .caller
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default(),
         purpose: ctx.purpose.map(|p| p.code()),
         status: status.as_u16(),
         justification: bg.justification.clone(),

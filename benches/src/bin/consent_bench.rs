@@ -81,9 +81,15 @@ async fn main() {
 
     // P5: one patient with a consent; the decision read from the cache, then on a miss.
     let patient = format!("p5-{run}");
-    a.put(SITE, consent(&format!("c5-{run}"), &patient), Some(FhirVersion::R4), &patient, None)
-        .await
-        .expect("consent stored");
+    a.put(
+        SITE,
+        consent(&format!("c5-{run}"), &patient),
+        Some(FhirVersion::R4),
+        &patient,
+        None,
+    )
+    .await
+    .expect("consent stored");
     assert!(decision(&a, &caller, &patient).await.is_permit());
     let mut hits = Vec::with_capacity(n);
     let started = Instant::now();
@@ -122,9 +128,15 @@ async fn main() {
     for i in 0..revocations {
         let patient = format!("p9-{run}-{i}");
         let id = format!("c9-{run}-{i}");
-        a.put(SITE, consent(&id, &patient), Some(FhirVersion::R4), &patient, None)
-            .await
-            .expect("consent stored");
+        a.put(
+            SITE,
+            consent(&id, &patient),
+            Some(FhirVersion::R4),
+            &patient,
+            None,
+        )
+        .await
+        .expect("consent stored");
         assert!(decision(&a, &caller, &patient).await.is_permit());
         let t = Instant::now();
         a.revoke(&id, RevocationReason::PatientRequest)
@@ -168,9 +180,15 @@ async fn main() {
     for i in 0..revocations {
         let patient = format!("p9x-{run}-{i}");
         let id = format!("c9x-{run}-{i}");
-        a.put(SITE, consent(&id, &patient), Some(FhirVersion::R4), &patient, None)
-            .await
-            .expect("consent stored");
+        a.put(
+            SITE,
+            consent(&id, &patient),
+            Some(FhirVersion::R4),
+            &patient,
+            None,
+        )
+        .await
+        .expect("consent stored");
         let until = Instant::now() + Duration::from_secs(10);
         while !decision(&b, &caller, &patient).await.is_permit() {
             assert!(Instant::now() < until, "B never saw the consent");
@@ -186,7 +204,10 @@ async fn main() {
                 across.push(committed.elapsed());
                 break;
             }
-            assert!(committed.elapsed() < Duration::from_secs(10), "B never denied");
+            assert!(
+                committed.elapsed() < Duration::from_secs(10),
+                "B never denied"
+            );
             std::thread::sleep(Duration::from_micros(50));
         }
     }

@@ -75,10 +75,23 @@ async fn break_glass_overrides_a_deny_only_with_grant_emergency_purpose_and_just
     // Opt-in site, no consent: denied as usual for a caller without the grant.
     let plain = token("dr-bob", Some(NO_GRANT), Some("ETREAT"), None);
     let got = send("GET", &url, Some(&plain), &[], None).await;
-    assert_eq!((got.status, got.error_code().as_str()), (403, "consent-denied"));
+    assert_eq!(
+        (got.status, got.error_code().as_str()),
+        (403, "consent-denied")
+    );
     // ... and a justification does not help without the grant.
-    let got = send("GET", &url, Some(&plain), &[(REASON, "unconscious in ER")], None).await;
-    assert_eq!((got.status, got.error_code().as_str()), (403, "consent-denied"));
+    let got = send(
+        "GET",
+        &url,
+        Some(&plain),
+        &[(REASON, "unconscious in ER")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (got.status, got.error_code().as_str()),
+        (403, "consent-denied")
+    );
 
     // The grant with ETREAT but no justification: told that one is required.
     let got = send("GET", &url, Some(&bob), &[], None).await;
@@ -91,8 +104,18 @@ async fn break_glass_overrides_a_deny_only_with_grant_emergency_purpose_and_just
 
     // The grant with another purpose: the normal decision, whatever the header says.
     let treat = token("dr-bob", Some(GRANT), Some("TREAT"), None);
-    let got = send("GET", &url, Some(&treat), &[(REASON, "unconscious in ER")], None).await;
-    assert_eq!((got.status, got.error_code().as_str()), (403, "consent-denied"));
+    let got = send(
+        "GET",
+        &url,
+        Some(&treat),
+        &[(REASON, "unconscious in ER")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (got.status, got.error_code().as_str()),
+        (403, "consent-denied")
+    );
 
     // A justification that is not printable text, or too long, is refused as such.
     let long = "x".repeat(501);
@@ -108,7 +131,10 @@ async fn break_glass_overrides_a_deny_only_with_grant_emergency_purpose_and_just
         "GET",
         &url,
         Some(&bob),
-        &[(REASON, "unconscious in ER, bed 3"), ("x-request-id", "bg-1")],
+        &[
+            (REASON, "unconscious in ER, bed 3"),
+            ("x-request-id", "bg-1"),
+        ],
         None,
     )
     .await;
@@ -124,7 +150,10 @@ async fn break_glass_overrides_a_deny_only_with_grant_emergency_purpose_and_just
     let calls = delivered(&hook, 1);
     assert_eq!(calls.len(), 1, "one event per break-glass access");
     let call = &calls[0];
-    assert_eq!((call.method.as_str(), call.path.as_str()), ("POST", "/hook"));
+    assert_eq!(
+        (call.method.as_str(), call.path.as_str()),
+        ("POST", "/hook")
+    );
     assert_eq!(call.header("authorization"), Some("Bearer hook-token"));
     assert!(
         call.header("x-assent-signature")
@@ -140,14 +169,19 @@ async fn break_glass_overrides_a_deny_only_with_grant_emergency_purpose_and_just
     assert_eq!(event["status"], 200);
     assert_eq!(event["overridden"][0]["basis"], "site-default:opt-in");
     let patient_key = event["overridden"][0]["patient_key"].as_str().unwrap();
-    assert!(!patient_key.contains("p1") && patient_key.len() >= 32, "{patient_key}");
+    assert!(
+        !patient_key.contains("p1") && patient_key.len() >= 32,
+        "{patient_key}"
+    );
     assert!(
         !String::from_utf8_lossy(&call.body).contains("Patient/p1"),
         "no clear patient identifier in the event"
     );
 
     // Counted, by site only.
-    let metrics = send("GET", &gw.url("/metrics"), None, &[], None).await.text();
+    let metrics = send("GET", &gw.url("/metrics"), None, &[], None)
+        .await
+        .text();
     assert!(
         metrics.contains("assent_break_glass_total{site=\"north-general\"} 1"),
         "{metrics}"
@@ -163,7 +197,14 @@ async fn break_glass_overrides_a_deny_only_with_grant_emergency_purpose_and_just
     let url = gw.url("/fhir/st-mary/Patient/p2");
     let got = send("GET", &url, Some(&bob), &[], None).await;
     assert_eq!(got.error_code(), "break-glass-justification-required");
-    let got = send("GET", &url, Some(&bob), &[(REASON, "Notaufnahme – bewusstlos")], None).await;
+    let got = send(
+        "GET",
+        &url,
+        Some(&bob),
+        &[(REASON, "Notaufnahme – bewusstlos")],
+        None,
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.text());
     let basis = got.header("x-assent-consent").unwrap();
     assert!(basis.starts_with("break-glass:consent:c-p2@1:"), "{basis}");
@@ -178,7 +219,14 @@ async fn break_glass_overrides_a_deny_only_with_grant_emergency_purpose_and_just
     );
 
     // A permitted read with the grant and ETREAT needs no justification and is no override.
-    let got = send("GET", &gw.url("/fhir/st-mary/Patient/p3"), Some(&bob), &[], None).await;
+    let got = send(
+        "GET",
+        &gw.url("/fhir/st-mary/Patient/p3"),
+        Some(&bob),
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.header("x-assent-break-glass"), None);
     assert_eq!(got.header("x-assent-consent"), Some("site-default:opt-out"));
@@ -211,7 +259,14 @@ async fn searches_keep_entries_on_break_glass_and_the_webhook_is_retried() {
     };
     assert!(!ids(&got.json()).contains(&"o-p2".to_owned()));
 
-    let got = send("GET", &search, Some(&bob), &[(REASON, "mass casualty triage")], None).await;
+    let got = send(
+        "GET",
+        &search,
+        Some(&bob),
+        &[(REASON, "mass casualty triage")],
+        None,
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert!(ids(&got.json()).contains(&"o-p2".to_owned()));
     assert_eq!(got.header("x-assent-break-glass"), Some("used"));
@@ -228,7 +283,9 @@ async fn searches_keep_entries_on_break_glass_and_the_webhook_is_retried() {
             .unwrap()
             .starts_with("consent:c-p2@1:")
     );
-    let metrics = send("GET", &gw.url("/metrics"), None, &[], None).await.text();
+    let metrics = send("GET", &gw.url("/metrics"), None, &[], None)
+        .await
+        .text();
     assert!(
         metrics.contains("assent_break_glass_webhook_delivered_total 1"),
         "{metrics}"

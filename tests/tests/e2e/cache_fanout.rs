@@ -44,7 +44,10 @@ fn replica(store_url: &str, upstream: &FakeUpstream, cache: &Value) -> StartedGa
 fn wait_subscribed(gw: &StartedGateway) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while gw.gateway.state.consents.cache_bypassed() {
-        assert!(Instant::now() < deadline, "the cache fan-out never subscribed");
+        assert!(
+            Instant::now() < deadline,
+            "the cache fan-out never subscribed"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -103,7 +106,12 @@ async fn a_revocation_on_one_replica_is_a_deny_on_the_other() {
 
         // Opt-in: denied on both until p1 consents (on A).
         assert_eq!(read(&b).await.status, 403);
-        let created = put_consent(&a, "north-general", &consent("c-p1", "p1", "dr-alice", true)).await;
+        let created = put_consent(
+            &a,
+            "north-general",
+            &consent("c-p1", "p1", "dr-alice", true),
+        )
+        .await;
         assert_eq!(created.status, 201, "{}", created.text());
         until_status(&b, 200).await;
         // B now serves p1's consents from its cache.
@@ -115,15 +123,27 @@ async fn a_revocation_on_one_replica_is_a_deny_on_the_other() {
         let to_deny = until_status(&b, 403).await;
         eprintln!(
             "cross-replica revocation → first deny on the other replica ({}): {:.2} ms",
-            if store.url.starts_with("postgres") { "PostgreSQL" } else { "SQLite" },
+            if store.url.starts_with("postgres") {
+                "PostgreSQL"
+            } else {
+                "SQLite"
+            },
             to_deny.as_secs_f64() * 1e3
         );
         assert!(to_deny < Duration::from_secs(5), "{to_deny:?}");
         assert_eq!(read(&b).await.error_code(), "consent-denied");
         assert_eq!(read(&a).await.error_code(), "consent-denied");
-        let metrics = send("GET", &b.url("/metrics"), None, &[], None).await.text();
-        assert!(metrics.contains("assent_cache_fanout_subscribed 1"), "{metrics}");
-        assert!(!metrics.contains("assent_cache_fanout_received_total 0"), "{metrics}");
+        let metrics = send("GET", &b.url("/metrics"), None, &[], None)
+            .await
+            .text();
+        assert!(
+            metrics.contains("assent_cache_fanout_subscribed 1"),
+            "{metrics}"
+        );
+        assert!(
+            !metrics.contains("assent_cache_fanout_received_total 0"),
+            "{metrics}"
+        );
     }
 }
 
@@ -139,7 +159,9 @@ async fn a_replica_without_its_subscription_serves_no_cached_permit() {
             &json!({"redis_url": redis, "redis_channel_prefix": prefix}),
         );
         // B's Redis is a closed port: it never subscribes.
-        let closed = closed_port_url().replace("http://", "redis://").replace("/fhir", "");
+        let closed = closed_port_url()
+            .replace("http://", "redis://")
+            .replace("/fhir", "");
         let b = replica(
             &store.url,
             &upstream,
@@ -148,7 +170,12 @@ async fn a_replica_without_its_subscription_serves_no_cached_permit() {
         wait_subscribed(&a);
         assert!(b.gateway.state.consents.cache_bypassed());
 
-        let created = put_consent(&a, "north-general", &consent("c-p1", "p1", "dr-alice", true)).await;
+        let created = put_consent(
+            &a,
+            "north-general",
+            &consent("c-p1", "p1", "dr-alice", true),
+        )
+        .await;
         assert_eq!(created.status, 201, "{}", created.text());
         // No event reaches B, yet it reads the shared store before deciding.
         assert_eq!(read(&b).await.status, 200);
@@ -156,8 +183,13 @@ async fn a_replica_without_its_subscription_serves_no_cached_permit() {
         revoke(&a).await;
         // The very next request on B is denied: nothing was served from its cache.
         assert_eq!(read(&b).await.error_code(), "consent-denied");
-        let metrics = send("GET", &b.url("/metrics"), None, &[], None).await.text();
-        assert!(metrics.contains("assent_cache_fanout_subscribed 0"), "{metrics}");
+        let metrics = send("GET", &b.url("/metrics"), None, &[], None)
+            .await
+            .text();
+        assert!(
+            metrics.contains("assent_cache_fanout_subscribed 0"),
+            "{metrics}"
+        );
         assert!(
             metrics.contains("assent_cache_fanout_errors_total{kind=\"connect\"}"),
             "{metrics}"

@@ -10,7 +10,8 @@
 //! subscription breaks, the replica bypasses its cache and refreshes its ledger before every
 //! load ([`ConsentService::set_cache_bypass`]): a change it was not told of is still seen.
 //! Announcements that cannot be published are retried until they are (a replica whose own
-//! link to Redis is down may still have subscribers that are not).
+//! link to Redis is down may still have subscribers that are not). The subscription is
+//! PINGed every second, so that a connection that died silently is noticed.
 //!
 //! Messages carry `{origin} {patient key}`: a replica's random id and the keyed hash (HMAC
 //! with the consortium key), never a clear identifier. Leaves out: the cache itself
@@ -33,6 +34,10 @@ pub const CHANNEL_SUFFIX: &str = "consent-changed";
 const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the subscription is checked with a PING (a connection that died without a
+/// close is found within about this plus [`PING_TIMEOUT`]).
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The fan-out's metrics (no labels but fixed words).
 #[derive(Clone)]
@@ -174,7 +179,7 @@ async fn follow(
             Ok::<_, redis::RedisError>(pubsub)
         })
         .await;
-        let mut pubsub = match subscribed {
+        let pubsub = match subscribed {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
                 metrics.errors.with_label_values(&["connect"]).inc();
@@ -217,8 +222,24 @@ async fn follow(
                 }
             }
         }
-        let mut messages = pubsub.on_message();
-        while let Some(message) = messages.next().await {
+        let (mut sink, mut messages) = pubsub.split();
+        let mut health = tokio::time::interval(HEALTH_INTERVAL);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        health.tick().await;
+        loop {
+            let message = tokio::select! {
+                message = messages.next() => match message {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = health.tick() => {
+                    let pong = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>()).await;
+                    if matches!(pong, Ok(Ok(_))) {
+                        continue;
+                    }
+                    break;
+                }
+            };
             let Some(service) = service.upgrade() else {
                 return;
             };
@@ -247,7 +268,7 @@ async fn follow(
             }
         }
         drop(messages);
-        drop(pubsub);
+        drop(sink);
         metrics
             .errors
             .with_label_values(&["subscription-lost"])

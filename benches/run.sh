@@ -9,7 +9,10 @@
 #       and PostgreSQL when ASSENT_BENCH_DATABASE_URL is set), and end-to-end throughput with
 #       receipts on ÷ off (a second build with the benchmark-only feature bench-no-receipts).
 #   P8  receipt commit → anchored on the embedded ledger.
-#   Micro-benchmarks the crates carry (criterion / release tests), when present.
+#   Micro-benchmarks the crates carry (criterion / release tests), when present, and
+#   `consent_bench` (P5 decisions at the gateway's consent service, P9 revocation → deny; the
+#   cross-replica part needs Redis: ASSENT_BENCH_REDIS_URL, default redis://127.0.0.1:6379;
+#   PostgreSQL when ASSENT_TEST_DATABASE_URL is set, else SQLite).
 #   Fabric: consent write latency (submit → commit), evaluate latency and anchors per second
 #       through the gateway's Fabric backend (`fabric_bench`): against the real network when
 #       ASSENT_FABRIC_TEST_CONFIG names one (skipped with a notice otherwise), and always
@@ -214,6 +217,8 @@ if [ "${MICRO:-1}" = 1 ]; then
     cargo test -q -p assent-auth --release --test verify -- --ignored --nocapture p6
   micro "P5 — consent state read from the embedded ledger (the decision cache's miss path)" \
     cargo bench -q -p assent-ledger --bench ledger -- --warm-up-time 1 --measurement-time 3
+  micro "P5 and P9 — consent decisions from the cache and on a miss; revocation commit → first deny, one replica and across two through Redis" \
+    cargo run -q --release -p assent-benches --bin consent_bench -- 20000
   micro "P7 (pure share) — receipts hashed and chained, Merkle proofs" \
     cargo bench -q -p assent-receipts --bench receipts -- --warm-up-time 1 --measurement-time 3
   micro "P10 — version translation on the official examples" \

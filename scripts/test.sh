@@ -5,6 +5,7 @@
 #
 # Environment:
 #   ASSENT_TEST_DATABASE_URL  PostgreSQL for the tests (default: the machine's local server).
+#   ASSENT_TEST_REDIS_URL     Redis for the cross-replica cache tests (default: the local one).
 #   ASSENT_FHIR_EXAMPLES      the official FHIR examples (default: ../shared/data/fhir-examples).
 #   CI                        when set, a missing service is an error instead of a warning.
 set -euo pipefail
@@ -29,6 +30,23 @@ elif [ -n "${CI:-}" ]; then
 else
   printf 'warning: PostgreSQL unreachable; tests run on SQLite only\n' >&2
   unset ASSENT_TEST_DATABASE_URL
+fi
+
+# Redis: start a local server if it is down, then require it under CI.
+export ASSENT_TEST_REDIS_URL="${ASSENT_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+redis_up() { command -v redis-cli >/dev/null 2>&1 && [ "$(redis-cli -u "$ASSENT_TEST_REDIS_URL" ping 2>/dev/null)" = "PONG" ]; }
+if ! redis_up && command -v redis-server >/dev/null 2>&1; then
+  note "starting Redis"
+  redis-server --bind 127.0.0.1 --port 6379 --save '' --appendonly no --daemonize yes >/dev/null || true
+  for _ in $(seq 1 30); do redis_up && break; sleep 1; done
+fi
+if redis_up; then
+  note "Redis reachable: the cross-replica cache tests run"
+elif [ -n "${CI:-}" ]; then
+  fail "Redis is unreachable at $ASSENT_TEST_REDIS_URL"
+else
+  printf 'warning: Redis unreachable; the cross-replica cache tests are skipped\n' >&2
+  unset ASSENT_TEST_REDIS_URL
 fi
 
 # Official FHIR examples for the translation corpus and consent tests.

@@ -55,6 +55,9 @@ pub struct VerifiedCaller {
     pub kind: CallerKind,
     /// `exp`, seconds since the Unix epoch.
     pub expires_at: u64,
+    /// The token carries the issuer's break-glass scope: the caller may override a
+    /// patient's deny in an emergency (purpose `ETREAT`, with a justification).
+    pub break_glass: bool,
 }
 
 impl VerifiedCaller {
@@ -111,6 +114,7 @@ mod tests {
             client_id: None,
             kind: CallerKind::System,
             expires_at: 0,
+            break_glass: false,
         }
     }
 

@@ -82,11 +82,27 @@ pub struct IssuerConfig {
     pub allow_purpose_header: bool,
     /// At most one JWKS refetch per this interval, however many tokens name unknown keys.
     pub jwks_refetch_min_interval: Duration,
+    /// The scope that grants break-glass (see [`DEFAULT_BREAK_GLASS_SCOPE`]); `None` when
+    /// this issuer cannot grant it. The scope is taken out of the token's scopes and shows
+    /// as [`crate::VerifiedCaller::break_glass`].
+    pub break_glass_scope: Option<String>,
 }
+
+/// The scope that grants break-glass unless an issuer is configured otherwise.
+///
+/// SMART App Launch defines no break-glass scope, and HL7 expresses an emergency override as
+/// a purpose of use (v3 ActReason `ETREAT`, or its specialisation `BTG`, "break the glass"),
+/// not as an access scope. The purpose says *why* this request is made; whether the user
+/// *may* override a patient's refusal is an entitlement the identity provider grants to
+/// some users (emergency staff). That entitlement is this scope: a name outside SMART's
+/// `patient/`, `user/` and `system/` resource scopes, so that no SMART parser reads it as
+/// access to resources, and so that a token without it can never widen into it.
+pub const DEFAULT_BREAK_GLASS_SCOPE: &str = "assent/break-glass";
 
 impl IssuerConfig {
     /// An issuer with the defaults: RS256, ES256 and EdDSA, 30 s leeway, SMART claim names,
-    /// no purpose header, a JWKS refetch at most every 30 s.
+    /// no purpose header, a JWKS refetch at most every 30 s, break-glass granted by
+    /// [`DEFAULT_BREAK_GLASS_SCOPE`].
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
         IssuerConfig {
             issuer: issuer.into(),
@@ -100,6 +116,7 @@ impl IssuerConfig {
             claims: ClaimNames::default(),
             allow_purpose_header: false,
             jwks_refetch_min_interval: Duration::from_secs(30),
+            break_glass_scope: Some(DEFAULT_BREAK_GLASS_SCOPE.to_owned()),
         }
     }
 }

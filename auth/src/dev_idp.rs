@@ -56,7 +56,7 @@ pub const SAMPLE_CALLERS: &[SampleCaller] = &[
         name: "dr-bob",
         actor: Some("Practitioner/dr-bob"),
         organization: Some("Organization/city-clinic"),
-        default_scope: "openid fhirUser user/*.rs",
+        default_scope: "openid fhirUser user/*.rs assent/break-glass",
         default_purpose: "ETREAT",
         description: "emergency physician at City Clinic, emergency treatment (break-glass)",
     },
@@ -171,7 +171,7 @@ impl DevIdentityProvider {
             "grant_types_supported": ["client_credentials", "authorization_code"],
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["none"],
-            "scopes_supported": ["openid", "fhirUser", "launch/patient", "patient/*.rs", "user/*.rs", "system/*.rs"],
+            "scopes_supported": ["openid", "fhirUser", "launch/patient", "patient/*.rs", "user/*.rs", "system/*.rs", crate::config::DEFAULT_BREAK_GLASS_SCOPE],
         })
         .to_string();
         Ok(DevIdentityProvider {

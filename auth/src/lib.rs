@@ -26,7 +26,9 @@ mod verifier;
 
 pub use bearer::bearer_token;
 pub use caller::{CallerKind, VerifiedCaller};
-pub use config::{ClaimNames, IssuerConfig, SigningAlgorithm, VerifierOptions};
+pub use config::{
+    ClaimNames, DEFAULT_BREAK_GLASS_SCOPE, IssuerConfig, SigningAlgorithm, VerifierOptions,
+};
 pub use error::{AuthError, ConfigError};
 pub use login::{LoginClient, LoginError, LoginStart, SignedIn};
 pub use purpose::{PURPOSE_OF_USE_SYSTEM, PurposeOfUse};

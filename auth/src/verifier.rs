@@ -646,17 +646,24 @@ fn caller_from_claims(
         .filter(|e| *e >= 0.0)
         .ok_or_else(|| bad_claim("exp"))? as u64;
 
-    let (scopes, warnings) = match (claims.get("scope"), claims.get("scp")) {
-        (Some(Value::String(s)), _) => Scopes::parse(s),
+    let listed: Vec<&str> = match (claims.get("scope"), claims.get("scp")) {
+        (Some(Value::String(s)), _) | (None, Some(Value::String(s))) => {
+            s.split(' ').filter(|s| !s.is_empty()).collect()
+        }
         (None, Some(Value::Array(items))) => {
             let items: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
-            Scopes::from_list(items.ok_or_else(|| bad_claim("scp"))?)
+            items.ok_or_else(|| bad_claim("scp"))?
         }
-        (None, Some(Value::String(s))) => Scopes::parse(s),
-        (None, None) => (Scopes::default(), Vec::new()),
+        (None, None) => Vec::new(),
         (Some(_), _) => return Err(bad_claim("scope")),
         (None, Some(_)) => return Err(bad_claim("scp")),
     };
+    // The break-glass grant is not a SMART scope: it is taken out before SMART parsing.
+    let (granted, listed): (Vec<&str>, Vec<&str>) = listed
+        .into_iter()
+        .partition(|s| config.break_glass_scope.as_deref() == Some(*s));
+    let break_glass = !granted.is_empty();
+    let (scopes, warnings) = Scopes::from_list(listed);
     for w in &warnings {
         warn!(issuer = %issuer, scope = %w.scope, reason = w.reason, "scope ignored");
     }
@@ -689,6 +696,7 @@ fn caller_from_claims(
         client_id,
         kind,
         expires_at,
+        break_glass,
     })
 }
 
@@ -798,6 +806,7 @@ mod tests {
             client_id: None,
             kind: CallerKind::System,
             expires_at: 0,
+            break_glass: false,
         };
         assert_eq!(
             with_purpose_header(caller.clone(), &config, Some("TREAT")).unwrap_err(),
@@ -827,6 +836,50 @@ mod tests {
             "purpose-conflict"
         );
         assert!(with_purpose_header(with_claim, &config, Some("HPAYMT")).is_ok());
+    }
+
+    #[test]
+    fn the_break_glass_scope_becomes_a_flag_and_nothing_else() {
+        let claims = |scope: Value| {
+            let v = serde_json::json!({"sub": "dr-bob", "exp": 10, "scope": scope});
+            v.as_object().unwrap().clone()
+        };
+        let mut config = IssuerConfig::new("https://idp", "aud");
+        let digest = [0u8; 32];
+        let granted = caller_from_claims(
+            &claims("user/*.rs assent/break-glass".into()),
+            &config,
+            &digest,
+        )
+        .unwrap();
+        assert!(granted.break_glass);
+        // It grants no resource access and is not kept among the other scopes.
+        assert_eq!(granted.scopes.resource_scopes().len(), 1);
+        assert!(granted.scopes.other_scopes().is_empty());
+        let plain = caller_from_claims(&claims("user/*.rs".into()), &config, &digest).unwrap();
+        assert!(!plain.break_glass);
+        // A look-alike is no grant; nor is the scope of another issuer's configuration.
+        let alike = caller_from_claims(
+            &claims("assent/break-glass-x user/*.rs?break-glass".into()),
+            &config,
+            &digest,
+        )
+        .unwrap();
+        assert!(!alike.break_glass);
+        config.break_glass_scope = Some("urn:hospital:emergency".into());
+        let other = caller_from_claims(
+            &claims("assent/break-glass user/*.rs".into()),
+            &config,
+            &digest,
+        )
+        .unwrap();
+        assert!(!other.break_glass);
+        config.break_glass_scope = None;
+        assert!(
+            !caller_from_claims(&claims("assent/break-glass".into()), &config, &digest)
+                .unwrap()
+                .break_glass
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpServer, web};
 
 use crate::anchoring::Anchoring;
+use crate::break_glass::Notifier;
 use crate::caller::{AuthSetupError, Authenticator};
 use assent_ledger::Ledger;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub adapters: Adapters,
     /// The compliance console's sign-in, when `audit.console` is configured.
     pub console: Option<Arc<crate::console::Console>>,
+    /// Tells the configured webhook of every access resting on break-glass.
+    pub break_glass: Notifier,
 }
 
 /// Per-worker upstream clients by site id (awc clients are bound to their worker thread).
@@ -160,12 +163,16 @@ impl AppState {
         }
         .spawn()
         .map_err(|_| StartError::Thread)?;
+        crate::cache_fanout::start(&consents, &config.cache, metrics.cache_fanout.clone())
+            .map_err(|e| StartError::Consent(e.to_string()))?;
+        let break_glass = Notifier::start(&config.break_glass, metrics.break_glass.clone());
         Ok(AppState {
             console,
             receipts,
             adapters,
             consents,
             ledger,
+            break_glass,
             callers,
             public_base,
             sites,

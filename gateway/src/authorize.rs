@@ -363,6 +363,7 @@ mod tests {
             client_id: None,
             kind: CallerKind::User,
             expires_at: 0,
+            break_glass: false,
         }
     }
 

@@ -155,6 +155,7 @@ mod tests {
             client_id: None,
             kind,
             expires_at: 0,
+            break_glass: false,
         }
     }
 

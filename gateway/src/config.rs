@@ -31,6 +31,8 @@ pub const ENV_KEYS: &[&str] = &[
     "ledger",
     "receipts",
     "audit",
+    "break_glass",
+    "cache",
     "sites",
 ];
 
@@ -68,6 +70,10 @@ pub struct Config {
     pub receipts: ReceiptsConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub break_glass: BreakGlassConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
     /// Sites by id. The id is the `{site}` of `/fhir/{site}/…`.
     #[serde(default)]
     pub sites: BTreeMap<String, SiteConfig>,
@@ -125,6 +131,46 @@ impl Default for ReceiptsConfig {
             batch_max_receipts: default_batch_max_receipts(),
             batch_max_wait_ms: default_batch_max_wait_ms(),
             strict: false,
+        }
+    }
+}
+
+/// Break-glass: who is told when an emergency override is used (`[break_glass]`). Who may
+/// use it is the issuers' `break_glass_scope`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlassConfig {
+    /// Called with a JSON event (POST) for every access that rested on break-glass, off the
+    /// request path. `https`, or `http` on a loopback address.
+    #[serde(default)]
+    pub webhook_url: Option<url::Url>,
+    /// Sent as `Authorization: Bearer …` to the webhook.
+    #[serde(default)]
+    pub webhook_bearer: Option<String>,
+    /// Key (hex, at least 32 bytes) of an HMAC-SHA256 over the body, sent as
+    /// `X-Assent-Signature: sha256=<hex>`.
+    #[serde(default)]
+    pub webhook_secret_hex: Option<String>,
+    /// Timeout of one webhook call.
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub webhook_timeout_ms: u64,
+    /// Attempts per event (with exponential backoff from 200 ms) before it is given up.
+    #[serde(default = "default_webhook_attempts")]
+    pub webhook_attempts: u32,
+    /// Events waiting for the webhook; beyond it new events are dropped (and counted).
+    #[serde(default = "default_webhook_queue")]
+    pub webhook_queue: usize,
+}
+
+impl Default for BreakGlassConfig {
+    fn default() -> Self {
+        BreakGlassConfig {
+            webhook_url: None,
+            webhook_bearer: None,
+            webhook_secret_hex: None,
+            webhook_timeout_ms: default_webhook_timeout_ms(),
+            webhook_attempts: default_webhook_attempts(),
+            webhook_queue: default_webhook_queue(),
         }
     }
 }
@@ -427,6 +473,46 @@ fn default_session_ttl() -> u64 {
     3600
 }
 
+fn default_webhook_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_webhook_attempts() -> u32 {
+    5
+}
+
+fn default_webhook_queue() -> usize {
+    1_024
+}
+
+/// The consent decision cache (`[cache]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Redis (`redis://…`; TLS is not built in) through which replicas sharing one consent store
+    /// tell each other about consent changes. Without it the cache is invalidated by this
+    /// replica's own ledger only: run one replica per embedded ledger.
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Prefix of the pub/sub channel (`{prefix}:consent-changed`); replicas of one
+    /// deployment must share it.
+    #[serde(default = "default_redis_channel_prefix")]
+    pub redis_channel_prefix: String,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            redis_url: None,
+            redis_channel_prefix: default_redis_channel_prefix(),
+        }
+    }
+}
+
+fn default_redis_channel_prefix() -> String {
+    "assent".to_owned()
+}
+
 /// Signed paging links.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -522,6 +608,14 @@ pub struct IssuerSettings {
     /// Token subjects (`sub`) of this issuer that may use `/admin`.
     #[serde(default)]
     pub admin_subjects: Vec<String>,
+    /// The scope by which this issuer grants break-glass (overriding a patient's deny with
+    /// purpose `ETREAT` and a justification); empty: this issuer cannot grant it.
+    #[serde(default = "default_break_glass_scope")]
+    pub break_glass_scope: String,
+}
+
+fn default_break_glass_scope() -> String {
+    assent_auth::DEFAULT_BREAK_GLASS_SCOPE.to_owned()
 }
 
 /// Claim names read from tokens; the defaults follow SMART App Launch.
@@ -572,6 +666,8 @@ impl IssuerSettings {
         };
         config.allow_purpose_header = self.allow_purpose_header;
         config.jwks_refetch_min_interval = Duration::from_secs(self.jwks_refetch_min_interval_secs);
+        config.break_glass_scope =
+            (!self.break_glass_scope.is_empty()).then(|| self.break_glass_scope.clone());
         config
     }
 }
@@ -872,6 +968,7 @@ impl Config {
         }
         self.validate_ledger()?;
         self.validate_auth()?;
+        self.validate_break_glass_and_cache()?;
         for (id, site) in &self.sites {
             let at = |field: &str| format!("sites.{id}.{field}");
             if !is_valid_site_id(id) {
@@ -1075,6 +1172,85 @@ impl Config {
         Ok(())
     }
 
+    fn validate_break_glass_and_cache(&self) -> Result<(), ConfigError> {
+        let bg = &self.break_glass;
+        if let Some(url) = &bg.webhook_url {
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(a)) => a.is_loopback(),
+                Some(url::Host::Ipv6(a)) => a.is_loopback(),
+                None => false,
+            };
+            match url.scheme() {
+                "https" => {}
+                "http" if loopback => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "break_glass.webhook_url",
+                        "must be https (http only on a loopback address)",
+                    ));
+                }
+            }
+        }
+        if let Some(secret) = &bg.webhook_secret_hex
+            && !hex::decode(secret).is_ok_and(|b| b.len() >= 32)
+        {
+            return Err(ConfigError::invalid(
+                "break_glass.webhook_secret_hex",
+                "must be hex of at least 32 bytes (64 hex digits)",
+            ));
+        }
+        if bg
+            .webhook_bearer
+            .as_deref()
+            .is_some_and(|b| b.is_empty() || !b.bytes().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(ConfigError::invalid(
+                "break_glass.webhook_bearer",
+                "must be non-empty visible ASCII",
+            ));
+        }
+        if bg.webhook_timeout_ms == 0 {
+            return Err(ConfigError::invalid(
+                "break_glass.webhook_timeout_ms",
+                "must be above 0",
+            ));
+        }
+        if bg.webhook_attempts == 0 || bg.webhook_attempts > 20 {
+            return Err(ConfigError::invalid(
+                "break_glass.webhook_attempts",
+                "must be 1 to 20",
+            ));
+        }
+        if bg.webhook_queue == 0 {
+            return Err(ConfigError::invalid(
+                "break_glass.webhook_queue",
+                "must be above 0",
+            ));
+        }
+        if let Some(url) = &self.cache.redis_url
+            && !url.starts_with("redis://")
+        {
+            return Err(ConfigError::invalid(
+                "cache.redis_url",
+                "must be a redis:// URL (rediss:// is not supported)",
+            ));
+        }
+        let prefix = &self.cache.redis_channel_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 64
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        {
+            return Err(ConfigError::invalid(
+                "cache.redis_channel_prefix",
+                "1-64 characters of letters, digits and - _ . :",
+            ));
+        }
+        Ok(())
+    }
+
     /// The public base URL, without a trailing slash, for a server listening on `bound`.
     pub fn public_base_for(&self, bound: SocketAddr) -> String {
         match &self.public_url {
@@ -1232,6 +1408,68 @@ mod tests {
 
     fn error_of(text: &str) -> String {
         Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn break_glass_and_cache_keys_are_checked() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert!(c.break_glass.webhook_url.is_none());
+        assert_eq!(c.break_glass.webhook_attempts, 5);
+        assert!(c.cache.redis_url.is_none());
+        assert_eq!(c.cache.redis_channel_prefix, "assent");
+        let ok = format!(
+            "{GOOD}\n[break_glass]\nwebhook_url = \"https://sec.example/hook\"\nwebhook_secret_hex = \"{}\"\n[cache]\nredis_url = \"redis://127.0.0.1:6379\"",
+            "ab".repeat(32)
+        );
+        let c = Config::from_toml(&ok).unwrap();
+        assert_eq!(c.cache.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        for (bad, key) in [
+            (
+                "[break_glass]\nwebhook_url = \"http://sec.example/hook\"",
+                "break_glass.webhook_url",
+            ),
+            (
+                "[break_glass]\nwebhook_secret_hex = \"abcd\"",
+                "break_glass.webhook_secret_hex",
+            ),
+            (
+                "[break_glass]\nwebhook_attempts = 0",
+                "break_glass.webhook_attempts",
+            ),
+            (
+                "[break_glass]\nwebhook_queue = 0",
+                "break_glass.webhook_queue",
+            ),
+            (
+                "[cache]\nredis_url = \"http://127.0.0.1:6379\"",
+                "cache.redis_url",
+            ),
+            (
+                "[cache]\nredis_channel_prefix = \"a b\"",
+                "cache.redis_channel_prefix",
+            ),
+        ] {
+            let e = error_of(&format!("{GOOD}\n{bad}"));
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        // The issuer's break-glass scope: the default, another, or none.
+        let issuer = |extra: &str| {
+            let text = format!(
+                "{GOOD}\n[[auth.issuers]]\nissuer = \"https://idp.example\"\naudience = [\"a\"]\n{extra}"
+            );
+            Config::from_toml(&text).unwrap().auth.issuers[0].to_issuer_config()
+        };
+        assert_eq!(
+            issuer("").break_glass_scope.as_deref(),
+            Some("assent/break-glass")
+        );
+        assert_eq!(
+            issuer("break_glass_scope = \"urn:x:btg\"")
+                .break_glass_scope
+                .as_deref(),
+            Some("urn:x:btg")
+        );
+        assert_eq!(issuer("break_glass_scope = \"\"").break_glass_scope, None);
     }
 
     #[test]

@@ -7,14 +7,16 @@
 //! come from (the consent service).
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use assent_consent::{
-    AccessRequest, Caller as ConsentCaller, Decision, SitePolicy, decide, permit_per_resource,
-    permit_without_patient_data,
+    AccessRequest, Basis, BreakGlass as BreakGlassAsk, BreakGlassRefusal, Caller as ConsentCaller,
+    Decision, Deny, SitePolicy, decide, permit_per_resource, permit_without_patient_data,
 };
 use assent_fhir::Interaction;
 use serde_json::Value;
 
+use crate::break_glass::Override;
 use crate::caller::Caller;
 use crate::consent_service::{ConsentServiceError, now};
 use crate::error::GatewayError;
@@ -32,6 +34,11 @@ pub struct ConsentRequest {
     resource_type: Option<String>,
     resource_id: Option<String>,
     policy: SitePolicy,
+    /// Break-glass asked for: the justification (empty when none was given) and whether the
+    /// caller holds the grant.
+    break_glass: Option<(String, bool)>,
+    /// Denies that break-glass overrode, for the request context.
+    overrides: Mutex<Vec<Override>>,
 }
 
 impl ConsentRequest {
@@ -55,6 +62,37 @@ impl ConsentRequest {
             resource_type: fhir.resource_type.clone(),
             resource_id: fhir.id.clone(),
             policy: site.config.default_policy,
+            break_glass: None,
+            overrides: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Asks for break-glass: a deny is overridden when the caller holds the grant
+    /// (`granted`), the purpose is emergency treatment and `justification` is not empty.
+    pub fn with_break_glass(mut self, justification: Option<&str>, granted: bool) -> Self {
+        self.break_glass = Some((justification.unwrap_or_default().to_owned(), granted));
+        self
+    }
+
+    /// Whether break-glass overrode a deny since the last [`take_overrides`](Self::take_overrides).
+    pub fn has_overrides(&self) -> bool {
+        self.overrides.lock().is_ok_and(|o| !o.is_empty())
+    }
+
+    /// The denies break-glass overrode since the last call.
+    pub fn take_overrides(&self) -> Vec<Override> {
+        self.overrides
+            .lock()
+            .map(|mut o| std::mem::take(&mut *o))
+            .unwrap_or_default()
+    }
+
+    fn note_override(&self, patient_key: String, overridden: &Basis) {
+        if let Ok(mut o) = self.overrides.lock() {
+            o.push(Override {
+                patient_key,
+                overridden: overridden.to_string(),
+            });
         }
     }
 
@@ -71,7 +109,39 @@ impl ConsentRequest {
         if let Some(id) = &self.resource_id {
             request = request.with_resource_id(id);
         }
+        if let Some((justification, granted)) = &self.break_glass {
+            request = request.with_break_glass(BreakGlassAsk {
+                justification,
+                scope_granted: *granted,
+            });
+        }
         request
+    }
+}
+
+/// The error answering a deny: a deny that break-glass would have overridden but for the
+/// missing justification says so with its own code.
+pub fn denied(deny: &Deny) -> GatewayError {
+    match deny.break_glass_refused() {
+        Some(BreakGlassRefusal::NoJustification) => {
+            GatewayError::BreakGlassJustificationRequired(deny.basis().to_string())
+        }
+        _ => GatewayError::Denied(deny.basis().to_string()),
+    }
+}
+
+/// Notes an override when `decision` rests on break-glass.
+fn note_if_break_glass(
+    state: &crate::app::AppState,
+    site: &Site,
+    patient: &str,
+    request: &ConsentRequest,
+    decision: &Decision,
+) {
+    if let Decision::Permit(p) = decision
+        && let Basis::BreakGlass(overridden) = p.basis()
+    {
+        request.note_override(state.consents.patient_key(&site.id, patient), overridden);
     }
 }
 
@@ -94,7 +164,9 @@ pub async fn decide_request(
         .consents_for(&site.id, &patient)
         .await
         .map_err(unavailable)?;
-    Ok(decide(&consents, &request.access(), request.policy))
+    let decision = decide(&consents, &request.access(), request.policy);
+    note_if_break_glass(state, site, &patient, request, &decision);
+    Ok(decision)
 }
 
 /// Decides one returned resource (a read whose permit was conditional or per-resource).
@@ -113,13 +185,15 @@ pub async fn check_resource(
         .consents_for(&site.id, &patient)
         .await
         .map_err(unavailable)?;
-    match decide(
+    let decision = decide(
         &consents,
         &request.access().with_resource(resource),
         request.policy,
-    ) {
+    );
+    note_if_break_glass(state, site, &patient, request, &decision);
+    match decision {
         Decision::Permit(_) => Ok(()),
-        Decision::Deny(d) => Err(GatewayError::Denied(d.basis().to_string())),
+        Decision::Deny(d) => Err(denied(&d)),
     }
 }
 
@@ -162,6 +236,16 @@ pub async fn filter_bundle(
             serde_json::json!({"resourceType": "Bundle", "type": "searchset", "entry": group});
         let report =
             assent_consent::filter_bundle(&mut sub, &consents, &request.access(), request.policy);
+        if report.kept_by_break_glass > 0 {
+            // What was overridden: the patient-level decision without break-glass.
+            let mut plain = request.access();
+            plain.break_glass = None;
+            let overridden = match decide(&consents, &plain, request.policy) {
+                Decision::Deny(d) => d.basis().clone(),
+                Decision::Permit(_) => Basis::PerResource,
+            };
+            request.note_override(state.consents.patient_key(&site.id, &patient), &overridden);
+        }
         if report.removed == 0 {
             continue;
         }

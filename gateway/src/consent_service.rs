@@ -19,11 +19,16 @@
 //! if the ledger cannot be read either, the request fails closed (503). With Fabric every
 //! replica follows the channel's chaincode events, so a change made through any replica (or
 //! any member's gateway) reaches every replica's cache. Replicas sharing one embedded store
-//! see each other's blocks only on their next write or sync.
+//! see each other's blocks only on their next write or sync; they learn of each other's
+//! changes through the cache fan-out (`cache_fanout.rs`, Redis): the change is
+//! [announced](ConsentService::announce_to), and on their side the ledger is refreshed from
+//! the shared store before the patient's entry is dropped. While a replica's fan-out is down
+//! it [bypasses the cache](ConsentService::set_cache_bypass) and refreshes its ledger before
+//! every load.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use assent_consent::{
@@ -119,6 +124,11 @@ pub struct ConsentService {
     /// The event stream is live: the cache may answer. Cleared (and the cache emptied) when
     /// the stream breaks; set again once it is resumed.
     events_live: AtomicBool,
+    /// Set while news of other replicas' changes may be missed (the fan-out is down): no
+    /// cache, and the ledger is refreshed from the shared store before every load.
+    bypass_cache: AtomicBool,
+    /// Where this replica's consent changes are announced to the others (patient keys).
+    announcer: OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
     /// The last event handled.
     checkpoint: Mutex<Option<Checkpoint>>,
     /// The `node_settings` entry that keeps [`ConsentService::checkpoint`] across restarts.
@@ -227,6 +237,8 @@ impl ConsentService {
             cache: Mutex::new(ConsentCache::default()),
             generation: AtomicU64::new(0),
             events_live: AtomicBool::new(false),
+            bypass_cache: AtomicBool::new(false),
+            announcer: OnceLock::new(),
             checkpoint: Mutex::new(None),
             checkpoint_setting,
             runtime: Some(runtime),
@@ -286,7 +298,10 @@ impl ConsentService {
     ) -> Result<Arc<[Consent]>, ConsentServiceError> {
         // The cache is keyed by the clear identity, so that a hit costs no keyed hash.
         let identity = Self::patient_identity(site, patient_id);
-        if let Some(hit) = self.cache_get(&identity) {
+        if self.bypass_cache.load(Ordering::Acquire) {
+            // Another replica's change may not have been heard of: read the shared store.
+            self.ledger.refresh().await?;
+        } else if let Some(hit) = self.cache_get(&identity) {
             return Ok(hit);
         }
         let generation = self.generation.load(Ordering::Acquire);
@@ -346,6 +361,7 @@ impl ConsentService {
         let patient_key = submission.patient_key.clone();
         let receipt = self.ledger.put_consent(submission).await?;
         self.invalidate(&patient_key);
+        self.announce(&patient_key);
         Ok(stored(consent.id.to_string(), &receipt))
     }
 
@@ -359,8 +375,10 @@ impl ConsentService {
         let receipt = self.ledger.revoke(&consent_key, reason).await?;
         if let Some(record) = receipt.outcome.consent() {
             self.invalidate(&record.patient_key);
+            self.announce(&record.patient_key);
         } else {
             self.invalidate_all();
+            self.announce(ANY_PATIENT);
         }
         Ok(stored(consent_id.to_owned(), &receipt))
     }
@@ -435,6 +453,7 @@ impl ConsentService {
     ) {
         if let Ok(mut cache) = self.cache.lock() {
             if !self.events_live.load(Ordering::Acquire)
+                || self.bypass_cache.load(Ordering::Acquire)
                 || self.generation.load(Ordering::Acquire) != generation
             {
                 return;
@@ -457,13 +476,55 @@ impl ConsentService {
         }
     }
 
-    fn invalidate_all(&self) {
+    /// Drops every cached patient.
+    pub fn invalidate_all(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut cache) = self.cache.lock() {
             cache.clear();
         }
     }
+
+    /// Sends this replica's consent changes (patient keys, or [`ANY_PATIENT`]) to `sender`
+    /// from now on. Set once, by the fan-out.
+    pub fn announce_to(&self, sender: tokio::sync::mpsc::UnboundedSender<String>) {
+        let _ = self.announcer.set(sender);
+    }
+
+    fn announce(&self, patient_key: &str) {
+        if let Some(sender) = self.announcer.get() {
+            let _ = sender.send(patient_key.to_owned());
+        }
+    }
+
+    /// While `bypass` holds, nothing is served from or put in the cache, and every load
+    /// refreshes the ledger from the shared store first. Turning it on clears the cache.
+    pub fn set_cache_bypass(&self, bypass: bool) {
+        self.bypass_cache.store(bypass, Ordering::Release);
+        if bypass {
+            self.invalidate_all();
+        }
+    }
+
+    /// Whether the cache is bypassed (see [`set_cache_bypass`](Self::set_cache_bypass)).
+    pub fn cache_bypassed(&self) -> bool {
+        self.bypass_cache.load(Ordering::Acquire)
+    }
+
+    /// Applies what other replicas committed to the shared store (the ledger's events then
+    /// drop the patients they touched from the cache).
+    pub async fn refresh_ledger(&self) -> Result<(), ConsentServiceError> {
+        Ok(self.ledger.refresh().await?)
+    }
+
+    /// The runtime the ledger and the fan-out tasks run on.
+    pub fn runtime_handle(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime.as_ref().map(|r| r.handle().clone())
+    }
 }
+
+/// Announced instead of a patient key when a change's patient is not known: every replica
+/// drops its whole cache.
+pub const ANY_PATIENT: &str = "*";
 
 /// Follows the ledger's events for as long as the service lives: each consent event drops
 /// its patient's cache entry and moves the checkpoint (kept in the store); a broken stream
@@ -682,6 +743,10 @@ impl<L: Ledger + 'static> Ledger for OnRuntime<L> {
 
     async fn subscribe(&self, after: Option<Checkpoint>) -> Result<EventStream, LedgerError> {
         self.run(|l| async move { l.subscribe(after).await }).await
+    }
+
+    async fn refresh(&self) -> Result<(), LedgerError> {
+        self.run(|l| async move { l.refresh().await }).await
     }
 }
 

@@ -244,6 +244,13 @@ Try:
   curl -s -X POST {auth} {base}/consent/Consent/{DEMO_REVOCABLE_CONSENT}/\$revoke
   curl -s {auth} {base}/fhir/north-general/Patient/ng-p001
 
+  # break-glass: dr-bob, an emergency physician (purpose ETREAT and the assent/break-glass
+  # grant), reads ng-p003, who consented to no one: refused without a justification
+  # (break-glass-justification-required), permitted with one and marked as break-glass
+  BTOKEN=$(curl -s -d grant_type=client_credentials -d client_id=dr-bob {token_url} | {take_token})
+  curl -s -H "Authorization: Bearer $BTOKEN" {base}/fhir/north-general/Patient/ng-p003
+  curl -si -H "Authorization: Bearer $BTOKEN" -H 'X-Assent-Break-Glass-Reason: unconscious in ER' {base}/fhir/north-general/Patient/ng-p003 | grep -i '^x-assent'
+
   # no token: 401 with WWW-Authenticate
   curl -si {base}/fhir/st-mary/Patient/stm-p001
 

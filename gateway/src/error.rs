@@ -48,6 +48,14 @@ pub enum GatewayError {
     UnsupportedMediaType(String),
     #[error("access denied: {0}")]
     Denied(String),
+    /// Break-glass would override this deny, but the request gave no justification.
+    #[error(
+        "access denied: {0}; break-glass needs a justification in the X-Assent-Break-Glass-Reason header"
+    )]
+    BreakGlassJustificationRequired(String),
+    /// The break-glass justification header is too long or not printable text.
+    #[error("the break-glass justification is not acceptable: {0}")]
+    BreakGlassReasonInvalid(&'static str),
     #[error("the paging link is not valid for this caller and site")]
     BadPageToken,
     #[error("the site could not be reached")]
@@ -129,6 +137,15 @@ impl GatewayError {
             E::BodyTooLarge { .. } => (413, I::TooLong, "body-too-large", Client),
             E::UnsupportedMediaType(_) => (415, I::NotSupported, "unsupported-media-type", Client),
             E::Denied(_) => (403, I::Forbidden, "consent-denied", Client),
+            E::BreakGlassJustificationRequired(_) => (
+                403,
+                I::Forbidden,
+                "break-glass-justification-required",
+                Client,
+            ),
+            E::BreakGlassReasonInvalid(_) => {
+                (400, I::Invalid, "break-glass-reason-invalid", Client)
+            }
             E::BadPageToken => (403, I::Security, "bad-page-token", Client),
             E::UpstreamUnreachable => (502, I::Transient, "upstream-unreachable", Upstream),
             E::UpstreamTimeout => (504, I::Timeout, "upstream-timeout", Upstream),

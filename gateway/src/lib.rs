@@ -1,4 +1,4 @@
-//! The Assent gateway: the only crate that knows HTTP, SQL and (later) Redis.
+//! The Assent gateway: the only crate that knows HTTP, SQL and Redis.
 //!
 //! Start at [`app`] (the facade that builds and runs a gateway), then [`pipeline`] (the
 //! request phases in order). Each phase's mechanics have a module of their own.
@@ -9,6 +9,8 @@ pub mod app;
 pub mod audit_api;
 pub mod audit_verify;
 pub mod authorize;
+pub mod break_glass;
+pub mod cache_fanout;
 pub mod caller;
 pub mod cli;
 pub mod config;

@@ -8,13 +8,21 @@ use std::sync::Once;
 use actix_web::HttpMessage;
 use actix_web::dev::ServiceRequest;
 use actix_web::http::header::{HeaderName, HeaderValue};
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 use crate::config::{LogConfig, LogFormat};
 
 pub const REQUESTS_TOTAL: &str = "assent_requests_total";
 pub const UPSTREAM_LATENCY: &str = "assent_upstream_latency_seconds";
 pub const REQUEST_LOG_DROPPED: &str = "assent_request_log_dropped_total";
+pub const CACHE_FANOUT_SUBSCRIBED: &str = "assent_cache_fanout_subscribed";
+pub const CACHE_FANOUT_ERRORS: &str = "assent_cache_fanout_errors_total";
+pub const CACHE_FANOUT_RECEIVED: &str = "assent_cache_fanout_received_total";
+pub const BREAK_GLASS_TOTAL: &str = "assent_break_glass_total";
+pub const BREAK_GLASS_WEBHOOK_FAILURES: &str = "assent_break_glass_webhook_failures_total";
+pub const BREAK_GLASS_WEBHOOK_DELIVERED: &str = "assent_break_glass_webhook_delivered_total";
 
 /// The header that carries the request id both ways.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -26,6 +34,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub upstream_latency: HistogramVec,
     pub request_log_dropped: IntCounter,
+    pub break_glass: crate::break_glass::BreakGlassMetrics,
+    pub cache_fanout: crate::cache_fanout::FanoutMetrics,
 }
 
 impl Metrics {
@@ -52,10 +62,61 @@ impl Metrics {
             "Request log rows dropped because the writer fell behind",
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let static_metric =
+            |e: prometheus::Error| -> ! { unreachable!("static metric definition: {e}") };
+        let break_glass = crate::break_glass::BreakGlassMetrics {
+            used: IntCounterVec::new(
+                Opts::new(
+                    BREAK_GLASS_TOTAL,
+                    "Accesses resting on break-glass, by site",
+                ),
+                &["site"],
+            )
+            .unwrap_or_else(|e| static_metric(e)),
+            webhook_failures: IntCounterVec::new(
+                Opts::new(
+                    BREAK_GLASS_WEBHOOK_FAILURES,
+                    "Break-glass webhook events not delivered (queue-full, gave-up)",
+                ),
+                &["reason"],
+            )
+            .unwrap_or_else(|e| static_metric(e)),
+            webhook_delivered: IntCounter::new(
+                BREAK_GLASS_WEBHOOK_DELIVERED,
+                "Break-glass webhook events delivered",
+            )
+            .unwrap_or_else(|e| static_metric(e)),
+        };
+        let cache_fanout = crate::cache_fanout::FanoutMetrics {
+            subscribed: IntGauge::new(
+                CACHE_FANOUT_SUBSCRIBED,
+                "1 while the cross-replica cache fan-out is subscribed (else the cache is bypassed)",
+            )
+            .unwrap_or_else(|e| static_metric(e)),
+            errors: IntCounterVec::new(
+                Opts::new(
+                    CACHE_FANOUT_ERRORS,
+                    "Cache fan-out failures (connect, subscription-lost, publish, refresh)",
+                ),
+                &["kind"],
+            )
+            .unwrap_or_else(|e| static_metric(e)),
+            received: IntCounter::new(
+                CACHE_FANOUT_RECEIVED,
+                "Consent changes of other replicas received through the cache fan-out",
+            )
+            .unwrap_or_else(|e| static_metric(e)),
+        };
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(upstream_latency.clone()),
             Box::new(request_log_dropped.clone()),
+            Box::new(break_glass.used.clone()),
+            Box::new(break_glass.webhook_failures.clone()),
+            Box::new(break_glass.webhook_delivered.clone()),
+            Box::new(cache_fanout.subscribed.clone()),
+            Box::new(cache_fanout.errors.clone()),
+            Box::new(cache_fanout.received.clone()),
         ] {
             registry
                 .register(collector)
@@ -66,6 +127,8 @@ impl Metrics {
             requests,
             upstream_latency,
             request_log_dropped,
+            break_glass,
+            cache_fanout,
         }
     }
 

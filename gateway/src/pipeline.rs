@@ -23,6 +23,7 @@ use futures_util::StreamExt;
 
 use crate::app::{AppState, WorkerClients};
 use crate::authorize::{self, Authorization};
+use crate::break_glass::{self, BreakGlass};
 use crate::caller::Caller;
 use crate::consent_phase::{self, ConsentRequest};
 use crate::consent_service::ConsentService;
@@ -50,6 +51,9 @@ pub struct RequestContext {
     /// What the caller's scopes allow for this request.
     pub authorization: Option<Authorization>,
     pub decision: Option<Decision>,
+    /// Set when the caller asked for break-glass: the justification, and the denies it
+    /// overrode (`used()`). The receipt and the webhook read it; logs never do.
+    pub break_glass: Option<BreakGlass>,
     pub error_code: Option<&'static str>,
     /// When the request arrived, UTC milliseconds (the receipt's time).
     pub time_ms: i64,
@@ -84,6 +88,7 @@ pub async fn handle(
         fhir: None,
         authorization: None,
         decision: None,
+        break_glass: None,
         error_code: None,
         time_ms: now_ms(),
         client_address: req.peer_addr().map(|a| a.ip().to_string()),
@@ -104,6 +109,7 @@ pub async fn handle(
         response = receipt(&mut ctx, &state, &caller, response).await;
     }
     record(&ctx, &state, response.status());
+    notify_break_glass(&ctx, &state, response.status());
     response
 }
 
@@ -204,6 +210,12 @@ fn build_receipt(
     receipt.resources = std::mem::take(&mut ctx.released);
     receipt.purpose = ctx.purpose.map(|p| p.code().to_owned());
     receipt.upstream_status = ctx.upstream_status;
+    if let Some(bg) = &ctx.break_glass {
+        // The justification is kept whether or not it was needed; the flag says whether any
+        // data was released on it (the request's own decision, or a resource's in the filter).
+        receipt.break_glass_justification = bg.justification.clone();
+        receipt.break_glass |= bg.used() && released;
+    }
     let patients = patients
         .into_iter()
         .map(|p| {
@@ -298,13 +310,28 @@ async fn run(
     };
 
     // decide: on the patient's consents when the request says whose data it reads; else a
-    // conditional permit to fetch, and every resource is decided in the filter phase
-    let consent_request = ConsentRequest::new(&caller, ctx.purpose.map(|p| p.code()), &fhir, &site);
-    let decision = consent_phase::decide_request(state, &site, &fhir, &consent_request).await?;
+    // conditional permit to fetch, and every resource is decided in the filter phase.
+    // Break-glass is asked for by a justification, or by the grant with an emergency purpose
+    // (so that a missing justification is answered as such).
+    let mut consent_request =
+        ConsentRequest::new(&caller, ctx.purpose.map(|p| p.code()), &fhir, &site);
+    let justification = break_glass::justification(req.headers())?;
+    let emergency = ctx.purpose.is_some_and(|p| p.is_emergency());
+    if justification.is_some() || (caller.verified.break_glass && emergency) {
+        consent_request =
+            consent_request.with_break_glass(justification.as_deref(), caller.verified.break_glass);
+        ctx.break_glass = Some(BreakGlass {
+            justification,
+            overrides: Vec::new(),
+        });
+    }
+    let decision = consent_phase::decide_request(state, &site, &fhir, &consent_request).await;
+    note_overrides(ctx, &consent_request);
+    let decision = decision?;
     ctx.decision = Some(decision.clone());
     let permit: Permit = match decision {
         Decision::Permit(permit) => permit,
-        Decision::Deny(deny) => return Err(GatewayError::Denied(deny.basis().to_string())),
+        Decision::Deny(deny) => return Err(consent_phase::denied(&deny)),
     };
 
     // adapt (site adapter): search values go in the site's dialect; every phase above saw
@@ -357,7 +384,7 @@ async fn run(
         conditional: permit.is_conditional(),
     };
     ctx.upstream_status = Some(response.status().as_u16());
-    filter(
+    let response = filter(
         ctx,
         state,
         &site,
@@ -368,7 +395,43 @@ async fn run(
         adapting,
         response,
     )
-    .await
+    .await;
+    note_overrides(ctx, &consent_request);
+    response
+}
+
+/// Moves the denies break-glass overrode onto the context.
+fn note_overrides(ctx: &mut RequestContext, request: &ConsentRequest) {
+    let overrides = request.take_overrides();
+    if let Some(bg) = &mut ctx.break_glass {
+        bg.note(overrides);
+    }
+}
+
+/// Tells the break-glass webhook of a request that rested on break-glass (off the request
+/// path: the event is queued).
+fn notify_break_glass(ctx: &RequestContext, state: &AppState, status: StatusCode) {
+    let Some(bg) = ctx.break_glass.as_ref().filter(|b| b.used()) else {
+        return;
+    };
+    state.break_glass.notify(break_glass::Event {
+        request_id: ctx.request_id.clone(),
+        at_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+        gateway_id: state.config.gateway_id.clone(),
+        site: ctx.site.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
+        caller: ctx
+            .caller
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default(),
+        purpose: ctx.purpose.map(|p| p.code()),
+        status: status.as_u16(),
+        justification: bg.justification.clone(),
+        overrides: bg.overrides.clone(),
+    });
 }
 
 /// The parse phase: the FHIR request, and the form body of `POST _search`.
@@ -473,6 +536,9 @@ fn signed_part(path: &str, site_id: &str, query: &str) -> String {
     }
 }
 
+/// The response header saying that data was released on break-glass.
+const BREAK_GLASS_USED: (&str, &str) = ("x-assent-break-glass", "used");
+
 /// What the filter phase needs of the decision.
 struct ConsentFilter<'a> {
     request: &'a ConsentRequest,
@@ -560,6 +626,9 @@ async fn filter(
     {
         out.insert_header(("x-assent-consent", v));
     }
+    if ctx.break_glass.as_ref().is_some_and(BreakGlass::used) {
+        out.insert_header(BREAK_GLASS_USED);
+    }
 
     if fhir.returns_bundle() {
         let mut bundle = read_json(&mut response, site).await?;
@@ -577,6 +646,9 @@ async fn filter(
         // patients, and includes may reach others than the one it names.
         let withheld =
             consent_phase::filter_bundle(state, site, consent.request, &mut bundle).await?;
+        if consent.request.has_overrides() {
+            out.insert_header(BREAK_GLASS_USED);
+        }
         if withheld > 0 {
             tracing::info!(request_id = %ctx.request_id, site = %site.id, withheld, "entries withheld by consent");
         }
@@ -623,6 +695,9 @@ async fn filter(
     authorization.check_resource(&caller.verified, &resource, fhir)?;
     if consent.conditional {
         consent_phase::check_resource(state, site, consent.request, &resource).await?;
+        if consent.request.has_overrides() {
+            out.insert_header(BREAK_GLASS_USED);
+        }
     }
     rewrite::rewrite_strings(&mut resource, &site.urls);
     release(ctx, &resource);

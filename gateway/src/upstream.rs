@@ -359,7 +359,7 @@ async fn fetch_client_credentials(
 
 /// The TLS client configuration of a site: roots from `ca_file` or the system, and the
 /// client certificate for mutual TLS.
-fn tls_config(auth: &UpstreamAuth) -> Result<rustls::ClientConfig, String> {
+pub(crate) fn tls_config(auth: &UpstreamAuth) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -63,6 +63,13 @@ pub trait Ledger: Send + Sync {
     /// stream ends; resubscribe from the last checkpoint handled.
     async fn subscribe(&self, after: Option<Checkpoint>) -> Result<EventStream, LedgerError>;
 
+    /// Brings queries up to date with what other writers committed to a shared backend
+    /// (the embedded ledger over a store that several gateways share applies their blocks).
+    /// Backends whose queries always see every commit have nothing to do.
+    async fn refresh(&self) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
     /// Stores a consent version ([`TxCall::PutConsent`]).
     async fn put_consent(&self, submission: ConsentSubmission) -> Result<TxReceipt, LedgerError> {
         self.submit(TxCall::PutConsent(submission)).await

@@ -200,6 +200,10 @@ impl Ledger for EmbeddedLedger {
         Ok(self.inner.read().last_tx())
     }
 
+    async fn refresh(&self) -> Result<(), LedgerError> {
+        EmbeddedLedger::sync(self).await
+    }
+
     async fn subscribe(&self, after: Option<Checkpoint>) -> Result<EventStream, LedgerError> {
         // Subscribe before looking at the state: a block applied from now on is broadcast to
         // this receiver, and one applied before is found in the store.

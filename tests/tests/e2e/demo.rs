@@ -160,6 +160,34 @@ async fn the_demo_answers_as_its_instructions_say() {
         "{types:?}"
     );
     assert!(entries.iter().any(|e| e["search"]["mode"] == "outcome"));
+    // Break-glass, as the instructions show it: dr-bob's default token has the grant and
+    // purpose ETREAT.
+    assert!(instructions.contains("X-Assent-Break-Glass-Reason"));
+    let got = send(
+        "POST",
+        &token_url,
+        None,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some(b"grant_type=client_credentials&client_id=dr-bob".to_vec()),
+    )
+    .await;
+    let bob = got.json()["access_token"].as_str().unwrap().to_owned();
+    let url = format!("{base}/fhir/north-general/Patient/ng-p003");
+    let refused = send("GET", &url, Some(&bob), &[], None).await;
+    assert_eq!(refused.error_code(), "break-glass-justification-required");
+    let glass = send(
+        "GET",
+        &url,
+        Some(&bob),
+        &[("x-assent-break-glass-reason", "unconscious in ER")],
+        None,
+    )
+    .await;
+    assert_eq!(glass.status, 200, "{}", glass.text());
+    assert_eq!(
+        glass.header("x-assent-consent"),
+        Some("break-glass:site-default:opt-in")
+    );
     assert!(instructions.contains("$revoke"));
     let revoked = send(
         "POST",

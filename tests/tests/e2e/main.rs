@@ -4,6 +4,8 @@
 mod adapters;
 mod audit;
 mod auth;
+mod break_glass;
+mod cache_fanout;
 mod consent;
 mod console;
 mod demo;

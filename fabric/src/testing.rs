@@ -10,5 +10,7 @@
 
 #[path = "../tests/fabric/fake.rs"]
 pub mod fake;
+// Written as test support: `TestCa::new` makes a fresh CA each call, not a default value.
+#[allow(clippy::new_without_default)]
 #[path = "../tests/fabric/support.rs"]
 pub mod support;

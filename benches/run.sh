@@ -56,7 +56,8 @@ fabric_section() { # → stdout
   printf 'Through `FabricLedger`, the gateway'"'"'s Fabric backend (`benches/src/bin/fabric_bench.rs`):\n'
   printf 'sequential consent writes (Endorse → Submit → CommitStatus: submit to commit), sequential\n'
   printf 'evaluates (a patient'"'"'s consents in force: the decision cache'"'"'s miss path), and\n'
-  printf 'receipt anchors recorded by concurrent writers.\n\n'
+  printf 'receipt anchors recorded by concurrent writers. Measured %s (%s cores, load average %s).\n\n' \
+    "$(date -u +%Y-%m-%d)" "$(nproc)" "$(cut -d' ' -f1 /proc/loadavg)"
   printf '### Real network\n\n'
   if [ -n "${ASSENT_FABRIC_TEST_CONFIG:-}" ]; then
     printf 'Fabric %s, batch timeout %s.\n\n' \

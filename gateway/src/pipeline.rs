@@ -3,6 +3,12 @@
 //!
 //! `authenticate → resolve site → parse → decide → forward → filter → record`
 //!
+//! Translation between FHIR versions (`dialect.rs`) sits at the two ends of the site's
+//! version: the request is put into the site's version right after parsing (so scopes,
+//! consent and the forwarded request all speak the site's version), and the response is put
+//! into the client's version last in the filter phase, after consent and scopes have decided
+//! what is released and URLs are rewritten.
+//!
 //! **Invariant:** the record phase runs for every request that reached the pipeline, whatever
 //! the outcome; the forward phase runs only with the `Permit` the decide phase returned.
 //! This file is the security order on one screen; each phase's mechanics live in its own module.
@@ -24,6 +30,7 @@ use crate::app::{AppState, WorkerClients};
 use crate::authorize::{self, Authorization};
 use crate::caller::Caller;
 use crate::consent_phase::{self, ConsentRequest};
+use crate::dialect::{self, Dialect};
 use crate::error::GatewayError;
 use crate::fhir_request::{self, FhirRequest};
 use crate::observability::RequestId;
@@ -111,8 +118,8 @@ async fn run(
         return Err(assent_auth::AuthError::PurposeRequired.into());
     }
 
-    // parse
-    let (mut fhir, body) = parse(req, payload, state, &site).await?;
+    // parse, with the FHIR version the client reads
+    let (mut fhir, body, mut dialect) = parse(req, payload, state, &site).await?;
     ctx.fhir = Some(fhir.clone());
     if let Some(token) = &fhir.page_token {
         let signed = signed_part(req.path(), &site.id, &fhir.query);
@@ -129,6 +136,8 @@ async fn run(
             "a search names a resource type".into(),
         ));
     }
+    // translate the request into the site's version (paging links already are)
+    let body = dialect.translate_request(&mut fhir, body)?;
 
     // authorize: the caller's scopes for this interaction and resource type; a confined or
     // granular search is narrowed before it is forwarded
@@ -197,23 +206,30 @@ async fn run(
         &authorization,
         &fhir,
         &consent,
+        &dialect,
         response,
     )
     .await
 }
 
-/// The parse phase: the FHIR request, and the form body of `POST _search`.
+/// The parse phase: the FHIR request, the form body of `POST _search`, and the versions
+/// (the client's, negotiated from `Accept` and `_format`; the site's).
 async fn parse(
     req: &HttpRequest,
     mut payload: web::Payload,
     state: &AppState,
     site: &Site,
-) -> Result<(FhirRequest, Option<Bytes>), GatewayError> {
+) -> Result<(FhirRequest, Option<Bytes>, Dialect), GatewayError> {
     let (_, rest) = split_fhir_path(req.path());
     let fhir = fhir_request::parse(req.method().as_str(), rest, req.query_string())?;
-    check_accept(req)?;
+    let dialect = dialect::negotiate(
+        req.headers(),
+        req.query_string(),
+        site.config.fhir_version,
+        state.config.fhir.default_version,
+    )?;
     if !fhir.post_search {
-        return Ok((fhir, None));
+        return Ok((fhir, None, dialect));
     }
     let content_type = req
         .headers()
@@ -256,7 +272,7 @@ async fn parse(
             "paging tokens go in the URL".into(),
         ));
     }
-    Ok((fhir, Some(Bytes::from(form))))
+    Ok((fhir, Some(Bytes::from(form)), dialect))
 }
 
 /// `/fhir/{site}/{rest}` → (`site`, `rest`); either may be empty.
@@ -266,30 +282,6 @@ fn split_fhir_path(path: &str) -> (&str, &str) {
         .unwrap_or_default()
         .trim_start_matches('/');
     below.split_once('/').unwrap_or((below, ""))
-}
-
-/// Only JSON is served: an `Accept` that admits no JSON is refused.
-fn check_accept(req: &HttpRequest) -> Result<(), GatewayError> {
-    let Some(accept) = req.headers().get(header::ACCEPT) else {
-        return Ok(());
-    };
-    let accept = accept
-        .to_str()
-        .map_err(|_| GatewayError::Malformed("the Accept header is not ASCII".into()))?;
-    let admits_json = accept.split(',').any(|item| {
-        let media = item.split(';').next().unwrap_or_default().trim();
-        media.is_empty()
-            || media == "*/*"
-            || media == "application/*"
-            || fhir_request::is_json_format(media)
-    });
-    if admits_json {
-        Ok(())
-    } else {
-        Err(GatewayError::UnsupportedMediaType(
-            "only application/fhir+json is served".into(),
-        ))
-    }
 }
 
 /// What a paging token signs for this request: the path below the site and the query without
@@ -312,7 +304,8 @@ struct ConsentFilter<'a> {
 }
 
 /// The filter phase: maps upstream errors, decides returned resources where the decision
-/// needs them, rewrites URLs, streams what it does not parse.
+/// needs them, rewrites URLs, translates what is released into the client's version, streams
+/// what it does not parse.
 #[allow(clippy::too_many_arguments)]
 async fn filter(
     ctx: &RequestContext,
@@ -322,6 +315,7 @@ async fn filter(
     authorization: &Authorization,
     fhir: &FhirRequest,
     consent: &ConsentFilter<'_>,
+    dialect: &Dialect,
     mut response: awc::ClientResponse,
 ) -> Result<HttpResponse, GatewayError> {
     let status = response.status();
@@ -343,11 +337,7 @@ async fn filter(
     }
 
     let mut out = HttpResponse::build(status);
-    out.insert_header((
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&site.config.fhir_version.content_type())
-            .unwrap_or_else(|_| HeaderValue::from_static("application/fhir+json")),
-    ));
+    dialect.response_headers(&mut out, None);
     out.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
     copy_validators(&response, &mut out);
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
@@ -383,10 +373,10 @@ async fn filter(
         if withheld > 0 {
             tracing::info!(request_id = %ctx.request_id, site = %site.id, withheld, "entries withheld by consent");
         }
+        dialect.carry_format(&mut bundle, &site.urls);
         let sign = |rest: &str| state.signer.sign(&site.id, &caller.id, rest);
         rewrite::rewrite_bundle(&mut bundle, &site.urls, &sign);
-        let body = serde_json::to_vec(&bundle).map_err(|_| GatewayError::Internal)?;
-        return Ok(out.body(body));
+        return translated(ctx, site, dialect, out, dialect.translate_response(bundle)?);
     }
     if fhir.interaction == assent_fhir::Interaction::Capabilities {
         // Parsed and amended: the SMART security section names the trusted issuer's endpoints.
@@ -403,21 +393,26 @@ async fn filter(
                 }
             }
         }
-        let body = serde_json::to_vec(&statement).map_err(|_| GatewayError::Internal)?;
-        return Ok(out.body(body));
+        let statement = dialect.translate_capabilities(statement)?;
+        return translated(ctx, site, dialect, out, statement);
     }
-    if !authorization.is_unrestricted() || consent.conditional {
+    if !authorization.is_unrestricted() || consent.conditional || dialect.translates() {
         // A read under a confined or granular grant, or whose permit depends on the content:
         // the resource itself says whether it may be released, so it is parsed instead of
-        // streamed.
+        // streamed. So is a read in another version than the site's.
         let mut resource = read_json(&mut response, site).await?;
         authorization.check_resource(&caller.verified, &resource, fhir)?;
         if consent.conditional {
             consent_phase::check_resource(state, site, consent.request, &resource).await?;
         }
         rewrite::rewrite_strings(&mut resource, &site.urls);
-        let body = serde_json::to_vec(&resource).map_err(|_| GatewayError::Internal)?;
-        return Ok(out.body(body));
+        return translated(
+            ctx,
+            site,
+            dialect,
+            out,
+            dialect.translate_response(resource)?,
+        );
     }
     let rewriter = StreamRewriter::new(&site.urls);
     Ok(out.streaming(RewritingBody {
@@ -425,6 +420,23 @@ async fn filter(
         rewriter,
         done: false,
     }))
+}
+
+/// The answer with a parsed (and possibly translated) body, and the issue count when it was
+/// translated.
+fn translated(
+    ctx: &RequestContext,
+    site: &Site,
+    dialect: &Dialect,
+    mut out: actix_web::HttpResponseBuilder,
+    translated: dialect::Translated,
+) -> Result<HttpResponse, GatewayError> {
+    if let Some(issues) = translated.issues {
+        tracing::debug!(request_id = %ctx.request_id, site = %site.id, from = %dialect.site, to = %dialect.client, issues, "translated");
+    }
+    dialect.response_headers(&mut out, translated.issues);
+    let body = serde_json::to_vec(&translated.resource).map_err(|_| GatewayError::Internal)?;
+    Ok(out.body(body))
 }
 
 /// The upstream body, buffered within the site's limit, as JSON.

@@ -4,6 +4,7 @@
 mod auth;
 mod consent;
 mod demo;
+mod dialects;
 mod errors;
 mod operations;
 mod paging;

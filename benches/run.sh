@@ -3,6 +3,8 @@
 #
 #   P1  throughput through the gateway ÷ straight to the same trivial upstream (1 KB Patient),
 #       alternating direct / gateway in one run, median of the per-pair ratios (wrk).
+#   P10e the same read through the gateway asked in R5 (parsed, translated from the site's R4)
+#       ÷ asked in the site's own version (streamed), alternating, median of the ratios.
 #   P3  user-space instructions per proxied request: callgrind over N and 6N requests on one
 #       keep-alive connection, (Ir(6N) − Ir(N)) / 5N.
 #   Micro-benchmarks the crates carry (criterion / release tests), when present.
@@ -96,7 +98,21 @@ for i in $(seq 1 "$PAIRS"); do
   rows+="| $i | $direct | $via | $ratio |"$'\n'
   echo "  pair $i: direct $direct req/s, gateway $via req/s, ratio $ratio"
 done
-median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')
+median_of() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+median=$(median_of "${ratios[@]}")
+
+echo "P10e: translated (R5) vs untranslated (R4) reads through the gateway"
+t_ratios=()
+t_rows=""
+for i in $(seq 1 "$PAIRS"); do
+  plain=$(rps -H "Authorization: Bearer $key" "$gateway/fhir/bench/Patient/bench-1")
+  translated=$(rps -H "Authorization: Bearer $key" -H "Accept: application/fhir+json; fhirVersion=5.0" "$gateway/fhir/bench/Patient/bench-1")
+  ratio=$(python3 -c "print(f'{$translated/$plain:.3f}')")
+  t_ratios+=("$ratio")
+  t_rows+="| $i | $plain | $translated | $ratio |"$'\n'
+  echo "  pair $i: R4 (streamed) $plain req/s, R5 (translated) $translated req/s, ratio $ratio"
+done
+t_median=$(median_of "${t_ratios[@]}")
 kill "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
 
 echo "P3: callgrind, N=$N_CALLGRIND and 6N requests"
@@ -160,6 +176,17 @@ through the gateway; all three processes share the machine's cores.
 |---|---|---|---|
 $rows
 **Median ratio: $median.** (Durable receipts are not in the path yet.)
+
+## P10e — a read translated R4 → R5 through the gateway
+
+The P1 gateway and upstream, the same ~1 KB Patient read with
+\`Accept: application/fhir+json; fhirVersion=5.0\` (buffered, parsed, translated by
+\`assent-adapters\`, serialised) and without (the site's R4, streamed), alternating.
+
+| pair | R4 req/s | R5 req/s | ratio |
+|---|---|---|---|
+$t_rows
+**Median ratio: $t_median.**
 
 ## P3 — user-space instructions per proxied request (target ≤ 30k)
 

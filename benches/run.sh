@@ -3,6 +3,8 @@
 #
 #   P1  throughput through the gateway ÷ straight to the same trivial upstream (1 KB Patient),
 #       alternating direct / gateway in one run, median of the per-pair ratios (wrk).
+#   P10e the same read through the gateway asked in R5 (parsed, translated from the site's R4)
+#       ÷ asked in the site's own version (untranslated), alternating, median of the ratios.
 #   P3  user-space instructions per proxied request: callgrind over N and 6N requests on one
 #       keep-alive connection, (Ir(6N) − Ir(N)) / 5N.
 #   P7  receipts: durably recorded per second through the gateway's receipt writer (SQLite,
@@ -152,8 +154,9 @@ for i in $(seq 1 "$PAIRS"); do
   rows+="| $i | $direct | $via | $ratio |"$'\n'
   echo "  pair $i: direct $direct req/s, gateway $via req/s, ratio $ratio"
 done
-median_of() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-median=$(printf '%s\n' "${ratios[@]}" | median_of)
+median_of() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+median=$(median_of "${ratios[@]}")
+
 
 echo "P7 end to end: receipts on ÷ off, $PAIRS pairs"
 off_port=$(free_port)
@@ -172,8 +175,21 @@ for i in $(seq 1 "$PAIRS"); do
   p7_rows+="| $i | $off | $on | $ratio |"$'\n'
   echo "  pair $i: receipts off $off req/s, on $on req/s, ratio $ratio"
 done
-p7_median=$(printf '%s\n' "${p7_ratios[@]}" | median_of)
+p7_median=$(median_of "${p7_ratios[@]}")
 kill "$off_pid"; wait "$off_pid" 2>/dev/null || true
+
+echo "P10e: translated (R5) vs untranslated (R4) reads through the gateway"
+t_ratios=()
+t_rows=""
+for i in $(seq 1 "$PAIRS"); do
+  plain=$(rps -H "Authorization: Bearer $key" "$gateway/fhir/bench/Patient/bench-1")
+  translated=$(rps -H "Authorization: Bearer $key" -H "Accept: application/fhir+json; fhirVersion=5.0" "$gateway/fhir/bench/Patient/bench-1")
+  ratio=$(python3 -c "print(f'{$translated/$plain:.3f}')")
+  t_ratios+=("$ratio")
+  t_rows+="| $i | $plain | $translated | $ratio |"$'\n'
+  echo "  pair $i: R4 (untranslated) $plain req/s, R5 (translated) $translated req/s, ratio $ratio"
+done
+t_median=$(median_of "${t_ratios[@]}")
 kill "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
 
 echo "P7/P8: receipt writer and anchoring"
@@ -272,6 +288,17 @@ on the embedded ledger, default batch window.
 \`\`\`
 $(printf '%s\n' "$p7_writer" | grep '^P8')
 \`\`\`
+
+## P10e — a read translated R4 → R5 through the gateway
+
+The P1 gateway and upstream, the same ~1 KB Patient read with
+\`Accept: application/fhir+json; fhirVersion=5.0\` (buffered, parsed, translated by
+\`assent-adapters\`, serialised) and without (the site's R4, untranslated), alternating.
+
+| pair | R4 req/s | R5 req/s | ratio |
+|---|---|---|---|
+$t_rows
+**Median ratio: $t_median.**
 
 ## P3 — user-space instructions per proxied request (target ≤ 30k)
 

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The test command (README.md): sets up what the tests need on a fresh machine, then runs the
 # format check, clippy with warnings as errors, and every test of the workspace, with the store
-# tests and end-to-end tests on SQLite and on PostgreSQL.
+# tests and end-to-end tests on SQLite and on PostgreSQL. The translation corpus runs with
+# fhir-sdk's typed models (feature `typed-check`) and its outputs are validated with
+# fhir.resources (PyPI, pinned, in a virtual environment).
 #
 # Environment:
 #   ASSENT_TEST_DATABASE_URL  PostgreSQL for the tests (default: the machine's local server).
 #   ASSENT_TEST_REDIS_URL     Redis for the cross-replica cache tests (default: the local one).
 #   ASSENT_FHIR_EXAMPLES      the official FHIR examples (default: ../shared/data/fhir-examples).
+#   ASSENT_PY_VENV            the validator's virtual environment (default: target/validate-venv).
 #   CI                        when set, a missing service is an error instead of a warning.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,6 +84,27 @@ if ! command -v chromedriver >/dev/null 2>&1; then
   fi
 fi
 
+# The independent validator of the translation corpus's outputs (pip, pinned).
+py_venv="${ASSENT_PY_VENV:-$root/target/validate-venv}"
+validator=""
+if [ -n "$ASSENT_FHIR_EXAMPLES" ]; then
+  if command -v python3 >/dev/null 2>&1; then
+    stamp="$py_venv/.requirements"
+    if [ ! -x "$py_venv/bin/python" ] || ! cmp -s scripts/validate_fhir.requirements.txt "$stamp"; then
+      note "installing fhir.resources in $py_venv (pip, pinned)"
+      rm -rf "$py_venv"
+      python3 -m venv "$py_venv"
+      "$py_venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/validate_fhir.requirements.txt
+      cp scripts/validate_fhir.requirements.txt "$stamp"
+    fi
+    validator="$py_venv/bin/python"
+  elif [ -n "${CI:-}" ]; then
+    fail "python3 is needed to validate the translation corpus"
+  else
+    printf 'warning: python3 missing; the corpus outputs are not validated\n' >&2
+  fi
+fi
+
 note "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -88,4 +112,10 @@ note "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 note "cargo test"
-cargo test --workspace --locked
+corpus_out="$root/target/corpus-out"
+ASSENT_CORPUS_OUT="$corpus_out" cargo test --workspace --locked --features assent-adapters/typed-check
+
+if [ -n "$validator" ]; then
+  note "validating the translation corpus's outputs (fhir.resources)"
+  "$validator" scripts/validate_fhir.py "$corpus_out" scripts/validate_fhir_exceptions.tsv
+fi

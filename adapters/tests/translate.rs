@@ -193,6 +193,64 @@ struct Row {
     typed_checked: usize,
 }
 
+/// With `ASSENT_CORPUS_OUT=DIR`, the corpus test writes every conversion's output to
+/// `DIR/{TO}/{FROM}__{file}` and a `DIR/manifest.tsv` row per output (from, to, source file,
+/// output file, whether an issue explains a rejection), for the independent validator
+/// (`scripts/validate_fhir.py`, run by `scripts/test.sh`).
+struct CorpusOutputs {
+    dir: PathBuf,
+    manifest: String,
+}
+
+impl CorpusOutputs {
+    fn from_env() -> Option<CorpusOutputs> {
+        let dir = PathBuf::from(std::env::var_os("ASSENT_CORPUS_OUT")?);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).expect("clear ASSENT_CORPUS_OUT");
+        }
+        for v in FhirVersion::ALL {
+            fs::create_dir_all(dir.join(v.name())).expect("create ASSENT_CORPUS_OUT");
+        }
+        Some(CorpusOutputs {
+            dir,
+            manifest: "from\tto\tsource\toutput\texplained\n".to_owned(),
+        })
+    }
+
+    fn write(
+        &mut self,
+        from: FhirVersion,
+        to: FhirVersion,
+        source: &Path,
+        there: &assent_adapters::Translation,
+    ) {
+        let name = source
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("x.json");
+        let relative = format!("{}/{}__{name}", to.name(), from.name());
+        let text = serde_json::to_string(&there.resource).expect("JSON");
+        fs::write(self.dir.join(&relative), text).expect("write a corpus output");
+        // As for the typed check: an untranslated nested resource or a required element the
+        // source cannot fill is reported, so a validator may reject the output.
+        let explained = there.issues.iter().any(|i| {
+            i.severity == assent_fhir::Severity::Error || i.code == assent_fhir::IssueCode::Required
+        });
+        let source = source.canonicalize().unwrap_or_else(|_| source.to_owned());
+        self.manifest.push_str(&format!(
+            "{}\t{}\t{}\t{relative}\t{explained}\n",
+            from.name(),
+            to.name(),
+            source.display()
+        ));
+    }
+
+    fn finish(self) {
+        fs::write(self.dir.join("manifest.tsv"), self.manifest).expect("write the manifest");
+        println!("corpus outputs written to {}", self.dir.display());
+    }
+}
+
 /// Leaf paths of a resource, array indices dropped, restarting at each nested resource.
 fn leaf_paths(value: &Value, path: &str, out: &mut BTreeSet<String>) {
     match value {
@@ -262,6 +320,7 @@ fn corpus_round_trips() {
     }
     let mut table: Vec<((FhirVersion, FhirVersion), Row)> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
+    let mut outputs = CorpusOutputs::from_env();
     #[cfg_attr(not(feature = "typed-check"), allow(unused_mut))]
     let mut typed_problems: Vec<String> = Vec::new();
     for from in FhirVersion::ALL {
@@ -291,6 +350,9 @@ fn corpus_round_trips() {
                 row.examples += 1;
                 let outcome = catch_unwind(AssertUnwindSafe(|| {
                     let there = translate(input.clone(), from, to)?;
+                    if let Some(out) = outputs.as_mut() {
+                        out.write(from, to, &dir.join(file), &there);
+                    }
                     #[cfg(feature = "typed-check")]
                     if assent_adapters::check_typed(input, from).is_ok() {
                         row.typed_checked += 1;
@@ -399,6 +461,9 @@ fn corpus_round_trips() {
     }
     for p in &typed_problems {
         println!("typed: {p}");
+    }
+    if let Some(out) = outputs {
+        out.finish();
     }
     assert!(
         problems.is_empty(),

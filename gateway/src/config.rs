@@ -33,6 +33,7 @@ pub const ENV_KEYS: &[&str] = &[
     "audit",
     "break_glass",
     "cache",
+    "fhir",
     "sites",
 ];
 
@@ -74,6 +75,8 @@ pub struct Config {
     pub break_glass: BreakGlassConfig,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub fhir: FhirConfig,
     /// Sites by id. The id is the `{site}` of `/fhir/{site}/…`.
     #[serde(default)]
     pub sites: BTreeMap<String, SiteConfig>,
@@ -81,6 +84,21 @@ pub struct Config {
     /// (site adapters) are read from there.
     #[serde(skip)]
     pub config_dir: Option<PathBuf>,
+}
+
+/// FHIR version negotiation (`[fhir]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FhirConfig {
+    /// The FHIR version answered to a client that names none (no `fhirVersion` parameter in
+    /// `Accept` or `_format`): `STU3`, `R4`, `R4B`, `R5` (or `3.0`, `4.0`, `4.3`, `5.0`).
+    /// When absent, each site answers in its own version, untranslated.
+    #[serde(
+        default,
+        deserialize_with = "deserialize_optional_version",
+        serialize_with = "serialize_optional_version"
+    )]
+    pub default_version: Option<FhirVersion>,
 }
 
 /// The consent ledger: the embedded ledger in the gateway's store (the default), or a
@@ -1283,6 +1301,24 @@ fn serialize_version<S: serde::Serializer>(v: &FhirVersion, s: S) -> Result<S::O
     s.serialize_str(v.name())
 }
 
+fn deserialize_optional_version<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<FhirVersion>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    s.map(|s| s.parse().map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+fn serialize_optional_version<S: serde::Serializer>(
+    v: &Option<FhirVersion>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_str(v.name()),
+        None => s.serialize_none(),
+    }
+}
+
 fn deserialize_policy<'de, D: Deserializer<'de>>(d: D) -> Result<SitePolicy, D::Error> {
     let s = String::deserialize(d)?;
     match s.as_str() {
@@ -1404,6 +1440,15 @@ mod tests {
         assert_eq!(site.default_policy, SitePolicy::OptOut);
         assert_eq!(site.timeout(), Duration::from_secs(30));
         assert_eq!(c.public_base_for(c.listen), "http://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn the_default_fhir_version_is_optional() {
+        assert_eq!(Config::from_toml(GOOD).unwrap().fhir.default_version, None);
+        let c = Config::from_toml(&format!("{GOOD}\n[fhir]\ndefault_version = \"5.0\"")).unwrap();
+        assert_eq!(c.fhir.default_version, Some(FhirVersion::R5));
+        let e = error_of(&format!("{GOOD}\n[fhir]\ndefault_version = \"R7\""));
+        assert!(e.contains("fhir.default_version"), "{e}");
     }
 
     fn error_of(text: &str) -> String {

@@ -1060,12 +1060,16 @@ mod tests {
             service.events_checkpoint().map(|c| c.block_number) == Some(put.block_number)
         })
         .await;
-        let stored: Checkpoint =
-            serde_json::from_str(&t.store.setting(setting).unwrap().unwrap()).unwrap();
-        assert_eq!(
-            stored.block_number, put.block_number,
-            "the checkpoint is kept"
-        );
+        // Kept in the store just after it is handled (the save follows the event).
+        eventually("the checkpoint kept", || {
+            t.store
+                .setting(setting)
+                .unwrap()
+                .and_then(|text| serde_json::from_str::<Checkpoint>(&text).ok())
+                .map(|c| c.block_number)
+                == Some(put.block_number)
+        })
+        .await;
 
         // Live: the first decision reads the ledger, the next ones the cache.
         assert_eq!(

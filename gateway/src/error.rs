@@ -99,6 +99,21 @@ pub enum GatewayError {
     },
     #[error("the site has no adapter configured")]
     NoAdapter,
+    /// The client asked (`fhirVersion` in `Accept` or `_format`) for a FHIR version the
+    /// gateway does not serve; the value is what it asked for.
+    #[error("FHIR version `{0}` is not served; ask for fhirVersion 3.0, 4.0, 4.3 or 5.0")]
+    FhirVersionNotSupported(String),
+    /// A resource type outside the converted types, when the client's FHIR version differs
+    /// from the site's; `issue` names the type.
+    #[error("{}", issue.diagnostics)]
+    TranslationUnsupported { issue: Issue },
+    /// `Prefer: handling=strict` and the translation between versions would lose data; the
+    /// issues say what.
+    #[error("the translation to FHIR {to} would lose data ({} issues); without `Prefer: handling=strict` the lossy result is returned with X-Assent-Translation-Issues", issues.len())]
+    TranslationLossy {
+        to: assent_fhir::FhirVersion,
+        issues: Vec<Issue>,
+    },
     #[error("internal error")]
     Internal,
 }
@@ -163,6 +178,13 @@ impl GatewayError {
             E::VersionConflict(_) => (409, I::Processing, "version-conflict", Client),
             E::AdapterInvalid { .. } => (422, I::Invalid, "adapter-invalid", Client),
             E::NoAdapter => (404, I::NotFound, "adapter-not-configured", Client),
+            E::FhirVersionNotSupported(_) => {
+                (406, I::NotSupported, "fhir-version-not-supported", Client)
+            }
+            E::TranslationUnsupported { .. } => {
+                (422, I::NotSupported, "translation-unsupported-type", Client)
+            }
+            E::TranslationLossy { .. } => (422, I::Processing, "translation-lossy", Client),
             E::Internal => (500, I::Exception, "internal", Internal),
         };
         ErrorRow {
@@ -202,6 +224,18 @@ impl GatewayError {
         } = self
         {
             outcome["issue"][0]["expression"] = serde_json::json!([expression]);
+        }
+        match self {
+            GatewayError::TranslationUnsupported { issue } if !issue.expression.is_empty() => {
+                outcome["issue"][0]["expression"] = serde_json::json!(issue.expression);
+            }
+            GatewayError::TranslationLossy { issues, .. } => {
+                // The summary first (with the stable code), then every issue of the translation.
+                if let Some(all) = outcome["issue"].as_array_mut() {
+                    all.extend(issues.iter().map(Issue::to_json));
+                }
+            }
+            _ => {}
         }
         outcome
     }

@@ -19,6 +19,7 @@ pub mod consent_phase;
 pub mod consent_service;
 pub mod console;
 pub mod demo;
+pub mod dialect;
 pub mod error;
 pub mod fhir_request;
 pub mod ledger_store;

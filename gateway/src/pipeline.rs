@@ -3,6 +3,12 @@
 //!
 //! `authenticate → resolve site → parse → decide → forward → filter → receipt → record`
 //!
+//! Translation between FHIR versions (`dialect.rs`) sits at the two ends of the site's
+//! version: the request is put into the site's version right after parsing (so scopes,
+//! consent and the forwarded request all speak the site's version), and the response is put
+//! into the client's version last in the filter phase, after consent and scopes have decided
+//! what is released and URLs are rewritten.
+//!
 //! **Invariant:** the record phase runs for every request that reached the pipeline, whatever
 //! the outcome; the forward phase runs only with the `Permit` the decide phase returned.
 //! **Invariant:** every authenticated request's response is released only after its receipt
@@ -27,6 +33,7 @@ use crate::break_glass::{self, BreakGlass};
 use crate::caller::Caller;
 use crate::consent_phase::{self, ConsentRequest};
 use crate::consent_service::ConsentService;
+use crate::dialect::{self, Dialect};
 use crate::error::GatewayError;
 use crate::fhir_request::{self, FhirRequest};
 use crate::observability::RequestId;
@@ -273,8 +280,8 @@ async fn run(
         return Err(assent_auth::AuthError::PurposeRequired.into());
     }
 
-    // parse
-    let (mut fhir, body) = parse(req, payload, state, &site).await?;
+    // parse, with the FHIR version the client reads
+    let (mut fhir, body, mut dialect) = parse(req, payload, state, &site).await?;
     ctx.fhir = Some(fhir.clone());
     if let Some(token) = &fhir.page_token {
         let signed = signed_part(req.path(), &site.id, &fhir.query);
@@ -291,6 +298,8 @@ async fn run(
             "a search names a resource type".into(),
         ));
     }
+    // translate the request into the site's version (paging links already are)
+    let body = dialect.translate_request(&mut fhir, body)?;
 
     // authorize: the caller's scopes for this interaction and resource type; a confined or
     // granular search is narrowed before it is forwarded
@@ -393,6 +402,7 @@ async fn run(
         &fhir,
         &consent,
         adapting,
+        &dialect,
         response,
     )
     .await;
@@ -434,18 +444,24 @@ fn notify_break_glass(ctx: &RequestContext, state: &AppState, status: StatusCode
     });
 }
 
-/// The parse phase: the FHIR request, and the form body of `POST _search`.
+/// The parse phase: the FHIR request, the form body of `POST _search`, and the versions
+/// (the client's, negotiated from `Accept` and `_format`; the site's).
 async fn parse(
     req: &HttpRequest,
     mut payload: web::Payload,
     state: &AppState,
     site: &Site,
-) -> Result<(FhirRequest, Option<Bytes>), GatewayError> {
+) -> Result<(FhirRequest, Option<Bytes>, Dialect), GatewayError> {
     let (_, rest) = split_fhir_path(req.path());
     let fhir = fhir_request::parse(req.method().as_str(), rest, req.query_string())?;
-    check_accept(req)?;
+    let dialect = dialect::negotiate(
+        req.headers(),
+        req.query_string(),
+        site.config.fhir_version,
+        state.config.fhir.default_version,
+    )?;
     if !fhir.post_search {
-        return Ok((fhir, None));
+        return Ok((fhir, None, dialect));
     }
     let content_type = req
         .headers()
@@ -488,7 +504,7 @@ async fn parse(
             "paging tokens go in the URL".into(),
         ));
     }
-    Ok((fhir, Some(Bytes::from(form))))
+    Ok((fhir, Some(Bytes::from(form)), dialect))
 }
 
 /// `/fhir/{site}/{rest}` → (`site`, `rest`); either may be empty.
@@ -498,30 +514,6 @@ fn split_fhir_path(path: &str) -> (&str, &str) {
         .unwrap_or_default()
         .trim_start_matches('/');
     below.split_once('/').unwrap_or((below, ""))
-}
-
-/// Only JSON is served: an `Accept` that admits no JSON is refused.
-fn check_accept(req: &HttpRequest) -> Result<(), GatewayError> {
-    let Some(accept) = req.headers().get(header::ACCEPT) else {
-        return Ok(());
-    };
-    let accept = accept
-        .to_str()
-        .map_err(|_| GatewayError::Malformed("the Accept header is not ASCII".into()))?;
-    let admits_json = accept.split(',').any(|item| {
-        let media = item.split(';').next().unwrap_or_default().trim();
-        media.is_empty()
-            || media == "*/*"
-            || media == "application/*"
-            || fhir_request::is_json_format(media)
-    });
-    if admits_json {
-        Ok(())
-    } else {
-        Err(GatewayError::UnsupportedMediaType(
-            "only application/fhir+json is served".into(),
-        ))
-    }
 }
 
 /// What a paging token signs for this request: the path below the site and the query without
@@ -560,18 +552,8 @@ impl Adapting {
     }
 }
 
-/// `X-Assent-Translation-Issues`: how many issues the site adapter reported.
-fn adapter_issues_header(out: &mut actix_web::HttpResponseBuilder, adapting: &Option<Adapting>) {
-    if let Some(a) = adapting {
-        out.insert_header((TRANSLATION_ISSUES, a.issues.len().to_string()));
-    }
-}
-
-/// The response header counting translation issues.
-pub const TRANSLATION_ISSUES: &str = "x-assent-translation-issues";
-
 /// The filter phase: maps upstream errors, decides returned resources where the decision
-/// needs them, rewrites URLs, streams what it does not parse.
+/// needs them, rewrites URLs, translates what is released into the client's version.
 #[allow(clippy::too_many_arguments)]
 async fn filter(
     ctx: &mut RequestContext,
@@ -582,6 +564,7 @@ async fn filter(
     fhir: &FhirRequest,
     consent: &ConsentFilter<'_>,
     mut adapting: Option<Adapting>,
+    dialect: &Dialect,
     mut response: awc::ClientResponse,
 ) -> Result<HttpResponse, GatewayError> {
     let status = response.status();
@@ -603,11 +586,7 @@ async fn filter(
     }
 
     let mut out = HttpResponse::build(status);
-    out.insert_header((
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(&site.config.fhir_version.content_type())
-            .unwrap_or_else(|_| HeaderValue::from_static("application/fhir+json")),
-    ));
+    dialect.response_headers(&mut out, None);
     out.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
     copy_validators(&response, &mut out);
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
@@ -652,16 +631,11 @@ async fn filter(
         if withheld > 0 {
             tracing::info!(request_id = %ctx.request_id, site = %site.id, withheld, "entries withheld by consent");
         }
+        dialect.carry_format(&mut bundle, &site.urls);
         let sign = |rest: &str| state.signer.sign(&site.id, &caller.id, rest);
         rewrite::rewrite_bundle(&mut bundle, &site.urls, &sign);
-        if let Some(entries) = bundle.get("entry").and_then(|e| e.as_array()) {
-            for resource in entries.iter().filter_map(|e| e.get("resource")) {
-                release(ctx, resource);
-            }
-        }
-        let body = serde_json::to_vec(&bundle).map_err(|_| GatewayError::Internal)?;
-        adapter_issues_header(&mut out, &adapting);
-        return Ok(out.body(body));
+        let translation = dialect.translate_response(bundle)?;
+        return translated(ctx, site, dialect, out, &adapting, translation, true);
     }
     if fhir.interaction == assent_fhir::Interaction::Capabilities {
         // Parsed and amended: the SMART security section names the trusted issuer's endpoints.
@@ -681,13 +655,12 @@ async fn filter(
                 }
             }
         }
-        let body = serde_json::to_vec(&statement).map_err(|_| GatewayError::Internal)?;
-        adapter_issues_header(&mut out, &adapting);
-        return Ok(out.body(body));
+        let statement = dialect.translate_capabilities(statement)?;
+        return translated(ctx, site, dialect, out, &adapting, statement, false);
     }
     // A single resource: parsed, so that the adapter rewrites it, the grant and (for a
-    // permit that depends on the content) the resource's own consent are checked, and the
-    // receipt names what was released with its content hash.
+    // permit that depends on the content) the resource's own consent are checked, it can be
+    // translated, and the receipt names what was released with its content hash.
     let mut resource = read_json(&mut response, site).await?;
     if let Some(a) = &mut adapting {
         a.response(&mut resource);
@@ -700,10 +673,8 @@ async fn filter(
         }
     }
     rewrite::rewrite_strings(&mut resource, &site.urls);
-    release(ctx, &resource);
-    let body = serde_json::to_vec(&resource).map_err(|_| GatewayError::Internal)?;
-    adapter_issues_header(&mut out, &adapting);
-    Ok(out.body(body))
+    let translation = dialect.translate_response(resource)?;
+    translated(ctx, site, dialect, out, &adapting, translation, true)
 }
 
 /// Notes a resource released to the caller, for the receipt.
@@ -714,6 +685,43 @@ fn release(ctx: &mut RequestContext, resource: &serde_json::Value) {
     if let Some(patient) = consent_phase::patient_of_resource(resource) {
         ctx.released_patients.push(patient);
     }
+}
+
+/// The answer with a parsed (and possibly adapted and translated) body, in the client's
+/// version, with the count of issues the site adapter and the version translation reported.
+/// `patient_data`: the body is what the receipt lists as released (resources, or a Bundle's
+/// entries).
+fn translated(
+    ctx: &mut RequestContext,
+    site: &Site,
+    dialect: &Dialect,
+    mut out: actix_web::HttpResponseBuilder,
+    adapting: &Option<Adapting>,
+    translated: dialect::Translated,
+    patient_data: bool,
+) -> Result<HttpResponse, GatewayError> {
+    if let Some(issues) = translated.issues {
+        tracing::debug!(request_id = %ctx.request_id, site = %site.id, from = %dialect.site, to = %dialect.client, issues, "translated");
+    }
+    let issues = match (translated.issues, adapting.as_ref().map(|a| a.issues.len())) {
+        (None, None) => None,
+        (t, a) => Some(t.unwrap_or(0) + a.unwrap_or(0)),
+    };
+    dialect.response_headers(&mut out, issues);
+    if patient_data {
+        let resource = &translated.resource;
+        if resource.get("resourceType").and_then(|v| v.as_str()) == Some("Bundle") {
+            if let Some(entries) = resource.get("entry").and_then(|e| e.as_array()) {
+                for r in entries.iter().filter_map(|e| e.get("resource")) {
+                    release(ctx, r);
+                }
+            }
+        } else {
+            release(ctx, resource);
+        }
+    }
+    let body = serde_json::to_vec(&translated.resource).map_err(|_| GatewayError::Internal)?;
+    Ok(out.body(body))
 }
 
 /// The upstream body, buffered within the site's limit, as JSON.

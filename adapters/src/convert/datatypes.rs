@@ -3,7 +3,8 @@
 //! `asNeeded` + `asNeededFor`; R5 `maxDosePerPeriod` repeats), `Attachment` (R5 `size` is an
 //! integer64, a JSON string; R5 adds `height`, `width`, `frames`, `duration`, `pages`) and
 //! `Signature` (STU3 `who[x]`/`onBehalfOf[x]`/`contentType`/`blob` became R4 `who`,
-//! `onBehalfOf`, `sigFormat`, `data`). Converted in place; what does not fit is carried
+//! `onBehalfOf`, `sigFormat`, `data`) and `SampledData` (R4B `period` in milliseconds became
+//! R5 `interval` + `intervalUnit`; R5 adds `codeMap` and `offsets`). Converted in place; what does not fit is carried
 //! (`extension-{Datatype}.{element}`, one carrier per item) and restored on the way back.
 //! Leaves out datatypes nested inside other datatypes and those unchanged in shape.
 
@@ -25,6 +26,10 @@ fn part_type(key: &str) -> Option<&'static str> {
         "height" | "width" | "frames" | "pages" => Some("positiveInt"),
         "duration" => Some("decimal"),
         "size" => Some("string"),
+        "interval" => Some("decimal"),
+        "intervalUnit" => Some("code"),
+        "codeMap" => Some("canonical"),
+        "offsets" => Some("string"),
         "whoUri" | "onBehalfOfUri" => Some("uri"),
         "targetFormat" => Some("code"),
         _ => None,
@@ -33,7 +38,7 @@ fn part_type(key: &str) -> Option<&'static str> {
 
 /// Whether values of datatype `ty` need [`convert`].
 pub(crate) fn changes(ty: &str) -> bool {
-    matches!(ty, "Dosage" | "Attachment" | "Signature")
+    matches!(ty, "Dosage" | "Attachment" | "Signature" | "SampledData")
 }
 
 /// Convert one value of datatype `ty` (an item of `path`) for the step in `ctx`.
@@ -45,6 +50,7 @@ pub(crate) fn convert(value: &mut Value, ty: &str, path: &str, ctx: &mut Ctx) {
         "Dosage" => dosage(object, path, ctx),
         "Attachment" => attachment(object, path, ctx),
         "Signature" => signature(object, path, ctx),
+        "SampledData" => sampled_data(object, path, ctx),
         _ => {}
     }
 }
@@ -128,6 +134,73 @@ fn signature(signature: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
         _ => {}
     }
     restore(signature, "Signature", ctx);
+}
+
+/// Milliseconds per unit of `SampledData.intervalUnit` (UCUM time units).
+fn millis_per(unit: &str) -> Option<f64> {
+    Some(match unit {
+        "us" => 0.001,
+        "ms" => 1.0,
+        "s" => 1000.0,
+        "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        _ => return None,
+    })
+}
+
+fn sampled_data(data: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
+    match (ctx.from, ctx.to) {
+        (FhirVersion::R4B, FhirVersion::R5) => {
+            if let Some(period) = data.remove("period") {
+                data.insert("interval".into(), period);
+                data.insert("intervalUnit".into(), Value::String("ms".into()));
+            }
+            if let Some(ext) = data.remove("_period") {
+                data.insert("_interval".into(), ext);
+            }
+        }
+        (FhirVersion::R5, FhirVersion::R4B) => {
+            let unit = data.get("intervalUnit").and_then(Value::as_str);
+            let interval = data.get("interval").and_then(Value::as_f64);
+            match (interval, unit) {
+                (Some(_), Some("ms")) => {
+                    if let Some(v) = data.remove("interval") {
+                        data.insert("period".into(), v);
+                    }
+                    data.remove("intervalUnit");
+                }
+                (Some(interval), Some(unit)) if millis_per(unit).is_some() => {
+                    // In milliseconds for R4B; the original value and unit are carried.
+                    let ms = interval * millis_per(unit).unwrap_or(1.0);
+                    if let Some(n) = serde_json::Number::from_f64(ms) {
+                        data.insert("period".into(), Value::Number(n));
+                    }
+                    for key in ["interval", "intervalUnit"] {
+                        if let Some(v) = data.remove(key) {
+                            carry(data, "SampledData", key, v, path, ctx);
+                        }
+                    }
+                }
+                _ => {
+                    for key in ["interval", "intervalUnit"] {
+                        if let Some(v) = data.remove(key) {
+                            carry(data, "SampledData", key, v, path, ctx);
+                        }
+                    }
+                }
+            }
+            if let Some(ext) = data.remove("_interval") {
+                data.insert("_period".into(), ext);
+            }
+            for key in ["codeMap", "offsets"] {
+                if let Some(v) = data.remove(key) {
+                    carry(data, "SampledData", key, v, path, ctx);
+                }
+            }
+        }
+        _ => {}
+    }
+    restore(data, "SampledData", ctx);
 }
 
 const DOSE_KEYS: &[&str] = &["doseRange", "doseQuantity"];

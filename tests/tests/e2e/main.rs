@@ -9,6 +9,7 @@ mod cache_fanout;
 mod consent;
 mod console;
 mod demo;
+mod dialects;
 mod errors;
 mod fabric;
 mod operations;

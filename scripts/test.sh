@@ -113,9 +113,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 note "cargo test"
 corpus_out="$root/target/corpus-out"
-ASSENT_CORPUS_OUT="$corpus_out" cargo test --workspace --locked --features assent-adapters/typed-check
+audit_out="$root/target/audit-out"
+rm -rf "$audit_out"
+ASSENT_CORPUS_OUT="$corpus_out" ASSENT_AUDIT_OUT="$audit_out" \
+  cargo test --workspace --locked --features assent-adapters/typed-check
 
 if [ -n "$validator" ]; then
   note "validating the translation corpus's outputs (fhir.resources)"
   "$validator" scripts/validate_fhir.py "$corpus_out" scripts/validate_fhir_exceptions.tsv
+  note "validating the audit API's AuditEvents in every version (fhir.resources)"
+  "$validator" scripts/validate_fhir.py --plain "$audit_out"
 fi

@@ -12,6 +12,10 @@ resource, a required element the source cannot fill) or a row of the exceptions 
 covers it. Prints the table; exit 1 on an unexplained rejection or a missing corpus.
 
 Usage: validate_fhir.py CORPUS_OUT_DIR [EXCEPTIONS_FILE]
+       validate_fhir.py --plain DIR
+         (every DIR/{STU3,R4,R4B,R5}/*.json must be valid for its version's model, with no
+         exceptions: the AuditEvents the audit API serves, written by the e2e test with
+         ASSENT_AUDIT_OUT)
 """
 
 import csv
@@ -76,9 +80,46 @@ def excepted(exceptions, direction, name, message):
     return None
 
 
+def plain(root):
+    """Validates DIR/{version}/*.json, each with its version's model; exit 1 on any rejection."""
+    counts = OrderedDict()
+    problems = []
+    for version in MODELS:
+        folder = os.path.join(root, version)
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            if not name.endswith(".json"):
+                continue
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                resource = json.load(f)
+            c = counts.setdefault(version, [0, 0])
+            c[0] += 1
+            why = validate(version, resource)
+            if why is None:
+                c[1] += 1
+            else:
+                problems.append("%s %s (%s): %s" % (version, name, resource.get("resourceType"), why))
+    if not counts:
+        sys.exit("validate_fhir: no resources under %s" % root)
+    print("\nfhir.resources %s validation of %s" % (fhir.resources.__version__, root))
+    for version, (n, valid) in counts.items():
+        print("%-5s %4d resources, %4d valid" % (version, n, valid))
+    if problems:
+        print("\n%d resources rejected:" % len(problems))
+        for p in problems:
+            print("  " + p)
+        sys.exit(1)
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
+    if sys.argv[1] == "--plain":
+        if len(sys.argv) != 3:
+            sys.exit(__doc__)
+        plain(sys.argv[2])
+        return
     out_dir = sys.argv[1]
     exceptions = load_exceptions(sys.argv[2] if len(sys.argv) > 2 else None)
     manifest = os.path.join(out_dir, "manifest.tsv")

@@ -664,3 +664,85 @@ async fn assent_verify_finds_a_tampered_receipt_proof_or_anchor() {
     };
     assert_eq!(audit_verify::main(&neither), 64);
 }
+
+/// The AuditEvents the audit API serves, in every FHIR version, for each BALP pattern the
+/// gateway produces (read, patient read, query, denied, break-glass). With
+/// `ASSENT_AUDIT_OUT=DIR` they are written to `DIR/{version}/{n}.json`, and the test script
+/// validates them with an independent validator (`scripts/validate_fhir.py --plain`).
+#[actix_web::test]
+async fn audit_events_in_every_version_for_the_fhir_validator() {
+    let upstream = hospital();
+    let store = testing::sqlite();
+    let gw = gateway(&store.url, &upstream);
+    let mut ids = traffic(&gw).await;
+    // A query, and an access granted by break-glass over the opt-in site's deny.
+    let query = send(
+        "GET",
+        &gw.url("/fhir/st-mary/Observation?patient=p1"),
+        Some(clinician_token()),
+        &[],
+        None,
+    )
+    .await;
+    ids.push(query.header("x-assent-receipt").unwrap().to_owned());
+    let emergency = send(
+        "GET",
+        &gw.url("/fhir/north-general/Patient/p1"),
+        Some(&token(
+            "dr-bob",
+            Some("openid fhirUser user/*.rs assent/break-glass"),
+            Some("ETREAT"),
+            None,
+        )),
+        &[("x-assent-break-glass-reason", "unconscious on arrival")],
+        None,
+    )
+    .await;
+    assert_eq!(emergency.status, 200, "{}", emergency.text());
+    ids.push(emergency.header("x-assent-receipt").unwrap().to_owned());
+
+    let officer = auditor();
+    let out = std::env::var_os("ASSENT_AUDIT_OUT").map(std::path::PathBuf::from);
+    for version in ["STU3", "R4", "R4B", "R5"] {
+        let got = audit_get(
+            &gw,
+            &format!("/audit/AuditEvent?_fhirVersion={version}&_count=50"),
+            &officer,
+        )
+        .await;
+        assert_eq!(got.status, 200, "{version}: {}", got.text());
+        let bundle = got.json();
+        let mut served = receipt_ids(&bundle);
+        served.sort();
+        let mut expected = ids.clone();
+        expected.sort();
+        assert_eq!(served, expected, "{version}: one AuditEvent per receipt");
+        let events: Vec<&Value> = bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["resource"])
+            .collect();
+        for event in &events {
+            assert_eq!(event["resourceType"], "AuditEvent");
+            assert!(event["agent"].as_array().is_some_and(|a| !a.is_empty()));
+            assert!(event["source"].is_object(), "{event}");
+        }
+        // The emergency access is its own pattern (a security alert: BALP has none for it).
+        assert!(
+            events
+                .iter()
+                .any(|e| e.to_string().contains("unconscious on arrival")
+                    || e.to_string().contains("BTG")
+                    || e.to_string().contains("break-glass")),
+            "{version}: the break-glass access is recognisable"
+        );
+        if let Some(dir) = &out {
+            let dir = dir.join(version);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (n, event) in events.iter().enumerate() {
+                std::fs::write(dir.join(format!("{n}.json")), event.to_string()).unwrap();
+            }
+        }
+    }
+}

@@ -1,14 +1,11 @@
 //! Upstream URLs never reach the client: this module maps them to the gateway's.
 //!
-//! Owns three rewrites: Bundles (paging links signed and re-rooted, `fullUrl` and every other
-//! string under the upstream base), single header values (`Location`, `Content-Location`), and
-//! a streaming byte rewriter for bodies the gateway does not parse. Leaves out: signing (the
+//! Owns two rewrites: Bundles and resources (paging links signed and re-rooted, `fullUrl` and
+//! every other string under the upstream base) and single header values (`Location`,
+//! `Content-Location`). Every body is parsed (the receipt hashes what is released), so there
+//! is no byte-level rewriter. Leaves out: signing (the
 //! paging module, passed in as a function) and consent filtering.
 
-use std::sync::Arc;
-
-use bytes::{Bytes, BytesMut};
-use memchr::memmem::Finder;
 use serde_json::Value;
 
 use crate::fhir_request::PAGE_TOKEN_PARAM;
@@ -19,19 +16,15 @@ use crate::fhir_request::PAGE_TOKEN_PARAM;
 pub struct UrlMap {
     pub upstream_base: String,
     pub public_base: String,
-    /// The byte patterns of [`StreamRewriter`], built once per site.
-    patterns: Arc<StreamPatterns>,
 }
 
 impl UrlMap {
     pub fn new(upstream_base: &str, public_base: &str) -> Self {
         let upstream_base = upstream_base.trim_end_matches('/').to_owned();
         let public_base = public_base.trim_end_matches('/').to_owned();
-        let patterns = Arc::new(StreamPatterns::new(&upstream_base, &public_base));
         UrlMap {
             upstream_base,
             public_base,
-            patterns,
         }
     }
 
@@ -121,97 +114,6 @@ pub fn rewrite_strings(value: &mut Value, map: &UrlMap) {
     }
 }
 
-/// What the stream rewriter looks for and what it writes instead: the upstream base as
-/// `base/`, plain and with JSON-escaped slashes.
-#[derive(Debug)]
-struct StreamPatterns {
-    patterns: Vec<(Finder<'static>, Bytes)>,
-    longest: usize,
-}
-
-impl StreamPatterns {
-    fn new(upstream_base: &str, public_base: &str) -> Self {
-        let from = format!("{upstream_base}/");
-        let to = format!("{public_base}/");
-        let escaped_from = from.replace('/', "\\/");
-        let escaped_to = to.replace('/', "\\/");
-        let patterns: Vec<(Finder<'static>, Bytes)> = [(from, to), (escaped_from, escaped_to)]
-            .into_iter()
-            .map(|(f, t)| (Finder::new(f.as_bytes()).into_owned(), Bytes::from(t)))
-            .collect();
-        let longest = patterns
-            .iter()
-            .map(|(f, _)| f.needle().len())
-            .max()
-            .unwrap_or(1);
-        StreamPatterns { patterns, longest }
-    }
-}
-
-/// Replaces the upstream base (as `base/`, plain and with JSON-escaped slashes) in a byte
-/// stream, chunk by chunk, without buffering more than one pattern's length.
-pub struct StreamRewriter {
-    patterns: Arc<StreamPatterns>,
-    carry: BytesMut,
-}
-
-impl StreamRewriter {
-    pub fn new(map: &UrlMap) -> Self {
-        StreamRewriter {
-            patterns: map.patterns.clone(),
-            carry: BytesMut::new(),
-        }
-    }
-
-    /// Feeds a chunk; returns what can be released now.
-    pub fn push(&mut self, chunk: &[u8]) -> Bytes {
-        self.carry.extend_from_slice(chunk);
-        // A match that is not complete yet starts within the last `longest - 1` bytes.
-        let safe = self.carry.len().saturating_sub(self.patterns.longest - 1);
-        let (out, consumed) = self.replace(safe);
-        let _ = self.carry.split_to(consumed);
-        out
-    }
-
-    /// Ends the stream; returns the rest.
-    pub fn finish(&mut self) -> Bytes {
-        let (out, consumed) = self.replace(self.carry.len());
-        let _ = self.carry.split_to(consumed);
-        out
-    }
-
-    /// Replaces matches starting before `limit`; returns the output and how many input bytes
-    /// it covers.
-    fn replace(&self, limit: usize) -> (Bytes, usize) {
-        let buf = &self.carry[..];
-        let mut out = BytesMut::with_capacity(limit + 64);
-        let mut at = 0;
-        loop {
-            let next = self
-                .patterns
-                .patterns
-                .iter()
-                .filter_map(|(finder, to)| {
-                    finder
-                        .find(&buf[at..])
-                        .map(|i| (at + i, finder.needle().len(), to))
-                })
-                .min_by_key(|(start, _, _)| *start);
-            match next {
-                Some((start, len, to)) if start < limit => {
-                    out.extend_from_slice(&buf[at..start]);
-                    out.extend_from_slice(to);
-                    at = start + len;
-                }
-                _ => break,
-            }
-        }
-        let end = limit.max(at);
-        out.extend_from_slice(&buf[at..end]);
-        (out.freeze(), end)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,24 +188,5 @@ mod tests {
             Some("https://gw.example/fhir/st-mary/Patient/1")
         );
         assert_eq!(m.to_public("https://other.example/Patient/1"), None);
-    }
-
-    #[test]
-    fn the_stream_rewriter_finds_patterns_across_chunks() {
-        let body = br#"{"a":"http://up.internal:7000/fhir/Patient/1","b":"http:\/\/up.internal:7000\/fhir\/X","c":"http://up.internal:7000/fhir/"}"#;
-        let expected = br#"{"a":"https://gw.example/fhir/st-mary/Patient/1","b":"https:\/\/gw.example\/fhir\/st-mary\/X","c":"https://gw.example/fhir/st-mary/"}"#;
-        for chunk_size in [1, 2, 3, 7, 16, 33, body.len()] {
-            let mut rewriter = StreamRewriter::new(&map());
-            let mut out = Vec::new();
-            for chunk in body.chunks(chunk_size) {
-                out.extend_from_slice(&rewriter.push(chunk));
-            }
-            out.extend_from_slice(&rewriter.finish());
-            assert_eq!(
-                String::from_utf8(out).unwrap(),
-                String::from_utf8(expected.to_vec()).unwrap(),
-                "chunk size {chunk_size}"
-            );
-        }
     }
 }

@@ -8,7 +8,8 @@
 #   P3  user-space instructions per proxied request: callgrind over N and 6N requests on one
 #       keep-alive connection, (Ir(6N) − Ir(N)) / 5N.
 #   P7  receipts: durably recorded per second through the gateway's receipt writer (SQLite,
-#       and PostgreSQL when ASSENT_BENCH_DATABASE_URL is set), and end-to-end throughput with
+#       and PostgreSQL when ASSENT_BENCH_DATABASE_URL names a scratch database: the bench
+#       migrates it and leaves its tables), and end-to-end throughput with
 #       receipts on ÷ off (a second build with the benchmark-only feature bench-no-receipts).
 #   P8  receipt commit → anchored on the embedded ledger.
 #   Micro-benchmarks the crates carry (criterion / release tests), when present, and

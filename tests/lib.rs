@@ -117,6 +117,22 @@ impl FakeUpstream {
         FakeUpstream::start(move |_, _| FakeResponse::json(200, body.clone()))
     }
 
+    /// Serves one resource at `/{type}/{id}`; everything else is 404.
+    pub fn one_resource(resource: Value) -> FakeUpstream {
+        let path = format!(
+            "/{}/{}",
+            resource["resourceType"].as_str().unwrap_or_default(),
+            resource["id"].as_str().unwrap_or_default()
+        );
+        FakeUpstream::start(move |req, _| {
+            if req.path.ends_with(&path) {
+                FakeResponse::json(200, resource.clone())
+            } else {
+                FakeResponse::json(404, json!({"resourceType": "OperationOutcome"}))
+            }
+        })
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://{}/fhir", self.addr)
     }
@@ -355,6 +371,27 @@ pub struct StartedGateway {
 impl StartedGateway {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway.base_url())
+    }
+
+    /// Waits (up to 20 s) until receipts 1..=`last_sequence` of gateway `gateway_id` are in
+    /// batches anchored on the ledger.
+    pub fn wait_for_anchors(&self, gateway_id: &str, last_sequence: i64) {
+        let store = &self.gateway.state.store;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let covered = store
+                .last_batch(gateway_id)
+                .unwrap()
+                .is_some_and(|b| b.last_sequence >= last_sequence);
+            if covered && store.unanchored_batches(gateway_id).unwrap().is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "receipts were not anchored in time"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

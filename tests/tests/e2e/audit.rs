@@ -3,8 +3,6 @@
 //! verify offline, a patient's accounting of disclosures, hostile parameters; and `assent
 //! verify` finding a tampered receipt, proof or anchor (table-driven).
 
-use std::time::{Duration, Instant};
-
 use assent_e2e::*;
 use assent_gateway::audit_verify::{self, VerifyArgs};
 use assent_gateway::store::testing;
@@ -13,16 +11,9 @@ use serde_json::{Value, json};
 
 /// A FAKE upstream: Patient/p1 exists, everything else is 404.
 fn hospital() -> FakeUpstream {
-    FakeUpstream::start(|req, _base| {
-        if req.path.ends_with("/Patient/p1") {
-            FakeResponse::json(
-                200,
-                json!({"resourceType": "Patient", "id": "p1", "meta": {"versionId": "2"}}),
-            )
-        } else {
-            FakeResponse::json(404, json!({"resourceType": "OperationOutcome"}))
-        }
-    })
+    FakeUpstream::one_resource(
+        json!({"resourceType": "Patient", "id": "p1", "meta": {"versionId": "2"}}),
+    )
 }
 
 fn gateway(store_url: &str, upstream: &FakeUpstream) -> StartedGateway {
@@ -42,23 +33,6 @@ fn gateway(store_url: &str, upstream: &FakeUpstream) -> StartedGateway {
 /// A compliance officer: an explicit AuditEvent scope.
 fn auditor() -> String {
     token("nurse-carol", Some("openid user/AuditEvent.rs"), None, None)
-}
-
-/// Waits until every stored receipt is in a batch anchored on the ledger.
-fn wait_for_anchors(gw: &StartedGateway, last_sequence: i64) {
-    let store = &gw.gateway.state.store;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let covered = store
-            .last_batch("test-gw")
-            .unwrap()
-            .is_some_and(|b| b.last_sequence >= last_sequence);
-        if covered && store.unanchored_batches("test-gw").unwrap().is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not anchored in time");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Four accesses: alice reads p1 (permit), alice reads p2 (404), alice at north-general
@@ -127,7 +101,7 @@ async fn the_audit_api_searches_verifies_exports_and_accounts() {
     for store in testing::all() {
         let gw = gateway(&store.url, &upstream);
         let ids = traffic(&gw).await;
-        wait_for_anchors(&gw, 4);
+        gw.wait_for_anchors("test-gw", 4);
         let officer = auditor();
         let officer = officer.as_str();
 
@@ -452,7 +426,7 @@ async fn assent_verify_finds_a_tampered_receipt_proof_or_anchor() {
     let gw = gateway(db.to_str().unwrap(), &upstream);
     let mut ids = traffic(&gw).await;
     ids.extend(traffic(&gw).await);
-    wait_for_anchors(&gw, 8);
+    gw.wait_for_anchors("test-gw", 8);
     let officer = auditor();
     let export = |gw: &StartedGateway| {
         let url = gw.url("/audit/export?format=ndjson");

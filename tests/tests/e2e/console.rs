@@ -19,17 +19,11 @@ use assent_e2e::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
+/// A FAKE upstream: Patient/p1 exists, everything else is 404.
 fn hospital() -> FakeUpstream {
-    FakeUpstream::start(|req, _base| {
-        if req.path.ends_with("/Patient/p1") {
-            FakeResponse::json(
-                200,
-                json!({"resourceType": "Patient", "id": "p1", "meta": {"versionId": "1"}}),
-            )
-        } else {
-            FakeResponse::json(404, json!({"resourceType": "OperationOutcome"}))
-        }
-    })
+    FakeUpstream::one_resource(
+        json!({"resourceType": "Patient", "id": "p1", "meta": {"versionId": "1"}}),
+    )
 }
 
 fn gateway(upstream: &FakeUpstream) -> StartedGateway {

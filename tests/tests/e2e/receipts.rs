@@ -3,8 +3,6 @@
 //! receipt is anchored on the ledger with a proof that verifies; a store that refuses the
 //! receipt withholds the response (503) and the chain goes on without a gap.
 
-use std::time::{Duration, Instant};
-
 use assent_e2e::*;
 use assent_gateway::anchoring::rebuild_batch;
 use assent_gateway::store::{Backend, testing};
@@ -14,19 +12,11 @@ use assent_receipts::{
 use diesel::connection::SimpleConnection;
 use serde_json::json;
 
-/// A FAKE upstream: Patient/p1 exists (with a version), everything else is 404.
+/// A FAKE upstream: Patient/p1 exists, everything else is 404.
 fn hospital() -> FakeUpstream {
-    FakeUpstream::start(|req, _base| {
-        if req.path.ends_with("/Patient/p1") {
-            FakeResponse::json(
-                200,
-                json!({"resourceType": "Patient", "id": "p1", "meta": {"versionId": "4"},
-                       "name": [{"family": "Example"}]}),
-            )
-        } else {
-            FakeResponse::json(404, json!({"resourceType": "OperationOutcome"}))
-        }
-    })
+    FakeUpstream::one_resource(
+        json!({"resourceType": "Patient", "id": "p1", "meta": {"versionId": "4"}, "name": [{"family": "Example"}]}),
+    )
 }
 
 fn gateway(store_url: &str, upstream: &FakeUpstream) -> StartedGateway {
@@ -55,24 +45,6 @@ fn stored_receipts(gw: &StartedGateway) -> Vec<(Receipt, Digest)> {
             (receipt, Digest(row.hash.try_into().unwrap()))
         })
         .collect()
-}
-
-/// Waits until every stored receipt is in a batch anchored on the ledger.
-fn wait_for_anchors(gw: &StartedGateway, last_sequence: i64) {
-    let store = &gw.gateway.state.store;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let last = store.last_batch("test-gw").unwrap();
-        let covered = last.is_some_and(|b| b.last_sequence >= last_sequence);
-        if covered && store.unanchored_batches("test-gw").unwrap().is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "receipts were not anchored in time"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[actix_web::test]
@@ -145,7 +117,7 @@ async fn every_request_after_authentication_has_one_durable_anchored_receipt() {
         // The chain holds, and every receipt's proof leads to the root the ledger recorded.
         let breaks = verify_chain(stored.iter().map(|(r, h)| (r, Some(*h))));
         assert!(breaks.is_empty(), "{breaks:?}");
-        wait_for_anchors(&gw, stored.len() as i64);
+        gw.wait_for_anchors("test-gw", stored.len() as i64);
         let ledger = gw.gateway.state.consents.ledger();
         let gateway_key = key.gateway("test-gw");
         for (receipt, hash) in &stored {

@@ -57,25 +57,34 @@ impl SqlBlockStore {
             body: row.body.clone(),
             signature: row.signature.clone(),
         };
+        // The insert comes first: a SQLite transaction that read before writing cannot take
+        // the write lock once another connection committed (SQLITE_BUSY at once, without the
+        // busy timeout); one that writes first waits for the lock like any writer.
         let result = conn.transaction(|conn| {
-            let head: Option<i64> = ledger_blocks::table
-                .select(diesel::dsl::max(ledger_blocks::number))
-                .first(conn)?;
-            if head != row.number.checked_sub(1).filter(|n| *n >= 0) {
-                return Ok(Err(StoreError::Conflict {
-                    number: row.number,
-                    head,
-                }));
-            }
             diesel::insert_into(ledger_blocks::table)
                 .values(&record)
                 .execute(conn)?;
-            Ok::<_, DieselError>(Ok(()))
+            let head: Option<i64> = ledger_blocks::table
+                .select(diesel::dsl::max(ledger_blocks::number))
+                .first(conn)?;
+            let previous_present = match row.number.checked_sub(1).filter(|n| *n >= 0) {
+                None => true,
+                Some(previous) => diesel::select(diesel::dsl::exists(
+                    ledger_blocks::table.filter(ledger_blocks::number.eq(previous)),
+                ))
+                .get_result(conn)?,
+            };
+            if head != Some(row.number) || !previous_present || row.number < 0 {
+                // Not the next block after the head: undo the insert.
+                return Err(DieselError::RollbackTransaction);
+            }
+            Ok(())
         });
         match result {
-            Ok(outcome) => outcome,
-            // Another writer inserted the same number between our check and insert.
-            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+            Ok(()) => Ok(()),
+            // Not at the head, or another writer inserted the same number first.
+            Err(DieselError::RollbackTransaction)
+            | Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
                 let head = self.head_blocking().ok().flatten();
                 Err(StoreError::Conflict {
                     number: row.number,

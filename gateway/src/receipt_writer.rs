@@ -252,7 +252,7 @@ fn row(chained: &ChainedReceipt, subjects: &ReceiptSubjects) -> ReceiptRow {
         actor_key: r.actor_key.clone(),
         patient_key: r.patient_key.clone(),
         hash: chained.hash.as_bytes().to_vec(),
-        body: r.canonical_bytes(),
+        body: chained.bytes.clone(),
         subjects: serde_json::json!({
             "query": subjects.query,
             "client_id": subjects.client_id,

@@ -32,6 +32,8 @@ pub struct Chain {
 pub struct ChainedReceipt {
     pub receipt: Receipt,
     pub hash: Digest,
+    /// [`Receipt::canonical_bytes`], encoded once for the hash and kept for storage.
+    pub bytes: Vec<u8>,
 }
 
 /// Why a receipt cannot be appended.
@@ -100,10 +102,15 @@ impl Chain {
         }
         receipt.sequence = self.last_sequence + 1;
         receipt.prev_hash = self.last_hash;
-        let hash = receipt.hash();
+        let bytes = receipt.canonical_bytes();
+        let hash = Digest::of(&bytes);
         self.last_sequence = receipt.sequence;
         self.last_hash = hash;
-        Ok(ChainedReceipt { receipt, hash })
+        Ok(ChainedReceipt {
+            receipt,
+            hash,
+            bytes,
+        })
     }
 }
 

@@ -1,10 +1,13 @@
 //! FHIR vocabulary shared by every Assent crate: FHIR versions and their media-type names,
-//! REST interactions, and the `Issue` that lossy or failing work reports.
+//! REST interactions, the `Issue` that lossy or failing work reports, and THE rule of whose
+//! data a resource or a request is (`compartment`).
 //!
 //! Owns no I/O and no HTTP types; the gateway turns these into responses.
 
+pub mod compartment;
 mod interaction;
 mod issue;
+pub mod shaping;
 mod version;
 
 pub use interaction::Interaction;

@@ -116,11 +116,16 @@ issuer=$(sed -n 's/^issuer=//p' "$work/idp.out")
 key=$(sed -n 's/^token=//p' "$work/idp.out")
 [ -n "$key" ] || { echo "error: the bench identity provider did not start" >&2; exit 1; }
 gw_port=$(free_port)
+# The gateways' keys, apart from their databases (docs/keys.md).
+rm -f "$work/keys.toml"
+"$bin/assent" keys generate --out "$work/keys.toml" > /dev/null
 write_config() {
   cat > "$1" <<EOF
 listen = "127.0.0.1:$2"
 database_url = "$work/$3.db"
 gateway_id = "bench"
+[keys]
+file = "$work/keys.toml"
 [log]
 format = "text"
 level = "error"

@@ -1,6 +1,6 @@
 //! Shared helpers for the end-to-end tests: builder-style FAKE upstream FHIR servers on
-//! 127.0.0.1 port 0, a raw-TCP fake for connection failures, a test gateway builder, and the
-//! test identity provider (the demo's development provider on 127.0.0.1 port 0, shared by
+//! 127.0.0.1 port 0, a raw-TCP fake for connection failures, a test gateway builder (with its
+//! key file in its temporary directory), and the test identity provider (the demo's development provider on 127.0.0.1 port 0, shared by
 //! every test) with tokens for sample callers.
 //!
 //! The fakes are not FHIR servers: each answers with whatever its handler returns, and
@@ -20,6 +20,7 @@ use assent_fabric::testing::support;
 use assent_gateway::app::{self, RunningGateway};
 use assent_gateway::config::Config;
 use assent_gateway::demo::identity_provider::DemoIdentityProvider;
+use assent_gateway::keys::{self, KeySpec, Secret};
 use assent_gateway::loopback::ThreadServer;
 use serde_json::{Value, json};
 
@@ -283,6 +284,8 @@ pub fn caller_id(subject: &str) -> String {
 pub struct TestGateway {
     config: Value,
     database_url: Option<String>,
+    /// The keys written to the gateway's key file at start.
+    keys: Vec<(KeySpec, Secret)>,
     _dir: tempfile::TempDir,
 }
 
@@ -312,8 +315,23 @@ impl TestGateway {
         TestGateway {
             config,
             database_url: None,
+            keys: test_keys(),
             _dir: dir,
         }
+    }
+
+    /// Sets key `spec` (hex) in the gateway's key file.
+    pub fn key(mut self, spec: KeySpec, hex_key: &str) -> TestGateway {
+        self.keys.retain(|(s, _)| *s != spec);
+        self.keys
+            .push((spec, Secret::from_hex(hex_key).expect("hex key")));
+        self
+    }
+
+    /// Leaves key `spec` out of the gateway's key file.
+    pub fn without_key(mut self, spec: KeySpec) -> TestGateway {
+        self.keys.retain(|(s, _)| *s != spec);
+        self
     }
 
     /// Adds an R4 opt-out site.
@@ -348,12 +366,21 @@ impl TestGateway {
         self
     }
 
-    /// Starts the gateway; keep the returned value alive for as long as the test uses it.
-    pub fn start(mut self) -> StartedGateway {
+    /// The configuration it starts with (the key file written), without starting it.
+    pub fn config(&mut self) -> Config {
         if let Some(url) = &self.database_url {
             self.config["database_url"] = json!(url);
         }
-        let config = Config::from_value(&self.config).expect("valid test configuration");
+        let key_file = self._dir.path().join("keys.toml");
+        let _ = std::fs::remove_file(&key_file);
+        keys::write_key_file(&key_file, &self.keys).expect("write the test key file");
+        self.config["keys"] = json!({"file": key_file.display().to_string()});
+        Config::from_value(&self.config).expect("valid test configuration")
+    }
+
+    /// Starts the gateway; keep the returned value alive for as long as the test uses it.
+    pub fn start(mut self) -> StartedGateway {
+        let config = self.config();
         let gateway = app::spawn(config).expect("gateway starts");
         StartedGateway {
             gateway,
@@ -477,9 +504,41 @@ pub async fn get(url: &str) -> Got {
     send("GET", url, Some(clinician_token()), &[], None).await
 }
 
-/// The consortium key of test gateways on a shared ledger (any 32 bytes, hex).
+/// The consortium key of every test gateway (any 32 bytes, hex): gateways on one ledger or
+/// one store must share it, as replicas and consortium members do.
 pub const TEST_CONSORTIUM_KEY_HEX: &str =
     "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
+/// The embedded ledger's node key of every test gateway: replicas sharing one store sign its
+/// blocks with the same key.
+pub const TEST_NODE_KEY_HEX: &str =
+    "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+/// The paging secret of every test gateway.
+pub const TEST_PAGING_SECRET_HEX: &str =
+    "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
+/// The console session secret of every test gateway.
+pub const TEST_CONSOLE_SESSION_SECRET_HEX: &str =
+    "3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c";
+
+/// The keys of every test gateway (no webhook secret).
+pub fn test_keys() -> Vec<(KeySpec, Secret)> {
+    [
+        (keys::CONSORTIUM, TEST_CONSORTIUM_KEY_HEX),
+        (keys::NODE, TEST_NODE_KEY_HEX),
+        (keys::PAGING, TEST_PAGING_SECRET_HEX),
+        (keys::CONSOLE_SESSION, TEST_CONSOLE_SESSION_SECRET_HEX),
+    ]
+    .into_iter()
+    .map(|(spec, hex_key)| (spec, Secret::from_hex(hex_key).expect("hex")))
+    .collect()
+}
+
+/// Writes the test gateways' key file (mode 0600) into `dir`; its path, for a configuration
+/// file's `[keys] file`.
+pub fn write_test_key_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("keys.toml");
+    keys::write_key_file(&path, &test_keys()).expect("write the test key file");
+    path
+}
 
 /// A FAKE Fabric network on loopback: the consent chaincode server (the real one, speaking
 /// the shim protocol) and the fabric crate's FAKE gateway peer in front of it, over TLS with
@@ -534,7 +593,6 @@ impl FakeFabricNetwork {
         let file = |name: &str| self.files.path().join(name).display().to_string();
         json!({
             "backend": "fabric",
-            "consortium_key_hex": TEST_CONSORTIUM_KEY_HEX,
             "fabric": {
                 "peer_endpoint": self.fake().endpoint,
                 "tls_ca_file": file("tls-ca.pem"),

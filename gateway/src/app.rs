@@ -16,6 +16,7 @@ use assent_ledger::Ledger;
 
 use crate::config::{Config, LedgerBackend};
 use crate::consent_service::{Backend, ConsentService};
+use crate::keys::{ConsortiumKeyCheckError, DatabaseKeysError, MissingKeys};
 use crate::observability::{self, Metrics};
 use crate::paging::PageSigner;
 use crate::receipt_writer::ReceiptWriter;
@@ -94,16 +95,44 @@ pub enum StartError {
     Thread,
     #[error(transparent)]
     Console(#[from] crate::console::ConsoleSetupError),
+    /// Keys the configuration needs are in neither the key file nor the environment.
+    #[error(transparent)]
+    Keys(#[from] MissingKeys),
+    /// The database holds keys an older version kept there (they are not used).
+    #[error(transparent)]
+    KeysInDatabase(#[from] DatabaseKeysError),
+    /// The consortium key is not the one the store was written with.
+    #[error(transparent)]
+    ConsortiumKey(#[from] ConsortiumKeyCheckError),
+}
+
+impl StartError {
+    /// Whether the operator's configuration (or key file) is at fault: `assent serve` exits
+    /// 64 for these, as for any bad configuration.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            StartError::Adapter(_)
+                | StartError::Keys(_)
+                | StartError::KeysInDatabase(DatabaseKeysError::Present { .. })
+                | StartError::ConsortiumKey(ConsortiumKeyCheckError::Mismatch { .. })
+        )
+    }
 }
 
 impl AppState {
-    /// Discovers the trusted issuers, opens the store, mirrors the sites into it, and prepares
-    /// every site. `bound` is the address the server listens on: the public base when no
-    /// `public_url` is configured. An issuer that cannot be discovered stops the start.
+    /// Opens the store, checks the keys (none in the store, every one the configuration needs
+    /// in the key file or the environment), discovers the trusted issuers, mirrors the sites
+    /// into the store, and prepares every site. `bound` is the address the server listens on:
+    /// the public base when no `public_url` is configured. An issuer that cannot be discovered
+    /// stops the start.
     pub async fn build(config: Config, bound: SocketAddr) -> Result<AppState, StartError> {
         let adapters = Adapters::load(&config)?;
-        let callers = Authenticator::discover(&config.auth).await?;
         let store = Store::open(&config.database_url)?;
+        crate::keys::check_database_holds_no_keys(&store)?;
+        let keys = config.key_material.require(&config)?;
+        log_key_sources(&config);
+        let callers = Authenticator::discover(&config.auth).await?;
         let public_base = config.public_base_for(bound);
         let mut sites = HashMap::new();
         for (id, site_config) in &config.sites {
@@ -128,10 +157,7 @@ impl AppState {
             .collect();
         store.replace_sites(&rows)?;
         let ttl = Duration::from_secs(config.paging.ttl_secs);
-        let signer = match &config.paging.secret_hex {
-            Some(hex_key) => PageSigner::new(hex::decode(hex_key).unwrap_or_default(), ttl),
-            None => PageSigner::random(ttl),
-        };
+        let signer = PageSigner::new(keys.paging.bytes().to_vec(), ttl);
         let metrics = Metrics::new();
         let recorder = Recorder::start(
             store.clone(),
@@ -145,6 +171,7 @@ impl AppState {
                     c,
                     config.auth.issuers.first().map(|i| &i.issuer),
                     &public_base,
+                    keys.console_session.clone(),
                 )
                 .await?,
             )),
@@ -165,7 +192,11 @@ impl AppState {
         .map_err(|_| StartError::Thread)?;
         crate::cache_fanout::start(&consents, &config.cache, metrics.cache_fanout.clone())
             .map_err(|e| StartError::Consent(e.to_string()))?;
-        let break_glass = Notifier::start(&config.break_glass, metrics.break_glass.clone());
+        let break_glass = Notifier::start(
+            &config.break_glass,
+            keys.webhook.clone(),
+            metrics.break_glass.clone(),
+        );
         Ok(AppState {
             console,
             receipts,
@@ -186,18 +217,32 @@ impl AppState {
     }
 }
 
+/// Says where each key came from (never the key).
+fn log_key_sources(config: &Config) {
+    let material = &config.key_material;
+    let sources: Vec<String> = crate::keys::ALL
+        .iter()
+        .filter_map(|spec| {
+            material
+                .source(*spec)
+                .map(|source| format!("{} from {source}", spec.name))
+        })
+        .collect();
+    tracing::info!(keys = %sources.join(", "), "keys loaded");
+}
+
 /// Opens the consent service on the configured ledger: the embedded ledger over the store,
-/// with the configured keys or the ones this node made at its first start; or the Fabric
-/// channel of `[ledger.fabric]` (its consortium key is always configured).
+/// signed with the node key; or the Fabric channel of `[ledger.fabric]`. The keys come from the
+/// key file or the environment (`keys.rs`); a store holding keys of an older version, or
+/// written under another consortium key, is refused.
 pub fn open_consents(config: &Config, store: &Store) -> Result<Arc<ConsentService>, StartError> {
-    let key_or_setting = |configured: &Option<String>, name: &str| -> Result<Vec<u8>, StartError> {
-        let hex_key = match configured {
-            Some(k) => k.clone(),
-            None => store.setting_or_insert(name, || hex::encode(rand::random::<[u8; 32]>()))?,
-        };
-        hex::decode(hex_key).map_err(|_| StartError::Consent(format!("stored {name} is not hex")))
-    };
-    let consortium = key_or_setting(&config.ledger.consortium_key_hex, "consortium_key")?;
+    crate::keys::check_database_holds_no_keys(store)?;
+    let keys = config.key_material.require_ledger(config)?;
+    crate::keys::check_consortium_key(
+        store,
+        &keys.consortium,
+        config.key_material.source(crate::keys::CONSORTIUM),
+    )?;
     let backend = match (config.ledger.backend, &config.ledger.fabric) {
         (LedgerBackend::Fabric, Some(fabric)) => {
             let connection = fabric
@@ -211,15 +256,22 @@ pub fn open_consents(config: &Config, store: &Store) -> Result<Arc<ConsentServic
             ));
         }
         (LedgerBackend::Embedded, _) => {
-            let node = key_or_setting(&config.ledger.node_key_hex, "node_key")?;
-            let node_seed: [u8; 32] = node
-                .try_into()
-                .map_err(|_| StartError::Consent("the node key is not 32 bytes".into()))?;
+            // `require_ledger` gives the embedded backend its node seed.
+            let Some(node_seed) = keys.node_seed else {
+                return Err(StartError::Consent("no node key".into()));
+            };
             Backend::Embedded { node_seed }
         }
     };
-    ConsentService::open(store.clone(), &consortium, backend)
-        .map_err(|e| StartError::Consent(e.to_string()))
+    let embedded = config.ledger.backend == LedgerBackend::Embedded;
+    ConsentService::open(store.clone(), keys.consortium.bytes(), backend).map_err(|e| {
+        let hint = if embedded && e.to_string().contains("signature") {
+            " (is `node_key_hex` the key this ledger's blocks were signed with?)"
+        } else {
+            ""
+        };
+        StartError::Consent(format!("{e}{hint}"))
+    })
 }
 
 /// The site configuration as stored, without secrets.

@@ -136,8 +136,13 @@ pub fn anchors_from_ledger(
 ) -> Result<AnchorSet, VerifyError> {
     let store = crate::store::Store::open(&config.database_url)
         .map_err(|e| VerifyError::Ledger(e.to_string()))?;
-    let consents = crate::app::open_consents(config, &store)
-        .map_err(|e| VerifyError::Ledger(e.to_string()))?;
+    let consents = crate::app::open_consents(config, &store).map_err(|e| {
+        if e.is_configuration() {
+            VerifyError::Usage(e.to_string())
+        } else {
+            VerifyError::Ledger(e.to_string())
+        }
+    })?;
     let ledger = consents.ledger();
     // A runtime of its own, on a thread of its own: the caller may be inside another runtime.
     std::thread::scope(|scope| {

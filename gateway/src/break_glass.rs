@@ -158,8 +158,13 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Starts the delivery thread when a webhook is configured.
-    pub fn start(config: &BreakGlassConfig, metrics: BreakGlassMetrics) -> Notifier {
+    /// Starts the delivery thread when a webhook is configured; bodies are signed with
+    /// `secret` (`webhook_secret_hex` of the key file or the environment) when there is one.
+    pub fn start(
+        config: &BreakGlassConfig,
+        secret: Option<crate::keys::Secret>,
+        metrics: BreakGlassMetrics,
+    ) -> Notifier {
         let Some(url) = config.webhook_url.clone() else {
             return Notifier {
                 sender: None,
@@ -170,10 +175,7 @@ impl Notifier {
         let delivery = Delivery {
             url: url.to_string(),
             bearer: config.webhook_bearer.clone(),
-            secret: config
-                .webhook_secret_hex
-                .as_deref()
-                .and_then(|h| hex::decode(h).ok()),
+            secret: secret.map(|s| s.bytes().to_vec()),
             timeout: Duration::from_millis(config.webhook_timeout_ms),
             attempts: config.webhook_attempts,
             metrics: metrics.clone(),

@@ -1,7 +1,9 @@
 //! The `assent` command line: `serve`, `demo`, `check-config`, `translate`, `ledger verify`,
-//! `verify` (an audit export, offline), `chaincode`, `--version`.
+//! `verify` (an audit export, offline), `chaincode`, `keys generate`, `keys export
+//! --from-database`, `--version`.
 //!
-//! Exit codes: 0 success, 64 bad configuration or usage (EX_USAGE), 1 any other failure.
+//! Exit codes: 0 success, 64 bad configuration or usage (EX_USAGE; missing keys included), 1
+//! any other failure.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -98,6 +100,12 @@ pub enum Command {
         #[arg(long)]
         require_anchored: bool,
     },
+    /// The gateway's keys (docs/keys.md): a new key file, or the keys an older version kept in
+    /// its database moved into one.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Serve the consent contract as Fabric chaincode-as-a-service (see docs/fabric.md).
     Chaincode {
         /// Address the peer connects to (`connection.json`'s `address`).
@@ -114,6 +122,30 @@ pub enum Command {
         /// CA of the peer's client certificate (PEM): mutual TLS.
         #[arg(long, requires = "tls_cert")]
         tls_client_ca: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write a new key file (mode 0600; an existing file is never replaced) with a fresh
+    /// consortium key, node key, paging secret and console session secret. A new consortium
+    /// key is for a new network: every member uses the same one, and a gateway that already
+    /// holds consents needs the key they were written with.
+    Generate {
+        #[arg(long, value_name = "KEYFILE")]
+        out: PathBuf,
+    },
+    /// Move the keys an older version kept in its database (`node_settings`) and its
+    /// configuration file into a new key file (mode 0600), then delete them from the database.
+    /// Exit 0 when moved, 1 when there was nothing to move or it failed, 64 on bad usage.
+    Export {
+        /// The source: the database of the configuration (the only source there is).
+        #[arg(long, required = true)]
+        from_database: bool,
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long, value_name = "KEYFILE")]
+        out: PathBuf,
     },
 }
 
@@ -172,6 +204,11 @@ pub fn run(cli: Cli) -> ExitCode {
                         );
                     }
                 }
+                if let Err(e) = config.key_material.require(&config) {
+                    eprintln!("{}: {e}", file.display());
+                    return ExitCode::from(EXIT_USAGE);
+                }
+                println!("keys: {}", key_sources(&config));
                 if config.auth.issuers.is_empty() {
                     eprintln!(
                         "{}: warning: no [[auth.issuers]]: every FHIR request will be refused (401)",
@@ -205,7 +242,7 @@ pub fn run(cli: Cli) -> ExitCode {
             let result = actix_web::rt::System::new().block_on(crate::app::serve(config, workers));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e @ crate::app::StartError::Adapter(_)) => {
+                Err(e) if e.is_configuration() => {
                     eprintln!("assent: {e}");
                     ExitCode::from(EXIT_USAGE)
                 }
@@ -247,6 +284,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(report) => {
                     println!("{report}");
                     ExitCode::SUCCESS
+                }
+                Err(e @ crate::ledger_store::LedgerVerifyError::Keys(_)) => {
+                    eprintln!("assent ledger verify: {e}");
+                    ExitCode::from(EXIT_USAGE)
                 }
                 Err(e) => {
                     eprintln!("assent ledger verify: {e}");
@@ -309,6 +350,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 },
             },
         )),
+        Command::Keys { command } => keys(command),
         Command::Demo { listen } => match crate::demo::run(listen) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -316,6 +358,82 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Where each key the configuration holds came from (never the key).
+fn key_sources(config: &Config) -> String {
+    let sources: Vec<String> = crate::keys::ALL
+        .iter()
+        .filter_map(|spec| {
+            config
+                .key_material
+                .source(*spec)
+                .map(|source| format!("{} from {source}", spec.name))
+        })
+        .collect();
+    sources.join(", ")
+}
+
+/// `assent keys generate` and `assent keys export --from-database`.
+fn keys(command: KeysCommand) -> ExitCode {
+    use crate::keys::{self, ExportError};
+    match command {
+        KeysCommand::Generate { out } => match keys::write_key_file(&out, &keys::generate()) {
+            Ok(()) => {
+                println!(
+                    "wrote {} (mode 0600): consortium_key_hex, node_key_hex, paging_secret_hex, \
+                     console_session_secret_hex. Name it in [keys] file. The consortium key is \
+                     new: give every member of the network the same one (docs/keys.md).",
+                    out.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("assent keys generate: {}: {e}", out.display());
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+        KeysCommand::Export {
+            from_database: _,
+            config,
+            out,
+        } => {
+            let env: Vec<(String, String)> = std::env::vars().collect();
+            match keys::export_from_database(&config, &env, &out) {
+                Ok(export) => {
+                    println!("wrote {} (mode 0600):", out.display());
+                    for (spec, from) in &export.written {
+                        println!("  {} from {from}", spec.name);
+                    }
+                    if !export.deleted.is_empty() {
+                        println!(
+                            "deleted from the database's node_settings: {}",
+                            export.deleted.join(", ")
+                        );
+                    }
+                    println!(
+                        "next: set [keys] file = \"{}\" in {}",
+                        out.display(),
+                        config.display()
+                    );
+                    for key in &export.legacy_config_keys {
+                        println!(
+                            "      and remove `{key}` from it (and its ASSENT_ variable): keys are no longer read from the configuration"
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e @ ExportError::Usage(_)) => {
+                    eprintln!("assent keys export: {e}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+                Err(e) => {
+                    eprintln!("assent keys export: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

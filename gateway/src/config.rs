@@ -1,5 +1,6 @@
 //! Configuration: one TOML file, then `ASSENT_…` environment overrides, loaded once into
-//! plain structs and validated. Every error names the key at fault.
+//! plain structs and validated, with the keys of the key file it names and of the environment
+//! (`keys.rs`: keys are never taken from this file). Every error names the key at fault.
 //!
 //! Leaves out: reading secrets from vaults, reloading (a restart applies a new file; site
 //! adapter files, which this file only names, reload on their own: `site_adapter.rs`).
@@ -9,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::keys::{KeyFileError, KeyMaterial};
 use assent_auth::{ClaimNames, IssuerConfig, PurposeOfUse, SigningAlgorithm};
 use assent_consent::SitePolicy;
 use assent_fhir::FhirVersion;
@@ -34,6 +36,7 @@ pub const ENV_KEYS: &[&str] = &[
     "break_glass",
     "cache",
     "fhir",
+    "keys",
     "sites",
 ];
 
@@ -77,13 +80,34 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default)]
     pub fhir: FhirConfig,
+    /// Where the keys are (`[keys]`): never in this file, never in the database.
+    #[serde(default)]
+    pub keys: KeysConfig,
     /// Sites by id. The id is the `{site}` of `/fhir/{site}/…`.
     #[serde(default)]
     pub sites: BTreeMap<String, SiteConfig>,
     /// The directory of the configuration file, when loaded from one: relative paths in it
-    /// (site adapters) are read from there.
+    /// (site adapters, the key file) are read from there.
     #[serde(skip)]
     pub config_dir: Option<PathBuf>,
+    /// The keys found in the key file and the environment when the configuration was loaded
+    /// (which of them a gateway needs: [`KeyMaterial::require`]).
+    #[serde(skip)]
+    pub key_material: KeyMaterial,
+}
+
+/// `[keys]`: where the gateway's keys are (docs/keys.md). Each key may also come from its
+/// environment variable (`ASSENT_CONSORTIUM_KEY_HEX`, `ASSENT_NODE_KEY_HEX`,
+/// `ASSENT_PAGING_SECRET_HEX`, `ASSENT_CONSOLE_SESSION_SECRET_HEX`, `ASSENT_WEBHOOK_SECRET_HEX`),
+/// which wins over the file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// A TOML file of `name = "hex"` entries (`consortium_key_hex`, `node_key_hex`,
+    /// `paging_secret_hex`, `console_session_secret_hex`, `webhook_secret_hex`), relative to
+    /// this file's directory. Refused when group or others may read or write it.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
 }
 
 /// FHIR version negotiation (`[fhir]`).
@@ -112,15 +136,12 @@ pub struct LedgerConfig {
     /// The Fabric channel and identity; required with `backend = "fabric"`, refused without.
     #[serde(default)]
     pub fabric: Option<FabricSettings>,
-    /// The consortium key (hex, at least 32 bytes) that turns patient and practitioner
-    /// identifiers into the keyed hashes the ledger holds. Every member of a consortium uses
-    /// the same key. When absent, one is made at first start and kept in the store.
-    #[serde(default)]
-    pub consortium_key_hex: Option<String>,
-    /// The 32-byte Ed25519 seed (hex) that signs the embedded ledger's blocks. When absent,
-    /// one is made at first start and kept in the store.
-    #[serde(default)]
-    pub node_key_hex: Option<String>,
+    /// Moved to the key file (`consortium_key_hex`): named only to say so.
+    #[serde(default, skip_serializing)]
+    pub consortium_key_hex: Option<figment::value::Value>,
+    /// Moved to the key file (`node_key_hex`): named only to say so.
+    #[serde(default, skip_serializing)]
+    pub node_key_hex: Option<figment::value::Value>,
     /// Subjects (`subject@issuer` caller ids) that may manage consents through `/consent`,
     /// besides callers whose scopes grant writing `Consent`.
     #[serde(default)]
@@ -165,10 +186,10 @@ pub struct BreakGlassConfig {
     /// Sent as `Authorization: Bearer …` to the webhook.
     #[serde(default)]
     pub webhook_bearer: Option<String>,
-    /// Key (hex, at least 32 bytes) of an HMAC-SHA256 over the body, sent as
-    /// `X-Assent-Signature: sha256=<hex>`.
-    #[serde(default)]
-    pub webhook_secret_hex: Option<String>,
+    /// Moved to the key file (`webhook_secret_hex`, an HMAC-SHA256 key over the body sent as
+    /// `X-Assent-Signature: sha256=<hex>`): named only to say so.
+    #[serde(default, skip_serializing)]
+    pub webhook_secret_hex: Option<figment::value::Value>,
     /// Timeout of one webhook call.
     #[serde(default = "default_webhook_timeout_ms")]
     pub webhook_timeout_ms: u64,
@@ -474,10 +495,9 @@ pub struct ConsoleConfig {
     /// The scopes asked for at sign-in.
     #[serde(default = "default_console_scope")]
     pub scope: String,
-    /// Key (hex, at least 32 bytes) that signs session cookies; replicas must share it. When
-    /// absent a random key is made at start and sessions end with a restart.
-    #[serde(default)]
-    pub session_secret_hex: Option<String>,
+    /// Moved to the key file (`console_session_secret_hex`): named only to say so.
+    #[serde(default, skip_serializing)]
+    pub session_secret_hex: Option<figment::value::Value>,
     /// How long a console session lasts.
     #[serde(default = "default_session_ttl")]
     pub session_ttl_secs: u64,
@@ -535,11 +555,9 @@ fn default_redis_channel_prefix() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PagingConfig {
-    /// Key that signs paging tokens, at least 32 bytes, hex-encoded. Replicas behind one
-    /// load balancer must share it. When absent a random key is made at start, and links
-    /// from before a restart stop working.
-    #[serde(default)]
-    pub secret_hex: Option<String>,
+    /// Moved to the key file (`paging_secret_hex`): named only to say so.
+    #[serde(default, skip_serializing)]
+    pub secret_hex: Option<figment::value::Value>,
     /// How long a paging link stays valid.
     #[serde(default = "default_page_ttl")]
     pub ttl_secs: u64,
@@ -849,8 +867,9 @@ impl Config {
                 path.display()
             )));
         }
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
         let mut figment = Figment::new().merge(Toml::file(path));
-        for (name, value) in vars {
+        for (name, value) in &vars {
             let Some(rest) = name.strip_prefix("ASSENT_") else {
                 continue;
             };
@@ -864,14 +883,21 @@ impl Config {
                 .unwrap_or_else(|never| match never {});
             figment = figment.merge(Serialized::default(&key, value));
         }
-        let mut config = Self::from_figment(figment)?;
-        config.config_dir = Some(
-            path.parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from(".")),
-        );
-        Ok(config)
+        let config_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::from_figment(figment, Some(config_dir), &vars)
+    }
+
+    /// The key file's path: as configured, relative to the configuration file's directory.
+    pub fn key_file_path(&self) -> Option<PathBuf> {
+        let path = self.keys.file.as_ref()?;
+        Some(match &self.config_dir {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.clone(),
+        })
     }
 
     /// Where site `site`'s adapter file is: its configured path, relative to the
@@ -886,22 +912,33 @@ impl Config {
 
     /// Parses a TOML document (no environment), for tests and `check-config` of a string.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        Self::from_figment(Figment::new().merge(Toml::string(text)))
+        Self::from_figment(Figment::new().merge(Toml::string(text)), None, &[])
     }
 
-    /// Builds from any serialisable value (tests build configuration from a map).
+    /// Builds from any serialisable value (tests build configuration from a map; a key file
+    /// they name is read, the environment is not).
     pub fn from_value<T: Serialize>(value: T) -> Result<Config, ConfigError> {
-        Self::from_figment(Figment::new().merge(Serialized::defaults(value)))
+        Self::from_figment(Figment::new().merge(Serialized::defaults(value)), None, &[])
     }
 
-    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(|e| {
+    fn from_figment(
+        figment: Figment,
+        config_dir: Option<PathBuf>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = figment.extract().map_err(|e| {
             // figment's message names the key path (`for key "sites.a.upstream"`).
             let mut messages: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
             messages.dedup();
             ConfigError::Load(messages.join("; "))
         })?;
+        config.config_dir = config_dir;
         config.validate()?;
+        config.key_material =
+            KeyMaterial::load(config.key_file_path().as_deref(), env).map_err(|e| match e {
+                KeyFileError::Environment { var, .. } => ConfigError::invalid(var, e.to_string()),
+                _ => ConfigError::invalid("keys.file", e.to_string()),
+            })?;
         Ok(config)
     }
 
@@ -924,62 +961,22 @@ impl Config {
                 "must be above 0",
             ));
         }
-        if let Some(console) = &self.audit.console {
-            if console.client_id.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    "audit.console.client_id",
-                    "must not be empty",
-                ));
-            }
-            if let Some(secret) = &console.session_secret_hex
-                && hex::decode(secret).map_or(true, |b| b.len() < 32)
-            {
-                return Err(ConfigError::invalid(
-                    "audit.console.session_secret_hex",
-                    "must be hex, at least 32 bytes (64 hex digits)",
-                ));
-            }
+        if let Some(console) = &self.audit.console
+            && console.client_id.trim().is_empty()
+        {
+            return Err(ConfigError::invalid(
+                "audit.console.client_id",
+                "must not be empty",
+            ));
         }
-        if let Some(secret) = &self.paging.secret_hex {
-            match hex::decode(secret) {
-                Ok(bytes) if bytes.len() >= 32 => {}
-                Ok(_) => {
-                    return Err(ConfigError::invalid(
-                        "paging.secret_hex",
-                        "must be at least 32 bytes (64 hex digits)",
-                    ));
-                }
-                Err(_) => {
-                    return Err(ConfigError::invalid("paging.secret_hex", "must be hex"));
-                }
-            }
-        }
-        for (key, value, exact) in [
-            (
-                "ledger.consortium_key_hex",
-                &self.ledger.consortium_key_hex,
-                false,
-            ),
-            ("ledger.node_key_hex", &self.ledger.node_key_hex, true),
-        ] {
-            if let Some(value) = value {
-                match hex::decode(value) {
-                    Ok(bytes) if bytes.len() == 32 || (!exact && bytes.len() > 32) => {}
-                    Ok(_) if exact => {
-                        return Err(ConfigError::invalid(
-                            key,
-                            "must be 32 bytes (64 hex digits)",
-                        ));
-                    }
-                    Ok(_) => {
-                        return Err(ConfigError::invalid(
-                            key,
-                            "must be at least 32 bytes (64 hex digits)",
-                        ));
-                    }
-                    Err(_) => return Err(ConfigError::invalid(key, "must be hex")),
-                }
-            }
+        self.refuse_keys_in_this_file()?;
+        if self
+            .keys
+            .file
+            .as_ref()
+            .is_some_and(|f| f.as_os_str().is_empty())
+        {
+            return Err(ConfigError::invalid("keys.file", "must name a key file"));
         }
         if self.paging.ttl_secs == 0 {
             return Err(ConfigError::invalid("paging.ttl_secs", "must be above 0"));
@@ -1083,16 +1080,35 @@ impl Config {
                 "ledger.fabric",
                 "backend = \"fabric\" needs a [ledger.fabric] table (peer_endpoint, msp_id, cert_file, key_file, channel, chaincode)",
             )),
-            (LedgerBackend::Fabric, Some(fabric)) => {
-                if self.ledger.consortium_key_hex.is_none() {
-                    return Err(ConfigError::invalid(
-                        "ledger.consortium_key_hex",
-                        "required with backend = \"fabric\": every member of the consortium hashes identifiers with the same key",
-                    ));
-                }
-                fabric.validate()
+            (LedgerBackend::Fabric, Some(fabric)) => fabric.validate(),
+        }
+    }
+
+    /// Keys are never read from the configuration file (it is often readable by many and kept
+    /// in version control): a key named here is refused, with where it belongs now.
+    fn refuse_keys_in_this_file(&self) -> Result<(), ConfigError> {
+        let present = [
+            self.ledger.consortium_key_hex.is_some(),
+            self.ledger.node_key_hex.is_some(),
+            self.paging.secret_hex.is_some(),
+            self.audit
+                .console
+                .as_ref()
+                .is_some_and(|c| c.session_secret_hex.is_some()),
+            self.break_glass.webhook_secret_hex.is_some(),
+        ];
+        for ((key, _, spec), present) in crate::keys::LEGACY_CONFIG_KEYS.into_iter().zip(present) {
+            if present {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "keys are no longer read from the configuration: put `{}` in the key file named by [keys] file (mode 0600), or set ${}; `assent keys export --from-database --config FILE --out KEYFILE` moves the keys of an older version (docs/keys.md)",
+                        spec.name, spec.env
+                    ),
+                ));
             }
         }
+        Ok(())
     }
 
     fn validate_auth(&self) -> Result<(), ConfigError> {
@@ -1209,14 +1225,6 @@ impl Config {
                     ));
                 }
             }
-        }
-        if let Some(secret) = &bg.webhook_secret_hex
-            && !hex::decode(secret).is_ok_and(|b| b.len() >= 32)
-        {
-            return Err(ConfigError::invalid(
-                "break_glass.webhook_secret_hex",
-                "must be hex of at least 32 bytes (64 hex digits)",
-            ));
         }
         if bg
             .webhook_bearer
@@ -1463,8 +1471,7 @@ mod tests {
         assert!(c.cache.redis_url.is_none());
         assert_eq!(c.cache.redis_channel_prefix, "assent");
         let ok = format!(
-            "{GOOD}\n[break_glass]\nwebhook_url = \"https://sec.example/hook\"\nwebhook_secret_hex = \"{}\"\n[cache]\nredis_url = \"redis://127.0.0.1:6379\"",
-            "ab".repeat(32)
+            "{GOOD}\n[break_glass]\nwebhook_url = \"https://sec.example/hook\"\n[cache]\nredis_url = \"redis://127.0.0.1:6379\""
         );
         let c = Config::from_toml(&ok).unwrap();
         assert_eq!(c.cache.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
@@ -1631,7 +1638,6 @@ mod tests {
             r#"
             [ledger]
             backend = "fabric"
-            consortium_key_hex = "{hex}"
             [ledger.fabric]
             peer_endpoint = "https://peer0.org1.example.com:7051"
             tls_ca_file = "{d}/ca.pem"
@@ -1641,7 +1647,6 @@ mod tests {
             channel = "assent"
             chaincode = "assent-consent"
             "#,
-            hex = "ab".repeat(32),
             d = dir.display()
         )
     }
@@ -1703,7 +1708,13 @@ mod tests {
                 "ledger.fabric",
             ),
             (
-                good.replace("consortium_key_hex", "# consortium_key_hex"),
+                good.replace(
+                    "backend = \"fabric\"",
+                    &format!(
+                        "backend = \"fabric\"\nconsortium_key_hex = \"{}\"",
+                        "ab".repeat(32)
+                    ),
+                ),
                 "ledger.consortium_key_hex",
             ),
             (
@@ -1752,5 +1763,80 @@ mod tests {
         std::fs::write(dir.path().join("ca.pem"), "not a certificate").unwrap();
         let e = error_of(&good);
         assert!(e.contains("ledger.fabric.tls_ca_file"), "{e}");
+    }
+
+    #[test]
+    fn keys_are_refused_here_and_read_from_the_key_file_and_the_environment() {
+        // Every key a version before the key file took from this file is refused, naming where
+        // it goes now.
+        for (table, key) in [
+            ("[ledger]\nconsortium_key_hex", "ledger.consortium_key_hex"),
+            ("[ledger]\nnode_key_hex", "ledger.node_key_hex"),
+            ("[paging]\nsecret_hex", "paging.secret_hex"),
+            (
+                "[audit.console]\nclient_id = \"c\"\nsession_secret_hex",
+                "audit.console.session_secret_hex",
+            ),
+            (
+                "[break_glass]\nwebhook_secret_hex",
+                "break_glass.webhook_secret_hex",
+            ),
+        ] {
+            let e = error_of(&format!("{GOOD}\n{table} = \"{}\"", "ab".repeat(32)));
+            assert!(
+                e.contains(key) && e.contains("[keys] file") && e.contains("ASSENT_"),
+                "{key}: {e}"
+            );
+            assert!(
+                !e.contains(&"ab".repeat(32)),
+                "the message shows the key: {e}"
+            );
+        }
+        // The key file, relative to this file's directory, then the environment.
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys.toml");
+        crate::keys::write_key_file(
+            &keys,
+            &[(
+                crate::keys::CONSORTIUM,
+                crate::keys::Secret::new(vec![1; 32]),
+            )],
+        )
+        .unwrap();
+        let path = dir.path().join("assent.toml");
+        std::fs::write(&path, format!("{GOOD}\n[keys]\nfile = \"keys.toml\"\n")).unwrap();
+        let vars = [
+            ("ASSENT_PAGING_SECRET_HEX", "02".repeat(32)),
+            ("ASSENT_NODE_KEY_HEX", "03".repeat(32)),
+        ]
+        .map(|(k, v)| (k.to_owned(), v));
+        let c = Config::load_with_env(&path, vars).unwrap();
+        assert_eq!(c.key_file_path(), Some(dir.path().join("keys.toml")));
+        let material = &c.key_material;
+        assert_eq!(
+            material.get(crate::keys::CONSORTIUM).unwrap().bytes(),
+            [1; 32]
+        );
+        assert_eq!(material.get(crate::keys::PAGING).unwrap().bytes(), [2; 32]);
+        assert!(material.require(&c).is_ok());
+        // The file can be named from the environment too; a bad variable names itself.
+        let vars = [
+            ("ASSENT_KEYS__FILE", "none.toml"),
+            ("ASSENT_LISTEN", "127.0.0.1:1"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let e = Config::load_with_env(&path, vars).unwrap_err().to_string();
+        assert!(e.contains("keys.file") && e.contains("none.toml"), "{e}");
+        let bad = [("ASSENT_CONSORTIUM_KEY_HEX".to_owned(), "ab".to_owned())];
+        let e = Config::load_with_env(&path, bad).unwrap_err().to_string();
+        assert!(e.contains("ASSENT_CONSORTIUM_KEY_HEX"), "{e}");
+        // A file others may read is refused.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = Config::load_with_env(&path, []).unwrap_err().to_string();
+            assert!(e.contains("keys.file") && e.contains("mode 0644"), "{e}");
+        }
     }
 }

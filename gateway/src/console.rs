@@ -57,29 +57,31 @@ pub struct Console {
 pub enum ConsoleSetupError {
     #[error("audit.console needs a trusted issuer (auth.issuers) to sign in with")]
     NoIssuer,
+    #[error(
+        "audit.console needs `console_session_secret_hex` (the key file, or $ASSENT_CONSOLE_SESSION_SECRET_HEX)"
+    )]
+    NoSessionKey,
     #[error("audit.console: {0}")]
     Discovery(#[from] assent_auth::ConfigError),
 }
 
 impl Console {
-    /// Discovers the first trusted issuer for the sign-in flow.
+    /// Discovers the first trusted issuer for the sign-in flow; cookies are signed with
+    /// `session_key` (`console_session_secret_hex` of the key file or the environment).
     pub async fn start(
         config: &ConsoleConfig,
         issuer: Option<&url::Url>,
         public_base: &str,
+        session_key: Option<crate::keys::Secret>,
     ) -> Result<Console, ConsoleSetupError> {
+        let session_key = session_key.ok_or(ConsoleSetupError::NoSessionKey)?;
         let issuer = issuer.ok_or(ConsoleSetupError::NoIssuer)?;
         let issuer = issuer.as_str().trim_end_matches('/');
         let redirect = format!("{public_base}/console/callback");
         let login = LoginClient::discover(issuer, &config.client_id, &redirect).await?;
-        let key = config
-            .session_secret_hex
-            .as_deref()
-            .and_then(|k| hex::decode(k).ok())
-            .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
         Ok(Console {
             login,
-            cookies: CookieSigner::new(key),
+            cookies: CookieSigner::new(session_key.bytes().to_vec()),
             config: config.clone(),
             secure: public_base.starts_with("https://"),
         })

@@ -3,7 +3,8 @@
 //! over loopback HTTP from generated data, SQLite lives in a temporary directory, and the
 //! gateway listens on 127.0.0.1:8080 (or `--listen`). A DEMO identity provider on loopback
 //! mints tokens for sample callers; the gateway trusts it through ordinary OpenID discovery.
-//! It prints what to try.
+//! Its keys are generated into a key file in the temporary directory (mode 0600), never kept
+//! in its database. It prints what to try, and where the keys are.
 
 pub mod identity_provider;
 pub mod sample_data;
@@ -32,15 +33,18 @@ pub struct Demo {
     pub gateway: RunningGateway,
     pub identity_provider: DemoIdentityProvider,
     pub sites: Vec<(String, SampleSite)>,
+    /// The demo's key file, in its temporary directory.
+    pub key_file: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Demo {
-    /// What the demo prints: how to try it.
+    /// What the demo prints: how to try it, and where its keys are.
     pub fn instructions(&self) -> String {
         instructions(
             &self.gateway.base_url(),
             &self.identity_provider.token_url(),
+            &self.key_file,
         )
     }
 }
@@ -48,6 +52,8 @@ impl Demo {
 /// Starts the demo with the gateway on `listen`.
 pub fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
+    let key_file = dir.path().join("keys.toml");
+    crate::keys::write_key_file(&key_file, &crate::keys::generate())?;
     // Bound first: the identity provider mints tokens for the gateway's own address.
     let listener = std::net::TcpListener::bind(listen)?;
     let bound = listener.local_addr()?;
@@ -65,6 +71,7 @@ pub fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error>> {
         "listen": bound.to_string(),
         "database_url": dir.path().join("assent-demo.db").display().to_string(),
         "gateway_id": "assent-demo",
+        "keys": {"file": key_file.display().to_string()},
         "log": {"format": "text", "level": "warn", "access_log": false},
         "auth": {"issuers": [{
             "issuer": trusted.issuer,
@@ -87,6 +94,7 @@ pub fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error>> {
         gateway,
         identity_provider,
         sites: vec![("st-mary".into(), st_mary), ("north-general".into(), north)],
+        key_file,
         _dir: dir,
     })
 }
@@ -194,8 +202,9 @@ fn demo_consent(
 }
 
 /// What the demo prints: how to try it, for a gateway at `base` and the demo identity
-/// provider's `token_url`.
-pub fn instructions(base: &str, token_url: &str) -> String {
+/// provider's `token_url`, and where its keys are (`key_file`).
+pub fn instructions(base: &str, token_url: &str, key_file: &std::path::Path) -> String {
+    let key_file = key_file.display();
     let auth = "-H \"Authorization: Bearer $TOKEN\"";
     let take_token = "sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/'";
     format!(
@@ -276,6 +285,9 @@ Try:
   curl -s {base}/readyz
   curl -s {base}/metrics | grep assent_
   curl -s {auth} {base}/admin/sites
+
+Keys: generated for this demo in {key_file} (mode 0600), apart from its database;
+they go with the temporary directory when the demo stops (docs/keys.md).
 
 Press Ctrl-C to stop.
 "#

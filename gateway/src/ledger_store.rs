@@ -148,37 +148,40 @@ impl BlockStore for SqlBlockStore {
     }
 }
 
+/// `assent ledger verify` could not check the chain, or found it broken.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerVerifyError {
+    /// The keys are missing, or still in the database (exit 64).
+    #[error("{0}")]
+    Keys(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// `assent ledger verify`: every block of the configured store, checked against the node's
-/// key (configured, or the one the node made at its first start). Returns a one-line report,
-/// or the first bad block.
-pub fn verify(config: &crate::config::Config) -> Result<String, String> {
-    let store = Store::open(&config.database_url).map_err(|e| e.to_string())?;
-    let seed_hex = match &config.ledger.node_key_hex {
-        Some(k) => k.clone(),
-        None => {
-            let mut conn = store.connection().map_err(|e| e.to_string())?;
-            crate::store::node_settings::table
-                .filter(crate::store::node_settings::name.eq("node_key"))
-                .select(crate::store::node_settings::value)
-                .first::<String>(&mut *conn)
-                .optional()
-                .map_err(|e| e.to_string())?
-                .ok_or("this store has no ledger yet (no node key)")?
-        }
-    };
-    let seed: [u8; 32] = hex::decode(seed_hex)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or("the node key is not 32 hex bytes")?;
+/// key (`node_key_hex` of the key file or the environment). Returns a one-line report, or the
+/// first bad block.
+pub fn verify(config: &crate::config::Config) -> Result<String, LedgerVerifyError> {
+    let failed = |e: &dyn std::fmt::Display| LedgerVerifyError::Failed(e.to_string());
+    let store = Store::open(&config.database_url).map_err(|e| failed(&e))?;
+    crate::keys::check_database_holds_no_keys(&store)
+        .map_err(|e| LedgerVerifyError::Keys(e.to_string()))?;
+    let keys = config
+        .key_material
+        .require_ledger(config)
+        .map_err(|e| LedgerVerifyError::Keys(e.to_string()))?;
+    let seed = keys
+        .node_seed
+        .ok_or_else(|| LedgerVerifyError::Keys("the embedded ledger needs a node key".into()))?;
     let public_key = assent_ledger::SigningKey::from_bytes(&seed).verifying_key();
     let blocks = SqlBlockStore::new(store);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(&e))?;
     let verified = runtime
         .block_on(assent_ledger::verify_store(&blocks, &public_key, 500))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(&e))?;
     Ok(format!(
         "ledger verified: {} blocks, {} transactions, every hash, link and signature holds",
         verified.n_blocks, verified.n_transactions

@@ -22,6 +22,7 @@ pub mod demo;
 pub mod dialect;
 pub mod error;
 pub mod fhir_request;
+pub mod keys;
 pub mod ledger_store;
 pub mod loopback;
 pub mod observability;

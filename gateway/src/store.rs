@@ -315,6 +315,14 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes the setting `name`; whether there was one.
+    pub fn delete_setting(&self, name: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let deleted = diesel::delete(node_settings::table.filter(node_settings::name.eq(name)))
+            .execute(&mut *conn)?;
+        Ok(deleted > 0)
+    }
+
     /// The setting `name`, made by `make` and kept if there is none yet. Two nodes starting
     /// together agree on the first one written.
     pub fn setting_or_insert(

@@ -1,13 +1,40 @@
 //! The `assent` binary's command line: `--version`, `check-config` exiting 0 on a valid
-//! file and 64 with the bad key named otherwise (Fabric files and site adapters included),
-//! `ledger verify` on the embedded ledger and (not applicable) on Fabric, `translate` (the
-//! adapter dry run), and `serve` reloading site adapters on SIGHUP.
+//! file and 64 with the bad key named otherwise (Fabric files, site adapters and keys
+//! included), `ledger verify` on the embedded ledger and (not applicable) on Fabric,
+//! `translate` (the adapter dry run), `serve` reloading site adapters on SIGHUP, refusing to
+//! start without its keys or with keys left in its database, `keys generate` and `keys export
+//! --from-database`.
 
 use std::process::Command;
 
 fn assent(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_assent"))
+    assent_with_env(args, &[])
+}
+
+/// Every key a gateway needs, as environment variables (the child's, not this process's).
+const KEYS_ENV: [(&str, &str); 3] = [
+    (
+        "ASSENT_CONSORTIUM_KEY_HEX",
+        "0404040404040404040404040404040404040404040404040404040404040404",
+    ),
+    (
+        "ASSENT_NODE_KEY_HEX",
+        "0303030303030303030303030303030303030303030303030303030303030303",
+    ),
+    (
+        "ASSENT_PAGING_SECRET_HEX",
+        "0505050505050505050505050505050505050505050505050505050505050505",
+    ),
+];
+
+fn assent_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_assent"));
+    for (name, _) in KEYS_ENV {
+        command.env_remove(name);
+    }
+    let output = command
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("assent runs");
     (
@@ -39,9 +66,13 @@ fn check_config_accepts_a_valid_file_and_names_the_bad_key_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
     std::fs::write(&good, GOOD).unwrap();
-    let (code, out, err) = assent(&["check-config", good.to_str().unwrap()]);
+    let (code, out, err) = assent_with_env(&["check-config", good.to_str().unwrap()], &KEYS_ENV);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("valid (1 site)"), "{out}");
+    assert!(
+        out.contains("consortium_key_hex from $ASSENT_CONSORTIUM_KEY_HEX"),
+        "{out}"
+    );
     assert!(
         err.contains("no [[auth.issuers]]"),
         "a file without a trusted issuer is valid, with a warning: {err}"
@@ -94,7 +125,7 @@ fn unknown_subcommands_are_usage_errors() {
 #[test]
 fn the_example_configuration_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/assent.toml");
-    let (code, out, err) = assent(&["check-config", example]);
+    let (code, out, err) = assent_with_env(&["check-config", example], &KEYS_ENV);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("valid (2 sites)"), "{out}");
     assert!(
@@ -116,16 +147,7 @@ fn ledger_verify_passes_an_untouched_chain_and_names_a_tampered_block() {
     let db = dir.path().join("assent.db");
     let seed = [3u8; 32];
     let config = dir.path().join("assent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "database_url = \"{}\"\n[ledger]\nnode_key_hex = \"{}\"\nconsortium_key_hex = \"{}\"\n",
-            db.display(),
-            hex::encode(seed),
-            hex::encode([4u8; 32])
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, format!("database_url = \"{}\"\n", db.display())).unwrap();
     let store = Store::open(db.to_str().unwrap()).unwrap();
     {
         let service = ConsentService::open_embedded(store.clone(), &[4; 32], seed).unwrap();
@@ -143,12 +165,17 @@ fn ledger_verify_passes_an_untouched_chain_and_names_a_tampered_block() {
                 .unwrap();
         }
     }
-    let (code, out, err) = assent(&["ledger", "verify", "--config", config.to_str().unwrap()]);
+    let verify = ["ledger", "verify", "--config", config.to_str().unwrap()];
+    // Without the node key nothing can be checked: a usage error naming it.
+    let (code, _, err) = assent(&verify);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("`node_key_hex`"), "{err}");
+    let (code, out, err) = assent_with_env(&verify, &KEYS_ENV);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ledger verified: 3 blocks"), "{out}");
 
     assent_gateway::ledger_store::tamper_body_for_tests(&store, 1).unwrap();
-    let (code, _, err) = assent(&["ledger", "verify", "--config", config.to_str().unwrap()]);
+    let (code, _, err) = assent_with_env(&verify, &KEYS_ENV);
     assert_eq!(code, 1);
     assert!(err.contains("block 1:"), "{err}");
 }
@@ -167,11 +194,10 @@ fn fabric_config(dir: &std::path::Path, mismatched: bool) -> String {
     .unwrap();
     std::fs::write(dir.join("ca.pem"), ca).unwrap();
     format!(
-        "{GOOD}\n[ledger]\nbackend = \"fabric\"\nconsortium_key_hex = \"{}\"\n[ledger.fabric]\n\
+        "{GOOD}\n[ledger]\nbackend = \"fabric\"\n[ledger.fabric]\n\
          peer_endpoint = \"https://peer0.org1.example.com:7051\"\ntls_ca_file = \"{d}/ca.pem\"\n\
          msp_id = \"Org1MSP\"\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\n\
          channel = \"assent\"\nchaincode = \"assent-consent\"\n",
-        "cd".repeat(32),
         d = dir.display()
     )
 }
@@ -181,7 +207,10 @@ fn check_config_reads_the_fabric_files_and_ledger_verify_does_not_apply_to_fabri
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("fabric.toml");
     std::fs::write(&config, fabric_config(dir.path(), false)).unwrap();
-    let (code, out, err) = assent(&["check-config", config.to_str().unwrap()]);
+    // Fabric needs no node key: its identity is [ledger.fabric].
+    let fabric_keys = [KEYS_ENV[0], KEYS_ENV[2]];
+    let (code, out, err) =
+        assent_with_env(&["check-config", config.to_str().unwrap()], &fabric_keys);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("ledger: fabric, channel `assent`, chaincode `assent-consent`")
@@ -217,20 +246,24 @@ fn check_config_reads_the_fabric_files_and_ledger_verify_does_not_apply_to_fabri
     // The embedded default says where its ledger is.
     let embedded = dir.path().join("embedded.toml");
     std::fs::write(&embedded, GOOD).unwrap();
-    let (code, out, _) = assent(&["check-config", embedded.to_str().unwrap()]);
+    let (code, out, _) = assent_with_env(&["check-config", embedded.to_str().unwrap()], &KEYS_ENV);
     assert_eq!(code, 0);
     assert!(out.contains("ledger: embedded"), "{out}");
 }
 
 /// A configuration with one R4 site whose adapter is `adapter.toml` beside it, with a
-/// ConceptMap; returns the directory and the configuration's path.
+/// ConceptMap, and its keys in `keys.toml` beside it; returns the directory and the
+/// configuration's path.
 fn site_with_adapter(adapter: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("assent.toml");
+    let keys = dir.path().join("keys.toml");
+    let (code, _, err) = assent(&["keys", "generate", "--out", keys.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\n[log]\nformat = \"text\"\nlevel = \"info\"\n\n[sites.st-mary]\nupstream = \"http://127.0.0.1:9/fhir\"\nfhir_version = \"R4\"\ndefault_policy = \"opt-out\"\nadapter = \"adapter.toml\"\n",
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\n[keys]\nfile = \"keys.toml\"\n[log]\nformat = \"text\"\nlevel = \"info\"\n\n[sites.st-mary]\nupstream = \"http://127.0.0.1:9/fhir\"\nfhir_version = \"R4\"\ndefault_policy = \"opt-out\"\nadapter = \"adapter.toml\"\n",
             dir.path().join("gw.db").display()
         ),
     )
@@ -443,4 +476,202 @@ fn verify_exits_0_when_all_holds_1_on_a_failure_and_64_on_bad_usage() {
     std::fs::write(&anchors, "{\"gateway_id\": \"g\"}\n").unwrap();
     let (code, _, err) = assent(&["verify", export_s, "--anchors", anchors_s]);
     assert_eq!(code, 64, "a bad anchors file is bad usage: {err}");
+}
+
+/// A configuration with no site and no issuer on a fresh SQLite file in `dir`, plus `extra`.
+fn bare_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let config = dir.join("assent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\n[log]\nformat = \"text\"\nlevel = \"info\"\n{extra}",
+            dir.join("gw.db").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn serve_and_check_config_refuse_to_start_without_keys_naming_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = bare_config(dir.path(), "[audit.console]\nclient_id = \"c\"\n");
+    let path = config.to_str().unwrap();
+    for args in [vec!["serve", "-c", path], vec!["check-config", path]] {
+        let (code, _, err) = assent(&args);
+        assert_eq!(code, 64, "{args:?}: {err}");
+        for needle in [
+            "missing keys",
+            "`consortium_key_hex`",
+            "$ASSENT_CONSORTIUM_KEY_HEX",
+            "`node_key_hex`",
+            "`paging_secret_hex`",
+            "`console_session_secret_hex`",
+            "$ASSENT_CONSOLE_SESSION_SECRET_HEX",
+            "assent keys generate",
+        ] {
+            assert!(err.contains(needle), "{args:?} should name {needle}: {err}");
+        }
+    }
+    // One missing key is named alone.
+    let (code, _, err) = assent_with_env(&["check-config", path], &KEYS_ENV);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("`console_session_secret_hex`") && !err.contains("`paging_secret_hex`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn keys_generate_writes_a_private_key_file_that_a_gateway_reads_and_others_may_not() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    let keys_arg = keys.to_str().unwrap();
+    let (code, out, err) = assent(&["keys", "generate", "--out", keys_arg]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("mode 0600"), "{out}");
+    let mode = std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(&keys).unwrap();
+    for name in [
+        "consortium_key_hex",
+        "node_key_hex",
+        "paging_secret_hex",
+        "console_session_secret_hex",
+    ] {
+        assert!(text.contains(&format!("\n{name} = \"")), "{name}: {text}");
+    }
+    // Never replaces a file (a consortium key lost is every pseudonym lost).
+    let (code, _, _) = assent(&["keys", "generate", "--out", keys_arg]);
+    assert_ne!(code, 0);
+    assert_eq!(std::fs::read_to_string(&keys).unwrap(), text);
+
+    let config = bare_config(dir.path(), "[keys]\nfile = \"keys.toml\"\n");
+    let (code, out, err) = assent(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("consortium_key_hex from {}", keys.display())),
+        "{out}"
+    );
+    // The environment wins over the file.
+    let (code, out, _) = assent_with_env(&["check-config", config.to_str().unwrap()], &KEYS_ENV);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("paging_secret_hex from $ASSENT_PAGING_SECRET_HEX"),
+        "{out}"
+    );
+    // Readable by the group: refused, and serve does not start.
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o640)).unwrap();
+    for command in ["check-config", "serve"] {
+        let args = if command == "serve" {
+            vec!["serve", "-c", config.to_str().unwrap()]
+        } else {
+            vec!["check-config", config.to_str().unwrap()]
+        };
+        let (code, _, err) = assent(&args);
+        assert_eq!(code, 64, "{command}: {err}");
+        assert!(
+            err.contains("keys.file") && err.contains("mode 0640") && err.contains("chmod 600"),
+            "{command}: {err}"
+        );
+        assert!(
+            !err.contains(&text[text.len() - 40..]),
+            "a key was printed: {err}"
+        );
+    }
+}
+
+#[test]
+fn keys_an_older_version_kept_in_the_database_are_refused_then_exported() {
+    use assent_gateway::consent_service::ConsentService;
+    use assent_gateway::store::Store;
+
+    let dir = tempfile::tempdir().unwrap();
+    // What an older version left: consents under its keys, and the keys in node_settings.
+    let store = Store::open(dir.path().join("gw.db").to_str().unwrap()).unwrap();
+    let (consortium, seed) = ([4u8; 32], [3u8; 32]);
+    {
+        let service = ConsentService::open_embedded(store.clone(), &consortium, seed).unwrap();
+        let consent = serde_json::json!({
+            "resourceType": "Consent", "id": "c1", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": "Patient/p1"},
+            "provision": {"type": "permit"}
+        });
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(service.put("st-mary", consent, None, "p1", None))
+            .unwrap();
+    }
+    store
+        .put_setting("consortium_key", &"04".repeat(32))
+        .unwrap();
+    store.put_setting("node_key", &"03".repeat(32)).unwrap();
+
+    // Not used silently, even with keys supplied: the operator is told how to move them.
+    let config = bare_config(dir.path(), "");
+    let path = config.to_str().unwrap();
+    let (code, _, err) = assent_with_env(&["serve", "-c", path], &KEYS_ENV);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("consortium_key, node_key")
+            && err.contains("assent keys export --from-database"),
+        "{err}"
+    );
+
+    let keys = dir.path().join("keys.toml");
+    let (code, out, err) = assent(&[
+        "keys",
+        "export",
+        "--from-database",
+        "-c",
+        path,
+        "--out",
+        keys.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("consortium_key_hex from the database")
+            && out.contains("node_key_hex from the database")
+            && out.contains("deleted from the database's node_settings: consortium_key, node_key")
+            && out.contains("[keys] file"),
+        "{out}"
+    );
+    assert_eq!(store.setting("consortium_key").unwrap(), None);
+    assert_eq!(store.setting("node_key").unwrap(), None);
+
+    // With the key file named, the old ledger verifies under the moved node key, and the
+    // gateway starts.
+    let config = bare_config(dir.path(), "[keys]\nfile = \"keys.toml\"\n");
+    let path = config.to_str().unwrap();
+    let (code, out, err) = assent(&["ledger", "verify", "-c", path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ledger verified: 1 blocks"), "{out}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_assent"))
+        .args(["serve", "-c", path, "--workers", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("assent serve starts");
+    let lines = lines_of(child.stderr.take().unwrap());
+    let loaded = wait_for(&lines, "keys loaded");
+    assert!(loaded.contains("consortium_key_hex from"), "{loaded}");
+    wait_for(&lines, "assent gateway listening");
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+
+    // Another consortium key than the one the store was written with is refused.
+    let other = [(
+        "ASSENT_CONSORTIUM_KEY_HEX",
+        "0909090909090909090909090909090909090909090909090909090909090909",
+    )];
+    let (code, _, err) = assent_with_env(&["serve", "-c", path], &other);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("not the one this database's pseudonyms were made with")
+            && err.contains("$ASSENT_CONSORTIUM_KEY_HEX"),
+        "{err}"
+    );
 }

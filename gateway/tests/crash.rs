@@ -106,6 +106,8 @@ fn every_released_receipt_survives_a_kill_and_anchoring_resumes() {
     let db = dir.path().join("crash.db");
     let addr = free_port();
     let config = dir.path().join("assent.toml");
+    let keys = dir.path().join("keys.toml");
+    assent_gateway::keys::write_key_file(&keys, &assent_gateway::keys::generate()).unwrap();
     std::fs::write(
         &config,
         format!(
@@ -122,6 +124,9 @@ access_log = false
 batch_max_receipts = 64
 batch_max_wait_ms = 50
 
+[keys]
+file = "{keys}"
+
 [[auth.issuers]]
 issuer = "{issuer}"
 audience = ["{AUDIENCE}"]
@@ -133,6 +138,7 @@ fhir_version = "R4"
 default_policy = "opt-out"
 "#,
             db = db.display(),
+            keys = keys.display(),
             issuer = idp.issuer(),
             upstream = site.base_url(),
         ),

@@ -481,8 +481,9 @@ async fn assent_verify_finds_a_tampered_receipt_proof_or_anchor() {
     std::fs::write(
         &config,
         format!(
-            "database_url = {:?}\ngateway_id = \"test-gw\"\n",
-            db.display().to_string()
+            "database_url = {:?}\ngateway_id = \"test-gw\"\n[keys]\nfile = {:?}\n",
+            db.display().to_string(),
+            write_test_key_file(dir.path()).display().to_string()
         ),
     )
     .unwrap();

@@ -209,6 +209,7 @@ async fn an_issuer_that_cannot_be_discovered_stops_the_start() {
     let config = json!({
         "listen": "127.0.0.1:0",
         "database_url": dir.path().join("gw.db").display().to_string(),
+        "keys": {"file": write_test_key_file(dir.path()).display().to_string()},
         "auth": {"issuers": [{"issuer": nowhere, "audience": [TEST_AUDIENCE]}]},
     });
     let config = assent_gateway::config::Config::from_value(&config).unwrap();

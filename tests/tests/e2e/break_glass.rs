@@ -57,10 +57,11 @@ fn gateway(upstream: &FakeUpstream, hook: &FakeUpstream) -> StartedGateway {
             json!({
                 "webhook_url": format!("http://{}/hook", hook.addr),
                 "webhook_bearer": "hook-token",
-                "webhook_secret_hex": "11".repeat(32),
                 "webhook_timeout_ms": 2000,
             }),
         )
+        // The webhook's HMAC key, from the key file like every key.
+        .key(assent_gateway::keys::WEBHOOK, &"11".repeat(32))
         .start()
 }
 

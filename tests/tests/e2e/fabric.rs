@@ -146,11 +146,8 @@ async fn scenario(gw: &StartedGateway) -> Vec<String> {
 async fn grant_and_revoke_behave_on_fabric_exactly_as_on_the_embedded_ledger() {
     let upstream = hospital();
     let embedded = {
-        let gw = gateway(
-            &upstream,
-            json!({"consortium_key_hex": TEST_CONSORTIUM_KEY_HEX}),
-        )
-        .start();
+        // The same consortium key as on Fabric: every test gateway's.
+        let gw = gateway(&upstream, json!({"backend": "embedded"})).start();
         scenario(&gw).await
     };
     let network = FakeFabricNetwork::start();

@@ -249,6 +249,35 @@ impl DevIdentityProvider {
         purpose: Option<&str>,
         patient: Option<&str>,
     ) -> Result<String, (&'static str, String)> {
+        let claims = self.sample_claims(name, scope, purpose, patient)?;
+        self.sign(&claims)
+    }
+
+    /// TESTS ONLY: a token of sample caller `name` with `claims` set over the sample's (a
+    /// hostile `sub`, say), signed like any other; not reachable over HTTP.
+    #[cfg(feature = "testing")]
+    pub fn mint_with_claims(
+        &self,
+        name: &str,
+        claims: &serde_json::Map<String, Value>,
+    ) -> Result<String, (&'static str, String)> {
+        let mut sample = self.sample_claims(name, None, None, None)?;
+        if let Some(object) = sample.as_object_mut() {
+            for (claim, value) in claims {
+                object.insert(claim.clone(), value.clone());
+            }
+        }
+        self.sign(&sample)
+    }
+
+    /// The claims of a token for sample caller `name`.
+    fn sample_claims(
+        &self,
+        name: &str,
+        scope: Option<&str>,
+        purpose: Option<&str>,
+        patient: Option<&str>,
+    ) -> Result<Value, (&'static str, String)> {
         let sample = SAMPLE_CALLERS
             .iter()
             .find(|s| s.name == name)
@@ -299,10 +328,14 @@ impl DevIdentityProvider {
         if let Some(patient) = patient {
             object.insert("patient".into(), Value::from(patient));
         }
+        Ok(claims)
+    }
+
+    fn sign(&self, claims: &Value) -> Result<String, (&'static str, String)> {
         let mut header = Header::new(Algorithm::ES256);
         header.typ = Some("at+jwt".to_owned());
         header.kid = Some(self.kid.clone());
-        encode(&header, &claims, &self.key).map_err(|e| ("server_error", e.to_string()))
+        encode(&header, claims, &self.key).map_err(|e| ("server_error", e.to_string()))
     }
 
     /// `GET /authorize`: the sign-in page, or (with `login_as`) the redirect with a code.

@@ -19,6 +19,7 @@ use assent_receipts::{AnchorSet, Digest, LedgerAnchor, Verifier, VerifyOptions, 
 use serde::Deserialize;
 
 use crate::config::Config;
+use crate::observability::Escaped;
 
 /// Exit status when a check failed (0: all held; 64: bad usage or configuration).
 pub const EXIT_FAILED: u8 = 1;
@@ -56,8 +57,10 @@ fn read_error(path: &Path, e: impl std::fmt::Display) -> VerifyError {
 pub fn main(args: &VerifyArgs) -> u8 {
     match verify(args) {
         Ok(report) => {
+            // Receipt ids and reasons come from the export: escaped, so that a line of it
+            // cannot print a line of its own ("all checks held").
             for failure in &report.failures {
-                println!("FAIL {failure}");
+                println!("FAIL {}", Escaped(&failure.to_string()));
             }
             println!("{report}");
             if report.all_held() { 0 } else { EXIT_FAILED }

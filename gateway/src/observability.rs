@@ -2,7 +2,14 @@
 //!
 //! Metric names are constants here; labels are bounded (configured site ids, interaction
 //! names, status codes), never a patient identifier or anything a client chose.
+//!
+//! Log lines cannot be forged: values logged may come from callers (a token's `sub` in a
+//! caller id, a scope, an error quoting a request), so the text format escapes control
+//! characters in every field and message at one point ([`EscapedFields`]), and the JSON format
+//! writes every value as a JSON string (escaped by serde). [`Escaped`] does the same for other
+//! text the gateway prints.
 
+use std::fmt::{self, Write as _};
 use std::sync::Once;
 
 use actix_web::HttpMessage;
@@ -151,16 +158,112 @@ impl Default for Metrics {
 pub fn init_tracing(config: &LogConfig) {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_new(&config.level)
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr);
-        let _ = match config.format {
-            LogFormat::Json => builder.json().flatten_event(true).try_init(),
-            LogFormat::Text => builder.try_init(),
-        };
+        let _ = tracing::subscriber::set_global_default(subscriber(config, std::io::stderr));
     });
+}
+
+/// The gateway's `tracing` subscriber for `config`, writing to `writer`: JSON, or text with
+/// every field escaped ([`EscapedFields`]).
+pub fn subscriber<W>(config: &LogConfig, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match config.format {
+        LogFormat::Json => Box::new(builder.json().flatten_event(true).finish()),
+        LogFormat::Text => Box::new(builder.fmt_fields(EscapedFields).finish()),
+    }
+}
+
+/// `text` with its control characters escaped (`\n`, `\r`, `\t`, `\u{1b}`, …, and the Unicode
+/// line and paragraph separators), so that it cannot start a line of its own or drive a
+/// terminal. Everything else is shown as it is.
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                    write!(f, "\\u{{{:x}}}", u32::from(c))?
+                }
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The text log's field formatter: like `tracing-subscriber`'s default (`name=value`, the
+/// message bare, strings quoted), with every value and the message passed through
+/// [`Escaped`]. Whatever a field holds, an event is one line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EscapedFields;
+
+impl<'writer> tracing_subscriber::fmt::FormatFields<'writer> for EscapedFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut visitor = EscapingVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapingVisitor<'writer> {
+    writer: tracing_subscriber::fmt::format::Writer<'writer>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl EscapingVisitor<'_> {
+    fn write(&mut self, field: &tracing::field::Field, text: &str) {
+        if self.result.is_err() {
+            return;
+        }
+        let separator = if std::mem::take(&mut self.first) {
+            ""
+        } else {
+            " "
+        };
+        let name = field.name();
+        self.result = match name {
+            "message" => write!(self.writer, "{separator}{}", Escaped(text)),
+            name => write!(
+                self.writer,
+                "{separator}{}={}",
+                name.strip_prefix("r#").unwrap_or(name),
+                Escaped(text)
+            ),
+        };
+    }
+}
+
+impl tracing::field::Visit for EscapingVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.write(field, value);
+        } else {
+            self.write(field, &format!("{value:?}"));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        self.write(field, &format!("{value:?}"));
+    }
 }
 
 /// The request's id, as put in its extensions by [`assign_request_id`].
@@ -191,4 +294,86 @@ pub fn assign_request_id(req: &ServiceRequest) -> String {
 /// The header value of a request id (always valid: ids are checked or generated).
 pub fn request_id_header(id: &str) -> HeaderValue {
     HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A log sink shared with the test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Captured {
+        type Writer = Captured;
+
+        fn make_writer(&'w self) -> Captured {
+            self.clone()
+        }
+    }
+
+    fn capture(format: LogFormat, emit: impl FnOnce()) -> String {
+        let captured = Captured::default();
+        let config = LogConfig {
+            format,
+            level: "info".into(),
+            access_log: true,
+        };
+        tracing::subscriber::with_default(subscriber(&config, captured.clone()), emit);
+        String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
+    }
+
+    const FORGED: &str = "dr-x\n2030-01-01T00:00:00.000000Z  INFO assent_gateway::routes: admin granted caller=root\r\u{1b}[2K\u{2028}";
+
+    #[test]
+    fn a_caller_chosen_value_cannot_forge_a_log_line() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let log = capture(format, || {
+                let error = std::io::Error::other(FORGED);
+                tracing::info!(caller = %FORGED, scope = ?FORGED, plain = FORGED, error = &error as &dyn std::error::Error, "refused {}", FORGED);
+                tracing::warn!(r#type = %FORGED, "second event");
+            });
+            let lines: Vec<&str> = log.lines().collect();
+            assert_eq!(lines.len(), 2, "{format:?}: {log}");
+            assert!(
+                lines[0].contains("refused dr-x") && lines[1].contains("second event"),
+                "{log}"
+            );
+            assert!(!log.contains('\r'), "{log:?}");
+            if format == LogFormat::Text {
+                assert!(!log.contains('\u{2028}'), "{log:?}");
+                assert!(lines[0].contains("caller=dr-x\\n2030-01-01"), "{log}");
+                assert!(lines[0].contains("\\r\\u{1b}[2K\\u{2028}"), "{log}");
+                assert!(lines[1].contains(" type=dr-x\\n"), "{log}");
+            } else {
+                // JSON keeps the value exact, escaped by the encoding.
+                let event: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+                assert_eq!(event["caller"], FORGED);
+            }
+        }
+    }
+
+    #[test]
+    fn escaped_shows_plain_text_as_it_is() {
+        assert_eq!(
+            Escaped("dr-alice@https://idp/ é \"x\" \\").to_string(),
+            "dr-alice@https://idp/ é \"x\" \\"
+        );
+        assert_eq!(
+            Escaped("a\nb\tc\u{7f}\u{85}").to_string(),
+            "a\\nb\\tc\\u{7f}\\u{85}"
+        );
+    }
 }

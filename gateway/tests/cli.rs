@@ -3,7 +3,7 @@
 //! included), `ledger verify` on the embedded ledger and (not applicable) on Fabric,
 //! `translate` (the adapter dry run), `serve` reloading site adapters on SIGHUP, refusing to
 //! start without its keys or with keys left in its database, `keys generate` and `keys export
-//! --from-database`.
+//! --from-database`, and `serve`'s text log keeping a hostile token claim on one line.
 
 use std::process::Command;
 
@@ -674,4 +674,84 @@ fn keys_an_older_version_kept_in_the_database_are_refused_then_exported() {
             && err.contains("$ASSENT_CONSORTIUM_KEY_HEX"),
         "{err}"
     );
+}
+
+#[test]
+fn a_newline_in_a_token_claim_does_not_forge_a_line_in_the_text_log() {
+    use assent_gateway::demo::identity_provider::DemoIdentityProvider;
+
+    let idp = DemoIdentityProvider::start("https://assent.test/fhir").unwrap();
+    let forged_line =
+        "2030-01-01T00:00:00.000000Z  INFO assent_gateway::routes: admin granted caller=root";
+    let claims = serde_json::json!({"sub": format!("mallory\n{forged_line}")});
+    let token = idp
+        .provider()
+        .mint_with_claims("dr-alice", claims.as_object().unwrap())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = assent(&[
+        "keys",
+        "generate",
+        "--out",
+        dir.path().join("keys.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let config = dir.path().join("assent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{addr}\"\ndatabase_url = \"{}\"\n[keys]\nfile = \"keys.toml\"\n[log]\nformat = \"text\"\nlevel = \"info\"\n[[auth.issuers]]\nissuer = \"{}\"\naudience = [\"https://assent.test/fhir\"]\nalgorithms = [\"ES256\"]\n",
+            dir.path().join("gw.db").display(),
+            idp.issuer()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_assent"))
+        .args(["serve", "-c", config.to_str().unwrap(), "--workers", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("assent serve starts");
+    let lines = lines_of(child.stderr.take().unwrap());
+    wait_for(&lines, "assent gateway listening");
+
+    // The caller is not an admin: the refusal logs its caller id, `sub` included.
+    let status = http_get(addr, "/admin/sites", &token);
+    assert_eq!(status, 403);
+    let refused = wait_for(&lines, "admin endpoint refused");
+    assert!(
+        refused.contains("caller=mallory\\n2030-01-01T00:00:00.000000Z  INFO"),
+        "the claim is in the line, escaped: {refused}"
+    );
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    let rest: Vec<String> = lines.iter().collect();
+    assert!(
+        !rest.iter().any(|l| l.starts_with("2030-01-01")),
+        "a forged line: {rest:#?}"
+    );
+}
+
+/// One GET on a fresh connection with a bearer token; the status.
+fn http_get(addr: std::net::SocketAddr, path: &str, token: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }

@@ -1,7 +1,8 @@
 //! A receipt in plain terms, for the accounting of disclosures a patient or a privacy officer
 //! asks for: who, when, which site, what, why, and what was decided.
 //!
-//! Owns the wording. Leaves out selecting a patient's receipts across sites and serving them
+//! Owns the wording. A sentence is one line: control characters in what it quotes (a token's
+//! claims, a justification) are escaped. Leaves out selecting a patient's receipts across sites and serving them
 //! (the gateway's `GET /audit/patient/{id}/disclosures`).
 
 use serde::Serialize;
@@ -122,8 +123,27 @@ impl Disclosure {
             s.push_str(&format!("; {e}"));
         }
         s.push('.');
-        s
+        escape_controls(&s)
     }
+}
+
+/// `text` with control characters (and the Unicode line and paragraph separators) escaped as
+/// `\n`, `\r`, `\t` or `\u{…}`: the caller's claims and a justification cannot start a line
+/// of their own in a list of sentences.
+fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Plain words for the HL7 v3 PurposeOfUse codes callers send.
@@ -196,5 +216,19 @@ mod tests {
         let json = serde_json::to_value(&d).unwrap();
         assert_eq!(json["decision"], "permitted");
         assert_eq!(json["why"], "emergency treatment (ETREAT)");
+    }
+
+    #[test]
+    fn a_sentence_is_one_line_whatever_the_claims_hold() {
+        let r = sample("r4");
+        let mut forged = subjects();
+        forged.actor = "Practitioner/x\n2030-01-01T00:00:00Z: Practitioner/y read nothing.".into();
+        let d = Disclosure::from_receipt(&r, Some(&forged));
+        let sentence = d.sentence();
+        assert_eq!(sentence.lines().count(), 1, "{sentence}");
+        assert!(
+            sentence.contains("Practitioner/x\\n2030-01-01"),
+            "{sentence}"
+        );
     }
 }

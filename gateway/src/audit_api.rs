@@ -22,8 +22,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use assent_auth::{Permissions, ScopeContext};
 use assent_fhir::FhirVersion;
 use assent_receipts::{
-    AuditSource, Digest, Disclosure, Receipt, ReceiptRecord, ReceiptSubjects, audit_event,
-    csv_header, csv_row, ndjson_line, root_from_proof,
+    AccessKind, AuditSource, Digest, Disclosure, Receipt, ReceiptRecord, ReceiptSubjects,
+    audit_event, csv_header, csv_row, ndjson_line, root_from_proof,
 };
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -96,6 +96,7 @@ const FILTER_PARAMS: &[&str] = &[
     "purpose",
     "decision",
     "break-glass",
+    "kind",
 ];
 
 fn store_err(e: crate::store::StoreError) -> GatewayError {
@@ -165,6 +166,16 @@ pub fn parse_search(
         filter.patient_key = Some(state.consents.key().patient(&identity));
     }
     filter.actor = single.get("agent").filter(|a| !a.is_empty()).cloned();
+    filter.kind = match single.get("kind").filter(|k| !k.is_empty()) {
+        Some(k) if AccessKind::parse(k).is_some() => Some(k.clone()),
+        Some(_) => {
+            return Err(bad(
+                "`kind` is fhir, consent-create, consent-update, consent-revoke, consent-search, \
+                 consent-history, consent-check, audit-search, audit-read, audit-export or audit-disclosures",
+            ));
+        }
+        None => None,
+    };
     filter.purpose = match single.get("purpose").filter(|p| !p.is_empty()) {
         Some(p) if is_token(p) => Some(p.clone()),
         Some(_) => return Err(bad("`purpose` is not a PurposeOfUse code")),
@@ -468,7 +479,7 @@ pub fn subjects_of(row: &ReceiptRow) -> ReceiptSubjects {
     let text = |k: &str| extra.get(k).and_then(Value::as_str).map(str::to_owned);
     ReceiptSubjects {
         actor: row.actor.clone(),
-        patient: row.patient.clone(),
+        patients: serde_json::from_str(&row.patients).unwrap_or_default(),
         query: text("query"),
         client_id: text("client_id"),
         client_address: text("client_address"),

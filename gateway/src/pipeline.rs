@@ -165,24 +165,14 @@ fn build_receipt(
         .as_ref()
         .and_then(consent_phase::patient_of_request)
         .and_then(|id| identity(&id));
-    let mut patients: Vec<String> = named.iter().cloned().collect();
-    for id in &ctx.released_patients {
-        if let Some(p) = identity(id)
-            && !patients.contains(&p)
-        {
-            patients.push(p);
-        }
-    }
-    // The receipt names one patient: the one the request named, else the only one reached.
-    let patient = named.or_else(|| (patients.len() == 1).then(|| patients[0].clone()));
-    let subjects = ReceiptSubjects {
+    let mut subjects = ReceiptSubjects {
         actor: caller
             .verified
             .actor
             .as_deref()
             .map(str::to_owned)
             .unwrap_or_else(|| caller.id.clone()),
-        patient,
+        patients: Vec::new(),
         query: ctx
             .fhir
             .as_ref()
@@ -191,6 +181,14 @@ fn build_receipt(
         client_id: caller.verified.client_id.as_deref().map(str::to_owned),
         client_address: ctx.client_address.clone(),
     };
+    // The receipt names every patient the request reached: the one it named, then the
+    // patients of what it released.
+    for patient in named
+        .into_iter()
+        .chain(ctx.released_patients.iter().filter_map(|id| identity(id)))
+    {
+        subjects.add_patient(patient);
+    }
     let key = state.consents.key();
     let mut receipt = Receipt::new(
         uuid::Uuid::new_v4().to_string(),
@@ -223,18 +221,7 @@ fn build_receipt(
         receipt.break_glass_justification = bg.justification.clone();
         receipt.break_glass |= bg.used() && released;
     }
-    let patients = patients
-        .into_iter()
-        .map(|p| {
-            let k = key.patient(&p);
-            (p, k)
-        })
-        .collect();
-    PendingReceipt {
-        receipt,
-        subjects,
-        patients,
-    }
+    PendingReceipt { receipt, subjects }
 }
 
 /// Off only in the benchmark build that measures what receipts cost (feature

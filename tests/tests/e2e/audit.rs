@@ -292,7 +292,10 @@ async fn the_audit_api_searches_verifies_exports_and_accounts() {
         let detail = detail.json();
         assert_eq!(detail["receipt"]["id"], ids[0].as_str());
         assert_eq!(detail["subjects"]["actor"], "Practitioner/dr-alice");
-        assert_eq!(detail["subjects"]["patient"], "st-mary/Patient/p1");
+        assert_eq!(
+            detail["subjects"]["patients"],
+            json!(["st-mary/Patient/p1"])
+        );
         assert_eq!(detail["patients"], json!(["st-mary/Patient/p1"]));
         assert!(detail["anchor"]["tx_id"].is_string(), "{detail}");
         assert!(detail["proof"]["siblings"].is_array());
@@ -369,7 +372,7 @@ async fn the_audit_api_searches_verifies_exports_and_accounts() {
         assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
         let csv = csv.text();
         let rows: Vec<&str> = csv.lines().collect();
-        assert!(rows[0].starts_with("receipt_id,sequence,time"));
+        assert!(rows[0].starts_with("receipt_id,encoding,sequence,time"));
         assert_eq!(rows.len(), 1 + 3, "{csv}");
         assert!(rows[1].contains(&ids[0]) && rows[1].contains("Practitioner/dr-alice"));
         assert_eq!(
@@ -397,7 +400,7 @@ async fn exports_stream_past_one_chunk() {
     let sequences: Vec<u64> = text
         .lines()
         .skip(1)
-        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
         .collect();
     assert_eq!(sequences, (1..=n as u64).collect::<Vec<_>>());
 }

@@ -7,7 +7,7 @@ use assent_e2e::*;
 use assent_gateway::anchoring::rebuild_batch;
 use assent_gateway::store::{Backend, testing};
 use assent_receipts::{
-    AccessDecision, Digest, Receipt, ResourceEntry, verify_chain, verify_inclusion,
+    AccessDecision, AccessKind, Digest, Receipt, ResourceEntry, verify_chain, verify_inclusion,
 };
 use diesel::connection::SimpleConnection;
 use serde_json::json;
@@ -108,9 +108,10 @@ async fn every_request_after_authentication_has_one_durable_anchored_receipt() {
         assert_eq!(read.upstream_status, Some(200));
         assert_eq!(read.site.as_deref(), Some("st-mary"));
         let key = gw.gateway.state.consents.key();
-        assert_eq!(read.patient_key, Some(key.patient("st-mary/Patient/p1")));
+        assert_eq!(read.patient_keys, vec![key.patient("st-mary/Patient/p1")]);
+        assert_eq!(read.kind, AccessKind::Fhir);
         let row = gw.gateway.state.store.receipt(&read.id).unwrap().unwrap();
-        assert_eq!(row.patient.as_deref(), Some("st-mary/Patient/p1"));
+        assert_eq!(row.patients, r#"["st-mary/Patient/p1"]"#);
         assert_eq!(stored[1].0.upstream_status, Some(404));
         assert_eq!(stored[2].0.site, None, "an unknown site is not a site");
 

@@ -630,10 +630,22 @@ pub struct IssuerSettings {
     /// purpose `ETREAT` and a justification); empty: this issuer cannot grant it.
     #[serde(default = "default_break_glass_scope")]
     pub break_glass_scope: String,
+    /// The scope by which this issuer grants the consent-administrator role (managing any
+    /// patient's consents through `/consent`); empty: this issuer grants it to nobody by
+    /// scope. Not a SMART scope (no `patient/`, `user/` or `system/`), never a wildcard.
+    #[serde(default = "default_consent_admin_scope")]
+    pub consent_admin_scope: String,
 }
 
 fn default_break_glass_scope() -> String {
     assent_auth::DEFAULT_BREAK_GLASS_SCOPE.to_owned()
+}
+
+/// The scope that grants the consent-administrator role unless an issuer says otherwise.
+pub const DEFAULT_CONSENT_ADMIN_SCOPE: &str = "assent/consent-admin";
+
+fn default_consent_admin_scope() -> String {
+    DEFAULT_CONSENT_ADMIN_SCOPE.to_owned()
 }
 
 /// Claim names read from tokens; the defaults follow SMART App Launch.
@@ -686,6 +698,11 @@ impl IssuerSettings {
         config.jwks_refetch_min_interval = Duration::from_secs(self.jwks_refetch_min_interval_secs);
         config.break_glass_scope =
             (!self.break_glass_scope.is_empty()).then(|| self.break_glass_scope.clone());
+        config.role_scopes = if self.consent_admin_scope.is_empty() {
+            Vec::new()
+        } else {
+            vec![self.consent_admin_scope.clone()]
+        };
         config
     }
 }
@@ -1186,6 +1203,19 @@ impl Config {
                     "must not hold an empty subject",
                 ));
             }
+            let role = &issuer.consent_admin_scope;
+            let smart = ["patient/", "user/", "system/"]
+                .iter()
+                .any(|p| role.starts_with(p));
+            if smart
+                || role.contains(['*', ' '])
+                || (!role.is_empty() && *role == issuer.break_glass_scope)
+            {
+                return Err(ConfigError::invalid(
+                    at("consent_admin_scope"),
+                    "must be a scope of its own: not a SMART resource scope, no wildcard or space, not the break-glass scope",
+                ));
+            }
         }
         Ok(())
     }
@@ -1515,6 +1545,26 @@ mod tests {
             Some("urn:x:btg")
         );
         assert_eq!(issuer("break_glass_scope = \"\"").break_glass_scope, None);
+        // The consent-administrator scope: kept as a role scope, or none.
+        assert_eq!(issuer("").role_scopes, ["assent/consent-admin"]);
+        assert_eq!(
+            issuer("consent_admin_scope = \"urn:x:consents\"").role_scopes,
+            ["urn:x:consents"]
+        );
+        assert!(issuer("consent_admin_scope = \"\"").role_scopes.is_empty());
+        for bad in [
+            "user/Consent.*",
+            "patient/Consent.cruds",
+            "system/*.*",
+            "assent/*",
+            "assent/break-glass",
+        ] {
+            let text = format!(
+                "{GOOD}\n[[auth.issuers]]\nissuer = \"https://idp.example\"\naudience = [\"a\"]\nconsent_admin_scope = \"{bad}\""
+            );
+            let e = error_of(&text);
+            assert!(e.contains("consent_admin_scope"), "{bad}: {e}");
+        }
     }
 
     #[test]

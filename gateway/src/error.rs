@@ -10,6 +10,8 @@ use actix_web::{HttpResponse, ResponseError};
 use assent_auth::AuthError;
 use assent_fhir::{Issue, IssueCode, Severity, operation_outcome};
 
+use crate::consent_authz::ConsentRefusal;
+
 /// Which side caused a failure: decides the status class and whether a retry can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -34,6 +36,10 @@ pub enum GatewayError {
     Forbidden,
     #[error("reading the audit log needs the audit role")]
     AuditForbidden,
+    /// The consent API's rule (`consent_authz`) refused: another patient than the launch
+    /// context's, no consent-administrator role, or a grant of the caller to itself.
+    #[error("{0}")]
+    ConsentRefused(crate::consent_authz::ConsentRefusal),
     #[error("unknown site")]
     UnknownSite,
     #[error("no such endpoint")]
@@ -145,6 +151,18 @@ impl GatewayError {
             E::OutsidePatientContext => (403, I::Forbidden, "scope-patient-mismatch", Client),
             E::Forbidden => (403, I::Forbidden, "forbidden", Client),
             E::AuditForbidden => (403, I::Forbidden, "audit-role-required", Client),
+            E::ConsentRefused(ConsentRefusal::OtherPatient) => {
+                (403, I::Forbidden, "consent-patient-mismatch", Client)
+            }
+            E::ConsentRefused(ConsentRefusal::AdminRequired) => {
+                (403, I::Forbidden, "consent-admin-required", Client)
+            }
+            E::ConsentRefused(ConsentRefusal::SelfGrant) => {
+                (403, I::Forbidden, "consent-self-grant", Client)
+            }
+            E::ConsentRefused(ConsentRefusal::ScopeMissing) => {
+                (403, I::Forbidden, "scope-insufficient", Client)
+            }
             E::UnknownSite => (404, I::NotFound, "unknown-site", Client),
             E::NotFound => (404, I::NotFound, "not-found", Client),
             E::Malformed(_) => (400, I::Invalid, "malformed-request", Client),
@@ -296,7 +314,7 @@ mod tests {
 
     #[test]
     fn the_table_gives_the_documented_statuses() {
-        let cases: [(GatewayError, u16, &str); 10] = [
+        let cases: [(GatewayError, u16, &str); 13] = [
             (GatewayError::UnknownSite, 404, "unknown-site"),
             (
                 GatewayError::Malformed("x".into()),
@@ -323,6 +341,21 @@ mod tests {
             (GatewayError::StoreUnavailable, 503, "store-unavailable"),
             (GatewayError::ReceiptUnavailable, 503, "receipt-unavailable"),
             (GatewayError::AuditForbidden, 403, "audit-role-required"),
+            (
+                GatewayError::ConsentRefused(ConsentRefusal::OtherPatient),
+                403,
+                "consent-patient-mismatch",
+            ),
+            (
+                GatewayError::ConsentRefused(ConsentRefusal::AdminRequired),
+                403,
+                "consent-admin-required",
+            ),
+            (
+                GatewayError::ConsentRefused(ConsentRefusal::SelfGrant),
+                403,
+                "consent-self-grant",
+            ),
         ];
         for (error, status, code) in cases.into_iter().chain([
             (GatewayError::Auth(AuthError::Expired), 401, "token-expired"),

@@ -5,6 +5,7 @@
 
 pub mod adapter_api;
 pub mod anchoring;
+pub mod api_receipt;
 pub mod app;
 pub mod audit_api;
 pub mod audit_verify;
@@ -15,6 +16,7 @@ pub mod caller;
 pub mod cli;
 pub mod config;
 pub mod consent_api;
+pub mod consent_authz;
 pub mod consent_phase;
 pub mod consent_service;
 pub mod console;

@@ -121,8 +121,10 @@ pub struct LedgerConfig {
     /// one is made at first start and kept in the store.
     #[serde(default)]
     pub node_key_hex: Option<String>,
-    /// Subjects (`subject@issuer` caller ids) that may manage consents through `/consent`,
-    /// besides callers whose scopes grant writing `Consent`.
+    /// Caller ids (`subject@issuer`) with the consent-administrator role: they manage any
+    /// patient's consents through `/consent`, like issuers' `admin_subjects` and tokens with
+    /// their issuer's `consent_admin_scope` (SMART `Consent` scopes alone never suffice; see
+    /// `consent_authz.rs`).
     #[serde(default)]
     pub consent_admins: Vec<String>,
 }

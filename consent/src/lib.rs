@@ -80,7 +80,7 @@ pub use contract::{
 pub use decide::{AccessRequest, BreakGlass, Caller, RelatedIndex, decide};
 pub use decision::{
     Basis, BreakGlassRefusal, ConsentBasis, Decision, Deny, NotEnforced, Permit, SitePolicy,
-    decide_site_default, permit_per_resource, permit_without_patient_data,
+    decide_all, decide_site_default, decide_unknown_patient, decide_unnamed,
 };
 pub use filter::{FilterReport, WITHHELD_DIAGNOSTICS, filter_bundle};
 pub use model::{

@@ -74,10 +74,8 @@ impl Shape {
                         list.push(name.to_owned());
                     }
                 }
-                "_count" if p.value.trim() == "0" => {
-                    if shape.summary.is_none() {
-                        shape.summary = Some(Summary::Count);
-                    }
+                "_count" if p.value.trim() == "0" && shape.summary.is_none() => {
+                    shape.summary = Some(Summary::Count);
                 }
                 _ => {}
             }

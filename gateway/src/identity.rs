@@ -26,14 +26,17 @@ const TTL: Duration = Duration::from_secs(300);
 /// Most identifiers remembered; beyond it the cache starts afresh.
 const MAX_ENTRIES: usize = 100_000;
 
-/// Identifiers already looked up, per site.
+/// (site, system, value).
+type IdentifierKey = (String, String, String);
+
+/// Identifiers already looked up, per site: the id placed (or none) and when.
 #[derive(Default)]
 pub struct Identities {
-    cache: Mutex<HashMap<(String, String, String), (Option<String>, Instant)>>,
+    cache: Mutex<HashMap<IdentifierKey, (Option<String>, Instant)>>,
 }
 
 impl Identities {
-    fn get(&self, key: &(String, String, String)) -> Option<Option<String>> {
+    fn get(&self, key: &IdentifierKey) -> Option<Option<String>> {
         let cache = self.cache.lock().ok()?;
         cache
             .get(key)
@@ -41,7 +44,7 @@ impl Identities {
             .map(|(id, _)| id.clone())
     }
 
-    fn put(&self, key: (String, String, String), id: Option<String>) {
+    fn put(&self, key: IdentifierKey, id: Option<String>) {
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= MAX_ENTRIES {
                 cache.clear();

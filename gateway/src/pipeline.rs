@@ -441,6 +441,8 @@ async fn run(
         req,
         state,
         &site,
+        &permit,
+        client,
         &mut enforcer,
         &facts,
         &shape,
@@ -810,6 +812,8 @@ async fn filter(
     req: &HttpRequest,
     state: &AppState,
     site: &Site,
+    upstream_permit: &Permit,
+    client: &awc::Client,
     enforcer: &mut Enforcer<'_>,
     facts: &RequestFacts<'_>,
     shape: &Shape,
@@ -848,7 +852,24 @@ async fn filter(
         if let Some(a) = &mut adapting {
             a.response(&mut bundle);
         }
-        let report = release::release_bundle(enforcer, facts, &mut bundle).await?;
+        let mut report = release::release_bundle(enforcer, facts, &mut bundle).await?;
+        if facts.named.is_none() && fhir.interaction == assent_fhir::Interaction::Search {
+            let more = MorePages {
+                site,
+                permit: upstream_permit,
+                client,
+                request_id: &ctx.request_id,
+            };
+            settle_paging(
+                &more,
+                enforcer,
+                facts,
+                &mut adapting,
+                &mut bundle,
+                &mut report,
+            )
+            .await?;
+        }
         if report.withheld > 0 {
             tracing::info!(request_id = %ctx.request_id, site = %site.id, withheld = report.withheld, "entries withheld");
         }
@@ -958,6 +979,197 @@ async fn filter(
     rewrite::scrub_strings(&mut resource, &site.urls);
     let translation = dialect.translate_response(resource)?;
     translated(ctx, site, dialect, out, &adapting, translation, shape, true)
+}
+
+/// Most further pages of the site's answer one client page may read (to skip empty pages and
+/// to look ahead before giving a `next` link).
+const MAX_PAGES_SCANNED: usize = 10;
+
+/// The way back to the site for further pages of the same answer.
+struct MorePages<'a> {
+    site: &'a Site,
+    permit: &'a Permit,
+    client: &'a awc::Client,
+    request_id: &'a str,
+}
+
+/// Paging of a search that named no patient, so that its links say nothing of what was
+/// withheld: a page whose every entry was withheld is replaced by the next page with a
+/// released entry; a `next` link is given only when a released entry follows (the gateway
+/// looks ahead); `previous` and `last` links, which would count withheld pages, are removed.
+/// At most [`MAX_PAGES_SCANNED`] further pages are read; beyond that the `next` link is
+/// given as the site gave it.
+async fn settle_paging(
+    more: &MorePages<'_>,
+    enforcer: &mut Enforcer<'_>,
+    facts: &RequestFacts<'_>,
+    adapting: &mut Option<Adapting>,
+    bundle: &mut serde_json::Value,
+    report: &mut release::BundleRelease,
+) -> Result<(), GatewayError> {
+    // Whether the answer so far starts at the search's first page and released nothing
+    // before the current page: then, with no `next` link left, it is complete.
+    let from_first_page = facts.fhir.page_token.is_none()
+        && !has_relation(bundle, "previous")
+        && !has_relation(bundle, "prev");
+    let site_total = report.site_total;
+    let mut scanned = 0;
+    while released_entries(bundle) == 0 && scanned < MAX_PAGES_SCANNED {
+        let Some(next) = next_link(bundle, more.site) else {
+            break;
+        };
+        scanned += 1;
+        let (page, page_report) = fetch_page(more, enforcer, facts, adapting, &next).await?;
+        *bundle = page;
+        report.patients.extend(page_report.patients);
+        report.break_glass |= page_report.break_glass;
+        report.withheld += page_report.withheld;
+    }
+    if let Some(mut next) = next_link(bundle, more.site) {
+        loop {
+            if scanned >= MAX_PAGES_SCANNED {
+                set_next_link(bundle, more.site, &next);
+                break;
+            }
+            scanned += 1;
+            let (peek, _) = fetch_page(more, enforcer, facts, adapting, &next).await?;
+            if released_entries(&peek) > 0 {
+                set_next_link(bundle, more.site, &next);
+                break;
+            }
+            match next_link(&peek, more.site) {
+                Some(after) => next = after,
+                None => {
+                    set_next_link(bundle, more.site, "");
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(links) = bundle.get_mut("link").and_then(|l| l.as_array_mut()) {
+        links.retain(|l| {
+            !matches!(
+                l.get("relation").and_then(|r| r.as_str()),
+                Some("previous" | "prev" | "last")
+            )
+        });
+    }
+    // Complete from the first page: the total counts the matches released, as for an
+    // answer complete in one page.
+    if let Some(object) = bundle.as_object_mut() {
+        if from_first_page
+            && site_total
+            && !has_relation(&serde_json::Value::Object(object.clone()), "next")
+        {
+            let matches = released_matches(object.get("entry"));
+            object.insert("total".into(), json!(matches));
+        } else {
+            object.remove("total");
+        }
+    }
+    Ok(())
+}
+
+fn has_relation(bundle: &serde_json::Value, relation: &str) -> bool {
+    bundle
+        .get("link")
+        .and_then(|l| l.as_array())
+        .into_iter()
+        .flatten()
+        .any(|l| l.get("relation").and_then(|r| r.as_str()) == Some(relation))
+}
+
+/// Released entries that are search matches.
+fn released_matches(entries: Option<&serde_json::Value>) -> usize {
+    entries
+        .and_then(|e| e.as_array())
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e.pointer("/search/mode")
+                .and_then(|m| m.as_str())
+                .is_none_or(|m| m == "match")
+                && e.pointer("/resource/resourceType").and_then(|t| t.as_str())
+                    != Some("OperationOutcome")
+        })
+        .count()
+}
+
+/// One further page of the site's answer, decided.
+async fn fetch_page(
+    more: &MorePages<'_>,
+    enforcer: &mut Enforcer<'_>,
+    facts: &RequestFacts<'_>,
+    adapting: &mut Option<Adapting>,
+    path_and_query: &str,
+) -> Result<(serde_json::Value, release::BundleRelease), GatewayError> {
+    let request = UpstreamRequest {
+        method: Method::GET,
+        path_and_query: path_and_query.to_owned(),
+        headers: Vec::new(),
+        request_id: more.request_id.to_owned(),
+        body: None,
+    };
+    let mut response = upstream::forward(more.permit, more.site, more.client, &request).await?;
+    if !response.status().is_success() {
+        return Err(upstream_error(response.status()));
+    }
+    let mut page = read_json(&mut response, more.site).await?;
+    if page.get("resourceType").and_then(|v| v.as_str()) != Some("Bundle") {
+        return Err(GatewayError::UpstreamBadResponse);
+    }
+    if let Some(a) = adapting.as_mut() {
+        a.response(&mut page);
+    }
+    let report = release::release_bundle(enforcer, facts, &mut page).await?;
+    Ok((page, report))
+}
+
+/// Entries of a decided page that are released resources (not the gateway's outcomes).
+fn released_entries(bundle: &serde_json::Value) -> usize {
+    bundle
+        .get("entry")
+        .and_then(|e| e.as_array())
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e.pointer("/resource/resourceType").and_then(|t| t.as_str()) != Some("OperationOutcome")
+        })
+        .count()
+}
+
+/// The `next` link of a site's page, relative to the site's base (only under it).
+fn next_link(bundle: &serde_json::Value, site: &Site) -> Option<String> {
+    bundle
+        .get("link")
+        .and_then(|l| l.as_array())
+        .into_iter()
+        .flatten()
+        .find(|l| l.get("relation").and_then(|r| r.as_str()) == Some("next"))
+        .and_then(|l| l.get("url"))
+        .and_then(|u| u.as_str())
+        .and_then(|u| site.urls.relative(u))
+        .map(|rest| {
+            rewrite::normalise_relative(rest)
+                .trim_start_matches('/')
+                .to_owned()
+        })
+}
+
+/// Points the `next` link of `bundle` at `relative` (under the site's base), or removes it
+/// when `relative` is empty.
+fn set_next_link(bundle: &mut serde_json::Value, site: &Site, relative: &str) {
+    let Some(links) = bundle.get_mut("link").and_then(|l| l.as_array_mut()) else {
+        return;
+    };
+    links.retain(|l| l.get("relation").and_then(|r| r.as_str()) != Some("next"));
+    if !relative.is_empty() {
+        let separator = if relative.starts_with('?') { "" } else { "/" };
+        links.push(json!({
+            "relation": "next",
+            "url": format!("{}{separator}{relative}", site.urls.upstream_base),
+        }));
+    }
 }
 
 /// A read or vread must answer the resource asked for (type, id, and the version of a

@@ -48,6 +48,8 @@ pub struct BundleRelease {
     pub patients: Vec<PlacedPatient>,
     /// Whether a released resource rests on break-glass.
     pub break_glass: bool,
+    /// Whether the site's page carried a `total`.
+    pub site_total: bool,
 }
 
 /// Decides every entry of a Bundle answer and removes what may not be released; sets or
@@ -131,6 +133,7 @@ pub async fn release_bundle(
                     != Some("OperationOutcome")
         })
         .count();
+    report.site_total = bundle.get("total").is_some();
     if let Some(object) = bundle.as_object_mut() {
         if complete && object.contains_key("total") {
             object.insert("total".into(), json!(matches));

@@ -82,7 +82,7 @@ pub fn rewrite_bundle(bundle: &mut Value, map: &UrlMap, sign: &dyn Fn(&str) -> S
             }
         });
     }
-    rewrite_strings(bundle, map);
+    scrub_strings(bundle, map);
     removed
 }
 
@@ -205,22 +205,6 @@ impl<'m> Scrubber<'m> {
     }
 }
 
-/// Re-roots every string in `value` that starts with the upstream base.
-pub fn rewrite_strings(value: &mut Value, map: &UrlMap) {
-    match value {
-        Value::String(s) => {
-            if let Some(rest) = s.strip_prefix(map.upstream_base.as_str())
-                && (rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
-            {
-                *s = format!("{}{rest}", map.public_base);
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|v| rewrite_strings(v, map)),
-        Value::Object(fields) => fields.values_mut().for_each(|v| rewrite_strings(v, map)),
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,11 +259,27 @@ mod tests {
             entry["resource"]["managingOrganization"]["reference"],
             "https://gw.example/fhir/st-mary/Organization/2"
         );
+        // Inside any string, the upstream's base, origin and host never stay.
         assert_eq!(
             entry["resource"]["note"],
-            "http://up.internal:7000/fhirevil stays"
+            "https://gw.example/fhir/st-maryevil stays"
         );
-        assert!(!bundle.to_string().contains("up.internal:7000/fhir/"));
+        assert!(!bundle.to_string().contains("up.internal"));
+    }
+
+    #[test]
+    fn upstream_hosts_are_scrubbed_from_every_string() {
+        let mut resource = json!({"resourceType": "Observation",
+            "text": {"div": "<div>see <a href=\"http://up.internal:7000/fhir/Patient/1\">the patient</a> and http://up.internal:7000/admin</div>"},
+            "identifier": [{"system": "urn:x", "value": "up.internal:7000/42"}],
+            "extension": [{"url": "urn:e", "valueString": "host up.internal:7000"}]});
+        scrub_strings(&mut resource, &map());
+        let text = resource.to_string();
+        assert!(!text.contains("up.internal"), "{text}");
+        assert!(
+            text.contains("https://gw.example/fhir/st-mary/Patient/1"),
+            "{text}"
+        );
     }
 
     #[test]

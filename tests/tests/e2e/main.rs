@@ -16,6 +16,7 @@ mod operations;
 mod paging;
 mod proxy;
 mod receipts;
+mod release;
 mod resilience;
 mod tidy;
 mod tls;

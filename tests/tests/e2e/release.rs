@@ -336,3 +336,109 @@ async fn operations_pass_only_from_the_allow_list() {
     }
     assert_eq!(site.requests().len(), n);
 }
+
+#[actix_web::test]
+async fn patients_named_by_identifier_are_placed_at_the_site_or_denied() {
+    const MRN: &str = "urn:oid:1.2.3.4";
+    let site = FakeUpstream::start(|req, _| {
+        let by_identifier = |sys: &str, value: &str| {
+            json!({"resourceType": "Observation", "id": format!("o-{value}"), "status": "final", "code": {"text": "x"},
+                "subject": {"identifier": {"system": sys, "value": value}}})
+        };
+        let path = req.path.trim_start_matches("/fhir/");
+        match path {
+            "Patient" => {
+                // The lookup: `identifier=system|value`; MRN 1 is p1, MRN 2 is p2.
+                let query: Vec<(String, String)> =
+                    url::form_urlencoded::parse(req.query.as_bytes())
+                        .into_owned()
+                        .collect();
+                let wanted = query
+                    .iter()
+                    .find(|(n, _)| n == "identifier")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                let entries: Vec<Value> = [("p1", "1"), ("p2", "2")]
+                    .iter()
+                    .filter(|(_, mrn)| wanted == format!("{MRN}|{mrn}"))
+                    .map(|(id, mrn)| {
+                        json!({"resource": {"resourceType": "Patient", "id": id,
+                        "identifier": [{"system": MRN, "value": mrn}]}})
+                    })
+                    .collect();
+                FakeResponse::json(
+                    200,
+                    json!({"resourceType": "Bundle", "type": "searchset", "entry": entries}),
+                )
+            }
+            "Observation/o-1" => FakeResponse::json(200, by_identifier(MRN, "1")),
+            "Observation/o-2" => FakeResponse::json(200, by_identifier(MRN, "2")),
+            "Observation/o-3" => FakeResponse::json(200, by_identifier("urn:other", "3")),
+            _ => FakeResponse::json(404, json!({"resourceType": "OperationOutcome"})),
+        }
+    });
+    let gw = TestGateway::new()
+        .site_with(
+            "st-mary",
+            json!({"upstream": site.base_url(), "fhir_version": "R4", "default_policy": "opt-out",
+                "patient_identifier_systems": [MRN]}),
+        )
+        .start();
+    let stored = send(
+        "POST",
+        &gw.url("/consent/Consent?site=st-mary"),
+        Some(admin_token()),
+        &[("content-type", "application/fhir+json")],
+        Some(
+            consent("c-p2", "p2", "dr-alice", false)
+                .to_string()
+                .into_bytes(),
+        ),
+    )
+    .await;
+    assert_eq!(stored.status, 201, "{}", stored.text());
+    let read = |id: &str| {
+        let url = gw.url(&format!("/fhir/st-mary/Observation/{id}"));
+        async move { get(&url).await }
+    };
+    // MRN 1 is p1 (no consent, opt-out): released, and its receipt names p1.
+    let got = read("o-1").await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let receipt = got.header("x-assent-receipt").unwrap();
+    let reached: Vec<String> = gw
+        .gateway
+        .state
+        .store
+        .receipt_patients(receipt)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.patient)
+        .collect();
+    assert_eq!(reached, ["st-mary/Patient/p1"]);
+    // MRN 2 is p2, who denies dr-alice; another system cannot be placed: both withheld,
+    // even on an opt-out site.
+    for id in ["o-2", "o-3"] {
+        let got = read(id).await;
+        assert_eq!(
+            (got.status, got.error_code().as_str()),
+            (404, "resource-not-found"),
+            "{id}"
+        );
+    }
+    // A search naming the patient by identifier is decided before forwarding.
+    let n = site.requests().len();
+    let got = get(&gw.url(&format!(
+        "/fhir/st-mary/Observation?patient.identifier={MRN}%7C2"
+    )))
+    .await;
+    assert_eq!(
+        (got.status, got.error_code().as_str()),
+        (403, "consent-denied")
+    );
+    assert!(
+        site.requests()[n..]
+            .iter()
+            .all(|r| !r.path.ends_with("/Observation")),
+        "only the identifier was looked up"
+    );
+}

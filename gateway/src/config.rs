@@ -766,9 +766,81 @@ pub struct SiteConfig {
     /// Relative to the configuration file's directory.
     #[serde(default)]
     pub adapter: Option<PathBuf>,
+    /// Identifier systems that identify a patient at this site (an MRN's system, a national
+    /// id): a reference that names a patient only by such an identifier is placed by
+    /// looking the identifier up at the site; an identifier of any other system cannot be
+    /// placed and counts as an unknown patient (denied).
+    #[serde(default)]
+    pub patient_identifier_systems: Vec<String>,
+    /// FHIR operations forwarded to this site besides the built-in `Patient/{id}/$everything`;
+    /// any other operation is refused (403 `operation-not-allowed`).
+    #[serde(default)]
+    pub operations: Vec<OperationRule>,
+}
+
+/// One FHIR operation the gateway forwards to a site, and how its answer is decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationRule {
+    /// The operation's name without `$` (`lastn`).
+    pub name: String,
+    /// Where it is invoked: `system` (`/$op`), `type` (`/Type/$op`) or `instance`
+    /// (`/Type/{id}/$op`).
+    pub level: OperationLevel,
+    /// The resource types it is invoked on (`type` and `instance` levels).
+    #[serde(default)]
+    pub resource_types: Vec<String>,
+    /// How the answer is decided: `bundle` (a Bundle whose entries are decided one by one,
+    /// like a search) or `resource` (one resource, released only when every patient it
+    /// belongs to permits).
+    pub output: OperationOutput,
+}
+
+/// Where an operation is invoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationLevel {
+    System,
+    Type,
+    Instance,
+}
+
+/// How an operation's answer is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationOutput {
+    Bundle,
+    Resource,
+}
+
+impl OperationRule {
+    /// `Patient/{id}/$everything`, forwarded to every site.
+    pub fn everything() -> OperationRule {
+        OperationRule {
+            name: "everything".into(),
+            level: OperationLevel::Instance,
+            resource_types: vec!["Patient".into()],
+            output: OperationOutput::Bundle,
+        }
+    }
+
+    /// Whether this rule is the operation `name` invoked at `level` on `resource_type`.
+    pub fn matches(&self, name: &str, level: OperationLevel, resource_type: Option<&str>) -> bool {
+        self.name == name
+            && self.level == level
+            && match resource_type {
+                None => level == OperationLevel::System,
+                Some(t) => self.resource_types.iter().any(|r| r == t),
+            }
+    }
 }
 
 impl SiteConfig {
+    /// The operations forwarded to this site: the built-in ones, then the configured ones.
+    pub fn operation_rules(&self) -> impl Iterator<Item = OperationRule> + '_ {
+        std::iter::once(OperationRule::everything()).chain(self.operations.iter().cloned())
+    }
+
     /// The site's default purpose of use. Call after [`Config::validate`].
     pub fn default_purpose(&self) -> Option<PurposeOfUse> {
         self.default_purpose
@@ -1054,6 +1126,47 @@ impl Config {
                     return Err(ConfigError::invalid(
                         at("require_purpose"),
                         "cannot be set with default_purpose (the default always supplies a purpose)",
+                    ));
+                }
+            }
+            for (n, system) in site.patient_identifier_systems.iter().enumerate() {
+                if system.is_empty() || system.contains('|') || system.contains(char::is_whitespace)
+                {
+                    return Err(ConfigError::invalid(
+                        at(&format!("patient_identifier_systems[{n}]")),
+                        "must be an identifier system URI (no spaces, no `|`)",
+                    ));
+                }
+            }
+            for (n, op) in site.operations.iter().enumerate() {
+                let at_op = |field: &str| at(&format!("operations[{n}].{field}"));
+                let name_ok = (1..=64).contains(&op.name.len())
+                    && op.name.as_bytes()[0].is_ascii_alphabetic()
+                    && op
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                if !name_ok {
+                    return Err(ConfigError::invalid(
+                        at_op("name"),
+                        "must be an operation name without `$` (letters, digits, `-`)",
+                    ));
+                }
+                let types_needed = op.level != OperationLevel::System;
+                if types_needed == op.resource_types.is_empty() {
+                    return Err(ConfigError::invalid(
+                        at_op("resource_types"),
+                        "must list the resource types for `type` and `instance` levels, and be empty for `system`",
+                    ));
+                }
+                if let Some(bad) = op.resource_types.iter().find(|t| {
+                    t.is_empty()
+                        || !t.as_bytes()[0].is_ascii_uppercase()
+                        || !t.bytes().all(|b| b.is_ascii_alphabetic())
+                }) {
+                    return Err(ConfigError::invalid(
+                        at_op("resource_types"),
+                        format!("`{bad}` is not a FHIR resource type"),
                     ));
                 }
             }

@@ -64,6 +64,22 @@ pub enum GatewayError {
     BreakGlassReasonInvalid(&'static str),
     #[error("the paging link is not valid for this caller and site")]
     BadPageToken,
+    /// An operation that is not on the site's allow-list; the value is its name.
+    #[error("the operation ${0} is not forwarded by the gateway to this site")]
+    OperationNotAllowed(String),
+    /// A request form whose answer the gateway cannot decide or shape (`_contained`, a
+    /// `_summary` or `_elements` it cannot honour); the value says why.
+    #[error("this request form is not served: {0}")]
+    FormNotServed(String),
+    /// `_summary=count` (or `_count=0`) where the count could not be taken over what the
+    /// caller may see alone.
+    #[error(
+        "a count is given only for a search that names its patients, all of them permitted, and whose matches fit the counting limit"
+    )]
+    CountNotReleased,
+    /// The site answered a read with another resource than the one asked for.
+    #[error("the site answered with another resource than the one asked for")]
+    UpstreamMismatch,
     #[error("the site could not be reached")]
     UpstreamUnreachable,
     #[error("the site did not answer in time")]
@@ -78,6 +94,11 @@ pub enum GatewayError {
     UpstreamAuthFailed,
     #[error("the requested resource was not found at the site")]
     UpstreamNotFound,
+    /// A resource of a request that named no patient, denied on its content: answered
+    /// exactly as [`GatewayError::UpstreamNotFound`] (status, code, text), so that the answer
+    /// does not tell whether a record exists; the receipt records the deny.
+    #[error("the requested resource was not found at the site")]
+    ContentDenied,
     #[error("the resource is gone at the site")]
     UpstreamGone,
     #[error("the site rejected the request as invalid")]
@@ -180,6 +201,10 @@ impl GatewayError {
                 (400, I::Invalid, "break-glass-reason-invalid", Client)
             }
             E::BadPageToken => (403, I::Security, "bad-page-token", Client),
+            E::OperationNotAllowed(_) => (403, I::NotSupported, "operation-not-allowed", Client),
+            E::FormNotServed(_) => (400, I::NotSupported, "form-not-served", Client),
+            E::CountNotReleased => (403, I::Forbidden, "count-not-released", Client),
+            E::UpstreamMismatch => (502, I::Processing, "upstream-mismatch", Upstream),
             E::UpstreamUnreachable => (502, I::Transient, "upstream-unreachable", Upstream),
             E::UpstreamTimeout => (504, I::Timeout, "upstream-timeout", Upstream),
             E::UpstreamFailed => (502, I::Exception, "upstream-error", Upstream),
@@ -187,6 +212,7 @@ impl GatewayError {
             E::CircuitOpen => (503, I::Transient, "upstream-circuit-open", Upstream),
             E::UpstreamAuthFailed => (502, I::Security, "upstream-auth-failed", Upstream),
             E::UpstreamNotFound => (404, I::NotFound, "resource-not-found", Upstream),
+            E::ContentDenied => (404, I::NotFound, "resource-not-found", Upstream),
             E::UpstreamGone => (410, I::Deleted, "resource-gone", Upstream),
             E::UpstreamRejected => (400, I::Invalid, "upstream-rejected", Upstream),
             E::StoreUnavailable => (503, I::Transient, "store-unavailable", Internal),

@@ -881,7 +881,12 @@ async fn filter(
         if let Some(a) = &mut adapting {
             a.response(&mut statement);
         }
-        capabilities::only_what_is_forwarded(&mut statement, &site.config);
+        capabilities::only_what_is_forwarded(
+            &mut statement,
+            &site.config,
+            &site.id,
+            &site.urls.public_base,
+        );
         rewrite::scrub_strings(&mut statement, &site.urls);
         if let Some(endpoints) = state.callers.endpoints() {
             let security = endpoints.capability_security();

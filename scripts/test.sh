@@ -70,6 +70,17 @@ if [ -f tests/oidc-provider/package-lock.json ]; then
   fi
 fi
 
+# The realistic FHIR upstream of the end-to-end tests: Medplum's fhir-router with its in-memory
+# repository, wrapped by tests/fhir-server/server.mjs (npm, pinned). Medplum 5 declares Node 22;
+# on Node 20 it runs with --experimental-websocket, which the harness passes.
+if [ -f tests/fhir-server/package-lock.json ]; then
+  command -v npm >/dev/null 2>&1 || fail "npm is needed for the realistic FHIR upstream of the end-to-end tests"
+  if [ ! -d tests/fhir-server/node_modules ] || [ tests/fhir-server/package-lock.json -nt tests/fhir-server/node_modules ]; then
+    note "installing the realistic FHIR upstream (npm ci)"
+    npm ci --prefix tests/fhir-server --no-audit --no-fund --loglevel=error
+  fi
+fi
+
 # Headless Chromium and chromedriver for the compliance console's browser test (Debian
 # packages). Installed under CI when missing; elsewhere the browser test is skipped with a note.
 if ! command -v chromedriver >/dev/null 2>&1; then

@@ -4,7 +4,10 @@
 //! every test) with tokens for sample callers.
 //!
 //! The fakes are not FHIR servers: each answers with whatever its handler returns, and
-//! records what it received so tests can check what crossed the gateway. For the Fabric
+//! records what it received so tests can check what crossed the gateway. Two upstreams serve
+//! a whole data set (`dataset.rs`): the realistic one (`realistic.rs`, a real FHIR server
+//! implementation run as a Node child process) and the HOSTILE FAKE (`hostile.rs`), which
+//! lies. For the Fabric
 //! backend, [`FakeFabricNetwork`] runs the fabric crate's FAKE Fabric gateway peer in front of
 //! the real consent chaincode server, on a runtime of its own.
 
@@ -23,6 +26,13 @@ use assent_gateway::demo::identity_provider::DemoIdentityProvider;
 use assent_gateway::keys::{self, KeySpec, Secret};
 use assent_gateway::loopback::ThreadServer;
 use serde_json::{Value, json};
+
+pub mod dataset;
+pub mod hostile;
+pub mod realistic;
+
+pub use hostile::{HostileUpstream, Lie, Lies};
+pub use realistic::RealisticUpstream;
 
 /// A request as a fake upstream saw it.
 #[derive(Debug, Clone)]

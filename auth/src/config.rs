@@ -86,6 +86,10 @@ pub struct IssuerConfig {
     /// this issuer cannot grant it. The scope is taken out of the token's scopes and shows
     /// as [`crate::VerifiedCaller::break_glass`].
     pub break_glass_scope: Option<String>,
+    /// Scopes by which this issuer grants a gateway role (the consent-administrator scope):
+    /// kept exactly as stated among [`crate::Scopes::other_scopes`], never read as SMART
+    /// resource scopes, so that the gateway can look for them.
+    pub role_scopes: Vec<String>,
 }
 
 /// The scope that grants break-glass unless an issuer is configured otherwise.
@@ -117,6 +121,7 @@ impl IssuerConfig {
             allow_purpose_header: false,
             jwks_refetch_min_interval: Duration::from_secs(30),
             break_glass_scope: Some(DEFAULT_BREAK_GLASS_SCOPE.to_owned()),
+            role_scopes: Vec::new(),
         }
     }
 }

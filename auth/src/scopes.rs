@@ -287,9 +287,17 @@ impl Scopes {
         &self.resource
     }
 
-    /// Non-resource SMART/OpenID scopes kept as stated (`openid`, `launch/patient`, …).
+    /// Non-resource SMART/OpenID scopes kept as stated (`openid`, `launch/patient`, …), and
+    /// the issuer's role scopes ([`crate::IssuerConfig::role_scopes`]).
     pub fn other_scopes(&self) -> &[String] {
         &self.other
+    }
+
+    /// Keeps a role scope as stated among the other scopes.
+    pub(crate) fn keep_other(&mut self, scope: &str) {
+        if !self.other.iter().any(|s| s == scope) {
+            self.other.push(scope.to_owned());
+        }
     }
 
     /// Whether any resource scope has the `patient/` context.

@@ -663,7 +663,14 @@ fn caller_from_claims(
         .into_iter()
         .partition(|s| config.break_glass_scope.as_deref() == Some(*s));
     let break_glass = !granted.is_empty();
-    let (scopes, warnings) = Scopes::from_list(listed);
+    // Role scopes are kept as stated beside the SMART scopes, never parsed as such.
+    let (roles, listed): (Vec<&str>, Vec<&str>) = listed
+        .into_iter()
+        .partition(|s| config.role_scopes.iter().any(|r| r == s));
+    let (mut scopes, warnings) = Scopes::from_list(listed);
+    for role in roles {
+        scopes.keep_other(role);
+    }
     for w in &warnings {
         warn!(issuer = %issuer, scope = %w.scope, reason = w.reason, "scope ignored");
     }
@@ -880,6 +887,32 @@ mod tests {
                 .unwrap()
                 .break_glass
         );
+    }
+
+    #[test]
+    fn role_scopes_are_kept_as_stated_and_grant_no_resource_access() {
+        let claims = |scope: &str| {
+            let v = serde_json::json!({"sub": "privacy", "exp": 10, "scope": scope});
+            v.as_object().unwrap().clone()
+        };
+        let mut config = IssuerConfig::new("https://idp", "aud");
+        let digest = [0u8; 32];
+        // Not configured: an unknown scope, dropped.
+        let dropped =
+            caller_from_claims(&claims("assent/consent-admin"), &config, &digest).unwrap();
+        assert!(dropped.scopes.other_scopes().is_empty());
+        config.role_scopes = vec!["assent/consent-admin".into()];
+        let kept = caller_from_claims(
+            &claims("openid assent/consent-admin assent/consent-admin-x"),
+            &config,
+            &digest,
+        )
+        .unwrap();
+        assert_eq!(
+            kept.scopes.other_scopes(),
+            ["openid".to_owned(), "assent/consent-admin".to_owned()]
+        );
+        assert!(kept.scopes.resource_scopes().is_empty());
     }
 
     #[test]

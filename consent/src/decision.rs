@@ -6,6 +6,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use assent_fhir::Interaction;
+
+use crate::decide::AccessRequest;
 use crate::model::{Conditions, ConsentScope, Effect};
 
 /// A site's policy when no consent speaks to a request.
@@ -53,6 +56,8 @@ pub enum Basis {
     /// Whose data the request touches is known only from the answer: each resource returned
     /// is decided on its own before anything is released.
     PerResource,
+    /// The data belongs to a patient the whose-data rule could not place: denied.
+    UnknownPatient,
 }
 
 impl fmt::Display for Basis {
@@ -71,6 +76,7 @@ impl fmt::Display for Basis {
             Basis::BreakGlass(inner) => write!(f, "break-glass:{inner}"),
             Basis::NoPatientData => f.write_str("no-patient-data"),
             Basis::PerResource => f.write_str("per-resource"),
+            Basis::UnknownPatient => f.write_str("unknown-patient"),
         }
     }
 }
@@ -261,20 +267,51 @@ fn describe(basis: &Basis, out: &mut String) {
         Basis::PerResource => {
             out.push_str("whose data is touched is known from the answer; each resource is decided")
         }
+        Basis::UnknownPatient => {
+            out.push_str("the data belongs to a patient who cannot be identified at this site")
+        }
     }
 }
 
-/// The permit for a request that reads no patient's data (`metadata`).
-pub fn permit_without_patient_data() -> Permit {
-    Permit::new(Basis::NoPatientData, false, Vec::new())
+/// The decision for a request that does not name whose data it reads, made on the request
+/// itself: the server's CapabilityStatement (`metadata`) reads no patient's data; any other
+/// read is permitted to fetch only conditionally, so nothing may be released before each
+/// resource returned is decided with [`crate::decide`] on the consents of every patient it
+/// belongs to. The caller must have found that the request names no patient (the whose-data
+/// rule of `assent-fhir`); a request that names patients is decided with [`crate::decide`].
+pub fn decide_unnamed(request: &AccessRequest<'_>) -> Decision {
+    if request.interaction == Interaction::Capabilities {
+        Decision::Permit(Permit::new(Basis::NoPatientData, false, Vec::new()))
+    } else {
+        Decision::Permit(Permit::new(Basis::PerResource, true, Vec::new()))
+    }
 }
 
-/// The permit to fetch when the request does not say whose data it touches (a search across
-/// patients, a read by id of a clinical resource): it is conditional, so nothing may be
-/// released before each resource returned is decided with [`crate::decide`] or
-/// [`crate::filter_bundle`].
-pub fn permit_per_resource() -> Permit {
-    Permit::new(Basis::PerResource, true, Vec::new())
+/// The decision for data of a patient the whose-data rule could not place (a reference under
+/// an unknown base, an identifier of an unknown system, a contained Patient): no consent can
+/// be read for it, so it is denied, on every site and whatever break-glass asks.
+pub fn decide_unknown_patient() -> Decision {
+    Decision::Deny(Deny::new(Basis::UnknownPatient, None, Vec::new()))
+}
+
+/// One decision for a request or resource that belongs to several patients, from each
+/// patient's decision: the first deny if any (in the order given); else the first
+/// conditional permit (every resource must then be decided on its content); else the first
+/// permit. `None` for no decisions at all.
+pub fn decide_all(decisions: impl IntoIterator<Item = Decision>) -> Option<Decision> {
+    let mut chosen: Option<Decision> = None;
+    for decision in decisions {
+        let better = match (&chosen, &decision) {
+            (None, _) => true,
+            (Some(Decision::Deny(_)), _) => false,
+            (Some(Decision::Permit(_)), Decision::Deny(_)) => true,
+            (Some(Decision::Permit(c)), Decision::Permit(p)) => !c.conditional && p.conditional,
+        };
+        if better {
+            chosen = Some(decision);
+        }
+    }
+    chosen
 }
 
 /// The decision when no consent applies: opt-in sites deny, opt-out sites permit.
@@ -292,12 +329,40 @@ mod tests {
 
     #[test]
     fn the_fetch_permits_say_what_they_rest_on() {
-        let p = permit_per_resource();
+        let caller = crate::Caller::new();
+        let now = crate::Timestamp::from_unix_seconds(0);
+        let read = AccessRequest::new(&caller, Interaction::Search, Some("Observation"), now);
+        let Decision::Permit(p) = decide_unnamed(&read) else {
+            panic!("an unnamed read is fetched conditionally")
+        };
         assert!(p.is_conditional());
         assert_eq!(p.basis().to_string(), "per-resource");
-        let m = permit_without_patient_data();
+        let metadata = AccessRequest::new(&caller, Interaction::Capabilities, None, now);
+        let Decision::Permit(m) = decide_unnamed(&metadata) else {
+            panic!("metadata reads no patient data")
+        };
         assert!(!m.is_conditional());
         assert_eq!(m.basis().to_string(), "no-patient-data");
+        assert!(!decide_unknown_patient().is_permit());
+        assert_eq!(
+            decide_unknown_patient().basis().to_string(),
+            "unknown-patient"
+        );
+    }
+
+    #[test]
+    fn several_patients_combine_deny_first_then_conditional() {
+        let caller = crate::Caller::new();
+        let now = crate::Timestamp::from_unix_seconds(0);
+        let read = AccessRequest::new(&caller, Interaction::Search, Some("Observation"), now);
+        let open = decide_site_default(SitePolicy::OptOut);
+        let conditional = decide_unnamed(&read);
+        let all = decide_all([open.clone(), conditional.clone()]).unwrap();
+        assert!(matches!(all, Decision::Permit(ref p) if p.is_conditional()));
+        let all = decide_all([open.clone(), decide_unknown_patient(), conditional]).unwrap();
+        assert_eq!(all.basis(), &Basis::UnknownPatient);
+        assert_eq!(decide_all([open.clone()]), Some(open));
+        assert_eq!(decide_all(Vec::new()), None);
     }
 
     #[test]

@@ -40,8 +40,13 @@ pub const WITHHELD_DIAGNOSTICS: &str =
 /// Denied entries are removed, including resources of a permitted type that carry a denied
 /// security label. When anything was removed, `Bundle.total` is dropped (it would tell how
 /// many were withheld) and an OperationOutcome entry with `search.mode = "outcome"` says that
-/// results were withheld, without saying which. Entries that already are outcomes are kept.
-/// An entry without a resource cannot be decided and is removed.
+/// results were withheld, without saying which. Every entry is decided whatever its
+/// `search.mode` says, but an OperationOutcome (which is no patient's record) is kept. An
+/// entry without a resource cannot be decided and is removed.
+///
+/// This decides every entry on ONE patient's consents: the consent fixtures use it. The
+/// gateway, whose answers reach several patients, decides each resource with [`decide`] on
+/// the consents of every patient the whose-data rule (`assent_fhir::compartment`) finds.
 pub fn filter_bundle(
     bundle: &mut Value,
     consents: &[Consent],
@@ -59,7 +64,12 @@ pub fn filter_bundle(
             .pointer("/search/mode")
             .and_then(Value::as_str)
             .unwrap_or("match");
-        if mode == "outcome" {
+        let is_outcome = entry
+            .get("resource")
+            .and_then(|r| r.get("resourceType"))
+            .and_then(Value::as_str)
+            == Some("OperationOutcome");
+        if is_outcome {
             keep.push(true);
             report.kept += 1;
             continue;

@@ -80,7 +80,7 @@ pub use contract::{
 pub use decide::{AccessRequest, BreakGlass, Caller, RelatedIndex, decide};
 pub use decision::{
     Basis, BreakGlassRefusal, ConsentBasis, Decision, Deny, NotEnforced, Permit, SitePolicy,
-    decide_site_default, permit_per_resource, permit_without_patient_data,
+    decide_all, decide_site_default, decide_unknown_patient, decide_unnamed,
 };
 pub use filter::{FilterReport, WITHHELD_DIAGNOSTICS, filter_bundle};
 pub use model::{
@@ -133,6 +133,69 @@ mod tidy {
             );
             assert_ne!(path.file_name().unwrap(), "mod.rs", "{}", path.display());
         }
+    }
+
+    /// **Invariant:** a `Permit` is made only by the decision functions: `Permit::new` is
+    /// private to the crate and called only where decisions are reached, and the only public
+    /// functions that hand out a `Permit` or a `Decision` are the decision functions below.
+    #[test]
+    fn permits_come_only_from_the_decision_functions() {
+        const DECISION_FUNCTIONS: &[&str] = &[
+            "decide",
+            "decide_unnamed",
+            "decide_unknown_patient",
+            "decide_all",
+            "decide_site_default",
+        ];
+        const MAKERS: &[&str] = &["decision.rs", "decide.rs"];
+        for (path, text) in sources() {
+            if !path.components().any(|c| c.as_os_str() == "src") {
+                continue;
+            }
+            let library = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let file = path.file_name().unwrap().to_str().unwrap();
+            if !MAKERS.contains(&file) {
+                for made in ["Permit::new(", "Permit {"] {
+                    assert!(
+                        !library.contains(made),
+                        "{} makes a Permit (`{made}`) outside the decision functions",
+                        path.display()
+                    );
+                }
+            }
+            assert!(
+                !library.contains("pub fn new(basis"),
+                "{}: a public Permit constructor",
+                path.display()
+            );
+            // Every public function's signature, up to its body.
+            for (at, _) in library.match_indices("pub fn ") {
+                let signature = &library[at..];
+                let signature = &signature[..signature.find('{').unwrap_or(signature.len())];
+                let name = signature["pub fn ".len()..]
+                    .split(['(', '<'])
+                    .next()
+                    .unwrap()
+                    .trim();
+                let returns = signature.split("->").nth(1).unwrap_or_default();
+                let hands_out = ["Permit", "Decision"].iter().any(|t| {
+                    returns
+                        .split(|c: char| !c.is_alphanumeric())
+                        .any(|w| w == *t)
+                });
+                if hands_out {
+                    assert!(
+                        DECISION_FUNCTIONS.contains(&name),
+                        "{}: `{name}` hands out a Permit or Decision but is not a decision function",
+                        path.display()
+                    );
+                }
+            }
+        }
+        let decision =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/decision.rs"))
+                .unwrap();
+        assert!(decision.contains("pub(crate) fn new(basis: Basis"));
     }
 
     /// **Invariant:** the consent logic does no I/O, spawns nothing and reads no clock.

@@ -74,10 +74,8 @@ impl Shape {
                         list.push(name.to_owned());
                     }
                 }
-                "_count" if p.value.trim() == "0" => {
-                    if shape.summary.is_none() {
-                        shape.summary = Some(Summary::Count);
-                    }
+                "_count" if p.value.trim() == "0" && shape.summary.is_none() => {
+                    shape.summary = Some(Summary::Count);
                 }
                 _ => {}
             }
@@ -101,6 +99,21 @@ impl Shape {
     /// Whether anything is to be cut.
     pub fn cuts(&self) -> bool {
         self.elements.is_some() || matches!(self.summary, Some(Summary::Data))
+    }
+
+    /// The parameters that carry this shape into the gateway's paging links.
+    pub fn link_params(&self) -> Vec<(String, String)> {
+        let mut pairs = Vec::new();
+        match self.summary {
+            Some(Summary::True) => pairs.push(("_summary".into(), "true".into())),
+            Some(Summary::Text) => pairs.push(("_summary".into(), "text".into())),
+            Some(Summary::Data) => pairs.push(("_summary".into(), "data".into())),
+            Some(Summary::Count) | Some(Summary::False) | None => {}
+        }
+        if let Some(elements) = &self.elements {
+            pairs.push(("_elements".into(), elements.join(",")));
+        }
+        pairs
     }
 
     /// Cuts `resource` (of `version`) to the shape; marks it `SUBSETTED` when anything was

@@ -51,6 +51,8 @@ pub struct AppState {
     pub console: Option<Arc<crate::console::Console>>,
     /// Tells the configured webhook of every access resting on break-glass.
     pub break_glass: Notifier,
+    /// Patients named by identifier, placed at their site (`identity.rs`).
+    pub identities: crate::identity::Identities,
 }
 
 /// Per-worker upstream clients by site id (awc clients are bound to their worker thread).
@@ -135,8 +137,9 @@ impl AppState {
         let callers = Authenticator::discover(&config.auth).await?;
         let public_base = config.public_base_for(bound);
         let mut sites = HashMap::new();
+        let site_ids: Vec<&str> = config.sites.keys().map(String::as_str).collect();
         for (id, site_config) in &config.sites {
-            let site = Site::new(id, site_config.clone(), &public_base)?;
+            let site = Site::new(id, site_config.clone(), &public_base, &site_ids)?;
             sites.insert(id.clone(), Arc::new(site));
         }
         let now_ms = SystemTime::now()
@@ -204,6 +207,7 @@ impl AppState {
             consents,
             ledger,
             break_glass,
+            identities: Default::default(),
             callers,
             public_base,
             sites,

@@ -7,8 +7,12 @@
 //! as `user/*.rs` is not enough: reading the audit log is reading every patient's access
 //! history). Everyone else gets 403 `audit-role-required`; no token, 401.
 //!
-//! Reading the audit log is itself an access to protected health information: nothing here
-//! logs a patient, an actor or a query; logs name the route and the error code only.
+//! Reading the audit log is itself an access to protected health information: every read
+//! after authentication leaves a receipt (`api_receipt.rs`; refused reads as denials) naming
+//! the patients it showed (the one filtered on, and the patients of the receipts returned or
+//! read), and nothing here logs a patient, an actor or a query; logs name the route and the
+//! error code only. Searches and exports take `kind` (what a receipt records) besides the
+//! BALP filters.
 //!
 //! Owns parsing the audit search parameters, paging links, and turning stored rows into
 //! answers (the renderings themselves are `assent-receipts`'). Leaves out the HTML console
@@ -22,13 +26,14 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use assent_auth::{Permissions, ScopeContext};
 use assent_fhir::FhirVersion;
 use assent_receipts::{
-    AuditSource, Digest, Disclosure, Receipt, ReceiptRecord, ReceiptSubjects, audit_event,
-    csv_header, csv_row, ndjson_line, root_from_proof,
+    AccessKind, AuditAction, AuditSource, Digest, Disclosure, Receipt, ReceiptRecord,
+    ReceiptSubjects, audit_event, csv_header, csv_row, ndjson_line, root_from_proof,
 };
 use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::anchoring::rebuild_batch;
+use crate::api_receipt::ApiAccess;
 use crate::app::AppState;
 use crate::caller::Caller;
 use crate::consent_service::ConsentService;
@@ -62,11 +67,22 @@ pub fn may_audit(caller: &Caller, state: &AppState) -> bool {
     })
 }
 
-/// Authenticates the request and checks the audit role.
-async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Caller, GatewayError> {
+/// Authenticates the request and opens the receipt of this read of the audit log: every read
+/// after authentication leaves one, refused or not (`api_receipt.rs`).
+async fn authenticate(
+    req: &HttpRequest,
+    state: &AppState,
+    action: AuditAction,
+) -> Result<(Caller, ApiAccess), GatewayError> {
     let caller = state.callers.authenticate(req.headers()).await?;
-    if may_audit(&caller, state) {
-        Ok(caller)
+    let access = ApiAccess::new(AccessKind::Audit(action), &caller, req);
+    Ok((caller, access))
+}
+
+/// Checks the audit role.
+fn authorize(caller: &Caller, state: &AppState) -> Result<(), GatewayError> {
+    if may_audit(caller, state) {
+        Ok(())
     } else {
         tracing::info!(route = "audit", "audit endpoint refused: no audit role");
         Err(GatewayError::AuditForbidden)
@@ -80,6 +96,8 @@ async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Caller, Gatewa
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditSearch {
     pub filter: ReceiptFilter,
+    /// The patient the filter names (`{site}/Patient/{id}`), if any.
+    pub patient: Option<String>,
     pub count: Option<i64>,
     pub cursor: Option<ReceiptCursor>,
     pub version: Option<FhirVersion>,
@@ -96,6 +114,7 @@ const FILTER_PARAMS: &[&str] = &[
     "purpose",
     "decision",
     "break-glass",
+    "kind",
 ];
 
 fn store_err(e: crate::store::StoreError) -> GatewayError {
@@ -160,11 +179,23 @@ pub fn parse_search(
         }
         filter.site = Some(site.clone());
     }
-    if let Some(patient) = single.get("patient").filter(|p| !p.is_empty()) {
-        let identity = patient_identity(patient, site.as_deref())?;
+    let mut patient = None;
+    if let Some(named) = single.get("patient").filter(|p| !p.is_empty()) {
+        let identity = patient_identity(named, site.as_deref())?;
         filter.patient_key = Some(state.consents.key().patient(&identity));
+        patient = Some(identity);
     }
     filter.actor = single.get("agent").filter(|a| !a.is_empty()).cloned();
+    filter.kind = match single.get("kind").filter(|k| !k.is_empty()) {
+        Some(k) if AccessKind::parse(k).is_some() => Some(k.clone()),
+        Some(_) => {
+            return Err(bad(
+                "`kind` is fhir, consent-create, consent-update, consent-revoke, consent-search, \
+                 consent-history, consent-check, audit-search, audit-read, audit-export or audit-disclosures",
+            ));
+        }
+        None => None,
+    };
     filter.purpose = match single.get("purpose").filter(|p| !p.is_empty()) {
         Some(p) if is_token(p) => Some(p.clone()),
         Some(_) => return Err(bad("`purpose` is not a PurposeOfUse code")),
@@ -206,6 +237,7 @@ pub fn parse_search(
     };
     Ok(AuditSearch {
         filter,
+        patient,
         count,
         cursor,
         version,
@@ -468,7 +500,7 @@ pub fn subjects_of(row: &ReceiptRow) -> ReceiptSubjects {
     let text = |k: &str| extra.get(k).and_then(Value::as_str).map(str::to_owned);
     ReceiptSubjects {
         actor: row.actor.clone(),
-        patient: row.patient.clone(),
+        patients: serde_json::from_str(&row.patients).unwrap_or_default(),
         query: text("query"),
         client_id: text("client_id"),
         client_address: text("client_address"),
@@ -711,9 +743,25 @@ pub async fn search(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let caller = authorize(&req, &state).await?;
-    let search = parse_search(req.query_string(), &[], &state)?;
-    check_page_link(&state, &caller, req.path(), req.query_string(), &search)?;
+    let (caller, mut access) = authenticate(&req, &state, AuditAction::Search).await?;
+    let outcome = search_events(&req, &state, &caller, &mut access).await;
+    access.finish(&state, outcome).await
+}
+
+/// The search's receipt names the patient it filters on and every patient of the receipts it
+/// returns, and lists the AuditEvents returned.
+async fn search_events(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    access: &mut ApiAccess,
+) -> Result<HttpResponse, GatewayError> {
+    authorize(caller, state)?;
+    let search = parse_search(req.query_string(), &[], state)?;
+    if let Some(patient) = &search.patient {
+        access.add_patient_identity(patient);
+    }
+    check_page_link(state, caller, req.path(), req.query_string(), &search)?;
     if let Some(format) = &search.format
         && !crate::fhir_request::is_json_format(format)
     {
@@ -721,7 +769,7 @@ pub async fn search(
             "AuditEvents are served as JSON".into(),
         ));
     }
-    let version = answer_version(&req, &search)?;
+    let version = answer_version(req, &search)?;
     let count = search.count.unwrap_or(DEFAULT_COUNT).min(MAX_COUNT);
     let store = state.store.clone();
     let (filter, cursor) = (search.filter.clone(), search.cursor.clone());
@@ -748,6 +796,10 @@ pub async fn search(
             return Err(GatewayError::Internal);
         };
         let (event, _) = audit_event(&d.receipt, &d.hash, Some(&d.subjects), &source, version);
+        for patient in &d.subjects.patients {
+            access.add_patient_identity(patient);
+        }
+        access.add_resource(&event);
         entries.push(json!({
             "fullUrl": format!("urn:uuid:{}", row.receipt_id),
             "resource": event,
@@ -759,7 +811,7 @@ pub async fn search(
     if more && let Some(last) = rows.last() {
         links.push(json!({
             "relation": "next",
-            "url": next_link(&state, &caller, req.path(), req.query_string(), last),
+            "url": next_link(state, caller, req.path(), req.query_string(), last),
         }));
     }
     let bundle = json!({
@@ -808,16 +860,35 @@ pub async fn receipt(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    authorize(&req, &state).await?;
-    if path.len() > 64 || path.chars().any(char::is_control) {
-        return Err(bad("not a receipt id"));
+    let (caller, mut access) = authenticate(&req, &state, AuditAction::Read).await?;
+    let outcome = async {
+        authorize(&caller, &state)?;
+        if path.len() > 64 || path.chars().any(char::is_control) {
+            return Err(bad("not a receipt id"));
+        }
+        let detail = read_receipt(&state, &path, &mut access).await?;
+        Ok(HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(detail_json(&detail)))
     }
-    let detail = receipt_detail(&state, &path)
+    .await;
+    access.finish(&state, outcome).await
+}
+
+/// Loads receipt `id` with its verification; the read's receipt names the receipt's patients
+/// (whose accesses it shows).
+pub async fn read_receipt(
+    state: &web::Data<AppState>,
+    id: &str,
+    access: &mut ApiAccess,
+) -> Result<ReceiptDetail, GatewayError> {
+    let detail = receipt_detail(state, id)
         .await?
         .ok_or(GatewayError::NotFound)?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(detail_json(&detail)))
+    for patient in &detail.patients {
+        access.add_patient_identity(patient);
+    }
+    Ok(detail)
 }
 
 /// The export formats.
@@ -919,20 +990,29 @@ pub fn export_response(
         .streaming(body)
 }
 
-/// `GET /audit/export?format=ndjson|csv&…filters`
+/// `GET /audit/export?format=ndjson|csv&…filters`. The export's receipt is durable before
+/// the first byte streams; it names the patient the filter names, if any (what the export
+/// will hold is known only as it streams).
 pub async fn export(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    authorize(&req, &state).await?;
-    let search = parse_search(req.query_string(), &["format"], &state)?;
-    if search.count.is_some() || search.cursor.is_some() {
-        return Err(bad(
-            "an export takes no `_count` or `_cursor`: it streams everything",
-        ));
-    }
-    let format = export_format(req.query_string())?;
-    Ok(export_response(state, search.filter, format))
+    let (caller, mut access) = authenticate(&req, &state, AuditAction::Export).await?;
+    let outcome = (|| {
+        authorize(&caller, &state)?;
+        let search = parse_search(req.query_string(), &["format"], &state)?;
+        if let Some(patient) = &search.patient {
+            access.add_patient_identity(patient);
+        }
+        if search.count.is_some() || search.cursor.is_some() {
+            return Err(bad(
+                "an export takes no `_count` or `_cursor`: it streams everything",
+            ));
+        }
+        let format = export_format(req.query_string())?;
+        Ok(export_response(state.clone(), search.filter, format))
+    })();
+    access.finish(&state, outcome).await
 }
 
 /// The `format` parameter: `ndjson` (default) or `csv`.
@@ -948,24 +1028,39 @@ pub fn export_format(query: &str) -> Result<ExportFormat, GatewayError> {
 }
 
 /// `GET /audit/patient/{id}/disclosures?site=…`: every access that reached the patient, newest
-/// first, in plain terms (JSON; `_format=text` for one sentence per line).
+/// first, in plain terms (JSON; `_format=text` for one sentence per line). Its own receipt
+/// names the patient: the next accounting lists this read too.
 pub async fn disclosures(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let caller = authorize(&req, &state).await?;
-    let mut search = parse_search(req.query_string(), &[], &state)?;
+    let (caller, mut access) = authenticate(&req, &state, AuditAction::Disclosures).await?;
+    let outcome = patient_disclosures(&req, &path, &state, &caller, &mut access).await;
+    access.finish(&state, outcome).await
+}
+
+async fn patient_disclosures(
+    req: &HttpRequest,
+    path: &str,
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    access: &mut ApiAccess,
+) -> Result<HttpResponse, GatewayError> {
+    authorize(caller, state)?;
+    let mut search = parse_search(req.query_string(), &[], state)?;
     if search.filter.patient_key.is_some() {
         return Err(bad("the patient is named in the path"));
     }
-    check_page_link(&state, &caller, req.path(), req.query_string(), &search)?;
+    check_page_link(state, caller, req.path(), req.query_string(), &search)?;
     let site = search
         .filter
         .site
         .take()
         .ok_or_else(|| bad("`site` is required (the patient's site)"))?;
-    let identity = patient_identity(&path, Some(&site))?;
+    let identity = patient_identity(path, Some(&site))?;
+    access.set_site(&site);
+    access.add_patient_identity(&identity);
     search.filter.patient_key = Some(state.consents.key().patient(&identity));
     let count = search
         .count
@@ -993,7 +1088,7 @@ pub async fn disclosures(
     }
     let next = if more {
         rows.last()
-            .map(|last| next_link(&state, &caller, req.path(), req.query_string(), last))
+            .map(|last| next_link(state, caller, req.path(), req.query_string(), last))
     } else {
         None
     };

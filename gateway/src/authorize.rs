@@ -3,14 +3,16 @@
 //! (patient confinement and granular scopes), and the check of returned resources one by one
 //! (Bundle entries removed, a read refused) against the grant and the token's patient.
 //!
-//! The scope rules themselves (v1/v2 letters, granular conditions) are `assent-auth`'s; this
-//! module knows FHIR requests and the patient compartment. Narrowing, never widening: a
-//! resource whose compartment cannot be told is outside the token's patient.
+//! The scope rules themselves (v1/v2 letters, granular conditions) are `assent-auth`'s; whose
+//! data a resource is comes from THE rule (`assent_fhir::compartment`, computed once per
+//! resource by the caller and handed in). Narrowing, never widening: a resource is inside the
+//! token's patient only when the rule places that patient in it.
 //!
 //! Leaves out: consent (the decide phase) and URL rewriting (`rewrite.rs`).
 
 use assent_auth::{Access, AuthError, Grant, VerifiedCaller};
 use assent_fhir::Interaction;
+use assent_fhir::compartment::Patients;
 use serde_json::Value;
 
 use crate::error::GatewayError;
@@ -19,30 +21,6 @@ use crate::fhir_request::FhirRequest;
 /// Stands for "any resource type" when a system-level operation is authorized: only `*`
 /// scopes match it.
 const ANY_TYPE: &str = "Resource";
-
-/// Elements whose references put a resource in a patient's compartment (the patient
-/// CompartmentDefinition's parameters, by element name, across STU3–R5).
-const COMPARTMENT_ELEMENTS: &[&str] = &[
-    "subject",
-    "patient",
-    "beneficiary",
-    "individual",
-    "performer",
-    "author",
-    "recorder",
-    "asserter",
-    "requester",
-    "participant",
-    "informationSource",
-    "source",
-    "sender",
-    "recipient",
-    "agent",
-    "actor",
-];
-
-/// Inside a compartment element: where the reference sits (`participant.individual`, …).
-const NESTED_REFERENCES: &[&str] = &["individual", "actor", "who", "party"];
 
 /// What the caller may do for one request.
 #[derive(Debug, Clone)]
@@ -143,26 +121,25 @@ impl Authorization {
         &self,
         caller: &VerifiedCaller,
         resource: &Value,
+        patients: &Patients,
         own_type: Option<&str>,
         access: Access,
     ) -> bool {
-        self.check(caller, resource, own_type, access).0
+        self.check(caller, resource, patients, own_type, access).0
     }
 
     /// Whether `resource` may be released, and whether a restricted grant decided it.
-    fn check(
+    pub fn check(
         &self,
         caller: &VerifiedCaller,
         resource: &Value,
+        patients: &Patients,
         own_type: Option<&str>,
         access: Access,
     ) -> (bool, bool) {
         let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else {
             return (false, true);
         };
-        if resource_type == "OperationOutcome" {
-            return (true, false);
-        }
         let other;
         let grant = match (&self.grant, own_type) {
             (Some(grant), Some(own)) if own == resource_type => grant,
@@ -177,11 +154,15 @@ impl Authorization {
         if grant.is_unrestricted() {
             return (true, false);
         }
-        let in_compartment = self
-            .patient
-            .as_deref()
-            .is_some_and(|p| in_patient_compartment(resource, p));
+        let in_compartment = self.in_token_patient(patients);
         (grant.permits(resource, in_compartment), true)
+    }
+
+    /// Whether the token's patient is one of the patients a resource belongs to.
+    pub fn in_token_patient(&self, patients: &Patients) -> bool {
+        self.patient
+            .as_deref()
+            .is_some_and(|p| patients.local_ids().any(|id| id == p))
     }
 
     /// The check of a single returned resource (read, vread): 403 when it may not be released.
@@ -189,75 +170,43 @@ impl Authorization {
         &self,
         caller: &VerifiedCaller,
         resource: &Value,
+        patients: &Patients,
         fhir: &FhirRequest,
     ) -> Result<(), GatewayError> {
         let own_type = fhir.resource_type.as_deref();
-        if self.releases(caller, resource, own_type, Access::Read) {
+        if self.releases(caller, resource, patients, own_type, Access::Read) {
             return Ok(());
         }
         let confined = self.grant.as_ref().is_some_and(Grant::patient_confined);
-        let in_compartment = self
-            .patient
-            .as_deref()
-            .is_some_and(|p| in_patient_compartment(resource, p));
-        if confined && !in_compartment {
+        if confined && !self.in_token_patient(patients) {
             Err(GatewayError::OutsidePatientContext)
         } else {
             Err(insufficient(own_type.unwrap_or("*"), "r"))
         }
     }
+}
 
-    /// Removes the entries of a Bundle the caller may not see. Returns how many were removed.
-    /// `Bundle.total` is dropped whenever an entry was checked against a restricted grant, so
-    /// that the count of what was withheld does not leak.
-    pub fn filter_bundle(
-        &self,
-        caller: &VerifiedCaller,
-        bundle: &mut Value,
-        fhir: &FhirRequest,
-    ) -> usize {
-        let own_type = fhir.resource_type.as_deref();
-        // `$everything` returns other types than its own; they count as reads.
-        let own_type = if fhir.interaction == Interaction::Operation {
-            None
-        } else {
-            own_type
-        };
-        let unrestricted = self.is_unrestricted();
-        let mut removed = 0;
-        let mut restricted = self.grant.as_ref().is_some_and(|g| !g.is_unrestricted());
-        if let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut) {
-            entries.retain(|entry| {
-                let keep = match entry.get("resource") {
-                    Some(resource) => {
-                        let is_match = entry
-                            .pointer("/search/mode")
-                            .and_then(Value::as_str)
-                            .is_none_or(|m| m == "match");
-                        let access = if is_match && fhir.interaction == Interaction::Search {
-                            Access::Search
-                        } else {
-                            Access::Read
-                        };
-                        let (keep, by_restriction) = self.check(caller, resource, own_type, access);
-                        restricted |= by_restriction;
-                        keep
-                    }
-                    // A history entry of a deletion: only for unrestricted callers.
-                    None => unrestricted,
-                };
-                if !keep {
-                    removed += 1;
-                }
-                keep
-            });
-        }
-        if (removed > 0 || restricted)
-            && let Some(object) = bundle.as_object_mut()
-        {
-            object.remove("total");
-        }
-        removed
+/// The access a Bundle entry is checked for: a match of a search needs search access to its
+/// type; everything else (`_include`d, `$everything`, history) counts as a read.
+pub fn entry_access(fhir: &FhirRequest, entry: &Value) -> Access {
+    let is_match = entry
+        .pointer("/search/mode")
+        .and_then(Value::as_str)
+        .is_none_or(|m| m == "match");
+    if is_match && fhir.interaction == Interaction::Search {
+        Access::Search
+    } else {
+        Access::Read
+    }
+}
+
+/// The resource type an answer's resources are checked against the request's own grant
+/// for: the request's type, except for operations (their answers hold other types).
+pub fn own_type(fhir: &FhirRequest) -> Option<&str> {
+    if fhir.interaction == Interaction::Operation {
+        None
+    } else {
+        fhir.resource_type.as_deref()
     }
 }
 
@@ -280,49 +229,6 @@ pub fn append_pairs(query: &str, pairs: &[(String, String)]) -> String {
         out.push_str(&pair);
     }
     out
-}
-
-/// Whether `resource` is in the compartment of Patient `patient`: the Patient itself, or a
-/// resource whose compartment elements refer to it.
-pub fn in_patient_compartment(resource: &Value, patient: &str) -> bool {
-    if resource.get("resourceType").and_then(Value::as_str) == Some("Patient") {
-        return resource.get("id").and_then(Value::as_str) == Some(patient);
-    }
-    COMPARTMENT_ELEMENTS.iter().any(|name| {
-        resource
-            .get(*name)
-            .is_some_and(|element| refers_to(element, patient, 0))
-    })
-}
-
-fn refers_to(element: &Value, patient: &str, depth: usize) -> bool {
-    match element {
-        Value::Array(items) => items.iter().any(|i| refers_to(i, patient, depth)),
-        Value::Object(object) => {
-            if let Some(reference) = object.get("reference").and_then(Value::as_str) {
-                return reference_is_patient(reference, patient);
-            }
-            depth == 0
-                && NESTED_REFERENCES.iter().any(|name| {
-                    object
-                        .get(*name)
-                        .is_some_and(|inner| refers_to(inner, patient, depth + 1))
-                })
-        }
-        _ => false,
-    }
-}
-
-/// `Patient/p`, `…/Patient/p` or either with `/_history/n`.
-fn reference_is_patient(reference: &str, patient: &str) -> bool {
-    let reference = match reference.find("/_history/") {
-        Some(at) => &reference[..at],
-        None => reference,
-    };
-    let Some(head) = reference.strip_suffix(patient) else {
-        return false;
-    };
-    head == "Patient/" || head.ends_with("/Patient/")
 }
 
 /// The Patient id of a `patient` launch-context claim (`123` or `Patient/123`).
@@ -426,13 +332,24 @@ mod tests {
         let observation =
             json!({"resourceType": "Observation", "subject": {"reference": "Patient/p2"}});
         assert_eq!(
-            auth.check_resource(&p, &observation, &request("Observation/o1", ""))
-                .unwrap_err()
-                .code(),
+            auth.check_resource(
+                &p,
+                &observation,
+                &patients(&observation),
+                &request("Observation/o1", "")
+            )
+            .unwrap_err()
+            .code(),
             "scope-patient-mismatch"
         );
-        let mine = json!({"resourceType": "Observation", "subject": {"reference": "http://x/fhir/Patient/p1/_history/2"}});
-        assert!(auth.releases(&p, &mine, Some("Observation"), Access::Read));
+        let mine = json!({"resourceType": "Observation", "subject": {"reference": "Patient/p1/_history/2"}});
+        assert!(auth.releases(
+            &p,
+            &mine,
+            &patients(&mine),
+            Some("Observation"),
+            Access::Read
+        ));
         let no_context = caller("patient/*.rs", None);
         assert_eq!(
             code(authorize(&no_context, &search)),
@@ -440,8 +357,40 @@ mod tests {
         );
     }
 
+    fn patients(resource: &Value) -> Patients {
+        assent_fhir::compartment::patients_of(
+            resource,
+            assent_fhir::FhirVersion::R4,
+            &Default::default(),
+        )
+    }
+
+    /// How many entries of `bundle` the caller may see, as the filter phase checks them.
+    fn visible(
+        auth: &Authorization,
+        caller: &VerifiedCaller,
+        bundle: &Value,
+        fhir: &FhirRequest,
+    ) -> usize {
+        bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                let r = &e["resource"];
+                auth.releases(
+                    caller,
+                    r,
+                    &patients(r),
+                    own_type(fhir),
+                    entry_access(fhir, e),
+                )
+            })
+            .count()
+    }
+
     #[test]
-    fn granular_scopes_narrow_searches_and_filter_bundles() {
+    fn granular_scopes_narrow_searches_and_check_entries() {
         let lab = caller(
             "user/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory",
             None,
@@ -457,49 +406,41 @@ mod tests {
             json!({"resource": {"resourceType": "Observation", "category": [{"coding": [{
                 "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": code}]}]}})
         };
-        let mut bundle = json!({"resourceType": "Bundle", "total": 3, "entry": [
+        let bundle = json!({"resourceType": "Bundle", "total": 3, "entry": [
             coded("laboratory"), coded("vital-signs"),
             {"resource": {"resourceType": "Patient", "id": "p1"}, "search": {"mode": "include"}},
         ]});
-        assert_eq!(auth.filter_bundle(&lab, &mut bundle, &search), 2);
-        assert_eq!(bundle["entry"].as_array().unwrap().len(), 1);
-        assert!(bundle.get("total").is_none());
+        assert_eq!(visible(&auth, &lab, &bundle, &search), 1);
     }
 
     #[test]
     fn pages_at_the_base_are_checked_entry_by_entry() {
         let page = fhir_request::parse("GET", "", "_getpages=x&_assent_page=t").unwrap();
-        let bundle = || {
-            json!({"resourceType": "Bundle", "total": 2, "entry": [
-                {"resource": {"resourceType": "Observation", "subject": {"reference": "Patient/p1"}}},
-                {"resource": {"resourceType": "Condition", "subject": {"reference": "Patient/p1"}}},
-            ]})
-        };
+        let bundle = json!({"resourceType": "Bundle", "total": 2, "entry": [
+            {"resource": {"resourceType": "Observation", "subject": {"reference": "Patient/p1"}}},
+            {"resource": {"resourceType": "Condition", "subject": {"reference": "Patient/p1"}}},
+        ]});
         let anyone = caller("user/*.rs", None);
         let auth = authorize(&anyone, &page).unwrap();
         assert!(auth.grant.is_none());
-        let mut b = bundle();
-        assert_eq!(auth.filter_bundle(&anyone, &mut b, &page), 0);
-        assert_eq!(b["total"], 2, "nothing restricted: the total stays");
+        assert_eq!(visible(&auth, &anyone, &bundle, &page), 2);
         let observations = caller("user/Observation.rs", None);
-        let mut b = bundle();
-        assert_eq!(auth.filter_bundle(&observations, &mut b, &page), 1);
-        assert!(b.get("total").is_none());
+        assert_eq!(visible(&auth, &observations, &bundle, &page), 1);
     }
 
     #[test]
-    fn compartment_membership_reads_references() {
+    fn the_token_patient_is_placed_by_the_one_rule() {
+        let p = caller("patient/*.rs", Some("Patient/p1"));
+        let auth = authorize(&p, &request("Observation", "")).unwrap();
         let enc = json!({"resourceType": "Encounter", "participant": [{"individual": {"reference": "Patient/p1"}}]});
-        assert!(in_patient_compartment(&enc, "p1"));
-        assert!(!in_patient_compartment(&enc, "p"));
-        assert!(!in_patient_compartment(
-            &json!({"resourceType": "Observation", "subject": {"reference": "Patient/p10"}}),
-            "p1"
-        ));
-        assert!(!in_patient_compartment(
-            &json!({"resourceType": "Observation", "subject": {"reference": "Group/Patient/p1x"}}),
-            "p1"
-        ));
+        assert!(auth.in_token_patient(&patients(&enc)));
+        let other = json!({"resourceType": "Observation", "subject": {"reference": "Patient/p10"}});
+        assert!(!auth.in_token_patient(&patients(&other)));
+        let group =
+            json!({"resourceType": "Observation", "subject": {"reference": "Group/Patient/p1x"}});
+        assert!(!auth.in_token_patient(&patients(&group)));
+        let focus = json!({"resourceType": "Observation", "focus": [{"reference": "Patient/p1/_history/3"}]});
+        assert!(auth.in_token_patient(&patients(&focus)));
         assert_eq!(append_pairs("a=1", &[("a".into(), "1".into())]), "a=1");
     }
 }

@@ -142,8 +142,10 @@ pub struct LedgerConfig {
     /// Moved to the key file (`node_key_hex`): named only to say so.
     #[serde(default, skip_serializing)]
     pub node_key_hex: Option<figment::value::Value>,
-    /// Subjects (`subject@issuer` caller ids) that may manage consents through `/consent`,
-    /// besides callers whose scopes grant writing `Consent`.
+    /// Caller ids (`subject@issuer`) with the consent-administrator role: they manage any
+    /// patient's consents through `/consent`, like issuers' `admin_subjects` and tokens with
+    /// their issuer's `consent_admin_scope` (SMART `Consent` scopes alone never suffice; see
+    /// `consent_authz.rs`).
     #[serde(default)]
     pub consent_admins: Vec<String>,
 }
@@ -648,10 +650,22 @@ pub struct IssuerSettings {
     /// purpose `ETREAT` and a justification); empty: this issuer cannot grant it.
     #[serde(default = "default_break_glass_scope")]
     pub break_glass_scope: String,
+    /// The scope by which this issuer grants the consent-administrator role (managing any
+    /// patient's consents through `/consent`); empty: this issuer grants it to nobody by
+    /// scope. Not a SMART scope (no `patient/`, `user/` or `system/`), never a wildcard.
+    #[serde(default = "default_consent_admin_scope")]
+    pub consent_admin_scope: String,
 }
 
 fn default_break_glass_scope() -> String {
     assent_auth::DEFAULT_BREAK_GLASS_SCOPE.to_owned()
+}
+
+/// The scope that grants the consent-administrator role unless an issuer says otherwise.
+pub const DEFAULT_CONSENT_ADMIN_SCOPE: &str = "assent/consent-admin";
+
+fn default_consent_admin_scope() -> String {
+    DEFAULT_CONSENT_ADMIN_SCOPE.to_owned()
 }
 
 /// Claim names read from tokens; the defaults follow SMART App Launch.
@@ -704,6 +718,11 @@ impl IssuerSettings {
         config.jwks_refetch_min_interval = Duration::from_secs(self.jwks_refetch_min_interval_secs);
         config.break_glass_scope =
             (!self.break_glass_scope.is_empty()).then(|| self.break_glass_scope.clone());
+        config.role_scopes = if self.consent_admin_scope.is_empty() {
+            Vec::new()
+        } else {
+            vec![self.consent_admin_scope.clone()]
+        };
         config
     }
 }
@@ -765,9 +784,81 @@ pub struct SiteConfig {
     /// Relative to the configuration file's directory.
     #[serde(default)]
     pub adapter: Option<PathBuf>,
+    /// Identifier systems that identify a patient at this site (an MRN's system, a national
+    /// id): a reference that names a patient only by such an identifier is placed by
+    /// looking the identifier up at the site; an identifier of any other system cannot be
+    /// placed and counts as an unknown patient (denied).
+    #[serde(default)]
+    pub patient_identifier_systems: Vec<String>,
+    /// FHIR operations forwarded to this site besides the built-in `Patient/{id}/$everything`;
+    /// any other operation is refused (403 `operation-not-allowed`).
+    #[serde(default)]
+    pub operations: Vec<OperationRule>,
+}
+
+/// One FHIR operation the gateway forwards to a site, and how its answer is decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationRule {
+    /// The operation's name without `$` (`lastn`).
+    pub name: String,
+    /// Where it is invoked: `system` (`/$op`), `type` (`/Type/$op`) or `instance`
+    /// (`/Type/{id}/$op`).
+    pub level: OperationLevel,
+    /// The resource types it is invoked on (`type` and `instance` levels).
+    #[serde(default)]
+    pub resource_types: Vec<String>,
+    /// How the answer is decided: `bundle` (a Bundle whose entries are decided one by one,
+    /// like a search) or `resource` (one resource, released only when every patient it
+    /// belongs to permits).
+    pub output: OperationOutput,
+}
+
+/// Where an operation is invoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationLevel {
+    System,
+    Type,
+    Instance,
+}
+
+/// How an operation's answer is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationOutput {
+    Bundle,
+    Resource,
+}
+
+impl OperationRule {
+    /// `Patient/{id}/$everything`, forwarded to every site.
+    pub fn everything() -> OperationRule {
+        OperationRule {
+            name: "everything".into(),
+            level: OperationLevel::Instance,
+            resource_types: vec!["Patient".into()],
+            output: OperationOutput::Bundle,
+        }
+    }
+
+    /// Whether this rule is the operation `name` invoked at `level` on `resource_type`.
+    pub fn matches(&self, name: &str, level: OperationLevel, resource_type: Option<&str>) -> bool {
+        self.name == name
+            && self.level == level
+            && match resource_type {
+                None => level == OperationLevel::System,
+                Some(t) => self.resource_types.iter().any(|r| r == t),
+            }
+    }
 }
 
 impl SiteConfig {
+    /// The operations forwarded to this site: the built-in ones, then the configured ones.
+    pub fn operation_rules(&self) -> impl Iterator<Item = OperationRule> + '_ {
+        std::iter::once(OperationRule::everything()).chain(self.operations.iter().cloned())
+    }
+
     /// The site's default purpose of use. Call after [`Config::validate`].
     pub fn default_purpose(&self) -> Option<PurposeOfUse> {
         self.default_purpose
@@ -1035,6 +1126,47 @@ impl Config {
                     ));
                 }
             }
+            for (n, system) in site.patient_identifier_systems.iter().enumerate() {
+                if system.is_empty() || system.contains('|') || system.contains(char::is_whitespace)
+                {
+                    return Err(ConfigError::invalid(
+                        at(&format!("patient_identifier_systems[{n}]")),
+                        "must be an identifier system URI (no spaces, no `|`)",
+                    ));
+                }
+            }
+            for (n, op) in site.operations.iter().enumerate() {
+                let at_op = |field: &str| at(&format!("operations[{n}].{field}"));
+                let name_ok = (1..=64).contains(&op.name.len())
+                    && op.name.as_bytes()[0].is_ascii_alphabetic()
+                    && op
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                if !name_ok {
+                    return Err(ConfigError::invalid(
+                        at_op("name"),
+                        "must be an operation name without `$` (letters, digits, `-`)",
+                    ));
+                }
+                let types_needed = op.level != OperationLevel::System;
+                if types_needed == op.resource_types.is_empty() {
+                    return Err(ConfigError::invalid(
+                        at_op("resource_types"),
+                        "must list the resource types for `type` and `instance` levels, and be empty for `system`",
+                    ));
+                }
+                if let Some(bad) = op.resource_types.iter().find(|t| {
+                    t.is_empty()
+                        || !t.as_bytes()[0].is_ascii_uppercase()
+                        || !t.bytes().all(|b| b.is_ascii_alphabetic())
+                }) {
+                    return Err(ConfigError::invalid(
+                        at_op("resource_types"),
+                        format!("`{bad}` is not a FHIR resource type"),
+                    ));
+                }
+            }
             if site
                 .adapter
                 .as_ref()
@@ -1200,6 +1332,19 @@ impl Config {
                 return Err(ConfigError::invalid(
                     at("admin_subjects"),
                     "must not hold an empty subject",
+                ));
+            }
+            let role = &issuer.consent_admin_scope;
+            let smart = ["patient/", "user/", "system/"]
+                .iter()
+                .any(|p| role.starts_with(p));
+            if smart
+                || role.contains(['*', ' '])
+                || (!role.is_empty() && *role == issuer.break_glass_scope)
+            {
+                return Err(ConfigError::invalid(
+                    at("consent_admin_scope"),
+                    "must be a scope of its own: not a SMART resource scope, no wildcard or space, not the break-glass scope",
                 ));
             }
         }
@@ -1522,6 +1667,26 @@ mod tests {
             Some("urn:x:btg")
         );
         assert_eq!(issuer("break_glass_scope = \"\"").break_glass_scope, None);
+        // The consent-administrator scope: kept as a role scope, or none.
+        assert_eq!(issuer("").role_scopes, ["assent/consent-admin"]);
+        assert_eq!(
+            issuer("consent_admin_scope = \"urn:x:consents\"").role_scopes,
+            ["urn:x:consents"]
+        );
+        assert!(issuer("consent_admin_scope = \"\"").role_scopes.is_empty());
+        for bad in [
+            "user/Consent.*",
+            "patient/Consent.cruds",
+            "system/*.*",
+            "assent/*",
+            "assent/break-glass",
+        ] {
+            let text = format!(
+                "{GOOD}\n[[auth.issuers]]\nissuer = \"https://idp.example\"\naudience = [\"a\"]\nconsent_admin_scope = \"{bad}\""
+            );
+            let e = error_of(&text);
+            assert!(e.contains("consent_admin_scope"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,39 +1,51 @@
-//! The decide phase and the consent half of the filter phase: whose data a request touches,
-//! the patient's consents in force, and the decision, before forwarding and again per
-//! resource on the way back when the answer is what says whose data it is.
+//! The decide phase and the consent half of the filter phase: the patients a request names
+//! decided before it is forwarded, and every resource of an answer decided on the consents
+//! of every patient it belongs to before it is released.
 //!
-//! Owns: patient resolution from the request and from resources, and grouping a Bundle's
-//! entries by patient. Leaves out: the decision rules (the consent crate) and where consents
-//! come from (the consent service).
+//! Whose data a request or a resource is comes from THE rule (`assent_fhir::compartment`);
+//! this module only places what the rule found (a site-local id, another site's patient, an
+//! identifier resolved at the site) and asks the consent crate. What cannot be placed is an
+//! unknown patient, denied (`assent_consent::decide_unknown_patient`).
+//!
+//! Leaves out: the decision rules (the consent crate), where consents come from (the consent
+//! service), scopes (`authorize.rs`) and what an answer may say about what was withheld
+//! (`release.rs`).
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use assent_consent::{
     AccessRequest, Basis, BreakGlass as BreakGlassAsk, BreakGlassRefusal, Caller as ConsentCaller,
-    Decision, Deny, SitePolicy, decide, permit_per_resource, permit_without_patient_data,
+    Consent, Decision, Deny, RelatedIndex, SitePolicy, decide, decide_all, decide_unknown_patient,
+    decide_unnamed,
 };
-use assent_fhir::Interaction;
+use assent_fhir::FhirVersion;
+use assent_fhir::compartment::{PatientRef, Patients, RequestPatients, patients_of};
 use serde_json::Value;
 
+use crate::app::AppState;
 use crate::break_glass::Override;
 use crate::caller::Caller;
 use crate::consent_service::{ConsentServiceError, now};
 use crate::error::GatewayError;
 use crate::fhir_request::FhirRequest;
+use crate::identity;
 use crate::upstream::Site;
 
-/// The search parameters that name the patient a search is about.
-const PATIENT_PARAMS: &[&str] = &["patient", "subject", "patient:Patient", "subject:Patient"];
+/// A patient placed at a site: the site id and the site-local Patient id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PlacedPatient {
+    pub site: String,
+    pub id: String,
+}
 
 /// What the consent engine needs to know about the caller and the request.
 pub struct ConsentRequest {
     caller: ConsentCaller,
     purpose: Option<&'static str>,
-    interaction: Interaction,
+    interaction: assent_fhir::Interaction,
     resource_type: Option<String>,
     resource_id: Option<String>,
-    policy: SitePolicy,
     /// Break-glass asked for: the justification (empty when none was given) and whether the
     /// caller holds the grant.
     break_glass: Option<(String, bool)>,
@@ -42,12 +54,7 @@ pub struct ConsentRequest {
 }
 
 impl ConsentRequest {
-    pub fn new(
-        caller: &Caller,
-        purpose: Option<&'static str>,
-        fhir: &FhirRequest,
-        site: &Site,
-    ) -> Self {
+    pub fn new(caller: &Caller, purpose: Option<&'static str>, fhir: &FhirRequest) -> Self {
         let mut consent_caller = ConsentCaller::new();
         for reference in [&caller.verified.actor, &caller.verified.organization]
             .into_iter()
@@ -61,7 +68,6 @@ impl ConsentRequest {
             interaction: fhir.interaction,
             resource_type: fhir.resource_type.clone(),
             resource_id: fhir.id.clone(),
-            policy: site.config.default_policy,
             break_glass: None,
             overrides: Mutex::new(Vec::new()),
         }
@@ -119,6 +125,182 @@ impl ConsentRequest {
     }
 }
 
+/// The decision on one resource of an answer, and every patient it belongs to.
+#[derive(Debug)]
+pub struct Verdict {
+    pub decision: Decision,
+    /// The patients the resource belongs to, placed (for the receipt).
+    pub patients: Vec<PlacedPatient>,
+    /// What the rule found, as it found it.
+    pub found: Patients,
+}
+
+impl Verdict {
+    pub fn released(&self) -> bool {
+        self.decision.is_permit()
+    }
+}
+
+/// The consent decisions of one request: the patients it names before forwarding, then each
+/// resource of the answer. Consents read once per patient and request.
+pub struct Enforcer<'a> {
+    state: &'a AppState,
+    site: &'a Site,
+    client: &'a awc::Client,
+    request: &'a ConsentRequest,
+    /// The FHIR version the answers are decided in (the site's).
+    version: FhirVersion,
+    consents: HashMap<PlacedPatient, Arc<[Consent]>>,
+}
+
+impl<'a> Enforcer<'a> {
+    pub fn new(
+        state: &'a AppState,
+        site: &'a Site,
+        client: &'a awc::Client,
+        request: &'a ConsentRequest,
+    ) -> Self {
+        Enforcer {
+            state,
+            site,
+            client,
+            request,
+            version: site.config.fhir_version,
+            consents: HashMap::new(),
+        }
+    }
+
+    /// The decide phase: the patients the request names, each decided on its consents (all
+    /// must permit); a request that names none is fetched on a conditional permit and
+    /// decided resource by resource. Returns the decision and the patients placed.
+    pub async fn decide_request(
+        &mut self,
+        named: &RequestPatients,
+    ) -> Result<(Decision, Vec<PlacedPatient>), GatewayError> {
+        let access = self.request.access();
+        let RequestPatients::Named(patients) = named else {
+            return Ok((decide_unnamed(&access), Vec::new()));
+        };
+        let mut decisions = Vec::with_capacity(patients.len());
+        let mut placed_all = Vec::with_capacity(patients.len());
+        for patient in patients {
+            match self.place(patient).await? {
+                Some(placed) => {
+                    let decision = self.decide_for(&placed, &access).await?;
+                    decisions.push(decision);
+                    placed_all.push(placed);
+                }
+                None => decisions.push(decide_unknown_patient()),
+            }
+        }
+        let decision = decide_all(decisions).unwrap_or_else(|| decide_unnamed(&access));
+        Ok((decision, placed_all))
+    }
+
+    /// Decides one resource of an answer on the consents of every patient it belongs to. A
+    /// resource of no patient is no patient's data and is permitted to be released here
+    /// (scopes decide it); a patient the rule could not place denies it.
+    pub async fn decide_resource(
+        &mut self,
+        resource: &Value,
+        related: Option<&RelatedIndex>,
+    ) -> Result<Verdict, GatewayError> {
+        let found = patients_of(resource, self.version, &self.site.references);
+        let mut access = self.request.access();
+        access.resource_type = None;
+        access.resource_id = None;
+        access.related = related;
+        let access = access.with_resource(resource);
+        let mut decisions = Vec::with_capacity(found.known.len() + 1);
+        let mut placed_all = Vec::with_capacity(found.known.len());
+        if found.unknown > 0 {
+            decisions.push(decide_unknown_patient());
+        }
+        for patient in &found.known {
+            match self.place(patient).await? {
+                Some(placed) => {
+                    decisions.push(self.decide_for(&placed, &access).await?);
+                    placed_all.push(placed);
+                }
+                None => decisions.push(decide_unknown_patient()),
+            }
+        }
+        let decision = decide_all(decisions).unwrap_or_else(|| {
+            // No patient's data: nothing of a patient to decide.
+            decide_unnamed(&access)
+        });
+        Ok(Verdict {
+            decision,
+            patients: placed_all,
+            found,
+        })
+    }
+
+    /// A patient the rule found, placed at a site; `None` when it cannot be.
+    async fn place(&mut self, patient: &PatientRef) -> Result<Option<PlacedPatient>, GatewayError> {
+        Ok(match patient {
+            PatientRef::Local(id) => Some(PlacedPatient {
+                site: self.site.id.clone(),
+                id: id.clone(),
+            }),
+            PatientRef::Site { site, id } => {
+                self.state.sites.contains_key(site).then(|| PlacedPatient {
+                    site: site.clone(),
+                    id: id.clone(),
+                })
+            }
+            PatientRef::Identifier { system, value } => {
+                identity::resolve(self.state, self.site, self.client, system, value)
+                    .await?
+                    .map(|id| PlacedPatient {
+                        site: self.site.id.clone(),
+                        id,
+                    })
+            }
+        })
+    }
+
+    async fn decide_for(
+        &mut self,
+        patient: &PlacedPatient,
+        access: &AccessRequest<'_>,
+    ) -> Result<Decision, GatewayError> {
+        let consents = match self.consents.get(patient) {
+            Some(c) => c.clone(),
+            None => {
+                let c = self
+                    .state
+                    .consents
+                    .consents_for(&patient.site, &patient.id)
+                    .await
+                    .map_err(unavailable)?;
+                self.consents.insert(patient.clone(), c.clone());
+                c
+            }
+        };
+        let policy = self.policy_of(&patient.site);
+        let decision = decide(&consents, access, policy);
+        if let Decision::Permit(p) = &decision
+            && let Basis::BreakGlass(overridden) = p.basis()
+        {
+            self.request.note_override(
+                self.state.consents.patient_key(&patient.site, &patient.id),
+                overridden,
+            );
+        }
+        Ok(decision)
+    }
+
+    fn policy_of(&self, site: &str) -> SitePolicy {
+        self.state
+            .sites
+            .get(site)
+            .map(|s| s.config.default_policy)
+            // An unknown site was not placed; the strictest policy if it ever is.
+            .unwrap_or(SitePolicy::OptIn)
+    }
+}
+
 /// The error answering a deny: a deny that break-glass would have overridden but for the
 /// missing justification says so with its own code.
 pub fn denied(deny: &Deny) -> GatewayError {
@@ -128,206 +310,6 @@ pub fn denied(deny: &Deny) -> GatewayError {
         }
         _ => GatewayError::Denied(deny.basis().to_string()),
     }
-}
-
-/// Notes an override when `decision` rests on break-glass.
-fn note_if_break_glass(
-    state: &crate::app::AppState,
-    site: &Site,
-    patient: &str,
-    request: &ConsentRequest,
-    decision: &Decision,
-) {
-    if let Decision::Permit(p) = decision
-        && let Basis::BreakGlass(overridden) = p.basis()
-    {
-        request.note_override(state.consents.patient_key(&site.id, patient), overridden);
-    }
-}
-
-/// The decide phase.
-pub async fn decide_request(
-    state: &crate::app::AppState,
-    site: &Site,
-    fhir: &FhirRequest,
-    request: &ConsentRequest,
-) -> Result<Decision, GatewayError> {
-    if fhir.interaction == Interaction::Capabilities {
-        return Ok(Decision::Permit(permit_without_patient_data()));
-    }
-    let Some(patient) = patient_of_request(fhir) else {
-        // Whose data this is shows in the answer: fetch, then decide each resource.
-        return Ok(Decision::Permit(permit_per_resource()));
-    };
-    let consents = state
-        .consents
-        .consents_for(&site.id, &patient)
-        .await
-        .map_err(unavailable)?;
-    let decision = decide(&consents, &request.access(), request.policy);
-    note_if_break_glass(state, site, &patient, request, &decision);
-    Ok(decision)
-}
-
-/// Decides one returned resource (a read whose permit was conditional or per-resource).
-pub async fn check_resource(
-    state: &crate::app::AppState,
-    site: &Site,
-    request: &ConsentRequest,
-    resource: &Value,
-) -> Result<(), GatewayError> {
-    let Some(patient) = patient_of_resource(resource) else {
-        // Not a patient's data (a Practitioner, an Organization, a Medication).
-        return Ok(());
-    };
-    let consents = state
-        .consents
-        .consents_for(&site.id, &patient)
-        .await
-        .map_err(unavailable)?;
-    let decision = decide(
-        &consents,
-        &request.access().with_resource(resource),
-        request.policy,
-    );
-    note_if_break_glass(state, site, &patient, request, &decision);
-    match decision {
-        Decision::Permit(_) => Ok(()),
-        Decision::Deny(d) => Err(denied(&d)),
-    }
-}
-
-/// Decides every entry of a search Bundle, patient by patient; denied entries are removed,
-/// `total` is dropped and an outcome entry says results were withheld. Returns how many
-/// entries were removed.
-pub async fn filter_bundle(
-    state: &crate::app::AppState,
-    site: &Site,
-    request: &ConsentRequest,
-    bundle: &mut Value,
-) -> Result<usize, GatewayError> {
-    let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut) else {
-        return Ok(0);
-    };
-    let mut by_patient: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, entry) in entries.iter().enumerate() {
-        if let Some(patient) = entry.get("resource").and_then(patient_of_resource) {
-            by_patient.entry(patient).or_default().push(i);
-        }
-    }
-    let mut keep = vec![true; entries.len()];
-    let mut outcome: Option<Value> = None;
-    for (patient, indices) in by_patient {
-        let consents = state
-            .consents
-            .consents_for(&site.id, &patient)
-            .await
-            .map_err(unavailable)?;
-        // One patient's entries, tagged with their place so the survivors can be found.
-        let group: Vec<Value> = indices
-            .iter()
-            .map(|&i| {
-                let mut e = entries[i].clone();
-                e["_assent_index"] = Value::from(i);
-                e
-            })
-            .collect();
-        let mut sub =
-            serde_json::json!({"resourceType": "Bundle", "type": "searchset", "entry": group});
-        let report =
-            assent_consent::filter_bundle(&mut sub, &consents, &request.access(), request.policy);
-        if report.kept_by_break_glass > 0 {
-            // What was overridden: the patient-level decision without break-glass.
-            let mut plain = request.access();
-            plain.break_glass = None;
-            let overridden = match decide(&consents, &plain, request.policy) {
-                Decision::Deny(d) => d.basis().clone(),
-                Decision::Permit(_) => Basis::PerResource,
-            };
-            request.note_override(state.consents.patient_key(&site.id, &patient), &overridden);
-        }
-        if report.removed == 0 {
-            continue;
-        }
-        for &i in &indices {
-            keep[i] = false;
-        }
-        for e in sub["entry"].as_array().into_iter().flatten() {
-            match e.get("_assent_index").and_then(Value::as_u64) {
-                Some(i) => keep[i as usize] = true,
-                None => outcome = outcome.or_else(|| Some(e.clone())),
-            }
-        }
-    }
-    let removed = keep.iter().filter(|k| !**k).count();
-    if removed == 0 {
-        return Ok(0);
-    }
-    let mut flags = keep.into_iter();
-    entries.retain(|_| flags.next().unwrap_or(false));
-    if let Some(o) = outcome {
-        entries.push(o);
-    }
-    if let Some(obj) = bundle.as_object_mut() {
-        obj.remove("total");
-    }
-    Ok(removed)
-}
-
-/// The patient a request is about, when the request itself says: `Patient/{id}…`, or a
-/// search naming one patient.
-pub fn patient_of_request(fhir: &FhirRequest) -> Option<String> {
-    if fhir.resource_type.as_deref() == Some("Patient")
-        && let Some(id) = &fhir.id
-    {
-        return Some(id.clone());
-    }
-    if fhir.interaction != Interaction::Search {
-        return None;
-    }
-    let mut found: Option<String> = None;
-    for pair in fhir.query.split('&') {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-        let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
-        let is_patient_param = PATIENT_PARAMS.contains(&name.as_ref())
-            || (fhir.resource_type.as_deref() == Some("Patient") && name == "_id");
-        if !is_patient_param || value.contains(',') {
-            continue;
-        }
-        let id = match value.strip_prefix("Patient/") {
-            Some(id) => id.to_owned(),
-            None if name.starts_with("subject") && value.contains('/') => return None,
-            None => value.into_owned(),
-        };
-        match &found {
-            Some(existing) if *existing != id => return None,
-            _ => found = Some(id),
-        }
-    }
-    found
-}
-
-/// The patient a resource belongs to: a Patient itself, or the patient its `subject` or
-/// `patient` refers to.
-pub fn patient_of_resource(resource: &Value) -> Option<String> {
-    if resource.get("resourceType").and_then(Value::as_str) == Some("Patient") {
-        return resource
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-    }
-    for field in ["subject", "patient", "beneficiary"] {
-        if let Some(reference) = resource
-            .pointer(&format!("/{field}/reference"))
-            .and_then(Value::as_str)
-            && let Some((ty, id)) = relative_reference(reference).split_once('/')
-            && ty == "Patient"
-        {
-            return Some(id.to_owned());
-        }
-    }
-    None
 }
 
 /// `Type/id` from a relative or absolute reference.
@@ -347,67 +329,13 @@ fn unavailable(e: ConsentServiceError) -> GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fhir_request::parse;
-    use serde_json::json;
-
-    fn patient(method: &str, rest: &str, query: &str) -> Option<String> {
-        patient_of_request(&parse(method, rest, query).unwrap())
-    }
 
     #[test]
-    fn the_request_names_its_patient_or_not() {
-        assert_eq!(patient("GET", "Patient/p1", ""), Some("p1".into()));
+    fn caller_references_are_relative() {
         assert_eq!(
-            patient("GET", "Patient/p1/$everything", ""),
-            Some("p1".into())
+            relative_reference("https://idp.example/fhir/Practitioner/p1"),
+            "Practitioner/p1"
         );
-        assert_eq!(
-            patient("GET", "Patient/p1/_history/2", ""),
-            Some("p1".into())
-        );
-        assert_eq!(
-            patient("GET", "Observation", "patient=p1&code=x"),
-            Some("p1".into())
-        );
-        assert_eq!(
-            patient("GET", "Observation", "subject=Patient%2Fp1"),
-            Some("p1".into())
-        );
-        assert_eq!(patient("GET", "Observation", "subject=Group/g1"), None);
-        assert_eq!(patient("GET", "Observation", "patient=p1,p2"), None);
-        assert_eq!(patient("GET", "Observation", "patient=p1&patient=p2"), None);
-        assert_eq!(patient("GET", "Patient", "_id=p3"), Some("p3".into()));
-        assert_eq!(patient("GET", "Observation", "code=x"), None);
-        assert_eq!(patient("GET", "Observation/o1", ""), None);
-    }
-
-    #[test]
-    fn a_resource_names_its_patient() {
-        assert_eq!(
-            patient_of_resource(&json!({"resourceType": "Patient", "id": "p1"})),
-            Some("p1".into())
-        );
-        assert_eq!(
-            patient_of_resource(
-                &json!({"resourceType": "Observation", "subject": {"reference": "Patient/p2"}})
-            ),
-            Some("p2".into())
-        );
-        assert_eq!(
-            patient_of_resource(
-                &json!({"resourceType": "AllergyIntolerance", "patient": {"reference": "https://gw.example/fhir/s/Patient/p3"}})
-            ),
-            Some("p3".into())
-        );
-        assert_eq!(
-            patient_of_resource(
-                &json!({"resourceType": "Observation", "subject": {"reference": "Group/g"}})
-            ),
-            None
-        );
-        assert_eq!(
-            patient_of_resource(&json!({"resourceType": "Practitioner", "id": "d"})),
-            None
-        );
+        assert_eq!(relative_reference("Practitioner/p1"), "Practitioner/p1");
     }
 }

@@ -9,6 +9,9 @@
 //! (state, nonce, PKCE verifier) a second signed cookie scoped to the callback, `SameSite=Lax`
 //! so that the identity provider's redirect back carries it.
 //!
+//! Every page that reads the audit log (the list, a receipt, the CSV export) leaves a receipt
+//! like the audit API's (`api_receipt.rs`), its actor the signed-in caller id.
+//!
 //! CSRF: every page is a GET that changes nothing; the only state change is the callback,
 //! which is bound to the sign-in cookie's `state`. Pages carry a strict Content Security
 //! Policy (no script at all, styles from `/console/style.css` only, no framing). Nothing
@@ -23,12 +26,13 @@ use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use assent_auth::LoginClient;
-use assent_receipts::Disclosure;
+use assent_receipts::{AccessKind, AuditAction, Disclosure};
 use maud::Markup;
 use serde::Deserialize;
 
+use crate::api_receipt::ApiAccess;
 use crate::app::AppState;
-use crate::audit_api::{self, ExportFormat, may_audit, receipt_detail};
+use crate::audit_api::{self, ExportFormat, may_audit, read_receipt};
 use crate::config::ConsoleConfig;
 use crate::error::GatewayError;
 use crate::store::{ReceiptCursor, ReceiptOrder};
@@ -369,12 +373,29 @@ pub async fn index(
     let Some(session) = session(&req, console) else {
         return Ok(signed_out());
     };
+    let mut access = ApiAccess::for_console(
+        AccessKind::Audit(AuditAction::Search),
+        &session.caller,
+        &req,
+    );
+    let outcome = search_page(&query, &state, &session, &mut access).await;
+    access.finish(&state, outcome).await
+}
+
+/// The list page; its receipt names the patient filtered on and every patient of the
+/// accesses shown.
+async fn search_page(
+    query: &FilterQuery,
+    state: &web::Data<AppState>,
+    session: &Session,
+    access: &mut ApiAccess,
+) -> Result<HttpResponse, GatewayError> {
     let mut sites: Vec<String> = state.sites.keys().cloned().collect();
     sites.sort();
     let form = query.form();
     let console_query = query.console_query();
     let export_href = format!("/console/export.csv?{console_query}");
-    let search = match audit_api::parse_search(&query.audit_query(), &[], &state) {
+    let search = match audit_api::parse_search(&query.audit_query(), &[], state) {
         Ok(s) => s,
         Err(e) => {
             let message = match &e {
@@ -402,6 +423,9 @@ pub async fn index(
             receipt_id: id.to_owned(),
         })
     });
+    if let Some(patient) = &search.patient {
+        access.add_patient_identity(patient);
+    }
     let store = state.store.clone();
     let filter = search.filter;
     let rows = web::block(move || {
@@ -420,6 +444,11 @@ pub async fn index(
     })?;
     let more = rows.len() as i64 > PAGE_SIZE;
     let rows = &rows[..rows.len().min(PAGE_SIZE as usize)];
+    for row in rows {
+        for patient in audit_api::subjects_of(row).patients {
+            access.add_patient_identity(&patient);
+        }
+    }
     let older = if more {
         rows.last().map(|last| {
             let mut q = url::form_urlencoded::Serializer::new(console_query.clone());
@@ -453,18 +482,22 @@ pub async fn receipt(
     if path.len() > 64 || path.chars().any(char::is_control) {
         return Err(GatewayError::NotFound);
     }
-    let detail = receipt_detail(&state, &path)
-        .await?
-        .ok_or(GatewayError::NotFound)?;
-    let disclosure = detail
-        .decoded
-        .as_ref()
-        .map(|d| Disclosure::from_receipt(&d.receipt, Some(&d.subjects)));
-    Ok(ok_page(pages::receipt(
-        &session.caller,
-        &detail,
-        disclosure.as_ref(),
-    )))
+    let mut access =
+        ApiAccess::for_console(AccessKind::Audit(AuditAction::Read), &session.caller, &req);
+    let outcome = async {
+        let detail = read_receipt(&state, &path, &mut access).await?;
+        let disclosure = detail
+            .decoded
+            .as_ref()
+            .map(|d| Disclosure::from_receipt(&d.receipt, Some(&d.subjects)));
+        Ok(ok_page(pages::receipt(
+            &session.caller,
+            &detail,
+            disclosure.as_ref(),
+        )))
+    }
+    .await;
+    access.finish(&state, outcome).await
 }
 
 /// `GET /console/export.csv?…filters`: the current filter as CSV, streamed.
@@ -474,13 +507,19 @@ pub async fn export_csv(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     let console = console(&state)?;
-    if session(&req, console).is_none() {
+    let Some(session) = session(&req, console) else {
         return Ok(signed_out());
-    }
-    let search = audit_api::parse_search(&query.audit_query(), &[], &state)?;
-    Ok(audit_api::export_response(
-        state.clone(),
-        search.filter,
-        ExportFormat::Csv,
-    ))
+    };
+    let mut access = ApiAccess::for_console(
+        AccessKind::Audit(AuditAction::Export),
+        &session.caller,
+        &req,
+    );
+    let outcome = audit_api::parse_search(&query.audit_query(), &[], &state).map(|search| {
+        if let Some(patient) = &search.patient {
+            access.add_patient_identity(patient);
+        }
+        audit_api::export_response(state.clone(), search.filter, ExportFormat::Csv)
+    });
+    access.finish(&state, outcome).await
 }

@@ -10,6 +10,8 @@ use actix_web::{HttpResponse, ResponseError};
 use assent_auth::AuthError;
 use assent_fhir::{Issue, IssueCode, Severity, operation_outcome};
 
+use crate::consent_authz::ConsentRefusal;
+
 /// Which side caused a failure: decides the status class and whether a retry can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -34,6 +36,10 @@ pub enum GatewayError {
     Forbidden,
     #[error("reading the audit log needs the audit role")]
     AuditForbidden,
+    /// The consent API's rule (`consent_authz`) refused: another patient than the launch
+    /// context's, no consent-administrator role, or a grant of the caller to itself.
+    #[error("{0}")]
+    ConsentRefused(crate::consent_authz::ConsentRefusal),
     #[error("unknown site")]
     UnknownSite,
     #[error("no such endpoint")]
@@ -58,6 +64,22 @@ pub enum GatewayError {
     BreakGlassReasonInvalid(&'static str),
     #[error("the paging link is not valid for this caller and site")]
     BadPageToken,
+    /// An operation that is not on the site's allow-list; the value is its name.
+    #[error("the operation ${0} is not forwarded by the gateway to this site")]
+    OperationNotAllowed(String),
+    /// A request form whose answer the gateway cannot decide or shape (`_contained`, a
+    /// `_summary` or `_elements` it cannot honour); the value says why.
+    #[error("this request form is not served: {0}")]
+    FormNotServed(String),
+    /// `_summary=count` (or `_count=0`) where the count could not be taken over what the
+    /// caller may see alone.
+    #[error(
+        "a count is given only for a search that names its patients, all of them permitted, and whose matches fit the counting limit"
+    )]
+    CountNotReleased,
+    /// The site answered a read with another resource than the one asked for.
+    #[error("the site answered with another resource than the one asked for")]
+    UpstreamMismatch,
     #[error("the site could not be reached")]
     UpstreamUnreachable,
     #[error("the site did not answer in time")]
@@ -72,6 +94,11 @@ pub enum GatewayError {
     UpstreamAuthFailed,
     #[error("the requested resource was not found at the site")]
     UpstreamNotFound,
+    /// A resource of a request that named no patient, denied on its content: answered
+    /// exactly as [`GatewayError::UpstreamNotFound`] (status, code, text), so that the answer
+    /// does not tell whether a record exists; the receipt records the deny.
+    #[error("the requested resource was not found at the site")]
+    ContentDenied,
     #[error("the resource is gone at the site")]
     UpstreamGone,
     #[error("the site rejected the request as invalid")]
@@ -145,6 +172,18 @@ impl GatewayError {
             E::OutsidePatientContext => (403, I::Forbidden, "scope-patient-mismatch", Client),
             E::Forbidden => (403, I::Forbidden, "forbidden", Client),
             E::AuditForbidden => (403, I::Forbidden, "audit-role-required", Client),
+            E::ConsentRefused(ConsentRefusal::OtherPatient) => {
+                (403, I::Forbidden, "consent-patient-mismatch", Client)
+            }
+            E::ConsentRefused(ConsentRefusal::AdminRequired) => {
+                (403, I::Forbidden, "consent-admin-required", Client)
+            }
+            E::ConsentRefused(ConsentRefusal::SelfGrant) => {
+                (403, I::Forbidden, "consent-self-grant", Client)
+            }
+            E::ConsentRefused(ConsentRefusal::ScopeMissing) => {
+                (403, I::Forbidden, "scope-insufficient", Client)
+            }
             E::UnknownSite => (404, I::NotFound, "unknown-site", Client),
             E::NotFound => (404, I::NotFound, "not-found", Client),
             E::Malformed(_) => (400, I::Invalid, "malformed-request", Client),
@@ -162,6 +201,10 @@ impl GatewayError {
                 (400, I::Invalid, "break-glass-reason-invalid", Client)
             }
             E::BadPageToken => (403, I::Security, "bad-page-token", Client),
+            E::OperationNotAllowed(_) => (403, I::NotSupported, "operation-not-allowed", Client),
+            E::FormNotServed(_) => (400, I::NotSupported, "form-not-served", Client),
+            E::CountNotReleased => (403, I::Forbidden, "count-not-released", Client),
+            E::UpstreamMismatch => (502, I::Processing, "upstream-mismatch", Upstream),
             E::UpstreamUnreachable => (502, I::Transient, "upstream-unreachable", Upstream),
             E::UpstreamTimeout => (504, I::Timeout, "upstream-timeout", Upstream),
             E::UpstreamFailed => (502, I::Exception, "upstream-error", Upstream),
@@ -169,6 +212,7 @@ impl GatewayError {
             E::CircuitOpen => (503, I::Transient, "upstream-circuit-open", Upstream),
             E::UpstreamAuthFailed => (502, I::Security, "upstream-auth-failed", Upstream),
             E::UpstreamNotFound => (404, I::NotFound, "resource-not-found", Upstream),
+            E::ContentDenied => (404, I::NotFound, "resource-not-found", Upstream),
             E::UpstreamGone => (410, I::Deleted, "resource-gone", Upstream),
             E::UpstreamRejected => (400, I::Invalid, "upstream-rejected", Upstream),
             E::StoreUnavailable => (503, I::Transient, "store-unavailable", Internal),
@@ -296,7 +340,7 @@ mod tests {
 
     #[test]
     fn the_table_gives_the_documented_statuses() {
-        let cases: [(GatewayError, u16, &str); 10] = [
+        let cases: [(GatewayError, u16, &str); 13] = [
             (GatewayError::UnknownSite, 404, "unknown-site"),
             (
                 GatewayError::Malformed("x".into()),
@@ -323,6 +367,21 @@ mod tests {
             (GatewayError::StoreUnavailable, 503, "store-unavailable"),
             (GatewayError::ReceiptUnavailable, 503, "receipt-unavailable"),
             (GatewayError::AuditForbidden, 403, "audit-role-required"),
+            (
+                GatewayError::ConsentRefused(ConsentRefusal::OtherPatient),
+                403,
+                "consent-patient-mismatch",
+            ),
+            (
+                GatewayError::ConsentRefused(ConsentRefusal::AdminRequired),
+                403,
+                "consent-admin-required",
+            ),
+            (
+                GatewayError::ConsentRefused(ConsentRefusal::SelfGrant),
+                403,
+                "consent-self-grant",
+            ),
         ];
         for (error, status, code) in cases.into_iter().chain([
             (GatewayError::Auth(AuthError::Expired), 401, "token-expired"),

@@ -5,7 +5,9 @@
 //! Leaves out: what the parameters mean (the upstream decides), consent (the decide phase).
 
 use assent_fhir::Interaction;
+use assent_fhir::compartment::SearchParam;
 
+use crate::config::{OperationLevel, OperationOutput, OperationRule};
 use crate::error::GatewayError;
 
 /// The query parameter that carries a signed paging token.
@@ -37,18 +39,89 @@ pub struct FhirRequest {
     pub page_token: Option<String>,
     /// Whether this is `POST [type]/_search` (form parameters in the body).
     pub post_search: bool,
+    /// For an operation, how its answer is decided, once the site's allow-list allowed it
+    /// ([`FhirRequest::allow_operation`]); `None` until then.
+    pub operation_output: Option<OperationOutput>,
 }
 
 impl FhirRequest {
-    /// Whether the upstream answers this with a Bundle (that the gateway rewrites and filters).
+    /// Whether the upstream answers this with a Bundle whose entries the gateway decides one
+    /// by one (searches, history, operations declared with a `bundle` output).
     pub fn returns_bundle(&self) -> bool {
         match self.interaction {
             Interaction::Search | Interaction::History => true,
-            Interaction::Operation => self.operation.as_deref() == Some("everything"),
+            Interaction::Operation => self.operation_output == Some(OperationOutput::Bundle),
             Interaction::Read | Interaction::Vread | Interaction::Capabilities => false,
         }
     }
+
+    /// Checks an operation against the site's allow-list (the built-in `$everything` and the
+    /// site's `operations`), and notes how its answer is decided. Not an operation: `Ok`.
+    /// An operation not on the list: 403 `operation-not-allowed`.
+    pub fn allow_operation(
+        &mut self,
+        rules: impl IntoIterator<Item = OperationRule>,
+    ) -> Result<(), GatewayError> {
+        let Some(name) = self.operation.as_deref() else {
+            return Ok(());
+        };
+        let level = match (&self.resource_type, &self.id) {
+            (None, _) => OperationLevel::System,
+            (Some(_), None) => OperationLevel::Type,
+            (Some(_), Some(_)) => OperationLevel::Instance,
+        };
+        let rule = rules
+            .into_iter()
+            .find(|r| r.matches(name, level, self.resource_type.as_deref()))
+            .ok_or_else(|| GatewayError::OperationNotAllowed(name.to_owned()))?;
+        self.operation_output = Some(rule.output);
+        Ok(())
+    }
 }
+
+/// A query string (or form body) from `pairs`, in the one encoding the gateway forwards:
+/// names keep letters, digits and `-._:`; values keep letters, digits, `-._~` and the FHIR
+/// delimiters `,|:/$*@`; every other byte is percent-encoded (a space is `%20`, never `+`),
+/// so the site reads exactly the values the gateway decided on.
+pub fn encode_pairs<'p>(pairs: impl IntoIterator<Item = (&'p str, &'p str)>) -> String {
+    let mut out = String::new();
+    for (name, value) in pairs {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.extend(percent_encoding::utf8_percent_encode(name, NAME_ESCAPES));
+        out.push('=');
+        out.extend(percent_encoding::utf8_percent_encode(value, VALUE_ESCAPES));
+    }
+    out
+}
+
+/// [`encode_pairs`] of parsed search parameters.
+pub fn encode_params(params: &[SearchParam]) -> String {
+    encode_pairs(
+        params
+            .iter()
+            .map(|p| (p.raw_name.as_str(), p.value.as_str())),
+    )
+}
+
+const NAME_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b':');
+const VALUE_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b',')
+    .remove(b'|')
+    .remove(b':')
+    .remove(b'/')
+    .remove(b'$')
+    .remove(b'*')
+    .remove(b'@');
 
 /// Parses `method` and the path below `/fhir/{site}/` (`rest`, without leading slash) and the
 /// raw query string.
@@ -172,6 +245,7 @@ pub fn parse(method: &str, rest: &str, raw_query: &str) -> Result<FhirRequest, G
         query,
         page_token,
         post_search,
+        operation_output: None,
     })
 }
 
@@ -327,8 +401,12 @@ mod tests {
             assert_eq!(r.interaction, expected, "{method} {rest}");
             assert_eq!(r.upstream_path, rest);
         }
-        let everything = check("GET", "Patient/p-1/$everything", "").unwrap();
+        let mut everything = check("GET", "Patient/p-1/$everything", "").unwrap();
         assert_eq!(everything.operation.as_deref(), Some("everything"));
+        assert!(!everything.returns_bundle(), "not yet allowed");
+        everything
+            .allow_operation([OperationRule::everything()])
+            .unwrap();
         assert!(everything.returns_bundle());
         assert!(!check("GET", "Patient/1", "").unwrap().returns_bundle());
     }
@@ -420,6 +498,51 @@ mod tests {
         );
         assert!(check("GET", "Patient", "_format=application/fhir%2Bjson").is_ok());
         assert!(check("GET", "Patient", "_format=application/fhir+json").is_ok());
+    }
+
+    #[test]
+    fn operations_pass_only_from_the_allow_list() {
+        let rules = || {
+            [
+                OperationRule::everything(),
+                OperationRule {
+                    name: "lastn".into(),
+                    level: OperationLevel::Type,
+                    resource_types: vec!["Observation".into()],
+                    output: OperationOutput::Bundle,
+                },
+            ]
+        };
+        let allow = |rest: &str| {
+            let mut r = parse("GET", rest, "").unwrap();
+            r.allow_operation(rules())
+                .map(|_| r.returns_bundle())
+                .map_err(|e| e.code())
+        };
+        assert_eq!(allow("Patient/p/$everything"), Ok(true));
+        assert_eq!(allow("Observation/$lastn"), Ok(true));
+        assert_eq!(allow("Patient/$everything"), Err("operation-not-allowed"));
+        assert_eq!(
+            allow("Encounter/e/$everything"),
+            Err("operation-not-allowed")
+        );
+        assert_eq!(allow("Observation/o/$lastn"), Err("operation-not-allowed"));
+        assert_eq!(allow("Observation/$stats"), Err("operation-not-allowed"));
+        assert_eq!(allow("$lastn"), Err("operation-not-allowed"));
+        assert_eq!(allow("Observation"), Ok(true));
+    }
+
+    #[test]
+    fn the_forwarded_encoding_is_one_and_unambiguous() {
+        assert_eq!(
+            encode_pairs([
+                ("subject:Patient.name", "a b+c&d=e;f%"),
+                ("code", "http://x|1,2")
+            ]),
+            "subject:Patient.name=a%20b%2Bc%26d%3De%3Bf%25&code=http://x|1,2"
+        );
+        let params = assent_fhir::compartment::parse_search("patient=a+b&code=%7C1");
+        assert_eq!(encode_params(&params), "patient=a%20b&code=|1");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The receipt writer: every FHIR request's receipt is placed in this gateway's hash chain and
-//! made durable before its response is released.
+//! The receipt writer: every receipt (of a FHIR request, a consent API call, an audit-log
+//! read) is placed in this gateway's hash chain and made durable before its response is
+//! released.
 //!
 //! One thread owns the chain head and a store connection of its own (synced commits). The
 //! record phase hands it a receipt and waits; the thread takes every receipt queued while the
@@ -23,13 +24,17 @@ pub const QUEUE_CAPACITY: usize = 16_384;
 pub const MAX_GROUP: usize = 4_096;
 
 /// A receipt as the record phase builds it, before the chain places it.
+///
+/// Every patient the access reached is `subjects.patients`, and their keyed hashes, in the
+/// same order, `receipt.patient_keys` (both made by [`ReceiptSubjects::keys`]): the writer
+/// stores one `receipt_patients` row per pair (the index of a patient's disclosures), so the
+/// receipt and the disclosures cannot name different patients. A receipt whose two lists
+/// differ in length is refused ([`ReceiptError::Patients`]).
 #[derive(Debug, Clone)]
 pub struct PendingReceipt {
     /// `sequence` and `prev_hash` are set by the writer.
     pub receipt: Receipt,
     pub subjects: ReceiptSubjects,
-    /// Every patient the request reached: (clear identity, keyed hash).
-    pub patients: Vec<(String, String)>,
 }
 
 /// Why a receipt was not recorded.
@@ -41,6 +46,8 @@ pub enum ReceiptError {
     Stopped,
     #[error("the receipt does not belong to this gateway's chain")]
     Chain,
+    #[error("the receipt's patient keys and clear patients differ")]
+    Patients,
 }
 
 struct Job {
@@ -160,19 +167,21 @@ impl Writer {
         let mut placed = Vec::with_capacity(jobs.len());
         for job in jobs.drain(..) {
             let Job { pending, done } = job;
-            let PendingReceipt {
-                receipt,
-                subjects,
-                patients: reached,
-            } = pending;
+            let PendingReceipt { receipt, subjects } = pending;
+            if receipt.patient_keys.len() != subjects.patients.len() {
+                let _ = done.send(Err(ReceiptError::Patients));
+                continue;
+            }
             match self.chain.append(receipt) {
                 Ok(chained) => {
                     let sequence = chained.receipt.sequence;
-                    for (patient, patient_key) in reached {
+                    for (patient, patient_key) in
+                        subjects.patients.iter().zip(&chained.receipt.patient_keys)
+                    {
                         patients.push(ReceiptPatientRow {
                             receipt_id: chained.receipt.id.clone(),
-                            patient_key,
-                            patient,
+                            patient_key: patient_key.clone(),
+                            patient: patient.clone(),
                             time_ms: chained.receipt.time_ms,
                         });
                     }
@@ -248,9 +257,10 @@ fn row(chained: &ChainedReceipt, subjects: &ReceiptSubjects) -> ReceiptRow {
         status: i32::from(r.status),
         purpose: r.purpose.clone(),
         actor: subjects.actor.clone(),
-        patient: subjects.patient.clone(),
         actor_key: r.actor_key.clone(),
-        patient_key: r.patient_key.clone(),
+        kind: r.kind.as_str().to_owned(),
+        // A list of strings always serialises.
+        patients: serde_json::to_string(&subjects.patients).unwrap_or_else(|_| "[]".into()),
         hash: chained.hash.as_bytes().to_vec(),
         body: chained.bytes.clone(),
         subjects: serde_json::json!({

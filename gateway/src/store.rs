@@ -533,6 +533,101 @@ mod tests {
         }
     }
 
+    /// Receipts stored before version 2 (one `patient` / `patient_key` column pair) move into
+    /// the patient list, and into `receipt_patients` when missing there; down and up again.
+    #[test]
+    fn version_1_receipt_rows_move_to_the_patient_list() {
+        use diesel::sql_types::{BigInt, Binary, Text};
+        const VERSION: &str = "20261123000071";
+        let applied = |conn: &mut AnyConnection| -> bool {
+            let versions = match conn {
+                AnyConnection::Sqlite(c) => c.applied_migrations(),
+                AnyConnection::Postgresql(c) => c.applied_migrations(),
+            }
+            .unwrap();
+            versions
+                .iter()
+                .any(|v| v.to_string().replace('-', "") == VERSION)
+        };
+        for t in testing::all() {
+            let mut conn = t.store.conn().unwrap();
+            while applied(&mut conn) {
+                match &mut *conn {
+                    AnyConnection::Sqlite(c) => c.revert_last_migration(SQLITE_MIGRATIONS),
+                    AnyConnection::Postgresql(c) => c.revert_last_migration(POSTGRES_MIGRATIONS),
+                }
+                .unwrap();
+            }
+            let insert = match &*conn {
+                AnyConnection::Sqlite(_) => {
+                    "INSERT INTO receipts (gateway_id, sequence, receipt_id, time_ms, site, \
+                     interaction, resource_type, decision, break_glass, status, purpose, actor, \
+                     patient, actor_key, patient_key, hash, body, subjects) VALUES \
+                     ('gw', ?, ?, 5, 'st-mary', 'read', 'Patient', 'permit', false, 200, NULL, \
+                     'dr', ?, 'ak', ?, ?, ?, '{}')"
+                }
+                AnyConnection::Postgresql(_) => {
+                    "INSERT INTO receipts (gateway_id, sequence, receipt_id, time_ms, site, \
+                     interaction, resource_type, decision, break_glass, status, purpose, actor, \
+                     patient, actor_key, patient_key, hash, body, subjects) VALUES \
+                     ('gw', $1, $2, 5, 'st-mary', 'read', 'Patient', 'permit', false, 200, NULL, \
+                     'dr', $3, 'ak', $4, $5, $6, '{}')"
+                }
+            };
+            for (n, id) in [(1i64, "r-1"), (2, "r-2")] {
+                diesel::sql_query(insert)
+                    .bind::<BigInt, _>(n)
+                    .bind::<Text, _>(id)
+                    .bind::<Text, _>(format!("st-mary/Patient/p{n}"))
+                    .bind::<Text, _>(format!("key-p{n}"))
+                    .bind::<Binary, _>(vec![n as u8; 32])
+                    .bind::<Binary, _>(b"v1 bytes".to_vec())
+                    .execute(&mut *conn)
+                    .unwrap();
+            }
+            // Receipt r-1's patient was indexed already; r-2's was not.
+            diesel::insert_into(schema::receipt_patients::table)
+                .values(ReceiptPatientRow {
+                    receipt_id: "r-1".into(),
+                    patient_key: "key-p1".into(),
+                    patient: "st-mary/Patient/p1".into(),
+                    time_ms: 5,
+                })
+                .execute(&mut *conn)
+                .unwrap();
+            drop(conn);
+            t.store.migrate().unwrap();
+            for n in [1, 2] {
+                let row = t.store.receipt(&format!("r-{n}")).unwrap().unwrap();
+                assert_eq!(row.kind, "fhir");
+                let patients: Vec<String> = serde_json::from_str(&row.patients).unwrap();
+                assert_eq!(
+                    patients,
+                    [format!("st-mary/Patient/p{n}")],
+                    "{:?}",
+                    t.store.backend()
+                );
+                let indexed = t.store.receipt_patients(&row.receipt_id).unwrap();
+                assert_eq!(indexed.len(), 1);
+                assert_eq!(indexed[0].patient_key, format!("key-p{n}"));
+                let found = t
+                    .store
+                    .search_receipts(
+                        &ReceiptFilter {
+                            patient_key: Some(format!("key-p{n}")),
+                            ..ReceiptFilter::default()
+                        },
+                        ReceiptOrder::Chain,
+                        None,
+                        10,
+                    )
+                    .unwrap();
+                assert_eq!(found.len(), 1);
+                assert_eq!(found[0].body, b"v1 bytes");
+            }
+        }
+    }
+
     #[test]
     fn a_missing_directory_is_a_clear_error() {
         let e = Store::open("/nonexistent-dir/for/assent.db").err().unwrap();

@@ -22,12 +22,13 @@ use serde::Deserialize;
 use crate::config::{SiteConfig, UpstreamAuth};
 use crate::error::GatewayError;
 use crate::rewrite::UrlMap;
+use assent_fhir::compartment::ReferenceContext;
 
 /// Request headers passed from the client to the upstream. Everything else (cookies, the
 /// client's `Authorization`, forwarding headers) stays at the gateway.
 pub const REQUEST_HEADER_ALLOW_LIST: &[&str] = &[
-    "if-none-match",
-    "if-modified-since",
+    // Conditional read headers are answered by the gateway after the decision, never
+    // forwarded: a 304 from the site would release a fact before any decision.
     "accept-language",
     "prefer",
 ];
@@ -40,6 +41,10 @@ pub struct Site {
     pub id: String,
     pub config: SiteConfig,
     pub urls: UrlMap,
+    /// Where references in this site's answers may point (for the whose-data rule): its
+    /// upstream base and gateway base, the other sites' gateway bases, its patient
+    /// identifier systems.
+    pub references: ReferenceContext,
     breaker: Breaker,
     tls: Option<Arc<rustls::ClientConfig>>,
     token: Mutex<Option<CachedToken>>,
@@ -60,8 +65,13 @@ pub struct SiteSetupError {
 
 impl Site {
     /// Prepares a site: reads TLS files, sets up the breaker. `public_base` is the gateway's
-    /// public base URL.
-    pub fn new(id: &str, config: SiteConfig, public_base: &str) -> Result<Site, SiteSetupError> {
+    /// public base URL; `other_sites` the ids of the gateway's other sites.
+    pub fn new(
+        id: &str,
+        config: SiteConfig,
+        public_base: &str,
+        other_sites: &[&str],
+    ) -> Result<Site, SiteSetupError> {
         let setup_error = |message: String| SiteSetupError {
             site: id.to_owned(),
             message,
@@ -82,10 +92,20 @@ impl Site {
             config.upstream.as_str(),
             &format!("{public_base}/fhir/{id}"),
         );
+        let references = ReferenceContext {
+            local_bases: vec![urls.upstream_base.clone(), urls.public_base.clone()],
+            other_sites: other_sites
+                .iter()
+                .filter(|other| **other != id)
+                .map(|other| (format!("{public_base}/fhir/{other}"), (*other).to_owned()))
+                .collect(),
+            patient_identifier_systems: config.patient_identifier_systems.clone(),
+        };
         Ok(Site {
             id: id.to_owned(),
             config,
             urls,
+            references,
             breaker,
             tls,
             token: Mutex::new(None),

@@ -22,7 +22,7 @@ const BATCH: usize = 10_000;
 fn subjects() -> ReceiptSubjects {
     ReceiptSubjects {
         actor: "Practitioner/dr-who".into(),
-        patient: Some("urn:oid:1.2.3|p-42".into()),
+        patients: vec!["urn:oid:1.2.3|p-42".into()],
         query: Some("code=http://loinc.org|1234-5".into()),
         client_id: Some("ehr-app".into()),
         client_address: Some("10.0.0.7".into()),

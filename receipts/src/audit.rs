@@ -1,7 +1,7 @@
 //! A receipt as a FHIR AuditEvent following the IHE Basic Audit Log Patterns (BALP): read,
-//! query (each with or without a patient), denied (BALP's authorization-decision pattern) and
-//! break-glass (a security alert for an emergency override), in the shapes of STU3, R4, R4B
-//! and R5.
+//! query, create and update (each with or without a patient), denied (BALP's
+//! authorization-decision pattern) and break-glass (a security alert for an emergency
+//! override), in the shapes of STU3, R4, R4B and R5.
 //!
 //! Owns which pattern a receipt follows and how its facts land in each version's elements.
 //! Leaves out searching and Bundles (the gateway pages receipts and wraps one event per
@@ -11,8 +11,10 @@
 //!
 //! | receipt | pattern | profile claimed (R4, R4B) |
 //! |---|---|---|
-//! | permit, read / vread / capabilities, status < 400 | Read, PatientRead with a patient | `IHE.BasicAudit.Read`, `.PatientRead` |
-//! | permit, search / history / operation, status < 400 | Query, PatientQuery with a patient | `IHE.BasicAudit.Query`, `.PatientQuery` |
+//! | permit, read / vread / capabilities, an audit receipt read, status < 400 | Read, PatientRead with a patient | `IHE.BasicAudit.Read`, `.PatientRead` |
+//! | permit, search / history / operation, a consent search, history or `$check`, an audit search, export or disclosures, status < 400 | Query, PatientQuery with a patient | `IHE.BasicAudit.Query`, `.PatientQuery` |
+//! | permit, a consent created, status < 400 | Create, PatientCreate with a patient | `IHE.BasicAudit.Create`, `.PatientCreate` |
+//! | permit, a consent updated or revoked (a new version), status < 400 | Update, PatientUpdate with a patient | `IHE.BasicAudit.Update`, `.PatientUpdate` |
 //! | deny | AuthZ decision (security alert, `AuthZ-Consent`, failure outcome) | `IHE.BasicAudit.AuthZconsent` |
 //! | permit resting on break-glass | security alert, DICOM 110127 emergency override | none (BALP has no profile for it) |
 //! | error, or status ≥ 400 | the read or query shape with a failure outcome | none (BALP's profiles fix a success outcome) |
@@ -23,8 +25,13 @@
 //! and `code`, the outcome into a backbone, purposes into `authorization`, and has no
 //! `entity.type` (entities are told apart by `role`).
 //!
+//! Patients: one patient entity per patient the receipt names (every patient a release
+//! reached). BALP's patient patterns have exactly one patient, so a receipt naming several
+//! claims no profile (an information issue says so), and R5's `AuditEvent.patient` (0..1) is
+//! set only when there is one.
+//!
 //! Identities: with the clear [`ReceiptSubjects`], the user is a reference (`Practitioner/1`)
-//! or an identifier, the patient likewise (`system|value` is an identifier) and the query is
+//! or an identifier, each patient likewise (`system|value` is an identifier) and the query is
 //! the raw text; without them, the keyed hashes stand in as identifiers in the
 //! `urn:assent:*-key` systems and the query is left out. Whatever a pattern requires that the
 //! receipt cannot give is reported as an [`Issue`] beside the event.
@@ -34,7 +41,9 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use crate::digest::Digest;
-use crate::receipt::{AccessDecision, ConsentRelied, Receipt, ReceiptSubjects};
+use crate::receipt::{
+    AccessDecision, AccessKind, AuditAction, ConsentAction, ConsentRelied, Receipt, ReceiptSubjects,
+};
 use crate::time::format_instant;
 
 pub const BALP_PROFILE_BASE: &str = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/";
@@ -76,6 +85,10 @@ pub enum BalpPattern {
     PatientRead,
     Query,
     PatientQuery,
+    Create,
+    PatientCreate,
+    Update,
+    PatientUpdate,
     /// A denied request: BALP's authorization-decision pattern with a failure outcome.
     Denied,
     /// Access granted by break-glass.
@@ -92,12 +105,16 @@ impl BalpPattern {
         if receipt.break_glass && receipt.decision == AccessDecision::Permit {
             return (BalpPattern::BreakGlass, success);
         }
-        let patient = receipt.patient_key.is_some();
-        let pattern = match (is_read(receipt.interaction), patient) {
-            (true, false) => BalpPattern::Read,
-            (true, true) => BalpPattern::PatientRead,
-            (false, false) => BalpPattern::Query,
-            (false, true) => BalpPattern::PatientQuery,
+        let patient = !receipt.patient_keys.is_empty();
+        let pattern = match (Rest::of(receipt), patient) {
+            (Rest::Read, false) => BalpPattern::Read,
+            (Rest::Read, true) => BalpPattern::PatientRead,
+            (Rest::Query, false) => BalpPattern::Query,
+            (Rest::Query, true) => BalpPattern::PatientQuery,
+            (Rest::Create, false) => BalpPattern::Create,
+            (Rest::Create, true) => BalpPattern::PatientCreate,
+            (Rest::Update, false) => BalpPattern::Update,
+            (Rest::Update, true) => BalpPattern::PatientUpdate,
         };
         (pattern, success)
     }
@@ -109,17 +126,55 @@ impl BalpPattern {
             BalpPattern::PatientRead => Some("IHE.BasicAudit.PatientRead"),
             BalpPattern::Query => Some("IHE.BasicAudit.Query"),
             BalpPattern::PatientQuery => Some("IHE.BasicAudit.PatientQuery"),
+            BalpPattern::Create => Some("IHE.BasicAudit.Create"),
+            BalpPattern::PatientCreate => Some("IHE.BasicAudit.PatientCreate"),
+            BalpPattern::Update => Some("IHE.BasicAudit.Update"),
+            BalpPattern::PatientUpdate => Some("IHE.BasicAudit.PatientUpdate"),
             BalpPattern::Denied => Some("IHE.BasicAudit.AuthZconsent"),
             BalpPattern::BreakGlass => None,
         }
     }
 }
 
-fn is_read(interaction: Option<Interaction>) -> bool {
-    matches!(
-        interaction,
-        Some(Interaction::Read | Interaction::Vread | Interaction::Capabilities)
-    )
+/// The RESTful shape of what a receipt records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rest {
+    Read,
+    Query,
+    Create,
+    Update,
+}
+
+impl Rest {
+    fn of(r: &Receipt) -> Rest {
+        match r.kind {
+            AccessKind::Fhir => match r.interaction {
+                Some(Interaction::Read | Interaction::Vread | Interaction::Capabilities) => {
+                    Rest::Read
+                }
+                _ => Rest::Query,
+            },
+            AccessKind::Consent(ConsentAction::Create) => Rest::Create,
+            AccessKind::Consent(ConsentAction::Update | ConsentAction::Revoke) => Rest::Update,
+            AccessKind::Consent(
+                ConsentAction::Search | ConsentAction::History | ConsentAction::Check,
+            ) => Rest::Query,
+            AccessKind::Audit(AuditAction::Read) => Rest::Read,
+            AccessKind::Audit(
+                AuditAction::Search | AuditAction::Export | AuditAction::Disclosures,
+            ) => Rest::Query,
+        }
+    }
+
+    /// `AuditEvent.action`.
+    fn action(self) -> &'static str {
+        match self {
+            Rest::Read => "R",
+            Rest::Query => "E",
+            Rest::Create => "C",
+            Rest::Update => "U",
+        }
+    }
 }
 
 /// `receipt` as an AuditEvent of `version`, with the issues of anything the pattern asks for
@@ -281,7 +336,8 @@ struct Event {
     agents: Vec<Agent>,
     observer: Who,
     site: Option<String>,
-    patient: Option<Who>,
+    /// Every patient the receipt names.
+    patients: Vec<Who>,
     entities: Vec<Entity>,
 }
 
@@ -294,7 +350,8 @@ impl Event {
     ) -> (Event, Vec<Issue>) {
         let mut issues = Vec::new();
         let (pattern, success) = BalpPattern::of(r);
-        let read = is_read(r.interaction);
+        let rest = Rest::of(r);
+        let read = rest == Rest::Read;
         let purpose = r.purpose.as_deref().map(|p| Coding {
             system: ACT_REASON,
             code: p.to_owned(),
@@ -329,10 +386,10 @@ impl Event {
             ),
         };
         subtypes.extend(interaction);
-        let action = if pattern == BalpPattern::Denied || !read {
+        let action = if pattern == BalpPattern::Denied {
             "E"
         } else {
-            "R"
+            rest.action()
         };
 
         // Agents.
@@ -377,7 +434,12 @@ impl Event {
             purpose: None,
         };
         let user = Agent {
-            kind: coding(PARTICIPATION_TYPE, "IRCP", "information recipient"),
+            kind: match rest {
+                Rest::Create | Rest::Update if pattern != BalpPattern::Denied => {
+                    coding(PARTICIPATION_TYPE, "AUT", "author (originator)")
+                }
+                _ => coding(PARTICIPATION_TYPE, "IRCP", "information recipient"),
+            },
             who: match subjects {
                 Some(s) => Who::parse(&s.actor),
                 None => Who::id(ACTOR_KEY_SYSTEM, &r.actor_key),
@@ -406,14 +468,29 @@ impl Event {
             None => {}
         }
 
-        // Entities.
-        let patient =
-            r.patient_key
-                .as_deref()
-                .map(|key| match subjects.and_then(|s| s.patient.as_deref()) {
-                    Some(p) => Who::parse(p),
-                    None => Who::id(PATIENT_KEY_SYSTEM, key),
-                });
+        // Entities. The clear patients stand for the keys when they are as many (they are
+        // listed in the keys' order); otherwise the keyed hashes do.
+        let clear = subjects
+            .map(|s| s.patients.as_slice())
+            .filter(|p| p.len() == r.patient_keys.len());
+        let patients: Vec<Who> = match clear {
+            Some(clear) => clear.iter().map(|p| Who::parse(p)).collect(),
+            None => r
+                .patient_keys
+                .iter()
+                .map(|key| Who::id(PATIENT_KEY_SYSTEM, key))
+                .collect(),
+        };
+        if patients.len() > 1 {
+            issues.push(
+                Issue::new(
+                    Severity::Information,
+                    IssueCode::Informational,
+                    "the access reached several patients: one patient entity each, and no BALP profile (its patient patterns name one patient)",
+                )
+                .at("AuditEvent.entity"),
+            );
+        }
         let mut entities = Vec::new();
         if pattern != BalpPattern::Denied {
             entities.push(Entity {
@@ -423,14 +500,15 @@ impl Event {
                 ..Entity::default()
             });
         }
-        if let Some(p) = &patient {
+        for p in &patients {
             entities.push(Entity {
                 what: Some(p.clone()),
                 kind: Some(coding(AUDIT_ENTITY_TYPE, "1", "Person")),
                 role: Some(coding(OBJECT_ROLE, "1", "Patient")),
                 ..Entity::default()
             });
-        } else if pattern == BalpPattern::Denied {
+        }
+        if patients.is_empty() && pattern == BalpPattern::Denied {
             issues.push(
                 Issue::new(
                     Severity::Warning,
@@ -476,7 +554,23 @@ impl Event {
             ..Entity::default()
         };
         if pattern != BalpPattern::Denied {
-            if read {
+            if matches!(rest, Rest::Create | Rest::Update) {
+                // The resource written (a Consent version): one data entity.
+                match r.resources.first() {
+                    Some(first) => entities.push(data_entity(first, true)),
+                    None => issues.push(
+                        Issue::new(
+                            Severity::Information,
+                            IssueCode::Incomplete,
+                            "nothing was written, so the change has no data entity",
+                        )
+                        .at("AuditEvent.entity"),
+                    ),
+                }
+                for extra in r.resources.iter().skip(1) {
+                    entities.push(data_entity(extra, false));
+                }
+            } else if read {
                 // BALP's read has exactly one data entity: the resource read.
                 match r.resources.first() {
                     Some(first) => entities.push(data_entity(first, true)),
@@ -538,7 +632,7 @@ impl Event {
             }),
             _ => None,
         };
-        let profile = if success || pattern == BalpPattern::Denied {
+        let profile = if (success || pattern == BalpPattern::Denied) && patients.len() <= 1 {
             pattern.profile()
         } else {
             None
@@ -556,7 +650,7 @@ impl Event {
             agents,
             observer: Who::id(GATEWAY_SYSTEM, &r.gateway_id),
             site: r.site.clone(),
-            patient,
+            patients,
             entities,
         };
         (event, issues)
@@ -671,7 +765,7 @@ impl Event {
         if let Some(p) = &self.purpose {
             m.insert("authorization".into(), Value::Array(vec![p.concept()]));
         }
-        if let Some(p) = &self.patient {
+        if let [p] = self.patients.as_slice() {
             m.insert("patient".into(), p.reference());
         }
         let agents: Vec<Value> = self
@@ -827,14 +921,25 @@ fn object<const N: usize>(pairs: [(&str, Value); N]) -> Value {
 }
 
 fn interaction_coding(r: &Receipt) -> Option<Coding> {
-    let code = match r.interaction? {
-        Interaction::Read => "read",
-        Interaction::Vread => "vread",
-        Interaction::Search if r.resource_type.is_some() => "search-type",
-        Interaction::Search => "search-system",
-        Interaction::History => "history",
-        Interaction::Capabilities => "capabilities",
-        Interaction::Operation => "operation",
+    let code = match r.kind {
+        AccessKind::Fhir => match r.interaction? {
+            Interaction::Read => "read",
+            Interaction::Vread => "vread",
+            Interaction::Search if r.resource_type.is_some() => "search-type",
+            Interaction::Search => "search-system",
+            Interaction::History => "history",
+            Interaction::Capabilities => "capabilities",
+            Interaction::Operation => "operation",
+        },
+        AccessKind::Consent(ConsentAction::Create) => "create",
+        // A revocation stores a new, inactive version of the Consent.
+        AccessKind::Consent(ConsentAction::Update | ConsentAction::Revoke) => "update",
+        AccessKind::Consent(ConsentAction::Search) => "search-type",
+        AccessKind::Consent(ConsentAction::History) => "history-instance",
+        AccessKind::Consent(ConsentAction::Check) => "operation",
+        AccessKind::Audit(AuditAction::Search) => "search-type",
+        AccessKind::Audit(AuditAction::Read) => "read",
+        AccessKind::Audit(AuditAction::Export | AuditAction::Disclosures) => "operation",
     };
     Some(Coding {
         system: RESTFUL_INTERACTION,
@@ -996,9 +1101,9 @@ mod tests {
     #[test]
     fn permitted_reads_and_queries_follow_balp() {
         let mut no_patient_read = sample("r0");
-        no_patient_read.patient_key = None;
+        no_patient_read.patient_keys.clear();
         let mut no_patient_search = search();
-        no_patient_search.patient_key = None;
+        no_patient_search.patient_keys.clear();
         for (r, read, patient) in [
             (sample("r1"), true, true),
             (no_patient_read, true, false),
@@ -1219,6 +1324,124 @@ mod tests {
                 .iter()
                 .all(|e| e.get("what").is_none())
         );
+    }
+
+    #[test]
+    fn every_patient_reached_is_an_entity() {
+        let mut r = search();
+        let mut s = subjects();
+        s.add_patient("north/Patient/p2");
+        s.add_patient("north/Patient/p3");
+        r.patient_keys = s.keys(&crate::receipt::tests::key()).patient_keys;
+        let chained = Chain::genesis("gw-1").append(r).unwrap();
+        for version in [FhirVersion::R4, FhirVersion::R5, FhirVersion::Stu3] {
+            let (v, issues) = audit_event(
+                &chained.receipt,
+                &chained.hash,
+                Some(&s),
+                &source(),
+                version,
+            );
+            let patients: Vec<&Value> = v["entity"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["role"]["code"] == "1" || e["role"]["coding"][0]["code"] == "1")
+                .collect();
+            assert_eq!(patients.len(), 3, "{version}: {v:#}");
+            assert!(v.get("meta").is_none(), "{version}: no one-patient profile");
+            assert!(
+                v.get("patient").is_none(),
+                "{version}: R5's patient is 0..1"
+            );
+            assert!(
+                issues
+                    .iter()
+                    .any(|i| i.diagnostics.contains("several patients")),
+                "{issues:?}"
+            );
+        }
+        let (v, _) = audit_event(
+            &chained.receipt,
+            &chained.hash,
+            None,
+            &source(),
+            FhirVersion::R4,
+        );
+        let keyed = entity_of(&v, AUDIT_ENTITY_TYPE, "1");
+        assert_eq!(keyed.len(), 3);
+        assert!(
+            keyed
+                .iter()
+                .all(|e| e["what"]["identifier"]["system"] == PATIENT_KEY_SYSTEM)
+        );
+        // Without a patient, the plain pattern; with one, the patient pattern.
+        let mut none = search();
+        none.patient_keys.clear();
+        assert_eq!(BalpPattern::of(&none).0, BalpPattern::Query);
+        assert_eq!(BalpPattern::of(&search()).0, BalpPattern::PatientQuery);
+    }
+
+    #[test]
+    fn consent_changes_and_audit_reads_have_their_patterns() {
+        let consent_doc = serde_json::json!({
+            "resourceType": "Consent", "id": "c1", "meta": {"versionId": "1"}
+        });
+        let mut created = sample("k1");
+        created.kind = AccessKind::Consent(ConsentAction::Create);
+        created.interaction = None;
+        created.resource_type = Some("Consent".into());
+        created.resources =
+            vec![crate::receipt::ResourceEntry::from_resource(&consent_doc).unwrap()];
+        created.consent = ConsentRelied::None;
+        let (v, issues) = render(&created, true, FhirVersion::R4);
+        assert_eq!(
+            v["meta"]["profile"][0],
+            format!("{BALP_PROFILE_BASE}IHE.BasicAudit.PatientCreate")
+        );
+        assert_eq!(
+            (v["action"].as_str(), v["subtype"][0]["code"].as_str()),
+            (Some("C"), Some("create"))
+        );
+        assert_eq!(agent_of(&v, PARTICIPATION_TYPE, "AUT")["requestor"], true);
+        let data = entity_of(&v, AUDIT_ENTITY_TYPE, "2");
+        assert_eq!(data[0]["what"]["reference"], "Consent/c1/_history/1");
+        assert!(issues.is_empty(), "{issues:?}");
+
+        let mut revoked = created.clone();
+        revoked.kind = AccessKind::Consent(ConsentAction::Revoke);
+        let (v, _) = render(&revoked, true, FhirVersion::R4);
+        assert_eq!(v["action"], "U");
+        assert_eq!(
+            v["meta"]["profile"][0],
+            format!("{BALP_PROFILE_BASE}IHE.BasicAudit.PatientUpdate")
+        );
+
+        let mut refused = created.clone();
+        refused.decision = AccessDecision::Deny;
+        refused.status = 403;
+        refused.resources.clear();
+        assert_eq!(BalpPattern::of(&refused).0, BalpPattern::Denied);
+
+        let mut audit_read = sample("a1");
+        audit_read.kind = AccessKind::Audit(AuditAction::Read);
+        audit_read.interaction = None;
+        audit_read.patient_keys.clear();
+        audit_read.resources.clear();
+        let (v, _) = render(&audit_read, true, FhirVersion::R4);
+        assert_eq!(
+            (v["action"].as_str(), v["subtype"][0]["code"].as_str()),
+            (Some("R"), Some("read"))
+        );
+        let mut disclosures = sample("a2");
+        disclosures.kind = AccessKind::Audit(AuditAction::Disclosures);
+        disclosures.interaction = None;
+        let (v, _) = render(&disclosures, true, FhirVersion::R4);
+        assert_eq!(
+            v["meta"]["profile"][0],
+            format!("{BALP_PROFILE_BASE}IHE.BasicAudit.PatientQuery")
+        );
+        assert_eq!(v["subtype"][0]["code"], "operation");
     }
 
     #[test]

@@ -7,7 +7,9 @@
 
 use serde::Serialize;
 
-use crate::receipt::{AccessDecision, ConsentRelied, Receipt, ReceiptSubjects};
+use crate::receipt::{
+    AccessDecision, AccessKind, AuditAction, ConsentAction, ConsentRelied, Receipt, ReceiptSubjects,
+};
 use crate::time::format_instant;
 use assent_fhir::Interaction;
 
@@ -54,16 +56,52 @@ impl Disclosure {
             1 => "1 record returned".to_owned(),
             n => format!("{n} records returned"),
         };
-        let what = match r.interaction {
-            Some(Interaction::Read | Interaction::Vread) => match r.resources.first() {
-                Some(first) => format!("read {}", first.reference()),
-                None => format!("read {kind} ({returned})"),
-            },
-            Some(Interaction::Search) => format!("searched {kind} ({returned})"),
-            Some(Interaction::History) => format!("read the history of {kind} ({returned})"),
-            Some(Interaction::Operation) => format!("ran an operation on {kind} ({returned})"),
-            Some(Interaction::Capabilities) => "read the server's capabilities".to_owned(),
-            None => format!("made a request that could not be read ({returned})"),
+        let consent = || match r.resources.first() {
+            Some(first) => first.reference(),
+            None => "a consent".to_owned(),
+        };
+        let what = match (r.kind, r.interaction) {
+            (AccessKind::Fhir, Some(Interaction::Read | Interaction::Vread)) => {
+                match r.resources.first() {
+                    Some(first) => format!("read {}", first.reference()),
+                    None => format!("read {kind} ({returned})"),
+                }
+            }
+            (AccessKind::Fhir, Some(Interaction::Search)) => {
+                format!("searched {kind} ({returned})")
+            }
+            (AccessKind::Fhir, Some(Interaction::History)) => {
+                format!("read the history of {kind} ({returned})")
+            }
+            (AccessKind::Fhir, Some(Interaction::Operation)) => {
+                format!("ran an operation on {kind} ({returned})")
+            }
+            (AccessKind::Fhir, Some(Interaction::Capabilities)) => {
+                "read the server's capabilities".to_owned()
+            }
+            (AccessKind::Fhir, None) => {
+                format!("made a request that could not be read ({returned})")
+            }
+            (AccessKind::Consent(ConsentAction::Create), _) => format!("recorded {}", consent()),
+            (AccessKind::Consent(ConsentAction::Update), _) => format!("changed {}", consent()),
+            (AccessKind::Consent(ConsentAction::Revoke), _) => format!("revoked {}", consent()),
+            (AccessKind::Consent(ConsentAction::Search), _) => {
+                format!("listed the consents ({returned})")
+            }
+            (AccessKind::Consent(ConsentAction::History), _) => {
+                format!("read the history of a consent ({returned})")
+            }
+            (AccessKind::Consent(ConsentAction::Check), _) => {
+                "asked what the consents decide ($check)".to_owned()
+            }
+            (AccessKind::Audit(AuditAction::Search), _) => {
+                format!("searched the access log ({returned})")
+            }
+            (AccessKind::Audit(AuditAction::Read), _) => "read an access receipt".to_owned(),
+            (AccessKind::Audit(AuditAction::Export), _) => "exported the access log".to_owned(),
+            (AccessKind::Audit(AuditAction::Disclosures), _) => {
+                "read the accounting of disclosures".to_owned()
+            }
         };
         let why = r.purpose.as_deref().map(|p| match purpose_words(p) {
             Some(words) => format!("{words} ({p})"),
@@ -213,6 +251,21 @@ mod tests {
             d.sentence()
                 .ends_with("; emergency access (break-glass): unconscious in ER.")
         );
+        let mut revoked = sample("r4");
+        revoked.kind = AccessKind::Consent(ConsentAction::Revoke);
+        revoked.interaction = None;
+        revoked.consent = ConsentRelied::None;
+        let d = Disclosure::from_receipt(&revoked, Some(&subjects()));
+        assert!(
+            d.what.starts_with("revoked Observation/o1"),
+            "{}",
+            d.sentence()
+        );
+        let mut audit = sample("r5");
+        audit.kind = AccessKind::Audit(AuditAction::Disclosures);
+        let d = Disclosure::from_receipt(&audit, Some(&subjects()));
+        assert_eq!(d.what, "read the accounting of disclosures");
+        let d = Disclosure::from_receipt(&glass, Some(&subjects()));
         let json = serde_json::to_value(&d).unwrap();
         assert_eq!(json["decision"], "permitted");
         assert_eq!(json["why"], "emergency treatment (ETREAT)");

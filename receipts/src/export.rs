@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::merkle::InclusionProof;
 use crate::receipt::{
-    AccessDecision, ConsentRelied, Receipt, ReceiptSubjects, ResourceEntry, parse_interaction,
+    AccessDecision, AccessKind, ConsentRelied, Encoding, Receipt, ReceiptSubjects, ResourceEntry,
+    parse_interaction,
 };
 use crate::time::{format_instant, parse_instant};
 
@@ -59,16 +60,29 @@ pub struct ReceiptRecord {
     pub subjects: Option<SubjectsWire>,
 }
 
+/// A receipt on the wire. Version 2 receipts carry `encoding: 2`, their `kind` and the list
+/// `patient_keys`; version 1 receipts (and export lines written before version 2, which have
+/// no `encoding`) carry at most one `patient_key` and no kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiptWire {
+    /// The canonical encoding's version: 1 or 2 (absent: 1).
+    #[serde(default = "encoding_v1")]
+    pub encoding: u8,
     pub id: String,
     pub sequence: u64,
     /// FHIR `instant` with milliseconds, UTC.
     pub time: String,
     pub gateway_id: String,
+    /// [`AccessKind::as_str`]; version 2 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     pub actor_key: String,
+    /// Version 1 only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patient_key: Option<String>,
+    /// Version 2 only: every patient the access reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patient_keys: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,11 +143,16 @@ pub struct AnchorWire {
     pub block_number: Option<u64>,
 }
 
+/// The clear subjects on the wire. `patients` lists every patient (in the order of the
+/// receipt's keys); lines written before version 2 have a single `patient` instead, which is
+/// still read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubjectsWire {
     pub actor: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patient: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patients: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,7 +185,8 @@ impl ReceiptRecord {
             }),
             subjects: subjects.map(|s| SubjectsWire {
                 actor: s.actor.clone(),
-                patient: s.patient.clone(),
+                patient: None,
+                patients: s.patients.clone(),
                 query: s.query.clone(),
                 client_id: s.client_id.clone(),
                 client_address: s.client_address.clone(),
@@ -204,13 +224,22 @@ impl ReceiptRecord {
             (Some(_), None) => return Err(field("anchor", "missing beside proof".into())),
             (None, Some(_)) => return Err(field("proof", "missing beside anchor".into())),
         };
-        let subjects = self.subjects.as_ref().map(|s| ReceiptSubjects {
-            actor: s.actor.clone(),
-            patient: s.patient.clone(),
-            query: s.query.clone(),
-            client_id: s.client_id.clone(),
-            client_address: s.client_address.clone(),
-        });
+        let subjects = match &self.subjects {
+            None => None,
+            Some(s) => Some(ReceiptSubjects {
+                actor: s.actor.clone(),
+                patients: match (&s.patient, s.patients.is_empty()) {
+                    (None, _) => s.patients.clone(),
+                    (Some(p), true) => vec![p.clone()],
+                    (Some(p), false) => {
+                        return Err(field("subjects.patient", format!("{p} beside `patients`")));
+                    }
+                },
+                query: s.query.clone(),
+                client_id: s.client_id.clone(),
+                client_address: s.client_address.clone(),
+            }),
+        };
         Ok(ExportedReceipt {
             receipt,
             hash,
@@ -222,13 +251,25 @@ impl ReceiptRecord {
 
 impl ReceiptWire {
     pub fn from_receipt(r: &Receipt) -> ReceiptWire {
+        let v1 = r.encoding == Encoding::V1;
         ReceiptWire {
+            encoding: r.encoding.number(),
             id: r.id.clone(),
             sequence: r.sequence,
             time: format_instant(r.time_ms),
             gateway_id: r.gateway_id.clone(),
+            kind: (!v1).then(|| r.kind.as_str().to_owned()),
             actor_key: r.actor_key.clone(),
-            patient_key: r.patient_key.clone(),
+            patient_key: if v1 {
+                r.patient_keys.first().cloned()
+            } else {
+                None
+            },
+            patient_keys: if v1 {
+                Vec::new()
+            } else {
+                r.patient_keys.clone()
+            },
             organization: r.organization.clone(),
             site: r.site.clone(),
             interaction: r.interaction.map(|i| i.as_str().to_owned()),
@@ -265,13 +306,37 @@ impl ReceiptWire {
     }
 
     pub fn to_receipt(&self) -> Result<Receipt, ExportError> {
+        let encoding = Encoding::from_number(self.encoding)
+            .ok_or_else(|| field("encoding", self.encoding.to_string()))?;
+        let (kind, patient_keys) = match encoding {
+            // Version 1 knew FHIR requests only, and one patient at most.
+            Encoding::V1 => {
+                if let Some(kind) = &self.kind {
+                    return Err(field("kind", kind.clone()));
+                }
+                if !self.patient_keys.is_empty() {
+                    return Err(field("patient_keys", self.patient_keys.join(" ")));
+                }
+                (AccessKind::Fhir, self.patient_key.iter().cloned().collect())
+            }
+            Encoding::V2 => {
+                if let Some(key) = &self.patient_key {
+                    return Err(field("patient_key", key.clone()));
+                }
+                let kind = self.kind.as_deref().unwrap_or_default();
+                let kind = AccessKind::parse(kind).ok_or_else(|| field("kind", kind.to_owned()))?;
+                (kind, self.patient_keys.clone())
+            }
+        };
         Ok(Receipt {
+            encoding,
             id: self.id.clone(),
             sequence: self.sequence,
             time_ms: parse_instant(&self.time).ok_or_else(|| field("time", self.time.clone()))?,
             gateway_id: self.gateway_id.clone(),
+            kind,
             actor_key: self.actor_key.clone(),
-            patient_key: self.patient_key.clone(),
+            patient_keys,
             organization: self.organization.clone(),
             site: self.site.clone(),
             interaction: match &self.interaction {
@@ -314,6 +379,10 @@ impl ReceiptWire {
     }
 }
 
+fn encoding_v1() -> u8 {
+    1
+}
+
 fn field(field: &'static str, value: String) -> ExportError {
     ExportError::Field { field, value }
 }
@@ -343,13 +412,15 @@ pub fn parse_ndjson_line(line: &str) -> Result<ExportedReceipt, ExportError> {
 }
 
 /// The CSV columns, in order.
-pub const CSV_COLUMNS: [&str; 27] = [
+pub const CSV_COLUMNS: [&str; 29] = [
     "receipt_id",
+    "encoding",
     "sequence",
     "time",
     "gateway_id",
     "site",
     "organization",
+    "kind",
     "interaction",
     "resource_type",
     "resources",
@@ -362,9 +433,9 @@ pub const CSV_COLUMNS: [&str; 27] = [
     "upstream_status",
     "status",
     "actor_key",
-    "patient_key",
+    "patient_keys",
     "actor",
-    "patient",
+    "patients",
     "hash",
     "prev_hash",
     "batch_id",
@@ -380,9 +451,10 @@ pub fn csv_header() -> String {
     line
 }
 
-/// One CSV row (RFC 4180, `\r\n`-terminated) in [`CSV_COLUMNS`] order. Several resources in a
-/// cell are separated by spaces. Clear `actor` and `patient` are filled only when `subjects`
-/// is given. A cell that would start with `=`, `+`, `-` or `@` is prefixed with `'`, so that a
+/// One CSV row (RFC 4180, `\r\n`-terminated) in [`CSV_COLUMNS`] order. Several resources or
+/// patients in a cell are separated by spaces (patient keys are hex; clear patients are
+/// `{site}/Patient/{id}` or `system|value`, in the order of the keys). Clear `actor` and
+/// `patients` are filled only when `subjects` is given. A cell that would start with `=`, `+`, `-` or `@` is prefixed with `'`, so that a
 /// spreadsheet shows it as text instead of running it as a formula.
 pub fn csv_row(
     receipt: &Receipt,
@@ -391,13 +463,15 @@ pub fn csv_row(
     subjects: Option<&ReceiptSubjects>,
 ) -> String {
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-    let cells: [String; 27] = [
+    let cells: [String; 29] = [
         receipt.id.clone(),
+        receipt.encoding.number().to_string(),
         receipt.sequence.to_string(),
         format_instant(receipt.time_ms),
         receipt.gateway_id.clone(),
         opt(&receipt.site),
         opt(&receipt.organization),
+        receipt.kind.as_str().to_owned(),
         receipt
             .interaction
             .map(|i| i.as_str().to_owned())
@@ -426,9 +500,9 @@ pub fn csv_row(
             .unwrap_or_default(),
         receipt.status.to_string(),
         receipt.actor_key.clone(),
-        opt(&receipt.patient_key),
+        receipt.patient_keys.join(" "),
         subjects.map(|s| s.actor.clone()).unwrap_or_default(),
-        subjects.and_then(|s| s.patient.clone()).unwrap_or_default(),
+        subjects.map(|s| s.patients.join(" ")).unwrap_or_default(),
         hash.to_hex(),
         receipt.prev_hash.to_hex(),
         anchoring
@@ -507,6 +581,90 @@ mod tests {
         }
     }
 
+    /// An export line written before version 2 (by that code, kept as it was).
+    const V1_LINE: &str = r#"{"receipt":{"id":"r-v1","sequence":1,"time":"2026-11-25T01:07:24.123Z","gateway_id":"gw-1","actor_key":"8741546b020f929ff81a02f9e2609db7769183d2d732d1f58367e7b47c19fa09","patient_key":"e4969875666e0d51329f41ebb1182583d9ca19fee200411afc4641f66da026d6","site":"north","interaction":"read","resource_type":"Observation","query_key":"69c9227566b53326fc6f8ad6807e5ec9a5c1cbc493f92dab75254ba22e01436c","resources":[{"resource_type":"Observation","id":"o1","version_id":"3","content_hash":"cb27d7a9e9afbe4e8524d48218cdb103c96b8621c06ed5b87bb858c08a24f744"}],"purpose":"TREAT","decision":"permit","consent":{"kind":"consent","id":"c1","version":"2"},"break_glass":false,"upstream_status":200,"status":200,"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000"},"hash":"2d2afc87dcd9b5ab4ff9cfee6c58994d7cf53af4c7f0edd068da0bab08d5ef4e","subjects":{"actor":"Practitioner/dr-who","patient":"urn:oid:1.2.3|p-42","query":"code=x"}}"#;
+
+    #[test]
+    fn version_1_lines_still_read_and_verify() {
+        let back = parse_ndjson_line(V1_LINE).unwrap();
+        assert_eq!(back.receipt.encoding, Encoding::V1);
+        assert_eq!(back.receipt.kind, AccessKind::Fhir);
+        assert_eq!(back.receipt.patient_keys.len(), 1);
+        assert_eq!(
+            Some(back.receipt.hash()),
+            back.hash,
+            "the stored hash holds"
+        );
+        assert_eq!(
+            back.subjects.as_ref().map(|s| s.patients.clone()),
+            Some(vec!["urn:oid:1.2.3|p-42".to_owned()])
+        );
+        // Written again, a version 1 receipt stays version 1 and reads back the same.
+        let again = ndjson_line(&back.receipt, &back.hash.unwrap(), None, None);
+        let v: serde_json::Value = serde_json::from_str(&again).unwrap();
+        assert_eq!(v["receipt"]["encoding"], 1);
+        assert!(v["receipt"].get("patient_keys").is_none() && v["receipt"].get("kind").is_none());
+        assert_eq!(parse_ndjson_line(&again).unwrap().receipt, back.receipt);
+    }
+
+    #[test]
+    fn version_2_lines_carry_every_patient_and_the_kind() {
+        let mut r = sample("r2");
+        let mut s = subjects();
+        s.add_patient("north/Patient/p2");
+        r.patient_keys = s.keys(&crate::receipt::tests::key()).patient_keys;
+        r.kind = AccessKind::Consent(crate::receipt::ConsentAction::Revoke);
+        let h = r.hash();
+        let line = ndjson_line(&r, &h, None, Some(&s));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["receipt"]["encoding"], 2);
+        assert_eq!(v["receipt"]["kind"], "consent-revoke");
+        assert_eq!(v["receipt"]["patient_keys"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            v["subjects"]["patients"],
+            serde_json::json!(["urn:oid:1.2.3|p-42", "north/Patient/p2"])
+        );
+        let back = parse_ndjson_line(&line).unwrap();
+        assert_eq!(back.receipt, r);
+        assert_eq!(back.subjects, Some(s));
+        // Mixing the versions' fields is refused.
+        for (path, value, name) in [
+            (
+                "/receipt/patient_key",
+                serde_json::json!("k"),
+                "patient_key",
+            ),
+            ("/receipt/kind", serde_json::json!("consent-delete"), "kind"),
+            ("/receipt/encoding", serde_json::json!(3), "encoding"),
+        ] {
+            let mut bad = v.clone();
+            match bad.pointer_mut(path) {
+                Some(slot) => *slot = value,
+                None => {
+                    let (parent, key) = path.rsplit_once('/').unwrap();
+                    bad.pointer_mut(parent).unwrap()[key] = value;
+                }
+            }
+            match parse_ndjson_line(&bad.to_string()) {
+                Err(ExportError::Field { field, .. }) => assert_eq!(field, name),
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        let mut v1_with_list = v.clone();
+        v1_with_list["receipt"]["encoding"] = 1.into();
+        v1_with_list["receipt"]
+            .as_object_mut()
+            .unwrap()
+            .remove("kind");
+        assert!(matches!(
+            parse_ndjson_line(&v1_with_list.to_string()),
+            Err(ExportError::Field {
+                field: "patient_keys",
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn bad_lines_are_refused() {
         let (r, h, a) = anchored();
@@ -535,13 +693,19 @@ mod tests {
         let (mut r, h, a) = anchored();
         r.break_glass_justification = Some("=HYPERLINK(\"x\"), now".into());
         let header = csv_header();
-        assert!(header.starts_with("receipt_id,sequence,time,") && header.ends_with("\r\n"));
+        assert!(
+            header.starts_with("receipt_id,encoding,sequence,time,") && header.ends_with("\r\n")
+        );
         let row = csv_row(&r, &h, Some(&a), Some(&subjects()));
         assert!(row.ends_with("\r\n"));
         assert!(row.contains(",\"'=HYPERLINK(\"\"x\"\"), now\","), "{row}");
         assert!(row.contains(",Observation/o1/_history/3,"));
         assert!(row.contains(",c1@2,"));
         assert!(row.contains(",Practitioner/dr-who,urn:oid:1.2.3|p-42,"));
+        assert!(
+            row.starts_with("r1,2,1,") && row.contains(",fhir,read,"),
+            "{row}"
+        );
         assert!(row.contains(&format!(",7,{},tx-1,12\r\n", a.root)));
         // Without quoting inside it, a row has exactly one cell per column.
         let plain = csv_row(&sample("r2"), &h, None, None);

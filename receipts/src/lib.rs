@@ -61,8 +61,9 @@ pub use merkle::{
     verify_inclusion,
 };
 pub use receipt::{
-    ACTOR_DOMAIN, AccessDecision, ConsentRelied, DecodeError, QUERY_DOMAIN, RECEIPT_DOMAIN,
-    Receipt, ReceiptSubjects, ResourceEntry, SubjectKeys, parse_interaction,
+    ACTOR_DOMAIN, AccessDecision, AccessKind, AuditAction, ConsentAction, ConsentRelied,
+    DecodeError, Encoding, QUERY_DOMAIN, RECEIPT_DOMAIN, RECEIPT_DOMAIN_V1, Receipt,
+    ReceiptSubjects, ResourceEntry, SubjectKeys, parse_interaction,
 };
 pub use time::{format_instant, parse_instant};
 pub use verify::{
@@ -87,7 +88,7 @@ mod flow {
     fn record(i: u64, time_ms: i64) -> (Receipt, ReceiptSubjects) {
         let subjects = ReceiptSubjects {
             actor: format!("Practitioner/{}", i % 3),
-            patient: Some(format!("urn:oid:1.2.3|p-{}", i % 5)),
+            patients: vec![format!("urn:oid:1.2.3|p-{}", i % 5)],
             ..ReceiptSubjects::default()
         };
         let decision = if i.is_multiple_of(7) {

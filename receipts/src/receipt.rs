@@ -5,45 +5,53 @@
 //! chain (`chain.rs`), batching (`batch.rs`), wire and export forms (`export.rs`) and storage
 //! (the gateway).
 //!
-//! # Canonical encoding, version 1
+//! # Canonical encoding
 //!
 //! The receipt hash is SHA-256 over the canonical encoding. The encoding is binary and
 //! length-prefixed, so no two receipts share an encoding and no text escaping is involved.
 //! Primitives:
 //! - `str`: the UTF-8 length as a 4-byte big-endian unsigned integer, then the bytes;
 //! - `opt<T>`: one byte `0` when absent, or `1` followed by `T`;
+//! - `list<T>`: the count as `u32`, then each `T`;
 //! - `u8`, `u16`, `u32`, `u64`, `i64`: fixed width, big-endian (two's complement for `i64`);
 //! - `digest`: the 32 raw bytes.
 //!
-//! Fields, in this order:
+//! ## Version 2 (domain tag `assent-receipt/2`), what the gateway writes
 //!
 //! | # | field | encoding |
 //! |---|---|---|
-//! | 0 | the domain tag `assent-receipt/1` | `str` |
+//! | 0 | the domain tag `assent-receipt/2` | `str` |
 //! | 1 | `id` | `str` |
 //! | 2 | `sequence` | `u64` |
 //! | 3 | `time_ms` | `i64` |
 //! | 4 | `gateway_id` | `str` |
-//! | 5 | `actor_key` | `str` |
-//! | 6 | `patient_key` | `opt<str>` |
-//! | 7 | `organization` | `opt<str>` |
-//! | 8 | `site` | `opt<str>` |
-//! | 9 | `interaction` ([`Interaction::as_str`]) | `opt<str>` |
-//! | 10 | `resource_type` | `opt<str>` |
-//! | 11 | `query_key` | `opt<str>` |
-//! | 12 | `resources`: count, then per entry `resource_type`, `id`, `version_id`, `content_hash` | `u32`, then `str`, `str`, `opt<str>`, `digest` |
-//! | 13 | `purpose` | `opt<str>` |
-//! | 14 | `decision`: permit 1, deny 2, error 3 | `u8` |
-//! | 15 | `consent`: none 0; site default 1 + policy; consent 2 + id + version | `u8` [+ `str` [+ `str`]] |
-//! | 16 | `break_glass` | `u8` (0 or 1) |
-//! | 17 | `break_glass_justification` | `opt<str>` |
-//! | 18 | `upstream_status` | `opt<u16>` |
-//! | 19 | `status` | `u16` |
-//! | 20 | `prev_hash` | `digest` |
+//! | 5 | `kind` ([`AccessKind::as_str`]: `fhir`, `consent-create`, …, `audit-read`, …) | `str` |
+//! | 6 | `actor_key` | `str` |
+//! | 7 | `patient_keys`: every patient the access reached, in the receipt's order | `list<str>` |
+//! | 8 | `organization` | `opt<str>` |
+//! | 9 | `site` | `opt<str>` |
+//! | 10 | `interaction` ([`Interaction::as_str`]) | `opt<str>` |
+//! | 11 | `resource_type` | `opt<str>` |
+//! | 12 | `query_key` | `opt<str>` |
+//! | 13 | `resources`: count, then per entry `resource_type`, `id`, `version_id`, `content_hash` | `u32`, then `str`, `str`, `opt<str>`, `digest` |
+//! | 14 | `purpose` | `opt<str>` |
+//! | 15 | `decision`: permit 1, deny 2, error 3 | `u8` |
+//! | 16 | `consent`: none 0; site default 1 + policy; consent 2 + id + version | `u8` [+ `str` [+ `str`]] |
+//! | 17 | `break_glass` | `u8` (0 or 1) |
+//! | 18 | `break_glass_justification` | `opt<str>` |
+//! | 19 | `upstream_status` | `opt<u16>` |
+//! | 20 | `status` | `u16` |
+//! | 21 | `prev_hash` | `digest` |
 //!
-//! A later version changes the domain tag; version 1 receipts keep hashing as above.
-//! [`Receipt::from_canonical_bytes`] reads the encoding back, so a store can keep the exact
-//! bytes that were hashed.
+//! ## Version 1 (domain tag `assent-receipt/1`), still read and verified
+//!
+//! Version 1 had no `kind` (every receipt was a FHIR request: [`AccessKind::Fhir`]) and one
+//! patient at most: after the tag, `id`, `sequence`, `time_ms`, `gateway_id`, `actor_key`,
+//! then `patient_key` as `opt<str>`, then fields 8 to 21 of version 2 in the same order. A
+//! receipt read from version 1 bytes (or a version 1 export line) keeps
+//! [`Encoding::V1`] and hashes as it did; [`Receipt::new`] makes version 2 receipts.
+//! [`Receipt::from_canonical_bytes`] reads either back, so a store can keep the exact bytes
+//! that were hashed.
 //!
 //! **Invariant:** no clear identifier of a person is hashed into a receipt: the actor, the
 //! patient and the query text appear only as keyed hashes (HMAC with the consortium key);
@@ -56,8 +64,130 @@ use serde_json::Value;
 
 use crate::digest::Digest;
 
-/// The domain tag that opens the canonical encoding.
-pub const RECEIPT_DOMAIN: &str = "assent-receipt/1";
+/// The domain tag that opens the canonical encoding of the version the gateway writes.
+pub const RECEIPT_DOMAIN: &str = "assent-receipt/2";
+/// The domain tag of version 1 receipts (one patient at most, FHIR requests only).
+pub const RECEIPT_DOMAIN_V1: &str = "assent-receipt/1";
+
+/// Which canonical encoding a receipt hashes with (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Encoding {
+    /// `assent-receipt/1`: read back from stores and exports made before version 2.
+    V1,
+    /// `assent-receipt/2`: every receipt made now.
+    #[default]
+    V2,
+}
+
+impl Encoding {
+    /// The version number (1 or 2), as export lines carry it.
+    pub fn number(self) -> u8 {
+        match self {
+            Encoding::V1 => 1,
+            Encoding::V2 => 2,
+        }
+    }
+
+    pub fn from_number(n: u8) -> Option<Encoding> {
+        match n {
+            1 => Some(Encoding::V1),
+            2 => Some(Encoding::V2),
+            _ => None,
+        }
+    }
+}
+
+/// What a receipt records: a FHIR request through `/fhir`, a call of the consent API, or a
+/// read of the audit log. A field of its own rather than more [`Interaction`] variants:
+/// `Interaction` is the FHIR REST vocabulary that scopes and consent decide on, and managing
+/// consents or reading the audit log are not FHIR interactions on a site's data (nor are
+/// `$revoke`, `$check`, exports or disclosures FHIR interactions at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AccessKind {
+    /// A FHIR request under `/fhir/{site}` (its interaction is [`Receipt::interaction`]).
+    #[default]
+    Fhir,
+    /// A call of the consent API (`/consent`).
+    Consent(ConsentAction),
+    /// A read of the audit log (`/audit`, the console).
+    Audit(AuditAction),
+}
+
+/// What a consent API call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConsentAction {
+    /// `POST /consent/Consent` of a consent id not stored before.
+    Create,
+    /// `POST /consent/Consent` of a consent id already stored (a new version).
+    Update,
+    /// `POST /consent/Consent/{id}/$revoke`.
+    Revoke,
+    /// `GET /consent/Consent?site=…&patient=…`.
+    Search,
+    /// `GET /consent/Consent/{id}/_history`.
+    History,
+    /// `POST /consent/$check`.
+    Check,
+}
+
+/// What a read of the audit log did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// An AuditEvent search (`/audit/AuditEvent`, the console's list).
+    Search,
+    /// One receipt with its verification (`/audit/receipts/{id}`, the console's detail).
+    Read,
+    /// A streamed export (`/audit/export`, the console's CSV).
+    Export,
+    /// A patient's accounting of disclosures.
+    Disclosures,
+}
+
+impl AccessKind {
+    /// Every kind, for parsing back.
+    pub const ALL: [AccessKind; 11] = [
+        AccessKind::Fhir,
+        AccessKind::Consent(ConsentAction::Create),
+        AccessKind::Consent(ConsentAction::Update),
+        AccessKind::Consent(ConsentAction::Revoke),
+        AccessKind::Consent(ConsentAction::Search),
+        AccessKind::Consent(ConsentAction::History),
+        AccessKind::Consent(ConsentAction::Check),
+        AccessKind::Audit(AuditAction::Search),
+        AccessKind::Audit(AuditAction::Read),
+        AccessKind::Audit(AuditAction::Export),
+        AccessKind::Audit(AuditAction::Disclosures),
+    ];
+
+    /// The stable name hashed into version 2 receipts and shown in exports.
+    pub fn as_str(self) -> &'static str {
+        use AuditAction as A;
+        use ConsentAction as C;
+        match self {
+            AccessKind::Fhir => "fhir",
+            AccessKind::Consent(C::Create) => "consent-create",
+            AccessKind::Consent(C::Update) => "consent-update",
+            AccessKind::Consent(C::Revoke) => "consent-revoke",
+            AccessKind::Consent(C::Search) => "consent-search",
+            AccessKind::Consent(C::History) => "consent-history",
+            AccessKind::Consent(C::Check) => "consent-check",
+            AccessKind::Audit(A::Search) => "audit-search",
+            AccessKind::Audit(A::Read) => "audit-read",
+            AccessKind::Audit(A::Export) => "audit-export",
+            AccessKind::Audit(A::Disclosures) => "audit-disclosures",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<AccessKind> {
+        AccessKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for AccessKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Keyed-hash domains of the clear values (see [`ConsortiumKey::keyed_hash`]). The patient
 /// uses [`ConsortiumKey::patient`], the same key as the consent records on the ledger, so a
@@ -225,8 +355,10 @@ impl ResourceEntry {
 pub struct ReceiptSubjects {
     /// Who asked: the caller's identity (`Practitioner/123`, a token subject).
     pub actor: String,
-    /// Whose records: the cross-site patient identity (`system|value`, or `Patient/id`).
-    pub patient: Option<String>,
+    /// Whose records: every patient the access reached (the one it named first, then the
+    /// patients of what it released), as identities (`{site}/Patient/{id}`, `system|value`),
+    /// without repeats. Their keyed hashes are the receipt's `patient_keys`, in this order.
+    pub patients: Vec<String>,
     /// The request's query string as received (it may hold identifiers).
     pub query: Option<String>,
     /// The client application (OAuth `client_id`), if known.
@@ -239,15 +371,23 @@ pub struct ReceiptSubjects {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubjectKeys {
     pub actor_key: String,
-    pub patient_key: Option<String>,
+    pub patient_keys: Vec<String>,
     pub query_key: Option<String>,
 }
 
 impl ReceiptSubjects {
+    /// Adds a patient the access reached, unless it is listed already.
+    pub fn add_patient(&mut self, identity: impl Into<String>) {
+        let identity = identity.into();
+        if !self.patients.contains(&identity) {
+            self.patients.push(identity);
+        }
+    }
+
     pub fn keys(&self, key: &ConsortiumKey) -> SubjectKeys {
         SubjectKeys {
             actor_key: key.keyed_hash(ACTOR_DOMAIN, &self.actor),
-            patient_key: self.patient.as_deref().map(|p| key.patient(p)),
+            patient_keys: self.patients.iter().map(|p| key.patient(p)).collect(),
             query_key: self
                 .query
                 .as_deref()
@@ -259,7 +399,7 @@ impl ReceiptSubjects {
     pub fn match_receipt(&self, receipt: &Receipt, key: &ConsortiumKey) -> bool {
         let keys = self.keys(key);
         keys.actor_key == receipt.actor_key
-            && keys.patient_key == receipt.patient_key
+            && keys.patient_keys == receipt.patient_keys
             && keys.query_key == receipt.query_key
     }
 }
@@ -270,6 +410,8 @@ impl ReceiptSubjects {
 /// gateway's record phase.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
+    /// The canonical encoding this receipt hashes with.
+    pub encoding: Encoding,
     /// Unique receipt id (the gateway uses a UUID), sent back in `X-Assent-Receipt`.
     pub id: String,
     /// Position in the gateway's chain, from 1.
@@ -277,8 +419,12 @@ pub struct Receipt {
     /// When the request was received, UTC milliseconds since the epoch.
     pub time_ms: i64,
     pub gateway_id: String,
+    /// What the receipt records (a FHIR request, a consent API call, an audit-log read).
+    pub kind: AccessKind,
     pub actor_key: String,
-    pub patient_key: Option<String>,
+    /// The keyed hashes of every patient the access reached (see
+    /// [`ReceiptSubjects::patients`]); a version 1 receipt has one at most.
+    pub patient_keys: Vec<String>,
     /// The caller's organization (not a person: kept in clear).
     pub organization: Option<String>,
     pub site: Option<String>,
@@ -316,12 +462,14 @@ impl Receipt {
         status: u16,
     ) -> Receipt {
         Receipt {
+            encoding: Encoding::V2,
             id: id.into(),
             sequence: 0,
             time_ms,
             gateway_id: gateway_id.into(),
+            kind: AccessKind::Fhir,
             actor_key: keys.actor_key,
-            patient_key: keys.patient_key,
+            patient_keys: keys.patient_keys,
             organization: None,
             site: None,
             interaction: None,
@@ -358,14 +506,34 @@ impl Receipt {
     }
 
     /// Appends the canonical encoding to `out`.
+    ///
+    /// A version 1 receipt encodes its first patient key only and no kind: one read back from
+    /// version 1 bytes or a version 1 export line never has more (both refuse it).
     pub fn encode(&self, out: &mut Vec<u8>) {
-        put_str(out, RECEIPT_DOMAIN);
-        put_str(out, &self.id);
-        out.extend_from_slice(&self.sequence.to_be_bytes());
-        out.extend_from_slice(&self.time_ms.to_be_bytes());
-        put_str(out, &self.gateway_id);
-        put_str(out, &self.actor_key);
-        put_opt_str(out, self.patient_key.as_deref());
+        match self.encoding {
+            Encoding::V1 => {
+                put_str(out, RECEIPT_DOMAIN_V1);
+                put_str(out, &self.id);
+                out.extend_from_slice(&self.sequence.to_be_bytes());
+                out.extend_from_slice(&self.time_ms.to_be_bytes());
+                put_str(out, &self.gateway_id);
+                put_str(out, &self.actor_key);
+                put_opt_str(out, self.patient_keys.first().map(String::as_str));
+            }
+            Encoding::V2 => {
+                put_str(out, RECEIPT_DOMAIN);
+                put_str(out, &self.id);
+                out.extend_from_slice(&self.sequence.to_be_bytes());
+                out.extend_from_slice(&self.time_ms.to_be_bytes());
+                put_str(out, &self.gateway_id);
+                put_str(out, self.kind.as_str());
+                put_str(out, &self.actor_key);
+                put_len(out, self.patient_keys.len());
+                for key in &self.patient_keys {
+                    put_str(out, key);
+                }
+            }
+        }
         put_opt_str(out, self.organization.as_deref());
         put_opt_str(out, self.site.as_deref());
         put_opt_str(out, self.interaction.map(Interaction::as_str));
@@ -421,15 +589,37 @@ impl Receipt {
     /// bytes that were hashed. Refuses trailing bytes and unknown tags.
     pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Receipt, DecodeError> {
         let mut r = Reader { bytes, at: 0 };
-        if r.str("domain")? != RECEIPT_DOMAIN {
-            return Err(DecodeError { field: "domain" });
-        }
+        let encoding = match r.str("domain")? {
+            RECEIPT_DOMAIN => Encoding::V2,
+            RECEIPT_DOMAIN_V1 => Encoding::V1,
+            _ => return Err(DecodeError { field: "domain" }),
+        };
         let id = r.string("id")?;
         let sequence = u64::from_be_bytes(r.array("sequence")?);
         let time_ms = i64::from_be_bytes(r.array("time_ms")?);
         let gateway_id = r.string("gateway_id")?;
-        let actor_key = r.string("actor_key")?;
-        let patient_key = r.opt_string("patient_key")?;
+        let (kind, actor_key, patient_keys) = match encoding {
+            Encoding::V1 => {
+                let actor_key = r.string("actor_key")?;
+                let patient_key = r.opt_string("patient_key")?;
+                (
+                    AccessKind::Fhir,
+                    actor_key,
+                    patient_key.into_iter().collect(),
+                )
+            }
+            Encoding::V2 => {
+                let kind =
+                    AccessKind::parse(r.str("kind")?).ok_or(DecodeError { field: "kind" })?;
+                let actor_key = r.string("actor_key")?;
+                let n = u32::from_be_bytes(r.array("patient_keys")?);
+                let mut keys = Vec::new();
+                for _ in 0..n {
+                    keys.push(r.string("patient_keys")?);
+                }
+                (kind, actor_key, keys)
+            }
+        };
         let organization = r.opt_string("organization")?;
         let site = r.opt_string("site")?;
         let interaction = match r.opt_string("interaction")? {
@@ -491,12 +681,14 @@ impl Receipt {
             return Err(DecodeError { field: "end" });
         }
         Ok(Receipt {
+            encoding,
             id,
             sequence,
             time_ms,
             gateway_id,
+            kind,
             actor_key,
-            patient_key,
+            patient_keys,
             organization,
             site,
             interaction,
@@ -611,7 +803,7 @@ pub(crate) mod tests {
     pub(crate) fn subjects() -> ReceiptSubjects {
         ReceiptSubjects {
             actor: "Practitioner/dr-who".into(),
-            patient: Some("urn:oid:1.2.3|p-42".into()),
+            patients: vec!["urn:oid:1.2.3|p-42".into()],
             query: Some("code=http://loinc.org|1234-5".into()),
             client_id: Some("ehr-app".into()),
             client_address: Some("10.0.0.7".into()),
@@ -658,7 +850,12 @@ pub(crate) mod tests {
             ("time", |r| r.time_ms += 1),
             ("gateway", |r| r.gateway_id.push('x')),
             ("actor", |r| r.actor_key.push('x')),
-            ("patient", |r| r.patient_key = None),
+            ("kind", |r| {
+                r.kind = AccessKind::Consent(ConsentAction::Search)
+            }),
+            ("patient", |r| r.patient_keys.clear()),
+            ("another patient", |r| r.patient_keys.push("k2".into())),
+            ("patient order", |r| r.patient_keys.insert(0, "k0".into())),
             ("organization", |r| r.organization = None),
             ("site", |r| r.site = Some("south".into())),
             ("interaction", |r| r.interaction = Some(Interaction::Vread)),
@@ -704,9 +901,12 @@ pub(crate) mod tests {
             AccessDecision::Error,
             400,
         );
-        empty.patient_key = None;
+        empty.patient_keys.clear();
+        let mut several = sample("r3");
+        several.patient_keys.push(key().patient("north/Patient/p2"));
+        several.kind = AccessKind::Audit(AuditAction::Disclosures);
         empty.query_key = None;
-        for r in [sample("r1"), full, empty] {
+        for r in [sample("r1"), full, empty, several] {
             let bytes = r.canonical_bytes();
             assert_eq!(Receipt::from_canonical_bytes(&bytes), Ok(r.clone()));
             let mut longer = bytes.clone();
@@ -737,6 +937,90 @@ pub(crate) mod tests {
         let bytes = sample("r1").canonical_bytes();
         assert_eq!(&bytes[..4], &16u32.to_be_bytes());
         assert_eq!(&bytes[4..20], RECEIPT_DOMAIN.as_bytes());
+        assert_eq!(RECEIPT_DOMAIN, "assent-receipt/2");
+    }
+
+    /// A version 1 receipt, as the gateway wrote it before version 2 (bytes and hash made by
+    /// that code, kept here as they were).
+    pub(crate) const V1_BYTES_HEX: &str = "00000010617373656e742d726563656970742f3100000004722d76310000000000000001000001a2103e3d5b0000000467772d3100000040383734313534366230323066393239666638316130326639653236303964623737363931383364326437333264316635383336376537623437633139666130390100000040653439363938373536363665306435313332396634316562623131383235383364396361313966656532303034313161666334363431663636646130323664360001000000056e6f727468010000000472656164010000000b4f62736572766174696f6e010000004036396339323237353636623533333236666336663861643638303765356563396135633163626334393366393264616237353235346261323265303134333663000000010000000b4f62736572766174696f6e000000026f31010000000133cb27d7a9e9afbe4e8524d48218cdb103c96b8621c06ed5b87bb858c08a24f744010000000554524541540102000000026331000000013200000100c800c80000000000000000000000000000000000000000000000000000000000000000";
+    pub(crate) const V1_HASH_HEX: &str =
+        "2d2afc87dcd9b5ab4ff9cfee6c58994d7cf53af4c7f0edd068da0bab08d5ef4e";
+
+    #[test]
+    fn version_1_receipts_still_read_and_hash_as_they_did() {
+        let bytes = hex::decode(V1_BYTES_HEX).unwrap();
+        let r = Receipt::from_canonical_bytes(&bytes).unwrap();
+        assert_eq!(r.encoding, Encoding::V1);
+        assert_eq!(r.kind, AccessKind::Fhir);
+        assert_eq!(r.id, "r-v1");
+        assert_eq!(
+            r.patient_keys,
+            vec![key().patient("urn:oid:1.2.3|p-42")],
+            "the one patient of version 1"
+        );
+        assert_eq!(r.canonical_bytes(), bytes, "encoded again byte for byte");
+        assert_eq!(r.hash().to_hex(), V1_HASH_HEX);
+        // The same facts in version 2 hash otherwise: the domain tag differs.
+        let mut v2 = r.clone();
+        v2.encoding = Encoding::V2;
+        assert_ne!(v2.hash(), r.hash());
+        assert_eq!(
+            Receipt::from_canonical_bytes(&v2.canonical_bytes()),
+            Ok(v2.clone())
+        );
+        // A version 1 receipt without a patient reads back with none.
+        let mut none = r.clone();
+        none.patient_keys.clear();
+        assert_eq!(
+            Receipt::from_canonical_bytes(&none.canonical_bytes()).map(|r| r.patient_keys),
+            Ok(Vec::new())
+        );
+        // Another domain tag is refused.
+        let mut other = bytes.clone();
+        other[4 + 15] = b'3';
+        assert_eq!(
+            Receipt::from_canonical_bytes(&other),
+            Err(DecodeError { field: "domain" })
+        );
+    }
+
+    #[test]
+    fn every_patient_reached_is_keyed_in_order_without_repeats() {
+        let mut s = subjects();
+        s.add_patient("north/Patient/p2");
+        s.add_patient("urn:oid:1.2.3|p-42");
+        assert_eq!(s.patients, ["urn:oid:1.2.3|p-42", "north/Patient/p2"]);
+        let keys = s.keys(&key());
+        assert_eq!(
+            keys.patient_keys,
+            vec![
+                key().patient("urn:oid:1.2.3|p-42"),
+                key().patient("north/Patient/p2")
+            ]
+        );
+        let mut r = sample("r1");
+        r.patient_keys = keys.patient_keys;
+        assert!(s.match_receipt(&r, &key()));
+        assert!(
+            !subjects().match_receipt(&r, &key()),
+            "one patient left out"
+        );
+    }
+
+    #[test]
+    fn kinds_parse_back() {
+        for kind in AccessKind::ALL {
+            assert_eq!(AccessKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(AccessKind::parse("consent-delete"), None);
+        let mut bytes = sample("r1").canonical_bytes();
+        // The kind follows the gateway id: `fhir` becomes an unknown name.
+        let at = bytes.windows(4).position(|w| w == b"fhir").unwrap();
+        bytes[at] = b'x';
+        assert_eq!(
+            Receipt::from_canonical_bytes(&bytes),
+            Err(DecodeError { field: "kind" })
+        );
     }
 
     #[test]
@@ -744,10 +1028,7 @@ pub(crate) mod tests {
         let r = sample("r1");
         let s = subjects();
         assert!(s.match_receipt(&r, &key()));
-        assert_eq!(
-            r.patient_key.as_deref(),
-            Some(key().patient("urn:oid:1.2.3|p-42").as_str())
-        );
+        assert_eq!(r.patient_keys, vec![key().patient("urn:oid:1.2.3|p-42")]);
         let mut other = s.clone();
         other.actor = "Practitioner/other".into();
         assert!(!other.match_receipt(&r, &key()));

@@ -21,6 +21,17 @@
 //!   all of the gateway's), so dropping the tail of a log is found too. Receipts without a proof after the last anchored one are
 //!   pending (not yet anchored), a failure only if the options require every receipt
 //!   anchored.
+//!
+//! An export is itself a read of the audit log, and the gateway writes its receipt before the
+//! first line: an export of the whole chain ends, for the gateway that served it, with that
+//! receipt (kind `audit-export`). Such an end marks how far the log went when the export was
+//! made: in a complete export, batches the ledger anchored *after* it (they start past the
+//! marker) are later accesses, not a cut tail, and receipts the export holds without a proof
+//! whose batch the ledger anchored since count as present (the batches' ranges follow from the
+//! ledger's anchors, which cover a chain from receipt 1 without gaps). The marker itself cannot
+//! be anchored in its own export and is not required to be. Dropping lines before the marker
+//! breaks the chain; dropping the marker with the lines before it leaves an export that does
+//! not end with one, checked as strictly as before.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -31,6 +42,7 @@ use crate::chain::{BreakKind, ChainVerifier};
 use crate::digest::Digest;
 use crate::export::{ExportedReceipt, parse_ndjson_line};
 use crate::merkle::root_from_proof;
+use crate::receipt::{AccessKind, AuditAction};
 
 /// A batch root as the ledger holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,6 +258,8 @@ struct GatewayState {
     unanchored: Vec<(u64, String, u64)>,
     /// Receipts seen per batch.
     per_batch: BTreeMap<u64, u64>,
+    /// The last receipt seen: (line, sequence, whether it is an export's own receipt).
+    last: Option<(u64, u64, bool)>,
 }
 
 /// Checks an export one receipt at a time; memory grows with the number of gateways and the
@@ -309,6 +323,11 @@ impl Verifier {
             }
         });
         let (hash, breaks) = chain.push(receipt, exported.hash);
+        state.last = Some((
+            line,
+            receipt.sequence,
+            receipt.kind == AccessKind::Audit(AuditAction::Export),
+        ));
         let mut failures: Vec<Failure> = breaks
             .into_iter()
             .map(|b| Failure {
@@ -376,17 +395,37 @@ impl Verifier {
         let end = self.line + 1;
         for (gateway_id, state) in gateways {
             let first_batch = state.per_batch.keys().next().copied();
+            // The export's own receipt, when it ends this gateway's part of the export.
+            let marker = state
+                .last
+                .filter(|(_, _, export)| *export)
+                .map(|(line, sequence, _)| (line, sequence));
+            let ranges = batch_ranges(&self.anchors, &gateway_id);
             if let (true, Some(first)) = (self.options.complete, first_batch) {
                 for (batch_id, anchor) in self.anchors.batches(&gateway_id) {
-                    let found = state.per_batch.get(&batch_id).copied().unwrap_or(0);
-                    if batch_id >= first && found != anchor.n_receipts {
+                    let mut found = state.per_batch.get(&batch_id).copied().unwrap_or(0);
+                    let mut expected = anchor.n_receipts;
+                    if let (Some((_, last)), Some(&(from, to))) = (marker, ranges.get(&batch_id)) {
+                        if from > last {
+                            // Anchored after the export was made.
+                            continue;
+                        }
+                        let to = to.min(last);
+                        expected = to - from + 1;
+                        found += state
+                            .unanchored
+                            .iter()
+                            .filter(|(_, _, seq)| (from..=to).contains(seq))
+                            .count() as u64;
+                    }
+                    if batch_id >= first && found != expected {
                         self.report.failures.push(Failure {
                             line: end,
                             receipt_id: None,
                             kind: FailureKind::BatchIncomplete {
                                 gateway_id: gateway_id.clone(),
                                 batch_id,
-                                expected: anchor.n_receipts,
+                                expected,
                                 found,
                             },
                         });
@@ -395,7 +434,8 @@ impl Verifier {
             }
             for (line, id, _) in state.unanchored {
                 self.report.n_pending += 1;
-                if self.options.require_anchored {
+                let own = marker.is_some_and(|(marker_line, _)| marker_line == line);
+                if self.options.require_anchored && !own {
                     self.report.failures.push(Failure {
                         line,
                         receipt_id: Some(id),
@@ -407,6 +447,21 @@ impl Verifier {
         self.report.failures.sort_by_key(|f| f.line);
         self.report
     }
+}
+
+/// The sequence range of each of `gateway_id`'s anchored batches, when the anchors hold its
+/// batches from 1 without a hole (batches cover a chain from receipt 1 in order); else none.
+fn batch_ranges(anchors: &AnchorSet, gateway_id: &str) -> BTreeMap<u64, (u64, u64)> {
+    let mut ranges = BTreeMap::new();
+    let mut next = 1u64;
+    for (expected_id, (batch_id, anchor)) in (1u64..).zip(anchors.batches(gateway_id)) {
+        if batch_id != expected_id || anchor.n_receipts == 0 {
+            return BTreeMap::new();
+        }
+        ranges.insert(batch_id, (next, next + anchor.n_receipts - 1));
+        next += anchor.n_receipts;
+    }
+    ranges
 }
 
 /// Verifies a whole export held as lines.
@@ -480,6 +535,109 @@ mod tests {
             })
             .collect();
         (lines, anchors)
+    }
+
+    /// An export made through the API when receipts 1 to 4 were anchored: receipts 1 to 6,
+    /// the 6th its own (`audit-export` when `marked`); by verification time the ledger also
+    /// anchored 5 to 8 and 9 to 10 (later accesses).
+    fn export_with_its_own_receipt(marked: bool) -> (Vec<String>, AnchorSet) {
+        let mut chain = Chain::genesis("gw-1");
+        let chained: Vec<ChainedReceipt> = (1..=10u64)
+            .map(|i| {
+                let mut r = sample(&format!("r{i}"));
+                if i == 6 && marked {
+                    r.kind = AccessKind::Audit(AuditAction::Export);
+                }
+                chain.append(r).unwrap()
+            })
+            .collect();
+        let cfg = BatchConfig {
+            max_receipts: 4,
+            max_wait_ms: 1_000_000,
+            strict: false,
+        };
+        let mut batcher = Batcher::new(cfg, Resume::fresh()).unwrap();
+        let mut batches: Vec<ClosedBatch> = Vec::new();
+        for c in &chained {
+            let leaf = BatchLeaf {
+                sequence: c.receipt.sequence,
+                receipt_id: c.receipt.id.clone(),
+                hash: c.hash,
+            };
+            batches.extend(batcher.push(leaf, 0).unwrap());
+        }
+        batches.extend(batcher.flush());
+        assert_eq!(batches.len(), 3);
+        let mut anchors = AnchorSet::new();
+        for b in &batches {
+            let anchor = LedgerAnchor {
+                root: b.root,
+                n_receipts: b.n_receipts(),
+            };
+            anchors.insert("gw-1", b.batch_id, anchor);
+        }
+        let first = &batches[0];
+        let lines = chained[..6]
+            .iter()
+            .map(|c| {
+                let anchoring = (c.receipt.sequence <= 4).then(|| Anchoring {
+                    batch_id: first.batch_id,
+                    proof: first.proof_for(c.receipt.sequence).unwrap().clone(),
+                    root: first.root,
+                    tx_id: None,
+                    block_number: None,
+                });
+                ndjson_line(&c.receipt, &c.hash, anchoring.as_ref(), None)
+            })
+            .collect();
+        (lines, anchors)
+    }
+
+    #[test]
+    fn an_export_ending_with_its_own_receipt_is_complete_as_of_then() {
+        let complete = VerifyOptions {
+            complete: true,
+            require_anchored: false,
+        };
+        let (lines, anchors) = export_with_its_own_receipt(true);
+        let report = run(&lines, anchors.clone(), complete);
+        assert!(report.all_held(), "{:?}", report.failures);
+        assert_eq!((report.n_anchored, report.n_pending), (4, 2));
+        // Every receipt anchored: the export's own cannot be, the one before it should.
+        let report = run(
+            &lines,
+            anchors.clone(),
+            VerifyOptions {
+                complete: true,
+                require_anchored: true,
+            },
+        );
+        assert_eq!(summary(&report), [("r5".to_owned(), "not-anchored")]);
+        // A line cut before the end breaks the chain.
+        let mut cut = lines.clone();
+        cut.remove(4);
+        assert!(
+            summary(&run(&cut, anchors.clone(), complete))
+                .iter()
+                .any(|(id, kind)| id == "r6" && *kind == "gap"),
+        );
+        // Without the end marker (the marker dropped with the lines before it, or an export
+        // that does not end with its own receipt), later batches are a cut tail.
+        let report = run(&lines[..5], anchors.clone(), complete);
+        assert!(
+            summary(&report).contains(&(String::new(), "batch-incomplete")),
+            "{:?}",
+            report.failures
+        );
+        let (unmarked, anchors) = export_with_its_own_receipt(false);
+        let report = run(&unmarked, anchors, complete);
+        assert_eq!(
+            summary(&report),
+            [
+                (String::new(), "batch-incomplete"),
+                (String::new(), "batch-incomplete")
+            ]
+        );
     }
 
     fn run(lines: &[String], anchors: AnchorSet, options: VerifyOptions) -> VerifyReport {

@@ -29,7 +29,7 @@ fn pending(service: &ConsentService, gateway_id: &str, n: u64) -> PendingReceipt
     let patient = format!("bench/Patient/p{}", n % 1000);
     let subjects = ReceiptSubjects {
         actor: "Practitioner/dr-bench".into(),
-        patient: Some(patient.clone()),
+        patients: vec![patient.clone()],
         query: None,
         client_id: Some("bench-client".into()),
         client_address: Some("127.0.0.1".into()),
@@ -54,12 +54,7 @@ fn pending(service: &ConsentService, gateway_id: &str, n: u64) -> PendingReceipt
         version_id: Some("1".into()),
         content_hash: Digest::of(n.to_string().as_bytes()),
     }];
-    let patient_key = key.patient(&patient);
-    PendingReceipt {
-        receipt,
-        subjects,
-        patients: vec![(patient, patient_key)],
-    }
+    PendingReceipt { receipt, subjects }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

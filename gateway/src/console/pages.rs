@@ -171,9 +171,9 @@ pub fn search(
                         tr {
                             td.mono { (format_instant(r.time_ms)) }
                             td { (r.actor) }
-                            td { (r.patient.as_deref().unwrap_or("—")) }
+                            td { (patients_text(r)) }
                             td { (r.site.as_deref().unwrap_or("—")) }
-                            td { (r.interaction.as_deref().unwrap_or("?")) " " (r.resource_type.as_deref().unwrap_or("")) }
+                            td { (request_text(r)) }
                             td { (r.purpose.as_deref().unwrap_or("—")) }
                             td { (decision_badge(&r.decision)) @if r.break_glass { " " span.badge.deny { "break-glass" } } }
                             td { (r.status) }
@@ -186,6 +186,27 @@ pub fn search(
             @if let Some(href) = older_href { p.pager { a.button.secondary id="older" href=(href) { "Older accesses →" } } }
         },
     )
+}
+
+/// The patients a receipt names, in clear, or a dash.
+fn patients_text(row: &ReceiptRow) -> String {
+    let patients: Vec<String> = serde_json::from_str(&row.patients).unwrap_or_default();
+    if patients.is_empty() {
+        "—".to_owned()
+    } else {
+        patients.join(", ")
+    }
+}
+
+/// What a receipt records: the FHIR interaction and type, or the consent API call or audit
+/// read (`consent-revoke Consent`).
+fn request_text(row: &ReceiptRow) -> String {
+    let what = if row.kind == "fhir" {
+        row.interaction.as_deref().unwrap_or("?")
+    } else {
+        row.kind.as_str()
+    };
+    format!("{what} {}", row.resource_type.as_deref().unwrap_or(""))
 }
 
 /// One receipt, its facts and whether it verifies.
@@ -216,10 +237,9 @@ pub fn receipt(who: &str, d: &ReceiptDetail, disclosure: Option<&Disclosure>) ->
                 dt { "Time (UTC)" } dd.mono { (format_instant(row.time_ms)) }
                 dt { "Gateway, sequence" } dd { (row.gateway_id) ", " (row.sequence) }
                 dt { "Practitioner" } dd { (row.actor) }
-                dt { "Patient named" } dd { (row.patient.as_deref().unwrap_or("—")) }
-                dt { "Patients reached" } dd { @if d.patients.is_empty() { "—" } @else { (d.patients.join(", ")) } }
+                dt { "Patients reached" } dd { (patients_text(row)) }
                 dt { "Site" } dd { (row.site.as_deref().unwrap_or("—")) }
-                dt { "Request" } dd { (row.interaction.as_deref().unwrap_or("?")) " " (row.resource_type.as_deref().unwrap_or("")) }
+                dt { "Request" } dd { (request_text(row)) }
                 dt { "Purpose" } dd { (row.purpose.as_deref().unwrap_or("—")) }
                 dt { "Decision" } dd { (decision_badge(&row.decision)) " (HTTP " (row.status) ")" }
                 @if let Some(dec) = &d.decoded {

@@ -28,15 +28,17 @@ pub struct ReceiptRow {
     pub purpose: Option<String>,
     /// The caller in clear (`subject@issuer`).
     pub actor: String,
-    /// The patient the request named, in clear (`{site}/Patient/{id}`).
-    pub patient: Option<String>,
     pub actor_key: String,
-    pub patient_key: Option<String>,
     pub hash: Vec<u8>,
     /// [`assent_receipts::Receipt::canonical_bytes`].
     pub body: Vec<u8>,
-    /// The receipt's clear subjects besides actor and patient (JSON).
+    /// The receipt's clear subjects besides actor and patients (JSON).
     pub subjects: String,
+    /// [`assent_receipts::AccessKind::as_str`]: `fhir`, `consent-create`, `audit-read`, ...
+    pub kind: String,
+    /// Every patient the receipt names, in clear (`{site}/Patient/{id}`), in the order of its
+    /// keys: a JSON array of strings.
+    pub patients: String,
 }
 
 /// A patient a receipt reached.
@@ -79,6 +81,8 @@ pub struct ReceiptFilter {
     pub patient_key: Option<String>,
     /// The caller in clear, as stored (`Practitioner/…` or `subject@issuer`).
     pub actor: Option<String>,
+    /// What the receipts record ([`assent_receipts::AccessKind::as_str`]).
+    pub kind: Option<String>,
     pub site: Option<String>,
     pub purpose: Option<String>,
     /// Any of these decisions (`permit`, `deny`, `error`); empty: all.
@@ -349,6 +353,9 @@ impl Store {
         }
         if let Some(actor) = &filter.actor {
             query = query.filter(receipts::actor.eq(actor.clone()));
+        }
+        if let Some(kind) = &filter.kind {
+            query = query.filter(receipts::kind.eq(kind.clone()));
         }
         if let Some(site) = &filter.site {
             query = query.filter(receipts::site.eq(site.clone()));

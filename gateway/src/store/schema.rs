@@ -70,12 +70,12 @@ diesel::table! {
         status -> Integer,
         purpose -> Nullable<Text>,
         actor -> Text,
-        patient -> Nullable<Text>,
         actor_key -> Text,
-        patient_key -> Nullable<Text>,
         hash -> Binary,
         body -> Binary,
         subjects -> Text,
+        kind -> Text,
+        patients -> Text,
     }
 }
 

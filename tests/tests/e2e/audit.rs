@@ -1,12 +1,18 @@
-//! The audit API end to end: who may read the audit log, AuditEvent searches with their
-//! filters and signed paging, one receipt with its verification, streamed exports that
-//! verify offline, a patient's accounting of disclosures, hostile parameters; and `assent
-//! verify` finding a tampered receipt, proof or anchor (table-driven).
+//! The audit API end to end: who may read the audit log, every read of it leaving a receipt
+//! (refused or not), AuditEvent searches with their filters and signed paging, one receipt
+//! with its verification, streamed exports that verify offline, a patient's accounting of
+//! disclosures (which lists who read it), hostile parameters; and `assent verify` finding a
+//! tampered receipt, proof or anchor (table-driven).
 
 use assent_e2e::*;
+use assent_gateway::audit_api;
 use assent_gateway::audit_verify::{self, VerifyArgs};
+use assent_gateway::store::ReceiptFilter;
 use assent_gateway::store::testing;
-use assent_receipts::{AnchorSet, FailureKind, Receipt, VerifyOptions, verify_export};
+use assent_receipts::{
+    AccessDecision, AccessKind, AnchorSet, AuditAction, FailureKind, Receipt, VerifyOptions,
+    verify_export,
+};
 use serde_json::{Value, json};
 
 /// A FAKE upstream: Patient/p1 exists, everything else is 404.
@@ -126,19 +132,58 @@ async fn the_audit_api_searches_verifies_exports_and_accounts() {
             let got = audit_get(&gw, path, clinician_token()).await;
             assert_eq!(got.status, 403, "{path}");
         }
-        // Reading the audit log is not a FHIR access: it leaves no receipt.
+        // Reading the audit log is itself an access: every read after authentication leaves a
+        // receipt, the refused ones denied; the anonymous one none.
+        let audit_reads: Vec<Receipt> = gw
+            .gateway
+            .state
+            .store
+            .receipts_after("test-gw", 4, 100)
+            .unwrap()
+            .iter()
+            .map(|row| Receipt::from_canonical_bytes(&row.body).unwrap())
+            .collect();
+        let seen: Vec<(AccessKind, AccessDecision)> =
+            audit_reads.iter().map(|r| (r.kind, r.decision)).collect();
         assert_eq!(
-            gw.gateway
-                .state
-                .store
-                .receipts_after("test-gw", 0, 100)
-                .unwrap()
-                .len(),
-            4
+            seen,
+            [
+                (
+                    AccessKind::Audit(AuditAction::Search),
+                    AccessDecision::Permit
+                ),
+                (AccessKind::Audit(AuditAction::Search), AccessDecision::Deny),
+                (AccessKind::Audit(AuditAction::Read), AccessDecision::Deny),
+                (AccessKind::Audit(AuditAction::Export), AccessDecision::Deny),
+                (
+                    AccessKind::Audit(AuditAction::Disclosures),
+                    AccessDecision::Deny
+                ),
+            ]
         );
+        // The permitted search names every patient whose receipts it returned, and lists the
+        // AuditEvents it returned.
+        let key = gw.gateway.state.consents.key();
+        let mut named = audit_reads[0].patient_keys.clone();
+        named.sort();
+        let mut expected = vec![
+            key.patient("st-mary/Patient/p1"),
+            key.patient("st-mary/Patient/p2"),
+            key.patient("north-general/Patient/p1"),
+        ];
+        expected.sort();
+        assert_eq!(named, expected);
+        assert_eq!(audit_reads[0].resources.len(), 4);
+        assert!(
+            audit_reads[0]
+                .resources
+                .iter()
+                .all(|r| r.resource_type == "AuditEvent" && ids.contains(&r.id))
+        );
+        assert!(audit_reads[1..].iter().all(|r| r.resources.is_empty()));
 
-        // Everything, newest first, as R4 BALP AuditEvents.
-        let all = audit_get(&gw, "/audit/AuditEvent", officer).await;
+        // Every FHIR access, newest first, as R4 BALP AuditEvents.
+        let all = audit_get(&gw, "/audit/AuditEvent?kind=fhir", officer).await;
         assert_eq!(all.status, 200, "{}", all.text());
         let bundle = all.json();
         assert_eq!(
@@ -160,7 +205,7 @@ async fn the_audit_api_searches_verifies_exports_and_accounts() {
                 .is_some_and(|p| p.contains("IHE.BasicAudit")),
             "{first}"
         );
-        let r5 = audit_get(&gw, "/audit/AuditEvent?_fhirVersion=R5", officer).await;
+        let r5 = audit_get(&gw, "/audit/AuditEvent?_fhirVersion=R5&kind=fhir", officer).await;
         let r5_event = &r5.json()["entry"][0]["resource"];
         assert!(
             r5_event["code"].is_object() && r5_event.get("type").is_none(),
@@ -209,6 +254,7 @@ async fn the_audit_api_searches_verifies_exports_and_accounts() {
             (format!("date=gt{today}"), vec![]),
         ];
         for (query, expected) in cases {
+            let query = format!("{query}&kind=fhir");
             let got = audit_get(&gw, &format!("/audit/AuditEvent?{query}"), officer).await;
             assert_eq!(got.status, 200, "{query}: {}", got.text());
             let expected: Vec<String> = expected.into_iter().cloned().collect();
@@ -217,7 +263,7 @@ async fn the_audit_api_searches_verifies_exports_and_accounts() {
 
         // Paging: signed keyset links, bound to the caller.
         let mut seen = Vec::new();
-        let mut url = gw.url("/audit/AuditEvent?_count=1&site=st-mary");
+        let mut url = gw.url("/audit/AuditEvent?_count=1&site=st-mary&kind=fhir");
         let mut next_links = Vec::new();
         loop {
             let page = send("GET", &url, Some(officer), &[], None).await;
@@ -270,6 +316,7 @@ async fn the_audit_api_searches_verifies_exports_and_accounts() {
             "_fhirVersion=R9",
             "site=%00",
             "_cursor=not-a-cursor",
+            "kind=consent-delete",
         ] {
             let got = audit_get(&gw, &format!("/audit/AuditEvent?{query}"), officer).await;
             assert_eq!(
@@ -292,7 +339,10 @@ async fn the_audit_api_searches_verifies_exports_and_accounts() {
         let detail = detail.json();
         assert_eq!(detail["receipt"]["id"], ids[0].as_str());
         assert_eq!(detail["subjects"]["actor"], "Practitioner/dr-alice");
-        assert_eq!(detail["subjects"]["patient"], "st-mary/Patient/p1");
+        assert_eq!(
+            detail["subjects"]["patients"],
+            json!(["st-mary/Patient/p1"])
+        );
         assert_eq!(detail["patients"], json!(["st-mary/Patient/p1"]));
         assert!(detail["anchor"]["tx_id"].is_string(), "{detail}");
         assert!(detail["proof"]["siblings"].is_array());
@@ -312,7 +362,11 @@ async fn the_audit_api_searches_verifies_exports_and_accounts() {
         assert_eq!(got.status, 200, "{}", got.text());
         let report = got.json();
         assert_eq!(report["patient"], "st-mary/Patient/p1");
-        let list = report["disclosures"].as_array().unwrap();
+        let all_disclosures = report["disclosures"].as_array().unwrap();
+        let list: Vec<&Value> = all_disclosures
+            .iter()
+            .filter(|d| d["what"].as_str().unwrap().starts_with("read Patient/"))
+            .collect();
         assert_eq!(list.len(), 2);
         assert_eq!(list[0]["who"], "Practitioner/dr-bob");
         assert_eq!(list[1]["who"], "Practitioner/dr-alice");
@@ -323,6 +377,31 @@ async fn the_audit_api_searches_verifies_exports_and_accounts() {
                 .as_str()
                 .unwrap()
                 .starts_with("read Patient/p1")
+        );
+        // Reads of the audit log that showed the patient's accesses are disclosures too.
+        let whats: Vec<&str> = all_disclosures
+            .iter()
+            .map(|d| d["what"].as_str().unwrap())
+            .collect();
+        assert!(
+            whats.contains(&"searched the access log (2 records returned)")
+                && whats.contains(&"read an access receipt"),
+            "{whats:?}"
+        );
+        assert!(
+            all_disclosures
+                .iter()
+                .all(|d| d["who"] != "PractitionerRole/nurse-carol" || d["decision"] == "permitted")
+        );
+        let again = audit_get(&gw, "/audit/patient/p1/disclosures?site=st-mary", officer).await;
+        let newest = &again.json()["disclosures"][0];
+        assert_eq!(
+            (newest["who"].as_str(), newest["what"].as_str()),
+            (
+                Some("PractitionerRole/nurse-carol"),
+                Some("read the accounting of disclosures")
+            ),
+            "the read before is listed"
         );
         let text = audit_get(
             &gw,
@@ -349,7 +428,9 @@ async fn the_audit_api_searches_verifies_exports_and_accounts() {
         );
 
         // Exports: NDJSON verifies offline against the ledger's anchors; CSV has every row.
-        let ndjson = audit_get(&gw, "/audit/export?format=ndjson", officer).await;
+        // (A filtered export is not the whole chain: its neighbours are checked, not its
+        // completeness; `assent verify` with a complete export is tested below.)
+        let ndjson = audit_get(&gw, "/audit/export?format=ndjson&kind=fhir", officer).await;
         assert_eq!(ndjson.status, 200);
         assert_eq!(ndjson.header("content-type"), Some("application/x-ndjson"));
         let text = ndjson.text();
@@ -359,17 +440,64 @@ async fn the_audit_api_searches_verifies_exports_and_accounts() {
             lines.iter().copied(),
             ledger_anchors(&gw).await,
             VerifyOptions {
-                complete: true,
+                complete: false,
                 require_anchored: true,
             },
         );
         assert!(report.all_held(), "{:?}", report.failures);
         assert_eq!(report.n_anchored, 4);
-        let csv = audit_get(&gw, "/audit/export?format=csv&site=st-mary", officer).await;
+        // The whole chain, audit reads included, verifies as a complete export: its last line
+        // is the export's own receipt (durable before the first byte), which marks how far the
+        // log went; what the ledger anchors after it are later accesses. Another read first,
+        // so that batches close after the export.
+        let everything = audit_get(&gw, "/audit/export?format=ndjson", officer).await;
+        let receipt_id = everything.header("x-assent-receipt").unwrap().to_owned();
+        let text = everything.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.last().unwrap().contains(&receipt_id));
+        for _ in 0..3 {
+            audit_get(&gw, "/audit/AuditEvent?_count=1", officer).await;
+        }
+        let n = gw
+            .gateway
+            .state
+            .store
+            .receipts_after("test-gw", 0, 1000)
+            .unwrap()
+            .len();
+        gw.wait_for_anchors("test-gw", (n - n % 2) as i64);
+        let report = verify_export(
+            lines.iter().copied(),
+            ledger_anchors(&gw).await,
+            VerifyOptions {
+                complete: true,
+                require_anchored: false,
+            },
+        );
+        assert!(report.all_held(), "{:?}", report.failures);
+        assert_eq!(report.n_receipts, lines.len() as u64);
+        // Cut the lines before the export's own receipt: the chain breaks.
+        let mut cut = lines.clone();
+        cut.remove(cut.len() - 2);
+        let report = verify_export(
+            cut.iter().copied(),
+            ledger_anchors(&gw).await,
+            VerifyOptions {
+                complete: true,
+                require_anchored: false,
+            },
+        );
+        assert!(!report.all_held());
+        let csv = audit_get(
+            &gw,
+            "/audit/export?format=csv&site=st-mary&kind=fhir",
+            officer,
+        )
+        .await;
         assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
         let csv = csv.text();
         let rows: Vec<&str> = csv.lines().collect();
-        assert!(rows[0].starts_with("receipt_id,sequence,time"));
+        assert!(rows[0].starts_with("receipt_id,encoding,sequence,time"));
         assert_eq!(rows.len(), 1 + 3, "{csv}");
         assert!(rows[1].contains(&ids[0]) && rows[1].contains("Practitioner/dr-alice"));
         assert_eq!(
@@ -397,9 +525,11 @@ async fn exports_stream_past_one_chunk() {
     let sequences: Vec<u64> = text
         .lines()
         .skip(1)
-        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
         .collect();
-    assert_eq!(sequences, (1..=n as u64).collect::<Vec<_>>());
+    // Every FHIR request, then the export's own receipt.
+    assert_eq!(sequences, (1..=n as u64 + 1).collect::<Vec<_>>());
+    assert!(text.lines().last().unwrap().contains(",audit-export,"));
 }
 
 /// Re-encodes a stored receipt with a changed status, as someone with database access might.
@@ -427,14 +557,22 @@ async fn assent_verify_finds_a_tampered_receipt_proof_or_anchor() {
     let mut ids = traffic(&gw).await;
     ids.extend(traffic(&gw).await);
     gw.wait_for_anchors("test-gw", 8);
-    let officer = auditor();
+    // The exports and the detail are made with the audit API's own functions, not through
+    // HTTP: a read through HTTP leaves a receipt, whose anchoring would change the ledger
+    // between the export and its verification (a complete export must be the whole chain).
     let export = |gw: &StartedGateway| {
-        let url = gw.url("/audit/export?format=ndjson");
-        let officer = officer.clone();
+        let state = gw.gateway.state.clone();
         async move {
-            let got = send("GET", &url, Some(&officer), &[], None).await;
-            assert_eq!(got.status, 200);
-            got.text()
+            let response = audit_api::export_response(
+                state,
+                ReceiptFilter::default(),
+                audit_api::ExportFormat::Ndjson,
+            );
+            let body = actix_web::body::to_bytes(response.into_body())
+                .await
+                .unwrap_or_else(|_| panic!("the export streams"));
+            String::from_utf8(body.to_vec())
+                .unwrap()
                 .lines()
                 .map(str::to_owned)
                 .collect::<Vec<String>>()
@@ -472,9 +610,22 @@ async fn assent_verify_finds_a_tampered_receipt_proof_or_anchor() {
         .unwrap();
     let rewritten = export(&gw).await;
     // The detail view sees it too.
-    let detail = audit_get(&gw, &format!("/audit/receipts/{}", ids[5]), &officer).await;
-    assert_eq!(detail.json()["verification"]["verified"], false);
-    assert_eq!(detail.json()["verification"]["proof"], "fails");
+    let detail = audit_api::receipt_detail(&gw.gateway.state, &ids[5])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!detail.verification.verified);
+    assert_eq!(detail.verification.proof, audit_api::Check::Fails);
+    assert_eq!(
+        gw.gateway
+            .state
+            .store
+            .receipts_after("test-gw", 0, 100)
+            .unwrap()
+            .len(),
+        8,
+        "no receipt beside the traffic's"
+    );
     drop(gw);
 
     let config = dir.path().join("gateway.toml");
@@ -641,15 +792,55 @@ async fn assent_verify_finds_a_tampered_receipt_proof_or_anchor() {
 }
 
 /// The AuditEvents the audit API serves, in every FHIR version, for each BALP pattern the
-/// gateway produces (read, patient read, query, denied, break-glass). With
+/// gateway produces (read, patient read, query, denied, break-glass, a search reaching several
+/// patients, a consent created and revoked, reads of the audit log). With
 /// `ASSENT_AUDIT_OUT=DIR` they are written to `DIR/{version}/{n}.json`, and the test script
 /// validates them with an independent validator (`scripts/validate_fhir.py --plain`).
 #[actix_web::test]
 async fn audit_events_in_every_version_for_the_fhir_validator() {
     let upstream = hospital();
+    let several = crate::consent::hospital();
     let store = testing::sqlite();
-    let gw = gateway(&store.url, &upstream);
+    let gw = TestGateway::new()
+        .database(&store.url)
+        .site("st-mary", &upstream.base_url())
+        .site_with(
+            "north-general",
+            json!({"upstream": upstream.base_url(), "fhir_version": "R4", "default_policy": "opt-in"}),
+        )
+        .site("st-luke", &several.base_url())
+        .start();
     let mut ids = traffic(&gw).await;
+    // A search whose answer reaches three patients.
+    let search = send(
+        "GET",
+        &gw.url("/fhir/st-luke/Observation?code=x"),
+        Some(clinician_token()),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(search.status, 200, "{}", search.text());
+    ids.push(search.header("x-assent-receipt").unwrap().to_owned());
+    // A consent created and revoked, and a read of the accounting of disclosures.
+    let created = crate::consent::put_consent(
+        &gw,
+        "st-mary",
+        &crate::consent::consent("c-v", "p1", "dr-bob", true),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    ids.push(created.header("x-assent-receipt").unwrap().to_owned());
+    let revoked = send(
+        "POST",
+        &gw.url("/consent/Consent/c-v/$revoke"),
+        Some(admin_token()),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    ids.push(revoked.header("x-assent-receipt").unwrap().to_owned());
     // A query, and an access granted by break-glass over the opt-in site's deny.
     let query = send(
         "GET",
@@ -677,7 +868,11 @@ async fn audit_events_in_every_version_for_the_fhir_validator() {
     ids.push(emergency.header("x-assent-receipt").unwrap().to_owned());
 
     let officer = auditor();
+    let read = audit_get(&gw, "/audit/patient/p1/disclosures?site=st-mary", &officer).await;
+    assert_eq!(read.status, 200, "{}", read.text());
+    ids.push(read.header("x-assent-receipt").unwrap().to_owned());
     let out = std::env::var_os("ASSENT_AUDIT_OUT").map(std::path::PathBuf::from);
+    let mut searches: Vec<String> = Vec::new();
     for version in ["STU3", "R4", "R4B", "R5"] {
         let got = audit_get(
             &gw,
@@ -690,8 +885,10 @@ async fn audit_events_in_every_version_for_the_fhir_validator() {
         let mut served = receipt_ids(&bundle);
         served.sort();
         let mut expected = ids.clone();
+        expected.extend(searches.iter().cloned());
         expected.sort();
         assert_eq!(served, expected, "{version}: one AuditEvent per receipt");
+        searches.push(got.header("x-assent-receipt").unwrap().to_owned());
         let events: Vec<&Value> = bundle["entry"]
             .as_array()
             .unwrap()
@@ -712,6 +909,15 @@ async fn audit_events_in_every_version_for_the_fhir_validator() {
                     || e.to_string().contains("break-glass")),
             "{version}: the break-glass access is recognisable"
         );
+        // The search that reached three patients names each of them.
+        let multi = events.iter().find(|e| e["id"] == ids[4].as_str()).unwrap();
+        let patients = multi["entity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e.to_string().contains("st-luke/Patient/"))
+            .count();
+        assert_eq!(patients, 3, "{version}: {multi}");
         if let Some(dir) = &out {
             let dir = dir.join(version);
             std::fs::create_dir_all(&dir).unwrap();

@@ -1,10 +1,13 @@
 //! Consent end to end: consents stored through `/consent` on the embedded ledger decide
 //! reads and searches at opt-in and opt-out sites; searches are filtered patient by patient;
 //! a revocation takes effect at once; `$check` explains; bad Consents are refused naming the
-//! element; and everything runs on SQLite and PostgreSQL.
+//! element; the consent API authorizes by who is asking (a patient launch context, the
+//! consent-administrator role, no grant to oneself: table-driven, every call receipted);
+//! and everything runs on SQLite and PostgreSQL.
 
 use assent_e2e::*;
 use assent_gateway::store::testing;
+use assent_receipts::{AccessDecision, AccessKind, ConsentAction, Receipt};
 use serde_json::{Value, json};
 
 /// A consent of `patient` (R4 form): deny by default, permit for `practitioner` (or, with
@@ -137,11 +140,12 @@ async fn consents_decide_reads_and_searches_and_revocation_takes_effect_at_once(
                 .status,
             200
         );
+        // Denied on its content, a read that named no patient is answered as a record the
+        // site does not have: the answer does not tell that it exists.
+        let denied = read("/fhir/north-general/Observation/o-p2", alice).await;
         assert_eq!(
-            read("/fhir/north-general/Observation/o-p2", alice)
-                .await
-                .error_code(),
-            "consent-denied"
+            (denied.status, denied.error_code().as_str()),
+            (404, "resource-not-found")
         );
 
         // A search across patients keeps only what each patient's consents allow.
@@ -160,9 +164,9 @@ async fn consents_decide_reads_and_searches_and_revocation_takes_effect_at_once(
             .filter(|i| i.starts_with("o-"))
             .collect();
         assert_eq!(matched, ["o-p1"]);
-        assert!(
-            bundle.get("total").is_none(),
-            "the total would tell how many were withheld"
+        assert_eq!(
+            bundle["total"], 1,
+            "one complete page: the total counts only what was released"
         );
         let outcome = bundle["entry"]
             .as_array()
@@ -170,8 +174,8 @@ async fn consents_decide_reads_and_searches_and_revocation_takes_effect_at_once(
             .iter()
             .find(|e| e["search"]["mode"] == "outcome");
         assert!(
-            outcome.is_some(),
-            "an outcome entry says results were withheld"
+            outcome.is_none(),
+            "a search that names no patient says nothing of what was withheld"
         );
         assert!(!search.text().contains("o-p2") && !search.text().contains("o-p3"));
 
@@ -307,7 +311,7 @@ async fn bad_consents_and_callers_are_refused() {
     )
     .await;
     assert_eq!(got.error_code(), "body-too-large");
-    // A clinician with read scopes may not write consents.
+    // A clinician without the consent-administrator role may not write consents.
     let got = send(
         "POST",
         &gw.url("/consent/Consent?site=st-mary"),
@@ -320,7 +324,7 @@ async fn bad_consents_and_callers_are_refused() {
         ),
     )
     .await;
-    assert_eq!(got.error_code(), "forbidden");
+    assert_eq!(got.error_code(), "consent-admin-required");
     let got = send(
         "POST",
         &gw.url("/consent/Consent/none/$revoke"),
@@ -330,4 +334,670 @@ async fn bad_consents_and_callers_are_refused() {
     )
     .await;
     assert_eq!(got.status, 404, "{}", got.text());
+}
+
+/// A consent of `patient` whose nested provision names `actor` (any reference): `permit`
+/// the actor over a root deny, or deny it under a root permit.
+fn consent_for(id: &str, patient: &str, actor: &str, permit: bool) -> Value {
+    let mut c = consent(id, patient, "placeholder", permit);
+    c["provision"]["provision"][0]["actor"][0]["reference"]["reference"] = json!(actor);
+    c
+}
+
+/// One attempt on the consent API: who, what, and what must come back.
+struct Attempt {
+    name: &'static str,
+    method: &'static str,
+    path: String,
+    token: String,
+    body: Option<Value>,
+    status: u16,
+    code: &'static str,
+    kind: AccessKind,
+    /// The patients the receipt must name (`{site}/Patient/{id}`).
+    patients: &'static [&'static str],
+}
+
+async fn attempt(gw: &StartedGateway, a: &Attempt) -> Got {
+    let content_type = [("content-type", "application/fhir+json; fhirVersion=4.0")];
+    send(
+        a.method,
+        &gw.url(&a.path),
+        Some(&a.token),
+        if a.body.is_some() { &content_type } else { &[] },
+        a.body.as_ref().map(|b| b.to_string().into_bytes()),
+    )
+    .await
+}
+
+/// Class 1 of issue 11: the consent API authorizes by who is asking. Every attempt an attacker
+/// would make is refused with its stable code and leaves a denied receipt naming the patient
+/// it aimed at; the legitimate forms work; and nothing the refused attempts aimed at changed.
+#[actix_web::test]
+async fn the_consent_api_authorizes_by_who_is_asking() {
+    use AccessKind::Consent as C;
+    use ConsentAction::*;
+    let upstream = hospital();
+    for store in testing::all() {
+        let gw = TestGateway::new()
+            .database(&store.url)
+            // Nobody is an issuer admin here: the role comes from `ledger.consent_admins`
+            // or the issuer's consent-administrator scope.
+            .issuer_setting("admin_subjects", json!([]))
+            .set(
+                "ledger",
+                json!({"consent_admins": [caller_id("privacy-officer")]}),
+            )
+            .site_with("north-general", json!({"upstream": upstream.base_url(), "fhir_version": "R4", "default_policy": "opt-in"}))
+            .site_with("st-mary", json!({"upstream": upstream.base_url(), "fhir_version": "R4", "default_policy": "opt-out"}))
+            .start();
+        // The role: listed (a privacy officer), or by scope (dr-bob, a practitioner).
+        let officer = token("privacy-officer", Some("openid fhirUser"), None, None);
+        let scoped_admin = token(
+            "dr-bob",
+            Some("openid fhirUser user/*.rs assent/consent-admin"),
+            None,
+            None,
+        );
+        // A patient's app for p1 (no actor), with and without write scopes.
+        let p1_app = token(
+            "billing-service",
+            Some("openid launch/patient patient/Consent.cruds"),
+            None,
+            Some("p1"),
+        );
+        let p1_reader = token(
+            "billing-service",
+            Some("openid launch/patient patient/Consent.rs"),
+            None,
+            Some("p1"),
+        );
+        // dr-alice launched from an EHR with p1 in context.
+        let ehr_alice = token(
+            "dr-alice",
+            Some("openid fhirUser launch/patient patient/Consent.cruds user/*.rs"),
+            None,
+            Some("p1"),
+        );
+        // Scopes without a context or a role.
+        let user_scoped = token(
+            "dr-alice",
+            Some("openid fhirUser user/Consent.cruds"),
+            None,
+            None,
+        );
+        let system_scoped = token("billing-service", Some("system/Consent.cruds"), None, None);
+        let patient_scoped = token("billing-service", Some("patient/Consent.cruds"), None, None);
+        let wildcard = token("dr-alice", Some("openid user/*.* assent/*"), None, None);
+
+        // p2 at St Mary (opt-out) refuses dr-bob; p3 at North General (opt-in) permits
+        // dr-alice. Recorded by the privacy officer.
+        let setup = [
+            ("st-mary", consent("c-p2", "p2", "dr-bob", false)),
+            ("north-general", consent("c-p3", "p3", "dr-alice", true)),
+        ];
+        for (site, body) in &setup {
+            let got = send(
+                "POST",
+                &gw.url(&format!("/consent/Consent?site={site}")),
+                Some(&officer),
+                &[("content-type", "application/fhir+json; fhirVersion=4.0")],
+                Some(body.to_string().into_bytes()),
+            )
+            .await;
+            assert_eq!(got.status, 201, "{}", got.text());
+        }
+
+        let create = |site: &str| format!("/consent/Consent?site={site}");
+        let check = |site: &str, patient: &str| json!({"site": site, "patient": patient});
+        let refused =
+            |name, method, path: String, token: &String, body, code, kind, patients| Attempt {
+                name,
+                method,
+                path,
+                token: token.clone(),
+                body,
+                status: 403,
+                code,
+                kind,
+                patients,
+            };
+        let attempts = vec![
+            // A patient launch context names another patient.
+            refused(
+                "patient app creates a consent for another patient",
+                "POST",
+                create("st-mary"),
+                &p1_app,
+                Some(consent("c-x1", "p2", "dr-alice", true)),
+                "consent-patient-mismatch",
+                C(Create),
+                &["st-mary/Patient/p2"],
+            ),
+            refused(
+                "patient app revokes another patient's opt-out",
+                "POST",
+                "/consent/Consent/c-p2/$revoke".into(),
+                &p1_app,
+                None,
+                "consent-patient-mismatch",
+                C(Revoke),
+                &["st-mary/Patient/p2"],
+            ),
+            refused(
+                "patient app lists another patient's consents",
+                "GET",
+                "/consent/Consent?site=st-mary&patient=p2".into(),
+                &p1_app,
+                None,
+                "consent-patient-mismatch",
+                C(Search),
+                &["st-mary/Patient/p2"],
+            ),
+            refused(
+                "... named as Patient/p2",
+                "GET",
+                "/consent/Consent?site=st-mary&patient=Patient/p2".into(),
+                &p1_app,
+                None,
+                "consent-patient-mismatch",
+                C(Search),
+                &["st-mary/Patient/p2"],
+            ),
+            refused(
+                "... at another site",
+                "GET",
+                "/consent/Consent?site=north-general&patient=p3".into(),
+                &p1_app,
+                None,
+                "consent-patient-mismatch",
+                C(Search),
+                &["north-general/Patient/p3"],
+            ),
+            refused(
+                "patient app runs $check for another patient",
+                "POST",
+                "/consent/$check".into(),
+                &p1_app,
+                Some(check("st-mary", "Patient/p2")),
+                "consent-patient-mismatch",
+                C(Check),
+                &["st-mary/Patient/p2"],
+            ),
+            refused(
+                "patient app reads another patient's consent history",
+                "GET",
+                "/consent/Consent/c-p2/_history".into(),
+                &p1_app,
+                None,
+                "consent-patient-mismatch",
+                C(History),
+                &["st-mary/Patient/p2"],
+            ),
+            refused(
+                "patient app writes a version of another patient's consent",
+                "POST",
+                create("st-mary"),
+                &p1_app,
+                Some(consent("c-p2", "p2", "dr-alice", false)),
+                "consent-patient-mismatch",
+                C(Update),
+                &["st-mary/Patient/p2"],
+            ),
+            refused(
+                "patient app moves another patient's consent to its own",
+                "POST",
+                create("st-mary"),
+                &p1_app,
+                Some(consent("c-p2", "p1", "dr-alice", false)),
+                "consent-patient-mismatch",
+                C(Update),
+                &["st-mary/Patient/p1", "st-mary/Patient/p2"],
+            ),
+            refused(
+                "an EHR launch names another patient",
+                "GET",
+                "/consent/Consent?site=st-mary&patient=p2".into(),
+                &ehr_alice,
+                None,
+                "consent-patient-mismatch",
+                C(Search),
+                &["st-mary/Patient/p2"],
+            ),
+            refused(
+                "read-only scopes of the context create",
+                "POST",
+                create("st-mary"),
+                &p1_reader,
+                Some(consent("c-x2", "p1", "dr-bob", true)),
+                "scope-insufficient",
+                C(Create),
+                &[],
+            ),
+            // Scopes alone, without a context or the role.
+            refused(
+                "user/Consent.* lists a patient's consents",
+                "GET",
+                "/consent/Consent?site=st-mary&patient=p2".into(),
+                &user_scoped,
+                None,
+                "consent-admin-required",
+                C(Search),
+                &[],
+            ),
+            refused(
+                "user/Consent.* creates a consent",
+                "POST",
+                create("st-mary"),
+                &user_scoped,
+                Some(consent("c-x3", "p2", "dr-bob", true)),
+                "consent-admin-required",
+                C(Create),
+                &[],
+            ),
+            refused(
+                "system/Consent.* creates a consent",
+                "POST",
+                create("st-mary"),
+                &system_scoped,
+                Some(consent("c-x4", "p2", "dr-bob", true)),
+                "consent-admin-required",
+                C(Create),
+                &[],
+            ),
+            refused(
+                "patient/Consent.* without a context revokes",
+                "POST",
+                "/consent/Consent/c-p2/$revoke".into(),
+                &patient_scoped,
+                None,
+                "consent-admin-required",
+                C(Revoke),
+                &[],
+            ),
+            refused(
+                "a wildcard is no role",
+                "POST",
+                "/consent/$check".into(),
+                &wildcard,
+                Some(check("st-mary", "p2")),
+                "consent-admin-required",
+                C(Check),
+                &[],
+            ),
+            refused(
+                "user/Consent.* reads a history",
+                "GET",
+                "/consent/Consent/c-p2/_history".into(),
+                &user_scoped,
+                None,
+                "consent-admin-required",
+                C(History),
+                &[],
+            ),
+            // Nobody grants themselves.
+            refused(
+                "a practitioner with the role grants itself",
+                "POST",
+                create("north-general"),
+                &scoped_admin,
+                Some(consent("c-x5", "p3", "dr-bob", true)),
+                "consent-self-grant",
+                C(Create),
+                &["north-general/Patient/p3"],
+            ),
+            refused(
+                "... by an absolute reference",
+                "POST",
+                create("north-general"),
+                &scoped_admin,
+                Some(consent_for(
+                    "c-x6",
+                    "p3",
+                    "https://fhir.example.org/Practitioner/dr-bob",
+                    true,
+                )),
+                "consent-self-grant",
+                C(Create),
+                &["north-general/Patient/p3"],
+            ),
+            refused(
+                "... or its organization",
+                "POST",
+                create("north-general"),
+                &scoped_admin,
+                Some(consent_for("c-x7", "p3", "Organization/city-clinic", true)),
+                "consent-self-grant",
+                C(Create),
+                &["north-general/Patient/p3"],
+            ),
+            refused(
+                "a practitioner with the role revokes its own refusal",
+                "POST",
+                "/consent/Consent/c-p2/$revoke".into(),
+                &scoped_admin,
+                None,
+                "consent-self-grant",
+                C(Revoke),
+                &["st-mary/Patient/p2"],
+            ),
+            refused(
+                "... or edits it away",
+                "POST",
+                create("st-mary"),
+                &scoped_admin,
+                Some(consent("c-p2", "p2", "dr-alice", false)),
+                "consent-self-grant",
+                C(Update),
+                &["st-mary/Patient/p2"],
+            ),
+            refused(
+                "an EHR launch grants the practitioner itself",
+                "POST",
+                create("st-mary"),
+                &ehr_alice,
+                Some(consent("c-x8", "p1", "dr-alice", true)),
+                "consent-self-grant",
+                C(Create),
+                &["st-mary/Patient/p1"],
+            ),
+        ];
+        let ok =
+            |name, method, path: String, token: &String, body, status, kind, patients| Attempt {
+                name,
+                method,
+                path,
+                token: token.clone(),
+                body,
+                status,
+                code: "",
+                kind,
+                patients,
+            };
+        let legitimate = vec![
+            ok(
+                "patient app records its own consent",
+                "POST",
+                create("st-mary"),
+                &p1_app,
+                Some(consent("c-p1", "p1", "dr-bob", true)),
+                201,
+                C(Create),
+                &["st-mary/Patient/p1"],
+            ),
+            ok(
+                "patient app lists its consents",
+                "GET",
+                "/consent/Consent?site=st-mary&patient=p1".into(),
+                &p1_app,
+                None,
+                200,
+                C(Search),
+                &["st-mary/Patient/p1"],
+            ),
+            ok(
+                "read-only scopes list them too",
+                "GET",
+                "/consent/Consent?site=st-mary&patient=Patient/p1".into(),
+                &p1_reader,
+                None,
+                200,
+                C(Search),
+                &["st-mary/Patient/p1"],
+            ),
+            ok(
+                "patient app reads its consent's history",
+                "GET",
+                "/consent/Consent/c-p1/_history".into(),
+                &p1_app,
+                None,
+                200,
+                C(History),
+                &["st-mary/Patient/p1"],
+            ),
+            ok(
+                "patient app runs $check for itself",
+                "POST",
+                "/consent/$check".into(),
+                &p1_app,
+                Some(check("st-mary", "p1")),
+                200,
+                C(Check),
+                &["st-mary/Patient/p1"],
+            ),
+            ok(
+                "patient app changes its consent",
+                "POST",
+                create("st-mary"),
+                &p1_app,
+                Some(consent("c-p1", "p1", "dr-alice", true)),
+                201,
+                C(Update),
+                &["st-mary/Patient/p1"],
+            ),
+            ok(
+                "patient app revokes its consent",
+                "POST",
+                "/consent/Consent/c-p1/$revoke".into(),
+                &p1_app,
+                None,
+                200,
+                C(Revoke),
+                &["st-mary/Patient/p1"],
+            ),
+            ok(
+                "an EHR launch records a refusal of another practitioner",
+                "POST",
+                create("st-mary"),
+                &ehr_alice,
+                Some(consent("c-p1b", "p1", "dr-bob", false)),
+                201,
+                C(Create),
+                &["st-mary/Patient/p1"],
+            ),
+            ok(
+                "the listed role lists any patient",
+                "GET",
+                "/consent/Consent?site=st-mary&patient=p2".into(),
+                &officer,
+                None,
+                200,
+                C(Search),
+                &["st-mary/Patient/p2"],
+            ),
+            ok(
+                "the role by scope records another's grant",
+                "POST",
+                create("north-general"),
+                &scoped_admin,
+                Some(consent("c-p3b", "p3", "nurse-carol", true)),
+                201,
+                C(Create),
+                &["north-general/Patient/p3"],
+            ),
+            ok(
+                "the role by scope checks any patient",
+                "POST",
+                "/consent/$check".into(),
+                &scoped_admin,
+                Some(check("north-general", "p3")),
+                200,
+                C(Check),
+                &["north-general/Patient/p3"],
+            ),
+            ok(
+                "the listed role revokes",
+                "POST",
+                "/consent/Consent/c-p3b/$revoke".into(),
+                &officer,
+                None,
+                200,
+                C(Revoke),
+                &["north-general/Patient/p3"],
+            ),
+        ];
+        let key = gw.gateway.state.consents.key();
+        let mut n_calls = setup.len();
+        for a in attempts.iter().chain(&legitimate) {
+            let got = attempt(&gw, a).await;
+            n_calls += 1;
+            assert_eq!(got.status, a.status, "{}: {}", a.name, got.text());
+            if !a.code.is_empty() {
+                assert_eq!(got.error_code(), a.code, "{}", a.name);
+            }
+            // Its receipt: durable, named in the answer, of its kind, deny for a refusal,
+            // naming the patient it aimed at.
+            let id = got
+                .header("x-assent-receipt")
+                .unwrap_or_else(|| panic!("{}: no receipt", a.name));
+            let row = gw.gateway.state.store.receipt(id).unwrap().unwrap();
+            let receipt = Receipt::from_canonical_bytes(&row.body).unwrap();
+            assert_eq!(receipt.kind, a.kind, "{}", a.name);
+            assert_eq!(receipt.status, a.status, "{}", a.name);
+            let decision = if a.status == 403 {
+                AccessDecision::Deny
+            } else {
+                AccessDecision::Permit
+            };
+            assert_eq!(receipt.decision, decision, "{}", a.name);
+            let patients: Vec<String> = a.patients.iter().map(|p| key.patient(p)).collect();
+            assert_eq!(receipt.patient_keys, patients, "{}", a.name);
+            if decision == AccessDecision::Permit && a.kind != C(Check) {
+                assert!(
+                    receipt
+                        .resources
+                        .iter()
+                        .all(|r| r.resource_type == "Consent")
+                        && !receipt.resources.is_empty(),
+                    "{}: {:?}",
+                    a.name,
+                    receipt.resources
+                );
+            }
+            if decision == AccessDecision::Deny {
+                assert!(receipt.resources.is_empty(), "{}", a.name);
+            }
+        }
+
+        // Nothing the refused attempts aimed at changed: p2's refusal of dr-bob is in force
+        // at version 1, dr-bob has no grant at North General, no consent was made for p2.
+        let bob = other_clinician_token();
+        assert_eq!(
+            send(
+                "GET",
+                &gw.url("/fhir/st-mary/Patient/p2"),
+                Some(bob),
+                &[],
+                None
+            )
+            .await
+            .error_code(),
+            "consent-denied"
+        );
+        assert_eq!(
+            send(
+                "GET",
+                &gw.url("/fhir/north-general/Patient/p3"),
+                Some(bob),
+                &[],
+                None
+            )
+            .await
+            .error_code(),
+            "consent-denied"
+        );
+        let p2 = send(
+            "GET",
+            &gw.url("/consent/Consent?site=st-mary&patient=p2"),
+            Some(&officer),
+            &[],
+            None,
+        )
+        .await
+        .json();
+        let versions: Vec<(&str, &str, &str)> = p2["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let r = &e["resource"];
+                (
+                    r["id"].as_str().unwrap(),
+                    r["meta"]["versionId"].as_str().unwrap(),
+                    r["status"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(versions, [("c-p2", "1", "active")]);
+        n_calls += 1;
+
+        // Exactly one receipt per consent API call.
+        let consent_receipts = gw
+            .gateway
+            .state
+            .store
+            .receipts_after("test-gw", 0, 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|row| row.kind.starts_with("consent-"))
+            .count();
+        assert_eq!(consent_receipts, n_calls);
+        // And p2's accounting of disclosures lists who tried what.
+        let officer_audit = token(
+            "privacy-officer",
+            Some("openid user/AuditEvent.rs"),
+            None,
+            None,
+        );
+        let report = send(
+            "GET",
+            &gw.url("/audit/patient/p2/disclosures?site=st-mary"),
+            Some(&officer_audit),
+            &[],
+            None,
+        )
+        .await
+        .json();
+        let sentences: Vec<&str> = report["disclosures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["what"].as_str().unwrap())
+            .collect();
+        assert!(
+            sentences.contains(&"revoked a consent")
+                || sentences.iter().any(|s| s.starts_with("revoked")),
+            "{sentences:?}"
+        );
+    }
+}
+
+/// The consent-administrator scope is the issuer's to name; another issuer's, or a SMART
+/// scope, is no role.
+#[actix_web::test]
+async fn the_consent_admin_scope_is_configured_per_issuer() {
+    let upstream = hospital();
+    let gw = TestGateway::new()
+        .issuer_setting("admin_subjects", json!([]))
+        .issuer_setting("consent_admin_scope", json!("urn:test:consents"))
+        .site("st-mary", &upstream.base_url())
+        .start();
+    let list = |scope: &'static str| {
+        let url = gw.url("/consent/Consent?site=st-mary&patient=p1");
+        async move {
+            let t = token("dr-alice", Some(scope), None, None);
+            send("GET", &url, Some(&t), &[], None).await
+        }
+    };
+    assert_eq!(list("openid urn:test:consents").await.status, 200);
+    assert_eq!(
+        list("openid assent/consent-admin").await.error_code(),
+        "consent-admin-required"
+    );
+    assert_eq!(
+        list("openid user/Consent.cruds system/Consent.cruds")
+            .await
+            .error_code(),
+        "consent-admin-required"
+    );
 }

@@ -1,5 +1,6 @@
 //! End-to-end tests: one test binary (link time on two cores is real), one module per area.
-//! Every test starts its own gateway and FAKE upstreams on 127.0.0.1 port 0.
+//! Every test starts its own gateway and FAKE upstreams on 127.0.0.1 port 0; `upstreams` and
+//! `enforcement` share one realistic upstream (a Node child process) per module.
 
 mod adapters;
 mod audit;
@@ -10,12 +11,15 @@ mod consent;
 mod console;
 mod demo;
 mod dialects;
+mod enforcement;
 mod errors;
 mod fabric;
 mod operations;
 mod paging;
 mod proxy;
 mod receipts;
+mod release;
 mod resilience;
 mod tidy;
 mod tls;
+mod upstreams;

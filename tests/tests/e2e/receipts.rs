@@ -1,13 +1,17 @@
 //! Receipts end to end: every request after authentication gets exactly one receipt, durable
 //! before its response is released and named in `X-Assent-Receipt`; the chain verifies, every
 //! receipt is anchored on the ledger with a proof that verifies; a store that refuses the
-//! receipt withholds the response (503) and the chain goes on without a gap.
+//! receipt withholds the response (503) and the chain goes on without a gap; a release that
+//! reaches several patients names every one of them (receipt, store, disclosures, export);
+//! and a chain of version 1 receipts goes on in version 2 and verifies whole.
 
 use assent_e2e::*;
 use assent_gateway::anchoring::rebuild_batch;
 use assent_gateway::store::{Backend, testing};
+use assent_gateway::store::{ReceiptPatientRow, ReceiptRow, Store};
 use assent_receipts::{
-    AccessDecision, Digest, Receipt, ResourceEntry, verify_chain, verify_inclusion,
+    AccessDecision, AccessKind, Chain, Digest, Encoding, Receipt, ReceiptSubjects, ResourceEntry,
+    VerifyOptions, verify_chain, verify_export, verify_inclusion,
 };
 use diesel::connection::SimpleConnection;
 use serde_json::json;
@@ -108,9 +112,10 @@ async fn every_request_after_authentication_has_one_durable_anchored_receipt() {
         assert_eq!(read.upstream_status, Some(200));
         assert_eq!(read.site.as_deref(), Some("st-mary"));
         let key = gw.gateway.state.consents.key();
-        assert_eq!(read.patient_key, Some(key.patient("st-mary/Patient/p1")));
+        assert_eq!(read.patient_keys, vec![key.patient("st-mary/Patient/p1")]);
+        assert_eq!(read.kind, AccessKind::Fhir);
         let row = gw.gateway.state.store.receipt(&read.id).unwrap().unwrap();
-        assert_eq!(row.patient.as_deref(), Some("st-mary/Patient/p1"));
+        assert_eq!(row.patients, r#"["st-mary/Patient/p1"]"#);
         assert_eq!(stored[1].0.upstream_status, Some(404));
         assert_eq!(stored[2].0.site, None, "an unknown site is not a site");
 
@@ -193,6 +198,22 @@ async fn no_data_is_released_when_the_receipt_cannot_be_stored() {
             refused.text()
         );
         assert_eq!(refused.header("x-assent-receipt"), None);
+        // The gateway's own APIs likewise: no answer without a durable receipt.
+        let auditor = token("nurse-carol", Some("openid user/AuditEvent.rs"), None, None);
+        for (path, token) in [
+            ("/audit/AuditEvent", auditor.as_str()),
+            ("/audit/export", auditor.as_str()),
+            ("/consent/Consent?site=st-mary&patient=p1", admin_token()),
+        ] {
+            let got = send("GET", &gw.url(path), Some(token), &[], None).await;
+            assert_eq!(
+                (got.status, got.error_code().as_str()),
+                (503, "receipt-unavailable"),
+                "{path}"
+            );
+            assert_eq!(got.json()["resourceType"], "OperationOutcome");
+            assert_eq!(got.header("x-assent-receipt"), None);
+        }
 
         refuse_receipts(&store, false);
         let again = read().await;
@@ -201,5 +222,221 @@ async fn no_data_is_released_when_the_receipt_cannot_be_stored() {
         assert_eq!(stored.len(), 2, "the refused receipt is not in the chain");
         assert_eq!(stored[1].0.sequence, 2, "and leaves no gap");
         assert!(verify_chain(stored.iter().map(|(r, h)| (r, Some(*h)))).is_empty());
+    }
+}
+
+/// A search whose answer reaches three patients: its receipt names all three, in the store,
+/// the disclosures of each, and the export.
+#[actix_web::test]
+async fn a_release_names_every_patient_it_reached() {
+    let upstream = crate::consent::hospital();
+    for store in testing::all() {
+        let gw = TestGateway::new()
+            .database(&store.url)
+            .site("st-mary", &upstream.base_url())
+            .start();
+        let got = send(
+            "GET",
+            &gw.url("/fhir/st-mary/Observation?code=x"),
+            Some(clinician_token()),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        let id = got.header("x-assent-receipt").unwrap();
+        let state = &gw.gateway.state;
+        let key = state.consents.key();
+        let identities = [
+            "st-mary/Patient/p1",
+            "st-mary/Patient/p2",
+            "st-mary/Patient/p3",
+        ];
+        let row = state.store.receipt(id).unwrap().unwrap();
+        let receipt = Receipt::from_canonical_bytes(&row.body).unwrap();
+        assert_eq!(receipt.encoding, Encoding::V2);
+        let mut keys = receipt.patient_keys.clone();
+        keys.sort();
+        let mut expected: Vec<String> = identities.iter().map(|p| key.patient(p)).collect();
+        expected.sort();
+        assert_eq!(keys, expected);
+        assert_eq!(receipt.resources.len(), 3);
+        let clear: Vec<String> = serde_json::from_str(&row.patients).unwrap();
+        let rekeyed: Vec<String> = clear.iter().map(|p| key.patient(p)).collect();
+        assert_eq!(
+            rekeyed, receipt.patient_keys,
+            "clear patients in the keys' order"
+        );
+        let mut indexed: Vec<String> = state
+            .store
+            .receipt_patients(id)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.patient)
+            .collect();
+        indexed.sort();
+        assert_eq!(indexed, identities);
+        let auditor = token("nurse-carol", Some("openid user/AuditEvent.rs"), None, None);
+        for p in ["p1", "p2", "p3"] {
+            let report = send(
+                "GET",
+                &gw.url(&format!("/audit/patient/{p}/disclosures?site=st-mary")),
+                Some(&auditor),
+                &[],
+                None,
+            )
+            .await
+            .json();
+            assert!(
+                report["disclosures"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|d| d["receipt_id"] == id),
+                "{p}: {report}"
+            );
+        }
+        let export = send(
+            "GET",
+            &gw.url("/audit/export?kind=fhir"),
+            Some(&auditor),
+            &[],
+            None,
+        )
+        .await
+        .text();
+        let line: serde_json::Value = serde_json::from_str(export.lines().next().unwrap()).unwrap();
+        assert_eq!(line["receipt"]["encoding"], 2);
+        assert_eq!(line["receipt"]["kind"], "fhir");
+        assert_eq!(line["receipt"]["patient_keys"].as_array().unwrap().len(), 3);
+        assert_eq!(line["subjects"]["patients"], json!(clear));
+    }
+}
+
+/// A store holding version 1 receipts (written before version 2): the gateway goes on with
+/// version 2 receipts in the same chain, anchors all of them, and an export of the whole chain
+/// verifies complete, version 1 lines as they were.
+#[actix_web::test]
+async fn a_chain_of_version_1_receipts_goes_on_in_version_2() {
+    let upstream = hospital();
+    for store in testing::all() {
+        let key = {
+            // The consortium key the gateway will use: made at its first start, so start it
+            // once to have it, then write the old receipts with it.
+            let gw = gateway(&store.url, &upstream);
+            gw.gateway.state.consents.key().clone()
+        };
+        let mut chain = Chain::genesis("test-gw");
+        let mut rows = Vec::new();
+        let mut patients = Vec::new();
+        for i in 1..=3u64 {
+            let subjects = ReceiptSubjects {
+                actor: "Practitioner/dr-alice".into(),
+                patients: vec!["st-mary/Patient/p1".into()],
+                ..ReceiptSubjects::default()
+            };
+            let mut r = Receipt::new(
+                format!("old-{i}"),
+                1_700_000_000_000 + i as i64,
+                "test-gw",
+                subjects.keys(&key),
+                AccessDecision::Permit,
+                200,
+            );
+            r.encoding = Encoding::V1;
+            r.site = Some("st-mary".into());
+            r.interaction = assent_receipts::parse_interaction("read");
+            let chained = chain.append(r).unwrap();
+            assert!(chained.bytes.starts_with(b"\0\0\0\x10assent-receipt/1"));
+            rows.push(ReceiptRow {
+                gateway_id: "test-gw".into(),
+                sequence: i as i64,
+                receipt_id: chained.receipt.id.clone(),
+                time_ms: chained.receipt.time_ms,
+                site: Some("st-mary".into()),
+                interaction: Some("read".into()),
+                resource_type: None,
+                decision: "permit".into(),
+                break_glass: false,
+                status: 200,
+                purpose: None,
+                actor: subjects.actor.clone(),
+                actor_key: chained.receipt.actor_key.clone(),
+                hash: chained.hash.as_bytes().to_vec(),
+                body: chained.bytes.clone(),
+                subjects: "{}".into(),
+                kind: "fhir".into(),
+                patients: r#"["st-mary/Patient/p1"]"#.into(),
+            });
+            patients.push(ReceiptPatientRow {
+                receipt_id: chained.receipt.id.clone(),
+                patient_key: chained.receipt.patient_keys[0].clone(),
+                patient: "st-mary/Patient/p1".into(),
+                time_ms: chained.receipt.time_ms,
+            });
+        }
+        {
+            let mut conn = store.store.durable_connection().unwrap();
+            Store::insert_receipts(&mut conn, &rows, &patients).unwrap();
+        }
+        let gw = gateway(&store.url, &upstream);
+        for _ in 0..3 {
+            let got = send(
+                "GET",
+                &gw.url("/fhir/st-mary/Patient/p1"),
+                Some(clinician_token()),
+                &[],
+                None,
+            )
+            .await;
+            assert_eq!(got.status, 200, "{}", got.text());
+        }
+        let stored = stored_receipts(&gw);
+        let encodings: Vec<Encoding> = stored.iter().map(|(r, _)| r.encoding).collect();
+        assert_eq!(
+            encodings,
+            [
+                Encoding::V1,
+                Encoding::V1,
+                Encoding::V1,
+                Encoding::V2,
+                Encoding::V2,
+                Encoding::V2
+            ]
+        );
+        assert!(verify_chain(stored.iter().map(|(r, h)| (r, Some(*h)))).is_empty());
+        gw.wait_for_anchors("test-gw", 6);
+        let auditor = token("nurse-carol", Some("openid user/AuditEvent.rs"), None, None);
+        let export = send("GET", &gw.url("/audit/export"), Some(&auditor), &[], None).await;
+        let text = export.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 7, "six accesses and the export's own receipt");
+        assert!(lines[0].contains(r#""encoding":1"#) && lines[0].contains(r#""patient_key":"#));
+        assert!(lines[3].contains(r#""encoding":2"#));
+        let state = &gw.gateway.state;
+        let gateway_key = state.consents.key().gateway("test-gw");
+        let mut anchors = assent_receipts::AnchorSet::new();
+        for batch_id in 1.. {
+            match state
+                .consents
+                .ledger()
+                .anchor(&gateway_key, batch_id)
+                .await
+                .unwrap()
+            {
+                Some(record) => assert!(anchors.insert_record("test-gw", &record)),
+                None => break,
+            }
+        }
+        let report = verify_export(
+            lines.iter().copied(),
+            anchors,
+            VerifyOptions {
+                complete: true,
+                require_anchored: true,
+            },
+        );
+        assert!(report.all_held(), "{:?}", report.failures);
+        assert_eq!(report.n_anchored, 6);
     }
 }

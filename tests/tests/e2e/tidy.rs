@@ -48,6 +48,41 @@ fn every_rust_file_opens_with_a_module_comment() {
     );
 }
 
+/// **Invariant:** whose data a resource or request is has one answer, `assent_fhir::compartment`:
+/// no gateway code reads a Reference (`reference` of a JSON object) to find a patient itself.
+/// The consent API reads the patient a Consent document is about (what it manages), which is
+/// not a question about released data.
+#[test]
+fn whose_data_has_one_rule() {
+    let allowed = ["consent_api.rs"];
+    let forbidden = [
+        ["get(\"", "reference\")"].concat(),
+        ["/", "reference\""].concat(),
+        ["\"", "subject\")"].concat(),
+        ["\"", "beneficiary\""].concat(),
+    ];
+    let mut found = Vec::new();
+    let mut files = Vec::new();
+    rust_files(&workspace_root().join("gateway/src"), &mut files);
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        if allowed.contains(&name.as_str()) || file.components().any(|c| c.as_os_str() == "demo") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let library = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for pattern in &forbidden {
+            if library.contains(pattern.as_str()) {
+                found.push(format!("{}: {pattern}", file.display()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "reads references itself instead of asking assent_fhir::compartment: {found:?}"
+    );
+}
+
 #[test]
 fn no_mod_rs_files() {
     let found: Vec<_> = all_rust_files()

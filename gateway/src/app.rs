@@ -451,14 +451,20 @@ pub async fn serve(config: Config, workers: usize) -> Result<(), StartError> {
     let (listener, bound) = bind(config.listen)?;
     let state = web::Data::new(AppState::build(config, bound).await?);
     let server = server(state.clone(), listener, workers)?;
-    // The SIGHUP handler is installed before the gateway says it listens: a hangup sent from
-    // then on reloads adapters instead of ending the process.
-    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    // The signal handlers are installed before the gateway says it listens: from then on a
+    // hangup reloads adapters, and SIGTERM or SIGINT stops the gateway in order, instead of
+    // ending the process where it stands.
+    use tokio::signal::unix::{SignalKind, signal};
+    let hangups = signal(SignalKind::hangup());
+    let stops = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
     tracing::info!(addr = %bound, sites = state.sites.len(), "assent gateway listening");
     let handle = server.handle();
     let serving = actix_web::rt::spawn(server);
     let reloads = actix_web::rt::spawn(reload_on_hangup(state.clone(), hangups));
-    shutdown_signal().await;
+    shutdown_signal(stops).await;
     reloads.abort();
     tracing::info!("shutting down");
     handle.stop(true).await;
@@ -483,16 +489,24 @@ async fn reload_on_hangup(
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
+/// Waits for SIGTERM or SIGINT (whichever handler could be installed).
+async fn shutdown_signal(
+    (terminate, interrupt): (
+        std::io::Result<tokio::signal::unix::Signal>,
+        std::io::Result<tokio::signal::unix::Signal>,
+    ),
+) {
+    match (terminate, interrupt) {
+        (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
+                _ = int.recv() => {}
             }
         }
-        Err(_) => {
+        (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+            one.recv().await;
+        }
+        (Err(_), Err(_)) => {
             let _ = tokio::signal::ctrl_c().await;
         }
     }

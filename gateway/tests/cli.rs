@@ -660,7 +660,12 @@ fn keys_an_older_version_kept_in_the_database_are_refused_then_exported() {
     assert!(loaded.contains("consortium_key_hex from"), "{loaded}");
     wait_for(&lines, "assent gateway listening");
     signal(&child, "TERM");
-    assert!(child.wait().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "{status:?}: {:#?}",
+        lines.iter().collect::<Vec<_>>()
+    );
 
     // Another consortium key than the one the store was written with is refused.
     let other = [(

@@ -105,15 +105,13 @@ pub fn request_patients(
             RequestPatients::Unnamed
         };
     }
-    let naming = data::patient_search_params(version, resource_type);
     let mut named: Option<BTreeSet<PatientRef>> = None;
     for param in params {
         let set = if resource_type == "Patient" {
             patient_search_names(param, context)
-        } else if naming.contains(&param.code.as_str()) {
-            reference_param_names(param, context)
         } else {
-            None
+            data::patient_search_param(version, resource_type, &param.code)
+                .and_then(|p| reference_param_names(param, p.only_patient, context))
         };
         if let Some(set) = set {
             named.get_or_insert_with(BTreeSet::new).extend(set);
@@ -140,14 +138,21 @@ fn patient_search_names(
     }
 }
 
-/// What a reference parameter of the Patient compartment names.
+/// What a reference parameter whose value may be a Patient names. A bare id (as a value or
+/// through `._id`) names a patient only when the parameter can mean nothing else
+/// (`only_patient`, or the `:Patient` modifier); `Patient/id`, an absolute Patient URL and an
+/// identifier of a patient identifier system always do.
 fn reference_param_names(
     param: &SearchParam,
+    only_patient: bool,
     context: &ReferenceContext,
 ) -> Option<BTreeSet<PatientRef>> {
+    let typed = only_patient || param.modifier.as_deref() == Some("Patient");
     match (param.modifier.as_deref(), param.chain.as_deref()) {
-        (None | Some("Patient"), None) => all(param, |v| patient_reference(v, context)),
-        (None | Some("Patient"), Some("_id")) => all(param, |v| local_id(v).map(PatientRef::Local)),
+        (None | Some("Patient"), None) => all(param, |v| patient_reference(v, typed, context)),
+        (None | Some("Patient"), Some("_id")) if typed => {
+            all(param, |v| local_id(v).map(PatientRef::Local))
+        }
         (None | Some("Patient"), Some("identifier")) => all(param, |v| identifier(v, context)),
         (Some("identifier"), None) => all(param, |v| identifier(v, context)),
         _ => None,
@@ -162,24 +167,29 @@ fn all(
     param.values().iter().map(|v| f(v)).collect()
 }
 
-/// A patient reference as a search value: `id`, `Patient/id`, or an absolute URL of a
-/// Patient under a known base.
-fn patient_reference(value: &str, context: &ReferenceContext) -> Option<PatientRef> {
+/// A patient reference as a search value: `id` (when the parameter can only mean a Patient:
+/// `typed`), `Patient/id`, or an absolute URL of a Patient under a known base.
+fn patient_reference(value: &str, typed: bool, context: &ReferenceContext) -> Option<PatientRef> {
     if let Some(id) = local_id(value) {
-        return Some(PatientRef::Local(id));
+        return typed.then_some(PatientRef::Local(id));
     }
     if let Some(id) = value.strip_prefix("Patient/") {
         return local_id(id).map(PatientRef::Local);
     }
     let (base, id) = value.trim_end_matches('/').rsplit_once("/Patient/")?;
     let id = local_id(id)?;
-    if context.local_bases.iter().any(|b| b == base) {
+    let base = base.trim_end_matches('/');
+    if context
+        .local_bases
+        .iter()
+        .any(|b| b.trim_end_matches('/') == base)
+    {
         return Some(PatientRef::Local(id));
     }
     context
         .other_sites
         .iter()
-        .find(|(b, _)| b == base)
+        .find(|(b, _)| b.trim_end_matches('/') == base)
         .map(|(_, site)| PatientRef::Site {
             site: site.clone(),
             id,

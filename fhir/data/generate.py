@@ -26,8 +26,13 @@ ANY = {
 }
 # Element keys every structure has, handled by the walker without a table entry.
 UNIVERSAL = {"extension", "modifierExtension", "id"}
-# uri elements of a Bundle that locate a resource of the server (`Patient/1/_history/2`).
-LOCATIONS = {("Bundle.entry.request", "url"), ("Bundle.entry.response", "location")}
+# Strings that locate a resource of the server (`Patient/1/_history/2`): a Bundle entry's
+# request and response, and an R5 Subscription filter's value (`patient` = `Patient/123`).
+LOCATIONS = {
+    ("Bundle.entry.request", "url"),
+    ("Bundle.entry.response", "location"),
+    ("Subscription.filterBy", "value"),
+}
 
 
 def warn(message):
@@ -175,6 +180,8 @@ class Definitions:
             for json_name, kind in merged.items():
                 if (parent, base) in LOCATIONS:
                     kind = "L"
+                if base == "resourceType" and parent != type_name:
+                    kind = "P"  # an element named so (ExampleScenario.instance): not a resource
                 if kind is not None and base not in UNIVERSAL:
                     fields[json_name] = kind
             if is_resource and parent == type_name:

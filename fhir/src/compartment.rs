@@ -234,9 +234,13 @@ impl<'v> Walker<'v, '_> {
     }
 
     fn object(&mut self, object: &'v Map<String, Value>, field: Option<Field>, place: Place<'v>) {
-        // Whatever the element, an object with a resourceType is a resource (a hostile
-        // answer may put one anywhere).
-        if let Some(Value::String(resource_type)) = object.get("resourceType") {
+        // Whatever the element, an object with a resourceType naming a type is a resource (a
+        // hostile answer may put one anywhere), unless its structure has an element of that
+        // name (`ExampleScenario.instance.resourceType`).
+        if let Some(Value::String(resource_type)) = object.get("resourceType")
+            && is_type_name(resource_type)
+            && !self.names_resource_type(field)
+        {
             self.resource(object, resource_type, place);
             return;
         }
@@ -249,12 +253,22 @@ impl<'v> Walker<'v, '_> {
                 self.fields(object, self.tables.codeable_reference, Some(may_be_patient));
             }
             Some(Field::Struct(at)) => self.fields(object, Some(at), None),
-            Some(Field::Resource | Field::Location) | None => {
+            Some(Field::Resource | Field::Location | Field::Plain) | None => {
                 if is_reference(object) {
                     self.reference(object, true);
                 }
                 self.fields(object, None, None);
             }
+        }
+    }
+
+    /// Whether `field` is a structure with an element named `resourceType`.
+    fn names_resource_type(&self, field: Option<Field>) -> bool {
+        match field {
+            Some(Field::Struct(at)) => {
+                self.tables.struct_at(at).field("resourceType") == Some(Field::Plain)
+            }
+            _ => false,
         }
     }
 
@@ -271,6 +285,11 @@ impl<'v> Walker<'v, '_> {
             }
             let name = name.as_str();
             let field = match name {
+                // An element of that name (STU3 `Claim.payee.resourceType`, a Coding) is read
+                // as anything unknown; a resource's own is its type.
+                "resourceType" if structure.and_then(|s| s.field(name)) == Some(Field::Plain) => {
+                    None
+                }
                 "resourceType" => continue,
                 "extension" | "modifierExtension" => self.tables.extension.map(Field::Struct),
                 "contained" => Some(Field::Resource),
@@ -1195,6 +1214,23 @@ mod tests {
                 {"response": {"status": "200", "location": "http://upstream.test/fhir/Patient/f/_history/2"}},
                 {"request": {"method": "GET", "url": "Observation?code=x"}}]}),
                 &["d", "e", "f"],
+                0,
+            ),
+            (
+                "an element named resourceType (R4 ExampleScenario)",
+                R4,
+                json!({"resourceType": "ExampleScenario",
+                "instance": [{"resourceId": "p", "resourceType": "Patient", "name": "a patient"}]}),
+                &[],
+                0,
+            ),
+            (
+                "a Subscription filter naming a patient (R5)",
+                R5,
+                json!({"resourceType": "Subscription",
+                "filterBy": [{"resourceType": "http://hl7.org/fhir/StructureDefinition/Encounter",
+                    "filterParameter": "patient", "value": "Patient/123"}]}),
+                &["123"],
                 0,
             ),
             (

@@ -225,3 +225,204 @@ pub fn is_shaping_param(name: &str) -> bool {
     let code = name.split([':', '.']).next().unwrap_or_default();
     matches!(code, "_summary" | "_elements")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compartment::parse_search;
+
+    fn shape(query: &str) -> Result<Shape, ShapeError> {
+        Shape::from_params(&parse_search(query))
+    }
+
+    fn observation() -> Value {
+        json!({"resourceType": "Observation", "id": "o", "meta": {"versionId": "2"},
+            "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"},
+            "status": "final", "_status": {"extension": [{"url": "urn:x", "valueString": "y"}]},
+            "category": [{"text": "vital-signs"}], "code": {"text": "weight"},
+            "subject": {"reference": "Patient/a"}, "valueQuantity": {"value": 70},
+            "effectiveDateTime": "2020-01-01", "note": [{"text": "n"}],
+            "extension": [{"url": "urn:e", "valueString": "e"}]})
+    }
+
+    fn keys(v: &Value) -> Vec<&str> {
+        v.as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    fn tags(v: &Value) -> Vec<(String, String)> {
+        v.pointer("/meta/tag")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+                (s("system"), s("code"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shapes_are_read_from_parameters() {
+        assert_eq!(
+            shape("_summary=true").map(|s| s.summary),
+            Ok(Some(Summary::True))
+        );
+        assert_eq!(
+            shape("_summary=text").map(|s| s.summary),
+            Ok(Some(Summary::Text))
+        );
+        assert!(shape("_summary=count").is_ok_and(|s| s.is_count()));
+        assert!(shape("_count=0&_summary=true").is_ok_and(|s| s.is_count()));
+        assert!(shape("_summary=true&_count=00").is_ok_and(|s| s.is_count()));
+        assert!(shape("_count=10").is_ok_and(|s| !s.is_count() && !s.cuts()));
+        assert_eq!(
+            shape("_elements=code,subject&_elements=value").map(|s| s.elements),
+            Ok(Some(vec!["code".into(), "subject".into(), "value".into()]))
+        );
+        for bad in [
+            "_summary=maybe",
+            "_summary=true&_summary=data",
+            "_summary:not=true",
+            "_elements.x=code",
+            "_elements=Observation.code",
+            "_elements=value[x]",
+        ] {
+            assert!(shape(bad).is_err(), "{bad}");
+        }
+        assert!(is_shaping_param("_summary") && is_shaping_param("_elements:x"));
+        assert!(!is_shaping_param("_count") && !is_shaping_param("_summaryx"));
+    }
+
+    #[test]
+    fn summary_true_keeps_the_summary_elements_and_every_choice_spelling() {
+        let mut r = observation();
+        assert!(shape("_summary=true").is_ok_and(|s| s.apply(&mut r, FhirVersion::R4)));
+        assert_eq!(
+            keys(&r),
+            [
+                "code",
+                "effectiveDateTime",
+                "id",
+                "meta",
+                "resourceType",
+                "status",
+                "_status",
+                "subject",
+                "valueQuantity"
+            ]
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            tags(&r),
+            [(SUBSETTED_SYSTEM.to_owned(), "SUBSETTED".to_owned())]
+        );
+        assert_eq!(r.pointer("/meta/versionId"), Some(&json!("2")));
+        // Shaping again cuts nothing more and does not tag twice.
+        assert!(shape("_summary=true").is_ok_and(|s| !s.apply(&mut r, FhirVersion::R4)));
+        assert_eq!(tags(&r).len(), 1);
+    }
+
+    #[test]
+    fn summary_text_data_and_elements_keep_what_the_spec_says() {
+        let mut r = observation();
+        assert!(shape("_summary=text").is_ok_and(|s| s.apply(&mut r, FhirVersion::R4)));
+        let mut k = keys(&r);
+        k.sort_unstable();
+        assert_eq!(
+            k,
+            [
+                "_status",
+                "code",
+                "id",
+                "meta",
+                "resourceType",
+                "status",
+                "text"
+            ]
+        );
+
+        let mut r = observation();
+        assert!(shape("_summary=data").is_ok_and(|s| s.apply(&mut r, FhirVersion::R4)));
+        assert!(r.get("text").is_none() && r.get("note").is_some());
+
+        let mut r = observation();
+        assert!(shape("_elements=value,note").is_ok_and(|s| s.apply(&mut r, FhirVersion::R4)));
+        let mut k = keys(&r);
+        k.sort_unstable();
+        assert_eq!(
+            k,
+            [
+                "_status",
+                "code",
+                "id",
+                "meta",
+                "note",
+                "resourceType",
+                "status",
+                "valueQuantity"
+            ]
+        );
+
+        // Both: an element stays when both keep it.
+        let mut r = observation();
+        let both = shape("_summary=true&_elements=note,subject");
+        assert!(both.is_ok_and(|s| s.apply(&mut r, FhirVersion::R4)));
+        let mut k = keys(&r);
+        k.sort_unstable();
+        assert_eq!(
+            k,
+            [
+                "_status",
+                "code",
+                "id",
+                "meta",
+                "resourceType",
+                "status",
+                "subject"
+            ]
+        );
+
+        // Nothing to cut: no tag.
+        let mut r =
+            json!({"resourceType": "Observation", "id": "o", "status": "final", "code": {}});
+        assert!(shape("_summary=data").is_ok_and(|s| !s.apply(&mut r, FhirVersion::R4)));
+        assert!(r.get("meta").is_none());
+        assert!(shape("_summary=false").is_ok_and(|s| !s.apply(&mut r, FhirVersion::R4)));
+    }
+
+    #[test]
+    fn each_version_has_its_own_definitions_and_tag() {
+        // STU3 Observation has `context` (not summary) and `comment`; R4 has `encounter`
+        // (summary) and no `context`.
+        let mut r = json!({"resourceType": "Observation", "id": "o", "status": "final",
+            "code": {}, "subject": {"reference": "Patient/a"},
+            "context": {"reference": "Encounter/e"}, "comment": "c"});
+        assert!(shape("_summary=true").is_ok_and(|s| s.apply(&mut r, FhirVersion::Stu3)));
+        assert!(r.get("subject").is_some());
+        assert!(r.get("context").is_none() && r.get("comment").is_none());
+        assert_eq!(
+            tags(&r),
+            [(SUBSETTED_SYSTEM_STU3.to_owned(), "SUBSETTED".to_owned())]
+        );
+        let mut r = json!({"resourceType": "Observation", "id": "o", "status": "final",
+            "code": {}, "encounter": {"reference": "Encounter/e"}, "context": {}});
+        assert!(shape("_summary=true").is_ok_and(|s| s.apply(&mut r, FhirVersion::R4)));
+        assert!(r.get("encounter").is_some() && r.get("context").is_none());
+        // A type the version does not define keeps only what every resource keeps.
+        let mut r = json!({"resourceType": "NotAType", "id": "x", "a": 1, "text": {}});
+        assert!(shape("_summary=true").is_ok_and(|s| s.apply(&mut r, FhirVersion::R5)));
+        let mut k = keys(&r);
+        k.sort_unstable();
+        assert_eq!(k, ["id", "meta", "resourceType"]);
+        // A meta that is not an object is left as it is.
+        let mut r = json!({"resourceType": "Observation", "meta": 3, "note": []});
+        assert!(shape("_summary=true").is_ok_and(|s| s.apply(&mut r, FhirVersion::R4)));
+        assert_eq!(r.get("meta"), Some(&json!(3)));
+    }
+}

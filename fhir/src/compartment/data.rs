@@ -26,10 +26,14 @@ pub(crate) enum Field {
     CodeableReference { may_be_patient: bool },
     /// An embedded resource.
     Resource,
-    /// A uri locating a resource of the server (`Bundle.entry.request.url`).
+    /// A string locating a resource of the server (`Bundle.entry.request.url`,
+    /// `Subscription.filterBy.value`).
     Location,
     /// A structure to descend into, by index into [`Tables::structs`].
     Struct(u32),
+    /// An element named `resourceType` of a structure that is not a resource
+    /// (`ExampleScenario.instance`): the object holding it is not a resource.
+    Plain,
 }
 
 /// A data type, backbone element or resource type: its fields that lead to references,
@@ -263,6 +267,7 @@ impl Tables {
                     },
                     "R" => Field::Resource,
                     "L" => Field::Location,
+                    "P" => Field::Plain,
                     other => match other
                         .strip_prefix("s:")
                         .and_then(|s| tables.struct_index(s))
@@ -370,7 +375,7 @@ pub(super) fn field_at(version: FhirVersion, path: &str) -> Option<Field> {
                 in_codeable_reference = Some(may_be_patient);
                 tables.codeable_reference
             }
-            Field::Resource | Field::Location => None,
+            Field::Resource | Field::Location | Field::Plain => None,
         };
     }
     field

@@ -317,6 +317,144 @@ mod tests {
         }
     }
 
+    fn named_in(version: FhirVersion, resource_type: &str, query: &str) -> Option<Vec<PatientRef>> {
+        match request_patients(
+            version,
+            Some(resource_type),
+            None,
+            &parse_search(query),
+            &context(),
+        ) {
+            RequestPatients::Named(set) => Some(set.into_iter().collect()),
+            RequestPatients::Unnamed => None,
+        }
+    }
+
+    #[test]
+    fn every_parameter_that_may_be_a_patient_names_one_in_every_version() {
+        let mrn = Some(vec![PatientRef::Identifier {
+            system: "urn:mrn".into(),
+            value: "42".into(),
+        }]);
+        let mut checked = 0;
+        for version in FhirVersion::ALL {
+            // A Patient search names patients by `_id` and `identifier` only (tested above).
+            for t in data::tables(version)
+                .types
+                .iter()
+                .filter(|t| t.name != "Patient")
+            {
+                for code in data::patient_search_params(version, t.name) {
+                    let q = format!("{code}=Patient%2Fx");
+                    assert_eq!(
+                        named_in(version, t.name, &q),
+                        local(&["x"]),
+                        "{t:?}?{q}",
+                        t = t.name
+                    );
+                    let q = format!("{code}:Patient=x");
+                    assert_eq!(
+                        named_in(version, t.name, &q),
+                        local(&["x"]),
+                        "{}?{q}",
+                        t.name
+                    );
+                    let q = format!("{code}:identifier=urn:mrn%7C42");
+                    assert_eq!(named_in(version, t.name, &q), mrn, "{}?{q}", t.name);
+                    let q = format!("{code}=Patient%2Fx,Patient%2Fy");
+                    assert_eq!(
+                        named_in(version, t.name, &q),
+                        local(&["x", "y"]),
+                        "{}?{q}",
+                        t.name
+                    );
+                    let q = format!("{code}=Group%2Fg");
+                    assert_eq!(named_in(version, t.name, &q), None, "{}?{q}", t.name);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 700, "only {checked} parameters checked");
+    }
+
+    #[test]
+    fn a_bare_id_names_a_patient_only_where_nothing_else_is_meant() {
+        for version in FhirVersion::ALL {
+            let v = |t: &str, q: &str| named_in(version, t, q);
+            // STU3's `patient` of clinical resources targets Patient and Group (R4 filters it
+            // to Patient): a bare id there is not a patient.
+            let bare = if version == FhirVersion::Stu3 {
+                None
+            } else {
+                local(&["a"])
+            };
+            assert_eq!(v("Observation", "patient=a"), bare, "{version:?}");
+            assert_eq!(v("Observation", "patient._id=a"), bare, "{version:?}");
+            assert_eq!(v("Observation", "patient=Patient%2Fa"), local(&["a"]));
+            assert_eq!(v("Observation", "subject=a"), None, "{version:?}");
+            assert_eq!(v("Observation", "subject._id=a"), None, "{version:?}");
+            assert_eq!(v("Observation", "subject:Patient=a"), local(&["a"]));
+            assert_eq!(v("Observation", "subject:Patient._id=a"), local(&["a"]));
+            assert_eq!(v("Observation", "performer=Patient%2Fa"), local(&["a"]));
+            assert_eq!(v("Observation", "performer=a"), None, "{version:?}");
+            assert_eq!(v("Group", "member=Patient%2Fa"), local(&["a"]));
+            assert_eq!(v("Account", "patient=a"), local(&["a"]), "{version:?}");
+            assert_eq!(v("Observation", "code=a"), None);
+            assert_eq!(v("Observation", "derived-from=Patient%2Fa"), None);
+        }
+        use FhirVersion::*;
+        assert_eq!(
+            named_in(R4, "Observation", "focus=Patient%2Fa"),
+            local(&["a"])
+        );
+        assert_eq!(named_in(Stu3, "Observation", "focus=Patient%2Fa"), None);
+        assert_eq!(named_in(R4, "Task", "patient=a"), local(&["a"]));
+        assert_eq!(
+            named_in(R4, "ResearchSubject", "individual=a"),
+            local(&["a"])
+        );
+        assert_eq!(
+            named_in(R5, "ResearchSubject", "subject=Patient%2Fa"),
+            local(&["a"])
+        );
+        assert_eq!(named_in(R4, "Provenance", "patient=a"), local(&["a"]));
+        assert_eq!(named_in(R4, "Provenance", "target=a"), None);
+        assert_eq!(
+            named_in(R4, "AuditEvent", "entity=Patient%2Fa"),
+            local(&["a"])
+        );
+    }
+
+    #[test]
+    fn hostile_queries_never_panic() {
+        for raw in [
+            "",
+            "&&&=&=",
+            "%",
+            "%ZZ=%C3",
+            "%FF%FE=%80",
+            "patient=%E2%82",
+            ".=.",
+            ":=:",
+            "patient:=",
+            "patient.=,",
+            "subject:Patient._id=\\,\\",
+            "_summary=%00&_elements=%F0%9F%98%80",
+            "patient=Patient%2F%C3%A9&subject=https%3A%2F%2Fgw.test%2Ffhir%2Fst-mary%2FPatient%2F",
+        ] {
+            let params = parse_search(raw);
+            for p in &params {
+                let _ = p.values();
+            }
+            for version in FhirVersion::ALL {
+                for t in [Some("Observation"), Some("Patient"), Some("X"), None] {
+                    let _ = request_patients(version, t, None, &params, &context());
+                }
+            }
+            let _ = crate::shaping::Shape::from_params(&params);
+        }
+    }
+
     #[test]
     fn values_split_on_unescaped_commas() {
         let p = &parse_search("code=a%5C%2Cb,c")[0];

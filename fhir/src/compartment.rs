@@ -1363,3 +1363,233 @@ mod tests {
         }
     }
 }
+
+/// Inputs no one wrote by hand: random resources and queries from a fixed seed, checked for
+/// what must hold whatever the input (no panic, the same answer twice, nothing lost when a
+/// resource is wrapped in a Bundle, named patients taken from the query itself).
+#[cfg(test)]
+mod random_inputs {
+    use super::*;
+    use serde_json::json;
+
+    /// xorshift64*: deterministic, so a failure reproduces.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len())]
+        }
+    }
+
+    const STRINGS: &[&str] = &[
+        "Patient/a",
+        "Patient/b/_history/1",
+        "http://upstream.test/fhir/Patient/c",
+        "https://gw.test/fhir/north/Patient/n",
+        "https://elsewhere.test/Patient/d",
+        "urn:uuid:1",
+        "#p",
+        "#",
+        "Pätient/€",
+        "",
+        "Patient",
+        "Patient/",
+        "Patient?identifier=urn:mrn|1",
+        "Observation/o",
+        "urn:mrn",
+        "p",
+        "42",
+    ];
+    const KEYS: &[&str] = &[
+        "resourceType",
+        "id",
+        "reference",
+        "identifier",
+        "system",
+        "value",
+        "type",
+        "entry",
+        "fullUrl",
+        "resource",
+        "contained",
+        "extension",
+        "valueReference",
+        "subject",
+        "performer",
+        "focus",
+        "parameter",
+        "part",
+        "request",
+        "url",
+        "location",
+        "_status",
+        "member",
+        "entity",
+        "reason",
+        "concept",
+    ];
+    const TYPES: &[&str] = &[
+        "Patient",
+        "Observation",
+        "Bundle",
+        "Parameters",
+        "Group",
+        "Condition",
+        "NotAType",
+        "patient",
+    ];
+
+    fn value(rng: &mut Rng, depth: usize) -> Value {
+        match rng.below(if depth == 0 { 2 } else { 6 }) {
+            0 => json!(rng.pick(STRINGS)),
+            1 => match rng.below(3) {
+                0 => json!(null),
+                1 => json!(rng.below(3)),
+                _ => json!(true),
+            },
+            2 => Value::Array((0..rng.below(3)).map(|_| value(rng, depth - 1)).collect()),
+            3 => match rng.below(3) {
+                0 => json!({"reference": rng.pick(STRINGS)}),
+                1 => json!({"identifier": {"system": rng.pick(&["urn:mrn", "urn:x"]),
+                    "value": rng.pick(STRINGS)}}),
+                _ => json!({"resourceType": "Patient", "id": rng.pick(STRINGS)}),
+            },
+            _ => {
+                let mut object = Map::new();
+                if rng.below(2) == 0 {
+                    object.insert("resourceType".into(), json!(rng.pick(TYPES)));
+                }
+                for _ in 0..rng.below(5) {
+                    let key = rng.pick(KEYS);
+                    object.insert(key.into(), value(rng, depth - 1));
+                }
+                Value::Object(object)
+            }
+        }
+    }
+
+    fn context() -> ReferenceContext {
+        ReferenceContext {
+            local_bases: vec!["http://upstream.test/fhir".into()],
+            other_sites: vec![("https://gw.test/fhir/north".into(), "north".into())],
+            patient_identifier_systems: vec!["urn:mrn".into()],
+        }
+    }
+
+    #[test]
+    fn random_resources() {
+        let mut rng = Rng(0x5EED_CAFE_F00D_0001);
+        let context = context();
+        let mut placed = 0;
+        for _ in 0..20_000 {
+            let resource = value(&mut rng, 7);
+            let version = FhirVersion::ALL[rng.below(4)];
+            let p = patients_of(&resource, version, &context);
+            assert_eq!(p, patients_of(&resource, version, &context), "{resource}");
+            let wrapped = json!({"resourceType": "Bundle", "entry": [{"resource": resource}]});
+            let w = patients_of(&wrapped, version, &context);
+            assert!(p.known.is_subset(&w.known), "{resource}: {p:?} {w:?}");
+            assert!(p.unknown <= w.unknown, "{resource}: {p:?} {w:?}");
+            placed += p.known.len();
+        }
+        assert!(
+            placed > 1000,
+            "only {placed} patients placed: the generator is too weak"
+        );
+    }
+
+    #[test]
+    fn random_queries() {
+        const PIECES: &[&str] = &[
+            "patient",
+            "subject",
+            "performer",
+            "_id",
+            "identifier",
+            "_summary",
+            "_elements",
+            "_count",
+            "code",
+            ":",
+            ".",
+            "=",
+            "&",
+            ",",
+            "\\",
+            "%",
+            "%2C",
+            "%5C",
+            "%7C",
+            "|",
+            "Patient",
+            "/",
+            "a",
+            "b",
+            "urn:mrn",
+            "%C3%A9",
+            "%E2%82",
+            "%FF",
+            "true",
+            "0",
+            "+",
+            "Patient%2Fa",
+            "http%3A%2F%2Fupstream.test%2Ffhir%2FPatient%2Fc",
+        ];
+        let mut rng = Rng(0x5EED_CAFE_F00D_0002);
+        let context = context();
+        let mut named = 0;
+        for _ in 0..20_000 {
+            // Mostly well-formed `code[:modifier][.chain]=value,value`, with junk between.
+            let mut raw = String::new();
+            for _ in 0..rng.below(4) {
+                if rng.below(3) == 0 {
+                    raw.extend((0..rng.below(6)).map(|_| rng.pick(PIECES)));
+                    continue;
+                }
+                raw.push_str(rng.pick(&["patient", "subject", "_id", "identifier", "focus"]));
+                raw.push_str(rng.pick(&["", "", ":Patient", ":identifier", "._id", ".identifier"]));
+                raw.push('=');
+                for i in 0..=rng.below(2) {
+                    if i > 0 {
+                        raw.push(',');
+                    }
+                    raw.push_str(rng.pick(&["a", "Patient%2Fb", "urn:mrn%7C7", "%C3%A9", "c"]));
+                }
+                raw.push('&');
+            }
+            let params = parse_search(&raw);
+            let values: String = params.iter().flat_map(|p| p.values()).collect();
+            let _ = crate::shaping::Shape::from_params(&params);
+            for resource_type in [Some("Observation"), Some("Patient"), None] {
+                let version = FhirVersion::ALL[rng.below(4)];
+                let answer = request_patients(version, resource_type, None, &params, &context);
+                if let RequestPatients::Named(set) = answer {
+                    assert!(!set.is_empty(), "{raw}");
+                    for p in &set {
+                        let id = match p {
+                            PatientRef::Local(id) | PatientRef::Site { id, .. } => id,
+                            PatientRef::Identifier { value, .. } => value,
+                        };
+                        assert!(
+                            values.contains(id.as_str()),
+                            "{raw}: {p:?} not in the query"
+                        );
+                    }
+                    named += 1;
+                }
+            }
+        }
+        assert!(named > 100, "only {named} queries named patients");
+    }
+}

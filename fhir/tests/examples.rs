@@ -179,6 +179,9 @@ fn every_literal_patient_reference_in_the_official_examples_is_placed() {
     }
 }
 
+/// Whether a shape keeps a top-level element, by JSON name.
+type Keeps<'a> = dyn Fn(&str) -> bool + 'a;
+
 /// The top-level JSON name `key` (or the element `_key` extends).
 fn element_name(key: &str) -> &str {
     key.strip_prefix('_').unwrap_or(key)
@@ -219,7 +222,7 @@ fn shaping_the_official_examples_keeps_what_the_spec_says() {
                 .take(2)
                 .collect();
             let elements = format!("_elements={}", listed.join(","));
-            let rules: [(&str, &dyn Fn(&str) -> bool); 4] = [
+            let rules: [(&str, &Keeps); 4] = [
                 ("_summary=true", &|k| {
                     always(k) || summary(k) || mandatory(k)
                 }),

@@ -135,6 +135,9 @@ impl Tables {
             .map(|i| &self.types[i])
     }
 
+    /// The structure at `index`: every index handed out (field targets, type roots,
+    /// `extension`, `reference`) comes from [`Tables::struct_index`] of these same tables, so
+    /// it is in bounds.
     pub fn struct_at(&self, index: u32) -> &Struct {
         &self.structs[index as usize]
     }

@@ -2,15 +2,35 @@
 //! it belongs to; for a search, the patients its parameters name.
 //!
 //! Consent, scopes, receipts and disclosures all ask this module; nothing else answers the
-//! question. The rule is the Patient CompartmentDefinition of each version (as data, see
-//! `compartment/data.rs` for where it came from) plus a walk of every Reference in the
-//! resource: relative, absolute under a known base, versioned, `urn:uuid:` inside a Bundle,
-//! contained, identifier-only (placed through the site's patient identifier systems), and the
-//! resources inside Bundles, `Parameters` and other containers.
+//! question. The rule is the Patient CompartmentDefinition of each version with the reference
+//! targets of every element (as data, see `compartment/data.rs` for where it came from) plus
+//! a walk of every Reference in the resource. Exactly:
 //!
-//! A reference to a patient the rule cannot place (an absolute URL under an unknown base, an
-//! identifier of an unknown system on an element that may refer to a Patient, a contained
-//! Patient without such an identifier) makes the resource belong to an *unknown* patient.
+//! - A literal reference to a Patient places its patient wherever it appears: relative
+//!   (`Patient/a`), versioned (`…/_history/2`), absolute under a local base (`Local`) or
+//!   another known site's (`Site`), `urn:uuid:` / absolute to a Bundle entry's `fullUrl`
+//!   (the entry's Patient), a conditional `Patient?identifier=system|value` of a patient
+//!   identifier system (`Identifier`).
+//! - A reference the rule cannot place counts one *unknown* patient when it names a Patient
+//!   (an unknown base, another conditional form) or when its element may refer to a Patient
+//!   (its definition targets Patient or any resource, or `Reference.type` says Patient) and it
+//!   is identifier-only of an unknown system, display-only, `urn:` outside a Bundle, a `#id`
+//!   not contained, or unreadable; a known identifier beside it places it instead. A
+//!   `Reference.type` naming another type, or an element that cannot refer to a Patient,
+//!   makes such a reference not a patient's.
+//! - A Patient resource is its own patient: by `id` where it stands alone or embedded
+//!   without a `fullUrl` (`Bundle.entry`, `Parameters.parameter.resource`), by its
+//!   `fullUrl` in a Bundle entry, by an identifier of a patient identifier system when
+//!   contained or when the `fullUrl` cannot be placed; else unknown.
+//! - Embedded resources (contained, Bundle entries, `Parameters` parameters and parts, any
+//!   object with a `resourceType` naming a type, wherever it is) are walked with their own
+//!   type's definition; extensions everywhere (`extension`, `modifierExtension`, a
+//!   primitive's `_name`); `Bundle.entry.request.url` / `response.location` and R5's
+//!   `Subscription.filterBy.value` as locations (`Patient/a/…`).
+//! - An element the tables do not know (another version's, a custom one) is read as
+//!   possibly a reference to a Patient; JSON nested deeper than [`MAX_DEPTH`] counts one
+//!   unknown patient per cut.
+//!
 //! Callers decide an unknown patient as a patient whose consents cannot be read: denied.
 //!
 //! Leaves out: consent (what a patient permits), and resolving an identifier to a site-local

@@ -83,11 +83,15 @@ pub enum RequestPatients {
     Unnamed,
 }
 
-/// The patients a request names: `Patient/{id}` and anything below it; a search on a type of
-/// the Patient compartment whose compartment parameters (or `_id` of a Patient search) name
-/// patients, by id, reference, `_id` chain, or identifier of one of the site's patient
-/// identifier systems. Parameters combine with AND, so the patients named by every naming
-/// parameter together bound the answer.
+/// The patients a request names: `Patient/{id}` and anything below it; a Patient search by
+/// `_id` or `identifier`; a search whose reference parameters that may be a Patient in
+/// `version` (the compartment's and others, such as `Observation.focus`) name patients, by
+/// `Patient/id`, an absolute Patient URL under a known base, an identifier of one of the
+/// site's patient identifier systems (`:identifier`, `.identifier`), or a bare id (or `._id`
+/// chain) where the parameter can only mean a Patient (`Observation.patient` from R4 on;
+/// STU3's targets Patient and Group) or carries `:Patient`. Every value of a naming parameter
+/// must name a patient, else it names none. Parameters combine with AND, so the patients
+/// named by every naming parameter together bound the answer.
 pub fn request_patients(
     version: FhirVersion,
     resource_type: Option<&str>,

@@ -489,18 +489,25 @@ impl<'v> Walker<'v, '_> {
                 Placed::Unplaced
             };
         }
-        if let Some(resource) = self.full_urls.get(text) {
-            return match resource.as_object() {
-                Some(r) if r.get("resourceType").and_then(Value::as_str) == Some("Patient") => {
-                    match self.patient_placement(r, Place::Entry(text)) {
-                        Some(p) => Placed::Patient(p),
-                        None => Placed::PatientUnplaced,
-                    }
-                }
-                _ => Placed::NotPatient,
-            };
+        let placed = self.place_url(text, false);
+        if !matches!(placed, Placed::Unplaced | Placed::PatientUnplaced) {
+            // What the reference itself says stands: an entry cannot hide `…/Patient/a`.
+            return placed;
         }
-        self.place_url(text, false)
+        let Some(resource) = self.full_urls.get(text) else {
+            return placed;
+        };
+        match resource.as_object() {
+            Some(r) if r.get("resourceType").and_then(Value::as_str) == Some("Patient") => {
+                match self.patient_placement(r, Place::Entry(text)) {
+                    Some(p) => Placed::Patient(p),
+                    None => Placed::PatientUnplaced,
+                }
+            }
+            // `urn:uuid:` of another resource; a Patient URL stays a patient's.
+            _ if matches!(placed, Placed::Unplaced) => Placed::NotPatient,
+            _ => placed,
+        }
     }
 
     /// Whether the container has a contained resource of id `id`.
@@ -1272,6 +1279,26 @@ mod tests {
                     "filterParameter": "patient", "value": "Patient/123"}]}),
                 &["123"],
                 0,
+            ),
+            (
+                "an entry cannot hide a patient URL",
+                R4,
+                json!({"resourceType": "Bundle", "entry": [
+                {"fullUrl": "http://upstream.test/fhir/Patient/a", "resource": {"resourceType": "Observation"}},
+                {"resource": {"resourceType": "Observation",
+                    "subject": {"reference": "http://upstream.test/fhir/Patient/a"}}}]}),
+                &["a"],
+                0,
+            ),
+            (
+                "nor an unknown one",
+                R4,
+                json!({"resourceType": "Bundle", "entry": [
+                {"fullUrl": "https://elsewhere.test/Patient/a", "resource": {"resourceType": "Observation"}},
+                {"resource": {"resourceType": "Observation",
+                    "subject": {"reference": "https://elsewhere.test/Patient/a"}}}]}),
+                &[],
+                1,
             ),
             (
                 "a batch search on Patients",

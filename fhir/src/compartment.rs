@@ -14,8 +14,10 @@
 //! - A reference the rule cannot place counts one *unknown* patient when it names a Patient
 //!   (an unknown base, another conditional form) or when its element may refer to a Patient
 //!   (its definition targets Patient or any resource, or `Reference.type` says Patient) and it
-//!   is identifier-only of an unknown system, display-only, `urn:` outside a Bundle, a `#id`
-//!   not contained, or unreadable; a known identifier beside it places it instead. A
+//!   is identifier-only of an unknown system, `urn:` outside a Bundle, a `#id` not
+//!   contained, or unreadable; a known identifier beside it places it instead. A
+//!   display-only reference names no resource and reaches no patient (its text is the
+//!   holding resource's own). A
 //!   `Reference.type` naming another type, or an element that cannot refer to a Patient,
 //!   makes such a reference not a patient's.
 //! - A Patient resource is its own patient: by `id` where it stands alone or embedded
@@ -452,10 +454,16 @@ impl<'v> Walker<'v, '_> {
                 Placed::Unplaced if may_be_patient => self.by_identifier(reference),
                 Placed::Unplaced => {}
             },
-            // No literal reference (identifier-only, display-only, or not a string): placed
-            // by a known identifier, or unknown.
-            _ if may_be_patient => self.by_identifier(reference),
-            _ => {}
+            // Not a string: a malformed reference, unknown where it may be a Patient.
+            Some(_) if may_be_patient => self.out.unknown += 1,
+            Some(_) => {}
+            // Identifier-only: placed by a known identifier, or unknown.
+            None if may_be_patient && reference.contains_key("identifier") => {
+                self.by_identifier(reference)
+            }
+            // Display-only (or empty): it names no resource, so no patient is reached through
+            // it (a name in `display` is text of the resource that holds it).
+            None => {}
         }
     }
 
@@ -1205,9 +1213,16 @@ mod tests {
                 1,
             ),
             (
-                "display only",
+                "display only: names no resource",
                 R4,
                 json!({"resourceType": "Observation", "subject": {"display": "Jane Doe"}}),
+                &[],
+                0,
+            ),
+            (
+                "a reference that is not a string",
+                R4,
+                json!({"resourceType": "Observation", "subject": {"reference": 7}}),
                 &[],
                 1,
             ),

@@ -104,6 +104,8 @@ impl AppState {
     /// `public_url` is configured. An issuer that cannot be discovered stops the start.
     pub async fn build(config: Config, bound: SocketAddr) -> Result<AppState, StartError> {
         let adapters = Adapters::load(&config)?;
+        // The whose-data tables of every FHIR version, read now rather than on a first request.
+        assent_fhir::compartment::preload();
         let callers = Authenticator::discover(&config.auth).await?;
         let store = Store::open(&config.database_url)?;
         let public_base = config.public_base_for(bound);

@@ -130,6 +130,8 @@ impl AppState {
     /// stops the start.
     pub async fn build(config: Config, bound: SocketAddr) -> Result<AppState, StartError> {
         let adapters = Adapters::load(&config)?;
+        // The whose-data tables of every FHIR version, read now rather than on a first request.
+        assent_fhir::compartment::preload();
         let store = Store::open(&config.database_url)?;
         crate::keys::check_database_holds_no_keys(&store)?;
         let keys = config.key_material.require(&config)?;

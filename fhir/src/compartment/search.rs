@@ -83,11 +83,15 @@ pub enum RequestPatients {
     Unnamed,
 }
 
-/// The patients a request names: `Patient/{id}` and anything below it; a search on a type of
-/// the Patient compartment whose compartment parameters (or `_id` of a Patient search) name
-/// patients, by id, reference, `_id` chain, or identifier of one of the site's patient
-/// identifier systems. Parameters combine with AND, so the patients named by every naming
-/// parameter together bound the answer.
+/// The patients a request names: `Patient/{id}` and anything below it; a Patient search by
+/// `_id` or `identifier`; a search whose reference parameters that may be a Patient in
+/// `version` (the compartment's and others, such as `Observation.focus`) name patients, by
+/// `Patient/id`, an absolute Patient URL under a known base, an identifier of one of the
+/// site's patient identifier systems (`:identifier`, `.identifier`), or a bare id (or `._id`
+/// chain) where the parameter can only mean a Patient (`Observation.patient` from R4 on;
+/// STU3's targets Patient and Group) or carries `:Patient`. Every value of a naming parameter
+/// must name a patient, else it names none. Parameters combine with AND, so the patients
+/// named by every naming parameter together bound the answer.
 pub fn request_patients(
     version: FhirVersion,
     resource_type: Option<&str>,
@@ -105,15 +109,13 @@ pub fn request_patients(
             RequestPatients::Unnamed
         };
     }
-    let naming = data::patient_search_params(version, resource_type);
     let mut named: Option<BTreeSet<PatientRef>> = None;
     for param in params {
         let set = if resource_type == "Patient" {
             patient_search_names(param, context)
-        } else if naming.contains(&param.code.as_str()) {
-            reference_param_names(param, context)
         } else {
-            None
+            data::patient_search_param(version, resource_type, &param.code)
+                .and_then(|p| reference_param_names(param, p.only_patient, context))
         };
         if let Some(set) = set {
             named.get_or_insert_with(BTreeSet::new).extend(set);
@@ -140,14 +142,21 @@ fn patient_search_names(
     }
 }
 
-/// What a reference parameter of the Patient compartment names.
+/// What a reference parameter whose value may be a Patient names. A bare id (as a value or
+/// through `._id`) names a patient only when the parameter can mean nothing else
+/// (`only_patient`, or the `:Patient` modifier); `Patient/id`, an absolute Patient URL and an
+/// identifier of a patient identifier system always do.
 fn reference_param_names(
     param: &SearchParam,
+    only_patient: bool,
     context: &ReferenceContext,
 ) -> Option<BTreeSet<PatientRef>> {
+    let typed = only_patient || param.modifier.as_deref() == Some("Patient");
     match (param.modifier.as_deref(), param.chain.as_deref()) {
-        (None | Some("Patient"), None) => all(param, |v| patient_reference(v, context)),
-        (None | Some("Patient"), Some("_id")) => all(param, |v| local_id(v).map(PatientRef::Local)),
+        (None | Some("Patient"), None) => all(param, |v| patient_reference(v, typed, context)),
+        (None | Some("Patient"), Some("_id")) if typed => {
+            all(param, |v| local_id(v).map(PatientRef::Local))
+        }
         (None | Some("Patient"), Some("identifier")) => all(param, |v| identifier(v, context)),
         (Some("identifier"), None) => all(param, |v| identifier(v, context)),
         _ => None,
@@ -162,24 +171,29 @@ fn all(
     param.values().iter().map(|v| f(v)).collect()
 }
 
-/// A patient reference as a search value: `id`, `Patient/id`, or an absolute URL of a
-/// Patient under a known base.
-fn patient_reference(value: &str, context: &ReferenceContext) -> Option<PatientRef> {
+/// A patient reference as a search value: `id` (when the parameter can only mean a Patient:
+/// `typed`), `Patient/id`, or an absolute URL of a Patient under a known base.
+fn patient_reference(value: &str, typed: bool, context: &ReferenceContext) -> Option<PatientRef> {
     if let Some(id) = local_id(value) {
-        return Some(PatientRef::Local(id));
+        return typed.then_some(PatientRef::Local(id));
     }
     if let Some(id) = value.strip_prefix("Patient/") {
         return local_id(id).map(PatientRef::Local);
     }
     let (base, id) = value.trim_end_matches('/').rsplit_once("/Patient/")?;
     let id = local_id(id)?;
-    if context.local_bases.iter().any(|b| b == base) {
+    let base = base.trim_end_matches('/');
+    if context
+        .local_bases
+        .iter()
+        .any(|b| b.trim_end_matches('/') == base)
+    {
         return Some(PatientRef::Local(id));
     }
     context
         .other_sites
         .iter()
-        .find(|(b, _)| b == base)
+        .find(|(b, _)| b.trim_end_matches('/') == base)
         .map(|(_, site)| PatientRef::Site {
             site: site.clone(),
             id,
@@ -304,6 +318,144 @@ mod tests {
             ),
         ] {
             assert_eq!(named(t, None, q), None, "{t}?{q}");
+        }
+    }
+
+    fn named_in(version: FhirVersion, resource_type: &str, query: &str) -> Option<Vec<PatientRef>> {
+        match request_patients(
+            version,
+            Some(resource_type),
+            None,
+            &parse_search(query),
+            &context(),
+        ) {
+            RequestPatients::Named(set) => Some(set.into_iter().collect()),
+            RequestPatients::Unnamed => None,
+        }
+    }
+
+    #[test]
+    fn every_parameter_that_may_be_a_patient_names_one_in_every_version() {
+        let mrn = Some(vec![PatientRef::Identifier {
+            system: "urn:mrn".into(),
+            value: "42".into(),
+        }]);
+        let mut checked = 0;
+        for version in FhirVersion::ALL {
+            // A Patient search names patients by `_id` and `identifier` only (tested above).
+            for t in data::tables(version)
+                .types
+                .iter()
+                .filter(|t| t.name != "Patient")
+            {
+                for code in data::patient_search_params(version, t.name) {
+                    let q = format!("{code}=Patient%2Fx");
+                    assert_eq!(
+                        named_in(version, t.name, &q),
+                        local(&["x"]),
+                        "{t:?}?{q}",
+                        t = t.name
+                    );
+                    let q = format!("{code}:Patient=x");
+                    assert_eq!(
+                        named_in(version, t.name, &q),
+                        local(&["x"]),
+                        "{}?{q}",
+                        t.name
+                    );
+                    let q = format!("{code}:identifier=urn:mrn%7C42");
+                    assert_eq!(named_in(version, t.name, &q), mrn, "{}?{q}", t.name);
+                    let q = format!("{code}=Patient%2Fx,Patient%2Fy");
+                    assert_eq!(
+                        named_in(version, t.name, &q),
+                        local(&["x", "y"]),
+                        "{}?{q}",
+                        t.name
+                    );
+                    let q = format!("{code}=Group%2Fg");
+                    assert_eq!(named_in(version, t.name, &q), None, "{}?{q}", t.name);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 700, "only {checked} parameters checked");
+    }
+
+    #[test]
+    fn a_bare_id_names_a_patient_only_where_nothing_else_is_meant() {
+        for version in FhirVersion::ALL {
+            let v = |t: &str, q: &str| named_in(version, t, q);
+            // STU3's `patient` of clinical resources targets Patient and Group (R4 filters it
+            // to Patient): a bare id there is not a patient.
+            let bare = if version == FhirVersion::Stu3 {
+                None
+            } else {
+                local(&["a"])
+            };
+            assert_eq!(v("Observation", "patient=a"), bare, "{version:?}");
+            assert_eq!(v("Observation", "patient._id=a"), bare, "{version:?}");
+            assert_eq!(v("Observation", "patient=Patient%2Fa"), local(&["a"]));
+            assert_eq!(v("Observation", "subject=a"), None, "{version:?}");
+            assert_eq!(v("Observation", "subject._id=a"), None, "{version:?}");
+            assert_eq!(v("Observation", "subject:Patient=a"), local(&["a"]));
+            assert_eq!(v("Observation", "subject:Patient._id=a"), local(&["a"]));
+            assert_eq!(v("Observation", "performer=Patient%2Fa"), local(&["a"]));
+            assert_eq!(v("Observation", "performer=a"), None, "{version:?}");
+            assert_eq!(v("Group", "member=Patient%2Fa"), local(&["a"]));
+            assert_eq!(v("Account", "patient=a"), local(&["a"]), "{version:?}");
+            assert_eq!(v("Observation", "code=a"), None);
+            assert_eq!(v("Observation", "derived-from=Patient%2Fa"), None);
+        }
+        use FhirVersion::*;
+        assert_eq!(
+            named_in(R4, "Observation", "focus=Patient%2Fa"),
+            local(&["a"])
+        );
+        assert_eq!(named_in(Stu3, "Observation", "focus=Patient%2Fa"), None);
+        assert_eq!(named_in(R4, "Task", "patient=a"), local(&["a"]));
+        assert_eq!(
+            named_in(R4, "ResearchSubject", "individual=a"),
+            local(&["a"])
+        );
+        assert_eq!(
+            named_in(R5, "ResearchSubject", "subject=Patient%2Fa"),
+            local(&["a"])
+        );
+        assert_eq!(named_in(R4, "Provenance", "patient=a"), local(&["a"]));
+        assert_eq!(named_in(R4, "Provenance", "target=a"), None);
+        assert_eq!(
+            named_in(R4, "AuditEvent", "entity=Patient%2Fa"),
+            local(&["a"])
+        );
+    }
+
+    #[test]
+    fn hostile_queries_never_panic() {
+        for raw in [
+            "",
+            "&&&=&=",
+            "%",
+            "%ZZ=%C3",
+            "%FF%FE=%80",
+            "patient=%E2%82",
+            ".=.",
+            ":=:",
+            "patient:=",
+            "patient.=,",
+            "subject:Patient._id=\\,\\",
+            "_summary=%00&_elements=%F0%9F%98%80",
+            "patient=Patient%2F%C3%A9&subject=https%3A%2F%2Fgw.test%2Ffhir%2Fst-mary%2FPatient%2F",
+        ] {
+            let params = parse_search(raw);
+            for p in &params {
+                let _ = p.values();
+            }
+            for version in FhirVersion::ALL {
+                for t in [Some("Observation"), Some("Patient"), Some("X"), None] {
+                    let _ = request_patients(version, t, None, &params, &context());
+                }
+            }
+            let _ = crate::shaping::Shape::from_params(&params);
         }
     }
 

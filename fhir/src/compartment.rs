@@ -282,7 +282,17 @@ impl<'v> Walker<'v, '_> {
             Some(Field::CodeableReference { may_be_patient }) => {
                 self.fields(object, self.tables.codeable_reference, Some(may_be_patient));
             }
-            Some(Field::Struct(at)) => self.fields(object, Some(at), None),
+            Some(Field::Struct(at)) => {
+                // A Reference where the definition has none (an upstream may send such JSON:
+                // a `reference` on a backbone element, directly under `extension`, in a list
+                // in a list): still a Reference to the rule, or an unknown patient.
+                if self.tables.struct_at(at).field("reference").is_none()
+                    && object.get("reference").is_some_and(Value::is_string)
+                {
+                    self.reference(object, true);
+                }
+                self.fields(object, Some(at), None)
+            }
             Some(Field::Resource | Field::Location | Field::Plain) | None => {
                 if is_reference(object) {
                     self.reference(object, true);

@@ -216,10 +216,25 @@ impl<'a> Enforcer<'a> {
         if found.unknown > 0 {
             decisions.push(decide_unknown_patient());
         }
+        // The resources it carries (a document's entries, contained resources, a Parameters'
+        // resources) are released with it: each is decided too, on its own type and content,
+        // for every patient the whole belongs to.
+        let nested = embedded_resources(resource);
+        if nested.len() > MAX_NESTED {
+            decisions.push(decide_unknown_patient());
+        }
         for patient in &found.known {
             match self.place(patient).await? {
                 Some(placed) => {
                     decisions.push(self.decide_for(&placed, &access).await?);
+                    for inner in &nested {
+                        let mut inner_access = self.request.access();
+                        inner_access.resource_type = None;
+                        inner_access.resource_id = None;
+                        inner_access.related = related;
+                        let inner_access = inner_access.with_resource(inner);
+                        decisions.push(self.decide_for(&placed, &inner_access).await?);
+                    }
                     placed_all.push(placed);
                 }
                 None => decisions.push(decide_unknown_patient()),
@@ -301,6 +316,40 @@ impl<'a> Enforcer<'a> {
     }
 }
 
+/// Most resources nested in one resource that are decided one by one; a resource carrying
+/// more is withheld whole.
+const MAX_NESTED: usize = 10_000;
+
+/// The resources carried inside `resource` at any depth (contained resources, Bundle entries,
+/// `Parameters` resources, any object with a `resourceType` below the top), in document
+/// order; more than [`MAX_NESTED`] when it carries more (the walk stops there).
+fn embedded_resources(resource: &Value) -> Vec<&Value> {
+    fn walk<'v>(value: &'v Value, top: bool, depth: usize, out: &mut Vec<&'v Value>) {
+        if depth > assent_fhir::compartment::MAX_DEPTH || out.len() > MAX_NESTED {
+            return;
+        }
+        match value {
+            Value::Object(object) => {
+                if !top && object.get("resourceType").is_some_and(Value::is_string) {
+                    out.push(value);
+                }
+                for v in object.values() {
+                    walk(v, false, depth + 1, out);
+                }
+            }
+            Value::Array(items) => {
+                for v in items {
+                    walk(v, false, depth + 1, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(resource, true, 0, &mut out);
+    out
+}
+
 /// The error answering a deny: a deny that break-glass would have overridden but for the
 /// missing justification says so with its own code.
 pub fn denied(deny: &Deny) -> GatewayError {
@@ -329,6 +378,21 @@ fn unavailable(e: ConsentServiceError) -> GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_resources_are_found_at_any_depth() {
+        let document = serde_json::json!({"resourceType": "Bundle", "type": "document", "entry": [
+            {"resource": {"resourceType": "Composition", "id": "c"}},
+            {"resource": {"resourceType": "Condition", "id": "k",
+                "contained": [{"resourceType": "Medication", "id": "m"}]}},
+        ]});
+        let ids: Vec<&str> = embedded_resources(&document)
+            .iter()
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        assert_eq!(ids, ["c", "k", "m"]);
+        assert!(embedded_resources(&serde_json::json!({"resourceType": "Observation"})).is_empty());
+    }
 
     #[test]
     fn caller_references_are_relative() {

@@ -852,6 +852,15 @@ async fn filter(
         }
         if report.withheld > 0 {
             tracing::info!(request_id = %ctx.request_id, site = %site.id, withheld = report.withheld, "entries withheld");
+            // The history of one resource that named no patient: its versions are one
+            // record, and withholding any of them is answered as for a record the site does
+            // not have (an empty history would tell that it exists).
+            if facts.named.is_none()
+                && fhir.interaction == assent_fhir::Interaction::History
+                && fhir.id.is_some()
+            {
+                return Err(GatewayError::ContentDenied);
+            }
         }
         if report.break_glass {
             out.insert_header(BREAK_GLASS_USED);

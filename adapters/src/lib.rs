@@ -58,11 +58,11 @@ pub use search::translate_search_params;
 #[cfg(feature = "typed-check")]
 pub use typed_check::{R4_KNOWN_DIFFERENCES, TypedCheckError, check_typed};
 
-/// The resource types converted between versions, by their R4 names. STU3 names
-/// `ServiceRequest` `ProcedureRequest`; R5 ballots named `MedicationStatement`
-/// `MedicationUsage` (5.0.0 kept `MedicationStatement`; `MedicationUsage` is accepted as R5
-/// input).
-pub const SUPPORTED_TYPES: &[&str] = &[
+/// The clinical core: the resource types with hand-written rules for every version pair
+/// and golden fixtures (by their R4 names). Every other resource type that exists in both
+/// versions converts too, by the generic walk over the element definitions (see
+/// [`converts`]).
+pub const CORE_TYPES: &[&str] = &[
     "Patient",
     "Practitioner",
     "PractitionerRole",
@@ -93,10 +93,13 @@ pub const SUPPORTED_TYPES: &[&str] = &[
 
 /// A translated resource and what the translation could not keep exactly.
 ///
-/// Issue severities: `information`: the element or the original code is kept in a
-/// cross-version extension (nothing lost, the shape changed); `warning`: something was
-/// dropped, a code has no counterpart, or a required element could not be filled; `error`: a
-/// nested resource of an unsupported type was left untranslated.
+/// Issue severities: `information`: nothing a reader relies on is lost (the element or the
+/// original code is kept in a cross-version extension, a value is said in the target's own
+/// terms); `warning`: a reader of the output could understand something else than the input
+/// says (something dropped, a code without a counterpart, a modifier element kept only in a
+/// modifier extension, a status approximated, a required element left empty); `error`: a
+/// nested resource whose type does not exist in the target version was left in its own
+/// version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Translation {
     pub resource: Value,
@@ -118,7 +121,9 @@ pub enum TranslateError {
     NotAnObject,
     #[error("the resource has no resourceType")]
     MissingResourceType,
-    #[error("resource type {resource_type} cannot be converted from {from} to {to}; Assent converts {}", SUPPORTED_TYPES.join(", "))]
+    #[error(
+        "resource type {resource_type} of {from} does not exist in {to}, so it cannot be converted"
+    )]
     UnsupportedType {
         resource_type: String,
         from: FhirVersion,
@@ -147,8 +152,8 @@ impl TranslateError {
 
 /// Translate `resource` from FHIR version `from` to `to`.
 ///
-/// Same version: returned unchanged, whatever its type. Otherwise the type must be one of
-/// [`SUPPORTED_TYPES`] (as named in `from`).
+/// Same version: returned unchanged, whatever its type. Otherwise the type (as named in
+/// `from`) must exist in both versions ([`converts`]).
 pub fn translate(
     resource: Value,
     from: FhirVersion,
@@ -166,7 +171,7 @@ pub fn translate(
             issues: Vec::new(),
         });
     }
-    if !is_supported(resource_type, from) {
+    if !converts(resource_type, from, to) {
         return Err(TranslateError::UnsupportedType {
             resource_type: resource_type.to_owned(),
             from,
@@ -181,35 +186,32 @@ pub fn translate(
         convert::step(&mut resource, version, next, (from, to), &mut issues);
         version = next;
     }
-    if (from == FhirVersion::Stu3) != (to == FhirVersion::Stu3) {
-        let names = if from == FhirVersion::Stu3 {
-            (
-                "ProcedureRequest/",
-                "/ProcedureRequest/",
-                "ServiceRequest/",
-                "/ServiceRequest/",
-            )
-        } else {
-            (
-                "ServiceRequest/",
-                "/ServiceRequest/",
-                "ProcedureRequest/",
-                "/ProcedureRequest/",
-            )
-        };
-        rename_referenced_type(&mut resource, names, 0);
+    let renames = renamed_types_between(from, to);
+    if !renames.is_empty() {
+        rename_referenced_types(&mut resource, &renames, 0);
     }
     Ok(Translation { resource, issues })
 }
 
+/// The resource types named differently in `from` and `to`: (name in `from`, name in `to`).
+fn renamed_types_between(from: FhirVersion, to: FhirVersion) -> Vec<(&'static str, &'static str)> {
+    let source = definitions::definitions(from);
+    let mut pairs = Vec::new();
+    for &(_, old, _, new) in convert::RENAMED_TYPES {
+        for name in [old, new] {
+            let renamed = convert::renamed_type(name, from, to);
+            if renamed != name && source.root(name).is_some() && !pairs.contains(&(name, renamed)) {
+                pairs.push((name, renamed));
+            }
+        }
+    }
+    pairs
+}
+
 /// `Reference.reference` values naming a renamed type (`ProcedureRequest/1`, also absolute
 /// and versioned forms) follow the rename. One pass over the tree, only when a translation
-/// crosses STU3.
-fn rename_referenced_type(
-    value: &mut Value,
-    names @ (old, old_inner, new, new_inner): (&str, &str, &str, &str),
-    depth: usize,
-) {
+/// crosses a rename.
+fn rename_referenced_types(value: &mut Value, names: &[(&str, &str)], depth: usize) {
     if depth > 256 {
         return;
     }
@@ -218,33 +220,52 @@ fn rename_referenced_type(
             for (key, v) in m.iter_mut() {
                 match v {
                     Value::String(s) if key == "reference" => {
-                        if let Some(rest) = s.strip_prefix(old) {
-                            *s = format!("{new}{rest}");
-                        } else if s.contains(old_inner) {
-                            *s = s.replacen(old_inner, new_inner, 1);
+                        for (old, new) in names {
+                            if let Some(rest) = s.strip_prefix(old).filter(|r| r.starts_with('/')) {
+                                *s = format!("{new}{rest}");
+                                break;
+                            }
+                            let inner = format!("/{old}/");
+                            if s.contains(&inner) {
+                                *s = s.replacen(&inner, &format!("/{new}/"), 1);
+                                break;
+                            }
                         }
                     }
-                    other => rename_referenced_type(other, names, depth + 1),
+                    other => rename_referenced_types(other, names, depth + 1),
                 }
             }
         }
         Value::Array(items) => {
             for item in items {
-                rename_referenced_type(item, names, depth + 1);
+                rename_referenced_types(item, names, depth + 1);
             }
         }
         _ => {}
     }
 }
 
-/// Whether `resource_type` (named as in `version`) can be converted to other versions.
+/// Whether `resource_type` is a resource type of `version` (R5 also accepts the ballot name
+/// `MedicationUsage`). Such a type converts to every version that has it ([`converts`]).
 pub fn is_supported(resource_type: &str, version: FhirVersion) -> bool {
     match (resource_type, version) {
-        ("ProcedureRequest", FhirVersion::Stu3) => true,
-        ("ServiceRequest", FhirVersion::Stu3) => false,
         ("MedicationUsage", FhirVersion::R5) => true,
-        _ => SUPPORTED_TYPES.contains(&resource_type),
+        _ => definitions::definitions(version)
+            .root(resource_type)
+            .is_some(),
     }
+}
+
+/// Whether `resource_type` (named as in `from`) converts to `to`: it exists in `from`, and
+/// in `to` under its name there ([`translate_type_name`]).
+pub fn converts(resource_type: &str, from: FhirVersion, to: FhirVersion) -> bool {
+    is_supported(resource_type, from)
+        && is_supported(translate_type_name(resource_type, from, to), to)
+}
+
+/// Every resource type of `version`, sorted.
+pub fn resource_types(version: FhirVersion) -> Vec<&'static str> {
+    definitions::definitions(version).resource_types()
 }
 
 /// The name in `to` of resource type `resource_type` named as in `from` (STU3
@@ -276,7 +297,7 @@ mod tests {
 
     #[test]
     fn same_version_passes_anything_through() {
-        let claim = json!({"resourceType": "Claim", "id": "1"});
+        let claim = json!({"resourceType": "NotAType", "id": "1"});
         let out = translate(claim.clone(), FhirVersion::R4, FhirVersion::R4).expect("same version");
         assert_eq!(out.resource, claim);
     }
@@ -284,12 +305,54 @@ mod tests {
     #[test]
     fn unsupported_type_names_the_type() {
         let err = translate(
-            json!({"resourceType": "Claim"}),
+            json!({"resourceType": "Media"}),
             FhirVersion::R4,
             FhirVersion::R5,
         )
-        .expect_err("Claim is not converted");
-        assert!(err.to_string().contains("Claim"));
+        .expect_err("Media does not exist in R5");
+        assert!(err.to_string().contains("Media"));
+        assert!(err.to_string().contains("does not exist in R5"));
+    }
+
+    #[test]
+    fn every_type_of_both_versions_converts() {
+        assert!(converts("Claim", FhirVersion::R4, FhirVersion::R5));
+        assert!(converts(
+            "ProcedureRequest",
+            FhirVersion::Stu3,
+            FhirVersion::R5
+        ));
+        assert!(!converts(
+            "ServiceRequest",
+            FhirVersion::Stu3,
+            FhirVersion::R4
+        ));
+        assert!(converts(
+            "DeviceUseStatement",
+            FhirVersion::R4,
+            FhirVersion::R5
+        ));
+        assert!(converts("DeviceUsage", FhirVersion::R5, FhirVersion::Stu3));
+        assert!(!converts("Citation", FhirVersion::R5, FhirVersion::R4));
+        assert!(converts("Citation", FhirVersion::R5, FhirVersion::R4B));
+        assert!(converts(
+            "SubstancePolymer",
+            FhirVersion::R4,
+            FhirVersion::R5
+        ));
+        assert!(!converts(
+            "SubstancePolymer",
+            FhirVersion::R4,
+            FhirVersion::R4B
+        ));
+        assert_eq!(resource_types(FhirVersion::R4).len(), 146);
+        let claim = translate(
+            json!({"resourceType": "Claim", "id": "c1", "status": "active"}),
+            FhirVersion::R4,
+            FhirVersion::R5,
+        )
+        .expect("Claim converts");
+        assert_eq!(claim.resource["status"], "active");
     }
 
     #[test]
@@ -305,6 +368,14 @@ mod tests {
         assert_eq!(
             translate_type_name("Patient", FhirVersion::R4, FhirVersion::Stu3),
             "Patient"
+        );
+        assert_eq!(
+            translate_type_name("BodySite", FhirVersion::Stu3, FhirVersion::R5),
+            "BodyStructure"
+        );
+        assert_eq!(
+            translate_type_name("DeviceUsage", FhirVersion::R5, FhirVersion::Stu3),
+            "DeviceUseStatement"
         );
     }
 
@@ -323,26 +394,42 @@ mod tests {
     #[test]
     fn unsupported_type_as_an_issue() {
         let err = translate(
-            json!({"resourceType": "Claim"}),
+            json!({"resourceType": "Media"}),
             FhirVersion::R4,
             FhirVersion::R5,
         )
-        .expect_err("Claim is not converted");
+        .expect_err("Media does not exist in R5");
         let issue = err.issue();
         assert_eq!(issue.code, IssueCode::NotSupported);
-        assert_eq!(issue.expression, vec!["Claim".to_owned()]);
+        assert_eq!(issue.expression, vec!["Media".to_owned()]);
     }
 
     #[test]
     fn loses_data_only_for_warnings_and_worse() {
         let carried = translate(
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "focus": [{"reference": "Group/1"}]}),
+            FhirVersion::R4,
+            FhirVersion::Stu3,
+        )
+        .expect("Observation converts");
+        assert!(!carried.issues.is_empty());
+        assert!(!carried.loses_data());
+        // A modifier element without a counterpart: a reader ignoring extensions would take
+        // an animal for a person.
+        let animal = translate(
             json!({"resourceType": "Patient", "animal": {"species": {"text": "dog"}}}),
             FhirVersion::Stu3,
             FhirVersion::R4,
         )
         .expect("Patient converts");
-        assert!(!carried.issues.is_empty());
-        assert!(!carried.loses_data());
+        assert!(animal.loses_data());
+        assert_eq!(
+            animal.resource["modifierExtension"][0]["url"],
+            "http://hl7.org/fhir/3.0/StructureDefinition/extension-Patient.animal"
+        );
+        let back = translate(animal.resource, FhirVersion::R4, FhirVersion::Stu3).expect("back");
+        assert_eq!(back.resource["animal"]["species"]["text"], "dog");
+        assert!(back.resource.get("modifierExtension").is_none());
         let dropped = translate(
             json!({"resourceType": "Patient", "notAnElement": 1}),
             FhirVersion::Stu3,

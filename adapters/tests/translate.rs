@@ -8,15 +8,16 @@ use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use assent_adapters::{is_supported, translate};
+use assent_adapters::{converts, is_supported, translate};
 use assent_fhir::{FhirVersion, Issue};
 use proptest::prelude::*;
 use serde_json::Value;
 
 // ---- golden ------------------------------------------------------------------------------
 
-/// One fixture: `{"from", "to", "input", "output", "issues": [issue codes, in order]}`.
-/// With `"round_trip": true` the output translated back must equal the input again.
+/// One fixture: `{"from", "to", "input", "output", "issues": [issue codes, in order]}`,
+/// optionally `"severities": [...]` (in order). With `"round_trip": true` the output
+/// translated back must equal the input again.
 fn check(path: &Path) -> Result<(), String> {
     let text = fs::read_to_string(path).map_err(|e| format!("read: {e}"))?;
     let fixture: Value = serde_json::from_str(&text).map_err(|e| format!("parse: {e}"))?;
@@ -51,6 +52,16 @@ fn check(path: &Path) -> Result<(), String> {
                 .collect::<Vec<_>>()
         ));
     }
+    // Optional: the severities, in order (what strict handling refuses is a warning).
+    if let Some(expected) = fixture["severities"].as_array() {
+        let expected: Vec<&str> = expected.iter().filter_map(Value::as_str).collect();
+        let severities: Vec<&str> = out.issues.iter().map(|i| i.severity.as_str()).collect();
+        if severities != expected {
+            problems.push(format!(
+                "severities differ: expected {expected:?}, got {severities:?}"
+            ));
+        }
+    }
     if fixture["round_trip"] == Value::Bool(true) {
         let back = translate(out.resource, to, from).map_err(|e| format!("back: {e}"))?;
         if back.resource != fixture["input"] {
@@ -84,7 +95,7 @@ fn golden() {
     );
 }
 
-/// Every supported type has at least one fixture (as input or output).
+/// Every type of the clinical core has at least one fixture (as input or output).
 #[test]
 fn golden_covers_every_supported_type() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
@@ -100,7 +111,7 @@ fn golden_covers_every_supported_type() {
             }
         }
     }
-    let missing: Vec<&&str> = assent_adapters::SUPPORTED_TYPES
+    let missing: Vec<&&str> = assent_adapters::CORE_TYPES
         .iter()
         .filter(|t| !seen.contains(**t))
         .collect();
@@ -178,6 +189,8 @@ fn folder(version: FhirVersion) -> &'static str {
 
 #[derive(Default)]
 struct Row {
+    /// Examples of a type the target version lacks (refused, as designed).
+    absent: usize,
     examples: usize,
     exact: usize,
     with_issues: usize,
@@ -273,28 +286,73 @@ fn leaf_paths(value: &Value, path: &str, out: &mut BTreeSet<String>) {
     }
 }
 
-/// Leaf paths of `input` missing from `output` that no issue points at (an issue at a path
-/// covers everything under it).
+/// Leaves of a resource as (path, value), array indices dropped, restarting at each nested
+/// resource.
+fn leaves(value: &Value, path: &str, out: &mut BTreeSet<(String, String)>) {
+    match value {
+        Value::Object(m) => {
+            let here = match m.get("resourceType").and_then(Value::as_str) {
+                Some(t) => t.to_owned(),
+                None => path.to_owned(),
+            };
+            for (k, v) in m {
+                if k == "resourceType" {
+                    continue;
+                }
+                leaves(v, &format!("{here}.{k}"), out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| leaves(i, path, out)),
+        other => {
+            out.insert((path.to_owned(), other.to_string()));
+        }
+    }
+}
+
+/// Whether an issue points at `path` (an issue at a path covers everything under it; the
+/// resource type may differ, as for renamed types).
+fn covered(path: &str, issues: &[Issue]) -> bool {
+    // `_x` (a primitive's id and extensions) belongs to element `x`.
+    let path = &path.replace("._", ".");
+    issues.iter().any(|i| {
+        i.expression.iter().any(|e| {
+            let e = e.trim_end_matches("[x]");
+            path.starts_with(e)
+                || path
+                    .split('.')
+                    .skip(1)
+                    .collect::<Vec<_>>()
+                    .join(".")
+                    .starts_with(e.split_once('.').map_or(e, |(_, r)| r))
+        })
+    })
+}
+
+/// Every difference between `input` and `output` (a leaf gone, added or changed in value)
+/// that no issue points at: a silent difference.
+fn silent_differences(input: &Value, output: &Value, issues: &[Issue]) -> Vec<String> {
+    let (mut before, mut after) = (BTreeSet::new(), BTreeSet::new());
+    leaves(input, "", &mut before);
+    leaves(output, "", &mut after);
+    let differing: BTreeSet<&String> = before
+        .symmetric_difference(&after)
+        .map(|(path, _)| path)
+        .collect();
+    differing
+        .into_iter()
+        .filter(|path| !covered(path, issues))
+        .cloned()
+        .collect()
+}
+
+/// Leaf paths of `input` missing from `output` that no issue points at.
 fn unreported_losses(input: &Value, output: &Value, issues: &[Issue]) -> Vec<String> {
     let (mut before, mut after) = (BTreeSet::new(), BTreeSet::new());
     leaf_paths(input, "", &mut before);
     leaf_paths(output, "", &mut after);
     before
         .difference(&after)
-        .filter(|missing| {
-            !issues.iter().any(|i| {
-                i.expression.iter().any(|e| {
-                    let e = e.trim_end_matches("[x]");
-                    missing.starts_with(e)
-                        || missing
-                            .split('.')
-                            .skip(1)
-                            .collect::<Vec<_>>()
-                            .join(".")
-                            .starts_with(e.split_once('.').map_or(e, |(_, r)| r))
-                })
-            })
-        })
+        .filter(|missing| !covered(missing, issues))
         .cloned()
         .collect()
 }
@@ -328,7 +386,7 @@ fn corpus_round_trips() {
         let Ok(index) = fs::read_to_string(dir.join("index.tsv")) else {
             continue;
         };
-        let examples: Vec<(String, Value)> = index
+        let examples: Vec<(String, String, Value)> = index
             .lines()
             .skip(1)
             .filter_map(|line| {
@@ -338,7 +396,11 @@ fn corpus_round_trips() {
                     return None;
                 }
                 let text = fs::read_to_string(dir.join(file)).ok()?;
-                Some((file.to_owned(), serde_json::from_str(&text).ok()?))
+                Some((
+                    file.to_owned(),
+                    resource_type.to_owned(),
+                    serde_json::from_str(&text).ok()?,
+                ))
             })
             .collect();
         for to in FhirVersion::ALL {
@@ -346,7 +408,19 @@ fn corpus_round_trips() {
                 continue;
             }
             let mut row = Row::default();
-            for (file, input) in &examples {
+            for (file, resource_type, input) in &examples {
+                if !converts(resource_type, from, to) {
+                    // Refused as designed: the type does not exist in `to`.
+                    let refused = translate(input.clone(), from, to);
+                    if !matches!(
+                        refused,
+                        Err(assent_adapters::TranslateError::UnsupportedType { .. })
+                    ) {
+                        problems.push(format!("{from}->{to} {file}: {resource_type} does not exist in {to} and was not refused"));
+                    }
+                    row.absent += 1;
+                    continue;
+                }
                 row.examples += 1;
                 let outcome = catch_unwind(AssertUnwindSafe(|| {
                     let there = translate(input.clone(), from, to)?;
@@ -413,10 +487,11 @@ fn corpus_round_trips() {
                             row.issues += issues.len();
                         }
                         let lost = unreported_losses(input, &back, &issues);
-                        if !lost.is_empty() {
+                        let silent = silent_differences(input, &back, &issues);
+                        if !lost.is_empty() || !silent.is_empty() {
                             row.unreported += 1;
                             problems.push(format!(
-                                "{from}->{to}->{from} {file}: lost without an issue: {lost:?}"
+                                "{from}->{to}->{from} {file}: differs without an issue: lost {lost:?}, changed {silent:?}"
                             ));
                         }
                     }
@@ -426,15 +501,16 @@ fn corpus_round_trips() {
         }
     }
     println!(
-        "\n{:<16} {:>8} {:>12} {:>12} {:>7} {:>9} {:>7} {:>11} {:>14}",
+        "\n{:<16} {:>7} {:>8} {:>12} {:>12} {:>7} {:>9} {:>7} {:>11} {:>14}",
         "direction",
+        "absent",
         "examples",
         "exact trips",
         "with issues",
         "issues",
         "failures",
         "panics",
-        "unreported",
+        "silent",
         "typed rejects (unexplained)/checked"
     );
     for ((from, to), r) in &table {
@@ -447,8 +523,9 @@ fn corpus_round_trips() {
             "-".to_owned()
         };
         println!(
-            "{:<16} {:>8} {:>12} {:>12} {:>7} {:>9} {:>7} {:>11} {:>14}",
+            "{:<16} {:>7} {:>8} {:>12} {:>12} {:>7} {:>9} {:>7} {:>11} {:>14}",
             format!("{from}->{to}->{from}"),
+            r.absent,
             r.examples,
             r.exact,
             r.with_issues,

@@ -136,16 +136,86 @@ fn signature(signature: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
     restore(signature, "Signature", ctx);
 }
 
-/// Milliseconds per unit of `SampledData.intervalUnit` (UCUM time units).
-fn millis_per(unit: &str) -> Option<f64> {
+/// Milliseconds per unit of `SampledData.intervalUnit` (UCUM time units), as a factor and a
+/// power of ten: `s` is 1 × 10³ ms, `us` 1 × 10⁻³.
+fn millis_per(unit: &str) -> Option<(u32, i32)> {
     Some(match unit {
-        "us" => 0.001,
-        "ms" => 1.0,
-        "s" => 1000.0,
-        "min" => 60_000.0,
-        "h" => 3_600_000.0,
+        "us" => (1, -3),
+        "ms" => (1, 0),
+        "s" => (1, 3),
+        "min" => (6, 4),
+        "h" => (36, 5),
         _ => return None,
     })
+}
+
+/// `number × factor × 10^shift`, computed on the number's decimal text (never through a
+/// binary float, so the digits the site wrote are the digits that come out, with the
+/// precision they imply). `None` for a value that is not a decimal number.
+pub(crate) fn scale_decimal(number: &Value, factor: u32, shift: i32) -> Option<Value> {
+    let Value::Number(n) = number else {
+        return None;
+    };
+    let text = n.to_string();
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.as_str()),
+    };
+    // Split off an exponent, then the fraction: digits × 10^-(scale).
+    let (mantissa, exponent) = match body.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (body, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int_part.is_empty()
+        || !int_part
+            .bytes()
+            .chain(frac_part.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let mut digits: Vec<u8> = int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .map(|b| b - b'0')
+        .collect();
+    let mut scale = frac_part.len() as i32 - exponent - shift;
+    // Multiply the digits by `factor` (small), right to left.
+    let mut carry = 0u32;
+    for d in digits.iter_mut().rev() {
+        let v = u32::from(*d) * factor + carry;
+        *d = (v % 10) as u8;
+        carry = v / 10;
+    }
+    while carry > 0 {
+        digits.insert(0, (carry % 10) as u8);
+        carry /= 10;
+    }
+    while scale < 0 {
+        digits.push(0);
+        scale += 1;
+    }
+    let scale = scale as usize;
+    while digits.len() <= scale {
+        digits.insert(0, 0);
+    }
+    let split = digits.len() - scale;
+    let mut out = String::with_capacity(digits.len() + 2);
+    if negative {
+        out.push('-');
+    }
+    let int_digits = &digits[..split];
+    let first = int_digits
+        .iter()
+        .position(|&d| d != 0)
+        .unwrap_or(int_digits.len() - 1);
+    out.extend(int_digits[first..].iter().map(|d| char::from(b'0' + d)));
+    if scale > 0 {
+        out.push('.');
+        out.extend(digits[split..].iter().map(|d| char::from(b'0' + d)));
+    }
+    serde_json::from_str(&out).ok()
 }
 
 fn sampled_data(data: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
@@ -161,20 +231,22 @@ fn sampled_data(data: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
         }
         (FhirVersion::R5, FhirVersion::R4B) => {
             let unit = data.get("intervalUnit").and_then(Value::as_str);
-            let interval = data.get("interval").and_then(Value::as_f64);
-            match (interval, unit) {
+            let interval = data.get("interval").filter(|v| v.is_number());
+            let scaled = match (interval, unit.and_then(millis_per)) {
+                (Some(v), Some((factor, shift))) => scale_decimal(v, factor, shift),
+                _ => None,
+            };
+            match (scaled, unit) {
                 (Some(_), Some("ms")) => {
                     if let Some(v) = data.remove("interval") {
                         data.insert("period".into(), v);
                     }
                     data.remove("intervalUnit");
                 }
-                (Some(interval), Some(unit)) if millis_per(unit).is_some() => {
-                    // In milliseconds for R4B; the original value and unit are carried.
-                    let ms = interval * millis_per(unit).unwrap_or(1.0);
-                    if let Some(n) = serde_json::Number::from_f64(ms) {
-                        data.insert("period".into(), Value::Number(n));
-                    }
+                (Some(ms), Some(_)) => {
+                    // In milliseconds for R4B (computed on the decimal text); the original
+                    // value and unit are carried.
+                    data.insert("period".into(), ms);
                     for key in ["interval", "intervalUnit"] {
                         if let Some(v) = data.remove(key) {
                             carry(data, "SampledData", key, v, path, ctx);
@@ -407,5 +479,30 @@ fn restore(dosage: &mut Map<String, Value>, datatype: &str, ctx: &mut Ctx) {
     }
     if !kept.is_empty() {
         dosage.insert("extension".into(), Value::Array(kept));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scaled(text: &str, factor: u32, shift: i32) -> String {
+        let v: Value = serde_json::from_str(text).expect("a number");
+        scale_decimal(&v, factor, shift)
+            .expect("scaled")
+            .to_string()
+    }
+
+    #[test]
+    fn decimal_scaling_works_on_the_text() {
+        assert_eq!(scaled("2.5", 1, 3), "2500");
+        assert_eq!(scaled("0.25", 6, 4), "15000");
+        assert_eq!(scaled("1", 1, -3), "0.001");
+        assert_eq!(scaled("-12.75", 36, 5), "-45900000");
+        assert_eq!(scaled("3", 1, 0), "3");
+        // 0.1 s is exactly 100 ms (a binary float would make it 100.00000000000001 ms
+        // for some factors).
+        assert_eq!(scaled("0.1", 6, 4), "6000");
+        assert_eq!(scaled("1e2", 1, 3), "100000");
     }
 }

@@ -22,8 +22,13 @@ pub(crate) type ResourceRule = fn(&mut Map<String, Value>, &mut Ctx, &mut Vec<&'
 
 /// The prepared table of the adjacent step `from` → `to` (identity for non-adjacent pairs).
 pub(crate) fn step_table(from: FhirVersion, to: FhirVersion) -> &'static StepTable {
+    step_tables().get(&(from, to)).unwrap_or(empty_table())
+}
+
+/// A table without rules: the generic walk alone.
+pub(crate) fn empty_table() -> &'static StepTable {
     static EMPTY: std::sync::LazyLock<StepTable> = std::sync::LazyLock::new(StepTable::default);
-    step_tables().get(&(from, to)).unwrap_or(&EMPTY)
+    &EMPTY
 }
 
 /// `Condition.clinicalStatus` → its code system, where a `code` became a `CodeableConcept`.
@@ -234,18 +239,6 @@ const CODES_R4B_R5: &[(&str, &CodeMap)] = &[
         ],
     ),
     (
-        "MedicationStatement.status",
-        &[
-            ("active", "recorded", false),
-            ("completed", "recorded", false),
-            ("intended", "recorded", false),
-            ("stopped", "recorded", false),
-            ("on-hold", "recorded", false),
-            ("unknown", "recorded", false),
-            ("not-taken", "recorded", false),
-        ],
-    ),
-    (
         "Consent.status",
         &[
             ("proposed", "draft", false),
@@ -316,9 +309,16 @@ pub(crate) fn remap_codes(
         let url = extension::url(ctx, s, key);
         extension::carry_value(obj, url, Value::String(original.clone()), "code", ctx);
         let (from_v, to_v) = (ctx.from, ctx.to);
+        // A status (a modifier) said approximately is read differently: a warning.
+        let modifier = ctx.source.child(s, key).is_some_and(|c| c.modifier);
+        let (severity, code) = if modifier {
+            (Severity::Warning, IssueCode::Value)
+        } else {
+            (Severity::Information, IssueCode::Informational)
+        };
         ctx.issue(
-            Severity::Information,
-            IssueCode::Informational,
+            severity,
+            code,
             &path,
             format!("{path} code `{original}` ({from_v}) approximated as `{to}` in {to_v}; original kept in a cross-version extension"),
         );
@@ -485,6 +485,15 @@ fn capability_statement_fhir_version(
     if obj.get("fhirVersion").and_then(Value::as_str) == Some(ctx.from.semver()) {
         obj.insert("fhirVersion".into(), Value::String(ctx.to.semver().into()));
         done.push("fhirVersion");
+        if ctx.from == ctx.origin {
+            let (from, to) = (ctx.origin.semver(), ctx.goal.semver());
+            ctx.issue(
+                Severity::Information,
+                IssueCode::Value,
+                "CapabilityStatement.fhirVersion",
+                format!("CapabilityStatement.fhirVersion {from} stated as {to}: the statement describes the server in the version it is read in"),
+            );
+        }
     }
 }
 
@@ -496,6 +505,7 @@ const RESOURCE_RULES_STU3_R4: &[(&str, ResourceRule)] = &[
     ("Procedure", not_done_to_status),
     ("Immunization", immunization_stu3_to_r4),
     ("Consent", consent_stu3_to_r4),
+    ("MedicationStatement", medication_statement_stu3_to_r4),
 ];
 
 const RESOURCE_RULES_R4_STU3: &[(&str, ResourceRule)] = &[
@@ -506,6 +516,7 @@ const RESOURCE_RULES_R4_STU3: &[(&str, ResourceRule)] = &[
     ("DiagnosticReport", performer_reference_to_actor),
     ("Immunization", immunization_r4_to_stu3),
     ("Consent", consent_r4_to_stu3),
+    ("MedicationStatement", medication_statement_r4_to_stu3),
 ];
 
 const RESOURCE_RULES_R4B_R5: &[(&str, ResourceRule)] = &[
@@ -1146,9 +1157,10 @@ fn medication_request_r5_to_r4(
 
 fn medication_statement_r4_to_r5(
     obj: &mut Map<String, Value>,
-    _ctx: &mut Ctx,
+    ctx: &mut Ctx,
     done: &mut Vec<&'static str>,
 ) {
+    medication_statement_status_r4_to_r5(obj, ctx, done);
     choice_to_codeable_reference(obj, "medication", "medication", done);
     merge_codeable_reference(obj, "reasonCode", "reasonReference", "reason", done);
 }
@@ -1158,6 +1170,7 @@ fn medication_statement_r5_to_r4(
     ctx: &mut Ctx,
     done: &mut Vec<&'static str>,
 ) {
+    medication_statement_status_r5_to_r4(obj, done);
     codeable_reference_to_choice(obj, ctx, "medication", "medication", done);
     split_codeable_reference(obj, ctx, "reason", "reasonCode", "reasonReference", done);
 }
@@ -1828,5 +1841,204 @@ fn participants_out(
     }
     for &(key, _, _) in roles {
         done.push(key);
+    }
+}
+
+// ---- MedicationStatement: whether the medication is taken --------------------------------
+
+/// STU3 `taken` (y | n | unk | na) is said by the R4 status: `n` is `not-taken`, `unk` is
+/// `unknown` (the R3→R4 map). The STU3 status they replace is kept in a carrier unless it is
+/// the one the way back gives (`completed` for `n`, `active` for `unk`).
+fn medication_statement_stu3_to_r4(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    _done: &mut Vec<&'static str>,
+) {
+    let Some(taken) = obj.remove("taken") else {
+        return;
+    };
+    let status = obj.get("status").and_then(Value::as_str).map(str::to_owned);
+    let (replacement, usual) = match taken.as_str() {
+        Some("y") => return,
+        Some("n") => ("not-taken", "completed"),
+        Some("unk") => ("unknown", "active"),
+        Some("na") if status.as_deref() == Some("entered-in-error") => return,
+        _ => {
+            // `na` (not applicable) or a code outside the value set: no R4 counterpart.
+            carry_root(
+                obj,
+                ctx,
+                "taken",
+                taken,
+                "code",
+                "has no counterpart besides the status",
+            );
+            return;
+        }
+    };
+    obj.insert("status".into(), Value::String(replacement.into()));
+    let code = taken.as_str().unwrap_or_default().to_owned();
+    match status {
+        Some(previous) if previous != usual => carry_root(
+            obj,
+            ctx,
+            "status",
+            Value::String(previous),
+            "code",
+            &format!("is said by status `{replacement}` (taken = {code})"),
+        ),
+        _ => {}
+    }
+}
+
+/// R4 status `not-taken` is STU3 `taken = n` with status `completed` ("not taken", as the
+/// STU3 definition of `taken` reads it), `unknown` is `taken = unk` with status `active`,
+/// `entered-in-error` is `taken = na`, every other status `taken = y`. A status restored from
+/// a carrier of STU3 replaces the one chosen here.
+fn medication_statement_r4_to_stu3(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    let Some(status) = obj.get("status").and_then(Value::as_str).map(str::to_owned) else {
+        return;
+    };
+    let (taken, stu3_status) = match status.as_str() {
+        "not-taken" => ("n", Some("completed")),
+        "unknown" => ("unk", Some("active")),
+        "entered-in-error" => ("na", None),
+        _ => ("y", None),
+    };
+    obj.insert("taken".into(), Value::String(taken.into()));
+    done.push("taken");
+    if let Some(stu3_status) = stu3_status {
+        obj.insert("status".into(), Value::String(stu3_status.into()));
+        let restored = ctx
+            .target
+            .root("MedicationStatement")
+            .is_some_and(|t| extension::restore_pending(obj, t, "status", ctx));
+        if !restored {
+            ctx.issue(
+                Severity::Information,
+                IssueCode::Value,
+                "MedicationStatement.status",
+                format!("MedicationStatement.status `{status}` is said in STU3 by taken = {taken} with status `{stu3_status}`"),
+            );
+        }
+    }
+}
+
+const ADHERENCE: &str = "http://hl7.org/fhir/CodeSystem/medication-statement-adherence";
+
+/// R4 statuses that R5 says with `adherence.code` (status `recorded`): (R4 status, code).
+const STATUS_ADHERENCE: &[(&str, &str)] = &[
+    ("active", "taking"),
+    ("not-taken", "not-taking"),
+    ("on-hold", "on-hold"),
+    ("stopped", "stopped"),
+    ("unknown", "unknown"),
+];
+
+fn adherence(code: &str) -> Value {
+    let mut coding = Map::new();
+    coding.insert("system".into(), Value::String(ADHERENCE.into()));
+    coding.insert("code".into(), Value::String(code.into()));
+    let mut concept = Map::new();
+    concept.insert("coding".into(), Value::Array(vec![Value::Object(coding)]));
+    wrap("code", Value::Object(concept))
+}
+
+/// R4 `status` → R5 `status` (`recorded` | `entered-in-error`) with whether the patient takes
+/// it in `adherence.code` (not-taken → not-taking, active → taking, …). The R4 status is kept
+/// in a carrier. `completed` (a statement of past use) needs no adherence; `intended` has no
+/// counterpart at all (R5 reads the statement as use): a warning.
+fn medication_statement_status_r4_to_r5(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    let Some(status) = obj.get("status").and_then(Value::as_str).map(str::to_owned) else {
+        return;
+    };
+    let Some(target_root) = ctx.target.root("MedicationStatement") else {
+        return;
+    };
+    if status == "entered-in-error" || extension::restore_pending(obj, target_root, "status", ctx) {
+        // The same code, or an R5 status carried on the way down that the restore puts back.
+        return;
+    }
+    obj.insert("status".into(), Value::String("recorded".into()));
+    let code = STATUS_ADHERENCE
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map(|(_, c)| *c);
+    let path = "MedicationStatement.status";
+    let (from, to) = (ctx.from, ctx.to);
+    if let Some(code) = code {
+        // Said exactly: the way back reads the status from the adherence code.
+        obj.insert("adherence".into(), adherence(code));
+        done.push("adherence");
+        ctx.issue(
+            Severity::Information,
+            IssueCode::Value,
+            path,
+            format!(
+                "{path} `{status}` ({from}) is status `recorded` with adherence `{code}` in {to}"
+            ),
+        );
+        return;
+    }
+    let Some(root) = ctx.source.root("MedicationStatement") else {
+        return;
+    };
+    let url = extension::url(ctx, root, "status");
+    extension::carry_value(obj, url, Value::String(status.clone()), "code", ctx);
+    match code {
+        Some(_) => {}
+        None if status == "completed" => ctx.issue(
+            Severity::Information,
+            IssueCode::Value,
+            path,
+            format!("{path} `completed` ({from}) is status `recorded` in {to} (a statement of use; effective says when); the original kept in a cross-version extension"),
+        ),
+        None => ctx.issue(
+            Severity::Warning,
+            IssueCode::Value,
+            path,
+            format!("{path} `{status}` ({from}) has no counterpart in {to}: status `recorded` reads as use; the original kept in a cross-version extension"),
+        ),
+    }
+}
+
+/// R5 `recorded` with an adherence code of R4's statuses → that R4 status; the adherence goes
+/// when it said nothing else. Otherwise the status remap (`recorded` → `active`, reported)
+/// and the walk (adherence carried) do the rest.
+fn medication_statement_status_r5_to_r4(
+    obj: &mut Map<String, Value>,
+    done: &mut Vec<&'static str>,
+) {
+    if obj.get("status").and_then(Value::as_str) != Some("recorded") {
+        return;
+    }
+    let Some(adherence_value) = obj.get("adherence") else {
+        return;
+    };
+    let coding = adherence_value
+        .get("code")
+        .and_then(|c| c.get("coding"))
+        .and_then(Value::as_array)
+        .and_then(|c| c.first());
+    let code = coding
+        .filter(|c| c.get("system").and_then(Value::as_str) == Some(ADHERENCE))
+        .and_then(|c| c.get("code"))
+        .and_then(Value::as_str);
+    let Some(&(status, code)) = STATUS_ADHERENCE.iter().find(|(_, c)| Some(*c) == code) else {
+        return;
+    };
+    let only_the_code = *adherence_value == adherence(code);
+    obj.insert("status".into(), Value::String(status.into()));
+    if only_the_code {
+        obj.remove("adherence");
+        done.push("adherence");
     }
 }

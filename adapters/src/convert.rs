@@ -9,6 +9,7 @@
 
 pub(crate) mod datatypes;
 pub(crate) mod extension;
+pub(crate) mod merges;
 pub(crate) mod rules;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -51,6 +52,14 @@ impl Ctx<'_> {
             .push(Issue::new(severity, code, diagnostics).at(path));
     }
 
+    /// Whether this step checks required elements: where the output is final, the last
+    /// step, or the last one before the R4↔R4B step (mostly identical definitions).
+    fn checks_required(&self) -> bool {
+        let r4_family = |v: FhirVersion| matches!(v, FhirVersion::R4 | FhirVersion::R4B);
+        self.to == self.goal
+            || (r4_family(self.to) && r4_family(self.goal) && !r4_family(self.from))
+    }
+
     /// Report `path` carried in a cross-version extension.
     pub fn carried(&mut self, path: &str, why: &str) {
         let (from, to) = (self.from, self.to);
@@ -74,6 +83,8 @@ pub(crate) struct StepTable {
     pub codes: HashMap<NodeId, Vec<(&'static str, &'static rules::CodeMap)>>,
     /// Per source resource type: whole-resource rules run before the walk.
     pub resource_rules: HashMap<&'static str, Vec<rules::ResourceRule>>,
+    /// Per source node: concept-or-reference merges and splits (R4B↔R5).
+    pub merges: HashMap<NodeId, Vec<merges::Merge>>,
 }
 
 /// Resource types renamed between adjacent versions: (older version, its name, newer version,
@@ -274,7 +285,10 @@ fn step_resource(resource: &mut Value, ctx: &mut Ctx) {
         obj.insert("resourceType".into(), Value::String(target_type.into()));
     }
     ctx.resource_depth += 1;
-    if ctx.table.identity.contains(source_type) {
+    // A type the step leaves alike is not walked, unless an earlier step changed it and this
+    // one checks the required elements of the result.
+    let checked_here = ctx.from != ctx.origin && ctx.checks_required();
+    if ctx.table.identity.contains(source_type) && !checked_here {
         nested_resources_only(obj, source_root, ctx);
     } else {
         let mut done: Vec<&'static str> = Vec::new();
@@ -348,6 +362,9 @@ fn walk_object(
         );
         return;
     }
+    if let Some(found) = ctx.table.merges.get(&s) {
+        merges::apply(obj, found, s, ctx);
+    }
     // Code remaps first: their rules name elements as the source version does.
     if let Some(codes) = ctx.table.codes.get(&s) {
         for &(key, map) in codes {
@@ -396,6 +413,10 @@ fn walk_object(
                 if primitive_extension {
                     continue;
                 }
+                if let Some(codes) = &tc.codes {
+                    check_codes(value, codes, s, source_key, ctx);
+                    continue;
+                }
                 if &*sc.ty == "Resource" {
                     for_each_item(value, |item| step_resource(item, ctx));
                 } else if datatypes::changes(&sc.ty) {
@@ -424,11 +445,33 @@ fn walk_object(
         convert_key(obj, key, value, s, t, ctx, &renamed, depth);
     }
     extension::restore(obj, t, ctx);
-    // Checked where the output is final: the last step, or the last one before the R4↔R4B
-    // step (identical definitions, so it does not walk).
-    let r4_family = |v: FhirVersion| matches!(v, FhirVersion::R4 | FhirVersion::R4B);
-    if ctx.to == ctx.goal || (r4_family(ctx.to) && r4_family(ctx.goal) && !r4_family(ctx.from)) {
+    if ctx.checks_required() {
         report_missing_required(obj, t, ctx);
+    }
+}
+
+/// The "required code" guard: a code the target's required binding does not have (a value
+/// set that changed between versions, and no rule maps it) is kept as it is and reported as
+/// a warning: a reader of the target cannot read it.
+fn check_codes(value: &Value, codes: &[&str], s: NodeId, key: &str, ctx: &mut Ctx) {
+    let unknown = |v: &Value| v.as_str().is_some_and(|c| codes.binary_search(&c).is_err());
+    let bad: Vec<&str> = match value {
+        Value::Array(items) => items.iter().filter(|v| unknown(v)).filter_map(Value::as_str).collect(),
+        other if unknown(other) => other.as_str().into_iter().collect(),
+        _ => return,
+    };
+    if bad.is_empty() {
+        return;
+    }
+    let path = format!("{}.{key}", ctx.source.node(s).path);
+    let (from, to) = (ctx.from, ctx.to);
+    for code in bad {
+        ctx.issue(
+            Severity::Warning,
+            IssueCode::CodeInvalid,
+            &path,
+            format!("{path} code `{code}` ({from}) is not a code of its required value set in {to}; kept as it is"),
+        );
     }
 }
 

@@ -27,6 +27,8 @@ pub(crate) struct Child {
     pub node: Option<NodeId>,
     /// A modifier element (`isModifier`): it changes the meaning of the object holding it.
     pub modifier: bool,
+    /// For a `code` with a required binding whose value set is known: its codes, sorted.
+    pub codes: Option<Box<[&'static str]>>,
 }
 
 /// A resource or backbone element: its children by JSON key.
@@ -80,14 +82,30 @@ impl Definitions {
 
 /// The definitions of `version`, parsed on first use.
 pub(crate) fn definitions(version: FhirVersion) -> &'static Definitions {
-    static STU3: LazyLock<Definitions> =
-        LazyLock::new(|| parse(include_str!("data/elements_stu3.txt")));
-    static R4: LazyLock<Definitions> =
-        LazyLock::new(|| parse(include_str!("data/elements_r4.txt")));
-    static R4B: LazyLock<Definitions> =
-        LazyLock::new(|| parse(include_str!("data/elements_r4b.txt")));
-    static R5: LazyLock<Definitions> =
-        LazyLock::new(|| parse(include_str!("data/elements_r5.txt")));
+    static STU3: LazyLock<Definitions> = LazyLock::new(|| {
+        parse(
+            include_str!("data/elements_stu3.txt"),
+            include_str!("data/codes_stu3.txt"),
+        )
+    });
+    static R4: LazyLock<Definitions> = LazyLock::new(|| {
+        parse(
+            include_str!("data/elements_r4.txt"),
+            include_str!("data/codes_r4.txt"),
+        )
+    });
+    static R4B: LazyLock<Definitions> = LazyLock::new(|| {
+        parse(
+            include_str!("data/elements_r4b.txt"),
+            include_str!("data/codes_r4b.txt"),
+        )
+    });
+    static R5: LazyLock<Definitions> = LazyLock::new(|| {
+        parse(
+            include_str!("data/elements_r5.txt"),
+            include_str!("data/codes_r5.txt"),
+        )
+    });
     match version {
         FhirVersion::Stu3 => &STU3,
         FhirVersion::R4 => &R4,
@@ -106,7 +124,7 @@ pub(crate) fn type_suffix(ty: &str) -> String {
     }
 }
 
-fn parse(text: &'static str) -> Definitions {
+fn parse(text: &'static str, codes: &'static str) -> Definitions {
     let mut defs = Definitions::default();
     let mut by_path: HashMap<&'static str, NodeId> = HashMap::default();
     // Content references resolved after every node exists: (node, key, referenced path).
@@ -190,6 +208,7 @@ fn parse(text: &'static str) -> Definitions {
                         many,
                         node: None,
                         modifier,
+                        codes: None,
                     },
                 );
             }
@@ -208,6 +227,7 @@ fn parse(text: &'static str) -> Definitions {
                     many,
                     node,
                     modifier,
+                    codes: None,
                 },
             );
         }
@@ -216,6 +236,23 @@ fn parse(text: &'static str) -> Definitions {
         let target_id = by_path.get(target).copied();
         if let Some(child) = defs.nodes[parent].children.get_mut(&key) {
             child.node = target_id;
+        }
+    }
+    // Codes of required bindings: `path <TAB> codes`.
+    for line in codes.lines() {
+        let Some((path, list)) = line.split_once('\t') else {
+            continue;
+        };
+        let Some((parent, name)) = path.rsplit_once('.') else {
+            continue;
+        };
+        let Some(&node) = by_path.get(parent) else {
+            continue;
+        };
+        if let Some(child) = defs.nodes[node].children.get_mut(name) {
+            let mut list: Vec<&'static str> = list.split(' ').collect();
+            list.sort_unstable();
+            child.codes = Some(list.into_boxed_slice());
         }
     }
     defs.by_path = by_path;

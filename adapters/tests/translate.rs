@@ -244,11 +244,10 @@ impl CorpusOutputs {
         let relative = format!("{}/{}__{name}", to.name(), from.name());
         let text = serde_json::to_string(&there.resource).expect("JSON");
         fs::write(self.dir.join(&relative), text).expect("write a corpus output");
-        // As for the typed check: an untranslated nested resource or a required element the
-        // source cannot fill is reported, so a validator may reject the output.
-        let explained = there.issues.iter().any(|i| {
-            i.severity == assent_fhir::Severity::Error || i.code == assent_fhir::IssueCode::Required
-        });
+        // As for the typed check: an untranslated nested resource, a required element the
+        // source cannot fill or a code the target's required binding lacks is reported, so a
+        // validator may reject the output.
+        let explained = explains_rejection(&there.issues);
         let source = source.canonicalize().unwrap_or_else(|_| source.to_owned());
         self.manifest.push_str(&format!(
             "{}\t{}\t{}\t{relative}\t{explained}\n",
@@ -262,6 +261,18 @@ impl CorpusOutputs {
         fs::write(self.dir.join("manifest.tsv"), self.manifest).expect("write the manifest");
         println!("corpus outputs written to {}", self.dir.display());
     }
+}
+
+/// Issues that say why a model of the target may reject an output: a nested resource left in
+/// its own version (error), a required element the source cannot fill (`required`), a code
+/// the target's required binding lacks (`code-invalid`).
+fn explains_rejection(issues: &[Issue]) -> bool {
+    issues.iter().any(|i| {
+        i.severity == assent_fhir::Severity::Error
+            || i.code == assent_fhir::IssueCode::Required
+            || (i.code == assent_fhir::IssueCode::CodeInvalid
+                && i.severity >= assent_fhir::Severity::Warning)
+    })
 }
 
 /// Leaf paths of a resource, array indices dropped, restarting at each nested resource.
@@ -436,10 +447,7 @@ fn corpus_round_trips() {
                             // an error issue: the model of the target cannot read it.
                             // So is a required element the source cannot fill (a `required`
                             // issue).
-                            let explained = there.issues.iter().any(|i| {
-                                i.severity == assent_fhir::Severity::Error
-                                    || i.code == assent_fhir::IssueCode::Required
-                            });
+                            let explained = explains_rejection(&there.issues);
                             let model_gap = TYPED_MODEL_GAPS.iter().any(|g| e.message.contains(g));
                             if !explained && !model_gap {
                                 row.typed_unexplained += 1;

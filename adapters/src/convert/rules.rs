@@ -113,6 +113,9 @@ const RENAMES_STU3_R4: &[(&str, &str)] = &[
 ];
 
 const RENAMES_R4B_R5: &[(&str, &str)] = &[
+    ("DeviceUseStatement.subject", "patient"),
+    ("DeviceUseStatement.recordedOn", "dateAsserted"),
+    ("DeviceUseStatement.source", "informationSource"),
     ("Location.physicalType", "form"),
     ("Encounter.period", "actualPeriod"),
     ("Encounter.participant.individual", "actor"),
@@ -395,6 +398,9 @@ fn build(
     let source = definitions(from);
     let target = definitions(to);
     let mut table = StepTable::default();
+    if matches!((from, to), (FhirVersion::R4B, FhirVersion::R5) | (FhirVersion::R5, FhirVersion::R4B)) {
+        table.merges = super::merges::find(source, target, from, to);
+    }
     let mut typed_with_rules: HashSet<&str> = HashSet::default();
     for &(path, new) in renames {
         let Some((parent, old)) = path.rsplit_once('.') else {

@@ -456,7 +456,11 @@ fn walk_object(
 fn check_codes(value: &Value, codes: &[&str], s: NodeId, key: &str, ctx: &mut Ctx) {
     let unknown = |v: &Value| v.as_str().is_some_and(|c| codes.binary_search(&c).is_err());
     let bad: Vec<&str> = match value {
-        Value::Array(items) => items.iter().filter(|v| unknown(v)).filter_map(Value::as_str).collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter(|v| unknown(v))
+            .filter_map(Value::as_str)
+            .collect(),
         other if unknown(other) => other.as_str().into_iter().collect(),
         _ => return,
     };
@@ -653,6 +657,9 @@ fn convert_element(
     if !tc.many && converted.len() > 1 {
         lossy = true;
         converted.truncate(1);
+    }
+    if let Some(codes) = &tc.codes {
+        check_codes(&Value::Array(converted.clone()), codes, s, &sc.name, ctx);
     }
     if lossy && extension::restore_pending(obj, t, &tc.name, ctx) {
         // A carrier of the target version will put the original back: nothing to keep.

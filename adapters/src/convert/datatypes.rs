@@ -38,7 +38,40 @@ fn part_type(key: &str) -> Option<&'static str> {
 
 /// Whether values of datatype `ty` need [`convert`].
 pub(crate) fn changes(ty: &str) -> bool {
-    matches!(ty, "Dosage" | "Attachment" | "Signature" | "SampledData")
+    matches!(
+        ty,
+        "Dosage" | "Attachment" | "Signature" | "SampledData" | "RelatedArtifact"
+    )
+}
+
+/// `RelatedArtifact.type` codes before R5 (R5 added `part-of`, `amends`, `transforms`, ...).
+const RELATED_ARTIFACT_TYPES_R4: &[&str] = &[
+    "citation",
+    "composed-of",
+    "depends-on",
+    "derived-from",
+    "documentation",
+    "justification",
+    "predecessor",
+    "successor",
+];
+
+/// R5 `RelatedArtifact.type` codes R4 lacks are kept and reported (a required binding).
+fn related_artifact(object: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
+    if (ctx.from, ctx.to) != (FhirVersion::R5, FhirVersion::R4B) {
+        return;
+    }
+    if let Some(code) = object.get("type").and_then(Value::as_str)
+        && !RELATED_ARTIFACT_TYPES_R4.contains(&code)
+    {
+        let to = ctx.to;
+        ctx.issue(
+            assent_fhir::Severity::Warning,
+            assent_fhir::IssueCode::CodeInvalid,
+            &format!("{path}.type"),
+            format!("{path}.type code `{code}` (R5) is not a RelatedArtifact type of {to}; kept as it is"),
+        );
+    }
 }
 
 /// Convert one value of datatype `ty` (an item of `path`) for the step in `ctx`.
@@ -51,6 +84,7 @@ pub(crate) fn convert(value: &mut Value, ty: &str, path: &str, ctx: &mut Ctx) {
         "Attachment" => attachment(object, path, ctx),
         "Signature" => signature(object, path, ctx),
         "SampledData" => sampled_data(object, path, ctx),
+        "RelatedArtifact" => related_artifact(object, path, ctx),
         _ => {}
     }
 }

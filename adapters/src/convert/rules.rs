@@ -89,6 +89,8 @@ const RENAMES_STU3_R4: &[(&str, &str)] = &[
     ("Medication.ingredient.amount", "strength"),
     ("AllergyIntolerance.assertedDate", "recordedDate"),
     ("Immunization.date", "occurrenceDateTime"),
+    ("MedicationAdministration.reasonNotGiven", "statusReason"),
+    ("Communication.notDoneReason", "statusReason"),
     ("Immunization.practitioner", "performer"),
     ("Immunization.practitioner.role", "function"),
     ("DiagnosticReport.context", "encounter"),
@@ -113,6 +115,15 @@ const RENAMES_STU3_R4: &[(&str, &str)] = &[
 ];
 
 const RENAMES_R4B_R5: &[(&str, &str)] = &[
+    ("MedicationAdministration.context", "encounter"),
+    (
+        "MedicationAdministration.effectiveDateTime",
+        "occurenceDateTime",
+    ),
+    (
+        "MedicationAdministration.effectivePeriod",
+        "occurencePeriod",
+    ),
     ("DeviceUseStatement.subject", "patient"),
     ("DeviceUseStatement.recordedOn", "dateAsserted"),
     ("DeviceUseStatement.source", "informationSource"),
@@ -398,7 +409,10 @@ fn build(
     let source = definitions(from);
     let target = definitions(to);
     let mut table = StepTable::default();
-    if matches!((from, to), (FhirVersion::R4B, FhirVersion::R5) | (FhirVersion::R5, FhirVersion::R4B)) {
+    if matches!(
+        (from, to),
+        (FhirVersion::R4B, FhirVersion::R5) | (FhirVersion::R5, FhirVersion::R4B)
+    ) {
         table.merges = super::merges::find(source, target, from, to);
     }
     let mut typed_with_rules: HashSet<&str> = HashSet::default();
@@ -512,6 +526,11 @@ const RESOURCE_RULES_STU3_R4: &[(&str, ResourceRule)] = &[
     ("Immunization", immunization_stu3_to_r4),
     ("Consent", consent_stu3_to_r4),
     ("MedicationStatement", medication_statement_stu3_to_r4),
+    (
+        "MedicationAdministration",
+        medication_administration_not_given,
+    ),
+    ("Communication", communication_not_done),
 ];
 
 const RESOURCE_RULES_R4_STU3: &[(&str, ResourceRule)] = &[
@@ -523,6 +542,11 @@ const RESOURCE_RULES_R4_STU3: &[(&str, ResourceRule)] = &[
     ("Immunization", immunization_r4_to_stu3),
     ("Consent", consent_r4_to_stu3),
     ("MedicationStatement", medication_statement_r4_to_stu3),
+    (
+        "MedicationAdministration",
+        medication_administration_not_done,
+    ),
+    ("Communication", communication_status_not_done),
 ];
 
 const RESOURCE_RULES_R4B_R5: &[(&str, ResourceRule)] = &[
@@ -2047,4 +2071,102 @@ fn medication_statement_status_r5_to_r4(
         obj.remove("adherence");
         done.push("adherence");
     }
+}
+
+// ---- negation flags of STU3 that R4 says with the status ---------------------------------
+
+/// STU3 `flag = true` → R4 `status = not-done` (the R3→R4 maps). The STU3 status it replaces
+/// is kept in a carrier unless it is `usual`, the one the way back gives.
+fn flag_to_not_done(obj: &mut Map<String, Value>, ctx: &mut Ctx, flag: &str, usual: &str) {
+    let Some(value) = obj.remove(flag) else {
+        return;
+    };
+    if value == Value::Bool(true) {
+        let previous = obj.insert("status".into(), Value::String("not-done".into()));
+        if let Some(previous) = previous.filter(|p| p != usual) {
+            carry_root(
+                obj,
+                ctx,
+                "status",
+                previous,
+                "code",
+                "is replaced by not-done",
+            );
+        }
+    } else if value == Value::Bool(false) {
+        let path = format!("{}.{flag}", resource_type_of(obj, ctx));
+        ctx.issue(
+            Severity::Information,
+            IssueCode::Value,
+            &path,
+            format!("{path} = false is said in R4 by any status but not-done"),
+        );
+    } else {
+        carry_root(obj, ctx, flag, value, "boolean", "is not a boolean");
+    }
+}
+
+/// R4 `status = not-done` → STU3 `flag = true` with status `usual` (any other status: the
+/// flag's default, false, left out).
+fn not_done_to_flag(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+    flag: &'static str,
+    usual: &str,
+) {
+    let Some(status) = obj.get("status").and_then(Value::as_str) else {
+        return;
+    };
+    if status == "not-done" {
+        obj.insert(flag.into(), Value::Bool(true));
+        done.push(flag);
+        obj.insert("status".into(), Value::String(usual.into()));
+        let resource_type = resource_type_of(obj, ctx);
+        let restored = ctx
+            .target
+            .root(resource_type)
+            .is_some_and(|t| extension::restore_pending(obj, t, "status", ctx));
+        if !restored {
+            let path = format!("{resource_type}.status");
+            ctx.issue(
+                Severity::Information,
+                IssueCode::Value,
+                &path,
+                format!("{path} `not-done` is {flag} = true in STU3, with status `{usual}`"),
+            );
+        }
+    }
+}
+
+fn medication_administration_not_given(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    _done: &mut Vec<&'static str>,
+) {
+    flag_to_not_done(obj, ctx, "notGiven", "unknown");
+}
+
+fn medication_administration_not_done(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    not_done_to_flag(obj, ctx, done, "notGiven", "unknown");
+}
+
+fn communication_not_done(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    _done: &mut Vec<&'static str>,
+) {
+    flag_to_not_done(obj, ctx, "notDone", "completed");
+}
+
+fn communication_status_not_done(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    not_done_to_flag(obj, ctx, done, "notDone", "completed");
 }

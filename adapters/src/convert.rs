@@ -389,13 +389,22 @@ fn walk_object(
     let mut pending: Vec<String> = Vec::new();
     for (key, value) in obj.iter_mut() {
         if key == "extension" || key == "modifierExtension" {
-            if extension::values_need_conversion(value, ctx.to) {
+            if extension::values_need_conversion(value, ctx.from, ctx.to) {
                 let path = format!("{}.{key}", ctx.source.node(s).path);
                 extension::convert_values(value, &path, ctx);
             }
             continue;
         }
-        if key == "resourceType" || done.contains(&key.as_str()) {
+        if key == "resourceType" {
+            continue;
+        }
+        if done.contains(&key.as_str()) {
+            // Written by a rule in target shape; going down, extensions inside may still hold
+            // values the target cannot.
+            if value.is_object() || value.is_array() {
+                let path = format!("{}.{key}", ctx.source.node(s).path);
+                extension::convert_nested(value, &path, ctx, 0);
+            }
             continue;
         }
         let (base, primitive_extension) = match key.strip_prefix('_') {
@@ -419,7 +428,10 @@ fn walk_object(
                 }
                 if &*sc.ty == "Resource" {
                     for_each_item(value, |item| step_resource(item, ctx));
-                } else if datatypes::changes(&sc.ty) {
+                } else if datatypes::changes(&sc.ty, ctx.from, ctx.to) {
+                    if !datatypes::worth_converting(&sc.ty, value) {
+                        continue;
+                    }
                     let path = format!("{}.{}", ctx.source.node(s).path, source_key);
                     let ty = &sc.ty;
                     for_each_item(value, |item| datatypes::convert(item, ty, &path, ctx));
@@ -432,7 +444,8 @@ fn walk_object(
                 } else if ctx.to < ctx.from && !is_primitive(&sc.ty) {
                     // Going down, extensions inside datatypes may hold values of datatypes
                     // the target lacks.
-                    extension::convert_nested(value, ctx, 0);
+                    let path = format!("{}.{source_key}", ctx.source.node(s).path);
+                    extension::convert_nested(value, &path, ctx, 0);
                 }
             }
             _ => pending.push(key.clone()),

@@ -10,37 +10,54 @@
 //! # Design
 //!
 //! - **JSON in place.** A resource is converted by walking its JSON tree beside the element
-//!   definitions of the source and target versions (`src/data/elements_*.txt`, generated from
-//!   the HL7 StructureDefinitions by `tools/gen_definitions.py`). The tree is taken by value
-//!   and mutated in place; nothing is parsed into typed models. Definitions and rule tables
-//!   are built once (`LazyLock`).
+//!   definitions of the source and target versions (`src/data/elements_*.txt`, every
+//!   resource type of each version, generated from the HL7 StructureDefinitions by
+//!   `tools/gen_definitions.py`, with each element's cardinality, types and modifier flag;
+//!   `src/data/codes_*.txt`: the codes of required bindings). The tree is taken by value and
+//!   mutated in place; nothing is parsed into typed models, and numbers are never read as
+//!   floats (they pass through as they are; the one computed value, SampledData's interval in
+//!   milliseconds, is computed on the decimal text). Definitions and rule tables are built
+//!   once (`LazyLock`).
+//! - **Every type of both versions.** A resource type that exists in the source and the target
+//!   version converts ([`converts`]); renamed types (`ProcedureRequest` → `ServiceRequest`,
+//!   `BodySite` → `BodyStructure`, `DeviceUseStatement` → `DeviceUsage`, ...) follow the
+//!   conversion maps, with references to them. A type the target lacks is refused at the top
+//!   (`Err`) and left in its own version with an error issue when nested.
 //! - **Adjacent steps, composed.** Rules exist for STU3↔R4 and R4B↔R5; R4↔R4B is derived
-//!   from the definitions (identical for every supported type, so the step only visits
-//!   resources nested in Bundles and `contained`). STU3 → R5 runs STU3→R4→R4B→R5. Composing
-//!   keeps the rule tables to two hand-written pairs instead of twelve, and every rule is
-//!   checked by round trips through its own pair; the cost is one walk per step.
-//! - **Generic first, rules for the rest.** Per key the walk compares the two definitions:
-//!   same shape → recurse; cardinality 0..1 ↔ 0..* → wrap or keep the first; known datatype
-//!   changes (Coding ↔ CodeableConcept, CodeableConcept/Reference ↔ CodeableReference, code ↔
-//!   CodeableConcept, string ↔ Annotation, Reference ↔ canonical, ...) → convert. Renames,
-//!   code remaps and the few moves between levels are data and small functions in
-//!   `convert/rules.rs`. Datatypes are leaves of the walk, except the three whose shape
-//!   changed (`Dosage`, `Attachment`, `Signature`: `convert/datatypes.rs`).
-//! - **Nothing lost silently.** An element the target lacks, a value that does not fit, a
-//!   code approximated: the original goes into a standard cross-version extension
-//!   (`http://hl7.org/fhir/{3.0|4.0|4.3|5.0}/StructureDefinition/extension-{Path}`) and an
-//!   [`Issue`] says so. R4 and R4B define every supported type alike, so carriers made on
-//!   the way from R4 say `4.0` and those from R4B say `4.3`, and either is restored into
-//!   R4 or R4B. Converting back restores carriers of the target version, so
-//!   X → Y → X round trips keep the data. An element neither version defines is dropped and
-//!   reported (the "unknown element" guard: every key of the output is checked against the
-//!   target's definitions), and an element the target requires that the source cannot fill
-//!   is reported too (never invented).
-//! - **Renamed types.** STU3 `ProcedureRequest` is `ServiceRequest` from R4 on: the resource
-//!   type, references to it (`Reference.reference`) and search parameters follow.
-//! - **Errors.** `Err` only for input that is not a resource at all, or a resource type
-//!   outside [`SUPPORTED_TYPES`] when another version is asked for. Nested resources of other
-//!   types (Bundle entries, `contained`) are left unchanged with an error-severity issue.
+//!   from the definitions (identical for most types, so the step only visits resources
+//!   nested in Bundles and `contained`; R4's Substance* types, gone in R4B and back in R5,
+//!   cross it with R4's definitions). STU3 → R5 runs STU3→R4→R4B→R5. Composing keeps the rule
+//!   tables to two hand-written pairs instead of twelve, and every rule is checked by round
+//!   trips through its own pair; the cost is one walk per step.
+//! - **Meaning first, generic for the rest.** Where the target says what the source says
+//!   with another element or code, the rules use it: STU3 `taken = n` is R4 status
+//!   `not-taken`, which is R5 `adherence` `not-taking`; `notGiven`/`notDone` are status
+//!   `not-done`; R4 `xCode` + `xReference` and `x[x]` (concept or reference) are R5's `x`
+//!   CodeableReference for every type (`convert/merges.rs`, found in the definitions); renames
+//!   and code remaps are data in `convert/rules.rs`. Per key the walk then compares the two
+//!   definitions: same shape → recurse; cardinality 0..1 ↔ 0..* → wrap or keep the first;
+//!   known datatype changes (Coding ↔ CodeableConcept, CodeableConcept/Reference ↔
+//!   CodeableReference, code ↔ CodeableConcept, string ↔ Annotation, Reference ↔ canonical,
+//!   ...) → convert. Datatypes are leaves of the walk, except those whose shape changed
+//!   (`Dosage`, `Attachment`, `Signature`, `SampledData`: `convert/datatypes.rs`).
+//! - **Nothing lost or changed silently.** An element the target lacks, a value that does not
+//!   fit, a code approximated: the original goes into a standard cross-version extension
+//!   (`http://hl7.org/fhir/{3.0|4.0|4.3|5.0}/StructureDefinition/extension-{Path}`; a
+//!   modifier element into `modifierExtension`) and an [`Issue`] says so. Severity follows
+//!   what a reader would understand: `warning` for a modifier without a counterpart, a status
+//!   approximated, a code outside the target's required value set, a value the target cannot
+//!   hold (so `Prefer: handling=strict` refuses them); `information` for what a reader loses
+//!   nothing of. Carriers made on the way from R4 say `4.0` and those from R4B say `4.3`,
+//!   and either is restored into R4 or R4B. Converting restores carriers of the target
+//!   version found in the input, whoever made them, so X → Y → X round trips keep the data.
+//!   Extension values of datatypes the target lacks (R5's `CodeableReference`,
+//!   `Availability`, ...) become parts (a `_datatype` sub-extension and one per element) and
+//!   come back as values where the target has the datatype. An element neither version
+//!   defines is dropped and reported, and an element the target requires that the source
+//!   cannot fill is reported too (never invented).
+//! - **Errors.** `Err` only for input that is not a resource at all, or a resource type the
+//!   target version lacks. Nested resources of such types (Bundle entries, `contained`) are
+//!   left in their own version with an error-severity issue.
 
 #![forbid(unsafe_code)]
 

@@ -29,6 +29,12 @@ fn part_type(key: &str) -> Option<&'static str> {
         "interval" => Some("decimal"),
         "intervalUnit" => Some("code"),
         "codeMap" => Some("canonical"),
+        "comparator" | "code" | "publicationStatus" => Some("code"),
+        "unit" | "system" => Some("string"),
+        "type" => Some("uri"),
+        "classifier" => Some("CodeableConcept"),
+        "resourceReference" => Some("Reference"),
+        "publicationDate" => Some("date"),
         "offsets" => Some("string"),
         "whoUri" | "onBehalfOfUri" => Some("uri"),
         "targetFormat" => Some("code"),
@@ -36,13 +42,85 @@ fn part_type(key: &str) -> Option<&'static str> {
     }
 }
 
-/// Whether values of datatype `ty` need [`convert`].
-pub(crate) fn changes(ty: &str) -> bool {
-    matches!(
-        ty,
-        "Dosage" | "Attachment" | "Signature" | "SampledData" | "RelatedArtifact"
-    )
+/// Whether values of datatype `ty` may need [`convert`] in the step `from` → `to`.
+pub(crate) fn changes(ty: &str, from: FhirVersion, to: FhirVersion) -> bool {
+    use FhirVersion::*;
+    let stu3_r4 = matches!((from, to), (Stu3, R4) | (R4, Stu3));
+    let r4b_r5 = matches!((from, to), (R4B, R5) | (R5, R4B));
+    match ty {
+        "Dosage" => stu3_r4 || r4b_r5,
+        "Signature" | "Money" | "Reference" => stu3_r4,
+        "Attachment" | "SampledData" | "RelatedArtifact" => r4b_r5,
+        _ => false,
+    }
 }
+
+/// Whether `value` (a datatype value or a list of them) holds what [`convert`] would change:
+/// a cheap test for the common datatype `Reference`, which changed only by R4's `type`.
+pub(crate) fn worth_converting(ty: &str, value: &Value) -> bool {
+    if ty != "Reference" {
+        return true;
+    }
+    let has = |v: &Value| v.get("type").is_some() || v.get("extension").is_some();
+    match value {
+        Value::Array(items) => items.iter().any(has),
+        other => has(other),
+    }
+}
+
+/// STU3 `Money` is a Quantity (`value`, `comparator`, `unit`, `system`, `code`); R4 on, a
+/// `value` and a `currency`. An ISO 4217 `code` is the `currency`; the rest is carried.
+fn money(object: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
+    const ISO_4217: &str = "urn:iso:std:iso:4217";
+    match (ctx.from, ctx.to) {
+        (FhirVersion::Stu3, FhirVersion::R4) => {
+            let iso = object
+                .get("system")
+                .is_none_or(|s| s.as_str() == Some(ISO_4217));
+            if iso && let Some(code) = object.remove("code") {
+                object.insert("currency".into(), code);
+                object.remove("system");
+            }
+            for key in ["comparator", "unit", "system", "code"] {
+                if let Some(v) = object.remove(key) {
+                    carry(object, "Money", key, v, path, ctx);
+                }
+            }
+        }
+        (FhirVersion::R4, FhirVersion::Stu3) => {
+            if let Some(currency) = object.remove("currency") {
+                object.insert("system".into(), Value::String(ISO_4217.into()));
+                object.insert("code".into(), currency);
+            }
+        }
+        _ => {}
+    }
+    restore(object, "Money", ctx);
+}
+
+/// R4 added `Reference.type`; STU3 carries it.
+fn reference(object: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
+    match (ctx.from, ctx.to) {
+        (FhirVersion::R4, FhirVersion::Stu3) => {
+            if let Some(v) = object.remove("type") {
+                carry(object, "Reference", "type", v, path, ctx);
+            }
+        }
+        (FhirVersion::Stu3, FhirVersion::R4) if object.contains_key("extension") => {
+            restore(object, "Reference", ctx);
+        }
+        _ => {}
+    }
+}
+
+/// R5 added `RelatedArtifact.classifier`, `resourceReference`, `publicationStatus`,
+/// `publicationDate`: carried before R5.
+const RELATED_ARTIFACT_R5_ONLY: &[&str] = &[
+    "classifier",
+    "resourceReference",
+    "publicationStatus",
+    "publicationDate",
+];
 
 /// `RelatedArtifact.type` codes before R5 (R5 added `part-of`, `amends`, `transforms`, ...).
 const RELATED_ARTIFACT_TYPES_R4: &[&str] = &[
@@ -58,8 +136,16 @@ const RELATED_ARTIFACT_TYPES_R4: &[&str] = &[
 
 /// R5 `RelatedArtifact.type` codes R4 lacks are kept and reported (a required binding).
 fn related_artifact(object: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
+    if (ctx.from, ctx.to) == (FhirVersion::R4B, FhirVersion::R5) {
+        restore(object, "RelatedArtifact", ctx);
+    }
     if (ctx.from, ctx.to) != (FhirVersion::R5, FhirVersion::R4B) {
         return;
+    }
+    for key in RELATED_ARTIFACT_R5_ONLY {
+        if let Some(v) = object.remove(*key) {
+            carry(object, "RelatedArtifact", key, v, path, ctx);
+        }
     }
     if let Some(code) = object.get("type").and_then(Value::as_str)
         && !RELATED_ARTIFACT_TYPES_R4.contains(&code)
@@ -85,6 +171,8 @@ pub(crate) fn convert(value: &mut Value, ty: &str, path: &str, ctx: &mut Ctx) {
         "Signature" => signature(object, path, ctx),
         "SampledData" => sampled_data(object, path, ctx),
         "RelatedArtifact" => related_artifact(object, path, ctx),
+        "Money" => money(object, path, ctx),
+        "Reference" => reference(object, path, ctx),
         _ => {}
     }
 }

@@ -187,14 +187,28 @@ fn carriers(obj: &Map<String, Value>) -> Option<&Vec<Value>> {
     }
 }
 
+/// Resources without `extension` (Bundle, Binary, Parameters): carriers go in `meta`.
 fn is_bundle(obj: &Map<String, Value>) -> bool {
-    obj.get("resourceType").and_then(Value::as_str) == Some("Bundle")
+    matches!(
+        obj.get("resourceType").and_then(Value::as_str),
+        Some("Bundle" | "Binary" | "Parameters")
+    )
 }
 
 fn push_extensions(obj: &mut Map<String, Value>, carriers: Vec<Value>, ctx: &mut Ctx) {
     if carriers.is_empty() {
         return;
     }
+    // A carried value of a datatype whose shape changed is written in the target's shape (and
+    // converted back when restored); one may also hold extensions whose values the target
+    // cannot hold.
+    let mut list = Value::Array(carriers);
+    if values_need_conversion(&list, ctx.from, ctx.to) {
+        convert_values(&mut list, "extension", ctx);
+    }
+    let Value::Array(carriers) = list else {
+        return;
+    };
     let host = if is_bundle(obj) {
         match obj
             .entry("meta")
@@ -376,7 +390,7 @@ pub(crate) fn convert_values(list: &mut Value, path: &str, ctx: &mut Ctx) {
             continue;
         };
         let ty = suffix_type(&key["value".len()..]);
-        if super::datatypes::changes(&ty) {
+        if super::datatypes::changes(&ty, ctx.from, ctx.to) {
             if let Some(v) = ext.get_mut(&key) {
                 super::datatypes::convert(v, &ty, path, ctx);
             }
@@ -433,7 +447,7 @@ pub(crate) fn convert_values(list: &mut Value, path: &str, ctx: &mut Ctx) {
 
 /// Whether [`convert_values`] has anything to do in `list` for target version `to` (a scan
 /// without allocating).
-pub(crate) fn values_need_conversion(list: &Value, to: FhirVersion) -> bool {
+pub(crate) fn values_need_conversion(list: &Value, from: FhirVersion, to: FhirVersion) -> bool {
     let Value::Array(items) = list else {
         return false;
     };
@@ -442,19 +456,20 @@ pub(crate) fn values_need_conversion(list: &Value, to: FhirVersion) -> bool {
             return false;
         };
         if let Some(inner) = ext.get("extension") {
-            return values_need_conversion(inner, to) || datatype_parts(ext).is_some();
+            return values_need_conversion(inner, from, to) || datatype_parts(ext).is_some();
         }
         ext.keys().any(|k| {
             k.len() > 5
                 && k.starts_with("value")
-                && (super::datatypes::changes(&k[5..])
+                && (super::datatypes::changes(&k[5..], from, to)
                     || !value_type_allowed(&suffix_type(&k[5..]), to))
         })
     })
 }
 
-/// Convert the extension lists anywhere inside `value` (a datatype the walk does not enter).
-pub(crate) fn convert_nested(value: &mut Value, ctx: &mut Ctx, depth: usize) {
+/// Convert the extension lists anywhere inside `value`, the value of element `path` (a
+/// datatype the walk does not enter, or what a rule wrote).
+pub(crate) fn convert_nested(value: &mut Value, path: &str, ctx: &mut Ctx, depth: usize) {
     if depth > 32 {
         return;
     }
@@ -462,25 +477,22 @@ pub(crate) fn convert_nested(value: &mut Value, ctx: &mut Ctx, depth: usize) {
         Value::Object(m) => {
             for (key, v) in m.iter_mut() {
                 if key == "extension" || key == "modifierExtension" {
-                    if values_need_conversion(v, ctx.to) {
-                        extension_path_convert(v, ctx);
+                    if values_need_conversion(v, ctx.from, ctx.to) {
+                        convert_values(v, &format!("{path}.{key}"), ctx);
                     }
                 } else if v.is_object() || v.is_array() {
-                    convert_nested(v, ctx, depth + 1);
+                    // Issues name the element the walk knows (no path built per key).
+                    convert_nested(v, path, ctx, depth + 1);
                 }
             }
         }
         Value::Array(items) => {
             for item in items {
-                convert_nested(item, ctx, depth + 1);
+                convert_nested(item, path, ctx, depth + 1);
             }
         }
         _ => {}
     }
-}
-
-fn extension_path_convert(list: &mut Value, ctx: &mut Ctx) {
-    convert_values(list, "extension", ctx);
 }
 
 /// The datatype named by a `_datatype` sub-extension of `ext`, if it has one.
@@ -773,7 +785,17 @@ fn restore_list(
             continue;
         };
         match decode(fields, Some(child), defs) {
-            Some((value_type, value)) => {
+            Some((value_type, mut value)) => {
+                // Carried in the shape of the version it was carried into: convert it back.
+                let ty = value_type
+                    .as_deref()
+                    .map_or_else(|| child.ty.to_string(), suffix_type);
+                if super::datatypes::changes(&ty, ctx.from, ctx.to) {
+                    let path = format!("{}.{}", node.path, name);
+                    super::for_each_item(&mut value, |item| {
+                        super::datatypes::convert(item, &ty, &path, ctx)
+                    });
+                }
                 let json_key = match (is_choice, value_type) {
                     (true, Some(suffix)) => format!("{name}{suffix}"),
                     _ => key.to_string(),

@@ -73,6 +73,7 @@ const CODE_SYSTEMS: &[(&str, &str)] = &[
 /// Renames for the upward steps: (source path of the element, new key). The downward step
 /// uses them reversed.
 const RENAMES_STU3_R4: &[(&str, &str)] = &[
+    ("Binary.content", "data"),
     ("Encounter.reason", "reasonCode"),
     ("Encounter.incomingReferral", "basedOn"),
     ("Encounter.diagnosis.role", "use"),
@@ -854,7 +855,16 @@ fn consent_stu3_to_r4(obj: &mut Map<String, Value>, _ctx: &mut Ctx, done: &mut V
             provision.insert(key.into(), v);
         }
     }
-    if let Some(Value::Array(except)) = obj.remove("except") {
+    if let Some(Value::Array(mut except)) = obj.remove("except") {
+        // STU3 `except.code` is a Coding, R4 `provision.code` a CodeableConcept.
+        for item in &mut except {
+            if let Some(Value::Array(codes)) = item.get_mut("code") {
+                for code in codes.iter_mut() {
+                    let coding = std::mem::take(code);
+                    *code = wrap("coding", Value::Array(vec![coding]));
+                }
+            }
+        }
         provision.insert("provision".into(), Value::Array(except));
     }
     if !provision.is_empty() {
@@ -875,7 +885,30 @@ fn consent_r4_to_stu3(obj: &mut Map<String, Value>, ctx: &mut Ctx, done: &mut Ve
             done.push(key);
         }
     }
-    if let Some(Value::Array(nested)) = provision.remove("provision") {
+    if let Some(Value::Array(mut nested)) = provision.remove("provision") {
+        for item in &mut nested {
+            let Some(Value::Array(codes)) = item.get_mut("code") else {
+                continue;
+            };
+            let mut inexact = false;
+            for code in codes.iter_mut() {
+                let codings = code.get("coding").and_then(Value::as_array);
+                let one = code.as_object().is_some_and(|c| c.len() == 1)
+                    && codings.is_some_and(|c| c.len() == 1);
+                inexact |= !one;
+                let first = codings.and_then(|c| c.first()).cloned();
+                *code = first.unwrap_or(Value::Null);
+            }
+            codes.retain(|c| !c.is_null());
+            if inexact {
+                ctx.issue(
+                    Severity::Warning,
+                    IssueCode::Value,
+                    "Consent.provision.provision.code",
+                    "Consent.provision.provision.code: a CodeableConcept with other than one coding is one Coding (the first) in STU3 Consent.except.code".into(),
+                );
+            }
+        }
         for item in &nested {
             if item.get("type").is_none() {
                 ctx.issue(

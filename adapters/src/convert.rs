@@ -874,6 +874,12 @@ pub(crate) fn convert_type(
                 _ => Impossible,
             }
         }
+        ("string", "Identifier") => {
+            let mut m = Map::new();
+            m.insert("value".into(), value);
+            Exact(Value::Object(m))
+        }
+        ("Identifier", "string") => text_of(value, "value"),
         ("Identifier", "Reference") => {
             let mut m = Map::new();
             m.insert("identifier".into(), value);

@@ -73,6 +73,16 @@ const CODE_SYSTEMS: &[(&str, &str)] = &[
 /// Renames for the upward steps: (source path of the element, new key). The downward step
 /// uses them reversed.
 const RENAMES_STU3_R4: &[(&str, &str)] = &[
+    ("Claim.item.service", "productOrService"),
+    ("Claim.item.detail.service", "productOrService"),
+    ("Claim.item.detail.subDetail.service", "productOrService"),
+    ("ClaimResponse.item.sequenceLinkId", "itemSequence"),
+    ("ClaimResponse.addItem.service", "productOrService"),
+    ("ExplanationOfBenefit.item.service", "productOrService"),
+    ("ExplanationOfBenefit.item.detail.service", "productOrService"),
+    ("ExplanationOfBenefit.item.detail.subDetail.service", "productOrService"),
+    ("VisionPrescription.dispense", "lensSpecification"),
+    ("MessageHeader.event", "eventCoding"),
     ("Binary.content", "data"),
     ("Encounter.reason", "reasonCode"),
     ("Encounter.incomingReferral", "basedOn"),
@@ -116,6 +126,9 @@ const RENAMES_STU3_R4: &[(&str, &str)] = &[
 ];
 
 const RENAMES_R4B_R5: &[(&str, &str)] = &[
+    ("NutritionOrder.patient", "subject"),
+    ("MessageHeader.source.endpoint", "endpointUrl"),
+    ("MessageHeader.destination.endpoint", "endpointUrl"),
     ("MedicationAdministration.context", "encounter"),
     (
         "MedicationAdministration.effectiveDateTime",
@@ -570,6 +583,7 @@ const RESOURCE_RULES_R4B_R5: &[(&str, ResourceRule)] = &[
     ("AuditEvent", audit_event_outcome_r4_to_r5),
     ("Condition", condition_participants_r4_to_r5),
     ("AllergyIntolerance", allergy_participants_r4_to_r5),
+    ("Group", group_actual_to_membership),
 ];
 
 const RESOURCE_RULES_R5_R4B: &[(&str, ResourceRule)] = &[
@@ -592,6 +606,7 @@ const RESOURCE_RULES_R5_R4B: &[(&str, ResourceRule)] = &[
     ("AuditEvent", audit_event_outcome_r5_to_r4),
     ("Condition", condition_participants_r5_to_r4),
     ("AllergyIntolerance", allergy_participants_r5_to_r4),
+    ("Group", group_membership_to_actual),
 ];
 
 /// Report the original of `key` carried because a rule could not place all of it.
@@ -2202,4 +2217,37 @@ fn communication_status_not_done(
     done: &mut Vec<&'static str>,
 ) {
     not_done_to_flag(obj, ctx, done, "notDone", "completed");
+}
+
+// ---- Group: actual members or a definition ------------------------------------------------
+
+/// R4 `Group.actual` (boolean) is R5 `membership`: true `enumerated`, false `definitional`.
+fn group_actual_to_membership(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    let membership = match obj.get("actual") {
+        Some(Value::Bool(true)) => "enumerated",
+        Some(Value::Bool(false)) => "definitional",
+        _ => return,
+    };
+    obj.remove("actual");
+    obj.insert("membership".into(), Value::String(membership.into()));
+    done.push("membership");
+}
+
+fn group_membership_to_actual(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    let actual = match obj.get("membership").and_then(Value::as_str) {
+        Some("enumerated") => true,
+        Some("definitional") => false,
+        _ => return,
+    };
+    obj.remove("membership");
+    obj.insert("actual".into(), Value::Bool(actual));
+    done.push("actual");
 }

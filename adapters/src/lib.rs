@@ -203,11 +203,32 @@ pub fn translate(
         convert::step(&mut resource, version, next, (from, to), &mut issues);
         version = next;
     }
-    let renames = renamed_types_between(from, to);
-    if !renames.is_empty() {
-        rename_referenced_types(&mut resource, &renames, 0);
+    let patterns = reference_patterns(from, to);
+    if !patterns.is_empty() {
+        rename_referenced_types(&mut resource, patterns, 0);
     }
     Ok(Translation { resource, issues })
+}
+
+/// [`renamed_types_between`] as reference patterns, built once per pair of versions.
+fn reference_patterns(from: FhirVersion, to: FhirVersion) -> &'static [TypePattern] {
+    static ALL: std::sync::LazyLock<Vec<((FhirVersion, FhirVersion), Vec<TypePattern>)>> =
+        std::sync::LazyLock::new(|| {
+            let mut all = Vec::new();
+            for from in FhirVersion::ALL {
+                for to in FhirVersion::ALL {
+                    let patterns = renamed_types_between(from, to)
+                        .into_iter()
+                        .map(|(old, new)| TypePattern::new(old, new))
+                        .collect();
+                    all.push(((from, to), patterns));
+                }
+            }
+            all
+        });
+    ALL.iter()
+        .find(|(pair, _)| *pair == (from, to))
+        .map_or(&[], |(_, patterns)| patterns.as_slice())
 }
 
 /// The resource types named differently in `from` and `to`: (name in `from`, name in `to`).
@@ -225,10 +246,44 @@ fn renamed_types_between(from: FhirVersion, to: FhirVersion) -> Vec<(&'static st
     pairs
 }
 
-/// `Reference.reference` values naming a renamed type (`ProcedureRequest/1`, also absolute
-/// and versioned forms) follow the rename. One pass over the tree, only when a translation
-/// crosses a rename.
-fn rename_referenced_types(value: &mut Value, names: &[(&str, &str)], depth: usize) {
+/// A renamed type as it appears in references: the path segment before the id.
+struct TypePattern {
+    old: &'static str,
+    new: &'static str,
+}
+
+impl TypePattern {
+    fn new(old: &'static str, new: &'static str) -> TypePattern {
+        TypePattern { old, new }
+    }
+}
+
+/// `reference` with the first path segment naming `old` (`Old/1`, `http://x/fhir/Old/1`,
+/// `Old/1/_history/2`) renamed to `new`; `None` when no segment names it. Segments are
+/// compared as bytes: no searcher is built, nothing allocated unless a reference changes.
+fn renamed_reference(reference: &str, patterns: &[TypePattern]) -> Option<String> {
+    let mut start = 0;
+    for segment in reference.split('/') {
+        let end = start + segment.len();
+        // A type segment is followed by an id.
+        if end < reference.len()
+            && let Some(p) = patterns.iter().find(|p| p.old == segment)
+        {
+            return Some(format!(
+                "{}{}{}",
+                &reference[..start],
+                p.new,
+                &reference[end..]
+            ));
+        }
+        start = end + 1;
+    }
+    None
+}
+
+/// `Reference.reference` values naming a renamed type follow the rename. One pass over the
+/// tree, only when a translation crosses a rename.
+fn rename_referenced_types(value: &mut Value, patterns: &[TypePattern], depth: usize) {
     if depth > 256 {
         return;
     }
@@ -237,25 +292,22 @@ fn rename_referenced_types(value: &mut Value, names: &[(&str, &str)], depth: usi
             for (key, v) in m.iter_mut() {
                 match v {
                     Value::String(s) if key == "reference" => {
-                        for (old, new) in names {
-                            if let Some(rest) = s.strip_prefix(old).filter(|r| r.starts_with('/')) {
-                                *s = format!("{new}{rest}");
-                                break;
-                            }
-                            let inner = format!("/{old}/");
-                            if s.contains(&inner) {
-                                *s = s.replacen(&inner, &format!("/{new}/"), 1);
-                                break;
-                            }
+                        if let Some(renamed) = renamed_reference(s, patterns) {
+                            *s = renamed;
                         }
                     }
-                    other => rename_referenced_types(other, names, depth + 1),
+                    Value::Object(_) | Value::Array(_) => {
+                        rename_referenced_types(v, patterns, depth + 1)
+                    }
+                    _ => {}
                 }
             }
         }
         Value::Array(items) => {
             for item in items {
-                rename_referenced_types(item, names, depth + 1);
+                if item.is_object() || item.is_array() {
+                    rename_referenced_types(item, patterns, depth + 1);
+                }
             }
         }
         _ => {}
@@ -393,6 +445,35 @@ mod tests {
         assert_eq!(
             translate_type_name("DeviceUsage", FhirVersion::R5, FhirVersion::Stu3),
             "DeviceUseStatement"
+        );
+    }
+
+    #[test]
+    fn references_to_renamed_types_follow() {
+        let out = translate(
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                "basedOn": [{"reference": "ProcedureRequest/1"},
+                            {"reference": "http://x/fhir/ProcedureRequest/2/_history/3"},
+                            {"reference": "Patient/ProcedureRequest"},
+                            {"reference": "CarePlan/1"}]}),
+            FhirVersion::Stu3,
+            FhirVersion::R4,
+        )
+        .expect("Observation converts");
+        let refs: Vec<&str> = out.resource["basedOn"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|r| r["reference"].as_str())
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                "ServiceRequest/1",
+                "http://x/fhir/ServiceRequest/2/_history/3",
+                "Patient/ProcedureRequest",
+                "CarePlan/1"
+            ]
         );
     }
 

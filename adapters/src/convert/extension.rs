@@ -318,6 +318,29 @@ fn value_type_allowed(ty: &str, version: FhirVersion) -> bool {
         || (version == FhirVersion::R5 && R5_ONLY.contains(&ty))
 }
 
+/// [`value_type_allowed`] for a `value[x]` key suffix (`String`, `CodeableConcept`), without
+/// allocating: only the first letter's case differs for primitives.
+fn suffix_allowed(suffix: &str, version: FhirVersion) -> bool {
+    let (Some(first), rest) = (suffix.chars().next(), suffix.get(1..).unwrap_or_default()) else {
+        return false;
+    };
+    let lower = first.to_ascii_lowercase();
+    let mut buf = [0u8; 4];
+    let lower: &str = lower.encode_utf8(&mut buf);
+    // Primitives are spelled with a lower-case first letter, complex types as the suffix.
+    if value_type_allowed(suffix, version) {
+        return true;
+    }
+    let mut candidate = [0u8; 32];
+    let len = lower.len() + rest.len();
+    if len > candidate.len() {
+        return false;
+    }
+    candidate[..lower.len()].copy_from_slice(lower.as_bytes());
+    candidate[lower.len()..len].copy_from_slice(rest.as_bytes());
+    std::str::from_utf8(&candidate[..len]).is_ok_and(|ty| value_type_allowed(ty, version))
+}
+
 /// The datatype of an extension's `value[x]` key suffix (`Canonical` → `canonical`,
 /// `CodeableReference` → `CodeableReference`).
 fn suffix_type(suffix: &str) -> String {
@@ -461,8 +484,7 @@ pub(crate) fn values_need_conversion(list: &Value, from: FhirVersion, to: FhirVe
         ext.keys().any(|k| {
             k.len() > 5
                 && k.starts_with("value")
-                && (super::datatypes::changes(&k[5..], from, to)
-                    || !value_type_allowed(&suffix_type(&k[5..]), to))
+                && (super::datatypes::changes(&k[5..], from, to) || !suffix_allowed(&k[5..], to))
         })
     })
 }

@@ -79,8 +79,14 @@ const RENAMES_STU3_R4: &[(&str, &str)] = &[
     ("ClaimResponse.item.sequenceLinkId", "itemSequence"),
     ("ClaimResponse.addItem.service", "productOrService"),
     ("ExplanationOfBenefit.item.service", "productOrService"),
-    ("ExplanationOfBenefit.item.detail.service", "productOrService"),
-    ("ExplanationOfBenefit.item.detail.subDetail.service", "productOrService"),
+    (
+        "ExplanationOfBenefit.item.detail.service",
+        "productOrService",
+    ),
+    (
+        "ExplanationOfBenefit.item.detail.subDetail.service",
+        "productOrService",
+    ),
     ("VisionPrescription.dispense", "lensSpecification"),
     ("MessageHeader.event", "eventCoding"),
     ("Binary.content", "data"),

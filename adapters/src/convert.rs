@@ -141,6 +141,13 @@ pub(crate) const RENAMED_TYPES: &[(FhirVersion, &str, FhirVersion, &str)] = &[
 /// The resource type's name in `to` (`ProcedureRequest` in STU3 is `ServiceRequest` later),
 /// following the renames of every step between the two versions.
 pub(crate) fn renamed_type(resource_type: &str, from: FhirVersion, to: FhirVersion) -> &str {
+    if from == to
+        || !RENAMED_TYPES
+            .iter()
+            .any(|&(_, old, _, new)| old == resource_type || new == resource_type)
+    {
+        return resource_type;
+    }
     let mut name = resource_type;
     let mut version = from;
     while version != to {

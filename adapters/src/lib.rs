@@ -212,20 +212,20 @@ pub fn translate(
 
 /// [`renamed_types_between`] as reference patterns, built once per pair of versions.
 fn reference_patterns(from: FhirVersion, to: FhirVersion) -> &'static [TypePattern] {
-    static ALL: std::sync::LazyLock<Vec<((FhirVersion, FhirVersion), Vec<TypePattern>)>> =
-        std::sync::LazyLock::new(|| {
-            let mut all = Vec::new();
-            for from in FhirVersion::ALL {
-                for to in FhirVersion::ALL {
-                    let patterns = renamed_types_between(from, to)
-                        .into_iter()
-                        .map(|(old, new)| TypePattern::new(old, new))
-                        .collect();
-                    all.push(((from, to), patterns));
-                }
+    type ByPair = Vec<((FhirVersion, FhirVersion), Vec<TypePattern>)>;
+    static ALL: std::sync::LazyLock<ByPair> = std::sync::LazyLock::new(|| {
+        let mut all = Vec::new();
+        for from in FhirVersion::ALL {
+            for to in FhirVersion::ALL {
+                let patterns = renamed_types_between(from, to)
+                    .into_iter()
+                    .map(|(old, new)| TypePattern::new(old, new))
+                    .collect();
+                all.push(((from, to), patterns));
             }
-            all
-        });
+        }
+        all
+    });
     ALL.iter()
         .find(|(pair, _)| *pair == (from, to))
         .map_or(&[], |(_, patterns)| patterns.as_slice())

@@ -67,7 +67,7 @@ pub(crate) fn find(
         } else {
             (target_node, target, node)
         };
-        for (name, _) in &newer.by_name {
+        for name in newer.by_name.keys() {
             let Some(newer_child) = newer.children.get(name.as_ref()) else {
                 continue;
             };

@@ -237,7 +237,12 @@ impl Dialect {
             }
         }
         let mut out = self.translate_response(statement)?;
-        out.resource["fhirVersion"] = json!(self.client.semver());
+        // The adapters report the rewrite of the site's own version; any other value the site
+        // stated is replaced here, and counted too (no silent change).
+        if out.resource.get("fhirVersion").and_then(Value::as_str) != Some(self.client.semver()) {
+            out.resource["fhirVersion"] = json!(self.client.semver());
+            out.issues = out.issues.map(|n| n + 1);
+        }
         if let Some(rests) = out.resource.get_mut("rest").and_then(Value::as_array_mut) {
             for rest in rests {
                 for r in rest
@@ -707,8 +712,15 @@ mod tests {
             "kind": "instance", "fhirVersion": "4.0.1", "format": ["json"],
             "rest": [{"mode": "server", "resource": [{"type": "Patient"}, {"type": "Media"}]}]
         });
-        let out = d.translate_capabilities(statement).unwrap();
+        let out = d.translate_capabilities(statement.clone()).unwrap();
         assert_eq!(out.resource["fhirVersion"], "5.0.0");
+        // The rewrite is counted: by the adapters for the site's version, here for another.
+        assert_eq!(out.issues, Some(1));
+        let mut other = statement;
+        other["fhirVersion"] = json!("4.0.0");
+        let out = d.translate_capabilities(other).unwrap();
+        assert_eq!(out.resource["fhirVersion"], "5.0.0");
+        assert_eq!(out.issues, Some(1));
         assert_eq!(
             out.resource["rest"][0]["resource"],
             json!([{"type": "Patient"}])

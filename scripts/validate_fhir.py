@@ -6,8 +6,9 @@ subpackages; R4 output goes through the R4B model, as with fhir-sdk).
 Input: the directory the corpus test writes with ASSENT_CORPUS_OUT (manifest.tsv: from, to,
 source file, output file, explained). An output counts only when its source example passes
 the model of its own version (the official examples are not all valid for the models). A
-rejected output fails the run unless the translation reported why (an untranslated nested
-resource, a required element the source cannot fill) or a row of the exceptions file
+rejected output fails the run unless the translation reported why (a nested resource left in
+its own version, a required element the source cannot fill, a code outside the target's
+required value set: the manifest's `explained`) or a row of the exceptions file
 (scripts/validate_fhir_exceptions.tsv: direction, file pattern, message fragment, reason)
 covers it. Prints the table; exit 1 on an unexplained rejection or a missing corpus.
 

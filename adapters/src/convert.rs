@@ -9,6 +9,7 @@
 
 pub(crate) mod datatypes;
 pub(crate) mod extension;
+pub(crate) mod merges;
 pub(crate) mod rules;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -33,6 +34,11 @@ pub(crate) struct Ctx<'a> {
     pub source: &'static Definitions,
     pub target: &'static Definitions,
     pub table: &'static StepTable,
+    /// The step's own definitions and table (`source`, `target`, `table` differ from them
+    /// only inside a resource that one of R4/R4B lacks, walked with the other's definitions).
+    step_source: &'static Definitions,
+    step_target: &'static Definitions,
+    step_table: &'static StepTable,
     /// The version the whole translation started from (names carriers of R4/R4B).
     pub origin: FhirVersion,
     /// The version the whole translation ends in.
@@ -44,6 +50,14 @@ impl Ctx<'_> {
     pub fn issue(&mut self, severity: Severity, code: IssueCode, path: &str, diagnostics: String) {
         self.issues
             .push(Issue::new(severity, code, diagnostics).at(path));
+    }
+
+    /// Whether this step checks required elements: where the output is final, the last
+    /// step, or the last one before the R4↔R4B step (mostly identical definitions).
+    fn checks_required(&self) -> bool {
+        let r4_family = |v: FhirVersion| matches!(v, FhirVersion::R4 | FhirVersion::R4B);
+        self.to == self.goal
+            || (r4_family(self.to) && r4_family(self.goal) && !r4_family(self.from))
     }
 
     /// Report `path` carried in a cross-version extension.
@@ -69,15 +83,91 @@ pub(crate) struct StepTable {
     pub codes: HashMap<NodeId, Vec<(&'static str, &'static rules::CodeMap)>>,
     /// Per source resource type: whole-resource rules run before the walk.
     pub resource_rules: HashMap<&'static str, Vec<rules::ResourceRule>>,
+    /// Per source node: concept-or-reference merges and splits (R4B↔R5).
+    pub merges: HashMap<NodeId, Vec<merges::Merge>>,
 }
 
-/// The resource type's name in `to` (`ProcedureRequest` in STU3 is `ServiceRequest` later).
+/// Resource types renamed between adjacent versions: (older version, its name, newer version,
+/// its name). From the R3↔R4 and R4↔R5 conversion maps: STU3 `ProcedureRequest`, `BodySite`,
+/// `EligibilityRequest`/`EligibilityResponse` and `Sequence` became R4 `ServiceRequest`,
+/// `BodyStructure`, `CoverageEligibilityRequest`/`CoverageEligibilityResponse` and
+/// `MolecularSequence`; R4 `DeviceUseStatement` and `RequestGroup` became R5 `DeviceUsage`
+/// and `RequestOrchestration`.
+pub(crate) const RENAMED_TYPES: &[(FhirVersion, &str, FhirVersion, &str)] = &[
+    (
+        FhirVersion::Stu3,
+        "ProcedureRequest",
+        FhirVersion::R4,
+        "ServiceRequest",
+    ),
+    (
+        FhirVersion::Stu3,
+        "BodySite",
+        FhirVersion::R4,
+        "BodyStructure",
+    ),
+    (
+        FhirVersion::Stu3,
+        "EligibilityRequest",
+        FhirVersion::R4,
+        "CoverageEligibilityRequest",
+    ),
+    (
+        FhirVersion::Stu3,
+        "EligibilityResponse",
+        FhirVersion::R4,
+        "CoverageEligibilityResponse",
+    ),
+    (
+        FhirVersion::Stu3,
+        "Sequence",
+        FhirVersion::R4,
+        "MolecularSequence",
+    ),
+    (
+        FhirVersion::R4B,
+        "DeviceUseStatement",
+        FhirVersion::R5,
+        "DeviceUsage",
+    ),
+    (
+        FhirVersion::R4B,
+        "RequestGroup",
+        FhirVersion::R5,
+        "RequestOrchestration",
+    ),
+];
+
+/// The resource type's name in `to` (`ProcedureRequest` in STU3 is `ServiceRequest` later),
+/// following the renames of every step between the two versions.
 pub(crate) fn renamed_type(resource_type: &str, from: FhirVersion, to: FhirVersion) -> &str {
-    match (resource_type, from, to) {
-        ("ProcedureRequest", FhirVersion::Stu3, _) if to != FhirVersion::Stu3 => "ServiceRequest",
-        ("ServiceRequest", _, FhirVersion::Stu3) if from != FhirVersion::Stu3 => "ProcedureRequest",
-        _ => resource_type,
+    if from == to
+        || !RENAMED_TYPES
+            .iter()
+            .any(|&(_, old, _, new)| old == resource_type || new == resource_type)
+    {
+        return resource_type;
     }
+    let mut name = resource_type;
+    let mut version = from;
+    while version != to {
+        let next = crate::next_version(version, to);
+        name = renamed_one_step(name, version, next);
+        version = next;
+    }
+    name
+}
+
+fn renamed_one_step(name: &str, from: FhirVersion, to: FhirVersion) -> &str {
+    for &(old_version, old, new_version, new) in RENAMED_TYPES {
+        if from == old_version && to == new_version && name == old {
+            return new;
+        }
+        if from == new_version && to == old_version && name == new {
+            return old;
+        }
+    }
+    name
 }
 
 /// Apply the adjacent step `from` → `to` to `resource` (any JSON), in place.
@@ -97,6 +187,9 @@ pub(crate) fn step(
         source: definitions(from),
         target: definitions(to),
         table: rules::step_table(from, to),
+        step_source: definitions(from),
+        step_target: definitions(to),
+        step_table: rules::step_table(from, to),
         resource_depth: 0,
     };
     step_resource(resource, &mut ctx);
@@ -137,36 +230,61 @@ fn step_resource(resource: &mut Value, ctx: &mut Ctx) {
     } else {
         resource_type
     };
-    let (Some(source_root), Some(target_type)) = (
-        ctx.source.root(source_type),
-        Some(renamed_type(source_type, ctx.from, ctx.to)),
-    ) else {
-        // Reported once, by the first step: later steps leave it unchanged too.
-        if ctx.from != ctx.origin {
-            return;
+    // R4 and R4B each lack a few types the other has (R4's Substance* types are back in R5):
+    // such a resource crosses the R4B step with R4's definitions, and no rules.
+    let stand_in = |defs: &'static Definitions, v: FhirVersion, name: &str| {
+        if defs.root(name).is_some() {
+            Some(defs)
+        } else {
+            let other = match v {
+                FhirVersion::R4 => FhirVersion::R4B,
+                FhirVersion::R4B => FhirVersion::R4,
+                _ => return None,
+            };
+            Some(definitions(other)).filter(|d| d.root(name).is_some())
         }
-        let path = resource_type.to_owned();
-        let (from, to) = (ctx.origin, ctx.goal);
-        ctx.issue(
-            Severity::Error,
-            IssueCode::NotSupported,
-            &path,
-            format!(
-                "{path} is not a resource type Assent converts from {from} to {to}; left unchanged"
-            ),
-        );
+    };
+    // The type must exist in the version the translation ends in; otherwise the resource
+    // stays as it is (reported once, by the first step).
+    let goal_type = renamed_type(source_type, ctx.from, ctx.goal);
+    let in_source = stand_in(ctx.step_source, ctx.from, source_type).is_some();
+    if !in_source || definitions(ctx.goal).root(goal_type).is_none() {
+        if ctx.from == ctx.origin {
+            let path = resource_type.to_owned();
+            let (from, to) = (ctx.origin, ctx.goal);
+            let why = if in_source {
+                format!("{path} does not exist in {to}")
+            } else {
+                format!("{path} is not a resource type of {from}")
+            };
+            ctx.issue(
+                Severity::Error,
+                IssueCode::NotSupported,
+                &path,
+                format!("{why}; left in {from} as it is"),
+            );
+        }
+        return;
+    }
+    let target_type = renamed_type(source_type, ctx.from, ctx.to);
+    let (Some(source), Some(target)) = (
+        stand_in(ctx.step_source, ctx.from, source_type),
+        stand_in(ctx.step_target, ctx.to, target_type),
+    ) else {
         return;
     };
-    let Some(target_root) = ctx.target.root(target_type) else {
-        let path = resource_type.to_owned();
-        let to = ctx.to;
-        ctx.issue(
-            Severity::Error,
-            IssueCode::NotSupported,
-            &path,
-            format!("{path} has no counterpart in {to}; left unchanged"),
-        );
+    let (Some(source_root), Some(target_root)) =
+        (source.root(source_type), target.root(target_type))
+    else {
         return;
+    };
+    let borrowed = !std::ptr::eq(source, ctx.step_source) || !std::ptr::eq(target, ctx.step_target);
+    ctx.source = source;
+    ctx.target = target;
+    ctx.table = if borrowed {
+        rules::empty_table()
+    } else {
+        ctx.step_table
     };
     let source_type = ctx.source.node(source_root).path.as_ref();
     if target_type != resource_type {
@@ -174,7 +292,10 @@ fn step_resource(resource: &mut Value, ctx: &mut Ctx) {
         obj.insert("resourceType".into(), Value::String(target_type.into()));
     }
     ctx.resource_depth += 1;
-    if ctx.table.identity.contains(source_type) {
+    // A type the step leaves alike is not walked, unless an earlier step changed it and this
+    // one checks the required elements of the result.
+    let checked_here = ctx.from != ctx.origin && ctx.checks_required();
+    if ctx.table.identity.contains(source_type) && !checked_here {
         nested_resources_only(obj, source_root, ctx);
     } else {
         let mut done: Vec<&'static str> = Vec::new();
@@ -186,6 +307,9 @@ fn step_resource(resource: &mut Value, ctx: &mut Ctx) {
         walk_object(obj, source_root, target_root, ctx, &done, 0);
     }
     ctx.resource_depth -= 1;
+    ctx.source = ctx.step_source;
+    ctx.target = ctx.step_target;
+    ctx.table = ctx.step_table;
 }
 
 /// For a type unchanged by this step: convert only the resources inside it.
@@ -245,6 +369,9 @@ fn walk_object(
         );
         return;
     }
+    if let Some(found) = ctx.table.merges.get(&s) {
+        merges::apply(obj, found, s, ctx);
+    }
     // Code remaps first: their rules name elements as the source version does.
     if let Some(codes) = ctx.table.codes.get(&s) {
         for &(key, map) in codes {
@@ -268,7 +395,23 @@ fn walk_object(
     }
     let mut pending: Vec<String> = Vec::new();
     for (key, value) in obj.iter_mut() {
-        if key == "resourceType" || key == "extension" || done.contains(&key.as_str()) {
+        if key == "extension" || key == "modifierExtension" {
+            if extension::values_need_conversion(value, ctx.from, ctx.to) {
+                let path = format!("{}.{key}", ctx.source.node(s).path);
+                extension::convert_values(value, &path, ctx);
+            }
+            continue;
+        }
+        if key == "resourceType" {
+            continue;
+        }
+        if done.contains(&key.as_str()) {
+            // Written by a rule in target shape; going down, extensions inside may still hold
+            // values the target cannot.
+            if value.is_object() || value.is_array() {
+                let path = format!("{}.{key}", ctx.source.node(s).path);
+                extension::convert_nested(value, &path, ctx, 0);
+            }
             continue;
         }
         let (base, primitive_extension) = match key.strip_prefix('_') {
@@ -286,9 +429,16 @@ fn walk_object(
                 if primitive_extension {
                     continue;
                 }
+                if let Some(codes) = &tc.codes {
+                    check_codes(value, codes, s, source_key, ctx);
+                    continue;
+                }
                 if &*sc.ty == "Resource" {
                     for_each_item(value, |item| step_resource(item, ctx));
-                } else if datatypes::changes(&sc.ty) {
+                } else if datatypes::changes(&sc.ty, ctx.from, ctx.to) {
+                    if !datatypes::worth_converting(&sc.ty, value) {
+                        continue;
+                    }
                     let path = format!("{}.{}", ctx.source.node(s).path, source_key);
                     let ty = &sc.ty;
                     for_each_item(value, |item| datatypes::convert(item, ty, &path, ctx));
@@ -298,6 +448,11 @@ fn walk_object(
                             walk_object(inner, sn, tn, ctx, &[], depth + 1);
                         }
                     });
+                } else if ctx.to < ctx.from && !is_primitive(&sc.ty) {
+                    // Going down, extensions inside datatypes may hold values of datatypes
+                    // the target lacks.
+                    let path = format!("{}.{source_key}", ctx.source.node(s).path);
+                    extension::convert_nested(value, &path, ctx, 0);
                 }
             }
             _ => pending.push(key.clone()),
@@ -310,11 +465,37 @@ fn walk_object(
         convert_key(obj, key, value, s, t, ctx, &renamed, depth);
     }
     extension::restore(obj, t, ctx);
-    // Checked where the output is final: the last step, or the last one before the R4↔R4B
-    // step (identical definitions, so it does not walk).
-    let r4_family = |v: FhirVersion| matches!(v, FhirVersion::R4 | FhirVersion::R4B);
-    if ctx.to == ctx.goal || (r4_family(ctx.to) && r4_family(ctx.goal) && !r4_family(ctx.from)) {
+    if ctx.checks_required() {
         report_missing_required(obj, t, ctx);
+    }
+}
+
+/// The "required code" guard: a code the target's required binding does not have (a value
+/// set that changed between versions, and no rule maps it) is kept as it is and reported as
+/// a warning: a reader of the target cannot read it.
+fn check_codes(value: &Value, codes: &[&str], s: NodeId, key: &str, ctx: &mut Ctx) {
+    let unknown = |v: &Value| v.as_str().is_some_and(|c| codes.binary_search(&c).is_err());
+    let bad: Vec<&str> = match value {
+        Value::Array(items) => items
+            .iter()
+            .filter(|v| unknown(v))
+            .filter_map(Value::as_str)
+            .collect(),
+        other if unknown(other) => other.as_str().into_iter().collect(),
+        _ => return,
+    };
+    if bad.is_empty() {
+        return;
+    }
+    let path = format!("{}.{key}", ctx.source.node(s).path);
+    let (from, to) = (ctx.from, ctx.to);
+    for code in bad {
+        ctx.issue(
+            Severity::Warning,
+            IssueCode::CodeInvalid,
+            &path,
+            format!("{path} code `{code}` ({from}) is not a code of its required value set in {to}; kept as it is"),
+        );
     }
 }
 
@@ -413,6 +594,15 @@ fn convert_key(
             if primitive_extension {
                 // The extension of a primitive travels with it, inside the carrier.
                 extension::carry_primitive_extension(obj, sc, s, value, ctx);
+            } else if sc.modifier {
+                extension::carry_modifier(obj, sc, s, t, value, ctx);
+                let (from, to) = (ctx.from, ctx.to);
+                ctx.issue(
+                    Severity::Warning,
+                    IssueCode::Value,
+                    &source_path,
+                    format!("{source_path} ({from}) is a modifier element without a counterpart in {to}; kept in a cross-version modifier extension, so a reader that does not know it must not rely on the resource"),
+                );
             } else {
                 extension::carry(obj, sc, s, value, ctx);
                 ctx.carried(&source_path, "has no counterpart");
@@ -488,6 +678,9 @@ fn convert_element(
         lossy = true;
         converted.truncate(1);
     }
+    if let Some(codes) = &tc.codes {
+        check_codes(&Value::Array(converted.clone()), codes, s, &sc.name, ctx);
+    }
     if lossy && extension::restore_pending(obj, t, &tc.name, ctx) {
         // A carrier of the target version will put the original back: nothing to keep.
     } else if lossy {
@@ -495,10 +688,21 @@ fn convert_element(
         extension::carry(obj, sc, s, original, ctx);
         let (sty, tty) = (&sc.ty, &tc.ty);
         let (sm, tm) = (card(sc.many), card(tc.many));
-        ctx.carried(
-            source_path,
-            &format!("({sty} {sm}) does not fit {tty} {tm} exactly"),
-        );
+        if sc.modifier || tc.modifier {
+            // A modifier said only approximately changes what the whole object means.
+            let (from, to) = (ctx.from, ctx.to);
+            ctx.issue(
+                Severity::Warning,
+                IssueCode::Value,
+                source_path,
+                format!("{source_path} ({from}, {sty} {sm}) is a modifier element that does not fit {tty} {tm} in {to} exactly; the original is kept in a cross-version extension"),
+            );
+        } else {
+            ctx.carried(
+                source_path,
+                &format!("({sty} {sm}) does not fit {tty} {tm} exactly"),
+            );
+        }
     }
     if converted.is_empty() {
         return;
@@ -677,6 +881,12 @@ pub(crate) fn convert_type(
                 _ => Impossible,
             }
         }
+        ("string", "Identifier") => {
+            let mut m = Map::new();
+            m.insert("value".into(), value);
+            Exact(Value::Object(m))
+        }
+        ("Identifier", "string") => text_of(value, "value"),
         ("Identifier", "Reference") => {
             let mut m = Map::new();
             m.insert("identifier".into(), value);

@@ -99,6 +99,7 @@ const RENAMES_STU3_R4: &[(&str, &str, &str)] = &[
 ];
 
 const RENAMES_R4B_R5: &[(&str, &str, &str)] = &[
+    ("DeviceUseStatement", "subject", "patient"),
     ("AllergyIntolerance", "asserter", "participant"),
     ("AllergyIntolerance", "manifestation", "manifestation-code"),
     ("AuditEvent", "type", "category"),
@@ -233,6 +234,11 @@ fn include(value: &str, from: FhirVersion, to: FhirVersion) -> Result<String, St
     };
     let target = parts.next();
     let target_type = renamed_type(source_type, from, to);
+    if !crate::is_supported(target_type, to) {
+        return Err(format!(
+            "`{value}`: resource type {source_type} does not exist in {to}; the include was removed, so resources of that type are not included"
+        ));
+    }
     let param = if param == "*" || defined(to, target_type, param) {
         param
     } else if let Some(new) = renamed(source_type, param, from, to) {
@@ -333,6 +339,36 @@ mod tests {
         );
         assert_eq!(out, p(&[("_include", "MedicationRequest:encounter")]));
         assert_eq!(issues.len(), 1);
+    }
+
+    #[test]
+    fn includes_of_every_type_are_kept_and_absent_types_said_so() {
+        // Claim, Coverage, Appointment… are not clinical core types: their parameters exist.
+        let (out, issues) = translate_search_params(
+            "Patient",
+            p(&[
+                ("_revinclude", "Claim:patient"),
+                ("_revinclude", "Coverage:beneficiary"),
+                ("_revinclude", "DeviceUseStatement:subject"),
+                ("_revinclude", "Media:subject"),
+            ]),
+            FhirVersion::R4,
+            FhirVersion::R5,
+        );
+        assert_eq!(
+            out,
+            p(&[
+                ("_revinclude", "Claim:patient"),
+                ("_revinclude", "Coverage:beneficiary"),
+                ("_revinclude", "DeviceUsage:patient"),
+            ])
+        );
+        // DeviceUseStatement's `subject` is `patient` in R5; Media does not exist in R5.
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert!(
+            issues[0].diagnostics.contains("Media does not exist in R5"),
+            "{issues:?}"
+        );
     }
 
     #[test]

@@ -641,8 +641,8 @@ impl Builder<'_> {
     }
 
     /// `Type.element.element`: checked for syntax, and against the site version's element
-    /// definitions as far as they reach (resource and backbone elements of the types
-    /// Assent converts).
+    /// definitions as far as they reach (every resource type of the version, its resource
+    /// and backbone elements).
     fn element_path(
         &self,
         path: &Spanned<String>,
@@ -663,7 +663,14 @@ impl Builder<'_> {
             ));
         }
         let defs = definitions(self.version);
-        if let Some(mut node) = defs.root(ty) {
+        let Some(mut node) = defs.root(ty) else {
+            return Err(self.at(
+                path,
+                key,
+                &format!("`{ty}` is not a resource type of FHIR {}", self.version),
+            ));
+        };
+        {
             for (n, segment) in segments.iter().enumerate() {
                 let Some(child) = defs.child(node, segment) else {
                     let so_far = std::iter::once(ty)

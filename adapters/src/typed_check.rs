@@ -10,9 +10,10 @@
 use assent_fhir::FhirVersion;
 use serde_json::Value;
 
-/// Resource types of R4 that R4B removed or renamed (medicinal product and evidence
-/// resources): R4 output nesting them (Bundle entries, contained) cannot be read by the R4B
-/// model, so those nested resources are skipped when checking R4.
+/// Resource types of R4 that R4B removed or renamed (medicinal product, evidence and
+/// substance resources): R4 output nesting them (Bundle entries, contained) cannot be read by
+/// the R4B model, so those nested resources are skipped when checking R4, and R4 output of
+/// those types is not checked.
 pub const R4_KNOWN_DIFFERENCES: &[&str] = &[
     "EffectEvidenceSynthesis",
     "MedicinalProduct",
@@ -26,6 +27,11 @@ pub const R4_KNOWN_DIFFERENCES: &[&str] = &[
     "MedicinalProductPharmaceutical",
     "MedicinalProductUndesirableEffect",
     "RiskEvidenceSynthesis",
+    "SubstanceNucleicAcid",
+    "SubstancePolymer",
+    "SubstanceProtein",
+    "SubstanceReferenceInformation",
+    "SubstanceSourceMaterial",
     "SubstanceSpecification",
 ];
 

@@ -14,7 +14,7 @@
 
 use actix_web::HttpResponseBuilder;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
-use assent_adapters::{TranslateError, is_supported, translate, translate_type_name};
+use assent_adapters::{TranslateError, converts, translate, translate_type_name};
 use assent_fhir::{FhirVersion, Interaction, Issue, Severity, operation_outcome};
 use bytes::Bytes;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -115,7 +115,7 @@ impl Dialect {
         let Some(resource_type) = fhir.resource_type.clone() else {
             return Ok(form);
         };
-        if !is_supported(&resource_type, self.client) {
+        if !converts(&resource_type, self.client, self.site) {
             return Err(self.unsupported(&resource_type, self.client, self.site));
         }
         let site_type = translate_type_name(&resource_type, self.client, self.site).to_owned();
@@ -231,13 +231,18 @@ impl Dialect {
                     resources.retain(|r| {
                         r.get("type")
                             .and_then(Value::as_str)
-                            .is_some_and(|t| is_supported(t, self.site))
+                            .is_some_and(|t| converts(t, self.site, self.client))
                     });
                 }
             }
         }
         let mut out = self.translate_response(statement)?;
-        out.resource["fhirVersion"] = json!(self.client.semver());
+        // The adapters report the rewrite of the site's own version; any other value the site
+        // stated is replaced here, and counted too (no silent change).
+        if out.resource.get("fhirVersion").and_then(Value::as_str) != Some(self.client.semver()) {
+            out.resource["fhirVersion"] = json!(self.client.semver());
+            out.issues = out.issues.map(|n| n + 1);
+        }
         if let Some(rests) = out.resource.get_mut("rest").and_then(Value::as_array_mut) {
             for rest in rests {
                 for r in rest
@@ -623,10 +628,15 @@ mod tests {
         assert_eq!(read.upstream_path, "MedicationStatement/7/_history/2");
 
         let mut d = r5_on_r4();
-        let mut claim = fhir_request::parse("GET", "Claim/1", "").unwrap();
-        let err = d.translate_request(&mut claim, None).unwrap_err();
+        let mut media = fhir_request::parse("GET", "Media/1", "").unwrap();
+        let err = d.translate_request(&mut media, None).unwrap_err();
         assert_eq!(err.code(), "translation-unsupported-type");
-        assert!(err.to_string().contains("Claim"), "{err}");
+        assert!(err.to_string().contains("Media"), "{err}");
+        // Every type both versions have converts, not only the clinical core.
+        let mut d = r5_on_r4();
+        let mut claim = fhir_request::parse("GET", "Claim/1", "").unwrap();
+        d.translate_request(&mut claim, None).unwrap();
+        assert_eq!(claim.upstream_path, "Claim/1");
     }
 
     #[test]
@@ -680,12 +690,12 @@ mod tests {
             "translation-lossy"
         );
         let err = d
-            .translate_response(json!({"resourceType": "Claim", "id": "1"}))
+            .translate_response(json!({"resourceType": "Media", "id": "1"}))
             .unwrap_err();
         assert_eq!(err.code(), "translation-unsupported-type");
         assert_eq!(
             err.to_operation_outcome()["issue"][0]["expression"][0],
-            "Claim"
+            "Media"
         );
 
         let same = negotiate(&headers(&[]), "", FhirVersion::R4, None).unwrap();
@@ -700,10 +710,17 @@ mod tests {
         let statement = json!({
             "resourceType": "CapabilityStatement", "status": "active", "date": "2024-01-01",
             "kind": "instance", "fhirVersion": "4.0.1", "format": ["json"],
-            "rest": [{"mode": "server", "resource": [{"type": "Patient"}, {"type": "Claim"}]}]
+            "rest": [{"mode": "server", "resource": [{"type": "Patient"}, {"type": "Media"}]}]
         });
-        let out = d.translate_capabilities(statement).unwrap();
+        let out = d.translate_capabilities(statement.clone()).unwrap();
         assert_eq!(out.resource["fhirVersion"], "5.0.0");
+        // The rewrite is counted: by the adapters for the site's version, here for another.
+        assert_eq!(out.issues, Some(1));
+        let mut other = statement;
+        other["fhirVersion"] = json!("4.0.0");
+        let out = d.translate_capabilities(other).unwrap();
+        assert_eq!(out.resource["fhirVersion"], "5.0.0");
+        assert_eq!(out.issues, Some(1));
         assert_eq!(
             out.resource["rest"][0]["resource"],
             json!([{"type": "Patient"}])

@@ -29,6 +29,12 @@ fn part_type(key: &str) -> Option<&'static str> {
         "interval" => Some("decimal"),
         "intervalUnit" => Some("code"),
         "codeMap" => Some("canonical"),
+        "comparator" | "code" | "publicationStatus" => Some("code"),
+        "unit" | "system" => Some("string"),
+        "type" => Some("uri"),
+        "classifier" => Some("CodeableConcept"),
+        "resourceReference" => Some("Reference"),
+        "publicationDate" => Some("date"),
         "offsets" => Some("string"),
         "whoUri" | "onBehalfOfUri" => Some("uri"),
         "targetFormat" => Some("code"),
@@ -36,9 +42,122 @@ fn part_type(key: &str) -> Option<&'static str> {
     }
 }
 
-/// Whether values of datatype `ty` need [`convert`].
-pub(crate) fn changes(ty: &str) -> bool {
-    matches!(ty, "Dosage" | "Attachment" | "Signature" | "SampledData")
+/// Whether values of datatype `ty` may need [`convert`] in the step `from` → `to`.
+pub(crate) fn changes(ty: &str, from: FhirVersion, to: FhirVersion) -> bool {
+    use FhirVersion::*;
+    let stu3_r4 = matches!((from, to), (Stu3, R4) | (R4, Stu3));
+    let r4b_r5 = matches!((from, to), (R4B, R5) | (R5, R4B));
+    match ty {
+        "Dosage" => stu3_r4 || r4b_r5,
+        "Signature" | "Money" | "Reference" => stu3_r4,
+        "Attachment" | "SampledData" | "RelatedArtifact" => r4b_r5,
+        _ => false,
+    }
+}
+
+/// Whether `value` (a datatype value or a list of them) holds what [`convert`] would change:
+/// a cheap test for the common datatype `Reference`, which changed only by R4's `type`.
+pub(crate) fn worth_converting(ty: &str, value: &Value) -> bool {
+    if ty != "Reference" {
+        return true;
+    }
+    let has = |v: &Value| v.get("type").is_some() || v.get("extension").is_some();
+    match value {
+        Value::Array(items) => items.iter().any(has),
+        other => has(other),
+    }
+}
+
+/// STU3 `Money` is a Quantity (`value`, `comparator`, `unit`, `system`, `code`); R4 on, a
+/// `value` and a `currency`. An ISO 4217 `code` is the `currency`; the rest is carried.
+fn money(object: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
+    const ISO_4217: &str = "urn:iso:std:iso:4217";
+    match (ctx.from, ctx.to) {
+        (FhirVersion::Stu3, FhirVersion::R4) => {
+            let iso = object
+                .get("system")
+                .is_none_or(|s| s.as_str() == Some(ISO_4217));
+            if iso && let Some(code) = object.remove("code") {
+                object.insert("currency".into(), code);
+                object.remove("system");
+            }
+            for key in ["comparator", "unit", "system", "code"] {
+                if let Some(v) = object.remove(key) {
+                    carry(object, "Money", key, v, path, ctx);
+                }
+            }
+        }
+        (FhirVersion::R4, FhirVersion::Stu3) => {
+            if let Some(currency) = object.remove("currency") {
+                object.insert("system".into(), Value::String(ISO_4217.into()));
+                object.insert("code".into(), currency);
+            }
+        }
+        _ => {}
+    }
+    restore(object, "Money", ctx);
+}
+
+/// R4 added `Reference.type`; STU3 carries it.
+fn reference(object: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
+    match (ctx.from, ctx.to) {
+        (FhirVersion::R4, FhirVersion::Stu3) => {
+            if let Some(v) = object.remove("type") {
+                carry(object, "Reference", "type", v, path, ctx);
+            }
+        }
+        (FhirVersion::Stu3, FhirVersion::R4) if object.contains_key("extension") => {
+            restore(object, "Reference", ctx);
+        }
+        _ => {}
+    }
+}
+
+/// R5 added `RelatedArtifact.classifier`, `resourceReference`, `publicationStatus`,
+/// `publicationDate`: carried before R5.
+const RELATED_ARTIFACT_R5_ONLY: &[&str] = &[
+    "classifier",
+    "resourceReference",
+    "publicationStatus",
+    "publicationDate",
+];
+
+/// `RelatedArtifact.type` codes before R5 (R5 added `part-of`, `amends`, `transforms`, ...).
+const RELATED_ARTIFACT_TYPES_R4: &[&str] = &[
+    "citation",
+    "composed-of",
+    "depends-on",
+    "derived-from",
+    "documentation",
+    "justification",
+    "predecessor",
+    "successor",
+];
+
+/// R5 `RelatedArtifact.type` codes R4 lacks are kept and reported (a required binding).
+fn related_artifact(object: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
+    if (ctx.from, ctx.to) == (FhirVersion::R4B, FhirVersion::R5) {
+        restore(object, "RelatedArtifact", ctx);
+    }
+    if (ctx.from, ctx.to) != (FhirVersion::R5, FhirVersion::R4B) {
+        return;
+    }
+    for key in RELATED_ARTIFACT_R5_ONLY {
+        if let Some(v) = object.remove(*key) {
+            carry(object, "RelatedArtifact", key, v, path, ctx);
+        }
+    }
+    if let Some(code) = object.get("type").and_then(Value::as_str)
+        && !RELATED_ARTIFACT_TYPES_R4.contains(&code)
+    {
+        let to = ctx.to;
+        ctx.issue(
+            assent_fhir::Severity::Warning,
+            assent_fhir::IssueCode::CodeInvalid,
+            &format!("{path}.type"),
+            format!("{path}.type code `{code}` (R5) is not a RelatedArtifact type of {to}; kept as it is"),
+        );
+    }
 }
 
 /// Convert one value of datatype `ty` (an item of `path`) for the step in `ctx`.
@@ -51,6 +170,9 @@ pub(crate) fn convert(value: &mut Value, ty: &str, path: &str, ctx: &mut Ctx) {
         "Attachment" => attachment(object, path, ctx),
         "Signature" => signature(object, path, ctx),
         "SampledData" => sampled_data(object, path, ctx),
+        "RelatedArtifact" => related_artifact(object, path, ctx),
+        "Money" => money(object, path, ctx),
+        "Reference" => reference(object, path, ctx),
         _ => {}
     }
 }
@@ -136,16 +258,86 @@ fn signature(signature: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
     restore(signature, "Signature", ctx);
 }
 
-/// Milliseconds per unit of `SampledData.intervalUnit` (UCUM time units).
-fn millis_per(unit: &str) -> Option<f64> {
+/// Milliseconds per unit of `SampledData.intervalUnit` (UCUM time units), as a factor and a
+/// power of ten: `s` is 1 × 10³ ms, `us` 1 × 10⁻³.
+fn millis_per(unit: &str) -> Option<(u32, i32)> {
     Some(match unit {
-        "us" => 0.001,
-        "ms" => 1.0,
-        "s" => 1000.0,
-        "min" => 60_000.0,
-        "h" => 3_600_000.0,
+        "us" => (1, -3),
+        "ms" => (1, 0),
+        "s" => (1, 3),
+        "min" => (6, 4),
+        "h" => (36, 5),
         _ => return None,
     })
+}
+
+/// `number × factor × 10^shift`, computed on the number's decimal text (never through a
+/// binary float, so the digits the site wrote are the digits that come out, with the
+/// precision they imply). `None` for a value that is not a decimal number.
+pub(crate) fn scale_decimal(number: &Value, factor: u32, shift: i32) -> Option<Value> {
+    let Value::Number(n) = number else {
+        return None;
+    };
+    let text = n.to_string();
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.as_str()),
+    };
+    // Split off an exponent, then the fraction: digits × 10^-(scale).
+    let (mantissa, exponent) = match body.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (body, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int_part.is_empty()
+        || !int_part
+            .bytes()
+            .chain(frac_part.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let mut digits: Vec<u8> = int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .map(|b| b - b'0')
+        .collect();
+    let mut scale = frac_part.len() as i32 - exponent - shift;
+    // Multiply the digits by `factor` (small), right to left.
+    let mut carry = 0u32;
+    for d in digits.iter_mut().rev() {
+        let v = u32::from(*d) * factor + carry;
+        *d = (v % 10) as u8;
+        carry = v / 10;
+    }
+    while carry > 0 {
+        digits.insert(0, (carry % 10) as u8);
+        carry /= 10;
+    }
+    while scale < 0 {
+        digits.push(0);
+        scale += 1;
+    }
+    let scale = scale as usize;
+    while digits.len() <= scale {
+        digits.insert(0, 0);
+    }
+    let split = digits.len() - scale;
+    let mut out = String::with_capacity(digits.len() + 2);
+    if negative {
+        out.push('-');
+    }
+    let int_digits = &digits[..split];
+    let first = int_digits
+        .iter()
+        .position(|&d| d != 0)
+        .unwrap_or(int_digits.len() - 1);
+    out.extend(int_digits[first..].iter().map(|d| char::from(b'0' + d)));
+    if scale > 0 {
+        out.push('.');
+        out.extend(digits[split..].iter().map(|d| char::from(b'0' + d)));
+    }
+    serde_json::from_str(&out).ok()
 }
 
 fn sampled_data(data: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
@@ -161,20 +353,22 @@ fn sampled_data(data: &mut Map<String, Value>, path: &str, ctx: &mut Ctx) {
         }
         (FhirVersion::R5, FhirVersion::R4B) => {
             let unit = data.get("intervalUnit").and_then(Value::as_str);
-            let interval = data.get("interval").and_then(Value::as_f64);
-            match (interval, unit) {
+            let interval = data.get("interval").filter(|v| v.is_number());
+            let scaled = match (interval, unit.and_then(millis_per)) {
+                (Some(v), Some((factor, shift))) => scale_decimal(v, factor, shift),
+                _ => None,
+            };
+            match (scaled, unit) {
                 (Some(_), Some("ms")) => {
                     if let Some(v) = data.remove("interval") {
                         data.insert("period".into(), v);
                     }
                     data.remove("intervalUnit");
                 }
-                (Some(interval), Some(unit)) if millis_per(unit).is_some() => {
-                    // In milliseconds for R4B; the original value and unit are carried.
-                    let ms = interval * millis_per(unit).unwrap_or(1.0);
-                    if let Some(n) = serde_json::Number::from_f64(ms) {
-                        data.insert("period".into(), Value::Number(n));
-                    }
+                (Some(ms), Some(_)) => {
+                    // In milliseconds for R4B (computed on the decimal text); the original
+                    // value and unit are carried.
+                    data.insert("period".into(), ms);
                     for key in ["interval", "intervalUnit"] {
                         if let Some(v) = data.remove(key) {
                             carry(data, "SampledData", key, v, path, ctx);
@@ -407,5 +601,30 @@ fn restore(dosage: &mut Map<String, Value>, datatype: &str, ctx: &mut Ctx) {
     }
     if !kept.is_empty() {
         dosage.insert("extension".into(), Value::Array(kept));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scaled(text: &str, factor: u32, shift: i32) -> String {
+        let v: Value = serde_json::from_str(text).expect("a number");
+        scale_decimal(&v, factor, shift)
+            .expect("scaled")
+            .to_string()
+    }
+
+    #[test]
+    fn decimal_scaling_works_on_the_text() {
+        assert_eq!(scaled("2.5", 1, 3), "2500");
+        assert_eq!(scaled("0.25", 6, 4), "15000");
+        assert_eq!(scaled("1", 1, -3), "0.001");
+        assert_eq!(scaled("-12.75", 36, 5), "-45900000");
+        assert_eq!(scaled("3", 1, 0), "3");
+        // 0.1 s is exactly 100 ms (a binary float would make it 100.00000000000001 ms
+        // for some factors).
+        assert_eq!(scaled("0.1", 6, 4), "6000");
+        assert_eq!(scaled("1e2", 1, 3), "100000");
     }
 }

@@ -66,6 +66,36 @@ pub(crate) fn carry(
     value: Value,
     ctx: &mut Ctx,
 ) {
+    carry_in(obj, sc, s, value, ctx, "extension");
+}
+
+/// Carry a modifier element the target lacks in `obj.modifierExtension` (where the target
+/// object has one; else `extension`), as the cross-version extensions do for modifiers: a
+/// reader that does not know it must not take the object for what it seems.
+pub(crate) fn carry_modifier(
+    obj: &mut Map<String, Value>,
+    sc: &Child,
+    s: NodeId,
+    t: NodeId,
+    value: Value,
+    ctx: &mut Ctx,
+) {
+    let list = if ctx.target.child(t, "modifierExtension").is_some() {
+        "modifierExtension"
+    } else {
+        "extension"
+    };
+    carry_in(obj, sc, s, value, ctx, list);
+}
+
+fn carry_in(
+    obj: &mut Map<String, Value>,
+    sc: &Child,
+    s: NodeId,
+    value: Value,
+    ctx: &mut Ctx,
+    list: &str,
+) {
     let url = url(ctx, s, &sc.name);
     let mut carriers = Vec::new();
     let items = match value {
@@ -85,7 +115,19 @@ pub(crate) fn carry(
         }
         carriers.push(encode(&url, item, &sc.ty, sc.node, ctx.source, ctx.to));
     }
-    push_extensions(obj, carriers, ctx);
+    if list == "extension" {
+        push_extensions(obj, carriers, ctx);
+    } else if !carriers.is_empty() {
+        match obj.entry(list).or_insert_with(|| Value::Array(Vec::new())) {
+            Value::Array(items) => items.extend(carriers),
+            _ => ctx.issue(
+                Severity::Warning,
+                IssueCode::Structure,
+                list,
+                format!("{list} is not a list; carried elements dropped"),
+            ),
+        }
+    }
 }
 
 /// Carry a list of ready-made values under an explicit URL (used by resource rules).
@@ -122,7 +164,8 @@ pub(crate) fn carry_primitive_extension(
 pub(crate) fn restore_pending(obj: &Map<String, Value>, t: NodeId, name: &str, ctx: &Ctx) -> bool {
     let name = name.strip_suffix("[x]").unwrap_or(name);
     let path = &ctx.target.node(t).path;
-    carriers(obj).is_some_and(|list| {
+    let modifiers = obj.get("modifierExtension").and_then(Value::as_array);
+    carriers(obj).into_iter().chain(modifiers).any(|list| {
         list.iter().any(|e| {
             e.get("url")
                 .and_then(Value::as_str)
@@ -144,14 +187,28 @@ fn carriers(obj: &Map<String, Value>) -> Option<&Vec<Value>> {
     }
 }
 
+/// Resources without `extension` (Bundle, Binary, Parameters): carriers go in `meta`.
 fn is_bundle(obj: &Map<String, Value>) -> bool {
-    obj.get("resourceType").and_then(Value::as_str) == Some("Bundle")
+    matches!(
+        obj.get("resourceType").and_then(Value::as_str),
+        Some("Bundle" | "Binary" | "Parameters")
+    )
 }
 
 fn push_extensions(obj: &mut Map<String, Value>, carriers: Vec<Value>, ctx: &mut Ctx) {
     if carriers.is_empty() {
         return;
     }
+    // A carried value of a datatype whose shape changed is written in the target's shape (and
+    // converted back when restored); one may also hold extensions whose values the target
+    // cannot hold.
+    let mut list = Value::Array(carriers);
+    if values_need_conversion(&list, ctx.from, ctx.to) {
+        convert_values(&mut list, "extension", ctx);
+    }
+    let Value::Array(carriers) = list else {
+        return;
+    };
     let host = if is_bundle(obj) {
         match obj
             .entry("meta")
@@ -187,6 +244,17 @@ fn push_extensions(obj: &mut Map<String, Value>, carriers: Vec<Value>, ctx: &mut
 
 /// The `value[x]` key an extension of `version` uses for type `ty`, if it may hold it.
 fn value_key(ty: &str, version: FhirVersion) -> Option<String> {
+    if !value_type_allowed(ty, version)
+        && version == FhirVersion::Stu3
+        && matches!(ty, "canonical" | "url" | "uuid")
+    {
+        return Some("valueUri".into());
+    }
+    value_type_allowed(ty, version).then(|| format!("value{}", type_suffix(ty)))
+}
+
+/// Whether an extension of `version` may hold a value of datatype `ty`.
+fn value_type_allowed(ty: &str, version: FhirVersion) -> bool {
     const EVERYWHERE: &[&str] = &[
         "base64Binary",
         "boolean",
@@ -245,16 +313,239 @@ fn value_key(ty: &str, version: FhirVersion) -> Option<String> {
         "VirtualServiceDetail",
         "MonetaryComponent",
     ];
-    let ok = EVERYWHERE.contains(&ty)
+    EVERYWHERE.contains(&ty)
         || (version != FhirVersion::Stu3 && SINCE_R4.contains(&ty))
-        || (version == FhirVersion::R5 && R5_ONLY.contains(&ty));
-    if ok {
-        return Some(format!("value{}", type_suffix(ty)));
+        || (version == FhirVersion::R5 && R5_ONLY.contains(&ty))
+}
+
+/// [`value_type_allowed`] for a `value[x]` key suffix (`String`, `CodeableConcept`), without
+/// allocating: only the first letter's case differs for primitives.
+fn suffix_allowed(suffix: &str, version: FhirVersion) -> bool {
+    let (Some(first), rest) = (suffix.chars().next(), suffix.get(1..).unwrap_or_default()) else {
+        return false;
+    };
+    let lower = first.to_ascii_lowercase();
+    let mut buf = [0u8; 4];
+    let lower: &str = lower.encode_utf8(&mut buf);
+    // Primitives are spelled with a lower-case first letter, complex types as the suffix.
+    if value_type_allowed(suffix, version) {
+        return true;
     }
-    if version == FhirVersion::Stu3 && matches!(ty, "canonical" | "url" | "uuid") {
-        return Some("valueUri".into());
+    let mut candidate = [0u8; 32];
+    let len = lower.len() + rest.len();
+    if len > candidate.len() {
+        return false;
     }
-    None
+    candidate[..lower.len()].copy_from_slice(lower.as_bytes());
+    candidate[lower.len()..len].copy_from_slice(rest.as_bytes());
+    std::str::from_utf8(&candidate[..len]).is_ok_and(|ty| value_type_allowed(ty, version))
+}
+
+/// The datatype of an extension's `value[x]` key suffix (`Canonical` → `canonical`,
+/// `CodeableReference` → `CodeableReference`).
+fn suffix_type(suffix: &str) -> String {
+    const PRIMITIVES: &[&str] = &[
+        "base64Binary",
+        "boolean",
+        "canonical",
+        "code",
+        "date",
+        "dateTime",
+        "decimal",
+        "id",
+        "instant",
+        "integer",
+        "integer64",
+        "markdown",
+        "oid",
+        "positiveInt",
+        "string",
+        "time",
+        "unsignedInt",
+        "uri",
+        "url",
+        "uuid",
+    ];
+    let mut chars = suffix.chars();
+    let lower = match chars.next() {
+        Some(first) => first.to_ascii_lowercase().to_string() + chars.as_str(),
+        None => String::new(),
+    };
+    if PRIMITIVES.contains(&lower.as_str()) {
+        lower
+    } else {
+        suffix.to_owned()
+    }
+}
+
+/// The URL of the sub-extension naming a value's datatype when the extension holds it as
+/// parts (the R5 `_datatype` extension): for datatypes an older version lacks.
+const DATATYPE_URL: &str = "http://hl7.org/fhir/StructureDefinition/_datatype";
+
+/// Convert the values of one `extension`/`modifierExtension` list (and of the extensions
+/// nested in it) for the step in `ctx`: a `value[x]` whose datatype the target's extensions
+/// cannot hold becomes parts (a `_datatype` sub-extension naming it, then one sub-extension
+/// per element, by JSON shape) and is reported; parts naming a datatype the target can hold
+/// become a `value[x]` again; datatypes whose shape changed (`Dosage`, `Attachment`, ...) are
+/// converted. Nothing is done to a list without such values.
+pub(crate) fn convert_values(list: &mut Value, path: &str, ctx: &mut Ctx) {
+    let Value::Array(items) = list else {
+        return;
+    };
+    for item in items {
+        let Value::Object(ext) = item else {
+            continue;
+        };
+        if let Some(inner) = ext.get_mut("extension") {
+            convert_values(inner, path, ctx);
+            if let Some(ty) = datatype_parts(ext)
+                && value_type_allowed(&ty, ctx.to)
+            {
+                from_parts(ext, &ty);
+            }
+            continue;
+        }
+        let Some(key) = ext
+            .keys()
+            .find(|k| k.starts_with("value") && k.len() > 5)
+            .cloned()
+        else {
+            continue;
+        };
+        let ty = suffix_type(&key["value".len()..]);
+        if super::datatypes::changes(&ty, ctx.from, ctx.to) {
+            if let Some(v) = ext.get_mut(&key) {
+                super::datatypes::convert(v, &ty, path, ctx);
+            }
+            continue;
+        }
+        if value_type_allowed(&ty, ctx.to) {
+            continue;
+        }
+        let Some(value) = ext.remove(&key) else {
+            continue;
+        };
+        let url = ext
+            .get("url")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let (from, to) = (ctx.from, ctx.to);
+        if let Some(new_key) = value_key(&ty, to) {
+            // canonical/url/uuid are uri in STU3: the same text.
+            ext.insert(new_key, value);
+            ctx.issue(
+                Severity::Information,
+                IssueCode::Value,
+                path,
+                format!(
+                    "extension {url}: value{} ({from}) written as valueUri in {to}",
+                    type_suffix(&ty)
+                ),
+            );
+            continue;
+        }
+        let mut parts = Vec::new();
+        let mut datatype = Map::new();
+        datatype.insert("url".into(), Value::String(DATATYPE_URL.into()));
+        datatype.insert("valueString".into(), Value::String(ty.clone()));
+        parts.push(Value::Object(datatype));
+        match value {
+            Value::Object(fields) => {
+                for (k, v) in fields {
+                    parts.extend(encode_generic(&k, v));
+                }
+            }
+            other => parts.extend(encode_generic("value", other)),
+        }
+        ext.insert("extension".into(), Value::Array(parts));
+        ctx.issue(
+            Severity::Warning,
+            IssueCode::Value,
+            path,
+            format!("extension {url}: its value is a {ty}, a datatype {to} lacks; written as parts (a _datatype sub-extension and one per element), which readers of the extension's definition do not expect"),
+        );
+    }
+}
+
+/// Whether [`convert_values`] has anything to do in `list` for target version `to` (a scan
+/// without allocating).
+pub(crate) fn values_need_conversion(list: &Value, from: FhirVersion, to: FhirVersion) -> bool {
+    let Value::Array(items) = list else {
+        return false;
+    };
+    items.iter().any(|item| {
+        let Value::Object(ext) = item else {
+            return false;
+        };
+        if let Some(inner) = ext.get("extension") {
+            return values_need_conversion(inner, from, to) || datatype_parts(ext).is_some();
+        }
+        ext.keys().any(|k| {
+            k.len() > 5
+                && k.starts_with("value")
+                && (super::datatypes::changes(&k[5..], from, to) || !suffix_allowed(&k[5..], to))
+        })
+    })
+}
+
+/// Convert the extension lists anywhere inside `value`, the value of element `path` (a
+/// datatype the walk does not enter, or what a rule wrote).
+pub(crate) fn convert_nested(value: &mut Value, path: &str, ctx: &mut Ctx, depth: usize) {
+    if depth > 32 {
+        return;
+    }
+    match value {
+        Value::Object(m) => {
+            for (key, v) in m.iter_mut() {
+                if key == "extension" || key == "modifierExtension" {
+                    if values_need_conversion(v, ctx.from, ctx.to) {
+                        convert_values(v, &format!("{path}.{key}"), ctx);
+                    }
+                } else if v.is_object() || v.is_array() {
+                    // Issues name the element the walk knows (no path built per key).
+                    convert_nested(v, path, ctx, depth + 1);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                convert_nested(item, path, ctx, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The datatype named by a `_datatype` sub-extension of `ext`, if it has one.
+fn datatype_parts(ext: &Map<String, Value>) -> Option<String> {
+    ext.get("extension")?.as_array()?.iter().find_map(|e| {
+        (e.get("url").and_then(Value::as_str) == Some(DATATYPE_URL))
+            .then(|| {
+                e.get("valueString")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .flatten()
+    })
+}
+
+/// Parts made by [`convert_values`] back into a `value[x]` of datatype `ty`.
+fn from_parts(ext: &mut Map<String, Value>, ty: &str) {
+    let Some(Value::Array(subs)) = ext.remove("extension") else {
+        return;
+    };
+    let rest: Vec<Value> = subs
+        .into_iter()
+        .filter(|e| e.get("url").and_then(Value::as_str) != Some(DATATYPE_URL))
+        .collect();
+    let decoded = decode_generic(rest);
+    let value = if crate::convert::is_primitive(ty) {
+        decoded.get("value").cloned().unwrap_or(Value::Null)
+    } else {
+        decoded
+    };
+    ext.insert(format!("value{}", type_suffix(ty)), value);
 }
 
 /// One carrier for one value of type `ty` (a backbone element when `node` is given).
@@ -403,17 +694,42 @@ fn encode_generic(key: &str, value: Value) -> Vec<Value> {
     vec![Value::Object(ext)]
 }
 
-/// Restore elements of the target version carried in `obj.extension`.
+/// Restore elements of the target version carried in `obj.extension` or
+/// `obj.modifierExtension`, and remove the carriers restored.
 pub(crate) fn restore(obj: &mut Map<String, Value>, t: NodeId, ctx: &mut Ctx) {
+    if obj.contains_key("modifierExtension") {
+        restore_modifiers(obj, t, ctx);
+    }
+    restore_from_extension(obj, t, ctx);
+}
+
+fn restore_modifiers(obj: &mut Map<String, Value>, t: NodeId, ctx: &mut Ctx) {
+    let Some(Value::Array(list)) = obj.get("modifierExtension") else {
+        return;
+    };
+    if !list.iter().any(|e| is_carrier(e, ctx)) {
+        return;
+    }
+    let Some(Value::Array(list)) = obj.remove("modifierExtension") else {
+        return;
+    };
+    let kept = restore_list(obj, list, t, ctx);
+    if !kept.is_empty() {
+        obj.insert("modifierExtension".into(), Value::Array(kept));
+    }
+}
+
+fn is_carrier(e: &Value, ctx: &Ctx) -> bool {
+    e.get("url")
+        .and_then(Value::as_str)
+        .is_some_and(|u| carried_path(u, ctx).is_some())
+}
+
+fn restore_from_extension(obj: &mut Map<String, Value>, t: NodeId, ctx: &mut Ctx) {
     let Some(list) = carriers(obj) else {
         return;
     };
-    let is_carrier = |e: &Value| {
-        e.get("url")
-            .and_then(Value::as_str)
-            .is_some_and(|u| carried_path(u, ctx).is_some())
-    };
-    if !list.iter().any(is_carrier) {
+    if !list.iter().any(|e| is_carrier(e, ctx)) {
         return;
     }
     let in_meta = !obj.contains_key("extension");
@@ -427,6 +743,33 @@ pub(crate) fn restore(obj: &mut Map<String, Value>, t: NodeId, ctx: &mut Ctx) {
     let Some(Value::Array(list)) = removed else {
         return;
     };
+    let kept = restore_list(obj, list, t, ctx);
+    if !kept.is_empty() {
+        if in_meta {
+            if let Some(meta) = obj.get_mut("meta").and_then(Value::as_object_mut) {
+                meta.insert("extension".into(), Value::Array(kept));
+            }
+        } else {
+            obj.insert("extension".into(), Value::Array(kept));
+        }
+    } else if in_meta {
+        let empty_meta = obj
+            .get("meta")
+            .and_then(Value::as_object)
+            .is_some_and(Map::is_empty);
+        if empty_meta {
+            obj.remove("meta");
+        }
+    }
+}
+
+/// Restore the carriers of `list` that fit target node `t` into `obj`; returns the rest.
+fn restore_list(
+    obj: &mut Map<String, Value>,
+    list: Vec<Value>,
+    t: NodeId,
+    ctx: &mut Ctx,
+) -> Vec<Value> {
     let defs = ctx.target;
     let node = defs.node(t);
     let mut kept = Vec::with_capacity(list.len());
@@ -464,7 +807,17 @@ pub(crate) fn restore(obj: &mut Map<String, Value>, t: NodeId, ctx: &mut Ctx) {
             continue;
         };
         match decode(fields, Some(child), defs) {
-            Some((value_type, value)) => {
+            Some((value_type, mut value)) => {
+                // Carried in the shape of the version it was carried into: convert it back.
+                let ty = value_type
+                    .as_deref()
+                    .map_or_else(|| child.ty.to_string(), suffix_type);
+                if super::datatypes::changes(&ty, ctx.from, ctx.to) {
+                    let path = format!("{}.{}", node.path, name);
+                    super::for_each_item(&mut value, |item| {
+                        super::datatypes::convert(item, &ty, &path, ctx)
+                    });
+                }
                 let json_key = match (is_choice, value_type) {
                     (true, Some(suffix)) => format!("{name}{suffix}"),
                     _ => key.to_string(),
@@ -483,23 +836,6 @@ pub(crate) fn restore(obj: &mut Map<String, Value>, t: NodeId, ctx: &mut Ctx) {
             }
         }
     }
-    if !kept.is_empty() {
-        if in_meta {
-            if let Some(meta) = obj.get_mut("meta").and_then(Value::as_object_mut) {
-                meta.insert("extension".into(), Value::Array(kept));
-            }
-        } else {
-            obj.insert("extension".into(), Value::Array(kept));
-        }
-    } else if in_meta {
-        let empty_meta = obj
-            .get("meta")
-            .and_then(Value::as_object)
-            .is_some_and(Map::is_empty);
-        if empty_meta {
-            obj.remove("meta");
-        }
-    }
     let mut replaced: Vec<String> = Vec::new();
     for (key, many, value) in restored {
         if !replaced.contains(&key) {
@@ -515,6 +851,7 @@ pub(crate) fn restore(obj: &mut Map<String, Value>, t: NodeId, ctx: &mut Ctx) {
             obj.insert(key, value);
         }
     }
+    kept
 }
 
 /// Decode one carrier into (the `value[x]` type suffix if it had one, the value).

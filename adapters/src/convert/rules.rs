@@ -22,8 +22,13 @@ pub(crate) type ResourceRule = fn(&mut Map<String, Value>, &mut Ctx, &mut Vec<&'
 
 /// The prepared table of the adjacent step `from` → `to` (identity for non-adjacent pairs).
 pub(crate) fn step_table(from: FhirVersion, to: FhirVersion) -> &'static StepTable {
+    step_tables().get(&(from, to)).unwrap_or(empty_table())
+}
+
+/// A table without rules: the generic walk alone.
+pub(crate) fn empty_table() -> &'static StepTable {
     static EMPTY: std::sync::LazyLock<StepTable> = std::sync::LazyLock::new(StepTable::default);
-    step_tables().get(&(from, to)).unwrap_or(&EMPTY)
+    &EMPTY
 }
 
 /// `Condition.clinicalStatus` → its code system, where a `code` became a `CodeableConcept`.
@@ -68,6 +73,23 @@ const CODE_SYSTEMS: &[(&str, &str)] = &[
 /// Renames for the upward steps: (source path of the element, new key). The downward step
 /// uses them reversed.
 const RENAMES_STU3_R4: &[(&str, &str)] = &[
+    ("Claim.item.service", "productOrService"),
+    ("Claim.item.detail.service", "productOrService"),
+    ("Claim.item.detail.subDetail.service", "productOrService"),
+    ("ClaimResponse.item.sequenceLinkId", "itemSequence"),
+    ("ClaimResponse.addItem.service", "productOrService"),
+    ("ExplanationOfBenefit.item.service", "productOrService"),
+    (
+        "ExplanationOfBenefit.item.detail.service",
+        "productOrService",
+    ),
+    (
+        "ExplanationOfBenefit.item.detail.subDetail.service",
+        "productOrService",
+    ),
+    ("VisionPrescription.dispense", "lensSpecification"),
+    ("MessageHeader.event", "eventCoding"),
+    ("Binary.content", "data"),
     ("Encounter.reason", "reasonCode"),
     ("Encounter.incomingReferral", "basedOn"),
     ("Encounter.diagnosis.role", "use"),
@@ -84,6 +106,8 @@ const RENAMES_STU3_R4: &[(&str, &str)] = &[
     ("Medication.ingredient.amount", "strength"),
     ("AllergyIntolerance.assertedDate", "recordedDate"),
     ("Immunization.date", "occurrenceDateTime"),
+    ("MedicationAdministration.reasonNotGiven", "statusReason"),
+    ("Communication.notDoneReason", "statusReason"),
     ("Immunization.practitioner", "performer"),
     ("Immunization.practitioner.role", "function"),
     ("DiagnosticReport.context", "encounter"),
@@ -108,6 +132,21 @@ const RENAMES_STU3_R4: &[(&str, &str)] = &[
 ];
 
 const RENAMES_R4B_R5: &[(&str, &str)] = &[
+    ("NutritionOrder.patient", "subject"),
+    ("MessageHeader.source.endpoint", "endpointUrl"),
+    ("MessageHeader.destination.endpoint", "endpointUrl"),
+    ("MedicationAdministration.context", "encounter"),
+    (
+        "MedicationAdministration.effectiveDateTime",
+        "occurenceDateTime",
+    ),
+    (
+        "MedicationAdministration.effectivePeriod",
+        "occurencePeriod",
+    ),
+    ("DeviceUseStatement.subject", "patient"),
+    ("DeviceUseStatement.recordedOn", "dateAsserted"),
+    ("DeviceUseStatement.source", "informationSource"),
     ("Location.physicalType", "form"),
     ("Encounter.period", "actualPeriod"),
     ("Encounter.participant.individual", "actor"),
@@ -234,18 +273,6 @@ const CODES_R4B_R5: &[(&str, &CodeMap)] = &[
         ],
     ),
     (
-        "MedicationStatement.status",
-        &[
-            ("active", "recorded", false),
-            ("completed", "recorded", false),
-            ("intended", "recorded", false),
-            ("stopped", "recorded", false),
-            ("on-hold", "recorded", false),
-            ("unknown", "recorded", false),
-            ("not-taken", "recorded", false),
-        ],
-    ),
-    (
         "Consent.status",
         &[
             ("proposed", "draft", false),
@@ -316,9 +343,16 @@ pub(crate) fn remap_codes(
         let url = extension::url(ctx, s, key);
         extension::carry_value(obj, url, Value::String(original.clone()), "code", ctx);
         let (from_v, to_v) = (ctx.from, ctx.to);
+        // A status (a modifier) said approximately is read differently: a warning.
+        let modifier = ctx.source.child(s, key).is_some_and(|c| c.modifier);
+        let (severity, code) = if modifier {
+            (Severity::Warning, IssueCode::Value)
+        } else {
+            (Severity::Information, IssueCode::Informational)
+        };
         ctx.issue(
-            Severity::Information,
-            IssueCode::Informational,
+            severity,
+            code,
             &path,
             format!("{path} code `{original}` ({from_v}) approximated as `{to}` in {to_v}; original kept in a cross-version extension"),
         );
@@ -395,6 +429,12 @@ fn build(
     let source = definitions(from);
     let target = definitions(to);
     let mut table = StepTable::default();
+    if matches!(
+        (from, to),
+        (FhirVersion::R4B, FhirVersion::R5) | (FhirVersion::R5, FhirVersion::R4B)
+    ) {
+        table.merges = super::merges::find(source, target, from, to);
+    }
     let mut typed_with_rules: HashSet<&str> = HashSet::default();
     for &(path, new) in renames {
         let Some((parent, old)) = path.rsplit_once('.') else {
@@ -485,6 +525,15 @@ fn capability_statement_fhir_version(
     if obj.get("fhirVersion").and_then(Value::as_str) == Some(ctx.from.semver()) {
         obj.insert("fhirVersion".into(), Value::String(ctx.to.semver().into()));
         done.push("fhirVersion");
+        if ctx.from == ctx.origin {
+            let (from, to) = (ctx.origin.semver(), ctx.goal.semver());
+            ctx.issue(
+                Severity::Information,
+                IssueCode::Value,
+                "CapabilityStatement.fhirVersion",
+                format!("CapabilityStatement.fhirVersion {from} stated as {to}: the statement describes the server in the version it is read in"),
+            );
+        }
     }
 }
 
@@ -496,6 +545,12 @@ const RESOURCE_RULES_STU3_R4: &[(&str, ResourceRule)] = &[
     ("Procedure", not_done_to_status),
     ("Immunization", immunization_stu3_to_r4),
     ("Consent", consent_stu3_to_r4),
+    ("MedicationStatement", medication_statement_stu3_to_r4),
+    (
+        "MedicationAdministration",
+        medication_administration_not_given,
+    ),
+    ("Communication", communication_not_done),
 ];
 
 const RESOURCE_RULES_R4_STU3: &[(&str, ResourceRule)] = &[
@@ -506,6 +561,12 @@ const RESOURCE_RULES_R4_STU3: &[(&str, ResourceRule)] = &[
     ("DiagnosticReport", performer_reference_to_actor),
     ("Immunization", immunization_r4_to_stu3),
     ("Consent", consent_r4_to_stu3),
+    ("MedicationStatement", medication_statement_r4_to_stu3),
+    (
+        "MedicationAdministration",
+        medication_administration_not_done,
+    ),
+    ("Communication", communication_status_not_done),
 ];
 
 const RESOURCE_RULES_R4B_R5: &[(&str, ResourceRule)] = &[
@@ -528,6 +589,7 @@ const RESOURCE_RULES_R4B_R5: &[(&str, ResourceRule)] = &[
     ("AuditEvent", audit_event_outcome_r4_to_r5),
     ("Condition", condition_participants_r4_to_r5),
     ("AllergyIntolerance", allergy_participants_r4_to_r5),
+    ("Group", group_actual_to_membership),
 ];
 
 const RESOURCE_RULES_R5_R4B: &[(&str, ResourceRule)] = &[
@@ -550,6 +612,7 @@ const RESOURCE_RULES_R5_R4B: &[(&str, ResourceRule)] = &[
     ("AuditEvent", audit_event_outcome_r5_to_r4),
     ("Condition", condition_participants_r5_to_r4),
     ("AllergyIntolerance", allergy_participants_r5_to_r4),
+    ("Group", group_membership_to_actual),
 ];
 
 /// Report the original of `key` carried because a rule could not place all of it.
@@ -813,7 +876,16 @@ fn consent_stu3_to_r4(obj: &mut Map<String, Value>, _ctx: &mut Ctx, done: &mut V
             provision.insert(key.into(), v);
         }
     }
-    if let Some(Value::Array(except)) = obj.remove("except") {
+    if let Some(Value::Array(mut except)) = obj.remove("except") {
+        // STU3 `except.code` is a Coding, R4 `provision.code` a CodeableConcept.
+        for item in &mut except {
+            if let Some(Value::Array(codes)) = item.get_mut("code") {
+                for code in codes.iter_mut() {
+                    let coding = std::mem::take(code);
+                    *code = wrap("coding", Value::Array(vec![coding]));
+                }
+            }
+        }
         provision.insert("provision".into(), Value::Array(except));
     }
     if !provision.is_empty() {
@@ -834,7 +906,30 @@ fn consent_r4_to_stu3(obj: &mut Map<String, Value>, ctx: &mut Ctx, done: &mut Ve
             done.push(key);
         }
     }
-    if let Some(Value::Array(nested)) = provision.remove("provision") {
+    if let Some(Value::Array(mut nested)) = provision.remove("provision") {
+        for item in &mut nested {
+            let Some(Value::Array(codes)) = item.get_mut("code") else {
+                continue;
+            };
+            let mut inexact = false;
+            for code in codes.iter_mut() {
+                let codings = code.get("coding").and_then(Value::as_array);
+                let one = code.as_object().is_some_and(|c| c.len() == 1)
+                    && codings.is_some_and(|c| c.len() == 1);
+                inexact |= !one;
+                let first = codings.and_then(|c| c.first()).cloned();
+                *code = first.unwrap_or(Value::Null);
+            }
+            codes.retain(|c| !c.is_null());
+            if inexact {
+                ctx.issue(
+                    Severity::Warning,
+                    IssueCode::Value,
+                    "Consent.provision.provision.code",
+                    "Consent.provision.provision.code: a CodeableConcept with other than one coding is one Coding (the first) in STU3 Consent.except.code".into(),
+                );
+            }
+        }
         for item in &nested {
             if item.get("type").is_none() {
                 ctx.issue(
@@ -1146,9 +1241,10 @@ fn medication_request_r5_to_r4(
 
 fn medication_statement_r4_to_r5(
     obj: &mut Map<String, Value>,
-    _ctx: &mut Ctx,
+    ctx: &mut Ctx,
     done: &mut Vec<&'static str>,
 ) {
+    medication_statement_status_r4_to_r5(obj, ctx, done);
     choice_to_codeable_reference(obj, "medication", "medication", done);
     merge_codeable_reference(obj, "reasonCode", "reasonReference", "reason", done);
 }
@@ -1158,6 +1254,7 @@ fn medication_statement_r5_to_r4(
     ctx: &mut Ctx,
     done: &mut Vec<&'static str>,
 ) {
+    medication_statement_status_r5_to_r4(obj, done);
     codeable_reference_to_choice(obj, ctx, "medication", "medication", done);
     split_codeable_reference(obj, ctx, "reason", "reasonCode", "reasonReference", done);
 }
@@ -1829,4 +1926,334 @@ fn participants_out(
     for &(key, _, _) in roles {
         done.push(key);
     }
+}
+
+// ---- MedicationStatement: whether the medication is taken --------------------------------
+
+/// STU3 `taken` (y | n | unk | na) is said by the R4 status: `n` is `not-taken`, `unk` is
+/// `unknown` (the R3→R4 map). The STU3 status they replace is kept in a carrier unless it is
+/// the one the way back gives (`completed` for `n`, `active` for `unk`).
+fn medication_statement_stu3_to_r4(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    _done: &mut Vec<&'static str>,
+) {
+    let Some(taken) = obj.remove("taken") else {
+        return;
+    };
+    let status = obj.get("status").and_then(Value::as_str).map(str::to_owned);
+    let (replacement, usual) = match taken.as_str() {
+        Some("y") => return,
+        Some("n") => ("not-taken", "completed"),
+        Some("unk") => ("unknown", "active"),
+        Some("na") if status.as_deref() == Some("entered-in-error") => return,
+        _ => {
+            // `na` (not applicable) or a code outside the value set: no R4 counterpart.
+            carry_root(
+                obj,
+                ctx,
+                "taken",
+                taken,
+                "code",
+                "has no counterpart besides the status",
+            );
+            return;
+        }
+    };
+    obj.insert("status".into(), Value::String(replacement.into()));
+    let code = taken.as_str().unwrap_or_default().to_owned();
+    match status {
+        Some(previous) if previous != usual => carry_root(
+            obj,
+            ctx,
+            "status",
+            Value::String(previous),
+            "code",
+            &format!("is said by status `{replacement}` (taken = {code})"),
+        ),
+        _ => {}
+    }
+}
+
+/// R4 status `not-taken` is STU3 `taken = n` with status `completed` ("not taken", as the
+/// STU3 definition of `taken` reads it), `unknown` is `taken = unk` with status `active`,
+/// `entered-in-error` is `taken = na`, every other status `taken = y`. A status restored from
+/// a carrier of STU3 replaces the one chosen here.
+fn medication_statement_r4_to_stu3(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    let Some(status) = obj.get("status").and_then(Value::as_str).map(str::to_owned) else {
+        return;
+    };
+    let (taken, stu3_status) = match status.as_str() {
+        "not-taken" => ("n", Some("completed")),
+        "unknown" => ("unk", Some("active")),
+        "entered-in-error" => ("na", None),
+        _ => ("y", None),
+    };
+    obj.insert("taken".into(), Value::String(taken.into()));
+    done.push("taken");
+    if let Some(stu3_status) = stu3_status {
+        obj.insert("status".into(), Value::String(stu3_status.into()));
+        let restored = ctx
+            .target
+            .root("MedicationStatement")
+            .is_some_and(|t| extension::restore_pending(obj, t, "status", ctx));
+        if !restored {
+            ctx.issue(
+                Severity::Information,
+                IssueCode::Value,
+                "MedicationStatement.status",
+                format!("MedicationStatement.status `{status}` is said in STU3 by taken = {taken} with status `{stu3_status}`"),
+            );
+        }
+    }
+}
+
+const ADHERENCE: &str = "http://hl7.org/fhir/CodeSystem/medication-statement-adherence";
+
+/// R4 statuses that R5 says with `adherence.code` (status `recorded`): (R4 status, code).
+const STATUS_ADHERENCE: &[(&str, &str)] = &[
+    ("active", "taking"),
+    ("not-taken", "not-taking"),
+    ("on-hold", "on-hold"),
+    ("stopped", "stopped"),
+    ("unknown", "unknown"),
+];
+
+fn adherence(code: &str) -> Value {
+    let mut coding = Map::new();
+    coding.insert("system".into(), Value::String(ADHERENCE.into()));
+    coding.insert("code".into(), Value::String(code.into()));
+    let mut concept = Map::new();
+    concept.insert("coding".into(), Value::Array(vec![Value::Object(coding)]));
+    wrap("code", Value::Object(concept))
+}
+
+/// R4 `status` → R5 `status` (`recorded` | `entered-in-error`) with whether the patient takes
+/// it in `adherence.code` (not-taken → not-taking, active → taking, …). The R4 status is kept
+/// in a carrier. `completed` (a statement of past use) needs no adherence; `intended` has no
+/// counterpart at all (R5 reads the statement as use): a warning.
+fn medication_statement_status_r4_to_r5(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    let Some(status) = obj.get("status").and_then(Value::as_str).map(str::to_owned) else {
+        return;
+    };
+    let Some(target_root) = ctx.target.root("MedicationStatement") else {
+        return;
+    };
+    if status == "entered-in-error" || extension::restore_pending(obj, target_root, "status", ctx) {
+        // The same code, or an R5 status carried on the way down that the restore puts back.
+        return;
+    }
+    obj.insert("status".into(), Value::String("recorded".into()));
+    let code = STATUS_ADHERENCE
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map(|(_, c)| *c);
+    let path = "MedicationStatement.status";
+    let (from, to) = (ctx.from, ctx.to);
+    if let Some(code) = code {
+        // Said exactly: the way back reads the status from the adherence code.
+        obj.insert("adherence".into(), adherence(code));
+        done.push("adherence");
+        ctx.issue(
+            Severity::Information,
+            IssueCode::Value,
+            path,
+            format!(
+                "{path} `{status}` ({from}) is status `recorded` with adherence `{code}` in {to}"
+            ),
+        );
+        return;
+    }
+    let Some(root) = ctx.source.root("MedicationStatement") else {
+        return;
+    };
+    let url = extension::url(ctx, root, "status");
+    extension::carry_value(obj, url, Value::String(status.clone()), "code", ctx);
+    match code {
+        Some(_) => {}
+        None if status == "completed" => ctx.issue(
+            Severity::Information,
+            IssueCode::Value,
+            path,
+            format!("{path} `completed` ({from}) is status `recorded` in {to} (a statement of use; effective says when); the original kept in a cross-version extension"),
+        ),
+        None => ctx.issue(
+            Severity::Warning,
+            IssueCode::Value,
+            path,
+            format!("{path} `{status}` ({from}) has no counterpart in {to}: status `recorded` reads as use; the original kept in a cross-version extension"),
+        ),
+    }
+}
+
+/// R5 `recorded` with an adherence code of R4's statuses → that R4 status; the adherence goes
+/// when it said nothing else. Otherwise the status remap (`recorded` → `active`, reported)
+/// and the walk (adherence carried) do the rest.
+fn medication_statement_status_r5_to_r4(
+    obj: &mut Map<String, Value>,
+    done: &mut Vec<&'static str>,
+) {
+    if obj.get("status").and_then(Value::as_str) != Some("recorded") {
+        return;
+    }
+    let Some(adherence_value) = obj.get("adherence") else {
+        return;
+    };
+    let coding = adherence_value
+        .get("code")
+        .and_then(|c| c.get("coding"))
+        .and_then(Value::as_array)
+        .and_then(|c| c.first());
+    let code = coding
+        .filter(|c| c.get("system").and_then(Value::as_str) == Some(ADHERENCE))
+        .and_then(|c| c.get("code"))
+        .and_then(Value::as_str);
+    let Some(&(status, code)) = STATUS_ADHERENCE.iter().find(|(_, c)| Some(*c) == code) else {
+        return;
+    };
+    let only_the_code = *adherence_value == adherence(code);
+    obj.insert("status".into(), Value::String(status.into()));
+    if only_the_code {
+        obj.remove("adherence");
+        done.push("adherence");
+    }
+}
+
+// ---- negation flags of STU3 that R4 says with the status ---------------------------------
+
+/// STU3 `flag = true` → R4 `status = not-done` (the R3→R4 maps). The STU3 status it replaces
+/// is kept in a carrier unless it is `usual`, the one the way back gives.
+fn flag_to_not_done(obj: &mut Map<String, Value>, ctx: &mut Ctx, flag: &str, usual: &str) {
+    let Some(value) = obj.remove(flag) else {
+        return;
+    };
+    if value == Value::Bool(true) {
+        let previous = obj.insert("status".into(), Value::String("not-done".into()));
+        if let Some(previous) = previous.filter(|p| p != usual) {
+            carry_root(
+                obj,
+                ctx,
+                "status",
+                previous,
+                "code",
+                "is replaced by not-done",
+            );
+        }
+    } else if value == Value::Bool(false) {
+        let path = format!("{}.{flag}", resource_type_of(obj, ctx));
+        ctx.issue(
+            Severity::Information,
+            IssueCode::Value,
+            &path,
+            format!("{path} = false is said in R4 by any status but not-done"),
+        );
+    } else {
+        carry_root(obj, ctx, flag, value, "boolean", "is not a boolean");
+    }
+}
+
+/// R4 `status = not-done` → STU3 `flag = true` with status `usual` (any other status: the
+/// flag's default, false, left out).
+fn not_done_to_flag(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+    flag: &'static str,
+    usual: &str,
+) {
+    let Some(status) = obj.get("status").and_then(Value::as_str) else {
+        return;
+    };
+    if status == "not-done" {
+        obj.insert(flag.into(), Value::Bool(true));
+        done.push(flag);
+        obj.insert("status".into(), Value::String(usual.into()));
+        let resource_type = resource_type_of(obj, ctx);
+        let restored = ctx
+            .target
+            .root(resource_type)
+            .is_some_and(|t| extension::restore_pending(obj, t, "status", ctx));
+        if !restored {
+            let path = format!("{resource_type}.status");
+            ctx.issue(
+                Severity::Information,
+                IssueCode::Value,
+                &path,
+                format!("{path} `not-done` is {flag} = true in STU3, with status `{usual}`"),
+            );
+        }
+    }
+}
+
+fn medication_administration_not_given(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    _done: &mut Vec<&'static str>,
+) {
+    flag_to_not_done(obj, ctx, "notGiven", "unknown");
+}
+
+fn medication_administration_not_done(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    not_done_to_flag(obj, ctx, done, "notGiven", "unknown");
+}
+
+fn communication_not_done(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    _done: &mut Vec<&'static str>,
+) {
+    flag_to_not_done(obj, ctx, "notDone", "completed");
+}
+
+fn communication_status_not_done(
+    obj: &mut Map<String, Value>,
+    ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    not_done_to_flag(obj, ctx, done, "notDone", "completed");
+}
+
+// ---- Group: actual members or a definition ------------------------------------------------
+
+/// R4 `Group.actual` (boolean) is R5 `membership`: true `enumerated`, false `definitional`.
+fn group_actual_to_membership(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    let membership = match obj.get("actual") {
+        Some(Value::Bool(true)) => "enumerated",
+        Some(Value::Bool(false)) => "definitional",
+        _ => return,
+    };
+    obj.remove("actual");
+    obj.insert("membership".into(), Value::String(membership.into()));
+    done.push("membership");
+}
+
+fn group_membership_to_actual(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    let actual = match obj.get("membership").and_then(Value::as_str) {
+        Some("enumerated") => true,
+        Some("definitional") => false,
+        _ => return,
+    };
+    obj.remove("membership");
+    obj.insert("actual".into(), Value::Bool(actual));
+    done.push("actual");
 }

@@ -251,15 +251,15 @@ async fn translate_is_a_dry_run_showing_output_and_issues() {
     )
     .await;
     assert_eq!(bad.error_code(), "malformed-request");
-    let claim = post_admin(
+    let absent_in_r5 = post_admin(
         &gw,
         path,
         admin_token(),
-        Some(json!({"resourceType": "Claim"})),
+        Some(json!({"resourceType": "Media"})),
     )
     .await;
-    assert_eq!(claim.status, 422);
-    assert_eq!(claim.error_code(), "invalid-resource");
+    assert_eq!(absent_in_r5.status, 422);
+    assert_eq!(absent_in_r5.error_code(), "invalid-resource");
     let unknown = post_admin(
         &gw,
         "/admin/sites/nowhere/$translate",

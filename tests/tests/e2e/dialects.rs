@@ -8,9 +8,9 @@ use serde_json::json;
 const R5: &str = "application/fhir+json; fhirVersion=5.0";
 const STU3: &str = "application/fhir+json; fhirVersion=3.0";
 
-/// A FAKE R4 site: an Encounter, an AllergyIntolerance, a MedicationStatement, a Claim, a
-/// CapabilityStatement, and searches answered with two pages of Encounters (the second page
-/// also holding a Claim).
+/// A FAKE R4 site: an Encounter, an AllergyIntolerance, a MedicationStatement, a Media (a
+/// type R5 does not have), a CapabilityStatement, and searches answered with two pages of
+/// Encounters (the second page also holding a Media).
 fn r4_site() -> FakeUpstream {
     FakeUpstream::start(|req, base| {
         let encounter = |id: &str| {
@@ -28,7 +28,7 @@ fn r4_site() -> FakeUpstream {
                 "kind": "instance", "fhirVersion": "4.0.1", "format": ["json"],
                 "rest": [{"mode": "server", "resource": [
                     {"type": "Encounter", "interaction": [{"code": "read"}]},
-                    {"type": "Claim", "interaction": [{"code": "read"}]}
+                    {"type": "Media", "interaction": [{"code": "read"}]}
                 ]}]
             }),
             "Encounter/e1" => encounter("e1"),
@@ -43,8 +43,8 @@ fn r4_site() -> FakeUpstream {
                 "medicationReference": {"reference": "Medication/m1"},
                 "subject": {"reference": "Patient/p1"}
             }),
-            "Claim/c1" => {
-                json!({"resourceType": "Claim", "id": "c1", "patient": {"reference": "Patient/p1"}})
+            "Media/c1" => {
+                json!({"resourceType": "Media", "id": "c1", "status": "completed", "content": {"contentType": "image/png"}, "subject": {"reference": "Patient/p1"}})
             }
             "Encounter" | "MedicationStatement" | "Condition/_search" => {
                 let second = req.query.contains("page=2");
@@ -56,7 +56,7 @@ fn r4_site() -> FakeUpstream {
                     json!({"relation": "self", "url": format!("{base}/Encounter?{}", req.query)}),
                 ];
                 if second {
-                    entries.push(json!({"resource": {"resourceType": "Claim", "id": "c1", "patient": {"reference": "Patient/p1"}}}));
+                    entries.push(json!({"resource": {"resourceType": "Media", "id": "c1", "status": "completed", "content": {"contentType": "image/png"}, "subject": {"reference": "Patient/p1"}}}));
                 } else {
                     links.push(json!({"relation": "next", "url": format!("{base}/Encounter?subject=Patient/p1&page=2&_format=json")}));
                 }
@@ -140,7 +140,7 @@ async fn an_r4_site_is_read_as_r5_and_as_stu3() {
         .iter()
         .map(|r| r["type"].as_str().unwrap())
         .collect();
-    assert_eq!(types, ["Encounter"], "Claim cannot be read as R5");
+    assert_eq!(types, ["Encounter"], "Media cannot be read as R5");
 }
 
 #[actix_web::test]
@@ -173,7 +173,7 @@ async fn a_search_is_converted_page_by_page_and_paging_keeps_the_version() {
     );
     assert!(next.contains("_assent_page="), "{next}");
 
-    // Page 2: R5 again; it holds a Claim, which cannot be translated: reported, not hidden.
+    // Page 2: R5 again; it holds a Media, which R5 does not have: reported, not hidden.
     let got = get(&next).await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.header("content-type"), Some(R5));
@@ -209,7 +209,7 @@ async fn a_search_is_converted_page_by_page_and_paging_keeps_the_version() {
         issues[1..].iter().any(|i| i["diagnostics"]
             .as_str()
             .unwrap_or_default()
-            .contains("Claim")),
+            .contains("Media")),
         "{outcome}"
     );
 }
@@ -326,20 +326,20 @@ async fn versions_and_types_the_gateway_cannot_serve_are_refused_clearly() {
     assert_eq!(got.error_code(), "unsupported-media-type");
     assert!(upstream.requests().is_empty());
 
-    // A type outside the converted list: refused when another version is asked, naming it.
-    let got = get_as(&gw.url("/fhir/st-mary/Claim/c1"), &[("accept", R5)]).await;
+    // A type the version asked for does not have: refused, naming it.
+    let got = get_as(&gw.url("/fhir/st-mary/Media/c1"), &[("accept", R5)]).await;
     assert_eq!(got.status, 422, "{}", got.text());
     assert_eq!(got.error_code(), "translation-unsupported-type");
-    assert_eq!(got.json()["issue"][0]["expression"][0], "Claim");
+    assert_eq!(got.json()["issue"][0]["expression"][0], "Media");
     assert!(upstream.requests().is_empty());
     // ... and passed through in the site's own version.
     let got = get_as(
-        &gw.url("/fhir/st-mary/Claim/c1"),
+        &gw.url("/fhir/st-mary/Media/c1"),
         &[("accept", "application/fhir+json; fhirVersion=4.0")],
     )
     .await;
     assert_eq!(got.status, 200, "{}", got.text());
-    assert_eq!(got.json()["resourceType"], "Claim");
+    assert_eq!(got.json()["resourceType"], "Media");
 }
 
 #[actix_web::test]

@@ -362,11 +362,11 @@ fn translate_prints_the_output_and_the_issues() {
         input.to_str().unwrap(),
     ]);
     assert_eq!(code, 64, "{err}");
-    // A type that cannot be converted is an error.
-    std::fs::write(&input, r#"{"resourceType": "Claim"}"#).unwrap();
+    // A type the target version does not have (R4 Media is gone in R5) is an error.
+    std::fs::write(&input, r#"{"resourceType": "Media", "status": "completed"}"#).unwrap();
     let (code, _, err) = run(args(&["--to", "R5"]));
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("Claim"), "{err}");
+    assert!(err.contains("Media"), "{err}");
 }
 
 /// Reads the child's stderr lines into a channel.

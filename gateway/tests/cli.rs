@@ -363,7 +363,11 @@ fn translate_prints_the_output_and_the_issues() {
     ]);
     assert_eq!(code, 64, "{err}");
     // A type the target version does not have (R4 Media is gone in R5) is an error.
-    std::fs::write(&input, r#"{"resourceType": "Media", "status": "completed"}"#).unwrap();
+    std::fs::write(
+        &input,
+        r#"{"resourceType": "Media", "status": "completed"}"#,
+    )
+    .unwrap();
     let (code, _, err) = run(args(&["--to", "R5"]));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("Media"), "{err}");

@@ -22,9 +22,9 @@ use assent_fabric::testing::fake::{self, FakeFabric};
 use assent_fabric::testing::support;
 use assent_gateway::app::{self, RunningGateway};
 use assent_gateway::config::Config;
+use assent_gateway::config::keys::{self, KeySpec, Secret};
 use assent_gateway::demo::identity_provider::DemoIdentityProvider;
-use assent_gateway::keys::{self, KeySpec, Secret};
-use assent_gateway::loopback::ThreadServer;
+use assent_gateway::http::loopback::ThreadServer;
 use serde_json::{Value, json};
 
 pub mod dataset;

@@ -1,12 +1,15 @@
 //! FHIR vocabulary shared by every Assent crate: FHIR versions and their media-type names,
 //! REST interactions, the `Issue` that lossy or failing work reports, and THE rule of whose
-//! data a resource or a request is (`compartment`).
+//! data a resource or a request is (`compartment`), response shaping (`shaping`), query strings
+//! (`query`) and format names (`format`).
 //!
 //! Owns no I/O and no HTTP types; the gateway turns these into responses.
 
 pub mod compartment;
+pub mod format;
 mod interaction;
 mod issue;
+pub mod query;
 pub mod shaping;
 mod version;
 

@@ -9,71 +9,25 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpServer, web};
 
-use crate::anchoring::Anchoring;
-use crate::break_glass::Notifier;
-use crate::caller::{AuthSetupError, Authenticator};
-use assent_ledger::Ledger;
+use crate::http::caller::{AuthSetupError, Authenticator};
+use crate::services::anchoring::Anchoring;
+use crate::services::break_glass::Notifier;
 
+use crate::api::console::Console;
+use crate::config::keys::MissingKeys;
 use crate::config::{Config, LedgerBackend};
-use crate::consent_service::{Backend, ConsentService};
-use crate::keys::{ConsortiumKeyCheckError, DatabaseKeysError, MissingKeys};
-use crate::observability::{self, Metrics};
-use crate::paging::PageSigner;
-use crate::receipt_writer::ReceiptWriter;
-use crate::record::Recorder;
+use crate::http::observability::{self, Metrics};
+use crate::http::paging::PageSigner;
+pub use crate::http::state::AppState;
 use crate::routes;
-use crate::site_adapter::{AdapterLoadError, Adapters};
+use crate::services::adapters::{AdapterLoadError, Adapters};
+use crate::services::consent::{Backend, ConsentService};
+use crate::services::keys::{ConsortiumKeyCheckError, DatabaseKeysError};
+use crate::services::receipts::ReceiptWriter;
+use crate::services::request_log::Recorder;
+use crate::services::upstream::WorkerClients;
+use crate::services::upstream::{Site, SiteSetupError};
 use crate::store::{SiteRow, Store, StoreError};
-use crate::upstream::{Site, SiteSetupError};
-
-/// What every worker shares.
-pub struct AppState {
-    pub config: Config,
-    pub public_base: String,
-    pub sites: HashMap<String, Arc<Site>>,
-    pub store: Store,
-    pub signer: PageSigner,
-    pub metrics: Metrics,
-    /// The trusted issuers: verifies bearer tokens.
-    pub callers: Authenticator,
-    pub recorder: Recorder,
-    pub openapi_json: String,
-    /// Consent state: the ledger, the stored documents and the decision cache.
-    pub consents: Arc<ConsentService>,
-    /// Makes every FHIR request's receipt durable before its response is released.
-    pub receipts: ReceiptWriter,
-    /// The configured ledger (`[ledger] backend`: embedded or Fabric), the one the consent
-    /// service uses: receipt anchors go here too. Usable from any runtime.
-    pub ledger: Arc<dyn Ledger>,
-    /// Site adapters, by site; each swapped atomically on reload.
-    pub adapters: Adapters,
-    /// The compliance console's sign-in, when `audit.console` is configured.
-    pub console: Option<Arc<crate::console::Console>>,
-    /// Tells the configured webhook of every access resting on break-glass.
-    pub break_glass: Notifier,
-    /// Patients named by identifier, placed at their site (`identity.rs`).
-    pub identities: crate::identity::Identities,
-}
-
-/// Per-worker upstream clients by site id (awc clients are bound to their worker thread).
-pub struct WorkerClients {
-    by_site: HashMap<String, awc::Client>,
-}
-
-impl WorkerClients {
-    fn new(sites: &HashMap<String, Arc<Site>>) -> WorkerClients {
-        WorkerClients {
-            by_site: sites
-                .iter()
-                .map(|(id, s)| (id.clone(), s.client()))
-                .collect(),
-        }
-    }
-
-    pub fn get(&self, site: &str) -> Option<&awc::Client> {
-        self.by_site.get(site)
-    }
-}
 
 /// The gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +50,7 @@ pub enum StartError {
     #[error("the server thread failed to start")]
     Thread,
     #[error(transparent)]
-    Console(#[from] crate::console::ConsoleSetupError),
+    Console(#[from] crate::api::console::ConsoleSetupError),
     /// Keys the configuration needs are in neither the key file nor the environment.
     #[error(transparent)]
     Keys(#[from] MissingKeys),
@@ -122,111 +76,115 @@ impl StartError {
     }
 }
 
-impl AppState {
-    /// Opens the store, checks the keys (none in the store, every one the configuration needs
-    /// in the key file or the environment), discovers the trusted issuers, mirrors the sites
-    /// into the store, and prepares every site. `bound` is the address the server listens on:
-    /// the public base when no `public_url` is configured. An issuer that cannot be discovered
-    /// stops the start.
-    pub async fn build(config: Config, bound: SocketAddr) -> Result<AppState, StartError> {
-        let adapters = Adapters::load(&config)?;
-        // The whose-data tables of every FHIR version, read now rather than on a first request.
-        assent_fhir::compartment::preload();
-        let store = Store::open(&config.database_url)?;
-        crate::keys::check_database_holds_no_keys(&store)?;
-        let keys = config.key_material.require(&config)?;
-        log_key_sources(&config);
-        let callers = Authenticator::discover(&config.auth).await?;
-        let public_base = config.public_base_for(bound);
-        let mut sites = HashMap::new();
-        let site_ids: Vec<&str> = config.sites.keys().map(String::as_str).collect();
-        for (id, site_config) in &config.sites {
-            let site = Site::new(id, site_config.clone(), &public_base, &site_ids)?;
-            sites.insert(id.clone(), Arc::new(site));
-        }
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        let rows: Vec<SiteRow> = config
-            .sites
-            .iter()
-            .map(|(id, s)| SiteRow {
-                id: id.clone(),
-                upstream_base_url: s.upstream.to_string(),
-                fhir_version: s.fhir_version.name().to_owned(),
-                default_policy: s.default_policy.as_str().to_owned(),
-                config_json: site_config_json(s),
-                updated_at_ms: now_ms,
-            })
-            .collect();
-        store.replace_sites(&rows)?;
-        let ttl = Duration::from_secs(config.paging.ttl_secs);
-        let signer = PageSigner::new(keys.paging.bytes().to_vec(), ttl);
-        let metrics = Metrics::new();
-        let recorder = Recorder::start(
-            store.clone(),
-            config.gateway_id.clone(),
-            metrics.request_log_dropped.clone(),
-        );
-        let openapi_json = routes::openapi_json().map_err(StartError::OpenApi)?;
-        let console = match &config.audit.console {
-            Some(c) => Some(Arc::new(
-                crate::console::Console::start(
-                    c,
-                    config.auth.issuers.first().map(|i| &i.issuer),
-                    &public_base,
-                    keys.console_session.clone(),
-                )
-                .await?,
-            )),
-            None => None,
-        };
-        let consents = open_consents(&config, &store)?;
-        let ledger = consents.ledger();
-        let receipts = ReceiptWriter::start(&store, &config.gateway_id)?;
-        Anchoring {
-            store: store.clone(),
-            ledger: ledger.clone(),
-            gateway_id: config.gateway_id.clone(),
-            gateway_key: consents.key().gateway(&config.gateway_id),
-            config: config.receipts.batch_config(),
-            committed: receipts.committed(),
-        }
-        .spawn()
-        .map_err(|_| StartError::Thread)?;
-        crate::cache_fanout::start(&consents, &config.cache, metrics.cache_fanout.clone())
-            .map_err(|e| StartError::Consent(e.to_string()))?;
-        let break_glass = Notifier::start(
-            &config.break_glass,
-            keys.webhook.clone(),
-            metrics.break_glass.clone(),
-        );
-        Ok(AppState {
-            console,
-            receipts,
-            adapters,
-            consents,
-            ledger,
-            break_glass,
-            identities: Default::default(),
-            callers,
-            public_base,
-            sites,
-            store,
-            signer,
-            metrics,
-            recorder,
-            openapi_json,
-            config,
-        })
+/// The console's sign-in, when `audit.console` is configured.
+type ConsoleData = Option<web::Data<Console>>;
+
+/// Builds the state every handler is given: opens the store, checks the keys (none in the store, every one the configuration needs
+/// in the key file or the environment), discovers the trusted issuers, mirrors the sites
+/// into the store, and prepares every site. `bound` is the address the server listens on:
+/// the public base when no `public_url` is configured. An issuer that cannot be discovered
+/// stops the start.
+pub async fn build_state(
+    config: Config,
+    bound: SocketAddr,
+) -> Result<(AppState, ConsoleData), StartError> {
+    let adapters = Adapters::load(&config)?;
+    // The whose-data tables of every FHIR version, read now rather than on a first request.
+    assent_fhir::compartment::preload();
+    let store = Store::open(&config.database_url)?;
+    crate::services::keys::check_database_holds_no_keys(&store)?;
+    let keys = config.key_material.require(&config)?;
+    log_key_sources(&config);
+    let callers = Authenticator::discover(&config.auth).await?;
+    let public_base = config.public_base_for(bound);
+    let mut sites = HashMap::new();
+    let site_ids: Vec<&str> = config.sites.keys().map(String::as_str).collect();
+    for (id, site_config) in &config.sites {
+        let site = Site::new(id, site_config.clone(), &public_base, &site_ids)?;
+        sites.insert(id.clone(), Arc::new(site));
     }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let rows: Vec<SiteRow> = config
+        .sites
+        .iter()
+        .map(|(id, s)| SiteRow {
+            id: id.clone(),
+            upstream_base_url: s.upstream.to_string(),
+            fhir_version: s.fhir_version.name().to_owned(),
+            default_policy: s.default_policy.as_str().to_owned(),
+            config_json: site_config_json(s),
+            updated_at_ms: now_ms,
+        })
+        .collect();
+    store.replace_sites(&rows)?;
+    let ttl = Duration::from_secs(config.paging.ttl_secs);
+    let signer = PageSigner::new(keys.paging.bytes().to_vec(), ttl);
+    let metrics = Metrics::new();
+    let recorder = Recorder::start(
+        store.clone(),
+        config.gateway_id.clone(),
+        metrics.request_log_dropped.clone(),
+    );
+    let openapi_json = routes::openapi_json().map_err(StartError::OpenApi)?;
+    let console = match &config.audit.console {
+        Some(c) => Some(web::Data::new(
+            Console::start(
+                c,
+                config.auth.issuers.first().map(|i| &i.issuer),
+                &public_base,
+                keys.console_session.clone(),
+            )
+            .await?,
+        )),
+        None => None,
+    };
+    let consents = open_consents(&config, &store)?;
+    let ledger = consents.ledger();
+    let receipts = ReceiptWriter::start(&store, &config.gateway_id)?;
+    Anchoring {
+        store: store.clone(),
+        ledger: ledger.clone(),
+        gateway_id: config.gateway_id.clone(),
+        gateway_key: consents.key().gateway(&config.gateway_id),
+        config: config.receipts.batch_config(),
+        committed: receipts.committed(),
+    }
+    .spawn()
+    .map_err(|_| StartError::Thread)?;
+    crate::services::cache_fanout::start(&consents, &config.cache, metrics.cache_fanout.clone())
+        .map_err(|e| StartError::Consent(e.to_string()))?;
+    let break_glass = Notifier::start(
+        &config.break_glass,
+        keys.webhook.clone(),
+        metrics.break_glass.clone(),
+    );
+    let state = AppState {
+        receipts,
+        adapters,
+        consents,
+        ledger,
+        break_glass,
+        identities: Default::default(),
+        callers,
+        public_base,
+        sites,
+        store,
+        signer,
+        metrics,
+        recorder,
+        openapi_json,
+        config,
+    };
+    Ok((state, console))
 }
 
 /// Says where each key came from (never the key).
 fn log_key_sources(config: &Config) {
     let material = &config.key_material;
-    let sources: Vec<String> = crate::keys::ALL
+    let sources: Vec<String> = crate::config::keys::ALL
         .iter()
         .filter_map(|spec| {
             material
@@ -242,12 +200,12 @@ fn log_key_sources(config: &Config) {
 /// key file or the environment (`keys.rs`); a store holding keys of an older version, or
 /// written under another consortium key, is refused.
 pub fn open_consents(config: &Config, store: &Store) -> Result<Arc<ConsentService>, StartError> {
-    crate::keys::check_database_holds_no_keys(store)?;
+    crate::services::keys::check_database_holds_no_keys(store)?;
     let keys = config.key_material.require_ledger(config)?;
-    crate::keys::check_consortium_key(
+    crate::services::keys::check_consortium_key(
         store,
         &keys.consortium,
-        config.key_material.source(crate::keys::CONSORTIUM),
+        config.key_material.source(crate::config::keys::CONSORTIUM),
     )?;
     let backend = match (config.ledger.backend, &config.ledger.fabric) {
         (LedgerBackend::Fabric, Some(fabric)) => {
@@ -353,6 +311,7 @@ fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
 /// Builds the HTTP server over `state` on `listener`.
 fn server(
     state: web::Data<AppState>,
+    console: ConsoleData,
     listener: TcpListener,
     workers: usize,
 ) -> Result<actix_web::dev::Server, StartError> {
@@ -363,22 +322,23 @@ fn server(
     let factory_state = state.clone();
     let http = HttpServer::new(move || {
         let clients = web::Data::new(WorkerClients::new(&factory_state.sites));
-        App::new()
-            .app_data(factory_state.clone())
-            .app_data(clients)
-            .wrap_fn(|req, srv| {
-                let id = observability::assign_request_id(&req);
-                let fut = srv.call(req);
-                async move {
-                    let mut res = fut.await?;
-                    res.headers_mut().insert(
-                        observability::REQUEST_ID.clone(),
-                        observability::request_id_header(&id),
-                    );
-                    Ok(res)
-                }
-            })
-            .configure(routes::configure)
+        let mut app = App::new().app_data(factory_state.clone()).app_data(clients);
+        if let Some(console) = &console {
+            app = app.app_data(console.clone());
+        }
+        app.wrap_fn(|req, srv| {
+            let id = observability::assign_request_id(&req);
+            let fut = srv.call(req);
+            async move {
+                let mut res = fut.await?;
+                res.headers_mut().insert(
+                    observability::REQUEST_ID.clone(),
+                    observability::request_id_header(&id),
+                );
+                Ok(res)
+            }
+        })
+        .configure(routes::configure)
     })
     .workers(workers)
     .disable_signals()
@@ -420,14 +380,14 @@ pub fn spawn_on(
         .spawn(move || {
             let system = actix_web::rt::System::new();
             system.block_on(async move {
-                let state = match AppState::build(config, bound).await {
-                    Ok(state) => web::Data::new(state),
+                let (state, console) = match build_state(config, bound).await {
+                    Ok((state, console)) => (web::Data::new(state), console),
                     Err(e) => {
                         let _ = tx.send(Err(e));
                         return;
                     }
                 };
-                match server(state.clone(), listener, workers) {
+                match server(state.clone(), console, listener, workers) {
                     Ok(server) => {
                         let _ = tx.send(Ok((server.handle(), state)));
                         let _ = server.await;
@@ -451,8 +411,9 @@ pub fn spawn_on(
 /// Runs the gateway in the foreground until SIGINT/SIGTERM (for `assent serve`).
 pub async fn serve(config: Config, workers: usize) -> Result<(), StartError> {
     let (listener, bound) = bind(config.listen)?;
-    let state = web::Data::new(AppState::build(config, bound).await?);
-    let server = server(state.clone(), listener, workers)?;
+    let (state, console) = build_state(config, bound).await?;
+    let state = web::Data::new(state);
+    let server = server(state.clone(), console, listener, workers)?;
     // The signal handlers are installed before the gateway says it listens: from then on a
     // hangup reloads adapters, and SIGTERM or SIGINT stops the gateway in order, instead of
     // ending the process where it stands.

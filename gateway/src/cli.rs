@@ -5,6 +5,8 @@
 //! Exit codes: 0 success, 64 bad configuration or usage (EX_USAGE; missing keys included), 1
 //! any other failure.
 
+pub mod verify;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -167,7 +169,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
-                let adapters = match crate::site_adapter::Adapters::load(&config) {
+                let adapters = match crate::services::adapters::Adapters::load(&config) {
                     Ok(adapters) => adapters,
                     Err(e) => {
                         eprintln!("{}: {e}", file.display());
@@ -230,7 +232,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
-            crate::observability::init_tracing(&config.log);
+            crate::http::observability::init_tracing(&config.log);
             if cfg!(feature = "bench-no-receipts") {
                 tracing::warn!("BENCHMARK BUILD: responses are released without receipts");
             }
@@ -280,12 +282,12 @@ pub fn run(cli: Cli) -> ExitCode {
                 );
                 return ExitCode::from(EXIT_USAGE);
             }
-            match crate::ledger_store::verify(&config) {
+            match crate::services::ledger::verify(&config) {
                 Ok(report) => {
                     println!("{report}");
                     ExitCode::SUCCESS
                 }
-                Err(e @ crate::ledger_store::LedgerVerifyError::Keys(_)) => {
+                Err(e @ crate::services::ledger::LedgerVerifyError::Keys(_)) => {
                     eprintln!("assent ledger verify: {e}");
                     ExitCode::from(EXIT_USAGE)
                 }
@@ -339,17 +341,15 @@ pub fn run(cli: Cli) -> ExitCode {
             anchors,
             complete,
             require_anchored,
-        } => ExitCode::from(crate::audit_verify::main(
-            &crate::audit_verify::VerifyArgs {
-                export,
-                config,
-                anchors,
-                options: assent_receipts::VerifyOptions {
-                    complete,
-                    require_anchored,
-                },
+        } => ExitCode::from(crate::cli::verify::main(&crate::cli::verify::VerifyArgs {
+            export,
+            config,
+            anchors,
+            options: assent_receipts::VerifyOptions {
+                complete,
+                require_anchored,
             },
-        )),
+        })),
         Command::Keys { command } => keys(command),
         Command::Demo { listen } => match crate::demo::run(listen) {
             Ok(()) => ExitCode::SUCCESS,
@@ -363,7 +363,7 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// Where each key the configuration holds came from (never the key).
 fn key_sources(config: &Config) -> String {
-    let sources: Vec<String> = crate::keys::ALL
+    let sources: Vec<String> = crate::config::keys::ALL
         .iter()
         .filter_map(|spec| {
             config
@@ -377,7 +377,8 @@ fn key_sources(config: &Config) -> String {
 
 /// `assent keys generate` and `assent keys export --from-database`.
 fn keys(command: KeysCommand) -> ExitCode {
-    use crate::keys::{self, ExportError};
+    use crate::config::keys;
+    use crate::services::keys::ExportError;
     match command {
         KeysCommand::Generate { out } => match keys::write_key_file(&out, &keys::generate()) {
             Ok(()) => {
@@ -400,7 +401,7 @@ fn keys(command: KeysCommand) -> ExitCode {
             out,
         } => {
             let env: Vec<(String, String)> = std::env::vars().collect();
-            match keys::export_from_database(&config, &env, &out) {
+            match crate::services::keys::export_from_database(&config, &env, &out) {
                 Ok(export) => {
                     println!("wrote {} (mode 0600):", out.display());
                     for (spec, from) in &export.written {
@@ -473,7 +474,7 @@ fn translate(
     };
     let adapter = match config.adapter_path(site_config) {
         None => None,
-        Some(path) => match crate::site_adapter::load_file(&path, site_version) {
+        Some(path) => match crate::services::adapters::load_file(&path, site_version) {
             Ok(a) => Some(a),
             Err(e) => return usage(format!("sites.{site}.adapter: {e}")),
         },
@@ -495,7 +496,7 @@ fn translate(
             return ExitCode::FAILURE;
         }
     };
-    let run = match crate::site_adapter::dry_run(
+    let run = match crate::services::adapters::dry_run(
         adapter.as_ref(),
         site_version,
         direction,

@@ -5,12 +5,14 @@
 //! Leaves out: reading secrets from vaults, reloading (a restart applies a new file; site
 //! adapter files, which this file only names, reload on their own: `site_adapter.rs`).
 
+pub mod keys;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::keys::{KeyFileError, KeyMaterial};
+use crate::config::keys::{KeyFileError, KeyMaterial};
 use assent_auth::{ClaimNames, IssuerConfig, PurposeOfUse, SigningAlgorithm};
 use assent_consent::SitePolicy;
 use assent_fhir::FhirVersion;
@@ -1229,7 +1231,10 @@ impl Config {
                 .is_some_and(|c| c.session_secret_hex.is_some()),
             self.break_glass.webhook_secret_hex.is_some(),
         ];
-        for ((key, _, spec), present) in crate::keys::LEGACY_CONFIG_KEYS.into_iter().zip(present) {
+        for ((key, _, spec), present) in crate::config::keys::LEGACY_CONFIG_KEYS
+            .into_iter()
+            .zip(present)
+        {
             if present {
                 return Err(ConfigError::invalid(
                     key,
@@ -1960,11 +1965,11 @@ mod tests {
         // The key file, relative to this file's directory, then the environment.
         let dir = tempfile::tempdir().unwrap();
         let keys = dir.path().join("keys.toml");
-        crate::keys::write_key_file(
+        crate::config::keys::write_key_file(
             &keys,
             &[(
-                crate::keys::CONSORTIUM,
-                crate::keys::Secret::new(vec![1; 32]),
+                crate::config::keys::CONSORTIUM,
+                crate::config::keys::Secret::new(vec![1; 32]),
             )],
         )
         .unwrap();
@@ -1979,10 +1984,16 @@ mod tests {
         assert_eq!(c.key_file_path(), Some(dir.path().join("keys.toml")));
         let material = &c.key_material;
         assert_eq!(
-            material.get(crate::keys::CONSORTIUM).unwrap().bytes(),
+            material
+                .get(crate::config::keys::CONSORTIUM)
+                .unwrap()
+                .bytes(),
             [1; 32]
         );
-        assert_eq!(material.get(crate::keys::PAGING).unwrap().bytes(), [2; 32]);
+        assert_eq!(
+            material.get(crate::config::keys::PAGING).unwrap().bytes(),
+            [2; 32]
+        );
         assert!(material.require(&c).is_ok());
         // The file can be named from the environment too; a bad variable names itself.
         let vars = [

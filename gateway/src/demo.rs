@@ -53,7 +53,7 @@ impl Demo {
 pub fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let key_file = dir.path().join("keys.toml");
-    crate::keys::write_key_file(&key_file, &crate::keys::generate())?;
+    crate::config::keys::write_key_file(&key_file, &crate::config::keys::generate())?;
     // Bound first: the identity provider mints tokens for the gateway's own address.
     let listener = std::net::TcpListener::bind(listen)?;
     let bound = listener.local_addr()?;
@@ -87,7 +87,7 @@ pub fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error>> {
             "north-general": {"upstream": north.base_url(), "fhir_version": "STU3", "default_policy": "opt-in", "timeout_ms": 5000},
         },
     }))?;
-    crate::observability::init_tracing(&config.log);
+    crate::http::observability::init_tracing(&config.log);
     let gateway = app::spawn_on(config, listener, 1)?;
     seed_consents(&gateway)?;
     Ok(Demo {

@@ -8,13 +8,14 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
-use crate::adapter_api;
-use crate::app::AppState;
-use crate::audit_api;
-use crate::consent_api;
-use crate::console;
-use crate::error::GatewayError;
-use crate::pipeline;
+use crate::api::adapters;
+use crate::api::audit;
+use crate::api::consent;
+use crate::api::console;
+use crate::http::access::require_admin;
+use crate::http::error::GatewayError;
+use crate::http::state::AppState;
+use crate::proxy::pipeline;
 
 /// The OpenAPI document, as written.
 pub const OPENAPI_YAML: &str = include_str!("../../openapi/openapi.yaml");
@@ -62,29 +63,29 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/sites/{site}", web::get().to(admin_site))
         .route(
             "/admin/sites/{site}/$reload-adapter",
-            web::post().to(adapter_api::reload),
+            web::post().to(adapters::reload),
         )
         .route(
             "/admin/sites/{site}/$translate",
-            web::post().to(adapter_api::translate),
+            web::post().to(adapters::translate),
         )
-        .route("/consent/Consent", web::post().to(consent_api::create))
-        .route("/consent/Consent", web::get().to(consent_api::search))
+        .route("/consent/Consent", web::post().to(consent::create))
+        .route("/consent/Consent", web::get().to(consent::search))
         .route(
             "/consent/Consent/{id}/_history",
-            web::get().to(consent_api::history),
+            web::get().to(consent::history),
         )
         .route(
             "/consent/Consent/{id}/$revoke",
-            web::post().to(consent_api::revoke),
+            web::post().to(consent::revoke),
         )
-        .route("/consent/$check", web::post().to(consent_api::check))
-        .route("/audit/AuditEvent", web::get().to(audit_api::search))
-        .route("/audit/receipts/{id}", web::get().to(audit_api::receipt))
-        .route("/audit/export", web::get().to(audit_api::export))
+        .route("/consent/$check", web::post().to(consent::check))
+        .route("/audit/AuditEvent", web::get().to(audit::search))
+        .route("/audit/receipts/{id}", web::get().to(audit::receipt))
+        .route("/audit/export", web::get().to(audit::export))
         .route(
             "/audit/patient/{id}/disclosures",
-            web::get().to(audit_api::disclosures),
+            web::get().to(audit::disclosures),
         )
         .route("/console/", web::get().to(console::index))
         .route("/console/style.css", web::get().to(console::stylesheet))
@@ -172,17 +173,6 @@ async fn site_smart_configuration(
     smart_configuration(state).await
 }
 
-/// `/admin` takes a verified token whose subject is one of its issuer's `admin_subjects`.
-pub(crate) async fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), GatewayError> {
-    let caller = state.callers.authenticate(req.headers()).await?;
-    if caller.is_admin {
-        Ok(())
-    } else {
-        tracing::info!(caller = %caller.id, "admin endpoint refused: not an admin subject");
-        Err(GatewayError::Forbidden)
-    }
-}
-
 fn site_summary(state: &AppState, id: &str) -> Option<serde_json::Value> {
     let site = state.sites.get(id)?;
     Some(serde_json::json!({
@@ -193,7 +183,7 @@ fn site_summary(state: &AppState, id: &str) -> Option<serde_json::Value> {
         "timeoutMs": site.config.timeout_ms,
         "circuit": if site.circuit_closed() { "closed" } else { "open" },
         "base": format!("{}/fhir/{id}", state.public_base),
-        "adapter": state.adapters.get(id).map(|a| crate::site_adapter::summary_json(&a)),
+        "adapter": state.adapters.get(id).map(|a| crate::services::adapters::summary_json(&a)),
     }))
 }
 

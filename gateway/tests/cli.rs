@@ -140,7 +140,7 @@ fn the_example_configuration_is_valid() {
 
 #[test]
 fn ledger_verify_passes_an_untouched_chain_and_names_a_tampered_block() {
-    use assent_gateway::consent_service::ConsentService;
+    use assent_gateway::services::consent::ConsentService;
     use assent_gateway::store::Store;
 
     let dir = tempfile::tempdir().unwrap();
@@ -174,7 +174,7 @@ fn ledger_verify_passes_an_untouched_chain_and_names_a_tampered_block() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ledger verified: 3 blocks"), "{out}");
 
-    assent_gateway::ledger_store::tamper_body_for_tests(&store, 1).unwrap();
+    assent_gateway::services::ledger::tamper_body_for_tests(&store, 1).unwrap();
     let (code, _, err) = assent_with_env(&verify, &KEYS_ENV);
     assert_eq!(code, 1);
     assert!(err.contains("block 1:"), "{err}");
@@ -588,7 +588,7 @@ fn keys_generate_writes_a_private_key_file_that_a_gateway_reads_and_others_may_n
 
 #[test]
 fn keys_an_older_version_kept_in_the_database_are_refused_then_exported() {
-    use assent_gateway::consent_service::ConsentService;
+    use assent_gateway::services::consent::ConsentService;
     use assent_gateway::store::Store;
 
     let dir = tempfile::tempdir().unwrap();

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use assent_fhir::FhirVersion;
-use assent_gateway::anchoring::rebuild_batch;
 use assent_gateway::demo::identity_provider::DemoIdentityProvider;
 use assent_gateway::demo::sample_site::SampleSite;
+use assent_gateway::services::anchoring::rebuild_batch;
 use assent_gateway::store::Store;
 use assent_receipts::{Digest, Receipt, verify_chain, verify_inclusion};
 use serde_json::json;
@@ -107,7 +107,8 @@ fn every_released_receipt_survives_a_kill_and_anchoring_resumes() {
     let addr = free_port();
     let config = dir.path().join("assent.toml");
     let keys = dir.path().join("keys.toml");
-    assent_gateway::keys::write_key_file(&keys, &assent_gateway::keys::generate()).unwrap();
+    assent_gateway::config::keys::write_key_file(&keys, &assent_gateway::config::keys::generate())
+        .unwrap();
     std::fs::write(
         &config,
         format!(

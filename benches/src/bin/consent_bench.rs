@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use assent_consent::{AccessRequest, Caller, Decision, RevocationReason, SitePolicy, decide};
 use assent_fhir::{FhirVersion, Interaction};
 use assent_gateway::config::CacheConfig;
-use assent_gateway::consent_service::{ConsentService, now};
-use assent_gateway::observability::Metrics;
+use assent_gateway::http::observability::Metrics;
+use assent_gateway::services::consent::{ConsentService, now};
 use assent_gateway::store::{Store, testing};
 use serde_json::{Value, json};
 
@@ -164,8 +164,12 @@ async fn main() {
     let b = open(&url);
     let metrics = Metrics::new();
     for service in [&a, &b] {
-        assent_gateway::cache_fanout::start(service, &cache, metrics.cache_fanout.clone())
-            .expect("fan-out starts");
+        assent_gateway::services::cache_fanout::start(
+            service,
+            &cache,
+            metrics.cache_fanout.clone(),
+        )
+        .expect("fan-out starts");
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while a.cache_bypassed() || b.cache_bypassed() {

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use assent_fhir::Interaction;
-use assent_gateway::anchoring::Anchoring;
-use assent_gateway::consent_service::ConsentService;
-use assent_gateway::receipt_writer::{PendingReceipt, ReceiptWriter};
+use assent_gateway::services::anchoring::Anchoring;
+use assent_gateway::services::consent::ConsentService;
+use assent_gateway::services::receipts::{PendingReceipt, ReceiptWriter};
 use assent_gateway::store::Store;
 use assent_receipts::{
     AccessDecision, BatchConfig, Digest, Receipt, ReceiptSubjects, ResourceEntry,

@@ -13,7 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use assent_auth::IssuerConfig;
 use assent_auth::dev_idp::DevIdentityProvider;
 
-use crate::loopback::ThreadServer;
+use crate::http::loopback::ThreadServer;
 
 /// A running development identity provider on 127.0.0.1.
 pub struct DemoIdentityProvider {

@@ -12,7 +12,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use assent_fhir::FhirVersion;
 use serde_json::{Value, json};
 
-use crate::loopback::ThreadServer;
+use crate::http::loopback::ThreadServer;
 
 /// The base path the sample server serves FHIR under.
 pub const BASE_PATH: &str = "/fhir";

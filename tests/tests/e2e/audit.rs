@@ -5,8 +5,8 @@
 //! tampered receipt, proof or anchor (table-driven).
 
 use assent_e2e::*;
-use assent_gateway::audit_api;
-use assent_gateway::audit_verify::{self, VerifyArgs};
+use assent_gateway::api::audit;
+use assent_gateway::cli::verify::{self, VerifyArgs};
 use assent_gateway::store::ReceiptFilter;
 use assent_gateway::store::testing;
 use assent_receipts::{
@@ -515,7 +515,7 @@ async fn exports_stream_past_one_chunk() {
     let upstream = hospital();
     let store = testing::sqlite();
     let gw = gateway(&store.url, &upstream);
-    let n = assent_gateway::audit_api::EXPORT_CHUNK as usize + 20;
+    let n = assent_gateway::api::audit::EXPORT_CHUNK as usize + 20;
     let url = gw.url("/fhir/st-mary/Patient/p2");
     for _ in 0..n {
         send("GET", &url, Some(clinician_token()), &[], None).await;
@@ -563,10 +563,10 @@ async fn assent_verify_finds_a_tampered_receipt_proof_or_anchor() {
     let export = |gw: &StartedGateway| {
         let state = gw.gateway.state.clone();
         async move {
-            let response = audit_api::export_response(
+            let response = audit::export_response(
                 state,
                 ReceiptFilter::default(),
-                audit_api::ExportFormat::Ndjson,
+                audit::ExportFormat::Ndjson,
             );
             let body = actix_web::body::to_bytes(response.into_body())
                 .await
@@ -610,12 +610,12 @@ async fn assent_verify_finds_a_tampered_receipt_proof_or_anchor() {
         .unwrap();
     let rewritten = export(&gw).await;
     // The detail view sees it too.
-    let detail = audit_api::receipt_detail(&gw.gateway.state, &ids[5])
+    let detail = audit::receipt_detail(&gw.gateway.state, &ids[5])
         .await
         .unwrap()
         .unwrap();
     assert!(!detail.verification.verified);
-    assert_eq!(detail.verification.proof, audit_api::Check::Fails);
+    assert_eq!(detail.verification.proof, audit::Check::Fails);
     assert_eq!(
         gw.gateway
             .state
@@ -739,8 +739,8 @@ async fn assent_verify_finds_a_tampered_receipt_proof_or_anchor() {
                 require_anchored: true,
             },
         };
-        let report = audit_verify::verify(&args).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-        let status = audit_verify::main(&args);
+        let report = verify::verify(&args).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let status = verify::main(&args);
         let must_fail = !case.named.is_empty() || case.name.contains("dropped");
         if !must_fail {
             assert!(report.all_held(), "{}: {:?}", case.name, report.failures);
@@ -748,7 +748,7 @@ async fn assent_verify_finds_a_tampered_receipt_proof_or_anchor() {
             assert_eq!(report.n_anchored, 8);
             continue;
         }
-        assert_eq!(status, audit_verify::EXIT_FAILED, "{}", case.name);
+        assert_eq!(status, verify::EXIT_FAILED, "{}", case.name);
         assert!(
             report.failures.iter().any(|f| (case.kind)(&f.kind)),
             "{}: {:?}",
@@ -788,7 +788,7 @@ async fn assent_verify_finds_a_tampered_receipt_proof_or_anchor() {
         anchors: None,
         options: VerifyOptions::default(),
     };
-    assert_eq!(audit_verify::main(&neither), 64);
+    assert_eq!(verify::main(&neither), 64);
 }
 
 /// The AuditEvents the audit API serves, in every FHIR version, for each BALP pattern the

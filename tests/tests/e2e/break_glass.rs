@@ -61,7 +61,7 @@ fn gateway(upstream: &FakeUpstream, hook: &FakeUpstream) -> StartedGateway {
             }),
         )
         // The webhook's HMAC key, from the key file like every key.
-        .key(assent_gateway::keys::WEBHOOK, &"11".repeat(32))
+        .key(assent_gateway::config::keys::WEBHOOK, &"11".repeat(32))
         .start()
 }
 

@@ -6,7 +6,7 @@
 //! and a chain of version 1 receipts goes on in version 2 and verifies whole.
 
 use assent_e2e::*;
-use assent_gateway::anchoring::rebuild_batch;
+use assent_gateway::services::anchoring::rebuild_batch;
 use assent_gateway::store::{Backend, testing};
 use assent_gateway::store::{ReceiptPatientRow, ReceiptRow, Store};
 use assent_receipts::{

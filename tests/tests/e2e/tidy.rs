@@ -273,3 +273,110 @@ fn the_crate_graph_keeps_the_documented_boundaries() {
         }
     }
 }
+
+/// The gateway crate's wings (folders of `gateway/src`) and what each may import (`crate::…`),
+/// as ARCHITECTURE.md draws them: dependencies run one way, `api` never imports `proxy`, and
+/// nothing below the facade (`app`, `routes`) or beside it (`cli`, `demo`) imports it.
+/// `services` may use the error table (`http::error`) and nothing else of `http`.
+const WINGS: &[(&str, &[&str])] = &[
+    ("config", &["config"]),
+    ("store", &["store", "config"]),
+    ("services", &["services", "store", "config", "http::error"]),
+    ("http", &["http", "services", "store", "config"]),
+    ("proxy", &["proxy", "http", "services", "store", "config"]),
+    ("api", &["api", "http", "services", "store", "config"]),
+];
+
+/// The wing a gateway source file belongs to: its folder, or the file beside a folder.
+fn wing_of(relative: &Path) -> String {
+    let first = relative.components().next().unwrap();
+    let first = first.as_os_str().to_string_lossy();
+    first.trim_end_matches(".rs").to_owned()
+}
+
+/// Every `crate::a::b` path a source names outside comments.
+fn crate_paths(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or("");
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            let before = &rest[..at];
+            rest = &rest[at + "crate::".len()..];
+            if before.ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+                continue; // `assent_crate::` and the like
+            }
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            found.push(path.trim_end_matches(':').to_owned());
+        }
+    }
+    found
+}
+
+#[test]
+fn gateway_wings_depend_one_way() {
+    let src = workspace_root().join("gateway/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut wrong = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(&src).unwrap().to_path_buf();
+        let wing = wing_of(&relative);
+        let Some((_, allowed)) = WINGS.iter().find(|(w, _)| *w == wing) else {
+            continue; // the facade (app, routes), cli, demo, lib, main may use every wing
+        };
+        let text = std::fs::read_to_string(&file).unwrap();
+        for path in crate_paths(&text) {
+            let ok = allowed
+                .iter()
+                .any(|a| path == *a || path.starts_with(&format!("{a}::")));
+            if !ok {
+                wrong.push(format!("{}: crate::{path}", relative.display()));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "imports against the wing rules (ARCHITECTURE.md):\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn every_gateway_source_is_in_a_wing() {
+    let src = workspace_root().join("gateway/src");
+    let top: Vec<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let known = [
+        "api",
+        "api.rs",
+        "app.rs",
+        "cli",
+        "cli.rs",
+        "config",
+        "config.rs",
+        "demo",
+        "demo.rs",
+        "http",
+        "http.rs",
+        "lib.rs",
+        "main.rs",
+        "proxy",
+        "proxy.rs",
+        "routes.rs",
+        "services",
+        "services.rs",
+        "store",
+        "store.rs",
+    ];
+    let stray: Vec<_> = top
+        .iter()
+        .filter(|n| !known.contains(&n.as_str()))
+        .collect();
+    assert!(stray.is_empty(), "gateway/src holds wings only: {stray:?}");
+}

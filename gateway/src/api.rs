@@ -1,0 +1,11 @@
+//! The gateway's own API, handlers only: consent (`/consent/…`), the audit log and its export
+//! (`/audit/…`), the compliance console (`/console/…`), adapter administration
+//! (`/admin/adapters/…`), and the receipt each of these calls leaves.
+//!
+//! Depends on: `config`, `store`, `services`, `http`. Never on `proxy` or the facade.
+
+pub mod adapters;
+pub mod audit;
+pub mod consent;
+pub mod console;
+pub mod receipt;

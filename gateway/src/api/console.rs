@@ -1,0 +1,536 @@
+//! The compliance console at `/console/`: server-rendered pages for compliance officers to
+//! search the access log (patient, practitioner, site, dates, decision, break-glass only),
+//! see a receipt and whether it verifies, and export the current filter as CSV.
+//!
+//! Sign-in: OpenID Connect authorization code with PKCE at the first trusted issuer
+//! (`assent_auth::LoginClient`); the access token it yields is verified like any bearer token
+//! and must carry the audit role (`audit::may_audit`). The session is a signed cookie
+//! (`HttpOnly`, `SameSite=Strict`, `Secure` behind https, path `/console`); the sign-in state
+//! (state, nonce, PKCE verifier) a second signed cookie scoped to the callback, `SameSite=Lax`
+//! so that the identity provider's redirect back carries it.
+//!
+//! Every page that reads the audit log (the list, a receipt, the CSV export) leaves a receipt
+//! like the audit API's (`api_receipt.rs`), its actor the signed-in caller id.
+//!
+//! CSRF: every page is a GET that changes nothing; the only state change is the callback,
+//! which is bound to the sign-in cookie's `state`. Pages carry a strict Content Security
+//! Policy (no script at all, styles from `/console/style.css` only, no framing). Nothing
+//! clear is logged: reading the audit log is itself an access to health information.
+//!
+//! Leaves out the data (`audit_api`: filters, verification, export) and the HTML (`pages`).
+
+mod pages;
+mod session;
+
+use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use assent_auth::LoginClient;
+use assent_receipts::{AccessKind, AuditAction, Disclosure};
+use maud::Markup;
+use serde::Deserialize;
+
+use crate::api::audit::{self, ExportFormat, read_receipt};
+use crate::api::receipt::ApiAccess;
+use crate::config::ConsoleConfig;
+use crate::http::access::may_audit;
+use crate::http::error::GatewayError;
+use crate::http::state::AppState;
+use crate::store::{ReceiptCursor, ReceiptOrder};
+pub use pages::FilterForm;
+pub use session::{CookieSigner, PendingLogin, Session};
+
+const SESSION_COOKIE: &str = "assent_console";
+const LOGIN_COOKIE: &str = "assent_console_login";
+/// How long a sign-in may take between the redirect and the callback.
+const LOGIN_TTL_SECS: u64 = 600;
+/// Accesses per page.
+const PAGE_SIZE: i64 = 50;
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+/// The console's sign-in client and cookie key.
+pub struct Console {
+    login: LoginClient,
+    cookies: CookieSigner,
+    config: ConsoleConfig,
+    secure: bool,
+}
+
+/// The console could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleSetupError {
+    #[error("audit.console needs a trusted issuer (auth.issuers) to sign in with")]
+    NoIssuer,
+    #[error(
+        "audit.console needs `console_session_secret_hex` (the key file, or $ASSENT_CONSOLE_SESSION_SECRET_HEX)"
+    )]
+    NoSessionKey,
+    #[error("audit.console: {0}")]
+    Discovery(#[from] assent_auth::ConfigError),
+}
+
+impl Console {
+    /// Discovers the first trusted issuer for the sign-in flow; cookies are signed with
+    /// `session_key` (`console_session_secret_hex` of the key file or the environment).
+    pub async fn start(
+        config: &ConsoleConfig,
+        issuer: Option<&url::Url>,
+        public_base: &str,
+        session_key: Option<crate::config::keys::Secret>,
+    ) -> Result<Console, ConsoleSetupError> {
+        let session_key = session_key.ok_or(ConsoleSetupError::NoSessionKey)?;
+        let issuer = issuer.ok_or(ConsoleSetupError::NoIssuer)?;
+        let issuer = issuer.as_str().trim_end_matches('/');
+        let redirect = format!("{public_base}/console/callback");
+        let login = LoginClient::discover(issuer, &config.client_id, &redirect).await?;
+        Ok(Console {
+            login,
+            cookies: CookieSigner::new(session_key.bytes().to_vec()),
+            config: config.clone(),
+            secure: public_base.starts_with("https://"),
+        })
+    }
+}
+
+/// The console's sign-in, registered beside the state when `audit.console` is configured.
+type ConsoleData = Option<web::Data<Console>>;
+
+fn console(console: &ConsoleData) -> Result<&Console, GatewayError> {
+    console
+        .as_ref()
+        .map(|c| c.get_ref())
+        .ok_or(GatewayError::NotFound)
+}
+
+fn html_page(status: actix_web::http::StatusCode, markup: Markup) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(markup.into_string())
+}
+
+fn ok_page(markup: Markup) -> HttpResponse {
+    html_page(actix_web::http::StatusCode::OK, markup)
+}
+
+/// The signed-in session, if any.
+fn session(req: &HttpRequest, console: &Console) -> Option<Session> {
+    let cookie = req.cookie(SESSION_COOKIE)?;
+    console.cookies.read_session(cookie.value())
+}
+
+fn cookie<'c>(console: &Console, name: &'c str, value: String, path: &'c str) -> Cookie<'c> {
+    Cookie::build(name, value)
+        .path(path)
+        .http_only(true)
+        .secure(console.secure)
+        .finish()
+}
+
+/// `GET /console/style.css`
+pub async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/css; charset=utf-8"))
+        .insert_header((header::CACHE_CONTROL, "max-age=3600"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(pages::STYLESHEET)
+}
+
+/// `GET /console/login`: to the identity provider, with fresh state, nonce and PKCE.
+pub async fn login(signin: ConsoleData) -> Result<HttpResponse, GatewayError> {
+    let console = console(&signin)?;
+    let start = console.login.start(&console.config.scope);
+    let pending = PendingLogin {
+        state: start.state,
+        nonce: start.nonce,
+        pkce_verifier: start.pkce_verifier,
+        expires_at: session::now_secs() + LOGIN_TTL_SECS,
+    };
+    let mut login_cookie = cookie(
+        console,
+        LOGIN_COOKIE,
+        console.cookies.login(&pending),
+        "/console/callback",
+    );
+    login_cookie.set_same_site(SameSite::Lax);
+    login_cookie.set_max_age(CookieDuration::seconds(LOGIN_TTL_SECS as i64));
+    Ok(HttpResponse::Found()
+        .insert_header((header::LOCATION, start.url))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .cookie(login_cookie)
+        .finish())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// `GET /console/callback`: checks the state, exchanges the code, verifies the tokens and the
+/// audit role, and opens the session.
+pub async fn callback(
+    req: HttpRequest,
+    query: web::Query<CallbackQuery>,
+    state: web::Data<AppState>,
+    signin: ConsoleData,
+) -> Result<HttpResponse, GatewayError> {
+    let console = console(&signin)?;
+    let refused = |message: &str| {
+        html_page(
+            actix_web::http::StatusCode::FORBIDDEN,
+            pages::sign_in(Some(message)),
+        )
+    };
+    let Some(pending) = req
+        .cookie(LOGIN_COOKIE)
+        .and_then(|c| console.cookies.read_login(c.value()))
+    else {
+        return Ok(refused(
+            "The sign-in expired or did not start here. Please sign in again.",
+        ));
+    };
+    if query.error.is_some() {
+        return Ok(refused("The identity provider refused the sign-in."));
+    }
+    let (Some(code), Some(given_state)) = (&query.code, &query.state) else {
+        return Ok(refused("The identity provider's answer was incomplete."));
+    };
+    if given_state != &pending.state {
+        tracing::info!(route = "console", "console sign-in refused: state mismatch");
+        return Ok(refused(
+            "The sign-in could not be matched to this browser. Please sign in again.",
+        ));
+    }
+    let signed_in = match console
+        .login
+        .finish(code, &pending.pkce_verifier, &pending.nonce)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::info!(route = "console", error = %e, "console sign-in failed");
+            return Ok(refused("The sign-in could not be completed."));
+        }
+    };
+    let mut headers = HeaderMap::new();
+    let bearer = HeaderValue::from_str(&format!("Bearer {}", signed_in.access_token))
+        .map_err(|_| GatewayError::Internal)?;
+    headers.insert(header::AUTHORIZATION, bearer);
+    let caller = match state.callers.authenticate(&headers).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(
+                route = "console",
+                error_code = e.code(),
+                "console sign-in: access token refused"
+            );
+            return Ok(refused("The identity provider's token was not accepted."));
+        }
+    };
+    if caller.verified.subject.as_ref() != signed_in.subject {
+        return Ok(refused(
+            "The ID token and the access token name different people.",
+        ));
+    }
+    if !may_audit(&caller, &state) {
+        tracing::info!(route = "console", "console sign-in refused: no audit role");
+        return Ok(refused("Your account does not have the audit role."));
+    }
+    let expires_at = (session::now_secs() + console.config.session_ttl_secs)
+        .min(caller.verified.expires_at.max(session::now_secs()));
+    let session = Session {
+        caller: caller.id.clone(),
+        expires_at,
+    };
+    let mut session_cookie = cookie(
+        console,
+        SESSION_COOKIE,
+        console.cookies.session(&session),
+        "/console",
+    );
+    session_cookie.set_same_site(SameSite::Strict);
+    session_cookie.set_max_age(CookieDuration::seconds(
+        expires_at.saturating_sub(session::now_secs()) as i64,
+    ));
+    let mut clear_login = cookie(console, LOGIN_COOKIE, String::new(), "/console/callback");
+    clear_login.make_removal();
+    let mut response = ok_page(pages::signed_in(&caller.id));
+    response
+        .add_cookie(&session_cookie)
+        .map_err(|_| GatewayError::Internal)?;
+    response
+        .add_cookie(&clear_login)
+        .map_err(|_| GatewayError::Internal)?;
+    Ok(response)
+}
+
+/// `GET /console/logout`
+pub async fn logout(signin: ConsoleData) -> Result<HttpResponse, GatewayError> {
+    let console = console(&signin)?;
+    let mut gone = cookie(console, SESSION_COOKIE, String::new(), "/console");
+    gone.make_removal();
+    let mut response = ok_page(pages::sign_in(Some("You are signed out.")));
+    response
+        .add_cookie(&gone)
+        .map_err(|_| GatewayError::Internal)?;
+    Ok(response)
+}
+
+/// The console's filter parameters.
+#[derive(Debug, Default, Deserialize)]
+pub struct FilterQuery {
+    #[serde(default)]
+    patient: String,
+    #[serde(default)]
+    practitioner: String,
+    #[serde(default)]
+    site: String,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    decision: String,
+    #[serde(default)]
+    break_glass: Option<String>,
+    /// Paging: the last access shown (`{time_ms}.{receipt_id}`).
+    #[serde(default)]
+    before: Option<String>,
+}
+
+impl FilterQuery {
+    fn form(&self) -> FilterForm {
+        FilterForm {
+            patient: self.patient.clone(),
+            practitioner: self.practitioner.clone(),
+            site: self.site.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            decision: self.decision.clone(),
+            break_glass: self.break_glass.as_deref() == Some("on"),
+        }
+    }
+
+    /// The same filter as audit API parameters (one parser for both).
+    fn audit_query(&self) -> String {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        let mut put = |name: &str, value: &str| {
+            if !value.trim().is_empty() {
+                q.append_pair(name, value.trim());
+            }
+        };
+        put("patient", &self.patient);
+        put("agent", &self.practitioner);
+        put("site", &self.site);
+        if !self.from.trim().is_empty() {
+            put("date", &format!("ge{}", self.from.trim()));
+        }
+        if !self.to.trim().is_empty() {
+            put("date", &format!("le{}", self.to.trim()));
+        }
+        put("decision", &self.decision);
+        if self.break_glass.as_deref() == Some("on") {
+            put("break-glass", "true");
+        }
+        q.finish()
+    }
+
+    /// The console's own query string for this filter (links keep it).
+    fn console_query(&self) -> String {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [
+            ("patient", &self.patient),
+            ("practitioner", &self.practitioner),
+            ("site", &self.site),
+            ("from", &self.from),
+            ("to", &self.to),
+            ("decision", &self.decision),
+        ] {
+            if !value.is_empty() {
+                q.append_pair(name, value);
+            }
+        }
+        if self.break_glass.as_deref() == Some("on") {
+            q.append_pair("break_glass", "on");
+        }
+        q.finish()
+    }
+}
+
+fn signed_out() -> HttpResponse {
+    html_page(
+        actix_web::http::StatusCode::UNAUTHORIZED,
+        pages::sign_in(None),
+    )
+}
+
+/// `GET /console/`: the access log with filters.
+pub async fn index(
+    req: HttpRequest,
+    query: web::Query<FilterQuery>,
+    state: web::Data<AppState>,
+    signin: ConsoleData,
+) -> Result<HttpResponse, GatewayError> {
+    let console = console(&signin)?;
+    let Some(session) = session(&req, console) else {
+        return Ok(signed_out());
+    };
+    let mut access = ApiAccess::for_console(
+        AccessKind::Audit(AuditAction::Search),
+        &session.caller,
+        &req,
+    );
+    let outcome = search_page(&query, &state, &session, &mut access).await;
+    access.finish(&state, outcome).await
+}
+
+/// The list page; its receipt names the patient filtered on and every patient of the
+/// accesses shown.
+async fn search_page(
+    query: &FilterQuery,
+    state: &web::Data<AppState>,
+    session: &Session,
+    access: &mut ApiAccess,
+) -> Result<HttpResponse, GatewayError> {
+    let mut sites: Vec<String> = state.sites.keys().cloned().collect();
+    sites.sort();
+    let form = query.form();
+    let console_query = query.console_query();
+    let export_href = format!("/console/export.csv?{console_query}");
+    let search = match audit::parse_search(&query.audit_query(), &[], state) {
+        Ok(s) => s,
+        Err(e) => {
+            let message = match &e {
+                GatewayError::Malformed(m) => format!("These filters cannot be used: {m}."),
+                other => other.to_string(),
+            };
+            return Ok(html_page(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                pages::search(
+                    &session.caller,
+                    &form,
+                    &sites,
+                    &[],
+                    &export_href,
+                    None,
+                    Some(&message),
+                ),
+            ));
+        }
+    };
+    let cursor = query.before.as_deref().and_then(|b| {
+        let (time, id) = b.split_once('.')?;
+        Some(ReceiptCursor::Before {
+            time_ms: time.parse().ok()?,
+            receipt_id: id.to_owned(),
+        })
+    });
+    if let Some(patient) = &search.patient {
+        access.add_patient_identity(patient);
+    }
+    let store = state.store.clone();
+    let filter = search.filter;
+    let rows = web::block(move || {
+        store.search_receipts(
+            &filter,
+            ReceiptOrder::NewestFirst,
+            cursor.as_ref(),
+            PAGE_SIZE + 1,
+        )
+    })
+    .await
+    .map_err(|_| GatewayError::Internal)?
+    .map_err(|e| {
+        tracing::warn!(error = %e, "console: the store failed");
+        GatewayError::StoreUnavailable
+    })?;
+    let more = rows.len() as i64 > PAGE_SIZE;
+    let rows = &rows[..rows.len().min(PAGE_SIZE as usize)];
+    for row in rows {
+        for patient in audit::subjects_of(row).patients {
+            access.add_patient_identity(&patient);
+        }
+    }
+    let older = if more {
+        rows.last().map(|last| {
+            let mut q = url::form_urlencoded::Serializer::new(console_query.clone());
+            q.append_pair("before", &format!("{}.{}", last.time_ms, last.receipt_id));
+            format!("/console/?{}", q.finish())
+        })
+    } else {
+        None
+    };
+    Ok(ok_page(pages::search(
+        &session.caller,
+        &form,
+        &sites,
+        rows,
+        &export_href,
+        older.as_deref(),
+        None,
+    )))
+}
+
+/// `GET /console/receipts/{id}`: one receipt and whether it verifies.
+pub async fn receipt(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    signin: ConsoleData,
+) -> Result<HttpResponse, GatewayError> {
+    let console = console(&signin)?;
+    let Some(session) = session(&req, console) else {
+        return Ok(signed_out());
+    };
+    if path.len() > 64 || path.chars().any(char::is_control) {
+        return Err(GatewayError::NotFound);
+    }
+    let mut access =
+        ApiAccess::for_console(AccessKind::Audit(AuditAction::Read), &session.caller, &req);
+    let outcome = async {
+        let detail = read_receipt(&state, &path, &mut access).await?;
+        let disclosure = detail
+            .decoded
+            .as_ref()
+            .map(|d| Disclosure::from_receipt(&d.receipt, Some(&d.subjects)));
+        Ok(ok_page(pages::receipt(
+            &session.caller,
+            &detail,
+            disclosure.as_ref(),
+        )))
+    }
+    .await;
+    access.finish(&state, outcome).await
+}
+
+/// `GET /console/export.csv?…filters`: the current filter as CSV, streamed.
+pub async fn export_csv(
+    req: HttpRequest,
+    query: web::Query<FilterQuery>,
+    state: web::Data<AppState>,
+    signin: ConsoleData,
+) -> Result<HttpResponse, GatewayError> {
+    let console = console(&signin)?;
+    let Some(session) = session(&req, console) else {
+        return Ok(signed_out());
+    };
+    let mut access = ApiAccess::for_console(
+        AccessKind::Audit(AuditAction::Export),
+        &session.caller,
+        &req,
+    );
+    let outcome = audit::parse_search(&query.audit_query(), &[], &state).map(|search| {
+        if let Some(patient) = &search.patient {
+            access.add_patient_identity(patient);
+        }
+        audit::export_response(state.clone(), search.filter, ExportFormat::Csv)
+    });
+    access.finish(&state, outcome).await
+}

@@ -1,0 +1,285 @@
+//! The console's HTML, rendered on the server with `maud` (every value escaped by the
+//! template), and its one stylesheet. No script, no external asset.
+//!
+//! Owns layout and wording. Leaves out what is shown (`console.rs` loads and filters; the
+//! verification is `audit_api`'s).
+
+use assent_receipts::{Disclosure, format_instant};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use crate::api::audit::{Check, ReceiptDetail};
+use crate::store::ReceiptRow;
+
+/// The stylesheet, served at `/console/style.css`.
+pub const STYLESHEET: &str = r#"
+:root { --ink: #1d2430; --muted: #5b6577; --line: #d8dde6; --bg: #f6f7f9; --accent: #1f5fa8;
+        --ok: #1d7a46; --ok-bg: #e3f4ea; --bad: #b3261e; --bad-bg: #fbe7e6; --warn: #8a5a00;
+        --warn-bg: #fff3d6; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       color: var(--ink); background: var(--bg); }
+header { background: #12263f; color: #fff; padding: .8rem 1.5rem; display: flex;
+         align-items: center; justify-content: space-between; }
+header h1 { font-size: 1.1rem; margin: 0; font-weight: 600; }
+header a { color: #cfe0f5; }
+header a.brand { color: #fff; text-decoration: none; }
+main { max-width: 80rem; margin: 0 auto; padding: 1.2rem 1.5rem 3rem; }
+h2 { font-size: 1.25rem; margin: 1.2rem 0 .6rem; }
+a { color: var(--accent); }
+form.filters { background: #fff; border: 1px solid var(--line); border-radius: 8px;
+               padding: 1rem; display: grid; gap: .8rem 1rem;
+               grid-template-columns: repeat(auto-fill, minmax(13rem, 1fr)); }
+form.filters label { display: flex; flex-direction: column; font-size: .85rem;
+                     color: var(--muted); gap: .25rem; }
+form.filters label.check { flex-direction: row; align-items: center; gap: .5rem;
+                           color: var(--ink); }
+input, select { font: inherit; padding: .35rem .5rem; border: 1px solid var(--line);
+                border-radius: 5px; background: #fff; color: var(--ink); }
+.actions { display: flex; gap: .6rem; align-items: end; }
+button, .button { font: inherit; padding: .4rem .9rem; border-radius: 5px; cursor: pointer;
+                  border: 1px solid var(--accent); background: var(--accent); color: #fff;
+                  text-decoration: none; display: inline-block; }
+.button.secondary { background: #fff; color: var(--accent); }
+table { width: 100%; border-collapse: collapse; background: #fff; margin-top: .8rem;
+        border: 1px solid var(--line); border-radius: 8px; overflow: hidden; }
+th, td { text-align: left; padding: .45rem .6rem; border-bottom: 1px solid var(--line);
+         vertical-align: top; }
+th { background: #eef1f5; font-size: .8rem; text-transform: uppercase; letter-spacing: .03em;
+     color: var(--muted); }
+tr:last-child td { border-bottom: 0; }
+td.mono, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace;
+                 font-size: .82rem; word-break: break-all; }
+.badge { display: inline-block; padding: .05rem .5rem; border-radius: 999px; font-size: .8rem;
+         font-weight: 600; }
+.permit, .holds { background: var(--ok-bg); color: var(--ok); }
+.deny, .fails { background: var(--bad-bg); color: var(--bad); }
+.error, .pending, .unavailable { background: var(--warn-bg); color: var(--warn); }
+.banner { padding: .8rem 1rem; border-radius: 8px; font-weight: 600; margin: 1rem 0; }
+.banner.holds { border: 1px solid var(--ok); }
+.banner.fails { border: 1px solid var(--bad); }
+dl.facts { display: grid; grid-template-columns: 14rem 1fr; background: #fff; margin: 0;
+           border: 1px solid var(--line); border-radius: 8px; }
+dl.facts dt, dl.facts dd { margin: 0; padding: .45rem .7rem; border-bottom: 1px solid var(--line); }
+dl.facts dt { color: var(--muted); font-size: .9rem; }
+.summary { color: var(--muted); margin: .8rem 0 0; }
+.note { color: var(--muted); font-size: .9rem; }
+.pager { margin-top: .8rem; }
+"#;
+
+/// A whole page around `content`.
+pub fn layout(title: &str, signed_in: Option<&str>, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Assent compliance console" }
+                link rel="stylesheet" href="/console/style.css";
+            }
+            body {
+                header {
+                    h1 { a.brand href="/console/" { "Assent compliance console" } }
+                    @if let Some(who) = signed_in {
+                        span { "Signed in as " strong id="signed-in-as" { (who) } " · " a href="/console/logout" { "Sign out" } }
+                    }
+                }
+                main { (content) }
+            }
+        }
+    }
+}
+
+/// The page asking to sign in.
+pub fn sign_in(message: Option<&str>) -> Markup {
+    layout(
+        "Sign in",
+        None,
+        html! {
+            h2 { "Sign in" }
+            p { "The compliance console shows who accessed which patient records through the gateway. It needs the audit role." }
+            @if let Some(m) = message { p.banner.fails { (m) } }
+            p { a.button id="sign-in" href="/console/login" { "Sign in with the identity provider" } }
+        },
+    )
+}
+
+/// The filters as the form shows them.
+#[derive(Debug, Clone, Default)]
+pub struct FilterForm {
+    pub patient: String,
+    pub practitioner: String,
+    pub site: String,
+    pub from: String,
+    pub to: String,
+    pub decision: String,
+    pub break_glass: bool,
+}
+
+fn decision_badge(decision: &str) -> Markup {
+    html! { span class={"badge " (decision)} { (decision) } }
+}
+
+fn check_badge(check: Check) -> Markup {
+    html! { span class={"badge " (check.as_str())} { (check.as_str()) } }
+}
+
+/// The search page: the filter form, the matching accesses, paging and the CSV export.
+pub fn search(
+    who: &str,
+    form: &FilterForm,
+    sites: &[String],
+    rows: &[ReceiptRow],
+    export_href: &str,
+    older_href: Option<&str>,
+    error: Option<&str>,
+) -> Markup {
+    layout(
+        "Access log",
+        Some(who),
+        html! {
+            h2 { "Access log" }
+            form.filters method="get" action="/console/" {
+                label { "Patient" input name="patient" id="f-patient" value=(form.patient) placeholder="site/Patient/id"; }
+                label { "Practitioner" input name="practitioner" id="f-practitioner" value=(form.practitioner) placeholder="Practitioner/id"; }
+                label { "Site" select name="site" id="f-site" {
+                    option value="" selected[form.site.is_empty()] { "Any site" }
+                    @for s in sites { option value=(s) selected[&form.site == s] { (s) } }
+                } }
+                label { "From (date)" input type="date" name="from" id="f-from" value=(form.from); }
+                label { "To (date, inclusive)" input type="date" name="to" id="f-to" value=(form.to); }
+                label { "Decision" select name="decision" id="f-decision" {
+                    @for (value, text) in [("", "Any decision"), ("permit", "Permitted"), ("deny", "Denied"), ("error", "Failed")] {
+                        option value=(value) selected[form.decision == value] { (text) }
+                    }
+                } }
+                label.check { input type="checkbox" name="break_glass" id="f-break-glass" value="on" checked[form.break_glass]; "Break-glass only" }
+                div.actions {
+                    button type="submit" id="apply" { "Apply filters" }
+                    a.button.secondary href="/console/" { "Clear" }
+                }
+            }
+            @if let Some(e) = error { p.banner.fails id="filter-error" { (e) } }
+            p.summary {
+                span id="result-count" { (rows.len()) } " access" @if rows.len() != 1 { "es" } " shown, newest first. "
+                a.button.secondary id="export-csv" href=(export_href) { "Export this filter as CSV" }
+            }
+            table id="results" {
+                thead { tr { th { "Time (UTC)" } th { "Practitioner" } th { "Patient" } th { "Site" } th { "Request" } th { "Purpose" } th { "Decision" } th { "Status" } th { "Receipt" } } }
+                tbody {
+                    @for r in rows {
+                        tr {
+                            td.mono { (format_instant(r.time_ms)) }
+                            td { (r.actor) }
+                            td { (patients_text(r)) }
+                            td { (r.site.as_deref().unwrap_or("—")) }
+                            td { (request_text(r)) }
+                            td { (r.purpose.as_deref().unwrap_or("—")) }
+                            td { (decision_badge(&r.decision)) @if r.break_glass { " " span.badge.deny { "break-glass" } } }
+                            td { (r.status) }
+                            td { a.receipt-link href={"/console/receipts/" (r.receipt_id)} { "View" } }
+                        }
+                    }
+                }
+            }
+            @if rows.is_empty() { p.note { "No access matches these filters." } }
+            @if let Some(href) = older_href { p.pager { a.button.secondary id="older" href=(href) { "Older accesses →" } } }
+        },
+    )
+}
+
+/// The patients a receipt names, in clear, or a dash.
+fn patients_text(row: &ReceiptRow) -> String {
+    let patients: Vec<String> = serde_json::from_str(&row.patients).unwrap_or_default();
+    if patients.is_empty() {
+        "—".to_owned()
+    } else {
+        patients.join(", ")
+    }
+}
+
+/// What a receipt records: the FHIR interaction and type, or the consent API call or audit
+/// read (`consent-revoke Consent`).
+fn request_text(row: &ReceiptRow) -> String {
+    let what = if row.kind == "fhir" {
+        row.interaction.as_deref().unwrap_or("?")
+    } else {
+        row.kind.as_str()
+    };
+    format!("{what} {}", row.resource_type.as_deref().unwrap_or(""))
+}
+
+/// One receipt, its facts and whether it verifies.
+pub fn receipt(who: &str, d: &ReceiptDetail, disclosure: Option<&Disclosure>) -> Markup {
+    let v = &d.verification;
+    let row = &d.row;
+    layout(
+        "Receipt",
+        Some(who),
+        html! {
+            p { a href="/console/" { "← Access log" } }
+            h2 { "Receipt " span.mono { (row.receipt_id) } }
+            @if v.verified {
+                p.banner.holds id="verification" { "✓ This receipt verifies: its content matches its hash, its chain link holds, and its proof leads to the root anchored on the ledger." }
+            } @else {
+                p.banner.fails id="verification" { "✗ This receipt does not verify (yet): see the checks below." }
+            }
+            @if let Some(text) = disclosure { p { (text.sentence()) } }
+            h2 { "Checks" }
+            dl.facts id="checks" {
+                dt { "Content hash" } dd { (check_badge(v.hash)) }
+                dt { "Chain link" } dd { (check_badge(v.chain)) }
+                dt { "Inclusion proof" } dd { (check_badge(v.proof)) }
+                dt { "Ledger anchor" } dd { (check_badge(v.ledger)) }
+            }
+            h2 { "Facts" }
+            dl.facts {
+                dt { "Time (UTC)" } dd.mono { (format_instant(row.time_ms)) }
+                dt { "Gateway, sequence" } dd { (row.gateway_id) ", " (row.sequence) }
+                dt { "Practitioner" } dd { (row.actor) }
+                dt { "Patients reached" } dd { (patients_text(row)) }
+                dt { "Site" } dd { (row.site.as_deref().unwrap_or("—")) }
+                dt { "Request" } dd { (request_text(row)) }
+                dt { "Purpose" } dd { (row.purpose.as_deref().unwrap_or("—")) }
+                dt { "Decision" } dd { (decision_badge(&row.decision)) " (HTTP " (row.status) ")" }
+                @if let Some(dec) = &d.decoded {
+                    dt { "Consent relied on" } dd { (dec.receipt.consent.header_value()) }
+                    dt { "Break-glass" } dd { @if dec.receipt.break_glass { "yes" @if let Some(j) = &dec.receipt.break_glass_justification { ": " (j) } } @else { "no" } }
+                    dt { "Released" } dd.mono { @if dec.receipt.resources.is_empty() { "nothing" } @else { @for r in &dec.receipt.resources { (r.reference()) br; } } }
+                }
+                dt { "Hash" } dd.mono { (hex::encode(&row.hash)) }
+            }
+            h2 { "Anchor" }
+            @match &d.batch {
+                None => p.note { "Not in a closed batch yet: the receipt is anchored within the batch window." },
+                Some(b) => dl.facts id="anchor" {
+                    dt { "Batch" } dd { (b.batch_id) " (receipts " (b.first_sequence) "–" (b.last_sequence) ")" }
+                    dt { "Merkle root" } dd.mono { (hex::encode(&b.root)) }
+                    dt { "Ledger transaction" } dd.mono { (b.tx_id.as_deref().unwrap_or("pending")) }
+                    dt { "Block" } dd { @match b.block_number { Some(n) => (n), None => "pending" } }
+                    @if let Some(a) = &d.anchoring {
+                        dt { "Proof" } dd { "leaf " (a.proof.index + 1) " of " (a.proof.size) ", " (a.proof.siblings.len()) " sibling hashes" }
+                    }
+                },
+            }
+            p.note { (PreEscaped("Download the NDJSON export and run <code>assent verify</code> to check receipts offline.")) }
+        },
+    )
+}
+
+/// The page the callback answers with: a same-site navigation into the console, so that the
+/// new `SameSite=Strict` session cookie goes with it.
+pub fn signed_in(who: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content="0; url=/console/";
+                title { "Signed in · Assent compliance console" }
+                link rel="stylesheet" href="/console/style.css";
+            }
+            body { main { p { "Signed in as " (who) ". " a id="continue" href="/console/" { "Continue to the console" } } } }
+        }
+    }
+}

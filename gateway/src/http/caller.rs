@@ -1,0 +1,192 @@
+//! The authenticate phase's credential check: who is calling, as a [`Caller`].
+//!
+//! A caller presents a bearer token (JWT) from one of the configured OpenID Connect issuers;
+//! `assent-auth` verifies it (discovery, JWKS, signature, claims, verified-token cache) and
+//! this module adds what the gateway needs around it: the stable, non-PHI caller id that the
+//! request log and paging links use, and the admin check for `/admin`.
+//! Tokens are never logged or stored; lookups go by the auth crate's hash of the token.
+//!
+//! Leaves out: what the caller's scopes allow for one request (`authorize.rs`).
+
+use std::collections::{HashMap, HashSet};
+
+use actix_web::http::header::{self, HeaderMap};
+use assent_auth::{
+    AuthError, CallerKind, ProviderEndpoints, VerifiedCaller, Verifier, bearer_token,
+};
+use sha2::{Digest, Sha256};
+
+use crate::config::{AuthConfig, issuer_id};
+use crate::http::error::GatewayError;
+
+/// The header where callers of issuers that allow it state their purpose of use.
+pub const PURPOSE_HEADER: &str = "x-purpose-of-use";
+
+/// A verified caller, as the decide and record phases see it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Stable, non-PHI name of the caller: `subject@issuer`, with the subject hashed when the
+    /// caller acts as a patient. What paging links are bound to and the request log records.
+    pub id: String,
+    /// The verified token's claims: actor, organization, scopes, purpose, token id, kind.
+    pub verified: VerifiedCaller,
+    /// Whether the caller may use `/admin` (its subject is in its issuer's `admin_subjects`).
+    pub is_admin: bool,
+}
+
+/// The trusted issuers, discovered at start.
+pub struct Authenticator {
+    verifier: Option<Verifier>,
+    admins: HashMap<String, HashSet<String>>,
+}
+
+/// The issuers could not be discovered: the gateway does not start.
+#[derive(Debug, thiserror::Error)]
+#[error("auth.issuers: {0}")]
+pub struct AuthSetupError(#[from] pub assent_auth::ConfigError);
+
+impl Authenticator {
+    /// Discovers every configured issuer (OpenID discovery and JWKS over HTTP). With no issuer
+    /// configured, every request is refused.
+    pub async fn discover(config: &AuthConfig) -> Result<Authenticator, AuthSetupError> {
+        let admins = config
+            .issuers
+            .iter()
+            .map(|i| {
+                (
+                    issuer_id(&i.issuer),
+                    i.admin_subjects.iter().cloned().collect(),
+                )
+            })
+            .collect();
+        if config.issuers.is_empty() {
+            tracing::warn!(
+                "no trusted issuer configured (auth.issuers): every FHIR request will be refused"
+            );
+            return Ok(Authenticator {
+                verifier: None,
+                admins,
+            });
+        }
+        let configs = config
+            .issuers
+            .iter()
+            .map(|i| i.to_issuer_config())
+            .collect();
+        let verifier = Verifier::discover(configs).await?;
+        Ok(Authenticator {
+            verifier: Some(verifier),
+            admins,
+        })
+    }
+
+    /// The caller presenting `headers`' bearer token (and `X-Purpose-Of-Use`, where allowed).
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, GatewayError> {
+        let authorization = match headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(value) => Some(value.to_str().map_err(|_| {
+                GatewayError::Auth(AuthError::Malformed {
+                    reason: "the Authorization header is not ASCII",
+                })
+            })?),
+        };
+        let token = bearer_token(authorization)?;
+        let purpose = match headers.get(PURPOSE_HEADER) {
+            None => None,
+            Some(value) => Some(value.to_str().map_err(|_| {
+                GatewayError::Auth(AuthError::PurposeUnknownInHeader {
+                    code: "(not ASCII)".to_owned(),
+                })
+            })?),
+        };
+        let Some(verifier) = &self.verifier else {
+            return Err(GatewayError::Auth(AuthError::WrongIssuer));
+        };
+        let verified = verifier.verify(token, purpose).await?;
+        let is_admin = self
+            .admins
+            .get(verified.issuer.as_ref())
+            .is_some_and(|subjects| subjects.contains(verified.subject.as_ref()));
+        Ok(Caller {
+            id: caller_id(&verified),
+            verified,
+            is_admin,
+        })
+    }
+
+    /// What discovery found for the first configured issuer (the one SMART clients are sent
+    /// to), if any.
+    pub fn endpoints(&self) -> Option<&ProviderEndpoints> {
+        let verifier = self.verifier.as_ref()?;
+        let first = verifier.issuers().next()?;
+        verifier.endpoints(&first.issuer)
+    }
+}
+
+/// The stable caller id: `subject@issuer`. A patient's subject may identify them, so it is
+/// replaced by a hash prefix: no patient identifier in logs or the request log.
+pub fn caller_id(caller: &VerifiedCaller) -> String {
+    match caller.kind {
+        CallerKind::Patient => {
+            let digest = Sha256::digest(caller.subject.as_bytes());
+            format!("sha256:{}@{}", hex::encode(&digest[..12]), caller.issuer)
+        }
+        CallerKind::User | CallerKind::System => {
+            format!("{}@{}", caller.subject, caller.issuer)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn verified(subject: &str, kind: CallerKind) -> VerifiedCaller {
+        VerifiedCaller {
+            issuer: "https://idp.example".into(),
+            subject: subject.into(),
+            actor: None,
+            organization: None,
+            scopes: Arc::new(assent_auth::Scopes::default()),
+            purpose: None,
+            patient: None,
+            token_id: "t".into(),
+            client_id: None,
+            kind,
+            expires_at: 0,
+            break_glass: false,
+        }
+    }
+
+    #[test]
+    fn caller_ids_are_issuer_scoped_and_hash_patient_subjects() {
+        assert_eq!(
+            caller_id(&verified("dr-alice", CallerKind::User)),
+            "dr-alice@https://idp.example"
+        );
+        let patient = caller_id(&verified("patient-4711", CallerKind::Patient));
+        assert!(!patient.contains("4711"), "{patient}");
+        assert!(patient.starts_with("sha256:") && patient.ends_with("@https://idp.example"));
+    }
+
+    #[actix_web::test]
+    async fn without_issuers_every_token_is_refused() {
+        let auth = Authenticator::discover(&AuthConfig::default())
+            .await
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            auth.authenticate(&headers).await.unwrap_err().code(),
+            "token-missing"
+        );
+        headers.insert(
+            header::AUTHORIZATION,
+            header::HeaderValue::from_static("Bearer a.b.c"),
+        );
+        assert_eq!(
+            auth.authenticate(&headers).await.unwrap_err().code(),
+            "token-wrong-issuer"
+        );
+    }
+}

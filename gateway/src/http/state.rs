@@ -1,0 +1,48 @@
+//! The state every handler is given (`web::Data<AppState>`): the configuration, the store,
+//! the services and the sites. Built once at start by the facade (`app.rs`); handlers of every
+//! wing read it and never build it. The compliance console's sign-in is registered beside it
+//! (`web::Data<api::console::Console>`) when configured.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use assent_ledger::Ledger;
+
+use crate::config::Config;
+use crate::http::caller::Authenticator;
+use crate::http::observability::Metrics;
+use crate::http::paging::PageSigner;
+use crate::services::adapters::Adapters;
+use crate::services::break_glass::Notifier;
+use crate::services::consent::ConsentService;
+use crate::services::receipts::ReceiptWriter;
+use crate::services::request_log::Recorder;
+use crate::services::upstream::Site;
+use crate::store::Store;
+
+/// What every worker shares.
+pub struct AppState {
+    pub config: Config,
+    pub public_base: String,
+    pub sites: HashMap<String, Arc<Site>>,
+    pub store: Store,
+    pub signer: PageSigner,
+    pub metrics: Metrics,
+    /// The trusted issuers: verifies bearer tokens.
+    pub callers: Authenticator,
+    pub recorder: Recorder,
+    pub openapi_json: String,
+    /// Consent state: the ledger, the stored documents and the decision cache.
+    pub consents: Arc<ConsentService>,
+    /// Makes every FHIR request's receipt durable before its response is released.
+    pub receipts: ReceiptWriter,
+    /// The configured ledger (`[ledger] backend`: embedded or Fabric), the one the consent
+    /// service uses: receipt anchors go here too. Usable from any runtime.
+    pub ledger: Arc<dyn Ledger>,
+    /// Site adapters, by site; each swapped atomically on reload.
+    pub adapters: Adapters,
+    /// Tells the configured webhook of every access resting on break-glass.
+    pub break_glass: Notifier,
+    /// Patients named by identifier, placed at their site (`identity.rs`).
+    pub identities: crate::services::identity::Identities,
+}

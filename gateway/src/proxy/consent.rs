@@ -1,0 +1,409 @@
+//! The decide phase and the consent half of the filter phase: the patients a request names
+//! decided before it is forwarded, and every resource of an answer decided on the consents
+//! of every patient it belongs to before it is released.
+//!
+//! Whose data a request or a resource is comes from THE rule (`assent_fhir::compartment`);
+//! this module only places what the rule found (a site-local id, another site's patient, an
+//! identifier resolved at the site) and asks the consent crate. What cannot be placed is an
+//! unknown patient, denied (`assent_consent::decide_unknown_patient`).
+//!
+//! Leaves out: the decision rules (the consent crate), where consents come from (the consent
+//! service), scopes (`authorize.rs`) and what an answer may say about what was withheld
+//! (`release.rs`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use assent_consent::{
+    AccessRequest, Basis, BreakGlass as BreakGlassAsk, BreakGlassRefusal, Caller as ConsentCaller,
+    Consent, Decision, Deny, RelatedIndex, SitePolicy, decide, decide_all, decide_unknown_patient,
+    decide_unnamed,
+};
+use assent_fhir::FhirVersion;
+use assent_fhir::compartment::{PatientRef, Patients, RequestPatients, patients_of};
+use serde_json::Value;
+
+use crate::http::caller::Caller;
+use crate::http::error::GatewayError;
+use crate::http::state::AppState;
+use crate::proxy::request::FhirRequest;
+use crate::services::break_glass::Override;
+use crate::services::consent::{ConsentServiceError, now};
+use crate::services::identity;
+use crate::services::upstream::Site;
+
+/// A patient placed at a site: the site id and the site-local Patient id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PlacedPatient {
+    pub site: String,
+    pub id: String,
+}
+
+/// What the consent engine needs to know about the caller and the request.
+pub struct ConsentRequest {
+    caller: ConsentCaller,
+    purpose: Option<&'static str>,
+    interaction: assent_fhir::Interaction,
+    resource_type: Option<String>,
+    resource_id: Option<String>,
+    /// Break-glass asked for: the justification (empty when none was given) and whether the
+    /// caller holds the grant.
+    break_glass: Option<(String, bool)>,
+    /// Denies that break-glass overrode, for the request context.
+    overrides: Mutex<Vec<Override>>,
+}
+
+impl ConsentRequest {
+    pub fn new(caller: &Caller, purpose: Option<&'static str>, fhir: &FhirRequest) -> Self {
+        let mut consent_caller = ConsentCaller::new();
+        for reference in [&caller.verified.actor, &caller.verified.organization]
+            .into_iter()
+            .flatten()
+        {
+            consent_caller = consent_caller.with_reference(&relative_reference(reference));
+        }
+        ConsentRequest {
+            caller: consent_caller,
+            purpose,
+            interaction: fhir.interaction,
+            resource_type: fhir.resource_type.clone(),
+            resource_id: fhir.id.clone(),
+            break_glass: None,
+            overrides: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Asks for break-glass: a deny is overridden when the caller holds the grant
+    /// (`granted`), the purpose is emergency treatment and `justification` is not empty.
+    pub fn with_break_glass(mut self, justification: Option<&str>, granted: bool) -> Self {
+        self.break_glass = Some((justification.unwrap_or_default().to_owned(), granted));
+        self
+    }
+
+    /// Whether break-glass overrode a deny since the last [`take_overrides`](Self::take_overrides).
+    pub fn has_overrides(&self) -> bool {
+        self.overrides.lock().is_ok_and(|o| !o.is_empty())
+    }
+
+    /// The denies break-glass overrode since the last call.
+    pub fn take_overrides(&self) -> Vec<Override> {
+        self.overrides
+            .lock()
+            .map(|mut o| std::mem::take(&mut *o))
+            .unwrap_or_default()
+    }
+
+    fn note_override(&self, patient_key: String, overridden: &Basis) {
+        if let Ok(mut o) = self.overrides.lock() {
+            o.push(Override {
+                patient_key,
+                overridden: overridden.to_string(),
+            });
+        }
+    }
+
+    fn access(&self) -> AccessRequest<'_> {
+        let mut request = AccessRequest::new(
+            &self.caller,
+            self.interaction,
+            self.resource_type.as_deref(),
+            now(),
+        );
+        if let Some(p) = self.purpose {
+            request = request.with_purpose(p);
+        }
+        if let Some(id) = &self.resource_id {
+            request = request.with_resource_id(id);
+        }
+        if let Some((justification, granted)) = &self.break_glass {
+            request = request.with_break_glass(BreakGlassAsk {
+                justification,
+                scope_granted: *granted,
+            });
+        }
+        request
+    }
+}
+
+/// The decision on one resource of an answer, and every patient it belongs to.
+#[derive(Debug)]
+pub struct Verdict {
+    pub decision: Decision,
+    /// The patients the resource belongs to, placed (for the receipt).
+    pub patients: Vec<PlacedPatient>,
+    /// What the rule found, as it found it.
+    pub found: Patients,
+}
+
+impl Verdict {
+    pub fn released(&self) -> bool {
+        self.decision.is_permit()
+    }
+}
+
+/// The consent decisions of one request: the patients it names before forwarding, then each
+/// resource of the answer. Consents read once per patient and request.
+pub struct Enforcer<'a> {
+    state: &'a AppState,
+    site: &'a Site,
+    client: &'a awc::Client,
+    request: &'a ConsentRequest,
+    /// The FHIR version the answers are decided in (the site's).
+    version: FhirVersion,
+    consents: HashMap<PlacedPatient, Arc<[Consent]>>,
+}
+
+impl<'a> Enforcer<'a> {
+    pub fn new(
+        state: &'a AppState,
+        site: &'a Site,
+        client: &'a awc::Client,
+        request: &'a ConsentRequest,
+    ) -> Self {
+        Enforcer {
+            state,
+            site,
+            client,
+            request,
+            version: site.config.fhir_version,
+            consents: HashMap::new(),
+        }
+    }
+
+    /// The decide phase: the patients the request names, each decided on its consents (all
+    /// must permit); a request that names none is fetched on a conditional permit and
+    /// decided resource by resource. Returns the decision and the patients placed.
+    pub async fn decide_request(
+        &mut self,
+        named: &RequestPatients,
+    ) -> Result<(Decision, Vec<PlacedPatient>), GatewayError> {
+        let access = self.request.access();
+        let RequestPatients::Named(patients) = named else {
+            return Ok((decide_unnamed(&access), Vec::new()));
+        };
+        let mut decisions = Vec::with_capacity(patients.len());
+        let mut placed_all = Vec::with_capacity(patients.len());
+        for patient in patients {
+            match self.place(patient).await? {
+                Some(placed) => {
+                    let decision = self.decide_for(&placed, &access).await?;
+                    decisions.push(decision);
+                    placed_all.push(placed);
+                }
+                None => decisions.push(decide_unknown_patient()),
+            }
+        }
+        let decision = decide_all(decisions).unwrap_or_else(|| decide_unnamed(&access));
+        Ok((decision, placed_all))
+    }
+
+    /// Decides one resource of an answer on the consents of every patient it belongs to. A
+    /// resource of no patient is no patient's data and is permitted to be released here
+    /// (scopes decide it); a patient the rule could not place denies it.
+    pub async fn decide_resource(
+        &mut self,
+        resource: &Value,
+        related: Option<&RelatedIndex>,
+    ) -> Result<Verdict, GatewayError> {
+        let found = patients_of(resource, self.version, &self.site.references);
+        let mut access = self.request.access();
+        access.resource_type = None;
+        access.resource_id = None;
+        access.related = related;
+        let access = access.with_resource(resource);
+        let mut decisions = Vec::with_capacity(found.known.len() + 1);
+        let mut placed_all = Vec::with_capacity(found.known.len());
+        if found.unknown > 0 {
+            decisions.push(decide_unknown_patient());
+        }
+        // The resources it carries (a document's entries, contained resources, a Parameters'
+        // resources) are released with it: each is decided too, on its own type and content,
+        // for every patient the whole belongs to.
+        let nested = embedded_resources(resource);
+        if nested.len() > MAX_NESTED {
+            decisions.push(decide_unknown_patient());
+        }
+        for patient in &found.known {
+            match self.place(patient).await? {
+                Some(placed) => {
+                    decisions.push(self.decide_for(&placed, &access).await?);
+                    for inner in &nested {
+                        let mut inner_access = self.request.access();
+                        inner_access.resource_type = None;
+                        inner_access.resource_id = None;
+                        inner_access.related = related;
+                        let inner_access = inner_access.with_resource(inner);
+                        decisions.push(self.decide_for(&placed, &inner_access).await?);
+                    }
+                    placed_all.push(placed);
+                }
+                None => decisions.push(decide_unknown_patient()),
+            }
+        }
+        let decision = decide_all(decisions).unwrap_or_else(|| {
+            // No patient's data: nothing of a patient to decide.
+            decide_unnamed(&access)
+        });
+        Ok(Verdict {
+            decision,
+            patients: placed_all,
+            found,
+        })
+    }
+
+    /// A patient the rule found, placed at a site; `None` when it cannot be.
+    async fn place(&mut self, patient: &PatientRef) -> Result<Option<PlacedPatient>, GatewayError> {
+        Ok(match patient {
+            PatientRef::Local(id) => Some(PlacedPatient {
+                site: self.site.id.clone(),
+                id: id.clone(),
+            }),
+            PatientRef::Site { site, id } => {
+                self.state.sites.contains_key(site).then(|| PlacedPatient {
+                    site: site.clone(),
+                    id: id.clone(),
+                })
+            }
+            PatientRef::Identifier { system, value } => identity::resolve(
+                &self.state.identities,
+                self.site,
+                self.client,
+                system,
+                value,
+            )
+            .await?
+            .map(|id| PlacedPatient {
+                site: self.site.id.clone(),
+                id,
+            }),
+        })
+    }
+
+    async fn decide_for(
+        &mut self,
+        patient: &PlacedPatient,
+        access: &AccessRequest<'_>,
+    ) -> Result<Decision, GatewayError> {
+        let consents = match self.consents.get(patient) {
+            Some(c) => c.clone(),
+            None => {
+                let c = self
+                    .state
+                    .consents
+                    .consents_for(&patient.site, &patient.id)
+                    .await
+                    .map_err(unavailable)?;
+                self.consents.insert(patient.clone(), c.clone());
+                c
+            }
+        };
+        let policy = self.policy_of(&patient.site);
+        let decision = decide(&consents, access, policy);
+        if let Decision::Permit(p) = &decision
+            && let Basis::BreakGlass(overridden) = p.basis()
+        {
+            self.request.note_override(
+                self.state.consents.patient_key(&patient.site, &patient.id),
+                overridden,
+            );
+        }
+        Ok(decision)
+    }
+
+    fn policy_of(&self, site: &str) -> SitePolicy {
+        self.state
+            .sites
+            .get(site)
+            .map(|s| s.config.default_policy)
+            // An unknown site was not placed; the strictest policy if it ever is.
+            .unwrap_or(SitePolicy::OptIn)
+    }
+}
+
+/// Most resources nested in one resource that are decided one by one; a resource carrying
+/// more is withheld whole.
+const MAX_NESTED: usize = 10_000;
+
+/// The resources carried inside `resource` at any depth (contained resources, Bundle entries,
+/// `Parameters` resources, any object with a `resourceType` below the top), in document
+/// order; more than [`MAX_NESTED`] when it carries more (the walk stops there).
+fn embedded_resources(resource: &Value) -> Vec<&Value> {
+    fn walk<'v>(value: &'v Value, top: bool, depth: usize, out: &mut Vec<&'v Value>) {
+        if depth > assent_fhir::compartment::MAX_DEPTH || out.len() > MAX_NESTED {
+            return;
+        }
+        match value {
+            Value::Object(object) => {
+                if !top && object.get("resourceType").is_some_and(Value::is_string) {
+                    out.push(value);
+                }
+                for v in object.values() {
+                    walk(v, false, depth + 1, out);
+                }
+            }
+            Value::Array(items) => {
+                for v in items {
+                    walk(v, false, depth + 1, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(resource, true, 0, &mut out);
+    out
+}
+
+/// The error answering a deny: a deny that break-glass would have overridden but for the
+/// missing justification says so with its own code.
+pub fn denied(deny: &Deny) -> GatewayError {
+    match deny.break_glass_refused() {
+        Some(BreakGlassRefusal::NoJustification) => {
+            GatewayError::BreakGlassJustificationRequired(deny.basis().to_string())
+        }
+        _ => GatewayError::Denied(deny.basis().to_string()),
+    }
+}
+
+/// `Type/id` from a relative or absolute reference.
+fn relative_reference(reference: &str) -> String {
+    let parts: Vec<&str> = reference.trim_end_matches('/').rsplitn(3, '/').collect();
+    match parts.as_slice() {
+        [id, ty, ..] => format!("{ty}/{id}"),
+        _ => reference.to_owned(),
+    }
+}
+
+fn unavailable(e: ConsentServiceError) -> GatewayError {
+    tracing::warn!(error = %e, "consent state unavailable: failing closed");
+    GatewayError::ConsentUnavailable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_resources_are_found_at_any_depth() {
+        let document = serde_json::json!({"resourceType": "Bundle", "type": "document", "entry": [
+            {"resource": {"resourceType": "Composition", "id": "c"}},
+            {"resource": {"resourceType": "Condition", "id": "k",
+                "contained": [{"resourceType": "Medication", "id": "m"}]}},
+        ]});
+        let ids: Vec<&str> = embedded_resources(&document)
+            .iter()
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        assert_eq!(ids, ["c", "k", "m"]);
+        assert!(embedded_resources(&serde_json::json!({"resourceType": "Observation"})).is_empty());
+    }
+
+    #[test]
+    fn caller_references_are_relative() {
+        assert_eq!(
+            relative_reference("https://idp.example/fhir/Practitioner/p1"),
+            "Practitioner/p1"
+        );
+        assert_eq!(relative_reference("Practitioner/p1"), "Practitioner/p1");
+    }
+}

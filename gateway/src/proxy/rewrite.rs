@@ -1,0 +1,258 @@
+//! Upstream URLs never reach the client: this module maps them to the gateway's.
+//!
+//! Owns two rewrites: Bundles and resources (paging links signed and re-rooted, `fullUrl` and
+//! every other string under the upstream base) and single header values (`Location`,
+//! `Content-Location`). Every body is parsed (the receipt hashes what is released), so there
+//! is no byte-level rewriter. Leaves out: signing (the
+//! paging module, passed in as a function) and consent filtering.
+
+use serde_json::Value;
+
+use crate::proxy::request::PAGE_TOKEN_PARAM;
+use crate::services::upstream::UrlMap;
+
+/// Rewrites a Bundle from the upstream in place. Each `link[].url` under the upstream base
+/// becomes a gateway URL carrying a paging token made by `sign` over the relative path and
+/// query; links elsewhere are removed. Every other string starting with the upstream base is
+/// re-rooted. Returns how many links were removed.
+pub fn rewrite_bundle(bundle: &mut Value, map: &UrlMap, sign: &dyn Fn(&str) -> String) -> usize {
+    let mut removed = 0;
+    if let Some(links) = bundle.get_mut("link").and_then(Value::as_array_mut) {
+        links.retain_mut(|link| {
+            let Some(url) = link.get("url").and_then(Value::as_str) else {
+                removed += 1;
+                return false;
+            };
+            match map.relative(url) {
+                Some(rest) => {
+                    let rest = normalise_relative(rest);
+                    let token = sign(&rest);
+                    let separator = if rest.contains('?') { '&' } else { '?' };
+                    link["url"] = Value::String(format!(
+                        "{}{rest}{separator}{PAGE_TOKEN_PARAM}={token}",
+                        map.public_base
+                    ));
+                    true
+                }
+                None => {
+                    removed += 1;
+                    false
+                }
+            }
+        });
+    }
+    scrub_strings(bundle, map);
+    removed
+}
+
+/// The relative part as the gateway signs it: leading slash when there is a path, no
+/// fragment, no dangling `?`.
+pub fn normalise_relative(rest: &str) -> String {
+    let rest = rest.split('#').next().unwrap_or_default();
+    let rest = rest.strip_suffix('?').unwrap_or(rest);
+    if rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') {
+        rest.to_owned()
+    } else {
+        format!("/{rest}")
+    }
+}
+
+/// Appends the gateway's own parameters (`_summary`, `_elements`: never forwarded, applied
+/// by the gateway) to every link of `bundle` under the upstream base, before the links are
+/// signed, so that following them keeps the shape. A pair of the same name already in a
+/// link is replaced.
+pub fn carry_params(bundle: &mut Value, map: &UrlMap, pairs: &[(String, String)]) {
+    if pairs.is_empty() {
+        return;
+    }
+    for link in bundle
+        .get_mut("link")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        let Some(url) = link.get("url").and_then(Value::as_str) else {
+            continue;
+        };
+        if map.relative(url).is_none() {
+            continue;
+        }
+        let (before_fragment, _) = url.split_once('#').unwrap_or((url, ""));
+        let (path, query) = before_fragment
+            .split_once('?')
+            .unwrap_or((before_fragment, ""));
+        let mut kept: Vec<String> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .filter(|p| {
+                let name = p.split('=').next().unwrap_or_default();
+                !pairs.iter().any(|(n, _)| n == name)
+            })
+            .map(str::to_owned)
+            .collect();
+        kept.push(assent_fhir::query::encode_pairs(
+            pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        ));
+        link["url"] = Value::String(format!("{path}?{}", kept.join("&")));
+    }
+}
+
+/// Upstream URLs never reach the client, wherever they sit in a body: every string that
+/// starts with the upstream base is re-rooted at the gateway's; then every occurrence of the
+/// upstream base inside a string (narrative, identifiers, extension values) is replaced by
+/// the gateway's base, and every remaining occurrence of the upstream's origin
+/// (`scheme://host:port`) or authority (`host:port`) by the gateway's.
+pub fn scrub_strings(value: &mut Value, map: &UrlMap) {
+    let scrubber = Scrubber::new(map);
+    scrubber.scrub(value);
+}
+
+struct Scrubber<'m> {
+    map: &'m UrlMap,
+    upstream_origin: Option<String>,
+    upstream_authority: Option<String>,
+    public_origin: String,
+    public_authority: String,
+}
+
+impl<'m> Scrubber<'m> {
+    fn new(map: &'m UrlMap) -> Self {
+        let origin_and_authority = |base: &str| -> Option<(String, String)> {
+            let url = url::Url::parse(base).ok()?;
+            let host = url.host_str()?;
+            let authority = match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            };
+            Some((format!("{}://{authority}", url.scheme()), authority))
+        };
+        let upstream = origin_and_authority(&map.upstream_base);
+        let public = origin_and_authority(&map.public_base)
+            .unwrap_or_else(|| (map.public_base.clone(), map.public_base.clone()));
+        Scrubber {
+            map,
+            upstream_origin: upstream.as_ref().map(|u| u.0.clone()),
+            upstream_authority: upstream.map(|u| u.1),
+            public_origin: public.0,
+            public_authority: public.1,
+        }
+    }
+
+    fn scrub(&self, value: &mut Value) {
+        match value {
+            Value::String(s) => {
+                if let Some(rest) = s.strip_prefix(self.map.upstream_base.as_str())
+                    && (rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
+                {
+                    *s = format!("{}{rest}", self.map.public_base);
+                }
+                if let Some(authority) = &self.upstream_authority
+                    && !self.public_authority.contains(authority.as_str())
+                    && s.contains(authority.as_str())
+                {
+                    let mut text = s.replace(&self.map.upstream_base, &self.map.public_base);
+                    if let Some(origin) = &self.upstream_origin {
+                        text = text.replace(origin, &self.public_origin);
+                    }
+                    *s = text.replace(authority, &self.public_authority);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.scrub(v)),
+            Value::Object(fields) => fields.values_mut().for_each(|v| self.scrub(v)),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map() -> UrlMap {
+        UrlMap::new(
+            "http://up.internal:7000/fhir/",
+            "https://gw.example/fhir/st-mary",
+        )
+    }
+
+    #[test]
+    fn bundle_links_are_signed_and_rerooted() {
+        let mut bundle = json!({
+            "resourceType": "Bundle",
+            "link": [
+                {"relation": "self", "url": "http://up.internal:7000/fhir/Patient?name=x"},
+                {"relation": "next", "url": "http://up.internal:7000/fhir?_getpages=abc&_offset=2"},
+                {"relation": "previous", "url": "https://elsewhere.example/fhir/Patient?page=1"},
+                {"relation": "last", "url": "Patient?page=9#frag"}
+            ],
+            "entry": [{
+                "fullUrl": "http://up.internal:7000/fhir/Patient/1",
+                "resource": {"resourceType": "Patient", "id": "1",
+                    "managingOrganization": {"reference": "http://up.internal:7000/fhir/Organization/2"},
+                    "note": "http://up.internal:7000/fhirevil stays"}
+            }]
+        });
+        let removed = rewrite_bundle(&mut bundle, &map(), &|rest| format!("T[{rest}]"));
+        assert_eq!(removed, 1);
+        let urls: Vec<&str> = bundle["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["url"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                "https://gw.example/fhir/st-mary/Patient?name=x&_assent_page=T[/Patient?name=x]",
+                "https://gw.example/fhir/st-mary?_getpages=abc&_offset=2&_assent_page=T[?_getpages=abc&_offset=2]",
+                "https://gw.example/fhir/st-mary/Patient?page=9&_assent_page=T[/Patient?page=9]",
+            ]
+        );
+        let entry = &bundle["entry"][0];
+        assert_eq!(
+            entry["fullUrl"],
+            "https://gw.example/fhir/st-mary/Patient/1"
+        );
+        assert_eq!(
+            entry["resource"]["managingOrganization"]["reference"],
+            "https://gw.example/fhir/st-mary/Organization/2"
+        );
+        // Inside any string, the upstream's base, origin and host never stay.
+        assert_eq!(
+            entry["resource"]["note"],
+            "https://gw.example/fhir/st-maryevil stays"
+        );
+        assert!(!bundle.to_string().contains("up.internal"));
+    }
+
+    #[test]
+    fn upstream_hosts_are_scrubbed_from_every_string() {
+        let mut resource = json!({"resourceType": "Observation",
+            "text": {"div": "<div>see <a href=\"http://up.internal:7000/fhir/Patient/1\">the patient</a> and http://up.internal:7000/admin</div>"},
+            "identifier": [{"system": "urn:x", "value": "up.internal:7000/42"}],
+            "extension": [{"url": "urn:e", "valueString": "host up.internal:7000"}]});
+        scrub_strings(&mut resource, &map());
+        let text = resource.to_string();
+        assert!(!text.contains("up.internal"), "{text}");
+        assert!(
+            text.contains("https://gw.example/fhir/st-mary/Patient/1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn header_values_map_or_vanish() {
+        let m = map();
+        assert_eq!(
+            m.to_public("http://up.internal:7000/fhir/Patient/1/_history/2")
+                .as_deref(),
+            Some("https://gw.example/fhir/st-mary/Patient/1/_history/2")
+        );
+        assert_eq!(
+            m.to_public("Patient/1").as_deref(),
+            Some("https://gw.example/fhir/st-mary/Patient/1")
+        );
+        assert_eq!(m.to_public("https://other.example/Patient/1"), None);
+    }
+}

@@ -1,0 +1,18 @@
+//! Long-lived services the handlers share: consent state (ledger, documents, decision cache,
+//! event follower), durable receipts and their anchoring, the cross-replica cache fan-out, the
+//! ledger backends, site adapters, the sites' upstream clients, patient identifier placement,
+//! the break-glass webhook and the request log writer.
+//!
+//! Depends on: `config`, `store`, and the error table (`http::error`) only.
+
+pub mod adapters;
+pub mod anchoring;
+pub mod break_glass;
+pub mod cache_fanout;
+pub mod consent;
+pub mod identity;
+pub mod keys;
+pub mod ledger;
+pub mod receipts;
+pub mod request_log;
+pub mod upstream;

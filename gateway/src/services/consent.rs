@@ -1,0 +1,1137 @@
+//! Consent as the gateway uses it: the ledger (embedded over the gateway's store, or a
+//! Hyperledger Fabric channel), the clear consent documents (in the store,
+//! content-addressed), and the decision cache in front of them, invalidated by the ledger's
+//! change events.
+//!
+//! Owns: patient identities and their keyed hashes, storing and revoking consents, loading a
+//! patient's consents in force, the cache, and following the ledger's events (resumed after
+//! the last one handled, whose checkpoint is kept in the store). Leaves out: the decision
+//! itself (the consent crate), HTTP (the consent routes and the pipeline), the ledgers
+//! themselves (`assent-ledger`, `assent-fabric`).
+//!
+//! **Invariant:** no permit rests on stale state on this replica. A revocation or a new
+//! version invalidates the patient's cache entry before the call that made it returns, and
+//! again when its ledger event arrives; a load that raced with an invalidation is not cached.
+//!
+//! **Invariant:** the cache is used only while the event stream is live. Until the first
+//! subscription succeeds, and from the moment a stream breaks until it is resumed, every
+//! decision reads the ledger (the cache is bypassed, and emptied when the stream breaks);
+//! if the ledger cannot be read either, the request fails closed (503). With Fabric every
+//! replica follows the channel's chaincode events, so a change made through any replica (or
+//! any member's gateway) reaches every replica's cache. Replicas sharing one embedded store
+//! see each other's blocks only on their next write or sync; they learn of each other's
+//! changes through the cache fan-out (`cache_fanout.rs`, Redis): the change is
+//! [announced](ConsentService::announce_to), and on their side the ledger is refreshed from
+//! the shared store before the patient's entry is dropped. While a replica's fan-out is down
+//! it [bypasses the cache](ConsentService::set_cache_bypass) and refreshes its ledger before
+//! every load.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use assent_consent::{
+    AnchorRecord, Consent, ConsentError, ConsentRecord, ConsentSubmission, ConsentVersion,
+    ConsortiumKey, RevocationReason, Timestamp, document_hash, parse_consent,
+};
+use assent_fabric::{FabricConnection, FabricLedger};
+use assent_fhir::FhirVersion;
+use assent_ledger::{
+    Checkpoint, EmbeddedLedger, EmbeddedOptions, EventStream, Ledger, LedgerError, LedgerEvent,
+    SigningKey, SystemClock, TxCall, TxReceipt,
+};
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::services::ledger::SqlBlockStore;
+use crate::store::Store;
+
+/// Most patients whose consents are cached; beyond it the cache starts afresh.
+pub const CACHE_CAPACITY: usize = 100_000;
+
+/// The first wait before subscribing again after the event stream broke; doubled up to
+/// [`RESUBSCRIBE_MAX`].
+const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(50);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+
+/// A failure of the consent service, mapped to a response by the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsentServiceError {
+    /// The ledger or the store cannot answer: fail closed.
+    #[error("consent state unavailable: {0}")]
+    Unavailable(String),
+    /// The Consent resource is not acceptable.
+    #[error("{0}")]
+    Invalid(#[from] ConsentError),
+    /// The contract refused the change.
+    #[error("{0}")]
+    Rejected(String),
+    /// Another version was written first.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("no such consent")]
+    NotFound,
+}
+
+impl From<LedgerError> for ConsentServiceError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Unavailable { .. } | LedgerError::Corrupt { .. } => {
+                ConsentServiceError::Unavailable(e.to_string())
+            }
+            LedgerError::Conflict { conflict } => {
+                ConsentServiceError::Conflict(conflict.to_string())
+            }
+            LedgerError::Rejected { rejection } => {
+                let text = rejection.to_string();
+                if text.contains("not found") {
+                    ConsentServiceError::NotFound
+                } else {
+                    ConsentServiceError::Rejected(text)
+                }
+            }
+        }
+    }
+}
+
+/// What storing a consent produced.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub consent_id: String,
+    pub version: u64,
+    pub tx_id: String,
+    pub block_number: u64,
+    pub replayed: bool,
+}
+
+/// Which ledger the consent service runs on.
+pub enum Backend {
+    /// The embedded ledger over the gateway's store, its blocks signed with this Ed25519 seed.
+    Embedded { node_seed: [u8; 32] },
+    /// A Fabric channel (files loaded, key checked).
+    Fabric(Box<FabricConnection>),
+}
+
+/// The consent service of one gateway.
+pub struct ConsentService {
+    ledger: Arc<dyn Ledger>,
+    key: ConsortiumKey,
+    store: Store,
+    cache: Mutex<ConsentCache>,
+    /// Bumped on every invalidation; a load caches its result only if this did not move.
+    generation: AtomicU64,
+    /// The event stream is live: the cache may answer. Cleared (and the cache emptied) when
+    /// the stream breaks; set again once it is resumed.
+    events_live: AtomicBool,
+    /// Set while news of other replicas' changes may be missed (the fan-out is down): no
+    /// cache, and the ledger is refreshed from the shared store before every load.
+    bypass_cache: AtomicBool,
+    /// Where this replica's consent changes are announced to the others (patient keys).
+    announcer: OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// The last event handled.
+    checkpoint: Mutex<Option<Checkpoint>>,
+    /// The `node_settings` entry that keeps [`ConsentService::checkpoint`] across restarts.
+    checkpoint_setting: String,
+    /// The runtime that runs the ledger (the embedded writer, or Fabric's gRPC channel) and
+    /// the event follower.
+    runtime: Option<tokio::runtime::Runtime>,
+    public_key: Option<assent_ledger::VerifyingKey>,
+}
+
+impl ConsentService {
+    /// Opens the embedded ledger over `store`, signing blocks with `node_seed`, and starts
+    /// following its events.
+    pub fn open_embedded(
+        store: Store,
+        consortium_key: &[u8],
+        node_seed: [u8; 32],
+    ) -> Result<Arc<ConsentService>, ConsentServiceError> {
+        Self::open(store, consortium_key, Backend::Embedded { node_seed })
+    }
+
+    /// Opens the consent service on `backend` and starts following the ledger's events.
+    /// Fabric connects lazily: an unreachable peer shows as 503s and a follower that keeps
+    /// trying, not as a failed start.
+    pub fn open(
+        store: Store,
+        consortium_key: &[u8],
+        backend: Backend,
+    ) -> Result<Arc<ConsentService>, ConsentServiceError> {
+        let key = ConsortiumKey::new(consortium_key).ok_or_else(|| {
+            ConsentServiceError::Unavailable("the consortium key is too short".into())
+        })?;
+        // Opened on a thread of its own: the caller may be inside another async runtime,
+        // where blocking on this one is not allowed.
+        let opened = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("assent-ledger")
+                .enable_all()
+                .build()
+                .map_err(|e| ConsentServiceError::Unavailable(e.to_string()))?;
+            let (ledger, public_key, setting): (Arc<dyn Ledger>, _, _) = match backend {
+                Backend::Embedded { node_seed } => {
+                    let blocks = Arc::new(SqlBlockStore::new(store.clone()));
+                    let ledger = runtime.block_on(EmbeddedLedger::open(
+                        blocks,
+                        SigningKey::from_bytes(&node_seed),
+                        Arc::new(SystemClock),
+                        EmbeddedOptions::default(),
+                    ))?;
+                    let public_key = ledger.public_key();
+                    (
+                        Arc::new(ledger),
+                        Some(public_key),
+                        "ledger_events_checkpoint:embedded".to_owned(),
+                    )
+                }
+                Backend::Fabric(connection) => {
+                    let mut connection = *connection;
+                    // A broken stream is reported at once: the follower resumes it itself
+                    // and keeps the cache out of use meanwhile.
+                    connection.options.event_reconnect_attempts = 0;
+                    let setting = format!(
+                        "ledger_events_checkpoint:fabric:{}:{}",
+                        connection.channel, connection.chaincode
+                    );
+                    let _entered = runtime.enter();
+                    let ledger = FabricLedger::new(connection)
+                        .map_err(|e| ConsentServiceError::Unavailable(e.to_string()))?;
+                    let ledger = OnRuntime {
+                        inner: Arc::new(ledger),
+                        handle: runtime.handle().clone(),
+                    };
+                    (Arc::new(ledger), None, setting)
+                }
+            };
+            Ok::<_, ConsentServiceError>((runtime, ledger, public_key, setting, store))
+        })
+        .join()
+        .map_err(|_| ConsentServiceError::Unavailable("the ledger failed to open".into()))?;
+        let (runtime, ledger, public_key, checkpoint_setting, store) = opened?;
+        Ok(Self::start(
+            store,
+            key,
+            ledger,
+            runtime,
+            public_key,
+            checkpoint_setting,
+        ))
+    }
+
+    /// The service over `ledger`, following its events on `runtime`.
+    fn start(
+        store: Store,
+        key: ConsortiumKey,
+        ledger: Arc<dyn Ledger>,
+        runtime: tokio::runtime::Runtime,
+        public_key: Option<assent_ledger::VerifyingKey>,
+        checkpoint_setting: String,
+    ) -> Arc<ConsentService> {
+        let handle = runtime.handle().clone();
+        let service = Arc::new(ConsentService {
+            ledger: ledger.clone(),
+            key,
+            store,
+            cache: Mutex::new(ConsentCache::default()),
+            generation: AtomicU64::new(0),
+            events_live: AtomicBool::new(false),
+            bypass_cache: AtomicBool::new(false),
+            announcer: OnceLock::new(),
+            checkpoint: Mutex::new(None),
+            checkpoint_setting,
+            runtime: Some(runtime),
+            public_key,
+        });
+        handle.spawn(follow(Arc::downgrade(&service), ledger));
+        service
+    }
+
+    /// The ledger, for everything that writes or reads it besides consents (receipt
+    /// anchors): the embedded ledger or Fabric, as configured. Usable from any runtime.
+    pub fn ledger(&self) -> Arc<dyn Ledger> {
+        self.ledger.clone()
+    }
+
+    /// Whether the ledger's event stream is live (the decision cache is in use).
+    pub fn events_live(&self) -> bool {
+        self.events_live.load(Ordering::Acquire)
+    }
+
+    /// The checkpoint of the last ledger event handled.
+    pub fn events_checkpoint(&self) -> Option<Checkpoint> {
+        self.checkpoint.lock().ok().and_then(|c| *c)
+    }
+
+    /// The `node_settings` entry the events checkpoint is kept in.
+    pub fn checkpoint_setting(&self) -> &str {
+        &self.checkpoint_setting
+    }
+
+    /// The embedded ledger's verifying key (for `assent ledger verify`); `None` on Fabric,
+    /// whose peers validate blocks themselves.
+    pub fn public_key(&self) -> Option<assent_ledger::VerifyingKey> {
+        self.public_key
+    }
+
+    /// The consortium key that turns identifiers into the ledger's keyed hashes.
+    pub fn key(&self) -> &ConsortiumKey {
+        &self.key
+    }
+
+    /// The cross-site identity of a site-local patient.
+    pub fn patient_identity(site: &str, patient_id: &str) -> String {
+        format!("{site}/Patient/{patient_id}")
+    }
+
+    /// The keyed hash the ledger knows a patient by.
+    pub fn patient_key(&self, site: &str, patient_id: &str) -> String {
+        self.key.patient(&Self::patient_identity(site, patient_id))
+    }
+
+    /// The patient's consents in force now, from the cache or the ledger and the store.
+    pub async fn consents_for(
+        &self,
+        site: &str,
+        patient_id: &str,
+    ) -> Result<Arc<[Consent]>, ConsentServiceError> {
+        // The cache is keyed by the clear identity, so that a hit costs no keyed hash.
+        let identity = Self::patient_identity(site, patient_id);
+        if self.bypass_cache.load(Ordering::Acquire) {
+            // Another replica's change may not have been heard of: read the shared store.
+            self.ledger.refresh().await?;
+        } else if let Some(hit) = self.cache_get(&identity) {
+            return Ok(hit);
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let patient_key = self.key.patient(&identity);
+        let records = self.ledger.active_consents(&patient_key, now()).await?;
+        let mut consents = Vec::with_capacity(records.len());
+        for record in records {
+            let document = self.load_document(&record.document_hash).await?;
+            if !record.matches_document(&document) {
+                return Err(ConsentServiceError::Unavailable(format!(
+                    "the stored document of consent version {} does not match the ledger",
+                    record.version
+                )));
+            }
+            let (mut consent, _) = assent_consent::parse_consent_any(&document)?;
+            // The ledger's version is the one a decision names.
+            consent.version = record.version.to_string().into();
+            consents.push(consent);
+        }
+        let consents: Arc<[Consent]> = consents.into();
+        self.cache_put(identity, patient_key, consents.clone(), generation);
+        Ok(consents)
+    }
+
+    /// Stores a consent for a patient of `site`: the document in the store, its hashes on
+    /// the ledger.
+    pub async fn put(
+        &self,
+        site: &str,
+        document: Value,
+        version: Option<FhirVersion>,
+        patient_id: &str,
+        expected_version: Option<u64>,
+    ) -> Result<Stored, ConsentServiceError> {
+        let (consent, _issues) = match version {
+            Some(v) => parse_consent(&document, v)?,
+            None => assent_consent::parse_consent_any(&document)?,
+        };
+        let identity = Self::patient_identity(site, patient_id);
+        let mut submission =
+            ConsentSubmission::from_consent(&consent, &document, &identity, &self.key)?;
+        submission.expected_version = expected_version;
+        let hash = document_hash(&document);
+        {
+            let store = self.store.clone();
+            let consent_key = submission.consent_key.clone();
+            let site = site.to_owned();
+            let text = document.to_string();
+            let hash = hash.clone();
+            tokio::task::spawn_blocking(move || {
+                store.put_consent_document(&hash, &consent_key, &site, &text, now_ms())
+            })
+            .await
+            .map_err(|e| ConsentServiceError::Unavailable(e.to_string()))?
+            .map_err(|e| ConsentServiceError::Unavailable(e.to_string()))?;
+        }
+        let patient_key = submission.patient_key.clone();
+        let receipt = self.ledger.put_consent(submission).await?;
+        self.invalidate(&patient_key);
+        self.announce(&patient_key);
+        Ok(stored(consent.id.to_string(), &receipt))
+    }
+
+    /// Revokes a consent; effective on this replica before this returns.
+    pub async fn revoke(
+        &self,
+        consent_id: &str,
+        reason: RevocationReason,
+    ) -> Result<Stored, ConsentServiceError> {
+        let consent_key = self.key.consent(consent_id);
+        let receipt = self.ledger.revoke(&consent_key, reason).await?;
+        if let Some(record) = receipt.outcome.consent() {
+            self.invalidate(&record.patient_key);
+            self.announce(&record.patient_key);
+        } else {
+            self.invalidate_all();
+            self.announce(ANY_PATIENT);
+        }
+        Ok(stored(consent_id.to_owned(), &receipt))
+    }
+
+    /// Every version of a consent, oldest first, with its document when stored.
+    pub async fn history(
+        &self,
+        consent_id: &str,
+    ) -> Result<Vec<(assent_consent::ConsentVersion, Option<Value>)>, ConsentServiceError> {
+        let versions = self
+            .ledger
+            .consent_history(&self.key.consent(consent_id))
+            .await?;
+        if versions.is_empty() {
+            return Err(ConsentServiceError::NotFound);
+        }
+        let mut out = Vec::with_capacity(versions.len());
+        for v in versions {
+            let document = self.load_document(&v.record.document_hash).await.ok();
+            out.push((v, document));
+        }
+        Ok(out)
+    }
+
+    /// The documents of a patient's consents (every status), newest version of each.
+    pub async fn list(
+        &self,
+        site: &str,
+        patient_id: &str,
+    ) -> Result<Vec<(assent_consent::ConsentRecord, Value)>, ConsentServiceError> {
+        let records = self
+            .ledger
+            .patient_consents(&self.patient_key(site, patient_id))
+            .await?;
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            let document = self.load_document(&record.document_hash).await?;
+            out.push((record, document));
+        }
+        Ok(out)
+    }
+
+    async fn load_document(&self, hash: &str) -> Result<Value, ConsentServiceError> {
+        let store = self.store.clone();
+        let hash = hash.to_owned();
+        let found = tokio::task::spawn_blocking(move || store.consent_document(&hash))
+            .await
+            .map_err(|e| ConsentServiceError::Unavailable(e.to_string()))?
+            .map_err(|e| ConsentServiceError::Unavailable(e.to_string()))?;
+        let (_site, text) = found.ok_or_else(|| {
+            ConsentServiceError::Unavailable("a consent document is missing from the store".into())
+        })?;
+        serde_json::from_str(&text).map_err(|e| ConsentServiceError::Unavailable(e.to_string()))
+    }
+
+    fn cache_get(&self, identity: &str) -> Option<Arc<[Consent]>> {
+        if !self.events_live.load(Ordering::Acquire) {
+            return None;
+        }
+        self.cache.lock().ok()?.by_identity.get(identity).cloned()
+    }
+
+    /// Caches a load that began at `generation`, unless an invalidation came since or the
+    /// events are down. Checked under the lock: an invalidation moves the generation before
+    /// it takes the lock, so it either stops this put or removes what it put.
+    fn cache_put(
+        &self,
+        identity: String,
+        patient_key: String,
+        consents: Arc<[Consent]>,
+        generation: u64,
+    ) {
+        if let Ok(mut cache) = self.cache.lock() {
+            if !self.events_live.load(Ordering::Acquire)
+                || self.bypass_cache.load(Ordering::Acquire)
+                || self.generation.load(Ordering::Acquire) != generation
+            {
+                return;
+            }
+            if cache.by_identity.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.identity_of.insert(patient_key, identity.clone());
+            cache.by_identity.insert(identity, consents);
+        }
+    }
+
+    /// Drops a patient's cached consents (the ledger names patients by keyed hash).
+    pub fn invalidate(&self, patient_key: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut cache) = self.cache.lock()
+            && let Some(identity) = cache.identity_of.remove(patient_key)
+        {
+            cache.by_identity.remove(&identity);
+        }
+    }
+
+    /// Drops every cached patient.
+    pub fn invalidate_all(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
+    }
+
+    /// Sends this replica's consent changes (patient keys, or [`ANY_PATIENT`]) to `sender`
+    /// from now on. Set once, by the fan-out.
+    pub fn announce_to(&self, sender: tokio::sync::mpsc::UnboundedSender<String>) {
+        let _ = self.announcer.set(sender);
+    }
+
+    fn announce(&self, patient_key: &str) {
+        if let Some(sender) = self.announcer.get() {
+            let _ = sender.send(patient_key.to_owned());
+        }
+    }
+
+    /// While `bypass` holds, nothing is served from or put in the cache, and every load
+    /// refreshes the ledger from the shared store first. Turning it on clears the cache.
+    pub fn set_cache_bypass(&self, bypass: bool) {
+        self.bypass_cache.store(bypass, Ordering::Release);
+        if bypass {
+            self.invalidate_all();
+        }
+    }
+
+    /// Whether the cache is bypassed (see [`set_cache_bypass`](Self::set_cache_bypass)).
+    pub fn cache_bypassed(&self) -> bool {
+        self.bypass_cache.load(Ordering::Acquire)
+    }
+
+    /// Applies what other replicas committed to the shared store (the ledger's events then
+    /// drop the patients they touched from the cache).
+    pub async fn refresh_ledger(&self) -> Result<(), ConsentServiceError> {
+        Ok(self.ledger.refresh().await?)
+    }
+
+    /// The runtime the ledger and the fan-out tasks run on.
+    pub fn runtime_handle(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime.as_ref().map(|r| r.handle().clone())
+    }
+}
+
+/// Announced instead of a patient key when a change's patient is not known: every replica
+/// drops its whole cache.
+pub const ANY_PATIENT: &str = "*";
+
+/// Follows the ledger's events for as long as the service lives: each consent event drops
+/// its patient's cache entry and moves the checkpoint (kept in the store); a broken stream
+/// takes the cache out of use and is resumed after the last event handled, with a doubling
+/// wait.
+async fn follow(service: Weak<ConsentService>, ledger: Arc<dyn Ledger>) {
+    let mut wait = RESUBSCRIBE_FIRST;
+    let mut start: Option<Option<Checkpoint>> = None;
+    loop {
+        let Some(this) = service.upgrade() else {
+            return;
+        };
+        let stream = match this.resume_point(&ledger, &mut start).await {
+            Ok(after) => ledger.subscribe(after).await,
+            Err(e) => Err(e),
+        };
+        drop(this);
+        match stream {
+            Ok(events) => {
+                let error = follow_stream(&service, events, &mut start, &mut wait).await;
+                let Some(this) = service.upgrade() else {
+                    return;
+                };
+                // Unknown what changed meanwhile: no cached decision until resumed.
+                this.events_down();
+                match error {
+                    Some(e) => {
+                        tracing::warn!(error = %e, "ledger event stream broken; decision cache bypassed until resumed")
+                    }
+                    None => tracing::warn!(
+                        "ledger event stream ended; decision cache bypassed until resumed"
+                    ),
+                }
+            }
+            Err(e) => {
+                if let Some(this) = service.upgrade() {
+                    this.events_down();
+                }
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot subscribe to the ledger's events; decision cache bypassed");
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RESUBSCRIBE_MAX);
+    }
+}
+
+/// Handles `events` until the stream breaks (`Some`) or ends (`None`).
+async fn follow_stream(
+    service: &Weak<ConsentService>,
+    mut events: EventStream,
+    start: &mut Option<Option<Checkpoint>>,
+    wait: &mut Duration,
+) -> Option<LedgerError> {
+    {
+        let this = service.upgrade()?;
+        // Live from here: a load that began before is not cached (the generation moves).
+        this.generation.fetch_add(1, Ordering::AcqRel);
+        if !this.events_live.swap(true, Ordering::AcqRel) {
+            tracing::info!(after = ?this.events_checkpoint(), "following the ledger's events; decision cache in use");
+        }
+    }
+    while let Some(item) = events.next().await {
+        let this = service.upgrade()?;
+        match item {
+            Ok(event) => {
+                this.handle_event(&event);
+                *start = Some(Some(event.checkpoint));
+                *wait = RESUBSCRIBE_FIRST;
+                this.save_checkpoint(event.checkpoint).await;
+            }
+            Err(e) => return Some(e),
+        }
+    }
+    None
+}
+
+impl ConsentService {
+    /// Where to subscribe from: after the last event handled by this process, else after the
+    /// checkpoint kept in the store, else from the ledger's head (the cache starts empty, so
+    /// nothing before it matters).
+    async fn resume_point(
+        &self,
+        ledger: &Arc<dyn Ledger>,
+        start: &mut Option<Option<Checkpoint>>,
+    ) -> Result<Option<Checkpoint>, LedgerError> {
+        if let Some(after) = *start {
+            return Ok(after);
+        }
+        let store = self.store.clone();
+        let name = self.checkpoint_setting.clone();
+        let stored = tokio::task::spawn_blocking(move || store.setting(&name))
+            .await
+            .map_err(|e| LedgerError::Unavailable {
+                reason: e.to_string(),
+            })?
+            .map_err(|e| LedgerError::Unavailable {
+                reason: format!("the stored events checkpoint: {e}"),
+            })?
+            .and_then(|text| serde_json::from_str::<Checkpoint>(&text).ok());
+        let after = match stored {
+            Some(c) => Some(c),
+            None => ledger.head().await?,
+        };
+        if let Ok(mut last) = self.checkpoint.lock() {
+            *last = after;
+        }
+        *start = Some(after);
+        Ok(after)
+    }
+
+    fn handle_event(&self, event: &LedgerEvent) {
+        match event.consent_change() {
+            Some(change) => self.invalidate(&change.patient_key),
+            None if event.name.starts_with("consent.") => {
+                // A consent event that cannot be read: drop everything rather than guess.
+                tracing::warn!(name = %event.name, "unreadable consent event; cache cleared");
+                self.invalidate_all();
+            }
+            None => {}
+        }
+        if let Ok(mut last) = self.checkpoint.lock() {
+            *last = Some(event.checkpoint);
+        }
+    }
+
+    /// Keeps `checkpoint` in the store (a failure only costs a longer replay after a restart).
+    async fn save_checkpoint(&self, checkpoint: Checkpoint) {
+        let store = self.store.clone();
+        let name = self.checkpoint_setting.clone();
+        let Ok(value) = serde_json::to_string(&checkpoint) else {
+            return;
+        };
+        let saved = tokio::task::spawn_blocking(move || store.put_setting(&name, &value)).await;
+        if !matches!(saved, Ok(Ok(()))) {
+            tracing::warn!("cannot keep the ledger events checkpoint in the store");
+        }
+    }
+
+    /// The event stream is down: the cache is emptied and bypassed until it is resumed.
+    fn events_down(&self) {
+        self.events_live.store(false, Ordering::Release);
+        self.invalidate_all();
+    }
+}
+
+/// A ledger whose every call runs on the consent service's own runtime: the Fabric client's
+/// gRPC channel and its tasks live there, whatever runtime the caller is on (an HTTP worker,
+/// the receipts writer, a test).
+struct OnRuntime<L> {
+    inner: Arc<L>,
+    handle: tokio::runtime::Handle,
+}
+
+impl<L: Ledger + 'static> OnRuntime<L> {
+    async fn run<T, F, Fut>(&self, call: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<L>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, LedgerError>> + Send + 'static,
+    {
+        self.handle
+            .spawn(call(self.inner.clone()))
+            .await
+            .map_err(|e| LedgerError::Unavailable {
+                reason: format!("the ledger task failed: {e}"),
+            })?
+    }
+}
+
+#[async_trait::async_trait]
+impl<L: Ledger + 'static> Ledger for OnRuntime<L> {
+    async fn submit(&self, call: TxCall) -> Result<TxReceipt, LedgerError> {
+        self.run(|l| async move { l.submit(call).await }).await
+    }
+
+    async fn active_consents(
+        &self,
+        patient_key: &str,
+        now: Timestamp,
+    ) -> Result<Vec<ConsentRecord>, LedgerError> {
+        let key = patient_key.to_owned();
+        self.run(|l| async move { l.active_consents(&key, now).await })
+            .await
+    }
+
+    async fn patient_consents(&self, patient_key: &str) -> Result<Vec<ConsentRecord>, LedgerError> {
+        let key = patient_key.to_owned();
+        self.run(|l| async move { l.patient_consents(&key).await })
+            .await
+    }
+
+    async fn consent(&self, consent_key: &str) -> Result<Option<ConsentRecord>, LedgerError> {
+        let key = consent_key.to_owned();
+        self.run(|l| async move { l.consent(&key).await }).await
+    }
+
+    async fn consent_history(&self, consent_key: &str) -> Result<Vec<ConsentVersion>, LedgerError> {
+        let key = consent_key.to_owned();
+        self.run(|l| async move { l.consent_history(&key).await })
+            .await
+    }
+
+    async fn anchor(
+        &self,
+        gateway_key: &str,
+        batch_id: u64,
+    ) -> Result<Option<AnchorRecord>, LedgerError> {
+        let key = gateway_key.to_owned();
+        self.run(|l| async move { l.anchor(&key, batch_id).await })
+            .await
+    }
+
+    async fn head(&self) -> Result<Option<Checkpoint>, LedgerError> {
+        self.run(|l| async move { l.head().await }).await
+    }
+
+    async fn subscribe(&self, after: Option<Checkpoint>) -> Result<EventStream, LedgerError> {
+        self.run(|l| async move { l.subscribe(after).await }).await
+    }
+
+    async fn refresh(&self) -> Result<(), LedgerError> {
+        self.run(|l| async move { l.refresh().await }).await
+    }
+}
+
+/// The patients' consents in force by clear identity, and which identity each keyed hash
+/// (as ledger events name patients) stands for.
+#[derive(Default)]
+struct ConsentCache {
+    by_identity: HashMap<String, Arc<[Consent]>>,
+    identity_of: HashMap<String, String>,
+}
+
+impl ConsentCache {
+    fn clear(&mut self) {
+        self.by_identity.clear();
+        self.identity_of.clear();
+    }
+}
+
+impl Drop for ConsentService {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn stored(consent_id: String, receipt: &TxReceipt) -> Stored {
+    Stored {
+        consent_id,
+        version: receipt.outcome.consent().map(|r| r.version).unwrap_or(0),
+        tx_id: receipt.tx_id.clone(),
+        block_number: receipt.block_number,
+        replayed: receipt.replayed,
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The current time for consent periods.
+pub fn now() -> Timestamp {
+    Timestamp::from_unix_seconds(now_ms() / 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing;
+    use assent_consent::{AccessRequest, Caller, Decision, SitePolicy, decide};
+    use assent_fhir::Interaction;
+    use serde_json::json;
+
+    fn consent(id: &str, patient: &str, practitioner: &str) -> Value {
+        json!({
+            "resourceType": "Consent", "id": id, "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": format!("Patient/{patient}")},
+            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
+            "provision": {"type": "deny", "provision": [{
+                "type": "permit",
+                "actor": [{"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
+                           "reference": {"reference": format!("Practitioner/{practitioner}")}}]
+            }]}
+        })
+    }
+
+    fn decide_for(consents: &[Consent], practitioner: &str) -> Decision {
+        let caller = Caller::new().with_reference(&format!("Practitioner/{practitioner}"));
+        let request = AccessRequest::new(&caller, Interaction::Read, Some("Observation"), now());
+        decide(consents, &request, SitePolicy::OptIn)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn put_decide_revoke_on_every_backend() {
+        for t in testing::all() {
+            let service =
+                ConsentService::open_embedded(t.store.clone(), &[5; 32], [6; 32]).unwrap();
+            assert!(
+                service
+                    .consents_for("st-mary", "p1")
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            let stored = service
+                .put(
+                    "st-mary",
+                    consent("c1", "p1", "dr-a"),
+                    Some(FhirVersion::R4),
+                    "p1",
+                    None,
+                )
+                .await
+                .unwrap();
+            assert_eq!((stored.version, stored.replayed), (1, false));
+
+            let consents = service.consents_for("st-mary", "p1").await.unwrap();
+            assert_eq!(consents.len(), 1);
+            assert!(matches!(decide_for(&consents, "dr-a"), Decision::Permit(_)));
+            assert!(matches!(decide_for(&consents, "dr-b"), Decision::Deny(_)));
+            // Another site's patient with the same local id is someone else.
+            assert!(
+                service
+                    .consents_for("north-general", "p1")
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+
+            // The same document again changes nothing.
+            let again = service
+                .put(
+                    "st-mary",
+                    consent("c1", "p1", "dr-a"),
+                    Some(FhirVersion::R4),
+                    "p1",
+                    None,
+                )
+                .await
+                .unwrap();
+            assert!(again.replayed);
+
+            // Revocation takes effect before revoke returns: the cached permit is gone.
+            service
+                .revoke("c1", RevocationReason::PatientRequest)
+                .await
+                .unwrap();
+            let after = service.consents_for("st-mary", "p1").await.unwrap();
+            assert!(after.is_empty());
+            assert!(matches!(decide_for(&after, "dr-a"), Decision::Deny(_)));
+
+            let history = service.history("c1").await.unwrap();
+            assert_eq!(history.len(), 2);
+            assert!(
+                history[0].1.is_some(),
+                "the document of each version is kept"
+            );
+            assert!(matches!(
+                service.history("nope").await,
+                Err(ConsentServiceError::NotFound)
+            ));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_document_changed_in_the_store_fails_closed() {
+        let t = testing::sqlite();
+        let service = ConsentService::open_embedded(t.store.clone(), &[5; 32], [6; 32]).unwrap();
+        let document = consent("c9", "p9", "dr-a");
+        service
+            .put("st-mary", document.clone(), None, "p9", None)
+            .await
+            .unwrap();
+        let hash = document_hash(&document);
+        let mut conn = t.store.connection().unwrap();
+        use diesel::prelude::*;
+        diesel::update(crate::store::consent_documents::table)
+            .filter(crate::store::consent_documents::document_hash.eq(&hash))
+            .set(
+                crate::store::consent_documents::document
+                    .eq(document.to_string().replace("dr-a", "dr-x")),
+            )
+            .execute(&mut *conn)
+            .unwrap();
+        drop(conn);
+        service.invalidate(&service.patient_key("st-mary", "p9"));
+        assert!(matches!(
+            service.consents_for("st-mary", "p9").await,
+            Err(ConsentServiceError::Unavailable(_))
+        ));
+    }
+
+    /// A ledger whose event stream the test breaks and keeps down at will; counts the
+    /// reads a decision makes on a cache miss.
+    struct Flaky {
+        inner: Arc<EmbeddedLedger>,
+        down: AtomicBool,
+        current: Mutex<Option<tokio::sync::mpsc::Sender<Result<LedgerEvent, LedgerError>>>>,
+        reads: AtomicU64,
+    }
+
+    impl Flaky {
+        fn break_stream(&self) {
+            self.down.store(true, Ordering::SeqCst);
+            if let Some(sender) = self.current.lock().unwrap().take() {
+                let _ = sender.try_send(Err(LedgerError::Unavailable {
+                    reason: "TEST: stream broken".into(),
+                }));
+            }
+        }
+
+        fn reads(&self) -> u64 {
+            self.reads.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Ledger for Flaky {
+        async fn submit(&self, call: TxCall) -> Result<TxReceipt, LedgerError> {
+            self.inner.submit(call).await
+        }
+        async fn active_consents(
+            &self,
+            patient_key: &str,
+            now: Timestamp,
+        ) -> Result<Vec<ConsentRecord>, LedgerError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            self.inner.active_consents(patient_key, now).await
+        }
+        async fn patient_consents(&self, key: &str) -> Result<Vec<ConsentRecord>, LedgerError> {
+            self.inner.patient_consents(key).await
+        }
+        async fn consent(&self, key: &str) -> Result<Option<ConsentRecord>, LedgerError> {
+            self.inner.consent(key).await
+        }
+        async fn consent_history(&self, key: &str) -> Result<Vec<ConsentVersion>, LedgerError> {
+            self.inner.consent_history(key).await
+        }
+        async fn anchor(&self, key: &str, id: u64) -> Result<Option<AnchorRecord>, LedgerError> {
+            self.inner.anchor(key, id).await
+        }
+        async fn head(&self) -> Result<Option<Checkpoint>, LedgerError> {
+            self.inner.head().await
+        }
+        async fn subscribe(&self, after: Option<Checkpoint>) -> Result<EventStream, LedgerError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(LedgerError::Unavailable {
+                    reason: "TEST: events down".into(),
+                });
+            }
+            let mut events = self.inner.subscribe(after).await?;
+            let (sender, receiver) = tokio::sync::mpsc::channel(64);
+            *self.current.lock().unwrap() = Some(sender.clone());
+            tokio::spawn(async move {
+                while let Some(item) = events.next().await {
+                    if sender.send(item).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok(tokio_stream_of(receiver))
+        }
+    }
+
+    fn tokio_stream_of(
+        mut receiver: tokio::sync::mpsc::Receiver<Result<LedgerEvent, LedgerError>>,
+    ) -> EventStream {
+        futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed()
+    }
+
+    async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+        for _ in 0..1000 {
+            if condition() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never happened: {what}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_cache_is_bypassed_while_the_event_stream_is_down_and_resumes_after_the_checkpoint()
+    {
+        let t = testing::sqlite();
+        let inner = Arc::new(
+            EmbeddedLedger::open(
+                Arc::new(assent_ledger::InMemoryBlockStore::new()),
+                SigningKey::from_bytes(&[8; 32]),
+                Arc::new(SystemClock),
+                EmbeddedOptions::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        let flaky = Arc::new(Flaky {
+            inner: inner.clone(),
+            down: AtomicBool::new(false),
+            current: Mutex::new(None),
+            reads: AtomicU64::new(0),
+        });
+        let runtime = std::thread::spawn(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        let setting = "ledger_events_checkpoint:test";
+        let service = ConsentService::start(
+            t.store.clone(),
+            ConsortiumKey::new(&[5; 32]).unwrap(),
+            flaky.clone(),
+            runtime,
+            None,
+            setting.to_owned(),
+        );
+        eventually("events live", || service.events_live()).await;
+        let put = service
+            .put("st-mary", consent("c1", "p1", "dr-a"), None, "p1", None)
+            .await
+            .unwrap();
+        assert_eq!(put.version, 1);
+        eventually("the put's event handled", || {
+            service.events_checkpoint().map(|c| c.block_number) == Some(put.block_number)
+        })
+        .await;
+        // Kept in the store just after it is handled (the save follows the event).
+        eventually("the checkpoint kept", || {
+            t.store
+                .setting(setting)
+                .unwrap()
+                .and_then(|text| serde_json::from_str::<Checkpoint>(&text).ok())
+                .map(|c| c.block_number)
+                == Some(put.block_number)
+        })
+        .await;
+
+        // Live: the first decision reads the ledger, the next ones the cache.
+        assert_eq!(
+            service.consents_for("st-mary", "p1").await.unwrap().len(),
+            1
+        );
+        let reads = flaky.reads();
+        for _ in 0..3 {
+            assert_eq!(
+                service.consents_for("st-mary", "p1").await.unwrap().len(),
+                1
+            );
+        }
+        assert_eq!(flaky.reads(), reads, "served from the cache");
+
+        // Down: every decision reads the ledger.
+        flaky.break_stream();
+        eventually("events down", || !service.events_live()).await;
+        let reads = flaky.reads();
+        for _ in 0..3 {
+            assert_eq!(
+                service.consents_for("st-mary", "p1").await.unwrap().len(),
+                1
+            );
+        }
+        assert_eq!(flaky.reads(), reads + 3, "the cache is bypassed");
+        // A revocation this replica is not told of (another replica's) holds at once.
+        let revoked = inner
+            .revoke(&service.key.consent("c1"), RevocationReason::PatientRequest)
+            .await
+            .unwrap();
+        let after = service.consents_for("st-mary", "p1").await.unwrap();
+        assert!(after.is_empty(), "no stale permit while events are down");
+        assert!(matches!(decide_for(&after, "dr-a"), Decision::Deny(_)));
+
+        // Resumed after the last event handled: the missed revocation's event arrives.
+        flaky.down.store(false, Ordering::SeqCst);
+        let missed = revoked.event.expect("the revocation's event").checkpoint;
+        eventually("resumed with the missed event", || {
+            service.events_live() && service.events_checkpoint() == Some(missed)
+        })
+        .await;
+        assert!(
+            service
+                .consents_for("st-mary", "p1")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let reads = flaky.reads();
+        assert!(
+            service
+                .consents_for("st-mary", "p1")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(flaky.reads(), reads, "the cache is in use again");
+        eventually("the missed event's checkpoint kept", || {
+            t.store.setting(setting).unwrap().as_deref()
+                == Some(serde_json::to_string(&missed).unwrap().as_str())
+        })
+        .await;
+    }
+}

@@ -334,9 +334,48 @@ fn with_realm(challenge: &str) -> String {
     }
 }
 
+impl From<crate::services::upstream::UpstreamError> for GatewayError {
+    fn from(e: crate::services::upstream::UpstreamError) -> Self {
+        use crate::services::upstream::UpstreamError as U;
+        match e {
+            U::CircuitOpen => GatewayError::CircuitOpen,
+            U::Timeout => GatewayError::UpstreamTimeout,
+            U::Unreachable => GatewayError::UpstreamUnreachable,
+            U::AuthFailed => GatewayError::UpstreamAuthFailed,
+            U::Failed => GatewayError::UpstreamFailed,
+            U::BadResponse => GatewayError::UpstreamBadResponse,
+            U::Internal => GatewayError::Internal,
+        }
+    }
+}
+
+impl From<crate::services::break_glass::ReasonInvalid> for GatewayError {
+    fn from(e: crate::services::break_glass::ReasonInvalid) -> Self {
+        GatewayError::BreakGlassReasonInvalid(e.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_services_errors_keep_their_codes() {
+        use crate::services::break_glass::ReasonInvalid;
+        use crate::services::upstream::UpstreamError as U;
+        let cases = [
+            (GatewayError::from(U::CircuitOpen), "upstream-circuit-open"),
+            (GatewayError::from(U::Timeout), "upstream-timeout"),
+            (GatewayError::from(U::Unreachable), "upstream-unreachable"),
+            (
+                GatewayError::from(ReasonInvalid("x")),
+                "break-glass-reason-invalid",
+            ),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.code(), code, "{error:?}");
+        }
+    }
 
     #[test]
     fn the_table_gives_the_documented_statuses() {

@@ -17,8 +17,7 @@ use assent_consent::{AccessRequest, Caller, Decision, decide_unnamed};
 use assent_fhir::Interaction;
 use serde_json::Value;
 
-use crate::http::error::GatewayError;
-use crate::services::upstream::{self, Site, UpstreamRequest};
+use crate::services::upstream::{self, Site, UpstreamError, UpstreamRequest};
 
 /// How long a placed (or unplaceable) identifier is remembered.
 const TTL: Duration = Duration::from_secs(300);
@@ -60,7 +59,7 @@ pub async fn resolve(
     client: &awc::Client,
     system: &str,
     value: &str,
-) -> Result<Option<String>, GatewayError> {
+) -> Result<Option<String>, UpstreamError> {
     if !site
         .config
         .patient_identifier_systems
@@ -94,15 +93,14 @@ pub async fn resolve(
     };
     let mut response = upstream::forward(&permit, site, client, &request).await?;
     if !response.status().is_success() {
-        return Err(GatewayError::UpstreamFailed);
+        return Err(UpstreamError::Failed);
     }
     let body = response
         .body()
         .limit(site.config.max_response_bytes)
         .await
-        .map_err(|_| GatewayError::UpstreamBadResponse)?;
-    let bundle: Value =
-        serde_json::from_slice(&body).map_err(|_| GatewayError::UpstreamBadResponse)?;
+        .map_err(|_| UpstreamError::BadResponse)?;
+    let bundle: Value = serde_json::from_slice(&body).map_err(|_| UpstreamError::BadResponse)?;
     let id = only_match(&bundle, system, value);
     identities.put(key, id.clone());
     Ok(id)

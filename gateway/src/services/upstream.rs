@@ -21,8 +21,27 @@ use failsafe::failure_policy::ConsecutiveFailures;
 use serde::Deserialize;
 
 use crate::config::{SiteConfig, UpstreamAuth};
-use crate::http::error::GatewayError;
 use assent_fhir::compartment::ReferenceContext;
+
+/// Why a request to a site failed; the error table (`http/error.rs`) turns each into its
+/// OperationOutcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the site's circuit is open")]
+    CircuitOpen,
+    #[error("the site did not answer in time")]
+    Timeout,
+    #[error("the site could not be reached")]
+    Unreachable,
+    #[error("the gateway could not authenticate to the site")]
+    AuthFailed,
+    #[error("the site answered with an error")]
+    Failed,
+    #[error("the site's answer could not be read")]
+    BadResponse,
+    #[error("internal error")]
+    Internal,
+}
 
 /// Request headers passed from the client to the upstream. Everything else (cookies, the
 /// client's `Authorization`, forwarding headers) stays at the gateway.
@@ -167,9 +186,9 @@ pub async fn forward(
     site: &Site,
     client: &awc::Client,
     request: &UpstreamRequest,
-) -> Result<awc::ClientResponse, GatewayError> {
+) -> Result<awc::ClientResponse, UpstreamError> {
     if !site.breaker.is_call_permitted() {
-        return Err(GatewayError::CircuitOpen);
+        return Err(UpstreamError::CircuitOpen);
     }
     let auth = upstream_authorization(site, client).await;
     let auth = match auth {
@@ -206,8 +225,8 @@ pub async fn forward(
                 site.breaker.on_error();
                 tracing::warn!(site = %site.id, failure = failure.as_str(), "upstream request failed");
                 return Err(match failure {
-                    SendFailure::Timeout => GatewayError::UpstreamTimeout,
-                    SendFailure::Connect | SendFailure::Other => GatewayError::UpstreamUnreachable,
+                    SendFailure::Timeout => UpstreamError::Timeout,
+                    SendFailure::Connect | SendFailure::Other => UpstreamError::Unreachable,
                 });
             }
         }
@@ -287,12 +306,12 @@ async fn send_once(
 async fn upstream_authorization(
     site: &Site,
     client: &awc::Client,
-) -> Result<Option<HeaderValue>, GatewayError> {
+) -> Result<Option<HeaderValue>, UpstreamError> {
     match &site.config.upstream_auth {
         UpstreamAuth::None | UpstreamAuth::Mtls { .. } => Ok(None),
         UpstreamAuth::Bearer { token } => HeaderValue::from_str(&format!("Bearer {token}"))
             .map(Some)
-            .map_err(|_| GatewayError::Internal),
+            .map_err(|_| UpstreamError::Internal),
         UpstreamAuth::ClientCredentials {
             token_url,
             client_id,
@@ -329,7 +348,7 @@ async fn upstream_authorization(
             };
             HeaderValue::from_str(&format!("Bearer {token}"))
                 .map(Some)
-                .map_err(|_| GatewayError::UpstreamAuthFailed)
+                .map_err(|_| UpstreamError::AuthFailed)
         }
     }
 }
@@ -348,7 +367,7 @@ async fn fetch_client_credentials(
     client_id: &str,
     client_secret: &str,
     scope: Option<&str>,
-) -> Result<TokenResponse, GatewayError> {
+) -> Result<TokenResponse, UpstreamError> {
     let mut form = vec![("grant_type", "client_credentials")];
     if let Some(scope) = scope {
         form.push(("scope", scope));
@@ -361,20 +380,20 @@ async fn fetch_client_credentials(
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "client credentials token request failed");
-            GatewayError::UpstreamAuthFailed
+            UpstreamError::AuthFailed
         })?;
     if !response.status().is_success() {
         tracing::warn!(
             status = response.status().as_u16(),
             "token endpoint refused the gateway"
         );
-        return Err(GatewayError::UpstreamAuthFailed);
+        return Err(UpstreamError::AuthFailed);
     }
     response
         .json::<TokenResponse>()
         .limit(64 * 1024)
         .await
-        .map_err(|_| GatewayError::UpstreamAuthFailed)
+        .map_err(|_| UpstreamError::AuthFailed)
 }
 
 /// The TLS client configuration of a site: roots from `ca_file` or the system, and the

@@ -1,4 +1,5 @@
-//! The filter phase's release rules: what of a site's answer may leave the gateway.
+//! The release concern, [`Release`] (the outbound halves of scopes and consent together): what
+//! of a site's answer may leave the gateway.
 //!
 //! Every resource of an answer is decided before it is released, whatever its place: a
 //! search match, an `_include`d or `_revinclude`d resource, an entry marked

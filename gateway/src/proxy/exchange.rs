@@ -49,12 +49,21 @@ pub struct Exchange {
     /// Set when the caller asked for break-glass: the justification, and the denies it
     /// overrode (`used()`). The receipt and the webhook read it; logs never do.
     pub break_glass: Option<BreakGlass>,
-    /// The query string as the caller sent it (the paging token taken out): the receipt's
-    /// `query`, which is the request as received.
-    pub asked_query: Option<String>,
+    /// The request as the caller asked it, in its own terms: how the receipt and the record
+    /// name it. `None` until it is parsed.
+    pub asked: Option<Asked>,
     /// The request as the site will see it; `None` until it is parsed.
     pub request: Option<SiteRequest>,
     pub outcome: Outcome,
+}
+
+/// The request as the caller asked it (before any concern translated or narrowed it).
+pub struct Asked {
+    pub interaction: assent_fhir::Interaction,
+    /// The resource type in the client's version.
+    pub resource_type: Option<String>,
+    /// The query string as received, the paging token taken out.
+    pub query: String,
 }
 
 /// What the exchange came to: read by the receipt and the record.
@@ -91,7 +100,7 @@ impl Exchange {
             site: None,
             purpose: None,
             break_glass: None,
-            asked_query: None,
+            asked: None,
             request: None,
             outcome: Outcome::default(),
         }
@@ -129,6 +138,15 @@ impl SiteRequest {
         let (_, rest) = split_fhir_path(req.path());
         let fhir = request::parse(req.method().as_str(), rest, req.query_string())?;
         Ok(SiteRequest { fhir, form: None })
+    }
+
+    /// The request as the caller asked it.
+    pub fn asked(&self) -> Asked {
+        Asked {
+            interaction: self.fhir.interaction,
+            resource_type: self.fhir.resource_type.clone(),
+            query: self.fhir.query.clone(),
+        }
     }
 
     /// The form body of `POST _search`, read within the site's body limit.

@@ -78,7 +78,7 @@ async fn run(
         id,
         purpose,
         break_glass,
-        asked_query,
+        asked,
         request,
         outcome,
         ..
@@ -86,7 +86,7 @@ async fn run(
 
     // inbound: parse, with the FHIR version the client reads and the form of `POST _search`
     let request = request.insert(SiteRequest::parse(req)?);
-    *asked_query = Some(request.fhir.query.clone());
+    *asked = Some(request.asked());
     let (version, default) = (site.config.fhir_version, state.config.fhir.default_version);
     let mut dialect = dialect::negotiate(req.headers(), req.query_string(), version, default)?;
     let body_limit = site

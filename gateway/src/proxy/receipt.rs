@@ -64,7 +64,7 @@ fn build_receipt(
     status: StatusCode,
 ) -> PendingReceipt {
     let identity = |p: &PlacedPatient| ConsentService::patient_identity(&p.site, &p.id);
-    let fhir = ex.request.as_ref().map(|r| &r.fhir);
+    let asked = ex.asked.as_ref();
     let outcome = &mut ex.outcome;
     let mut subjects = ReceiptSubjects {
         actor: caller
@@ -74,7 +74,7 @@ fn build_receipt(
             .map(str::to_owned)
             .unwrap_or_else(|| caller.id.clone()),
         patients: Vec::new(),
-        query: ex.asked_query.clone().filter(|q| !q.is_empty()),
+        query: asked.map(|a| a.query.clone()).filter(|q| !q.is_empty()),
         client_id: caller.verified.client_id.as_deref().map(str::to_owned),
         client_address: ex.client_address.clone(),
     };
@@ -116,8 +116,8 @@ fn build_receipt(
     }
     receipt.organization = caller.verified.organization.as_deref().map(str::to_owned);
     receipt.site = ex.site.as_ref().map(|s| s.id.clone());
-    receipt.interaction = fhir.map(|f| f.interaction);
-    receipt.resource_type = fhir.and_then(|f| f.resource_type.clone());
+    receipt.interaction = asked.map(|a| a.interaction);
+    receipt.resource_type = asked.and_then(|a| a.resource_type.clone());
     receipt.resources = std::mem::take(&mut outcome.released);
     receipt.purpose = ex.purpose.map(|p| p.code().to_owned());
     receipt.upstream_status = outcome.upstream_status;
@@ -133,8 +133,8 @@ fn build_receipt(
 /// The record phase: metrics, the access log line, and the request log row.
 pub fn record(ex: &Exchange, state: &AppState, status: StatusCode) {
     let site = ex.site.as_ref().map(|s| s.id.as_str());
-    let fhir = ex.request.as_ref().map(|r| &r.fhir);
-    let interaction = fhir.map(|f| f.interaction.as_str());
+    let asked = ex.asked.as_ref();
+    let interaction = asked.map(|a| a.interaction.as_str());
     let status_code = status.as_u16();
     state
         .metrics
@@ -155,7 +155,7 @@ pub fn record(ex: &Exchange, state: &AppState, status: StatusCode) {
             request_id = %ex.id,
             site = site.unwrap_or("-"),
             interaction = interaction.unwrap_or("-"),
-            resource_type = fhir.and_then(|f| f.resource_type.as_deref()).unwrap_or("-"),
+            resource_type = asked.and_then(|a| a.resource_type.as_deref()).unwrap_or("-"),
             status = status_code,
             error_code = ex.outcome.error_code.unwrap_or("-"),
             caller_kind = ex.caller.as_ref().map(|c| c.verified.kind.as_str()).unwrap_or("-"),
@@ -173,7 +173,7 @@ pub fn record(ex: &Exchange, state: &AppState, status: StatusCode) {
         site: site.map(str::to_owned),
         caller: ex.caller.as_ref().map(|c| c.id.clone()),
         interaction: interaction.map(str::to_owned),
-        resource_type: fhir.and_then(|f| f.resource_type.clone()),
+        resource_type: asked.and_then(|a| a.resource_type.clone()),
         status: i32::from(status_code),
         error_code: ex.outcome.error_code.map(str::to_owned),
         decision,

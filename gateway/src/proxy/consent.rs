@@ -1,6 +1,7 @@
-//! The decide phase and the consent half of the filter phase: the patients a request names
-//! decided before it is forwarded, and every resource of an answer decided on the consents
-//! of every patient it belongs to before it is released.
+//! The consent concern, [`Enforcer`]: inbound (the decide phase), the patients a request
+//! names decided before it is forwarded; outbound (the consent half of the release), every
+//! resource of an answer decided on the consents of every patient it belongs to before it is
+//! released. The denies break-glass overrode are plain data the enforcer hands back.
 //!
 //! Whose data a request or a resource is comes from THE rule (`assent_fhir::compartment`);
 //! this module only places what the rule found (a site-local id, another site's patient, an
@@ -12,22 +13,27 @@
 //! (`release.rs`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use actix_web::http::header::HeaderMap;
+use assent_auth::PurposeOfUse;
 use assent_consent::{
     AccessRequest, Basis, BreakGlass as BreakGlassAsk, BreakGlassRefusal, Caller as ConsentCaller,
-    Consent, Decision, Deny, RelatedIndex, SitePolicy, decide, decide_all, decide_unknown_patient,
-    decide_unnamed,
+    Consent, Decision, Deny, Permit, RelatedIndex, SitePolicy, decide, decide_all,
+    decide_unknown_patient, decide_unnamed,
 };
 use assent_fhir::FhirVersion;
-use assent_fhir::compartment::{PatientRef, Patients, RequestPatients, patients_of};
+use assent_fhir::compartment::{
+    PatientRef, Patients, RequestPatients, patients_of, request_patients,
+};
 use serde_json::Value;
 
 use crate::http::caller::Caller;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
+use crate::proxy::exchange::{Outcome, SiteRequest};
 use crate::proxy::request::FhirRequest;
-use crate::services::break_glass::Override;
+use crate::services::break_glass::{self, BreakGlass, Override};
 use crate::services::consent::{ConsentServiceError, now};
 use crate::services::identity;
 use crate::services::upstream::Site;
@@ -49,12 +55,17 @@ pub struct ConsentRequest {
     /// Break-glass asked for: the justification (empty when none was given) and whether the
     /// caller holds the grant.
     break_glass: Option<(String, bool)>,
-    /// Denies that break-glass overrode, for the request context.
-    overrides: Mutex<Vec<Override>>,
 }
 
 impl ConsentRequest {
-    pub fn new(caller: &Caller, purpose: Option<&'static str>, fhir: &FhirRequest) -> Self {
+    /// The consent request of `fhir` by `caller`; `break_glass` when the caller asked for it
+    /// ([`ask_break_glass`]).
+    pub fn new(
+        caller: &Caller,
+        purpose: Option<&'static str>,
+        fhir: &FhirRequest,
+        break_glass: Option<&BreakGlass>,
+    ) -> Self {
         let mut consent_caller = ConsentCaller::new();
         for reference in [&caller.verified.actor, &caller.verified.organization]
             .into_iter()
@@ -68,37 +79,14 @@ impl ConsentRequest {
             interaction: fhir.interaction,
             resource_type: fhir.resource_type.clone(),
             resource_id: fhir.id.clone(),
-            break_glass: None,
-            overrides: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Asks for break-glass: a deny is overridden when the caller holds the grant
-    /// (`granted`), the purpose is emergency treatment and `justification` is not empty.
-    pub fn with_break_glass(mut self, justification: Option<&str>, granted: bool) -> Self {
-        self.break_glass = Some((justification.unwrap_or_default().to_owned(), granted));
-        self
-    }
-
-    /// Whether break-glass overrode a deny since the last [`take_overrides`](Self::take_overrides).
-    pub fn has_overrides(&self) -> bool {
-        self.overrides.lock().is_ok_and(|o| !o.is_empty())
-    }
-
-    /// The denies break-glass overrode since the last call.
-    pub fn take_overrides(&self) -> Vec<Override> {
-        self.overrides
-            .lock()
-            .map(|mut o| std::mem::take(&mut *o))
-            .unwrap_or_default()
-    }
-
-    fn note_override(&self, patient_key: String, overridden: &Basis) {
-        if let Ok(mut o) = self.overrides.lock() {
-            o.push(Override {
-                patient_key,
-                overridden: overridden.to_string(),
-            });
+            // A deny is overridden when the caller holds the grant, the purpose is emergency
+            // treatment and the justification is not empty.
+            break_glass: break_glass.map(|bg| {
+                (
+                    bg.justification.clone().unwrap_or_default(),
+                    caller.verified.break_glass,
+                )
+            }),
         }
     }
 
@@ -141,6 +129,26 @@ impl Verdict {
     }
 }
 
+/// Break-glass as the caller asked for it: by a justification, or by the grant with an
+/// emergency purpose (so that a missing justification is answered as such); `None` when not
+/// asked for.
+pub fn ask_break_glass(
+    headers: &HeaderMap,
+    caller: &Caller,
+    purpose: Option<PurposeOfUse>,
+) -> Result<Option<BreakGlass>, GatewayError> {
+    let justification = break_glass::justification(headers)?;
+    let emergency = purpose.is_some_and(|p| p.is_emergency());
+    Ok(
+        (justification.is_some() || (caller.verified.break_glass && emergency)).then(|| {
+            BreakGlass {
+                justification,
+                overrides: Vec::new(),
+            }
+        }),
+    )
+}
+
 /// The consent decisions of one request: the patients it names before forwarding, then each
 /// resource of the answer. Consents read once per patient and request.
 pub struct Enforcer<'a> {
@@ -148,6 +156,8 @@ pub struct Enforcer<'a> {
     site: &'a Site,
     client: &'a awc::Client,
     request: &'a ConsentRequest,
+    /// Denies that break-glass overrode, not yet taken (one per decision).
+    overrides: Vec<Override>,
     /// The FHIR version the answers are decided in (the site's).
     version: FhirVersion,
     consents: HashMap<PlacedPatient, Arc<[Consent]>>,
@@ -165,8 +175,38 @@ impl<'a> Enforcer<'a> {
             site,
             client,
             request,
+            overrides: Vec::new(),
             version: site.config.fhir_version,
             consents: HashMap::new(),
+        }
+    }
+
+    /// The inbound half, the decide phase: every patient `request` names is decided before
+    /// it is forwarded (each must permit); a request that names none is fetched on a
+    /// conditional permit and every resource of the answer is decided. Returns the permit to
+    /// forward on and the patients named (`None` when the request named none).
+    pub async fn admit(
+        &mut self,
+        request: &SiteRequest,
+        outcome: &mut Outcome,
+    ) -> Result<(Permit, Option<Vec<PlacedPatient>>), GatewayError> {
+        let fhir = &request.fhir;
+        let named = request_patients(
+            self.version,
+            fhir.resource_type.as_deref(),
+            fhir.id.as_deref(),
+            &request.params(),
+            &self.site.references,
+        );
+        let (decision, placed) = self.decide_request(&named).await?;
+        outcome.decision = Some(decision.clone());
+        outcome.named_patients = placed.clone();
+        match decision {
+            Decision::Permit(permit) => Ok((
+                permit,
+                matches!(named, RequestPatients::Named(_)).then_some(placed),
+            )),
+            Decision::Deny(deny) => Err(denied(&deny)),
         }
     }
 
@@ -302,12 +342,22 @@ impl<'a> Enforcer<'a> {
         if let Decision::Permit(p) = &decision
             && let Basis::BreakGlass(overridden) = p.basis()
         {
-            self.request.note_override(
-                self.state.consents.patient_key(&patient.site, &patient.id),
-                overridden,
-            );
+            self.overrides.push(Override {
+                patient_key: self.state.consents.patient_key(&patient.site, &patient.id),
+                overridden: overridden.to_string(),
+            });
         }
         Ok(decision)
+    }
+
+    /// Whether break-glass overrode a deny since the last [`take_overrides`](Self::take_overrides).
+    pub fn has_overrides(&self) -> bool {
+        !self.overrides.is_empty()
+    }
+
+    /// The denies break-glass overrode since the last call.
+    pub fn take_overrides(&mut self) -> Vec<Override> {
+        std::mem::take(&mut self.overrides)
     }
 
     fn policy_of(&self, site: &str) -> SitePolicy {

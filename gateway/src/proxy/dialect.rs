@@ -1,6 +1,6 @@
-//! The translate steps of the pipeline: which FHIR version a client reads, its request put
-//! into the site's version on the way in, and the site's answer put into the client's version
-//! on the way out.
+//! The dialect concern, [`Dialect`]: which FHIR version a client reads, its request put into
+//! the site's version on the way in, and the site's answer put into the client's version on
+//! the way out.
 //!
 //! Owns version negotiation (the `fhirVersion` media-type parameter of `Accept` or `_format`,
 //! else `[fhir] default_version`, else the site's own version), `Prefer: handling=strict|lenient`,
@@ -21,6 +21,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 use crate::http::error::GatewayError;
+use crate::proxy::exchange::SiteRequest;
 use crate::proxy::request::FhirRequest;
 use crate::services::upstream::UrlMap;
 
@@ -97,6 +98,15 @@ impl Dialect {
     /// Whether the client reads another version than the site's.
     pub fn translates(&self) -> bool {
         self.site != self.client
+    }
+
+    /// Inbound: the exchange's request in the site's terms ([`translate_request`](Self::translate_request)).
+    pub fn request(&mut self, request: &mut SiteRequest) -> Result<(), GatewayError> {
+        let form = request.form.take().map(Bytes::from);
+        let form = self.translate_request(&mut request.fhir, form)?;
+        // Translated text of a UTF-8 form: UTF-8.
+        request.form = form.map(|f| String::from_utf8_lossy(&f).into_owned());
+        Ok(())
     }
 
     /// The request in the site's terms: a versioned `_format` taken out of the forwarded query;

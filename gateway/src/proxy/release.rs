@@ -1,4 +1,5 @@
-//! The filter phase's release rules: what of a site's answer may leave the gateway.
+//! The release concern, [`Release`] (the outbound halves of scopes and consent together): what
+//! of a site's answer may leave the gateway.
 //!
 //! Every resource of an answer is decided before it is released, whatever its place: a
 //! search match, an `_include`d or `_revinclude`d resource, an entry marked
@@ -27,7 +28,30 @@ use crate::proxy::consent::{self, Enforcer, PlacedPatient};
 use crate::proxy::request::FhirRequest;
 use crate::proxy::scopes::{self, Authorization};
 
+/// The release concern: scopes and consent on every resource of an answer, for one request.
+/// Its inbound halves are the scopes' authorization and the enforcer's decide phase.
+pub struct Release<'a, 'e> {
+    pub enforcer: &'a mut Enforcer<'e>,
+    pub facts: RequestFacts<'a>,
+}
+
+impl Release<'_, '_> {
+    /// [`release_bundle`] for this request.
+    pub async fn bundle(&mut self, bundle: &mut Value) -> Result<BundleRelease, GatewayError> {
+        release_bundle(self.enforcer, &self.facts, bundle).await
+    }
+
+    /// [`release_resource`] for this request.
+    pub async fn resource(
+        &mut self,
+        resource: &Value,
+    ) -> Result<(Vec<PlacedPatient>, bool), GatewayError> {
+        release_resource(self.enforcer, &self.facts, resource).await
+    }
+}
+
 /// What the release rules need to know about the request.
+#[derive(Clone, Copy)]
 pub struct RequestFacts<'a> {
     pub fhir: &'a FhirRequest,
     pub caller: &'a VerifiedCaller,

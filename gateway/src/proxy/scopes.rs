@@ -1,3 +1,7 @@
+//! The scopes concern, [`Authorization`]: inbound, [`authorize`] and [`Authorization::narrowing`];
+//! outbound, [`Authorization::check`] and [`Authorization::check_resource`] (through
+//! `release.rs`).
+//!
 //! What a verified caller's SMART scopes allow for one parsed FHIR request: the grant for the
 //! request's interaction and resource type, the search conditions added to a forwarded search
 //! (patient confinement and granular scopes), and the check of returned resources one by one

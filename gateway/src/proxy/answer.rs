@@ -1,0 +1,262 @@
+//! The outbound half of an exchange: the site's answer through the outbound halves of the
+//! concerns, in order: status → site adapter → release (scopes and consent; paging settles a
+//! search that named no patient) → links and URLs → dialect (the client's version) → shaping
+//! (`_summary`, `_elements`) → the released resources noted for the receipt.
+//!
+//! Three kinds of answer take that way: a Bundle, the CapabilityStatement (amended to what
+//! the gateway forwards), and a single resource (its identity checked; conditional read
+//! headers answered after its decision). Leaves out: each concern's mechanics (their own
+//! modules) and the receipt (`receipt.rs`).
+
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::{HttpResponse, HttpResponseBuilder};
+use assent_fhir::compartment::patients_of;
+use assent_fhir::shaping::Shape;
+use assent_receipts::ResourceEntry;
+use serde_json::{Value, json};
+
+use crate::http::error::GatewayError;
+use crate::http::state::AppState;
+use crate::proxy::adapter::Adapter;
+use crate::proxy::capabilities;
+use crate::proxy::dialect::{Dialect, Translated};
+use crate::proxy::exchange::Outcome;
+use crate::proxy::forward::{self, Validators};
+use crate::proxy::paging::Paging;
+use crate::proxy::release::Release;
+use crate::proxy::rewrite;
+use crate::services::upstream::Site;
+
+/// The response header saying that data was released on break-glass.
+const BREAK_GLASS_USED: (&str, &str) = ("x-assent-break-glass", "used");
+
+/// The outbound concerns of one exchange, each holding what its inbound half learnt.
+pub struct Outbound<'a, 'e> {
+    pub state: &'a AppState,
+    pub site: &'a Site,
+    pub request_id: &'a str,
+    pub release: Release<'a, 'e>,
+    pub paging: Paging<'a>,
+    pub adapter: Adapter,
+    pub dialect: Dialect,
+    pub shape: Shape,
+    pub outcome: &'a mut Outcome,
+}
+
+impl Outbound<'_, '_> {
+    /// The site's answer to the forwarded request, as the caller may have it. `headers`: the
+    /// caller's (conditional read headers).
+    pub async fn answer(
+        mut self,
+        headers: &HeaderMap,
+        mut response: awc::ClientResponse,
+    ) -> Result<HttpResponse, GatewayError> {
+        let status = response.status();
+        self.outcome.upstream_status = Some(status.as_u16());
+        if let Err(e) = forward::check_status(status) {
+            tracing::info!(request_id = %self.request_id, site = %self.site.id, upstream_status = status.as_u16(), "upstream answered with an error");
+            return Err(e);
+        }
+        let mut out = HttpResponse::Ok();
+        self.dialect.response_headers(&mut out, None);
+        out.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        if let Some(basis) = self
+            .outcome
+            .decision
+            .as_ref()
+            .map(|d| d.basis().to_string())
+            && let Ok(v) = HeaderValue::from_str(&basis)
+        {
+            out.insert_header(("x-assent-consent", v));
+        }
+        if self.release.enforcer.has_overrides() {
+            out.insert_header(BREAK_GLASS_USED);
+        }
+        let fhir = self.release.facts.fhir;
+        if fhir.returns_bundle() {
+            let bundle = forward::read_bundle(&mut response, self.site).await?;
+            self.bundle(out, bundle).await
+        } else if fhir.interaction == assent_fhir::Interaction::Capabilities {
+            let statement = forward::read_json(&mut response, self.site).await?;
+            self.capabilities(out, statement)
+        } else {
+            self.resource(out, headers, response).await
+        }
+    }
+
+    async fn bundle(
+        &mut self,
+        mut out: HttpResponseBuilder,
+        mut bundle: Value,
+    ) -> Result<HttpResponse, GatewayError> {
+        let facts = self.release.facts;
+        self.adapter.response(&mut bundle);
+        let mut report = self.release.bundle(&mut bundle).await?;
+        if facts.named.is_none() && facts.fhir.interaction == assent_fhir::Interaction::Search {
+            let (release, adapter) = (&mut self.release, &mut self.adapter);
+            self.paging
+                .settle(release, adapter, &mut bundle, &mut report)
+                .await?;
+        }
+        if report.withheld > 0 {
+            tracing::info!(request_id = %self.request_id, site = %self.site.id, withheld = report.withheld, "entries withheld");
+            // The history of one resource that named no patient: its versions are one
+            // record, and withholding any of them is answered as for a record the site does
+            // not have (an empty history would tell that it exists).
+            if facts.named.is_none()
+                && facts.fhir.interaction == assent_fhir::Interaction::History
+                && facts.fhir.id.is_some()
+            {
+                return Err(GatewayError::ContentDenied);
+            }
+        }
+        if report.break_glass {
+            out.insert_header(BREAK_GLASS_USED);
+        }
+        self.outcome.released_patients.extend(report.patients);
+        self.paging.links(&mut bundle, &self.shape, &self.dialect);
+        let translated = self.dialect.translate_response(bundle)?;
+        self.finish(out, translated, true)
+    }
+
+    /// The CapabilityStatement, parsed and amended: only what the gateway forwards, and the
+    /// SMART security section naming the trusted issuer's endpoints.
+    fn capabilities(
+        &mut self,
+        out: HttpResponseBuilder,
+        mut statement: Value,
+    ) -> Result<HttpResponse, GatewayError> {
+        let site = self.site;
+        if statement.get("resourceType").and_then(|v| v.as_str()) != Some("CapabilityStatement")
+            || patients_of(&statement, site.config.fhir_version, &site.references).is_patient_data()
+        {
+            return Err(GatewayError::UpstreamBadResponse);
+        }
+        self.adapter.response(&mut statement);
+        capabilities::only_what_is_forwarded(
+            &mut statement,
+            &site.config,
+            &site.id,
+            &site.urls.public_base,
+        );
+        rewrite::scrub_strings(&mut statement, &site.urls);
+        if let Some(endpoints) = self.state.callers.endpoints() {
+            let security = endpoints.capability_security();
+            if let Some(rests) = statement.get_mut("rest").and_then(|r| r.as_array_mut()) {
+                for rest in rests {
+                    rest["security"] = security.clone();
+                }
+            }
+        }
+        let translated = self.dialect.translate_capabilities(statement)?;
+        self.finish(out, translated, false)
+    }
+
+    /// A single resource: it must be the one asked for; it is decided (scopes, and consent
+    /// on every patient it belongs to), then conditional headers are answered.
+    async fn resource(
+        &mut self,
+        mut out: HttpResponseBuilder,
+        headers: &HeaderMap,
+        mut response: awc::ClientResponse,
+    ) -> Result<HttpResponse, GatewayError> {
+        let validators = Validators::of(&response);
+        let mut resource = forward::read_json(&mut response, self.site).await?;
+        self.adapter.response(&mut resource);
+        forward::check_identity(self.release.facts.fhir, &resource)?;
+        if resource.get("resourceType").and_then(|v| v.as_str()) == Some("OperationOutcome") {
+            // An operation answered with the site's own messages: replaced by the gateway's.
+            let outcome = assent_fhir::operation_outcome(&[assent_fhir::Issue::new(
+                assent_fhir::Severity::Information,
+                assent_fhir::IssueCode::Informational,
+                "The site answered the operation with messages that are not passed on.",
+            )]);
+            let translated = self.dialect.translate_response(outcome)?;
+            return self.finish(out, translated, false);
+        }
+        let (patients, break_glass) = self.release.resource(&resource).await?;
+        if break_glass {
+            out.insert_header(BREAK_GLASS_USED);
+        }
+        self.outcome.released_patients.extend(patients);
+        let validators = validators.or_from(&resource);
+        if validators.not_modified(headers) {
+            let mut not_modified = HttpResponse::NotModified();
+            validators.copy_to(&mut not_modified);
+            self.outcome
+                .released
+                .extend(ResourceEntry::from_resource(&resource));
+            return Ok(not_modified.finish());
+        }
+        validators.copy_to(&mut out);
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            if let Some(mapped) = response
+                .headers()
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| self.site.urls.to_public(v))
+                .and_then(|v| HeaderValue::from_str(&v).ok())
+            {
+                out.insert_header((name, mapped));
+            }
+        }
+        rewrite::scrub_strings(&mut resource, &self.site.urls);
+        let translated = self.dialect.translate_response(resource)?;
+        self.finish(out, translated, true)
+    }
+
+    /// The answer in the client's version and shape, with the count of issues the site
+    /// adapter and the version translation reported. `patient_data`: the body is what the
+    /// receipt lists as released (resources, or a Bundle's entries), shaped as asked.
+    fn finish(
+        &mut self,
+        mut out: HttpResponseBuilder,
+        mut translated: Translated,
+        patient_data: bool,
+    ) -> Result<HttpResponse, GatewayError> {
+        let dialect = &self.dialect;
+        if let Some(issues) = translated.issues {
+            tracing::debug!(request_id = %self.request_id, site = %self.site.id, from = %dialect.site, to = %dialect.client, issues, "translated");
+        }
+        let issues = match (translated.issues, self.adapter.issues()) {
+            (None, None) => None,
+            (t, a) => Some(t.unwrap_or(0) + a.unwrap_or(0)),
+        };
+        dialect.response_headers(&mut out, issues);
+        let resource = &mut translated.resource;
+        if patient_data {
+            let is_bundle = resource.get("resourceType").and_then(|v| v.as_str()) == Some("Bundle");
+            let released: Vec<&mut Value> = if is_bundle {
+                resource
+                    .get_mut("entry")
+                    .and_then(|e| e.as_array_mut())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.get_mut("resource"))
+                    .collect()
+            } else {
+                vec![resource]
+            };
+            for r in released {
+                let outcome =
+                    r.get("resourceType").and_then(|t| t.as_str()) == Some("OperationOutcome");
+                if self.shape.cuts() && !(is_bundle && outcome) {
+                    self.shape.apply(r, dialect.client);
+                }
+                self.outcome
+                    .released
+                    .extend(ResourceEntry::from_resource(r));
+            }
+        }
+        let body = serde_json::to_vec(&translated.resource).map_err(|_| GatewayError::Internal)?;
+        Ok(out.body(body))
+    }
+}
+
+/// The answer to `_summary=count` (or `_count=0`): a Bundle with the count alone.
+pub fn count(dialect: &Dialect, total: usize) -> HttpResponse {
+    let mut out = HttpResponse::Ok();
+    dialect.response_headers(&mut out, None);
+    out.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    out.body(json!({"resourceType": "Bundle", "type": "searchset", "total": total}).to_string())
+}

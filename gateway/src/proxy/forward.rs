@@ -32,7 +32,7 @@ pub async fn forward(
         .upstream_latency
         .with_label_values(&[site.id.as_str()])
         .observe(timer.elapsed().as_secs_f64());
-    response
+    Ok(response?)
 }
 
 /// The error answering a site's error status.

@@ -182,7 +182,7 @@ impl Paging<'_> {
             request_id: self.request_id.to_owned(),
             body: None,
         };
-        upstream::forward(self.permit, self.site, self.client, &request).await
+        Ok(upstream::forward(self.permit, self.site, self.client, &request).await?)
     }
 
     /// `_summary=count` (or `_count=0`): the number of matches the caller may see, taken

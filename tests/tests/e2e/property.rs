@@ -28,8 +28,9 @@
 //! those of the world's own copy (so shaping or a lying upstream cannot hide them). The
 //! property: every such patient permits the caller at that site (consents read by the
 //! oracle: no consent follows the site's policy), and a `Bundle.total` never exceeds the
-//! matches released (a count-only answer: the world's resources of that type the caller may
-//! see).
+//! matches released (a count-only answer: the matches the same search releases, over its
+//! pages). The run fails, too, when too little was released for the property to mean
+//! anything.
 //!
 //! Seeds: the runner starts from a fixed seed ([`SEED`]) so every run (and CI) tries the same
 //! worlds, and a failure reproduces by running the test again; `ASSENT_PROPERTY_SEED=<64 hex

@@ -29,8 +29,13 @@ features_of() {
 for target in "${targets[@]}"; do
     echo "== $target: ${seconds} s"
     mkdir -p "corpus/$target"
+    dict=()
+    if [ -f "dict/$target.dict" ]; then
+        dict=("-dict=dict/$target.dict")
+    fi
     # shellcheck disable=SC2046
     cargo fuzz run -O $(features_of "$target") "$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=4096
+        -max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=4096 \
+        ${dict[@]+"${dict[@]}"}
 done
 echo "== every target ran ${seconds} s without a crash"

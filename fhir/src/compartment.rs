@@ -280,14 +280,24 @@ impl<'v> Walker<'v, '_> {
                 self.fields(object, self.tables.reference, None);
             }
             Some(Field::CodeableReference { may_be_patient }) => {
+                // Its `reference` sent as a string instead of a Reference: read all the same.
+                if object.get("reference").is_some_and(Value::is_string) {
+                    self.reference(object, may_be_patient);
+                }
                 self.fields(object, self.tables.codeable_reference, Some(may_be_patient));
             }
             Some(Field::Struct(at)) => {
                 // A Reference where the definition has none (an upstream may send such JSON:
                 // a `reference` on a backbone element, directly under `extension`, in a list
-                // in a list): still a Reference to the rule, or an unknown patient.
-                if self.tables.struct_at(at).field("reference").is_none()
-                    && object.get("reference").is_some_and(Value::is_string)
+                // in a list; a string where the definition's `reference` element is a
+                // Reference, `Consent.provision.actor`; an identifier-only Reference where
+                // the structure has no `identifier`): still a Reference to the rule, or an
+                // unknown patient.
+                let structure = self.tables.struct_at(at);
+                if object.get("reference").is_some_and(Value::is_string)
+                    || structure.field("identifier").is_none()
+                        && !object.contains_key("reference")
+                        && is_reference(object)
                 {
                     self.reference(object, true);
                 }
@@ -330,7 +340,10 @@ impl<'v> Walker<'v, '_> {
                 "resourceType" if structure.and_then(|s| s.field(name)) == Some(Field::Plain) => {
                     None
                 }
-                "resourceType" => continue,
+                // A resource's own type; anything else under that name (an object or a list:
+                // no FHIR element) is read as anything unknown.
+                "resourceType" if !matches!(value, Value::Object(_) | Value::Array(_)) => continue,
+                "resourceType" => None,
                 "extension" | "modifierExtension" => self.tables.extension.map(Field::Struct),
                 "contained" => Some(Field::Resource),
                 "reference" if codeable.is_some() => Some(Field::Reference {
@@ -362,6 +375,11 @@ impl<'v> Walker<'v, '_> {
         }
         if resource_type == "Bundle" {
             self.bundle_full_urls(object);
+        }
+        // A `reference` string on the resource itself (a Reference's element, or a uri such
+        // as `DetectedIssue.reference`): a patient when it names one.
+        if object.get("reference").is_some_and(Value::is_string) {
+            self.reference(object, false);
         }
         let root = self.tables.type_entry(resource_type).and_then(|t| t.root);
         self.fields(object, root, None);

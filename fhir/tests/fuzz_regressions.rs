@@ -78,3 +78,67 @@ fn a_reference_where_the_tables_expect_none_is_placed() {
         }
     }
 }
+
+/// `compartment_structured` (issue 11, the bare-string variant): a `reference` string where
+/// the definition's `reference` element is a Reference object
+/// (`ImplementationGuide.definition.resource.reference`, `Consent.provision.actor`) was
+/// skipped, and so were a `reference` string on a resource itself and an object under a
+/// `resourceType` key; an identifier-only Reference directly under `modifierExtension` was
+/// not read. Each names a patient the resource's release must be decided on.
+#[test]
+fn a_patient_reference_in_a_malformed_place_is_still_placed() {
+    let x0 = PatientRef::Local("x0".into());
+    let mrn = PatientRef::Identifier {
+        system: "urn:mrn".into(),
+        value: "x0".into(),
+    };
+    for (resource, versions, want) in [
+        (
+            json!({"resourceType": "ImplementationGuide", "definition":
+                [{"resource": [{"reference": "Patient/x0"}]}]}),
+            &FhirVersion::ALL[..],
+            &x0,
+        ),
+        (
+            json!({"resourceType": "Consent", "provision": {"actor": [{"reference": "Patient/x0"}]}}),
+            &FhirVersion::ALL[..],
+            &x0,
+        ),
+        (
+            json!({"resourceType": "Observation", "note": [{"resourceType": {"reference": "Patient/x0"}}]}),
+            &FhirVersion::ALL[..],
+            &x0,
+        ),
+        (
+            json!({"resourceType": "Condition", "evidence": [{"reference": "Patient/x0"}]}),
+            &FhirVersion::ALL[..],
+            &x0,
+        ),
+        (
+            json!({"resourceType": "Observation", "reference": "Patient/x0"}),
+            &FhirVersion::ALL[..],
+            &x0,
+        ),
+        (
+            json!({"resourceType": "Observation", "modifierExtension":
+                {"identifier": {"system": "urn:mrn", "value": "x0"}, "type": "Patient"}}),
+            &FhirVersion::ALL[..],
+            &mrn,
+        ),
+    ] {
+        for version in versions {
+            let found = patients_of(&resource, *version, &context());
+            assert!(
+                found.known.contains(want),
+                "{version:?} {resource}: {found:?}"
+            );
+        }
+    }
+    // A uri named `reference` on a resource (`DetectedIssue.reference`) is no unknown patient.
+    let issue = json!({"resourceType": "DetectedIssue", "status": "final",
+        "reference": "https://guidance.example.org/interactions/42"});
+    assert_eq!(
+        patients_of(&issue, FhirVersion::R4, &context()),
+        Default::default()
+    );
+}

@@ -16,6 +16,7 @@ mod errors;
 mod fabric;
 mod operations;
 mod paging;
+mod property;
 mod proxy;
 mod receipts;
 mod release;

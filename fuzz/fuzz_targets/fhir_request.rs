@@ -1,4 +1,4 @@
-//! The gateway's parse phase on arbitrary requests (`fhir_request::parse`): never panics;
+//! The gateway's parse phase on arbitrary requests (`proxy::request::parse`): never panics;
 //! what it accepts is a FHIR REST interaction whose parts come from the path as written; the
 //! query it forwards carries no paging token and no `_assent` parameter; its parameters,
 //! forwarded in the gateway's one encoding (`encode_params`), read back as exactly the
@@ -9,7 +9,7 @@ use arbitrary::Arbitrary;
 use assent_fhir::FhirVersion;
 use assent_fhir::compartment::{PatientRef, RequestPatients, parse_search, request_patients};
 use assent_fuzz::context;
-use assent_gateway::fhir_request::{self, PAGE_TOKEN_PARAM};
+use assent_gateway::proxy::request::{self as fhir_request, PAGE_TOKEN_PARAM};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]

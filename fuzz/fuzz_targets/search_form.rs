@@ -11,7 +11,7 @@ use assent_auth::Scopes;
 use assent_fhir::FhirVersion;
 use assent_fhir::compartment::{parse_search, request_patients};
 use assent_fuzz::context;
-use assent_gateway::fhir_request;
+use assent_gateway::proxy::request as fhir_request;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -51,7 +51,7 @@ fuzz_target!(|input: Input| {
     for scope in scopes.resource_scopes() {
         for condition in &scope.conditions {
             let (name, value) = condition.to_query_pair();
-            let added = parse_search(&fhir_request::encode_pairs([(
+            let added = parse_search(&assent_fhir::query::encode_pairs([(
                 name.as_str(),
                 value.as_str(),
             )]));

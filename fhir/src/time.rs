@@ -10,8 +10,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use jiff::civil::{self, Date, Time};
-use jiff::tz::Offset;
-use jiff::{RoundMode, SignedDuration, Timestamp, TimestampRound, ToSpan, Unit};
+use jiff::{RoundMode, SignedDuration, TimestampRound, ToSpan, Unit};
+
+/// The `jiff` types this module speaks, so its callers need no `jiff` of their own.
+pub use jiff::{Timestamp, tz::Offset};
 
 /// How much of a date-time the writer gave.
 ///

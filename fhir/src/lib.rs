@@ -1,7 +1,7 @@
 //! FHIR vocabulary shared by every Assent crate: FHIR versions and their media-type names,
 //! REST interactions, the `Issue` that lossy or failing work reports, and THE rule of whose
 //! data a resource or a request is (`compartment`), response shaping (`shaping`), query strings
-//! (`query`) and format names (`format`).
+//! (`query`), format names (`format`) and FHIR dates and times (`time`).
 //!
 //! Owns no I/O and no HTTP types; the gateway turns these into responses.
 
@@ -11,6 +11,7 @@ mod interaction;
 mod issue;
 pub mod query;
 pub mod shaping;
+pub mod time;
 mod version;
 
 pub use interaction::Interaction;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use assent_consent::ConsortiumKey;
 use assent_fhir::FhirVersion;
+use assent_fhir::time::FhirDateTime;
 use assent_receipts::{
     AccessKind, Digest, LedgerAnchor, LedgerAnswer, Receipt, ReceiptSubjects, ReceiptVerification,
     StoredBatch, StoredReceipt, csv_header, csv_row, ndjson_line, verify_stored,
@@ -200,27 +201,8 @@ impl AuditQuery {
         &self,
         key: &ConsortiumKey,
     ) -> Result<(ReceiptFilter, Option<String>), GatewayError> {
+        self.check_values()?;
         let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
-        for (name, value) in [
-            ("patient", &self.patient),
-            ("agent", &self.agent),
-            ("site", &self.site),
-        ] {
-            check_value(name, value.as_deref().unwrap_or_default())?;
-        }
-        for date in &self.dates {
-            check_value("date", date)?;
-        }
-        check_value("decision", &self.decisions.join(","))?;
-        check_decisions(&self.decisions)?;
-        for (name, value) in [
-            ("break-glass", &self.break_glass),
-            ("outcome", &self.outcome),
-            ("purpose", &self.purpose),
-            ("kind", &self.kind),
-        ] {
-            check_value(name, value.as_deref().unwrap_or_default())?;
-        }
         let mut filter = ReceiptFilter {
             decisions: self.decisions.clone(),
             ..ReceiptFilter::default()
@@ -269,6 +251,32 @@ impl AuditQuery {
             apply_date(&mut filter, date)?;
         }
         Ok((filter, patient))
+    }
+
+    /// Refuses values too long or with control characters, and unknown decisions, in the
+    /// order the audit API's parameters are checked.
+    fn check_values(&self) -> Result<(), GatewayError> {
+        for (name, value) in [
+            ("patient", &self.patient),
+            ("agent", &self.agent),
+            ("site", &self.site),
+        ] {
+            check_value(name, value.as_deref().unwrap_or_default())?;
+        }
+        for date in &self.dates {
+            check_value("date", date)?;
+        }
+        check_value("decision", &self.decisions.join(","))?;
+        check_decisions(&self.decisions)?;
+        for (name, value) in [
+            ("break-glass", &self.break_glass),
+            ("outcome", &self.outcome),
+            ("purpose", &self.purpose),
+            ("kind", &self.kind),
+        ] {
+            check_value(name, value.as_deref().unwrap_or_default())?;
+        }
+        Ok(())
     }
 }
 
@@ -333,94 +341,10 @@ fn apply_date(filter: &mut ReceiptFilter, value: &str) -> Result<(), GatewayErro
     Ok(())
 }
 
-/// The UTC millisecond range `[start, end)` a FHIR date or dateTime covers at its precision.
+/// The UTC millisecond range `[start, end)` a FHIR date or dateTime covers at its precision
+/// (a time needs its zone).
 pub fn date_range(text: &str) -> Option<(i64, i64)> {
-    let num = |s: &str, len: usize| -> Option<i64> {
-        (s.len() == len && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    let (date, time) = match text.split_once('T') {
-        Some((d, t)) => (d, Some(t)),
-        None => (text, None),
-    };
-    let parts: Vec<&str> = date.split('-').collect();
-    let year = num(parts.first()?, 4)?;
-    let month = parts.get(1).map(|m| num(m, 2)).unwrap_or(Some(1))?;
-    let day = parts.get(2).map(|d| num(d, 2)).unwrap_or(Some(1))?;
-    if parts.len() > 3 || !(1..=12).contains(&month) || !(1..=days_in(year, month)).contains(&day) {
-        return None;
-    }
-    let day_ms = days_from_civil(year, month, day) * 86_400_000;
-    let Some(time) = time else {
-        let end = match parts.len() {
-            1 => days_from_civil(year + 1, 1, 1) * 86_400_000,
-            2 if month == 12 => days_from_civil(year + 1, 1, 1) * 86_400_000,
-            2 => days_from_civil(year, month + 1, 1) * 86_400_000,
-            _ => day_ms + 86_400_000,
-        };
-        return Some((day_ms, end));
-    };
-    if parts.len() != 3 {
-        return None;
-    }
-    // hh:mm[:ss[.fff]] followed by Z or ±hh:mm (a dateTime with a time has a zone).
-    let zone_at = time.find(['Z', '+', '-'])?;
-    let (clock, zone) = time.split_at(zone_at);
-    let offset_ms = match zone {
-        "Z" => 0,
-        z if z.len() == 6 && &z[3..4] == ":" => {
-            let sign = if z.starts_with('-') { -1 } else { 1 };
-            let (h, m) = (num(&z[1..3], 2)?, num(&z[4..6], 2)?);
-            if h > 14 || m > 59 {
-                return None;
-            }
-            sign * (h * 60 + m) * 60_000
-        }
-        _ => return None,
-    };
-    let (hms, fraction) = match clock.split_once('.') {
-        Some((hms, f)) => (hms, Some(f)),
-        None => (clock, None),
-    };
-    let hms: Vec<&str> = hms.split(':').collect();
-    let h = num(hms.first()?, 2)?;
-    let m = num(hms.get(1)?, 2)?;
-    let s = hms.get(2).map(|s| num(s, 2)).unwrap_or(Some(0))?;
-    if hms.len() > 3 || h > 23 || m > 59 || s > 59 {
-        return None;
-    }
-    let (millis, unit) = match fraction {
-        None if hms.len() == 2 => (0, 60_000),
-        None => (0, 1_000),
-        Some(f) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
-            let padded = format!("{f:0<3}");
-            (padded[..3].parse::<i64>().ok()?, 1)
-        }
-        Some(_) => return None,
-    };
-    let start = day_ms + ((h * 60 + m) * 60 + s) * 1_000 + millis - offset_ms;
-    Some((start, start + unit))
-}
-
-fn days_in(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    FhirDateTime::parse(text).ok().map(|v| v.range().millis())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -784,20 +708,25 @@ fn export_chunk(
 mod tests {
     use super::*;
 
+    /// Unix milliseconds of a UTC instant.
+    fn ms(instant: &str) -> i64 {
+        instant
+            .parse::<assent_fhir::time::Timestamp>()
+            .unwrap()
+            .as_millisecond()
+    }
+
     #[test]
     fn dates_cover_their_precision() {
-        let day = days_from_civil(2026, 11, 22) * 86_400_000;
+        let day = ms("2026-11-22T00:00:00Z");
         assert_eq!(date_range("2026-11-22"), Some((day, day + 86_400_000)));
         assert_eq!(
             date_range("2026-11"),
-            Some((
-                days_from_civil(2026, 11, 1) * 86_400_000,
-                days_from_civil(2026, 12, 1) * 86_400_000
-            ))
+            Some((ms("2026-11-01T00:00:00Z"), ms("2026-12-01T00:00:00Z")))
         );
         assert_eq!(
             date_range("2026").map(|(s, _)| s),
-            Some(days_from_civil(2026, 1, 1) * 86_400_000)
+            Some(ms("2026-01-01T00:00:00Z"))
         );
         assert_eq!(
             date_range("2026-11-22T01:02:03Z"),
@@ -834,8 +763,8 @@ mod tests {
         assert_eq!(
             (f.from_ms, f.to_ms),
             (
-                Some(days_from_civil(2026, 11, 1) * 86_400_000),
-                Some(days_from_civil(2026, 11, 3) * 86_400_000)
+                Some(ms("2026-11-01T00:00:00Z")),
+                Some(ms("2026-11-03T00:00:00Z"))
             )
         );
         let mut g = ReceiptFilter::default();

@@ -35,11 +35,11 @@ use crate::http::caller::Caller;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
 use crate::services::audit::{
-    AuditSearch, ExportFormat, ReceiptDetail, ReceiptPage, decode, export_stream, newest_first,
-    parse_search, patient_identity,
+    AuditSearch, ReceiptDetail, ReceiptPage, decode, export_stream, newest_first, parse_search,
+    patient_identity,
 };
-// The export's chunk size and the verification's checks, under the names the tests use.
-pub use crate::services::audit::EXPORT_CHUNK;
+// The export's chunk size and formats and the verification's checks, under the names the tests use.
+pub use crate::services::audit::{EXPORT_CHUNK, ExportFormat};
 pub use assent_receipts::Check;
 
 /// Default and largest page of `GET /audit/AuditEvent`.
@@ -279,7 +279,7 @@ pub async fn read_receipt(
 /// Streams every receipt matching `filter`, in chain order, as NDJSON (with proofs and
 /// anchors) or CSV (`services::audit::export_stream`).
 pub fn export_response(
-    state: &AppState,
+    state: web::Data<AppState>,
     filter: crate::store::ReceiptFilter,
     format: ExportFormat,
 ) -> HttpResponse {
@@ -313,7 +313,7 @@ pub async fn export(
             ));
         }
         let format = export_format(req.query_string())?;
-        Ok(export_response(&state, search.filter, format))
+        Ok(export_response(state.clone(), search.filter, format))
     })();
     access.finish(&state, outcome).await
 }

@@ -504,7 +504,7 @@ pub async fn export_csv(
             if let Some(patient) = &patient {
                 access.add_patient_identity(patient);
             }
-            export_response(&state, filter, ExportFormat::Csv)
+            export_response(state.clone(), filter, ExportFormat::Csv)
         });
     access.finish(&state, outcome).await
 }

@@ -5,7 +5,7 @@
 //! Token form: `{expiry unix seconds}.{base64url(HMAC-SHA256)}`. Leaves out: where the token
 //! goes in a URL (the rewrite module) and checking consent (every page is decided again).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -103,10 +103,8 @@ impl PageSigner {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    let millis = assent_ledger::Clock::now_millis(&assent_ledger::SystemClock);
+    u64::try_from(millis / 1000).unwrap_or(0)
 }
 
 #[cfg(test)]

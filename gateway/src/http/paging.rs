@@ -7,7 +7,7 @@
 //! ([`PageSigner::sign_query`]). Leaves out: where the token goes in a proxied FHIR URL (the
 //! rewrite module) and checking consent (every page is decided again).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -140,10 +140,8 @@ fn split_signature(query: &str) -> (&str, Option<&str>) {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    let millis = assent_ledger::Clock::now_millis(&assent_ledger::SystemClock);
+    u64::try_from(millis / 1000).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 //! This file is the security order on one screen; each phase's mechanics live in its own module.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
@@ -27,6 +27,7 @@ use assent_receipts::{AccessDecision, Receipt, ReceiptSubjects, ResourceEntry};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
+use assent_fhir::SitePatient;
 use assent_fhir::compartment::{
     RequestPatients, SearchParam, parse_search, patients_of, request_patients,
 };
@@ -46,7 +47,6 @@ use crate::proxy::rewrite;
 use crate::proxy::scopes::{self, Authorization};
 use crate::services::adapters;
 use crate::services::break_glass::{self, BreakGlass};
-use crate::services::consent::ConsentService;
 use crate::services::receipts::PendingReceipt;
 use crate::services::receipts::RECEIPT_HEADER;
 use crate::services::request_log::RequestRecord;
@@ -112,7 +112,7 @@ pub async fn handle(
         decision: None,
         break_glass: None,
         error_code: None,
-        time_ms: now_ms(),
+        time_ms: state.clock.now_millis(),
         client_address: req.peer_addr().map(|a| a.ip().to_string()),
         upstream_status: None,
         released: Vec::new(),
@@ -174,7 +174,7 @@ fn build_receipt(
     status: StatusCode,
 ) -> PendingReceipt {
     let site = ctx.site.as_ref().map(|s| s.id.clone());
-    let identity = |p: &PlacedPatient| ConsentService::patient_identity(&p.site, &p.id);
+    let identity = |p: &PlacedPatient| SitePatient::new(&p.site, &p.id).to_string();
     let mut subjects = ReceiptSubjects {
         actor: caller
             .verified
@@ -238,13 +238,6 @@ fn build_receipt(
 /// Off only in the benchmark build that measures what receipts cost (feature
 /// `bench-no-receipts`).
 const RECEIPTS_ON: bool = !cfg!(feature = "bench-no-receipts");
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 async fn run(
     ctx: &mut RequestContext,
@@ -660,10 +653,7 @@ fn notify_break_glass(ctx: &RequestContext, state: &AppState, status: StatusCode
     };
     state.break_glass.notify(break_glass::Event {
         request_id: ctx.request_id.clone(),
-        at_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
+        at_ms: state.clock.now_millis(),
         gateway_id: state.config.gateway_id.clone(),
         site: ctx.site.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
         caller: ctx
@@ -1375,10 +1365,7 @@ fn record(ctx: &RequestContext, state: &AppState, status: StatusCode) {
     }
     state.recorder.record(RequestRecord {
         request_id: ctx.request_id.clone(),
-        at_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
+        at_ms: state.clock.now_millis(),
         site: site.map(str::to_owned),
         caller: ctx.caller.as_ref().map(|c| c.id.clone()),
         interaction: interaction.map(str::to_owned),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use assent_consent::ConsortiumKey;
 use assent_fhir::FhirVersion;
+use assent_fhir::SitePatient;
 use assent_fhir::time::FhirDateTime;
 use assent_receipts::{
     AccessKind, Digest, LedgerAnchor, LedgerAnswer, Receipt, ReceiptSubjects, ReceiptVerification,
@@ -298,7 +299,7 @@ pub fn patient_identity(value: &str, site: Option<&str>) -> Result<String, Gatew
     if !is_token(site) || !is_fhir_id(id) {
         return Err(bad("`patient` is not a site's patient"));
     }
-    Ok(ConsentService::patient_identity(site, id))
+    Ok(SitePatient::new(site, id).to_string())
 }
 
 fn is_token(s: &str) -> bool {

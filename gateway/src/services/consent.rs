@@ -219,7 +219,7 @@ impl ConsentService {
 
     /// The cross-site identity of a site-local patient.
     pub fn patient_identity(site: &str, patient_id: &str) -> String {
-        format!("{site}/Patient/{patient_id}")
+        assent_fhir::SitePatient::new(site, patient_id).to_string()
     }
 
     /// The keyed hash the ledger knows a patient by.

@@ -340,9 +340,8 @@ impl DevIdentityProvider {
 
     /// `GET /authorize`: the sign-in page, or (with `login_as`) the redirect with a code.
     fn authorize(&self, query: &str) -> DevResponse {
-        let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
-            .map(|(n, v)| (n.into_owned(), v.into_owned()))
-            .collect();
+        let params: HashMap<String, String> =
+            assent_fhir::query::pairs(query).into_iter().collect();
         let get = |n: &str| params.get(n).map(String::as_str).unwrap_or_default();
         let page = |status: u16, body: String| DevResponse {
             status,
@@ -487,9 +486,7 @@ impl DevIdentityProvider {
     }
 
     fn token_response(&self, form: &str) -> Result<String, (&'static str, String)> {
-        let fields: HashMap<String, String> = url::form_urlencoded::parse(form.as_bytes())
-            .map(|(n, v)| (n.into_owned(), v.into_owned()))
-            .collect();
+        let fields: HashMap<String, String> = assent_fhir::query::pairs(form).into_iter().collect();
         if fields.get("grant_type").map(String::as_str) == Some("authorization_code") {
             return self.code_response(&fields);
         }
@@ -498,8 +495,8 @@ impl DevIdentityProvider {
         let mut scope = None;
         let mut purpose = None;
         let mut patient = None;
-        for (name, value) in url::form_urlencoded::parse(form.as_bytes()) {
-            let slot = match name.as_ref() {
+        for (name, value) in assent_fhir::query::pairs(form) {
+            let slot = match name.as_str() {
                 "grant_type" => &mut grant_type,
                 "client_id" => &mut client_id,
                 "scope" => &mut scope,
@@ -507,7 +504,7 @@ impl DevIdentityProvider {
                 "patient" => &mut patient,
                 _ => continue,
             };
-            *slot = Some(value.into_owned());
+            *slot = Some(value);
         }
         if grant_type.as_deref() != Some("client_credentials") {
             return Err((

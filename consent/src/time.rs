@@ -1,9 +1,12 @@
 //! Time as the consent logic sees it: a UTC instant in seconds, FHIR `date`/`dateTime`
 //! values read as the interval their precision covers, and periods.
 //!
-//! Owns parsing and comparison. Leaves out reading the clock: callers pass `now` in.
+//! Owns comparison; the FHIR forms and the calendar are `assent_fhir::time`'s. Leaves out
+//! reading the clock: callers pass `now` in.
 
 use std::fmt;
+
+use assent_fhir::time::{self, FhirDateTime};
 
 /// A UTC instant, in whole seconds since 1970-01-01T00:00:00Z.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -29,17 +32,16 @@ impl Timestamp {
 }
 
 impl fmt::Display for Timestamp {
+    /// The FHIR `instant` in UTC to the second (`2024-01-01T00:00:00Z`); the open ends
+    /// [`Timestamp::MIN`] and [`Timestamp::MAX`] print as the first and last instants `jiff`
+    /// counts.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let days = self.0.div_euclid(86_400);
-        let secs = self.0.rem_euclid(86_400);
-        let (y, m, d) = civil_from_days(days);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-            secs / 3600,
-            (secs / 60) % 60,
-            secs % 60
-        )
+        let at = time::Timestamp::from_second(self.0).unwrap_or(if self.0 < 0 {
+            time::Timestamp::MIN
+        } else {
+            time::Timestamp::MAX
+        });
+        FhirDateTime::instant(at, 0).fmt(f)
     }
 }
 
@@ -82,119 +84,14 @@ impl Period {
 }
 
 /// The interval `[first, after_last)` covered by a FHIR `date`, `dateTime` or `instant`
-/// at its precision.
+/// at its precision, in whole seconds (a fraction of a second covers its second). Surrounding
+/// white space is ignored; a time without a zone is read as UTC.
 pub fn parse_interval(text: &str) -> Option<(Timestamp, Timestamp)> {
-    let b = text.trim().as_bytes();
-    let year = digits(b, 0, 4)?;
-    if b.len() == 4 {
-        let s = days_from_civil(year, 1, 1);
-        let e = days_from_civil(year + 1, 1, 1);
-        return Some((day_start(s), day_start(e)));
-    }
-    if b.get(4) != Some(&b'-') {
-        return None;
-    }
-    let month = digits(b, 5, 2)?;
-    if !(1..=12).contains(&month) {
-        return None;
-    }
-    if b.len() == 7 {
-        let (ny, nm) = if month == 12 {
-            (year + 1, 1)
-        } else {
-            (year, month + 1)
-        };
-        return Some((
-            day_start(days_from_civil(year, month, 1)),
-            day_start(days_from_civil(ny, nm, 1)),
-        ));
-    }
-    if b.get(7) != Some(&b'-') {
-        return None;
-    }
-    let day = digits(b, 8, 2)?;
-    if !(1..=31).contains(&day) {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    if b.len() == 10 {
-        return Some((day_start(days), day_start(days + 1)));
-    }
-    if b.get(10) != Some(&b'T') {
-        return None;
-    }
-    let hour = digits(b, 11, 2)?;
-    if b.get(13) != Some(&b':') {
-        return None;
-    }
-    let minute = digits(b, 14, 2)?;
-    if b.get(16) != Some(&b':') {
-        return None;
-    }
-    let second = digits(b, 17, 2)?;
-    if hour > 24 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut i = 19;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-    }
-    let offset = match b.get(i) {
-        None => 0,
-        Some(b'Z') if b.len() == i + 1 => 0,
-        Some(sign @ (b'+' | b'-')) if b.len() == i + 6 && b[i + 3] == b':' => {
-            let oh = digits(b, i + 1, 2)?;
-            let om = digits(b, i + 4, 2)?;
-            let o = oh * 3600 + om * 60;
-            if *sign == b'+' { o } else { -o }
-        }
-        _ => return None,
-    };
-    let t = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
-    Some((Timestamp(t), Timestamp(t + 1)))
-}
-
-fn day_start(days: i64) -> Timestamp {
-    Timestamp(days * 86_400)
-}
-
-fn digits(b: &[u8], at: usize, n: usize) -> Option<i64> {
-    let s = b.get(at..at + n)?;
-    let mut v = 0i64;
-    for c in s {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        v = v * 10 + i64::from(c - b'0');
-    }
-    Some(v)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (the usual era-based computation).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    let (start, end) = FhirDateTime::parse_assuming_utc(text.trim())
+        .ok()?
+        .range()
+        .seconds();
+    Some((Timestamp(start), Timestamp(end)))
 }
 
 #[cfg(test)]

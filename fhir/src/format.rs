@@ -15,6 +15,16 @@ pub fn is_json_format(value: &str) -> bool {
     )
 }
 
+/// A `_format` value as a query decodes it, with the `+` of `fhir+json` given back: a query
+/// decodes an unencoded `+` as a space, and a media type's `type/subtype` holds no space.
+/// Parameters after the first `;` are kept as decoded.
+pub fn media_type_from_query(value: &str) -> String {
+    match value.split_once(';') {
+        Some((base, parameters)) => format!("{};{parameters}", base.trim().replace(' ', "+")),
+        None => value.trim().replace(' ', "+"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +43,18 @@ mod tests {
         for no in ["xml", "application/fhir+xml", "text/html", ""] {
             assert!(!is_json_format(no), "{no}");
         }
+    }
+
+    #[test]
+    fn a_query_gives_back_the_plus_of_a_media_type() {
+        assert_eq!(
+            media_type_from_query("application/fhir json;fhirVersion=4.0"),
+            "application/fhir+json;fhirVersion=4.0"
+        );
+        assert_eq!(
+            media_type_from_query("application/fhir+json; fhirVersion=4.0"),
+            "application/fhir+json; fhirVersion=4.0"
+        );
+        assert_eq!(media_type_from_query("json"), "json");
     }
 }

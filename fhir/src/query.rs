@@ -1,6 +1,7 @@
 //! Query strings and `_search` form bodies, the one way every Assent crate reads and writes
-//! them: [`pairs`] decodes (`application/x-www-form-urlencoded`: `+` is a space, `%XX` a byte)
-//! and [`encode_pairs`] writes the one canonical form the gateway forwards.
+//! them: [`pairs`] decodes (`application/x-www-form-urlencoded`: `+` is a space, `%XX` a byte),
+//! [`decode`] reads one name or value the same way but refuses what is not UTF-8, and
+//! [`encode_pairs`] writes the one canonical form the gateway forwards.
 //!
 //! Leaves out what the parameters mean (search parsing is [`crate::compartment`]'s).
 
@@ -13,6 +14,28 @@ pub fn pairs(raw: &str) -> Vec<(String, String)> {
         .into_owned()
         .collect()
 }
+
+/// One name or value of a query string or form body (the text between `&` and `=`), decoded
+/// as [`pairs`] decodes it (`+` is a space, `%XX` a byte); `Err` when the bytes are not UTF-8.
+pub fn decode(component: &str) -> Result<String, NotUtf8> {
+    let plus_as_space = component.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_as_space)
+        .decode_utf8()
+        .map(|text| text.into_owned())
+        .map_err(|_| NotUtf8)
+}
+
+/// A query component whose decoded bytes are not UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotUtf8;
+
+impl std::fmt::Display for NotUtf8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a query parameter is not valid UTF-8 once decoded")
+    }
+}
+
+impl std::error::Error for NotUtf8 {}
 
 /// A query string (or form body) from `pairs`, in the one encoding the gateway forwards:
 /// names keep letters, digits and `-._:`; values keep letters, digits, `-._~` and the FHIR
@@ -70,5 +93,22 @@ mod tests {
             "subject=Patient/1&code=http://loinc.org|1%202&_count="
         );
         assert_eq!(pairs(&written), read);
+    }
+
+    #[test]
+    fn decode_reads_one_component_as_pairs_does() {
+        assert_eq!(
+            decode("http%3A%2F%2Floinc.org%7C1+2"),
+            Ok("http://loinc.org|1 2".into())
+        );
+        assert_eq!(decode("a%2Bb=c"), Ok("a+b=c".into()));
+        assert_eq!(decode("%zz"), Ok("%zz".into()));
+        assert_eq!(decode("%FF"), Err(NotUtf8));
+        for raw in ["a+b%20c", "%C3%A9t%C3%A9", "x%3D1", ""] {
+            assert_eq!(
+                pairs(&format!("n={raw}")),
+                [("n".to_owned(), decode(raw).unwrap())]
+            );
+        }
     }
 }

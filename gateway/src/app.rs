@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpServer, web};
@@ -103,10 +103,8 @@ pub async fn build_state(
         let site = Site::new(id, site_config.clone(), &public_base, &site_ids)?;
         sites.insert(id.clone(), Arc::new(site));
     }
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let clock: Arc<dyn assent_ledger::Clock> = Arc::new(assent_ledger::SystemClock);
+    let now_ms = clock.now_millis();
     let rows: Vec<SiteRow> = config
         .sites
         .iter()
@@ -168,6 +166,7 @@ pub async fn build_state(
         ledger,
         break_glass,
         identities: Default::default(),
+        clock,
         callers,
         public_base,
         sites,

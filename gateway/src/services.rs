@@ -1,5 +1,6 @@
 //! Long-lived services the handlers share: consent state (ledger, documents, decision cache,
-//! event follower), durable receipts and their anchoring, the cross-replica cache fan-out, the
+//! event follower), durable receipts and their anchoring, the audit log as its readers see it
+//! (query, pager, verification, export), the cross-replica cache fan-out, the
 //! ledger backends, site adapters, the sites' upstream clients, patient identifier placement,
 //! the break-glass webhook and the request log writer.
 //!
@@ -7,6 +8,7 @@
 
 pub mod adapters;
 pub mod anchoring;
+pub mod audit;
 pub mod break_glass;
 pub mod cache_fanout;
 pub mod consent;

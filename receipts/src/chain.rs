@@ -196,6 +196,15 @@ impl ChainVerifier {
         }
     }
 
+    /// A verifier for a selection that goes on after a receipt known only by its sequence
+    /// number and stored hash (the receipt before one read on its own).
+    pub fn after(sequence: u64, hash: Digest) -> ChainVerifier {
+        ChainVerifier {
+            previous: Some((sequence, hash)),
+            contiguous: false,
+        }
+    }
+
     /// Checks the next receipt; `stored_hash` is the hash kept with it, if any. Returns the
     /// receipt's computed hash and the breaks found at it.
     pub fn push(

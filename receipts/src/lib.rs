@@ -67,8 +67,9 @@ pub use receipt::{
 };
 pub use time::{format_instant, parse_instant};
 pub use verify::{
-    AnchorSet, Failure, FailureKind, LedgerAnchor, Verifier, VerifyOptions, VerifyReport,
-    verify_export,
+    AnchorSet, Check, Failure, FailureKind, LedgerAnchor, LedgerAnswer, ReceiptVerification,
+    StoredBatch, StoredReceipt, Verifier, VerifyOptions, VerifyReport, verify_export,
+    verify_stored,
 };
 
 #[cfg(test)]

@@ -6,6 +6,10 @@
 //! verify` in the gateway reads the export line by line and the anchors through the ledger
 //! interface, and turns [`VerifyReport::all_held`] into its exit status).
 //!
+//! The gateway's detail view of one stored receipt (the audit API and the console) is
+//! checked here too, with the same chain verifier and anchor comparison
+//! ([`verify_stored`]): one verification for the gateway and `assent verify`.
+//!
 //! The export lists each gateway's receipts in sequence order (gateways may interleave).
 //! What is checked, per receipt:
 //! - its hash: recomputed from the content, compared with the stored hash;
@@ -40,9 +44,9 @@ use assent_consent::AnchorRecord;
 
 use crate::chain::{BreakKind, ChainVerifier};
 use crate::digest::Digest;
-use crate::export::{ExportedReceipt, parse_ndjson_line};
+use crate::export::{Anchoring, ExportedReceipt, parse_ndjson_line};
 use crate::merkle::root_from_proof;
-use crate::receipt::{AccessKind, AuditAction};
+use crate::receipt::{AccessKind, AuditAction, Receipt};
 
 /// A batch root as the ledger holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,20 +366,11 @@ impl Verifier {
                         batch_id: a.batch_id,
                     })),
                     Some(ledger) => {
-                        if a.root != ledger.root {
-                            failures.push(fail(FailureKind::AnchorMismatch {
-                                batch_id: a.batch_id,
-                                export_root: a.root,
-                                ledger_root: ledger.root,
-                            }));
-                        }
-                        if a.proof.size != ledger.n_receipts {
-                            failures.push(fail(FailureKind::SizeMismatch {
-                                batch_id: a.batch_id,
-                                proof_size: a.proof.size,
-                                ledger_size: ledger.n_receipts,
-                            }));
-                        }
+                        failures.extend(
+                            batch_mismatches(a.batch_id, a.root, a.proof.size, ledger)
+                                .into_iter()
+                                .map(fail),
+                        );
                         if root_from_proof(&hash, &a.proof) != Some(ledger.root) {
                             failures.push(fail(FailureKind::ProofInvalid {
                                 batch_id: a.batch_id,
@@ -446,6 +441,177 @@ impl Verifier {
         }
         self.report.failures.sort_by_key(|f| f.line);
         self.report
+    }
+}
+
+/// How a batch (its root and number of receipts, as the export or the store has them) differs
+/// from the ledger's anchor of it: none when it is the anchored batch.
+fn batch_mismatches(
+    batch_id: u64,
+    root: Digest,
+    n_receipts: u64,
+    ledger: &LedgerAnchor,
+) -> Vec<FailureKind> {
+    let mut out = Vec::new();
+    if root != ledger.root {
+        out.push(FailureKind::AnchorMismatch {
+            batch_id,
+            export_root: root,
+            ledger_root: ledger.root,
+        });
+    }
+    if n_receipts != ledger.n_receipts {
+        out.push(FailureKind::SizeMismatch {
+            batch_id,
+            proof_size: n_receipts,
+            ledger_size: ledger.n_receipts,
+        });
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// One stored receipt, as the gateway's detail view (the audit API and the console) shows it.
+
+/// What holds for one stored receipt, checked against the store and the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReceiptVerification {
+    /// The stored bytes decode and hash to the stored hash.
+    pub hash: Check,
+    /// The receipt's `prev_hash` is the stored hash of the receipt before it.
+    pub chain: Check,
+    /// The inclusion proof leads from the recomputed hash to the batch's stored root.
+    pub proof: Check,
+    /// The ledger holds the same root for the batch.
+    pub ledger: Check,
+    /// Every check held (pending ones do not count as held).
+    pub verified: bool,
+}
+
+/// The outcome of one check of a stored receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    Holds,
+    Fails,
+    /// Not anchored yet.
+    Pending,
+    /// The ledger could not be asked.
+    Unavailable,
+}
+
+impl Check {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Holds => "holds",
+            Check::Fails => "fails",
+            Check::Pending => "pending",
+            Check::Unavailable => "unavailable",
+        }
+    }
+
+    fn holds_if(holds: bool) -> Check {
+        if holds { Check::Holds } else { Check::Fails }
+    }
+}
+
+/// One receipt as the gateway stores it, with what its checks need.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredReceipt<'a> {
+    /// The receipt id the row is stored under.
+    pub id: &'a str,
+    /// The stored bytes decoded with the stored hash; `None` when either does not read.
+    pub receipt: Option<(&'a Receipt, Digest)>,
+    /// The stored hash of the receipt before it in its chain, when stored.
+    pub previous: Option<Digest>,
+    /// The closed batch it belongs to; `None` while it is in none (pending).
+    pub batch: Option<StoredBatch<'a>>,
+}
+
+/// The closed batch of a stored receipt.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredBatch<'a> {
+    pub batch_id: u64,
+    /// The batch's stored root; `None` when it does not read.
+    pub root: Option<Digest>,
+    /// How many receipts the stored batch covers.
+    pub n_receipts: u64,
+    /// The receipt's place in the batch rebuilt from the stored hashes.
+    pub anchoring: Option<&'a Anchoring>,
+    /// What the ledger says of the batch.
+    pub ledger: LedgerAnswer,
+}
+
+/// What the ledger said of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerAnswer {
+    /// The batch is not anchored yet: the ledger was not asked.
+    NotAnchored,
+    /// The ledger could not be read.
+    Unavailable,
+    /// The ledger holds no (readable) anchor for the batch.
+    Missing,
+    Anchored(LedgerAnchor),
+}
+
+/// Checks one stored receipt: its hash and chain link with the chain verifier an export is
+/// checked with, its proof against the batch's stored root, and the batch against the
+/// ledger's anchor with the same comparison as an export's.
+pub fn verify_stored(stored: &StoredReceipt<'_>) -> ReceiptVerification {
+    let (recomputed, hash, chain) = match stored.receipt {
+        None => (None, Check::Fails, Check::Fails),
+        Some((receipt, stored_hash)) => {
+            let mut verifier = match stored.previous {
+                Some(previous) if receipt.sequence > 1 => {
+                    ChainVerifier::after(receipt.sequence - 1, previous)
+                }
+                _ => ChainVerifier::sparse(),
+            };
+            let (computed, breaks) = verifier.push(receipt, Some(stored_hash));
+            let altered = breaks
+                .iter()
+                .any(|b| matches!(b.kind, BreakKind::HashMismatch { .. }));
+            let broken = breaks
+                .iter()
+                .any(|b| !matches!(b.kind, BreakKind::HashMismatch { .. }));
+            // Past the first receipt, a link holds only to a stored receipt before it.
+            let linked = !broken && (receipt.sequence == 1 || stored.previous.is_some());
+            (
+                Some(computed),
+                Check::holds_if(!altered && receipt.id == stored.id),
+                Check::holds_if(linked),
+            )
+        }
+    };
+    let (proof, ledger) = match &stored.batch {
+        None => (Check::Pending, Check::Pending),
+        Some(batch) => {
+            let proof = match (batch.anchoring, recomputed, batch.root) {
+                (Some(a), Some(h), Some(root)) => {
+                    Check::holds_if(root_from_proof(&h, &a.proof) == Some(root))
+                }
+                _ => Check::Fails,
+            };
+            let ledger = match (batch.ledger, batch.root) {
+                (LedgerAnswer::NotAnchored, _) => Check::Pending,
+                (LedgerAnswer::Unavailable, _) => Check::Unavailable,
+                (LedgerAnswer::Anchored(anchor), Some(root)) => Check::holds_if(
+                    batch_mismatches(batch.batch_id, root, batch.n_receipts, &anchor).is_empty(),
+                ),
+                _ => Check::Fails,
+            };
+            (proof, ledger)
+        }
+    };
+    let verified = [hash, chain, proof, ledger]
+        .iter()
+        .all(|c| *c == Check::Holds);
+    ReceiptVerification {
+        hash,
+        chain,
+        proof,
+        ledger,
+        verified,
     }
 }
 

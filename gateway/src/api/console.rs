@@ -17,7 +17,8 @@
 //! Policy (no script at all, styles from `/console/style.css` only, no framing). Nothing
 //! clear is logged: reading the audit log is itself an access to health information.
 //!
-//! Leaves out the data (`audit_api`: filters, verification, export) and the HTML (`pages`).
+//! Leaves out the data (`services/audit.rs`: the receipt query, the pager, verification,
+//! export; the console hands it its typed filter) and the HTML (`pages`).
 
 mod pages;
 mod session;
@@ -30,13 +31,13 @@ use assent_receipts::{AccessKind, AuditAction, Disclosure};
 use maud::Markup;
 use serde::Deserialize;
 
-use crate::api::audit::{self, ExportFormat, read_receipt};
+use crate::api::audit::{export_response, read_receipt};
 use crate::api::receipt::ApiAccess;
 use crate::config::ConsoleConfig;
 use crate::http::access::may_audit;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
-use crate::store::{ReceiptCursor, ReceiptOrder};
+use crate::services::audit::{AuditQuery, ExportFormat, newest_first, parse_cursor, subjects_of};
 pub use pages::FilterForm;
 pub use session::{CookieSigner, PendingLogin, Session};
 
@@ -318,28 +319,25 @@ impl FilterQuery {
         }
     }
 
-    /// The same filter as audit API parameters (one parser for both).
-    fn audit_query(&self) -> String {
-        let mut q = url::form_urlencoded::Serializer::new(String::new());
-        let mut put = |name: &str, value: &str| {
-            if !value.trim().is_empty() {
-                q.append_pair(name, value.trim());
-            }
-        };
-        put("patient", &self.patient);
-        put("agent", &self.practitioner);
-        put("site", &self.site);
-        if !self.from.trim().is_empty() {
-            put("date", &format!("ge{}", self.from.trim()));
+    /// The same filter as the audit API's query (one set of checks for both).
+    fn audit_query(&self) -> AuditQuery {
+        let given = |value: &str| Some(value.trim().to_owned()).filter(|v| !v.is_empty());
+        let decision = self.decision.trim();
+        AuditQuery {
+            patient: given(&self.patient),
+            agent: given(&self.practitioner),
+            site: given(&self.site),
+            dates: [("ge", &self.from), ("le", &self.to)]
+                .into_iter()
+                .filter_map(|(prefix, date)| given(date).map(|d| format!("{prefix}{d}")))
+                .collect(),
+            decisions: match decision {
+                "" => Vec::new(),
+                d => d.split(',').map(str::to_owned).collect(),
+            },
+            break_glass: (self.break_glass.as_deref() == Some("on")).then(|| "true".to_owned()),
+            ..AuditQuery::default()
         }
-        if !self.to.trim().is_empty() {
-            put("date", &format!("le{}", self.to.trim()));
-        }
-        put("decision", &self.decision);
-        if self.break_glass.as_deref() == Some("on") {
-            put("break-glass", "true");
-        }
-        q.finish()
     }
 
     /// The console's own query string for this filter (links keep it).
@@ -404,7 +402,7 @@ async fn search_page(
     let form = query.form();
     let console_query = query.console_query();
     let export_href = format!("/console/export.csv?{console_query}");
-    let search = match audit::parse_search(&query.audit_query(), &[], state) {
+    let (filter, patient) = match query.audit_query().filter(state.consents.key()) {
         Ok(s) => s,
         Err(e) => {
             let message = match &e {
@@ -425,53 +423,26 @@ async fn search_page(
             ));
         }
     };
-    let cursor = query.before.as_deref().and_then(|b| {
-        let (time, id) = b.split_once('.')?;
-        Some(ReceiptCursor::Before {
-            time_ms: time.parse().ok()?,
-            receipt_id: id.to_owned(),
-        })
-    });
-    if let Some(patient) = &search.patient {
+    let cursor = query.before.as_deref().and_then(parse_cursor);
+    if let Some(patient) = &patient {
         access.add_patient_identity(patient);
     }
-    let store = state.store.clone();
-    let filter = search.filter;
-    let rows = web::block(move || {
-        store.search_receipts(
-            &filter,
-            ReceiptOrder::NewestFirst,
-            cursor.as_ref(),
-            PAGE_SIZE + 1,
-        )
-    })
-    .await
-    .map_err(|_| GatewayError::Internal)?
-    .map_err(|e| {
-        tracing::warn!(error = %e, "console: the store failed");
-        GatewayError::StoreUnavailable
-    })?;
-    let more = rows.len() as i64 > PAGE_SIZE;
-    let rows = &rows[..rows.len().min(PAGE_SIZE as usize)];
-    for row in rows {
-        for patient in audit::subjects_of(row).patients {
+    let page = newest_first(&state.store, filter, cursor, PAGE_SIZE).await?;
+    for row in &page.rows {
+        for patient in subjects_of(row).patients {
             access.add_patient_identity(&patient);
         }
     }
-    let older = if more {
-        rows.last().map(|last| {
-            let mut q = url::form_urlencoded::Serializer::new(console_query.clone());
-            q.append_pair("before", &format!("{}.{}", last.time_ms, last.receipt_id));
-            format!("/console/?{}", q.finish())
-        })
-    } else {
-        None
-    };
+    let older = page.next_cursor().map(|before| {
+        let mut q = url::form_urlencoded::Serializer::new(console_query.clone());
+        q.append_pair("before", &before);
+        format!("/console/?{}", q.finish())
+    });
     Ok(ok_page(pages::search(
         &session.caller,
         &form,
         &sites,
-        rows,
+        &page.rows,
         &export_href,
         older.as_deref(),
         None,
@@ -526,11 +497,14 @@ pub async fn export_csv(
         &session.caller,
         &req,
     );
-    let outcome = audit::parse_search(&query.audit_query(), &[], &state).map(|search| {
-        if let Some(patient) = &search.patient {
-            access.add_patient_identity(patient);
-        }
-        audit::export_response(state.clone(), search.filter, ExportFormat::Csv)
-    });
+    let outcome = query
+        .audit_query()
+        .filter(state.consents.key())
+        .map(|(filter, patient)| {
+            if let Some(patient) = &patient {
+                access.add_patient_identity(patient);
+            }
+            export_response(state.clone(), filter, ExportFormat::Csv)
+        });
     access.finish(&state, outcome).await
 }

@@ -14,17 +14,16 @@
 //! Leaves out who may call (`consent_authz.rs`, `audit_api::may_audit`) and the receipt's
 //! encoding (assent-receipts).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use assent_fhir::SitePatient;
+use assent_ledger::{Clock, SystemClock};
 use assent_receipts::{AccessDecision, AccessKind, Receipt, ReceiptSubjects, ResourceEntry};
 
 use crate::http::caller::Caller;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
-use crate::services::consent::ConsentService;
 use crate::services::receipts::PendingReceipt;
 use crate::services::receipts::RECEIPT_HEADER;
 
@@ -68,7 +67,7 @@ impl ApiAccess {
         let query = req.query_string();
         ApiAccess {
             kind,
-            time_ms: now_ms(),
+            time_ms: now_ms(req),
             subjects: ReceiptSubjects {
                 actor,
                 patients: Vec::new(),
@@ -104,7 +103,7 @@ impl ApiAccess {
     /// A patient the call reached: `{site}/Patient/{id}`.
     pub fn add_patient(&mut self, site: &str, patient_id: &str) {
         self.subjects
-            .add_patient(ConsentService::patient_identity(site, patient_id));
+            .add_patient(SitePatient::new(site, patient_id).to_string());
     }
 
     /// A patient the call reached, by its identity as receipts name it.
@@ -183,9 +182,11 @@ impl ApiAccess {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// The time of the call, by the gateway's clock (the system's where the request carries no
+/// gateway state).
+fn now_ms(req: &HttpRequest) -> i64 {
+    match req.app_data::<web::Data<AppState>>() {
+        Some(state) => state.clock.now_millis(),
+        None => SystemClock.now_millis(),
+    }
 }

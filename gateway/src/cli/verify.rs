@@ -5,7 +5,8 @@
 //! Owns reading the export (line by line, twice: once for the gateways it names, once to
 //! verify; memory does not grow with the export) and the anchors (from the gateway's ledger,
 //! opened through `--config`, or from an anchors file). The checks themselves are
-//! `assent_receipts::Verifier`'s, the same code the gateway's tests use.
+//! `assent_receipts::Verifier`'s: the same chain verifier and anchor comparison the gateway's
+//! detail view of a receipt runs (`assent_receipts::verify_stored`, `services/audit.rs`).
 //!
 //! Anchors file: NDJSON, one `{"gateway_id", "batch_id", "root", "n_receipts"}` per batch
 //! (what another consortium member's ledger says, when this gateway's store is not at hand).

@@ -66,12 +66,9 @@ impl SampleSite {
 async fn serve(req: HttpRequest, body: web::Bytes, data: web::Data<Data>) -> HttpResponse {
     let rest = req.match_info().get("rest").unwrap_or_default().to_owned();
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let mut params: Vec<(String, String)> =
-        url::form_urlencoded::parse(req.query_string().as_bytes())
-            .into_owned()
-            .collect();
+    let mut params = assent_fhir::query::pairs(req.query_string());
     if req.method() == actix_web::http::Method::POST {
-        params.extend(url::form_urlencoded::parse(&body).into_owned());
+        params.extend(assent_fhir::query::pairs(&String::from_utf8_lossy(&body)));
     }
     match segments.as_slice() {
         ["metadata"] => fhir(200, capability_statement(&data)),

@@ -2,10 +2,12 @@
 //! caller, an expiry and the exact path and query, so that a page cannot be fetched by someone
 //! else, replayed against another site, altered, or used after it expires.
 //!
-//! Token form: `{expiry unix seconds}.{base64url(HMAC-SHA256)}`. Leaves out: where the token
-//! goes in a URL (the rewrite module) and checking consent (every page is decided again).
+//! Token form: `{expiry unix seconds}.{base64url(HMAC-SHA256)}`. The gateway API's own paging
+//! links (the audit API) carry it as their last parameter, `_sig`
+//! ([`PageSigner::sign_query`]). Leaves out: where the token goes in a proxied FHIR URL (the
+//! rewrite module) and checking consent (every page is decided again).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -84,6 +86,30 @@ impl PageSigner {
         Ok(())
     }
 
+    /// `query` (percent-encoded, for `path`) with its token appended as `_sig`, the last
+    /// parameter: the form of the gateway API's own paging links (the audit API).
+    pub fn sign_query(&self, site: &str, caller: &str, path: &str, query: &str) -> String {
+        let token = self.sign(site, caller, &format!("{path}?{query}"));
+        format!(
+            "{query}&_sig={}",
+            url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+        )
+    }
+
+    /// Checks a query signed by [`sign_query`](Self::sign_query) against the request it came
+    /// with; a query without `_sig` is refused as malformed.
+    pub fn verify_query(
+        &self,
+        site: &str,
+        caller: &str,
+        path: &str,
+        query: &str,
+    ) -> Result<(), PageTokenError> {
+        let (unsigned, token) = split_signature(query);
+        let token = token.ok_or(PageTokenError::Malformed)?;
+        self.verify(token, site, caller, &format!("{path}?{unsigned}"))
+    }
+
     fn mac(&self, site: &str, caller: &str, path_and_query: &str, expiry: u64) -> Hmac<Sha256> {
         // A key of any length is accepted by HMAC; config validation asks for ≥ 32 bytes.
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
@@ -102,11 +128,20 @@ impl PageSigner {
     }
 }
 
+/// The query string without its `_sig` (which must come last), and the token.
+fn split_signature(query: &str) -> (&str, Option<&str>) {
+    match query.rfind("_sig=") {
+        Some(at) if at == 0 || query.as_bytes()[at - 1] == b'&' => {
+            let unsigned = query[..at].trim_end_matches('&');
+            (unsigned, Some(&query[at + 5..]))
+        }
+        _ => (query, None),
+    }
+}
+
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    let millis = assent_ledger::Clock::now_millis(&assent_ledger::SystemClock);
+    u64::try_from(millis / 1000).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -140,6 +175,30 @@ mod tests {
         );
         assert_eq!(
             signer.verify("nonsense", "st-mary", "alice", "/Patient?page=2"),
+            Err(PageTokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn signatures_are_split_off_the_end() {
+        assert_eq!(
+            split_signature("a=1&_cursor=5.x&_sig=9.abc"),
+            ("a=1&_cursor=5.x", Some("9.abc"))
+        );
+        assert_eq!(split_signature("a=1"), ("a=1", None));
+        assert_eq!(split_signature("x_sig=1"), ("x_sig=1", None));
+        let signer = PageSigner::random(Duration::from_secs(60));
+        let signed = signer.sign_query("audit", "alice", "/audit/AuditEvent", "a=1&_cursor=5.x");
+        assert_eq!(
+            signer.verify_query("audit", "alice", "/audit/AuditEvent", &signed),
+            Ok(())
+        );
+        assert_eq!(
+            signer.verify_query("audit", "bob", "/audit/AuditEvent", &signed),
+            Err(PageTokenError::Mismatch)
+        );
+        assert_eq!(
+            signer.verify_query("audit", "alice", "/audit/AuditEvent", "a=1&_cursor=5.x"),
             Err(PageTokenError::Malformed)
         );
     }

@@ -15,6 +15,7 @@
 use actix_web::HttpResponseBuilder;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use assent_adapters::{TranslateError, converts, translate, translate_type_name};
+use assent_fhir::format::media_type_from_query;
 use assent_fhir::{FhirVersion, Interaction, Issue, Severity, operation_outcome};
 use bytes::Bytes;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -162,14 +163,7 @@ impl Dialect {
     /// Search parameters of `text` (a query or form) translated from the client's version to
     /// the site's; unchanged text when nothing changed.
     fn translate_params(&mut self, resource_type: &str, text: &str) -> String {
-        let pairs: Vec<(String, String)> = text
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (name, value) = p.split_once('=').unwrap_or((p, ""));
-                (decode(name), decode(value))
-            })
-            .collect();
+        let pairs = assent_fhir::query::pairs(text);
         let (out, issues) = assent_adapters::translate_search_params(
             resource_type,
             pairs.clone(),
@@ -180,7 +174,7 @@ impl Dialect {
         if out == pairs {
             return text.to_owned();
         }
-        encode_pairs(&out)
+        assent_fhir::query::encode_pairs(out.iter().map(|(n, v)| (n.as_str(), v.as_str())))
     }
 
     /// A resource (or Bundle) from the site, in the client's version. The same version is
@@ -426,18 +420,15 @@ fn version_param(media_type: &str) -> Option<&str> {
 
 /// The first `_format` of a raw query, decoded (`+` read as the `+` of `fhir+json`).
 fn format_param(raw_query: &str) -> Option<String> {
-    raw_query.split('&').find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        (name == "_format").then(|| {
-            percent_encoding::percent_decode_str(value)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
+    assent_fhir::query::pairs(raw_query)
+        .into_iter()
+        .find_map(|(name, value)| (name == "_format").then(|| media_type_from_query(&value)))
 }
 
 fn is_format_pair(pair: &str) -> bool {
-    pair.split_once('=').map_or(pair, |(n, _)| n) == "_format"
+    assent_fhir::query::pairs(pair)
+        .first()
+        .is_some_and(|(name, _)| name == "_format")
 }
 
 /// The query without `_format` parameters that name a FHIR version: the site is asked in
@@ -449,11 +440,11 @@ fn without_versioned_format(query: &str) -> String {
     query
         .split('&')
         .filter(|pair| {
-            !(is_format_pair(pair)
-                && pair.split_once('=').is_some_and(|(_, v)| {
-                    version_param(&percent_encoding::percent_decode_str(v).decode_utf8_lossy())
-                        .is_some()
-                }))
+            !assent_fhir::query::pairs(pair)
+                .first()
+                .is_some_and(|(name, value)| {
+                    name == "_format" && version_param(&media_type_from_query(value)).is_some()
+                })
         })
         .collect::<Vec<_>>()
         .join("&")
@@ -476,27 +467,6 @@ fn handling_strict(headers: &HeaderMap) -> bool {
         }
     }
     strict
-}
-
-fn decode(s: &str) -> String {
-    let plus_as_space = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus_as_space)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
-fn encode_pairs(pairs: &[(String, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(name, value)| {
-            format!(
-                "{}={}",
-                utf8_percent_encode(name, QUERY_VALUE),
-                utf8_percent_encode(value, QUERY_VALUE)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! site adapter, paging: their own modules) and the answer (`answer.rs`).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use actix_web::http::Method;
 use actix_web::http::header;
@@ -86,7 +86,8 @@ pub struct Outcome {
 }
 
 impl Exchange {
-    pub fn new(req: &HttpRequest) -> Exchange {
+    /// A new exchange for `req`, received at `time_ms` (the gateway's clock).
+    pub fn new(req: &HttpRequest, time_ms: i64) -> Exchange {
         Exchange {
             id: req
                 .extensions()
@@ -94,7 +95,7 @@ impl Exchange {
                 .map(|r| r.0.clone())
                 .unwrap_or_default(),
             started: Instant::now(),
-            time_ms: now_ms(),
+            time_ms,
             client_address: req.peer_addr().map(|a| a.ip().to_string()),
             caller: None,
             site: None,
@@ -116,13 +117,6 @@ impl Exchange {
     pub fn on_break_glass(&self) -> bool {
         self.break_glass.as_ref().is_some_and(BreakGlass::used)
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The request as the site will see it: the FHIR request (its path and query in the site's

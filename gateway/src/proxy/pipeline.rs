@@ -44,7 +44,7 @@ pub async fn handle(
     state: web::Data<AppState>,
     clients: web::Data<WorkerClients>,
 ) -> HttpResponse {
-    let mut ex = Exchange::new(&req);
+    let mut ex = Exchange::new(&req, state.clock.now_millis());
     let mut response = match run(&mut ex, &req, payload, &state, &clients).await {
         Ok(response) => response,
         Err(error) => {

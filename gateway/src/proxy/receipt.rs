@@ -6,12 +6,11 @@
 //! (`services::break_glass`), and what the exchange came to (the phases before, through
 //! [`Exchange`]).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use assent_consent::Decision;
+use assent_fhir::SitePatient;
 use assent_receipts::{AccessDecision, Receipt, ReceiptSubjects};
 
 use crate::http::caller::Caller;
@@ -20,7 +19,6 @@ use crate::http::state::AppState;
 use crate::proxy::consent::PlacedPatient;
 use crate::proxy::exchange::Exchange;
 use crate::services::break_glass;
-use crate::services::consent::ConsentService;
 use crate::services::receipts::{PendingReceipt, RECEIPT_HEADER};
 use crate::services::request_log::RequestRecord;
 
@@ -63,7 +61,7 @@ fn build_receipt(
     caller: &Caller,
     status: StatusCode,
 ) -> PendingReceipt {
-    let identity = |p: &PlacedPatient| ConsentService::patient_identity(&p.site, &p.id);
+    let identity = |p: &PlacedPatient| SitePatient::new(&p.site, &p.id).to_string();
     let asked = ex.asked.as_ref();
     let outcome = &mut ex.outcome;
     let mut subjects = ReceiptSubjects {
@@ -166,10 +164,7 @@ pub fn record(ex: &Exchange, state: &AppState, status: StatusCode) {
     }
     state.recorder.record(RequestRecord {
         request_id: ex.id.clone(),
-        at_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
+        at_ms: state.clock.now_millis(),
         site: site.map(str::to_owned),
         caller: ex.caller.as_ref().map(|c| c.id.clone()),
         interaction: interaction.map(str::to_owned),
@@ -189,10 +184,7 @@ pub fn notify_break_glass(ex: &Exchange, state: &AppState, status: StatusCode) {
     };
     state.break_glass.notify(break_glass::Event {
         request_id: ex.id.clone(),
-        at_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
+        at_ms: state.clock.now_millis(),
         gateway_id: state.config.gateway_id.clone(),
         site: ex.site.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
         caller: ex.caller.as_ref().map(|c| c.id.clone()).unwrap_or_default(),

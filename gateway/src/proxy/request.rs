@@ -272,11 +272,7 @@ pub fn check_query(raw: &str) -> Result<(String, Option<String>), GatewayError> 
 use assent_fhir::format::is_json_format;
 
 fn decode(s: &str) -> Result<String, GatewayError> {
-    let plus_as_space = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus_as_space)
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| malformed("a query parameter is not valid UTF-8"))
+    assent_fhir::query::decode(s).map_err(|_| malformed("a query parameter is not valid UTF-8"))
 }
 
 /// Parameter names: search parameter codes with modifiers and chains

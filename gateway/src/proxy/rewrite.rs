@@ -85,7 +85,8 @@ pub fn carry_params(bundle: &mut Value, map: &UrlMap, pairs: &[(String, String)]
             .split('&')
             .filter(|p| !p.is_empty())
             .filter(|p| {
-                let name = p.split('=').next().unwrap_or_default();
+                let read = assent_fhir::query::pairs(p);
+                let name = read.first().map_or("", |(n, _)| n.as_str());
                 !pairs.iter().any(|(n, _)| n == name)
             })
             .map(str::to_owned)

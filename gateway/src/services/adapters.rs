@@ -15,7 +15,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use assent_adapters::site::{AdapterError, Direction, SiteAdapter};
 use assent_fhir::{FhirVersion, Issue};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 use crate::config::Config;
@@ -166,8 +166,7 @@ pub fn adapt_query(adapter: &SiteAdapter, query: &str, issues: &mut Vec<Issue>) 
             out.push(pair.to_owned());
             continue;
         };
-        let value = raw.replace('+', " ");
-        let Ok(value) = percent_decode_str(&value).decode_utf8() else {
+        let Ok(value) = assent_fhir::query::decode(raw) else {
             out.push(pair.to_owned());
             continue;
         };

@@ -15,7 +15,7 @@
 //! left.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use assent_ledger::Ledger;
 use assent_receipts::{
@@ -310,8 +310,5 @@ fn digest(bytes: &[u8]) -> Option<Digest> {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    assent_ledger::Clock::now_millis(&assent_ledger::SystemClock)
 }

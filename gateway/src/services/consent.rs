@@ -25,35 +25,35 @@
 //! the shared store before the patient's entry is dropped. While a replica's fan-out is down
 //! it [bypasses the cache](ConsentService::set_cache_bypass) and refreshes its ledger before
 //! every load.
+//!
+//! In parts: the ledger and its runtime (`consent/runtime.rs`), the stored documents
+//! (`consent/documents.rs`), the decision cache (`consent/cache.rs`) and the event follower
+//! (`consent/follower.rs`); this facade ties them into the service the handlers use.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod cache;
+mod documents;
+mod follower;
+mod runtime;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use assent_consent::{
-    AnchorRecord, Consent, ConsentError, ConsentRecord, ConsentSubmission, ConsentVersion,
-    ConsortiumKey, RevocationReason, Timestamp, document_hash, parse_consent,
+    Consent, ConsentError, ConsentSubmission, ConsortiumKey, RevocationReason, Timestamp,
+    document_hash, parse_consent,
 };
-use assent_fabric::{FabricConnection, FabricLedger};
 use assent_fhir::FhirVersion;
-use assent_ledger::{
-    Checkpoint, EmbeddedLedger, EmbeddedOptions, EventStream, Ledger, LedgerError, LedgerEvent,
-    SigningKey, SystemClock, TxCall, TxReceipt,
-};
-use futures_util::StreamExt;
+use assent_ledger::{Checkpoint, Ledger, LedgerError, TxReceipt};
 use serde_json::Value;
 
-use crate::services::ledger::SqlBlockStore;
 use crate::store::Store;
+use cache::DecisionCache;
+use documents::Documents;
+use follower::EventFollower;
+use runtime::LedgerRuntime;
 
-/// Most patients whose consents are cached; beyond it the cache starts afresh.
-pub const CACHE_CAPACITY: usize = 100_000;
-
-/// The first wait before subscribing again after the event stream broke; doubled up to
-/// [`RESUBSCRIBE_MAX`].
-const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(50);
-const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+pub use cache::{ANY_PATIENT, CACHE_CAPACITY};
+pub use runtime::Backend;
 
 /// A failure of the consent service, mapped to a response by the caller.
 #[derive(Debug, thiserror::Error)]
@@ -105,38 +105,14 @@ pub struct Stored {
     pub replayed: bool,
 }
 
-/// Which ledger the consent service runs on.
-pub enum Backend {
-    /// The embedded ledger over the gateway's store, its blocks signed with this Ed25519 seed.
-    Embedded { node_seed: [u8; 32] },
-    /// A Fabric channel (files loaded, key checked).
-    Fabric(Box<FabricConnection>),
-}
-
 /// The consent service of one gateway.
 pub struct ConsentService {
-    ledger: Arc<dyn Ledger>,
+    /// First, so that the runtime is shut down before the rest goes.
+    runtime: LedgerRuntime,
     key: ConsortiumKey,
-    store: Store,
-    cache: Mutex<ConsentCache>,
-    /// Bumped on every invalidation; a load caches its result only if this did not move.
-    generation: AtomicU64,
-    /// The event stream is live: the cache may answer. Cleared (and the cache emptied) when
-    /// the stream breaks; set again once it is resumed.
-    events_live: AtomicBool,
-    /// Set while news of other replicas' changes may be missed (the fan-out is down): no
-    /// cache, and the ledger is refreshed from the shared store before every load.
-    bypass_cache: AtomicBool,
-    /// Where this replica's consent changes are announced to the others (patient keys).
-    announcer: OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
-    /// The last event handled.
-    checkpoint: Mutex<Option<Checkpoint>>,
-    /// The `node_settings` entry that keeps [`ConsentService::checkpoint`] across restarts.
-    checkpoint_setting: String,
-    /// The runtime that runs the ledger (the embedded writer, or Fabric's gRPC channel) and
-    /// the event follower.
-    runtime: Option<tokio::runtime::Runtime>,
-    public_key: Option<assent_ledger::VerifyingKey>,
+    documents: Documents,
+    cache: Arc<DecisionCache>,
+    events: Arc<EventFollower>,
 }
 
 impl ConsentService {
@@ -161,66 +137,17 @@ impl ConsentService {
         let key = ConsortiumKey::new(consortium_key).ok_or_else(|| {
             ConsentServiceError::Unavailable("the consortium key is too short".into())
         })?;
-        // Opened on a thread of its own: the caller may be inside another async runtime,
-        // where blocking on this one is not allowed.
-        let opened = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("assent-ledger")
-                .enable_all()
-                .build()
-                .map_err(|e| ConsentServiceError::Unavailable(e.to_string()))?;
-            let (ledger, public_key, setting): (Arc<dyn Ledger>, _, _) = match backend {
-                Backend::Embedded { node_seed } => {
-                    let blocks = Arc::new(SqlBlockStore::new(store.clone()));
-                    let ledger = runtime.block_on(EmbeddedLedger::open(
-                        blocks,
-                        SigningKey::from_bytes(&node_seed),
-                        Arc::new(SystemClock),
-                        EmbeddedOptions::default(),
-                    ))?;
-                    let public_key = ledger.public_key();
-                    (
-                        Arc::new(ledger),
-                        Some(public_key),
-                        "ledger_events_checkpoint:embedded".to_owned(),
-                    )
-                }
-                Backend::Fabric(connection) => {
-                    let mut connection = *connection;
-                    // A broken stream is reported at once: the follower resumes it itself
-                    // and keeps the cache out of use meanwhile.
-                    connection.options.event_reconnect_attempts = 0;
-                    let setting = format!(
-                        "ledger_events_checkpoint:fabric:{}:{}",
-                        connection.channel, connection.chaincode
-                    );
-                    let _entered = runtime.enter();
-                    let ledger = FabricLedger::new(connection)
-                        .map_err(|e| ConsentServiceError::Unavailable(e.to_string()))?;
-                    let ledger = OnRuntime {
-                        inner: Arc::new(ledger),
-                        handle: runtime.handle().clone(),
-                    };
-                    (Arc::new(ledger), None, setting)
-                }
-            };
-            Ok::<_, ConsentServiceError>((runtime, ledger, public_key, setting, store))
-        })
-        .join()
-        .map_err(|_| ConsentServiceError::Unavailable("the ledger failed to open".into()))?;
-        let (runtime, ledger, public_key, checkpoint_setting, store) = opened?;
-        Ok(Self::start(
+        let opened = LedgerRuntime::open(store.clone(), backend)?;
+        Ok(Self::with_runtime(
             store,
             key,
-            ledger,
-            runtime,
-            public_key,
-            checkpoint_setting,
+            opened.runtime,
+            opened.checkpoint_setting,
         ))
     }
 
     /// The service over `ledger`, following its events on `runtime`.
+    #[cfg(test)]
     fn start(
         store: Store,
         key: ConsortiumKey,
@@ -229,50 +156,60 @@ impl ConsentService {
         public_key: Option<assent_ledger::VerifyingKey>,
         checkpoint_setting: String,
     ) -> Arc<ConsentService> {
-        let handle = runtime.handle().clone();
-        let service = Arc::new(ConsentService {
-            ledger: ledger.clone(),
-            key,
-            store,
-            cache: Mutex::new(ConsentCache::default()),
-            generation: AtomicU64::new(0),
-            events_live: AtomicBool::new(false),
-            bypass_cache: AtomicBool::new(false),
-            announcer: OnceLock::new(),
-            checkpoint: Mutex::new(None),
+        let runtime = LedgerRuntime::new(ledger, runtime, public_key);
+        Self::with_runtime(store, key, runtime, checkpoint_setting)
+    }
+
+    /// The service over `runtime`'s ledger, following its events there.
+    fn with_runtime(
+        store: Store,
+        key: ConsortiumKey,
+        runtime: LedgerRuntime,
+        checkpoint_setting: String,
+    ) -> Arc<ConsentService> {
+        let cache = Arc::new(DecisionCache::default());
+        let events = Arc::new(EventFollower::new(
+            cache.clone(),
+            store.clone(),
             checkpoint_setting,
-            runtime: Some(runtime),
-            public_key,
-        });
-        handle.spawn(follow(Arc::downgrade(&service), ledger));
-        service
+        ));
+        if let Some(handle) = runtime.handle() {
+            EventFollower::spawn(&events, runtime.ledger().clone(), &handle);
+        }
+        Arc::new(ConsentService {
+            runtime,
+            key,
+            documents: Documents::new(store),
+            cache,
+            events,
+        })
     }
 
     /// The ledger, for everything that writes or reads it besides consents (receipt
     /// anchors): the embedded ledger or Fabric, as configured. Usable from any runtime.
     pub fn ledger(&self) -> Arc<dyn Ledger> {
-        self.ledger.clone()
+        self.runtime.ledger().clone()
     }
 
     /// Whether the ledger's event stream is live (the decision cache is in use).
     pub fn events_live(&self) -> bool {
-        self.events_live.load(Ordering::Acquire)
+        self.cache.events_live()
     }
 
     /// The checkpoint of the last ledger event handled.
     pub fn events_checkpoint(&self) -> Option<Checkpoint> {
-        self.checkpoint.lock().ok().and_then(|c| *c)
+        self.events.checkpoint()
     }
 
     /// The `node_settings` entry the events checkpoint is kept in.
     pub fn checkpoint_setting(&self) -> &str {
-        &self.checkpoint_setting
+        self.events.checkpoint_setting()
     }
 
     /// The embedded ledger's verifying key (for `assent ledger verify`); `None` on Fabric,
     /// whose peers validate blocks themselves.
     pub fn public_key(&self) -> Option<assent_ledger::VerifyingKey> {
-        self.public_key
+        self.runtime.public_key()
     }
 
     /// The consortium key that turns identifiers into the ledger's keyed hashes.
@@ -282,7 +219,7 @@ impl ConsentService {
 
     /// The cross-site identity of a site-local patient.
     pub fn patient_identity(site: &str, patient_id: &str) -> String {
-        format!("{site}/Patient/{patient_id}")
+        assent_fhir::SitePatient::new(site, patient_id).to_string()
     }
 
     /// The keyed hash the ledger knows a patient by.
@@ -298,18 +235,19 @@ impl ConsentService {
     ) -> Result<Arc<[Consent]>, ConsentServiceError> {
         // The cache is keyed by the clear identity, so that a hit costs no keyed hash.
         let identity = Self::patient_identity(site, patient_id);
-        if self.bypass_cache.load(Ordering::Acquire) {
+        let ledger = self.runtime.ledger();
+        if self.cache.bypassed() {
             // Another replica's change may not have been heard of: read the shared store.
-            self.ledger.refresh().await?;
-        } else if let Some(hit) = self.cache_get(&identity) {
+            ledger.refresh().await?;
+        } else if let Some(hit) = self.cache.get(&identity) {
             return Ok(hit);
         }
-        let generation = self.generation.load(Ordering::Acquire);
+        let generation = self.cache.generation();
         let patient_key = self.key.patient(&identity);
-        let records = self.ledger.active_consents(&patient_key, now()).await?;
+        let records = ledger.active_consents(&patient_key, now()).await?;
         let mut consents = Vec::with_capacity(records.len());
         for record in records {
-            let document = self.load_document(&record.document_hash).await?;
+            let document = self.documents.load(&record.document_hash).await?;
             if !record.matches_document(&document) {
                 return Err(ConsentServiceError::Unavailable(format!(
                     "the stored document of consent version {} does not match the ledger",
@@ -322,7 +260,8 @@ impl ConsentService {
             consents.push(consent);
         }
         let consents: Arc<[Consent]> = consents.into();
-        self.cache_put(identity, patient_key, consents.clone(), generation);
+        self.cache
+            .put(identity, patient_key, consents.clone(), generation);
         Ok(consents)
     }
 
@@ -345,23 +284,13 @@ impl ConsentService {
             ConsentSubmission::from_consent(&consent, &document, &identity, &self.key)?;
         submission.expected_version = expected_version;
         let hash = document_hash(&document);
-        {
-            let store = self.store.clone();
-            let consent_key = submission.consent_key.clone();
-            let site = site.to_owned();
-            let text = document.to_string();
-            let hash = hash.clone();
-            tokio::task::spawn_blocking(move || {
-                store.put_consent_document(&hash, &consent_key, &site, &text, now_ms())
-            })
-            .await
-            .map_err(|e| ConsentServiceError::Unavailable(e.to_string()))?
-            .map_err(|e| ConsentServiceError::Unavailable(e.to_string()))?;
-        }
+        self.documents
+            .put(&hash, &submission.consent_key, site, &document, now_ms())
+            .await?;
         let patient_key = submission.patient_key.clone();
-        let receipt = self.ledger.put_consent(submission).await?;
+        let receipt = self.runtime.ledger().put_consent(submission).await?;
         self.invalidate(&patient_key);
-        self.announce(&patient_key);
+        self.cache.announce(&patient_key);
         Ok(stored(consent.id.to_string(), &receipt))
     }
 
@@ -372,13 +301,13 @@ impl ConsentService {
         reason: RevocationReason,
     ) -> Result<Stored, ConsentServiceError> {
         let consent_key = self.key.consent(consent_id);
-        let receipt = self.ledger.revoke(&consent_key, reason).await?;
+        let receipt = self.runtime.ledger().revoke(&consent_key, reason).await?;
         if let Some(record) = receipt.outcome.consent() {
             self.invalidate(&record.patient_key);
-            self.announce(&record.patient_key);
+            self.cache.announce(&record.patient_key);
         } else {
             self.invalidate_all();
-            self.announce(ANY_PATIENT);
+            self.cache.announce(ANY_PATIENT);
         }
         Ok(stored(consent_id.to_owned(), &receipt))
     }
@@ -389,7 +318,8 @@ impl ConsentService {
         consent_id: &str,
     ) -> Result<Vec<(assent_consent::ConsentVersion, Option<Value>)>, ConsentServiceError> {
         let versions = self
-            .ledger
+            .runtime
+            .ledger()
             .consent_history(&self.key.consent(consent_id))
             .await?;
         if versions.is_empty() {
@@ -397,7 +327,7 @@ impl ConsentService {
         }
         let mut out = Vec::with_capacity(versions.len());
         for v in versions {
-            let document = self.load_document(&v.record.document_hash).await.ok();
+            let document = self.documents.load(&v.record.document_hash).await.ok();
             out.push((v, document));
         }
         Ok(out)
@@ -410,366 +340,54 @@ impl ConsentService {
         patient_id: &str,
     ) -> Result<Vec<(assent_consent::ConsentRecord, Value)>, ConsentServiceError> {
         let records = self
-            .ledger
+            .runtime
+            .ledger()
             .patient_consents(&self.patient_key(site, patient_id))
             .await?;
         let mut out = Vec::with_capacity(records.len());
         for record in records {
-            let document = self.load_document(&record.document_hash).await?;
+            let document = self.documents.load(&record.document_hash).await?;
             out.push((record, document));
         }
         Ok(out)
     }
 
-    async fn load_document(&self, hash: &str) -> Result<Value, ConsentServiceError> {
-        let store = self.store.clone();
-        let hash = hash.to_owned();
-        let found = tokio::task::spawn_blocking(move || store.consent_document(&hash))
-            .await
-            .map_err(|e| ConsentServiceError::Unavailable(e.to_string()))?
-            .map_err(|e| ConsentServiceError::Unavailable(e.to_string()))?;
-        let (_site, text) = found.ok_or_else(|| {
-            ConsentServiceError::Unavailable("a consent document is missing from the store".into())
-        })?;
-        serde_json::from_str(&text).map_err(|e| ConsentServiceError::Unavailable(e.to_string()))
-    }
-
-    fn cache_get(&self, identity: &str) -> Option<Arc<[Consent]>> {
-        if !self.events_live.load(Ordering::Acquire) {
-            return None;
-        }
-        self.cache.lock().ok()?.by_identity.get(identity).cloned()
-    }
-
-    /// Caches a load that began at `generation`, unless an invalidation came since or the
-    /// events are down. Checked under the lock: an invalidation moves the generation before
-    /// it takes the lock, so it either stops this put or removes what it put.
-    fn cache_put(
-        &self,
-        identity: String,
-        patient_key: String,
-        consents: Arc<[Consent]>,
-        generation: u64,
-    ) {
-        if let Ok(mut cache) = self.cache.lock() {
-            if !self.events_live.load(Ordering::Acquire)
-                || self.bypass_cache.load(Ordering::Acquire)
-                || self.generation.load(Ordering::Acquire) != generation
-            {
-                return;
-            }
-            if cache.by_identity.len() >= CACHE_CAPACITY {
-                cache.clear();
-            }
-            cache.identity_of.insert(patient_key, identity.clone());
-            cache.by_identity.insert(identity, consents);
-        }
-    }
-
     /// Drops a patient's cached consents (the ledger names patients by keyed hash).
     pub fn invalidate(&self, patient_key: &str) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut cache) = self.cache.lock()
-            && let Some(identity) = cache.identity_of.remove(patient_key)
-        {
-            cache.by_identity.remove(&identity);
-        }
+        self.cache.invalidate(patient_key);
     }
 
     /// Drops every cached patient.
     pub fn invalidate_all(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.clear();
-        }
+        self.cache.invalidate_all();
     }
 
     /// Sends this replica's consent changes (patient keys, or [`ANY_PATIENT`]) to `sender`
     /// from now on. Set once, by the fan-out.
     pub fn announce_to(&self, sender: tokio::sync::mpsc::UnboundedSender<String>) {
-        let _ = self.announcer.set(sender);
-    }
-
-    fn announce(&self, patient_key: &str) {
-        if let Some(sender) = self.announcer.get() {
-            let _ = sender.send(patient_key.to_owned());
-        }
+        self.cache.announce_to(sender);
     }
 
     /// While `bypass` holds, nothing is served from or put in the cache, and every load
     /// refreshes the ledger from the shared store first. Turning it on clears the cache.
     pub fn set_cache_bypass(&self, bypass: bool) {
-        self.bypass_cache.store(bypass, Ordering::Release);
-        if bypass {
-            self.invalidate_all();
-        }
+        self.cache.set_bypass(bypass);
     }
 
     /// Whether the cache is bypassed (see [`set_cache_bypass`](Self::set_cache_bypass)).
     pub fn cache_bypassed(&self) -> bool {
-        self.bypass_cache.load(Ordering::Acquire)
+        self.cache.bypassed()
     }
 
     /// Applies what other replicas committed to the shared store (the ledger's events then
     /// drop the patients they touched from the cache).
     pub async fn refresh_ledger(&self) -> Result<(), ConsentServiceError> {
-        Ok(self.ledger.refresh().await?)
+        Ok(self.runtime.ledger().refresh().await?)
     }
 
     /// The runtime the ledger and the fan-out tasks run on.
     pub fn runtime_handle(&self) -> Option<tokio::runtime::Handle> {
-        self.runtime.as_ref().map(|r| r.handle().clone())
-    }
-}
-
-/// Announced instead of a patient key when a change's patient is not known: every replica
-/// drops its whole cache.
-pub const ANY_PATIENT: &str = "*";
-
-/// Follows the ledger's events for as long as the service lives: each consent event drops
-/// its patient's cache entry and moves the checkpoint (kept in the store); a broken stream
-/// takes the cache out of use and is resumed after the last event handled, with a doubling
-/// wait.
-async fn follow(service: Weak<ConsentService>, ledger: Arc<dyn Ledger>) {
-    let mut wait = RESUBSCRIBE_FIRST;
-    let mut start: Option<Option<Checkpoint>> = None;
-    loop {
-        let Some(this) = service.upgrade() else {
-            return;
-        };
-        let stream = match this.resume_point(&ledger, &mut start).await {
-            Ok(after) => ledger.subscribe(after).await,
-            Err(e) => Err(e),
-        };
-        drop(this);
-        match stream {
-            Ok(events) => {
-                let error = follow_stream(&service, events, &mut start, &mut wait).await;
-                let Some(this) = service.upgrade() else {
-                    return;
-                };
-                // Unknown what changed meanwhile: no cached decision until resumed.
-                this.events_down();
-                match error {
-                    Some(e) => {
-                        tracing::warn!(error = %e, "ledger event stream broken; decision cache bypassed until resumed")
-                    }
-                    None => tracing::warn!(
-                        "ledger event stream ended; decision cache bypassed until resumed"
-                    ),
-                }
-            }
-            Err(e) => {
-                if let Some(this) = service.upgrade() {
-                    this.events_down();
-                }
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot subscribe to the ledger's events; decision cache bypassed");
-            }
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(RESUBSCRIBE_MAX);
-    }
-}
-
-/// Handles `events` until the stream breaks (`Some`) or ends (`None`).
-async fn follow_stream(
-    service: &Weak<ConsentService>,
-    mut events: EventStream,
-    start: &mut Option<Option<Checkpoint>>,
-    wait: &mut Duration,
-) -> Option<LedgerError> {
-    {
-        let this = service.upgrade()?;
-        // Live from here: a load that began before is not cached (the generation moves).
-        this.generation.fetch_add(1, Ordering::AcqRel);
-        if !this.events_live.swap(true, Ordering::AcqRel) {
-            tracing::info!(after = ?this.events_checkpoint(), "following the ledger's events; decision cache in use");
-        }
-    }
-    while let Some(item) = events.next().await {
-        let this = service.upgrade()?;
-        match item {
-            Ok(event) => {
-                this.handle_event(&event);
-                *start = Some(Some(event.checkpoint));
-                *wait = RESUBSCRIBE_FIRST;
-                this.save_checkpoint(event.checkpoint).await;
-            }
-            Err(e) => return Some(e),
-        }
-    }
-    None
-}
-
-impl ConsentService {
-    /// Where to subscribe from: after the last event handled by this process, else after the
-    /// checkpoint kept in the store, else from the ledger's head (the cache starts empty, so
-    /// nothing before it matters).
-    async fn resume_point(
-        &self,
-        ledger: &Arc<dyn Ledger>,
-        start: &mut Option<Option<Checkpoint>>,
-    ) -> Result<Option<Checkpoint>, LedgerError> {
-        if let Some(after) = *start {
-            return Ok(after);
-        }
-        let store = self.store.clone();
-        let name = self.checkpoint_setting.clone();
-        let stored = tokio::task::spawn_blocking(move || store.setting(&name))
-            .await
-            .map_err(|e| LedgerError::Unavailable {
-                reason: e.to_string(),
-            })?
-            .map_err(|e| LedgerError::Unavailable {
-                reason: format!("the stored events checkpoint: {e}"),
-            })?
-            .and_then(|text| serde_json::from_str::<Checkpoint>(&text).ok());
-        let after = match stored {
-            Some(c) => Some(c),
-            None => ledger.head().await?,
-        };
-        if let Ok(mut last) = self.checkpoint.lock() {
-            *last = after;
-        }
-        *start = Some(after);
-        Ok(after)
-    }
-
-    fn handle_event(&self, event: &LedgerEvent) {
-        match event.consent_change() {
-            Some(change) => self.invalidate(&change.patient_key),
-            None if event.name.starts_with("consent.") => {
-                // A consent event that cannot be read: drop everything rather than guess.
-                tracing::warn!(name = %event.name, "unreadable consent event; cache cleared");
-                self.invalidate_all();
-            }
-            None => {}
-        }
-        if let Ok(mut last) = self.checkpoint.lock() {
-            *last = Some(event.checkpoint);
-        }
-    }
-
-    /// Keeps `checkpoint` in the store (a failure only costs a longer replay after a restart).
-    async fn save_checkpoint(&self, checkpoint: Checkpoint) {
-        let store = self.store.clone();
-        let name = self.checkpoint_setting.clone();
-        let Ok(value) = serde_json::to_string(&checkpoint) else {
-            return;
-        };
-        let saved = tokio::task::spawn_blocking(move || store.put_setting(&name, &value)).await;
-        if !matches!(saved, Ok(Ok(()))) {
-            tracing::warn!("cannot keep the ledger events checkpoint in the store");
-        }
-    }
-
-    /// The event stream is down: the cache is emptied and bypassed until it is resumed.
-    fn events_down(&self) {
-        self.events_live.store(false, Ordering::Release);
-        self.invalidate_all();
-    }
-}
-
-/// A ledger whose every call runs on the consent service's own runtime: the Fabric client's
-/// gRPC channel and its tasks live there, whatever runtime the caller is on (an HTTP worker,
-/// the receipts writer, a test).
-struct OnRuntime<L> {
-    inner: Arc<L>,
-    handle: tokio::runtime::Handle,
-}
-
-impl<L: Ledger + 'static> OnRuntime<L> {
-    async fn run<T, F, Fut>(&self, call: F) -> Result<T, LedgerError>
-    where
-        T: Send + 'static,
-        F: FnOnce(Arc<L>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, LedgerError>> + Send + 'static,
-    {
-        self.handle
-            .spawn(call(self.inner.clone()))
-            .await
-            .map_err(|e| LedgerError::Unavailable {
-                reason: format!("the ledger task failed: {e}"),
-            })?
-    }
-}
-
-#[async_trait::async_trait]
-impl<L: Ledger + 'static> Ledger for OnRuntime<L> {
-    async fn submit(&self, call: TxCall) -> Result<TxReceipt, LedgerError> {
-        self.run(|l| async move { l.submit(call).await }).await
-    }
-
-    async fn active_consents(
-        &self,
-        patient_key: &str,
-        now: Timestamp,
-    ) -> Result<Vec<ConsentRecord>, LedgerError> {
-        let key = patient_key.to_owned();
-        self.run(|l| async move { l.active_consents(&key, now).await })
-            .await
-    }
-
-    async fn patient_consents(&self, patient_key: &str) -> Result<Vec<ConsentRecord>, LedgerError> {
-        let key = patient_key.to_owned();
-        self.run(|l| async move { l.patient_consents(&key).await })
-            .await
-    }
-
-    async fn consent(&self, consent_key: &str) -> Result<Option<ConsentRecord>, LedgerError> {
-        let key = consent_key.to_owned();
-        self.run(|l| async move { l.consent(&key).await }).await
-    }
-
-    async fn consent_history(&self, consent_key: &str) -> Result<Vec<ConsentVersion>, LedgerError> {
-        let key = consent_key.to_owned();
-        self.run(|l| async move { l.consent_history(&key).await })
-            .await
-    }
-
-    async fn anchor(
-        &self,
-        gateway_key: &str,
-        batch_id: u64,
-    ) -> Result<Option<AnchorRecord>, LedgerError> {
-        let key = gateway_key.to_owned();
-        self.run(|l| async move { l.anchor(&key, batch_id).await })
-            .await
-    }
-
-    async fn head(&self) -> Result<Option<Checkpoint>, LedgerError> {
-        self.run(|l| async move { l.head().await }).await
-    }
-
-    async fn subscribe(&self, after: Option<Checkpoint>) -> Result<EventStream, LedgerError> {
-        self.run(|l| async move { l.subscribe(after).await }).await
-    }
-
-    async fn refresh(&self) -> Result<(), LedgerError> {
-        self.run(|l| async move { l.refresh().await }).await
-    }
-}
-
-/// The patients' consents in force by clear identity, and which identity each keyed hash
-/// (as ledger events name patients) stands for.
-#[derive(Default)]
-struct ConsentCache {
-    by_identity: HashMap<String, Arc<[Consent]>>,
-    identity_of: HashMap<String, String>,
-}
-
-impl ConsentCache {
-    fn clear(&mut self) {
-        self.by_identity.clear();
-        self.identity_of.clear();
-    }
-}
-
-impl Drop for ConsentService {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        self.runtime.handle()
     }
 }
 
@@ -799,9 +417,19 @@ pub fn now() -> Timestamp {
 mod tests {
     use super::*;
     use crate::store::testing;
-    use assent_consent::{AccessRequest, Caller, Decision, SitePolicy, decide};
+    use assent_consent::{
+        AccessRequest, AnchorRecord, Caller, ConsentRecord, ConsentVersion, Decision, SitePolicy,
+        decide,
+    };
     use assent_fhir::Interaction;
+    use assent_ledger::{
+        EmbeddedLedger, EmbeddedOptions, EventStream, LedgerEvent, SigningKey, SystemClock, TxCall,
+    };
+    use futures_util::StreamExt;
     use serde_json::json;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Duration;
 
     fn consent(id: &str, patient: &str, practitioner: &str) -> Value {
         json!({

@@ -7,8 +7,9 @@
 use assent_receipts::{Disclosure, format_instant};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use crate::api::audit::{Check, ReceiptDetail};
+use crate::services::audit::ReceiptDetail;
 use crate::store::ReceiptRow;
+use assent_receipts::Check;
 
 /// The stylesheet, served at `/console/style.css`.
 pub const STYLESHEET: &str = r#"

@@ -6,8 +6,6 @@
 //! purpose label, so a sign-in cookie can never pass as a session. Leaves out setting the
 //! cookies' attributes (`console.rs`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
@@ -37,10 +35,8 @@ pub struct PendingLogin {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    let millis = assent_ledger::Clock::now_millis(&assent_ledger::SystemClock);
+    u64::try_from(millis / 1000).unwrap_or(0)
 }
 
 impl CookieSigner {

@@ -419,8 +419,7 @@ fn library_sources(dir: &str) -> Vec<(PathBuf, String)> {
 
 /// The names in the `[dependencies]` table of crate `dir`'s manifest.
 fn normal_dependency_names(dir: &str) -> Vec<String> {
-    let manifest =
-        std::fs::read_to_string(workspace_root().join(dir).join("Cargo.toml")).unwrap();
+    let manifest = std::fs::read_to_string(workspace_root().join(dir).join("Cargo.toml")).unwrap();
     let deps = manifest
         .split("[dependencies]")
         .nth(1)

@@ -1,6 +1,7 @@
 //! The ledger: the interface the gateway talks to ([`Ledger`]), the embedded hash-chained
 //! backend ([`EmbeddedLedger`]), chain verification ([`verify_chain`]) and the conformance
-//! suite every backend passes ([`conformance`]).
+//! suite every backend passes (`conformance`, with the `testing` feature: never in a deployed
+//! gateway).
 //!
 //! Owns blocks, hashing, Ed25519 signatures and the execution of the consent contract's
 //! transactions. Leaves out SQL, HTTP and gRPC: blocks are stored through [`BlockStore`],
@@ -49,6 +50,7 @@ mod api;
 pub mod block;
 mod call;
 mod clock;
+#[cfg(feature = "testing")]
 pub mod conformance;
 mod embedded;
 mod store;

@@ -1,7 +1,9 @@
 //! Plain configuration structs for trusted issuers and the verifier.
 //!
 //! Leaves out: where configuration comes from (file, environment, flags): the gateway loads it
-//! and builds these. No serde here on purpose: these are not a wire format.
+//! and builds these. No serde here on purpose (these are not a wire format), except on
+//! [`ClaimNames`], which is exactly the gateway's `claims` table of an issuer and is read
+//! into as it is.
 
 use std::time::Duration;
 
@@ -42,8 +44,10 @@ impl SigningAlgorithm {
     }
 }
 
-/// Which token claims carry the caller's attributes. Defaults follow SMART App Launch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which token claims carry the caller's attributes. Defaults follow SMART App Launch; a
+/// claim not named keeps its default.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ClaimNames {
     /// The acting user: a FHIR reference (`fhirUser` in SMART).
     pub actor: String,

@@ -34,8 +34,9 @@ use crate::protos::peer::{ChaincodeEvent, tx_validation_code};
 use crate::wire::{self, Query, VersionWire, WriteResult};
 
 /// The gateway's Fabric settings as they appear in its configuration file (section
-/// `[ledger.fabric]`, see `docs/fabric.md`).
-#[derive(Debug, Clone, serde::Deserialize)]
+/// `[ledger.fabric]`, see `docs/fabric.md`): the gateway reads that table into this struct.
+/// Absent optional values take [`FabricOptions::default`]'s.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FabricConfig {
     /// `https://peer0.org1.example.com:7051` (`http://` only for tests).
@@ -57,6 +58,23 @@ pub struct FabricConfig {
     /// Fresh proposals after an MVCC read conflict (default 10).
     #[serde(default)]
     pub mvcc_retries: Option<u32>,
+    /// Deadline of connecting to the peer, in milliseconds (default 5,000).
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// Deadline of one Evaluate (a query), in milliseconds (default 5,000).
+    #[serde(default)]
+    pub evaluate_timeout_ms: Option<u64>,
+    /// Deadline of one Endorse (collecting the endorsing peers' signatures), in milliseconds
+    /// (default 15,000).
+    #[serde(default)]
+    pub endorse_timeout_ms: Option<u64>,
+    /// Deadline of one Submit (handing the transaction to the orderers), in milliseconds
+    /// (default 5,000).
+    #[serde(default)]
+    pub submit_timeout_ms: Option<u64>,
+    /// How long to wait for a submitted transaction's commit, in milliseconds (default 60,000).
+    #[serde(default)]
+    pub commit_timeout_ms: Option<u64>,
 }
 
 /// Why the configuration could not be loaded.
@@ -111,6 +129,18 @@ impl FabricConfig {
         let mut options = FabricOptions::default();
         if let Some(n) = self.mvcc_retries {
             options.mvcc_retries = n;
+        }
+        let calls = &mut options.calls;
+        for (ms, deadline) in [
+            (self.connect_timeout_ms, &mut calls.connect_timeout),
+            (self.evaluate_timeout_ms, &mut calls.evaluate_timeout),
+            (self.endorse_timeout_ms, &mut calls.endorse_timeout),
+            (self.submit_timeout_ms, &mut calls.submit_timeout),
+            (self.commit_timeout_ms, &mut calls.commit_status_timeout),
+        ] {
+            if let Some(ms) = ms {
+                *deadline = Duration::from_millis(ms);
+            }
         }
         Ok(FabricConnection {
             peer_endpoint: self.peer_endpoint.clone(),

@@ -206,13 +206,9 @@ pub fn open_consents(config: &Config, store: &Store) -> Result<Arc<ConsentServic
         &keys.consortium,
         config.key_material.source(crate::config::keys::CONSORTIUM),
     )?;
-    let backend = match (config.ledger.backend, &config.ledger.fabric) {
-        (LedgerBackend::Fabric, Some(fabric)) => {
-            let connection = fabric
-                .connection()
-                .map_err(|e| StartError::Consent(e.to_string()))?;
-            Backend::Fabric(Box::new(connection))
-        }
+    let backend = match (config.ledger.backend, &config.ledger.fabric_connection) {
+        // Loaded with the configuration (`config/ledger.rs`).
+        (LedgerBackend::Fabric, Some(connection)) => Backend::Fabric(Box::new(connection.clone())),
         (LedgerBackend::Fabric, None) => {
             return Err(StartError::Consent(
                 "backend = \"fabric\" without [ledger.fabric]".into(),

@@ -37,6 +37,7 @@ pub enum Command {
         workers: Option<usize>,
     },
     /// Run everything in one process with sample hospitals: no other services needed.
+    #[cfg(feature = "demo")]
     Demo {
         /// Address the gateway listens on.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -351,6 +352,7 @@ pub fn run(cli: Cli) -> ExitCode {
             },
         })),
         Command::Keys { command } => keys(command),
+        #[cfg(feature = "demo")]
         Command::Demo { listen } => match crate::demo::run(listen) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

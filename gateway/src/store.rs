@@ -387,7 +387,9 @@ impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for Pragmas {
 }
 
 /// Test support: a store on SQLite in a temporary directory, and (when
-/// `ASSENT_TEST_DATABASE_URL` is set) one on PostgreSQL in a schema of its own.
+/// `ASSENT_TEST_DATABASE_URL` is set) one on PostgreSQL in a schema of its own. Only in this
+/// crate's tests and with the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing {
     use super::*;
 

@@ -1,14 +1,15 @@
 //! The ledger: the interface the gateway talks to ([`Ledger`]), the embedded hash-chained
 //! backend ([`EmbeddedLedger`]), chain verification ([`verify_chain`]) and the conformance
-//! suite every backend passes ([`conformance`]).
+//! suite every backend passes (`conformance`, with the `testing` feature: never in a deployed
+//! gateway).
 //!
 //! Owns blocks, hashing, Ed25519 signatures and the execution of the consent contract's
 //! transactions. Leaves out SQL, HTTP and gRPC: blocks are stored through [`BlockStore`],
 //! which the gateway implements over its database; the Fabric backend lives elsewhere and
 //! implements [`Ledger`].
 //!
-//! **Invariant:** this crate knows no SQL, HTTP or gRPC (checked by the tidy test on its
-//! dependencies).
+//! **Invariant:** this crate knows no SQL, HTTP or gRPC (checked on its dependencies by the
+//! workspace tidy test `tests/tests/e2e/tidy.rs`).
 //!
 //! **Invariant:** nothing written to a block holds an identifier in clear: the contract's
 //! submissions, records and events carry keyed hashes only.
@@ -49,6 +50,7 @@ mod api;
 pub mod block;
 mod call;
 mod clock;
+#[cfg(feature = "testing")]
 pub mod conformance;
 mod embedded;
 mod store;
@@ -71,62 +73,3 @@ pub use verify::{
     ChainError, ChainFault, ChainHead, ChainVerifier, VerifiedBlock, VerifiedChain,
     VerifyStoreError, verify_chain, verify_store,
 };
-
-#[cfg(test)]
-mod tidy {
-    //! Housekeeping checks on this crate's own sources and manifest.
-
-    use std::path::{Path, PathBuf};
-
-    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                rust_files(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push(path);
-            }
-        }
-    }
-
-    #[test]
-    fn every_file_says_what_it_owns_and_no_mod_rs() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut files = Vec::new();
-        for dir in ["src", "tests", "benches"] {
-            if root.join(dir).exists() {
-                rust_files(&root.join(dir), &mut files);
-            }
-        }
-        for path in files {
-            let text = std::fs::read_to_string(&path).unwrap();
-            assert!(
-                text.starts_with("//!"),
-                "{} must open with `//!`",
-                path.display()
-            );
-            assert_ne!(path.file_name().unwrap(), "mod.rs", "{}", path.display());
-        }
-    }
-
-    /// **Invariant:** the ledger crate knows no SQL, no HTTP and no gRPC.
-    #[test]
-    fn no_sql_http_or_grpc_dependencies() {
-        let manifest =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-                .unwrap();
-        let forbidden = [
-            "diesel", "sqlx", "rusqlite", "postgres", "actix", "hyper", "reqwest", "awc", "tonic",
-            "prost", "redis",
-        ];
-        for line in manifest.lines().filter(|l| l.contains('=')) {
-            let name = line.split('=').next().unwrap().trim();
-            for word in forbidden {
-                assert!(
-                    !name.contains(word),
-                    "dependency `{name}` crosses the ledger's boundary"
-                );
-            }
-        }
-    }
-}

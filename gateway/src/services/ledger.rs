@@ -10,7 +10,7 @@ use assent_ledger::{BlockRow, BlockStore, StoreError};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
-use crate::store::{AnyConnection, Store, StoreError as GatewayStoreError, ledger_blocks};
+use crate::store::{AnyConnection, Store, ledger_blocks};
 
 /// Blocks in the `ledger_blocks` table.
 #[derive(Clone)]
@@ -189,8 +189,9 @@ pub fn verify(config: &crate::config::Config) -> Result<String, LedgerVerifyErro
 }
 
 /// Test support: changes a stored block behind the ledger's back, as an attacker with
-/// database access would.
-pub fn tamper_body_for_tests(store: &Store, number: i64) -> Result<(), GatewayStoreError> {
+/// database access would. Only in tests and with the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
+pub fn tamper_body_for_tests(store: &Store, number: i64) -> Result<(), crate::store::StoreError> {
     let mut conn = store.connection()?;
     let body: Vec<u8> = ledger_blocks::table
         .filter(ledger_blocks::number.eq(number))

@@ -438,6 +438,7 @@ impl Store {
     }
 
     /// Overwrites a stored batch's root (tests of tamper detection only).
+    #[cfg(any(test, feature = "testing"))]
     #[doc(hidden)]
     pub fn tamper_batch_root_for_tests(
         &self,
@@ -457,6 +458,7 @@ impl Store {
     }
 
     /// Overwrites a stored receipt's hash (tests of tamper detection only).
+    #[cfg(any(test, feature = "testing"))]
     #[doc(hidden)]
     pub fn tamper_receipt_hash_for_tests(
         &self,
@@ -471,6 +473,7 @@ impl Store {
     }
 
     /// Overwrites a stored receipt's canonical bytes (tests of tamper detection only).
+    #[cfg(any(test, feature = "testing"))]
     #[doc(hidden)]
     pub fn tamper_receipt_for_tests(
         &self,

@@ -1,5 +1,7 @@
-//! Housekeeping checks run as ordinary tests: every Rust file says what it owns, the crate
-//! graph keeps the boundaries ARCHITECTURE.md states, and routes are registered in one file.
+//! Housekeeping checks run as ordinary tests, one file for the whole workspace: every Rust file
+//! says what it owns, the crate graph keeps the boundaries ARCHITECTURE.md states, the pure
+//! crates (consent, receipts, ledger) keep their purity, a `Permit` comes only from the consent
+//! decision functions, routes are registered in one file, and the gateway's wings depend one way.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,8 +56,7 @@ fn every_rust_file_opens_with_a_module_comment() {
 /// not a question about released data.
 #[test]
 fn whose_data_has_one_rule() {
-    // The consent API reads the patient a Consent document is about (`Consent.patient`).
-    let allowed = [Path::new("api/consent.rs")];
+    let allowed = ["api/consent.rs"];
     let forbidden = [
         ["get(\"", "reference\")"].concat(),
         ["/", "reference\""].concat(),
@@ -64,11 +65,15 @@ fn whose_data_has_one_rule() {
     ];
     let mut found = Vec::new();
     let mut files = Vec::new();
-    rust_files(&workspace_root().join("gateway/src"), &mut files);
+    let src = workspace_root().join("gateway/src");
+    rust_files(&src, &mut files);
     for file in files {
-        if allowed.iter().any(|a| file.ends_with(a))
-            || file.components().any(|c| c.as_os_str() == "demo")
-        {
+        let name = file
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if allowed.contains(&name.as_str()) || file.components().any(|c| c.as_os_str() == "demo") {
             continue;
         }
         let text = std::fs::read_to_string(&file).unwrap();
@@ -234,6 +239,9 @@ fn the_crate_graph_keeps_the_documented_boundaries() {
     };
     for (name, allowed_internal, forbidden) in BOUNDARIES {
         for (dep, kind) in deps_of(name) {
+            if dep == *name && kind == "dev" {
+                continue; // a crate's own tests enabling its test-support feature
+            }
             if workspace.contains(&dep.as_str()) {
                 assert!(
                     allowed_internal.contains(&dep.as_str()),
@@ -381,4 +389,221 @@ fn every_gateway_source_is_in_a_wing() {
         .filter(|n| !known.contains(&n.as_str()))
         .collect();
     assert!(stray.is_empty(), "gateway/src holds wings only: {stray:?}");
+}
+
+/// The sources of workspace crate `dir` under its `src`, `tests` and `benches` folders, with
+/// their text.
+fn crate_sources(dir: &str) -> Vec<(PathBuf, String)> {
+    let root = workspace_root().join(dir);
+    let mut files = Vec::new();
+    for sub in ["src", "tests", "benches"] {
+        if root.join(sub).exists() {
+            rust_files(&root.join(sub), &mut files);
+        }
+    }
+    assert!(!files.is_empty(), "{dir} has sources");
+    files
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect()
+}
+
+/// The library part of crate `dir`'s `src` files: each file's text before its first
+/// `#[cfg(test)]`.
+fn library_sources(dir: &str) -> Vec<(PathBuf, String)> {
+    let src = workspace_root().join(dir).join("src");
+    crate_sources(dir)
+        .into_iter()
+        .filter(|(path, _)| path.starts_with(&src))
+        .map(|(path, text)| {
+            let library = text.split("#[cfg(test)]").next().unwrap_or_default();
+            (path, library.to_owned())
+        })
+        .collect()
+}
+
+/// The names in the `[dependencies]` table of crate `dir`'s manifest.
+fn normal_dependency_names(dir: &str) -> Vec<String> {
+    let manifest = std::fs::read_to_string(workspace_root().join(dir).join("Cargo.toml")).unwrap();
+    let deps = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap();
+    deps.lines()
+        .filter(|l| l.contains('=') && !l.trim_start().starts_with('#'))
+        .map(|l| l.split('=').next().unwrap().trim().to_owned())
+        .collect()
+}
+
+/// Fails when any library source of crate `dir` names one of `forbidden`.
+fn assert_library_avoids(dir: &str, forbidden: &[String]) {
+    for (path, library) in library_sources(dir) {
+        for word in forbidden {
+            assert!(
+                !library.contains(word.as_str()),
+                "{} uses `{word}`",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Words that mean I/O, threads or a clock (spelled in pieces so this file does not hold them).
+fn io_and_clock_words() -> Vec<String> {
+    vec![
+        ["std::", "fs"].concat(),
+        ["std::", "net"].concat(),
+        ["std::", "thread"].concat(),
+        ["System", "Time"].concat(),
+        ["Instant", "::now"].concat(),
+        ["tok", "io"].concat(),
+        ["async ", "fn"].concat(),
+    ]
+}
+
+/// **Invariant:** every file of the crates with a checked boundary (consent, fabric, receipts,
+/// ledger) opens with `//!` as its very first bytes, and none is a `mod.rs`.
+#[test]
+fn every_file_of_the_checked_crates_says_what_it_owns_and_no_mod_rs() {
+    for dir in ["consent", "fabric", "receipts", "ledger"] {
+        for (path, text) in crate_sources(dir) {
+            assert!(
+                text.starts_with("//!"),
+                "{} must open with `//!`",
+                path.display()
+            );
+            assert_ne!(path.file_name().unwrap(), "mod.rs", "{}", path.display());
+        }
+    }
+}
+
+/// **Invariant:** a `Permit` is made only by the decision functions of `assent-consent`:
+/// `Permit::new` is private to the crate and called only where decisions are reached, and the
+/// only public functions that hand out a `Permit` or a `Decision` are the decision functions.
+#[test]
+fn permits_come_only_from_the_decision_functions() {
+    const DECISION_FUNCTIONS: &[&str] = &[
+        "decide",
+        "decide_unnamed",
+        "decide_unknown_patient",
+        "decide_all",
+        "decide_site_default",
+    ];
+    const MAKERS: &[&str] = &["decision.rs", "decide.rs"];
+    for (path, library) in library_sources("consent") {
+        let file = path.file_name().unwrap().to_str().unwrap();
+        if !MAKERS.contains(&file) {
+            for made in ["Permit::new(", "Permit {"] {
+                assert!(
+                    !library.contains(made),
+                    "{} makes a Permit (`{made}`) outside the decision functions",
+                    path.display()
+                );
+            }
+        }
+        assert!(
+            !library.contains("pub fn new(basis"),
+            "{}: a public Permit constructor",
+            path.display()
+        );
+        // Every public function's signature, up to its body.
+        for (at, _) in library.match_indices("pub fn ") {
+            let signature = &library[at..];
+            let signature = &signature[..signature.find('{').unwrap_or(signature.len())];
+            let name = signature["pub fn ".len()..]
+                .split(['(', '<'])
+                .next()
+                .unwrap()
+                .trim();
+            let returns = signature.split("->").nth(1).unwrap_or_default();
+            let hands_out = ["Permit", "Decision"].iter().any(|t| {
+                returns
+                    .split(|c: char| !c.is_alphanumeric())
+                    .any(|w| w == *t)
+            });
+            if hands_out {
+                assert!(
+                    DECISION_FUNCTIONS.contains(&name),
+                    "{}: `{name}` hands out a Permit or Decision but is not a decision function",
+                    path.display()
+                );
+            }
+        }
+    }
+    let decision =
+        std::fs::read_to_string(workspace_root().join("consent/src/decision.rs")).unwrap();
+    assert!(decision.contains("pub(crate) fn new(basis: Basis"));
+}
+
+/// **Invariant:** the consent logic does no I/O, spawns nothing and reads no clock; its
+/// dependencies are on a pure list.
+#[test]
+fn consent_does_no_io_and_reads_no_clock() {
+    assert_library_avoids("consent", &io_and_clock_words());
+    let allowed = [
+        "assent-fhir",
+        "hex",
+        "hmac",
+        "serde",
+        "serde_json",
+        "sha2",
+        "thiserror",
+    ];
+    for name in normal_dependency_names("consent") {
+        assert!(
+            allowed.contains(&name.as_str()),
+            "assent-consent: dependency `{name}` is not on the pure list"
+        );
+    }
+}
+
+/// **Invariant:** receipts is pure: no I/O, no threads, no clock, no SQL, no HTTP; its
+/// dependencies are on a pure list.
+#[test]
+fn receipts_do_no_io_and_read_no_clock() {
+    let mut forbidden = io_and_clock_words();
+    forbidden.extend([["die", "sel"].concat(), ["act", "ix"].concat()]);
+    assert_library_avoids("receipts", &forbidden);
+    let allowed = [
+        "assent-consent",
+        "assent-fhir",
+        "base64",
+        "hex",
+        "serde",
+        "serde_json",
+        "sha2",
+        "thiserror",
+    ];
+    for name in normal_dependency_names("receipts") {
+        assert!(
+            allowed.contains(&name.as_str()),
+            "assent-receipts: dependency `{name}` is not on the pure list"
+        );
+    }
+}
+
+/// **Invariant:** the ledger crate knows no SQL, no HTTP and no gRPC (nothing in its manifest,
+/// whatever the table, names them).
+#[test]
+fn the_ledger_has_no_sql_http_or_grpc_dependencies() {
+    let manifest = std::fs::read_to_string(workspace_root().join("ledger/Cargo.toml")).unwrap();
+    let forbidden = [
+        "diesel", "sqlx", "rusqlite", "postgres", "actix", "hyper", "reqwest", "awc", "tonic",
+        "prost", "redis",
+    ];
+    for line in manifest.lines().filter(|l| l.contains('=')) {
+        let name = line.split('=').next().unwrap().trim();
+        for word in forbidden {
+            assert!(
+                !name.contains(word),
+                "dependency `{name}` crosses the ledger's boundary"
+            );
+        }
+    }
 }

@@ -4,7 +4,8 @@
 //! ledger backends, site adapters, the sites' upstream clients, patient identifier placement,
 //! the break-glass webhook and the request log writer.
 //!
-//! Depends on: `config`, `store`, and the error table (`http::error`) only.
+//! Depends on: `config` and `store` only. Its errors are its own (`UpstreamError`,
+//! `ReasonInvalid`, `AuditError`); the error table (`http/error.rs`) answers them.
 
 pub mod adapters;
 pub mod anchoring;

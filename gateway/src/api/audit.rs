@@ -34,6 +34,8 @@ use crate::http::access::require_audit;
 use crate::http::caller::Caller;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
+use futures_util::StreamExt;
+
 use crate::services::audit::{
     AuditSearch, ReceiptDetail, ReceiptPage, decode, export_stream, newest_first, parse_search,
     patient_identity,
@@ -112,7 +114,7 @@ pub async fn receipt_detail(
     state: &web::Data<AppState>,
     id: &str,
 ) -> Result<Option<ReceiptDetail>, GatewayError> {
-    crate::services::audit::receipt_detail(&state.store, &state.consents, id).await
+    Ok(crate::services::audit::receipt_detail(&state.store, &state.consents, id).await?)
 }
 
 /// The FHIR version an AuditEvent search answers in: `_fhirVersion`, else the Accept
@@ -290,7 +292,10 @@ pub fn export_response(
             header::CONTENT_DISPOSITION,
             format!("attachment; filename=\"{}\"", format.file_name()),
         ))
-        .streaming(export_stream(state.store.clone(), filter, format))
+        .streaming(
+            export_stream(state.store.clone(), filter, format)
+                .map(|chunk| chunk.map_err(GatewayError::from)),
+        )
 }
 
 /// `GET /audit/export?format=ndjson|csv&…filters`. The export's receipt is durable before

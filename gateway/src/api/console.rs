@@ -37,7 +37,9 @@ use crate::config::ConsoleConfig;
 use crate::http::access::may_audit;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
-use crate::services::audit::{AuditQuery, ExportFormat, newest_first, parse_cursor, subjects_of};
+use crate::services::audit::{
+    AuditError, AuditQuery, ExportFormat, newest_first, parse_cursor, subjects_of,
+};
 pub use pages::FilterForm;
 pub use session::{CookieSigner, PendingLogin, Session};
 
@@ -406,7 +408,7 @@ async fn search_page(
         Ok(s) => s,
         Err(e) => {
             let message = match &e {
-                GatewayError::Malformed(m) => format!("These filters cannot be used: {m}."),
+                AuditError::Malformed(m) => format!("These filters cannot be used: {m}."),
                 other => other.to_string(),
             };
             return Ok(html_page(
@@ -505,6 +507,7 @@ pub async fn export_csv(
                 access.add_patient_identity(patient);
             }
             export_response(state.clone(), filter, ExportFormat::Csv)
-        });
+        })
+        .map_err(GatewayError::from);
     access.finish(&state, outcome).await
 }

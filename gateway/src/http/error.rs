@@ -355,6 +355,17 @@ impl From<crate::services::break_glass::ReasonInvalid> for GatewayError {
     }
 }
 
+impl From<crate::services::audit::AuditError> for GatewayError {
+    fn from(e: crate::services::audit::AuditError) -> Self {
+        use crate::services::audit::AuditError as A;
+        match e {
+            A::Malformed(message) => GatewayError::Malformed(message),
+            A::StoreUnavailable => GatewayError::StoreUnavailable,
+            A::Internal => GatewayError::Internal,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,6 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::Value;
 
-use crate::http::error::GatewayError;
 use crate::services::anchoring::rebuild_batch;
 use crate::services::consent::ConsentService;
 use crate::store::{BatchRow, ReceiptCursor, ReceiptFilter, ReceiptOrder, ReceiptRow, Store};
@@ -34,22 +33,45 @@ pub const EXPORT_CHUNK: i64 = 500;
 /// Longest value accepted for any search parameter.
 const MAX_VALUE_LEN: usize = 256;
 
-fn store_err(e: crate::store::StoreError) -> GatewayError {
-    tracing::warn!(error = %e, "audit: the store failed");
-    GatewayError::StoreUnavailable
+/// Why an audit query or read failed; the error table (`http/error.rs`) answers each.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    /// A parameter the audit API cannot use (`bad-request`), with the sentence saying why.
+    #[error("{0}")]
+    Malformed(String),
+    #[error("the store is unavailable")]
+    StoreUnavailable,
+    #[error("internal error")]
+    Internal,
 }
 
-fn bad(message: impl Into<String>) -> GatewayError {
-    GatewayError::Malformed(message.into())
+impl AuditError {
+    /// The stable error code the error table gives it (for logs).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuditError::Malformed(_) => "malformed-request",
+            AuditError::StoreUnavailable => "store-unavailable",
+            AuditError::Internal => "internal",
+        }
+    }
+}
+
+fn store_err(e: crate::store::StoreError) -> AuditError {
+    tracing::warn!(error = %e, "audit: the store failed");
+    AuditError::StoreUnavailable
+}
+
+fn bad(message: impl Into<String>) -> AuditError {
+    AuditError::Malformed(message.into())
 }
 
 /// Runs a store call off the async workers.
 async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, GatewayError> + Send + 'static,
-) -> Result<T, GatewayError> {
+    call: impl FnOnce() -> Result<T, AuditError> + Send + 'static,
+) -> Result<T, AuditError> {
     tokio::task::spawn_blocking(call)
         .await
-        .map_err(|_| GatewayError::Internal)?
+        .map_err(|_| AuditError::Internal)?
 }
 
 // ---------------------------------------------------------------------------------------
@@ -103,7 +125,7 @@ const FILTER_PARAMS: &[&str] = &[
 ];
 
 /// Refuses a value that is too long or holds control characters.
-fn check_value(name: &str, value: &str) -> Result<(), GatewayError> {
+fn check_value(name: &str, value: &str) -> Result<(), AuditError> {
     if value.len() > MAX_VALUE_LEN || value.chars().any(char::is_control) {
         return Err(bad(format!(
             "`{name}` is too long or holds control characters"
@@ -119,7 +141,7 @@ pub fn parse_search(
     query: &str,
     extra: &[&str],
     key: &ConsortiumKey,
-) -> Result<AuditSearch, GatewayError> {
+) -> Result<AuditSearch, AuditError> {
     let mut single: HashMap<String, String> = HashMap::new();
     let mut audit = AuditQuery::default();
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -185,7 +207,7 @@ pub fn parse_search(
     })
 }
 
-fn check_decisions(decisions: &[String]) -> Result<(), GatewayError> {
+fn check_decisions(decisions: &[String]) -> Result<(), AuditError> {
     match decisions
         .iter()
         .all(|d| matches!(d.as_str(), "permit" | "deny" | "error"))
@@ -201,7 +223,7 @@ impl AuditQuery {
     pub fn filter(
         &self,
         key: &ConsortiumKey,
-    ) -> Result<(ReceiptFilter, Option<String>), GatewayError> {
+    ) -> Result<(ReceiptFilter, Option<String>), AuditError> {
         self.check_values()?;
         let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
         let mut filter = ReceiptFilter {
@@ -256,7 +278,7 @@ impl AuditQuery {
 
     /// Refuses values too long or with control characters, and unknown decisions, in the
     /// order the audit API's parameters are checked.
-    fn check_values(&self) -> Result<(), GatewayError> {
+    fn check_values(&self) -> Result<(), AuditError> {
         for (name, value) in [
             ("patient", &self.patient),
             ("agent", &self.agent),
@@ -282,7 +304,7 @@ impl AuditQuery {
 }
 
 /// `{site}/Patient/{id}`, or `Patient/{id}` (or `{id}`) with `site`.
-pub fn patient_identity(value: &str, site: Option<&str>) -> Result<String, GatewayError> {
+pub fn patient_identity(value: &str, site: Option<&str>) -> Result<String, AuditError> {
     let parts: Vec<&str> = value.split('/').collect();
     let (site, id) = match parts.as_slice() {
         [s, "Patient", id] => (*s, *id),
@@ -316,7 +338,7 @@ fn is_fhir_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 /// Narrows `filter` by one `date` parameter with its prefix (`eq` by default).
-fn apply_date(filter: &mut ReceiptFilter, value: &str) -> Result<(), GatewayError> {
+fn apply_date(filter: &mut ReceiptFilter, value: &str) -> Result<(), AuditError> {
     let (prefix, text) = match value.get(..2) {
         Some(p @ ("eq" | "ge" | "le" | "gt" | "lt")) => (p, &value[2..]),
         Some(p) if p.chars().all(|c| c.is_ascii_alphabetic()) => {
@@ -373,7 +395,7 @@ pub async fn newest_first(
     filter: ReceiptFilter,
     cursor: Option<ReceiptCursor>,
     count: i64,
-) -> Result<ReceiptPage, GatewayError> {
+) -> Result<ReceiptPage, AuditError> {
     let store = store.clone();
     let mut rows = blocking(move || {
         store
@@ -454,7 +476,7 @@ impl BatchCache {
         store: &Store,
         gateway_id: &str,
         sequence: i64,
-    ) -> Result<Option<assent_receipts::Anchoring>, GatewayError> {
+    ) -> Result<Option<assent_receipts::Anchoring>, AuditError> {
         let hit = self.current.as_ref().is_some_and(|(row, _)| {
             row.gateway_id == gateway_id
                 && row.first_sequence <= sequence
@@ -463,7 +485,7 @@ impl BatchCache {
         if !hit {
             self.current = rebuild_batch(store, gateway_id, sequence).map_err(|e| {
                 tracing::warn!(error = %e, "audit: a batch could not be rebuilt");
-                GatewayError::StoreUnavailable
+                AuditError::StoreUnavailable
             })?;
         }
         Ok(self.current.as_ref().and_then(|(row, batch)| {
@@ -496,7 +518,7 @@ pub async fn receipt_detail(
     store: &Store,
     consents: &ConsentService,
     id: &str,
-) -> Result<Option<ReceiptDetail>, GatewayError> {
+) -> Result<Option<ReceiptDetail>, AuditError> {
     let store = store.clone();
     let id = id.to_owned();
     let loaded = blocking(move || {
@@ -517,7 +539,7 @@ pub async fn receipt_detail(
             .map(|p| p.patient)
             .collect();
         let rebuilt = rebuild_batch(&store, &row.gateway_id, row.sequence)
-            .map_err(|_| GatewayError::StoreUnavailable)?;
+            .map_err(|_| AuditError::StoreUnavailable)?;
         Ok(Some((row, prev, patients, rebuilt)))
     })
     .await?;
@@ -626,7 +648,7 @@ pub fn export_stream(
     store: Store,
     filter: ReceiptFilter,
     format: ExportFormat,
-) -> impl Stream<Item = Result<Bytes, GatewayError>> {
+) -> impl Stream<Item = Result<Bytes, AuditError>> {
     struct Cursor {
         store: Store,
         filter: Arc<ReceiptFilter>,
@@ -678,7 +700,7 @@ fn export_chunk(
     mut batches: BatchCache,
     header: bool,
     format: ExportFormat,
-) -> Result<(String, Option<ReceiptCursor>, bool, BatchCache), GatewayError> {
+) -> Result<(String, Option<ReceiptCursor>, bool, BatchCache), AuditError> {
     let rows = store
         .search_receipts(filter, ReceiptOrder::Chain, after.as_ref(), EXPORT_CHUNK)
         .map_err(store_err)?;
@@ -687,7 +709,7 @@ fn export_chunk(
         out.push_str(&csv_header());
     }
     for row in &rows {
-        let d = decode(row).ok_or(GatewayError::Internal)?;
+        let d = decode(row).ok_or(AuditError::Internal)?;
         let anchoring = batches.anchoring(store, &row.gateway_id, row.sequence)?;
         out.push_str(&match format {
             ExportFormat::Ndjson => {

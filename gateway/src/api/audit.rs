@@ -95,7 +95,7 @@ fn next_link(
 ) -> Option<String> {
     let cursor = page.next_cursor()?;
     let mut serializer = url::form_urlencoded::Serializer::new(String::new());
-    for (n, v) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+    for (n, v) in assent_fhir::query::pairs(req.query_string()) {
         if n != "_cursor" && n != "_sig" {
             serializer.append_pair(&n, &v);
         }
@@ -325,9 +325,10 @@ pub async fn export(
 
 /// The `format` parameter: `ndjson` (default) or `csv`.
 pub fn export_format(query: &str) -> Result<ExportFormat, GatewayError> {
-    let format = url::form_urlencoded::parse(query.as_bytes())
+    let format = assent_fhir::query::pairs(query)
+        .into_iter()
         .find(|(n, _)| n == "format")
-        .map(|(_, v)| v.into_owned());
+        .map(|(_, v)| v);
     match format.as_deref() {
         None | Some("ndjson") => Ok(ExportFormat::Ndjson),
         Some("csv") => Ok(ExportFormat::Csv),

@@ -144,8 +144,7 @@ pub fn parse_search(
 ) -> Result<AuditSearch, AuditError> {
     let mut single: HashMap<String, String> = HashMap::new();
     let mut audit = AuditQuery::default();
-    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        let (name, value) = (name.into_owned(), value.into_owned());
+    for (name, value) in assent_fhir::query::pairs(query) {
         check_value(&name, &value)?;
         if !FILTER_PARAMS.contains(&name.as_str())
             && !extra.contains(&name.as_str())

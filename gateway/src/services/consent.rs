@@ -36,7 +36,6 @@ mod follower;
 mod runtime;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use assent_consent::{
     Consent, ConsentError, ConsentSubmission, ConsortiumKey, RevocationReason, Timestamp,
@@ -401,11 +400,11 @@ fn stored(consent_id: String, receipt: &TxReceipt) -> Stored {
     }
 }
 
+/// The time for stored documents and consent periods: the ledger's clock (the one clock the
+/// gateway reads).
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    use assent_ledger::Clock;
+    assent_ledger::SystemClock.now_millis()
 }
 
 /// The current time for consent periods.

@@ -18,7 +18,6 @@ use assent_adapters::{TranslateError, converts, translate, translate_type_name};
 use assent_fhir::format::media_type_from_query;
 use assent_fhir::{FhirVersion, Interaction, Issue, Severity, operation_outcome};
 use bytes::Bytes;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 use crate::http::error::GatewayError;
@@ -28,18 +27,6 @@ use crate::services::upstream::UrlMap;
 
 /// The response header counting the issues of a translation between versions.
 pub const TRANSLATION_ISSUES_HEADER: &str = "x-assent-translation-issues";
-
-/// What is percent-encoded when the gateway writes a query value: all but the unreserved
-/// characters and the separators FHIR search values use.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b':')
-    .remove(b'|')
-    .remove(b',')
-    .remove(b'/');
 
 /// The versions of one request: the site's, the one the client reads, and how lossy results
 /// are handled.
@@ -269,33 +256,12 @@ impl Dialect {
     /// goes into each link under the upstream base, so that the next page is read in the same
     /// version (the signature then covers it).
     pub fn carry_format(&self, bundle: &mut Value, urls: &UrlMap) {
-        let Some(format) = &self.format else {
-            return;
-        };
-        let encoded = utf8_percent_encode(format, QUERY_VALUE).to_string();
-        for link in bundle
-            .get_mut("link")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            let Some(url) = link.get("url").and_then(Value::as_str) else {
-                continue;
-            };
-            if urls.relative(url).is_none() {
-                continue;
-            }
-            let (before_fragment, _) = url.split_once('#').unwrap_or((url, ""));
-            let (path, query) = before_fragment
-                .split_once('?')
-                .unwrap_or((before_fragment, ""));
-            let mut pairs: Vec<&str> = query
-                .split('&')
-                .filter(|p| !p.is_empty() && !is_format_pair(p))
-                .collect();
-            let carried = format!("_format={encoded}");
-            pairs.push(&carried);
-            link["url"] = json!(format!("{path}?{}", pairs.join("&")));
+        if let Some(format) = &self.format {
+            crate::proxy::rewrite::carry_params(
+                bundle,
+                urls,
+                &[("_format".into(), format.clone())],
+            );
         }
     }
 
@@ -423,12 +389,6 @@ fn format_param(raw_query: &str) -> Option<String> {
     assent_fhir::query::pairs(raw_query)
         .into_iter()
         .find_map(|(name, value)| (name == "_format").then(|| media_type_from_query(&value)))
-}
-
-fn is_format_pair(pair: &str) -> bool {
-    assent_fhir::query::pairs(pair)
-        .first()
-        .is_some_and(|(name, _)| name == "_format")
 }
 
 /// The query without `_format` parameters that name a FHIR version: the site is asked in

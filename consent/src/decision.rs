@@ -241,6 +241,99 @@ impl Decision {
     }
 }
 
+/// What a decision was asked about, in words, for [`Decision::explain_plainly`].
+#[derive(Debug, Clone, Copy)]
+pub struct AskedInWords<'a> {
+    /// Who would access: `Practitioner/dr-alice`, or `a caller with no actor`.
+    pub who: &'a str,
+    /// What they would do, as a verb phrase: `read Observation records`.
+    pub doing: &'a str,
+    /// Why, in words: `treatment`; `None` when no purpose was given.
+    pub purpose: Option<&'a str>,
+}
+
+impl Decision {
+    /// The decision in sentences a privacy officer understands, naming the consent and its
+    /// version, who, what and why: `Consent c1 v1 permits Practitioner/dr-alice to read
+    /// Observation records for treatment.` The machine-readable basis is
+    /// [`Decision::basis`]; this is its reading, not a second rule.
+    pub fn explain_plainly(&self, asked: &AskedInWords<'_>) -> String {
+        let permit = self.is_permit();
+        let why = asked
+            .purpose
+            .map(|p| format!(" for {p}"))
+            .unwrap_or_default();
+        let (who, doing) = (asked.who, asked.doing);
+        let mut out = plain_basis(self.basis(), permit, who, doing, &why);
+        if let Decision::Permit(p) = self
+            && p.is_conditional()
+        {
+            out.push_str(
+                " The permit depends on what the records hold (codes, labels, dates): each record \
+                 returned is checked against it before it is released.",
+            );
+        }
+        if let Decision::Deny(d) = self
+            && let Some(r) = d.break_glass_refused()
+        {
+            out.push_str(&format!(
+                " Emergency access (break-glass) was asked for and refused: {}.",
+                r.as_str()
+            ));
+        }
+        for n in self.not_enforced() {
+            out.push_str(&format!(
+                " Consent {} is in force but was not applied: its scope is {}, and only \
+                 patient-privacy consents decide access.",
+                n.consent_id,
+                n.scope.as_str()
+            ));
+        }
+        out
+    }
+}
+
+fn plain_basis(basis: &Basis, permit: bool, who: &str, doing: &str, why: &str) -> String {
+    match basis {
+        Basis::Consent(c) => {
+            let mut consent = format!("Consent {}", c.consent_id);
+            if !c.consent_version.is_empty() {
+                consent.push_str(&format!(" v{}", c.consent_version));
+            }
+            if permit {
+                format!("{consent} permits {who} to {doing}{why}.")
+            } else {
+                format!("{consent} does not allow {who} to {doing}{why}.")
+            }
+        }
+        Basis::SiteDefault(SitePolicy::OptIn) => format!(
+            "No consent of the patient permits {who} to {doing}{why}, and the site's default \
+             rule (opt-in) allows access only with the patient's consent."
+        ),
+        Basis::SiteDefault(SitePolicy::OptOut) if permit => format!(
+            "No consent of the patient refuses {who} to {doing}{why}, and the site's default \
+             rule (opt-out) allows access unless the patient objects."
+        ),
+        Basis::SiteDefault(SitePolicy::OptOut) => format!(
+            "The site's default rule (opt-out) would allow {who} to {doing}{why}, but access \
+             was refused."
+        ),
+        Basis::BreakGlass(inner) => format!(
+            "Emergency access (break-glass) lets {who} {doing}{why} over this refusal: {}",
+            plain_basis(inner, false, who, doing, why)
+        ),
+        Basis::NoPatientData => format!("{who} may {doing}: it reads no patient's data."),
+        Basis::PerResource => format!(
+            "The request does not say whose records it reads, so each record returned is \
+             decided on its own patient's consents before {who} sees it."
+        ),
+        Basis::UnknownPatient => format!(
+            "The records belong to a patient who cannot be identified at this site, so no \
+             consent can permit {who} to {doing}{why}."
+        ),
+    }
+}
+
 fn describe(basis: &Basis, out: &mut String) {
     match basis {
         Basis::SiteDefault(p) => out.push_str(&format!(
@@ -375,6 +468,56 @@ mod tests {
             Decision::Permit(p) => assert_eq!(p.basis().to_string(), "site-default:opt-out"),
             Decision::Deny(_) => panic!("opt-out must permit without a consent"),
         }
+    }
+
+    #[test]
+    fn plain_explanations_name_consent_version_who_what_and_why() {
+        let basis = |effect| {
+            Basis::Consent(ConsentBasis {
+                consent_id: Arc::from("ng-p001-alice"),
+                consent_version: Arc::from("1"),
+                provision: Arc::from("Consent.provision[0].provision[0]"),
+                effect,
+                conditions: Conditions::ACTOR,
+            })
+        };
+        let asked = AskedInWords {
+            who: "Practitioner/dr-alice",
+            doing: "read Observation records",
+            purpose: Some("treatment"),
+        };
+        let permit = Decision::Permit(Permit::new(basis(Effect::Permit), false, Vec::new()));
+        assert_eq!(
+            permit.explain_plainly(&asked),
+            "Consent ng-p001-alice v1 permits Practitioner/dr-alice to read Observation records \
+             for treatment."
+        );
+        let deny = Decision::Deny(Deny::new(basis(Effect::Deny), None, Vec::new()));
+        assert_eq!(
+            deny.explain_plainly(&asked),
+            "Consent ng-p001-alice v1 does not allow Practitioner/dr-alice to read Observation \
+             records for treatment."
+        );
+        let opt_in = decide_site_default(SitePolicy::OptIn).explain_plainly(&asked);
+        assert!(
+            opt_in.starts_with("No consent of the patient permits Practitioner/dr-alice")
+                && opt_in.contains("(opt-in)"),
+            "{opt_in}"
+        );
+        let opt_out = decide_site_default(SitePolicy::OptOut).explain_plainly(&AskedInWords {
+            purpose: None,
+            ..asked
+        });
+        assert!(
+            opt_out.contains("to read Observation records, and") && opt_out.contains("(opt-out)"),
+            "{opt_out}"
+        );
+        let conditional = Decision::Permit(Permit::new(basis(Effect::Permit), true, Vec::new()));
+        assert!(
+            conditional
+                .explain_plainly(&asked)
+                .contains("each record returned is checked")
+        );
     }
 
     #[test]

@@ -79,8 +79,8 @@ pub use contract::{
 };
 pub use decide::{AccessRequest, BreakGlass, Caller, RelatedIndex, decide};
 pub use decision::{
-    Basis, BreakGlassRefusal, ConsentBasis, Decision, Deny, NotEnforced, Permit, SitePolicy,
-    decide_all, decide_site_default, decide_unknown_patient, decide_unnamed,
+    AskedInWords, Basis, BreakGlassRefusal, ConsentBasis, Decision, Deny, NotEnforced, Permit,
+    SitePolicy, decide_all, decide_site_default, decide_unknown_patient, decide_unnamed,
 };
 pub use filter::{FilterReport, WITHHELD_DIAGNOSTICS, filter_bundle};
 pub use model::{

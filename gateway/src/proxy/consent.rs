@@ -404,14 +404,30 @@ fn embedded_resources(resource: &Value) -> Vec<&Value> {
     out
 }
 
-/// The error answering a deny: a deny that break-glass would have overridden but for the
-/// missing justification says so with its own code.
+/// The error answering a deny: a fixed sentence per reason, which tells the caller it is
+/// denied and why without revealing any consent's content (no consent id, version or
+/// provision, nothing that tells a consent names the caller: a consent's refusal and the
+/// opt-in default read alike). The full basis goes to the receipt and the audit API. A deny
+/// that break-glass would have overridden but for the missing justification says so with
+/// its own code.
 pub fn denied(deny: &Deny) -> GatewayError {
+    let reason = match (deny.basis(), deny.break_glass_refused()) {
+        (Basis::UnknownPatient, _) => {
+            "the records belong to a patient who cannot be identified at this site"
+        }
+        (_, Some(BreakGlassRefusal::NoScope)) => {
+            "the patient's consent does not permit this access, and the token holds no break-glass grant"
+        }
+        (_, Some(BreakGlassRefusal::PurposeNotEmergency)) => {
+            "the patient's consent does not permit this access, and break-glass needs the purpose of use ETREAT"
+        }
+        _ => "the patient's consent does not permit this access for this caller and purpose",
+    };
     match deny.break_glass_refused() {
         Some(BreakGlassRefusal::NoJustification) => {
-            GatewayError::BreakGlassJustificationRequired(deny.basis().to_string())
+            GatewayError::BreakGlassJustificationRequired(reason.to_owned())
         }
-        _ => GatewayError::Denied(deny.basis().to_string()),
+        _ => GatewayError::Denied(reason.to_owned()),
     }
 }
 

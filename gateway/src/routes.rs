@@ -33,7 +33,10 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("post", "/admin/sites/{site}/$translate"),
     ("post", "/consent/Consent"),
     ("get", "/consent/Consent"),
+    ("get", "/consent/Consent/{id}"),
+    ("put", "/consent/Consent/{id}"),
     ("get", "/consent/Consent/{id}/_history"),
+    ("get", "/consent/Consent/{id}/_history/{version}"),
     ("post", "/consent/Consent/{id}/$revoke"),
     ("post", "/consent/$check"),
     ("get", "/audit/AuditEvent"),
@@ -71,9 +74,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/consent/Consent", web::post().to(consent::create))
         .route("/consent/Consent", web::get().to(consent::search))
+        .route("/consent/Consent/{id}", web::get().to(consent::read))
+        .route("/consent/Consent/{id}", web::put().to(consent::update))
         .route(
             "/consent/Consent/{id}/_history",
             web::get().to(consent::history),
+        )
+        .route(
+            "/consent/Consent/{id}/_history/{version}",
+            web::get().to(consent::vread),
         )
         .route(
             "/consent/Consent/{id}/$revoke",

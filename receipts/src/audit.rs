@@ -156,6 +156,7 @@ impl Rest {
             },
             AccessKind::Consent(ConsentAction::Create) => Rest::Create,
             AccessKind::Consent(ConsentAction::Update | ConsentAction::Revoke) => Rest::Update,
+            AccessKind::Consent(ConsentAction::Read) => Rest::Read,
             AccessKind::Consent(
                 ConsentAction::Search | ConsentAction::History | ConsentAction::Check,
             ) => Rest::Query,
@@ -936,6 +937,7 @@ fn interaction_coding(r: &Receipt) -> Option<Coding> {
         AccessKind::Consent(ConsentAction::Update | ConsentAction::Revoke) => "update",
         AccessKind::Consent(ConsentAction::Search) => "search-type",
         AccessKind::Consent(ConsentAction::History) => "history-instance",
+        AccessKind::Consent(ConsentAction::Read) => "read",
         AccessKind::Consent(ConsentAction::Check) => "operation",
         AccessKind::Audit(AuditAction::Search) => "search-type",
         AccessKind::Audit(AuditAction::Read) => "read",

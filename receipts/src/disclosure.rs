@@ -26,14 +26,18 @@ pub struct Disclosure {
     pub organization: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
-    /// `read Observation/o1`, `searched Observation (3 records returned)`.
+    /// `read Observation/o1 (a test result or measurement)` (a plain read names the record,
+    /// not the version the site held), `read version 2 of Observation/o1 (…)`,
+    /// `searched Observation (test results and measurements; 3 records returned)`.
     pub what: String,
     /// `treatment (TREAT)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,
     /// `permitted`, `denied`, `failed`.
     pub decision: &'static str,
-    /// `consent c1, version 2`, `the site's default policy (opt-in)`, `no consent`.
+    /// `consent c1, version 2`, `the site's default rule (opt-in: …)`, `no consent`; for
+    /// break-glass, `emergency access (break-glass), overriding a refusal by …` (the default
+    /// rule or consent it overrode never reads as what permitted the access).
     pub basis: String,
     /// `emergency access (break-glass): {justification}` when the access rested on it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,24 +61,43 @@ impl Disclosure {
             n => format!("{n} records returned"),
         };
         let consent = || match r.resources.first() {
-            Some(first) => first.reference(),
+            Some(first) => match &first.version_id {
+                Some(v) => format!("consent {}, version {v}", first.id),
+                None => format!("consent {}", first.id),
+            },
             None => "a consent".to_owned(),
         };
         let what = match (r.kind, r.interaction) {
-            (AccessKind::Fhir, Some(Interaction::Read | Interaction::Vread)) => {
-                match r.resources.first() {
-                    Some(first) => format!("read {}", first.reference()),
-                    None => format!("read {kind} ({returned})"),
-                }
-            }
+            // A plain read names the record as the patient knows it (`Observation/o1`, not the
+            // version the site happened to hold); a read of one version says which.
+            (AccessKind::Fhir, Some(Interaction::Read)) => match r.resources.first() {
+                Some(first) => format!("read {}", record_words(&first.resource_type, &first.id)),
+                None => format!("read {}", records_words(kind, &returned)),
+            },
+            (AccessKind::Fhir, Some(Interaction::Vread)) => match r.resources.first() {
+                Some(first) => match &first.version_id {
+                    Some(v) => format!(
+                        "read version {v} of {}",
+                        record_words(&first.resource_type, &first.id)
+                    ),
+                    None => format!("read {}", record_words(&first.resource_type, &first.id)),
+                },
+                None => format!(
+                    "read an earlier version of {}",
+                    records_words(kind, &returned)
+                ),
+            },
             (AccessKind::Fhir, Some(Interaction::Search)) => {
-                format!("searched {kind} ({returned})")
+                format!("searched {}", records_words(kind, &returned))
             }
             (AccessKind::Fhir, Some(Interaction::History)) => {
-                format!("read the history of {kind} ({returned})")
+                format!(
+                    "read the past versions of {}",
+                    records_words(kind, &returned)
+                )
             }
             (AccessKind::Fhir, Some(Interaction::Operation)) => {
-                format!("ran an operation on {kind} ({returned})")
+                format!("ran an operation on {}", records_words(kind, &returned))
             }
             (AccessKind::Fhir, Some(Interaction::Capabilities)) => {
                 "read the server's capabilities".to_owned()
@@ -91,6 +114,7 @@ impl Disclosure {
             (AccessKind::Consent(ConsentAction::History), _) => {
                 format!("read the history of a consent ({returned})")
             }
+            (AccessKind::Consent(ConsentAction::Read), _) => format!("read {}", consent()),
             (AccessKind::Consent(ConsentAction::Check), _) => {
                 "asked what the consents decide ($check)".to_owned()
             }
@@ -112,11 +136,18 @@ impl Disclosure {
             AccessDecision::Permit | AccessDecision::Error => "failed",
             AccessDecision::Deny => "denied",
         };
-        let basis = match &r.consent {
+        let relied = match &r.consent {
             ConsentRelied::None => "no consent".to_owned(),
-            ConsentRelied::SiteDefault(policy) => format!("the site's default policy ({policy})"),
+            ConsentRelied::SiteDefault(policy) => policy_words(policy),
             ConsentRelied::Consent { id, version } if version.is_empty() => format!("consent {id}"),
             ConsentRelied::Consent { id, version } => format!("consent {id}, version {version}"),
+        };
+        // Break-glass permits over a refusal: what the receipt relied on is the refusal it
+        // overrode, never what permitted the access.
+        let basis = if r.break_glass && decision == "permitted" {
+            format!("emergency access (break-glass), overriding a refusal by {relied}")
+        } else {
+            relied
         };
         let emergency = r.break_glass.then(|| match &r.break_glass_justification {
             Some(j) => format!("emergency access (break-glass): {j}"),
@@ -152,6 +183,7 @@ impl Disclosure {
             s.push_str(&format!(" for {why}"));
         }
         let under = match self.decision {
+            "permitted" if self.emergency.is_some() => "by",
             "permitted" => "under",
             "denied" => "by",
             _ => "with",
@@ -163,6 +195,68 @@ impl Disclosure {
         s.push('.');
         escape_controls(&s)
     }
+}
+
+/// A site's default policy in words a patient understands.
+fn policy_words(policy: &str) -> String {
+    match policy {
+        "opt-in" => {
+            "the site's default rule (opt-in: records are shared only with the patient's consent)"
+                .to_owned()
+        }
+        "opt-out" => {
+            "the site's default rule (opt-out: records are shared unless the patient objects)"
+                .to_owned()
+        }
+        other => format!("the site's default rule ({other})"),
+    }
+}
+
+/// One record named for a patient: its reference, then what kind of record it is
+/// (`Observation/o1 (a test result or measurement)`).
+fn record_words(resource_type: &str, id: &str) -> String {
+    match plain_type(resource_type) {
+        Some((one, _)) => format!("{resource_type}/{id} ({one})"),
+        None => format!("{resource_type}/{id}"),
+    }
+}
+
+/// A kind of record and how many were returned, named for a patient:
+/// `Observation (test results and measurements; 3 records returned)`.
+fn records_words(resource_type: &str, returned: &str) -> String {
+    match plain_type(resource_type) {
+        Some((_, many)) => format!("{resource_type} ({many}; {returned})"),
+        None => format!("{resource_type} ({returned})"),
+    }
+}
+
+/// Plain words for the resource types clinicians read most: one record, several.
+fn plain_type(resource_type: &str) -> Option<(&'static str, &'static str)> {
+    Some(match resource_type {
+        "Patient" => (
+            "the patient's personal details",
+            "the patient's personal details",
+        ),
+        "Observation" => (
+            "a test result or measurement",
+            "test results and measurements",
+        ),
+        "Condition" => (
+            "a diagnosis or health problem",
+            "diagnoses and health problems",
+        ),
+        "Procedure" => ("a procedure", "procedures"),
+        "MedicationRequest" => ("a prescription", "prescriptions"),
+        "MedicationStatement" => ("a record of a medicine taken", "medicines taken"),
+        "AllergyIntolerance" => ("an allergy", "allergies"),
+        "Immunization" => ("a vaccination", "vaccinations"),
+        "Encounter" => ("a visit or admission", "visits and admissions"),
+        "DiagnosticReport" => ("a test report", "test reports"),
+        "DocumentReference" => ("a document", "documents"),
+        "CarePlan" => ("a care plan", "care plans"),
+        "Consent" => ("a consent", "consents"),
+        _ => return None,
+    })
 }
 
 /// `text` with control characters (and the Unicode line and paragraph separators) escaped as
@@ -222,8 +316,8 @@ mod tests {
         assert_eq!(
             d.sentence(),
             "2026-11-25T01:07:24.123Z: Practitioner/dr-who (Organization/st-elsewhere) read \
-             Observation/o1/_history/3 at site north for treatment (TREAT): permitted under \
-             consent c1, version 2."
+             Observation/o1 (a test result or measurement) at site north for treatment \
+             (TREAT): permitted under consent c1, version 2."
         );
         let mut denied = sample("r2");
         denied.decision = AccessDecision::Deny;
@@ -236,8 +330,9 @@ mod tests {
         assert!(d.who.starts_with("caller ") && !d.who.contains("dr-who"));
         assert!(
             d.sentence().ends_with(
-                "searched Observation (nothing returned) at site north for marketing (HMARKT): \
-                 denied by the site's default policy (opt-in)."
+                "searched Observation (test results and measurements; nothing returned) at site \
+                 north for marketing (HMARKT): denied by the site's default rule (opt-in: records \
+                 are shared only with the patient's consent)."
             ),
             "{}",
             d.sentence()
@@ -251,13 +346,39 @@ mod tests {
             d.sentence()
                 .ends_with("; emergency access (break-glass): unconscious in ER.")
         );
+        // Break-glass over the site's default refusal: the default rule refused, it never
+        // permitted.
+        glass.consent = ConsentRelied::SiteDefault("opt-in".into());
+        let d = Disclosure::from_receipt(&glass, Some(&subjects()));
+        let sentence = d.sentence();
+        assert!(
+            sentence.contains(
+                ": permitted by emergency access (break-glass), overriding a refusal by the \
+                 site's default rule (opt-in"
+            ),
+            "{sentence}"
+        );
+        assert!(!sentence.contains("permitted under"), "{sentence}");
+        // A read of one version says which; a plain read never names `_history`.
+        let mut vread = sample("r6");
+        vread.interaction = Some(Interaction::Vread);
+        let d = Disclosure::from_receipt(&vread, Some(&subjects()));
+        assert_eq!(
+            d.what,
+            "read version 3 of Observation/o1 (a test result or measurement)"
+        );
+        assert!(
+            !Disclosure::from_receipt(&sample("r7"), None)
+                .what
+                .contains("_history")
+        );
         let mut revoked = sample("r4");
         revoked.kind = AccessKind::Consent(ConsentAction::Revoke);
         revoked.interaction = None;
         revoked.consent = ConsentRelied::None;
         let d = Disclosure::from_receipt(&revoked, Some(&subjects()));
         assert!(
-            d.what.starts_with("revoked Observation/o1"),
+            d.what == "revoked consent o1, version 3",
             "{}",
             d.sentence()
         );

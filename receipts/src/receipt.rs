@@ -116,9 +116,10 @@ pub enum AccessKind {
 /// What a consent API call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConsentAction {
-    /// `POST /consent/Consent` of a consent id not stored before.
+    /// `POST /consent/Consent` (a server-assigned id), or `PUT /consent/Consent/{id}` of a
+    /// consent id not stored before.
     Create,
-    /// `POST /consent/Consent` of a consent id already stored (a new version).
+    /// `PUT /consent/Consent/{id}` of a consent id already stored (a new version).
     Update,
     /// `POST /consent/Consent/{id}/$revoke`.
     Revoke,
@@ -126,6 +127,8 @@ pub enum ConsentAction {
     Search,
     /// `GET /consent/Consent/{id}/_history`.
     History,
+    /// `GET /consent/Consent/{id}` or `GET /consent/Consent/{id}/_history/{version}`.
+    Read,
     /// `POST /consent/$check`.
     Check,
 }
@@ -145,13 +148,14 @@ pub enum AuditAction {
 
 impl AccessKind {
     /// Every kind, for parsing back.
-    pub const ALL: [AccessKind; 11] = [
+    pub const ALL: [AccessKind; 12] = [
         AccessKind::Fhir,
         AccessKind::Consent(ConsentAction::Create),
         AccessKind::Consent(ConsentAction::Update),
         AccessKind::Consent(ConsentAction::Revoke),
         AccessKind::Consent(ConsentAction::Search),
         AccessKind::Consent(ConsentAction::History),
+        AccessKind::Consent(ConsentAction::Read),
         AccessKind::Consent(ConsentAction::Check),
         AccessKind::Audit(AuditAction::Search),
         AccessKind::Audit(AuditAction::Read),
@@ -170,6 +174,7 @@ impl AccessKind {
             AccessKind::Consent(C::Revoke) => "consent-revoke",
             AccessKind::Consent(C::Search) => "consent-search",
             AccessKind::Consent(C::History) => "consent-history",
+            AccessKind::Consent(C::Read) => "consent-read",
             AccessKind::Consent(C::Check) => "consent-check",
             AccessKind::Audit(A::Search) => "audit-search",
             AccessKind::Audit(A::Read) => "audit-read",

@@ -1,6 +1,13 @@
-//! The consent API under `/consent`: store a FHIR Consent (any supported version) on the
-//! ledger, list a patient's consents, read a consent's history, revoke, and `$check` (a dry
-//! run of the decision with its explanation).
+//! The consent API under `/consent`, a FHIR Consent endpoint: create (`POST`, a
+//! server-assigned id) and update (`PUT` of an id, version-aware with `If-Match`) a FHIR
+//! Consent of any supported version on the ledger, read, vread, `_history`, search (patient,
+//! actor, status, site), `$revoke`, and `$check` (a dry run of the proxy's decision, taking
+//! and answering `Parameters`, explained in plain words beside the machine-readable
+//! provision). Answers carry `ETag` (`W/"{ledger version}"`) and `Last-Modified`.
+//!
+//! **Invariant:** no lost update: an `If-Match` version is checked by the ledger's contract
+//! in the same transaction that writes the next version, so of two writers that read the
+//! same version exactly one writes; the other is 412 `version-conflict`.
 //!
 //! Who may call is decided by one rule, `consent_access::authorize`, asked by every endpoint
 //! with what the call would do: a patient launch context confines the caller to its patient;
@@ -12,13 +19,13 @@
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
-use assent_auth::{Access, AuthError};
+use assent_auth::{Access, AuthError, PurposeOfUse};
 use assent_consent::{
-    AccessRequest, Caller as ConsentCaller, Consent, ConsentError, Decision, RevocationReason,
-    decide, parse_consent, parse_consent_any,
+    AccessRequest, AskedInWords, Basis, Caller as ConsentCaller, Consent, ConsentBasis,
+    ConsentError, Decision, RevocationReason, decide, parse_consent, parse_consent_any,
 };
 use assent_fhir::{FhirVersion, Interaction};
-use assent_receipts::{AccessKind, ConsentAction};
+use assent_receipts::{AccessKind, ConsentAction, format_instant};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -34,12 +41,6 @@ use crate::services::consent::{ConsentServiceError, now};
 
 /// Largest Consent document accepted.
 pub const MAX_CONSENT_BYTES: usize = 256 * 1024;
-
-#[derive(Debug, Deserialize)]
-pub struct SiteQuery {
-    pub site: Option<String>,
-    pub patient: Option<String>,
-}
 
 /// Whether `caller` holds the consent-administrator role: its subject is one of its issuer's
 /// `admin_subjects`, its caller id (`subject@issuer`) is in `ledger.consent_admins`, or its
@@ -71,6 +72,7 @@ fn manager(caller: &Caller, state: &AppState, action: ConsentAction) -> Manager 
         ConsentAction::Update | ConsentAction::Revoke => Access::Update,
         ConsentAction::Search | ConsentAction::Check => Access::Search,
         ConsentAction::History => Access::HistoryInstance,
+        ConsentAction::Read => Access::Read,
     };
     let scopes_grant = caller
         .verified
@@ -118,7 +120,7 @@ fn authorize(
                     ConsentAction::Create => "patient/Consent.c",
                     ConsentAction::Update | ConsentAction::Revoke => "patient/Consent.u",
                     ConsentAction::Search | ConsentAction::Check => "patient/Consent.s",
-                    ConsentAction::History => "patient/Consent.r",
+                    ConsentAction::History | ConsentAction::Read => "patient/Consent.r",
                 }
                 .to_owned(),
             }),
@@ -127,27 +129,45 @@ fn authorize(
     })
 }
 
-/// `POST /consent/Consent?site=…`: a new consent, or a new version of a stored one.
+/// `POST /consent/Consent?site=…`: a new consent with a server-assigned id (an id in the
+/// body is ignored, as FHIR's create says); 201 with `Location` naming the new version.
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
-    query: web::Query<SiteQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     let caller = state.callers.authenticate(req.headers()).await?;
     let mut access = ApiAccess::new(AccessKind::Consent(ConsentAction::Create), &caller, &req);
-    let outcome = store_consent(&req, payload, &query, &state, &caller, &mut access).await;
+    let outcome = store_consent(&req, payload, None, &state, &caller, &mut access).await;
     access.finish(&state, outcome).await
 }
 
+/// `PUT /consent/Consent/{id}?site=…`: the consent `id` with a client-chosen id (201 when
+/// new), or a new version of it (200). With `If-Match: W/"n"`, only when `n` is the current
+/// version (else 412 `version-conflict`, nothing written).
+pub async fn update(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    let caller = state.callers.authenticate(req.headers()).await?;
+    // A create until the consent is found stored (a refusal before then is of a create).
+    let mut access = ApiAccess::new(AccessKind::Consent(ConsentAction::Create), &caller, &req);
+    let outcome = store_consent(&req, payload, Some(&path), &state, &caller, &mut access).await;
+    access.finish(&state, outcome).await
+}
+
+/// Create (`path_id` `None`) or update (`PUT` of `path_id`).
 async fn store_consent(
     req: &HttpRequest,
     payload: web::Payload,
-    query: &SiteQuery,
+    path_id: Option<&str>,
     state: &AppState,
     caller: &Caller,
     access: &mut ApiAccess,
 ) -> Result<HttpResponse, GatewayError> {
+    let params = Params::of(req, &["site"])?;
     authorize(
         caller,
         state,
@@ -156,12 +176,45 @@ async fn store_consent(
         None,
         None,
     )?;
-    let document = read_json(req, payload).await?;
+    let expected_version = match path_id {
+        Some(_) => if_match(req)?,
+        // A create makes a consent that did not exist.
+        None => Some(0),
+    };
+    let mut document = read_json(req, payload).await?;
     if document.get("resourceType").and_then(Value::as_str) != Some("Consent") {
         return Err(invalid("the body is not a Consent", Some("resourceType")));
     }
+    let id = match path_id {
+        Some(id) => {
+            if valid_id(id).is_none() {
+                return Err(bad_parameter("id", id, "a FHIR id ([A-Za-z0-9.-]{1,64})"));
+            }
+            match document.get("id") {
+                None => {}
+                Some(Value::String(body_id)) if body_id == id => {}
+                Some(_) => {
+                    return Err(GatewayError::Malformed(format!(
+                        "the Consent's id must be the id of the URL, `{id}`"
+                    )));
+                }
+            }
+            id.to_owned()
+        }
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    document["id"] = json!(id);
     let version = fhir_version_of(req)?;
-    let (site, patient) = patient_of_consent(&document, query.site.as_deref(), state)?;
+    // A stored id makes this an update: the rule then also sees the version in force.
+    let stored = match path_id {
+        Some(id) => stored_consent(state, id).await?,
+        None => None,
+    };
+    let site = params
+        .one("site")
+        .map(str::to_owned)
+        .or_else(|| stored.as_ref().and_then(|s| s.subject.clone()).map(|s| s.0));
+    let (site, patient) = patient_of_consent(&document, site.as_deref(), state)?;
     access.set_site(&site);
     access.add_patient(&site, &patient);
     let (written, _issues) = match version {
@@ -169,8 +222,6 @@ async fn store_consent(
         None => parse_consent_any(&document),
     }
     .map_err(|e| consent_error(&e))?;
-    // A stored id makes this an update: the rule then also sees the version in force.
-    let stored = stored_consent(state, &written.id).await?;
     let action = if stored.is_some() {
         ConsentAction::Update
     } else {
@@ -199,47 +250,143 @@ async fn store_consent(
         Some(&written),
         current,
     )?;
-    let stored = state
+    let written = state
         .consents
-        .put(&site, document.clone(), version, &patient, None)
+        .put(&site, document.clone(), version, &patient, expected_version)
         .await
         .map_err(service_error)?;
-    let mut body = document;
-    body["meta"]["versionId"] = json!(stored.version.to_string());
+    let body = rendered(&document, written.version, written.updated_at, false);
     access.add_resource(&body);
-    Ok(HttpResponse::Created()
+    let mut response = if stored.is_some() {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::Created()
+    };
+    let location = format!(
+        "{}/consent/Consent/{}/_history/{}",
+        state.public_base, written.consent_id, written.version
+    );
+    if stored.is_none() {
+        response.insert_header((header::LOCATION, location.clone()));
+    }
+    Ok(response
         .insert_header((header::CONTENT_TYPE, "application/fhir+json"))
-        .insert_header((
-            header::LOCATION,
-            format!(
-                "{}/consent/Consent/{}/_history/{}",
-                state.public_base, stored.consent_id, stored.version
-            ),
-        ))
-        .insert_header((header::ETAG, format!("W/\"{}\"", stored.version)))
-        .insert_header(("x-assent-ledger-tx", stored.tx_id.clone()))
-        .insert_header(("x-assent-ledger-block", stored.block_number.to_string()))
+        .insert_header((header::CONTENT_LOCATION, location))
+        .insert_header((header::ETAG, etag(written.version)))
+        .insert_header(header::LastModified(http_date(written.updated_at)))
+        .insert_header(("x-assent-ledger-tx", written.tx_id.clone()))
+        .insert_header(("x-assent-ledger-block", written.block_number.to_string()))
         .body(body.to_string()))
 }
 
-/// `GET /consent/Consent?site=…&patient=…`
-pub async fn search(
+/// `GET /consent/Consent/{id}`: the current version (a revoked consent reads `inactive`).
+pub async fn read(
     req: HttpRequest,
-    query: web::Query<SiteQuery>,
+    path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     let caller = state.callers.authenticate(req.headers()).await?;
-    let mut access = ApiAccess::new(AccessKind::Consent(ConsentAction::Search), &caller, &req);
-    let outcome = list_consents(&query, &state, &caller, &mut access).await;
+    let mut access = ApiAccess::new(AccessKind::Consent(ConsentAction::Read), &caller, &req);
+    let outcome = read_version(&req, &path, None, &state, &caller, &mut access).await;
     access.finish(&state, outcome).await
 }
 
-async fn list_consents(
-    query: &SiteQuery,
+/// `GET /consent/Consent/{id}/_history/{version}`: one version as it was written.
+pub async fn vread(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    let caller = state.callers.authenticate(req.headers()).await?;
+    let mut access = ApiAccess::new(AccessKind::Consent(ConsentAction::Read), &caller, &req);
+    let (id, version) = path.into_inner();
+    let outcome = read_version(&req, &id, Some(&version), &state, &caller, &mut access).await;
+    access.finish(&state, outcome).await
+}
+
+async fn read_version(
+    req: &HttpRequest,
+    id: &str,
+    version: Option<&str>,
     state: &AppState,
     caller: &Caller,
     access: &mut ApiAccess,
 ) -> Result<HttpResponse, GatewayError> {
+    Params::of(req, &[])?;
+    authorize(
+        caller,
+        state,
+        ConsentAction::Read,
+        Target::Pending,
+        None,
+        None,
+    )?;
+    let stored = stored_consent(state, id)
+        .await?
+        .ok_or(GatewayError::NotFound)?;
+    stored.note(access);
+    authorize(
+        caller,
+        state,
+        ConsentAction::Read,
+        stored.target(),
+        None,
+        stored.model.as_ref(),
+    )?;
+    let (record, document) = match version {
+        None => stored.versions.last(),
+        Some(v) => {
+            let v: u64 = v.parse().map_err(|_| GatewayError::NotFound)?;
+            stored.versions.iter().find(|(c, _)| c.record.version == v)
+        }
+    }
+    .map(|(c, d)| (&c.record, d))
+    .ok_or(GatewayError::NotFound)?;
+    let document = document.as_ref().ok_or(GatewayError::ConsentUnavailable)?;
+    let resource = rendered(
+        document,
+        record.version,
+        record.updated_at,
+        record.revocation.is_some(),
+    );
+    access.add_resource(&resource);
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "application/fhir+json"))
+        .insert_header((header::ETAG, etag(record.version)))
+        .insert_header(header::LastModified(http_date(record.updated_at)))
+        .body(resource.to_string()))
+}
+
+/// `GET /consent/Consent?site=…&patient=…[&actor=Type/id][&status=…]`: a searchset Bundle
+/// of the patient's consents (newest version of each), filtered by actor and status.
+pub async fn search(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    let caller = state.callers.authenticate(req.headers()).await?;
+    let mut access = ApiAccess::new(AccessKind::Consent(ConsentAction::Search), &caller, &req);
+    let outcome = list_consents(&req, &state, &caller, &mut access).await;
+    access.finish(&state, outcome).await
+}
+
+/// The statuses a stored Consent can have, in the consent endpoint's search.
+const STATUSES: &[&str] = &[
+    "draft",
+    "proposed",
+    "active",
+    "rejected",
+    "inactive",
+    "entered-in-error",
+    "not-done",
+];
+
+async fn list_consents(
+    req: &HttpRequest,
+    state: &AppState,
+    caller: &Caller,
+    access: &mut ApiAccess,
+) -> Result<HttpResponse, GatewayError> {
+    let params = Params::of(req, &["site", "patient", "actor", "status"])?;
     authorize(
         caller,
         state,
@@ -248,13 +395,46 @@ async fn list_consents(
         None,
         None,
     )?;
-    let site = known_site(query.site.as_deref(), state)?;
-    let patient = query
-        .patient
-        .as_deref()
+    let site = known_site(params.one("site"), state)?;
+    let patient = params
+        .one("patient")
         .map(|p| p.strip_prefix("Patient/").unwrap_or(p))
         .filter(|p| !p.is_empty())
-        .ok_or_else(|| GatewayError::Malformed("`patient` is required".into()))?;
+        .ok_or_else(|| {
+            GatewayError::Malformed(
+                "`patient` is required: the consents of one patient are searched".into(),
+            )
+        })?;
+    if valid_id(patient).is_none() {
+        return Err(bad_parameter("patient", patient, "a Patient id"));
+    }
+    let version = state
+        .sites
+        .get(&site)
+        .map(|s| s.config.fhir_version)
+        .unwrap_or(FhirVersion::R4);
+    let actor = params
+        .one("actor")
+        .map(|a| typed_reference("actor", a, version))
+        .transpose()?;
+    let statuses: Option<Vec<&str>> = match params.one("status") {
+        None => None,
+        Some(list) => Some(
+            list.split(',')
+                .map(|s| {
+                    if STATUSES.contains(&s) {
+                        Ok(s)
+                    } else {
+                        Err(bad_parameter(
+                            "status",
+                            s,
+                            "a Consent status (draft, proposed, active, rejected, inactive, entered-in-error, not-done)",
+                        ))
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
     access.set_site(&site);
     access.add_patient(&site, patient);
     authorize(
@@ -270,20 +450,54 @@ async fn list_consents(
         .list(&site, patient)
         .await
         .map_err(service_error)?;
-    let entries: Vec<Value> = consents
-        .into_iter()
-        .map(|(record, mut document)| {
-            document["meta"]["versionId"] = json!(record.version.to_string());
-            if record.revocation.is_some() {
-                document["status"] = json!("inactive");
+    let actor_party = actor.map(|a| ConsentCaller::new().with_reference(&a));
+    let mut entries = Vec::new();
+    for (record, document) in consents {
+        let resource = rendered(
+            &document,
+            record.version,
+            record.updated_at,
+            record.revocation.is_some(),
+        );
+        let status = resource["status"].as_str().unwrap_or_default();
+        if statuses.as_ref().is_some_and(|s| !s.contains(&status)) {
+            continue;
+        }
+        if let Some(party) = &actor_party {
+            let names_actor =
+                parse_consent_any(&document).is_ok_and(|(consent, _)| names_party(&consent, party));
+            if !names_actor {
+                continue;
             }
-            access.add_resource(&document);
-            json!({"resource": document, "search": {"mode": "match"}})
-        })
-        .collect();
+        }
+        access.add_resource(&resource);
+        let id = resource["id"].as_str().unwrap_or_default().to_owned();
+        entries.push(json!({
+            "fullUrl": format!("{}/consent/Consent/{id}", state.public_base),
+            "resource": resource,
+            "search": {"mode": "match"},
+        }));
+    }
+    let self_link = format!(
+        "{}/consent/Consent?{}",
+        state.public_base,
+        req.query_string()
+    );
     Ok(fhir_json(json!({
-        "resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries,
+        "resourceType": "Bundle", "type": "searchset", "total": entries.len(),
+        "link": [{"relation": "self", "url": self_link}],
+        "entry": entries,
     })))
+}
+
+/// Whether a provision of `consent` names one of `caller`'s parties as its actor.
+fn names_party(consent: &Consent, caller: &ConsentCaller) -> bool {
+    consent
+        .provisions()
+        .into_iter()
+        .flat_map(|p| &p.actors)
+        .filter_map(|actor| actor.party.as_ref())
+        .any(|party| caller.parties.iter().any(|c| party.matches(c)))
 }
 
 /// `GET /consent/Consent/{id}/_history`
@@ -294,16 +508,18 @@ pub async fn history(
 ) -> Result<HttpResponse, GatewayError> {
     let caller = state.callers.authenticate(req.headers()).await?;
     let mut access = ApiAccess::new(AccessKind::Consent(ConsentAction::History), &caller, &req);
-    let outcome = consent_history(&path, &state, &caller, &mut access).await;
+    let outcome = consent_history(&req, &path, &state, &caller, &mut access).await;
     access.finish(&state, outcome).await
 }
 
 async fn consent_history(
+    req: &HttpRequest,
     id: &str,
     state: &AppState,
     caller: &Caller,
     access: &mut ApiAccess,
 ) -> Result<HttpResponse, GatewayError> {
+    Params::of(req, &[])?;
     authorize(
         caller,
         state,
@@ -330,21 +546,31 @@ async fn consent_history(
         .rev()
         .map(|(version, document)| {
             let record = &version.record;
-            let mut resource = document.unwrap_or_else(|| json!({"resourceType": "Consent"}));
-            resource["meta"]["versionId"] = json!(record.version.to_string());
-            if record.revocation.is_some() {
-                resource["status"] = json!("inactive");
-            }
+            let document = document.unwrap_or_else(|| json!({"resourceType": "Consent", "id": id}));
+            let resource = rendered(
+                &document,
+                record.version,
+                record.updated_at,
+                record.revocation.is_some(),
+            );
             access.add_resource(&resource);
+            let method = if record.version == 1 { "POST" } else { "PUT" };
             json!({
+                "fullUrl": format!("{}/consent/Consent/{id}", state.public_base),
                 "resource": resource,
-                "request": {"method": if record.version == 1 { "POST" } else { "PUT" }, "url": format!("Consent/{id}")},
-                "response": {"status": "200", "etag": format!("W/\"{}\"", record.version)},
+                "request": {"method": method, "url": format!("Consent/{id}")},
+                "response": {
+                    "status": if record.version == 1 { "201" } else { "200" },
+                    "etag": etag(record.version),
+                    "lastModified": format_instant(record.updated_at.saturating_mul(1000)),
+                },
             })
         })
         .collect();
     Ok(fhir_json(json!({
-        "resourceType": "Bundle", "type": "history", "total": entries.len(), "entry": entries,
+        "resourceType": "Bundle", "type": "history", "total": entries.len(),
+        "link": [{"relation": "self", "url": format!("{}/consent/Consent/{id}/_history", state.public_base)}],
+        "entry": entries,
     })))
 }
 
@@ -398,13 +624,16 @@ async fn revoke_consent(
         .map_err(service_error)?;
     // The receipt names the version the revocation made, as the history shows it.
     if let Some((_, Some(document))) = stored.versions.last() {
-        let mut resource = document.clone();
-        resource["meta"]["versionId"] = json!(revoked.version.to_string());
-        resource["status"] = json!("inactive");
-        access.add_resource(&resource);
+        access.add_resource(&rendered(
+            document,
+            revoked.version,
+            revoked.updated_at,
+            true,
+        ));
     }
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "application/fhir+json"))
+        .insert_header((header::ETAG, etag(revoked.version)))
         .insert_header(("x-assent-ledger-tx", revoked.tx_id.clone()))
         .body(
             json!({
@@ -416,8 +645,9 @@ async fn revoke_consent(
         ))
 }
 
-/// The body of `$check`.
-#[derive(Debug, Deserialize)]
+/// The body of `$check` in its JSON form (the FHIR form is a `Parameters` resource with the
+/// same names).
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CheckRequest {
     pub site: String,
@@ -432,8 +662,90 @@ pub struct CheckRequest {
     pub interaction: Option<String>,
 }
 
+impl CheckRequest {
+    /// The request from a FHIR `Parameters` resource: each parameter by name, its value as
+    /// `valueString`, `valueCode`, `valueId`, `valueUri`, `valueReference.reference` or
+    /// (for `purpose`) `valueCoding` of the PurposeOfUse system. An unknown or repeated
+    /// parameter is refused, naming it.
+    fn from_parameters(parameters: &Value) -> Result<CheckRequest, GatewayError> {
+        let mut check = CheckRequest::default();
+        let (mut site, mut patient) = (None, None);
+        let none = Vec::new();
+        let list = match parameters.get("parameter") {
+            None => &none,
+            Some(Value::Array(list)) => list,
+            Some(_) => {
+                return Err(GatewayError::Malformed(
+                    "the $check Parameters: `parameter` is a list".into(),
+                ));
+            }
+        };
+        for p in list {
+            let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+            let value = parameter_value(name, p)?;
+            let slot = match name {
+                "site" => &mut site,
+                "patient" => &mut patient,
+                "actor" => &mut check.actor,
+                "organization" => &mut check.organization,
+                "purpose" => &mut check.purpose,
+                "resourceType" => &mut check.resource_type,
+                "interaction" => &mut check.interaction,
+                other => {
+                    return Err(GatewayError::Malformed(format!(
+                        "$check has no parameter `{other}` (site, patient, actor, organization, purpose, resourceType, interaction)"
+                    )));
+                }
+            };
+            if slot.replace(value).is_some() {
+                return Err(GatewayError::Malformed(format!(
+                    "$check parameter `{name}` is given twice"
+                )));
+            }
+        }
+        check.site = site.ok_or_else(|| missing("site"))?;
+        check.patient = patient.ok_or_else(|| missing("patient"))?;
+        Ok(check)
+    }
+}
+
+fn missing(name: &str) -> GatewayError {
+    GatewayError::Malformed(format!("$check parameter `{name}` is required"))
+}
+
+/// The value of one `Parameters.parameter` as text.
+fn parameter_value(name: &str, parameter: &Value) -> Result<String, GatewayError> {
+    for field in ["valueString", "valueCode", "valueId", "valueUri"] {
+        if let Some(v) = parameter.get(field) {
+            return v.as_str().map(str::to_owned).ok_or_else(|| {
+                GatewayError::Malformed(format!("$check parameter `{name}`: {field} is text"))
+            });
+        }
+    }
+    if let Some(reference) = parameter.pointer("/valueReference/reference") {
+        return reference.as_str().map(str::to_owned).ok_or_else(|| {
+            GatewayError::Malformed(format!("$check parameter `{name}`: a reference is text"))
+        });
+    }
+    if let Some(coding) = parameter.get("valueCoding") {
+        let system = coding.get("system").and_then(Value::as_str);
+        let code = coding.get("code").and_then(Value::as_str);
+        return match (system, code) {
+            (None, Some(code)) => Ok(code.to_owned()),
+            (Some(system), Some(code)) => Ok(format!("{system}|{code}")),
+            _ => Err(GatewayError::Malformed(format!(
+                "$check parameter `{name}`: the Coding has no code"
+            ))),
+        };
+    }
+    Err(GatewayError::Malformed(format!(
+        "$check parameter `{name}` has no value (valueString, valueCode, valueReference, valueCoding)"
+    )))
+}
+
 /// `POST /consent/$check`: the decision for a caller, patient, purpose and resource type,
-/// with its explanation. Nothing is forwarded and nothing is released.
+/// with its explanation. Takes and answers a FHIR `Parameters` resource (or the JSON form);
+/// nothing is forwarded and nothing is released.
 pub async fn check(
     req: HttpRequest,
     payload: web::Payload,
@@ -443,6 +755,101 @@ pub async fn check(
     let mut access = ApiAccess::new(AccessKind::Consent(ConsentAction::Check), &caller, &req);
     let outcome = check_decision(&req, payload, &state, &caller, &mut access).await;
     access.finish(&state, outcome).await
+}
+
+/// A `$check` request checked against the site: every value known, in the form the proxy
+/// decides on.
+struct CheckedRequest {
+    patient: String,
+    caller: ConsentCaller,
+    who: String,
+    purpose: Option<PurposeOfUse>,
+    resource_type: Option<String>,
+    interaction: Interaction,
+}
+
+/// Validates `check` for `site`: an unknown purpose, resource type or interaction, or an
+/// actor that is not `Type/id`, is refused naming the parameter and the value, so that
+/// `$check` never decides a request the proxy could not receive. Without a purpose, the
+/// site's default purpose applies, as it does for a proxied request.
+fn checked(
+    check: &CheckRequest,
+    site: &crate::services::upstream::Site,
+) -> Result<CheckedRequest, GatewayError> {
+    let version = site.config.fhir_version;
+    let patient = check
+        .patient
+        .strip_prefix("Patient/")
+        .unwrap_or(&check.patient);
+    if valid_id(patient).is_none() {
+        return Err(bad_parameter(
+            "patient",
+            &check.patient,
+            "Patient/{id} or a Patient id",
+        ));
+    }
+    let mut caller = ConsentCaller::new();
+    let mut who = Vec::new();
+    for (name, value) in [
+        ("actor", &check.actor),
+        ("organization", &check.organization),
+    ] {
+        if let Some(value) = value {
+            let reference = typed_reference(name, value, version)?;
+            caller = caller.with_reference(&reference);
+            who.push(reference);
+        }
+    }
+    let who = match who.as_slice() {
+        [] => "a caller with no actor".to_owned(),
+        [one] => one.clone(),
+        [actor, organization, ..] => format!("{actor} of {organization}"),
+    };
+    let purpose = match &check.purpose {
+        Some(p) => Some(PurposeOfUse::parse(p).ok_or_else(|| {
+            bad_parameter(
+                "purpose",
+                p,
+                "a v3 PurposeOfUse code such as TREAT, ETREAT, HPAYMT, HRESCH or PUBHLTH",
+            )
+        })?),
+        None => site.config.default_purpose(),
+    };
+    if purpose.is_none() && site.config.require_purpose {
+        return Err(GatewayError::Malformed(
+            "$check parameter `purpose` is required: this site requires a purpose of use".into(),
+        ));
+    }
+    if let Some(t) = &check.resource_type
+        && !is_resource_type(version, t)
+    {
+        return Err(bad_parameter(
+            "resourceType",
+            t,
+            &format!("a resource type of FHIR {version}"),
+        ));
+    }
+    let interaction = match check.interaction.as_deref().unwrap_or("read") {
+        "read" => Interaction::Read,
+        "vread" => Interaction::Vread,
+        "search" => Interaction::Search,
+        "history" => Interaction::History,
+        other => {
+            return Err(bad_parameter(
+                "interaction",
+                other,
+                "read, vread, search or history",
+            ));
+        }
+    };
+    Ok(CheckedRequest {
+        patient: patient.to_owned(),
+        caller,
+        who,
+        purpose,
+        resource_type: check.resource_type.clone(),
+        interaction,
+    })
 }
 
 async fn check_decision(
@@ -461,59 +868,248 @@ async fn check_decision(
         None,
     )?;
     let body = read_json(req, payload).await?;
-    let check: CheckRequest = serde_json::from_value(body)
-        .map_err(|e| GatewayError::Malformed(format!("the $check body: {e}")))?;
+    let as_parameters = body.get("resourceType").and_then(Value::as_str) == Some("Parameters");
+    let check = if as_parameters {
+        CheckRequest::from_parameters(&body)?
+    } else {
+        serde_json::from_value(body)
+            .map_err(|e| GatewayError::Malformed(format!("the $check body: {e}")))?
+    };
     let site = state
         .sites
         .get(&check.site)
         .ok_or(GatewayError::UnknownSite)?;
-    let patient = check
-        .patient
-        .strip_prefix("Patient/")
-        .unwrap_or(&check.patient);
+    let asked = checked(&check, site)?;
     access.set_site(&site.id);
-    access.add_patient(&site.id, patient);
+    access.add_patient(&site.id, &asked.patient);
     authorize(
         caller,
         state,
         ConsentAction::Check,
-        Target::Patient(patient),
+        Target::Patient(&asked.patient),
         None,
         None,
     )?;
     let consents = state
         .consents
-        .consents_for(&site.id, patient)
+        .consents_for(&site.id, &asked.patient)
         .await
         .map_err(service_error)?;
-    let mut caller = ConsentCaller::new();
-    for reference in [&check.actor, &check.organization].into_iter().flatten() {
-        caller = caller.with_reference(reference);
+    let mut request = AccessRequest::new(
+        &asked.caller,
+        asked.interaction,
+        asked.resource_type.as_deref(),
+        now(),
+    );
+    if let Some(p) = asked.purpose {
+        request = request.with_purpose(p.code());
     }
-    let interaction = match check.interaction.as_deref().unwrap_or("read") {
-        "read" => Interaction::Read,
-        "vread" => Interaction::Vread,
-        "search" => Interaction::Search,
-        "history" => Interaction::History,
-        other => {
-            return Err(GatewayError::Malformed(format!(
-                "unknown interaction `{other}`"
-            )));
-        }
-    };
-    let mut request =
-        AccessRequest::new(&caller, interaction, check.resource_type.as_deref(), now());
-    if let Some(p) = &check.purpose {
-        request = request.with_purpose(p);
-    }
+    // The decision function the proxy's consent phase asks, on the same consents.
     let decision = decide(&consents, &request, site.config.default_policy);
-    Ok(HttpResponse::Ok().json(json!({
-        "decision": if decision.is_permit() { "permit" } else { "deny" },
-        "basis": decision.basis().to_string(),
-        "conditional": matches!(&decision, Decision::Permit(p) if p.is_conditional()),
-        "explanation": decision.explain(),
-        "consentsInForce": consents.len(),
-    })))
+    let doing = doing_words(asked.interaction, asked.resource_type.as_deref());
+    let explanation = decision.explain_plainly(&AskedInWords {
+        who: &asked.who,
+        doing: &doing,
+        purpose: asked.purpose.map(PurposeOfUse::display),
+    });
+    let verdict = if decision.is_permit() {
+        "permit"
+    } else {
+        "deny"
+    };
+    let conditional = matches!(&decision, Decision::Permit(p) if p.is_conditional());
+    let provision = consent_basis(decision.basis());
+    let wants_fhir = as_parameters
+        || req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("application/fhir+json"));
+    if !wants_fhir {
+        return Ok(HttpResponse::Ok().json(json!({
+            "decision": verdict,
+            "basis": decision.basis().to_string(),
+            "conditional": conditional,
+            "explanation": explanation,
+            "provision": provision.map(|c| json!({
+                "consent": format!("Consent/{}", c.consent_id),
+                "version": c.consent_version.to_string(),
+                "path": c.provision.to_string(),
+                "type": c.effect.as_str(),
+                "conditions": c.conditions.names().collect::<Vec<_>>(),
+            })),
+            "detail": decision.explain(),
+            "consentsInForce": consents.len(),
+        })));
+    }
+    let mut parameters = vec![
+        json!({"name": "decision", "valueCode": verdict}),
+        json!({"name": "explanation", "valueString": explanation}),
+        json!({"name": "basis", "valueString": decision.basis().to_string()}),
+    ];
+    if let Some(c) = provision {
+        let mut parts = vec![
+            json!({"name": "consent", "valueReference": {"reference": format!("Consent/{}", c.consent_id)}}),
+            json!({"name": "version", "valueString": c.consent_version.to_string()}),
+            json!({"name": "path", "valueString": c.provision.to_string()}),
+            json!({"name": "type", "valueCode": c.effect.as_str()}),
+        ];
+        parts.extend(
+            c.conditions
+                .names()
+                .map(|n| json!({"name": "condition", "valueCode": n})),
+        );
+        parameters.push(json!({"name": "provision", "part": parts}));
+    }
+    parameters.push(json!({"name": "conditional", "valueBoolean": conditional}));
+    parameters.push(json!({"name": "consentsInForce", "valueInteger": consents.len()}));
+    parameters.push(json!({"name": "detail", "valueString": decision.explain()}));
+    Ok(fhir_json(
+        json!({"resourceType": "Parameters", "parameter": parameters}),
+    ))
+}
+
+/// The consent provision a decision rests on (through break-glass, the one it overrode).
+fn consent_basis(basis: &Basis) -> Option<&ConsentBasis> {
+    match basis {
+        Basis::Consent(c) => Some(c),
+        Basis::BreakGlass(inner) => consent_basis(inner),
+        _ => None,
+    }
+}
+
+/// What a request does, as a verb phrase: `read Observation records`.
+fn doing_words(interaction: Interaction, resource_type: Option<&str>) -> String {
+    let records = match resource_type {
+        Some(t) => format!("{t} records"),
+        None => "the patient's records".to_owned(),
+    };
+    match interaction {
+        Interaction::Vread => format!("read past versions of {records}"),
+        Interaction::Search => format!("search {records}"),
+        Interaction::History => format!("read the history of {records}"),
+        _ => format!("read {records}"),
+    }
+}
+
+/// Whether `name` is a resource type of `version` (the FHIR definitions the whose-data rule
+/// and shaping read: every type of a version has its top-level elements there).
+fn is_resource_type(version: FhirVersion, name: &str) -> bool {
+    !assent_fhir::shaping::top_elements(version, name).is_empty()
+}
+
+/// A reference `Type/id` whose type is a resource type of `version`, else 400 naming the
+/// parameter and the value.
+fn typed_reference(name: &str, value: &str, version: FhirVersion) -> Result<String, GatewayError> {
+    match value.split_once('/') {
+        Some((t, id)) if is_resource_type(version, t) && valid_id(id).is_some() => {
+            Ok(value.to_owned())
+        }
+        _ => Err(bad_parameter(
+            name,
+            value,
+            "a reference of the form Type/id, such as Practitioner/dr-alice",
+        )),
+    }
+}
+
+/// 400 naming the parameter, the value given and what was expected.
+fn bad_parameter(name: &str, value: &str, expected: &str) -> GatewayError {
+    GatewayError::Malformed(format!(
+        "parameter `{name}`: `{}` is not {expected}",
+        value.escape_debug()
+    ))
+}
+
+/// `id` when it is a FHIR id (`[A-Za-z0-9.-]{1,64}`).
+fn valid_id(id: &str) -> Option<&str> {
+    (!id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+    .then_some(id)
+}
+
+/// The version an `If-Match` header names (`W/"3"` or `"3"`); `None` without the header.
+fn if_match(req: &HttpRequest) -> Result<Option<u64>, GatewayError> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    let quoted = text.strip_prefix("W/").unwrap_or(text);
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            GatewayError::Malformed(
+                "`If-Match` names the version the update is based on: W/\"{versionId}\"".into(),
+            )
+        })
+}
+
+fn etag(version: u64) -> String {
+    format!("W/\"{version}\"")
+}
+
+fn http_date(unix_seconds: i64) -> header::HttpDate {
+    let seconds = u64::try_from(unix_seconds).unwrap_or_default();
+    header::HttpDate::from(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
+}
+
+/// A stored Consent as the endpoint answers it: the version and time the ledger gave it in
+/// `meta`, `inactive` once revoked.
+fn rendered(document: &Value, version: u64, updated_at: i64, revoked: bool) -> Value {
+    let mut resource = document.clone();
+    resource["meta"]["versionId"] = json!(version.to_string());
+    resource["meta"]["lastUpdated"] = json!(format_instant(updated_at.saturating_mul(1000)));
+    if revoked {
+        resource["status"] = json!("inactive");
+    }
+    resource
+}
+
+/// A query string read once: each name at most once, and only the names an endpoint knows
+/// (anything else is 400 naming it, as FHIR servers refuse a search parameter they do not
+/// support).
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn of(req: &HttpRequest, known: &[&str]) -> Result<Params, GatewayError> {
+        let pairs = assent_fhir::query::pairs(req.query_string());
+        for (i, (name, _)) in pairs.iter().enumerate() {
+            if !known.contains(&name.as_str()) {
+                return Err(GatewayError::Malformed(if known.is_empty() {
+                    format!(
+                        "unknown parameter `{}`: this endpoint takes none",
+                        name.escape_debug()
+                    )
+                } else {
+                    format!(
+                        "unknown parameter `{}` (this endpoint takes {})",
+                        name.escape_debug(),
+                        known.join(", ")
+                    )
+                }));
+            }
+            if pairs[..i].iter().any(|(n, _)| n == name) {
+                return Err(GatewayError::Malformed(format!(
+                    "parameter `{name}` is given twice"
+                )));
+            }
+        }
+        Ok(Params(pairs))
+    }
+
+    fn one(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
 }
 
 /// A stored consent, as the rule and the receipt need it: every version (oldest first) with

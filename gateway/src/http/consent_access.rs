@@ -200,6 +200,7 @@ mod tests {
             ConsentAction::Revoke,
             ConsentAction::Search,
             ConsentAction::History,
+            ConsentAction::Read,
             ConsentAction::Check,
         ] {
             assert_eq!(

@@ -219,7 +219,7 @@ impl GatewayError {
             E::ConsentUnavailable => (503, I::Transient, "consent-unavailable", Internal),
             E::ReceiptUnavailable => (503, I::Transient, "receipt-unavailable", Internal),
             E::InvalidResource { .. } => (422, I::Invalid, "invalid-resource", Client),
-            E::VersionConflict(_) => (409, I::Processing, "version-conflict", Client),
+            E::VersionConflict(_) => (412, I::Processing, "version-conflict", Client),
             E::AdapterInvalid { .. } => (422, I::Invalid, "adapter-invalid", Client),
             E::NoAdapter => (404, I::NotFound, "adapter-not-configured", Client),
             E::FhirVersionNotSupported(_) => {

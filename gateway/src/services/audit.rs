@@ -248,7 +248,7 @@ impl AuditQuery {
             Some(_) => {
                 return Err(bad(
                     "`kind` is fhir, consent-create, consent-update, consent-revoke, consent-search, \
-                     consent-history, consent-check, audit-search, audit-read, audit-export or audit-disclosures",
+                     consent-history, consent-read, consent-check, audit-search, audit-read, audit-export or audit-disclosures",
                 ));
             }
             None => None,

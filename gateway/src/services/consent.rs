@@ -102,6 +102,9 @@ pub struct Stored {
     pub tx_id: String,
     pub block_number: u64,
     pub replayed: bool,
+    /// When the version now current was written (Unix seconds, the ledger's transaction
+    /// time).
+    pub updated_at: i64,
 }
 
 /// The consent service of one gateway.
@@ -265,7 +268,10 @@ impl ConsentService {
     }
 
     /// Stores a consent for a patient of `site`: the document in the store, its hashes on
-    /// the ledger.
+    /// the ledger. With `expected_version` (`Some(0)`: it must not exist yet), the ledger's
+    /// contract refuses the write when the consent's current version is another
+    /// ([`ConsentServiceError::Conflict`]): two writers that read the same version cannot
+    /// both write the next one.
     pub async fn put(
         &self,
         site: &str,
@@ -397,6 +403,11 @@ fn stored(consent_id: String, receipt: &TxReceipt) -> Stored {
         tx_id: receipt.tx_id.clone(),
         block_number: receipt.block_number,
         replayed: receipt.replayed,
+        updated_at: receipt
+            .outcome
+            .consent()
+            .map(|r| r.updated_at)
+            .unwrap_or_default(),
     }
 }
 

@@ -68,10 +68,13 @@ pub(crate) fn hospital() -> FakeUpstream {
     })
 }
 
+/// Stores `body` under its own id (`PUT /consent/Consent/{id}`): 201 when new, 200 for a
+/// new version.
 pub(crate) async fn put_consent(gw: &StartedGateway, site: &str, body: &Value) -> Got {
+    let id = body["id"].as_str().expect("a consent with an id");
     send(
-        "POST",
-        &gw.url(&format!("/consent/Consent?site={site}")),
+        "PUT",
+        &gw.url(&format!("/consent/Consent/{id}?site={site}")),
         Some(admin_token()),
         &[("content-type", "application/fhir+json; fhirVersion=4.0")],
         Some(body.to_string().into_bytes()),
@@ -438,8 +441,11 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
         ];
         for (site, body) in &setup {
             let got = send(
-                "POST",
-                &gw.url(&format!("/consent/Consent?site={site}")),
+                "PUT",
+                &gw.url(&format!(
+                    "/consent/Consent/{}?site={site}",
+                    body["id"].as_str().unwrap()
+                )),
                 Some(&officer),
                 &[("content-type", "application/fhir+json; fhirVersion=4.0")],
                 Some(body.to_string().into_bytes()),
@@ -448,7 +454,7 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
             assert_eq!(got.status, 201, "{}", got.text());
         }
 
-        let create = |site: &str| format!("/consent/Consent?site={site}");
+        let put = |site: &str, id: &str| format!("/consent/Consent/{id}?site={site}");
         let check = |site: &str, patient: &str| json!({"site": site, "patient": patient});
         let refused =
             |name, method, path: String, token: &String, body, code, kind, patients| Attempt {
@@ -466,8 +472,8 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
             // A patient launch context names another patient.
             refused(
                 "patient app creates a consent for another patient",
-                "POST",
-                create("st-mary"),
+                "PUT",
+                put("st-mary", "c-x1"),
                 &p1_app,
                 Some(consent("c-x1", "p2", "dr-alice", true)),
                 "consent-patient-mismatch",
@@ -536,8 +542,8 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
             ),
             refused(
                 "patient app writes a version of another patient's consent",
-                "POST",
-                create("st-mary"),
+                "PUT",
+                put("st-mary", "c-p2"),
                 &p1_app,
                 Some(consent("c-p2", "p2", "dr-alice", false)),
                 "consent-patient-mismatch",
@@ -546,8 +552,8 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
             ),
             refused(
                 "patient app moves another patient's consent to its own",
-                "POST",
-                create("st-mary"),
+                "PUT",
+                put("st-mary", "c-p2"),
                 &p1_app,
                 Some(consent("c-p2", "p1", "dr-alice", false)),
                 "consent-patient-mismatch",
@@ -566,8 +572,8 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
             ),
             refused(
                 "read-only scopes of the context create",
-                "POST",
-                create("st-mary"),
+                "PUT",
+                put("st-mary", "c-x2"),
                 &p1_reader,
                 Some(consent("c-x2", "p1", "dr-bob", true)),
                 "scope-insufficient",
@@ -587,8 +593,8 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
             ),
             refused(
                 "user/Consent.* creates a consent",
-                "POST",
-                create("st-mary"),
+                "PUT",
+                put("st-mary", "c-x3"),
                 &user_scoped,
                 Some(consent("c-x3", "p2", "dr-bob", true)),
                 "consent-admin-required",
@@ -597,8 +603,8 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
             ),
             refused(
                 "system/Consent.* creates a consent",
-                "POST",
-                create("st-mary"),
+                "PUT",
+                put("st-mary", "c-x4"),
                 &system_scoped,
                 Some(consent("c-x4", "p2", "dr-bob", true)),
                 "consent-admin-required",
@@ -638,8 +644,8 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
             // Nobody grants themselves.
             refused(
                 "a practitioner with the role grants itself",
-                "POST",
-                create("north-general"),
+                "PUT",
+                put("north-general", "c-x5"),
                 &scoped_admin,
                 Some(consent("c-x5", "p3", "dr-bob", true)),
                 "consent-self-grant",
@@ -648,8 +654,8 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
             ),
             refused(
                 "... by an absolute reference",
-                "POST",
-                create("north-general"),
+                "PUT",
+                put("north-general", "c-x6"),
                 &scoped_admin,
                 Some(consent_for(
                     "c-x6",
@@ -663,8 +669,8 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
             ),
             refused(
                 "... or its organization",
-                "POST",
-                create("north-general"),
+                "PUT",
+                put("north-general", "c-x7"),
                 &scoped_admin,
                 Some(consent_for("c-x7", "p3", "Organization/city-clinic", true)),
                 "consent-self-grant",
@@ -683,8 +689,8 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
             ),
             refused(
                 "... or edits it away",
-                "POST",
-                create("st-mary"),
+                "PUT",
+                put("st-mary", "c-p2"),
                 &scoped_admin,
                 Some(consent("c-p2", "p2", "dr-alice", false)),
                 "consent-self-grant",
@@ -693,8 +699,8 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
             ),
             refused(
                 "an EHR launch grants the practitioner itself",
-                "POST",
-                create("st-mary"),
+                "PUT",
+                put("st-mary", "c-x8"),
                 &ehr_alice,
                 Some(consent("c-x8", "p1", "dr-alice", true)),
                 "consent-self-grant",
@@ -717,8 +723,8 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
         let legitimate = vec![
             ok(
                 "patient app records its own consent",
-                "POST",
-                create("st-mary"),
+                "PUT",
+                put("st-mary", "c-p1"),
                 &p1_app,
                 Some(consent("c-p1", "p1", "dr-bob", true)),
                 201,
@@ -767,11 +773,11 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
             ),
             ok(
                 "patient app changes its consent",
-                "POST",
-                create("st-mary"),
+                "PUT",
+                put("st-mary", "c-p1"),
                 &p1_app,
                 Some(consent("c-p1", "p1", "dr-alice", true)),
-                201,
+                200,
                 C(Update),
                 &["st-mary/Patient/p1"],
             ),
@@ -787,8 +793,8 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
             ),
             ok(
                 "an EHR launch records a refusal of another practitioner",
-                "POST",
-                create("st-mary"),
+                "PUT",
+                put("st-mary", "c-p1b"),
                 &ehr_alice,
                 Some(consent("c-p1b", "p1", "dr-bob", false)),
                 201,
@@ -807,8 +813,8 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
             ),
             ok(
                 "the role by scope records another's grant",
-                "POST",
-                create("north-general"),
+                "PUT",
+                put("north-general", "c-p3b"),
                 &scoped_admin,
                 Some(consent("c-p3b", "p3", "nurse-carol", true)),
                 201,

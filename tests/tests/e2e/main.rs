@@ -8,6 +8,7 @@ mod auth;
 mod break_glass;
 mod cache_fanout;
 mod consent;
+mod consent_endpoint;
 mod console;
 mod demo;
 mod dialects;

@@ -259,7 +259,7 @@ async fn the_consent_endpoint_answers_as_a_fhir_server() {
     assert_eq!(ids_of(&all), both);
     assert_eq!(
         ids_of(&search("site=st-mary&patient=p1&status=active").await),
-        [id.clone()]
+        [id.as_str()]
     );
     assert_eq!(
         ids_of(&search("site=st-mary&patient=Patient/p1&status=inactive").await),
@@ -271,7 +271,7 @@ async fn the_consent_endpoint_answers_as_a_fhir_server() {
     );
     assert_eq!(
         ids_of(&search("site=st-mary&patient=p1&actor=Practitioner/nurse-carol").await),
-        [id.clone()]
+        [id.as_str()]
     );
     assert!(
         ids_of(&search("site=st-mary&patient=p1&actor=Practitioner/dr-alice").await).is_empty(),

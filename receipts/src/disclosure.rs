@@ -136,11 +136,22 @@ impl Disclosure {
             AccessDecision::Permit | AccessDecision::Error => "failed",
             AccessDecision::Deny => "denied",
         };
-        let relied = match &r.consent {
-            ConsentRelied::None => "no consent".to_owned(),
-            ConsentRelied::SiteDefault(policy) => policy_words(policy),
-            ConsentRelied::Consent { id, version } if version.is_empty() => format!("consent {id}"),
-            ConsentRelied::Consent { id, version } => format!("consent {id}, version {version}"),
+        let relied = match (&r.consent, r.kind) {
+            // The gateway's own APIs are decided by who is asking, not by a consent.
+            (ConsentRelied::None, AccessKind::Consent(_)) => {
+                "the rules of who may manage the patient's consents".to_owned()
+            }
+            (ConsentRelied::None, AccessKind::Audit(_)) => {
+                "the audit role of a privacy or compliance officer".to_owned()
+            }
+            (ConsentRelied::None, AccessKind::Fhir) => "no consent".to_owned(),
+            (ConsentRelied::SiteDefault(policy), _) => policy_words(policy),
+            (ConsentRelied::Consent { id, version }, _) if version.is_empty() => {
+                format!("consent {id}")
+            }
+            (ConsentRelied::Consent { id, version }, _) => {
+                format!("consent {id}, version {version}")
+            }
         };
         // Break-glass permits over a refusal: what the receipt relied on is the refusal it
         // overrode, never what permitted the access.
@@ -384,8 +395,22 @@ mod tests {
         );
         let mut audit = sample("r5");
         audit.kind = AccessKind::Audit(AuditAction::Disclosures);
+        audit.consent = ConsentRelied::None;
         let d = Disclosure::from_receipt(&audit, Some(&subjects()));
         assert_eq!(d.what, "read the accounting of disclosures");
+        assert!(
+            d.sentence()
+                .ends_with("permitted under the audit role of a privacy or compliance officer."),
+            "{}",
+            d.sentence()
+        );
+        let d = Disclosure::from_receipt(&revoked, Some(&subjects()));
+        assert!(
+            d.sentence()
+                .ends_with("permitted under the rules of who may manage the patient's consents."),
+            "{}",
+            d.sentence()
+        );
         let d = Disclosure::from_receipt(&glass, Some(&subjects()));
         let json = serde_json::to_value(&d).unwrap();
         assert_eq!(json["decision"], "permitted");

@@ -644,7 +644,8 @@ async fn a_denied_caller_learns_why_without_any_consent_content() {
     for (name, path, caller, relied) in cases {
         let got = send("GET", &gw.url(path), Some(caller), &[], None).await;
         assert_eq!(got.status, 403, "{name}: {}", got.text());
-        let text = got.text();
+        // The body and every header.
+        let text = format!("{} {:?}", got.text(), got.headers);
         for secret in [
             "secret-refusal-7",
             "other-grant-9",

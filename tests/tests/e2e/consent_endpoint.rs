@@ -295,7 +295,9 @@ async fn the_consent_endpoint_answers_as_a_fhir_server() {
 }
 
 /// Two administrators read version 1 and both write version 2 with `If-Match: W/"1"` at the
-/// same time: exactly one wins, the other is 412 and its change is nowhere.
+/// same time: exactly one wins, the other is 412 and its change is nowhere. On SQLite and
+/// PostgreSQL with the embedded ledger, and on Fabric (the FAKE peer running the real
+/// chaincode).
 #[actix_web::test]
 async fn two_writers_with_the_same_if_match_exactly_one_wins() {
     let upstream = hospital();
@@ -304,45 +306,72 @@ async fn two_writers_with_the_same_if_match_exactly_one_wins() {
             .database(&store.url)
             .site("st-mary", &upstream.base_url())
             .start();
-        for round in 0..3 {
-            let id = format!("c-race-{round}");
-            let first = put_consent(&gw, "st-mary", &consent(&id, "p1", "dr-alice", true)).await;
-            assert_eq!(first.status, 201, "{}", first.text());
-            let writer = |practitioner: &str| {
-                let body = consent(&id, "p1", practitioner, true);
-                let url = gw.url(&format!("/consent/Consent/{id}?site=st-mary"));
-                async move {
-                    send(
-                        "PUT",
-                        &url,
-                        Some(admin_token()),
-                        &[FHIR_JSON, ("if-match", "W/\"1\"")],
-                        Some(body.to_string().into_bytes()),
-                    )
-                    .await
-                }
-            };
-            let (a, b) = tokio::join!(writer("nurse-carol"), writer("dr-bob"));
-            let mut statuses = [a.status, b.status];
-            statuses.sort();
-            assert_eq!(statuses, [200, 412], "{} / {}", a.text(), b.text());
-            let (winner, loser) = if a.status == 200 {
-                ("nurse-carol", &b)
-            } else {
-                ("dr-bob", &a)
-            };
-            assert_eq!(loser.error_code(), "version-conflict");
-            let current = admin(&gw, "GET", &format!("/consent/Consent/{id}"), None).await;
-            assert_eq!(current.header("etag"), Some("W/\"2\""));
-            assert_eq!(
-                current.json()["provision"]["provision"][0]["actor"][0]["reference"]["reference"],
-                format!("Practitioner/{winner}")
-            );
-            let history = admin(&gw, "GET", &format!("/consent/Consent/{id}/_history"), None)
+        race(&gw).await;
+    }
+    let fabric = FakeFabricNetwork::start();
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .set("ledger", fabric.ledger_config())
+        .start();
+    race(&gw).await;
+}
+
+async fn race(gw: &StartedGateway) {
+    for round in 0..3 {
+        let id = format!("c-race-{round}");
+        let first = put_consent(gw, "st-mary", &consent(&id, "p1", "dr-alice", true)).await;
+        assert_eq!(first.status, 201, "{}", first.text());
+        let writer = |practitioner: &str| {
+            let body = consent(&id, "p1", practitioner, true);
+            let url = gw.url(&format!("/consent/Consent/{id}?site=st-mary"));
+            async move {
+                send(
+                    "PUT",
+                    &url,
+                    Some(admin_token()),
+                    &[FHIR_JSON, ("if-match", "W/\"1\"")],
+                    Some(body.to_string().into_bytes()),
+                )
                 .await
-                .json();
-            assert_eq!(history["total"], 2, "one new version, not two");
+            }
+        };
+        let (a, b, c) = tokio::join!(
+            writer("nurse-carol"),
+            writer("dr-bob"),
+            writer("researcher-dan")
+        );
+        let all = [("nurse-carol", &a), ("dr-bob", &b), ("researcher-dan", &c)];
+        let winners: Vec<&str> = all
+            .iter()
+            .filter(|(_, got)| got.status == 200)
+            .map(|(who, _)| *who)
+            .collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "exactly one writer wins: {} / {} / {}",
+            a.text(),
+            b.text(),
+            c.text()
+        );
+        for (_, got) in all.iter().filter(|(_, got)| got.status != 200) {
+            assert_eq!(
+                (got.status, got.error_code().as_str()),
+                (412, "version-conflict"),
+                "{}",
+                got.text()
+            );
         }
+        let current = admin(gw, "GET", &format!("/consent/Consent/{id}"), None).await;
+        assert_eq!(current.header("etag"), Some("W/\"2\""));
+        assert_eq!(
+            current.json()["provision"]["provision"][0]["actor"][0]["reference"]["reference"],
+            format!("Practitioner/{}", winners[0])
+        );
+        let history = admin(gw, "GET", &format!("/consent/Consent/{id}/_history"), None)
+            .await
+            .json();
+        assert_eq!(history["total"], 2, "one new version, not three");
     }
 }
 

@@ -48,4 +48,33 @@ pub struct AppState {
     /// The wall clock every request reads (receipt times, request records, break-glass
     /// events): the system's, or one set by hand in tests.
     pub clock: Arc<dyn assent_ledger::Clock>,
+    /// The sites' CapabilityStatements as the gateway serves them without authentication
+    /// (`proxy/metadata.rs`), kept a while.
+    pub statements: Statements,
+}
+
+/// The sites' CapabilityStatements as the gateway serves them (before translation into the
+/// client's version), by site, each kept for [`Statements::TTL`].
+#[derive(Default)]
+pub struct Statements {
+    kept: std::sync::Mutex<HashMap<String, (std::time::Instant, serde_json::Value)>>,
+}
+
+impl Statements {
+    /// How long a statement is kept before the site is asked again.
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+    /// The statement kept for `site`, unless it is older than [`Statements::TTL`].
+    pub fn get(&self, site: &str) -> Option<serde_json::Value> {
+        let kept = self.kept.lock().ok()?;
+        let (at, statement) = kept.get(site)?;
+        (at.elapsed() < Self::TTL).then(|| statement.clone())
+    }
+
+    /// Keeps `statement` for `site`.
+    pub fn put(&self, site: &str, statement: serde_json::Value) {
+        if let Ok(mut kept) = self.kept.lock() {
+            kept.insert(site.to_owned(), (std::time::Instant::now(), statement));
+        }
+    }
 }

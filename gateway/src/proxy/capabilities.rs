@@ -4,8 +4,9 @@
 //! text of the site's: descriptions, documentation, software and implementation details may
 //! name internal hosts); resource interactions other than the reads the gateway forwards
 //! (read, vread, search-type, history-instance, history-type), system interactions, and
-//! operations not on the site's allow-list are removed. Leaves out: the SMART security
-//! section and translation (the filter phase adds and does them).
+//! operations not on the site's allow-list are removed; the formats are the JSON the gateway
+//! serves, and the elements every version requires are present. Leaves out: the SMART
+//! security section and translation (`metadata.rs` adds and does them).
 
 use serde_json::Value;
 
@@ -27,8 +28,6 @@ const KEPT_TOP: &[&str] = &[
     "date",
     "kind",
     "fhirVersion",
-    "format",
-    "patchFormat",
     "implementationGuide",
     "rest",
 ];
@@ -89,6 +88,19 @@ pub fn only_what_is_forwarded(
             "software".into(),
             serde_json::json!({"name": "Assent", "version": env!("CARGO_PKG_VERSION")}),
         );
+        // The gateway serves JSON only (XML is 406) and forwards no patch.
+        object.insert(
+            "format".into(),
+            serde_json::json!(["json", "application/fhir+json"]),
+        );
+        // Required in every version; a site that left them out still gets a valid statement
+        // (`date` is set by the caller, which knows the time).
+        object
+            .entry("status")
+            .or_insert_with(|| serde_json::json!("active"));
+        object
+            .entry("kind")
+            .or_insert_with(|| serde_json::json!("instance"));
     }
     for rest in statement
         .get_mut("rest")
@@ -193,6 +205,7 @@ mod tests {
         }))
         .unwrap();
         let mut statement = json!({"resourceType": "CapabilityStatement",
+            "format": ["xml", "json"], "patchFormat": ["application/json-patch+json"],
             "software": {"name": "HospitalFHIR", "version": "9 on db01.internal:5432"},
             "implementation": {"description": "prod", "url": "http://10.0.0.7:8080/fhir"},
             "rest": [{
@@ -219,6 +232,15 @@ mod tests {
         );
         assert!(
             !statement.to_string().contains("db01") && !statement.to_string().contains("10.0.0.7")
+        );
+        assert_eq!(
+            statement["format"],
+            json!(["json", "application/fhir+json"])
+        );
+        assert!(statement.get("patchFormat").is_none());
+        assert_eq!(
+            (&statement["status"], &statement["kind"]),
+            (&json!("active"), &json!("instance"))
         );
         let rest = &statement["rest"][0];
         assert!(rest.get("interaction").is_none());

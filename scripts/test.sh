@@ -81,6 +81,15 @@ if [ -f tests/fhir-server/package-lock.json ]; then
   fi
 fi
 
+# A real FHIR client library run against the gateway by the end-to-end tests (npm, pinned).
+if [ -f tests/fhir-clients/package-lock.json ]; then
+  command -v npm >/dev/null 2>&1 || fail "npm is needed for the FHIR client library tests"
+  if [ ! -d tests/fhir-clients/node_modules ] || [ tests/fhir-clients/package-lock.json -nt tests/fhir-clients/node_modules ]; then
+    note "installing the FHIR client library fixture (npm ci)"
+    npm ci --prefix tests/fhir-clients --no-audit --no-fund --loglevel=error
+  fi
+fi
+
 # Headless Chromium and chromedriver for the compliance console's browser test (Debian
 # packages). Installed under CI when missing; elsewhere the browser test is skipped with a note.
 if ! command -v chromedriver >/dev/null 2>&1; then

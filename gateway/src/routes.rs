@@ -112,7 +112,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 // for it.
                 .route(
                     "/{site}/.well-known/smart-configuration",
-                    web::get().to(site_smart_configuration),
+                    web::route()
+                        .guard(guard::Any(guard::Get()).or(guard::Head()))
+                        .to(site_smart_configuration),
                 )
                 // The site's CapabilityStatement, without authentication (SMART discovery);
                 // other methods reach the pipeline and are refused there.

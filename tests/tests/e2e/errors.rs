@@ -310,4 +310,21 @@ async fn api_query_errors_are_operation_outcomes() {
     );
     assert_eq!(got.header("content-type"), Some("application/fhir+json"));
     assert!(got.text().contains("query string"), "{}", got.text());
+    // Bodies the API cannot read, and bodies over its limit: OperationOutcomes too.
+    for (body, status) in [
+        (b"{not json".to_vec(), 400),
+        (vec![b' '; 2 * 1024 * 1024], 413),
+    ] {
+        let got = send(
+            "POST",
+            &gw.url("/consent/$check"),
+            Some(admin_token()),
+            &[("content-type", "application/json")],
+            Some(body),
+        )
+        .await;
+        assert_eq!(got.status, status, "{}", got.text());
+        assert_eq!(got.header("content-type"), Some("application/fhir+json"));
+        assert_eq!(got.json()["resourceType"], "OperationOutcome");
+    }
 }

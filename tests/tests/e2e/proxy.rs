@@ -431,6 +431,16 @@ async fn metadata_is_the_gateways_own_statement_served_without_a_token() {
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
     assert_eq!(upstream.requests().len(), 1, "the statement is kept");
+    // SMART's own discovery document beside it, by HEAD too.
+    let head = send(
+        "HEAD",
+        &gw.url("/fhir/st-mary/.well-known/smart-configuration"),
+        None,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(head.status, 200);
     // Writes to it are refused as writes.
     let got = send(
         "POST",

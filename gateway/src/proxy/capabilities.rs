@@ -4,7 +4,8 @@
 //! text of the site's: descriptions, documentation, software and implementation details may
 //! name internal hosts); resource interactions other than the reads the gateway forwards
 //! (read, vread, search-type, history-instance, history-type), system interactions, and
-//! operations not on the site's allow-list are removed; the formats are the JSON the gateway
+//! operations not on the site's allow-list are removed, as are the search parameters it
+//! refuses (`_contained`); the formats are the JSON the gateway
 //! serves, and the elements every version requires are present. Leaves out: the SMART
 //! security section and translation (`metadata.rs` adds and does them).
 
@@ -20,6 +21,10 @@ const FORWARDED: &[&str] = &[
     "history-instance",
     "history-type",
 ];
+
+/// Search parameters the gateway refuses (`form-not-served`: contained resources cannot be
+/// told whose they are), so never advertised.
+const REFUSED_SEARCH_PARAMS: &[&str] = &["_contained", "_containedType"];
 
 /// Top-level elements of the site's statement the gateway keeps.
 const KEPT_TOP: &[&str] = &[
@@ -153,6 +158,7 @@ fn prune(statement: &mut Value, config: &SiteConfig) {
             continue;
         };
         rest.remove("interaction");
+        drop_refused_params(rest.get_mut("searchParam"));
         if let Some(Value::Array(ops)) = rest.get_mut("operation") {
             ops.retain(|op| {
                 op.get("name")
@@ -174,6 +180,7 @@ fn prune(statement: &mut Value, config: &SiteConfig) {
             let Some(resource) = resource.as_object_mut() else {
                 continue;
             };
+            drop_refused_params(resource.get_mut("searchParam"));
             if let Some(Value::Array(interactions)) = resource.get_mut("interaction") {
                 interactions.retain(|i| {
                     i.get("code")
@@ -189,6 +196,17 @@ fn prune(statement: &mut Value, config: &SiteConfig) {
                 });
             }
         }
+    }
+}
+
+/// Removes the search parameters the gateway refuses from a `searchParam` list.
+fn drop_refused_params(params: Option<&mut Value>) {
+    if let Some(Value::Array(params)) = params {
+        params.retain(|p| {
+            !p.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| REFUSED_SEARCH_PARAMS.contains(&n))
+        });
     }
 }
 
@@ -215,6 +233,7 @@ mod tests {
         "operation": [{"name": "lastn"}, {"name": "meta"}],
         "resource": [
             {"type": "Patient", "interaction": [{"code": "read"}, {"code": "create"}, {"code": "search-type"}],
+             "searchParam": [{"name": "_contained", "type": "token"}, {"name": "name", "type": "string"}],
              "conditionalCreate": true,
              "operation": [{"name": "everything"}, {"name": "match"}]},
             {"type": "Observation", "interaction": [{"code": "delete"}],
@@ -250,6 +269,10 @@ mod tests {
             json!([{"code": "read"}, {"code": "search-type"}])
         );
         assert!(rest["resource"][0].get("conditionalCreate").is_none());
+        assert_eq!(
+            rest["resource"][0]["searchParam"],
+            json!([{"name": "name", "type": "string"}])
+        );
         assert_eq!(
             rest["resource"][0]["operation"],
             json!([{"name": "everything"}])

@@ -1,7 +1,9 @@
-//! Real FHIR client libraries against the gateway: fhir-kit-client (npm, pinned in
-//! `tests/fhir-clients`, installed by scripts/test.sh) discovers the SMART endpoints from the
-//! CapabilityStatement without a token, reads a Patient, and follows a search's pages with
-//! its own `nextPage`, as an application would.
+//! Real FHIR client libraries against the gateway, as applications use them: fhir-kit-client
+//! (npm) discovers the SMART endpoints from the CapabilityStatement without a token, reads a
+//! Patient, and follows a search's pages with its own `nextPage`; fhirpy (PyPI), whose HTTP
+//! layer (aiohttp, yarl) re-encodes every link it follows, reads the statement and a Patient
+//! and follows every page of a search with a URL and a `|` in its query. Both are pinned in
+//! `tests/fhir-clients` and installed by scripts/test.sh.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -90,5 +92,62 @@ async fn fhir_kit_client_discovers_reads_and_pages_through_the_gateway() {
         got["pages"],
         json!([["o0", "o1"], ["o2", "o3"], ["o4"]]),
         "{got}"
+    );
+}
+
+#[actix_web::test]
+async fn fhirpy_follows_every_page_though_its_http_layer_re_encodes_the_links() {
+    let dir = fixture_dir();
+    let python = dir.join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "fhirpy is not installed in {}: run `python3 -m venv tests/fhir-clients/.venv && tests/fhir-clients/.venv/bin/pip install -r tests/fhir-clients/requirements.txt` (scripts/test.sh does)",
+        dir.display()
+    );
+    let upstream = upstream();
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .start();
+    let base = gw.url("/fhir/st-mary");
+    let output = actix_web::web::block(move || {
+        Command::new(python)
+            .arg(dir.join("fhirpy_client.py"))
+            .args([
+                base.as_str(),
+                clinician_token(),
+                "p1",
+                "http://loinc.org|8867-4",
+            ])
+            .current_dir(&dir)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let got: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(got["fhirVersion"], "4.0.1", "{got}");
+    assert_eq!(got["patient"], "p1");
+    assert_eq!(got["ids"], json!(["o0", "o1", "o2", "o3", "o4"]), "{got}");
+    // fhirpy followed pages 2 and 3 in another encoding than the gateway wrote them (`%3A%2F`
+    // decoded); the gateway forwards a followed link's query as it came (the other requests
+    // of those pages are the gateway's own look-ahead, in the site's encoding).
+    let followed: Vec<String> = upstream
+        .requests()
+        .iter()
+        .filter(|r| r.query.contains("page=") && r.query.contains("code=http://loinc.org"))
+        .map(|r| r.query.clone())
+        .collect();
+    assert_eq!(
+        followed,
+        [
+            "code=http://loinc.org%7C8867-4&_count=2&page=2",
+            "code=http://loinc.org%7C8867-4&_count=2&page=3"
+        ]
     );
 }

@@ -2,8 +2,10 @@
 //! (npm) discovers the SMART endpoints from the CapabilityStatement without a token, reads a
 //! Patient, and follows a search's pages with its own `nextPage`; fhirpy (PyPI), whose HTTP
 //! layer (aiohttp, yarl) re-encodes every link it follows, reads the statement and a Patient
-//! and follows every page of a search with a URL and a `|` in its query. Both are pinned in
-//! `tests/fhir-clients` and installed by scripts/test.sh.
+//! and follows every page of a search with a URL and a `|` in its query; fhirclient (PyPI,
+//! SMART's Python client) `prepare()`s without a token, reading the statement into its strict
+//! R4 models, then reads a Patient. All are pinned in `tests/fhir-clients` and installed by
+//! scripts/test.sh.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,8 +23,10 @@ fn upstream() -> FakeUpstream {
         if req.path.ends_with("/metadata") {
             return FakeResponse::json(
                 200,
-                json!({"resourceType": "CapabilityStatement", "status": "active", "kind": "instance",
-                    "fhirVersion": "4.0.1", "format": ["json"], "rest": [{"mode": "server"}]}),
+                // Without the `date`, `status` and `kind` R4 requires: the gateway's statement
+                // has them all the same (fhirclient's models refuse a statement without).
+                json!({"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1",
+                    "format": ["xml", "json"], "rest": [{"mode": "server"}]}),
             );
         }
         let page: usize = req
@@ -150,4 +154,41 @@ async fn fhirpy_follows_every_page_though_its_http_layer_re_encodes_the_links() 
             "code=http://loinc.org%7C8867-4&_count=2&page=3"
         ]
     );
+}
+
+#[actix_web::test]
+async fn fhirclient_prepares_without_a_token_and_reads() {
+    let dir = fixture_dir();
+    let python = dir.join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "fhirclient is not installed in {}: run `python3 -m venv tests/fhir-clients/.venv && tests/fhir-clients/.venv/bin/pip install -r tests/fhir-clients/requirements.txt` (scripts/test.sh does)",
+        dir.display()
+    );
+    let upstream = upstream();
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .start();
+    let base = gw.url("/fhir/st-mary");
+    let output = actix_web::web::block(move || {
+        Command::new(python)
+            .arg(dir.join("fhirclient_client.py"))
+            .args([base.as_str(), clinician_token(), "p1"])
+            .current_dir(&dir)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let got: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let issuer = identity_provider().issuer();
+    assert_eq!(got["token_uri"], format!("{issuer}/token"), "{got}");
+    assert_eq!(got["fhirVersion"], "4.0.1");
+    assert_eq!(got["patient"], "p1");
 }

@@ -24,7 +24,7 @@ pub enum Side {
 }
 
 /// A failure answered to the client.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
     /// The bearer token, its scopes or the purpose of use were not accepted; the auth crate
     /// gives the stable code, the status and the `WWW-Authenticate` challenge.

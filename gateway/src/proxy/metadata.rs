@@ -8,8 +8,8 @@
 //! SMART security section, translated into the client's version. It reads no patient's data:
 //! the site's statement is fetched on the decision for a request that names no patient and
 //! reads no patient data (`assent_consent::decide_unnamed` for `capabilities`), refused when
-//! it holds patient data, and kept for [`STATEMENT_TTL`] so that anonymous callers cannot make
-//! the gateway call the hospital at their pace. No receipt: there is no caller and nothing of
+//! it holds patient data, and kept for [`STATEMENT_TTL`] (a failure for 30 seconds) so that
+//! anonymous callers cannot make the gateway call the hospital at their pace. No receipt: there is no caller and nothing of
 //! a patient; the request is recorded (metrics, access log, request log) like any other.
 //!
 //! Leaves out: the pruning rules (`capabilities.rs`), version translation (`dialect.rs`).
@@ -83,12 +83,12 @@ async fn statement(
     let dialect = dialect::negotiate(req.headers(), query, version, default)?;
 
     let statement = match state.statements.get(&site.id) {
-        Some(statement) => statement,
+        Some(kept) => kept?,
         None => {
             let client = clients.get(&site.id).ok_or(GatewayError::Internal)?;
-            let fetched = fetch(state, &site, client, &ex.id).await?;
+            let fetched = fetch(state, &site, client, &ex.id).await;
             state.statements.put(&site.id, fetched.clone());
-            fetched
+            fetched?
         }
     };
     let mut translated = dialect.translate_capabilities(statement)?;

@@ -472,6 +472,10 @@ async fn metadata_reveals_nothing_of_patients() {
         (502, "upstream-bad-response")
     );
     assert!(!got.text().contains("Secretperson"));
+    // The failure is kept a while: anonymous callers do not make the gateway ask again.
+    let again = send("GET", &gw.url("/fhir/st-mary/metadata"), None, &[], None).await;
+    assert_eq!(again.error_code(), "upstream-bad-response");
+    assert_eq!(upstream.requests().len(), 1);
 }
 
 #[actix_web::test]

@@ -81,6 +81,28 @@ if [ -f tests/fhir-server/package-lock.json ]; then
   fi
 fi
 
+# A real FHIR client library run against the gateway by the end-to-end tests (npm, pinned).
+if [ -f tests/fhir-clients/package-lock.json ]; then
+  command -v npm >/dev/null 2>&1 || fail "npm is needed for the FHIR client library tests"
+  if [ ! -d tests/fhir-clients/node_modules ] || [ tests/fhir-clients/package-lock.json -nt tests/fhir-clients/node_modules ]; then
+    note "installing the FHIR client library fixture (npm ci)"
+    npm ci --prefix tests/fhir-clients --no-audit --no-fund --loglevel=error
+  fi
+fi
+
+# A FHIR client library whose HTTP layer re-encodes the links it follows (fhirpy, pip, pinned).
+fhirpy_venv=tests/fhir-clients/.venv
+if [ -f tests/fhir-clients/requirements.txt ]; then
+  command -v python3 >/dev/null 2>&1 || fail "python3 is needed for the FHIR client library tests"
+  if [ ! -x "$fhirpy_venv/bin/python" ] || ! cmp -s tests/fhir-clients/requirements.txt "$fhirpy_venv/.requirements"; then
+    note "installing fhirpy in $fhirpy_venv (pip, pinned)"
+    rm -rf "$fhirpy_venv"
+    python3 -m venv "$fhirpy_venv"
+    "$fhirpy_venv/bin/pip" install --quiet --disable-pip-version-check -r tests/fhir-clients/requirements.txt
+    cp tests/fhir-clients/requirements.txt "$fhirpy_venv/.requirements"
+  fi
+fi
+
 # Headless Chromium and chromedriver for the compliance console's browser test (Debian
 # packages). Installed under CI when missing; elsewhere the browser test is skipped with a note.
 if ! command -v chromedriver >/dev/null 2>&1; then

@@ -166,6 +166,7 @@ pub async fn build_state(
         ledger,
         break_glass,
         identities: Default::default(),
+        statements: Default::default(),
         clock,
         callers,
         public_base,

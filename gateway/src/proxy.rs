@@ -3,7 +3,7 @@
 //! each concern holds its inbound and outbound halves in a module of its own: scopes,
 //! consent (the enforcer), the site's dialect and adapter, links and paging, release and
 //! shaping (`answer`), the receipt and record; request parsing, forwarding and capabilities
-//! beside them.
+//! beside them, and `metadata`, the CapabilityStatement served without authentication.
 //!
 //! Depends on: `config`, `store`, `services`, `http`. Nothing outside the facade imports it.
 
@@ -14,6 +14,7 @@ pub mod consent;
 pub mod dialect;
 pub mod exchange;
 pub mod forward;
+pub mod metadata;
 pub mod paging;
 pub mod pipeline;
 pub mod receipt;

@@ -6,7 +6,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, guard, web};
 
 use crate::api::adapters;
 use crate::api::audit;
@@ -15,6 +15,7 @@ use crate::api::console;
 use crate::http::access::require_admin;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
+use crate::proxy::metadata;
 use crate::proxy::pipeline;
 
 /// The OpenAPI document, as written.
@@ -54,6 +55,14 @@ pub const API_ROUTES: &[(&str, &str)] = &[
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Extractor refusals (a query string or path the handler cannot read) answer with an
+    // OperationOutcome like every other error, never actix's plain-text body.
+    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| {
+        GatewayError::Malformed(format!("the query string cannot be read: {e}")).into()
+    }))
+    .app_data(web::PathConfig::default().error_handler(|e, _| {
+        GatewayError::Malformed(format!("the path cannot be read: {e}")).into()
+    }));
     cfg.route("/livez", web::get().to(livez))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
@@ -112,7 +121,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 // for it.
                 .route(
                     "/{site}/.well-known/smart-configuration",
-                    web::get().to(site_smart_configuration),
+                    web::route()
+                        .guard(guard::Any(guard::Get()).or(guard::Head()))
+                        .to(site_smart_configuration),
+                )
+                // The site's CapabilityStatement, without authentication (SMART discovery);
+                // other methods reach the pipeline and are refused there.
+                .route(
+                    "/{site}/metadata",
+                    web::route()
+                        .guard(guard::Any(guard::Get()).or(guard::Head()))
+                        .to(metadata::handle),
                 )
                 .default_service(web::route().to(pipeline::handle)),
         )
@@ -220,16 +239,62 @@ async fn admin_site(
     Ok(HttpResponse::Ok().json(summary))
 }
 
-async fn not_found() -> HttpResponse {
-    let e = GatewayError::NotFound;
-    debug_assert_eq!(e.row().status, StatusCode::NOT_FOUND);
-    e.error_response()
+/// Everything no route took: a path of the API with a method it does not declare is 405
+/// with `Allow` naming the methods it does; any other path is 404.
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    let allowed = declared_methods(req.path());
+    if allowed.is_empty() {
+        let e = GatewayError::NoSuchEndpoint;
+        debug_assert_eq!(e.row().status, StatusCode::NOT_FOUND);
+        e.error_response()
+    } else {
+        GatewayError::ApiMethodNotAllowed(allowed.join(", ")).error_response()
+    }
+}
+
+/// The methods [`API_ROUTES`] declares for `path` (upper case), none when no route has it.
+fn declared_methods(path: &str) -> Vec<String> {
+    let mut methods: Vec<String> = API_ROUTES
+        .iter()
+        .filter(|(_, template)| path_matches(template, path))
+        .map(|(method, _)| method.to_ascii_uppercase())
+        .collect();
+    methods.dedup();
+    methods
+}
+
+/// Whether `path` fits the OpenAPI path `template` (`{name}` is one non-empty segment).
+fn path_matches(template: &str, path: &str) -> bool {
+    let (mut template, mut path) = (template.split('/'), path.split('/'));
+    loop {
+        match (template.next(), path.next()) {
+            (None, None) => return true,
+            (Some(t), Some(p)) if t.starts_with('{') && t.ends_with('}') => {
+                if p.is_empty() {
+                    return false;
+                }
+            }
+            (Some(t), Some(p)) if t == p => {}
+            _ => return false,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn undeclared_methods_are_told_what_the_path_takes() {
+        assert_eq!(declared_methods("/consent/Consent"), ["POST", "GET"]);
+        assert_eq!(declared_methods("/consent/Consent/c1/$revoke"), ["POST"]);
+        assert_eq!(declared_methods("/audit/receipts/r-1"), ["GET"]);
+        assert_eq!(declared_methods("/console/"), ["GET"]);
+        assert!(declared_methods("/audit/receipts/").is_empty());
+        assert!(declared_methods("/audit/receipts/a/b").is_empty());
+        assert!(declared_methods("/nowhere").is_empty());
+    }
 
     #[test]
     fn the_openapi_document_describes_exactly_the_api_routes() {

@@ -82,7 +82,7 @@ fn check_page_link(
     state
         .signer
         .verify_query(PAGE_SCOPE, &caller.id, req.path(), req.query_string())
-        .map_err(|_| GatewayError::BadPageToken)
+        .map_err(GatewayError::BadPageToken)
 }
 
 /// The signed link to the page after `page`, when more follow: the request's own query with
@@ -169,7 +169,7 @@ async fn search_events(
     if let Some(format) = &search.format
         && !assent_fhir::format::is_json_format(format)
     {
-        return Err(GatewayError::UnsupportedMediaType(
+        return Err(GatewayError::NotAcceptable(
             "AuditEvents are served as JSON".into(),
         ));
     }

@@ -24,7 +24,7 @@ pub enum Side {
 }
 
 /// A failure answered to the client.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
     /// The bearer token, its scopes or the purpose of use were not accepted; the auth crate
     /// gives the stable code, the status and the `WWW-Authenticate` challenge.
@@ -42,16 +42,34 @@ pub enum GatewayError {
     ConsentRefused(crate::http::consent_access::ConsentRefusal),
     #[error("unknown site")]
     UnknownSite,
-    #[error("no such endpoint")]
+    /// The endpoint exists but holds nothing under the id asked for (an unknown consent,
+    /// receipt or console receipt page).
+    #[error("nothing with this id was found")]
     NotFound,
+    /// No endpoint at this path (for any method).
+    #[error("no such endpoint")]
+    NoSuchEndpoint,
     #[error("malformed request: {0}")]
     Malformed(String),
-    #[error("the {0} interaction is not supported through the gateway")]
-    MethodNotAllowed(&'static str),
+    /// A FHIR interaction the gateway does not forward; `allow` is what the path takes (the
+    /// `Allow` header).
+    #[error("the {interaction} interaction is not supported through the gateway")]
+    MethodNotAllowed {
+        interaction: &'static str,
+        allow: &'static str,
+    },
+    /// A method the gateway's own API does not declare for this path; the value is the
+    /// `Allow` header (the declared methods).
+    #[error("this endpoint does not take this method; it takes {0}")]
+    ApiMethodNotAllowed(String),
     #[error("the request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    /// A request body in a media type the endpoint does not read.
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
+    /// A response format (`Accept`, `_format`) the gateway does not serve.
+    #[error("not acceptable: {0}")]
+    NotAcceptable(String),
     #[error("access denied: {0}")]
     Denied(String),
     /// Break-glass would override this deny, but the request gave no justification.
@@ -62,8 +80,10 @@ pub enum GatewayError {
     /// The break-glass justification header is too long or not printable text.
     #[error("the break-glass justification is not acceptable: {0}")]
     BreakGlassReasonInvalid(&'static str),
-    #[error("the paging link is not valid for this caller and site")]
-    BadPageToken,
+    /// A paging link that is not this caller's, not this site's, altered or expired; the
+    /// value says which, in words that name nothing of the page.
+    #[error("the paging link is not valid: {0}; run the search again")]
+    BadPageToken(crate::http::paging::PageTokenError),
     /// An operation that is not on the site's allow-list; the value is its name.
     #[error("the operation ${0} is not forwarded by the gateway to this site")]
     OperationNotAllowed(String),
@@ -185,11 +205,14 @@ impl GatewayError {
                 (403, I::Forbidden, "scope-insufficient", Client)
             }
             E::UnknownSite => (404, I::NotFound, "unknown-site", Client),
-            E::NotFound => (404, I::NotFound, "not-found", Client),
+            E::NotFound | E::NoSuchEndpoint => (404, I::NotFound, "not-found", Client),
             E::Malformed(_) => (400, I::Invalid, "malformed-request", Client),
-            E::MethodNotAllowed(_) => (405, I::NotSupported, "method-not-allowed", Client),
+            E::MethodNotAllowed { .. } | E::ApiMethodNotAllowed(_) => {
+                (405, I::NotSupported, "method-not-allowed", Client)
+            }
             E::BodyTooLarge { .. } => (413, I::TooLong, "body-too-large", Client),
             E::UnsupportedMediaType(_) => (415, I::NotSupported, "unsupported-media-type", Client),
+            E::NotAcceptable(_) => (406, I::NotSupported, "not-acceptable", Client),
             E::Denied(_) => (403, I::Forbidden, "consent-denied", Client),
             E::BreakGlassJustificationRequired(_) => (
                 403,
@@ -200,7 +223,7 @@ impl GatewayError {
             E::BreakGlassReasonInvalid(_) => {
                 (400, I::Invalid, "break-glass-reason-invalid", Client)
             }
-            E::BadPageToken => (403, I::Security, "bad-page-token", Client),
+            E::BadPageToken(_) => (403, I::Security, "bad-page-token", Client),
             E::OperationNotAllowed(_) => (403, I::NotSupported, "operation-not-allowed", Client),
             E::FormNotServed(_) => (400, I::NotSupported, "form-not-served", Client),
             E::CountNotReleased => (403, I::Forbidden, "count-not-released", Client),
@@ -256,7 +279,7 @@ impl GatewayError {
             operation_outcome(&[Issue::new(severity, row.issue_code, self.to_string())]);
         outcome["issue"][0]["details"] = serde_json::json!({
             "coding": [{"system": ERROR_CODE_SYSTEM, "code": row.code}],
-            "text": row.code,
+            "text": self.to_string(),
         });
         if let GatewayError::InvalidResource {
             expression: Some(expression),
@@ -315,6 +338,14 @@ impl ResponseError for GatewayError {
                         "Bearer realm=\"assent\", error=\"insufficient_scope\", error_description=\"scope-patient-mismatch\"",
                     ),
                 ));
+            }
+            GatewayError::MethodNotAllowed { allow, .. } => {
+                response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+            }
+            GatewayError::ApiMethodNotAllowed(allow) => {
+                if let Ok(value) = HeaderValue::from_str(allow) {
+                    response.insert_header((header::ALLOW, value));
+                }
             }
             GatewayError::CircuitOpen => {
                 response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("30")));

@@ -1,6 +1,13 @@
 //! Paging tokens: a paging link the gateway hands out carries an HMAC over the site, the
-//! caller, an expiry and the exact path and query, so that a page cannot be fetched by someone
+//! caller, an expiry and the path and query, so that a page cannot be fetched by someone
 //! else, replayed against another site, altered, or used after it expires.
+//!
+//! The MAC covers the query as the gateway reads it, not as bytes: the path as written (a
+//! page's path is a resource type or empty, nothing a client re-encodes) and the query's
+//! name/value pairs in order, each decoded as a form is
+//! (`assent_fhir::query::pairs`). A client whose HTTP layer re-encodes the link (`%3A%2F`
+//! decoded, `%7c` for `%7C`, `%20` for `+`) still has a valid link; a change to what the
+//! gateway reads (a value, a name, the order, a pair added or dropped) does not.
 //!
 //! Token form: `{expiry unix seconds}.{base64url(HMAC-SHA256)}`. The gateway API's own paging
 //! links (the audit API) carry it as their last parameter, `_sig`
@@ -24,11 +31,11 @@ pub struct PageSigner {
 /// Why a token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PageTokenError {
-    #[error("the paging token is not well formed")]
+    #[error("its token is not well formed")]
     Malformed,
-    #[error("the paging token has expired")]
+    #[error("it has expired")]
     Expired,
-    #[error("the paging token was issued for another caller, site or page")]
+    #[error("it was issued for another caller, site or query")]
     Mismatch,
 }
 
@@ -114,15 +121,27 @@ impl PageSigner {
         // A key of any length is accepted by HMAC; config validation asks for ≥ 32 bytes.
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        let mut update = |part: &[u8]| {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        };
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let pairs = assent_fhir::query::pairs(query);
         for part in [
-            b"assent-page-v1".as_slice(),
+            b"assent-page-v2".as_slice(),
             site.as_bytes(),
             caller.as_bytes(),
             expiry.to_string().as_bytes(),
-            path_and_query.as_bytes(),
+            path.as_bytes(),
+            &(pairs.len() as u64).to_be_bytes(),
         ] {
-            mac.update(&(part.len() as u64).to_be_bytes());
-            mac.update(part);
+            update(part);
+        }
+        for (name, value) in &pairs {
+            update(name.as_bytes());
+            update(value.as_bytes());
         }
         mac
     }
@@ -177,6 +196,45 @@ mod tests {
             signer.verify("nonsense", "st-mary", "alice", "/Patient?page=2"),
             Err(PageTokenError::Malformed)
         );
+    }
+
+    #[test]
+    fn a_token_holds_for_every_encoding_of_the_same_query_and_no_other() {
+        let signer = PageSigner::random(Duration::from_secs(60));
+        let signed = "/Observation?subject=http%3A%2F%2Fx.example%2FPatient%2F1&code=http%3A%2F%2Floinc.org%7C1234-5&note=a+b&_getpages=abc";
+        let token = signer.sign("st-mary", "alice", signed);
+        // What re-encoding HTTP layers send for the same link.
+        for same in [
+            signed,
+            "/Observation?subject=http://x.example/Patient/1&code=http://loinc.org|1234-5&note=a+b&_getpages=abc",
+            "/Observation?subject=http%3a%2f%2fx.example%2fPatient%2f1&code=http%3a%2f%2floinc.org%7c1234-5&note=a%20b&_getpages=abc",
+            "/Observation?subject=http:%2F%2Fx.example/Patient/1&code=http://loinc.org%7c1234-5&note=a%20b&_getpages=abc",
+        ] {
+            assert_eq!(
+                signer.verify(&token, "st-mary", "alice", same),
+                Ok(()),
+                "{same}"
+            );
+        }
+        // What the gateway would read differently is refused.
+        for other in [
+            // `+` is a space, `%2B` a plus.
+            "/Observation?subject=http://x.example/Patient/1&code=http://loinc.org|1234-5&note=a%2Bb&_getpages=abc",
+            // An `&` inside a value is not a separator.
+            "/Observation?subject=http://x.example/Patient/1%26code=http://loinc.org|1234-5&note=a+b&_getpages=abc",
+            // Reordered, dropped, added, altered.
+            "/Observation?code=http://loinc.org|1234-5&subject=http://x.example/Patient/1&note=a+b&_getpages=abc",
+            "/Observation?subject=http://x.example/Patient/1&code=http://loinc.org|1234-5&note=a+b",
+            "/Observation?subject=http://x.example/Patient/1&code=http://loinc.org|1234-5&note=a+b&_getpages=abc&x=1",
+            "/Observation?subject=http://x.example/Patient/2&code=http://loinc.org|1234-5&note=a+b&_getpages=abc",
+            "/Condition?subject=http://x.example/Patient/1&code=http://loinc.org|1234-5&note=a+b&_getpages=abc",
+        ] {
+            assert_eq!(
+                signer.verify(&token, "st-mary", "alice", other),
+                Err(PageTokenError::Mismatch),
+                "{other}"
+            );
+        }
     }
 
     #[test]

@@ -48,4 +48,54 @@ pub struct AppState {
     /// The wall clock every request reads (receipt times, request records, break-glass
     /// events): the system's, or one set by hand in tests.
     pub clock: Arc<dyn assent_ledger::Clock>,
+    /// The sites' CapabilityStatements as the gateway serves them without authentication
+    /// (`proxy/metadata.rs`), kept a while.
+    pub statements: Statements,
+}
+
+/// The sites' CapabilityStatements as the gateway serves them (before translation into the
+/// client's version), by site, each kept for [`Statements::TTL`]; a site's failure to give one
+/// is kept for [`Statements::FAILURE_TTL`], so that anonymous callers cannot make the gateway
+/// ask a failing site at their pace.
+#[derive(Default)]
+pub struct Statements {
+    kept: std::sync::Mutex<HashMap<String, Kept>>,
+}
+
+type Kept = (
+    std::time::Instant,
+    Result<serde_json::Value, crate::http::error::GatewayError>,
+);
+
+impl Statements {
+    /// How long a statement is kept before the site is asked again.
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(300);
+    /// How long a site's failure to give one is answered without asking it again.
+    pub const FAILURE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// The statement (or failure) kept for `site`, unless it is older than its time to live.
+    pub fn get(
+        &self,
+        site: &str,
+    ) -> Option<Result<serde_json::Value, crate::http::error::GatewayError>> {
+        let kept = self.kept.lock().ok()?;
+        let (at, answer) = kept.get(site)?;
+        let ttl = if answer.is_ok() {
+            Self::TTL
+        } else {
+            Self::FAILURE_TTL
+        };
+        (at.elapsed() < ttl).then(|| answer.clone())
+    }
+
+    /// Keeps `answer` for `site`.
+    pub fn put(
+        &self,
+        site: &str,
+        answer: Result<serde_json::Value, crate::http::error::GatewayError>,
+    ) {
+        if let Ok(mut kept) = self.kept.lock() {
+            kept.insert(site.to_owned(), (std::time::Instant::now(), answer));
+        }
+    }
 }

@@ -3,14 +3,13 @@
 //! search that named no patient) → links and URLs → dialect (the client's version) → shaping
 //! (`_summary`, `_elements`) → the released resources noted for the receipt.
 //!
-//! Three kinds of answer take that way: a Bundle, the CapabilityStatement (amended to what
-//! the gateway forwards), and a single resource (its identity checked; conditional read
-//! headers answered after its decision). Leaves out: each concern's mechanics (their own
-//! modules) and the receipt (`receipt.rs`).
+//! Two kinds of answer take that way: a Bundle, and a single resource (its identity checked;
+//! conditional read headers answered after its decision). Leaves out: each concern's
+//! mechanics (their own modules), the receipt (`receipt.rs`) and the CapabilityStatement,
+//! served without authentication by `metadata.rs`.
 
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::{HttpResponse, HttpResponseBuilder};
-use assent_fhir::compartment::patients_of;
 use assent_fhir::shaping::Shape;
 use assent_receipts::ResourceEntry;
 use serde_json::{Value, json};
@@ -18,7 +17,6 @@ use serde_json::{Value, json};
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
 use crate::proxy::adapter::Adapter;
-use crate::proxy::capabilities;
 use crate::proxy::dialect::{Dialect, Translated};
 use crate::proxy::exchange::Outcome;
 use crate::proxy::forward::{self, Validators};
@@ -76,9 +74,6 @@ impl Outbound<'_, '_> {
         if fhir.returns_bundle() {
             let bundle = forward::read_bundle(&mut response, self.site).await?;
             self.bundle(out, bundle).await
-        } else if fhir.interaction == assent_fhir::Interaction::Capabilities {
-            let statement = forward::read_json(&mut response, self.site).await?;
-            self.capabilities(out, statement)
         } else {
             self.resource(out, headers, response).await
         }
@@ -117,39 +112,6 @@ impl Outbound<'_, '_> {
         self.paging.links(&mut bundle, &self.shape, &self.dialect);
         let translated = self.dialect.translate_response(bundle)?;
         self.finish(out, translated, true)
-    }
-
-    /// The CapabilityStatement, parsed and amended: only what the gateway forwards, and the
-    /// SMART security section naming the trusted issuer's endpoints.
-    fn capabilities(
-        &mut self,
-        out: HttpResponseBuilder,
-        mut statement: Value,
-    ) -> Result<HttpResponse, GatewayError> {
-        let site = self.site;
-        if statement.get("resourceType").and_then(|v| v.as_str()) != Some("CapabilityStatement")
-            || patients_of(&statement, site.config.fhir_version, &site.references).is_patient_data()
-        {
-            return Err(GatewayError::UpstreamBadResponse);
-        }
-        self.adapter.response(&mut statement);
-        capabilities::only_what_is_forwarded(
-            &mut statement,
-            &site.config,
-            &site.id,
-            &site.urls.public_base,
-        );
-        rewrite::scrub_strings(&mut statement, &site.urls);
-        if let Some(endpoints) = self.state.callers.endpoints() {
-            let security = endpoints.capability_security();
-            if let Some(rests) = statement.get_mut("rest").and_then(|r| r.as_array_mut()) {
-                for rest in rests {
-                    rest["security"] = security.clone();
-                }
-            }
-        }
-        let translated = self.dialect.translate_capabilities(statement)?;
-        self.finish(out, translated, false)
     }
 
     /// A single resource: it must be the one asked for; it is decided (scopes, and consent
@@ -248,15 +210,35 @@ impl Outbound<'_, '_> {
                     .extend(ResourceEntry::from_resource(r));
             }
         }
-        let body = serde_json::to_vec(&translated.resource).map_err(|_| GatewayError::Internal)?;
-        Ok(out.body(body))
+        let pretty = pretty(&self.release.facts.fhir.query);
+        Ok(out.body(body_of(&translated.resource, pretty)?))
     }
 }
 
-/// The answer to `_summary=count` (or `_count=0`): a Bundle with the count alone.
-pub fn count(dialect: &Dialect, total: usize) -> HttpResponse {
+/// The answer to `_summary=count` (or `_count=0`): a Bundle with the count alone. `query`:
+/// the request's (`_pretty`).
+pub fn count(dialect: &Dialect, total: usize, query: &str) -> Result<HttpResponse, GatewayError> {
     let mut out = HttpResponse::Ok();
     dialect.response_headers(&mut out, None);
     out.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
-    out.body(json!({"resourceType": "Bundle", "type": "searchset", "total": total}).to_string())
+    let bundle = json!({"resourceType": "Bundle", "type": "searchset", "total": total});
+    Ok(out.body(body_of(&bundle, pretty(query))?))
+}
+
+/// Whether the request asked for an indented answer (`_pretty=true`, as FHIR defines it).
+pub fn pretty(query: &str) -> bool {
+    query.contains("_pretty")
+        && assent_fhir::query::pairs(query)
+            .iter()
+            .any(|(name, value)| name == "_pretty" && value == "true")
+}
+
+/// The JSON body, indented when `pretty`.
+pub fn body_of(value: &Value, pretty: bool) -> Result<Vec<u8>, GatewayError> {
+    if pretty {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    }
+    .map_err(|_| GatewayError::Internal)
 }

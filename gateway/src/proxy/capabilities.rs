@@ -4,8 +4,10 @@
 //! text of the site's: descriptions, documentation, software and implementation details may
 //! name internal hosts); resource interactions other than the reads the gateway forwards
 //! (read, vread, search-type, history-instance, history-type), system interactions, and
-//! operations not on the site's allow-list are removed. Leaves out: the SMART security
-//! section and translation (the filter phase adds and does them).
+//! operations not on the site's allow-list are removed, as are the search parameters it
+//! refuses (`_contained`); the formats are the JSON the gateway
+//! serves, and the elements every version requires are present. Leaves out: the SMART
+//! security section and translation (`metadata.rs` adds and does them).
 
 use serde_json::Value;
 
@@ -20,6 +22,10 @@ const FORWARDED: &[&str] = &[
     "history-type",
 ];
 
+/// Search parameters the gateway refuses (`form-not-served`: contained resources cannot be
+/// told whose they are), so never advertised.
+const REFUSED_SEARCH_PARAMS: &[&str] = &["_contained", "_containedType"];
+
 /// Top-level elements of the site's statement the gateway keeps.
 const KEPT_TOP: &[&str] = &[
     "resourceType",
@@ -27,8 +33,6 @@ const KEPT_TOP: &[&str] = &[
     "date",
     "kind",
     "fhirVersion",
-    "format",
-    "patchFormat",
     "implementationGuide",
     "rest",
 ];
@@ -89,6 +93,19 @@ pub fn only_what_is_forwarded(
             "software".into(),
             serde_json::json!({"name": "Assent", "version": env!("CARGO_PKG_VERSION")}),
         );
+        // The gateway serves JSON only (XML is 406) and forwards no patch.
+        object.insert(
+            "format".into(),
+            serde_json::json!(["json", "application/fhir+json"]),
+        );
+        // Required in every version; a site that left them out still gets a valid statement
+        // (`date` is set by the caller, which knows the time).
+        object
+            .entry("status")
+            .or_insert_with(|| serde_json::json!("active"));
+        object
+            .entry("kind")
+            .or_insert_with(|| serde_json::json!("instance"));
     }
     for rest in statement
         .get_mut("rest")
@@ -141,6 +158,7 @@ fn prune(statement: &mut Value, config: &SiteConfig) {
             continue;
         };
         rest.remove("interaction");
+        drop_refused_params(rest.get_mut("searchParam"));
         if let Some(Value::Array(ops)) = rest.get_mut("operation") {
             ops.retain(|op| {
                 op.get("name")
@@ -162,6 +180,7 @@ fn prune(statement: &mut Value, config: &SiteConfig) {
             let Some(resource) = resource.as_object_mut() else {
                 continue;
             };
+            drop_refused_params(resource.get_mut("searchParam"));
             if let Some(Value::Array(interactions)) = resource.get_mut("interaction") {
                 interactions.retain(|i| {
                     i.get("code")
@@ -180,6 +199,17 @@ fn prune(statement: &mut Value, config: &SiteConfig) {
     }
 }
 
+/// Removes the search parameters the gateway refuses from a `searchParam` list.
+fn drop_refused_params(params: Option<&mut Value>) {
+    if let Some(Value::Array(params)) = params {
+        params.retain(|p| {
+            !p.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| REFUSED_SEARCH_PARAMS.contains(&n))
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +223,7 @@ mod tests {
         }))
         .unwrap();
         let mut statement = json!({"resourceType": "CapabilityStatement",
+            "format": ["xml", "json"], "patchFormat": ["application/json-patch+json"],
             "software": {"name": "HospitalFHIR", "version": "9 on db01.internal:5432"},
             "implementation": {"description": "prod", "url": "http://10.0.0.7:8080/fhir"},
             "rest": [{
@@ -202,6 +233,7 @@ mod tests {
         "operation": [{"name": "lastn"}, {"name": "meta"}],
         "resource": [
             {"type": "Patient", "interaction": [{"code": "read"}, {"code": "create"}, {"code": "search-type"}],
+             "searchParam": [{"name": "_contained", "type": "token"}, {"name": "name", "type": "string"}],
              "conditionalCreate": true,
              "operation": [{"name": "everything"}, {"name": "match"}]},
             {"type": "Observation", "interaction": [{"code": "delete"}],
@@ -220,6 +252,15 @@ mod tests {
         assert!(
             !statement.to_string().contains("db01") && !statement.to_string().contains("10.0.0.7")
         );
+        assert_eq!(
+            statement["format"],
+            json!(["json", "application/fhir+json"])
+        );
+        assert!(statement.get("patchFormat").is_none());
+        assert_eq!(
+            (&statement["status"], &statement["kind"]),
+            (&json!("active"), &json!("instance"))
+        );
         let rest = &statement["rest"][0];
         assert!(rest.get("interaction").is_none());
         assert_eq!(rest["operation"], json!([]));
@@ -228,6 +269,10 @@ mod tests {
             json!([{"code": "read"}, {"code": "search-type"}])
         );
         assert!(rest["resource"][0].get("conditionalCreate").is_none());
+        assert_eq!(
+            rest["resource"][0]["searchParam"],
+            json!([{"name": "name", "type": "string"}])
+        );
         assert_eq!(
             rest["resource"][0]["operation"],
             json!([{"name": "everything"}])

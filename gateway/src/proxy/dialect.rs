@@ -55,8 +55,9 @@ pub struct Translated {
 
 /// The negotiation of the parse phase: the client's version from `_format` (which overrides
 /// `Accept`, as the FHIR spec says), else from `Accept`, else `default`, else the site's
-/// version. Refuses an `Accept` that admits no JSON (415) and a version the gateway does not
-/// serve (406 `fhir-version-not-supported`).
+/// version. Refuses an `Accept` that admits no JSON (406 `not-acceptable`, unless a JSON
+/// `_format` overrides it) and a version the gateway does not serve (406
+/// `fhir-version-not-supported`).
 pub fn negotiate(
     headers: &HeaderMap,
     raw_query: &str,
@@ -65,13 +66,18 @@ pub fn negotiate(
 ) -> Result<Dialect, GatewayError> {
     let mut format = None;
     let mut asked = None;
-    if let Some(value) = format_param(raw_query)
-        && let Some(version) = version_param(&value)
+    let format_given = format_param(raw_query);
+    if let Some(value) = &format_given
+        && let Some(version) = version_param(value)
     {
         asked = Some(parse_version(version)?);
-        format = Some(value);
+        format = Some(value.clone());
     }
-    let from_accept = accept_version(headers)?;
+    // A JSON `_format` (the parse phase refused any other) overrides an `Accept` without JSON.
+    let from_accept = match accept_version(headers) {
+        Err(GatewayError::NotAcceptable(_)) if format_given.is_some() => None,
+        other => other?,
+    };
     let client = asked.or(from_accept).or(default).unwrap_or(site);
     Ok(Dialect {
         site,
@@ -344,7 +350,7 @@ fn accept_version(headers: &HeaderMap) -> Result<Option<FhirVersion>, GatewayErr
         return Ok(None);
     }
     if ranges.is_empty() {
-        return Err(GatewayError::UnsupportedMediaType(
+        return Err(GatewayError::NotAcceptable(
             "only application/fhir+json is served".into(),
         ));
     }
@@ -492,13 +498,17 @@ mod tests {
             accept("application/fhir+json; fhirVersion=R5"),
             Err("fhir-version-not-supported".into())
         );
-        assert_eq!(
-            accept("application/fhir+xml"),
-            Err("unsupported-media-type".into())
-        );
+        assert_eq!(accept("application/fhir+xml"), Err("not-acceptable".into()));
         assert_eq!(
             accept("application/fhir+json;q=0"),
-            Err("unsupported-media-type".into())
+            Err("not-acceptable".into())
+        );
+        // A JSON `_format` overrides an `Accept` without JSON, as FHIR says `_format` does.
+        let xml = [("accept", "application/fhir+xml")];
+        assert_eq!(client_of(&xml, "_format=json"), Ok(R4));
+        assert_eq!(
+            client_of(&xml, "_format=application/fhir%2Bjson%3BfhirVersion%3D5.0"),
+            Ok(R5)
         );
     }
 

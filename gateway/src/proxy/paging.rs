@@ -37,7 +37,7 @@ pub fn check_token(
         let signed = signed_part(path, site, &fhir.query);
         signer.verify(token, site, caller, &signed).map_err(|e| {
             tracing::info!(request_id = %request_id, reason = %e, "paging token refused");
-            GatewayError::BadPageToken
+            GatewayError::BadPageToken(e)
         })
     } else if fhir.resource_type.is_none() && fhir.interaction == assent_fhir::Interaction::Search {
         Err(GatewayError::Malformed(

@@ -140,7 +140,7 @@ async fn run(
             let total = paging
                 .count(&mut release, &mut adapter, form, outcome)
                 .await?;
-            return Ok(answer::count(&dialect, total));
+            return answer::count(&dialect, total, &request.fhir.query);
         }
         let response = forward::forward(state, &permit, &site, client, &upstream_request).await?;
 

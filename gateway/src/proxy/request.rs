@@ -103,13 +103,22 @@ pub fn parse(method: &str, rest: &str, raw_query: &str) -> Result<FhirRequest, G
     }
     let is_get = method == "GET" || method == "HEAD";
     let is_post = method == "POST";
+    // What this path takes: `POST` only for `[type]/_search`; `GET` (and `HEAD`) for the rest.
+    let allow = if segments.len() == 2 && segments[1] == "_search" {
+        "POST"
+    } else {
+        "GET, HEAD"
+    };
     if !is_get && !is_post {
-        return Err(GatewayError::MethodNotAllowed(match method {
-            "PUT" => "update",
-            "PATCH" => "patch",
-            "DELETE" => "delete",
-            _ => "requested",
-        }));
+        return Err(GatewayError::MethodNotAllowed {
+            interaction: match method {
+                "PUT" => "update",
+                "PATCH" => "patch",
+                "DELETE" => "delete",
+                _ => "requested",
+            },
+            allow,
+        });
     }
 
     let (interaction, resource_type, id, version_id, operation, post_search) =
@@ -192,10 +201,13 @@ pub fn parse(method: &str, rest: &str, raw_query: &str) -> Result<FhirRequest, G
         };
 
     if is_post && !post_search {
-        return Err(GatewayError::MethodNotAllowed(match interaction {
-            Interaction::Operation => "POST operation",
-            _ => "create",
-        }));
+        return Err(GatewayError::MethodNotAllowed {
+            interaction: match interaction {
+                Interaction::Operation => "POST operation",
+                _ => "create",
+            },
+            allow,
+        });
     }
     if post_search && !is_post {
         return Err(malformed("_search takes POST"));
@@ -260,8 +272,8 @@ pub fn check_query(raw: &str) -> Result<(String, Option<String>), GatewayError> 
             return Err(malformed("parameters starting with _assent are reserved"));
         }
         if name == "_format" && !is_json_format(&value) {
-            return Err(GatewayError::UnsupportedMediaType(
-                "only JSON formats are served".into(),
+            return Err(GatewayError::NotAcceptable(
+                "only JSON formats are served (_format=json or application/fhir+json)".into(),
             ));
         }
         kept.push(pair);
@@ -448,7 +460,7 @@ mod tests {
         }
         assert_eq!(
             check("GET", "Patient", "_format=xml"),
-            Err("unsupported-media-type".into())
+            Err("not-acceptable".into())
         );
         assert!(check("GET", "Patient", "_format=application/fhir%2Bjson").is_ok());
         assert!(check("GET", "Patient", "_format=application/fhir+json").is_ok());

@@ -41,6 +41,15 @@ pub fn rewrite_bundle(bundle: &mut Value, map: &UrlMap, sign: &dyn Fn(&str) -> S
             }
         });
     }
+    // A Bundle with no link has no `link` element: FHIR JSON never carries an empty array.
+    if bundle
+        .get("link")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+        && let Some(object) = bundle.as_object_mut()
+    {
+        object.remove("link");
+    }
     scrub_strings(bundle, map);
     removed
 }
@@ -225,6 +234,21 @@ mod tests {
             "https://gw.example/fhir/st-maryevil stays"
         );
         assert!(!bundle.to_string().contains("up.internal"));
+    }
+
+    #[test]
+    fn a_bundle_left_without_links_has_no_link_element() {
+        for links in [
+            json!([{"relation": "next", "url": "https://elsewhere.example/fhir/Patient?page=2"}]),
+            json!([]),
+        ] {
+            let mut bundle = json!({"resourceType": "Bundle", "type": "searchset", "link": links});
+            rewrite_bundle(&mut bundle, &map(), &|rest| rest.to_owned());
+            assert_eq!(
+                bundle,
+                json!({"resourceType": "Bundle", "type": "searchset"})
+            );
+        }
     }
 
     #[test]

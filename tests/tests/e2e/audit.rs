@@ -328,7 +328,7 @@ async fn the_audit_api_searches_verifies_exports_and_accounts() {
         let xml = audit_get(&gw, "/audit/AuditEvent?_format=xml", officer).await;
         assert_eq!(
             (xml.status, xml.error_code().as_str()),
-            (415, "unsupported-media-type")
+            (406, "not-acceptable")
         );
         let long = format!("/audit/AuditEvent?agent={}", "a".repeat(300));
         assert_eq!(audit_get(&gw, &long, officer).await.status, 400);

@@ -654,11 +654,8 @@ async fn smart_configuration_and_the_capability_statement_name_the_issuer() {
     assert!(uris.contains(&json!({"url": "token", "valueUri": format!("{issuer}/token")})));
     assert_eq!(statement["implementation"]["url"], gw.url("/fhir/st-mary"));
     assert!(!got.text().contains(&upstream.addr.to_string()));
-    // The statement is a FHIR request like any other.
-    assert_eq!(
-        send("GET", &gw.url("/fhir/st-mary/metadata"), None, &[], None)
-            .await
-            .status,
-        401
-    );
+    // SMART v1 clients read it before they hold a token.
+    let anonymous = send("GET", &gw.url("/fhir/st-mary/metadata"), None, &[], None).await;
+    assert_eq!(anonymous.status, 200, "{}", anonymous.text());
+    assert_eq!(anonymous.json()["rest"][0]["security"], *security);
 }

@@ -316,14 +316,14 @@ async fn versions_and_types_the_gateway_cannot_serve_are_refused_clearly() {
         .await;
     assert_eq!(got.error_code(), "fhir-version-not-supported");
     let got = get(&gw.url("/fhir/st-mary/Encounter/e1?_format=xml")).await;
-    assert_eq!(got.status, 415);
-    assert_eq!(got.error_code(), "unsupported-media-type");
+    assert_eq!(got.status, 406);
+    assert_eq!(got.error_code(), "not-acceptable");
     let got = get_as(
         &gw.url("/fhir/st-mary/Encounter/e1"),
         &[("accept", "application/fhir+xml; fhirVersion=5.0")],
     )
     .await;
-    assert_eq!(got.error_code(), "unsupported-media-type");
+    assert_eq!(got.error_code(), "not-acceptable");
     assert!(upstream.requests().is_empty());
 
     // A type the version asked for does not have: refused, naming it.

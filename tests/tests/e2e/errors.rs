@@ -68,13 +68,13 @@ async fn client_errors_have_their_documented_status_and_code() {
                 None,
             )
             .await,
-            415,
-            "unsupported-media-type",
+            406,
+            "not-acceptable",
         ),
         (
             get(&gw.url("/fhir/st-mary/Patient?_format=xml")).await,
-            415,
-            "unsupported-media-type",
+            406,
+            "not-acceptable",
         ),
         (
             get(&gw.url("/fhir/north-general/Patient/1")).await,
@@ -206,5 +206,125 @@ async fn upstream_failures_map_to_502_and_504_without_leaking_detail() {
         for leak in ["db-host-3", "PATIENT_V7", "java.lang", "127.0.0.1"] {
             assert!(!text.contains(leak), "{path} leaked {leak}: {text}");
         }
+    }
+}
+
+#[actix_web::test]
+async fn a_405_says_what_the_path_takes() {
+    let upstream = FakeUpstream::always(json!({"resourceType": "Patient", "id": "1"}));
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .start();
+    let token = Some(clinician_token());
+    let admin = Some(admin_token());
+    for (method, path, token, allow) in [
+        ("DELETE", "/fhir/st-mary/Patient/1", token, "GET, HEAD"),
+        ("PUT", "/fhir/st-mary/Patient/1", token, "GET, HEAD"),
+        ("POST", "/fhir/st-mary/Patient", token, "GET, HEAD"),
+        ("PUT", "/fhir/st-mary/Patient/_search", token, "POST"),
+        // The gateway's own API: undeclared methods on declared paths.
+        ("DELETE", "/consent/Consent", admin, "POST, GET"),
+        ("GET", "/consent/$check", admin, "POST"),
+        ("PUT", "/audit/receipts/r-1", admin, "GET"),
+        ("POST", "/livez", None, "GET"),
+        ("DELETE", "/admin/sites/st-mary", admin, "GET"),
+    ] {
+        let got = send(method, &gw.url(path), token, &[], None).await;
+        assert_eq!(
+            (got.status, got.error_code().as_str()),
+            (405, "method-not-allowed"),
+            "{method} {path}: {}",
+            got.text()
+        );
+        assert_eq!(got.header("allow"), Some(allow), "{method} {path}");
+        assert_eq!(got.header("content-type"), Some("application/fhir+json"));
+    }
+    // A path no route has stays 404.
+    let got = send("DELETE", &gw.url("/consent/Elsewhere"), admin, &[], None).await;
+    assert_eq!((got.status, got.error_code().as_str()), (404, "not-found"));
+    assert!(upstream.requests().is_empty());
+}
+
+#[actix_web::test]
+async fn outcomes_say_in_words_what_went_wrong() {
+    let upstream = FakeUpstream::always(json!({"resourceType": "Patient", "id": "1"}));
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .start();
+    let text = |got: &Got| {
+        let outcome = got.json();
+        let issue = &outcome["issue"][0];
+        assert_eq!(issue["details"]["text"], issue["diagnostics"], "{outcome}");
+        issue["details"]["text"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(text(&get(&gw.url("/nowhere")).await), "no such endpoint");
+    assert_eq!(
+        text(&get(&gw.url("/fhir/elsewhere/Patient/1")).await),
+        "unknown site"
+    );
+    // Something that does not exist behind an existing endpoint is not found, not "no such
+    // endpoint".
+    let auditor = token("nurse-carol", Some("openid user/AuditEvent.rs"), None, None);
+    let got = send(
+        "GET",
+        &gw.url("/audit/receipts/no-such-receipt"),
+        Some(&auditor),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!((got.status, got.error_code().as_str()), (404, "not-found"));
+    assert_eq!(text(&got), "nothing with this id was found");
+    // XML is a response format the gateway does not serve: 406, in words.
+    let got = send(
+        "GET",
+        &gw.url("/fhir/st-mary/Patient/1"),
+        Some(clinician_token()),
+        &[("accept", "application/fhir+xml")],
+        None,
+    )
+    .await;
+    assert_eq!(got.status, 406);
+    assert!(text(&got).contains("application/fhir+json"));
+}
+
+#[actix_web::test]
+async fn api_query_errors_are_operation_outcomes() {
+    let upstream = FakeUpstream::always(json!({"resourceType": "Patient", "id": "1"}));
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .start();
+    let got = send(
+        "POST",
+        &gw.url("/admin/sites/st-mary/$translate?bogus=1"),
+        Some(admin_token()),
+        &[("content-type", "application/fhir+json")],
+        Some(br#"{"resourceType": "Patient"}"#.to_vec()),
+    )
+    .await;
+    assert_eq!(
+        (got.status, got.error_code().as_str()),
+        (400, "malformed-request"),
+        "{}",
+        got.text()
+    );
+    assert_eq!(got.header("content-type"), Some("application/fhir+json"));
+    assert!(got.text().contains("query string"), "{}", got.text());
+    // Bodies the API cannot read, and bodies over its limit: OperationOutcomes too.
+    for (body, status) in [
+        (b"{not json".to_vec(), 400),
+        (vec![b' '; 2 * 1024 * 1024], 413),
+    ] {
+        let got = send(
+            "POST",
+            &gw.url("/consent/$check"),
+            Some(admin_token()),
+            &[("content-type", "application/json")],
+            Some(body),
+        )
+        .await;
+        assert_eq!(got.status, status, "{}", got.text());
+        assert_eq!(got.header("content-type"), Some("application/fhir+json"));
+        assert_eq!(got.json()["resourceType"], "OperationOutcome");
     }
 }

@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod break_glass;
 mod cache_fanout;
+mod clients;
 mod consent;
 mod consent_endpoint;
 mod console;

@@ -274,3 +274,226 @@ async fn upstream_authentication_uses_the_sites_own_credentials() {
         String::from_utf8_lossy(&token_endpoint.requests()[0].body).contains("scope=system%2F*.rs")
     );
 }
+
+#[actix_web::test]
+async fn head_is_served_like_get_without_a_body_decided_and_receipted() {
+    let upstream = FakeUpstream::start(|req, base| {
+        let body = if req.path.ends_with("/Patient") {
+            json!({"resourceType": "Bundle", "type": "searchset", "entry": [{"fullUrl": format!("{base}/Patient/p1"), "resource": patient(base)}]})
+        } else {
+            patient(base)
+        };
+        FakeResponse::json(200, body).header("etag", "W/\"3\"")
+    });
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .site_with(
+            "north-general",
+            json!({"upstream": upstream.base_url(), "fhir_version": "R4", "default_policy": "opt-in"}),
+        )
+        .start();
+    for path in ["/fhir/st-mary/Patient/p1", "/fhir/st-mary/Patient?name=x"] {
+        let got = get(&gw.url(path)).await;
+        let head = send("HEAD", &gw.url(path), Some(clinician_token()), &[], None).await;
+        assert_eq!(
+            (got.status, head.status),
+            (200, 200),
+            "{path}: {}",
+            got.text()
+        );
+        assert!(head.body.is_empty(), "{path}");
+        assert_eq!(head.header("content-type"), got.header("content-type"));
+        assert_eq!(head.header("etag"), got.header("etag"));
+        // Receipted as the read it is: its own receipt, and the site asked with GET.
+        let (a, b) = (
+            got.header("x-assent-receipt"),
+            head.header("x-assent-receipt"),
+        );
+        assert!(a.is_some() && b.is_some() && a != b, "{a:?} {b:?}");
+        assert_eq!(upstream.requests().last().unwrap().method, "GET");
+    }
+    // Decided as the read: the opt-in site without a consent refuses it.
+    let head = send(
+        "HEAD",
+        &gw.url("/fhir/north-general/Patient/p1"),
+        Some(clinician_token()),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(head.status, 403);
+    assert!(head.body.is_empty());
+    assert!(head.header("x-assent-receipt").is_some());
+    // And without a token, as GET.
+    let head = send("HEAD", &gw.url("/fhir/st-mary/Patient/p1"), None, &[], None).await;
+    assert_eq!(head.status, 401);
+}
+
+/// A site's CapabilityStatement as servers write it: writes, transactions, XML, free text
+/// naming internal hosts.
+fn site_statement(base: &str) -> serde_json::Value {
+    json!({
+        "resourceType": "CapabilityStatement", "status": "active", "date": "2026-01-01",
+        "kind": "instance", "fhirVersion": "4.0.1", "format": ["xml", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "software": {"name": "HospitalFHIR", "version": "9 on db01.internal"},
+        "implementation": {"description": "prod", "url": base},
+        "rest": [{
+            "mode": "server", "documentation": "db01.internal",
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "search-system"}],
+            "resource": [
+                {"type": "Patient", "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "create"},
+                    {"code": "update"}, {"code": "delete"}, {"code": "search-type"}, {"code": "history-instance"}],
+                 "searchParam": [{"name": "name", "type": "string"}, {"name": "birthdate", "type": "date"}],
+                 "operation": [{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+                    {"name": "match", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match"}]},
+                {"type": "Observation", "interaction": [{"code": "read"}, {"code": "patch"}, {"code": "search-type"}]},
+            ],
+        }],
+    })
+}
+
+#[actix_web::test]
+async fn metadata_is_the_gateways_own_statement_served_without_a_token() {
+    let upstream = FakeUpstream::start(|req, base| {
+        assert_eq!(req.path, "/fhir/metadata");
+        FakeResponse::json(200, site_statement(base))
+    });
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .start();
+    let got = send("GET", &gw.url("/fhir/st-mary/metadata"), None, &[], None).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert!(got.header("x-assent-receipt").is_none());
+    let statement = got.json();
+    assert!(!got.text().contains("db01") && !got.text().contains(&upstream.addr.to_string()));
+    assert_eq!(
+        statement["format"],
+        json!(["json", "application/fhir+json"])
+    );
+    assert!(statement.get("patchFormat").is_none());
+    assert_eq!(statement["implementation"]["url"], gw.url("/fhir/st-mary"));
+    let rest = &statement["rest"][0];
+    assert!(rest.get("interaction").is_none(), "{rest}");
+    let codes = |resource: &serde_json::Value| -> Vec<String> {
+        resource["interaction"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["code"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        codes(&rest["resource"][0]),
+        ["read", "vread", "search-type", "history-instance"]
+    );
+    assert_eq!(codes(&rest["resource"][1]), ["read", "search-type"]);
+    assert_eq!(rest["resource"][0]["searchParam"][0]["name"], "name");
+    assert_eq!(
+        rest["resource"][0]["operation"],
+        json!([{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}])
+    );
+    // SMART discovery: the security section names the issuer's endpoints.
+    let security = &rest["security"];
+    assert_eq!(security["service"][0]["coding"][0]["code"], "SMART-on-FHIR");
+    let uris = security["extension"][0]["extension"].as_array().unwrap();
+    assert!(uris.iter().any(|u| u["url"] == "token"), "{security}");
+
+    // Valid in every version: STU3 has `acceptUnknown`, each names its own version.
+    for (accept, version, accept_unknown) in [
+        (
+            "application/fhir+json; fhirVersion=3.0",
+            "3.0.2",
+            Some("no"),
+        ),
+        ("application/fhir+json; fhirVersion=4.0", "4.0.1", None),
+        ("application/fhir+json; fhirVersion=4.3", "4.3.0", None),
+        ("application/fhir+json; fhirVersion=5.0", "5.0.0", None),
+    ] {
+        let got = send(
+            "GET",
+            &gw.url("/fhir/st-mary/metadata"),
+            None,
+            &[("accept", accept)],
+            None,
+        )
+        .await;
+        assert_eq!(got.status, 200, "{accept}: {}", got.text());
+        let statement = got.json();
+        assert_eq!(statement["fhirVersion"], version, "{accept}");
+        assert_eq!(statement["acceptUnknown"].as_str(), accept_unknown);
+        for element in ["status", "date", "kind", "format"] {
+            assert!(statement.get(element).is_some(), "{accept}: {element}");
+        }
+    }
+    // HEAD, without a body; the site asked once for all of these.
+    let head = send("HEAD", &gw.url("/fhir/st-mary/metadata"), None, &[], None).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(upstream.requests().len(), 1, "the statement is kept");
+    // SMART's own discovery document beside it, by HEAD too.
+    let head = send(
+        "HEAD",
+        &gw.url("/fhir/st-mary/.well-known/smart-configuration"),
+        None,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(head.status, 200);
+    // Writes to it are refused as writes.
+    let got = send(
+        "POST",
+        &gw.url("/fhir/st-mary/metadata"),
+        Some(clinician_token()),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!((got.status, got.header("allow")), (405, Some("GET, HEAD")));
+    let got = send("GET", &gw.url("/fhir/nowhere/metadata"), None, &[], None).await;
+    assert_eq!(got.error_code(), "unknown-site");
+}
+
+#[actix_web::test]
+async fn metadata_reveals_nothing_of_patients() {
+    let upstream = FakeUpstream::start(|_, base| {
+        let mut statement = site_statement(base);
+        statement["contained"] =
+            json!([{"resourceType": "Patient", "id": "p1", "name": [{"family": "Secretperson"}]}]);
+        FakeResponse::json(200, statement)
+    });
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .start();
+    let got = send("GET", &gw.url("/fhir/st-mary/metadata"), None, &[], None).await;
+    assert_eq!(
+        (got.status, got.error_code().as_str()),
+        (502, "upstream-bad-response")
+    );
+    assert!(!got.text().contains("Secretperson"));
+    // The failure is kept a while: anonymous callers do not make the gateway ask again.
+    let again = send("GET", &gw.url("/fhir/st-mary/metadata"), None, &[], None).await;
+    assert_eq!(again.error_code(), "upstream-bad-response");
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[actix_web::test]
+async fn pretty_is_honoured() {
+    let upstream = FakeUpstream::start(|_, base| FakeResponse::json(200, patient(base)));
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .start();
+    let plain = get(&gw.url("/fhir/st-mary/Patient/p1")).await;
+    let pretty = get(&gw.url("/fhir/st-mary/Patient/p1?_pretty=true")).await;
+    assert_eq!(pretty.status, 200, "{}", pretty.text());
+    assert!(!plain.text().contains('\n'));
+    assert!(
+        pretty.text().contains("\n  \"resourceType\""),
+        "{}",
+        pretty.text()
+    );
+    assert_eq!(plain.json(), pretty.json());
+    let not_pretty = get(&gw.url("/fhir/st-mary/Patient/p1?_pretty=false")).await;
+    assert!(!not_pretty.text().contains('\n'));
+}

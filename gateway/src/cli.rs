@@ -371,7 +371,9 @@ pub fn run(cli: Cli) -> ExitCode {
         })),
         Command::Keys { command } => keys(command),
         #[cfg(feature = "demo")]
-        Command::Demo { log_level, .. } if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() => {
+        Command::Demo { log_level, .. }
+            if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() =>
+        {
             eprintln!(
                 "assent demo: --log-level {log_level:?} is not a log filter (e.g. info, warn, assent_gateway=debug)"
             );

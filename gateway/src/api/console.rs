@@ -103,11 +103,13 @@ impl Console {
 /// The console's sign-in, registered beside the state when `audit.console` is configured.
 type ConsoleData = Option<web::Data<Console>>;
 
-fn console(console: &ConsoleData) -> Result<&Console, HttpResponse> {
-    console
-        .as_ref()
-        .map(|c| c.get_ref())
-        .ok_or_else(|| error_page(None, &GatewayError::NotFound))
+fn console(console: &ConsoleData) -> Option<&Console> {
+    console.as_ref().map(|c| c.get_ref())
+}
+
+/// The page of a console that is not configured: not found.
+fn not_configured() -> HttpResponse {
+    error_page(None, &GatewayError::NotFound)
 }
 
 /// The console's own error, as a page with the error's status.
@@ -168,9 +170,8 @@ pub async fn stylesheet() -> HttpResponse {
 
 /// `GET /console/login`: to the identity provider, with fresh state, nonce and PKCE.
 pub async fn login(signin: ConsoleData) -> Result<HttpResponse, GatewayError> {
-    let console = match console(&signin) {
-        Ok(c) => c,
-        Err(page) => return Ok(page),
+    let Some(console) = console(&signin) else {
+        return Ok(not_configured());
     };
     let start = console.login.start(&console.config.scope);
     let pending = PendingLogin {
@@ -209,9 +210,8 @@ pub async fn callback(
     state: web::Data<AppState>,
     signin: ConsoleData,
 ) -> Result<HttpResponse, GatewayError> {
-    let console = match console(&signin) {
-        Ok(c) => c,
-        Err(page) => return Ok(page),
+    let Some(console) = console(&signin) else {
+        return Ok(not_configured());
     };
     let refused = |message: &str| {
         html_page(
@@ -304,9 +304,8 @@ pub async fn callback(
 
 /// `GET /console/logout`
 pub async fn logout(signin: ConsoleData) -> Result<HttpResponse, GatewayError> {
-    let console = match console(&signin) {
-        Ok(c) => c,
-        Err(page) => return Ok(page),
+    let Some(console) = console(&signin) else {
+        return Ok(not_configured());
     };
     let mut gone = cookie(console, SESSION_COOKIE, String::new(), "/console");
     gone.make_removal();
@@ -425,9 +424,8 @@ pub async fn index(
     state: web::Data<AppState>,
     signin: ConsoleData,
 ) -> Result<HttpResponse, GatewayError> {
-    let console = match console(&signin) {
-        Ok(c) => c,
-        Err(page) => return Ok(page),
+    let Some(console) = console(&signin) else {
+        return Ok(not_configured());
     };
     let Some(session) = session(&req, console) else {
         return Ok(signed_out());
@@ -513,9 +511,8 @@ pub async fn receipt(
     state: web::Data<AppState>,
     signin: ConsoleData,
 ) -> Result<HttpResponse, GatewayError> {
-    let console = match console(&signin) {
-        Ok(c) => c,
-        Err(page) => return Ok(page),
+    let Some(console) = console(&signin) else {
+        return Ok(not_configured());
     };
     let Some(session) = session(&req, console) else {
         return Ok(signed_out());
@@ -571,9 +568,8 @@ async fn export(
     signin: ConsoleData,
     format: ExportFormat,
 ) -> Result<HttpResponse, GatewayError> {
-    let console = match console(&signin) {
-        Ok(c) => c,
-        Err(page) => return Ok(page),
+    let Some(console) = console(&signin) else {
+        return Ok(not_configured());
     };
     let Some(session) = session(&req, console) else {
         return Ok(signed_out());
@@ -609,9 +605,8 @@ pub async fn verify(
     state: web::Data<AppState>,
     signin: ConsoleData,
 ) -> Result<HttpResponse, GatewayError> {
-    let console = match console(&signin) {
-        Ok(c) => c,
-        Err(page) => return Ok(page),
+    let Some(console) = console(&signin) else {
+        return Ok(not_configured());
     };
     let Some(session) = session(&req, console) else {
         return Ok(signed_out());

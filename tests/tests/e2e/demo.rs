@@ -367,7 +367,10 @@ async fn the_demo_identity_provider_grants_a_clinician_neither_the_audit_role_no
     )
     .await;
     assert_eq!(emergency.status, 200, "{}", emergency.text());
-    let emergency = emergency.json()["access_token"].as_str().unwrap().to_owned();
+    let emergency = emergency.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let glass = send(
         "GET",
         &format!("{base}/fhir/north-general/Patient/ng-p003"),

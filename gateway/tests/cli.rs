@@ -176,6 +176,24 @@ fn check_config_accepts_a_valid_file_and_names_the_bad_key_otherwise() {
     assert!(err.contains("does not exist"), "{err}");
 }
 
+/// `assent demo --log-level` takes a log filter; anything else is a usage error (64) naming it,
+/// before anything starts.
+#[test]
+fn the_demo_refuses_a_log_level_that_is_not_a_filter() {
+    let (code, _, err) = assent(&["demo", "--log-level", "loud[", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("--log-level \"loud[\" is not a log filter"),
+        "{err}"
+    );
+    let (code, out, _) = assent(&["demo", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("--idp-port") && out.contains("--log-level"),
+        "{out}"
+    );
+}
+
 #[test]
 fn unknown_subcommands_are_usage_errors() {
     let (code, _, _) = assent(&["frobnicate"]);

@@ -3,7 +3,10 @@
 //! sign-in (authorization code with PKCE, for the compliance console) where one picks a
 //! sample caller, with an ES256 key generated at start and never stored.
 //!
-//! It authenticates nobody: anyone who can reach it gets a token for any sample caller.
+//! It authenticates nobody: anyone who can reach it gets a token for any sample caller, but
+//! only with that caller's own scopes ([`SampleCaller::allowed_scope`]): a clinician asking for
+//! the audit role, break-glass or consent management is refused at the token endpoint
+//! (`invalid_scope`), and the browser sign-in grants only what the picked caller may hold.
 //! The gateway mounts it on loopback only, inside `demo` only, and the verifier reaches it
 //! over HTTP through the same discovery code as a real provider.
 //!
@@ -23,6 +26,7 @@ use serde_json::{Value, json};
 use crate::config::{IssuerConfig, SigningAlgorithm};
 use crate::error::ConfigError;
 use crate::purpose::PurposeOfUse;
+use crate::scopes::Scopes;
 
 /// Lifetime of minted tokens.
 pub const DEV_TOKEN_TTL_SECONDS: u64 = 3600;
@@ -37,9 +41,50 @@ pub struct SampleCaller {
     pub organization: Option<&'static str>,
     /// Scopes granted when the request names none.
     pub default_scope: &'static str,
+    /// Scopes it may be granted besides the default ones (see [`SampleCaller::refused_scope`]).
+    pub extra_scope: &'static str,
     /// Purpose of use granted when the request names none.
     pub default_purpose: &'static str,
     pub description: &'static str,
+}
+
+impl SampleCaller {
+    /// The first scope of `scope` (space-separated) this caller may not be granted, if any.
+    /// A scope may be granted when it is one of the caller's default or extra scopes, or
+    /// narrows one of their resource scopes: the same context and resource type, no more
+    /// permissions, and every granular condition of the allowed scope kept. A wildcard covers
+    /// only a wildcard: `user/*.rs` never grants `user/AuditEvent.rs` (the audit role) nor
+    /// `user/Consent.cruds`, and role scopes (`assent/break-glass`) are granted only by name.
+    pub fn refused_scope<'s>(&self, scope: &'s str) -> Option<&'s str> {
+        let allowed_text = format!("{} {}", self.default_scope, self.extra_scope);
+        let allowed: Vec<&str> = allowed_text.split(' ').filter(|s| !s.is_empty()).collect();
+        let (allowed_scopes, _) = Scopes::from_list(allowed.iter().copied());
+        scope.split(' ').filter(|s| !s.is_empty()).find(|asked| {
+            if allowed.contains(asked) {
+                return false;
+            }
+            let (parsed, warnings) = Scopes::parse(asked);
+            let [asked] = parsed.resource_scopes() else {
+                return true;
+            };
+            !warnings.is_empty()
+                || !allowed_scopes.resource_scopes().iter().any(|a| {
+                    a.context == asked.context
+                        && a.resource_type == asked.resource_type
+                        && a.permissions.contains(asked.permissions)
+                        && a.conditions.iter().all(|c| asked.conditions.contains(c))
+                })
+        })
+    }
+
+    /// The scopes of `scope` this caller may be granted (what a browser sign-in grants).
+    pub fn narrow(&self, scope: &str) -> String {
+        scope
+            .split(' ')
+            .filter(|s| !s.is_empty() && self.refused_scope(s).is_none())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// The sample callers.
@@ -49,6 +94,7 @@ pub const SAMPLE_CALLERS: &[SampleCaller] = &[
         actor: Some("Practitioner/dr-alice"),
         organization: Some("Organization/st-mary"),
         default_scope: "openid fhirUser user/*.rs",
+        extra_scope: "launch/patient patient/*.rs",
         default_purpose: "TREAT",
         description: "physician at St Mary's, treatment",
     },
@@ -57,6 +103,7 @@ pub const SAMPLE_CALLERS: &[SampleCaller] = &[
         actor: Some("Practitioner/dr-bob"),
         organization: Some("Organization/city-clinic"),
         default_scope: "openid fhirUser user/*.rs assent/break-glass",
+        extra_scope: "launch/patient patient/*.rs",
         default_purpose: "ETREAT",
         description: "emergency physician at City Clinic, emergency treatment (break-glass)",
     },
@@ -65,6 +112,7 @@ pub const SAMPLE_CALLERS: &[SampleCaller] = &[
         actor: Some("PractitionerRole/nurse-carol"),
         organization: Some("Organization/st-mary"),
         default_scope: "openid fhirUser user/Patient.rs user/Observation.rs",
+        extra_scope: "launch/patient patient/Patient.rs patient/Observation.rs",
         default_purpose: "TREAT",
         description: "nurse at St Mary's, patients and observations only",
     },
@@ -73,6 +121,7 @@ pub const SAMPLE_CALLERS: &[SampleCaller] = &[
         actor: Some("Practitioner/researcher-dan"),
         organization: Some("Organization/uni-lab"),
         default_scope: "user/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory",
+        extra_scope: "",
         default_purpose: "HRESCH",
         description: "researcher, laboratory observations only, research",
     },
@@ -81,6 +130,7 @@ pub const SAMPLE_CALLERS: &[SampleCaller] = &[
         actor: Some("Practitioner/privacy-officer"),
         organization: Some("Organization/st-mary"),
         default_scope: "openid fhirUser user/AuditEvent.rs",
+        extra_scope: "",
         default_purpose: "HOPERAT",
         description: "privacy officer at St Mary's, reads the audit log",
     },
@@ -89,6 +139,7 @@ pub const SAMPLE_CALLERS: &[SampleCaller] = &[
         actor: None,
         organization: Some("Organization/st-mary"),
         default_scope: "system/*.rs",
+        extra_scope: "",
         default_purpose: "HPAYMT",
         description: "backend service (no user), payment",
     },
@@ -241,7 +292,9 @@ impl DevIdentityProvider {
         }
     }
 
-    /// Mints a token for sample caller `name` (what `POST /token` does).
+    /// Mints a token for sample caller `name` with `scope` as given (what `POST /token` does
+    /// once it has checked the scope against the caller's own). Not reachable over HTTP as
+    /// such: tests and benchmarks, which hold the provider, make the tokens they need with it.
     pub fn mint(
         &self,
         name: &str,
@@ -397,9 +450,10 @@ impl DevIdentityProvider {
             return page(500, "<p>no randomness</p>".into());
         }
         let code = hex(&code_bytes);
+        // Only what the picked caller may hold: asking for more is not granted it.
         let scope = params
             .get("scope")
-            .cloned()
+            .map(|asked| caller.narrow(asked))
             .unwrap_or_else(|| caller.default_scope.to_owned());
         if let Ok(mut codes) = self.codes.lock() {
             let now = now_seconds();
@@ -513,6 +567,19 @@ impl DevIdentityProvider {
             ));
         }
         let client_id = client_id.ok_or(("invalid_client", "client_id is required".to_owned()))?;
+        if let (Some(asked), Some(sample)) = (
+            scope.as_deref(),
+            SAMPLE_CALLERS.iter().find(|s| s.name == client_id),
+        ) && let Some(refused) = sample.refused_scope(asked)
+        {
+            return Err((
+                "invalid_scope",
+                format!(
+                    "{} may not be granted {refused:?}; its scopes are {:?} and {:?}",
+                    sample.name, sample.default_scope, sample.extra_scope
+                ),
+            ));
+        }
         let token = self.mint(
             &client_id,
             scope.as_deref(),
@@ -539,14 +606,15 @@ impl DevIdentityProvider {
         let mut text = format!(
             "Assent development identity provider (DEMO ONLY: it authenticates nobody).\n\
              Get a token:\n  curl -s -d grant_type=client_credentials -d client_id=dr-alice {}/token\n\
-             Optional form fields: scope, purpose (HL7 v3 PurposeOfUse), patient (a Patient id).\n\
+             Optional form fields: scope (within the caller's own), purpose (HL7 v3 PurposeOfUse),\n\
+             patient (a Patient id).\n\
              Sample callers:\n",
             self.issuer
         );
         for s in SAMPLE_CALLERS {
             text.push_str(&format!(
-                "  {:<16} {} (scope {:?}, purpose {})\n",
-                s.name, s.description, s.default_scope, s.default_purpose
+                "  {:<16} {} (scope {:?}, may also ask for {:?}, purpose {})\n",
+                s.name, s.description, s.default_scope, s.extra_scope, s.default_purpose
             ));
         }
         text
@@ -628,6 +696,101 @@ mod tests {
             bad("grant_type=client_credentials&client_id=dr-alice&patient=a/b").status,
             400
         );
+    }
+
+    /// Adversarial: a clinician asks the token endpoint for the audit role, break-glass or
+    /// consent management; each is refused, while its own scopes (and narrower ones) are not.
+    #[test]
+    fn a_clinician_asking_for_the_audit_role_or_break_glass_is_refused() {
+        let p = provider();
+        let ask = |client: &str, scope: &str| {
+            let form = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("grant_type", "client_credentials")
+                .append_pair("client_id", client)
+                .append_pair("scope", scope)
+                .finish();
+            p.handle("POST", "/token", &form)
+        };
+        for scope in [
+            "openid user/AuditEvent.rs",
+            "user/AuditEvent.r",
+            "system/AuditEvent.rs",
+            "openid fhirUser user/*.rs assent/break-glass",
+            "assent/consent-admin",
+            "user/Consent.cruds",
+            "user/*.cruds",
+            "system/*.rs",
+            "user/*.*",
+            "nonsense/scope",
+        ] {
+            let refused = ask("dr-alice", scope);
+            assert_eq!(refused.status, 400, "{scope}: {}", refused.body);
+            let body: Value = serde_json::from_str(&refused.body).unwrap();
+            assert_eq!(body["error"], "invalid_scope", "{scope}");
+            assert!(!body.to_string().contains("access_token"));
+        }
+        // The nurse may not widen to every type, nor the researcher drop the lab condition.
+        assert_eq!(ask("nurse-carol", "user/*.rs").status, 400);
+        assert_eq!(ask("researcher-dan", "user/Observation.rs").status, 400);
+        // Own scopes, and narrower ones, are granted.
+        for (client, scope) in [
+            ("dr-alice", "openid fhirUser user/*.rs"),
+            ("dr-alice", "user/*.r"),
+            ("dr-alice", "patient/*.rs"),
+            ("dr-bob", "user/*.rs assent/break-glass"),
+            ("nurse-carol", "user/Observation.rs"),
+            ("privacy-officer", "openid user/AuditEvent.rs"),
+            (
+                "researcher-dan",
+                "user/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory",
+            ),
+        ] {
+            let granted = ask(client, scope);
+            assert_eq!(granted.status, 200, "{client} {scope}: {}", granted.body);
+            let body: Value = serde_json::from_str(&granted.body).unwrap();
+            assert_eq!(body["scope"], scope);
+        }
+    }
+
+    /// Adversarial: signed in in the browser as a clinician while the console asks for the audit
+    /// role, the token carries only what the clinician may hold.
+    #[test]
+    fn browser_sign_in_grants_only_the_picked_callers_own_scopes() {
+        use base64::Engine as _;
+        let p = provider();
+        let verifier = "a-verifier-of-at-least-forty-three-characters-long-xyz";
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+        let query = format!(
+            "response_type=code&client_id=console&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb\
+             &state=s1&scope=openid+fhirUser+user%2FAuditEvent.rs+assent%2Fbreak-glass\
+             &code_challenge={challenge}&code_challenge_method=S256&login_as=dr-alice"
+        );
+        let signed = p.handle("GET", "/authorize", &query);
+        assert_eq!(signed.status, 302);
+        let location = url::Url::parse(signed.location.as_deref().unwrap()).unwrap();
+        let params: HashMap<String, String> = location.query_pairs().into_owned().collect();
+        let ok = p.handle(
+            "POST",
+            "/token",
+            &format!(
+                "grant_type=authorization_code&code={}&client_id=console\
+                 &redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb&code_verifier={verifier}",
+                params["code"]
+            ),
+        );
+        assert_eq!(ok.status, 200, "{}", ok.body);
+        let body: Value = serde_json::from_str(&ok.body).unwrap();
+        assert_eq!(body["scope"], "openid fhirUser");
+        let access = body["access_token"].as_str().unwrap();
+        let payload = access.split('.').nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["scope"], "openid fhirUser");
     }
 
     #[test]

@@ -18,9 +18,20 @@ use crate::config::{Config, LedgerBackend};
 /// Exit status for bad configuration or usage (sysexits EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
 
+/// What `assent --version` prints: the release, the commit the binary was built from and the
+/// build's date (`gateway/build.rs`; `unknown` when built without a git checkout).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ASSENT_BUILD_COMMIT"),
+    ", built ",
+    env!("ASSENT_BUILD_DATE"),
+    ")"
+);
+
 /// Assent: a FHIR gateway with ledger-backed consent.
 #[derive(Debug, Parser)]
-#[command(name = "assent", version, about)]
+#[command(name = "assent", version = VERSION, about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -42,6 +53,12 @@ pub enum Command {
         /// Address the gateway listens on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Port of the DEMO identity provider on 127.0.0.1 (0: any free port, printed).
+        #[arg(long, default_value_t = 0)]
+        idp_port: u16,
+        /// Log filter for the requests logged on stderr (`info`, `warn`, `assent_gateway=debug`).
+        #[arg(long, default_value = "info")]
+        log_level: String,
     },
     /// Check a configuration file and exit: 0 when valid, 64 naming the bad key otherwise.
     CheckConfig {
@@ -212,6 +229,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
                 println!("keys: {}", key_sources(&config));
+                print!("{}", not_checked(&config));
                 if config.auth.issuers.is_empty() {
                     eprintln!(
                         "{}: warning: no [[auth.issuers]]: every FHIR request will be refused (401)",
@@ -353,7 +371,28 @@ pub fn run(cli: Cli) -> ExitCode {
         })),
         Command::Keys { command } => keys(command),
         #[cfg(feature = "demo")]
-        Command::Demo { listen } => match crate::demo::run(listen) {
+        Command::Demo { log_level, .. }
+            if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() =>
+        {
+            eprintln!(
+                "assent demo: --log-level {log_level:?} is not a log filter (e.g. info, warn, assent_gateway=debug)"
+            );
+            ExitCode::from(EXIT_USAGE)
+        }
+        #[cfg(feature = "demo")]
+        Command::Demo {
+            listen,
+            idp_port,
+            log_level,
+        } => match crate::demo::run(&crate::demo::DemoOptions {
+            listen,
+            idp_port,
+            log_level,
+            // The printed `assent verify` runs this very program.
+            program: std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "assent".to_owned()),
+        }) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("assent demo: {e}");
@@ -361,6 +400,55 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
     }
+}
+
+/// What `check-config` cannot check without the network, and when it is checked instead: the
+/// issuers' discovery (at start: `serve` stops when one fails), a Fabric peer and Redis (at
+/// start), the sites and their credentials (at the first request).
+pub fn not_checked(config: &Config) -> String {
+    let mut text = String::new();
+    let mut at_start = Vec::new();
+    for issuer in &config.auth.issuers {
+        at_start.push(format!(
+            "issuer {}: OpenID discovery and its JWKS",
+            issuer.issuer.as_str().trim_end_matches('/')
+        ));
+    }
+    if let (LedgerBackend::Fabric, Some(fabric)) = (config.ledger.backend, &config.ledger.fabric) {
+        at_start.push(format!("ledger: the Fabric peer {}", fabric.peer_endpoint));
+    }
+    if let Some(redis) = &config.cache.redis_url {
+        let host = url::Url::parse(redis)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "its host".to_owned());
+        at_start.push(format!("cache: Redis at {host}"));
+    }
+    let mut at_request = Vec::new();
+    for (id, site) in &config.sites {
+        let mut line = format!("site {id}: upstream {}", site.upstream);
+        if let crate::config::UpstreamAuth::ClientCredentials { token_url, .. } =
+            &site.upstream_auth
+        {
+            line.push_str(&format!(" and its token URL {token_url}"));
+        }
+        at_request.push(line);
+    }
+    if !at_start.is_empty() {
+        text.push_str(
+            "not checked (needs the network; `serve` checks it at start and stops if it fails):\n",
+        );
+        for line in &at_start {
+            text.push_str(&format!("  {line}\n"));
+        }
+    }
+    if !at_request.is_empty() {
+        text.push_str("not checked (needs the network; reached at the first request):\n");
+        for line in &at_request {
+            text.push_str(&format!("  {line}\n"));
+        }
+    }
+    text
 }
 
 /// Where each key the configuration holds came from (never the key).

@@ -47,7 +47,8 @@ pub use sites::{
 
 /// Top-level keys that environment variables may override (`ASSENT_LISTEN`,
 /// `ASSENT_DATABASE_URL`, `ASSENT_SITES__ST_MARY__UPSTREAM`, …). Other `ASSENT_` variables
-/// (such as the test suite's `ASSENT_TEST_DATABASE_URL`) are not configuration.
+/// (such as the test suite's `ASSENT_TEST_DATABASE_URL`) are not configuration. How a
+/// variable's name becomes a key: [`env_key`].
 pub const ENV_KEYS: &[&str] = &[
     "listen",
     "public_url",
@@ -142,11 +143,59 @@ pub struct KeysConfig {
 pub enum ConfigError {
     #[error("{0}")]
     Load(String),
+    /// The values do not fit the configuration's types; `paths` are the keys at fault.
+    #[error("{message}")]
+    Extract { message: String, paths: Vec<String> },
     #[error("invalid value for key `{key}`: {message}")]
     Invalid { key: String, message: String },
+    /// A value an environment variable set is at fault.
+    #[error("invalid value in environment variable {variable} (key `{key}`): {message}")]
+    Variable {
+        variable: String,
+        key: String,
+        message: String,
+    },
 }
 
 impl ConfigError {
+    /// The error said in terms of the environment variable that set the key at fault, when a
+    /// variable did (`overrides`: variable and the key it set), instead of figment's source.
+    fn naming_variables(self, overrides: &[(String, String)]) -> ConfigError {
+        let variable_of = |path: &str| {
+            overrides
+                .iter()
+                .rev()
+                .find(|(_, key)| path == key || path.starts_with(&format!("{key}.")))
+                .map(|(var, key)| (var.clone(), key.clone()))
+        };
+        match self {
+            ConfigError::Extract { message, paths } => {
+                match paths.iter().find_map(|p| variable_of(p)) {
+                    Some((variable, key)) => ConfigError::Variable {
+                        variable,
+                        key,
+                        // Only the reason: figment's source is this file's code, not the user's.
+                        message: message
+                            .split(" for key ")
+                            .next()
+                            .unwrap_or(&message)
+                            .to_owned(),
+                    },
+                    None => ConfigError::Extract { message, paths },
+                }
+            }
+            ConfigError::Invalid { key, message } => match variable_of(&key) {
+                Some((variable, _)) => ConfigError::Variable {
+                    variable,
+                    key,
+                    message,
+                },
+                None => ConfigError::Invalid { key, message },
+            },
+            other => other,
+        }
+    }
+
     fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Invalid {
             key: key.into(),
@@ -175,20 +224,31 @@ impl Config {
             )));
         }
         let vars: Vec<(String, String)> = vars.into_iter().collect();
-        let mut figment = Figment::new().merge(Toml::file(path));
+        let file = Figment::new().merge(Toml::file(path));
+        // The file's site ids, which a variable's site segment is matched against.
+        let site_ids: Vec<String> = file
+            .find_value("sites")
+            .ok()
+            .and_then(|v| v.into_dict())
+            .map(|sites| sites.into_keys().collect())
+            .unwrap_or_default();
+        let mut figment = file;
+        let mut overrides = Vec::new();
         for (name, value) in &vars {
             let Some(rest) = name.strip_prefix("ASSENT_") else {
                 continue;
             };
-            let key = rest.to_ascii_lowercase().replace("__", ".");
-            let top = key.split('.').next().unwrap_or_default();
-            if !ENV_KEYS.contains(&top) {
+            let Some(key) = env_key(rest, &site_ids).map_err(|message| {
+                ConfigError::Load(format!("environment variable {name}: {message}"))
+            })?
+            else {
                 continue;
-            }
+            };
             let value = value
                 .parse::<figment::value::Value>()
                 .unwrap_or_else(|never| match never {});
             figment = figment.merge(Serialized::default(&key, value));
+            overrides.push((name.clone(), key));
         }
         let config_dir = path
             .parent()
@@ -196,6 +256,7 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         Self::from_figment(figment, Some(config_dir), &vars)
+            .map_err(|e| e.naming_variables(&overrides))
     }
 
     /// The key file's path: as configured, relative to the configuration file's directory.
@@ -235,9 +296,17 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut config: Config = figment.extract().map_err(|e| {
             // figment's message names the key path (`for key "sites.a.upstream"`).
-            let mut messages: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            let mut messages: Vec<String> = Vec::new();
+            let mut paths = Vec::new();
+            for e in e {
+                paths.push(e.path.join("."));
+                messages.push(e.to_string());
+            }
             messages.dedup();
-            ConfigError::Load(messages.join("; "))
+            ConfigError::Extract {
+                message: messages.join("; "),
+                paths,
+            }
         })?;
         config.config_dir = config_dir;
         config.validate_and_load()?;
@@ -326,6 +395,42 @@ impl Config {
 
 /// Whether `url`'s host is a loopback address (`localhost`, `127.0.0.0/8`, `::1`): where the
 /// configuration allows plain `http`.
+/// The configuration key an `ASSENT_…` variable sets, from its name after the prefix: `__`
+/// separates keys, lower-cased (`SITES__ST_MARY__TIMEOUT_MS`). `None` when it is not
+/// configuration (the top key is not in [`ENV_KEYS`]).
+///
+/// Shells allow no `-` in a variable's name, so a site id's `-` may be spelled `_`: the site
+/// segment is matched against the file's site ids (`site_ids`), an id written exactly first,
+/// then one that reads the same with `_` for each `-` (`ST_MARY` sets `sites.st-mary`). Two
+/// ids that read the same that way cannot be told apart: an error. A site the file does not
+/// name is taken as written (a new site from the environment).
+pub fn env_key(name: &str, site_ids: &[String]) -> Result<Option<String>, String> {
+    let mut segments: Vec<String> = name.split("__").map(str::to_ascii_lowercase).collect();
+    let top = segments.first().map(String::as_str).unwrap_or_default();
+    if !ENV_KEYS.contains(&top) {
+        return Ok(None);
+    }
+    if top == "sites"
+        && let Some(given) = segments.get(1).cloned()
+        && !site_ids.contains(&given)
+    {
+        let spelled = |id: &String| id.to_ascii_lowercase().replace('-', "_") == given;
+        let matching: Vec<&String> = site_ids.iter().filter(|id| spelled(id)).collect();
+        match matching.as_slice() {
+            [] => {}
+            [id] => segments[1] = (*id).clone(),
+            several => {
+                let ids: Vec<&str> = several.iter().map(|s| s.as_str()).collect();
+                return Err(format!(
+                    "`{given}` could be site {}: name the site as written in the file",
+                    ids.join(" or ")
+                ));
+            }
+        }
+    }
+    Ok(Some(segments.join(".")))
+}
+
 fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
@@ -492,12 +597,74 @@ pub(super) mod tests {
         let c = Config::load_with_env(&path, vars).unwrap();
         assert_eq!(c.database_url, "postgres://db/assent");
         assert_eq!(c.sites["st-mary"].timeout_ms, 1234);
-        let bad = [(
-            "ASSENT_SITES__ST-MARY__TIMEOUT_MS".to_owned(),
-            "soon".to_owned(),
-        )];
-        let e = Config::load_with_env(&path, bad).unwrap_err().to_string();
-        assert!(e.contains("sites.st-mary.timeout_ms"), "{e}");
+    }
+
+    /// A site id with hyphens can be set from a shell, `_` for `-`; a bad value's error names
+    /// the variable, not figment's source; ambiguous spellings are refused.
+    #[test]
+    fn a_hyphenated_site_id_is_spelled_with_underscores_and_errors_name_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("assent.toml");
+        let two = format!(
+            "{GOOD}\n[sites.north-general-2]\nupstream = \"http://127.0.0.1:7001/fhir\"\n\
+             fhir_version = \"STU3\"\ndefault_policy = \"opt-in\""
+        );
+        std::fs::write(&path, &two).unwrap();
+        let load = |vars: &[(&str, &str)]| {
+            Config::load_with_env(
+                &path,
+                vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+        };
+        let c = load(&[
+            ("ASSENT_SITES__ST_MARY__TIMEOUT_MS", "1234"),
+            (
+                "ASSENT_SITES__NORTH_GENERAL_2__UPSTREAM",
+                "http://127.0.0.1:7002/fhir",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.sites["st-mary"].timeout_ms, 1234);
+        assert_eq!(
+            c.sites["north-general-2"].upstream.as_str(),
+            "http://127.0.0.1:7002/fhir"
+        );
+        assert_eq!(c.sites.len(), 2, "no new site `st_mary` was made");
+        // A bad value: the variable is named, not a source path.
+        let e = load(&[("ASSENT_SITES__ST_MARY__TIMEOUT_MS", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ASSENT_SITES__ST_MARY__TIMEOUT_MS")
+                && e.contains("sites.st-mary.timeout_ms"),
+            "{e}"
+        );
+        assert!(!e.contains(".rs"), "a source path in {e}");
+        let e = load(&[("ASSENT_SITES__ST_MARY__UPSTREAM", "ftp://x")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ASSENT_SITES__ST_MARY__UPSTREAM"), "{e}");
+        // A value from the file is still named by its key.
+        std::fs::write(&path, GOOD.replace("\"R4\"", "\"R9\"")).unwrap();
+        let e = load(&[]).unwrap_err().to_string();
+        assert!(e.contains("fhir_version") && !e.contains("ASSENT_"), "{e}");
+        // Two ids that read the same with `_` for `-`: refused, naming both.
+        let ids = ["a-b_c".to_owned(), "a_b-c".to_owned()];
+        let e = env_key("SITES__A_B_C__TIMEOUT_MS", &ids).unwrap_err();
+        assert!(e.contains("a-b_c") && e.contains("a_b-c"), "{e}");
+        // Exact first; a site the file does not name is taken as written; others are not keys.
+        let ids = ["st_mary".to_owned(), "st-mary".to_owned()];
+        assert_eq!(
+            env_key("SITES__ST_MARY__UPSTREAM", &ids)
+                .unwrap()
+                .as_deref(),
+            Some("sites.st_mary.upstream")
+        );
+        assert_eq!(
+            env_key("SITES__NEW__UPSTREAM", &ids).unwrap().as_deref(),
+            Some("sites.new.upstream")
+        );
+        assert_eq!(env_key("TEST_DATABASE_URL", &ids).unwrap(), None);
     }
 
     #[test]

@@ -4,13 +4,18 @@
 //! gateway listens on 127.0.0.1:8080 (or `--listen`). A DEMO identity provider on loopback
 //! mints tokens for sample callers; the gateway trusts it through ordinary OpenID discovery.
 //! Its keys are generated into a key file in the temporary directory (mode 0600), never kept
-//! in its database. It prints what to try, and where the keys are.
+//! in its database; its configuration is written there too (`assent-demo.toml`, what the
+//! gateway runs), so that `assent verify --config` reads the demo's ledger. It prints what to
+//! try, where its database and keys are, and a working `assent verify` command; it logs its
+//! requests as text on stderr (the gateway's access log, without patient identifiers, and the
+//! identity provider's requests).
 
 pub mod identity_provider;
 pub mod sample_data;
 pub mod sample_site;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use assent_fhir::FhirVersion;
 use serde_json::json;
@@ -27,6 +32,31 @@ pub const DEMO_ADMIN: &str = "dr-alice";
 /// Sample patients per site.
 pub const PATIENTS_PER_SITE: usize = 24;
 
+/// How to run the demo (`assent demo` flags).
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Where the gateway listens.
+    pub listen: SocketAddr,
+    /// The identity provider's port on 127.0.0.1 (0: any free port).
+    pub idp_port: u16,
+    /// The log filter (`info`, `warn`, `assent_gateway=debug`, …).
+    pub log_level: String,
+    /// The `assent` program the printed `assent verify` command runs.
+    pub program: String,
+}
+
+impl DemoOptions {
+    /// The defaults of `assent demo`, listening on `listen`.
+    pub fn new(listen: SocketAddr) -> DemoOptions {
+        DemoOptions {
+            listen,
+            idp_port: 0,
+            log_level: "info".to_owned(),
+            program: "assent".to_owned(),
+        }
+    }
+}
+
 /// A running demo: the identity provider, the sample sites, the gateway and the temporary
 /// directory they use.
 pub struct Demo {
@@ -34,30 +64,40 @@ pub struct Demo {
     pub identity_provider: DemoIdentityProvider,
     pub sites: Vec<(String, SampleSite)>,
     /// The demo's key file, in its temporary directory.
-    pub key_file: std::path::PathBuf,
+    pub key_file: PathBuf,
+    /// The demo's SQLite database (store and embedded ledger), in its temporary directory.
+    pub database: PathBuf,
+    /// The configuration the demo's gateway runs, written to its temporary directory.
+    pub config_file: PathBuf,
+    program: String,
     _dir: tempfile::TempDir,
 }
 
 impl Demo {
-    /// What the demo prints: how to try it, and where its keys are.
+    /// What the demo prints: how to try it, where its database and keys are, and how to
+    /// verify an export.
     pub fn instructions(&self) -> String {
-        instructions(
-            &self.gateway.base_url(),
-            &self.identity_provider.token_url(),
-            &self.key_file,
-        )
+        instructions(&Printed {
+            base: &self.gateway.base_url(),
+            token_url: &self.identity_provider.token_url(),
+            key_file: &self.key_file,
+            database: &self.database,
+            config_file: &self.config_file,
+            program: &self.program,
+        })
     }
 }
 
-/// Starts the demo with the gateway on `listen`.
-pub fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error>> {
+/// Starts the demo.
+pub fn start(options: &DemoOptions) -> Result<Demo, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let key_file = dir.path().join("keys.toml");
     crate::config::keys::write_key_file(&key_file, &crate::config::keys::generate())?;
     // Bound first: the identity provider mints tokens for the gateway's own address.
-    let listener = std::net::TcpListener::bind(listen)?;
+    let listener = std::net::TcpListener::bind(options.listen)?;
     let bound = listener.local_addr()?;
-    let identity_provider = DemoIdentityProvider::start(&format!("http://{bound}/fhir"))?;
+    let identity_provider =
+        DemoIdentityProvider::start_on(options.idp_port, &format!("http://{bound}/fhir"))?;
     let trusted = identity_provider.issuer_config();
     let st_mary = SampleSite::start(
         FhirVersion::R4,
@@ -67,12 +107,14 @@ pub fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error>> {
         FhirVersion::Stu3,
         sample_data::generate("ng", FhirVersion::Stu3, PATIENTS_PER_SITE, 2),
     )?;
-    let config = Config::from_value(json!({
+    let database = dir.path().join("assent-demo.db");
+    let value = json!({
         "listen": bound.to_string(),
-        "database_url": dir.path().join("assent-demo.db").display().to_string(),
+        "database_url": database.display().to_string(),
         "gateway_id": "assent-demo",
         "keys": {"file": key_file.display().to_string()},
-        "log": {"format": "text", "level": "warn", "access_log": false},
+        // Its requests, as text on stderr: the access log names no patient.
+        "log": {"format": "text", "level": options.log_level, "access_log": true},
         "auth": {"issuers": [{
             "issuer": trusted.issuer,
             "audience": trusted.audience,
@@ -86,7 +128,12 @@ pub fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error>> {
             "st-mary": {"upstream": st_mary.base_url(), "fhir_version": "R4", "default_policy": "opt-out", "timeout_ms": 5000},
             "north-general": {"upstream": north.base_url(), "fhir_version": "STU3", "default_policy": "opt-in", "timeout_ms": 5000},
         },
-    }))?;
+    });
+    // The configuration is written out and loaded from the file (no environment): what the
+    // demo runs is what `assent verify --config` reads.
+    let config_file = dir.path().join("assent-demo.toml");
+    std::fs::write(&config_file, toml::to_string(&value)?)?;
+    let config = Config::load_with_env(&config_file, std::iter::empty())?;
     crate::http::observability::init_tracing(&config.log);
     let gateway = app::spawn_on(config, listener, 1)?;
     seed_consents(&gateway)?;
@@ -95,6 +142,9 @@ pub fn start(listen: SocketAddr) -> Result<Demo, Box<dyn std::error::Error>> {
         identity_provider,
         sites: vec![("st-mary".into(), st_mary), ("north-general".into(), north)],
         key_file,
+        database,
+        config_file,
+        program: options.program.clone(),
         _dir: dir,
     })
 }
@@ -201,10 +251,27 @@ fn demo_consent(
     })
 }
 
-/// What the demo prints: how to try it, for a gateway at `base` and the demo identity
-/// provider's `token_url`, and where its keys are (`key_file`).
-pub fn instructions(base: &str, token_url: &str, key_file: &std::path::Path) -> String {
-    let key_file = key_file.display();
+/// What the instructions name: the gateway's base URL, the identity provider's token URL, the
+/// demo's files and the `assent` program to verify with.
+pub struct Printed<'a> {
+    pub base: &'a str,
+    pub token_url: &'a str,
+    pub key_file: &'a Path,
+    pub database: &'a Path,
+    pub config_file: &'a Path,
+    pub program: &'a str,
+}
+
+/// What the demo prints: how to try it, where its database and keys are, and how to verify an
+/// export offline.
+pub fn instructions(printed: &Printed<'_>) -> String {
+    let Printed {
+        base, token_url, ..
+    } = printed;
+    let key_file = printed.key_file.display();
+    let database = printed.database.display();
+    let config_file = shell_quote(&printed.config_file.display().to_string());
+    let program = shell_quote(printed.program);
     let auth = "-H \"Authorization: Bearer $TOKEN\"";
     let take_token = "sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/'";
     format!(
@@ -277,6 +344,8 @@ Try:
   curl -s -H "Authorization: Bearer $ATOKEN" '{base}/audit/AuditEvent?_count=5'
   curl -s -H "Authorization: Bearer $ATOKEN" '{base}/audit/patient/stm-p001/disclosures?site=st-mary&_format=text'
   curl -s -H "Authorization: Bearer $ATOKEN" '{base}/audit/export?format=ndjson' > receipts.ndjson
+  # verify it offline: every receipt's hash, chain link, inclusion proof and ledger anchor
+  {program} verify --config {config_file} receipts.ndjson
 
   # the compliance console in a browser: sign in as privacy-officer
   {base}/console/
@@ -286,17 +355,33 @@ Try:
   curl -s {base}/metrics | grep assent_
   curl -s {auth} {base}/admin/sites
 
-Keys: generated for this demo in {key_file} (mode 0600), apart from its database;
-they go with the temporary directory when the demo stops (docs/keys.md).
+Database: {database} (SQLite: the store and the embedded ledger)
+Configuration: {config_file} (what this gateway runs; `verify --config` reads its ledger)
+Keys: generated for this demo in {key_file} (mode 0600), apart from its database.
+All three go with the temporary directory when the demo stops (docs/keys.md).
+Requests are logged as text on stderr (no patient identifiers); `--log-level warn` quietens it.
 
 Press Ctrl-C to stop.
 "#
     )
 }
 
+/// A path or program name as one shell word (single-quoted when it needs it).
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:=@".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
 /// Runs the demo until Ctrl-C.
-pub fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
-    let demo = start(listen)?;
+pub fn run(options: &DemoOptions) -> Result<(), Box<dyn std::error::Error>> {
+    let demo = start(options)?;
     println!("{}", demo.instructions());
     actix_web::rt::System::new().block_on(async {
         let _ = tokio::signal::ctrl_c().await;

@@ -51,6 +51,8 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("get", "/console/logout"),
     ("get", "/console/receipts/{id}"),
     ("get", "/console/export.csv"),
+    ("get", "/console/export.ndjson"),
+    ("get", "/console/verify"),
 ];
 
 /// Registers every route.
@@ -112,6 +114,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/console/logout", web::get().to(console::logout))
         .route("/console/receipts/{id}", web::get().to(console::receipt))
         .route("/console/export.csv", web::get().to(console::export_csv))
+        .route(
+            "/console/export.ndjson",
+            web::get().to(console::export_ndjson),
+        )
+        .route("/console/verify", web::get().to(console::verify))
         // The FHIR surface: a prefix, not a pattern, so that matching costs no regular
         // expression per request; the pipeline splits site and path itself. Every method
         // reaches it, and it refuses what it does not forward with an OperationOutcome.

@@ -1,9 +1,11 @@
-//! The `assent` binary's command line: `--version`, `check-config` exiting 0 on a valid
-//! file and 64 with the bad key named otherwise (Fabric files, site adapters and keys
-//! included), `ledger verify` on the embedded ledger and (not applicable) on Fabric,
+//! The `assent` binary's command line: `--version` (commit and build date), `check-config`
+//! exiting 0 on a valid file and 64 with the bad key named otherwise (Fabric files, site
+//! adapters and keys included) and saying what it could not check, `examples/local.toml`
+//! running against the demo's identity provider, `ledger verify` on the embedded ledger and (not applicable) on Fabric,
 //! `translate` (the adapter dry run), `serve` reloading site adapters on SIGHUP, refusing to
 //! start without its keys or with keys left in its database, `keys generate` and `keys export
-//! --from-database`, and `serve`'s text log keeping a hostile token claim on one line.
+//! --from-database`, and `serve`'s text log keeping a hostile token claim on one line, without
+//! colour codes when it is not a terminal.
 
 use std::process::Command;
 
@@ -54,11 +56,69 @@ fhir_version = "R4"
 default_policy = "opt-out"
 "#;
 
+#[allow(dead_code)]
+#[path = "../build/stamp.rs"]
+mod stamp;
+
+/// `assent --version` names the release, the commit of this checkout and the build's date.
 #[test]
-fn version_is_printed() {
+fn version_prints_the_commit_and_the_build_date() {
     let (code, out, _) = assent(&["--version"]);
     assert_eq!(code, 0);
-    assert_eq!(out.trim(), format!("assent {}", env!("CARGO_PKG_VERSION")));
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let head = Command::new("git")
+        .arg("-C")
+        .arg(workspace)
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let out = out.trim();
+    let prefix = format!(
+        "assent {} (commit {head}, built ",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(out.starts_with(&prefix), "{out} (expected {prefix}…)");
+    let date = out.strip_prefix(&prefix).unwrap().trim_end_matches(')');
+    assert_eq!(date.len(), 10, "{out}");
+    assert!(date.starts_with("20") && date.as_bytes()[4] == b'-' && date.as_bytes()[7] == b'-');
+}
+
+/// The stamp without a git checkout (a tarball) says `unknown`; a given commit wins; dates are
+/// civil UTC dates, `SOURCE_DATE_EPOCH` first.
+#[test]
+fn the_version_stamp_says_unknown_without_git_and_formats_dates() {
+    let tarball = tempfile::tempdir().unwrap();
+    assert_eq!(stamp::commit(tarball.path(), None), "unknown");
+    assert!(stamp::watched(tarball.path()).is_empty());
+    // A tree unpacked inside another repository is not that repository's commit.
+    let outer = tempfile::tempdir().unwrap();
+    let init = Command::new("git")
+        .args(["init", "-q"])
+        .arg(outer.path())
+        .status();
+    if init.is_ok_and(|s| s.success()) {
+        let inner = outer.path().join("assent-0.1.0");
+        std::fs::create_dir(&inner).unwrap();
+        assert_eq!(stamp::commit(&inner, None), "unknown");
+    }
+    assert_eq!(
+        stamp::commit(tarball.path(), Some("7583A1A0abc")),
+        "7583a1a0abc"
+    );
+    assert_eq!(
+        stamp::commit(tarball.path(), Some("not a commit")),
+        "unknown"
+    );
+    assert_eq!(stamp::date(0), "1970-01-01");
+    assert_eq!(stamp::date(951_782_400), "2000-02-29");
+    assert_eq!(stamp::date(1_798_761_599), "2026-12-31");
+    assert_eq!(stamp::build_date(Some("86400"), 0), "1970-01-02");
+    assert_eq!(stamp::build_date(Some("soon"), 0), "1970-01-01");
 }
 
 #[test]
@@ -116,6 +176,24 @@ fn check_config_accepts_a_valid_file_and_names_the_bad_key_otherwise() {
     assert!(err.contains("does not exist"), "{err}");
 }
 
+/// `assent demo --log-level` takes a log filter; anything else is a usage error (64) naming it,
+/// before anything starts.
+#[test]
+fn the_demo_refuses_a_log_level_that_is_not_a_filter() {
+    let (code, _, err) = assent(&["demo", "--log-level", "loud[", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("--log-level \"loud[\" is not a log filter"),
+        "{err}"
+    );
+    let (code, out, _) = assent(&["demo", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("--idp-port") && out.contains("--log-level"),
+        "{out}"
+    );
+}
+
 #[test]
 fn unknown_subcommands_are_usage_errors() {
     let (code, _, _) = assent(&["frobnicate"]);
@@ -136,6 +214,85 @@ fn the_example_configuration_is_valid() {
         !err.contains("warning"),
         "the example trusts an issuer: {err}"
     );
+    // What it could not check is said, not implied valid.
+    assert!(
+        out.contains("not checked (needs the network; `serve` checks it at start")
+            && out.contains(
+                "issuer https://login.st-mary.example/realms/clinical: OpenID discovery and its JWKS"
+            )
+            && out.contains("site st-mary: upstream https://fhir.st-mary.example/r4")
+            && out.contains("token URL https://auth.st-mary.example/token"),
+        "{out}"
+    );
+}
+
+/// `examples/local.toml`, as the README runs it: keys generated beside it, the demo's
+/// identity provider on the port the file names (here a free one), `check-config` valid,
+/// `serve` starts and accepts the provider's tokens.
+#[test]
+fn the_local_example_runs_against_the_demo_identity_provider() {
+    use assent_gateway::demo::identity_provider::DemoIdentityProvider;
+
+    let idp = DemoIdentityProvider::start_on(0, "http://127.0.0.1:8080/fhir").unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let addr = free();
+    let upstream = free();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/local.toml"
+    ))
+    .unwrap();
+    for needle in ["127.0.0.1:8081", "127.0.0.1:8090", "127.0.0.1:8082"] {
+        assert!(example.contains(needle), "{needle}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = example
+        .replace("127.0.0.1:8081", &idp.addr.to_string())
+        .replace("127.0.0.1:8090", &addr.to_string())
+        .replace("127.0.0.1:8082", &upstream.to_string())
+        .replace(
+            "\"assent-local.db\"",
+            &format!("\"{}\"", dir.path().join("local.db").display()),
+        );
+    let config = dir.path().join("local.toml");
+    std::fs::write(&config, text).unwrap();
+    let keys = dir.path().join("local-keys.toml");
+    let (code, _, err) = assent(&["keys", "generate", "--out", keys.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = assent(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("valid (1 site)") && out.contains("not checked"),
+        "{out}"
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_assent"))
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--workers",
+            "1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("assent serve starts");
+    let lines = lines_of(child.stderr.take().unwrap());
+    wait_for(&lines, "assent gateway listening");
+    let token = idp.provider().mint("dr-alice", None, None, None).unwrap();
+    // The token is accepted; the site is not running, so the answer is the gateway's 502.
+    assert_eq!(http_get(addr, "/fhir/local/Patient/p1", &token), 502);
+    assert_eq!(http_get(addr, "/fhir/local/Patient/p1", "not-a-token"), 401);
+    // dr-alice is this file's administrator.
+    assert_eq!(http_get(addr, "/admin/sites", &token), 200);
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
 }
 
 #[test]
@@ -741,6 +898,11 @@ fn a_newline_in_a_token_claim_does_not_forge_a_line_in_the_text_log() {
     assert!(
         !rest.iter().any(|l| l.starts_with("2030-01-01")),
         "a forged line: {rest:#?}"
+    );
+    // Written to a pipe (as to a file), the text log carries no colour codes.
+    assert!(
+        !refused.contains('\u{1b}') && !rest.iter().any(|l| l.contains('\u{1b}')),
+        "colour codes in a log that is not a terminal: {refused:?}"
     );
 }
 

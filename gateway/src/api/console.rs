@@ -1,6 +1,8 @@
 //! The compliance console at `/console/`: server-rendered pages for compliance officers to
-//! search the access log (patient, practitioner, site, dates, decision, break-glass only),
-//! see a receipt and whether it verifies, and export the current filter as CSV.
+//! search the access log (patient, practitioner, site, dates, decision, break-glass only;
+//! a patient or practitioner by plain id too), see a receipt and whether it verifies, and
+//! export the current filter as CSV or NDJSON (the form `assent verify` checks offline). Its
+//! own errors are pages too (HTML with the status), never an OperationOutcome.
 //!
 //! Sign-in: OpenID Connect authorization code with PKCE at the first trusted issuer
 //! (`assent_auth::LoginClient`); the access token it yields is verified like any bearer token
@@ -38,7 +40,7 @@ use crate::http::access::may_audit;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
 use crate::services::audit::{
-    AuditError, AuditQuery, ExportFormat, newest_first, parse_cursor, subjects_of,
+    AuditError, AuditQuery, ExportFormat, export_stream, newest_first, parse_cursor, subjects_of,
 };
 pub use pages::FilterForm;
 pub use session::{CookieSigner, PendingLogin, Session};
@@ -49,6 +51,8 @@ const LOGIN_COOKIE: &str = "assent_console_login";
 const LOGIN_TTL_SECS: u64 = 600;
 /// Accesses per page.
 const PAGE_SIZE: i64 = 50;
+/// The largest export "Verify this export" reads into memory (bytes of NDJSON).
+const VERIFY_MAX_BYTES: usize = 64 * 1024 * 1024;
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
@@ -99,11 +103,31 @@ impl Console {
 /// The console's sign-in, registered beside the state when `audit.console` is configured.
 type ConsoleData = Option<web::Data<Console>>;
 
-fn console(console: &ConsoleData) -> Result<&Console, GatewayError> {
-    console
-        .as_ref()
-        .map(|c| c.get_ref())
-        .ok_or(GatewayError::NotFound)
+fn console(console: &ConsoleData) -> Option<&Console> {
+    console.as_ref().map(|c| c.get_ref())
+}
+
+/// The page of a console that is not configured: not found.
+fn not_configured() -> HttpResponse {
+    error_page(None, &GatewayError::NotFound)
+}
+
+/// The console's own error, as a page with the error's status.
+fn error_page(who: Option<&str>, error: &GatewayError) -> HttpResponse {
+    let status = actix_web::ResponseError::status_code(error);
+    html_page(
+        status,
+        pages::error(who, status.as_u16(), error.code(), &error.to_string()),
+    )
+}
+
+/// A handler's outcome with its error as a page (what the receipt then records is the page's
+/// status).
+fn as_page(
+    who: &str,
+    outcome: Result<HttpResponse, GatewayError>,
+) -> Result<HttpResponse, GatewayError> {
+    Ok(outcome.unwrap_or_else(|e| error_page(Some(who), &e)))
 }
 
 fn html_page(status: actix_web::http::StatusCode, markup: Markup) -> HttpResponse {
@@ -146,7 +170,9 @@ pub async fn stylesheet() -> HttpResponse {
 
 /// `GET /console/login`: to the identity provider, with fresh state, nonce and PKCE.
 pub async fn login(signin: ConsoleData) -> Result<HttpResponse, GatewayError> {
-    let console = console(&signin)?;
+    let Some(console) = console(&signin) else {
+        return Ok(not_configured());
+    };
     let start = console.login.start(&console.config.scope);
     let pending = PendingLogin {
         state: start.state,
@@ -184,7 +210,9 @@ pub async fn callback(
     state: web::Data<AppState>,
     signin: ConsoleData,
 ) -> Result<HttpResponse, GatewayError> {
-    let console = console(&signin)?;
+    let Some(console) = console(&signin) else {
+        return Ok(not_configured());
+    };
     let refused = |message: &str| {
         html_page(
             actix_web::http::StatusCode::FORBIDDEN,
@@ -276,7 +304,9 @@ pub async fn callback(
 
 /// `GET /console/logout`
 pub async fn logout(signin: ConsoleData) -> Result<HttpResponse, GatewayError> {
-    let console = console(&signin)?;
+    let Some(console) = console(&signin) else {
+        return Ok(not_configured());
+    };
     let mut gone = cookie(console, SESSION_COOKIE, String::new(), "/console");
     gone.make_removal();
     let mut response = ok_page(pages::sign_in(Some("You are signed out.")));
@@ -321,13 +351,29 @@ impl FilterQuery {
         }
     }
 
-    /// The same filter as the audit API's query (one set of checks for both).
-    fn audit_query(&self) -> AuditQuery {
+    /// The same filter as the audit API's query (one set of checks for both). A plain
+    /// practitioner id is `Practitioner/{id}`; a plain patient id is the chosen site's patient
+    /// (refused without a site: ids are the sites' own).
+    fn audit_query(&self) -> Result<AuditQuery, AuditError> {
         let given = |value: &str| Some(value.trim().to_owned()).filter(|v| !v.is_empty());
         let decision = self.decision.trim();
-        AuditQuery {
-            patient: given(&self.patient),
-            agent: given(&self.practitioner),
+        let practitioner = given(&self.practitioner).map(|p| {
+            if p.contains('/') || p.contains('@') {
+                p
+            } else {
+                format!("Practitioner/{p}")
+            }
+        });
+        let patient = given(&self.patient);
+        if patient.as_deref().is_some_and(|p| !p.contains('/')) && given(&self.site).is_none() {
+            return Err(AuditError::Malformed(
+                "a patient's plain id needs a site: choose the site, or write site/Patient/id"
+                    .to_owned(),
+            ));
+        }
+        Ok(AuditQuery {
+            patient,
+            agent: practitioner,
             site: given(&self.site),
             dates: [("ge", &self.from), ("le", &self.to)]
                 .into_iter()
@@ -339,7 +385,7 @@ impl FilterQuery {
             },
             break_glass: (self.break_glass.as_deref() == Some("on")).then(|| "true".to_owned()),
             ..AuditQuery::default()
-        }
+        })
     }
 
     /// The console's own query string for this filter (links keep it).
@@ -378,7 +424,9 @@ pub async fn index(
     state: web::Data<AppState>,
     signin: ConsoleData,
 ) -> Result<HttpResponse, GatewayError> {
-    let console = console(&signin)?;
+    let Some(console) = console(&signin) else {
+        return Ok(not_configured());
+    };
     let Some(session) = session(&req, console) else {
         return Ok(signed_out());
     };
@@ -388,7 +436,9 @@ pub async fn index(
         &req,
     );
     let outcome = search_page(&query, &state, &session, &mut access).await;
-    access.finish(&state, outcome).await
+    access
+        .finish(&state, as_page(&session.caller, outcome))
+        .await
 }
 
 /// The list page; its receipt names the patient filtered on and every patient of the
@@ -404,7 +454,10 @@ async fn search_page(
     let form = query.form();
     let console_query = query.console_query();
     let export_href = format!("/console/export.csv?{console_query}");
-    let (filter, patient) = match query.audit_query().filter(state.consents.key()) {
+    let checked = query
+        .audit_query()
+        .and_then(|q| q.filter(state.consents.key()));
+    let (filter, patient) = match checked {
         Ok(s) => s,
         Err(e) => {
             let message = match &e {
@@ -458,12 +511,14 @@ pub async fn receipt(
     state: web::Data<AppState>,
     signin: ConsoleData,
 ) -> Result<HttpResponse, GatewayError> {
-    let console = console(&signin)?;
+    let Some(console) = console(&signin) else {
+        return Ok(not_configured());
+    };
     let Some(session) = session(&req, console) else {
         return Ok(signed_out());
     };
     if path.len() > 64 || path.chars().any(char::is_control) {
-        return Err(GatewayError::NotFound);
+        return Ok(error_page(Some(&session.caller), &GatewayError::NotFound));
     }
     let mut access =
         ApiAccess::for_console(AccessKind::Audit(AuditAction::Read), &session.caller, &req);
@@ -480,7 +535,9 @@ pub async fn receipt(
         )))
     }
     .await;
-    access.finish(&state, outcome).await
+    access
+        .finish(&state, as_page(&session.caller, outcome))
+        .await
 }
 
 /// `GET /console/export.csv?…filters`: the current filter as CSV, streamed.
@@ -490,7 +547,30 @@ pub async fn export_csv(
     state: web::Data<AppState>,
     signin: ConsoleData,
 ) -> Result<HttpResponse, GatewayError> {
-    let console = console(&signin)?;
+    export(req, query, state, signin, ExportFormat::Csv).await
+}
+
+/// `GET /console/export.ndjson?…filters`: the current filter as NDJSON with proofs and
+/// anchors (what `assent verify` checks offline), streamed.
+pub async fn export_ndjson(
+    req: HttpRequest,
+    query: web::Query<FilterQuery>,
+    state: web::Data<AppState>,
+    signin: ConsoleData,
+) -> Result<HttpResponse, GatewayError> {
+    export(req, query, state, signin, ExportFormat::Ndjson).await
+}
+
+async fn export(
+    req: HttpRequest,
+    query: web::Query<FilterQuery>,
+    state: web::Data<AppState>,
+    signin: ConsoleData,
+    format: ExportFormat,
+) -> Result<HttpResponse, GatewayError> {
+    let Some(console) = console(&signin) else {
+        return Ok(not_configured());
+    };
     let Some(session) = session(&req, console) else {
         return Ok(signed_out());
     };
@@ -501,13 +581,110 @@ pub async fn export_csv(
     );
     let outcome = query
         .audit_query()
-        .filter(state.consents.key())
+        .and_then(|q| q.filter(state.consents.key()))
+        .map_err(GatewayError::from)
         .map(|(filter, patient)| {
             if let Some(patient) = &patient {
                 access.add_patient_identity(patient);
             }
-            export_response(state.clone(), filter, ExportFormat::Csv)
-        })
-        .map_err(GatewayError::from);
-    access.finish(&state, outcome).await
+            export_response(state.clone(), filter, format)
+        });
+    access
+        .finish(&state, as_page(&session.caller, outcome))
+        .await
+}
+
+/// `GET /console/verify?…filters`: "Verify this export": the current filter's NDJSON export
+/// checked on the server as `assent verify` checks it offline (every receipt's hash, chain
+/// link, inclusion proof, and its batch's root against the ledger's anchor), the report shown.
+/// A filtered export may skip receipts of a chain: gaps are not failures (`--complete` is for
+/// the whole export, offline).
+pub async fn verify(
+    req: HttpRequest,
+    query: web::Query<FilterQuery>,
+    state: web::Data<AppState>,
+    signin: ConsoleData,
+) -> Result<HttpResponse, GatewayError> {
+    let Some(console) = console(&signin) else {
+        return Ok(not_configured());
+    };
+    let Some(session) = session(&req, console) else {
+        return Ok(signed_out());
+    };
+    let mut access = ApiAccess::for_console(
+        AccessKind::Audit(AuditAction::Export),
+        &session.caller,
+        &req,
+    );
+    let outcome: Result<HttpResponse, GatewayError> = async {
+        let (filter, patient) = query
+            .audit_query()
+            .and_then(|q| q.filter(state.consents.key()))
+            .map_err(GatewayError::from)?;
+        if let Some(patient) = &patient {
+            access.add_patient_identity(patient);
+        }
+        let report = verify_export(&state, filter).await?;
+        let back = format!("/console/?{}", query.console_query());
+        Ok(ok_page(pages::verified(&session.caller, &report, &back)))
+    }
+    .await;
+    access
+        .finish(&state, as_page(&session.caller, outcome))
+        .await
+}
+
+/// The filter's NDJSON export, verified against the anchors the ledger holds for the gateways
+/// it names.
+async fn verify_export(
+    state: &AppState,
+    filter: crate::store::ReceiptFilter,
+) -> Result<assent_receipts::VerifyReport, GatewayError> {
+    use futures_util::StreamExt as _;
+
+    let mut export = Vec::new();
+    let mut chunks = std::pin::pin!(export_stream(
+        state.store.clone(),
+        filter,
+        ExportFormat::Ndjson
+    ));
+    while let Some(chunk) = chunks.next().await {
+        export.extend_from_slice(&chunk?);
+        if export.len() > VERIFY_MAX_BYTES {
+            return Err(GatewayError::Malformed(
+                "this export is too large to verify here: download it as NDJSON and run assent verify"
+                    .to_owned(),
+            ));
+        }
+    }
+    let text = String::from_utf8(export).map_err(|_| GatewayError::Internal)?;
+    let mut gateways = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+            && let Some(id) = v["receipt"]["gateway_id"].as_str()
+        {
+            gateways.insert(id.to_owned());
+        }
+    }
+    let ledger = state.consents.ledger();
+    let mut anchors = assent_receipts::AnchorSet::new();
+    for gateway_id in &gateways {
+        let gateway_key = state.consents.key().gateway(gateway_id);
+        for batch_id in 1.. {
+            let record = ledger
+                .anchor(&gateway_key, batch_id)
+                .await
+                .map_err(|_| GatewayError::StoreUnavailable)?;
+            let Some(record) = record else { break };
+            if !anchors.insert_record(gateway_id, &record) {
+                return Err(GatewayError::Internal);
+            }
+        }
+    }
+    let mut verifier =
+        assent_receipts::Verifier::new(anchors, assent_receipts::VerifyOptions::default());
+    for line in text.lines() {
+        verifier.check_line(line);
+    }
+    Ok(verifier.finish())
 }

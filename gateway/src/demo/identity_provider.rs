@@ -32,9 +32,17 @@ pub enum IdentityProviderError {
 }
 
 impl DemoIdentityProvider {
-    /// Starts a provider on 127.0.0.1 (port 0) minting tokens for `audience`.
+    /// Starts a provider on 127.0.0.1 (any free port) minting tokens for `audience`.
     pub fn start(audience: &str) -> Result<DemoIdentityProvider, IdentityProviderError> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Self::start_on(0, audience)
+    }
+
+    /// Starts a provider on 127.0.0.1:`port` (0: any free port) minting tokens for `audience`.
+    pub fn start_on(
+        port: u16,
+        audience: &str,
+    ) -> Result<DemoIdentityProvider, IdentityProviderError> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
         let addr = listener.local_addr()?;
         let provider = Arc::new(DevIdentityProvider::new(
             format!("http://{addr}"),
@@ -98,5 +106,12 @@ async fn answer(
         // Token responses are never cached (RFC 6749 §5.1).
         response.insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")));
     }
+    // The path only: a query or form may carry a patient id (`patient=`) or a code.
+    tracing::info!(
+        method = req.method().as_str(),
+        path = req.path(),
+        status = answer.status,
+        "demo identity provider request"
+    );
     response.body(answer.body)
 }

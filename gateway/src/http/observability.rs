@@ -158,13 +158,28 @@ impl Default for Metrics {
 pub fn init_tracing(config: &LogConfig) {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
-        let _ = tracing::subscriber::set_global_default(subscriber(config, std::io::stderr));
+        let ansi = colours(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        );
+        let _ = tracing::subscriber::set_global_default(subscriber(config, std::io::stderr, ansi));
     });
 }
 
+/// Whether the text log is coloured: only on a terminal, and never with `NO_COLOR` set to
+/// anything but empty (<https://no-color.org>). A log redirected to a file carries no escape
+/// codes.
+pub fn colours(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// The gateway's `tracing` subscriber for `config`, writing to `writer`: JSON, or text with
-/// every field escaped ([`EscapedFields`]).
-pub fn subscriber<W>(config: &LogConfig, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+/// every field escaped ([`EscapedFields`]), coloured when `ansi` ([`colours`]).
+pub fn subscriber<W>(
+    config: &LogConfig,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -172,6 +187,7 @@ where
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(writer);
     match config.format {
         LogFormat::Json => Box::new(builder.json().flatten_event(true).finish()),
@@ -331,7 +347,7 @@ mod tests {
             level: "info".into(),
             access_log: true,
         };
-        tracing::subscriber::with_default(subscriber(&config, captured.clone()), emit);
+        tracing::subscriber::with_default(subscriber(&config, captured.clone(), false), emit);
         String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
     }
 
@@ -363,6 +379,17 @@ mod tests {
                 assert_eq!(event["caller"], FORGED);
             }
         }
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colours(true, None));
+        assert!(colours(true, Some(OsStr::new(""))));
+        assert!(!colours(true, Some(OsStr::new("1"))));
+        assert!(!colours(false, None), "a file or a pipe");
+        let log = capture(LogFormat::Text, || tracing::warn!(site = "x", "an event"));
+        assert!(log.contains("WARN") && !log.contains('\u{1b}'), "{log:?}");
     }
 
     #[test]

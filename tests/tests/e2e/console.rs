@@ -1,7 +1,8 @@
 //! The compliance console in a real browser: headless Chromium driven through chromedriver
 //! (WebDriver, with `fantoccini`). The test signs in at the test identity provider
-//! (authorization code with PKCE), filters the access log, opens a receipt and sees that it
-//! verifies, downloads the CSV export of the filter and checks its rows, and keeps a
+//! (authorization code with PKCE), filters the access log (a practitioner by plain id), reads
+//! readable timestamps, sees the table fit a 900 px window, opens a receipt and sees that it
+//! verifies, downloads the CSV and NDJSON exports of the filter and checks their rows, and keeps a
 //! screenshot of the log and of the receipt (`target/tmp/console-screenshot.png`,
 //! `target/tmp/console-receipt-screenshot.png`). Plus the console's refusals without a
 //! browser: no session, a forged session, a callback without the sign-in cookie.
@@ -205,8 +206,9 @@ async fn drive(
         .find(Locator::Id("f-practitioner"))
         .await
         .map_err(|e| e.to_string())?;
+    // A plain id: the console reads it as Practitioner/dr-alice.
     field
-        .send_keys("Practitioner/dr-alice")
+        .send_keys("dr-alice")
         .await
         .map_err(|e| e.to_string())?;
     client
@@ -228,7 +230,7 @@ async fn drive(
         let url = client.current_url().await.map_err(|e| e.to_string())?;
         if url
             .query()
-            .is_some_and(|q| q.contains("practitioner=Practitioner%2Fdr-alice"))
+            .is_some_and(|q| q.contains("practitioner=dr-alice"))
         {
             break;
         }
@@ -242,6 +244,50 @@ async fn drive(
     assert!(
         !table.contains("north-general") && !table.contains("dr-bob"),
         "{table}"
+    );
+
+    // Readable timestamps, the exact instant kept in the `time` element.
+    let shown = client
+        .find(Locator::Css("#results tbody time"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let exact = shown
+        .attr("datetime")
+        .await
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let readable = shown.text().await.map_err(|e| e.to_string())?;
+    assert!(exact.ends_with('Z') && exact.contains('T'), "{exact}");
+    assert!(
+        readable.ends_with(" UTC")
+            && readable.contains(", ")
+            && readable.contains(&exact[11..19])
+            && !readable.contains(&exact[..10]),
+        "{readable} for {exact}"
+    );
+    // The table fits a 900 px window: nothing scrolls sideways.
+    client
+        .set_window_size(900, 1000)
+        .await
+        .map_err(|e| e.to_string())?;
+    let widths = client
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth, \
+             document.getElementById('results').getBoundingClientRect().right];",
+            vec![],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let widths: Vec<f64> = widths
+        .as_array()
+        .ok_or("widths")?
+        .iter()
+        .filter_map(serde_json::Value::as_f64)
+        .collect();
+    assert!(widths[1] <= 900.0, "{widths:?}");
+    assert!(
+        widths[0] <= widths[1] && widths[2] <= widths[1],
+        "the page or the table is wider than the window: {widths:?}"
     );
 
     // The screenshot of the filtered log.
@@ -285,6 +331,37 @@ async fn drive(
             .all(|r| r.contains("Practitioner/dr-alice"))
     );
 
+    // Download the filter as NDJSON (what `assent verify` checks).
+    client
+        .find(Locator::Id("export-ndjson"))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    let file = downloads.join("receipts.ndjson");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !file.is_file() {
+        if Instant::now() > deadline {
+            return Err(format!("no NDJSON download in {}", downloads.display()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ndjson = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+    let lines: Vec<serde_json::Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("{e}: {l}")))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        lines.len(),
+        2,
+        "dr-alice's two accesses at St Mary's: {ndjson}"
+    );
+    assert!(
+        ndjson.contains(&ids[0]) && ndjson.contains(&ids[3]) && !ndjson.contains(&ids[2]),
+        "{ndjson}"
+    );
+
     // Open the oldest shown receipt: it verifies.
     let links = client
         .find_all(Locator::Css("a.receipt-link"))
@@ -308,6 +385,24 @@ async fn drive(
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-receipt-screenshot.png");
     std::fs::write(&shot, &png).map_err(|e| e.to_string())?;
     println!("console receipt screenshot: {}", shot.display());
+
+    // "Verify this export" for the filter: checked on the server, every receipt holds.
+    client.back().await.map_err(|e| e.to_string())?;
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Id("verify-export"))
+        .await
+        .map_err(|e| format!("verify link: {e}"))?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    let verdict = text_of(client, "#export-verdict").await;
+    assert!(
+        verdict.contains("Every receipt of this export verifies"),
+        "{verdict}"
+    );
+    assert_eq!(text_of(client, "#export-receipts").await, "2");
     Ok(())
 }
 
@@ -358,12 +453,121 @@ async fn the_console_refuses_without_a_valid_session() {
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
         "{cookie}"
     );
-    // Not configured: 404.
+    // Not configured: 404, as a page.
     let plain = TestGateway::new().start();
-    assert_eq!(
-        send("GET", &plain.url("/console/"), None, &[], None)
-            .await
-            .status,
-        404
+    let absent = send("GET", &plain.url("/console/"), None, &[], None).await;
+    assert_eq!(absent.status, 404);
+    assert!(
+        absent
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html"),
+        "{:?}",
+        absent.header("content-type")
+    );
+    assert!(absent.text().contains("Not found"), "{}", absent.text());
+}
+
+/// Adversarial, without a browser: at the identity provider's sign-in page a clinician picks
+/// itself while the console asks for the audit role. The provider grants dr-alice only her own
+/// scopes, so the console refuses her (403, a page); the privacy officer is let in.
+#[actix_web::test]
+async fn a_clinician_signing_in_to_the_console_is_not_granted_the_audit_role() {
+    let upstream = hospital();
+    let gw = gateway(&upstream);
+    let sign_in_as = |who: &'static str| {
+        let gw = &gw;
+        async move {
+            let login = send("GET", &gw.url("/console/login"), None, &[], None).await;
+            assert_eq!(login.status, 302);
+            let cookie = login
+                .header("set-cookie")
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned();
+            let authorize = format!("{}&login_as={who}", login.header("location").unwrap());
+            let picked = send("GET", &authorize, None, &[], None).await;
+            assert_eq!(picked.status, 302, "{}", picked.text());
+            let callback = picked.header("location").unwrap().to_owned();
+            send("GET", &callback, None, &[("cookie", &cookie)], None).await
+        }
+    };
+    let alice = sign_in_as("dr-alice").await;
+    assert_eq!(alice.status, 403, "{}", alice.text());
+    assert!(
+        alice.text().contains("does not have the audit role"),
+        "{}",
+        alice.text()
+    );
+    assert!(
+        alice
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        alice
+            .header("set-cookie")
+            .is_none_or(|c| !c.starts_with("assent_console=")),
+        "no session for dr-alice"
+    );
+    let officer = sign_in_as("privacy-officer").await;
+    assert_eq!(officer.status, 200, "{}", officer.text());
+    assert!(
+        officer.text().contains(&caller_id("privacy-officer")),
+        "{}",
+        officer.text()
+    );
+
+    // Signed in, the console's own errors are pages, not OperationOutcomes.
+    let session = officer
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.split(';').next().unwrap().to_owned())
+        .find(|c| c.starts_with("assent_console="))
+        .expect("a session cookie");
+    let page = |path: &'static str| {
+        let url = gw.url(path);
+        let session = session.clone();
+        async move { send("GET", &url, None, &[("cookie", &session)], None).await }
+    };
+    let unknown = page("/console/receipts/no-such-receipt").await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    assert!(
+        unknown
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        unknown.text().contains("Not found") && unknown.text().contains("id=\"error-code\""),
+        "{}",
+        unknown.text()
+    );
+    assert!(!unknown.text().contains("resourceType"));
+    // A patient's plain id without a site: the page says to choose one.
+    let bare = page("/console/?patient=p1").await;
+    assert_eq!(bare.status, 400, "{}", bare.text());
+    assert!(bare.text().contains("needs a site"), "{}", bare.text());
+    let bad_export = page("/console/export.ndjson?patient=p1").await;
+    assert_eq!(bad_export.status, 400);
+    assert!(
+        bad_export
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    // "Verify this export" of the whole log (the console's own reads so far): all hold.
+    let verified = page("/console/verify").await;
+    assert_eq!(verified.status, 200, "{}", verified.text());
+    assert!(
+        verified
+            .text()
+            .contains("Every receipt of this export verifies"),
+        "{}",
+        verified.text()
     );
 }

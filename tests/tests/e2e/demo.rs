@@ -1,13 +1,16 @@
 //! The demo answers a read, a search with paging and an unknown-site error, from two sample
 //! sites of at least 20 patients each, to a token got from its identity provider as its
-//! instructions say.
+//! instructions say; its printed `assent verify` command verifies an export; its identity
+//! provider grants each sample caller only its own scopes, on the port asked for.
 
 use assent_e2e::*;
 use assent_gateway::demo;
 
 #[actix_web::test]
 async fn the_demo_answers_as_its_instructions_say() {
-    let running = demo::start("127.0.0.1:0".parse().unwrap()).expect("demo starts");
+    let mut options = demo::DemoOptions::new("127.0.0.1:0".parse().unwrap());
+    options.log_level = "warn".into();
+    let running = demo::start(&options).expect("demo starts");
     let base = running.gateway.base_url();
     let token_url = running.identity_provider.token_url();
     let instructions = running.instructions();
@@ -206,6 +209,192 @@ async fn the_demo_answers_as_its_instructions_say() {
 
     let admin = send("GET", &format!("{base}/admin/sites"), key, &[], None).await;
     assert_eq!(admin.status, 200, "{}", admin.text());
+
+    // Its requests are logged as text at the level asked for (the access log has no patient
+    // field: proxy/receipt.rs).
+    let log = &running.gateway.state.config.log;
+    assert!(
+        log.access_log
+            && log.format == assent_gateway::config::LogFormat::Text
+            && log.level == "warn",
+        "{log:?}"
+    );
+
+    // The database and the configuration are printed, and the printed `assent verify`
+    // command verifies the export the instructions take.
+    assert!(running.database.is_file());
+    assert!(instructions.contains(&format!("Database: {}", running.database.display())));
+    let verify_line = instructions
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("assent verify "))
+        .expect("a verify command");
+    assert_eq!(
+        verify_line,
+        format!(
+            "assent verify --config {} receipts.ndjson",
+            running.config_file.display()
+        )
+    );
+    let auditor = demo_token(&token_url, "privacy-officer", None).await;
+    let export = send(
+        "GET",
+        &format!("{base}/audit/export?format=ndjson"),
+        Some(&auditor),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(export.status, 200, "{}", export.text());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("receipts.ndjson");
+    std::fs::write(&file, &export.body).unwrap();
+    assert!(export.text().lines().count() > 10, "{}", export.text());
+    let args = assent_gateway::cli::verify::VerifyArgs {
+        export: file.clone(),
+        config: Some(running.config_file.clone()),
+        anchors: None,
+        options: Default::default(),
+    };
+    let verify = move || assent_gateway::cli::verify::main(&args);
+    assert_eq!(
+        actix_web::rt::task::spawn_blocking(verify).await.unwrap(),
+        0,
+        "the printed verify command passes"
+    );
+    // A changed line fails it.
+    let tampered = export
+        .text()
+        .replacen("\"status\":200", "\"status\":404", 1);
+    assert_ne!(tampered, export.text());
+    std::fs::write(&file, tampered).unwrap();
+    let args = assent_gateway::cli::verify::VerifyArgs {
+        export: file,
+        config: Some(running.config_file.clone()),
+        anchors: None,
+        options: Default::default(),
+    };
+    let verify = move || assent_gateway::cli::verify::main(&args);
+    assert_eq!(
+        actix_web::rt::task::spawn_blocking(verify).await.unwrap(),
+        1
+    );
+}
+
+/// A token from the demo's identity provider over HTTP; `Err` carries the refusal.
+async fn demo_token(token_url: &str, client: &str, scope: Option<&str>) -> String {
+    try_demo_token(token_url, client, scope)
+        .await
+        .unwrap_or_else(|e| panic!("{client}: {e:?}"))
+}
+
+async fn try_demo_token(
+    token_url: &str,
+    client: &str,
+    scope: Option<&str>,
+) -> Result<String, (u16, String)> {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", "client_credentials")
+        .append_pair("client_id", client);
+    if let Some(scope) = scope {
+        form.append_pair("scope", scope);
+    }
+    let got = send(
+        "POST",
+        token_url,
+        None,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some(form.finish().into_bytes()),
+    )
+    .await;
+    match got.json()["access_token"].as_str() {
+        Some(token) if got.status == 200 => Ok(token.to_owned()),
+        _ => Err((
+            got.status,
+            got.json()["error"].as_str().unwrap_or_default().to_owned(),
+        )),
+    }
+}
+
+/// Adversarial: over the demo's identity provider, a clinician asks for the audit role and for
+/// break-glass. Both are refused; the audit API and break-glass stay closed to it, and open to
+/// the callers that hold them. The provider listens on the port asked for.
+#[actix_web::test]
+async fn the_demo_identity_provider_grants_a_clinician_neither_the_audit_role_nor_break_glass() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut options = demo::DemoOptions::new("127.0.0.1:0".parse().unwrap());
+    options.idp_port = port;
+    options.log_level = "warn".into();
+    let running = demo::start(&options).expect("demo starts");
+    assert_eq!(running.identity_provider.addr.port(), port);
+    let base = running.gateway.base_url();
+    let token_url = running.identity_provider.token_url();
+    assert_eq!(token_url, format!("http://127.0.0.1:{port}/token"));
+
+    for scope in [
+        "openid fhirUser user/AuditEvent.rs",
+        "openid fhirUser user/*.rs assent/break-glass",
+        "system/*.rs",
+    ] {
+        assert_eq!(
+            try_demo_token(&token_url, "dr-alice", Some(scope)).await,
+            Err((400, "invalid_scope".to_owned())),
+            "{scope}"
+        );
+    }
+    let alice = demo_token(&token_url, "dr-alice", None).await;
+    let audit = send(
+        "GET",
+        &format!("{base}/audit/AuditEvent?_count=1"),
+        Some(&alice),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(audit.status, 403, "{}", audit.text());
+    // dr-alice with purpose ETREAT (anyone may state a purpose) still holds no break-glass
+    // grant: ng-p003, who consented to no one, stays closed.
+    let emergency = send(
+        "POST",
+        &token_url,
+        None,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some(b"grant_type=client_credentials&client_id=dr-alice&purpose=ETREAT".to_vec()),
+    )
+    .await;
+    assert_eq!(emergency.status, 200, "{}", emergency.text());
+    let emergency = emergency.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let glass = send(
+        "GET",
+        &format!("{base}/fhir/north-general/Patient/ng-p003"),
+        Some(&emergency),
+        &[("x-assent-break-glass-reason", "curious")],
+        None,
+    )
+    .await;
+    assert_eq!(glass.status, 403, "{}", glass.text());
+    assert_ne!(
+        glass.header("x-assent-consent"),
+        Some("break-glass:site-default:opt-in")
+    );
+
+    let officer = demo_token(&token_url, "privacy-officer", None).await;
+    let audit = send(
+        "GET",
+        &format!("{base}/audit/AuditEvent?_count=1"),
+        Some(&officer),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(audit.status, 200, "{}", audit.text());
 }
 
 async fn bundle_total(url: &str, key: Option<&str>) -> u64 {

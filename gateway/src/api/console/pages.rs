@@ -24,7 +24,7 @@ header { background: #12263f; color: #fff; padding: .8rem 1.5rem; display: flex;
 header h1 { font-size: 1.1rem; margin: 0; font-weight: 600; }
 header a { color: #cfe0f5; }
 header a.brand { color: #fff; text-decoration: none; }
-main { max-width: 80rem; margin: 0 auto; padding: 1.2rem 1.5rem 3rem; }
+main { max-width: 80rem; margin: 0 auto; padding: 1.2rem 1rem 3rem; }
 h2 { font-size: 1.25rem; margin: 1.2rem 0 .6rem; }
 a { color: var(--accent); }
 form.filters { background: #fff; border: 1px solid var(--line); border-radius: 8px;
@@ -42,14 +42,21 @@ button, .button { font: inherit; padding: .4rem .9rem; border-radius: 5px; curso
                   text-decoration: none; display: inline-block; }
 .button.secondary { background: #fff; color: var(--accent); }
 table { width: 100%; border-collapse: collapse; background: #fff; margin-top: .8rem;
-        border: 1px solid var(--line); border-radius: 8px; overflow: hidden; }
-th, td { text-align: left; padding: .45rem .6rem; border-bottom: 1px solid var(--line);
-         vertical-align: top; }
-th { background: #eef1f5; font-size: .8rem; text-transform: uppercase; letter-spacing: .03em;
+        border: 1px solid var(--line); border-radius: 8px; overflow: hidden;
+        table-layout: fixed; }
+th, td { text-align: left; padding: .4rem .45rem; border-bottom: 1px solid var(--line);
+         vertical-align: top; overflow-wrap: anywhere; font-size: .9rem; }
+col.time { width: 7rem; } col.site { width: 6rem; } col.purpose { width: 5.6rem; }
+col.decision { width: 6rem; } col.status { width: 4rem; } col.receipt { width: 4.4rem; }
+td .id { display: block; color: var(--muted); font-size: .78rem; }
+th { background: #eef1f5; font-size: .72rem; text-transform: uppercase; letter-spacing: 0;
+     overflow-wrap: normal;
      color: var(--muted); }
 tr:last-child td { border-bottom: 0; }
 td.mono, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace;
                  font-size: .82rem; word-break: break-all; }
+time { white-space: nowrap; }
+td time { white-space: normal; }
 .badge { display: inline-block; padding: .05rem .5rem; border-radius: 999px; font-size: .8rem;
          font-weight: 600; }
 .permit, .holds { background: var(--ok-bg); color: var(--ok); }
@@ -105,6 +112,51 @@ pub fn sign_in(message: Option<&str>) -> Markup {
     )
 }
 
+/// The console's own error: a page with the status, the sentence and the stable code.
+pub fn error(who: Option<&str>, status: u16, code: &str, message: &str) -> Markup {
+    let title = match status {
+        404 => "Not found",
+        400 => "These values cannot be used",
+        401 | 403 => "Not allowed",
+        503 => "Unavailable",
+        _ => "Something went wrong",
+    };
+    layout(
+        title,
+        who,
+        html! {
+            h2 { (title) }
+            p.banner.fails id="error" { (message) }
+            p.note { "HTTP " (status) " · " span.mono id="error-code" { (code) } }
+            p { a href="/console/" { "← Access log" } }
+        },
+    )
+}
+
+/// A receipt's time, readable (`6 Dec 2026, 14:03:07 UTC`), in a `time` element carrying
+/// the exact instant (`datetime` and the tooltip).
+fn readable_time(time_ms: i64) -> Markup {
+    let exact = format_instant(time_ms);
+    html! { time datetime=(exact) title=(exact) { (readable_instant(&exact)) } }
+}
+
+/// `2026-12-06T14:03:07.123Z` as `6 Dec 2026, 14:03:07 UTC`; any other text as it is.
+pub fn readable_instant(exact: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let parts = (|| {
+        let (date, time) = exact.split_once('T')?;
+        let mut ymd = date.split('-');
+        let (year, month, day) = (ymd.next()?, ymd.next()?, ymd.next()?);
+        let month = MONTHS.get(month.parse::<usize>().ok()?.checked_sub(1)?)?;
+        let day = day.parse::<u8>().ok()?;
+        let clock = time.get(..8)?;
+        Some(format!("{day} {month} {year}, {clock} UTC"))
+    })();
+    parts.unwrap_or_else(|| exact.to_owned())
+}
+
 /// The filters as the form shows them.
 #[derive(Debug, Clone, Default)]
 pub struct FilterForm {
@@ -141,8 +193,8 @@ pub fn search(
         html! {
             h2 { "Access log" }
             form.filters method="get" action="/console/" {
-                label { "Patient" input name="patient" id="f-patient" value=(form.patient) placeholder="site/Patient/id"; }
-                label { "Practitioner" input name="practitioner" id="f-practitioner" value=(form.practitioner) placeholder="Practitioner/id"; }
+                label { "Patient" input name="patient" id="f-patient" value=(form.patient) placeholder="id (with a site) or site/Patient/id"; }
+                label { "Practitioner" input name="practitioner" id="f-practitioner" value=(form.practitioner) placeholder="id or Practitioner/id"; }
                 label { "Site" select name="site" id="f-site" {
                     option value="" selected[form.site.is_empty()] { "Any site" }
                     @for s in sites { option value=(s) selected[&form.site == s] { (s) } }
@@ -164,13 +216,19 @@ pub fn search(
             p.summary {
                 span id="result-count" { (rows.len()) } " access" @if rows.len() != 1 { "es" } " shown, newest first. "
                 a.button.secondary id="export-csv" href=(export_href) { "Export this filter as CSV" }
+                " "
+                a.button.secondary id="export-ndjson" href=(export_href.replacen("/console/export.csv", "/console/export.ndjson", 1)) { "Export as NDJSON" }
+                " "
+                a.button.secondary id="verify-export" href=(export_href.replacen("/console/export.csv", "/console/verify", 1)) { "Verify this export" }
             }
+            p.note { "The NDJSON export carries every receipt's proof and anchor: " code { "assent verify --config assent.toml receipts.ndjson" } " checks it offline." }
             table id="results" {
+                colgroup { col.time; col.who; col.patient; col.site; col.request; col.purpose; col.decision; col.status; col.receipt; }
                 thead { tr { th { "Time (UTC)" } th { "Practitioner" } th { "Patient" } th { "Site" } th { "Request" } th { "Purpose" } th { "Decision" } th { "Status" } th { "Receipt" } } }
                 tbody {
                     @for r in rows {
                         tr {
-                            td.mono { (format_instant(r.time_ms)) }
+                            td { (readable_time(r.time_ms)) }
                             td { (r.actor) }
                             td { (patients_text(r)) }
                             td { (r.site.as_deref().unwrap_or("—")) }
@@ -235,7 +293,7 @@ pub fn receipt(who: &str, d: &ReceiptDetail, disclosure: Option<&Disclosure>) ->
             }
             h2 { "Facts" }
             dl.facts {
-                dt { "Time (UTC)" } dd.mono { (format_instant(row.time_ms)) }
+                dt { "Time (UTC)" } dd { (readable_time(row.time_ms)) " " span.note.mono { (format_instant(row.time_ms)) } }
                 dt { "Gateway, sequence" } dd { (row.gateway_id) ", " (row.sequence) }
                 dt { "Practitioner" } dd { (row.actor) }
                 dt { "Patients reached" } dd { (patients_text(row)) }
@@ -264,6 +322,33 @@ pub fn receipt(who: &str, d: &ReceiptDetail, disclosure: Option<&Disclosure>) ->
                 },
             }
             p.note { (PreEscaped("Download the NDJSON export and run <code>assent verify</code> to check receipts offline.")) }
+        },
+    )
+}
+
+/// "Verify this export": the report of the filter's export checked against the ledger.
+pub fn verified(who: &str, report: &assent_receipts::VerifyReport, back: &str) -> Markup {
+    layout(
+        "Export verification",
+        Some(who),
+        html! {
+            p { a href=(back) { "← Access log (this filter)" } }
+            h2 { "Export verification" }
+            @if report.all_held() {
+                p.banner.holds id="export-verdict" { "✓ Every receipt of this export verifies: its content matches its hash, its chain link holds, and every anchored batch's proof leads to the root on the ledger." }
+            } @else {
+                p.banner.fails id="export-verdict" { "✗ " (report.failures.len()) " check" @if report.failures.len() != 1 { "s" } " failed: see below." }
+            }
+            dl.facts id="export-report" {
+                dt { "Receipts checked" } dd id="export-receipts" { (report.n_receipts) }
+                dt { "Anchored on the ledger" } dd { (report.n_anchored) }
+                dt { "Not anchored yet (the batch window)" } dd { (report.n_pending) }
+            }
+            @if !report.failures.is_empty() {
+                h2 { "Failures" }
+                ul id="export-failures" { @for f in &report.failures { li.mono { (f.to_string()) } } }
+            }
+            p.note { "The same checks as " code { "assent verify" } " on the NDJSON export; a filtered export may leave out receipts of a chain, which is not a failure here." }
         },
     )
 }

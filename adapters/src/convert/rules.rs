@@ -1230,6 +1230,11 @@ fn medication_request_r4_to_r5(
 ) {
     choice_to_codeable_reference(obj, "medication", "medication", done);
     merge_codeable_reference(obj, "reasonCode", "reasonReference", "reason", done);
+    // R4 `reportedReference` says "reported, by this source": R5 says both.
+    if obj.contains_key("reportedReference") && !obj.contains_key("reportedBoolean") {
+        obj.insert("reported".into(), Value::Bool(true));
+        done.push("reported");
+    }
 }
 
 fn medication_request_r5_to_r4(
@@ -1239,6 +1244,34 @@ fn medication_request_r5_to_r4(
 ) {
     codeable_reference_to_choice(obj, ctx, "medication", "medication", done);
     split_codeable_reference(obj, ctx, "reason", "reasonCode", "reasonReference", done);
+    reported_r5_to_r4(obj, ctx);
+}
+
+/// R5 `reported` and `informationSource` are one choice in R4, `reported[x]`, which holds
+/// one of them: a reported request with one source is R4 `reportedReference` (a reference
+/// says "reported, by this source"); any other pair keeps `reported` and carries the sources,
+/// so R4 never gets both `reportedBoolean` and `reportedReference`.
+fn reported_r5_to_r4(obj: &mut Map<String, Value>, ctx: &mut Ctx) {
+    let (Some(reported), Some(sources)) = (obj.get("reported"), obj.get("informationSource"))
+    else {
+        return;
+    };
+    let one_source = sources.as_array().is_some_and(|a| a.len() == 1) || sources.is_object();
+    if *reported == Value::Bool(true) && one_source {
+        obj.remove("reported");
+        obj.remove("_reported");
+        return;
+    }
+    if let Some(sources) = obj.remove("informationSource") {
+        carry_root(
+            obj,
+            ctx,
+            "informationSource",
+            sources,
+            "Reference",
+            "cannot stand beside `reported` in one `reported[x]`",
+        );
+    }
 }
 
 fn medication_statement_r4_to_r5(

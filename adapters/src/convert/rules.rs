@@ -1252,8 +1252,19 @@ fn medication_request_r5_to_r4(
 /// says "reported, by this source"); any other pair keeps `reported` and carries the sources,
 /// so R4 never gets both `reportedBoolean` and `reportedReference`.
 fn reported_r5_to_r4(obj: &mut Map<String, Value>, ctx: &mut Ctx) {
-    let (Some(reported), Some(sources)) = (obj.get("reported"), obj.get("informationSource"))
-    else {
+    let Some(sources) = obj.get("informationSource") else {
+        return;
+    };
+    let Some(reported) = obj.get("reported") else {
+        // R4 `reportedReference` also says the request is a reported (secondary) record,
+        // which R5 did not say.
+        let path = "MedicationRequest.informationSource";
+        ctx.issue(
+            Severity::Information,
+            IssueCode::Informational,
+            path,
+            format!("{path} without `reported` is R4 reportedReference, which also says the request was reported"),
+        );
         return;
     };
     let one_source = sources.as_array().is_some_and(|a| a.len() == 1) || sources.is_object();

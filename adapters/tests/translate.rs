@@ -571,15 +571,11 @@ fn corpus_round_trips() {
 
 /// Numbers pass through conversion as the site wrote them: trailing zeros, exponents, 30+
 /// digits, negative zero, also inside carriers, restructured datatypes (`Dosage`) and the
-/// SampledData interval computed in milliseconds. Needs serde_json's `arbitrary_precision`
-/// (feature `exact-numbers`); without it serde_json's tree itself keeps numbers as binary
-/// floats, before and after the adapters. (serde_json's `arbitrary_precision` itself writes
-/// an exponent `E` as `e`: `1.0E+3` comes out `1.0e+3` even untranslated.)
+/// SampledData interval computed in milliseconds. Rests on serde_json's `arbitrary_precision`,
+/// which the workspace turns on for every crate (a number is its text in the tree).
+/// (`arbitrary_precision` itself writes an exponent `E` as `e`: `1.0E+3` comes out `1.0e+3`
+/// even untranslated.)
 #[test]
-#[cfg_attr(
-    not(feature = "exact-numbers"),
-    ignore = "needs serde_json's arbitrary_precision: --features assent-adapters/exact-numbers"
-)]
 fn numbers_keep_their_text() {
     let observation = r#"{"resourceType":"Observation","id":"n","status":"final","code":{"text":"x"},
         "valueQuantity":{"value":1.50,"unit":"mg"},

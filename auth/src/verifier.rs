@@ -242,11 +242,22 @@ impl Inner {
         let data = decode::<Map<String, Value>>(token, &key.key, validation)
             .map_err(|e| map_jwt_error(e.into_kind(), &header.alg))?;
         let claims = data.claims;
-        if let Some(iat) = claims.get("iat") {
-            let iat = iat.as_f64().ok_or_else(|| bad_claim("iat"))?;
-            if iat > (now + config.leeway.as_secs()) as f64 {
-                return Err(AuthError::IssuedInFuture);
-            }
+        // The times are checked here, not by `jsonwebtoken`: it reads `exp` and `nbf` from the
+        // token's bytes with a visitor that serde_json's `arbitrary_precision` (numbers kept as
+        // text, workspace-wide) does not feed a fractional or exponent NumericDate, which RFC
+        // 7519 allows. The claims map reads every number.
+        let leeway = config.leeway.as_secs() as f64;
+        let exp = numeric_date(&claims, "exp")?.ok_or(AuthError::MissingClaim {
+            claim: "exp".to_owned(),
+        })?;
+        if exp < now as f64 - leeway {
+            return Err(AuthError::Expired);
+        }
+        if numeric_date(&claims, "nbf")?.is_some_and(|nbf| nbf > now as f64 + leeway) {
+            return Err(AuthError::NotYetValid);
+        }
+        if numeric_date(&claims, "iat")?.is_some_and(|iat| iat > now as f64 + leeway) {
+            return Err(AuthError::IssuedInFuture);
         }
 
         let caller = caller_from_claims(&claims, config, &digest)?;
@@ -452,16 +463,31 @@ async fn discover_issuer(
     })
 }
 
-/// What `jsonwebtoken` checks for `config` and `alg`: `exp`, `iss`, `aud` and `sub` present,
-/// `exp` and `nbf` with the configured leeway, the issuer and the audience.
+/// What `jsonwebtoken` checks for `config` and `alg`: the signature, `iss`, `aud` and `sub`
+/// present, the issuer and the audience. `exp`, `nbf` and `iat` are checked by `verify` from
+/// the claims (see there why).
 fn validation_for(config: &IssuerConfig, alg: SigningAlgorithm) -> Validation {
     let mut validation = Validation::new(alg.to_jsonwebtoken());
     validation.leeway = config.leeway.as_secs();
-    validation.validate_nbf = true;
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
     validation.set_issuer(&[&config.issuer]);
     validation.set_audience(&config.audience);
-    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.set_required_spec_claims(&["iss", "aud", "sub"]);
     validation
+}
+
+/// A NumericDate claim (seconds since the epoch, RFC 7519: possibly fractional): `None`
+/// when absent, an error unless it is a finite number from 0 below 2^64.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, AuthError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .as_f64()
+            .filter(|t| (0.0..u64::MAX as f64).contains(t))
+            .map(Some)
+            .ok_or_else(|| bad_claim(name)),
+    }
 }
 
 /// Whether a refetch now would break the issuer's minimum interval.
@@ -640,11 +666,7 @@ fn caller_from_claims(
         Some(jti) => jti,
         None => Arc::from(format!("sha256:{}", hex(&digest[..16]))),
     };
-    let expires_at = claims
-        .get("exp")
-        .and_then(Value::as_f64)
-        .filter(|e| *e >= 0.0)
-        .ok_or_else(|| bad_claim("exp"))? as u64;
+    let expires_at = numeric_date(claims, "exp")?.ok_or_else(|| bad_claim("exp"))? as u64;
 
     let listed: Vec<&str> = match (claims.get("scope"), claims.get("scp")) {
         (Some(Value::String(s)), _) | (None, Some(Value::String(s))) => {

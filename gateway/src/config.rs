@@ -284,9 +284,17 @@ impl Config {
     }
 
     /// Builds from any serialisable value (tests build configuration from a map; a key file
-    /// they name is read, the environment is not).
+    /// they name is read, the environment is not). The value is taken through serde_json's
+    /// tree into figment's own values: with serde_json's `arbitrary_precision` (numbers kept
+    /// as text, workspace-wide) a serde_json number serialises as a private one-field struct,
+    /// which figment would read as a table where a number is expected.
     pub fn from_value<T: Serialize>(value: T) -> Result<Config, ConfigError> {
-        Self::from_figment(Figment::new().merge(Serialized::defaults(value)), None, &[])
+        let value = serde_json::to_value(value).map_err(|e| ConfigError::Load(e.to_string()))?;
+        Self::from_figment(
+            Figment::new().merge(Serialized::defaults(figment_value(value))),
+            None,
+            &[],
+        )
     }
 
     fn from_figment(
@@ -453,6 +461,32 @@ fn default_max_body_bytes() -> usize {
     1024 * 1024
 }
 
+/// A serde_json tree as figment's values: numbers as the first of u64, i64 and f64 that
+/// holds them (a number none holds stays its text, which figment then refuses where a number
+/// is expected), null as unit.
+fn figment_value(value: serde_json::Value) -> figment::value::Value {
+    use figment::value::{Dict, Empty, Value as F};
+    match value {
+        serde_json::Value::Null => F::from(Empty::Unit),
+        serde_json::Value::Bool(b) => F::from(b),
+        serde_json::Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => F::from(u),
+            (None, Some(i), _) => F::from(i),
+            (None, None, Some(f)) => F::from(f),
+            (None, None, None) => F::from(n.to_string()),
+        },
+        serde_json::Value::String(s) => F::from(s),
+        serde_json::Value::Array(items) => {
+            F::from(items.into_iter().map(figment_value).collect::<Vec<_>>())
+        }
+        serde_json::Value::Object(map) => F::from(
+            map.into_iter()
+                .map(|(k, v)| (k, figment_value(v)))
+                .collect::<Dict>(),
+        ),
+    }
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use std::time::Duration;
@@ -479,6 +513,24 @@ pub(super) mod tests {
         assert_eq!(site.default_policy, SitePolicy::OptOut);
         assert_eq!(site.timeout(), Duration::from_secs(30));
         assert_eq!(c.public_base_for(c.listen), "http://127.0.0.1:9000");
+    }
+
+    /// A configuration built from a serde_json tree (the tests', the demo's) reads its
+    /// numbers as numbers, with serde_json's `arbitrary_precision` on.
+    #[test]
+    fn a_configuration_from_a_json_tree_reads_its_numbers() {
+        let c = Config::from_value(serde_json::json!({
+            "listen": "127.0.0.1:9000", "database_url": "/tmp/x.db", "max_body_bytes": 4096,
+            "sites": {"st-mary": {"upstream": "http://127.0.0.1:7000/fhir",
+                "fhir_version": "R4", "default_policy": "opt-out", "timeout_ms": 1500}}
+        }))
+        .unwrap();
+        assert_eq!(c.max_body_bytes, 4096);
+        assert_eq!(c.sites["st-mary"].timeout(), Duration::from_millis(1500));
+        let negative = Config::from_value(serde_json::json!({
+            "listen": "127.0.0.1:9000", "database_url": "/tmp/x.db", "max_body_bytes": -1,
+        }));
+        assert!(negative.is_err());
     }
 
     pub(crate) fn error_of(text: &str) -> String {

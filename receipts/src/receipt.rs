@@ -327,8 +327,10 @@ pub struct ResourceEntry {
 impl ResourceEntry {
     /// The entry for a resource as returned to the client: type, id and `meta.versionId`
     /// read from it, the content hash over its canonical JSON
-    /// ([`assent_consent::canonical_json`]: keys sorted, no whitespace), so that the hash does
-    /// not depend on how the response was serialised. `None` without `resourceType` or `id`.
+    /// ([`assent_consent::canonical_json`]: keys sorted, no whitespace, every number as the
+    /// text the site wrote, which serde_json's `arbitrary_precision` keeps: `1.50` is not
+    /// `1.5`), so that the hash does not depend on how the response was serialised. `None`
+    /// without `resourceType` or `id`.
     pub fn from_resource(resource: &Value) -> Option<ResourceEntry> {
         let resource_type = resource.get("resourceType")?.as_str()?;
         let id = resource.get("id")?.as_str()?;
@@ -1053,6 +1055,41 @@ pub(crate) mod tests {
         assert_eq!(a, b);
         assert_eq!(a.reference(), "Patient/p");
         assert!(ResourceEntry::from_resource(&json!({"resourceType": "Patient"})).is_none());
+    }
+
+    /// A number hashes as the text the site wrote: `1.50` and `1.5` are different content
+    /// (a lab value's precision), and 30 digits are not cut to a float's 17.
+    #[test]
+    fn content_hash_takes_numbers_as_their_text() {
+        let entry = |text: &str| {
+            let resource: Value = serde_json::from_str(text).unwrap();
+            ResourceEntry::from_resource(&resource)
+                .unwrap()
+                .content_hash
+        };
+        let hash_of = |canonical: &str| Digest::of(canonical.as_bytes());
+        for number in [
+            "1.50",
+            "0.010",
+            "-0",
+            "-0.0",
+            "123456789012345678901234567890.123",
+            "1e-7",
+        ] {
+            let text =
+                format!(r#"{{"value": {number}, "resourceType": "Observation", "id": "o"}}"#);
+            assert_eq!(
+                entry(&text),
+                hash_of(&format!(
+                    r#"{{"id":"o","resourceType":"Observation","value":{number}}}"#
+                )),
+                "{number}"
+            );
+        }
+        assert_ne!(
+            entry(r#"{"resourceType": "Observation", "id": "o", "value": 1.50}"#),
+            entry(r#"{"resourceType": "Observation", "id": "o", "value": 1.5}"#)
+        );
     }
 
     #[test]

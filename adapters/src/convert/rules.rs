@@ -551,6 +551,7 @@ const RESOURCE_RULES_STU3_R4: &[(&str, ResourceRule)] = &[
         medication_administration_not_given,
     ),
     ("Communication", communication_not_done),
+    ("Goal", goal_status_to_achievement),
 ];
 
 const RESOURCE_RULES_R4_STU3: &[(&str, ResourceRule)] = &[
@@ -567,6 +568,7 @@ const RESOURCE_RULES_R4_STU3: &[(&str, ResourceRule)] = &[
         medication_administration_not_done,
     ),
     ("Communication", communication_status_not_done),
+    ("Goal", goal_achievement_to_status),
 ];
 
 const RESOURCE_RULES_R4B_R5: &[(&str, ResourceRule)] = &[
@@ -1228,6 +1230,11 @@ fn medication_request_r4_to_r5(
 ) {
     choice_to_codeable_reference(obj, "medication", "medication", done);
     merge_codeable_reference(obj, "reasonCode", "reasonReference", "reason", done);
+    // R4 `reportedReference` says "reported, by this source": R5 says both.
+    if obj.contains_key("reportedReference") && !obj.contains_key("reportedBoolean") {
+        obj.insert("reported".into(), Value::Bool(true));
+        done.push("reported");
+    }
 }
 
 fn medication_request_r5_to_r4(
@@ -1237,6 +1244,45 @@ fn medication_request_r5_to_r4(
 ) {
     codeable_reference_to_choice(obj, ctx, "medication", "medication", done);
     split_codeable_reference(obj, ctx, "reason", "reasonCode", "reasonReference", done);
+    reported_r5_to_r4(obj, ctx);
+}
+
+/// R5 `reported` and `informationSource` are one choice in R4, `reported[x]`, which holds
+/// one of them: a reported request with one source is R4 `reportedReference` (a reference
+/// says "reported, by this source"); any other pair keeps `reported` and carries the sources,
+/// so R4 never gets both `reportedBoolean` and `reportedReference`.
+fn reported_r5_to_r4(obj: &mut Map<String, Value>, ctx: &mut Ctx) {
+    let Some(sources) = obj.get("informationSource") else {
+        return;
+    };
+    let Some(reported) = obj.get("reported") else {
+        // R4 `reportedReference` also says the request is a reported (secondary) record,
+        // which R5 did not say.
+        let path = "MedicationRequest.informationSource";
+        ctx.issue(
+            Severity::Information,
+            IssueCode::Informational,
+            path,
+            format!("{path} without `reported` is R4 reportedReference, which also says the request was reported"),
+        );
+        return;
+    };
+    let one_source = sources.as_array().is_some_and(|a| a.len() == 1) || sources.is_object();
+    if *reported == Value::Bool(true) && one_source {
+        obj.remove("reported");
+        obj.remove("_reported");
+        return;
+    }
+    if let Some(sources) = obj.remove("informationSource") {
+        carry_root(
+            obj,
+            ctx,
+            "informationSource",
+            sources,
+            "Reference",
+            "cannot stand beside `reported` in one `reported[x]`",
+        );
+    }
 }
 
 fn medication_statement_r4_to_r5(
@@ -2223,6 +2269,109 @@ fn communication_status_not_done(
     done: &mut Vec<&'static str>,
 ) {
     not_done_to_flag(obj, ctx, done, "notDone", "completed");
+}
+
+// ---- Goal: lifecycle and achievement ------------------------------------------------------
+
+const GOAL_ACHIEVEMENT: &str = "http://terminology.hl7.org/CodeSystem/goal-achievement";
+
+/// STU3 `Goal.status` codes that R4 says exactly with its two elements: (STU3 status, R4
+/// `lifecycleStatus`, R4 `achievementStatus` code). The definitions read alike ("being
+/// sought but not yet reached", "met, but ongoing activity is needed", "met"); the other
+/// STU3 progress codes (`on-target`, `ahead-of-target`, `behind-target`) have no
+/// achievement code of the same meaning and stay approximations (the code map).
+const GOAL_STATUS_EXACT: &[(&str, &str, &str)] = &[
+    ("in-progress", "active", "in-progress"),
+    ("sustaining", "active", "sustaining"),
+    ("achieved", "completed", "achieved"),
+];
+
+/// STU3 `status` → R4 `lifecycleStatus` + `achievementStatus`, where R4 says it exactly
+/// (unless an earlier conversion carried the R4 elements: those are restored instead).
+fn goal_status_to_achievement(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    if carries(
+        obj,
+        &[
+            "/extension-Goal.lifecycleStatus",
+            "/extension-Goal.achievementStatus",
+        ],
+    ) {
+        return;
+    }
+    let Some(status) = obj.get("status").and_then(Value::as_str) else {
+        return;
+    };
+    let Some(&(_, lifecycle, achievement)) = GOAL_STATUS_EXACT
+        .iter()
+        .find(|(code, _, _)| *code == status)
+    else {
+        return;
+    };
+    obj.remove("status");
+    obj.insert("lifecycleStatus".into(), Value::String(lifecycle.into()));
+    obj.insert(
+        "achievementStatus".into(),
+        serde_json::json!({"coding": [{"system": GOAL_ACHIEVEMENT, "code": achievement}]}),
+    );
+    done.push("lifecycleStatus");
+    done.push("achievementStatus");
+}
+
+/// R4 `lifecycleStatus` + `achievementStatus` (one coding of the achievement code system,
+/// nothing else) → the STU3 `status` that says both. Anything else (another pair, a text, a
+/// status carried from STU3) is left to the code map and the walk.
+fn goal_achievement_to_status(
+    obj: &mut Map<String, Value>,
+    _ctx: &mut Ctx,
+    done: &mut Vec<&'static str>,
+) {
+    if carries(obj, &["/extension-Goal.status"]) {
+        return;
+    }
+    let lifecycle = obj.get("lifecycleStatus").and_then(Value::as_str);
+    let achievement = obj
+        .get("achievementStatus")
+        .and_then(Value::as_object)
+        .filter(|a| a.len() == 1)
+        .and_then(|a| a.get("coding"))
+        .and_then(Value::as_array)
+        .filter(|c| c.len() == 1)
+        .and_then(|c| c[0].as_object())
+        .filter(|c| {
+            c.len() == 2 && c.get("system").and_then(Value::as_str) == Some(GOAL_ACHIEVEMENT)
+        })
+        .and_then(|c| c.get("code"))
+        .and_then(Value::as_str);
+    let (Some(lifecycle), Some(achievement)) = (lifecycle, achievement) else {
+        return;
+    };
+    let Some(&(status, _, _)) = GOAL_STATUS_EXACT
+        .iter()
+        .find(|(_, l, a)| *l == lifecycle && *a == achievement)
+    else {
+        return;
+    };
+    obj.remove("lifecycleStatus");
+    obj.remove("achievementStatus");
+    obj.insert("status".into(), Value::String(status.into()));
+    done.push("status");
+}
+
+/// Whether `obj` has a (cross-version) extension whose URL ends with one of `suffixes`.
+fn carries(obj: &Map<String, Value>, suffixes: &[&str]) -> bool {
+    obj.get("extension")
+        .and_then(Value::as_array)
+        .is_some_and(|e| {
+            e.iter().any(|x| {
+                x.get("url")
+                    .and_then(Value::as_str)
+                    .is_some_and(|u| suffixes.iter().any(|s| u.ends_with(s)))
+            })
+        })
 }
 
 // ---- Group: actual members or a definition ------------------------------------------------

@@ -228,6 +228,52 @@ async fn expired_not_yet_valid_and_issued_in_future_are_refused() {
     rejected(&verifier, &key.sign(&no_exp), "token-missing-claim", 401).await;
 }
 
+/// A NumericDate may be fractional or written with an exponent (RFC 7519, section 2): such
+/// `exp`, `nbf` and `iat` are read as the numbers they are and checked like whole seconds,
+/// also with serde_json keeping numbers as their text (`arbitrary_precision`).
+#[tokio::test]
+async fn fractional_and_exponent_numeric_dates_are_read_and_checked() {
+    let key = TestKey::ec("ec-1");
+    let idp = FakeIdp::start(&[&key]).await;
+    let verifier = idp.verifier(LONG).await;
+    let now = now() as f64;
+    let number = |text: String| -> serde_json::Value { serde_json::from_str(&text).unwrap() };
+
+    let mut fractional = idp.claims();
+    fractional["exp"] = json!(now + 300.5);
+    fractional["nbf"] = json!(now - 0.25);
+    fractional["iat"] = json!(now - 0.25);
+    verifier.verify(&key.sign(&fractional), None).await.unwrap();
+
+    let mut exponent = idp.claims();
+    exponent["exp"] = number(format!("{}E0", now as u64 + 300));
+    exponent["nbf"] = number(format!("{}.0e-0", now as u64));
+    verifier.verify(&key.sign(&exponent), None).await.unwrap();
+
+    let mut expired = idp.claims();
+    expired["exp"] = json!(now - 120.5);
+    rejected(&verifier, &key.sign(&expired), "token-expired", 401).await;
+
+    let mut early = idp.claims();
+    early["nbf"] = json!(now + 300.5);
+    rejected(&verifier, &key.sign(&early), "token-not-yet-valid", 401).await;
+
+    let mut future = idp.claims();
+    future["iat"] = json!(now + 300.5);
+    rejected(&verifier, &key.sign(&future), "token-issued-in-future", 401).await;
+
+    for bad in [
+        json!("4102444800"),
+        json!(-1.5),
+        json!(true),
+        number("1e400".into()),
+    ] {
+        let mut claims = idp.claims();
+        claims["exp"] = bad.clone();
+        rejected(&verifier, &key.sign(&claims), "token-bad-claim", 401).await;
+    }
+}
+
 #[tokio::test]
 async fn wrong_issuer_and_wrong_audience_are_refused() {
     let key = TestKey::rsa("rsa-1");

@@ -16,6 +16,7 @@ mod dialects;
 mod enforcement;
 mod errors;
 mod fabric;
+mod numbers;
 mod operations;
 mod paging;
 mod property;

@@ -463,8 +463,9 @@ fn default_max_body_bytes() -> usize {
 
 /// A serde_json tree as figment's values: numbers as the first of u64, i64 and f64 that
 /// holds them (a number none holds stays its text, which figment then refuses where a number
-/// is expected), null as unit.
-fn figment_value(value: serde_json::Value) -> figment::value::Value {
+/// is expected), null as unit. The demo writes its configuration out as TOML through this too:
+/// a tree of `arbitrary_precision` numbers is not TOML numbers by itself.
+pub(crate) fn figment_value(value: serde_json::Value) -> figment::value::Value {
     use figment::value::{Dict, Empty, Value as F};
     match value {
         serde_json::Value::Null => F::from(Empty::Unit),

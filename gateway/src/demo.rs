@@ -132,7 +132,11 @@ pub fn start(options: &DemoOptions) -> Result<Demo, Box<dyn std::error::Error>> 
     // The configuration is written out and loaded from the file (no environment): what the
     // demo runs is what `assent verify --config` reads.
     let config_file = dir.path().join("assent-demo.toml");
-    std::fs::write(&config_file, toml::to_string(&value)?)?;
+    // (Through figment's values: serde_json's exact numbers are not TOML numbers by themselves.)
+    std::fs::write(
+        &config_file,
+        toml::to_string(&crate::config::figment_value(value))?,
+    )?;
     let config = Config::load_with_env(&config_file, std::iter::empty())?;
     crate::http::observability::init_tracing(&config.log);
     let gateway = app::spawn_on(config, listener, 1)?;

@@ -480,6 +480,12 @@ async fn a_chain_of_version_1_receipts_goes_on_in_version_2() {
             },
         );
         assert!(report.all_held(), "{:?}", report.failures);
-        assert_eq!(report.n_anchored, 6);
+        // The six accesses; the export's own receipt too when its batch (20 ms window) closed
+        // before the anchors were read.
+        assert!(
+            (6..=7).contains(&report.n_anchored),
+            "{}",
+            report.n_anchored
+        );
     }
 }

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Benchmarks: measures, then rewrites BENCHMARKS.md. Never part of the test suite.
 #
-#   P1  throughput through the gateway ÷ straight to the same trivial upstream (1 KB Patient),
-#       alternating direct / gateway in one run, median of the per-pair ratios (wrk).
+#   P1  throughput through the gateway ÷ straight to the same trivial upstream (1 KB Patient)
+#       and ÷ through nginx (the reference reverse proxy: one worker, an upstream keepalive pool
+#       larger than the load's connections, no auth), at CONNECTIONS and CONNECTIONS_HIGH,
+#       rotating direct / nginx / gateway in one run, medians of the per-round ratios (wrk).
 #   P10e the same read through the gateway asked in R5 (parsed, translated from the site's R4)
 #       ÷ asked in the site's own version (untranslated), alternating, median of the ratios.
 #   P3  user-space instructions per proxied request: callgrind over N and 6N requests on one
-#       keep-alive connection, (Ir(6N) − Ir(N)) / 5N.
+#       keep-alive connection, (Ir(6N) − Ir(N)) / 5N, for the gateway and for nginx.
 #   P7  receipts: durably recorded per second through the gateway's receipt writer (SQLite,
 #       and PostgreSQL when ASSENT_BENCH_DATABASE_URL names a scratch database: the bench
 #       migrates it and leaves its tables), and end-to-end throughput with
@@ -21,8 +23,9 @@
 #       ASSENT_FABRIC_TEST_CONFIG names one (skipped with a notice otherwise), and always
 #       against the in-process FAKE Fabric, labelled as such.
 #
-# Needs: wrk and valgrind (Debian packages; installed here when missing and we are root).
+# Needs: wrk, valgrind and nginx (Debian packages; installed here when missing and we are root).
 # Environment: PAIRS (default 3), SECONDS_EACH (default 8), CONNECTIONS (default 32),
+#              CONNECTIONS_HIGH (default 256),
 #              N_CALLGRIND (default 200); ASSENT_FABRIC_TEST_CONFIG (a JSON FabricConfig),
 #              ASSENT_FABRIC_VERSION and ASSENT_FABRIC_BATCH_TIMEOUT (reported with the real
 #              network's figures); FABRIC_ONLY=1 runs only the Fabric part and replaces the
@@ -33,6 +36,7 @@ root=$(pwd)
 PAIRS=${PAIRS:-3}
 SECONDS_EACH=${SECONDS_EACH:-8}
 CONNECTIONS=${CONNECTIONS:-32}
+CONNECTIONS_HIGH=${CONNECTIONS_HIGH:-256}
 N_CALLGRIND=${N_CALLGRIND:-200}
 
 need() {
@@ -93,6 +97,7 @@ fi
 
 need wrk wrk
 need valgrind valgrind
+need nginx nginx
 
 cargo build --release -q -p assent-gateway -p assent-benches
 cargo build --release -q -p assent-gateway --features bench-no-receipts --target-dir "$root/target/no-receipts"
@@ -106,6 +111,47 @@ up_port=$(free_port)
 pids+=($!)
 upstream="http://127.0.0.1:$up_port"
 wait_http "$upstream/fhir/Patient/bench-1"
+
+# nginx, the reference reverse proxy, in front of the same upstream. `master_process off`:
+# one process that is the one worker (so callgrind sees it whole).
+nginx_conf() { # port, name → config file
+  mkdir -p "$work/nginx"
+  cat > "$work/nginx/$2.conf" <<EOF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $work/nginx/$2.pid;
+error_log $work/nginx/$2.error.log error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  upstream fhir {
+    server 127.0.0.1:$up_port;
+    keepalive 1024;
+  }
+  server {
+    listen 127.0.0.1:$1;
+    location / {
+      proxy_pass http://fhir;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+  echo "$work/nginx/$2.conf"
+}
+ng_port=$(free_port)
+nginx -c "$(nginx_conf "$ng_port" wrk)" > "$work/nginx.log" 2>&1 &
+ng_pid=$!
+pids+=($ng_pid)
+nginx_url="http://127.0.0.1:$ng_port"
+wait_http "$nginx_url/fhir/Patient/bench-1"
 
 # A DEMO identity provider mints the clinician's token the gateway verifies (and caches).
 audience="https://assent.bench/fhir"
@@ -141,27 +187,42 @@ EOF
 }
 write_config "$work/gw.toml" "$gw_port" gw
 "$bin/assent" serve --config "$work/gw.toml" --workers 1 > "$work/gw.log" 2>&1 &
-pids+=($!)
+gw_pid=$!
+pids+=($gw_pid)
 gateway="http://127.0.0.1:$gw_port"
 wait_http "$gateway/livez"
 
-rps() { # url, extra wrk args → requests/s
+rps() { # url, extra wrk args → requests/s (at $CONNECTIONS)
   wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_EACH}s" "$@" | awk '/Requests\/sec/ {print $2}'
 }
-
-echo "P1: $PAIRS pairs of ${SECONDS_EACH}s, $CONNECTIONS connections"
-ratios=()
-rows=""
-for i in $(seq 1 "$PAIRS"); do
-  direct=$(rps "$upstream/fhir/Patient/bench-1")
-  via=$(rps -H "Authorization: Bearer $key" "$gateway/fhir/bench/Patient/bench-1")
-  ratio=$(python3 -c "print(f'{$via/$direct:.3f}')")
-  ratios+=("$ratio")
-  rows+="| $i | $direct | $via | $ratio |"$'\n'
-  echo "  pair $i: direct $direct req/s, gateway $via req/s, ratio $ratio"
-done
+rps_at() { # connections, url, extra wrk args → requests/s
+  local c=$1; shift
+  wrk -t1 -c"$c" -d"${SECONDS_EACH}s" "$@" | awk '/Requests\/sec/ {print $2}'
+}
 median_of() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-median=$(median_of "${ratios[@]}")
+
+p1_md=""
+for conns in "$CONNECTIONS" "$CONNECTIONS_HIGH"; do
+  echo "P1: $PAIRS rounds of ${SECONDS_EACH}s, $conns connections: direct, nginx, gateway"
+  r_direct=(); r_nginx=(); rows=""
+  for i in $(seq 1 "$PAIRS"); do
+    direct=$(rps_at "$conns" "$upstream/fhir/Patient/bench-1")
+    ng=$(rps_at "$conns" "$nginx_url/fhir/Patient/bench-1")
+    via=$(rps_at "$conns" -H "Authorization: Bearer $key" "$gateway/fhir/bench/Patient/bench-1")
+    rd=$(python3 -c "print(f'{$via/$direct:.3f}')")
+    rn=$(python3 -c "print(f'{$via/$ng:.3f}')")
+    r_direct+=("$rd"); r_nginx+=("$rn")
+    rows+="| $i | $direct | $ng | $via | $rd | $rn |"$'\n'
+    echo "  round $i: direct $direct, nginx $ng, gateway $via req/s; gateway ÷ direct $rd, ÷ nginx $rn"
+  done
+  md=$(median_of "${r_direct[@]}"); mn=$(median_of "${r_nginx[@]}")
+  p1_md+="### \`wrk -t1 -c$conns -d${SECONDS_EACH}s\`"$'\n\n'
+  p1_md+="| round | direct req/s | nginx req/s | gateway req/s | gateway ÷ direct | gateway ÷ nginx |"$'\n'
+  p1_md+="|---|---|---|---|---|---|"$'\n'
+  p1_md+="$rows"$'\n'
+  p1_md+="**Medians at c=$conns: gateway ÷ direct $md, gateway ÷ nginx $mn.**"$'\n\n'
+done
+kill "$ng_pid"; wait "$ng_pid" 2>/dev/null || true
 
 
 echo "P7 end to end: receipts on ÷ off, $PAIRS pairs"
@@ -196,7 +257,7 @@ for i in $(seq 1 "$PAIRS"); do
   echo "  pair $i: R4 (untranslated) $plain req/s, R5 (translated) $translated req/s, ratio $ratio"
 done
 t_median=$(median_of "${t_ratios[@]}")
-kill "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
+kill "$gw_pid"; wait "$gw_pid" 2>/dev/null || true
 
 echo "P7/P8: receipt writer and anchoring"
 p7_writer=$("$bin/receipts_bench" "$work/receipts.db" 5 512)
@@ -222,6 +283,22 @@ ir1=$(instructions "$N_CALLGRIND")
 ir6=$(instructions $((6 * N_CALLGRIND)))
 per_request=$(python3 -c "print(round(($ir6 - $ir1) / (5 * $N_CALLGRIND)))")
 echo "  Ir(N)=$ir1 Ir(6N)=$ir6 → $per_request instructions per request"
+instructions_nginx() { # n → total Ir of nginx serving n requests
+  local n=$1 port out conf
+  port=$(free_port)
+  conf=$(nginx_conf "$port" "cg$n")
+  out="$work/callgrind.nginx.$n.out"
+  valgrind --tool=callgrind --callgrind-out-file="$out" nginx -c "$conf" > "$work/cg-nginx$n.log" 2>&1 &
+  local vg=$!
+  wait_http "http://127.0.0.1:$port/fhir/Patient/bench-1"
+  "$bin/keepalive_client" "$n" "http://127.0.0.1:$port/fhir/Patient/bench-1"
+  kill -TERM "$vg"; wait "$vg" 2>/dev/null || true
+  awk '/^summary:|^totals:/ {print $2; exit}' "$out"
+}
+ng1=$(instructions_nginx "$N_CALLGRIND")
+ng6=$(instructions_nginx $((6 * N_CALLGRIND)))
+ng_per_request=$(python3 -c "print(round(($ng6 - $ng1) / (5 * $N_CALLGRIND)))")
+echo "  nginx: Ir(N)=$ng1 Ir(6N)=$ng6 → $ng_per_request instructions per request"
 
 # Micro-benchmarks the crates carry; their own output goes into BENCHMARKS.md as printed.
 micro() { # title, command...
@@ -261,13 +338,16 @@ same run; absolute figures drift with the machine's load.
 Gateway: \`assent serve --workers 1\`, a JWT from a trusted issuer (verified once, then from
 the verified-token cache), consent decided on the embedded ledger (an opt-out site, the patient
 with no consent: the decision cache answers), request log on, SQLite. Upstream: \`trivial-upstream\` (actix-web, one worker) answering a
-~1 KB Patient. Load: \`wrk -t1 -c$CONNECTIONS -d${SECONDS_EACH}s\`, alternating direct and
-through the gateway; all three processes share the machine's cores.
+~1 KB Patient. Load: \`wrk -t1 -cN -d${SECONDS_EACH}s\`, rotating direct, nginx and the
+gateway; all processes share the machine's cores.
 
-| pair | direct req/s | gateway req/s | ratio |
-|---|---|---|---|
-$rows
-**Median ratio: $median.** Durable receipts on (SQLite, synced group commit).
+Reference proxy: nginx ($(nginx -v 2>&1 | sed 's/^nginx version: //')), one worker
+(\`master_process off\`), \`proxy_pass\` to the same upstream with an upstream keepalive pool
+of 1024 connections (larger than the load's), no authentication, access log off.
+
+$p1_md
+Durable receipts on (the receipt log, \`fdatasync\`ed group commit; SQLite tables filled off
+the request path).
 
 ## P7 — receipts (target ≥ 100k/s durably recorded on one core; receipts cost ≤ 5 %)
 
@@ -312,9 +392,14 @@ $t_rows
 sequential reads on one keep-alive connection (\`keepalive-client\`); the difference removes
 start-up and shutdown.
 
-| Ir(N) | Ir(6N) | (Ir(6N) − Ir(N)) / 5N |
-|---|---|---|
-| $ir1 | $ir6 | **$per_request** |
+| process | Ir(N) | Ir(6N) | (Ir(6N) − Ir(N)) / 5N |
+|---|---|---|---|
+| gateway (everything on) | $ir1 | $ir6 | **$per_request** |
+| nginx (\`proxy_pass\`, no auth) | $ng1 | $ng6 | **$ng_per_request** |
+
+Under valgrind the CPU's SHA extensions are not offered (valgrind does not emulate them), so
+\`sha2\` takes its software path there: callgrind counts SHA-256 in software, while the native
+runs above use the SHA-NI instructions where the CPU has them.
 EOF
 {
   printf '\n## Micro-benchmarks\n\n'

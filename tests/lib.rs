@@ -380,6 +380,12 @@ impl TestGateway {
     pub fn config(&mut self) -> Config {
         if let Some(url) = &self.database_url {
             self.config["database_url"] = json!(url);
+            // A receipt log per test database (PostgreSQL needs one named), the same for
+            // every gateway a test starts on it, as a restarted gateway finds its own.
+            if url.starts_with("postgres") && self.config["receipts"]["log_dir"].is_null() {
+                let dir = assent_gateway::store::testing::receipt_log_dir(url);
+                self.config["receipts"]["log_dir"] = json!(dir.display().to_string());
+            }
         }
         let key_file = self._dir.path().join("keys.toml");
         let _ = std::fs::remove_file(&key_file);

@@ -60,6 +60,14 @@ pub enum StartError {
     /// The consortium key is not the one the store was written with.
     #[error(transparent)]
     ConsortiumKey(#[from] ConsortiumKeyCheckError),
+    /// The receipt log cannot open, or what it holds cannot be copied into the store.
+    #[error(transparent)]
+    Receipts(#[from] crate::services::receipts::StartError),
+    /// PostgreSQL as the store and no `[receipts] log_dir`.
+    #[error(
+        "receipts.log_dir: required with a PostgreSQL store (a directory on this host's own disk)"
+    )]
+    NoReceiptLog,
 }
 
 impl StartError {
@@ -72,6 +80,7 @@ impl StartError {
                 | StartError::Keys(_)
                 | StartError::KeysInDatabase(DatabaseKeysError::Present { .. })
                 | StartError::ConsortiumKey(ConsortiumKeyCheckError::Mismatch { .. })
+                | StartError::NoReceiptLog
         )
     }
 }
@@ -141,7 +150,11 @@ pub async fn build_state(
     };
     let consents = open_consents(&config, &store)?;
     let ledger = consents.ledger();
-    let receipts = ReceiptWriter::start(&store, &config.gateway_id)?;
+    let log_dir = config
+        .receipts
+        .log_dir_for(&config.database_url, &config.gateway_id)
+        .ok_or(StartError::NoReceiptLog)?;
+    let receipts = ReceiptWriter::start(&store, &config.gateway_id, &log_dir)?;
     Anchoring {
         store: store.clone(),
         ledger: ledger.clone(),
@@ -149,6 +162,7 @@ pub async fn build_state(
         gateway_key: consents.key().gateway(&config.gateway_id),
         config: config.receipts.batch_config(),
         committed: receipts.committed(),
+        feed: receipts.feed(),
     }
     .spawn()
     .map_err(|_| StartError::Thread)?;

@@ -17,7 +17,8 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnectio
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use receipt_rows::{
-    BatchRow, LeafRow, ReceiptCursor, ReceiptFilter, ReceiptOrder, ReceiptPatientRow, ReceiptRow,
+    BatchRow, INDEX_WAIT, IndexProgress, LeafRow, ReceiptCursor, ReceiptFilter, ReceiptOrder,
+    ReceiptPatientRow, ReceiptRow,
 };
 pub use schema::{
     consent_documents, ledger_blocks, node_settings, receipt_batches, receipt_patients, receipts,
@@ -62,6 +63,8 @@ pub enum StoreError {
     Pool(#[from] diesel::r2d2::PoolError),
     #[error("query failed: {0}")]
     Query(#[from] diesel::result::Error),
+    #[error("the receipt tables are behind the receipt log: {0}")]
+    Behind(String),
 }
 
 /// A site row, mirrored from configuration.
@@ -117,6 +120,9 @@ pub struct Store {
     backend: Backend,
     /// The URL as diesel takes it (for connections outside the pool).
     url: String,
+    /// How far the receipt tables have caught up with this gateway's receipt log; reads of
+    /// those tables wait for it (`receipt_rows.rs`).
+    index: std::sync::Arc<IndexProgress>,
 }
 
 impl Store {
@@ -147,7 +153,12 @@ impl Store {
             .connection_customizer(Box::new(Pragmas))
             .build(ConnectionManager::<AnyConnection>::new(url.clone()))
             .map_err(|e| StoreError::Open(e.to_string()))?;
-        let store = Store { pool, backend, url };
+        let store = Store {
+            pool,
+            backend,
+            url,
+            index: Default::default(),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -408,7 +419,22 @@ pub mod testing {
             {
                 let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
             }
+            if self.schema.is_some() {
+                let _ = std::fs::remove_dir_all(receipt_log_dir(&self.url));
+            }
         }
+    }
+
+    /// The receipt log directory tests use for a gateway on the PostgreSQL store `url` (a
+    /// SQLite store's log is beside it): the same for every gateway a test starts on it, and
+    /// removed with the [`TestStore`].
+    pub fn receipt_log_dir(url: &str) -> std::path::PathBuf {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        url.hash(&mut h);
+        std::env::temp_dir()
+            .join("assent-test-receipt-logs")
+            .join(format!("{:016x}", h.finish()))
     }
 
     /// A fresh SQLite store.

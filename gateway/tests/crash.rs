@@ -1,7 +1,8 @@
 //! Crash safety of receipts: the `assent` binary is killed with SIGKILL while clients read
 //! through it; after a restart on the same store, every receipt whose response a client
-//! received is there, the chain holds, and anchoring resumes until every receipt is in an
-//! anchored batch whose proofs verify.
+//! received is there (copied from the receipt log before the gateway serves again), the chain
+//! holds, and anchoring resumes until every receipt is in an anchored batch whose proofs
+//! verify.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -203,7 +204,19 @@ default_policy = "opt-out"
     // One more request after the restart continues the same chain.
     let (status, after, _) = get(addr, "/fhir/st-mary/Patient/p1", Some(&token)).unwrap();
     assert_eq!(status, 200);
-    let after = store.receipt(&after.unwrap()).unwrap().unwrap();
+    // The store's tables are filled from the receipt log off the request path.
+    let after = after.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        if let Some(row) = store.receipt(&after).unwrap() {
+            break row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "receipt {after} did not reach the store"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
 
     let rows = store.receipts_after(GATEWAY_ID, 0, i64::MAX).unwrap();
     assert_eq!(rows.last().map(|r| r.sequence), Some(after.sequence));

@@ -58,7 +58,7 @@
 //! their clear values live in [`ReceiptSubjects`], beside the receipt, for authorised audit
 //! queries.
 
-use assent_consent::{Basis, ConsortiumKey, SitePolicy, canonical_json};
+use assent_consent::{Basis, ConsortiumKey, SitePolicy};
 use assent_fhir::Interaction;
 use serde_json::Value;
 
@@ -343,7 +343,7 @@ impl ResourceEntry {
             resource_type: resource_type.to_owned(),
             id: id.to_owned(),
             version_id,
-            content_hash: Digest::of(canonical_json(resource).as_bytes()),
+            content_hash: Digest::of_canonical_json(resource),
         })
     }
 
@@ -1040,6 +1040,36 @@ pub(crate) mod tests {
         other.actor = "Practitioner/other".into();
         assert!(!other.match_receipt(&r, &key()));
         assert!(!r.canonical_bytes().windows(6).any(|w| w == b"dr-who"));
+    }
+
+    /// The content hash is SHA-256 of the canonical JSON text, written into the hasher
+    /// without building the text: the same digest a client or `assent verify` gets from
+    /// `canonical_json`, on awkward values and on every official example at hand.
+    #[test]
+    fn content_hash_is_sha256_of_the_canonical_text() {
+        let mut values = vec![
+            json!({"resourceType": "Patient", "id": "p", "z": [], "a": {}, "m": [{"y": 1, "x": [null, false]}]}),
+            json!({"resourceType": "Observation", "id": "o", "valueQuantity": {"value": 1.50, "unit": "mg/dL"}, "n": -0.0, "big": 12345678901234567890u64, "neg": -9007199254740993i64}),
+            json!({"resourceType": "Patient", "id": "é", "name": [{"text": "Zoë \u{1F600} \"q\" \\ / \u{7}\n\t"}], "ключ": "значение", "": ""}),
+        ];
+        if let Ok(dir) = std::env::var("ASSENT_FHIR_EXAMPLES")
+            && let Ok(entries) = std::fs::read_dir(std::path::Path::new(&dir).join("r4"))
+        {
+            for entry in entries.flatten().take(300) {
+                if let Ok(text) = std::fs::read_to_string(entry.path())
+                    && let Ok(value) = serde_json::from_str::<Value>(&text)
+                {
+                    values.push(value);
+                }
+            }
+        }
+        for value in &values {
+            assert_eq!(
+                Digest::of_canonical_json(value),
+                Digest::of(assent_consent::canonical_json(value).as_bytes()),
+                "{value}"
+            );
+        }
     }
 
     #[test]

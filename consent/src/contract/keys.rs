@@ -75,9 +75,10 @@ impl fmt::Debug for ConsortiumKey {
 /// whitespace, strings and numbers as serde_json writes them. Independent of whether
 /// serde_json preserves key order.
 pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
+    let mut out = Vec::new();
+    // Writing into a Vec does not fail; serde_json writes UTF-8.
+    let _ = write_canonical(value, &mut out);
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// SHA-256 of [`canonical_json`], in lower-case hex: what the ledger holds of a consent.
@@ -85,34 +86,51 @@ pub fn document_hash(value: &Value) -> String {
     hex::encode(Sha256::digest(canonical_json(value).as_bytes()))
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+/// Writes [`canonical_json`] of `value` to `out` piece by piece, without building it (a
+/// hasher can take it in one pass).
+pub fn write_canonical<W: std::io::Write>(value: &Value, out: &mut W) -> std::io::Result<()> {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
+            out.write_all(b"{")?;
+            if map.keys().is_sorted() {
+                for (i, (k, v)) in map.iter().enumerate() {
+                    write_member(i, k, v, out)?;
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&map[k], out);
+            } else {
+                let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                members.sort_by(|a, b| a.0.cmp(b.0));
+                for (i, (k, v)) in members.into_iter().enumerate() {
+                    write_member(i, k, v, out)?;
+                }
             }
-            out.push('}');
+            out.write_all(b"}")
         }
         Value::Array(items) => {
-            out.push('[');
+            out.write_all(b"[")?;
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.write_all(b",")?;
                 }
-                write_canonical(item, out);
+                write_canonical(item, out)?;
             }
-            out.push(']');
+            out.write_all(b"]")
         }
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => serde_json::to_writer(&mut *out, scalar).map_err(std::io::Error::other),
     }
+}
+
+fn write_member<W: std::io::Write>(
+    i: usize,
+    k: &str,
+    v: &Value,
+    out: &mut W,
+) -> std::io::Result<()> {
+    if i > 0 {
+        out.write_all(b",")?;
+    }
+    serde_json::to_writer(&mut *out, k).map_err(std::io::Error::other)?;
+    out.write_all(b":")?;
+    write_canonical(v, out)
 }
 
 /// Whether `s` looks like a hash this module makes: 64 lower-case hex digits.

@@ -10,6 +10,10 @@
 //! skipped. Proofs are not stored: a batch's tree is rebuilt from its receipts' hashes when a
 //! proof is asked for.
 //!
+//! The receipts' hashes come from the receipt writer's [`LeafFeed`] (memory), and from the
+//! store only for receipts the feed no longer or not yet holds (after a start, or when
+//! anchoring fell far behind).
+//!
 //! Runs on a thread of its own with a one-thread runtime (the ledger's calls are async, the
 //! store's block). Stops when the receipt writer stops, after closing and anchoring what is
 //! left.
@@ -23,6 +27,7 @@ use assent_receipts::{
 };
 use tokio::sync::watch;
 
+use crate::services::receipts::LeafFeed;
 use crate::store::{BatchRow, LeafRow, Store, StoreError};
 
 /// Receipts read from the store per query.
@@ -53,6 +58,8 @@ pub struct Anchoring {
     pub config: BatchConfig,
     /// The newest durable sequence, from the receipt writer; closed when it stops.
     pub committed: watch::Receiver<u64>,
+    /// The durable receipts' hashes, from the receipt writer.
+    pub feed: Arc<LeafFeed>,
 }
 
 impl Anchoring {
@@ -97,23 +104,26 @@ impl Anchoring {
             // Take every durable receipt not yet in a batch.
             let mut stopping = false;
             loop {
-                let leaves = self.store.receipt_leaves(
-                    &self.gateway_id,
-                    batcher.last_sequence() as i64,
-                    READ_CHUNK,
-                )?;
-                let n = leaves.len();
+                let after = batcher.last_sequence();
+                let mut leaves = self.feed.take_after(after, READ_CHUNK as usize);
+                if leaves.is_empty() && *self.committed.borrow() > after {
+                    leaves = self
+                        .store
+                        .receipt_leaves(&self.gateway_id, after as i64, READ_CHUNK)?
+                        .into_iter()
+                        .map(to_leaf)
+                        .collect::<Result<_, _>>()?;
+                }
+                if leaves.is_empty() {
+                    break;
+                }
                 for leaf in leaves {
-                    let leaf = to_leaf(leaf)?;
                     for batch in batcher
                         .push(leaf, now_ms())
                         .map_err(|e| AnchorError::Batches(e.to_string()))?
                     {
                         unanchored |= !self.close(&batch).await?;
                     }
-                }
-                if (n as i64) < READ_CHUNK {
-                    break;
                 }
             }
             if let Some(batch) = batcher.poll(now_ms()) {

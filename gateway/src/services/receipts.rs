@@ -1,21 +1,38 @@
 //! The receipt writer: every receipt (of a FHIR request, a consent API call, an audit-log
-//! read) is placed in this gateway's hash chain and made durable before its response is
-//! released.
+//! read) is placed in this gateway's hash chain and made durable in the receipt log
+//! (`receipt_log.rs`) before its response is released; the store's receipt tables are filled
+//! from it off the request path.
 //!
-//! One thread owns the chain head and a store connection of its own (synced commits). The
-//! record phase hands it a receipt and waits; the thread takes every receipt queued while the
-//! previous commit was running and writes them in one transaction (group commit), so a sync is
-//! shared by many requests. A failed commit answers every waiting request with an error (the
-//! pipeline then releases nothing: 503) and the head is read back from the store, so the chain
-//! never skips or forks.
+//! One thread owns the chain head and the log. The record phase hands it a receipt and
+//! waits; the thread takes every receipt queued while the previous sync was running, appends
+//! them to the log in one write and one `fdatasync` (group commit), and only then answers
+//! them. A failed write answers every waiting request with an error (the pipeline then
+//! releases nothing: 503), the log is cut back and the head set back, so the chain never skips
+//! or forks.
 //!
-//! **Invariant:** a receipt's `Ok` is sent only after the transaction holding it committed.
+//! A second thread, the indexer, copies every durable group into the receipt tables (one
+//! synced transaction per batch of groups; retried until the store takes it) and moves the
+//! store's [`IndexProgress`] on, which readers of those tables wait for (read-your-writes).
+//! The anchoring task takes the durable receipts' hashes from memory ([`LeafFeed`]), not from
+//! the tables.
+//!
+//! At start, every log record the tables do not hold yet is copied into them (synced) before
+//! the writer takes its first receipt, and the log then starts a new segment; so no receipt
+//! whose response was released is lost by a crash, and SQL never runs ahead of the log.
+//!
+//! **Invariant:** a receipt's `Ok` is sent only after the log write holding it was synced.
 
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use assent_receipts::{Chain, ChainedReceipt, Receipt, ReceiptSubjects};
+use assent_receipts::{BatchLeaf, Chain, ChainedReceipt, Receipt, ReceiptSubjects};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::services::receipt_log::{self, LogError, LogLock, ReceiptLog};
 use crate::store::{AnyConnection, ReceiptPatientRow, ReceiptRow, Store, StoreError};
 
 /// The response header naming a request's receipt.
@@ -23,8 +40,16 @@ pub const RECEIPT_HEADER: &str = "x-assent-receipt";
 
 /// Receipts waiting for the writer at most; beyond this the record phase waits for room.
 pub const QUEUE_CAPACITY: usize = 16_384;
-/// Receipts in one transaction at most.
+/// Receipts in one group commit at most.
 pub const MAX_GROUP: usize = 4_096;
+/// Durable groups waiting for the indexer at most; beyond this the writer waits (the store
+/// being down for long holds the request path back rather than growing memory without bound).
+const INDEX_QUEUE: usize = 256;
+/// Receipts in one indexer transaction at most.
+const MAX_INDEX_BATCH: usize = 8_192;
+/// Durable receipts kept in memory for the anchoring task at most; beyond this the oldest are
+/// dropped and anchoring reads them back from the store.
+const FEED_CAPACITY: usize = 1 << 18;
 
 /// A receipt as the record phase builds it, before the chain places it.
 ///
@@ -43,7 +68,7 @@ pub struct PendingReceipt {
 /// Why a receipt was not recorded.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReceiptError {
-    #[error("the store refused the receipts: {0}")]
+    #[error("the receipt log refused the receipts: {0}")]
     Store(String),
     #[error("the receipt writer has stopped")]
     Stopped,
@@ -53,9 +78,47 @@ pub enum ReceiptError {
     Patients,
 }
 
+/// Why the writer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
 struct Job {
     pending: PendingReceipt,
     done: oneshot::Sender<Result<u64, ReceiptError>>,
+}
+
+/// The hashes of durable receipts, in chain order, for the anchoring task.
+#[derive(Debug, Default)]
+pub struct LeafFeed {
+    leaves: Mutex<VecDeque<BatchLeaf>>,
+}
+
+impl LeafFeed {
+    fn push(&self, leaves: impl IntoIterator<Item = BatchLeaf>) {
+        let mut q = self.leaves.lock().unwrap_or_else(|e| e.into_inner());
+        q.extend(leaves);
+        let excess = q.len().saturating_sub(FEED_CAPACITY);
+        q.drain(..excess);
+    }
+
+    /// The durable receipts after `after`, in order, at most `max`; empty when the feed does
+    /// not hold the one right after `after` (read the store then).
+    pub fn take_after(&self, after: u64, max: usize) -> Vec<BatchLeaf> {
+        let mut q = self.leaves.lock().unwrap_or_else(|e| e.into_inner());
+        while q.front().is_some_and(|l| l.sequence <= after) {
+            q.pop_front();
+        }
+        if q.front().is_none_or(|l| l.sequence != after + 1) {
+            return Vec::new();
+        }
+        let n = q.len().min(max);
+        q.drain(..n).collect()
+    }
 }
 
 /// The sending side, shared by every worker.
@@ -63,21 +126,92 @@ pub struct ReceiptWriter {
     tx: mpsc::Sender<Job>,
     committed: watch::Receiver<u64>,
     gateway_id: String,
+    feed: Arc<LeafFeed>,
+    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
+    fail_log: Arc<AtomicBool>,
 }
 
 impl ReceiptWriter {
-    /// Resumes the chain after the newest stored receipt of `gateway_id` and starts the writer
-    /// thread.
-    pub fn start(store: &Store, gateway_id: &str) -> Result<ReceiptWriter, StoreError> {
+    /// Copies into the store what the log in `log_dir` holds beyond it, resumes the chain
+    /// after the newest receipt of `gateway_id`, and starts the writer and indexer threads.
+    pub fn start(
+        store: &Store,
+        gateway_id: &str,
+        log_dir: &Path,
+    ) -> Result<ReceiptWriter, StartError> {
+        // Locked first: a previous holder (this gateway stopping) has finished writing the
+        // tables before the head is read from them.
+        let lock = LogLock::acquire(log_dir, receipt_log::LOCK_WAIT)?;
+        let index_lock = lock.share()?;
         let mut conn = store.durable_connection()?;
-        let chain = resume_chain(&mut conn, gateway_id)?;
+        let stored = resume_chain(&mut conn, gateway_id)?;
+        let (log, records) = ReceiptLog::open(lock, gateway_id, stored.last_sequence())?;
+        let mut chain = stored;
+        if !records.is_empty() {
+            let mut entries = Vec::with_capacity(records.len());
+            for record in records {
+                let receipt =
+                    Receipt::from_canonical_bytes(&record.body).map_err(|e| LogError::Damaged {
+                        path: log_dir.to_owned(),
+                        reason: format!("receipt {} cannot be read: {e}", record.sequence),
+                    })?;
+                if receipt.sequence != record.sequence
+                    || receipt.prev_hash != chain.last_hash()
+                    || assent_receipts::Digest::of(&record.body) != record.hash
+                {
+                    return Err(LogError::Damaged {
+                        path: log_dir.to_owned(),
+                        reason: format!("receipt {} does not continue the chain", record.sequence),
+                    }
+                    .into());
+                }
+                chain = Chain::resume_at(gateway_id, record.sequence, record.hash);
+                entries.push(Entry {
+                    chained: ChainedReceipt {
+                        receipt,
+                        hash: record.hash,
+                        bytes: record.body,
+                    },
+                    subjects: record.subjects,
+                });
+            }
+            tracing::info!(
+                receipts = entries.len(),
+                "receipts from the log copied into the store"
+            );
+            for chunk in entries.chunks(MAX_INDEX_BATCH) {
+                let (rows, patients) = rows(chunk);
+                Store::insert_receipts(&mut conn, &rows, &patients)?;
+            }
+        }
+        let log = log.restart(chain.last_sequence() + 1)?;
+        let progress = store.index_progress();
+        progress.set_durable(chain.last_sequence());
+        progress.set_indexed(chain.last_sequence());
+
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (committed_tx, committed) = watch::channel(chain.last_sequence());
-        let writer = Writer {
+        let (index_tx, index_rx) = std_mpsc::sync_channel(INDEX_QUEUE);
+        let feed = Arc::new(LeafFeed::default());
+        let fail_log = Arc::new(AtomicBool::new(false));
+        let indexer = Indexer {
             store: store.clone(),
             conn: Some(conn),
+            _lock: index_lock,
+        };
+        std::thread::Builder::new()
+            .name("assent-receipt-index".into())
+            .spawn(move || indexer.run(index_rx))
+            .map_err(|e| StoreError::Open(format!("cannot start the receipt indexer: {e}")))?;
+        let writer = Writer {
+            store: store.clone(),
+            log,
             chain,
             committed: committed_tx,
+            index: index_tx,
+            feed: feed.clone(),
+            fail_log: fail_log.clone(),
+            buf: Vec::with_capacity(1 << 16),
         };
         let (started_tx, started_rx) = std_mpsc::channel();
         std::thread::Builder::new()
@@ -92,6 +226,8 @@ impl ReceiptWriter {
             tx,
             committed,
             gateway_id: gateway_id.to_owned(),
+            feed,
+            fail_log,
         })
     }
 
@@ -109,10 +245,21 @@ impl ReceiptWriter {
         answer.await.map_err(|_| ReceiptError::Stopped)?
     }
 
-    /// The sequence of the newest durable receipt, updated after every commit (the anchoring
+    /// The sequence of the newest durable receipt, updated after every sync (the anchoring
     /// task waits on it).
     pub fn committed(&self) -> watch::Receiver<u64> {
         self.committed.clone()
+    }
+
+    /// The durable receipts' hashes, for the anchoring task.
+    pub fn feed(&self) -> Arc<LeafFeed> {
+        self.feed.clone()
+    }
+
+    /// Makes every log write fail (as a full or failing disk would), or work again.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn fail_log_writes_for_tests(&self, fail: bool) {
+        self.fail_log.store(fail, Ordering::SeqCst);
     }
 }
 
@@ -130,12 +277,22 @@ fn resume_chain(conn: &mut AnyConnection, gateway_id: &str) -> Result<Chain, Sto
     }
 }
 
+/// A durable receipt on its way into the store.
+struct Entry {
+    chained: ChainedReceipt,
+    subjects: ReceiptSubjects,
+}
+
 struct Writer {
     store: Store,
-    /// `None` after a failure broke the connection; re-established on the next group.
-    conn: Option<AnyConnection>,
+    log: ReceiptLog,
     chain: Chain,
     committed: watch::Sender<u64>,
+    index: std_mpsc::SyncSender<Vec<Entry>>,
+    feed: Arc<LeafFeed>,
+    fail_log: Arc<AtomicBool>,
+    /// The group's records, encoded (reused).
+    buf: Vec<u8>,
 }
 
 impl Writer {
@@ -154,19 +311,21 @@ impl Writer {
     }
 
     fn commit_group(&mut self, jobs: &mut Vec<Job>) {
-        if self.conn.is_none()
-            && let Err(e) = self.reconnect()
+        let saved = self.chain.clone();
+        let (_, indexed) = self.store.index_progress().get();
+        if let Err(e) = self
+            .log
+            .roll_over_if_full(self.chain.last_sequence() + 1, indexed)
         {
-            tracing::error!(error = %e, receipts = jobs.len(), "the receipt store is unreachable: responses are withheld");
+            tracing::error!(error = %e, receipts = jobs.len(), "the receipt log cannot start a new segment: responses are withheld");
             let error = ReceiptError::Store(e.to_string());
             for job in jobs.drain(..) {
                 let _ = job.done.send(Err(error.clone()));
             }
             return;
         }
-        let saved = self.chain.clone();
-        let mut rows = Vec::with_capacity(jobs.len());
-        let mut patients = Vec::new();
+        self.buf.clear();
+        let mut entries = Vec::with_capacity(jobs.len());
         let mut placed = Vec::with_capacity(jobs.len());
         for job in jobs.drain(..) {
             let Job { pending, done } = job;
@@ -177,59 +336,95 @@ impl Writer {
             }
             match self.chain.append(receipt) {
                 Ok(chained) => {
-                    let sequence = chained.receipt.sequence;
-                    for (patient, patient_key) in
-                        subjects.patients.iter().zip(&chained.receipt.patient_keys)
-                    {
-                        patients.push(ReceiptPatientRow {
-                            receipt_id: chained.receipt.id.clone(),
-                            patient_key: patient_key.clone(),
-                            patient: patient.clone(),
-                            time_ms: chained.receipt.time_ms,
-                        });
-                    }
-                    rows.push(row(&chained, &subjects));
-                    placed.push((done, sequence));
+                    receipt_log::encode(
+                        &mut self.buf,
+                        chained.receipt.sequence,
+                        &chained.hash,
+                        &chained.bytes,
+                        &subjects,
+                    );
+                    placed.push((done, chained.receipt.sequence));
+                    entries.push(Entry { chained, subjects });
                 }
                 Err(_) => {
                     let _ = done.send(Err(ReceiptError::Chain));
                 }
             }
         }
-        if rows.is_empty() {
+        if entries.is_empty() {
             return;
         }
-        // The same patient twice in one receipt is one row.
-        patients
-            .sort_by(|a, b| (&a.receipt_id, &a.patient_key).cmp(&(&b.receipt_id, &b.patient_key)));
-        patients.dedup_by(|a, b| a.receipt_id == b.receipt_id && a.patient_key == b.patient_key);
-        match self.insert(&rows, &patients) {
+        let written = if self.fail_log.load(Ordering::SeqCst) {
+            Err(LogError::Io {
+                path: self.log.dir().to_owned(),
+                error: std::io::Error::other("log writes fail (test)"),
+            })
+        } else {
+            self.log.append(&self.buf)
+        };
+        match written {
             Ok(()) => {
-                let _ = self.committed.send(self.chain.last_sequence());
+                let last = self.chain.last_sequence();
+                self.store.index_progress().set_durable(last);
+                self.feed.push(entries.iter().map(|e| BatchLeaf {
+                    sequence: e.chained.receipt.sequence,
+                    receipt_id: e.chained.receipt.id.clone(),
+                    hash: e.chained.hash,
+                }));
+                let _ = self.committed.send(last);
+                // Waits when the indexer is far behind (see INDEX_QUEUE); it stops only
+                // when this thread does.
+                let _ = self.index.send(entries);
                 for (done, sequence) in placed {
                     let _ = done.send(Ok(sequence));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, receipts = rows.len(), "receipts could not be stored: their responses are withheld");
+                tracing::error!(error = %e, receipts = placed.len(), "receipts could not be logged: their responses are withheld");
                 let error = ReceiptError::Store(e.to_string());
                 for (done, _) in placed {
                     let _ = done.send(Err(error.clone()));
                 }
-                // The commit may or may not have happened (a connection lost mid-commit):
-                // the head is read back from the store before the next group.
-                self.conn = None;
+                // The log was cut back to the last synced group (or is cut back before the
+                // next one is written): the head goes back with it.
                 self.chain = saved;
             }
         }
     }
+}
 
-    /// A new connection, and the chain head as the store has it.
-    fn reconnect(&mut self) -> Result<(), StoreError> {
-        let mut conn = self.store.durable_connection()?;
-        self.chain = resume_chain(&mut conn, self.chain.gateway_id())?;
-        self.conn = Some(conn);
-        Ok(())
+/// Copies durable receipts into the store's receipt tables.
+struct Indexer {
+    store: Store,
+    /// `None` after a failure broke the connection; re-established on the next try.
+    conn: Option<AnyConnection>,
+    /// The log stays locked until the indexer has written everything it was given.
+    _lock: std::fs::File,
+}
+
+impl Indexer {
+    fn run(mut self, rx: std_mpsc::Receiver<Vec<Entry>>) {
+        while let Ok(first) = rx.recv() {
+            let mut entries = first;
+            while entries.len() < MAX_INDEX_BATCH {
+                match rx.try_recv() {
+                    Ok(more) => entries.extend(more),
+                    Err(_) => break,
+                }
+            }
+            let Some(last) = entries.last().map(|e| e.chained.receipt.sequence) else {
+                continue;
+            };
+            let (rows, patients) = rows(&entries);
+            let mut backoff = Duration::from_millis(50);
+            while let Err(e) = self.insert(&rows, &patients) {
+                tracing::error!(error = %e, receipts = rows.len(), "durable receipts could not be copied into the store yet; retrying");
+                self.conn = None;
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            self.store.index_progress().set_indexed(last);
+        }
     }
 
     fn insert(
@@ -237,12 +432,36 @@ impl Writer {
         rows: &[ReceiptRow],
         patients: &[ReceiptPatientRow],
     ) -> Result<(), StoreError> {
+        if self.conn.is_none() {
+            self.conn = Some(self.store.durable_connection()?);
+        }
         let conn = self
             .conn
             .as_mut()
             .ok_or_else(|| StoreError::Open("no connection".into()))?;
         Store::insert_receipts(conn, rows, patients)
     }
+}
+
+/// The receipt and patient rows of durable receipts.
+fn rows(entries: &[Entry]) -> (Vec<ReceiptRow>, Vec<ReceiptPatientRow>) {
+    let mut rows = Vec::with_capacity(entries.len());
+    let mut patients = Vec::new();
+    for Entry { chained, subjects } in entries {
+        for (patient, patient_key) in subjects.patients.iter().zip(&chained.receipt.patient_keys) {
+            patients.push(ReceiptPatientRow {
+                receipt_id: chained.receipt.id.clone(),
+                patient_key: patient_key.clone(),
+                patient: patient.clone(),
+                time_ms: chained.receipt.time_ms,
+            });
+        }
+        rows.push(row(chained, subjects));
+    }
+    // The same patient twice in one receipt is one row.
+    patients.sort_by(|a, b| (&a.receipt_id, &a.patient_key).cmp(&(&b.receipt_id, &b.patient_key)));
+    patients.dedup_by(|a, b| a.receipt_id == b.receipt_id && a.patient_key == b.patient_key);
+    (rows, patients)
 }
 
 fn row(chained: &ChainedReceipt, subjects: &ReceiptSubjects) -> ReceiptRow {
@@ -272,5 +491,133 @@ fn row(chained: &ChainedReceipt, subjects: &ReceiptSubjects) -> ReceiptRow {
             "client_address": subjects.client_address,
         })
         .to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing;
+    use assent_consent::ConsortiumKey;
+    use assent_receipts::{AccessDecision, verify_chain};
+    use diesel::connection::SimpleConnection;
+
+    fn pending(n: u64) -> PendingReceipt {
+        let key = ConsortiumKey::new(&[7u8; 32]).unwrap();
+        let subjects = ReceiptSubjects {
+            actor: "dr-alice@https://idp".into(),
+            patients: vec![format!("st-mary/Patient/p{n}")],
+            query: Some(format!("_id=p{n}")),
+            client_id: None,
+            client_address: Some("127.0.0.1".into()),
+        };
+        let receipt = Receipt::new(
+            format!("r-{n}"),
+            1_700_000_000_000 + n as i64,
+            "gw",
+            subjects.keys(&key),
+            AccessDecision::Permit,
+            200,
+        );
+        PendingReceipt { receipt, subjects }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Receipts released but not yet copied into the store when the gateway died are copied
+    /// in at the next start, and the chain goes on after them.
+    #[test]
+    fn receipts_missing_from_the_store_are_copied_from_the_log_at_start() {
+        for store in testing::all() {
+            let dir = tempfile::tempdir().unwrap();
+            let writer = ReceiptWriter::start(&store.store, "gw", dir.path()).unwrap();
+            let rt = runtime();
+            for n in 1..=5 {
+                assert_eq!(rt.block_on(writer.write(pending(n))).unwrap(), n);
+            }
+            assert_eq!(store.store.receipts_after("gw", 0, 100).unwrap().len(), 5);
+            drop(writer);
+            // As if the indexer had not copied the last three before the crash.
+            let fresh = crate::store::Store::open(&store.url).unwrap();
+            fresh
+                .connection()
+                .unwrap()
+                .batch_execute(
+                    "DELETE FROM receipt_patients WHERE receipt_id IN ('r-3', 'r-4', 'r-5'); \
+                     DELETE FROM receipts WHERE sequence > 2;",
+                )
+                .unwrap();
+            assert_eq!(fresh.receipts_after("gw", 0, 100).unwrap().len(), 2);
+
+            let writer = ReceiptWriter::start(&fresh, "gw", dir.path()).unwrap();
+            let rows = fresh.receipts_after("gw", 0, 100).unwrap();
+            assert_eq!(rows.len(), 5, "copied before the writer takes a receipt");
+            assert_eq!(fresh.receipt_patients("r-4").unwrap().len(), 1);
+            assert_eq!(rt.block_on(writer.write(pending(6))).unwrap(), 6);
+            let rows = fresh.receipts_after("gw", 0, 100).unwrap();
+            let receipts: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    (
+                        Receipt::from_canonical_bytes(&r.body).unwrap(),
+                        assent_receipts::Digest(r.hash.clone().try_into().unwrap()),
+                    )
+                })
+                .collect();
+            assert_eq!(receipts.len(), 6);
+            assert!(verify_chain(receipts.iter().map(|(r, h)| (r, Some(*h)))).is_empty());
+            let subjects: serde_json::Value = serde_json::from_str(&rows[3].subjects).unwrap();
+            assert_eq!(
+                subjects["query"], "_id=p4",
+                "clear subjects come back from the log"
+            );
+        }
+    }
+
+    /// A failed log write answers its receipts with an error, and the next receipt takes the
+    /// sequence the failed one would have had: no gap, no fork.
+    #[test]
+    fn a_failed_log_write_leaves_no_gap() {
+        let store = testing::sqlite();
+        let dir = tempfile::tempdir().unwrap();
+        let writer = ReceiptWriter::start(&store.store, "gw", dir.path()).unwrap();
+        let rt = runtime();
+        assert_eq!(rt.block_on(writer.write(pending(1))).unwrap(), 1);
+        writer.fail_log_writes_for_tests(true);
+        assert!(matches!(
+            rt.block_on(writer.write(pending(2))),
+            Err(ReceiptError::Store(_))
+        ));
+        writer.fail_log_writes_for_tests(false);
+        assert_eq!(rt.block_on(writer.write(pending(3))).unwrap(), 2);
+        drop(writer);
+        // And a restart reads the same log back without complaint.
+        let writer = ReceiptWriter::start(&store.store, "gw", dir.path()).unwrap();
+        assert_eq!(rt.block_on(writer.write(pending(4))).unwrap(), 3);
+    }
+
+    #[test]
+    fn the_feed_hands_out_what_follows_or_nothing() {
+        let feed = LeafFeed::default();
+        let leaf = |sequence| BatchLeaf {
+            sequence,
+            receipt_id: format!("r-{sequence}"),
+            hash: assent_receipts::Digest::ZERO,
+        };
+        feed.push((3..=6).map(leaf));
+        assert!(
+            feed.take_after(1, 10).is_empty(),
+            "2 is missing: read the store"
+        );
+        let got: Vec<u64> = feed.take_after(2, 2).iter().map(|l| l.sequence).collect();
+        assert_eq!(got, [3, 4]);
+        let got: Vec<u64> = feed.take_after(4, 10).iter().map(|l| l.sequence).collect();
+        assert_eq!(got, [5, 6]);
+        assert!(feed.take_after(6, 10).is_empty());
     }
 }

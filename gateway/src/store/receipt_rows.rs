@@ -1,9 +1,15 @@
-//! The receipts' tables: the per-gateway chain of receipts (written in group commits by the
-//! receipt writer on a connection of its own), the patients each receipt reached, and the
-//! anchoring batches.
+//! The receipts' tables: the per-gateway chain of receipts (copied from the receipt log in
+//! group commits by the receipt indexer on a connection of its own), the patients each
+//! receipt reached, and the anchoring batches.
 //!
-//! Owns the queries. Leaves out what a receipt holds (assent-receipts) and when rows are
-//! written (`receipt_writer.rs`, `anchoring.rs`).
+//! Owns the queries, and read-your-writes over the log: every read of the receipt tables
+//! first waits until they hold every receipt that was durable in the log when the read began
+//! ([`IndexProgress`]), so an audit query made after a response sees that response's
+//! receipt. Leaves out what a receipt holds (assent-receipts) and when rows are written
+//! (`services/receipts.rs`, `services/anchoring.rs`).
+
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -116,6 +122,60 @@ pub enum ReceiptOrder {
     Chain,
 }
 
+/// How long a read of the receipt tables waits for them to catch up with the log before it
+/// fails (`StoreError::Behind`) rather than answer without receipts already released.
+pub const INDEX_WAIT: Duration = Duration::from_secs(10);
+
+/// The newest sequence durable in this gateway's receipt log and the newest copied into the
+/// receipt tables, shared by the receipt writer, its indexer and every reader of the store.
+#[derive(Debug, Default)]
+pub struct IndexProgress {
+    state: Mutex<(u64, u64)>,
+    changed: Condvar,
+}
+
+impl IndexProgress {
+    /// Receipts up to `sequence` are durable in the log (and all of them, at start, in SQL).
+    pub fn set_durable(&self, sequence: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 = state.0.max(sequence);
+    }
+
+    /// Receipts up to `sequence` are in the receipt tables.
+    pub fn set_indexed(&self, sequence: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 = state.1.max(sequence);
+        self.changed.notify_all();
+    }
+
+    /// (durable, indexed).
+    pub fn get(&self) -> (u64, u64) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until every receipt durable now is in the receipt tables, at most `timeout`.
+    pub fn wait(&self, timeout: Duration) -> Result<(), StoreError> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let target = state.0;
+        while state.1 < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Behind(format!(
+                    "receipts up to {target} are durable, up to {} copied",
+                    state.1
+                )));
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+}
+
 type Backend = <AnyConnection as diesel::Connection>::Backend;
 
 /// Rows per INSERT statement: 18 columns × 50 rows stays well under SQLite's limit of bound
@@ -123,6 +183,23 @@ type Backend = <AnyConnection as diesel::Connection>::Backend;
 const ROWS_PER_STATEMENT: usize = 50;
 
 impl Store {
+    /// This store's view of the receipt log's progress (set by the receipt writer).
+    pub fn index_progress(&self) -> &IndexProgress {
+        &self.index
+    }
+
+    /// A pooled connection for reading the receipt tables, once they hold every receipt
+    /// durable when the call began.
+    fn receipts_conn(
+        &self,
+    ) -> Result<
+        diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<AnyConnection>>,
+        StoreError,
+    > {
+        self.index.wait(INDEX_WAIT)?;
+        self.conn()
+    }
+
     /// A connection of its own, outside the pool, for the receipt writer: on SQLite every
     /// commit is synced to disk (`synchronous = FULL`); PostgreSQL syncs commits by default.
     pub fn durable_connection(&self) -> Result<AnyConnection, StoreError> {
@@ -197,7 +274,7 @@ impl Store {
         after_sequence: i64,
         limit: i64,
     ) -> Result<Vec<LeafRow>, StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.receipts_conn()?;
         Ok(receipts::table
             .filter(receipts::gateway_id.eq(gateway_id))
             .filter(receipts::sequence.gt(after_sequence))
@@ -214,7 +291,7 @@ impl Store {
         first: i64,
         last: i64,
     ) -> Result<Vec<LeafRow>, StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.receipts_conn()?;
         Ok(receipts::table
             .filter(receipts::gateway_id.eq(gateway_id))
             .filter(receipts::sequence.between(first, last))
@@ -225,7 +302,7 @@ impl Store {
 
     /// One receipt by its id.
     pub fn receipt(&self, receipt_id: &str) -> Result<Option<ReceiptRow>, StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.receipts_conn()?;
         Ok(receipts::table
             .filter(receipts::receipt_id.eq(receipt_id))
             .select(ReceiptRow::as_select())
@@ -240,7 +317,7 @@ impl Store {
         after_sequence: i64,
         limit: i64,
     ) -> Result<Vec<ReceiptRow>, StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.receipts_conn()?;
         Ok(receipts::table
             .filter(receipts::gateway_id.eq(gateway_id))
             .filter(receipts::sequence.gt(after_sequence))
@@ -252,7 +329,7 @@ impl Store {
 
     /// The patients a receipt reached.
     pub fn receipt_patients(&self, receipt_id: &str) -> Result<Vec<ReceiptPatientRow>, StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.receipts_conn()?;
         Ok(receipt_patients::table
             .filter(receipt_patients::receipt_id.eq(receipt_id))
             .order(receipt_patients::patient_key.asc())
@@ -338,7 +415,7 @@ impl Store {
         cursor: Option<&ReceiptCursor>,
         limit: i64,
     ) -> Result<Vec<ReceiptRow>, StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.receipts_conn()?;
         let mut query = receipts::table
             .select(ReceiptRow::as_select())
             .into_boxed::<Backend>();
@@ -428,7 +505,7 @@ impl Store {
         gateway_id: &str,
         sequence: i64,
     ) -> Result<Option<ReceiptRow>, StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.receipts_conn()?;
         Ok(receipts::table
             .filter(receipts::gateway_id.eq(gateway_id))
             .filter(receipts::sequence.eq(sequence))
@@ -465,7 +542,7 @@ impl Store {
         receipt_id: &str,
         hash: &[u8],
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.receipts_conn()?;
         diesel::update(receipts::table.filter(receipts::receipt_id.eq(receipt_id)))
             .set(receipts::hash.eq(hash))
             .execute(&mut *conn)?;
@@ -480,7 +557,7 @@ impl Store {
         receipt_id: &str,
         body: &[u8],
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
+        let mut conn = self.receipts_conn()?;
         diesel::update(receipts::table.filter(receipts::receipt_id.eq(receipt_id)))
             .set(receipts::body.eq(body))
             .execute(&mut *conn)?;

@@ -652,7 +652,22 @@ mod tests {
                     .unwrap();
                 assert_eq!(found.len(), 1);
                 assert_eq!(found[0].body, b"v1 bytes");
+                // The count reads the filter as the page does.
+                let by_patient = ReceiptFilter {
+                    patient_key: Some(format!("key-p{n}")),
+                    ..ReceiptFilter::default()
+                };
+                assert_eq!(t.store.count_receipts(&by_patient).unwrap(), 1);
             }
+            assert_eq!(
+                t.store.count_receipts(&ReceiptFilter::default()).unwrap(),
+                2
+            );
+            let nobody = ReceiptFilter {
+                actor: Some("nobody".into()),
+                ..ReceiptFilter::default()
+            };
+            assert_eq!(t.store.count_receipts(&nobody).unwrap(), 0);
         }
     }
 

@@ -40,7 +40,8 @@ use crate::http::access::may_audit;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
 use crate::services::audit::{
-    AuditError, AuditQuery, ExportFormat, export_stream, newest_first, parse_cursor, subjects_of,
+    AuditError, AuditQuery, ExportFormat, count_matching, export_stream, newest_first,
+    parse_cursor, subjects_of,
 };
 pub use pages::FilterForm;
 pub use session::{CookieSigner, PendingLogin, Session};
@@ -470,9 +471,8 @@ async fn search_page(
                     &session.caller,
                     &form,
                     &sites,
-                    &[],
+                    &pages::Listing::default(),
                     &export_href,
-                    None,
                     Some(&message),
                 ),
             ));
@@ -482,6 +482,7 @@ async fn search_page(
     if let Some(patient) = &patient {
         access.add_patient_identity(patient);
     }
+    let total = count_matching(&state.store, filter.clone()).await?;
     let page = newest_first(&state.store, filter, cursor, PAGE_SIZE).await?;
     for row in &page.rows {
         for patient in subjects_of(row).patients {
@@ -497,9 +498,12 @@ async fn search_page(
         &session.caller,
         &form,
         &sites,
-        &page.rows,
+        &pages::Listing {
+            rows: &page.rows,
+            total: Some(total),
+            older_href: older.as_deref(),
+        },
         &export_href,
-        older.as_deref(),
         None,
     )))
 }

@@ -412,6 +412,12 @@ pub async fn newest_first(
     Ok(ReceiptPage { rows, more })
 }
 
+/// How many receipts match `filter` in all (the total beside a page of them).
+pub async fn count_matching(store: &Store, filter: ReceiptFilter) -> Result<i64, AuditError> {
+    let store = store.clone();
+    blocking(move || store.count_receipts(&filter).map_err(store_err)).await
+}
+
 /// A row's paging cursor: `{time_ms}.{receipt_id}`.
 pub fn cursor_text(row: &ReceiptRow) -> String {
     format!("{}.{}", row.time_ms, row.receipt_id)

@@ -407,6 +407,15 @@ impl Store {
             .optional()?)
     }
 
+    /// How many receipts match `filter` (the console's total beside a page).
+    pub fn count_receipts(&self, filter: &ReceiptFilter) -> Result<i64, StoreError> {
+        let mut conn = self.receipts_conn()?;
+        let query = receipts::table
+            .select(diesel::dsl::count_star())
+            .into_boxed::<Backend>();
+        Ok(filtered(query, filter).get_result(&mut *conn)?)
+    }
+
     /// One page of receipts matching `filter` in `order`, after `cursor`, at most `limit`.
     pub fn search_receipts(
         &self,
@@ -416,53 +425,10 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ReceiptRow>, StoreError> {
         let mut conn = self.receipts_conn()?;
-        let mut query = receipts::table
+        let query = receipts::table
             .select(ReceiptRow::as_select())
             .into_boxed::<Backend>();
-        if let Some(key) = &filter.patient_key {
-            query = query.filter(
-                receipts::receipt_id.eq_any(
-                    receipt_patients::table
-                        .filter(receipt_patients::patient_key.eq(key.clone()))
-                        .select(receipt_patients::receipt_id),
-                ),
-            );
-        }
-        if let Some(actor) = &filter.actor {
-            query = query.filter(receipts::actor.eq(actor.clone()));
-        }
-        if let Some(kind) = &filter.kind {
-            query = query.filter(receipts::kind.eq(kind.clone()));
-        }
-        if let Some(site) = &filter.site {
-            query = query.filter(receipts::site.eq(site.clone()));
-        }
-        if let Some(purpose) = &filter.purpose {
-            query = query.filter(receipts::purpose.eq(purpose.clone()));
-        }
-        if !filter.decisions.is_empty() {
-            query = query.filter(receipts::decision.eq_any(filter.decisions.clone()));
-        }
-        match filter.success {
-            Some(true) => {
-                query = query
-                    .filter(receipts::decision.eq("permit"))
-                    .filter(receipts::status.lt(400));
-            }
-            Some(false) => {
-                query = query.filter(receipts::decision.ne("permit").or(receipts::status.ge(400)));
-            }
-            None => {}
-        }
-        if filter.break_glass_only {
-            query = query.filter(receipts::break_glass.eq(true));
-        }
-        if let Some(from) = filter.from_ms {
-            query = query.filter(receipts::time_ms.ge(from));
-        }
-        if let Some(to) = filter.to_ms {
-            query = query.filter(receipts::time_ms.lt(to));
-        }
+        let mut query = filtered(query, filter);
         match cursor {
             Some(ReceiptCursor::Before {
                 time_ms,
@@ -563,4 +529,57 @@ impl Store {
             .execute(&mut *conn)?;
         Ok(())
     }
+}
+
+/// `query` narrowed to the receipts matching `filter`: one definition of a filter's meaning
+/// for a page ([`Store::search_receipts`]) and for a count ([`Store::count_receipts`]).
+fn filtered<'a, ST: 'a>(
+    mut query: receipts::BoxedQuery<'a, Backend, ST>,
+    filter: &ReceiptFilter,
+) -> receipts::BoxedQuery<'a, Backend, ST> {
+    if let Some(key) = &filter.patient_key {
+        query = query.filter(
+            receipts::receipt_id.eq_any(
+                receipt_patients::table
+                    .filter(receipt_patients::patient_key.eq(key.clone()))
+                    .select(receipt_patients::receipt_id),
+            ),
+        );
+    }
+    if let Some(actor) = &filter.actor {
+        query = query.filter(receipts::actor.eq(actor.clone()));
+    }
+    if let Some(kind) = &filter.kind {
+        query = query.filter(receipts::kind.eq(kind.clone()));
+    }
+    if let Some(site) = &filter.site {
+        query = query.filter(receipts::site.eq(site.clone()));
+    }
+    if let Some(purpose) = &filter.purpose {
+        query = query.filter(receipts::purpose.eq(purpose.clone()));
+    }
+    if !filter.decisions.is_empty() {
+        query = query.filter(receipts::decision.eq_any(filter.decisions.clone()));
+    }
+    match filter.success {
+        Some(true) => {
+            query = query
+                .filter(receipts::decision.eq("permit"))
+                .filter(receipts::status.lt(400));
+        }
+        Some(false) => {
+            query = query.filter(receipts::decision.ne("permit").or(receipts::status.ge(400)));
+        }
+        None => {}
+    }
+    if filter.break_glass_only {
+        query = query.filter(receipts::break_glass.eq(true));
+    }
+    if let Some(from) = filter.from_ms {
+        query = query.filter(receipts::time_ms.ge(from));
+    }
+    if let Some(to) = filter.to_ms {
+        query = query.filter(receipts::time_ms.lt(to));
+    }
+    query
 }

@@ -200,6 +200,7 @@ async fn drive(
     let who = text_of(client, "#signed-in-as").await;
     assert_eq!(who, caller_id("privacy-officer"));
     assert_eq!(text_of(client, "#result-count").await, "4");
+    assert_eq!(text_of(client, "#result-total").await, "4");
 
     // Filter: dr-alice's accesses at St Mary's.
     let field = client
@@ -240,6 +241,7 @@ async fn drive(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(text_of(client, "#result-count").await, "2");
+    assert_eq!(text_of(client, "#result-total").await, "2");
     let table = text_of(client, "#results").await;
     assert!(
         !table.contains("north-general") && !table.contains("dr-bob"),

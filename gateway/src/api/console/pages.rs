@@ -178,15 +178,28 @@ fn check_badge(check: Check) -> Markup {
 }
 
 /// The search page: the filter form, the matching accesses, paging and the CSV export.
+/// The accesses a search page lists: one page of rows, how many match in all, and the link to
+/// the page of older ones.
+#[derive(Clone, Copy, Default)]
+pub struct Listing<'a> {
+    pub rows: &'a [ReceiptRow],
+    pub total: Option<i64>,
+    pub older_href: Option<&'a str>,
+}
+
 pub fn search(
     who: &str,
     form: &FilterForm,
     sites: &[String],
-    rows: &[ReceiptRow],
+    listing: &Listing,
     export_href: &str,
-    older_href: Option<&str>,
     error: Option<&str>,
 ) -> Markup {
+    let Listing {
+        rows,
+        total,
+        older_href,
+    } = *listing;
     layout(
         "Access log",
         Some(who),
@@ -214,7 +227,9 @@ pub fn search(
             }
             @if let Some(e) = error { p.banner.fails id="filter-error" { (e) } }
             p.summary {
-                span id="result-count" { (rows.len()) } " access" @if rows.len() != 1 { "es" } " shown, newest first. "
+                span id="result-count" { (rows.len()) } " access" @if rows.len() != 1 { "es" } " shown"
+                @if let Some(total) = total { " of " span id="result-total" { (total) } " matching these filters" }
+                ", newest first. "
                 a.button.secondary id="export-csv" href=(export_href) { "Export this filter as CSV" }
                 " "
                 a.button.secondary id="export-ndjson" href=(export_href.replacen("/console/export.csv", "/console/export.ndjson", 1)) { "Export as NDJSON" }

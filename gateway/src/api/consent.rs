@@ -321,18 +321,7 @@ async fn read_version(
         None,
         None,
     )?;
-    let stored = stored_consent(state, id)
-        .await?
-        .ok_or(GatewayError::NotFound)?;
-    stored.note(access);
-    authorize(
-        caller,
-        state,
-        ConsentAction::Read,
-        stored.target(),
-        None,
-        stored.model.as_ref(),
-    )?;
+    let stored = authorized_stored(state, caller, ConsentAction::Read, id, access).await?;
     let (record, document) = match version {
         None => stored.versions.last(),
         Some(v) => {
@@ -528,18 +517,7 @@ async fn consent_history(
         None,
         None,
     )?;
-    let stored = stored_consent(state, id)
-        .await?
-        .ok_or(GatewayError::NotFound)?;
-    stored.note(access);
-    authorize(
-        caller,
-        state,
-        ConsentAction::History,
-        stored.target(),
-        None,
-        stored.model.as_ref(),
-    )?;
+    let stored = authorized_stored(state, caller, ConsentAction::History, id, access).await?;
     let entries: Vec<Value> = stored
         .versions
         .into_iter()
@@ -605,18 +583,7 @@ async fn revoke_consent(
     )?;
     let body = read_optional_json(payload).await?;
     let reason = revocation_reason(body.as_ref())?;
-    let stored = stored_consent(state, id)
-        .await?
-        .ok_or(GatewayError::NotFound)?;
-    stored.note(access);
-    authorize(
-        caller,
-        state,
-        ConsentAction::Revoke,
-        stored.target(),
-        None,
-        stored.model.as_ref(),
-    )?;
+    let stored = authorized_stored(state, caller, ConsentAction::Revoke, id, access).await?;
     let revoked = state
         .consents
         .revoke(id, reason)
@@ -1141,6 +1108,31 @@ impl StoredConsent {
 }
 
 /// The consent `id` as stored, or `None` when there is no such consent.
+/// Consent `id` as stored, when `caller` may take `action` on it: not found when there is no
+/// such consent, refused when the caller may not act on this one. Its site and patient are
+/// noted on the receipt either way.
+async fn authorized_stored(
+    state: &AppState,
+    caller: &Caller,
+    action: ConsentAction,
+    id: &str,
+    access: &mut ApiAccess,
+) -> Result<StoredConsent, GatewayError> {
+    let stored = stored_consent(state, id)
+        .await?
+        .ok_or(GatewayError::NotFound)?;
+    stored.note(access);
+    authorize(
+        caller,
+        state,
+        action,
+        stored.target(),
+        None,
+        stored.model.as_ref(),
+    )?;
+    Ok(stored)
+}
+
 async fn stored_consent(state: &AppState, id: &str) -> Result<Option<StoredConsent>, GatewayError> {
     let versions = match state.consents.history(id).await {
         Ok(v) => v,

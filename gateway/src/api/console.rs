@@ -411,6 +411,29 @@ impl FilterQuery {
     }
 }
 
+/// Why a console page has no signed-in caller.
+enum NotSignedIn {
+    /// No console is configured: its pages are not found.
+    NotConfigured,
+    /// No valid session cookie: the sign-in page.
+    SignedOut,
+}
+
+impl NotSignedIn {
+    fn page(self) -> HttpResponse {
+        match self {
+            NotSignedIn::NotConfigured => not_configured(),
+            NotSignedIn::SignedOut => signed_out(),
+        }
+    }
+}
+
+/// The signed-in caller's session, or why there is none.
+fn signed_in(req: &HttpRequest, signin: &ConsoleData) -> Result<Session, NotSignedIn> {
+    let console = console(signin).ok_or(NotSignedIn::NotConfigured)?;
+    session(req, console).ok_or(NotSignedIn::SignedOut)
+}
+
 fn signed_out() -> HttpResponse {
     html_page(
         actix_web::http::StatusCode::UNAUTHORIZED,
@@ -425,11 +448,9 @@ pub async fn index(
     state: web::Data<AppState>,
     signin: ConsoleData,
 ) -> Result<HttpResponse, GatewayError> {
-    let Some(console) = console(&signin) else {
-        return Ok(not_configured());
-    };
-    let Some(session) = session(&req, console) else {
-        return Ok(signed_out());
+    let session = match signed_in(&req, &signin) {
+        Ok(session) => session,
+        Err(why) => return Ok(why.page()),
     };
     let mut access = ApiAccess::for_console(
         AccessKind::Audit(AuditAction::Search),
@@ -515,11 +536,9 @@ pub async fn receipt(
     state: web::Data<AppState>,
     signin: ConsoleData,
 ) -> Result<HttpResponse, GatewayError> {
-    let Some(console) = console(&signin) else {
-        return Ok(not_configured());
-    };
-    let Some(session) = session(&req, console) else {
-        return Ok(signed_out());
+    let session = match signed_in(&req, &signin) {
+        Ok(session) => session,
+        Err(why) => return Ok(why.page()),
     };
     if path.len() > 64 || path.chars().any(char::is_control) {
         return Ok(error_page(Some(&session.caller), &GatewayError::NotFound));
@@ -572,11 +591,9 @@ async fn export(
     signin: ConsoleData,
     format: ExportFormat,
 ) -> Result<HttpResponse, GatewayError> {
-    let Some(console) = console(&signin) else {
-        return Ok(not_configured());
-    };
-    let Some(session) = session(&req, console) else {
-        return Ok(signed_out());
+    let session = match signed_in(&req, &signin) {
+        Ok(session) => session,
+        Err(why) => return Ok(why.page()),
     };
     let mut access = ApiAccess::for_console(
         AccessKind::Audit(AuditAction::Export),
@@ -609,11 +626,9 @@ pub async fn verify(
     state: web::Data<AppState>,
     signin: ConsoleData,
 ) -> Result<HttpResponse, GatewayError> {
-    let Some(console) = console(&signin) else {
-        return Ok(not_configured());
-    };
-    let Some(session) = session(&req, console) else {
-        return Ok(signed_out());
+    let session = match signed_in(&req, &signin) {
+        Ok(session) => session,
+        Err(why) => return Ok(why.page()),
     };
     let mut access = ApiAccess::for_console(
         AccessKind::Audit(AuditAction::Export),

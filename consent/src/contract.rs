@@ -32,7 +32,9 @@ use crate::model::{Consent, ConsentError, ConsentScope, ConsentStatus};
 use crate::time::Timestamp;
 
 pub use in_memory::{ContractEvent, InMemoryContractState};
-pub use keys::{ConsortiumKey, MIN_KEY_LEN, canonical_json, document_hash, write_canonical};
+pub use keys::{
+    ConsortiumKey, MIN_KEY_LEN, canonical_json, canonical_sha256, document_hash, write_canonical,
+};
 
 /// The key-value state a contract runs over: Fabric's chaincode stub, or the embedded
 /// ledger's state. Reads see committed state only.

@@ -75,7 +75,7 @@ pub use contract::{
     ConsentVersion, ConsortiumKey, ContractError, ContractEvent, ContractState,
     EVENT_ANCHOR_RECORDED, EVENT_CONSENT_PUT, EVENT_CONSENT_REVOKED, HistoryEntry,
     InMemoryContractState, MIN_KEY_LEN, RecordStatus, RevocationReason, Written, canonical_json,
-    document_hash, write_canonical,
+    canonical_sha256, document_hash, write_canonical,
 };
 pub use decide::{AccessRequest, BreakGlass, Caller, RelatedIndex, decide};
 pub use decision::{

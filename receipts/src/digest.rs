@@ -34,20 +34,7 @@ impl Digest {
     /// SHA-256 of [`assent_consent::canonical_json`] of `value`, hashed as it is written
     /// (no intermediate text).
     pub fn of_canonical_json(value: &serde_json::Value) -> Digest {
-        struct Sink(Sha256);
-        impl std::io::Write for Sink {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.update(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut sink = Sink(Sha256::new());
-        // The sink does not fail.
-        let _ = assent_consent::write_canonical(value, &mut sink);
-        Digest(sink.0.finalize().into())
+        Digest(assent_consent::canonical_sha256(value))
     }
 
     pub fn as_bytes(&self) -> &[u8; 32] {

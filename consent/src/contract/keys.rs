@@ -83,7 +83,25 @@ pub fn canonical_json(value: &Value) -> String {
 
 /// SHA-256 of [`canonical_json`], in lower-case hex: what the ledger holds of a consent.
 pub fn document_hash(value: &Value) -> String {
-    hex::encode(Sha256::digest(canonical_json(value).as_bytes()))
+    hex::encode(canonical_sha256(value))
+}
+
+/// SHA-256 of [`canonical_json`] of `value`, hashed as it is written (no intermediate text).
+pub fn canonical_sha256(value: &Value) -> [u8; 32] {
+    struct Sink(Sha256);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut sink = Sink(Sha256::new());
+    // The sink does not fail.
+    let _ = write_canonical(value, &mut sink);
+    sink.0.finalize().into()
 }
 
 /// Writes [`canonical_json`] of `value` to `out` piece by piece, without building it (a

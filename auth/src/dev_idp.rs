@@ -752,15 +752,22 @@ mod tests {
         }
     }
 
+    /// A PKCE code verifier and its S256 challenge.
+    fn pkce() -> (&'static str, String) {
+        use base64::Engine as _;
+        let verifier = "a-verifier-of-at-least-forty-three-characters-long-xyz";
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+        (verifier, challenge)
+    }
+
     /// Adversarial: signed in in the browser as a clinician while the console asks for the audit
     /// role, the token carries only what the clinician may hold.
     #[test]
     fn browser_sign_in_grants_only_the_picked_callers_own_scopes() {
         use base64::Engine as _;
         let p = provider();
-        let verifier = "a-verifier-of-at-least-forty-three-characters-long-xyz";
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
-        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+        let (verifier, challenge) = pkce();
         let query = format!(
             "response_type=code&client_id=console&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb\
              &state=s1&scope=openid+fhirUser+user%2FAuditEvent.rs+assent%2Fbreak-glass\
@@ -795,11 +802,8 @@ mod tests {
 
     #[test]
     fn browser_sign_in_needs_state_and_pkce_and_codes_are_single_use() {
-        use base64::Engine as _;
         let p = provider();
-        let verifier = "a-verifier-of-at-least-forty-three-characters-long-xyz";
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
-        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+        let (verifier, challenge) = pkce();
         let query = format!(
             "response_type=code&client_id=console&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb\
              &state=s1&nonce=n1&scope=openid+user%2FAuditEvent.rs&code_challenge={challenge}\

@@ -497,3 +497,85 @@ async fn pretty_is_honoured() {
     let not_pretty = get(&gw.url("/fhir/st-mary/Patient/p1?_pretty=false")).await;
     assert!(!not_pretty.text().contains('\n'));
 }
+
+/// Adversarial: the only FHIR answer without a token is the CapabilityStatement. Request forms
+/// that name `metadata` somewhere (a trailing slash, doubled slashes, dot segments, encoded
+/// slashes, a query or a fragment, other methods) or read data with HEAD reach no patient's
+/// data: each is the statement, a refusal, or not found, and the site is asked for nothing but
+/// its statement.
+#[actix_web::test]
+async fn no_request_form_reaches_patient_data_without_a_token() {
+    let upstream = FakeUpstream::start(|req, base| {
+        if req.path.ends_with("/metadata") || req.path == "metadata" {
+            FakeResponse::json(200, site_statement(base))
+        } else {
+            FakeResponse::json(
+                200,
+                json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Secretperson"}]}),
+            )
+        }
+    });
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .start();
+    let forms: &[(&str, &str)] = &[
+        ("GET", "/fhir/st-mary/metadata"),
+        ("HEAD", "/fhir/st-mary/metadata"),
+        ("GET", "/fhir/st-mary/metadata/"),
+        ("GET", "/fhir/st-mary//metadata"),
+        ("GET", "/fhir/st-mary/metadata/../Patient/p1"),
+        ("GET", "/fhir/st-mary/Patient/../metadata"),
+        ("GET", "/fhir/st-mary/Patient/p1/../../metadata"),
+        ("GET", "/fhir/st-mary/metadata%2F..%2FPatient%2Fp1"),
+        ("GET", "/fhir/st-mary/Patient%2Fp1%2F..%2F..%2Fmetadata"),
+        ("GET", "/fhir/st-mary/metadata?_id=p1"),
+        ("GET", "/fhir/st-mary/metadata?_include=*&_revinclude=*"),
+        ("GET", "/fhir/st-mary/Patient/p1?x=/metadata"),
+        ("GET", "/fhir/st-mary/Patient/p1#/metadata"),
+        ("GET", "/fhir/st-mary/Patient/p1/metadata"),
+        ("GET", "/fhir/st-mary/Patient/metadata"),
+        ("HEAD", "/fhir/st-mary/Patient/p1"),
+        ("GET", "/fhir/st-mary/Patient/p1"),
+        ("GET", "/fhir/st-mary/Patient?_id=p1"),
+        ("POST", "/fhir/st-mary/metadata"),
+        ("POST", "/fhir/st-mary/Patient/_search"),
+        ("OPTIONS", "/fhir/st-mary/Patient/p1"),
+    ];
+    for (method, path) in forms {
+        let got = send(method, &gw.url(path), None, &[], None).await;
+        let text = got.text();
+        assert!(
+            !text.contains("Secretperson") && !text.contains("\"Patient\",\"id\""),
+            "{method} {path}: {} {text}",
+            got.status
+        );
+        if got.status == 200 && *method != "HEAD" {
+            assert_eq!(
+                got.json()["resourceType"],
+                "CapabilityStatement",
+                "{method} {path}: {text}"
+            );
+        } else if got.status == 200 {
+            // HEAD has no body to look at: only the statement answers HEAD without a token.
+            assert!(
+                path.ends_with("/metadata") && !path.contains(".."),
+                "HEAD {path} answered 200 without a token"
+            );
+        } else {
+            assert!(
+                [401, 403, 404, 405, 400].contains(&got.status),
+                "{method} {path}: {} {text}",
+                got.status
+            );
+        }
+    }
+    for seen in upstream.requests() {
+        assert!(
+            seen.path.ends_with("metadata"),
+            "the site was asked for {} {}?{} without a token",
+            seen.method,
+            seen.path,
+            seen.query
+        );
+    }
+}

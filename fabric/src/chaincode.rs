@@ -354,7 +354,7 @@ fn run_transaction(
         event: None,
     };
     let result = match invocation {
-        Invocation::Write(call) => execute(&mut state, &call, now).map(|executed| {
+        Invocation::Write(call) => execute(&mut state, &call, now, "").map(|executed| {
             to_json(&WriteResult {
                 outcome: OutcomeWire::from(executed.outcome),
                 replayed: executed.replayed,

@@ -70,6 +70,32 @@ pub trait Ledger: Send + Sync {
         Ok(())
     }
 
+    /// Keeps `document` off the channel ledger, addressed by `hash`: the lowercase hex SHA-256
+    /// of exactly these bytes, which is what the ledger's records hold for it (consent
+    /// documents: the ledger holds their hash, never their content). Every member of the
+    /// consortium can then fetch it ([`Ledger::document`]); on Fabric it is a private data
+    /// collection's entry, on the embedded ledger the block store's. Storing the same
+    /// document again changes nothing. A `hash` that does not match the bytes is refused
+    /// (`Rejected`, field `document`).
+    ///
+    /// Until every backend stores documents, the default fails closed.
+    async fn put_document(&self, hash: &str, document: &[u8]) -> Result<(), LedgerError> {
+        let _ = (hash, document);
+        Err(LedgerError::unavailable(
+            "this ledger backend stores no documents",
+        ))
+    }
+
+    /// The document stored under `hash` ([`Ledger::put_document`]), checked against it: bytes
+    /// that do not hash to `hash` are `Corrupt`, never returned. `None` when no member
+    /// stored it (or this member may not read it).
+    async fn document(&self, hash: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        let _ = hash;
+        Err(LedgerError::unavailable(
+            "this ledger backend stores no documents",
+        ))
+    }
+
     /// Stores a consent version ([`TxCall::PutConsent`]).
     async fn put_consent(&self, submission: ConsentSubmission) -> Result<TxReceipt, LedgerError> {
         self.submit(TxCall::PutConsent(submission)).await

@@ -133,12 +133,17 @@ impl TxCall {
     }
 }
 
-/// Runs `call` through the consent contract against `state` at transaction time `now`.
+/// Runs `call` through the consent contract against `state` at transaction time `now`, as
+/// submitted by consortium member `member` (Fabric: the MSP id of the proposal's creator;
+/// the embedded ledger: its own member id).
 pub fn execute<S: ContractState>(
     state: &mut S,
     call: &TxCall,
     now: Timestamp,
+    member: &str,
 ) -> Result<Executed, ContractError<S::Error>> {
+    // The contract's rules on members come with the consortium issue (16).
+    let _ = member;
     let contract = ConsentContract;
     Ok(match call {
         TxCall::PutConsent(s) => {

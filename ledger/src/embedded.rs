@@ -36,6 +36,10 @@ use state::{Overlay, StateError, TxView, WorldState, block_events, block_number,
 /// The most transactions a block may hold, whatever the options say.
 pub const MAX_BATCH: usize = 1 << 16;
 
+/// The member id the embedded ledger runs the contract as: a gateway on the embedded ledger
+/// is one consortium member (replicas sharing its store are the same member).
+pub const EMBEDDED_MEMBER: &str = "local";
+
 /// Tuning of the embedded ledger.
 #[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
@@ -403,7 +407,7 @@ impl Writer {
             };
             let id = tx_id(&prev_hash, number, index);
             let mut view = TxView::new(&state, &mut overlay, at, &id, now);
-            match execute(&mut view, call, now) {
+            match execute(&mut view, call, now, EMBEDDED_MEMBER) {
                 Ok(executed) => {
                     let effects = view.commit();
                     transactions.push(TxEntry {
@@ -485,7 +489,7 @@ fn check_execution(state: &WorldState, block: &VerifiedBlock) -> Result<(), (u32
             tx_index: index,
         };
         let mut view = TxView::new(state, &mut overlay, at, &tx.tx_id, now);
-        if let Err(e) = execute(&mut view, &call, now) {
+        if let Err(e) = execute(&mut view, &call, now, EMBEDDED_MEMBER) {
             return Err(fail(format!(
                 "the contract refuses it ({})",
                 contract_error(e)

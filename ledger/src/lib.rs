@@ -67,7 +67,7 @@ pub use call::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
-pub use embedded::{EmbeddedLedger, EmbeddedOptions, MAX_BATCH, verify_execution};
+pub use embedded::{EMBEDDED_MEMBER, EmbeddedLedger, EmbeddedOptions, MAX_BATCH, verify_execution};
 pub use store::{BlockStore, InMemoryBlockStore, StoreError};
 pub use verify::{
     ChainError, ChainFault, ChainHead, ChainVerifier, VerifiedBlock, VerifiedChain,

@@ -9,6 +9,14 @@
 //! transaction id. A transaction ends with COMPLETED (a `Response` payload, and the contract's
 //! event when it set one), or ERROR when its state could not be read. KEEPALIVE is echoed.
 //!
+//! The contract runs as the consortium member that created the proposal: the MSP id of its
+//! creator (SignatureHeader.creator → SerializedIdentity.mspid), which the peer has already
+//! checked against the creator's signature. A write without a proposal (so without a known
+//! creator) is refused. Documents (`put_document`, `document`; [`crate::wire`]) live in the
+//! private data collection [`wire::DOCUMENTS_COLLECTION`]: their bytes come in the
+//! proposal's transient map, are checked against the hash they are stored under, and are
+//! checked again when read.
+//!
 //! Owns the shim protocol and dispatch to the contract ([`crate::wire`] says which
 //! functions exist). Leaves out the contract's logic (`assent-consent`, unchanged) and how
 //! the peer finds the server (the `ccaas` builder's `connection.json`, see docs/fabric.md).
@@ -32,11 +40,13 @@ use tonic::{Request, Response as GrpcResponse, Status, Streaming};
 
 use crate::grpc::{Routes, ServiceName, bidi};
 use crate::proposal::MalformedMessage;
-use crate::protos::common::{ChannelHeader, Header};
+use crate::protos::common::{ChannelHeader, Header, SignatureHeader};
+use crate::protos::msp::SerializedIdentity;
 use crate::protos::paths;
 use crate::protos::peer::chaincode_message::Type;
 use crate::protos::peer::{
-    ChaincodeEvent, ChaincodeId, ChaincodeInput, ChaincodeMessage, Proposal, Response,
+    ChaincodeEvent, ChaincodeId, ChaincodeInput, ChaincodeMessage, ChaincodeProposalPayload,
+    Proposal, Response,
 };
 use crate::wire::{self, Invocation, OutcomeWire, Query, VersionWire, WriteResult};
 pub use state::ShimError;
@@ -285,28 +295,57 @@ fn error_message(about: &ChaincodeMessage, text: String) -> ChaincodeMessage {
     }
 }
 
-/// The transaction time: the timestamp of the proposal's channel header, which every
-/// endorser sees the same; the message's own timestamp only when the peer sent no proposal.
-fn transaction_time(message: &ChaincodeMessage) -> Result<Timestamp, MalformedMessage> {
+/// What a transaction's proposal says: its time, its creator's organization and its
+/// transient data.
+struct TransactionContext {
+    /// The timestamp of the proposal's channel header, which every endorser sees the same;
+    /// the message's own timestamp only when the peer sent no proposal.
+    now: Timestamp,
+    /// The MSP id of the proposal's creator; `None` without a proposal.
+    member: Option<String>,
+    /// The proposal's transient map (never part of the transaction or the block).
+    transient: HashMap<String, Vec<u8>>,
+}
+
+fn transaction_context(message: &ChaincodeMessage) -> Result<TransactionContext, MalformedMessage> {
     let malformed = |reason: &str| MalformedMessage {
         what: "transaction",
         reason: reason.to_owned(),
     };
     let Some(signed) = message.proposal.as_ref() else {
-        return message
+        let now = message
             .timestamp
             .map(|t| Timestamp::from_unix_seconds(t.seconds))
-            .ok_or_else(|| malformed("no proposal and no timestamp"));
+            .ok_or_else(|| malformed("no proposal and no timestamp"))?;
+        return Ok(TransactionContext {
+            now,
+            member: None,
+            transient: HashMap::new(),
+        });
     };
     let proposal =
         Proposal::decode(signed.proposal_bytes.as_slice()).map_err(|_| malformed("proposal"))?;
     let header = Header::decode(proposal.header.as_slice()).map_err(|_| malformed("header"))?;
     let channel_header = ChannelHeader::decode(header.channel_header.as_slice())
         .map_err(|_| malformed("channel header"))?;
-    channel_header
+    let signature_header = SignatureHeader::decode(header.signature_header.as_slice())
+        .map_err(|_| malformed("signature header"))?;
+    let creator = SerializedIdentity::decode(signature_header.creator.as_slice())
+        .map_err(|_| malformed("the proposal's creator"))?;
+    if creator.mspid.is_empty() {
+        return Err(malformed("the proposal's creator names no MSP"));
+    }
+    let payload = ChaincodeProposalPayload::decode(proposal.payload.as_slice())
+        .map_err(|_| malformed("proposal payload"))?;
+    let now = channel_header
         .timestamp
         .map(|t| Timestamp::from_unix_seconds(t.seconds))
-        .ok_or_else(|| malformed("the proposal has no timestamp"))
+        .ok_or_else(|| malformed("the proposal has no timestamp"))?;
+    Ok(TransactionContext {
+        now,
+        member: Some(creator.mspid),
+        transient: payload.transient_map,
+    })
 }
 
 /// Runs one INIT or TRANSACTION to its COMPLETED or ERROR message.
@@ -341,8 +380,8 @@ fn run_transaction(
         Ok(i) => i,
         Err(e) => return completed(failure(e.to_string()), None),
     };
-    let now = match transaction_time(message) {
-        Ok(t) => t,
+    let context = match transaction_context(message) {
+        Ok(c) => c,
         Err(e) => return completed(failure(e.to_string()), None),
     };
     let mut state = state::ShimState {
@@ -354,13 +393,36 @@ fn run_transaction(
         event: None,
     };
     let result = match invocation {
-        Invocation::Write(call) => execute(&mut state, &call, now, "").map(|executed| {
-            to_json(&WriteResult {
-                outcome: OutcomeWire::from(executed.outcome),
-                replayed: executed.replayed,
+        Invocation::Write(call) => {
+            let Some(member) = context.member.as_deref() else {
+                return completed(
+                    failure("a write needs the proposal: its creator is the member".into()),
+                    None,
+                );
+            };
+            execute(&mut state, &call, context.now, member).map(|executed| {
+                to_json(&WriteResult {
+                    outcome: OutcomeWire::from(executed.outcome),
+                    replayed: executed.replayed,
+                })
             })
-        }),
+        }
         Invocation::Query(query) => run_query(&state, query),
+        Invocation::PutDocument { hash } => {
+            let document = context.transient.get(wire::TRANSIENT_DOCUMENT);
+            return match put_document(&mut state, &hash, document) {
+                Ok(Ok(stored)) => completed(ok(to_json(&stored)), None),
+                Ok(Err(refusal)) => completed(failure(refusal), None),
+                Err(e) => error_message(message, e.to_string()),
+            };
+        }
+        Invocation::Document { hash } => {
+            return match read_document(&state, &hash) {
+                Ok(Ok(bytes)) => completed(ok(bytes), None),
+                Ok(Err(text)) => completed(failure(text), None),
+                Err(e) => error_message(message, e.to_string()),
+            };
+        }
     };
     match result {
         Ok(payload) => {
@@ -379,6 +441,81 @@ fn run_transaction(
             completed(failure(text), None)
         }
     }
+}
+
+/// A refusal of a document call, in the contract's refusal form.
+fn document_refusal(field: &str, reason: &str) -> String {
+    let error = assent_ledger::LedgerError::Rejected {
+        rejection: assent_ledger::Rejection::Invalid {
+            field: field.to_owned(),
+            reason: reason.to_owned(),
+        },
+    };
+    refusal_message(&error).unwrap_or_else(|| error.to_string())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// `put_document`: the transient document, checked against `hash`, written to the documents
+/// collection unless its hash is already there (then nothing is written). The outer error is
+/// the peer's (the transaction ends with ERROR), the inner one a refusal (status 500).
+fn put_document(
+    state: &mut state::ShimState,
+    hash: &str,
+    document: Option<&Vec<u8>>,
+) -> Result<Result<wire::DocumentStored, String>, ShimError> {
+    if !wire::is_document_hash(hash) {
+        return Ok(Err(document_refusal("hash", "not a lowercase hex SHA-256")));
+    }
+    let Some(document) = document.filter(|d| !d.is_empty()) else {
+        return Ok(Err(document_refusal(
+            "document",
+            "no document in the transient data",
+        )));
+    };
+    if sha256_hex(document) != hash {
+        return Ok(Err(document_refusal(
+            "document",
+            "the document does not hash to the hash given",
+        )));
+    }
+    // The key is the value's hash, so a key present holds this very document.
+    let present = state.get_private_hash(wire::DOCUMENTS_COLLECTION, hash)?;
+    if let Some(value_hash) = present {
+        if hex::encode(&value_hash) != hash {
+            return Ok(Err(format!(
+                "{}: the collection's hash under document {hash} is another value's",
+                wire::DOCUMENT_CORRUPT
+            )));
+        }
+        return Ok(Ok(wire::DocumentStored { replayed: true }));
+    }
+    state.put_private(wire::DOCUMENTS_COLLECTION, hash, document)?;
+    Ok(Ok(wire::DocumentStored { replayed: false }))
+}
+
+/// `document`: the bytes stored under `hash` (empty when none), checked against it: bytes
+/// that do not hash to their key are refused (status 500), never returned.
+fn read_document(
+    state: &state::ShimState,
+    hash: &str,
+) -> Result<Result<Vec<u8>, String>, ShimError> {
+    if !wire::is_document_hash(hash) {
+        return Ok(Err(document_refusal("hash", "not a lowercase hex SHA-256")));
+    }
+    let Some(bytes) = state.get_private(wire::DOCUMENTS_COLLECTION, hash)? else {
+        return Ok(Ok(Vec::new()));
+    };
+    if sha256_hex(&bytes) != hash {
+        return Ok(Err(format!(
+            "{}: document {hash}: the stored bytes hash to another value",
+            wire::DOCUMENT_CORRUPT
+        )));
+    }
+    Ok(Ok(bytes))
 }
 
 fn ok(payload: Vec<u8>) -> Response {

@@ -8,6 +8,10 @@
 //! is the block number and the index of the event among this chaincode's events in that
 //! block (the ChaincodeEvents service does not say a transaction's index in its block). A
 //! receipt of a replay (no event) carries `tx_index = u32::MAX`, "after the block".
+//! Documents go to the private data collection `assentConsentDocuments` through the
+//! chaincode: the bytes in the proposal's transient map (Endorse, Submit, CommitStatus; not
+//! submitted when the collection holds the document already), read back with Evaluate and
+//! checked against their hash on this side too.
 //! Leaves out message layout (`proposal`) and transport (`client`).
 
 use std::collections::HashMap;
@@ -259,14 +263,19 @@ impl FabricLedger {
         })
     }
 
-    /// One attempt: endorse, sign, submit, wait for the commit.
-    async fn submit_once(&self, call: &TxCall) -> Result<Attempt, LedgerError> {
+    /// Endorses a proposal of `args` (with `transient` data): the prepared transaction and
+    /// what the chaincode answered, or `None` when the endorsers disagreed (propose afresh).
+    async fn endorse(
+        &self,
+        args: Vec<Vec<u8>>,
+        transient: HashMap<String, Vec<u8>>,
+    ) -> Result<Option<Endorsed>, LedgerError> {
         let proposal = signed_proposal(
             &self.identity,
             &self.channel,
             &self.chaincode,
-            wire::write_args(call),
-            HashMap::new(),
+            args,
+            transient,
         );
         let tx_id = proposal.transaction_id.clone();
         let endorsed = self
@@ -278,10 +287,10 @@ impl FabricLedger {
                 endorsing_organizations: Vec::new(),
             })
             .await;
-        let mut envelope = match endorsed {
+        let envelope = match endorsed {
             Ok(envelope) => envelope,
             // Nothing was submitted: a fresh proposal, once the peers have caught up.
-            Err(e) if endorsers_disagreed(&e) => return Ok(Attempt::ReadConflict),
+            Err(e) if endorsers_disagreed(&e) => return Ok(None),
             Err(e) => return Err(gateway_error(e)),
         };
         let result = transaction_result(&envelope).map_err(|e| LedgerError::Corrupt {
@@ -298,14 +307,23 @@ impl FabricLedger {
                 &result.response.message,
             ));
         }
-        let written: WriteResult =
-            serde_json::from_slice(&result.response.payload).map_err(|e| LedgerError::Corrupt {
-                reason: format!("the chaincode's answer to `{}`: {e}", call.function()),
-            })?;
+        Ok(Some(Endorsed {
+            tx_id,
+            envelope,
+            result,
+        }))
+    }
+
+    /// Signs and submits an endorsed transaction and waits for its validation code and block.
+    async fn commit(
+        &self,
+        tx_id: &str,
+        mut envelope: crate::protos::common::Envelope,
+    ) -> Result<(i32, u64), LedgerError> {
         sign_envelope(&self.identity, &mut envelope);
         self.client
             .submit(SubmitRequest {
-                transaction_id: tx_id.clone(),
+                transaction_id: tx_id.to_owned(),
                 channel_id: self.channel.clone(),
                 prepared_transaction: Some(envelope),
             })
@@ -316,14 +334,32 @@ impl FabricLedger {
             .commit_status(signed_commit_status_request(
                 &self.identity,
                 &self.channel,
-                &tx_id,
+                tx_id,
             ))
             .await
             .map_err(gateway_error)?;
-        match status.result {
+        Ok((status.result, status.block_number))
+    }
+
+    /// One attempt: endorse, sign, submit, wait for the commit.
+    async fn submit_once(&self, call: &TxCall) -> Result<Attempt, LedgerError> {
+        let Some(Endorsed {
+            tx_id,
+            envelope,
+            result,
+        }) = self.endorse(wire::write_args(call), HashMap::new()).await?
+        else {
+            return Ok(Attempt::ReadConflict);
+        };
+        let written: WriteResult =
+            serde_json::from_slice(&result.response.payload).map_err(|e| LedgerError::Corrupt {
+                reason: format!("the chaincode's answer to `{}`: {e}", call.function()),
+            })?;
+        let (code, block_number) = self.commit(&tx_id, envelope).await?;
+        match code {
             tx_validation_code::VALID => Ok(Attempt::Committed(Box::new(Committed {
                 tx_id,
-                block_number: status.block_number,
+                block_number,
                 written,
                 event: result.event,
             }))),
@@ -389,6 +425,27 @@ enum Attempt {
     ReadConflict,
 }
 
+/// An endorsed transaction, not yet submitted.
+struct Endorsed {
+    tx_id: String,
+    envelope: crate::protos::common::Envelope,
+    result: crate::proposal::TransactionResult,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn document_rejected(reason: &str) -> LedgerError {
+    LedgerError::Rejected {
+        rejection: assent_ledger::Rejection::Invalid {
+            field: "document".into(),
+            reason: reason.into(),
+        },
+    }
+}
+
 struct Committed {
     tx_id: String,
     block_number: u64,
@@ -440,6 +497,92 @@ impl Ledger for FabricLedger {
         Err(LedgerError::Conflict {
             conflict: assent_ledger::Conflict::Writers,
         })
+    }
+
+    /// Endorse → Submit → CommitStatus of `put_document` with the bytes in the transient
+    /// map; the endorsers are the gateway's choice for a transaction that writes the
+    /// collection (its member organizations). Nothing is submitted when the collection holds
+    /// the document already.
+    async fn put_document(&self, hash: &str, document: &[u8]) -> Result<(), LedgerError> {
+        if !wire::is_document_hash(hash) {
+            return Err(document_rejected("the hash is not a lowercase hex SHA-256"));
+        }
+        if sha256_hex(document) != hash {
+            return Err(document_rejected(
+                "the document does not hash to the hash given",
+            ));
+        }
+        let mut wait = Duration::from_millis(5);
+        for _ in 0..=self.options.mvcc_retries {
+            let transient =
+                HashMap::from([(wire::TRANSIENT_DOCUMENT.to_owned(), document.to_vec())]);
+            let endorsed = self
+                .endorse(wire::put_document_args(hash), transient)
+                .await?;
+            if let Some(Endorsed {
+                tx_id,
+                envelope,
+                result,
+            }) = endorsed
+            {
+                let stored: wire::DocumentStored = serde_json::from_slice(&result.response.payload)
+                    .map_err(|e| LedgerError::Corrupt {
+                        reason: format!("the chaincode's answer to `put_document`: {e}"),
+                    })?;
+                if stored.replayed {
+                    return Ok(());
+                }
+                match self.commit(&tx_id, envelope).await?.0 {
+                    tx_validation_code::VALID => return Ok(()),
+                    tx_validation_code::MVCC_READ_CONFLICT
+                    | tx_validation_code::PHANTOM_READ_CONFLICT => {}
+                    code => {
+                        return Err(LedgerError::Unavailable {
+                            reason: format!(
+                                "transaction {tx_id} was invalidated at commit with validation \
+                                 code {code}"
+                            ),
+                        });
+                    }
+                }
+            }
+            let jitter = Duration::from_millis(u64::from(rand::random::<u8>() % 20));
+            tokio::time::sleep(wait + jitter).await;
+            wait = (wait * 2).min(Duration::from_millis(500));
+        }
+        Err(LedgerError::Conflict {
+            conflict: assent_ledger::Conflict::Writers,
+        })
+    }
+
+    /// Evaluate of `document`, the bytes checked against `hash` here as well as in the
+    /// chaincode: bytes that do not hash to it are `Corrupt`, never returned.
+    async fn document(&self, hash: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        if !wire::is_document_hash(hash) {
+            return Err(document_rejected("the hash is not a lowercase hex SHA-256"));
+        }
+        let chaincode = self.chaincode.clone();
+        let bytes = self
+            .evaluate_raw(&chaincode, wire::document_args(hash))
+            .await
+            .map_err(|e| match e {
+                // The chaincode found bytes that do not hash to their key.
+                LedgerError::Unavailable { reason } if reason.contains(wire::DOCUMENT_CORRUPT) => {
+                    LedgerError::Corrupt { reason }
+                }
+                other => other,
+            })?;
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        if sha256_hex(&bytes) != hash {
+            return Err(LedgerError::Corrupt {
+                reason: format!(
+                    "document {hash} failed verification: the peer's bytes hash to another value"
+                ),
+            });
+        }
+        Ok(Some(bytes))
     }
 
     async fn active_consents(

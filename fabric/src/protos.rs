@@ -5,7 +5,8 @@
 //!
 //! Owns the byte layout. Leaves out building and checking messages (`proposal`,
 //! `identity`), transport (`client`, `chaincode`) and everything Fabric defines that
-//! Assent never sees (config transactions, private data, the orderer's broadcast, …).
+//! Assent never sees (config transactions, private data's gossip and purge, the orderer's
+//! broadcast, …).
 
 /// `google.protobuf` and `google.rpc` messages Fabric embeds.
 pub mod google {
@@ -539,6 +540,114 @@ pub mod peer {
         pub timestamp: Option<Timestamp>,
         #[prost(bool, tag = "4")]
         pub is_delete: bool,
+    }
+}
+
+/// Packages `rwset` and `kvrwset`: a transaction's read-write set, as it lands in the block
+/// (`ChaincodeAction.results`). Private data appears there only hashed: a collection's
+/// `CollectionHashedReadWriteSet` carries SHA-256 of each key and value, never the value.
+pub mod rwset {
+    /// `rwset.TxReadWriteSet` (data model 0: KV).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TxReadWriteSet {
+        #[prost(int32, tag = "1")]
+        pub data_model: i32,
+        #[prost(message, repeated, tag = "2")]
+        pub ns_rwset: Vec<NsReadWriteSet>,
+    }
+
+    /// `rwset.NsReadWriteSet`: one chaincode's reads and writes.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct NsReadWriteSet {
+        #[prost(string, tag = "1")]
+        pub namespace: String,
+        /// A [`KvRwSet`], encoded.
+        #[prost(bytes = "vec", tag = "2")]
+        pub rwset: Vec<u8>,
+        #[prost(message, repeated, tag = "3")]
+        pub collection_hashed_rwset: Vec<CollectionHashedReadWriteSet>,
+    }
+
+    /// `rwset.CollectionHashedReadWriteSet`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct CollectionHashedReadWriteSet {
+        #[prost(string, tag = "1")]
+        pub collection_name: String,
+        /// A [`HashedRwSet`], encoded.
+        #[prost(bytes = "vec", tag = "2")]
+        pub hashed_rwset: Vec<u8>,
+        /// SHA-256 of the collection's private read-write set.
+        #[prost(bytes = "vec", tag = "3")]
+        pub pvt_rwset_hash: Vec<u8>,
+    }
+
+    /// `kvrwset.KVRWSet` (public data, and a collection's private set off the block).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct KvRwSet {
+        #[prost(message, repeated, tag = "1")]
+        pub reads: Vec<KvRead>,
+        #[prost(message, repeated, tag = "3")]
+        pub writes: Vec<KvWrite>,
+    }
+
+    /// `kvrwset.HashedRWSet`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct HashedRwSet {
+        #[prost(message, repeated, tag = "1")]
+        pub hashed_reads: Vec<KvReadHash>,
+        #[prost(message, repeated, tag = "2")]
+        pub hashed_writes: Vec<KvWriteHash>,
+    }
+
+    /// `kvrwset.KVRead`: no version for a key that did not exist.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct KvRead {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(message, optional, tag = "2")]
+        pub version: Option<Version>,
+    }
+
+    /// `kvrwset.KVWrite`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct KvWrite {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(bool, tag = "2")]
+        pub is_delete: bool,
+        #[prost(bytes = "vec", tag = "3")]
+        pub value: Vec<u8>,
+    }
+
+    /// `kvrwset.KVReadHash`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct KvReadHash {
+        #[prost(bytes = "vec", tag = "1")]
+        pub key_hash: Vec<u8>,
+        #[prost(message, optional, tag = "2")]
+        pub version: Option<Version>,
+    }
+
+    /// `kvrwset.KVWriteHash`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct KvWriteHash {
+        #[prost(bytes = "vec", tag = "1")]
+        pub key_hash: Vec<u8>,
+        #[prost(bool, tag = "2")]
+        pub is_delete: bool,
+        #[prost(bytes = "vec", tag = "3")]
+        pub value_hash: Vec<u8>,
+        #[prost(bool, tag = "4")]
+        pub is_purge: bool,
+    }
+
+    /// `kvrwset.Version`: the height of the transaction that wrote the key.
+    #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+    pub struct Version {
+        #[prost(uint64, tag = "1")]
+        pub block_num: u64,
+        #[prost(uint64, tag = "2")]
+        pub tx_num: u64,
     }
 }
 

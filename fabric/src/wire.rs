@@ -12,6 +12,18 @@
 //! | `consent_history`  | `{"consent_key"}`                   | `[{"tx_id", "record"}]`     |
 //! | `anchor`           | `{"gateway_key", "batch_id"}`       | `AnchorRecord` or `null`    |
 //!
+//! Documents (consent documents, kept off the channel in the private data collection
+//! [`DOCUMENTS_COLLECTION`], key = their hash):
+//!
+//! | function       | argument JSON | transient map                 | response                  |
+//! |----------------|---------------|-------------------------------|---------------------------|
+//! | `put_document` | `{"hash"}`    | `document`: the exact bytes   | `{"replayed": bool}`      |
+//! | `document`     | `{"hash"}`    | —                             | the bytes; empty: unknown |
+//!
+//! `hash` is the lowercase hex SHA-256 of the document's bytes. The bytes travel only in the
+//! proposal's transient map, which Fabric keeps out of the transaction and the block; the
+//! chaincode writes them with PutPrivateData, so only their hash reaches the block.
+//!
 //! A refusal is a response of status 500 whose message is [`assent_ledger::refusal_message`].
 //!
 //! Owns these shapes. Leaves out transport and execution.
@@ -25,6 +37,47 @@ pub const Q_PATIENT_CONSENTS: &str = "patient_consents";
 pub const Q_ACTIVE_CONSENTS: &str = "active_consents";
 pub const Q_CONSENT_HISTORY: &str = "consent_history";
 pub const Q_ANCHOR: &str = "anchor";
+pub const F_PUT_DOCUMENT: &str = "put_document";
+pub const Q_DOCUMENT: &str = "document";
+
+/// The private data collection that holds consent documents (`collections_config.json`).
+pub const DOCUMENTS_COLLECTION: &str = "assentConsentDocuments";
+/// The transient map's key for a document's bytes.
+pub const TRANSIENT_DOCUMENT: &str = "document";
+
+/// Starts the chaincode's message when a stored document does not hash to its key: the
+/// client reads it back as `Corrupt` (a peer relays it inside its own words).
+pub const DOCUMENT_CORRUPT: &str = "assent-document-failed-verification";
+
+/// Whether `hash` has the form of a document's hash: 64 lowercase hex digits.
+pub fn is_document_hash(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The arguments of `put_document` (the bytes go in the transient map, never here).
+pub fn put_document_args(hash: &str) -> Vec<Vec<u8>> {
+    document_call(F_PUT_DOCUMENT, hash)
+}
+
+/// The arguments of the `document` query.
+pub fn document_args(hash: &str) -> Vec<Vec<u8>> {
+    document_call(Q_DOCUMENT, hash)
+}
+
+fn document_call(function: &str, hash: &str) -> Vec<Vec<u8>> {
+    let json = serde_json::to_vec(&HashArg {
+        hash: hash.to_owned(),
+    })
+    .expect("a string serialises");
+    vec![function.as_bytes().to_vec(), json]
+}
+
+/// What `put_document` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentStored {
+    /// The collection held the document already: nothing was written.
+    pub replayed: bool,
+}
 
 /// A query the chaincode answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +105,12 @@ struct PatientArg {
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct HashArg {
+    hash: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AnchorArg {
     gateway_key: String,
     batch_id: u64,
@@ -75,6 +134,14 @@ pub enum ArgsError {
 pub enum Invocation {
     Write(TxCall),
     Query(Query),
+    /// Store the document of the transient map under `hash`.
+    PutDocument {
+        hash: String,
+    },
+    /// Read the document stored under `hash`.
+    Document {
+        hash: String,
+    },
 }
 
 impl Query {
@@ -165,6 +232,15 @@ pub fn parse_args(args: &[Vec<u8>]) -> Result<Invocation, ArgsError> {
                     patient_key: a.patient_key,
                 },
             }))
+        }
+        F_PUT_DOCUMENT | Q_DOCUMENT => {
+            let a: HashArg =
+                serde_json::from_value(value).map_err(|e| json_error(e.to_string()))?;
+            Ok(if function == F_PUT_DOCUMENT {
+                Invocation::PutDocument { hash: a.hash }
+            } else {
+                Invocation::Document { hash: a.hash }
+            })
         }
         Q_ANCHOR => {
             let a: AnchorArg =
@@ -283,5 +359,36 @@ mod tests {
             Err(ArgsError::Unknown(_))
         ));
         assert!(matches!(parse_args(&[]), Err(ArgsError::Count(0))));
+        let hash = "ab".repeat(32);
+        assert_eq!(
+            parse_args(&put_document_args(&hash)).unwrap(),
+            Invocation::PutDocument { hash: hash.clone() }
+        );
+        assert_eq!(
+            parse_args(&document_args(&hash)).unwrap(),
+            Invocation::Document { hash: hash.clone() }
+        );
+        // The document itself is never an argument.
+        assert!(matches!(
+            parse_args(&[
+                b"put_document".to_vec(),
+                br#"{"hash":"ab","document":"x"}"#.to_vec()
+            ]),
+            Err(ArgsError::Json { .. })
+        ));
+    }
+
+    #[test]
+    fn document_hashes_are_64_lowercase_hex_digits() {
+        assert!(is_document_hash(&"0a".repeat(32)));
+        for bad in [
+            "",
+            "0a",
+            &"0A".repeat(32),
+            &"0g".repeat(32),
+            &"0a".repeat(33),
+        ] {
+            assert!(!is_document_hash(bad), "{bad}");
+        }
     }
 }

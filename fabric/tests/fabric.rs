@@ -22,20 +22,26 @@ use assent_consent::{
 };
 use assent_fabric::grpc::path;
 use assent_fabric::proposal::signed_proposal;
+use assent_fabric::protos::common::{Block, Envelope, Payload};
 use assent_fabric::protos::common::{ChannelHeader, Header};
 use assent_fabric::protos::gateway::EvaluateRequest;
 use assent_fabric::protos::google::Timestamp;
 use assent_fabric::protos::paths;
 use assent_fabric::protos::peer::chaincode_message::Type;
 use assent_fabric::protos::peer::{
+    ChaincodeAction, ChaincodeActionPayload, ProposalResponsePayload, Transaction,
+};
+use assent_fabric::protos::peer::{
     ChaincodeId, ChaincodeInput, ChaincodeMessage, GetState, GetStateByRange, Kv, Proposal,
     PutState, QueryResponse, QueryResultBytes, QueryStateClose, QueryStateNext, Response,
 };
-use assent_fabric::wire::{Query, WriteResult, write_args};
+use assent_fabric::protos::rwset::{HashedRwSet, KvWriteHash, TxReadWriteSet};
+use assent_fabric::wire::{self, Query, WriteResult, write_args};
 use assent_fabric::{FabricConfig, FabricLedger, IdentityError, SigningIdentity, gateway_error};
 use assent_ledger::conformance::{Subject, factory, run_all};
 use assent_ledger::{Ledger, LedgerError, TxCall};
 use prost::Message;
+use sha2::Digest;
 use tokio::sync::mpsc;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -77,6 +83,243 @@ async fn conformance_suite_against_the_fake_fabric() {
     assert!(
         seen.read_conflicts.load(Ordering::SeqCst) > 0,
         "concurrent writers met MVCC conflicts and were retried"
+    );
+}
+
+/// Whether `needle` occurs anywhere in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The hashed writes to `collection` in the write sets of every transaction of `blocks`.
+fn hashed_writes(blocks: &[Vec<u8>], collection: &str) -> Vec<KvWriteHash> {
+    let mut found = Vec::new();
+    for bytes in blocks {
+        let block = Block::decode(bytes.as_slice()).unwrap();
+        for data in block.data.unwrap_or_default().data {
+            let envelope = Envelope::decode(data.as_slice()).unwrap();
+            let payload = Payload::decode(envelope.payload.as_slice()).unwrap();
+            let Ok(transaction) = Transaction::decode(payload.data.as_slice()) else {
+                continue;
+            };
+            for action in transaction.actions {
+                let action = ChaincodeActionPayload::decode(action.payload.as_slice()).unwrap();
+                let endorsed = action.action.unwrap();
+                let response =
+                    ProposalResponsePayload::decode(endorsed.proposal_response_payload.as_slice())
+                        .unwrap();
+                let chaincode_action =
+                    ChaincodeAction::decode(response.extension.as_slice()).unwrap();
+                let rwset = TxReadWriteSet::decode(chaincode_action.results.as_slice()).unwrap();
+                for ns in rwset.ns_rwset {
+                    for c in ns.collection_hashed_rwset {
+                        if c.collection_name == collection {
+                            let hashed = HashedRwSet::decode(c.hashed_rwset.as_slice()).unwrap();
+                            found.extend(hashed.hashed_writes);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A document shaped like a consent document, with a patient identifier and text that must
+/// never reach the channel.
+fn private_document(patient: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "resourceType": "Consent",
+        "patient": {"reference": format!("Patient/{patient}"), "display": "Ada Secretname"},
+        "provision": {"type": "permit"},
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_are_shared_among_members_and_only_their_hash_reaches_the_channel() {
+    let network = support::Network::start().await;
+    let org1 = network.ledger_of(fake::MSP);
+    let org2 = network.ledger_of(fake::MSP2);
+    let document = private_document("p-doc-7731");
+    let hash = sha256_hex(&document);
+
+    assert_eq!(
+        org2.document(&hash).await,
+        Ok(None),
+        "unknown before it is stored"
+    );
+    org1.put_document(&hash, &document).await.expect("stored");
+    // The other member's gateway reads it through its own peer.
+    assert_eq!(org2.document(&hash).await, Ok(Some(document.clone())));
+    assert_eq!(org1.document(&hash).await, Ok(Some(document.clone())));
+    for msp in [fake::MSP, fake::MSP2] {
+        assert_eq!(
+            network.fake.private_keys(msp, wire::DOCUMENTS_COLLECTION),
+            vec![hash.clone()]
+        );
+        assert_eq!(
+            network
+                .fake
+                .private_value(msp, wire::DOCUMENTS_COLLECTION, &hash)
+                .as_deref(),
+            Some(document.as_slice()),
+            "{msp}'s peer holds the document"
+        );
+    }
+
+    // Storing it again, from either member, writes nothing: no transaction is submitted.
+    let height = network.fake.block_bytes().len();
+    org2.put_document(&hash, &document).await.expect("a replay");
+    org1.put_document(&hash, &document).await.expect("a replay");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(network.fake.block_bytes().len(), height);
+
+    // Bytes that do not hash to the hash given are refused, by the client and the chaincode.
+    let other = private_document("p-doc-other");
+    let refused = org1.put_document(&hash, &other).await;
+    assert!(
+        matches!(&refused, Err(LedgerError::Rejected { rejection: assent_ledger::Rejection::Invalid { field, .. } }) if field == "document"),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        org1.document("not-a-hash").await,
+        Err(LedgerError::Rejected { .. })
+    ));
+
+    // ADV: no block holds the document, the patient id or the document's text; the write
+    // set holds the SHA-256 of the key and of the value, nothing more.
+    let blocks = network.fake.block_bytes();
+    for bytes in &blocks {
+        for needle in [
+            document.as_slice(),
+            b"p-doc-7731".as_slice(),
+            b"Ada Secretname".as_slice(),
+            b"resourceType".as_slice(),
+            b"provision".as_slice(),
+        ] {
+            assert!(
+                !contains(bytes, needle),
+                "a block holds {:?}",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    let writes = hashed_writes(&blocks, wire::DOCUMENTS_COLLECTION);
+    assert_eq!(writes.len(), 1, "one hashed write: {writes:?}");
+    assert_eq!(hex::encode(&writes[0].value_hash), hash);
+    assert_eq!(
+        writes[0].key_hash,
+        sha2::Sha256::digest(hash.as_bytes()).to_vec()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_private_document_is_refused_not_returned() {
+    let network = support::Network::start().await;
+    let org1 = network.ledger_of(fake::MSP);
+    let org2 = network.ledger_of(fake::MSP2);
+    let document = private_document("p-tamper");
+    let hash = sha256_hex(&document);
+    org1.put_document(&hash, &document).await.unwrap();
+
+    // ADV: each way the bytes in one member's private store can change.
+    type Change = (&'static str, fn(&mut Vec<u8>));
+    let changes: [Change; 4] = [
+        ("a flipped bit", |d| d[10] ^= 1),
+        ("a truncation", |d| d.truncate(d.len() - 1)),
+        ("an appended byte", |d| d.push(b' ')),
+        ("another document", |d| {
+            *d = private_document("p-someone-else")
+        }),
+    ];
+    for (what, change) in changes {
+        let original = network
+            .fake
+            .private_value(fake::MSP2, wire::DOCUMENTS_COLLECTION, &hash)
+            .unwrap();
+        network
+            .fake
+            .tamper_private(fake::MSP2, wire::DOCUMENTS_COLLECTION, &hash, change);
+        let got = org2.document(&hash).await;
+        assert!(
+            matches!(&got, Err(LedgerError::Corrupt { reason }) if reason.contains(wire::DOCUMENT_CORRUPT)),
+            "{what}: {got:?}"
+        );
+        // The other member's copy is intact.
+        assert_eq!(
+            org1.document(&hash).await,
+            Ok(Some(document.clone())),
+            "{what}"
+        );
+        network
+            .fake
+            .tamper_private(fake::MSP2, wire::DOCUMENTS_COLLECTION, &hash, |d| {
+                *d = original
+            });
+    }
+    assert_eq!(org2.document(&hash).await, Ok(Some(document)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organization_outside_the_collection_can_neither_read_nor_write_documents() {
+    let network = support::Network::start_orgs(&[
+        fake::FakeOrg {
+            msp: fake::MSP,
+            in_collection: true,
+        },
+        fake::FakeOrg {
+            msp: fake::OUTSIDER_MSP,
+            in_collection: false,
+        },
+    ])
+    .await;
+    let member = network.ledger_of(fake::MSP);
+    let outsider = network.ledger_of(fake::OUTSIDER_MSP);
+    let document = private_document("p-outside");
+    let hash = sha256_hex(&document);
+    member.put_document(&hash, &document).await.unwrap();
+
+    // ADV: the outsider's gateway is refused with the peer's words, reading or writing.
+    let read = outsider.document(&hash).await;
+    match &read {
+        Err(LedgerError::Unavailable { reason }) => assert!(
+            reason.contains(
+                "tx creator does not have read access permission on privatedata in \
+                 chaincodeName:assent-consent collectionName: assentConsentDocuments"
+            ),
+            "{reason}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let other = private_document("p-outside-2");
+    let write = outsider.put_document(&sha256_hex(&other), &other).await;
+    match &write {
+        Err(LedgerError::Unavailable { reason }) => {
+            assert!(reason.contains("write access permission"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Its peer holds nothing of the collection.
+    assert_eq!(
+        network
+            .fake
+            .private_value(fake::OUTSIDER_MSP, wire::DOCUMENTS_COLLECTION, &hash),
+        None
+    );
+    // A member's client on the outsider's peer: the peer has only the hash.
+    let mut connection = network.connection.clone();
+    connection.peer_endpoint = network.fake.endpoint_of(fake::OUTSIDER_MSP).to_owned();
+    let via_outsider_peer = FabricLedger::new(connection).unwrap();
+    let got = via_outsider_peer.document(&hash).await;
+    assert!(
+        matches!(&got, Err(LedgerError::Unavailable { reason }) if reason.contains("private data matching public hash version is not available")),
+        "{got:?}"
     );
 }
 
@@ -619,12 +862,45 @@ impl TestPeer {
         message
     }
 
+    /// A TRANSACTION without a proposal (what a query may come as).
     fn transaction(&self, txid: &str, args: Vec<Vec<u8>>) {
         let input = ChaincodeInput {
             args,
             ..ChaincodeInput::default()
         };
         self.send(Type::Transaction, txid, input.encode_to_vec());
+    }
+
+    /// A TRANSACTION with the signed proposal of `creator`, as a peer sends it (transient
+    /// data included).
+    fn proposed(
+        &self,
+        txid: &str,
+        creator: &SigningIdentity,
+        args: Vec<Vec<u8>>,
+        transient: HashMap<String, Vec<u8>>,
+    ) {
+        let signed = signed_proposal(
+            creator,
+            fake::CHANNEL,
+            fake::CHAINCODE,
+            args.clone(),
+            transient,
+        );
+        let input = ChaincodeInput {
+            args,
+            ..ChaincodeInput::default()
+        };
+        self.outbound
+            .send(ChaincodeMessage {
+                r#type: Type::Transaction as i32,
+                payload: input.encode_to_vec(),
+                txid: txid.to_owned(),
+                channel_id: fake::CHANNEL.to_owned(),
+                proposal: Some(signed.proposal),
+                ..ChaincodeMessage::default()
+            })
+            .unwrap();
     }
 }
 
@@ -699,8 +975,21 @@ async fn chaincode_shim_message_by_message() {
         expected_version: None,
     };
 
+    // Writes come with the signed proposal: its creator's MSP is the member the contract
+    // runs as. A write without one is refused before the contract runs.
+    let org1 = support::client_identity(fake::MSP);
+    peer.transaction("tx0", write_args(&TxCall::PutConsent(submission.clone())));
+    let done = peer.expect(Type::Completed, "tx0").await;
+    assert_eq!(response_of(&done).status, 500);
+    assert!(response_of(&done).message.contains("proposal"));
+
     // Two transactions interleaved on one stream: tx1 writes, tx2 reads.
-    peer.transaction("tx1", write_args(&TxCall::PutConsent(submission.clone())));
+    peer.proposed(
+        "tx1",
+        &org1,
+        write_args(&TxCall::PutConsent(submission.clone())),
+        HashMap::new(),
+    );
     let get = peer.expect(Type::GetState, "tx1").await;
     let index_key = format!("consent-index/{}", submission.consent_key);
     assert_eq!(
@@ -748,12 +1037,14 @@ async fn chaincode_shim_message_by_message() {
     assert_eq!(event.tx_id, "tx1");
 
     // The peer refuses a state request: the transaction ends with ERROR.
-    peer.transaction(
+    peer.proposed(
         "tx3",
+        &org1,
         write_args(&TxCall::Revoke {
             consent_key: submission.consent_key.clone(),
             reason: RevocationReason::PatientRequest,
         }),
+        HashMap::new(),
     );
     peer.expect(Type::GetState, "tx3").await;
     peer.send(
@@ -817,7 +1108,12 @@ async fn chaincode_shim_message_by_message() {
     assert_eq!(response_of(&done).status, 500);
     let mut bad = submission.clone();
     bad.patient_key = "Patient/123".into();
-    peer.transaction("tx6", write_args(&TxCall::PutConsent(bad)));
+    peer.proposed(
+        "tx6",
+        &org1,
+        write_args(&TxCall::PutConsent(bad)),
+        HashMap::new(),
+    );
     let done = peer.expect(Type::Completed, "tx6").await;
     let response = response_of(&done);
     assert_eq!(response.status, 500);
@@ -845,6 +1141,142 @@ async fn chaincode_shim_message_by_message() {
     peer.expect(Type::Error, "tx7").await;
     peer.send(Type::Response, "tx7", Vec::new());
     peer.expect(Type::Completed, "tx7").await;
+
+    shim_private_data(&mut peer, &org1).await;
+}
+
+/// The private data part of the shim conversation: `put_document` (bytes in the transient
+/// map; GET_PRIVATE_DATA_HASH, then PUT_STATE naming the collection) and `document`
+/// (GET_STATE naming the collection), each checked against the hash.
+async fn shim_private_data(peer: &mut TestPeer, org1: &SigningIdentity) {
+    let document = br#"{"resourceType":"Consent","id":"c1"}"#.to_vec();
+    let hash = sha256_hex(&document);
+    let transient =
+        |bytes: &[u8]| HashMap::from([(wire::TRANSIENT_DOCUMENT.to_owned(), bytes.to_vec())]);
+    let in_collection = |collection: &str, key: &str| {
+        assert_eq!(collection, wire::DOCUMENTS_COLLECTION);
+        assert_eq!(key, hash);
+    };
+
+    // Not stored yet: the hash is absent, the document is written to the collection.
+    peer.proposed(
+        "tx8",
+        org1,
+        wire::put_document_args(&hash),
+        transient(&document),
+    );
+    let ask = peer.expect(Type::GetPrivateDataHash, "tx8").await;
+    let ask = GetState::decode(ask.payload.as_slice()).unwrap();
+    in_collection(&ask.collection, &ask.key);
+    peer.send(Type::Response, "tx8", Vec::new());
+    let put = peer.expect(Type::PutState, "tx8").await;
+    let put = PutState::decode(put.payload.as_slice()).unwrap();
+    in_collection(&put.collection, &put.key);
+    assert_eq!(put.value, document);
+    peer.send(Type::Response, "tx8", Vec::new());
+    let done = peer.expect(Type::Completed, "tx8").await;
+    let response = response_of(&done);
+    assert_eq!(response.status, 200, "{}", response.message);
+    assert_eq!(
+        serde_json::from_slice::<wire::DocumentStored>(&response.payload).unwrap(),
+        wire::DocumentStored { replayed: false }
+    );
+    assert_eq!(
+        done.chaincode_event, None,
+        "storing a document sets no event"
+    );
+
+    // Stored already (its hash is in the hashed state): nothing is written.
+    peer.proposed(
+        "tx9",
+        org1,
+        wire::put_document_args(&hash),
+        transient(&document),
+    );
+    peer.expect(Type::GetPrivateDataHash, "tx9").await;
+    peer.send(
+        Type::Response,
+        "tx9",
+        sha2::Sha256::digest(&document).to_vec(),
+    );
+    let done = peer.expect(Type::Completed, "tx9").await;
+    assert_eq!(
+        serde_json::from_slice::<wire::DocumentStored>(&response_of(&done).payload).unwrap(),
+        wire::DocumentStored { replayed: true }
+    );
+
+    // ADV: refused before any state request: bytes of another hash, no bytes, a bad hash.
+    for (txid, args, data) in [
+        (
+            "tx10",
+            wire::put_document_args(&hash),
+            transient(b"{\"id\":\"other\"}"),
+        ),
+        ("tx11", wire::put_document_args(&hash), HashMap::new()),
+        (
+            "tx12",
+            wire::put_document_args("Patient/123"),
+            transient(&document),
+        ),
+    ] {
+        peer.proposed(txid, org1, args, data);
+        let done = peer.expect(Type::Completed, txid).await;
+        let response = response_of(&done);
+        assert_eq!(response.status, 500, "{txid}");
+        assert!(
+            matches!(
+                assent_ledger::parse_refusal(&response.message),
+                Some(LedgerError::Rejected { .. })
+            ),
+            "{txid}: {}",
+            response.message
+        );
+    }
+
+    // Reading: GET_STATE naming the collection; the bytes are checked against the hash.
+    let read = |peer: &TestPeer, txid: &str| peer.transaction(txid, wire::document_args(&hash));
+    read(peer, "tx13");
+    let get = peer.expect(Type::GetState, "tx13").await;
+    let get = GetState::decode(get.payload.as_slice()).unwrap();
+    in_collection(&get.collection, &get.key);
+    peer.send(Type::Response, "tx13", document.clone());
+    let done = peer.expect(Type::Completed, "tx13").await;
+    assert_eq!(response_of(&done).status, 200);
+    assert_eq!(response_of(&done).payload, document);
+
+    // ADV: tampered bytes are refused, never returned.
+    read(peer, "tx14");
+    peer.expect(Type::GetState, "tx14").await;
+    let mut tampered = document.clone();
+    tampered[5] ^= 1;
+    peer.send(Type::Response, "tx14", tampered);
+    let done = peer.expect(Type::Completed, "tx14").await;
+    let response = response_of(&done);
+    assert_eq!(response.status, 500);
+    assert!(
+        response.message.contains(wire::DOCUMENT_CORRUPT),
+        "{}",
+        response.message
+    );
+    assert!(response.payload.is_empty());
+
+    // Absent: an empty answer. Refused by the peer (a creator outside the collection): ERROR
+    // with the peer's words.
+    read(peer, "tx15");
+    peer.expect(Type::GetState, "tx15").await;
+    peer.send(Type::Response, "tx15", Vec::new());
+    let done = peer.expect(Type::Completed, "tx15").await;
+    assert_eq!(response_of(&done).status, 200);
+    assert!(response_of(&done).payload.is_empty());
+    read(peer, "tx16");
+    peer.expect(Type::GetState, "tx16").await;
+    peer.send(
+        Type::Error,
+        "tx16",
+        b"tx creator does not have read access permission on privatedata".to_vec(),
+    );
+    let failed = peer.expect(Type::Error, "tx16").await;
+    assert!(String::from_utf8_lossy(&failed.payload).contains("read access permission"));
 }
 
 /// The conformance suite against a real Fabric network, when `ASSENT_FABRIC_TEST_CONFIG`

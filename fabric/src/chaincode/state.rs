@@ -1,7 +1,9 @@
 //! The contract's state inside the chaincode: [`ContractState`] turned into shim requests
 //! (GET_STATE, PUT_STATE, DEL_STATE, GET_STATE_BY_RANGE with QUERY_STATE_NEXT paging and
 //! QUERY_STATE_CLOSE, GET_HISTORY_FOR_KEY) sent on the peer's stream, each waiting for the
-//! peer's RESPONSE or ERROR; and the transaction's event.
+//! peer's RESPONSE or ERROR; and the transaction's event. Private data: GET_STATE and
+//! PUT_STATE naming a collection (GetPrivateData, PutPrivateData) and
+//! GET_PRIVATE_DATA_HASH.
 //!
 //! Owns one transaction's side of the conversation. Runs on a blocking thread (the contract
 //! is synchronous); leaves routing replies to it to the stream (`chaincode`).
@@ -136,6 +138,58 @@ impl ShimState {
             self.call(Type::QueryStateClose, "QUERY_STATE_CLOSE", close)?;
         }
         Ok(results)
+    }
+}
+
+/// Private data: a collection's entries, which the peer keeps off the block (only their
+/// hashes are in the write set).
+impl ShimState {
+    /// GetPrivateData: the value of `key` in `collection`; `None` when absent. The peer
+    /// refuses a creator whose organization may not read the collection (`memberOnlyRead`).
+    pub(crate) fn get_private(
+        &self,
+        collection: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, ShimError> {
+        let payload = GetState {
+            key: key.to_owned(),
+            collection: collection.to_owned(),
+        }
+        .encode_to_vec();
+        let value = self.call(Type::GetState, "GET_STATE", payload)?;
+        Ok((!value.is_empty()).then_some(value))
+    }
+
+    /// PutPrivateData: writes `value` under `key` in `collection`.
+    pub(crate) fn put_private(
+        &mut self,
+        collection: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), ShimError> {
+        let payload = PutState {
+            key: key.to_owned(),
+            value: value.to_vec(),
+            collection: collection.to_owned(),
+        }
+        .encode_to_vec();
+        self.call(Type::PutState, "PUT_STATE", payload).map(drop)
+    }
+
+    /// GetPrivateDataHash: SHA-256 of the value of `key` in `collection`, from the public
+    /// hashed state that every peer of the channel holds; `None` when absent.
+    pub(crate) fn get_private_hash(
+        &self,
+        collection: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, ShimError> {
+        let payload = GetState {
+            key: key.to_owned(),
+            collection: collection.to_owned(),
+        }
+        .encode_to_vec();
+        let hash = self.call(Type::GetPrivateDataHash, "GET_PRIVATE_DATA_HASH", payload)?;
+        Ok((!hash.is_empty()).then_some(hash))
     }
 }
 

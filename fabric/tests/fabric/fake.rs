@@ -1,7 +1,25 @@
 //! FAKE Fabric for tests: an in-process stand-in for a Fabric Gateway peer (the `gateway.Gateway`
 //! service) that is also the FAKE peer driving the real chaincode server over
-//! `protos.Chaincode/Connect`. Not Fabric: one peer, one organization, no orderer, no
-//! endorsement policy; read-write sets stay in memory instead of in the transaction.
+//! `protos.Chaincode/Connect`. Not Fabric: one peer per organization, each its own gateway,
+//! on one channel state; no orderer, no endorsement policy (the gateway's own organization's
+//! peer endorses alone), no gossip (a committed private write reaches every member's peer).
+//!
+//! Organizations: by default two, `Org1MSP` and `Org2MSP` ([`CONSORTIUM`]), both members of
+//! the documents collection (`assentConsentDocuments`); [`FakeFabric::start_orgs`] takes
+//! others, such as one outside the collection. Each has a gateway endpoint of its own, a
+//! peer identity of its own, its own stream to the chaincode server and its own private data
+//! store. Any organization's client identity is accepted at any gateway.
+//!
+//! Private data as a real peer keeps it: the proposal's transient map reaches the chaincode
+//! (in the signed proposal) but never the transaction or the block; GET_STATE / PUT_STATE
+//! naming a collection read and write the collection, and only SHA-256 of key and value lands
+//! in the block's write set (`CollectionHashedReadWriteSet`), while the value goes to the
+//! private store of every member organization's peer at commit; GET_PRIVATE_DATA_HASH answers
+//! from the public hashed state; a creator whose organization is not a member may neither
+//! read nor write the collection (`memberOnlyRead`, `memberOnlyWrite`), with the peer's
+//! words; a peer that is not a member holds no private data. Each transaction's read-write
+//! set is in its block (`ChaincodeAction.results`), so tests can scan blocks for what must
+//! never be there.
 //!
 //! What it does like a real peer: checks every signature it receives (ECDSA P-256 over
 //! SHA-256 with the creator's certificate, DER, low S only), recomputes transaction ids from
@@ -47,6 +65,10 @@ use assent_fabric::protos::peer::{
     QueryResultBytes, QueryStateNext, Response, SignedProposal, Transaction, TransactionAction,
     tx_validation_code,
 };
+use assent_fabric::protos::rwset::{
+    CollectionHashedReadWriteSet, HashedRwSet, KvRead, KvReadHash, KvRwSet, KvWrite, KvWriteHash,
+    NsReadWriteSet, TxReadWriteSet, Version as RwVersion,
+};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use p256::ecdsa::signature::{Signer, Verifier};
@@ -61,6 +83,31 @@ use tonic_prost::ProstCodec;
 pub const CHANNEL: &str = "assent-channel";
 pub const CHAINCODE: &str = "assent-consent";
 pub const MSP: &str = "Org1MSP";
+/// The second member organization of the default consortium.
+pub const MSP2: &str = "Org2MSP";
+/// An organization of the channel outside the documents collection (with
+/// [`FakeFabric::start_orgs`]).
+pub const OUTSIDER_MSP: &str = "Org3MSP";
+
+/// An organization of the FAKE channel.
+#[derive(Debug, Clone, Copy)]
+pub struct FakeOrg {
+    pub msp: &'static str,
+    /// A member of the documents collection.
+    pub in_collection: bool,
+}
+
+/// The default channel: two organizations, both members of the documents collection.
+pub const CONSORTIUM: [FakeOrg; 2] = [
+    FakeOrg {
+        msp: MSP,
+        in_collection: true,
+    },
+    FakeOrg {
+        msp: MSP2,
+        in_collection: true,
+    },
+];
 pub const PACKAGE_ID: &str = "assent-consent_1.0:0123abcd";
 /// Page size of the fake's range and history answers: small, so paging is exercised.
 const PAGE: usize = 2;
@@ -72,11 +119,17 @@ type Version = (u64, u32);
 /// A range read: start, end, and the keys seen with their versions.
 type RangeRead = (String, String, Vec<(String, Version)>);
 
+/// A private data key: (collection, key).
+type PrivateKey = (String, String);
+
 #[derive(Default)]
 struct RwSet {
     reads: Vec<(String, Option<Version>)>,
     ranges: Vec<RangeRead>,
     writes: BTreeMap<String, Option<Vec<u8>>>,
+    /// Private reads (GetPrivateData, GetPrivateDataHash) at the hashed state's version.
+    private_reads: Vec<(PrivateKey, Option<Version>)>,
+    private_writes: BTreeMap<PrivateKey, Option<Vec<u8>>>,
 }
 
 struct PendingTx {
@@ -90,6 +143,11 @@ struct PendingTx {
 #[derive(Default)]
 struct World {
     values: BTreeMap<String, (Vec<u8>, Version)>,
+    /// The public hashed state of private data, the same at every peer: SHA-256 of the value
+    /// and the version of the write.
+    private_hashes: BTreeMap<PrivateKey, (Vec<u8>, Version)>,
+    /// Per organization (MSP id): its peer's private data store.
+    private: HashMap<String, BTreeMap<PrivateKey, Vec<u8>>>,
     /// Per key, oldest first.
     history: HashMap<String, Vec<KeyModification>>,
     blocks: Vec<Block>,
@@ -110,25 +168,39 @@ pub struct Seen {
     pub disagreements: AtomicU64,
 }
 
-struct Shared {
+/// The channel: its state and blocks, shared by every organization's peer.
+struct Net {
     world: Mutex<World>,
     height: watch::Sender<u64>,
-    peer: PeerConnection,
-    peer_key: SigningKey,
-    peer_creator: Vec<u8>,
-    address: String,
     /// Break each event stream after this many responses (0: never).
     break_streams_after: AtomicUsize,
     /// Answer this many Endorse calls as endorsers whose responses differ.
     disagree_next: AtomicUsize,
     seen: Seen,
+    /// The channel's organizations (MSP ids).
+    orgs: Vec<String>,
+    /// The members of the documents collection.
+    collection_members: Vec<String>,
 }
 
-/// A running fake gateway peer. Stops when dropped.
+/// One organization's gateway peer.
+struct Shared {
+    net: Arc<Net>,
+    msp: String,
+    peer: PeerConnection,
+    peer_key: SigningKey,
+    peer_creator: Vec<u8>,
+    address: String,
+}
+
+/// A running FAKE channel with a gateway peer per organization. Stops when dropped.
 pub struct FakeFabric {
+    /// The first organization's (`Org1MSP`) gateway endpoint.
     pub endpoint: String,
-    shared: Arc<Shared>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    /// Every organization's gateway endpoint, by MSP id.
+    pub endpoints: Vec<(String, String)>,
+    net: Arc<Net>,
+    _stops: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// TLS of the fake gateway: its certificate and key, and the CA clients trust.
@@ -138,8 +210,10 @@ pub struct FakeTls {
 }
 
 impl FakeFabric {
-    /// Starts a fake gateway peer on 127.0.0.1 (port 0) connected to the chaincode server at
-    /// `chaincode_addr`.
+    /// Starts the default FAKE channel ([`CONSORTIUM`]) with a gateway peer per organization
+    /// on 127.0.0.1 (port 0), each connected to the chaincode server at `chaincode_addr`.
+    // The gateway's end-to-end tests and the benchmarks start it this way.
+    #[allow(dead_code)]
     pub async fn start(chaincode_addr: std::net::SocketAddr, tls: Option<FakeTls>) -> FakeFabric {
         FakeFabric::start_with(chaincode_addr, None, tls).await
     }
@@ -150,81 +224,205 @@ impl FakeFabric {
         chaincode_tls: Option<ClientTlsConfig>,
         tls: Option<FakeTls>,
     ) -> FakeFabric {
+        FakeFabric::start_orgs(chaincode_addr, chaincode_tls, tls, &CONSORTIUM).await
+    }
+
+    /// A FAKE channel of `orgs` (the first is the one [`FakeFabric::endpoint`] serves).
+    pub async fn start_orgs(
+        chaincode_addr: std::net::SocketAddr,
+        chaincode_tls: Option<ClientTlsConfig>,
+        tls: Option<FakeTls>,
+        orgs: &[FakeOrg],
+    ) -> FakeFabric {
         assent_fabric::ensure_crypto_provider();
-        let peer = PeerConnection::connect(chaincode_addr, chaincode_tls).await;
-        let (peer_key, peer_cert) = super::support::p256_identity("peer0.org1.example.com");
-        let peer_creator = SerializedIdentity {
-            mspid: MSP.into(),
-            id_bytes: peer_cert.into_bytes(),
-        }
-        .encode_to_vec();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let (height, _) = watch::channel(0);
-        let shared = Arc::new(Shared {
+        let net = Arc::new(Net {
             world: Mutex::new(World::default()),
             height,
-            peer,
-            peer_key,
-            peer_creator,
-            address: format!("peer0.org1.example.com:{}", addr.port()),
             break_streams_after: AtomicUsize::new(0),
             disagree_next: AtomicUsize::new(0),
             seen: Seen::default(),
+            orgs: orgs.iter().map(|o| o.msp.to_owned()).collect(),
+            collection_members: orgs
+                .iter()
+                .filter(|o| o.in_collection)
+                .map(|o| o.msp.to_owned())
+                .collect(),
         });
-        shared.cut_genesis();
-        tokio::spawn(block_cutter(Arc::downgrade(&shared)));
-
-        let routes = Routes::<GatewayName>::new()
-            .route(paths::EVALUATE, {
-                let s = shared.clone();
-                unary(move |r: Request<EvaluateRequest>| {
-                    let s = s.clone();
-                    async move { s.evaluate(r.into_inner()).await.map(GrpcResponse::new) }
-                })
-            })
-            .route(paths::ENDORSE, {
-                let s = shared.clone();
-                unary(move |r: Request<EndorseRequest>| {
-                    let s = s.clone();
-                    async move { s.endorse(r.into_inner()).await.map(GrpcResponse::new) }
-                })
-            })
-            .route(paths::SUBMIT, {
-                let s = shared.clone();
-                unary(move |r: Request<SubmitRequest>| {
-                    let s = s.clone();
-                    async move { s.submit(r.into_inner()).map(GrpcResponse::new) }
-                })
-            })
-            .route(paths::COMMIT_STATUS, {
-                let s = shared.clone();
-                unary(move |r: Request<SignedCommitStatusRequest>| {
-                    let s = s.clone();
-                    async move { s.commit_status(r.into_inner()).await.map(GrpcResponse::new) }
-                })
-            })
-            .route(paths::CHAINCODE_EVENTS, {
-                let s = shared.clone();
-                server_streaming(move |r: Request<SignedChaincodeEventsRequest>| {
-                    let s = s.clone();
-                    async move {
-                        // Like Fabric's gateway (grpc-go), the response headers go out with
-                        // the first block of events, or the refusal: on a quiet channel the
-                        // call has no answer yet.
-                        let mut stream = s.chaincode_events(r.into_inner())?;
-                        let first = match stream.next().await {
-                            Some(Err(status)) => return Err(status),
-                            first => first,
-                        };
-                        Ok(GrpcResponse::new(
-                            futures_util::stream::iter(first).chain(stream).boxed(),
-                        ))
-                    }
-                })
+        net.cut_genesis();
+        tokio::spawn(block_cutter(Arc::downgrade(&net)));
+        let mut endpoints = Vec::new();
+        let mut stops = Vec::new();
+        for (index, org) in orgs.iter().enumerate() {
+            let peer = PeerConnection::connect(chaincode_addr, chaincode_tls.clone()).await;
+            let host = format!("peer0.org{}.example.com", index + 1);
+            let (peer_key, peer_cert) = super::support::p256_identity(&host);
+            let peer_creator = SerializedIdentity {
+                mspid: org.msp.into(),
+                id_bytes: peer_cert.into_bytes(),
+            }
+            .encode_to_vec();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let shared = Arc::new(Shared {
+                net: net.clone(),
+                msp: org.msp.to_owned(),
+                peer,
+                peer_key,
+                peer_creator,
+                address: format!("{host}:{}", addr.port()),
             });
-        let mut server = Server::builder();
-        let scheme = if let Some(tls) = tls {
+            let tls = tls.as_ref().map(|t| FakeTls {
+                cert_pem: t.cert_pem.clone(),
+                key_pem: t.key_pem.clone(),
+            });
+            let (endpoint, stop) = serve_gateway(shared, listener, tls);
+            endpoints.push((org.msp.to_owned(), endpoint));
+            stops.push(stop);
+        }
+        FakeFabric {
+            endpoint: endpoints[0].1.clone(),
+            endpoints,
+            net,
+            _stops: stops,
+        }
+    }
+
+    /// The gateway endpoint of organization `msp`.
+    pub fn endpoint_of(&self, msp: &str) -> &str {
+        &self
+            .endpoints
+            .iter()
+            .find(|(m, _)| m == msp)
+            .expect("an organization of the FAKE channel")
+            .1
+    }
+
+    /// What organization `msp`'s peer holds under `key` in private data `collection`.
+    pub fn private_value(&self, msp: &str, collection: &str, key: &str) -> Option<Vec<u8>> {
+        let world = self.net.world.lock().unwrap();
+        world
+            .private
+            .get(msp)?
+            .get(&(collection.to_owned(), key.to_owned()))
+            .cloned()
+    }
+
+    /// The keys organization `msp`'s peer holds in private data `collection`.
+    pub fn private_keys(&self, msp: &str, collection: &str) -> Vec<String> {
+        let world = self.net.world.lock().unwrap();
+        world
+            .private
+            .get(msp)
+            .map(|store| {
+                store
+                    .keys()
+                    .filter(|(c, _)| c == collection)
+                    .map(|(_, k)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Changes what organization `msp`'s peer holds under `key` in `collection` (a tampered
+    /// private store; the public hashed state keeps the committed hash). Panics when absent.
+    pub fn tamper_private(
+        &self,
+        msp: &str,
+        collection: &str,
+        key: &str,
+        change: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let mut world = self.net.world.lock().unwrap();
+        let value = world
+            .private
+            .get_mut(msp)
+            .and_then(|store| store.get_mut(&(collection.to_owned(), key.to_owned())))
+            .expect("a private value to tamper with");
+        change(value);
+    }
+
+    /// Every block of the channel, encoded as a peer stores it.
+    pub fn block_bytes(&self) -> Vec<Vec<u8>> {
+        let world = self.net.world.lock().unwrap();
+        world.blocks.iter().map(Message::encode_to_vec).collect()
+    }
+
+    /// Breaks every event stream after `n` responses from now on (0: never).
+    pub fn break_event_streams_after(&self, n: usize) {
+        self.net.break_streams_after.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers the next `n` Endorse calls as Fabric's gateway answers when a second
+    /// organization's endorser (`Org2MSP`) returned a different proposal response: nothing is
+    /// endorsed or recorded.
+    pub fn disagree_on_next_endorsements(&self, n: usize) {
+        self.net.disagree_next.store(n, Ordering::SeqCst);
+    }
+
+    pub fn seen(&self) -> &Seen {
+        &self.net.seen
+    }
+}
+
+/// Serves `shared`'s gateway on `listener`; its endpoint, and the sender that stops it.
+fn serve_gateway(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    tls: Option<FakeTls>,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let addr = listener.local_addr().unwrap();
+    let routes = Routes::<GatewayName>::new()
+        .route(paths::EVALUATE, {
+            let s = shared.clone();
+            unary(move |r: Request<EvaluateRequest>| {
+                let s = s.clone();
+                async move { s.evaluate(r.into_inner()).await.map(GrpcResponse::new) }
+            })
+        })
+        .route(paths::ENDORSE, {
+            let s = shared.clone();
+            unary(move |r: Request<EndorseRequest>| {
+                let s = s.clone();
+                async move { s.endorse(r.into_inner()).await.map(GrpcResponse::new) }
+            })
+        })
+        .route(paths::SUBMIT, {
+            let s = shared.clone();
+            unary(move |r: Request<SubmitRequest>| {
+                let s = s.clone();
+                async move { s.submit(r.into_inner()).map(GrpcResponse::new) }
+            })
+        })
+        .route(paths::COMMIT_STATUS, {
+            let s = shared.clone();
+            unary(move |r: Request<SignedCommitStatusRequest>| {
+                let s = s.clone();
+                async move { s.commit_status(r.into_inner()).await.map(GrpcResponse::new) }
+            })
+        })
+        .route(paths::CHAINCODE_EVENTS, {
+            let s = shared.clone();
+            server_streaming(move |r: Request<SignedChaincodeEventsRequest>| {
+                let s = s.clone();
+                async move {
+                    // Like Fabric's gateway (grpc-go), the response headers go out with
+                    // the first block of events, or the refusal: on a quiet channel the
+                    // call has no answer yet.
+                    let mut stream = s.chaincode_events(r.into_inner())?;
+                    let first = match stream.next().await {
+                        Some(Err(status)) => return Err(status),
+                        first => first,
+                    };
+                    Ok(GrpcResponse::new(
+                        futures_util::stream::iter(first).chain(stream).boxed(),
+                    ))
+                }
+            })
+        });
+    let mut server = Server::builder();
+    let scheme =
+        if let Some(tls) = tls {
             server =
                 server
                     .tls_config(ServerTlsConfig::new().identity(
@@ -235,42 +433,21 @@ impl FakeFabric {
         } else {
             "http"
         };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-            accepted.inspect(|stream| {
-                let _ = stream.set_nodelay(true);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            let _ = stream.set_nodelay(true);
+        })
+    });
+    tokio::spawn(async move {
+        let _ = server
+            .add_service(routes)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
             })
-        });
-        tokio::spawn(async move {
-            let _ = server
-                .add_service(routes)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        FakeFabric {
-            endpoint: format!("{scheme}://127.0.0.1:{}", addr.port()),
-            shared,
-            _stop: stop,
-        }
-    }
-
-    /// Breaks every event stream after `n` responses from now on (0: never).
-    pub fn break_event_streams_after(&self, n: usize) {
-        self.shared.break_streams_after.store(n, Ordering::SeqCst);
-    }
-
-    /// Answers the next `n` Endorse calls as Fabric's gateway answers when a second
-    /// organization's endorser (`Org2MSP`) returned a different proposal response: nothing is
-    /// endorsed or recorded.
-    pub fn disagree_on_next_endorsements(&self, n: usize) {
-        self.shared.disagree_next.store(n, Ordering::SeqCst);
-    }
-
-    pub fn seen(&self) -> &Seen {
-        &self.shared.seen
-    }
+            .await;
+    });
+    (format!("{scheme}://127.0.0.1:{}", addr.port()), stop)
 }
 
 struct GatewayName;
@@ -279,7 +456,114 @@ impl ServiceName for GatewayName {
     const NAME: &'static str = paths::GATEWAY_SERVICE;
 }
 
-async fn block_cutter(shared: Weak<Shared>) {
+impl Net {
+    fn cut_genesis(&self) {
+        let channel_header = ChannelHeader {
+            r#type: HeaderType::Config as i32,
+            channel_id: CHANNEL.into(),
+            ..ChannelHeader::default()
+        };
+        let envelope = Envelope {
+            payload: Payload {
+                header: Some(Header {
+                    channel_header: channel_header.encode_to_vec(),
+                    signature_header: Vec::new(),
+                }),
+                data: Vec::new(),
+            }
+            .encode_to_vec(),
+            signature: Vec::new(),
+        };
+        let mut world = self.world.lock().unwrap();
+        push_block(
+            &mut world,
+            vec![envelope.encode_to_vec()],
+            vec![0],
+            Vec::new(),
+        );
+        self.height.send_replace(world.blocks.len() as u64);
+    }
+
+    /// Validates and commits the transactions submitted since the last block.
+    fn cut_block(&self) {
+        let mut world = self.world.lock().unwrap();
+        if world.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut world.pending);
+        let number = world.blocks.len() as u64;
+        let mut data = Vec::new();
+        let mut filter = Vec::new();
+        let mut events = Vec::new();
+        for (index, tx) in pending.into_iter().enumerate() {
+            let version = (number, index as u32);
+            let code = validate(&world, &tx.rwset);
+            if code != tx_validation_code::VALID {
+                self.seen.read_conflicts.fetch_add(1, Ordering::SeqCst);
+            }
+            if code == tx_validation_code::VALID {
+                for (key, value) in &tx.rwset.writes {
+                    match value {
+                        Some(v) => {
+                            world.values.insert(key.clone(), (v.clone(), version));
+                        }
+                        None => {
+                            world.values.remove(key);
+                        }
+                    }
+                    world
+                        .history
+                        .entry(key.clone())
+                        .or_default()
+                        .push(KeyModification {
+                            tx_id: tx.tx_id.clone(),
+                            value: value.clone().unwrap_or_default(),
+                            timestamp: Some(Timestamp {
+                                seconds: tx.timestamp,
+                                nanos: 0,
+                            }),
+                            is_delete: value.is_none(),
+                        });
+                }
+                for ((collection, key), value) in &tx.rwset.private_writes {
+                    let private_key = (collection.clone(), key.clone());
+                    // Every peer: the hash. Members' peers: the value (no gossip to wait for).
+                    match value {
+                        Some(v) => {
+                            world
+                                .private_hashes
+                                .insert(private_key.clone(), (Sha256::digest(v).to_vec(), version));
+                        }
+                        None => {
+                            world.private_hashes.remove(&private_key);
+                        }
+                    }
+                    for member in &self.collection_members {
+                        let store = world.private.entry(member.clone()).or_default();
+                        match value {
+                            Some(v) => {
+                                store.insert(private_key.clone(), v.clone());
+                            }
+                            None => {
+                                store.remove(&private_key);
+                            }
+                        }
+                    }
+                }
+                if let Some(event) = tx.event {
+                    events.push(event);
+                }
+            }
+            world.statuses.insert(tx.tx_id, (code, number));
+            data.push(tx.envelope);
+            filter.push(code as u8);
+        }
+        push_block(&mut world, data, filter, events);
+        self.height.send_replace(world.blocks.len() as u64);
+    }
+}
+
+async fn block_cutter(shared: Weak<Net>) {
     loop {
         tokio::time::sleep(BATCH_TIMEOUT).await;
         let Some(shared) = shared.upgrade() else {
@@ -306,6 +590,8 @@ enum HeaderFault {
 /// What a verified proposal says.
 struct ProposalView {
     tx_id: String,
+    /// The MSP id of the proposal's creator.
+    creator_msp: String,
     chaincode: String,
     input: ChaincodeInput,
     timestamp: Timestamp,
@@ -317,13 +603,13 @@ struct ProposalView {
 
 impl Shared {
     fn refuse(&self, code: Code, message: &str) -> Status {
-        self.seen.refused.fetch_add(1, Ordering::SeqCst);
+        self.net.seen.refused.fetch_add(1, Ordering::SeqCst);
         status_with_details(
             code,
             message,
             &[ErrorDetail {
                 address: self.address.clone(),
-                msp_id: MSP.into(),
+                msp_id: self.msp.clone(),
                 message: message.into(),
             }],
         )
@@ -341,7 +627,7 @@ impl Shared {
             "failed to endorse transaction, see attached details for more info",
             &[ErrorDetail {
                 address: self.address.clone(),
-                msp_id: MSP.into(),
+                msp_id: self.msp.clone(),
                 message,
             }],
         )
@@ -354,10 +640,15 @@ impl Shared {
             format!("access denied: channel [{CHANNEL}] creator org unknown, creator is malformed")
         };
         let identity = SerializedIdentity::decode(creator).map_err(|_| malformed())?;
-        if identity.mspid != MSP {
+        if !self.net.orgs.contains(&identity.mspid) {
             return Err(malformed());
         }
-        let denied = || format!("access denied: channel [{CHANNEL}] creator org [{MSP}]");
+        let denied = || {
+            format!(
+                "access denied: channel [{CHANNEL}] creator org [{}]",
+                identity.mspid
+            )
+        };
         let key = certificate_key(&identity.id_bytes).ok_or_else(malformed)?;
         let signature = Signature::from_der(signature).map_err(|_| denied())?;
         if signature.normalize_s() != signature {
@@ -365,7 +656,10 @@ impl Shared {
             return Err(denied());
         }
         key.verify(message, &signature).map_err(|_| denied())?;
-        self.seen.signatures_verified.fetch_add(1, Ordering::SeqCst);
+        self.net
+            .seen
+            .signatures_verified
+            .fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -385,7 +679,7 @@ impl Shared {
     /// `preProcess`): `FailedPrecondition` from Evaluate, `Aborted` from Endorse, with the
     /// endorser's reason in the details.
     fn endorser_refused(&self, call: Call, reason: &str) -> Status {
-        self.seen.refused.fetch_add(1, Ordering::SeqCst);
+        self.net.seen.refused.fetch_add(1, Ordering::SeqCst);
         let detail = format!("error validating proposal: {reason}");
         let (code, message) = match call {
             Call::Evaluate => (
@@ -402,7 +696,7 @@ impl Shared {
             &message,
             &[ErrorDetail {
                 address: self.address.clone(),
-                msp_id: MSP.into(),
+                msp_id: self.msp.clone(),
                 message: detail,
             }],
         )
@@ -410,7 +704,7 @@ impl Shared {
 
     /// What the gateway answers for a channel it has not joined: unavailable, no details.
     fn unknown_channel(&self, channel: &str) -> Status {
-        self.seen.refused.fetch_add(1, Ordering::SeqCst);
+        self.net.seen.refused.fetch_add(1, Ordering::SeqCst);
         Status::unavailable(format!(
             "failed to get config for channel [{channel}]: could not get last config for channel {channel}"
         ))
@@ -495,8 +789,12 @@ impl Shared {
         if spec.chaincode_id.map(|c| c.name).as_deref() != Some(chaincode.as_str()) {
             return Err(self.refuse(Code::InvalidArgument, "chaincode ids differ"));
         }
+        let creator_msp = SerializedIdentity::decode(signature_header.creator.as_slice())
+            .map(|i| i.mspid)
+            .unwrap_or_default();
         Ok(ProposalView {
             tx_id: channel_header.tx_id,
+            creator_msp,
             chaincode,
             input: spec.input.unwrap_or_default(),
             timestamp: channel_header.timestamp.unwrap_or_default(),
@@ -543,7 +841,7 @@ impl Shared {
     }
 
     fn qscc(&self, input: &ChaincodeInput) -> Result<Response, Status> {
-        let world = self.world.lock().unwrap();
+        let world = self.net.world.lock().unwrap();
         let arg = |i: usize| {
             input
                 .args
@@ -594,11 +892,12 @@ impl Shared {
             return Err(self.chaincode_failed(Code::Aborted, &response));
         }
         let disagree = self
+            .net
             .disagree_next
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if disagree {
-            self.seen.disagreements.fetch_add(1, Ordering::SeqCst);
+            self.net.seen.disagreements.fetch_add(1, Ordering::SeqCst);
             return Err(status_with_details(
                 Code::Aborted,
                 "failed to collect enough transaction endorsements, see attached details for \
@@ -611,7 +910,7 @@ impl Shared {
             ));
         }
         let action = ChaincodeAction {
-            results: Vec::new(),
+            results: write_set(&rwset),
             events: event
                 .as_ref()
                 .map(Message::encode_to_vec)
@@ -648,7 +947,8 @@ impl Shared {
             header: Some(header),
             data: transaction.encode_to_vec(),
         };
-        self.world
+        self.net
+            .world
             .lock()
             .unwrap()
             .endorsed
@@ -682,7 +982,7 @@ impl Shared {
             &envelope.payload,
             &envelope.signature,
         )?;
-        let mut world = self.world.lock().unwrap();
+        let mut world = self.net.world.lock().unwrap();
         if world.statuses.contains_key(&channel_header.tx_id)
             || world
                 .pending
@@ -721,10 +1021,11 @@ impl Shared {
         if inner.channel_id != CHANNEL {
             return Err(self.refuse(Code::NotFound, "channel not found"));
         }
-        let mut height = self.height.subscribe();
+        let mut height = self.net.height.subscribe();
         let wait = async {
             loop {
                 if let Some((code, block)) = self
+                    .net
                     .world
                     .lock()
                     .unwrap()
@@ -760,7 +1061,7 @@ impl Shared {
                 ),
             ));
         }
-        let height = *self.height.borrow();
+        let height = *self.net.height.borrow();
         let mut next = match inner.start_position.and_then(|p| p.r#type) {
             Some(seek_position::Type::Specified(s)) => s.number,
             Some(seek_position::Type::Oldest(_)) => 0,
@@ -769,19 +1070,19 @@ impl Shared {
         };
         let mut skip_until =
             (!inner.after_transaction_id.is_empty()).then_some(inner.after_transaction_id);
-        let limit = self.break_streams_after.load(Ordering::SeqCst);
+        let limit = self.net.break_streams_after.load(Ordering::SeqCst);
         let (sender, receiver) = mpsc::channel(16);
         let shared = self.clone();
         let chaincode = inner.chaincode_id;
         tokio::spawn(async move {
-            let mut heights = shared.height.subscribe();
+            let mut heights = shared.net.height.subscribe();
             let mut sent = 0;
             loop {
                 if heights.wait_for(|h| *h > next).await.is_err() {
                     return;
                 }
                 let events: Vec<ChaincodeEvent> = {
-                    let world = shared.world.lock().unwrap();
+                    let world = shared.net.world.lock().unwrap();
                     world.events[next as usize]
                         .iter()
                         .filter(|e| e.chaincode_id == chaincode)
@@ -803,7 +1104,11 @@ impl Shared {
                 };
                 if !events.is_empty() {
                     if limit > 0 && sent == limit {
-                        shared.seen.streams_broken.fetch_add(1, Ordering::SeqCst);
+                        shared
+                            .net
+                            .seen
+                            .streams_broken
+                            .fetch_add(1, Ordering::SeqCst);
                         let _ = sender
                             .send(Err(Status::unavailable(
                                 "FAKE: event stream broken on purpose",
@@ -826,84 +1131,106 @@ impl Shared {
         Ok(tokio_stream::wrappers::ReceiverStream::new(receiver).boxed())
     }
 
-    fn cut_genesis(&self) {
-        let channel_header = ChannelHeader {
-            r#type: HeaderType::Config as i32,
-            channel_id: CHANNEL.into(),
-            ..ChannelHeader::default()
-        };
-        let envelope = Envelope {
-            payload: Payload {
-                header: Some(Header {
-                    channel_header: channel_header.encode_to_vec(),
-                    signature_header: Vec::new(),
-                }),
-                data: Vec::new(),
-            }
-            .encode_to_vec(),
-            signature: Vec::new(),
-        };
-        let mut world = self.world.lock().unwrap();
-        push_block(
-            &mut world,
-            vec![envelope.encode_to_vec()],
-            vec![0],
-            Vec::new(),
-        );
-        self.height.send_replace(world.blocks.len() as u64);
+    /// Whether a state request names a private data collection.
+    fn names_collection(&self, kind: Type, payload: &[u8]) -> bool {
+        match kind {
+            Type::GetState | Type::GetPrivateDataHash => GetState::decode(payload)
+                .map(|g| !g.collection.is_empty())
+                .unwrap_or(false),
+            Type::PutState => PutState::decode(payload)
+                .map(|p| !p.collection.is_empty())
+                .unwrap_or(false),
+            Type::DelState => DelState::decode(payload)
+                .map(|d| !d.collection.is_empty())
+                .unwrap_or(false),
+            _ => false,
+        }
     }
 
-    /// Validates and commits the transactions submitted since the last block.
-    fn cut_block(&self) {
-        let mut world = self.world.lock().unwrap();
-        if world.pending.is_empty() {
-            return;
-        }
-        let pending = std::mem::take(&mut world.pending);
-        let number = world.blocks.len() as u64;
-        let mut data = Vec::new();
-        let mut filter = Vec::new();
-        let mut events = Vec::new();
-        for (index, tx) in pending.into_iter().enumerate() {
-            let version = (number, index as u32);
-            let code = validate(&world, &tx.rwset);
-            if code != tx_validation_code::VALID {
-                self.seen.read_conflicts.fetch_add(1, Ordering::SeqCst);
+    /// A private data request of the chaincode, as a peer answers it: the payload of the
+    /// RESPONSE, or the text of the ERROR (in the words of Fabric's chaincode handler).
+    fn private_data(
+        &self,
+        kind: Type,
+        payload: &[u8],
+        view: &ProposalView,
+        rwset: &mut RwSet,
+    ) -> Result<Vec<u8>, String> {
+        let creator_is_member = self.net.collection_members.contains(&view.creator_msp);
+        let peer_is_member = self.net.collection_members.contains(&self.msp);
+        let known = |collection: &str| {
+            if collection == assent_fabric::wire::DOCUMENTS_COLLECTION {
+                Ok(())
+            } else {
+                Err(format!(
+                    "collection {collection} not found in chaincode {CHAINCODE}"
+                ))
             }
-            if code == tx_validation_code::VALID {
-                for (key, value) in &tx.rwset.writes {
-                    match value {
-                        Some(v) => {
-                            world.values.insert(key.clone(), (v.clone(), version));
-                        }
-                        None => {
-                            world.values.remove(key);
-                        }
-                    }
-                    world
-                        .history
-                        .entry(key.clone())
-                        .or_default()
-                        .push(KeyModification {
-                            tx_id: tx.tx_id.clone(),
-                            value: value.clone().unwrap_or_default(),
-                            timestamp: Some(Timestamp {
-                                seconds: tx.timestamp,
-                                nanos: 0,
-                            }),
-                            is_delete: value.is_none(),
-                        });
-                }
-                if let Some(event) = tx.event {
-                    events.push(event);
-                }
+        };
+        match kind {
+            Type::GetPrivateDataHash => {
+                // Every peer holds the hashes; no membership needed.
+                let get = GetState::decode(payload).map_err(|e| e.to_string())?;
+                known(&get.collection)?;
+                let key = (get.collection, get.key);
+                let world = self.net.world.lock().unwrap();
+                let current = world.private_hashes.get(&key).cloned();
+                drop(world);
+                rwset
+                    .private_reads
+                    .push((key, current.as_ref().map(|c| c.1)));
+                Ok(current.map(|c| c.0).unwrap_or_default())
             }
-            world.statuses.insert(tx.tx_id, (code, number));
-            data.push(tx.envelope);
-            filter.push(code as u8);
+            Type::GetState => {
+                let get = GetState::decode(payload).map_err(|e| e.to_string())?;
+                known(&get.collection)?;
+                if !creator_is_member {
+                    return Err(format!(
+                        "tx creator does not have read access permission on privatedata in \
+                         chaincodeName:{CHAINCODE} collectionName: {}",
+                        get.collection
+                    ));
+                }
+                let key = (get.collection, get.key);
+                let world = self.net.world.lock().unwrap();
+                let hashed = world.private_hashes.get(&key).map(|c| c.1);
+                let value = world
+                    .private
+                    .get(&self.msp)
+                    .and_then(|store| store.get(&key))
+                    .cloned();
+                drop(world);
+                if hashed.is_some() && (!peer_is_member || value.is_none()) {
+                    let (block, tx) = hashed.unwrap_or_default();
+                    return Err(format!(
+                        "private data matching public hash version is not available. Public \
+                         hash version = {{BlockNum: {block}, TxNum: {tx}}}, Private data version \
+                         = <nil>"
+                    ));
+                }
+                rwset.private_reads.push((key, hashed));
+                Ok(value.unwrap_or_default())
+            }
+            Type::PutState | Type::DelState => {
+                let (collection, key, value) = if kind == Type::PutState {
+                    let put = PutState::decode(payload).map_err(|e| e.to_string())?;
+                    (put.collection, put.key, Some(put.value))
+                } else {
+                    let del = DelState::decode(payload).map_err(|e| e.to_string())?;
+                    (del.collection, del.key, None)
+                };
+                known(&collection)?;
+                if !creator_is_member {
+                    return Err(format!(
+                        "tx creator does not have write access permission on privatedata in \
+                         chaincodeName:{CHAINCODE} collectionName: {collection}"
+                    ));
+                }
+                rwset.private_writes.insert((collection, key), value);
+                Ok(Vec::new())
+            }
+            other => Err(format!("FAKE peer: {other:?} names no collection")),
         }
-        push_block(&mut world, data, filter, events);
-        self.height.send_replace(world.blocks.len() as u64);
     }
 
     /// Runs a proposal through the chaincode over the shim stream.
@@ -948,9 +1275,22 @@ impl Shared {
                 .encode_to_vec()
             };
             match kind {
+                Type::GetState | Type::GetPrivateDataHash | Type::PutState | Type::DelState
+                    if self.names_collection(kind, &message.payload) =>
+                {
+                    let answer = self.private_data(kind, &message.payload, view, &mut rwset);
+                    self.peer.send(match answer {
+                        Ok(payload) => reply(payload),
+                        Err(text) => ChaincodeMessage {
+                            r#type: Type::Error as i32,
+                            payload: text.into_bytes(),
+                            ..reply(Vec::new())
+                        },
+                    });
+                }
                 Type::GetState => {
                     let key = GetState::decode(message.payload.as_slice()).unwrap().key;
-                    let world = self.world.lock().unwrap();
+                    let world = self.net.world.lock().unwrap();
                     let current = world.values.get(&key);
                     rwset.reads.push((key.clone(), current.map(|c| c.1)));
                     let value = current.map(|c| c.0.clone()).unwrap_or_default();
@@ -967,10 +1307,22 @@ impl Shared {
                     rwset.writes.insert(del.key, None);
                     self.peer.send(reply(Vec::new()));
                 }
+                Type::GetStateByRange
+                    if !GetStateByRange::decode(message.payload.as_slice())
+                        .unwrap()
+                        .collection
+                        .is_empty() =>
+                {
+                    self.peer.send(ChaincodeMessage {
+                        r#type: Type::Error as i32,
+                        payload: b"FAKE peer: private range queries are not modelled".to_vec(),
+                        ..reply(Vec::new())
+                    });
+                }
                 Type::GetStateByRange => {
                     let range = GetStateByRange::decode(message.payload.as_slice()).unwrap();
                     let found = range_of(
-                        &self.world.lock().unwrap(),
+                        &self.net.world.lock().unwrap(),
                         &range.start_key,
                         &range.end_key,
                     );
@@ -1000,6 +1352,7 @@ impl Shared {
                         .unwrap()
                         .key;
                     let mut results: Vec<Vec<u8>> = self
+                        .net
                         .world
                         .lock()
                         .unwrap()
@@ -1065,6 +1418,83 @@ impl Shared {
     }
 }
 
+/// A simulation's read-write set as it lands in the transaction (`ChaincodeAction.results`):
+/// public reads and writes in clear, private ones only as SHA-256 of key and value.
+fn write_set(rwset: &RwSet) -> Vec<u8> {
+    let version = |v: &Option<Version>| {
+        v.map(|(block_num, tx_num)| RwVersion {
+            block_num,
+            tx_num: u64::from(tx_num),
+        })
+    };
+    let public = KvRwSet {
+        reads: rwset
+            .reads
+            .iter()
+            .map(|(key, v)| KvRead {
+                key: key.clone(),
+                version: version(v),
+            })
+            .collect(),
+        writes: rwset
+            .writes
+            .iter()
+            .map(|(key, value)| KvWrite {
+                key: key.clone(),
+                is_delete: value.is_none(),
+                value: value.clone().unwrap_or_default(),
+            })
+            .collect(),
+    };
+    let mut collections: BTreeMap<String, (HashedRwSet, KvRwSet)> = BTreeMap::new();
+    for ((collection, key), v) in &rwset.private_reads {
+        let (hashed, private) = collections.entry(collection.clone()).or_default();
+        hashed.hashed_reads.push(KvReadHash {
+            key_hash: Sha256::digest(key.as_bytes()).to_vec(),
+            version: version(v),
+        });
+        private.reads.push(KvRead {
+            key: key.clone(),
+            version: version(v),
+        });
+    }
+    for ((collection, key), value) in &rwset.private_writes {
+        let (hashed, private) = collections.entry(collection.clone()).or_default();
+        hashed.hashed_writes.push(KvWriteHash {
+            key_hash: Sha256::digest(key.as_bytes()).to_vec(),
+            is_delete: value.is_none(),
+            value_hash: value
+                .as_ref()
+                .map(|v| Sha256::digest(v).to_vec())
+                .unwrap_or_default(),
+            is_purge: false,
+        });
+        private.writes.push(KvWrite {
+            key: key.clone(),
+            is_delete: value.is_none(),
+            value: value.clone().unwrap_or_default(),
+        });
+    }
+    TxReadWriteSet {
+        data_model: 0,
+        ns_rwset: vec![NsReadWriteSet {
+            namespace: CHAINCODE.into(),
+            rwset: public.encode_to_vec(),
+            collection_hashed_rwset: collections
+                .into_iter()
+                .map(
+                    |(collection_name, (hashed, private))| CollectionHashedReadWriteSet {
+                        collection_name,
+                        hashed_rwset: hashed.encode_to_vec(),
+                        pvt_rwset_hash: Sha256::digest(private.encode_to_vec()).to_vec(),
+                    },
+                )
+                .collect(),
+        }],
+    }
+    .encode_to_vec()
+}
+
 fn failure(message: &str) -> Response {
     Response {
         status: 500,
@@ -1087,6 +1517,11 @@ fn range_of(world: &World, start: &str, end: &str) -> Vec<(String, Vec<u8>, Vers
 fn validate(world: &World, rwset: &RwSet) -> i32 {
     for (key, version) in &rwset.reads {
         if world.values.get(key).map(|c| c.1) != *version {
+            return tx_validation_code::MVCC_READ_CONFLICT;
+        }
+    }
+    for (key, version) in &rwset.private_reads {
+        if world.private_hashes.get(key).map(|c| c.1) != *version {
             return tx_validation_code::MVCC_READ_CONFLICT;
         }
     }

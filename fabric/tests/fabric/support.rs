@@ -125,10 +125,16 @@ pub struct Network {
 }
 
 impl Network {
+    /// The default channel: `Org1MSP` and `Org2MSP`, both members of the documents collection.
     pub async fn start() -> Arc<Network> {
+        Network::start_orgs(&fake::CONSORTIUM).await
+    }
+
+    /// A channel of `orgs`; [`Network::connection`] is the first organization's.
+    pub async fn start_orgs(orgs: &[fake::FakeOrg]) -> Arc<Network> {
         let (addr, chaincode) = start_chaincode().await;
         let (server_tls, client_tls) = tls_pair();
-        let fake = FakeFabric::start(addr, Some(server_tls)).await;
+        let fake = FakeFabric::start_orgs(addr, None, Some(server_tls), orgs).await;
         let options = FabricOptions {
             calls: CallOptions {
                 reconnect_backoff: Duration::from_millis(20),
@@ -140,7 +146,7 @@ impl Network {
         let connection = FabricConnection {
             peer_endpoint: fake.endpoint.clone(),
             tls: Some(client_tls),
-            identity: client_identity(fake::MSP),
+            identity: client_identity(orgs[0].msp),
             channel: fake::CHANNEL.to_owned(),
             chaincode: fake::CHAINCODE.to_owned(),
             options,
@@ -154,5 +160,13 @@ impl Network {
 
     pub fn ledger(&self) -> FabricLedger {
         FabricLedger::new(self.connection.clone()).unwrap()
+    }
+
+    /// A ledger of organization `msp`: its own gateway peer, its own client identity.
+    pub fn ledger_of(&self, msp: &str) -> FabricLedger {
+        let mut connection = self.connection.clone();
+        connection.peer_endpoint = self.fake.endpoint_of(msp).to_owned();
+        connection.identity = client_identity(msp);
+        FabricLedger::new(connection).unwrap()
     }
 }

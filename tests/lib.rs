@@ -559,7 +559,9 @@ pub fn write_test_key_file(dir: &std::path::Path) -> std::path::PathBuf {
 /// A FAKE Fabric network on loopback: the consent chaincode server (the real one, speaking
 /// the shim protocol) and the fabric crate's FAKE gateway peer in front of it, over TLS with
 /// a throwaway CA, on a runtime of their own; and the files a gateway's `[ledger.fabric]`
-/// names (TLS CA, an enrolment certificate and key made for this run). Stops when dropped.
+/// names (TLS CA, an enrolment certificate and key per organization made for this run). Two
+/// organizations, `Org1MSP` and `Org2MSP`, each with its own gateway peer. Stops when
+/// dropped.
 pub struct FakeFabricNetwork {
     fake: Option<FakeFabric>,
     chaincode: Option<tokio::sync::oneshot::Sender<()>>,
@@ -584,10 +586,13 @@ impl FakeFabricNetwork {
                 (fake, stop, client_tls)
             });
             let files = tempfile::tempdir().expect("tempdir");
-            let (cert, key) = support::p256_pem("assent-gateway.org1.example.com");
             std::fs::write(files.path().join("tls-ca.pem"), &client_tls.ca_pem).expect("write");
-            std::fs::write(files.path().join("gateway-cert.pem"), cert).expect("write");
-            std::fs::write(files.path().join("gateway-key.pem"), key).expect("write");
+            // An enrolment of each organization's gateway.
+            for msp in [fake::MSP, fake::MSP2] {
+                let (cert, key) = support::p256_pem(&format!("assent-gateway.{msp}"));
+                std::fs::write(files.path().join(format!("{msp}-cert.pem")), cert).expect("write");
+                std::fs::write(files.path().join(format!("{msp}-key.pem")), key).expect("write");
+            }
             FakeFabricNetwork {
                 fake: Some(fake),
                 chaincode: Some(chaincode),
@@ -604,18 +609,24 @@ impl FakeFabricNetwork {
         self.fake.as_ref().expect("running")
     }
 
-    /// The `[ledger]` table of a gateway on this network.
+    /// The `[ledger]` table of a gateway on this network (organization `Org1MSP`).
     pub fn ledger_config(&self) -> Value {
+        self.ledger_config_of(fake::MSP)
+    }
+
+    /// The `[ledger]` table of a gateway of organization `msp` (`Org1MSP` or `Org2MSP`): its
+    /// own organization's gateway peer and enrolment.
+    pub fn ledger_config_of(&self, msp: &str) -> Value {
         let file = |name: &str| self.files.path().join(name).display().to_string();
         json!({
             "backend": "fabric",
             "fabric": {
-                "peer_endpoint": self.fake().endpoint,
+                "peer_endpoint": self.fake().endpoint_of(msp),
                 "tls_ca_file": file("tls-ca.pem"),
                 "tls_server_name": "localhost",
-                "msp_id": fake::MSP,
-                "cert_file": file("gateway-cert.pem"),
-                "key_file": file("gateway-key.pem"),
+                "msp_id": msp,
+                "cert_file": file(&format!("{msp}-cert.pem")),
+                "key_file": file(&format!("{msp}-key.pem")),
                 "channel": fake::CHANNEL,
                 "chaincode": fake::CHAINCODE,
             },

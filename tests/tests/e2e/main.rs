@@ -11,6 +11,7 @@ mod clients;
 mod consent;
 mod consent_endpoint;
 mod console;
+mod consortium;
 mod demo;
 mod dialects;
 mod enforcement;

@@ -1,0 +1,232 @@
+//! A consortium on one Fabric channel: two members' gateways (organizations `Org1MSP` and
+//! `Org2MSP` of the FAKE Fabric, each with its own gateway peer, enrolment and database)
+//! enforce each other's consents. A consent stored at member A is decided at member B; a
+//! revocation made at B is enforced at A; B cannot overwrite A's consent; a consent document
+//! tampered with in B's private store is refused at B (fail closed); and no block holds a
+//! document, a patient id or a document's text (ADV).
+
+use std::time::{Duration, Instant};
+
+use assent_e2e::*;
+use assent_fabric::testing::fake;
+use assent_fabric::wire::DOCUMENTS_COLLECTION;
+use serde_json::json;
+
+use crate::consent::{consent, hospital, put_consent};
+
+const SITE: &str = "north-general";
+
+/// A member's gateway: its own database (a fresh one per gateway), its own organization on
+/// the channel, its own gateway id (anchors are per gateway).
+fn member(upstream: &FakeUpstream, network: &FakeFabricNetwork, msp: &str) -> StartedGateway {
+    TestGateway::new()
+        .site_with(
+            SITE,
+            json!({"upstream": upstream.base_url(), "fhir_version": "R4", "default_policy": "opt-in"}),
+        )
+        .set("ledger", network.ledger_config_of(msp))
+        .set("gateway_id", json!(format!("gw-{}", msp.to_lowercase())))
+        .start()
+}
+
+async fn read(gw: &StartedGateway, patient: &str) -> Got {
+    send(
+        "GET",
+        &gw.url(&format!("/fhir/{SITE}/Patient/{patient}")),
+        Some(clinician_token()), // Practitioner/dr-alice
+        &[],
+        None,
+    )
+    .await
+}
+
+async fn revoke(gw: &StartedGateway, id: &str) -> Got {
+    send(
+        "POST",
+        &gw.url(&format!("/consent/Consent/{id}/$revoke")),
+        Some(admin_token()),
+        &[("content-type", "application/json")],
+        Some(br#"{"reason": "patient-request"}"#.to_vec()),
+    )
+    .await
+}
+
+/// Polls a read of `patient` at `gw` until it answers `status`; the last answer.
+async fn until_status(gw: &StartedGateway, patient: &str, status: u16) -> Got {
+    let started = Instant::now();
+    loop {
+        let got = read(gw, patient).await;
+        if got.status == status {
+            return got;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "still {} after 15 s: {}",
+            got.status,
+            got.text()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[actix_web::test]
+async fn two_members_enforce_each_others_consents_and_no_document_reaches_the_channel() {
+    let upstream = hospital();
+    let network = FakeFabricNetwork::start();
+    let a = member(&upstream, &network, fake::MSP);
+    let b = member(&upstream, &network, fake::MSP2);
+
+    // Stored at A, decided at B: B never stored the document; it fetches it through its own
+    // peer from the collection and checks it against the hash on the channel.
+    assert_eq!(
+        read(&b, "pat-consortium-a").await.error_code(),
+        "consent-denied"
+    );
+    let stored = put_consent(
+        &a,
+        SITE,
+        &consent("c-cons-a", "pat-consortium-a", "dr-alice", true),
+    )
+    .await;
+    assert_eq!(stored.status, 201, "{}", stored.text());
+    let permitted = until_status(&b, "pat-consortium-a", 200).await;
+    assert!(
+        permitted
+            .header("x-assent-consent")
+            .is_some_and(|basis| basis.contains("c-cons-a")),
+        "B's permit rests on A's consent: {:?}",
+        permitted.header("x-assent-consent")
+    );
+    assert_eq!(read(&a, "pat-consortium-a").await.status, 200);
+
+    // Revoked at B (any member may revoke), denied at A.
+    let revoked = revoke(&b, "c-cons-a").await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    assert_eq!(
+        read(&b, "pat-consortium-a").await.error_code(),
+        "consent-denied"
+    );
+    let denied = until_status(&a, "pat-consortium-a", 403).await;
+    assert_eq!(denied.error_code(), "consent-denied");
+
+    // ADV: B cannot overwrite A's consent, neither widening nor narrowing it; A's version
+    // stands and still decides, at both members.
+    let granted = put_consent(
+        &a,
+        SITE,
+        &consent("c-cons-b", "pat-consortium-b", "dr-alice", true),
+    )
+    .await;
+    assert_eq!(granted.status, 201, "{}", granted.text());
+    until_status(&b, "pat-consortium-b", 200).await;
+    for (what, body) in [
+        (
+            "another practitioner",
+            consent("c-cons-b", "pat-consortium-b", "dr-mallory", true),
+        ),
+        (
+            "a denial",
+            consent("c-cons-b", "pat-consortium-b", "dr-alice", false),
+        ),
+    ] {
+        let overwrite = put_consent(&b, SITE, &body).await;
+        assert!(
+            overwrite.status == 403 || overwrite.status == 409,
+            "{what}: B overwrote A's consent: {} {}",
+            overwrite.status,
+            overwrite.text()
+        );
+    }
+    let history = send(
+        "GET",
+        &a.url("/consent/Consent/c-cons-b/_history"),
+        Some(admin_token()),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(history.status, 200, "{}", history.text());
+    assert_eq!(
+        history.json()["entry"].as_array().map(Vec::len),
+        Some(1),
+        "one version, A's: {}",
+        history.text()
+    );
+    assert_eq!(read(&a, "pat-consortium-b").await.status, 200);
+    assert_eq!(read(&b, "pat-consortium-b").await.status, 200);
+
+    // ADV: a document changed in B's private store (after A stored it, before B first
+    // reads it) is refused at B: fail closed, not a permit.
+    let before = network
+        .fake()
+        .private_keys(fake::MSP2, DOCUMENTS_COLLECTION);
+    let stored = put_consent(
+        &a,
+        SITE,
+        &consent("c-cons-c", "pat-consortium-c", "dr-alice", true),
+    )
+    .await;
+    assert_eq!(stored.status, 201, "{}", stored.text());
+    let new_keys: Vec<String> = network
+        .fake()
+        .private_keys(fake::MSP2, DOCUMENTS_COLLECTION)
+        .into_iter()
+        .filter(|k| !before.contains(k))
+        .collect();
+    assert_eq!(
+        new_keys.len(),
+        1,
+        "one new document in B's store: {new_keys:?}"
+    );
+    network
+        .fake()
+        .tamper_private(fake::MSP2, DOCUMENTS_COLLECTION, &new_keys[0], |bytes| {
+            let text = String::from_utf8(bytes.clone()).unwrap();
+            *bytes = text.replace("dr-alice", "dr-mallo").into_bytes();
+        });
+    let refused = read(&b, "pat-consortium-c").await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.error_code(), "consent-unavailable");
+    assert_eq!(
+        read(&b, "pat-consortium-c").await.status,
+        503,
+        "still refused: a tampered document is never cached"
+    );
+    // A, whose own copy is intact, decides it.
+    assert_eq!(read(&a, "pat-consortium-c").await.status, 200);
+
+    // ADV: nothing of a document is on the channel: no block holds a patient id, a
+    // practitioner id or a document's text; only hashes.
+    let blocks = network.fake().block_bytes();
+    assert!(blocks.len() > 3, "the scenario wrote blocks");
+    let needles: [&[u8]; 8] = [
+        b"pat-consortium-a",
+        b"pat-consortium-b",
+        b"pat-consortium-c",
+        b"dr-alice",
+        b"dr-mallory",
+        b"59284-0",
+        b"terminology.hl7.org",
+        b"Practitioner/",
+    ];
+    for (number, block) in blocks.iter().enumerate() {
+        for needle in needles {
+            assert!(
+                !contains(block, needle),
+                "block {number} holds {:?}",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    // The documents themselves are in both members' private stores (and only there).
+    for msp in [fake::MSP, fake::MSP2] {
+        assert!(
+            network.fake().private_keys(msp, DOCUMENTS_COLLECTION).len() >= 3,
+            "{msp}"
+        );
+    }
+}

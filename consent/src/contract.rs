@@ -21,6 +21,17 @@
 //!
 //! Each write operation emits exactly one event (Fabric keeps one event per transaction),
 //! and never reads its own writes (Fabric does not show them).
+//!
+//! **Members.** Every consent write runs as a consortium member (Fabric: the MSP id of the
+//! transaction's creator; the embedded ledger: [`LOCAL_MEMBER`]). A consent remembers the
+//! member that created it ([`ConsentRecord::member`]); only that member may put a new version
+//! of it (another member's put is refused, [`ContractError::OtherMember`], even when it would
+//! be a replay). Any member may revoke any consent: a patient may withdraw at any member, and
+//! a revocation only narrows access. A write without a member id is refused. Anchors are per
+//! gateway and take no member. Records written before members were recorded carry none and
+//! belong to [`LOCAL_MEMBER`]; records of [`LOCAL_MEMBER`] are written without the field, so
+//! the embedded ledger's blocks are byte for byte what they were and old chains still
+//! re-execute ([`ConsentRecord`]'s serde attributes).
 
 mod in_memory;
 mod keys;
@@ -58,6 +69,21 @@ pub struct HistoryEntry {
     pub tx_id: String,
     pub timestamp: Timestamp,
     pub value: Option<Vec<u8>>,
+}
+
+/// The member id of the embedded ledger's one member, and the member of every record that
+/// names none (written before the contract recorded members).
+pub const LOCAL_MEMBER: &str = "local";
+
+/// The longest member id accepted, in bytes.
+pub const MAX_MEMBER_LEN: usize = 128;
+
+fn local_member() -> String {
+    LOCAL_MEMBER.to_owned()
+}
+
+fn is_local_member(member: &str) -> bool {
+    member == LOCAL_MEMBER
 }
 
 /// A consent's status as the ledger keeps it.
@@ -187,6 +213,11 @@ pub struct ConsentRecord {
     pub revocation: Option<RevocationReason>,
     /// The transaction time of this version, in Unix seconds.
     pub updated_at: i64,
+    /// The consortium member that created the consent (the writer of version 1), the only one
+    /// that may put new versions. Kept by every later version, revocations included. Left
+    /// out of the stored form for [`LOCAL_MEMBER`], and read as it when absent.
+    #[serde(default = "local_member", skip_serializing_if = "is_local_member")]
+    pub member: String,
 }
 
 impl ConsentRecord {
@@ -258,6 +289,10 @@ pub enum ContractError<E: std::error::Error + 'static> {
     PatientMismatch,
     #[error("the consent is revoked; submit a new consent")]
     Revoked,
+    /// Another consortium member created the consent: only it may put new versions (any
+    /// member may revoke).
+    #[error("the consent belongs to another consortium member; only that member may change it")]
+    OtherMember,
     #[error("batch {batch_id} is already anchored with another root")]
     AnchorConflict { batch_id: u64 },
     #[error("stored state is corrupt at `{key}`: {reason}")]
@@ -279,14 +314,17 @@ pub struct ConsentContract;
 type ContractResult<T, E> = std::result::Result<T, ContractError<E>>;
 
 impl ConsentContract {
-    /// Stores a new version of a consent. Replaying the current version (same document hash
-    /// and status) writes nothing. A revoked consent cannot be put again.
+    /// Stores a new version of a consent as consortium member `member`. Replaying the current
+    /// version (same document hash and status) writes nothing. A revoked consent cannot be put
+    /// again; a consent another member created cannot be put at all (not even as a replay).
     pub fn put_consent<S: ContractState>(
         &self,
         state: &mut S,
         submission: &ConsentSubmission,
+        member: &str,
         now: Timestamp,
     ) -> ContractResult<Written<ConsentRecord>, S::Error> {
+        validate_member(member)?;
         validate_submission(submission)?;
         let index_key = index_key(&submission.consent_key);
         let existing = match state.get(&index_key).map_err(ContractError::State)? {
@@ -299,8 +337,11 @@ impl ConsentContract {
             None => None,
         };
         let expected = submission.expected_version.unwrap_or(0);
-        let (record_key, version, bucket) = match existing {
+        let (record_key, version, bucket, owner) = match existing {
             Some((record_key, current)) => {
+                if current.member != member {
+                    return Err(ContractError::OtherMember);
+                }
                 if current.patient_key != submission.patient_key {
                     return Err(ContractError::PatientMismatch);
                 }
@@ -321,7 +362,12 @@ impl ConsentContract {
                         current: current.version,
                     });
                 }
-                (record_key, current.version + 1, current.grantee_bucket)
+                (
+                    record_key,
+                    current.version + 1,
+                    current.grantee_bucket,
+                    current.member,
+                )
             }
             None => {
                 if expected != 0 {
@@ -342,7 +388,7 @@ impl ConsentContract {
                 state
                     .put(&index_key, record_key.as_bytes())
                     .map_err(ContractError::State)?;
-                (record_key, 1, bucket)
+                (record_key, 1, bucket, member.to_owned())
             }
         };
         let record = ConsentRecord {
@@ -358,6 +404,7 @@ impl ConsentContract {
             period_end: submission.period_end,
             revocation: None,
             updated_at: now.unix_seconds(),
+            member: owner,
         };
         write_record(state, &record_key, &record)?;
         emit(state, EVENT_CONSENT_PUT, &record)?;
@@ -367,15 +414,18 @@ impl ConsentContract {
         })
     }
 
-    /// Revokes a consent: a new version with status `revoked` and the reason. Revoking a
-    /// revoked consent writes nothing.
+    /// Revokes a consent as consortium member `member` (any member may revoke any consent;
+    /// the record keeps its creator): a new version with status `revoked` and the reason.
+    /// Revoking a revoked consent writes nothing.
     pub fn revoke<S: ContractState>(
         &self,
         state: &mut S,
         consent_key: &str,
         reason: RevocationReason,
+        member: &str,
         now: Timestamp,
     ) -> ContractResult<Written<ConsentRecord>, S::Error> {
+        validate_member(member)?;
         let record_key = lookup(state, consent_key)?;
         let current = read_record(state, &record_key)?;
         if current.status == RecordStatus::Revoked {
@@ -546,6 +596,21 @@ fn corrupt<E: std::error::Error>(key: &str, reason: impl std::fmt::Display) -> C
     }
 }
 
+/// A member id: 1 to [`MAX_MEMBER_LEN`] printable ASCII characters without spaces (an MSP id
+/// such as `Org1MSP`). Empty means the backend could not tell who submits: refused.
+fn validate_member<E: std::error::Error>(member: &str) -> ContractResult<(), E> {
+    if member.is_empty() {
+        return Err(invalid("member", "the submitting member is unknown"));
+    }
+    if member.len() > MAX_MEMBER_LEN || !member.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "member",
+            "not 1 to 128 printable ASCII characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
 fn validate_submission<E: std::error::Error>(s: &ConsentSubmission) -> ContractResult<(), E> {
     if !keys::is_hash(&s.consent_key) {
         return Err(invalid("consent_key", "not a keyed hash"));
@@ -637,6 +702,8 @@ mod tests {
     use super::*;
     use crate::model::parse_consent;
 
+    const M: &str = LOCAL_MEMBER;
+
     fn key() -> ConsortiumKey {
         ConsortiumKey::new(b"consortium-test-key-32-bytes-long").unwrap()
     }
@@ -666,14 +733,14 @@ mod tests {
         let sub = submission(&doc, "urn:mpi|42");
         s.begin("tx1", t("2025-02-01T00:00:00Z"));
         let w = c
-            .put_consent(&mut s, &sub, t("2025-02-01T00:00:00Z"))
+            .put_consent(&mut s, &sub, M, t("2025-02-01T00:00:00Z"))
             .unwrap();
         assert_eq!((w.record.version, w.replayed), (1, false));
         assert_eq!(w.record.document_hash, document_hash(&doc));
 
         s.begin("tx2", t("2025-02-02T00:00:00Z"));
         let again = c
-            .put_consent(&mut s, &sub, t("2025-02-02T00:00:00Z"))
+            .put_consent(&mut s, &sub, M, t("2025-02-02T00:00:00Z"))
             .unwrap();
         assert!(again.replayed);
         assert_eq!(again.record.version, 1);
@@ -684,11 +751,11 @@ mod tests {
         sub2.expected_version = Some(1);
         s.begin("tx3", t("2025-02-03T00:00:00Z"));
         let w2 = c
-            .put_consent(&mut s, &sub2, t("2025-02-03T00:00:00Z"))
+            .put_consent(&mut s, &sub2, M, t("2025-02-03T00:00:00Z"))
             .unwrap();
         assert_eq!(w2.record.version, 2);
         sub2.document_hash = document_hash(&document("c1", "Practitioner/dr-a", "v3"));
-        match c.put_consent(&mut s, &sub2, t("2025-02-04T00:00:00Z")) {
+        match c.put_consent(&mut s, &sub2, M, t("2025-02-04T00:00:00Z")) {
             Err(ContractError::VersionConflict {
                 expected: 1,
                 current: 2,
@@ -737,13 +804,14 @@ mod tests {
         let sub = submission(&doc, "urn:mpi|42");
         let now = t("2025-03-01T00:00:00Z");
         s.begin("tx1", now);
-        c.put_consent(&mut s, &sub, now).unwrap();
+        c.put_consent(&mut s, &sub, M, now).unwrap();
         s.begin("tx2", now);
         let r = c
             .revoke(
                 &mut s,
                 &key().consent("c1"),
                 RevocationReason::PatientRequest,
+                M,
                 now,
             )
             .unwrap();
@@ -761,15 +829,27 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].status, RecordStatus::Revoked);
         let again = c
-            .revoke(&mut s, &key().consent("c1"), RevocationReason::Other, now)
+            .revoke(
+                &mut s,
+                &key().consent("c1"),
+                RevocationReason::Other,
+                M,
+                now,
+            )
             .unwrap();
         assert!(again.replayed);
         assert!(matches!(
-            c.put_consent(&mut s, &sub, now),
+            c.put_consent(&mut s, &sub, M, now),
             Err(ContractError::Revoked)
         ));
         assert!(matches!(
-            c.revoke(&mut s, &key().consent("nope"), RevocationReason::Other, now),
+            c.revoke(
+                &mut s,
+                &key().consent("nope"),
+                RevocationReason::Other,
+                M,
+                now
+            ),
             Err(ContractError::NotFound)
         ));
         let events: Vec<&str> = s.events().iter().map(|e| e.name.as_str()).collect();
@@ -787,12 +867,13 @@ mod tests {
         c.put_consent(
             &mut s,
             &submission(&document("c1", "Practitioner/a", "1"), "p-1"),
+            M,
             now,
         )
         .unwrap();
         let moved = submission(&document("c1", "Practitioner/a", "2"), "p-2");
         assert!(matches!(
-            c.put_consent(&mut s, &moved, now),
+            c.put_consent(&mut s, &moved, M, now),
             Err(ContractError::PatientMismatch)
         ));
     }
@@ -803,12 +884,13 @@ mod tests {
         let mut s = InMemoryContractState::new();
         let doc = document("consent-secret-id", "Practitioner/dr-secret", "v1");
         let now = t("2025-03-01T00:00:00Z");
-        c.put_consent(&mut s, &submission(&doc, "urn:mpi|patient-secret"), now)
+        c.put_consent(&mut s, &submission(&doc, "urn:mpi|patient-secret"), M, now)
             .unwrap();
         c.revoke(
             &mut s,
             &key().consent("consent-secret-id"),
             RevocationReason::PatientRequest,
+            M,
             now,
         )
         .unwrap();
@@ -890,23 +972,25 @@ mod tests {
         c.put_consent(
             &mut s,
             &submission(&document("c0", "Practitioner/a", "1"), "p-1"),
+            M,
             now,
         )
         .unwrap();
         // Same patient, another grantee; another patient; a revocation of the first consent.
         let (r1, w1) = rw(&mut s, |s| {
             let sub = submission(&document("c1", "Practitioner/b", "1"), "p-1");
-            c.put_consent(s, &sub, now).unwrap();
+            c.put_consent(s, &sub, M, now).unwrap();
         });
         let (r2, w2) = rw(&mut s, |s| {
             let sub = submission(&document("c2", "Practitioner/a", "1"), "p-2");
-            c.put_consent(s, &sub, now).unwrap();
+            c.put_consent(s, &sub, M, now).unwrap();
         });
         let (r3, w3) = rw(&mut s, |s| {
             c.revoke(
                 s,
                 &key().consent("c0"),
                 RevocationReason::PatientRequest,
+                M,
                 now,
             )
             .unwrap();
@@ -970,6 +1054,207 @@ mod tests {
         assert_eq!(s.events().len(), 1);
     }
 
+    /// ADV: the member rules. Each row runs a call as some member after a consent was created
+    /// by member `Org1MSP` (or by the embedded member, or written before members existed) and
+    /// says what must come out; a refused call must write nothing and emit nothing.
+    #[test]
+    fn only_the_creating_member_may_put_and_any_member_may_revoke() {
+        #[derive(Debug)]
+        enum Call {
+            Put(&'static str),
+            PutSame,
+            PutVersioned(u64),
+            Revoke,
+        }
+        #[derive(Debug, PartialEq)]
+        enum Want {
+            Written(u64),
+            Replayed(u64),
+            OtherMember,
+            Revoked,
+            InvalidMember,
+        }
+        enum Creator {
+            Member(&'static str),
+            /// A record stored before the contract recorded members (no `member` field).
+            Legacy,
+        }
+        use Call::*;
+        use Want::*;
+        let a = "Org1MSP";
+        let b = "Org2MSP";
+        // (creator, calls in order as (member, call, expected outcome))
+        type Steps = Vec<(&'static str, Call, Want)>;
+        let table: Vec<(Creator, Steps)> = vec![
+            (Creator::Member(a), vec![(b, Put("v2"), OtherMember)]),
+            (Creator::Member(a), vec![(b, PutSame, OtherMember)]),
+            (Creator::Member(a), vec![(b, PutVersioned(1), OtherMember)]),
+            (
+                Creator::Member(a),
+                vec![("org1msp", Put("v2"), OtherMember)],
+            ),
+            (
+                Creator::Member(a),
+                vec![("Org1MSP ", Put("v2"), InvalidMember)],
+            ),
+            (
+                Creator::Member(a),
+                vec![(LOCAL_MEMBER, Put("v2"), OtherMember)],
+            ),
+            (Creator::Member(a), vec![("", Put("v2"), InvalidMember)]),
+            (Creator::Member(a), vec![("", Revoke, InvalidMember)]),
+            (
+                Creator::Member(a),
+                vec![(a, Put("v2"), Written(2)), (a, Put("v2"), Replayed(2))],
+            ),
+            (Creator::Member(a), vec![(a, PutVersioned(1), Written(2))]),
+            (
+                Creator::Member(a),
+                vec![
+                    (b, Revoke, Written(2)),
+                    (b, Revoke, Replayed(2)),
+                    (a, Revoke, Replayed(2)),
+                    (a, Put("v3"), Revoked),
+                    (b, Put("v3"), OtherMember),
+                ],
+            ),
+            (
+                Creator::Legacy,
+                vec![
+                    (a, Put("v2"), OtherMember),
+                    (LOCAL_MEMBER, Put("v2"), Written(2)),
+                ],
+            ),
+            (Creator::Legacy, vec![(a, Revoke, Written(2))]),
+            (
+                Creator::Member(LOCAL_MEMBER),
+                vec![(b, PutSame, OtherMember), (b, Revoke, Written(2))],
+            ),
+        ];
+        let now = t("2025-03-01T00:00:00Z");
+        let doc = |note: &str| document("c1", "Practitioner/dr-a", note);
+        for (row, (creator, calls)) in table.into_iter().enumerate() {
+            let c = ConsentContract;
+            let mut s = InMemoryContractState::new();
+            s.begin("tx0", now);
+            let first = submission(&doc("v1"), "urn:mpi|42");
+            match creator {
+                Creator::Member(m) => {
+                    c.put_consent(&mut s, &first, m, now).unwrap();
+                }
+                Creator::Legacy => {
+                    c.put_consent(&mut s, &first, LOCAL_MEMBER, now).unwrap();
+                    // The bytes an older contract wrote: no member field at all.
+                    let (k, v) = s
+                        .entries()
+                        .find(|(k, _)| k.starts_with("consent/"))
+                        .map(|(k, v)| (k.to_owned(), v.to_vec()))
+                        .unwrap();
+                    assert!(!String::from_utf8_lossy(&v).contains("member"));
+                    let mut old: Value = serde_json::from_slice(&v).unwrap();
+                    assert!(old.as_object_mut().unwrap().remove("member").is_none());
+                    s.put(&k, old.to_string().as_bytes()).unwrap();
+                }
+            }
+            let creator_member = c.consent(&s, &key().consent("c1")).unwrap().member;
+            for (i, (member, call, want)) in calls.into_iter().enumerate() {
+                let before: Vec<(String, Vec<u8>)> = s
+                    .entries()
+                    .map(|(k, v)| (k.to_owned(), v.to_vec()))
+                    .collect();
+                let events_before = s.events().len();
+                s.begin(&format!("tx{row}-{i}"), now);
+                let result = match &call {
+                    Put(note) => {
+                        c.put_consent(&mut s, &submission(&doc(note), "urn:mpi|42"), member, now)
+                    }
+                    PutSame => c.put_consent(&mut s, &first, member, now),
+                    PutVersioned(v) => {
+                        let mut sub = submission(&doc("versioned"), "urn:mpi|42");
+                        sub.expected_version = Some(*v);
+                        c.put_consent(&mut s, &sub, member, now)
+                    }
+                    Revoke => c.revoke(
+                        &mut s,
+                        &key().consent("c1"),
+                        RevocationReason::PatientRequest,
+                        member,
+                        now,
+                    ),
+                };
+                let got = match result {
+                    Ok(w) if w.replayed => Replayed(w.record.version),
+                    Ok(w) => {
+                        assert_eq!(
+                            w.record.member, creator_member,
+                            "row {row} call {i}: the record keeps its creator"
+                        );
+                        Written(w.record.version)
+                    }
+                    Err(ContractError::OtherMember) => OtherMember,
+                    Err(ContractError::Revoked) => Revoked,
+                    Err(ContractError::Invalid {
+                        field: "member", ..
+                    }) => InvalidMember,
+                    Err(e) => panic!("row {row} call {i} ({member}, {call:?}): {e}"),
+                };
+                assert_eq!(got, want, "row {row} call {i}: {member:?} {call:?}");
+                if !matches!(got, Written(_)) {
+                    let after: Vec<(String, Vec<u8>)> = s
+                        .entries()
+                        .map(|(k, v)| (k.to_owned(), v.to_vec()))
+                        .collect();
+                    assert_eq!(before, after, "row {row} call {i}: nothing written");
+                    assert_eq!(
+                        s.events().len(),
+                        events_before,
+                        "row {row} call {i}: no event"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn records_name_their_member_only_when_it_is_not_the_local_one() {
+        let c = ConsentContract;
+        let now = t("2025-03-01T00:00:00Z");
+        let sub = submission(&document("c1", "Practitioner/a", "1"), "p-1");
+        let stored = |member: &str| {
+            let mut s = InMemoryContractState::new();
+            c.put_consent(&mut s, &sub, member, now).unwrap();
+            s.entries()
+                .find(|(k, _)| k.starts_with("consent/"))
+                .map(|(_, v)| String::from_utf8(v.to_vec()).unwrap())
+                .unwrap()
+        };
+        let local = stored(LOCAL_MEMBER);
+        assert!(!local.contains("member"), "{local}");
+        // The bytes the contract wrote before members: the same fields, in the same order.
+        assert!(local.ends_with(&format!("\"updated_at\":{}}}", now.unix_seconds())));
+        let other = stored("Org1MSP");
+        assert!(other.ends_with(",\"member\":\"Org1MSP\"}"), "{other}");
+        let back: ConsentRecord = serde_json::from_str(&local).unwrap();
+        assert_eq!(back.member, LOCAL_MEMBER);
+        let long = "M".repeat(MAX_MEMBER_LEN + 1);
+        for bad in ["", " ", "Org 1", "Org1\n", "Orgé", long.as_str()] {
+            let mut s = InMemoryContractState::new();
+            assert!(
+                matches!(
+                    c.put_consent(&mut s, &sub, bad, now),
+                    Err(ContractError::Invalid {
+                        field: "member",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+        let mut s = InMemoryContractState::new();
+        let longest = "M".repeat(MAX_MEMBER_LEN);
+        c.put_consent(&mut s, &sub, &longest, now).unwrap();
+    }
+
     #[test]
     fn submissions_need_an_id_and_a_patient() {
         let doc = json!({"resourceType": "Consent", "status": "active", "decision": "deny",
@@ -986,7 +1271,7 @@ mod tests {
         sub.status = RecordStatus::Revoked;
         let mut s = InMemoryContractState::new();
         assert!(matches!(
-            ConsentContract.put_consent(&mut s, &sub, t("2025-01-01")),
+            ConsentContract.put_consent(&mut s, &sub, M, t("2025-01-01")),
             Err(ContractError::Invalid {
                 field: "status",
                 ..

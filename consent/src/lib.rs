@@ -74,8 +74,8 @@ pub use contract::{
     AnchorRecord, AnchorSubmission, ConsentContract, ConsentRecord, ConsentSubmission,
     ConsentVersion, ConsortiumKey, ContractError, ContractEvent, ContractState,
     EVENT_ANCHOR_RECORDED, EVENT_CONSENT_PUT, EVENT_CONSENT_REVOKED, HistoryEntry,
-    InMemoryContractState, MIN_KEY_LEN, RecordStatus, RevocationReason, Written, canonical_json,
-    canonical_sha256, document_hash, write_canonical,
+    InMemoryContractState, LOCAL_MEMBER, MAX_MEMBER_LEN, MIN_KEY_LEN, RecordStatus,
+    RevocationReason, Written, canonical_json, canonical_sha256, document_hash, write_canonical,
 };
 pub use decide::{AccessRequest, BreakGlass, Caller, RelatedIndex, decide};
 pub use decision::{

@@ -922,6 +922,7 @@ fn record(key: &ConsortiumKey, consent: &str, patient: &str) -> ConsentRecord {
         period_end: None,
         revocation: None,
         updated_at: 1_700_000_000,
+        member: assent_consent::LOCAL_MEMBER.into(),
     }
 }
 

@@ -149,6 +149,10 @@ pub async fn build_state(
         None => None,
     };
     let consents = open_consents(&config, &store)?;
+    metrics
+        .registry
+        .register(Box::new(consents.documents_unverified_counter()))
+        .unwrap_or_else(|e| unreachable!("each metric is registered once: {e}"));
     let ledger = consents.ledger();
     let log_dir = config
         .receipts

@@ -256,22 +256,19 @@ impl Store {
             .load(&mut *conn)?)
     }
 
-    /// Stores a consent document under its hash (a second store of the same document is a
-    /// no-op).
-    pub fn put_consent_document(
+    /// Stores a document under its hash, for the embedded ledger (`SqlBlockStore`): a
+    /// second store under the same hash keeps the first and succeeds. The hash is not checked
+    /// here; the ledger checks it both ways.
+    pub fn put_document(
         &self,
         document_hash: &str,
-        consent_key: &str,
-        site: &str,
-        document: &str,
+        document: &[u8],
         stored_at_ms: i64,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let inserted = diesel::insert_into(consent_documents::table)
             .values((
                 consent_documents::document_hash.eq(document_hash),
-                consent_documents::consent_key.eq(consent_key),
-                consent_documents::site.eq(site),
                 consent_documents::document.eq(document),
                 consent_documents::stored_at_ms.eq(stored_at_ms),
             ))
@@ -286,15 +283,12 @@ impl Store {
         }
     }
 
-    /// The consent document with this hash: (site, JSON text).
-    pub fn consent_document(
-        &self,
-        document_hash: &str,
-    ) -> Result<Option<(String, String)>, StoreError> {
+    /// The bytes stored under `document_hash`, as stored.
+    pub fn document(&self, document_hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut conn = self.conn()?;
         Ok(consent_documents::table
             .filter(consent_documents::document_hash.eq(document_hash))
-            .select((consent_documents::site, consent_documents::document))
+            .select(consent_documents::document)
             .first(&mut *conn)
             .optional()?)
     }
@@ -526,20 +520,70 @@ mod tests {
     }
 
     #[test]
-    fn consent_documents_are_content_addressed() {
+    fn documents_are_kept_by_hash_first_write_wins() {
         for t in testing::all() {
             let store = &t.store;
-            store
-                .put_consent_document("h1", "k1", "st-mary", "{}", 1)
+            store.put_document("h1", b"{}", 1).unwrap();
+            store.put_document("h1", b"{\"other\":1}", 2).unwrap();
+            assert_eq!(store.document("h1").unwrap(), Some(b"{}".to_vec()));
+            assert_eq!(store.document("h2").unwrap(), None);
+            // Any bytes, not only UTF-8 text.
+            store.put_document("h3", &[0, 0xff, 0xfe], 3).unwrap();
+            assert_eq!(store.document("h3").unwrap(), Some(vec![0, 0xff, 0xfe]));
+        }
+    }
+
+    /// Documents stored before the ledger kept them by hash (text, with the consent key and
+    /// the site) are read back after the migration as the same bytes, which still hash to
+    /// their key; down and up again.
+    #[test]
+    fn documents_stored_as_text_are_read_back_as_their_bytes() {
+        use diesel::sql_types::{BigInt, Text};
+        const VERSION: &str = "20261206000081";
+        let applied = |conn: &mut AnyConnection| -> bool {
+            let versions = match conn {
+                AnyConnection::Sqlite(c) => c.applied_migrations(),
+                AnyConnection::Postgresql(c) => c.applied_migrations(),
+            }
+            .unwrap();
+            versions
+                .iter()
+                .any(|v| v.to_string().replace('-', "") == VERSION)
+        };
+        let document = serde_json::json!({"resourceType": "Consent", "id": "c1",
+            "status": "active", "text": {"div": "ünïcödé"}});
+        let text = assent_consent::canonical_json(&document);
+        let hash = assent_consent::document_hash(&document);
+        for t in testing::all() {
+            let mut conn = t.store.conn().unwrap();
+            while applied(&mut conn) {
+                match &mut *conn {
+                    AnyConnection::Sqlite(c) => c.revert_last_migration(SQLITE_MIGRATIONS),
+                    AnyConnection::Postgresql(c) => c.revert_last_migration(POSTGRES_MIGRATIONS),
+                }
                 .unwrap();
-            store
-                .put_consent_document("h1", "k1", "st-mary", "{}", 2)
+            }
+            let insert = match &*conn {
+                AnyConnection::Sqlite(_) => {
+                    "INSERT INTO consent_documents (document_hash, consent_key, site, document, \
+                     stored_at_ms) VALUES (?, 'k1', 'st-mary', ?, ?)"
+                }
+                AnyConnection::Postgresql(_) => {
+                    "INSERT INTO consent_documents (document_hash, consent_key, site, document, \
+                     stored_at_ms) VALUES ($1, 'k1', 'st-mary', $2, $3)"
+                }
+            };
+            diesel::sql_query(insert)
+                .bind::<Text, _>(&hash)
+                .bind::<Text, _>(&text)
+                .bind::<BigInt, _>(7)
+                .execute(&mut *conn)
                 .unwrap();
-            assert_eq!(
-                store.consent_document("h1").unwrap(),
-                Some(("st-mary".to_owned(), "{}".to_owned()))
-            );
-            assert_eq!(store.consent_document("h2").unwrap(), None);
+            drop(conn);
+            t.store.migrate().unwrap();
+            let bytes = t.store.document(&hash).unwrap().expect("the row moved");
+            assert_eq!(bytes, text.as_bytes(), "{:?}", t.store.backend());
+            assert!(assent_ledger::document_matches(&hash, &bytes));
         }
     }
 

@@ -218,7 +218,7 @@ impl TxReceipt {
 
 /// Why a ledger call failed, by side. Mapping for the gateway: `Unavailable` and `Corrupt` →
 /// 503 (fail closed: no decision without the ledger), `Conflict` → 409, `Rejected` → 422
-/// (`NotFound` → 404).
+/// (`NotFound` → 404, `OtherMember` → 403).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
     /// The ledger (its store, its peers) could not be reached or did not answer. The
@@ -262,6 +262,28 @@ pub enum Rejection {
     PatientMismatch,
     #[error("the consent is revoked; submit a new consent")]
     Revoked,
+    /// Another consortium member created the consent; only it may put new versions (any
+    /// member may revoke). The gateway answers 403 `consent-other-member`.
+    #[error("the consent belongs to another consortium member; only that member may change it")]
+    OtherMember,
+}
+
+/// Whether `hash` is the lowercase hex SHA-256 of exactly `document`: what
+/// [`Ledger::put_document`] requires of its arguments and [`Ledger::document`] of what it
+/// returns. Backends and their clients check with this, both ways.
+pub fn document_matches(hash: &str, document: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    hash.len() == 64 && hex::encode(Sha256::digest(document)) == hash
+}
+
+/// The refusal of a document whose `hash` does not match its bytes ([`Ledger::put_document`]).
+pub fn document_hash_mismatch() -> LedgerError {
+    LedgerError::Rejected {
+        rejection: Rejection::Invalid {
+            field: "document".into(),
+            reason: "the document does not hash to the given hash (lowercase hex SHA-256)".into(),
+        },
+    }
 }
 
 impl LedgerError {

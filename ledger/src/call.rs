@@ -135,19 +135,19 @@ impl TxCall {
 
 /// Runs `call` through the consent contract against `state` at transaction time `now`, as
 /// submitted by consortium member `member` (Fabric: the MSP id of the proposal's creator;
-/// the embedded ledger: its own member id).
+/// the embedded ledger: its own member id). The contract's rules on members hold: only the
+/// member that created a consent may put new versions, any member may revoke, and an empty
+/// member is refused (see `assent_consent`'s contract).
 pub fn execute<S: ContractState>(
     state: &mut S,
     call: &TxCall,
     now: Timestamp,
     member: &str,
 ) -> Result<Executed, ContractError<S::Error>> {
-    // The contract's rules on members come with the consortium issue (16).
-    let _ = member;
     let contract = ConsentContract;
     Ok(match call {
         TxCall::PutConsent(s) => {
-            let w = contract.put_consent(state, s, now)?;
+            let w = contract.put_consent(state, s, member, now)?;
             Executed {
                 outcome: TxOutcome::Consent(w.record),
                 replayed: w.replayed,
@@ -157,7 +157,7 @@ pub fn execute<S: ContractState>(
             consent_key,
             reason,
         } => {
-            let w = contract.revoke(state, consent_key, *reason, now)?;
+            let w = contract.revoke(state, consent_key, *reason, member, now)?;
             Executed {
                 outcome: TxOutcome::Consent(w.record),
                 replayed: w.replayed,
@@ -192,6 +192,9 @@ pub fn contract_error<E: std::error::Error + 'static>(error: ContractError<E>) -
         ContractError::Revoked => LedgerError::Rejected {
             rejection: Rejection::Revoked,
         },
+        ContractError::OtherMember => LedgerError::Rejected {
+            rejection: Rejection::OtherMember,
+        },
         ContractError::VersionConflict { expected, current } => LedgerError::Conflict {
             conflict: Conflict::Version { expected, current },
         },
@@ -220,6 +223,7 @@ pub fn refusal_message(error: &LedgerError) -> Option<String> {
             Rejection::NotFound => RefusalWire::code("not-found"),
             Rejection::PatientMismatch => RefusalWire::code("patient-mismatch"),
             Rejection::Revoked => RefusalWire::code("revoked"),
+            Rejection::OtherMember => RefusalWire::code("other-member"),
         },
         LedgerError::Conflict { conflict } => match conflict {
             Conflict::Version { expected, current } => RefusalWire {
@@ -258,6 +262,7 @@ pub fn parse_refusal(message: &str) -> Option<LedgerError> {
         "not-found" => rejected(Rejection::NotFound),
         "patient-mismatch" => rejected(Rejection::PatientMismatch),
         "revoked" => rejected(Rejection::Revoked),
+        "other-member" => rejected(Rejection::OtherMember),
         "version-conflict" => Some(LedgerError::Conflict {
             conflict: Conflict::Version {
                 expected: wire.expected?,
@@ -347,6 +352,9 @@ mod tests {
             },
             LedgerError::Rejected {
                 rejection: Rejection::Revoked,
+            },
+            LedgerError::Rejected {
+                rejection: Rejection::OtherMember,
             },
             LedgerError::Conflict {
                 conflict: Conflict::Version {

@@ -1,7 +1,8 @@
 //! The conformance suite every ledger backend passes (the embedded ledger now, Fabric
 //! later): ordering, history, events (once, in order, resumable from a checkpoint),
 //! idempotent replays, rejections, concurrent writers, a tampered block caught by
-//! [`verify_chain`], and state rebuilt after a restart.
+//! [`verify_chain`], state rebuilt after a restart, and documents stored and fetched by hash
+//! off the chain ([`documents`]).
 //!
 //! Owns what a backend must do as seen through [`Ledger`]. Leaves out how a backend is set up:
 //! each test takes a [`Factory`] that opens a [`Subject`]. This is test code compiled into the
@@ -74,6 +75,7 @@ pub async fn run_all(factory: &Factory) {
     concurrent_versioned_writers_conflict(factory).await;
     tampered_block_detected(factory).await;
     restart_rebuilds_state(factory).await;
+    documents(factory).await;
 }
 
 /// Sequential transactions commit in order: receipts, the head and the event stream agree.
@@ -750,6 +752,124 @@ pub async fn restart_rebuilds_state(factory: &Factory) {
     }
 }
 
+/// Documents by hash ([`Ledger::put_document`], [`Ledger::document`]): what is stored reads
+/// back byte for byte, storing again changes nothing, a hash that does not match the bytes is
+/// refused and stores nothing, an unknown hash is `None`, and a consent names its document by
+/// the same hash. Where the suite reaches the raw chain: no document content is in a block,
+/// and bytes stored under a hash they do not match are `Corrupt`, never returned.
+pub async fn documents(factory: &Factory) {
+    let subject = factory().await;
+    let ledger = subject.ledger;
+    let fx = Fixture::new();
+    let (hash, bytes) = fx.document("d1");
+    let (other_hash, other_bytes) = fx.document("d2");
+    assert_eq!(
+        ledger.document(&hash).await.map_err(|e| e.to_string()),
+        Ok(None),
+        "a document never stored is None"
+    );
+    ledger
+        .put_document(&hash, &bytes)
+        .await
+        .expect("a document is stored");
+    assert_eq!(
+        ledger.document(&hash).await.expect("a document is read"),
+        Some(bytes.clone()),
+        "read back byte for byte"
+    );
+    ledger
+        .put_document(&hash, &bytes)
+        .await
+        .expect("storing the same document again succeeds");
+    assert_eq!(
+        ledger.document(&hash).await.expect("read"),
+        Some(bytes.clone())
+    );
+
+    // ADV: a hash that is not the lowercase hex SHA-256 of exactly these bytes is refused,
+    // and nothing is stored under it (nor changed under the document's own hash).
+    let mut spaced = bytes.clone();
+    spaced.push(b' ');
+    let cases: [(&str, String, &[u8]); 7] = [
+        ("another document's hash", other_hash.clone(), &bytes),
+        (
+            "a stored document's hash for other bytes",
+            hash.clone(),
+            &other_bytes,
+        ),
+        ("the bytes with a trailing space", hash.clone(), &spaced),
+        ("the hash in upper case", hash.to_uppercase(), &bytes),
+        ("the hash cut short", hash[..63].to_owned(), &bytes),
+        ("the hash with a prefix", format!("sha256:{hash}"), &bytes),
+        ("no hash", String::new(), &bytes),
+    ];
+    for (name, wrong, document) in cases {
+        match ledger.put_document(&wrong, document).await {
+            Err(LedgerError::Rejected {
+                rejection: Rejection::Invalid { field, .. },
+            }) => assert_eq!(field, "document", "{name}"),
+            other => panic!("{name}: expected a refusal, got {other:?}"),
+        }
+        if wrong != hash {
+            assert!(
+                !matches!(ledger.document(&wrong).await, Ok(Some(_))),
+                "{name}: nothing is stored under a refused hash"
+            );
+        }
+    }
+    assert_eq!(
+        ledger.document(&other_hash).await.expect("read"),
+        None,
+        "a refused put stores nothing"
+    );
+    assert_eq!(
+        ledger.document(&hash).await.expect("read"),
+        Some(bytes.clone()),
+        "a refused put changes nothing"
+    );
+
+    // A consent names its document by the same hash: any member finds it from the record.
+    let mut sub = fx.consent("c1", "p1", "dr-a", "d1");
+    sub.document_hash = hash.clone();
+    ledger.put_consent(sub).await.expect("the consent commits");
+    let record = ledger
+        .consent(&fx.consent_key("c1"))
+        .await
+        .expect("query")
+        .expect("the consent exists");
+    assert_eq!(
+        ledger.document(&record.document_hash).await.expect("read"),
+        Some(bytes.clone())
+    );
+
+    let Some(chain) = subject.chain else {
+        eprintln!("conformance: the backend keeps no embedded chain; document tamper test skipped");
+        return;
+    };
+    // ADV: documents stay off the chain; only their hash is on it.
+    let marker = fx.label("document-marker");
+    for row in read_chain(&*chain.store).await {
+        let body = String::from_utf8_lossy(&row.body);
+        assert!(
+            !body.contains(&marker),
+            "document content reached block {}",
+            row.number
+        );
+    }
+    // ADV: bytes under a hash they do not match (changed in the store behind the ledger's
+    // back) are never returned.
+    let (tampered_hash, _) = fx.document("d3");
+    chain
+        .store
+        .put_document(&tampered_hash, &other_bytes)
+        .await
+        .expect("the raw store takes anything");
+    match ledger.document(&tampered_hash).await {
+        Err(LedgerError::Corrupt { .. }) => {}
+        other => panic!("a tampered document must be Corrupt, got {other:?}"),
+    }
+}
+
 /// Builds submissions with keys unique to one run of a test.
 #[derive(Clone)]
 struct Fixture {
@@ -808,6 +928,25 @@ impl Fixture {
             period_end: None,
             expected_version: None,
         }
+    }
+
+    /// A consent-like document unique to this run, as the gateway stores one: its canonical
+    /// JSON bytes and their hash (which is `document_hash` of the document).
+    fn document(&self, label: &str) -> (String, Vec<u8>) {
+        let value = serde_json::json!({
+            "resourceType": "Consent",
+            "id": self.label(label),
+            "status": "active",
+            "text": { "div": format!("{} ünïcödé ✓", self.label("document-marker")) },
+            "padding": "x".repeat(16 * 1024),
+        });
+        let bytes = assent_consent::canonical_json(&value).into_bytes();
+        let hash = document_hash(&value);
+        assert!(
+            crate::api::document_matches(&hash, &bytes),
+            "the canonical bytes hash to the document hash"
+        );
+        (hash, bytes)
     }
 
     fn anchor(&self, gateway: &str, batch_id: u64, root: &str) -> AnchorSubmission {

@@ -4,7 +4,8 @@
 //!
 //! Owns the write path (one writer task: batch the pending calls, run them through the
 //! contract, seal a block, append it, apply it, publish its events), replay at open, catching
-//! up with blocks another writer appended, and subscriptions. Leaves out the storage itself
+//! up with blocks another writer appended, subscriptions, and the documents kept beside the
+//! blocks (by hash, checked against it when stored and when read; never in a block). Leaves out the storage itself
 //! (the gateway's [`BlockStore`]) and the chain rules ([`crate::verify`]).
 //!
 //! **Invariant:** an event is published only after its block is durable in the store and
@@ -25,7 +26,10 @@ use assent_consent::{
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::api::{Checkpoint, Conflict, EventStream, Ledger, LedgerError, LedgerEvent, TxReceipt};
+use crate::api::{
+    Checkpoint, Conflict, EventStream, Ledger, LedgerError, LedgerEvent, TxReceipt,
+    document_hash_mismatch, document_matches,
+};
 use crate::block::{BlockBody, BlockRow, EventEntry, GENESIS_PREV_HASH, TxEntry, tx_id};
 use crate::call::{Executed, TxCall, contract_error, execute};
 use crate::clock::Clock;
@@ -38,7 +42,7 @@ pub const MAX_BATCH: usize = 1 << 16;
 
 /// The member id the embedded ledger runs the contract as: a gateway on the embedded ledger
 /// is one consortium member (replicas sharing its store are the same member).
-pub const EMBEDDED_MEMBER: &str = "local";
+pub const EMBEDDED_MEMBER: &str = assent_consent::LOCAL_MEMBER;
 
 /// Tuning of the embedded ledger.
 #[derive(Debug, Clone)]
@@ -206,6 +210,30 @@ impl Ledger for EmbeddedLedger {
 
     async fn refresh(&self) -> Result<(), LedgerError> {
         EmbeddedLedger::sync(self).await
+    }
+
+    async fn put_document(&self, hash: &str, document: &[u8]) -> Result<(), LedgerError> {
+        if !document_matches(hash, document) {
+            return Err(document_hash_mismatch());
+        }
+        self.inner
+            .store
+            .put_document(hash, document)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn document(&self, hash: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        let Some(document) = self.inner.store.document(hash).await.map_err(store_error)? else {
+            return Ok(None);
+        };
+        if !document_matches(hash, &document) {
+            // Changed in the store behind the ledger's back (or stored under a wrong key).
+            return Err(LedgerError::corrupt(format!(
+                "the document stored under {hash} does not hash to it"
+            )));
+        }
+        Ok(Some(document))
     }
 
     async fn subscribe(&self, after: Option<Checkpoint>) -> Result<EventStream, LedgerError> {

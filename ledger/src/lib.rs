@@ -58,7 +58,7 @@ mod verify;
 
 pub use api::{
     Checkpoint, Conflict, ConsentChange, EventStream, Ledger, LedgerError, LedgerEvent, Rejection,
-    TxReceipt,
+    TxReceipt, document_hash_mismatch, document_matches,
 };
 pub use block::{BlockBody, BlockRow};
 pub use call::{

@@ -1,9 +1,13 @@
-//! Where the embedded ledger keeps its blocks: the [`BlockStore`] trait the gateway
-//! implements over its database, and an in-memory store for tests.
+//! Where the embedded ledger keeps its blocks and the documents its records name by hash:
+//! the [`BlockStore`] trait the gateway implements over its database, and an in-memory store
+//! for tests.
 //!
 //! Owns the storage contract (atomic append after an expected head, reading from a number,
-//! the head). Leaves out SQL (the gateway) and what a block holds ([`crate::block`]).
+//! the head; documents put and read by hash). Leaves out SQL (the gateway), what a block
+//! holds ([`crate::block`]) and checking a document against its hash (the ledger does, on
+//! the way in and on the way out).
 
+use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use crate::block::BlockRow;
@@ -23,6 +27,14 @@ pub trait BlockStore: Send + Sync {
 
     /// The number of the last block; `None` when empty.
     async fn head(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Keeps `document` under `hash`, off the blocks (the ledger's records hold only the
+    /// hash). A document already stored under `hash` is kept as it is: the put changes
+    /// nothing and succeeds. Returns once durable. The store does not check the hash.
+    async fn put_document(&self, hash: &str, document: &[u8]) -> Result<(), StoreError>;
+
+    /// The bytes stored under `hash`, as stored; `None` when there are none.
+    async fn document(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +53,7 @@ pub enum StoreError {
 #[derive(Debug, Default)]
 pub struct InMemoryBlockStore {
     rows: Mutex<Vec<BlockRow>>,
+    documents: Mutex<HashMap<String, Vec<u8>>>,
     unavailable: Mutex<Option<String>>,
 }
 
@@ -60,6 +73,19 @@ impl InMemoryBlockStore {
         if let Some(row) = usize::try_from(number).ok().and_then(|i| rows.get_mut(i)) {
             change(row);
         }
+    }
+
+    /// Replaces the document stored under `hash` (or stores one), as an attacker with
+    /// database access could.
+    pub fn tamper_document(&self, hash: &str, document: &[u8]) {
+        self.lock_documents()
+            .insert(hash.to_owned(), document.to_vec());
+    }
+
+    fn lock_documents(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<u8>>> {
+        self.documents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Makes every call fail with [`StoreError::Unavailable`] (`Some(reason)`) or work again
@@ -116,5 +142,18 @@ impl BlockStore for InMemoryBlockStore {
     async fn head(&self) -> Result<Option<i64>, StoreError> {
         self.check_available()?;
         Ok(self.lock_rows().last().map(|r| r.number))
+    }
+
+    async fn put_document(&self, hash: &str, document: &[u8]) -> Result<(), StoreError> {
+        self.check_available()?;
+        self.lock_documents()
+            .entry(hash.to_owned())
+            .or_insert_with(|| document.to_vec());
+        Ok(())
+    }
+
+    async fn document(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check_available()?;
+        Ok(self.lock_documents().get(hash).cloned())
     }
 }

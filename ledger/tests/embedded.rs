@@ -112,6 +112,11 @@ async fn conformance_restart_rebuilds_state() {
     conformance::restart_rebuilds_state(&*embedded()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_documents() {
+    conformance::documents(&*embedded()).await;
+}
+
 fn key() -> ConsortiumKey {
     ConsortiumKey::new(b"embedded-ledger-test-key").unwrap()
 }
@@ -270,6 +275,14 @@ impl BlockStore for LosingStore {
 
     async fn head(&self) -> Result<Option<i64>, StoreError> {
         self.inner.head().await
+    }
+
+    async fn put_document(&self, hash: &str, document: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_document(hash, document).await
+    }
+
+    async fn document(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.document(hash).await
     }
 }
 
@@ -486,6 +499,14 @@ impl BlockStore for GateStore {
 
     async fn head(&self) -> Result<Option<i64>, StoreError> {
         self.inner.head().await
+    }
+
+    async fn put_document(&self, hash: &str, document: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_document(hash, document).await
+    }
+
+    async fn document(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.document(hash).await
     }
 }
 

@@ -1347,6 +1347,7 @@ fn service_error(e: ConsentServiceError) -> GatewayError {
         },
         ConsentServiceError::Conflict(why) => GatewayError::VersionConflict(why),
         ConsentServiceError::NotFound => GatewayError::NotFound,
+        ConsentServiceError::OtherMember => GatewayError::ConsentOtherMember,
     }
 }
 

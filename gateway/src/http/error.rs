@@ -40,6 +40,12 @@ pub enum GatewayError {
     /// context's, no consent-administrator role, or a grant of the caller to itself.
     #[error("{0}")]
     ConsentRefused(crate::http::consent_access::ConsentRefusal),
+    /// The ledger's contract refused: another consortium member created the consent, and
+    /// only it may put new versions (any member may revoke).
+    #[error(
+        "this consent was created through another consortium member's gateway; change it there (any member may revoke it)"
+    )]
+    ConsentOtherMember,
     #[error("unknown site")]
     UnknownSite,
     /// The endpoint exists but holds nothing under the id asked for (an unknown consent,
@@ -204,6 +210,7 @@ impl GatewayError {
             E::ConsentRefused(ConsentRefusal::ScopeMissing) => {
                 (403, I::Forbidden, "scope-insufficient", Client)
             }
+            E::ConsentOtherMember => (403, I::Forbidden, "consent-other-member", Client),
             E::UnknownSite => (404, I::NotFound, "unknown-site", Client),
             E::NotFound | E::NoSuchEndpoint => (404, I::NotFound, "not-found", Client),
             E::Malformed(_) => (400, I::Invalid, "malformed-request", Client),
@@ -421,7 +428,7 @@ mod tests {
 
     #[test]
     fn the_table_gives_the_documented_statuses() {
-        let cases: [(GatewayError, u16, &str); 13] = [
+        let cases: [(GatewayError, u16, &str); 14] = [
             (GatewayError::UnknownSite, 404, "unknown-site"),
             (
                 GatewayError::Malformed("x".into()),
@@ -462,6 +469,11 @@ mod tests {
                 GatewayError::ConsentRefused(ConsentRefusal::SelfGrant),
                 403,
                 "consent-self-grant",
+            ),
+            (
+                GatewayError::ConsentOtherMember,
+                403,
+                "consent-other-member",
             ),
         ];
         for (error, status, code) in cases.into_iter().chain([

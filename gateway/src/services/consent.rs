@@ -1,7 +1,8 @@
 //! Consent as the gateway uses it: the ledger (embedded over the gateway's store, or a
-//! Hyperledger Fabric channel), the clear consent documents (in the store,
-//! content-addressed), and the decision cache in front of them, invalidated by the ledger's
-//! change events.
+//! Hyperledger Fabric channel), the clear consent documents (kept off the channel ledger by
+//! hash through the ledger itself, so that every consortium member's gateway can fetch them;
+//! verified against the record's hash and cached by hash), and the decision cache in front
+//! of them, invalidated by the ledger's change events.
 //!
 //! Owns: patient identities and their keyed hashes, storing and revoking consents, loading a
 //! patient's consents in force, the cache, and following the ledger's events (resumed after
@@ -26,7 +27,13 @@
 //! it [bypasses the cache](ConsentService::set_cache_bypass) and refreshes its ledger before
 //! every load.
 //!
-//! In parts: the ledger and its runtime (`consent/runtime.rs`), the stored documents
+//! **Invariant:** a decision rests only on documents whose bytes hash to the ledger record's
+//! `document_hash`; a missing or mismatching document fails the decision closed (503), and a
+//! mismatch is logged and counted (`assent_consent_documents_unverified_total`) by its hash
+//! alone. A gateway decides on consents stored through any member: it needs nothing of them
+//! in its own database.
+//!
+//! In parts: the ledger and its runtime (`consent/runtime.rs`), the documents by hash
 //! (`consent/documents.rs`), the decision cache (`consent/cache.rs`) and the event follower
 //! (`consent/follower.rs`); this facade ties them into the service the handlers use.
 
@@ -39,10 +46,10 @@ use std::sync::Arc;
 
 use assent_consent::{
     Consent, ConsentError, ConsentSubmission, ConsortiumKey, RevocationReason, Timestamp,
-    document_hash, parse_consent,
+    parse_consent,
 };
 use assent_fhir::FhirVersion;
-use assent_ledger::{Checkpoint, Ledger, LedgerError, TxReceipt};
+use assent_ledger::{Checkpoint, Ledger, LedgerError, Rejection, TxReceipt};
 use serde_json::Value;
 
 use crate::store::Store;
@@ -52,6 +59,7 @@ use follower::EventFollower;
 use runtime::LedgerRuntime;
 
 pub use cache::{ANY_PATIENT, CACHE_CAPACITY};
+pub use documents::{DOCUMENT_CACHE_CAPACITY, DOCUMENTS_UNVERIFIED};
 pub use runtime::Backend;
 
 /// A failure of the consent service, mapped to a response by the caller.
@@ -66,6 +74,10 @@ pub enum ConsentServiceError {
     /// The contract refused the change.
     #[error("{0}")]
     Rejected(String),
+    /// The consent was created through another consortium member, which alone may change it
+    /// (any member may revoke).
+    #[error("the consent belongs to another consortium member")]
+    OtherMember,
     /// Another version was written first.
     #[error("{0}")]
     Conflict(String),
@@ -82,14 +94,11 @@ impl From<LedgerError> for ConsentServiceError {
             LedgerError::Conflict { conflict } => {
                 ConsentServiceError::Conflict(conflict.to_string())
             }
-            LedgerError::Rejected { rejection } => {
-                let text = rejection.to_string();
-                if text.contains("not found") {
-                    ConsentServiceError::NotFound
-                } else {
-                    ConsentServiceError::Rejected(text)
-                }
-            }
+            LedgerError::Rejected { rejection } => match rejection {
+                Rejection::NotFound => ConsentServiceError::NotFound,
+                Rejection::OtherMember => ConsentServiceError::OtherMember,
+                other => ConsentServiceError::Rejected(other.to_string()),
+            },
         }
     }
 }
@@ -181,7 +190,7 @@ impl ConsentService {
         Arc::new(ConsentService {
             runtime,
             key,
-            documents: Documents::new(store),
+            documents: Documents::new(),
             cache,
             events,
         })
@@ -191,6 +200,12 @@ impl ConsentService {
     /// anchors): the embedded ledger or Fabric, as configured. Usable from any runtime.
     pub fn ledger(&self) -> Arc<dyn Ledger> {
         self.runtime.ledger().clone()
+    }
+
+    /// The counter of consent documents that failed verification against the ledger's hash,
+    /// for the gateway's metrics registry.
+    pub fn documents_unverified_counter(&self) -> prometheus::IntCounter {
+        self.documents.unverified_counter()
     }
 
     /// Whether the ledger's event stream is live (the decision cache is in use).
@@ -229,7 +244,8 @@ impl ConsentService {
         self.key.patient(&Self::patient_identity(site, patient_id))
     }
 
-    /// The patient's consents in force now, from the cache or the ledger and the store.
+    /// The patient's consents in force now, from the cache, or from the ledger and the
+    /// documents it keeps by hash (fetched on a miss, verified, cached by hash).
     pub async fn consents_for(
         &self,
         site: &str,
@@ -249,7 +265,10 @@ impl ConsentService {
         let records = ledger.active_consents(&patient_key, now()).await?;
         let mut consents = Vec::with_capacity(records.len());
         for record in records {
-            let document = self.documents.load(&record.document_hash).await?;
+            let document = self
+                .documents
+                .load(&**ledger, &record.document_hash)
+                .await?;
             if !record.matches_document(&document) {
                 return Err(ConsentServiceError::Unavailable(format!(
                     "the stored document of consent version {} does not match the ledger",
@@ -267,8 +286,10 @@ impl ConsentService {
         Ok(consents)
     }
 
-    /// Stores a consent for a patient of `site`: the document in the store, its hashes on
-    /// the ledger. With `expected_version` (`Some(0)`: it must not exist yet), the ledger's
+    /// Stores a consent for a patient of `site`: the document off the channel ledger by hash
+    /// ([`Ledger::put_document`], before the version that names it, so a committed version
+    /// always finds its document), its hashes on the ledger. The contract refuses a consent
+    /// another consortium member created ([`ConsentServiceError::OtherMember`]). With `expected_version` (`Some(0)`: it must not exist yet), the ledger's
     /// contract refuses the write when the consent's current version is another
     /// ([`ConsentServiceError::Conflict`]): two writers that read the same version cannot
     /// both write the next one.
@@ -288,12 +309,11 @@ impl ConsentService {
         let mut submission =
             ConsentSubmission::from_consent(&consent, &document, &identity, &self.key)?;
         submission.expected_version = expected_version;
-        let hash = document_hash(&document);
-        self.documents
-            .put(&hash, &submission.consent_key, site, &document, now_ms())
-            .await?;
+        let ledger = self.runtime.ledger();
+        let hash = self.documents.put(&**ledger, &document).await?;
+        debug_assert_eq!(hash, submission.document_hash);
         let patient_key = submission.patient_key.clone();
-        let receipt = self.runtime.ledger().put_consent(submission).await?;
+        let receipt = ledger.put_consent(submission).await?;
         self.invalidate(&patient_key);
         self.cache.announce(&patient_key);
         Ok(stored(consent.id.to_string(), &receipt))
@@ -317,7 +337,8 @@ impl ConsentService {
         Ok(stored(consent_id.to_owned(), &receipt))
     }
 
-    /// Every version of a consent, oldest first, with its document when stored.
+    /// Every version of a consent, oldest first, with its document when it can be fetched
+    /// and verified.
     pub async fn history(
         &self,
         consent_id: &str,
@@ -330,9 +351,15 @@ impl ConsentService {
         if versions.is_empty() {
             return Err(ConsentServiceError::NotFound);
         }
+        let ledger = self.runtime.ledger();
         let mut out = Vec::with_capacity(versions.len());
         for v in versions {
-            let document = self.documents.load(&v.record.document_hash).await.ok();
+            let document = self
+                .documents
+                .load(&**ledger, &v.record.document_hash)
+                .await
+                .ok()
+                .map(|d| Value::clone(&d));
             out.push((v, document));
         }
         Ok(out)
@@ -349,10 +376,14 @@ impl ConsentService {
             .ledger()
             .patient_consents(&self.patient_key(site, patient_id))
             .await?;
+        let ledger = self.runtime.ledger();
         let mut out = Vec::with_capacity(records.len());
         for record in records {
-            let document = self.documents.load(&record.document_hash).await?;
-            out.push((record, document));
+            let document = self
+                .documents
+                .load(&**ledger, &record.document_hash)
+                .await?;
+            out.push((record, Value::clone(&document)));
         }
         Ok(out)
     }
@@ -411,8 +442,7 @@ fn stored(consent_id: String, receipt: &TxReceipt) -> Stored {
     }
 }
 
-/// The time for stored documents and consent periods: the ledger's clock (the one clock the
-/// gateway reads).
+/// The time for consent periods: the ledger's clock (the one clock the gateway reads).
 fn now_ms() -> i64 {
     use assent_ledger::Clock;
     assent_ledger::SystemClock.now_millis()
@@ -534,32 +564,258 @@ mod tests {
         }
     }
 
+    /// ADV: a document changed in the embedded ledger's store (an attacker with database
+    /// access) is never decided on: 503, on SQLite and PostgreSQL, and the failure is counted.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_document_changed_in_the_store_fails_closed() {
-        let t = testing::sqlite();
-        let service = ConsentService::open_embedded(t.store.clone(), &[5; 32], [6; 32]).unwrap();
-        let document = consent("c9", "p9", "dr-a");
-        service
-            .put("st-mary", document.clone(), None, "p9", None)
+        for t in testing::all() {
+            let service =
+                ConsentService::open_embedded(t.store.clone(), &[5; 32], [6; 32]).unwrap();
+            let document = consent("c9", "p9", "dr-a");
+            service
+                .put("st-mary", document.clone(), None, "p9", None)
+                .await
+                .unwrap();
+            let consents = service.consents_for("st-mary", "p9").await.unwrap();
+            assert!(matches!(decide_for(&consents, "dr-a"), Decision::Permit(_)));
+            let hash = assent_consent::document_hash(&document);
+            let forged = assent_consent::canonical_json(&document).replace("dr-a", "dr-x");
+            crate::services::ledger::tamper_document_for_tests(&t.store, &hash, forged.as_bytes())
+                .unwrap();
+            // A fresh gateway (nothing cached) and this one once its caches are dropped.
+            service.invalidate(&service.patient_key("st-mary", "p9"));
+            service.documents.forget_all();
+            let counter = service.documents_unverified_counter();
+            assert_eq!(counter.get(), 0);
+            assert!(matches!(
+                service.consents_for("st-mary", "p9").await,
+                Err(ConsentServiceError::Unavailable(_))
+            ));
+            assert_eq!(counter.get(), 1, "the failed verification is counted");
+            assert!(matches!(
+                service.list("st-mary", "p9").await,
+                Err(ConsentServiceError::Unavailable(_))
+            ));
+            let history = service.history("c9").await.unwrap();
+            assert!(history[0].1.is_none(), "a forged document is never shown");
+        }
+    }
+
+    /// Two gateways on one ledger, each with a database of its own (two consortium members'
+    /// shape): what one stores, the other decides on without ever having stored the
+    /// document, fetching it once through the ledger and then from its cache.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gateway_decides_on_documents_it_never_stored() {
+        let ledger = Arc::new(
+            EmbeddedLedger::open(
+                Arc::new(assent_ledger::InMemoryBlockStore::new()),
+                SigningKey::from_bytes(&[8; 32]),
+                Arc::new(SystemClock),
+                EmbeddedOptions::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        let counting = Wrapped::new(ledger.clone(), None);
+        let (a_store, b_store) = (testing::sqlite(), testing::sqlite());
+        let a = service_over(&a_store, ledger.clone(), "a");
+        let b = service_over(&b_store, counting.clone(), "b");
+        a.put("st-mary", consent("c1", "p1", "dr-a"), None, "p1", None)
             .await
             .unwrap();
-        let hash = document_hash(&document);
-        let mut conn = t.store.connection().unwrap();
-        use diesel::prelude::*;
-        diesel::update(crate::store::consent_documents::table)
-            .filter(crate::store::consent_documents::document_hash.eq(&hash))
-            .set(
-                crate::store::consent_documents::document
-                    .eq(document.to_string().replace("dr-a", "dr-x")),
-            )
-            .execute(&mut *conn)
+        assert_eq!(b.documents.cached_len(), 0);
+        let consents = b.consents_for("st-mary", "p1").await.unwrap();
+        assert!(matches!(decide_for(&consents, "dr-a"), Decision::Permit(_)));
+        assert!(matches!(decide_for(&consents, "dr-b"), Decision::Deny(_)));
+        assert_eq!(counting.documents.load(Ordering::SeqCst), 1);
+        // Another load (the decision cache dropped): the document comes from the cache.
+        b.invalidate_all();
+        b.consents_for("st-mary", "p1").await.unwrap();
+        assert_eq!(
+            counting.documents.load(Ordering::SeqCst),
+            1,
+            "cached by hash"
+        );
+        // Neither gateway's database holds the document: it is the ledger's.
+        for store in [&a_store.store, &b_store.store] {
+            use diesel::prelude::*;
+            let mut conn = store.connection().unwrap();
+            let n: i64 = crate::store::consent_documents::table
+                .count()
+                .get_result(&mut *conn)
+                .unwrap();
+            assert_eq!(n, 0);
+        }
+        // Revoked at B, denied at A.
+        b.revoke("c1", RevocationReason::PatientRequest)
+            .await
             .unwrap();
-        drop(conn);
-        service.invalidate(&service.patient_key("st-mary", "p9"));
-        assert!(matches!(
-            service.consents_for("st-mary", "p9").await,
-            Err(ConsentServiceError::Unavailable(_))
-        ));
+        a.invalidate_all();
+        let after = a.consents_for("st-mary", "p1").await.unwrap();
+        assert!(matches!(decide_for(&after, "dr-a"), Decision::Deny(_)));
+    }
+
+    /// ADV: a backend that hands back other bytes than the record's hash covers (a faulty or
+    /// hostile peer), or none at all, is never decided on; nothing wrong is cached.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn documents_that_do_not_match_the_ledger_fail_closed_whatever_the_backend() {
+        let inner = Arc::new(
+            EmbeddedLedger::open(
+                Arc::new(assent_ledger::InMemoryBlockStore::new()),
+                SigningKey::from_bytes(&[8; 32]),
+                Arc::new(SystemClock),
+                EmbeddedOptions::default(),
+            )
+            .await
+            .unwrap(),
+        );
+        let document = consent("c1", "p1", "dr-a");
+        let forged = consent("c1", "p1", "dr-x");
+        let canonical = |v: &Value| assent_consent::canonical_json(v).into_bytes();
+        let cases: Vec<(&str, Option<Vec<u8>>)> = vec![
+            ("another document", Some(canonical(&forged))),
+            ("the document with a space", {
+                let mut b = canonical(&document);
+                b.push(b' ');
+                Some(b)
+            }),
+            (
+                "the document pretty-printed",
+                Some(serde_json::to_vec_pretty(&document).unwrap()),
+            ),
+            ("nothing", None),
+            ("empty bytes", Some(Vec::new())),
+        ];
+        let writer_store = testing::sqlite();
+        let writer = service_over(&writer_store, inner.clone(), "w");
+        writer
+            .put("st-mary", document.clone(), None, "p1", None)
+            .await
+            .unwrap();
+        for (name, answer) in cases {
+            let counted = usize::from(answer.is_some());
+            let lying = Wrapped::new(inner.clone(), Some(answer));
+            let t = testing::sqlite();
+            let service = service_over(&t, lying.clone(), name);
+            let counter = service.documents_unverified_counter();
+            match service.consents_for("st-mary", "p1").await {
+                Err(ConsentServiceError::Unavailable(_)) => {}
+                other => panic!("{name}: must fail closed, got {other:?}"),
+            }
+            assert_eq!(service.documents.cached_len(), 0, "{name}: nothing cached");
+            assert_eq!(
+                counter.get() as usize,
+                counted,
+                "{name}: a mismatch is counted"
+            );
+            // The honest answer afterwards is decided on.
+            let consents = service.consents_for("st-mary", "p1").await.unwrap();
+            assert!(
+                matches!(decide_for(&consents, "dr-a"), Decision::Permit(_)),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn another_members_consent_is_its_own_refusal() {
+        let e = ConsentServiceError::from(LedgerError::Rejected {
+            rejection: Rejection::OtherMember,
+        });
+        assert!(matches!(e, ConsentServiceError::OtherMember));
+        let e = ConsentServiceError::from(LedgerError::Rejected {
+            rejection: Rejection::NotFound,
+        });
+        assert!(matches!(e, ConsentServiceError::NotFound));
+        let e = ConsentServiceError::from(LedgerError::Rejected {
+            rejection: Rejection::Revoked,
+        });
+        assert!(matches!(e, ConsentServiceError::Rejected(_)));
+    }
+
+    fn service_over(
+        t: &testing::TestStore,
+        ledger: Arc<dyn Ledger>,
+        name: &str,
+    ) -> Arc<ConsentService> {
+        let runtime = std::thread::spawn(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        ConsentService::start(
+            t.store.clone(),
+            ConsortiumKey::new(&[5; 32]).unwrap(),
+            ledger,
+            runtime,
+            None,
+            format!("ledger_events_checkpoint:test:{name}"),
+        )
+    }
+
+    /// Forwards every call to `inner`, counts the documents fetched, and answers the next
+    /// fetch with `answer` (bytes, or `None` for no document) when one is set.
+    struct Wrapped {
+        inner: Arc<EmbeddedLedger>,
+        documents: AtomicU64,
+        answer: Mutex<Option<Option<Vec<u8>>>>,
+    }
+
+    impl Wrapped {
+        fn new(inner: Arc<EmbeddedLedger>, answer: Option<Option<Vec<u8>>>) -> Arc<Wrapped> {
+            Arc::new(Wrapped {
+                inner,
+                documents: AtomicU64::new(0),
+                answer: Mutex::new(answer),
+            })
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Ledger for Wrapped {
+        async fn submit(&self, call: TxCall) -> Result<TxReceipt, LedgerError> {
+            self.inner.submit(call).await
+        }
+        async fn active_consents(
+            &self,
+            patient_key: &str,
+            now: Timestamp,
+        ) -> Result<Vec<ConsentRecord>, LedgerError> {
+            self.inner.active_consents(patient_key, now).await
+        }
+        async fn patient_consents(&self, key: &str) -> Result<Vec<ConsentRecord>, LedgerError> {
+            self.inner.patient_consents(key).await
+        }
+        async fn consent(&self, key: &str) -> Result<Option<ConsentRecord>, LedgerError> {
+            self.inner.consent(key).await
+        }
+        async fn consent_history(&self, key: &str) -> Result<Vec<ConsentVersion>, LedgerError> {
+            self.inner.consent_history(key).await
+        }
+        async fn anchor(&self, key: &str, id: u64) -> Result<Option<AnchorRecord>, LedgerError> {
+            self.inner.anchor(key, id).await
+        }
+        async fn head(&self) -> Result<Option<Checkpoint>, LedgerError> {
+            self.inner.head().await
+        }
+        async fn subscribe(&self, after: Option<Checkpoint>) -> Result<EventStream, LedgerError> {
+            self.inner.subscribe(after).await
+        }
+        async fn put_document(&self, hash: &str, document: &[u8]) -> Result<(), LedgerError> {
+            self.inner.put_document(hash, document).await
+        }
+        async fn document(&self, hash: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+            self.documents.fetch_add(1, Ordering::SeqCst);
+            let answer = self.answer.lock().unwrap().take();
+            match answer {
+                Some(answer) => Ok(answer),
+                None => self.inner.document(hash).await,
+            }
+        }
     }
 
     /// A ledger whose event stream the test breaks and keeps down at will; counts the
@@ -613,6 +869,12 @@ mod tests {
         }
         async fn head(&self) -> Result<Option<Checkpoint>, LedgerError> {
             self.inner.head().await
+        }
+        async fn put_document(&self, hash: &str, document: &[u8]) -> Result<(), LedgerError> {
+            self.inner.put_document(hash, document).await
+        }
+        async fn document(&self, hash: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+            self.inner.document(hash).await
         }
         async fn subscribe(&self, after: Option<Checkpoint>) -> Result<EventStream, LedgerError> {
             if self.down.load(Ordering::SeqCst) {

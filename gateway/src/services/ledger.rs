@@ -1,10 +1,12 @@
 //! The embedded ledger's block store over the gateway's database (SQLite or PostgreSQL),
-//! through diesel: [`SqlBlockStore`] implements `assent_ledger::BlockStore`.
+//! through diesel: [`SqlBlockStore`] implements `assent_ledger::BlockStore`, blocks in
+//! `ledger_blocks` and the documents the blocks name by hash in `consent_documents`.
 //!
 //! Appends are atomic and ordered: one transaction checks that the store's head is the block
 //! before and inserts; the primary key on `number` settles a race between two writers (the
-//! loser gets `StoreError::Conflict` and catches up). Leaves out what blocks mean (the ledger
-//! crate) and the clear consent documents' API (the consent routes).
+//! loser gets `StoreError::Conflict` and catches up). Documents are keyed by hash, first
+//! write wins. Leaves out what blocks mean and checking documents against their hash (the
+//! ledger crate) and the consent API (the consent routes and service).
 
 use assent_ledger::{BlockRow, BlockStore, StoreError};
 use diesel::prelude::*;
@@ -146,6 +148,25 @@ impl BlockStore for SqlBlockStore {
         let this = self.clone();
         blocking(move || this.head_blocking()).await
     }
+
+    async fn put_document(&self, hash: &str, document: &[u8]) -> Result<(), StoreError> {
+        use assent_ledger::Clock;
+        let store = self.store.clone();
+        let (hash, document) = (hash.to_owned(), document.to_vec());
+        let now = assent_ledger::SystemClock.now_millis();
+        blocking(move || {
+            store
+                .put_document(&hash, &document, now)
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn document(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let store = self.store.clone();
+        let hash = hash.to_owned();
+        blocking(move || store.document(&hash).map_err(unavailable)).await
+    }
 }
 
 /// `assent ledger verify` could not check the chain, or found it broken.
@@ -202,6 +223,22 @@ pub fn tamper_body_for_tests(store: &Store, number: i64) -> Result<(), crate::st
         .into_bytes();
     diesel::update(ledger_blocks::table.filter(ledger_blocks::number.eq(number)))
         .set(ledger_blocks::body.eq(edited))
+        .execute(&mut *conn)?;
+    Ok(())
+}
+
+/// Test support: replaces the bytes of a stored document behind the ledger's back, as an
+/// attacker with database access would. Only in tests and with the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
+pub fn tamper_document_for_tests(
+    store: &Store,
+    hash: &str,
+    document: &[u8],
+) -> Result<(), crate::store::StoreError> {
+    use crate::store::consent_documents;
+    let mut conn = store.connection()?;
+    diesel::update(consent_documents::table.filter(consent_documents::document_hash.eq(hash)))
+        .set(consent_documents::document.eq(document))
         .execute(&mut *conn)?;
     Ok(())
 }

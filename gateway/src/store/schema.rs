@@ -42,9 +42,7 @@ diesel::table! {
 diesel::table! {
     consent_documents (document_hash) {
         document_hash -> Text,
-        consent_key -> Text,
-        site -> Text,
-        document -> Text,
+        document -> Binary,
         stored_at_ms -> BigInt,
     }
 }

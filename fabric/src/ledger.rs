@@ -432,11 +432,6 @@ struct Endorsed {
     result: crate::proposal::TransactionResult,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(bytes))
-}
-
 fn document_rejected(reason: &str) -> LedgerError {
     LedgerError::Rejected {
         rejection: assent_ledger::Rejection::Invalid {
@@ -507,10 +502,8 @@ impl Ledger for FabricLedger {
         if !wire::is_document_hash(hash) {
             return Err(document_rejected("the hash is not a lowercase hex SHA-256"));
         }
-        if sha256_hex(document) != hash {
-            return Err(document_rejected(
-                "the document does not hash to the hash given",
-            ));
+        if !assent_ledger::document_matches(hash, document) {
+            return Err(assent_ledger::document_hash_mismatch());
         }
         let mut wait = Duration::from_millis(5);
         for _ in 0..=self.options.mvcc_retries {
@@ -575,7 +568,7 @@ impl Ledger for FabricLedger {
         if bytes.is_empty() {
             return Ok(None);
         }
-        if sha256_hex(&bytes) != hash {
+        if !assent_ledger::document_matches(hash, &bytes) {
             return Err(LedgerError::Corrupt {
                 reason: format!(
                     "document {hash} failed verification: the peer's bytes hash to another value"

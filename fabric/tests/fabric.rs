@@ -324,6 +324,69 @@ async fn an_organization_outside_the_collection_can_neither_read_nor_write_docum
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contract_runs_as_the_organization_that_signed_the_proposal() {
+    let network = support::Network::start().await;
+    let org1 = network.ledger_of(fake::MSP);
+    let org2 = network.ledger_of(fake::MSP2);
+    let key = ConsortiumKey::new(b"member-test-consortium-key").unwrap();
+    let submission = |consent: &str, grantee: &str| ConsentSubmission {
+        consent_key: key.consent(consent),
+        patient_key: key.patient("p-member"),
+        grantee_keys: vec![key.keyed_hash("party-ref", grantee)],
+        document_hash: document_hash(&serde_json::json!({ "id": consent, "to": grantee })),
+        status: RecordStatus::Active,
+        scope: "patient-privacy".into(),
+        period_start: None,
+        period_end: None,
+        expected_version: None,
+    };
+    let written = org1
+        .put_consent(submission("c-m1", "Practitioner/dr-a"))
+        .await
+        .unwrap();
+    let record = written.outcome.consent().unwrap().clone();
+    assert_eq!(
+        record.member,
+        fake::MSP,
+        "the creator's MSP id is the member"
+    );
+
+    // ADV: the other organization can neither change it nor replay it as its own.
+    for (what, attempt) in [
+        ("another grantee", submission("c-m1", "Practitioner/dr-x")),
+        ("the same content", submission("c-m1", "Practitioner/dr-a")),
+    ] {
+        let refused = org2.put_consent(attempt).await;
+        assert_eq!(
+            refused.map(|_| ()),
+            Err(LedgerError::Rejected {
+                rejection: assent_ledger::Rejection::OtherMember
+            }),
+            "{what}"
+        );
+    }
+    assert_eq!(
+        org1.consent(&record.consent_key).await.unwrap(),
+        Some(record.clone())
+    );
+    // The creator may; any member may revoke.
+    org1.put_consent(submission("c-m1", "Practitioner/dr-b"))
+        .await
+        .expect("the creating member puts a new version");
+    let revoked = org2
+        .revoke(&record.consent_key, RevocationReason::PatientRequest)
+        .await
+        .expect("another member revokes");
+    let revoked = revoked.outcome.consent().unwrap().clone();
+    assert_eq!(revoked.status, RecordStatus::Revoked);
+    assert_eq!(
+        revoked.member,
+        fake::MSP,
+        "revoking does not change the owner"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fake_refuses_what_a_peer_refuses() {
     let network = support::Network::start().await;
     let ledger = network.ledger();
@@ -1023,9 +1086,13 @@ async fn chaincode_shim_message_by_message() {
     assert!(record_key.starts_with(&format!("consent/{}/", submission.patient_key)));
     peer.send(Type::Response, "tx1", Vec::new());
     let put = peer.expect(Type::PutState, "tx1").await;
+    let put = PutState::decode(put.payload.as_slice()).unwrap();
+    assert_eq!(put.key, record_key);
+    let stored: ConsentRecord = serde_json::from_slice(&put.value).unwrap();
     assert_eq!(
-        PutState::decode(put.payload.as_slice()).unwrap().key,
-        record_key
+        stored.member,
+        fake::MSP,
+        "written as the proposal's creator"
     );
     peer.send(Type::Response, "tx1", Vec::new());
     let done = peer.expect(Type::Completed, "tx1").await;

@@ -212,4 +212,17 @@ impl<L: Ledger + 'static> Ledger for OnRuntime<L> {
     async fn refresh(&self) -> Result<(), LedgerError> {
         self.run(|l| async move { l.refresh().await }).await
     }
+
+    // Forwarded explicitly: the trait's fail-closed defaults would otherwise answer for the
+    // backend.
+    async fn put_document(&self, hash: &str, document: &[u8]) -> Result<(), LedgerError> {
+        let (hash, document) = (hash.to_owned(), document.to_vec());
+        self.run(|l| async move { l.put_document(&hash, &document).await })
+            .await
+    }
+
+    async fn document(&self, hash: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        let hash = hash.to_owned();
+        self.run(|l| async move { l.document(&hash).await }).await
+    }
 }

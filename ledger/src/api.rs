@@ -77,24 +77,14 @@ pub trait Ledger: Send + Sync {
     /// collection's entry, on the embedded ledger the block store's. Storing the same
     /// document again changes nothing. A `hash` that does not match the bytes is refused
     /// (`Rejected`, field `document`).
-    ///
-    /// Until every backend stores documents, the default fails closed.
-    async fn put_document(&self, hash: &str, document: &[u8]) -> Result<(), LedgerError> {
-        let _ = (hash, document);
-        Err(LedgerError::unavailable(
-            "this ledger backend stores no documents",
-        ))
-    }
+    async fn put_document(&self, hash: &str, document: &[u8]) -> Result<(), LedgerError>;
 
     /// The document stored under `hash` ([`Ledger::put_document`]), checked against it: bytes
     /// that do not hash to `hash` are `Corrupt`, never returned. `None` when no member
-    /// stored it (or this member may not read it).
-    async fn document(&self, hash: &str) -> Result<Option<Vec<u8>>, LedgerError> {
-        let _ = hash;
-        Err(LedgerError::unavailable(
-            "this ledger backend stores no documents",
-        ))
-    }
+    /// stored it. A member the backend does not let read documents (on Fabric, an
+    /// organization outside the collection) is refused with `Unavailable` and the backend's
+    /// reason: it fails closed either way.
+    async fn document(&self, hash: &str) -> Result<Option<Vec<u8>>, LedgerError>;
 
     /// Stores a consent version ([`TxCall::PutConsent`]).
     async fn put_consent(&self, submission: ConsentSubmission) -> Result<TxReceipt, LedgerError> {

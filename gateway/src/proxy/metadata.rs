@@ -104,7 +104,13 @@ async fn statement(
         HeaderValue::from_static("max-age=300"),
     ));
     // For HEAD, the HTTP layer sends the head of this answer without its body.
-    let body = answer::body_of(&translated.resource, answer::pretty(query))?;
+    // The gateway's own statement, kept as a tree: its numbers (if any) in serde_json's
+    // spelling.
+    let body = answer::body_of(
+        &translated.resource,
+        answer::pretty(query),
+        &Default::default(),
+    )?;
     Ok(out.body(body))
 }
 
@@ -132,7 +138,7 @@ async fn fetch(
     };
     let mut response = forward::forward(state, &permit, site, client, &request).await?;
     forward::check_status(response.status())?;
-    let mut statement = forward::read_json(&mut response, site).await?;
+    let mut statement = forward::read_json(&mut response, site, &mut Default::default()).await?;
     if statement.get("resourceType").and_then(Value::as_str) != Some("CapabilityStatement")
         || patients_of(&statement, site.config.fhir_version, &site.references).is_patient_data()
     {

@@ -158,7 +158,21 @@ async fn fetch(
             .or_insert_with(|| json!(assent_receipts::format_instant(state.clock.now_millis())));
     }
     if let Some(endpoints) = state.callers.endpoints() {
-        let security = endpoints.capability_security();
+        let mut security = endpoints.capability_security();
+        // Its service coding names the code system as R4 does: an STU3 site's statement
+        // names it as STU3 does (the translation to another version renames it again).
+        for coding in security
+            .pointer_mut("/service/0/coding")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(system) = coding.get("system").and_then(Value::as_str).and_then(|s| {
+                assent_adapters::code_system_uri(s, FhirVersion::R4, site.config.fhir_version)
+            }) {
+                coding["system"] = json!(system);
+            }
+        }
         for rest in statement
             .get_mut("rest")
             .and_then(Value::as_array_mut)

@@ -104,8 +104,8 @@ async fn statement(
         HeaderValue::from_static("max-age=300"),
     ));
     // For HEAD, the HTTP layer sends the head of this answer without its body.
-    // The gateway's own statement, kept as a tree: its numbers (if any) in serde_json's
-    // spelling.
+    // The gateway's own statement: the pruning keeps no number of the site's
+    // (`capabilities::only_what_is_forwarded`), so there is no spelling to restore.
     let body = answer::body_of(
         &translated.resource,
         answer::pretty(query),

@@ -7,6 +7,7 @@
 //! carried in cross-version extensions of the target version. Leaves out the per-resource
 //! moves (in `convert/rules.rs`) and extension encoding (in `convert/extension.rs`).
 
+pub(crate) mod code_systems;
 pub(crate) mod datatypes;
 pub(crate) mod extension;
 pub(crate) mod merges;
@@ -192,7 +193,15 @@ pub(crate) fn step(
         step_table: rules::step_table(from, to),
         resource_depth: 0,
     };
+    // Code-system URIs in the STU3 terms: renamed before STU3 → R4 (its rules read R4's
+    // URIs, as the STU3 ← R4 rules do) and after R4 → STU3.
+    if from == FhirVersion::Stu3 {
+        code_systems::rename(resource, &mut ctx);
+    }
     step_resource(resource, &mut ctx);
+    if to == FhirVersion::Stu3 {
+        code_systems::rename(resource, &mut ctx);
+    }
 }
 
 fn step_resource(resource: &mut Value, ctx: &mut Ctx) {

@@ -210,6 +210,19 @@ pub fn translate(
     Ok(Translation { resource, issues })
 }
 
+/// `system`, a code-system URI as version `from` names it, as version `to` names it, when the
+/// two differ: the code systems R4 moved to HL7 Terminology (`http://hl7.org/fhir/v2/0203` in
+/// STU3 is `http://terminology.hl7.org/CodeSystem/v2-0203` in R4, R4B and R5). `None`: the
+/// same URI in both. [`translate`] renames them in every `system` it converts.
+pub fn code_system_uri(system: &str, from: FhirVersion, to: FhirVersion) -> Option<String> {
+    use convert::code_systems::{r4_to_stu3, stu3_to_r4};
+    match (from == FhirVersion::Stu3, to == FhirVersion::Stu3) {
+        (true, false) => stu3_to_r4(system),
+        (false, true) => r4_to_stu3(system),
+        _ => None,
+    }
+}
+
 /// [`renamed_types_between`] as reference patterns, built once per pair of versions.
 fn reference_patterns(from: FhirVersion, to: FhirVersion) -> &'static [TypePattern] {
     type ByPair = Vec<((FhirVersion, FhirVersion), Vec<TypePattern>)>;

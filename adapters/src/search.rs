@@ -3,8 +3,10 @@
 //!
 //! Which parameters each version defines comes from `src/data/search_*.txt` (generated from
 //! the HL7 SearchParameter resources); the renames are facts from the difference pages.
-//! Leaves out chained parameters' inner names (only the first link is checked) and value
-//! syntax changes (none among the supported types).
+//! Token values name their code systems as the target does (`system|code`: the systems R4
+//! moved to HL7 Terminology, between STU3 and R4+). Leaves out chained parameters' inner
+//! names (only the first link is checked) and value syntax changes (none among the supported
+//! types).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
@@ -200,6 +202,13 @@ fn step(
             continue;
         }
         let value = rename_types_in(&value, from, to);
+        // An identifier's system is a naming system; with `:of-type`, the first part is the
+        // identifier type's code system.
+        let value = if name == "identifier" && rest != ":of-type" {
+            value
+        } else {
+            rename_code_systems_in(value, from, to)
+        };
         if RESULT_PARAMETERS.contains(&name) || defined(to, target_type, name) {
             out.push((format!("{name}{rest}"), value));
             continue;
@@ -223,6 +232,30 @@ fn step(
         );
     }
     out
+}
+
+/// A token value's code systems (`system|code`, alternatives separated by commas) as `to`
+/// names them: the systems R4 moved to HL7 Terminology, between STU3 and R4 (an exact
+/// mapping, as in resources).
+fn rename_code_systems_in(value: String, from: FhirVersion, to: FhirVersion) -> String {
+    if !value.contains('|') {
+        return value;
+    }
+    let mut changed = false;
+    let items: Vec<String> = value
+        .split(',')
+        .map(|item| match item.split_once('|') {
+            Some((system, rest)) => match crate::code_system_uri(system, from, to) {
+                Some(renamed) => {
+                    changed = true;
+                    format!("{renamed}|{rest}")
+                }
+                None => item.to_owned(),
+            },
+            None => item.to_owned(),
+        })
+        .collect();
+    if changed { items.join(",") } else { value }
 }
 
 /// An `_include`/`_revinclude` value (`Type:param[:Target]`, or `*`) in `to`'s names; `Err`
@@ -277,6 +310,48 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).into(), (*v).into()))
             .collect()
+    }
+
+    #[test]
+    fn token_code_systems_follow_the_version() {
+        let (out, issues) = translate_search_params(
+            "Observation",
+            p(&[
+                (
+                    "category",
+                    "http://hl7.org/fhir/observation-category|laboratory,http://loinc.org|x",
+                ),
+                ("code", "http://hl7.org/fhir/v2/0078|H"),
+                ("identifier", "http://hl7.org/fhir/v2/0203|MR-1"),
+                ("identifier:of-type", "http://hl7.org/fhir/v2/0203|MR|1"),
+                ("status", "final"),
+            ]),
+            FhirVersion::Stu3,
+            FhirVersion::R5,
+        );
+        assert_eq!(
+            out,
+            p(&[
+                (
+                    "category",
+                    "http://terminology.hl7.org/CodeSystem/observation-category|laboratory,http://loinc.org|x"
+                ),
+                ("code", "http://terminology.hl7.org/CodeSystem/v2-0078|H"),
+                ("identifier", "http://hl7.org/fhir/v2/0203|MR-1"),
+                (
+                    "identifier:of-type",
+                    "http://terminology.hl7.org/CodeSystem/v2-0203|MR|1"
+                ),
+                ("status", "final"),
+            ])
+        );
+        assert!(issues.is_empty(), "{issues:?}");
+        let (back, _) =
+            translate_search_params("Observation", out, FhirVersion::R5, FhirVersion::Stu3);
+        assert_eq!(
+            back[1],
+            ("code".into(), "http://hl7.org/fhir/v2/0078|H".into())
+        );
     }
 
     #[test]

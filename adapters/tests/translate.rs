@@ -8,7 +8,7 @@ use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use assent_adapters::{converts, is_supported, translate};
+use assent_adapters::{code_system_uri, converts, is_supported, translate};
 use assent_fhir::{FhirVersion, Issue};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -558,6 +558,167 @@ fn corpus_round_trips() {
     }
     if let Some(out) = outputs {
         out.finish();
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+// ---- code-system URIs --------------------------------------------------------------------
+
+/// Every code-system URI of a resource with its path (as `leaf_paths` writes it): `system`
+/// values, an Identifier's excepted (the object with a string `value`).
+fn systems(value: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(m) => {
+            let here = match m.get("resourceType").and_then(Value::as_str) {
+                Some(t) => t.to_owned(),
+                None => path.to_owned(),
+            };
+            let identifier = m.get("value").is_some_and(Value::is_string);
+            for (k, v) in m {
+                match v {
+                    Value::String(s) if k == "system" && !identifier => {
+                        out.push((format!("{here}.system"), s.clone()))
+                    }
+                    _ => systems(v, &format!("{here}.{k}"), out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| systems(i, path, out)),
+        _ => {}
+    }
+}
+
+/// Where a coding's system is implied by the other version's datatype, an exact mapping
+/// without a `system`: STU3 `code` elements that are R4 CodeableConcepts (the code system
+/// fixed by the binding), and STU3 Money's ISO 4217 system (R4 `Money.currency`).
+fn system_implied(path: &str, system: &str) -> bool {
+    system == "urn:iso:std:iso:4217"
+        || [
+            "Condition.clinicalStatus.",
+            "Condition.verificationStatus.",
+            "AllergyIntolerance.clinicalStatus.",
+            "AllergyIntolerance.verificationStatus.",
+            "AllergyIntolerance.type.",
+            "DocumentReference.relatesTo.code.",
+            "AuditEvent.agent.network.type.",
+        ]
+        .iter()
+        .any(|p| path.starts_with(p))
+}
+
+/// Over the official STU3 and R4 examples, both ways: every code-system URI of the input is
+/// in the output as the table maps it, or unchanged where the table does not map it (unless
+/// its element was carried with an issue, or its datatype implies it); no
+/// output URI is the source version's name of a moved system unless the input held it so
+/// (and an issue says so); and the round trip gives back every URI as it was.
+#[test]
+fn code_system_uris_map_by_the_table_and_round_trip() {
+    let root = examples_root();
+    if !root.join("stu3/index.tsv").exists() || !root.join("r4/index.tsv").exists() {
+        eprintln!("code systems: no examples at {}; skipped", root.display());
+        return;
+    }
+    let mut problems = Vec::new();
+    for (from, to) in [
+        (FhirVersion::Stu3, FhirVersion::R4),
+        (FhirVersion::R4, FhirVersion::Stu3),
+    ] {
+        let dir = root.join(folder(from));
+        let index = fs::read_to_string(dir.join("index.tsv")).unwrap();
+        let (mut examples, mut mapped, mut unchanged) = (0, 0, 0);
+        for line in index.lines().skip(1) {
+            let mut cols = line.split('\t');
+            let (Some(file), Some(resource_type)) = (cols.next(), cols.next()) else {
+                continue;
+            };
+            if !converts(resource_type, from, to) {
+                continue;
+            }
+            let Ok(text) = fs::read_to_string(dir.join(file)) else {
+                continue;
+            };
+            let Ok(input) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            examples += 1;
+            let Ok(out) = translate(input.clone(), from, to) else {
+                problems.push(format!("{file}: {from} → {to} failed"));
+                continue;
+            };
+            let Ok(back) = translate(out.resource.clone(), to, from) else {
+                problems.push(format!("{file}: back to {from} failed"));
+                continue;
+            };
+            let (mut paths, mut after, mut again) = (Vec::new(), Vec::new(), Vec::new());
+            systems(&input, "", &mut paths);
+            let before: Vec<String> = paths.iter().map(|(_, s)| s.clone()).collect();
+            systems(&out.resource, "", &mut after);
+            let after: Vec<String> = after.into_iter().map(|(_, s)| s).collect();
+            systems(&back.resource, "", &mut again);
+            let again: Vec<String> = again.into_iter().map(|(_, s)| s).collect();
+            for (path, system) in &paths {
+                let expected = match code_system_uri(system, from, to) {
+                    Some(renamed) => {
+                        mapped += 1;
+                        renamed
+                    }
+                    None => {
+                        unchanged += 1;
+                        system.clone()
+                    }
+                };
+                // Absent from the output: only where the element was carried or dropped
+                // with an issue (a restructured Dosage's parts), or its datatype implies it.
+                if !after.contains(&expected)
+                    && !covered(path, &out.issues)
+                    && !system_implied(path, system)
+                {
+                    problems.push(format!(
+                        "{file}: {system} is not in the {to} output as {expected}"
+                    ));
+                }
+            }
+            for system in &after {
+                if code_system_uri(system, to, from).is_none() {
+                    continue;
+                }
+                // The target's name of a moved system: made by the conversion from the
+                // source's name, or held so by the input (kept, with an issue).
+                let held = before.contains(system);
+                let said = out
+                    .issues
+                    .iter()
+                    .any(|i| i.diagnostics.contains(system.as_str()));
+                if held && !said {
+                    problems.push(format!("{file}: {system} kept without an issue"));
+                }
+            }
+            for system in &after {
+                if code_system_uri(system, from, to).is_some() {
+                    problems.push(format!("{file}: {system} left in {from}'s name in {to}"));
+                }
+            }
+            let (mut a, mut b) = (before.clone(), again.clone());
+            a.sort();
+            b.sort();
+            if a != b {
+                problems.push(format!(
+                    "{file}: {from} → {to} → {from} gives {b:?} for {a:?}"
+                ));
+            }
+        }
+        eprintln!(
+            "code systems {from} → {to}: {examples} examples, {mapped} URIs mapped by the table, {unchanged} unchanged"
+        );
+        assert!(
+            examples > 500 && mapped > 500,
+            "{examples} examples, {mapped} mapped"
+        );
     }
     assert!(
         problems.is_empty(),

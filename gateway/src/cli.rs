@@ -599,7 +599,12 @@ fn translate(
             return ExitCode::FAILURE;
         }
     };
-    match serde_json::to_string_pretty(&run.output) {
+    // Numbers as the file wrote them, exponents too.
+    let spellings = assent_fhir::spelling::Spellings::of(text.as_bytes());
+    match spellings
+        .to_vec(&run.output, true)
+        .map(|out| String::from_utf8_lossy(&out).into_owned())
+    {
         Ok(out) => println!("{out}"),
         Err(_) => return ExitCode::FAILURE,
     }

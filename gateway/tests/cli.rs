@@ -476,7 +476,12 @@ fn translate_prints_the_output_and_the_issues() {
         serde_json::json!({"resourceType": "Observation", "status": "final",
             "code": {"coding": [{"system": "urn:test:local-lab", "code": "GLU"}, {"system": "urn:test:local-lab", "code": "XYZ"}]},
             "subject": {"identifier": {"system": "urn:oid:1.2.3", "value": "42"}}})
-        .to_string(),
+        .to_string()
+        // A number as the file spells it (serde_json's parser would write 1.50e+2).
+        .replace(
+            r#""status":"final""#,
+            r#""status":"final","valueQuantity":{"value":1.50E2,"unit":"mg"}"#,
+        ),
     )
     .unwrap();
     let args = |extra: &[&'static str]| {
@@ -495,6 +500,7 @@ fn translate_prints_the_output_and_the_issues() {
     let (code, out, err) = run(args(&["--to", "R5"]));
     assert_eq!(code, 0, "{err}");
     let output: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(out.contains(r#""value": 1.50E2"#), "{out}");
     assert_eq!(output["code"]["coding"][0]["code"], "2345-7");
     assert_eq!(output["code"]["coding"][1]["code"], "XYZ");
     assert_eq!(

@@ -9,6 +9,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use assent_adapters::site::Direction;
 use assent_fhir::FhirVersion;
+use assent_fhir::spelling::Spellings;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -119,7 +120,7 @@ pub async fn translate(
         )));
     }
     let limit = site.config.max_response_bytes;
-    let resource = read_body(payload, limit).await?;
+    let (resource, spellings) = read_body(payload, limit).await?;
     let adapter = state.adapters.get(&site.id);
     let run = adapters::dry_run(
         adapter.as_deref(),
@@ -137,13 +138,14 @@ pub async fn translate(
     })?;
     Ok(HttpResponse::Ok()
         .content_type("application/fhir+json")
-        .body(
-            run.to_parameters(adapter.as_deref().map(|a| a.file()))
-                .to_string(),
-        ))
+        .body(spellings.to_string(&run.to_parameters(adapter.as_deref().map(|a| a.file())))))
 }
 
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Value, GatewayError> {
+/// The posted resource, and how its exponents were spelt (written so again in the answer).
+async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<(Value, Spellings), GatewayError> {
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk =
@@ -161,5 +163,5 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Value, Gat
             expression: Some("resourceType".into()),
         });
     }
-    Ok(value)
+    Ok((value, Spellings::of(&body)))
 }

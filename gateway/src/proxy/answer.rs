@@ -11,6 +11,7 @@
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::{HttpResponse, HttpResponseBuilder};
 use assent_fhir::shaping::Shape;
+use assent_fhir::spelling::Spellings;
 use assent_receipts::ResourceEntry;
 use serde_json::{Value, json};
 
@@ -39,6 +40,8 @@ pub struct Outbound<'a, 'e> {
     pub dialect: Dialect,
     pub shape: Shape,
     pub outcome: &'a mut Outcome,
+    /// How the site spelt the exponents of the bodies read, for writing them so again.
+    pub spellings: Spellings,
 }
 
 impl Outbound<'_, '_> {
@@ -72,7 +75,8 @@ impl Outbound<'_, '_> {
         }
         let fhir = self.release.facts.fhir;
         if fhir.returns_bundle() {
-            let bundle = forward::read_bundle(&mut response, self.site).await?;
+            let bundle =
+                forward::read_bundle(&mut response, self.site, &mut self.spellings).await?;
             self.bundle(out, bundle).await
         } else {
             self.resource(out, headers, response).await
@@ -90,7 +94,13 @@ impl Outbound<'_, '_> {
         if facts.named.is_none() && facts.fhir.interaction == assent_fhir::Interaction::Search {
             let (release, adapter) = (&mut self.release, &mut self.adapter);
             self.paging
-                .settle(release, adapter, &mut bundle, &mut report)
+                .settle(
+                    release,
+                    adapter,
+                    &mut bundle,
+                    &mut report,
+                    &mut self.spellings,
+                )
                 .await?;
         }
         if report.withheld > 0 {
@@ -123,7 +133,8 @@ impl Outbound<'_, '_> {
         mut response: awc::ClientResponse,
     ) -> Result<HttpResponse, GatewayError> {
         let validators = Validators::of(&response);
-        let mut resource = forward::read_json(&mut response, self.site).await?;
+        let mut resource =
+            forward::read_json(&mut response, self.site, &mut self.spellings).await?;
         self.adapter.response(&mut resource);
         forward::check_identity(self.release.facts.fhir, &resource)?;
         if resource.get("resourceType").and_then(|v| v.as_str()) == Some("OperationOutcome") {
@@ -211,7 +222,7 @@ impl Outbound<'_, '_> {
             }
         }
         let pretty = pretty(&self.release.facts.fhir.query);
-        Ok(out.body(body_of(&translated.resource, pretty)?))
+        Ok(out.body(body_of(&translated.resource, pretty, &self.spellings)?))
     }
 }
 
@@ -222,7 +233,7 @@ pub fn count(dialect: &Dialect, total: usize, query: &str) -> Result<HttpRespons
     dialect.response_headers(&mut out, None);
     out.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
     let bundle = json!({"resourceType": "Bundle", "type": "searchset", "total": total});
-    Ok(out.body(body_of(&bundle, pretty(query))?))
+    Ok(out.body(body_of(&bundle, pretty(query), &Spellings::default())?))
 }
 
 /// Whether the request asked for an indented answer (`_pretty=true`, as FHIR defines it).
@@ -233,12 +244,14 @@ pub fn pretty(query: &str) -> bool {
             .any(|(name, value)| name == "_pretty" && value == "true")
 }
 
-/// The JSON body, indented when `pretty`.
-pub fn body_of(value: &Value, pretty: bool) -> Result<Vec<u8>, GatewayError> {
-    if pretty {
-        serde_json::to_vec_pretty(value)
-    } else {
-        serde_json::to_vec(value)
-    }
-    .map_err(|_| GatewayError::Internal)
+/// The JSON body, indented when `pretty`, its numbers spelt as the bodies read spelt them
+/// (`spellings`: serde_json's parser respells exponents, `1E3` → `1e+3`).
+pub fn body_of(
+    value: &Value,
+    pretty: bool,
+    spellings: &Spellings,
+) -> Result<Vec<u8>, GatewayError> {
+    spellings
+        .to_vec(value, pretty)
+        .map_err(|_| GatewayError::Internal)
 }

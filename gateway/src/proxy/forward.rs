@@ -1,6 +1,6 @@
 //! The way to the site and back for one exchange: the request forwarded on the permit of the
 //! decide phase (timed), the site's status mapped to the gateway's errors, its body read as
-//! JSON within the site's limit, the identity of a read's answer checked, and the validators
+//! JSON within the site's limit (with its exponents' spellings), the identity of a read's answer checked, and the validators
 //! (`ETag`, `Last-Modified`) of a released resource for conditional reads.
 //!
 //! Leaves out: the connection itself (`services::upstream`), what is released (`release.rs`)
@@ -11,6 +11,7 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use assent_consent::Permit;
+use assent_fhir::spelling::Spellings;
 
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
@@ -59,25 +60,30 @@ pub fn check_status(status: StatusCode) -> Result<(), GatewayError> {
     })
 }
 
-/// The upstream body, buffered within the site's limit, as JSON.
+/// The upstream body, buffered within the site's limit, as JSON; how its exponents were
+/// spelt is added to `spellings`, for writing them so again.
 pub async fn read_json(
     response: &mut awc::ClientResponse,
     site: &Site,
+    spellings: &mut Spellings,
 ) -> Result<serde_json::Value, GatewayError> {
     let body = response
         .body()
         .limit(site.config.max_response_bytes)
         .await
         .map_err(|_| GatewayError::UpstreamBadResponse)?;
-    serde_json::from_slice(&body).map_err(|_| GatewayError::UpstreamBadResponse)
+    let value = serde_json::from_slice(&body).map_err(|_| GatewayError::UpstreamBadResponse)?;
+    spellings.add(&body);
+    Ok(value)
 }
 
 /// The upstream body as a Bundle.
 pub async fn read_bundle(
     response: &mut awc::ClientResponse,
     site: &Site,
+    spellings: &mut Spellings,
 ) -> Result<serde_json::Value, GatewayError> {
-    let bundle = read_json(response, site).await?;
+    let bundle = read_json(response, site, spellings).await?;
     if bundle.get("resourceType").and_then(|v| v.as_str()) != Some("Bundle") {
         return Err(GatewayError::UpstreamBadResponse);
     }

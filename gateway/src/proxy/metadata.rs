@@ -104,7 +104,13 @@ async fn statement(
         HeaderValue::from_static("max-age=300"),
     ));
     // For HEAD, the HTTP layer sends the head of this answer without its body.
-    let body = answer::body_of(&translated.resource, answer::pretty(query))?;
+    // The gateway's own statement: the pruning keeps no number of the site's
+    // (`capabilities::only_what_is_forwarded`), so there is no spelling to restore.
+    let body = answer::body_of(
+        &translated.resource,
+        answer::pretty(query),
+        &Default::default(),
+    )?;
     Ok(out.body(body))
 }
 
@@ -132,7 +138,7 @@ async fn fetch(
     };
     let mut response = forward::forward(state, &permit, site, client, &request).await?;
     forward::check_status(response.status())?;
-    let mut statement = forward::read_json(&mut response, site).await?;
+    let mut statement = forward::read_json(&mut response, site, &mut Default::default()).await?;
     if statement.get("resourceType").and_then(Value::as_str) != Some("CapabilityStatement")
         || patients_of(&statement, site.config.fhir_version, &site.references).is_patient_data()
     {
@@ -152,7 +158,21 @@ async fn fetch(
             .or_insert_with(|| json!(assent_receipts::format_instant(state.clock.now_millis())));
     }
     if let Some(endpoints) = state.callers.endpoints() {
-        let security = endpoints.capability_security();
+        let mut security = endpoints.capability_security();
+        // Its service coding names the code system as R4 does: an STU3 site's statement
+        // names it as STU3 does (the translation to another version renames it again).
+        for coding in security
+            .pointer_mut("/service/0/coding")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(system) = coding.get("system").and_then(Value::as_str).and_then(|s| {
+                assent_adapters::code_system_uri(s, FhirVersion::R4, site.config.fhir_version)
+            }) {
+                coding["system"] = json!(system);
+            }
+        }
         for rest in statement
             .get_mut("rest")
             .and_then(Value::as_array_mut)

@@ -10,6 +10,7 @@ use actix_web::http::Method;
 use assent_consent::Permit;
 use assent_fhir::compartment::parse_search;
 use assent_fhir::shaping::Shape;
+use assent_fhir::spelling::Spellings;
 use serde_json::json;
 
 use crate::http::error::GatewayError;
@@ -93,6 +94,7 @@ impl Paging<'_> {
         adapter: &mut Adapter,
         bundle: &mut serde_json::Value,
         report: &mut release::BundleRelease,
+        spellings: &mut Spellings,
     ) -> Result<(), GatewayError> {
         // Whether the answer so far starts at the search's first page and released nothing
         // before the current page: then, with no `next` link left, it is complete.
@@ -106,8 +108,13 @@ impl Paging<'_> {
                 break;
             };
             scanned += 1;
-            let (page, page_report) = self.fetch_page(release, adapter, &next).await?;
+            let mut page_spellings = Spellings::default();
+            let (page, page_report) = self
+                .fetch_page(release, adapter, &next, &mut page_spellings)
+                .await?;
+            // The answer is this page now: its numbers are spelt as this page spelt them.
             *bundle = page;
+            *spellings = page_spellings;
             report.patients.extend(page_report.patients);
             report.break_glass |= page_report.break_glass;
             report.withheld += page_report.withheld;
@@ -119,7 +126,10 @@ impl Paging<'_> {
                     break;
                 }
                 scanned += 1;
-                let (peek, _) = self.fetch_page(release, adapter, &next).await?;
+                // Only looked at, never written.
+                let (peek, _) = self
+                    .fetch_page(release, adapter, &next, &mut Spellings::default())
+                    .await?;
                 if released_entries(&peek) > 0 {
                     set_next_link(bundle, self.site, &next);
                     break;
@@ -163,12 +173,13 @@ impl Paging<'_> {
         release: &mut Release<'_, '_>,
         adapter: &mut Adapter,
         path_and_query: &str,
+        spellings: &mut Spellings,
     ) -> Result<(serde_json::Value, release::BundleRelease), GatewayError> {
         let mut response = self.get(path_and_query.to_owned()).await?;
         if !response.status().is_success() {
             return Err(forward::upstream_error(response.status()));
         }
-        let mut page = forward::read_bundle(&mut response, self.site).await?;
+        let mut page = forward::read_bundle(&mut response, self.site, spellings).await?;
         adapter.response(&mut page);
         let report = release.bundle(&mut page).await?;
         Ok((page, report))
@@ -236,7 +247,9 @@ impl Paging<'_> {
             if !response.status().is_success() {
                 return Err(forward::upstream_error(response.status()));
             }
-            let mut bundle = forward::read_bundle(&mut response, self.site).await?;
+            // Counted, never written: the spellings are not needed.
+            let mut bundle =
+                forward::read_bundle(&mut response, self.site, &mut Spellings::default()).await?;
             adapter.response(&mut bundle);
             let mut matches_only = bundle.clone();
             if let Some(entries) = matches_only.get_mut("entry").and_then(|e| e.as_array_mut()) {

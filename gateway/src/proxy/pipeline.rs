@@ -155,6 +155,7 @@ async fn run(
             dialect,
             shape,
             outcome,
+            spellings: Default::default(),
         };
         outbound.answer(req.headers(), response).await
     }

@@ -422,6 +422,17 @@ async fn metadata_is_the_gateways_own_statement_served_without_a_token() {
         let statement = got.json();
         assert_eq!(statement["fhirVersion"], version, "{accept}");
         assert_eq!(statement["acceptUnknown"].as_str(), accept_unknown);
+        // The SMART service coding names its code system as the version does (R4 moved it
+        // to HL7 Terminology).
+        let system = if version == "3.0.2" {
+            "http://hl7.org/fhir/restful-security-service"
+        } else {
+            "http://terminology.hl7.org/CodeSystem/restful-security-service"
+        };
+        assert_eq!(
+            statement["rest"][0]["security"]["service"][0]["coding"][0]["system"], system,
+            "{accept}"
+        );
         for element in ["status", "date", "kind", "format"] {
             assert!(statement.get(element).is_some(), "{accept}: {element}");
         }
@@ -453,6 +464,47 @@ async fn metadata_is_the_gateways_own_statement_served_without_a_token() {
     assert_eq!((got.status, got.header("allow")), (405, Some("GET, HEAD")));
     let got = send("GET", &gw.url("/fhir/nowhere/metadata"), None, &[], None).await;
     assert_eq!(got.error_code(), "unknown-site");
+}
+
+/// An STU3 site's statement: the SMART service coding the gateway adds names its code system
+/// as STU3 does, in the site's own version and translated to R4.
+#[actix_web::test]
+async fn metadata_of_an_stu3_site_names_the_security_code_system_as_stu3_does() {
+    let upstream = FakeUpstream::start(|_, base| {
+        let mut statement = site_statement(base);
+        statement["fhirVersion"] = json!("3.0.2");
+        statement["acceptUnknown"] = json!("no");
+        FakeResponse::json(200, statement)
+    });
+    let gw = TestGateway::new()
+        .site_with(
+            "stu3-site",
+            json!({"upstream": upstream.base_url(), "fhir_version": "STU3", "default_policy": "opt-out"}),
+        )
+        .start();
+    for (accept, system) in [
+        (
+            "application/fhir+json; fhirVersion=3.0",
+            "http://hl7.org/fhir/restful-security-service",
+        ),
+        (
+            "application/fhir+json; fhirVersion=4.0",
+            "http://terminology.hl7.org/CodeSystem/restful-security-service",
+        ),
+    ] {
+        let got = send(
+            "GET",
+            &gw.url("/fhir/stu3-site/metadata"),
+            None,
+            &[("accept", accept)],
+            None,
+        )
+        .await;
+        assert_eq!(got.status, 200, "{accept}: {}", got.text());
+        let coding = &got.json()["rest"][0]["security"]["service"][0]["coding"][0];
+        assert_eq!(coding["system"], system, "{accept}");
+        assert_eq!(coding["code"], "SMART-on-FHIR", "{accept}");
+    }
 }
 
 #[actix_web::test]

@@ -104,7 +104,8 @@ pub async fn build_state(
     crate::services::keys::check_database_holds_no_keys(&store)?;
     let keys = config.key_material.require(&config)?;
     log_key_sources(&config);
-    let callers = Authenticator::discover(&config.auth).await?;
+    let mut callers = Authenticator::discover(&config.auth).await?;
+    callers.keep_names(store.clone());
     let public_base = config.public_base_for(bound);
     let mut sites = HashMap::new();
     let site_ids: Vec<&str> = config.sites.keys().map(String::as_str).collect();

@@ -405,8 +405,9 @@ fn app(
     if let Some(console) = &console {
         app = app.app_data(console.clone());
     }
-    app.wrap_fn(|req, srv| {
+    app.wrap_fn(|mut req, srv| {
         connection::mark_reached_app(&req);
+        routes::head_as_get(&mut req);
         let id = observability::assign_request_id(&req);
         let fut = srv.call(req);
         async move {

@@ -1,7 +1,7 @@
 //! What the HTTP layer refuses before any handler sees a request (a malformed request line or
 //! header, a head over the limits, a head that never completes) is a FHIR OperationOutcome
-//! with a stable code, and the connection still closes. Raw TCP: an HTTP client library would
-//! not send these.
+//! with a stable code, and the connection still closes; and HEAD on the gateway's own API is
+//! served like GET. Raw TCP: an HTTP client library would not send these.
 
 use std::time::{Duration, Instant};
 
@@ -211,4 +211,44 @@ async fn a_legal_exchange_holding_a_refusals_bytes_passes_unchanged() {
     assert!(raw.header("x-assent-receipt").is_some());
     let patient: serde_json::Value = serde_json::from_slice(&raw.body).unwrap();
     assert_eq!(patient["name"][0]["text"], refusal);
+}
+
+/// HEAD on the gateway's own API is served like GET without a body (the audit log and the
+/// consent API included); a path that takes no GET answers HEAD 405 naming what it takes.
+#[actix_web::test]
+async fn head_on_the_gateways_own_api_is_served_like_get() {
+    let upstream = FakeUpstream::always(json!({"resourceType": "Patient", "id": "p1"}));
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .set("audit", json!({"subjects": [caller_id("privacy-officer")]}))
+        .start();
+    let officer = token("privacy-officer", None, None, None);
+    for (path, token) in [
+        ("/livez", None),
+        ("/openapi.json", None),
+        ("/.well-known/smart-configuration", None),
+        ("/audit/AuditEvent", Some(officer.as_str())),
+        (
+            "/consent/Consent?patient=st-mary/Patient/p1",
+            Some(officer.as_str()),
+        ),
+        ("/console/", None),
+    ] {
+        let head = send("HEAD", &gw.url(path), token, &[], None).await;
+        let get = send("GET", &gw.url(path), token, &[], None).await;
+        assert_eq!(head.status, get.status, "{path}");
+        assert_ne!(head.status, 405, "{path}");
+        assert!(head.body.is_empty(), "{path}: HEAD has no body");
+        assert_eq!(
+            head.header("content-type"),
+            get.header("content-type"),
+            "{path}"
+        );
+    }
+    let head = send("HEAD", &gw.url("/consent/$check"), None, &[], None).await;
+    assert_eq!(head.status, 405);
+    assert_eq!(head.header("allow"), Some("POST"));
+    let delete = send("DELETE", &gw.url("/audit/AuditEvent"), None, &[], None).await;
+    assert_eq!(delete.status, 405);
+    assert_eq!(delete.header("allow"), Some("GET, HEAD"));
 }

@@ -43,6 +43,10 @@ pub struct VerifiedCaller {
     pub actor: Option<Arc<str>>,
     /// The actor's organization (configured claim).
     pub organization: Option<Arc<str>>,
+    /// The user's name as the token states it (OpenID `name`, else `given_name` and
+    /// `family_name`), for display beside the actor only: never decided on, never logged.
+    /// Absent when the claims give none or not as printable text.
+    pub display: Option<Arc<str>>,
     pub scopes: Arc<Scopes>,
     /// From the token's claim or, where the issuer allows it, the `X-Purpose-Of-Use` header.
     pub purpose: Option<PurposeOfUse>,
@@ -107,6 +111,7 @@ mod tests {
             subject: "s".into(),
             actor: None,
             organization: None,
+            display: None,
             scopes: Arc::new(Scopes::parse(scope).0),
             purpose: None,
             patient: patient.map(Into::into),

@@ -36,6 +36,8 @@ pub const DEV_TOKEN_TTL_SECONDS: u64 = 3600;
 pub struct SampleCaller {
     /// The `client_id` to ask for at the token endpoint; also the token's `sub`.
     pub name: &'static str,
+    /// The user's name (the token's `name` claim), if a user.
+    pub display: Option<&'static str>,
     /// `fhirUser`, if a user.
     pub actor: Option<&'static str>,
     pub organization: Option<&'static str>,
@@ -91,6 +93,7 @@ impl SampleCaller {
 pub const SAMPLE_CALLERS: &[SampleCaller] = &[
     SampleCaller {
         name: "dr-alice",
+        display: Some("Alice Adams"),
         actor: Some("Practitioner/dr-alice"),
         organization: Some("Organization/st-mary"),
         default_scope: "openid fhirUser user/*.rs",
@@ -100,6 +103,7 @@ pub const SAMPLE_CALLERS: &[SampleCaller] = &[
     },
     SampleCaller {
         name: "dr-bob",
+        display: Some("Bob Brown"),
         actor: Some("Practitioner/dr-bob"),
         organization: Some("Organization/city-clinic"),
         default_scope: "openid fhirUser user/*.rs assent/break-glass",
@@ -109,6 +113,7 @@ pub const SAMPLE_CALLERS: &[SampleCaller] = &[
     },
     SampleCaller {
         name: "nurse-carol",
+        display: Some("Carol Clark"),
         actor: Some("PractitionerRole/nurse-carol"),
         organization: Some("Organization/st-mary"),
         default_scope: "openid fhirUser user/Patient.rs user/Observation.rs",
@@ -118,6 +123,7 @@ pub const SAMPLE_CALLERS: &[SampleCaller] = &[
     },
     SampleCaller {
         name: "researcher-dan",
+        display: Some("Dan Davis"),
         actor: Some("Practitioner/researcher-dan"),
         organization: Some("Organization/uni-lab"),
         default_scope: "user/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory",
@@ -127,6 +133,7 @@ pub const SAMPLE_CALLERS: &[SampleCaller] = &[
     },
     SampleCaller {
         name: "privacy-officer",
+        display: Some("Pat Price"),
         actor: Some("Practitioner/privacy-officer"),
         organization: Some("Organization/st-mary"),
         default_scope: "openid fhirUser user/AuditEvent.rs",
@@ -136,6 +143,7 @@ pub const SAMPLE_CALLERS: &[SampleCaller] = &[
     },
     SampleCaller {
         name: "billing-service",
+        display: None,
         actor: None,
         organization: Some("Organization/st-mary"),
         default_scope: "system/*.rs",
@@ -374,6 +382,9 @@ impl DevIdentityProvider {
             .ok_or(("server_error", "claims are not an object".to_owned()))?;
         if let Some(actor) = sample.actor {
             object.insert("fhirUser".into(), Value::from(actor));
+        }
+        if let Some(display) = sample.display {
+            object.insert("name".into(), Value::from(display));
         }
         if let Some(organization) = sample.organization {
             object.insert("organization".into(), Value::from(organization));

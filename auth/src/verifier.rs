@@ -645,6 +645,34 @@ fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<Arc<st
     }
 }
 
+/// The longest display name kept, in characters.
+const DISPLAY_MAX_CHARS: usize = 200;
+
+/// The user's name for display: `name`, else `given_name` and `family_name` joined. A claim
+/// that is not a string, holds control characters or is too long is ignored (a display name
+/// never refuses a token).
+fn display_name(claims: &Map<String, Value>) -> Option<Arc<str>> {
+    let text = |name: &str| {
+        claims
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    let name = match text("name") {
+        Some(name) => name.to_owned(),
+        None => [text("given_name"), text("family_name")]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let usable = !name.is_empty()
+        && name.chars().count() <= DISPLAY_MAX_CHARS
+        && !name.chars().any(char::is_control);
+    usable.then(|| Arc::from(name))
+}
+
 fn caller_from_claims(
     claims: &Map<String, Value>,
     config: &IssuerConfig,
@@ -657,6 +685,7 @@ fn caller_from_claims(
     })?;
     let actor = string_claim(claims, &names.actor)?;
     let organization = string_claim(claims, &names.organization)?;
+    let display = display_name(claims);
     let patient = string_claim(claims, &names.patient)?;
     let client_id = match string_claim(claims, "client_id")? {
         Some(id) => Some(id),
@@ -718,6 +747,7 @@ fn caller_from_claims(
         subject,
         actor,
         organization,
+        display,
         scopes: Arc::new(scopes),
         purpose,
         patient,
@@ -814,6 +844,34 @@ mod tests {
     }
 
     #[test]
+    fn a_display_name_is_taken_from_name_or_given_and_family_and_never_refuses() {
+        let cases: Vec<(Value, Option<&str>)> = vec![
+            (
+                serde_json::json!({"name": "Alice Adams"}),
+                Some("Alice Adams"),
+            ),
+            (
+                serde_json::json!({"name": " Alice ", "given_name": "X"}),
+                Some("Alice"),
+            ),
+            (
+                serde_json::json!({"given_name": "Alice", "family_name": "Adams"}),
+                Some("Alice Adams"),
+            ),
+            (serde_json::json!({"family_name": "Adams"}), Some("Adams")),
+            (serde_json::json!({}), None),
+            (serde_json::json!({"name": ""}), None),
+            (serde_json::json!({"name": 7}), None),
+            (serde_json::json!({"name": "Alice\nAdams"}), None),
+            (serde_json::json!({"name": "a".repeat(201)}), None),
+        ];
+        for (claims, expected) in cases {
+            let claims = claims.as_object().unwrap();
+            assert_eq!(display_name(claims).as_deref(), expected, "{claims:?}");
+        }
+    }
+
+    #[test]
     fn reference_types() {
         assert_eq!(reference_type("Practitioner/1"), Some("Practitioner"));
         assert_eq!(reference_type("https://x/fhir/Patient/2"), Some("Patient"));
@@ -828,6 +886,7 @@ mod tests {
             subject: "s".into(),
             actor: None,
             organization: None,
+            display: None,
             scopes: Arc::new(Scopes::default()),
             purpose: None,
             patient: None,

@@ -6,8 +6,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_service::{IntoServiceFactory, ServiceFactoryExt};
 use actix_web::dev::{ServerHandle, Service};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 
 use crate::http::caller::{AuthSetupError, Authenticator};
 use crate::services::anchoring::Anchoring;
@@ -16,6 +17,7 @@ use crate::services::break_glass::Notifier;
 use crate::api::console::Console;
 use crate::config::keys::MissingKeys;
 use crate::config::{Config, LedgerBackend};
+use crate::http::connection;
 use crate::http::observability::{self, Metrics};
 use crate::http::paging::PageSigner;
 pub use crate::http::state::AppState;
@@ -104,7 +106,8 @@ pub async fn build_state(
     crate::services::keys::check_database_holds_no_keys(&store)?;
     let keys = config.key_material.require(&config)?;
     log_key_sources(&config);
-    let callers = Authenticator::discover(&config.auth).await?;
+    let mut callers = Authenticator::discover(&config.auth).await?;
+    callers.keep_names(store.clone());
     let public_base = config.public_base_for(bound);
     let mut sites = HashMap::new();
     let site_ids: Vec<&str> = config.sites.keys().map(String::as_str).collect();
@@ -323,6 +326,12 @@ fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
 }
 
 /// Builds the HTTP server over `state` on `listener`.
+///
+/// Assembled as actix-web's `HttpServer` assembles it (actix-server's workers and shutdown,
+/// actix-http's HTTP/1 service with the same keep-alive and timeouts, the graceful-shutdown
+/// signal), with one difference: every connection is served through
+/// [`connection::Connection`], which answers actix-http's own refusals (unreadable request,
+/// head too large, head too slow) with OperationOutcomes.
 fn server(
     state: web::Data<AppState>,
     console: ConsoleData,
@@ -333,35 +342,88 @@ fn server(
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         message: e.to_string(),
     })?;
-    let factory_state = state.clone();
-    let http = HttpServer::new(move || {
-        let clients = web::Data::new(WorkerClients::new(&factory_state.sites));
-        let mut app = App::new().app_data(factory_state.clone()).app_data(clients);
-        if let Some(console) = &console {
-            app = app.app_data(console.clone());
-        }
-        app.wrap_fn(|req, srv| {
-            let id = observability::assign_request_id(&req);
-            let fut = srv.call(req);
-            async move {
-                let mut res = fut.await?;
-                res.headers_mut().insert(
-                    observability::REQUEST_ID.clone(),
-                    observability::request_id_header(&id),
-                );
-                Ok(res)
-            }
+    let builder = actix_server::Server::build()
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(5);
+    let graceful = builder.graceful_shutdown_signal();
+    let host = addr.to_string();
+    let builder = builder
+        .listen("assent-http", listener, move || {
+            let app = app(state.clone(), console.clone())
+                .into_factory()
+                .map_err(|e| e.error_response());
+            let host = host.clone();
+            let app = actix_service::map_config(app, move |_| {
+                // What HttpServer gives the app: not secure, the bound address as host.
+                actix_web::dev::AppConfig::__priv_test_new(false, host.clone(), addr)
+            });
+            let graceful = graceful.clone();
+            let http = actix_http::HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let graceful = graceful.clone();
+                    async move { graceful.notified().await }
+                })
+                .keep_alive(actix_http::KeepAlive::default())
+                .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .h1_allow_half_closed(true)
+                .local_addr(addr)
+                .on_connect_ext(connection::on_connect)
+                .h1(app);
+            actix_service::fn_service(|io: actix_web::rt::net::TcpStream| {
+                let connection = connection::Connection::new(io);
+                let peer = connection.peer_addr();
+                std::future::ready(Ok::<_, actix_http::error::DispatchError>((
+                    connection, peer,
+                )))
+            })
+            .and_then(http)
         })
-        .configure(routes::configure)
+        .map_err(|e| StartError::Bind {
+            addr,
+            message: e.to_string(),
+        })?;
+    Ok(builder.run())
+}
+
+/// How long a client has to send a whole request head (actix-http's default, as
+/// `HttpServer` sets it); a slower head is answered 408 `request-head-timeout`.
+pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The application one worker serves.
+fn app(
+    state: web::Data<AppState>,
+    console: ConsoleData,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let clients = web::Data::new(WorkerClients::new(&state.sites));
+    let mut app = App::new().app_data(state).app_data(clients);
+    if let Some(console) = &console {
+        app = app.app_data(console.clone());
+    }
+    app.wrap_fn(|mut req, srv| {
+        connection::mark_reached_app(&req);
+        routes::head_as_get(&mut req);
+        let id = observability::assign_request_id(&req);
+        let fut = srv.call(req);
+        async move {
+            let mut res = fut.await?;
+            res.headers_mut().insert(
+                observability::REQUEST_ID.clone(),
+                observability::request_id_header(&id),
+            );
+            Ok(res)
+        }
     })
-    .workers(workers)
-    .disable_signals()
-    .shutdown_timeout(5);
-    let http = http.listen(listener).map_err(|e| StartError::Bind {
-        addr,
-        message: e.to_string(),
-    })?;
-    Ok(http.run())
+    .configure(routes::configure)
 }
 
 /// Starts a gateway for `config` on its own thread, listening on `config.listen`.

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod caller;
+pub mod connection;
 pub mod consent_access;
 pub mod error;
 pub mod loopback;

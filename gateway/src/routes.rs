@@ -259,7 +259,8 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     }
 }
 
-/// The methods [`API_ROUTES`] declares for `path` (upper case), none when no route has it.
+/// The methods [`API_ROUTES`] declares for `path` (upper case), none when no route has it;
+/// `HEAD` follows `GET` ([`head_as_get`]).
 fn declared_methods(path: &str) -> Vec<String> {
     let mut methods: Vec<String> = API_ROUTES
         .iter()
@@ -267,7 +268,20 @@ fn declared_methods(path: &str) -> Vec<String> {
         .map(|(method, _)| method.to_ascii_uppercase())
         .collect();
     methods.dedup();
+    if let Some(get) = methods.iter().position(|m| m == "GET") {
+        methods.insert(get + 1, "HEAD".to_owned());
+    }
     methods
+}
+
+/// HEAD on the gateway's own API is served as GET (RFC 9110: HEAD works wherever GET does):
+/// the request is routed as a GET, and actix-http, which read the request as HEAD, writes the
+/// GET's head without its body. The FHIR surface routes HEAD itself (the pipeline decides and
+/// receipts it as the read it is). Called for every request before routing.
+pub fn head_as_get(req: &mut actix_web::dev::ServiceRequest) {
+    if req.method() == actix_web::http::Method::HEAD && !req.path().starts_with("/fhir/") {
+        req.head_mut().method = actix_web::http::Method::GET;
+    }
 }
 
 /// Whether `path` fits the OpenAPI path `template` (`{name}` is one non-empty segment).
@@ -294,10 +308,13 @@ mod tests {
 
     #[test]
     fn undeclared_methods_are_told_what_the_path_takes() {
-        assert_eq!(declared_methods("/consent/Consent"), ["POST", "GET"]);
+        assert_eq!(
+            declared_methods("/consent/Consent"),
+            ["POST", "GET", "HEAD"]
+        );
         assert_eq!(declared_methods("/consent/Consent/c1/$revoke"), ["POST"]);
-        assert_eq!(declared_methods("/audit/receipts/r-1"), ["GET"]);
-        assert_eq!(declared_methods("/console/"), ["GET"]);
+        assert_eq!(declared_methods("/audit/receipts/r-1"), ["GET", "HEAD"]);
+        assert_eq!(declared_methods("/console/"), ["GET", "HEAD"]);
         assert!(declared_methods("/audit/receipts/").is_empty());
         assert!(declared_methods("/audit/receipts/a/b").is_empty());
         assert!(declared_methods("/nowhere").is_empty());

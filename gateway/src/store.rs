@@ -6,6 +6,7 @@
 //! Leaves out: when to write (the record phase batches), what the rows mean.
 //! Every call blocks: async code reaches it through `tokio::task::spawn_blocking`.
 
+mod names;
 mod receipt_rows;
 mod schema;
 

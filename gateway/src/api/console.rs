@@ -510,6 +510,7 @@ async fn search_page(
             access.add_patient_identity(&patient);
         }
     }
+    let names = names_of(state, &page.rows).await;
     let older = page.next_cursor().map(|before| {
         let mut q = url::form_urlencoded::Serializer::new(console_query.clone());
         q.append_pair("before", &before);
@@ -521,12 +522,40 @@ async fn search_page(
         &sites,
         &pages::Listing {
             rows: &page.rows,
+            names: Some(&names),
             total: Some(total),
             older_href: older.as_deref(),
         },
         &export_href,
         None,
     )))
+}
+
+/// The names the store has for the practitioners and patients of `rows` (shown beside their
+/// ids). A store failure shows the ids alone: names are never needed to read the log.
+async fn names_of(state: &AppState, rows: &[crate::store::ReceiptRow]) -> pages::Names {
+    let mut actors: Vec<String> = rows.iter().map(|r| r.actor.clone()).collect();
+    actors.sort();
+    actors.dedup();
+    let mut patients: Vec<String> = rows.iter().flat_map(pages::receipt_patients).collect();
+    patients.sort();
+    patients.dedup();
+    let store = state.store.clone();
+    let looked_up = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::store::StoreError>(pages::Names {
+            callers: store.caller_names(&actors)?,
+            patients: store.patient_displays(&patients)?,
+        })
+    })
+    .await;
+    match looked_up {
+        Ok(Ok(names)) => names,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "console: names could not be read; ids shown alone");
+            pages::Names::default()
+        }
+        Err(_) => pages::Names::default(),
+    }
 }
 
 /// `GET /console/receipts/{id}`: one receipt and whether it verifies.
@@ -551,10 +580,12 @@ pub async fn receipt(
             .decoded
             .as_ref()
             .map(|d| Disclosure::from_receipt(&d.receipt, Some(&d.subjects)));
+        let names = names_of(&state, std::slice::from_ref(&detail.row)).await;
         Ok(ok_page(pages::receipt(
             &session.caller,
             &detail,
             disclosure.as_ref(),
+            &names,
         )))
     }
     .await;

@@ -9,6 +9,7 @@
 //! Leaves out: what the caller's scopes allow for one request (`authorize.rs`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use actix_web::http::header::{self, HeaderMap};
 use assent_auth::{
@@ -18,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{AuthConfig, issuer_id};
 use crate::http::error::GatewayError;
+use crate::store::Store;
 
 /// The header where callers of issuers that allow it state their purpose of use.
 pub const PURPOSE_HEADER: &str = "x-purpose-of-use";
@@ -38,6 +40,7 @@ pub struct Caller {
 pub struct Authenticator {
     verifier: Option<Verifier>,
     admins: HashMap<String, HashSet<String>>,
+    names: Option<CallerNames>,
 }
 
 /// The issuers could not be discovered: the gateway does not start.
@@ -66,6 +69,7 @@ impl Authenticator {
             return Ok(Authenticator {
                 verifier: None,
                 admins,
+                names: None,
             });
         }
         let configs = config
@@ -77,7 +81,17 @@ impl Authenticator {
         Ok(Authenticator {
             verifier: Some(verifier),
             admins,
+            names: None,
         })
+    }
+
+    /// From now on, the name each user caller's token gives is kept in `store` (for the
+    /// console, beside the actor's id).
+    pub fn keep_names(&mut self, store: Store) {
+        self.names = Some(CallerNames {
+            store,
+            kept: Mutex::new(HashMap::new()),
+        });
     }
 
     /// The caller presenting `headers`' bearer token (and `X-Purpose-Of-Use`, where allowed).
@@ -103,6 +117,9 @@ impl Authenticator {
             return Err(GatewayError::Auth(AuthError::WrongIssuer));
         };
         let verified = verifier.verify(token, purpose).await?;
+        if let Some(names) = &self.names {
+            names.note(&verified);
+        }
         let is_admin = self
             .admins
             .get(verified.issuer.as_ref())
@@ -123,6 +140,50 @@ impl Authenticator {
     }
 }
 
+/// The names user callers' tokens give, kept in the store when one is new or changed (a
+/// lookup in memory per request otherwise; the write happens off the request's thread).
+struct CallerNames {
+    store: Store,
+    /// The name last kept per actor.
+    kept: Mutex<HashMap<Arc<str>, Arc<str>>>,
+}
+
+impl CallerNames {
+    /// Actors remembered at most; past it the memory starts over (a name is then kept again).
+    const REMEMBERED: usize = 10_000;
+
+    fn note(&self, caller: &VerifiedCaller) {
+        // A patient acting for themselves is named by their consents, not by their token.
+        let (CallerKind::User, Some(actor), Some(display)) =
+            (caller.kind, &caller.actor, &caller.display)
+        else {
+            return;
+        };
+        {
+            let Ok(mut kept) = self.kept.lock() else {
+                return;
+            };
+            if kept.get(actor) == Some(display) {
+                return;
+            }
+            if kept.len() >= Self::REMEMBERED {
+                kept.clear();
+            }
+            kept.insert(actor.clone(), display.clone());
+        }
+        let store = self.store.clone();
+        let (actor, display) = (actor.clone(), display.clone());
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.put_caller_name(&actor, &display, now_ms) {
+                tracing::warn!(error = %e, "a caller's display name could not be kept");
+            }
+        });
+    }
+}
+
 /// The stable caller id: `subject@issuer`. A patient's subject may identify them, so it is
 /// replaced by a hash prefix: no patient identifier in logs or the request log.
 pub fn caller_id(caller: &VerifiedCaller) -> String {
@@ -140,7 +201,6 @@ pub fn caller_id(caller: &VerifiedCaller) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn verified(subject: &str, kind: CallerKind) -> VerifiedCaller {
         VerifiedCaller {
@@ -148,6 +208,7 @@ mod tests {
             subject: subject.into(),
             actor: None,
             organization: None,
+            display: None,
             scopes: Arc::new(assent_auth::Scopes::default()),
             purpose: None,
             patient: None,

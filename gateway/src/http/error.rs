@@ -57,6 +57,16 @@ pub enum GatewayError {
     NoSuchEndpoint,
     #[error("malformed request: {0}")]
     Malformed(String),
+    /// The HTTP layer could not read the request line or a header (answered by the
+    /// connection layer, `http/connection.rs`, in place of actix-http's bare 400).
+    #[error("the request could not be read as HTTP")]
+    RequestUnreadable,
+    /// The request head is over the HTTP layer's size or header-count limit (431).
+    #[error("the request head is too large or has too many header fields")]
+    RequestHeadTooLarge,
+    /// The request head did not arrive in full within the client request timeout (408).
+    #[error("the request head did not arrive in time")]
+    RequestHeadTimeout,
     /// A FHIR interaction the gateway does not forward; `allow` is what the path takes (the
     /// `Allow` header).
     #[error("the {interaction} interaction is not supported through the gateway")]
@@ -214,6 +224,9 @@ impl GatewayError {
             E::UnknownSite => (404, I::NotFound, "unknown-site", Client),
             E::NotFound | E::NoSuchEndpoint => (404, I::NotFound, "not-found", Client),
             E::Malformed(_) => (400, I::Invalid, "malformed-request", Client),
+            E::RequestUnreadable => (400, I::Structure, "request-unreadable", Client),
+            E::RequestHeadTooLarge => (431, I::TooLong, "request-head-too-large", Client),
+            E::RequestHeadTimeout => (408, I::Timeout, "request-head-timeout", Client),
             E::MethodNotAllowed { .. } | E::ApiMethodNotAllowed(_) => {
                 (405, I::NotSupported, "method-not-allowed", Client)
             }
@@ -487,6 +500,17 @@ mod tests {
                 GatewayError::OutsidePatientContext,
                 403,
                 "scope-patient-mismatch",
+            ),
+            (GatewayError::RequestUnreadable, 400, "request-unreadable"),
+            (
+                GatewayError::RequestHeadTooLarge,
+                431,
+                "request-head-too-large",
+            ),
+            (
+                GatewayError::RequestHeadTimeout,
+                408,
+                "request-head-timeout",
             ),
         ]) {
             let row = error.row();

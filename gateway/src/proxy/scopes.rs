@@ -266,6 +266,7 @@ mod tests {
             subject: "s".into(),
             actor: None,
             organization: None,
+            display: None,
             scopes: Arc::new(Scopes::parse(scope).0),
             purpose: None,
             patient: patient.map(Into::into),

@@ -48,6 +48,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    caller_names (actor) {
+        actor -> Text,
+        display -> Text,
+        seen_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
     node_settings (name) {
         name -> Text,
         value -> Text,

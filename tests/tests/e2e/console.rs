@@ -1,6 +1,8 @@
 //! The compliance console in a real browser: headless Chromium driven through chromedriver
 //! (WebDriver, with `fantoccini`). The test signs in at the test identity provider
-//! (authorization code with PKCE), filters the access log (a practitioner by plain id), reads
+//! (authorization code with PKCE), filters the access log (a practitioner by plain id), sees
+//! names beside ids (the practitioner's from their token, the patient's from their consent),
+//! reads
 //! readable timestamps, sees the table fit a 900 px window, opens a receipt and sees that it
 //! verifies, downloads the CSV and NDJSON exports of the filter and checks their rows, and keeps a
 //! screenshot of the log and of the receipt (`target/tmp/console-screenshot.png`,
@@ -110,6 +112,12 @@ async fn a_compliance_officer_signs_in_filters_verifies_and_exports_in_chromium(
     };
     let upstream = hospital();
     let gw = gateway(&upstream);
+    // p1's consent at St Mary's names the patient (`patient.display`): the console shows the
+    // name beside the id. It permits everyone but a practitioner of no access below.
+    let mut named = crate::consent::consent("c-p1", "p1", "dr-nobody", false);
+    named["patient"]["display"] = json!("Jane Doe");
+    let stored = crate::consent::put_consent(&gw, "st-mary", &named).await;
+    assert_eq!(stored.status, 201, "{}", stored.text());
     let mut ids = Vec::new();
     for (path, token) in [
         ("/fhir/st-mary/Patient/p1", clinician_token()),
@@ -135,7 +143,7 @@ async fn a_compliance_officer_signs_in_filters_verifies_and_exports_in_chromium(
             .store
             .last_batch("test-gw")
             .unwrap()
-            .is_none_or(|b| b.last_sequence < 4)
+            .is_none_or(|b| b.last_sequence < 5)
     {
         assert!(Instant::now() < deadline, "not anchored in time");
         std::thread::sleep(Duration::from_millis(20));
@@ -199,8 +207,9 @@ async fn drive(
         .map_err(|e| e.to_string())?;
     let who = text_of(client, "#signed-in-as").await;
     assert_eq!(who, caller_id("privacy-officer"));
-    assert_eq!(text_of(client, "#result-count").await, "4");
-    assert_eq!(text_of(client, "#result-total").await, "4");
+    // The four reads and the consent's storing.
+    assert_eq!(text_of(client, "#result-count").await, "5");
+    assert_eq!(text_of(client, "#result-total").await, "5");
 
     // Filter: dr-alice's accesses at St Mary's.
     let field = client
@@ -246,6 +255,48 @@ async fn drive(
     assert!(
         !table.contains("north-general") && !table.contains("dr-bob"),
         "{table}"
+    );
+
+    // Names beside ids: dr-alice's from her token, p1's from the consent; p2 has none.
+    let rows = client
+        .find_all(Locator::Css("#results tbody tr"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut cells = Vec::new();
+    for row in &rows {
+        let who = row
+            .find(Locator::Css("td:nth-child(2)"))
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        let patient = row
+            .find(Locator::Css("td:nth-child(3)"))
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        cells.push((who, patient));
+    }
+    // Newest first: p2, then p1.
+    let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(
+        cells
+            .iter()
+            .map(|(w, p)| (flat(w), flat(p)))
+            .collect::<Vec<_>>(),
+        [
+            (
+                "Alice Adams Practitioner/dr-alice".to_owned(),
+                "st-mary/Patient/p2".to_owned()
+            ),
+            (
+                "Alice Adams Practitioner/dr-alice".to_owned(),
+                "Jane Doe st-mary/Patient/p1".to_owned()
+            ),
+        ]
     );
 
     // Readable timestamps, the exact instant kept in the `time` element.
@@ -377,6 +428,14 @@ async fn drive(
         .map_err(|e| e.to_string())?;
     let verdict = text_of(client, "#verification").await;
     assert!(verdict.contains("This receipt verifies"), "{verdict}");
+    assert_eq!(
+        text_of(client, "#practitioner").await,
+        "Alice Adams Practitioner/dr-alice"
+    );
+    assert_eq!(
+        text_of(client, "#patients").await,
+        "Jane Doe st-mary/Patient/p1"
+    );
     let checks = text_of(client, "#checks").await;
     assert_eq!(checks.matches("holds").count(), 4, "{checks}");
     let anchor = text_of(client, "#anchor").await;

@@ -223,11 +223,11 @@ async fn a_405_says_what_the_path_takes() {
         ("POST", "/fhir/st-mary/Patient", token, "GET, HEAD"),
         ("PUT", "/fhir/st-mary/Patient/_search", token, "POST"),
         // The gateway's own API: undeclared methods on declared paths.
-        ("DELETE", "/consent/Consent", admin, "POST, GET"),
+        ("DELETE", "/consent/Consent", admin, "POST, GET, HEAD"),
         ("GET", "/consent/$check", admin, "POST"),
-        ("PUT", "/audit/receipts/r-1", admin, "GET"),
-        ("POST", "/livez", None, "GET"),
-        ("DELETE", "/admin/sites/st-mary", admin, "GET"),
+        ("PUT", "/audit/receipts/r-1", admin, "GET, HEAD"),
+        ("POST", "/livez", None, "GET, HEAD"),
+        ("DELETE", "/admin/sites/st-mary", admin, "GET, HEAD"),
     ] {
         let got = send(method, &gw.url(path), token, &[], None).await;
         assert_eq!(

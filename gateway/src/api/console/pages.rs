@@ -4,6 +4,8 @@
 //! Owns layout and wording. Leaves out what is shown (`console.rs` loads and filters; the
 //! verification is `audit_api`'s).
 
+use std::collections::HashMap;
+
 use assent_receipts::{Disclosure, format_instant};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
@@ -49,6 +51,8 @@ th, td { text-align: left; padding: .4rem .45rem; border-bottom: 1px solid var(-
 col.time { width: 7rem; } col.site { width: 6rem; } col.purpose { width: 5.6rem; }
 col.decision { width: 6rem; } col.status { width: 4rem; } col.receipt { width: 4.4rem; }
 td .id { display: block; color: var(--muted); font-size: .78rem; }
+td .person { display: inline-block; }
+dd .id { color: var(--muted); font-size: .85rem; }
 th { background: #eef1f5; font-size: .72rem; text-transform: uppercase; letter-spacing: 0;
      overflow-wrap: normal;
      color: var(--muted); }
@@ -183,6 +187,8 @@ fn check_badge(check: Check) -> Markup {
 #[derive(Clone, Copy, Default)]
 pub struct Listing<'a> {
     pub rows: &'a [ReceiptRow],
+    /// Names known for the practitioners and patients of `rows`.
+    pub names: Option<&'a Names>,
     pub total: Option<i64>,
     pub older_href: Option<&'a str>,
 }
@@ -197,9 +203,12 @@ pub fn search(
 ) -> Markup {
     let Listing {
         rows,
+        names,
         total,
         older_href,
     } = *listing;
+    let no_names = Names::default();
+    let names = names.unwrap_or(&no_names);
     layout(
         "Access log",
         Some(who),
@@ -244,8 +253,8 @@ pub fn search(
                     @for r in rows {
                         tr {
                             td { (readable_time(r.time_ms)) }
-                            td { (r.actor) }
-                            td { (patients_text(r)) }
+                            td { (names.caller(&r.actor)) }
+                            td { (names.patients_of(r)) }
                             td { (r.site.as_deref().unwrap_or("—")) }
                             td { (request_text(r)) }
                             td { (r.purpose.as_deref().unwrap_or("—")) }
@@ -262,14 +271,45 @@ pub fn search(
     )
 }
 
-/// The patients a receipt names, in clear, or a dash.
-fn patients_text(row: &ReceiptRow) -> String {
-    let patients: Vec<String> = serde_json::from_str(&row.patients).unwrap_or_default();
-    if patients.is_empty() {
-        "—".to_owned()
-    } else {
-        patients.join(", ")
+/// Names shown beside ids where the store has them: a practitioner's as their token gave it,
+/// a patient's as their consent gives it (`Consent.patient.display`). The id is always shown.
+#[derive(Debug, Default)]
+pub struct Names {
+    /// By actor (`Practitioner/dr-alice`).
+    pub callers: HashMap<String, String>,
+    /// By patient identity as receipts name them (`st-mary/Patient/p1`).
+    pub patients: HashMap<String, String>,
+}
+
+impl Names {
+    /// The caller: their name and, beside it, the id; the id alone when no name is known.
+    fn caller(&self, actor: &str) -> Markup {
+        named(actor, self.callers.get(actor))
     }
+
+    /// The patients a receipt names, each with their name where known, or a dash.
+    fn patients_of(&self, row: &ReceiptRow) -> Markup {
+        let patients = receipt_patients(row);
+        html! {
+            @if patients.is_empty() { "—" }
+            @for (i, p) in patients.iter().enumerate() {
+                @if i > 0 { ", " }
+                span.person { (named(p, self.patients.get(p))) }
+            }
+        }
+    }
+}
+
+/// `id` with `name` before it when there is one.
+fn named(id: &str, name: Option<&String>) -> Markup {
+    html! {
+        @if let Some(name) = name { span.name { (name) } " " span.id { (id) } } @else { (id) }
+    }
+}
+
+/// The patients a receipt names, in clear.
+pub fn receipt_patients(row: &ReceiptRow) -> Vec<String> {
+    serde_json::from_str(&row.patients).unwrap_or_default()
 }
 
 /// What a receipt records: the FHIR interaction and type, or the consent API call or audit
@@ -284,7 +324,12 @@ fn request_text(row: &ReceiptRow) -> String {
 }
 
 /// One receipt, its facts and whether it verifies.
-pub fn receipt(who: &str, d: &ReceiptDetail, disclosure: Option<&Disclosure>) -> Markup {
+pub fn receipt(
+    who: &str,
+    d: &ReceiptDetail,
+    disclosure: Option<&Disclosure>,
+    names: &Names,
+) -> Markup {
     let v = &d.verification;
     let row = &d.row;
     layout(
@@ -310,8 +355,8 @@ pub fn receipt(who: &str, d: &ReceiptDetail, disclosure: Option<&Disclosure>) ->
             dl.facts {
                 dt { "Time (UTC)" } dd { (readable_time(row.time_ms)) " " span.note.mono { (format_instant(row.time_ms)) } }
                 dt { "Gateway, sequence" } dd { (row.gateway_id) ", " (row.sequence) }
-                dt { "Practitioner" } dd { (row.actor) }
-                dt { "Patients reached" } dd { (patients_text(row)) }
+                dt { "Practitioner" } dd id="practitioner" { (names.caller(&row.actor)) }
+                dt { "Patients reached" } dd id="patients" { (names.patients_of(row)) }
                 dt { "Site" } dd { (row.site.as_deref().unwrap_or("—")) }
                 dt { "Request" } dd { (request_text(row)) }
                 dt { "Purpose" } dd { (row.purpose.as_deref().unwrap_or("—")) }

@@ -1,0 +1,1 @@
+DROP TABLE caller_names;

@@ -1164,6 +1164,20 @@ async fn stored_consent(state: &AppState, id: &str) -> Result<Option<StoredConse
     }))
 }
 
+/// The patient's name a Consent document gives (`Consent.patient.display`, R5
+/// `Consent.subject.display`), for the console's names beside ids: display only.
+pub(crate) fn patient_display(document: &Value) -> Option<&str> {
+    ["patient", "subject"]
+        .iter()
+        .find_map(|f| {
+            document
+                .pointer(&format!("/{f}/display"))
+                .and_then(Value::as_str)
+        })
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !d.chars().any(char::is_control))
+}
+
 /// The patient a stored Consent document names: `(None, id)` for `Patient/{id}`, or the site
 /// too for a gateway URL.
 fn patient_reference(document: &Value, state: &AppState) -> Option<(Option<String>, String)> {
@@ -1355,5 +1369,35 @@ fn consent_error(e: &ConsentError) -> GatewayError {
     GatewayError::InvalidResource {
         message: e.to_string(),
         expression: Some(e.element().to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::patient_display;
+
+    /// The console shows the name a Consent gives its patient, in any version's element, and
+    /// never an empty or control-character one.
+    #[test]
+    fn a_consents_patient_display_is_read_from_its_patient_element() {
+        let cases = [
+            (
+                json!({"patient": {"reference": "Patient/p1", "display": "Jane Doe"}}),
+                Some("Jane Doe"),
+            ),
+            (
+                json!({"subject": {"reference": "Patient/p1", "display": " Jo Roe "}}),
+                Some("Jo Roe"),
+            ),
+            (json!({"patient": {"reference": "Patient/p1"}}), None),
+            (json!({"patient": {"display": "   "}}), None),
+            (json!({"patient": {"display": "Eve\u{1b}[31m"}}), None),
+            (json!({"performer": [{"display": "Dr Who"}]}), None),
+        ];
+        for (document, expected) in cases {
+            assert_eq!(patient_display(&document), expected, "{document}");
+        }
     }
 }

@@ -531,8 +531,14 @@ async fn search_page(
     )))
 }
 
-/// The names the store has for the practitioners and patients of `rows` (shown beside their
-/// ids). A store failure shows the ids alone: names are never needed to read the log.
+/// At most this many patients' names are looked up for one page (a page shows fewer).
+const PATIENT_NAMES_MAX: usize = 100;
+
+/// The names known for the practitioners and patients of `rows` (shown beside their ids):
+/// a practitioner's from the store (the name its tokens last gave), a patient's from the
+/// patient's consents (`Consent.patient.display`), read through the consent service as a
+/// decision reads them, so on every ledger backend (documents fetched by hash and verified).
+/// A failure shows the ids alone: names are never needed to read the log.
 async fn names_of(state: &AppState, rows: &[crate::store::ReceiptRow]) -> pages::Names {
     let mut actors: Vec<String> = rows.iter().map(|r| r.actor.clone()).collect();
     actors.sort();
@@ -541,21 +547,44 @@ async fn names_of(state: &AppState, rows: &[crate::store::ReceiptRow]) -> pages:
     patients.sort();
     patients.dedup();
     let store = state.store.clone();
-    let looked_up = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::store::StoreError>(pages::Names {
-            callers: store.caller_names(&actors)?,
-            patients: store.patient_displays(&patients)?,
-        })
-    })
-    .await;
-    match looked_up {
-        Ok(Ok(names)) => names,
+    let callers = match tokio::task::spawn_blocking(move || store.caller_names(&actors)).await {
+        Ok(Ok(callers)) => callers,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "console: names could not be read; ids shown alone");
-            pages::Names::default()
+            Default::default()
         }
-        Err(_) => pages::Names::default(),
+        Err(_) => Default::default(),
+    };
+    let mut names = pages::Names {
+        callers,
+        patients: Default::default(),
+    };
+    // Patients named by a site's id: `{site}/Patient/{id}` (those named by an identifier
+    // alone have no site to ask).
+    for identity in patients.iter().take(PATIENT_NAMES_MAX) {
+        let Some((site, id)) = identity.split_once("/Patient/") else {
+            continue;
+        };
+        if !state.sites.contains_key(site) || id.is_empty() || id.contains('/') {
+            continue;
+        }
+        match state.consents.list(site, id).await {
+            Ok(consents) => {
+                if let Some(name) = consents
+                    .iter()
+                    .rev()
+                    .find_map(|(_, document)| crate::api::consent::patient_display(document))
+                {
+                    names.patients.insert(identity.clone(), name.to_owned());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "console: patients' names could not be read; ids shown alone");
+                break;
+            }
+        }
     }
+    names
 }
 
 /// `GET /console/receipts/{id}`: one receipt and whether it verifies.

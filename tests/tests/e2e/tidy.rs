@@ -53,11 +53,10 @@ fn every_rust_file_opens_with_a_module_comment() {
 /// **Invariant:** whose data a resource or request is has one answer, `assent_fhir::compartment`:
 /// no gateway code reads a Reference (`reference` of a JSON object) to find a patient itself.
 /// The consent API reads the patient a Consent document is about (what it manages), which is
-/// not a question about released data; so does the store's lookup of a patient's name in the
-/// stored Consent documents for the console (`store/names.rs`, display only).
+/// not a question about released data.
 #[test]
 fn whose_data_has_one_rule() {
-    let allowed = ["api/consent.rs", "store/names.rs"];
+    let allowed = ["api/consent.rs"];
     let forbidden = [
         ["get(\"", "reference\")"].concat(),
         ["/", "reference\""].concat(),

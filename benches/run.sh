@@ -141,6 +141,7 @@ fi
 if wants p1 || wants p7 || wants p10e || wants mem || wants lat; then need wrk wrk; fi
 if wants p3 || wants p3cg || wants receipts-cg; then need valgrind valgrind; fi
 if wants p1 || wants p3; then need nginx nginx; fi
+PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"  # where `cargo install` puts oha
 if wants lat && ! command -v oha >/dev/null 2>&1; then
   cargo install -q --locked oha || { echo "error: oha is needed for the latency run (cargo install oha)" >&2; exit 1; }
 fi

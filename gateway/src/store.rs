@@ -18,8 +18,8 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnectio
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use receipt_rows::{
-    BatchRow, INDEX_WAIT, IndexProgress, LeafRow, ReceiptCursor, ReceiptFilter, ReceiptOrder,
-    ReceiptPatientRow, ReceiptRow,
+    BatchRow, INDEX_WAIT, IndexProgress, LeafRow, NewReceiptPatientRow, NewReceiptRow,
+    ReceiptCursor, ReceiptFilter, ReceiptOrder, ReceiptPatientRow, ReceiptRow,
 };
 pub use schema::{
     consent_documents, ledger_blocks, node_settings, receipt_batches, receipt_patients, receipts,

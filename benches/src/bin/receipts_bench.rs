@@ -4,6 +4,10 @@
 //!
 //! Usage: `receipts_bench STORE_URL [SECONDS] [IN_FLIGHT]` (a SQLite path or `postgres://…`).
 //! Prints `P7 …` and `P8 …` lines that `benches/run.sh` copies into BENCHMARKS.md.
+//!
+//! With `RECEIPTS_BENCH_COUNT=N` it writes exactly N receipts instead of running for SECONDS,
+//! waits for the tables to catch up and stops (no P8): for instruction counting under
+//! callgrind (`benches/run.sh --only receipts` runs N and 6N).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -72,6 +76,9 @@ fn main() {
         .expect("usage: receipts_bench STORE_URL [SECONDS] [IN_FLIGHT]");
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(5);
     let in_flight: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(512);
+    let count: Option<u64> = std::env::var("RECEIPTS_BENCH_COUNT")
+        .ok()
+        .and_then(|s| s.parse().ok());
     let store = Store::open(&url).expect("store opens");
     let service = ConsentService::open_embedded(store.clone(), &[7u8; 32], [9u8; 32])
         .expect("embedded ledger opens");
@@ -101,7 +108,10 @@ fn main() {
             tasks.push(tokio::spawn(async move {
                 let mut n = t as u64;
                 let mut latencies = Vec::new();
-                while Instant::now() < deadline {
+                while match count {
+                    Some(count) => n < count,
+                    None => Instant::now() < deadline,
+                } {
                     let at = Instant::now();
                     writer
                         .write(pending(&service, &gateway_id, n))
@@ -142,6 +152,10 @@ fn main() {
         percentile(&sorted, 0.99),
         index_lag.as_secs_f64() * 1e3,
     );
+
+    if count.is_some() {
+        return;
+    }
 
     // P8: a receipt every 20 ms; from its commit to its batch anchored on the ledger.
     let anchoring = Anchoring {

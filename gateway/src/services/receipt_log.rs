@@ -14,9 +14,10 @@
 //! it, is cut off at start. Its responses were never released (their sync had not returned).
 //! A bad record in an older segment is damage, not a torn write: the gateway refuses to start.
 //!
-//! Segments roll over at [`SEGMENT_BYTES`]; a segment is deleted once every receipt in it is
-//! in the store (the writer passes the indexed sequence), and at start, once replayed, all
-//! older segments are.
+//! Segments roll over at [`SEGMENT_BYTES`], and at every start. A segment is deleted only once
+//! every receipt in it is in a *synced* commit of the store's tables (the writer passes that
+//! sequence): the tables are committed without a sync, so until then the segment is what
+//! restores them after an operating-system crash.
 //!
 //! **Invariant:** [`ReceiptLog::append`] returns `Ok` only after the bytes and the file's
 //! length are on disk; on an error the segment is cut back to its length before the call, so
@@ -377,9 +378,10 @@ impl ReceiptLog {
         })
     }
 
-    /// Continues in a new segment starting at `next_sequence` and deletes every older one:
-    /// call once what they held is durably elsewhere (at start, after the replay).
-    pub fn restart(self, next_sequence: u64) -> Result<ReceiptLog, LogError> {
+    /// Continues in a new segment starting at `next_sequence` (at start, once the records
+    /// [`ReceiptLog::open`] returned are in the store) and deletes the older segments whose
+    /// receipts are all at or below `synced` (in a synced commit of the store).
+    pub fn restart(self, next_sequence: u64, synced: u64) -> Result<ReceiptLog, LogError> {
         let mut older = self.older;
         older.push((self.first_sequence, self.path));
         let mut log = ReceiptLog::create_segment(
@@ -389,7 +391,7 @@ impl ReceiptLog {
             older,
             self._lock,
         )?;
-        log.prune(next_sequence - 1);
+        log.prune(synced);
         Ok(log)
     }
 
@@ -426,8 +428,9 @@ impl ReceiptLog {
     }
 
     /// Rolls over to a new segment when this one is full, starting at `next_sequence`, and
-    /// deletes the older segments whose receipts are all in the store (`indexed`).
-    pub fn roll_over_if_full(&mut self, next_sequence: u64, indexed: u64) -> Result<(), LogError> {
+    /// deletes the older segments whose receipts are all in a synced commit of the store
+    /// (at or below `synced`).
+    pub fn roll_over_if_full(&mut self, next_sequence: u64, synced: u64) -> Result<(), LogError> {
         if self.len >= SEGMENT_BYTES {
             let dir = self.dir.clone();
             let lock = self._lock.try_clone().map_err(io_error(&dir))?;
@@ -436,20 +439,26 @@ impl ReceiptLog {
             *self = ReceiptLog::create_segment(&dir, &self.gateway_id, next_sequence, older, lock)?;
         }
         if !self.older.is_empty() {
-            self.prune(indexed);
+            self.prune(synced);
         }
         Ok(())
     }
 
-    /// Deletes older segments whose every receipt is at or below `indexed`.
-    fn prune(&mut self, indexed: u64) {
+    /// The newest receipt in an older segment, when there is one: the store's tables must be
+    /// synced up to it before the older segments can go.
+    pub fn awaiting_sync(&self) -> Option<u64> {
+        (!self.older.is_empty()).then(|| self.first_sequence.saturating_sub(1))
+    }
+
+    /// Deletes older segments whose every receipt is at or below `synced`.
+    fn prune(&mut self, synced: u64) {
         let mut firsts: Vec<u64> = self.older.iter().map(|(f, _)| *f).collect();
         firsts.push(self.first_sequence);
         let mut kept = Vec::new();
         for (i, (first, path)) in std::mem::take(&mut self.older).into_iter().enumerate() {
             // The next segment starts right after this one's last receipt.
             let last = firsts[i + 1].saturating_sub(1);
-            if last <= indexed {
+            if last <= synced {
                 if let Err(e) = std::fs::remove_file(&path) {
                     tracing::warn!(segment = %path.display(), error = %e, "an old receipt log segment could not be deleted");
                 }
@@ -565,7 +574,7 @@ mod tests {
             let seqs: Vec<u64> = records.iter().map(|r| r.sequence).collect();
             assert_eq!(seqs, [1, 2], "cut {cut}");
             // Replayed elsewhere: the log restarts after them, and receipt 3 is written anew.
-            let mut log = log.restart(3).unwrap();
+            let mut log = log.restart(3, 2).unwrap();
             log.append(&record(3)).unwrap();
             drop(log);
             let (_log, records) = open_log(dir.path(), "gw", 2).unwrap();
@@ -635,6 +644,42 @@ mod tests {
         drop(log);
         let other = open_log(dir.path(), "other-gw", 0).err().unwrap();
         assert!(other.to_string().contains("not of gateway"), "{other}");
+    }
+
+    /// ADV: whatever synced mark a restart or a roll-over is given, no segment holding a
+    /// receipt above it is deleted: a start whose store lost every commit after the mark
+    /// (an operating-system crash under `synchronous = NORMAL`) still finds every receipt
+    /// after it in the log, without a gap.
+    #[test]
+    fn a_segment_holding_a_receipt_above_the_synced_mark_is_never_deleted() {
+        for synced in 0..=3u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut log, _) = open_log(dir.path(), "gw", 0).unwrap();
+            log.append(&[record(1), record(2)].concat()).unwrap();
+            drop(log);
+            // A start whose store holds receipts 1 and 2 (not necessarily synced).
+            let (log, records) = open_log(dir.path(), "gw", 2).unwrap();
+            assert!(records.is_empty());
+            let mut log = log.restart(3, synced).unwrap();
+            log.append(&record(3)).unwrap();
+            log.len = SEGMENT_BYTES; // as if full
+            log.roll_over_if_full(4, synced).unwrap();
+            log.append(&record(4)).unwrap();
+            assert_eq!(
+                log.awaiting_sync().is_some(),
+                synced < 3,
+                "synced {synced}: an older segment waits for a synced commit"
+            );
+            drop(log);
+            let (_log, records) = open_log(dir.path(), "gw", synced)
+                .unwrap_or_else(|e| panic!("synced {synced}: {e}"));
+            let seqs: Vec<u64> = records.iter().map(|r| r.sequence).collect();
+            assert_eq!(
+                seqs,
+                (synced + 1..=4).collect::<Vec<_>>(),
+                "synced {synced}"
+            );
+        }
     }
 
     #[test]

@@ -11,14 +11,18 @@
 //! or forks.
 //!
 //! A second thread, the indexer, copies every durable group into the receipt tables (one
-//! synced transaction per batch of groups; retried until the store takes it) and moves the
-//! store's [`IndexProgress`] on, which readers of those tables wait for (read-your-writes).
+//! transaction per batch of groups; retried until the store takes it) and moves the store's
+//! [`IndexProgress`] on, which readers of those tables wait for (read-your-writes). The
+//! tables are an index of the log: their commits are not synced, except the one the writer
+//! asks for before it deletes a log segment (so a segment goes only once its receipts are on
+//! disk in the tables too).
 //! The anchoring task takes the durable receipts' hashes from memory ([`LeafFeed`]), not from
 //! the tables.
 //!
 //! At start, every log record the tables do not hold yet is copied into them (synced) before
 //! the writer takes its first receipt, and the log then starts a new segment; so no receipt
-//! whose response was released is lost by a crash, and SQL never runs ahead of the log.
+//! whose response was released is lost by a crash (of the process, or of the system with the
+//! tables' newest commits), and SQL never runs ahead of the log.
 //!
 //! **Invariant:** a receipt's `Ok` is sent only after the log write holding it was synced.
 
@@ -33,7 +37,7 @@ use assent_receipts::{BatchLeaf, Chain, ChainedReceipt, Receipt, ReceiptSubjects
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::services::receipt_log::{self, LogError, LogLock, ReceiptLog};
-use crate::store::{AnyConnection, ReceiptPatientRow, ReceiptRow, Store, StoreError};
+use crate::store::{AnyConnection, NewReceiptPatientRow, NewReceiptRow, Store, StoreError};
 
 /// The response header naming a request's receipt.
 pub const RECEIPT_HEADER: &str = "x-assent-receipt";
@@ -143,10 +147,13 @@ impl ReceiptWriter {
         // tables before the head is read from them.
         let lock = LogLock::acquire(log_dir, receipt_log::LOCK_WAIT)?;
         let index_lock = lock.share()?;
-        let mut conn = store.durable_connection()?;
+        let mut conn = store.index_connection()?;
         let stored = resume_chain(&mut conn, gateway_id)?;
         let (log, records) = ReceiptLog::open(lock, gateway_id, stored.last_sequence())?;
         let mut chain = stored;
+        // What the tables hold may not be on disk yet (their commits are not synced): the
+        // segments holding it stay until a synced commit, unless the copy below is one.
+        let mut synced = 0;
         if !records.is_empty() {
             let mut entries = Vec::with_capacity(records.len());
             for record in records {
@@ -179,15 +186,23 @@ impl ReceiptWriter {
                 receipts = entries.len(),
                 "receipts from the log copied into the store"
             );
-            for chunk in entries.chunks(MAX_INDEX_BATCH) {
-                let (rows, patients) = rows(chunk);
-                Store::insert_receipts(&mut conn, &rows, &patients)?;
+            let chunks = entries.len().div_ceil(MAX_INDEX_BATCH);
+            let mut text = Vec::new();
+            for (i, chunk) in entries.chunks(MAX_INDEX_BATCH).enumerate() {
+                let (rows, patients) = rows(chunk, &mut text);
+                // The last commit synced: it syncs every one before it.
+                Store::insert_receipts(&mut conn, &rows, &patients, i + 1 == chunks)?;
             }
+            synced = chain.last_sequence();
         }
-        let log = log.restart(chain.last_sequence() + 1)?;
         let progress = store.index_progress();
+        let log = log.restart(chain.last_sequence() + 1, synced)?;
         progress.set_durable(chain.last_sequence());
         progress.set_indexed(chain.last_sequence());
+        progress.set_synced(synced);
+        if let Some(wanted) = log.awaiting_sync() {
+            progress.want_sync(wanted);
+        }
 
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (committed_tx, committed) = watch::channel(chain.last_sequence());
@@ -198,6 +213,7 @@ impl ReceiptWriter {
             store: store.clone(),
             conn: Some(conn),
             _lock: index_lock,
+            text: Vec::new(),
         };
         std::thread::Builder::new()
             .name("assent-receipt-index".into())
@@ -312,10 +328,10 @@ impl Writer {
 
     fn commit_group(&mut self, jobs: &mut Vec<Job>) {
         let saved = self.chain.clone();
-        let (_, indexed) = self.store.index_progress().get();
+        let progress = self.store.index_progress();
         if let Err(e) = self
             .log
-            .roll_over_if_full(self.chain.last_sequence() + 1, indexed)
+            .roll_over_if_full(self.chain.last_sequence() + 1, progress.synced())
         {
             tracing::error!(error = %e, receipts = jobs.len(), "the receipt log cannot start a new segment: responses are withheld");
             let error = ReceiptError::Store(e.to_string());
@@ -323,6 +339,9 @@ impl Writer {
                 let _ = job.done.send(Err(error.clone()));
             }
             return;
+        }
+        if let Some(wanted) = self.log.awaiting_sync() {
+            progress.want_sync(wanted);
         }
         self.buf.clear();
         let mut entries = Vec::with_capacity(jobs.len());
@@ -400,6 +419,8 @@ struct Indexer {
     conn: Option<AnyConnection>,
     /// The log stays locked until the indexer has written everything it was given.
     _lock: std::fs::File,
+    /// The JSON columns of the batch being written (reused).
+    text: Vec<String>,
 }
 
 impl Indexer {
@@ -415,83 +436,115 @@ impl Indexer {
             let Some(last) = entries.last().map(|e| e.chained.receipt.sequence) else {
                 continue;
             };
-            let (rows, patients) = rows(&entries);
+            let mut text = std::mem::take(&mut self.text);
+            let (rows, patients) = rows(&entries, &mut text);
+            let synced = self.store.index_progress().sync_due(last);
             let mut backoff = Duration::from_millis(50);
-            while let Err(e) = self.insert(&rows, &patients) {
+            while let Err(e) = self.insert(&rows, &patients, synced) {
                 tracing::error!(error = %e, receipts = rows.len(), "durable receipts could not be copied into the store yet; retrying");
                 self.conn = None;
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
-            self.store.index_progress().set_indexed(last);
+            drop((rows, patients));
+            self.text = text;
+            let progress = self.store.index_progress();
+            progress.set_indexed(last);
+            if synced {
+                progress.set_synced(last);
+            }
         }
     }
 
     fn insert(
         &mut self,
-        rows: &[ReceiptRow],
-        patients: &[ReceiptPatientRow],
+        rows: &[NewReceiptRow<'_>],
+        patients: &[NewReceiptPatientRow<'_>],
+        synced: bool,
     ) -> Result<(), StoreError> {
         if self.conn.is_none() {
-            self.conn = Some(self.store.durable_connection()?);
+            self.conn = Some(self.store.index_connection()?);
         }
         let conn = self
             .conn
             .as_mut()
             .ok_or_else(|| StoreError::Open("no connection".into()))?;
-        Store::insert_receipts(conn, rows, patients)
+        Store::insert_receipts(conn, rows, patients, synced)
     }
 }
 
-/// The receipt and patient rows of durable receipts.
-fn rows(entries: &[Entry]) -> (Vec<ReceiptRow>, Vec<ReceiptPatientRow>) {
+/// The receipt and patient rows of durable receipts, borrowed from them; `text` holds each
+/// receipt's two JSON columns (patients, then subjects), written once.
+fn rows<'a>(
+    entries: &'a [Entry],
+    text: &'a mut Vec<String>,
+) -> (Vec<NewReceiptRow<'a>>, Vec<NewReceiptPatientRow<'a>>) {
+    text.clear();
+    for Entry { subjects, .. } in entries {
+        text.push(patients_json(subjects));
+        text.push(subjects_json(subjects));
+    }
     let mut rows = Vec::with_capacity(entries.len());
     let mut patients = Vec::new();
-    for Entry { chained, subjects } in entries {
-        for (patient, patient_key) in subjects.patients.iter().zip(&chained.receipt.patient_keys) {
-            patients.push(ReceiptPatientRow {
-                receipt_id: chained.receipt.id.clone(),
-                patient_key: patient_key.clone(),
-                patient: patient.clone(),
-                time_ms: chained.receipt.time_ms,
+    for (Entry { chained, subjects }, json) in entries.iter().zip(text.chunks_exact(2)) {
+        let r = &chained.receipt;
+        for (patient, patient_key) in subjects.patients.iter().zip(&r.patient_keys) {
+            patients.push(NewReceiptPatientRow {
+                receipt_id: &r.id,
+                patient_key,
+                patient,
+                time_ms: r.time_ms,
             });
         }
-        rows.push(row(chained, subjects));
+        rows.push(NewReceiptRow {
+            gateway_id: &r.gateway_id,
+            sequence: r.sequence as i64,
+            receipt_id: &r.id,
+            time_ms: r.time_ms,
+            site: r.site.as_deref(),
+            interaction: r.interaction.map(|i| i.as_str()),
+            resource_type: r.resource_type.as_deref(),
+            decision: r.decision.as_str(),
+            break_glass: r.break_glass,
+            status: i32::from(r.status),
+            purpose: r.purpose.as_deref(),
+            actor: &subjects.actor,
+            actor_key: &r.actor_key,
+            kind: r.kind.as_str(),
+            patients: &json[0],
+            hash: chained.hash.as_bytes(),
+            body: &chained.bytes,
+            subjects: &json[1],
+        });
     }
     // The same patient twice in one receipt is one row.
-    patients.sort_by(|a, b| (&a.receipt_id, &a.patient_key).cmp(&(&b.receipt_id, &b.patient_key)));
+    patients.sort_by(|a, b| (a.receipt_id, a.patient_key).cmp(&(b.receipt_id, b.patient_key)));
     patients.dedup_by(|a, b| a.receipt_id == b.receipt_id && a.patient_key == b.patient_key);
     (rows, patients)
 }
 
-fn row(chained: &ChainedReceipt, subjects: &ReceiptSubjects) -> ReceiptRow {
-    let r = &chained.receipt;
-    ReceiptRow {
-        gateway_id: r.gateway_id.clone(),
-        sequence: r.sequence as i64,
-        receipt_id: r.id.clone(),
-        time_ms: r.time_ms,
-        site: r.site.clone(),
-        interaction: r.interaction.map(|i| i.as_str().to_owned()),
-        resource_type: r.resource_type.clone(),
-        decision: r.decision.as_str().to_owned(),
-        break_glass: r.break_glass,
-        status: i32::from(r.status),
-        purpose: r.purpose.clone(),
-        actor: subjects.actor.clone(),
-        actor_key: r.actor_key.clone(),
-        kind: r.kind.as_str().to_owned(),
-        // A list of strings always serialises.
-        patients: serde_json::to_string(&subjects.patients).unwrap_or_else(|_| "[]".into()),
-        hash: chained.hash.as_bytes().to_vec(),
-        body: chained.bytes.clone(),
-        subjects: serde_json::json!({
-            "query": subjects.query,
-            "client_id": subjects.client_id,
-            "client_address": subjects.client_address,
-        })
-        .to_string(),
+/// The `patients` column: the clear patients as a JSON array of strings.
+fn patients_json(subjects: &ReceiptSubjects) -> String {
+    // A list of strings always serialises.
+    serde_json::to_string(&subjects.patients).unwrap_or_else(|_| "[]".into())
+}
+
+/// The `subjects` column: the clear subjects besides actor and patients, as a JSON object
+/// with its keys in sorted order (as a `serde_json::Map` writes them).
+fn subjects_json(subjects: &ReceiptSubjects) -> String {
+    #[derive(serde::Serialize)]
+    struct Clear<'a> {
+        client_address: Option<&'a str>,
+        client_id: Option<&'a str>,
+        query: Option<&'a str>,
     }
+    serde_json::to_string(&Clear {
+        client_address: subjects.client_address.as_deref(),
+        client_id: subjects.client_id.as_deref(),
+        query: subjects.query.as_deref(),
+    })
+    // Strings always serialise.
+    .unwrap_or_else(|_| "{}".into())
 }
 
 #[cfg(test)]
@@ -599,6 +652,59 @@ mod tests {
         // And a restart reads the same log back without complaint.
         let writer = ReceiptWriter::start(&store.store, "gw", dir.path()).unwrap();
         assert_eq!(rt.block_on(writer.write(pending(4))).unwrap(), 3);
+    }
+
+    /// ADV: the tables' commits are not synced, so a log segment whose receipts the store
+    /// holds is not deleted at start (the store may hold them only in memory, after a crash
+    /// of the process), nor afterwards until a synced commit of the indexer covers them.
+    #[test]
+    fn log_segments_stay_until_a_synced_commit_covers_them() {
+        let segments = |dir: &Path| {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".rlog")
+                })
+                .count()
+        };
+        for store in testing::all() {
+            let dir = tempfile::tempdir().unwrap();
+            let rt = runtime();
+            let writer = ReceiptWriter::start(&store.store, "gw", dir.path()).unwrap();
+            for n in 1..=3 {
+                rt.block_on(writer.write(pending(n))).unwrap();
+            }
+            drop(writer);
+            let progress = store.store.index_progress();
+            assert_eq!(progress.synced(), 0, "no commit of the indexer was synced");
+
+            let writer = ReceiptWriter::start(&store.store, "gw", dir.path()).unwrap();
+            assert_eq!(
+                segments(dir.path()),
+                2,
+                "receipts 1-3 are in the store but not known to be on disk: their segment stays"
+            );
+            assert_eq!(rt.block_on(writer.write(pending(4))).unwrap(), 4);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while progress.synced() < 4 {
+                assert!(std::time::Instant::now() < deadline, "no synced commit");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(
+                segments(dir.path()),
+                2,
+                "deleted by the writer's next group"
+            );
+            rt.block_on(writer.write(pending(5))).unwrap();
+            assert_eq!(segments(dir.path()), 1);
+            drop(writer);
+            let writer = ReceiptWriter::start(&store.store, "gw", dir.path()).unwrap();
+            assert_eq!(rt.block_on(writer.write(pending(6))).unwrap(), 6);
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! receipt. Leaves out what a receipt holds (assent-receipts) and when rows are written
 //! (`services/receipts.rs`, `services/anchoring.rs`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,32 @@ pub struct ReceiptRow {
     pub patients: String,
 }
 
+/// A receipt row as the indexer writes it, borrowed from the durable receipt (no copy of its
+/// strings or bytes). The fields are those of [`ReceiptRow`]. `None` is bound as NULL, so the
+/// statement is the same for every row and SQLite's is prepared once per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Insertable)]
+#[diesel(table_name = receipts, treat_none_as_default_value = false)]
+pub struct NewReceiptRow<'a> {
+    pub gateway_id: &'a str,
+    pub sequence: i64,
+    pub receipt_id: &'a str,
+    pub time_ms: i64,
+    pub site: Option<&'a str>,
+    pub interaction: Option<&'a str>,
+    pub resource_type: Option<&'a str>,
+    pub decision: &'a str,
+    pub break_glass: bool,
+    pub status: i32,
+    pub purpose: Option<&'a str>,
+    pub actor: &'a str,
+    pub actor_key: &'a str,
+    pub hash: &'a [u8],
+    pub body: &'a [u8],
+    pub subjects: &'a str,
+    pub kind: &'a str,
+    pub patients: &'a str,
+}
+
 /// A patient a receipt reached.
 #[derive(Debug, Clone, PartialEq, Eq, Insertable, Queryable)]
 #[diesel(table_name = receipt_patients)]
@@ -54,6 +81,16 @@ pub struct ReceiptPatientRow {
     pub receipt_id: String,
     pub patient_key: String,
     pub patient: String,
+    pub time_ms: i64,
+}
+
+/// A patient row as the indexer writes it, borrowed from the durable receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Insertable)]
+#[diesel(table_name = receipt_patients)]
+pub struct NewReceiptPatientRow<'a> {
+    pub receipt_id: &'a str,
+    pub patient_key: &'a str,
+    pub patient: &'a str,
     pub time_ms: i64,
 }
 
@@ -128,10 +165,20 @@ pub const INDEX_WAIT: Duration = Duration::from_secs(10);
 
 /// The newest sequence durable in this gateway's receipt log and the newest copied into the
 /// receipt tables, shared by the receipt writer, its indexer and every reader of the store.
+///
+/// The tables are an index the log can rebuild: the indexer commits them without a sync
+/// (SQLite `synchronous = NORMAL`), so an operating-system crash can take back the newest
+/// commits. They are then copied again from the log at start. A log segment may therefore be
+/// deleted only once its receipts are in a *synced* commit: [`IndexProgress::synced`], which
+/// the writer asks for with [`IndexProgress::want_sync`] when it has segments to delete.
 #[derive(Debug, Default)]
 pub struct IndexProgress {
     state: Mutex<(u64, u64)>,
     changed: Condvar,
+    /// Receipts up to this sequence are in the tables and on disk (a synced commit).
+    synced: AtomicU64,
+    /// The writer wants the tables synced up to this sequence (to delete log segments).
+    sync_wanted: AtomicU64,
 }
 
 impl IndexProgress {
@@ -146,6 +193,27 @@ impl IndexProgress {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.1 = state.1.max(sequence);
         self.changed.notify_all();
+    }
+
+    /// Receipts up to `sequence` are in the tables and synced to disk.
+    pub fn set_synced(&self, sequence: u64) {
+        self.synced.fetch_max(sequence, Ordering::SeqCst);
+    }
+
+    /// The newest receipt in a synced commit of the tables.
+    pub fn synced(&self) -> u64 {
+        self.synced.load(Ordering::SeqCst)
+    }
+
+    /// Asks the indexer for a synced commit covering receipts up to `sequence`.
+    pub fn want_sync(&self, sequence: u64) {
+        self.sync_wanted.fetch_max(sequence, Ordering::SeqCst);
+    }
+
+    /// Whether a batch of the indexer ending at `last` must be committed synced.
+    pub fn sync_due(&self, last: u64) -> bool {
+        let wanted = self.sync_wanted.load(Ordering::SeqCst);
+        wanted > self.synced() && last >= wanted
     }
 
     /// (durable, indexed).
@@ -200,44 +268,68 @@ impl Store {
         self.conn()
     }
 
-    /// A connection of its own, outside the pool, for the receipt writer: on SQLite every
-    /// commit is synced to disk (`synchronous = FULL`); PostgreSQL syncs commits by default.
-    pub fn durable_connection(&self) -> Result<AnyConnection, StoreError> {
+    /// A connection of its own, outside the pool, for the receipt indexer. On SQLite its
+    /// commits are not synced (`synchronous = NORMAL`: the receipt log is the durable record)
+    /// unless [`Store::insert_receipts`] is asked for a synced one; on PostgreSQL likewise
+    /// (`synchronous_commit = off` but for a synced batch).
+    pub fn index_connection(&self) -> Result<AnyConnection, StoreError> {
         let mut conn =
             AnyConnection::establish(&self.url).map_err(|e| StoreError::Open(e.to_string()))?;
         if let AnyConnection::Sqlite(c) = &mut conn {
             c.batch_execute(
                 "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
-                 PRAGMA synchronous = FULL;",
+                 PRAGMA synchronous = NORMAL;",
             )?;
         }
         if let AnyConnection::Postgresql(c) = &mut conn {
-            c.batch_execute("SET synchronous_commit = on")?;
+            c.batch_execute("SET synchronous_commit = off")?;
         }
         Ok(conn)
     }
 
-    /// Appends receipts and their patients in one transaction (one sync for all).
+    /// Appends receipts and their patients in one transaction. `synced`: the commit is on
+    /// disk when this returns, and so is every commit before it (on SQLite in WAL mode a
+    /// synced commit syncs the whole write-ahead log; what a checkpoint moved out of it was
+    /// synced by the checkpoint).
+    ///
+    /// On SQLite one statement per row, prepared once per connection and reused (a statement of
+    /// many rows would be prepared anew for every batch, its text differing with the count);
+    /// on PostgreSQL multi-row statements (one round trip per chunk).
     pub fn insert_receipts(
         conn: &mut AnyConnection,
-        rows: &[ReceiptRow],
-        patients: &[ReceiptPatientRow],
+        rows: &[NewReceiptRow<'_>],
+        patients: &[NewReceiptPatientRow<'_>],
+        synced: bool,
     ) -> Result<(), StoreError> {
         match conn {
-            AnyConnection::Sqlite(c) => c.transaction(|c| {
-                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                    diesel::insert_into(receipts::table)
-                        .values(chunk)
-                        .execute(c)?;
+            AnyConnection::Sqlite(c) => {
+                if synced {
+                    c.batch_execute("PRAGMA synchronous = FULL")?;
                 }
-                for chunk in patients.chunks(ROWS_PER_STATEMENT * 4) {
-                    diesel::insert_into(receipt_patients::table)
-                        .values(chunk)
-                        .execute(c)?;
+                let inserted = c.transaction(|c| {
+                    for row in rows {
+                        diesel::insert_into(receipts::table)
+                            .values(row)
+                            .execute(c)?;
+                    }
+                    for row in patients {
+                        diesel::insert_into(receipt_patients::table)
+                            .values(row)
+                            .execute(c)?;
+                    }
+                    Ok::<_, diesel::result::Error>(())
+                });
+                if synced {
+                    c.batch_execute("PRAGMA synchronous = NORMAL")?;
                 }
-                Ok::<_, diesel::result::Error>(())
-            })?,
+                inserted?
+            }
+            // A synchronous commit waits for the write-ahead log to be flushed up to its own
+            // commit record, which follows every earlier commit's.
             AnyConnection::Postgresql(c) => c.transaction(|c| {
+                if synced {
+                    c.batch_execute("SET LOCAL synchronous_commit = on")?;
+                }
                 for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                     diesel::insert_into(receipts::table)
                         .values(chunk)

@@ -9,7 +9,9 @@
 use assent_e2e::*;
 use assent_gateway::services::anchoring::rebuild_batch;
 use assent_gateway::store::{Backend, testing};
-use assent_gateway::store::{ReceiptPatientRow, ReceiptRow, Store};
+use assent_gateway::store::{
+    NewReceiptPatientRow, NewReceiptRow, ReceiptPatientRow, ReceiptRow, Store,
+};
 use assent_receipts::{
     AccessDecision, AccessKind, Chain, Digest, Encoding, Receipt, ReceiptSubjects, ResourceEntry,
     VerifyOptions, verify_chain, verify_export, verify_inclusion,
@@ -419,8 +421,40 @@ async fn a_chain_of_version_1_receipts_goes_on_in_version_2() {
             });
         }
         {
-            let mut conn = store.store.durable_connection().unwrap();
-            Store::insert_receipts(&mut conn, &rows, &patients).unwrap();
+            let rows: Vec<NewReceiptRow> = rows
+                .iter()
+                .map(|r: &ReceiptRow| NewReceiptRow {
+                    gateway_id: &r.gateway_id,
+                    sequence: r.sequence,
+                    receipt_id: &r.receipt_id,
+                    time_ms: r.time_ms,
+                    site: r.site.as_deref(),
+                    interaction: r.interaction.as_deref(),
+                    resource_type: r.resource_type.as_deref(),
+                    decision: &r.decision,
+                    break_glass: r.break_glass,
+                    status: r.status,
+                    purpose: r.purpose.as_deref(),
+                    actor: &r.actor,
+                    actor_key: &r.actor_key,
+                    hash: &r.hash,
+                    body: &r.body,
+                    subjects: &r.subjects,
+                    kind: &r.kind,
+                    patients: &r.patients,
+                })
+                .collect();
+            let patients: Vec<NewReceiptPatientRow> = patients
+                .iter()
+                .map(|p: &ReceiptPatientRow| NewReceiptPatientRow {
+                    receipt_id: &p.receipt_id,
+                    patient_key: &p.patient_key,
+                    patient: &p.patient,
+                    time_ms: p.time_ms,
+                })
+                .collect();
+            let mut conn = store.store.index_connection().unwrap();
+            Store::insert_receipts(&mut conn, &rows, &patients, true).unwrap();
         }
         let gw = gateway(&store.url, &upstream);
         for _ in 0..3 {

@@ -3,13 +3,19 @@
 //! enforce each other's consents. A consent stored at member A is decided at member B; a
 //! revocation made at B is enforced at A; B cannot overwrite A's consent; a consent document
 //! tampered with in B's private store is refused at B (fail closed); and no block holds a
-//! document, a patient id or a document's text (ADV).
+//! document, a patient id or a document's text (ADV). Each member anchors its own receipts,
+//! and `assent verify` run with another member's configuration checks an export against the
+//! channel (and finds a forged one).
 
 use std::time::{Duration, Instant};
 
 use assent_e2e::*;
 use assent_fabric::testing::fake;
 use assent_fabric::wire::DOCUMENTS_COLLECTION;
+use assent_gateway::api::audit;
+use assent_gateway::cli::verify::{self, VerifyArgs};
+use assent_gateway::store::ReceiptFilter;
+use assent_receipts::VerifyOptions;
 use serde_json::json;
 
 use crate::consent::{consent, hospital, put_consent};
@@ -228,5 +234,105 @@ async fn two_members_enforce_each_others_consents_and_no_document_reaches_the_ch
             network.fake().private_keys(msp, DOCUMENTS_COLLECTION).len() >= 3,
             "{msp}"
         );
+    }
+}
+
+/// Each member anchors its own receipts on the channel; an export of member A's receipts is
+/// verified by `assent verify` run with member B's configuration (B's organization, B's
+/// database, which holds none of A's receipts): the anchors are read from the channel. ADV:
+/// an export whose receipt was altered, or whose anchor root was replaced, fails there too.
+#[actix_web::test]
+async fn an_export_of_one_member_verifies_against_the_channel_at_another() {
+    let upstream = hospital();
+    let network = FakeFabricNetwork::start();
+    let a = TestGateway::new()
+        .site_with(
+            SITE,
+            json!({"upstream": upstream.base_url(), "fhir_version": "R4", "default_policy": "opt-in"}),
+        )
+        .set("ledger", network.ledger_config_of(fake::MSP))
+        .set("gateway_id", json!("gw-member-a"))
+        .set(
+            "receipts",
+            json!({"batch_max_receipts": 2, "batch_max_wait_ms": 600_000}),
+        )
+        .start();
+    for patient in [
+        "pat-export-1",
+        "pat-export-2",
+        "pat-export-3",
+        "pat-export-4",
+    ] {
+        let got = read(&a, patient).await;
+        assert_eq!(got.error_code(), "consent-denied", "{}", got.text());
+    }
+    a.wait_for_anchors("gw-member-a", 4);
+    let response = audit::export_response(
+        a.gateway.state.clone(),
+        ReceiptFilter::default(),
+        audit::ExportFormat::Ndjson,
+    );
+    let body = actix_web::body::to_bytes(response.into_body())
+        .await
+        .unwrap_or_else(|_| panic!("the export streams"));
+    let intact: Vec<String> = String::from_utf8(body.to_vec())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(intact.len(), 4, "{intact:?}");
+
+    // Member B's configuration: its own organization on the channel and its own database.
+    let dir = tempfile::tempdir().unwrap();
+    let fabric = network.ledger_config_of(fake::MSP2)["fabric"].clone();
+    let mut toml = format!(
+        "database_url = {:?}\ngateway_id = \"gw-member-b\"\n[keys]\nfile = {:?}\n[ledger]\nbackend = \"fabric\"\n[ledger.fabric]\n",
+        dir.path().join("member-b.db").display().to_string(),
+        write_test_key_file(dir.path()).display().to_string(),
+    );
+    for (key, value) in fabric.as_object().unwrap() {
+        // JSON strings and numbers are TOML values as written.
+        toml.push_str(&format!("{key} = {value}\n"));
+    }
+    let config = dir.path().join("member-b.toml");
+    std::fs::write(&config, toml).unwrap();
+
+    let altered_receipt = {
+        let mut lines = intact.clone();
+        let mut v: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        v["receipt"]["status"] = json!(299);
+        lines[1] = v.to_string();
+        lines
+    };
+    let replaced_root = {
+        let mut lines = intact.clone();
+        let mut v: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+        v["anchor"]["root"] = json!("11".repeat(32));
+        lines[2] = v.to_string();
+        lines
+    };
+    for (name, export, holds) in [
+        ("intact", intact, true),
+        ("a receipt altered", altered_receipt, false),
+        ("an anchor root replaced", replaced_root, false),
+    ] {
+        let path = dir.path().join("export.ndjson");
+        std::fs::write(&path, export.join("\n") + "\n").unwrap();
+        let args = VerifyArgs {
+            export: path,
+            config: Some(config.clone()),
+            anchors: None,
+            options: VerifyOptions {
+                complete: true,
+                require_anchored: true,
+            },
+        };
+        let report = verify::verify(&args).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if holds {
+            assert!(report.all_held(), "{name}: {:?}", report.failures);
+            assert_eq!(report.n_anchored, 4, "{name}");
+        } else {
+            assert!(!report.all_held(), "{name}: verified at member B");
+        }
     }
 }

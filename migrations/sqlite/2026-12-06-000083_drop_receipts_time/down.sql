@@ -1,0 +1,1 @@
+CREATE INDEX receipts_time ON receipts (time_ms);

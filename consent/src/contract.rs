@@ -2,7 +2,8 @@
 //! embedded ledger and by Fabric chaincode.
 //!
 //! Owns the state trait, the records kept on the ledger, their key layout and the
-//! operations (put, revoke, read active consents, read history, record an anchor). Leaves
+//! operations (put, revoke, read active consents, list consents by patient or by grantee, read
+//! history, record an anchor). Leaves
 //! out blocks, signatures and transport (the ledger backends) and the consent documents
 //! themselves (the gateway store).
 //!

@@ -2,7 +2,8 @@
 //! embedded ledger and by Fabric chaincode.
 //!
 //! Owns the state trait, the records kept on the ledger, their key layout and the
-//! operations (put, revoke, read active consents, read history, record an anchor). Leaves
+//! operations (put, revoke, read active consents, list consents by patient or by grantee, read
+//! history, record an anchor). Leaves
 //! out blocks, signatures and transport (the ledger backends) and the consent documents
 //! themselves (the gateway store).
 //!
@@ -478,6 +479,34 @@ impl ConsentContract {
             .collect()
     }
 
+    /// The current version of every consent naming `grantee_key` among its grantees (any
+    /// version's grantees, not only the first one's key bucket), whatever its status, in key
+    /// order: a consent administrator's search by actor, without a patient.
+    ///
+    /// Cost: O(all consents on the ledger), a range over every consent record, filtered. That
+    /// is acceptable for an administrative search; an index by grantee would change the
+    /// contract's writes, which re-executing old chains would not reproduce.
+    pub fn grantee_consents<S: ContractState>(
+        &self,
+        state: &S,
+        grantee_key: &str,
+    ) -> ContractResult<Vec<ConsentRecord>, S::Error> {
+        if !keys::is_hash(grantee_key) {
+            return Err(invalid("grantee_key", "not a keyed hash"));
+        }
+        let mut out = Vec::new();
+        for (key, bytes) in state
+            .range(CONSENT_RANGE_START, CONSENT_RANGE_END)
+            .map_err(ContractError::State)?
+        {
+            let record = parse_record(&key, &bytes)?;
+            if record.grantee_keys.iter().any(|g| g == grantee_key) {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
     /// A patient's consents in force at `now` (active and in period), in key order. Consents
     /// of scopes that are not enforced are included; [`ConsentRecord::is_enforced_scope`]
     /// tells them apart.
@@ -573,6 +602,11 @@ impl ConsentContract {
         }
     }
 }
+
+/// Every consent record key lies in `[CONSENT_RANGE_START, CONSENT_RANGE_END)`: `consent/`
+/// then anything (`0` follows `/` in ASCII); `consent-index/…` sorts before it.
+pub const CONSENT_RANGE_START: &str = "consent/";
+pub const CONSENT_RANGE_END: &str = "consent0";
 
 fn index_key(consent_key: &str) -> String {
     format!("consent-index/{consent_key}")
@@ -700,7 +734,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::model::parse_consent;
+    use crate::model::{Party, parse_consent};
 
     const M: &str = LOCAL_MEMBER;
 
@@ -857,6 +891,85 @@ mod tests {
         let payload: Value = serde_json::from_slice(&s.events()[1].payload).unwrap();
         assert_eq!(payload["version"], 2);
         assert_eq!(payload["status"], "revoked");
+    }
+
+    #[test]
+    fn grantee_consents_finds_every_patients_consents_naming_the_grantee() {
+        let c = ConsentContract;
+        let mut s = InMemoryContractState::new();
+        let now = t("2025-03-01T00:00:00Z");
+        let put = |s: &mut InMemoryContractState, id: &str, grantee: &str, patient: &str| {
+            c.put_consent(s, &submission(&document(id, grantee, "1"), patient), M, now)
+                .unwrap()
+        };
+        put(&mut s, "c1", "Practitioner/dr-alice", "p-1");
+        put(&mut s, "c2", "Practitioner/dr-alice", "p-2");
+        put(&mut s, "c3", "Practitioner/dr-bob", "p-1");
+        // c4 named dr-bob first (its record key's bucket), then dr-alice: found by its
+        // current grantees, not by its key.
+        put(&mut s, "c4", "Practitioner/dr-bob", "p-3");
+        let mut moved = submission(&document("c4", "Practitioner/dr-alice", "2"), "p-3");
+        moved.expected_version = Some(1);
+        c.put_consent(&mut s, &moved, M, now).unwrap();
+        c.revoke(
+            &mut s,
+            &key().consent("c2"),
+            RevocationReason::Other,
+            M,
+            now,
+        )
+        .unwrap();
+        // Anchors live beside consents and are never read as consents.
+        c.record_anchor(
+            &mut s,
+            &AnchorSubmission {
+                gateway_key: key().gateway("gw-1"),
+                batch_id: 1,
+                root: "ab".repeat(32),
+                n_receipts: 1,
+            },
+            now,
+        )
+        .unwrap();
+
+        let alice = key().party(&Party::Reference("Practitioner/dr-alice".into()));
+        let mut found: Vec<(String, u64, RecordStatus)> = c
+            .grantee_consents(&s, &alice)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.consent_key, r.version, r.status))
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut expected = vec![
+            (key().consent("c1"), 1, RecordStatus::Active),
+            (key().consent("c2"), 2, RecordStatus::Revoked),
+            (key().consent("c4"), 2, RecordStatus::Active),
+        ];
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(found, expected);
+
+        let bob = key().party(&Party::Reference("Practitioner/dr-bob".into()));
+        let bobs: Vec<String> = c
+            .grantee_consents(&s, &bob)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.consent_key)
+            .collect();
+        assert_eq!(bobs, vec![key().consent("c3")], "c4 no longer names dr-bob");
+        let nobody = key().party(&Party::Reference("Practitioner/dr-carol".into()));
+        assert!(c.grantee_consents(&s, &nobody).unwrap().is_empty());
+        for bad in ["", "Practitioner/dr-alice", "consent/", &"z".repeat(64)] {
+            assert!(
+                matches!(
+                    c.grantee_consents(&s, bad),
+                    Err(ContractError::Invalid {
+                        field: "grantee_key",
+                        ..
+                    })
+                ),
+                "{bad:?} must be refused"
+            );
+        }
     }
 
     #[test]

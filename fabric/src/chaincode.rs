@@ -542,6 +542,9 @@ fn run_query(state: &state::ShimState, query: Query) -> Result<Vec<u8>, Contract
         Query::PatientConsents { patient_key } => {
             to_json(&contract.patient_consents(state, &patient_key)?)
         }
+        Query::GranteeConsents { grantee_key } => {
+            to_json(&contract.grantee_consents(state, &grantee_key)?)
+        }
         Query::ActiveConsents { patient_key, now } => {
             to_json(&contract.active_consents(state, &patient_key, now)?)
         }

@@ -597,6 +597,13 @@ impl Ledger for FabricLedger {
         .await
     }
 
+    async fn grantee_consents(&self, grantee_key: &str) -> Result<Vec<ConsentRecord>, LedgerError> {
+        self.query(Query::GranteeConsents {
+            grantee_key: grantee_key.to_owned(),
+        })
+        .await
+    }
+
     async fn consent(&self, consent_key: &str) -> Result<Option<ConsentRecord>, LedgerError> {
         self.query(Query::Consent {
             consent_key: consent_key.to_owned(),

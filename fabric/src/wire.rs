@@ -8,6 +8,7 @@
 //! |--------------------|-------------------------------------|-----------------------------|
 //! | `consent`          | `{"consent_key"}`                   | `ConsentRecord` or `null`   |
 //! | `patient_consents` | `{"patient_key"}`                   | `[ConsentRecord]`           |
+//! | `grantee_consents` | `{"grantee_key"}`                   | `[ConsentRecord]`           |
 //! | `active_consents`  | `{"patient_key", "now"}` (Unix s)   | `[ConsentRecord]`           |
 //! | `consent_history`  | `{"consent_key"}`                   | `[{"tx_id", "record"}]`     |
 //! | `anchor`           | `{"gateway_key", "batch_id"}`       | `AnchorRecord` or `null`    |
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub const Q_CONSENT: &str = "consent";
 pub const Q_PATIENT_CONSENTS: &str = "patient_consents";
+pub const Q_GRANTEE_CONSENTS: &str = "grantee_consents";
 pub const Q_ACTIVE_CONSENTS: &str = "active_consents";
 pub const Q_CONSENT_HISTORY: &str = "consent_history";
 pub const Q_ANCHOR: &str = "anchor";
@@ -82,11 +84,28 @@ pub struct DocumentStored {
 /// A query the chaincode answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Query {
-    Consent { consent_key: String },
-    PatientConsents { patient_key: String },
-    ActiveConsents { patient_key: String, now: Timestamp },
-    ConsentHistory { consent_key: String },
-    Anchor { gateway_key: String, batch_id: u64 },
+    Consent {
+        consent_key: String,
+    },
+    PatientConsents {
+        patient_key: String,
+    },
+    /// Every consent naming a grantee, of any patient: a range over all consent records
+    /// (which a peer answers in pages, read to the end by the shim).
+    GranteeConsents {
+        grantee_key: String,
+    },
+    ActiveConsents {
+        patient_key: String,
+        now: Timestamp,
+    },
+    ConsentHistory {
+        consent_key: String,
+    },
+    Anchor {
+        gateway_key: String,
+        batch_id: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -101,6 +120,12 @@ struct PatientArg {
     patient_key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     now: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GranteeArg {
+    grantee_key: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -149,6 +174,7 @@ impl Query {
         match self {
             Query::Consent { .. } => Q_CONSENT,
             Query::PatientConsents { .. } => Q_PATIENT_CONSENTS,
+            Query::GranteeConsents { .. } => Q_GRANTEE_CONSENTS,
             Query::ActiveConsents { .. } => Q_ACTIVE_CONSENTS,
             Query::ConsentHistory { .. } => Q_CONSENT_HISTORY,
             Query::Anchor { .. } => Q_ANCHOR,
@@ -167,6 +193,9 @@ impl Query {
             Query::PatientConsents { patient_key } => serde_json::to_vec(&PatientArg {
                 patient_key: patient_key.clone(),
                 now: None,
+            }),
+            Query::GranteeConsents { grantee_key } => serde_json::to_vec(&GranteeArg {
+                grantee_key: grantee_key.clone(),
             }),
             Query::ActiveConsents { patient_key, now } => serde_json::to_vec(&PatientArg {
                 patient_key: patient_key.clone(),
@@ -231,6 +260,13 @@ pub fn parse_args(args: &[Vec<u8>]) -> Result<Invocation, ArgsError> {
                 _ => Query::PatientConsents {
                     patient_key: a.patient_key,
                 },
+            }))
+        }
+        Q_GRANTEE_CONSENTS => {
+            let a: GranteeArg =
+                serde_json::from_value(value).map_err(|e| json_error(e.to_string()))?;
+            Ok(Invocation::Query(Query::GranteeConsents {
+                grantee_key: a.grantee_key,
             }))
         }
         F_PUT_DOCUMENT | Q_DOCUMENT => {
@@ -331,6 +367,9 @@ mod tests {
             Query::PatientConsents {
                 patient_key: "b".repeat(64),
             },
+            Query::GranteeConsents {
+                grantee_key: "d".repeat(64),
+            },
             Query::ActiveConsents {
                 patient_key: "b".repeat(64),
                 now: Timestamp::from_unix_seconds(1_500),
@@ -359,6 +398,14 @@ mod tests {
             Err(ArgsError::Unknown(_))
         ));
         assert!(matches!(parse_args(&[]), Err(ArgsError::Count(0))));
+        // A grantee query takes its key and nothing else (no patient to widen or narrow it).
+        assert!(matches!(
+            parse_args(&[
+                b"grantee_consents".to_vec(),
+                br#"{"grantee_key":"dd","patient_key":"bb"}"#.to_vec()
+            ]),
+            Err(ArgsError::Json { .. })
+        ));
         let hash = "ab".repeat(32);
         assert_eq!(
             parse_args(&put_document_args(&hash)).unwrap(),

@@ -40,6 +40,12 @@ pub trait Ledger: Send + Sync {
     /// Every consent of a patient, whatever its status, in key order.
     async fn patient_consents(&self, patient_key: &str) -> Result<Vec<ConsentRecord>, LedgerError>;
 
+    /// The current version of every consent naming `grantee_key` among its grantees, of any
+    /// patient and whatever its status, in key order. Scans every consent (an administrator's
+    /// search by actor, O(all consents)); a key that is not a keyed hash is refused
+    /// ([`LedgerError::Rejected`], [`Rejection::Invalid`]).
+    async fn grantee_consents(&self, grantee_key: &str) -> Result<Vec<ConsentRecord>, LedgerError>;
+
     /// The current version of a consent; `None` when unknown.
     async fn consent(&self, consent_key: &str) -> Result<Option<ConsentRecord>, LedgerError>;
 

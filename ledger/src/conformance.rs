@@ -1,5 +1,5 @@
 //! The conformance suite every ledger backend passes (the embedded ledger now, Fabric
-//! later): ordering, history, events (once, in order, resumable from a checkpoint),
+//! later): ordering, history, the search by grantee across patients, events (once, in order, resumable from a checkpoint),
 //! idempotent replays, rejections, concurrent writers, a tampered block caught by
 //! [`verify_chain`], state rebuilt after a restart, and documents stored and fetched by hash
 //! off the chain ([`documents`]).
@@ -67,6 +67,7 @@ where
 pub async fn run_all(factory: &Factory) {
     ordering(factory).await;
     history_and_queries(factory).await;
+    grantee_queries(factory).await;
     events_once_in_order(factory).await;
     events_resume_from_checkpoint(factory).await;
     idempotent_replays(factory).await;
@@ -123,6 +124,80 @@ pub async fn ordering(factory: &Factory) {
     for r in &receipts {
         let event = next_event(&mut stream).await;
         assert_eq!(Some(&event), r.event.as_ref(), "events in commit order");
+    }
+}
+
+/// The search by grantee finds the current version of every consent naming the grantee, of
+/// every patient and whatever its status, and nothing else; a malformed key is refused.
+pub async fn grantee_queries(factory: &Factory) {
+    let ledger = factory().await.ledger;
+    let fx = Fixture::new();
+    for (consent, patient, grantee) in [
+        ("c1", "p1", "dr-alice"),
+        ("c2", "p2", "dr-alice"),
+        ("c3", "p1", "dr-bob"),
+    ] {
+        ledger
+            .put_consent(fx.consent(consent, patient, grantee, "v1"))
+            .await
+            .expect("put_consent commits");
+    }
+    ledger
+        .revoke(&fx.consent_key("c2"), RevocationReason::PatientRequest)
+        .await
+        .expect("revoke commits");
+
+    let found = |grantee: &'static str| {
+        let ledger = ledger.clone();
+        let key = fx.grantee(grantee);
+        async move {
+            let mut found: Vec<(String, String, u64, RecordStatus)> = ledger
+                .grantee_consents(&key)
+                .await
+                .expect("grantee query")
+                .into_iter()
+                .map(|r| (r.consent_key, r.patient_key, r.version, r.status))
+                .collect();
+            found.sort_by(|a, b| a.0.cmp(&b.0));
+            found
+        }
+    };
+    let mut alice = vec![
+        (
+            fx.consent_key("c1"),
+            fx.patient("p1"),
+            1,
+            RecordStatus::Active,
+        ),
+        (
+            fx.consent_key("c2"),
+            fx.patient("p2"),
+            2,
+            RecordStatus::Revoked,
+        ),
+    ];
+    alice.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        found("dr-alice").await,
+        alice,
+        "both patients' consents naming the grantee, the revoked one with its status"
+    );
+    assert_eq!(
+        found("dr-bob").await,
+        vec![(
+            fx.consent_key("c3"),
+            fx.patient("p1"),
+            1,
+            RecordStatus::Active
+        )],
+        "a consent naming another grantee is not listed"
+    );
+    assert!(found("dr-nobody").await.is_empty());
+    match ledger.grantee_consents("not-a-key").await {
+        Err(LedgerError::Rejected {
+            rejection: Rejection::Invalid { .. },
+        }) => {}
+        other => panic!("a malformed grantee key must be refused, got {other:?}"),
     }
 }
 
@@ -906,6 +981,10 @@ impl Fixture {
         self.key.patient(&self.label(label))
     }
 
+    fn grantee(&self, label: &str) -> String {
+        self.key.keyed_hash("party-ref", &self.label(label))
+    }
+
     fn consent_key(&self, label: &str) -> String {
         self.key.consent(&self.label(label))
     }
@@ -920,7 +999,7 @@ impl Fixture {
         ConsentSubmission {
             consent_key: self.consent_key(consent),
             patient_key: self.patient(patient),
-            grantee_keys: vec![self.key.keyed_hash("party-ref", &self.label(grantee))],
+            grantee_keys: vec![self.grantee(grantee)],
             document_hash: self.hash(&format!("{consent}/{document}")),
             status: RecordStatus::Active,
             scope: "patient-privacy".into(),

@@ -180,6 +180,10 @@ impl Ledger for EmbeddedLedger {
         self.query(|s| ConsentContract.patient_consents(s, patient_key))
     }
 
+    async fn grantee_consents(&self, grantee_key: &str) -> Result<Vec<ConsentRecord>, LedgerError> {
+        self.query(|s| ConsentContract.grantee_consents(s, grantee_key))
+    }
+
     async fn consent(&self, consent_key: &str) -> Result<Option<ConsentRecord>, LedgerError> {
         self.query(|s| match ConsentContract.consent(s, consent_key) {
             Ok(r) => Ok(Some(r)),

@@ -73,6 +73,11 @@ async fn conformance_history_and_queries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_grantee_queries() {
+    conformance::grantee_queries(&*embedded()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_events_once_in_order() {
     conformance::events_once_in_order(&*embedded()).await;
 }

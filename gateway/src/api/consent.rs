@@ -347,7 +347,10 @@ async fn read_version(
 }
 
 /// `GET /consent/Consent?site=…&patient=…[&actor=Type/id][&status=…]`: a searchset Bundle
-/// of the patient's consents (newest version of each), filtered by actor and status.
+/// of the patient's consents (newest version of each), filtered by actor and status. Without
+/// `patient`, `actor` is required: the consents of every patient of the site naming the
+/// actor, each patient's only to a caller who may search that patient's consents (so a
+/// launch context sees its own patient's alone); the receipt names every patient returned.
 pub async fn search(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -387,14 +390,10 @@ async fn list_consents(
     let site = known_site(params.one("site"), state)?;
     let patient = params
         .one("patient")
-        .map(|p| p.strip_prefix("Patient/").unwrap_or(p))
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| {
-            GatewayError::Malformed(
-                "`patient` is required: the consents of one patient are searched".into(),
-            )
-        })?;
-    if valid_id(patient).is_none() {
+        .map(|p| p.strip_prefix("Patient/").unwrap_or(p));
+    if let Some(patient) = patient
+        && valid_id(patient).is_none()
+    {
         return Err(bad_parameter("patient", patient, "a Patient id"));
     }
     let version = state
@@ -425,23 +424,58 @@ async fn list_consents(
         ),
     };
     access.set_site(&site);
-    access.add_patient(&site, patient);
-    authorize(
-        caller,
-        state,
-        ConsentAction::Search,
-        Target::Patient(patient),
-        None,
-        None,
-    )?;
-    let consents = state
-        .consents
-        .list(&site, patient)
-        .await
-        .map_err(service_error)?;
+    // (consent, its patient) of the patient searched, or of every patient of the site whose
+    // consents name the actor.
+    let consents: Vec<(assent_consent::ConsentRecord, Value, String)> = match (patient, &actor) {
+        (Some(patient), _) => {
+            access.add_patient(&site, patient);
+            authorize(
+                caller,
+                state,
+                ConsentAction::Search,
+                Target::Patient(patient),
+                None,
+                None,
+            )?;
+            state
+                .consents
+                .list(&site, patient)
+                .await
+                .map_err(service_error)?
+                .into_iter()
+                .map(|(record, document)| (record, document, patient.to_owned()))
+                .collect()
+        }
+        (None, Some(actor)) => state
+            .consents
+            .list_by_actor(&site, actor)
+            .await
+            .map_err(service_error)?
+            .into_iter()
+            // Each patient's consents only to a caller who may search that patient's (a
+            // launch context: its own patient; the administrator role: every patient).
+            .filter(|c| {
+                authorize(
+                    caller,
+                    state,
+                    ConsentAction::Search,
+                    Target::Patient(&c.patient_id),
+                    None,
+                    None,
+                )
+                .is_ok()
+            })
+            .map(|c| (c.record, c.document, c.patient_id))
+            .collect(),
+        (None, None) => {
+            return Err(GatewayError::Malformed(
+                "`patient` or `actor` is required: the consents of one patient, or those naming one actor, are searched".into(),
+            ));
+        }
+    };
     let actor_party = actor.map(|a| ConsentCaller::new().with_reference(&a));
     let mut entries = Vec::new();
-    for (record, document) in consents {
+    for (record, document, patient) in consents {
         let resource = rendered(
             &document,
             record.version,
@@ -459,6 +493,7 @@ async fn list_consents(
                 continue;
             }
         }
+        access.add_patient(&site, &patient);
         access.add_resource(&resource);
         let id = resource["id"].as_str().unwrap_or_default().to_owned();
         entries.push(json!({

@@ -62,6 +62,28 @@ pub use cache::{ANY_PATIENT, CACHE_CAPACITY};
 pub use documents::{DOCUMENT_CACHE_CAPACITY, DOCUMENTS_UNVERIFIED};
 pub use runtime::Backend;
 
+/// A consent found by [`ConsentService::list_by_actor`]: the ledger's current version, its
+/// verified document, and the site-local id of its patient.
+#[derive(Debug, Clone)]
+pub struct ActorConsent {
+    pub record: assent_consent::ConsentRecord,
+    pub document: Value,
+    pub patient_id: String,
+}
+
+/// The id of the patient a Consent document names (`patient`, R5 `subject`): the last
+/// segment of a reference `…Patient/{id}`. A candidate only, to be checked against the
+/// ledger's patient key.
+fn document_patient_id(document: &Value) -> Option<&str> {
+    let reference = ["patient", "subject"].iter().find_map(|f| {
+        document
+            .pointer(&format!("/{f}/reference"))
+            .and_then(Value::as_str)
+    })?;
+    let (rest, id) = reference.rsplit_once('/')?;
+    (!id.is_empty() && (rest == "Patient" || rest.ends_with("/Patient"))).then_some(id)
+}
+
 /// A failure of the consent service, mapped to a response by the caller.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsentServiceError {
@@ -388,6 +410,55 @@ impl ConsentService {
         Ok(out)
     }
 
+    /// The consents of `site`'s patients that name `actor` (a reference `Type/id`) as a
+    /// provision's actor, whatever their status, newest version of each, in ledger key order,
+    /// each with its site-local patient id: a consent administrator's search by actor without
+    /// a patient.
+    ///
+    /// The ledger is asked by the actor's grantee key, computed as a stored consent's grantee
+    /// keys are ([`ConsentSubmission::from_consent`]: the keyed hash of the party the
+    /// decision matches, the normalized reference). Each document is fetched by hash and
+    /// verified as [`list`](Self::list) does. A consent is kept only when its document's
+    /// patient is a patient of `site` by the ledger's own record: the keyed hash of
+    /// `site` and the id the document names must be the record's patient key (a document
+    /// alone cannot place a consent at a site). Costs a scan of every consent on the ledger
+    /// ([`Ledger::grantee_consents`]).
+    pub async fn list_by_actor(
+        &self,
+        site: &str,
+        actor: &str,
+    ) -> Result<Vec<ActorConsent>, ConsentServiceError> {
+        let Some(party) = assent_consent::Caller::new()
+            .with_reference(actor)
+            .parties
+            .pop()
+        else {
+            return Ok(Vec::new());
+        };
+        let ledger = self.runtime.ledger();
+        let records = ledger.grantee_consents(&self.key.party(&party)).await?;
+        let mut out = Vec::new();
+        for record in records {
+            let document = self
+                .documents
+                .load(&**ledger, &record.document_hash)
+                .await?;
+            let Some(patient_id) = document_patient_id(&document) else {
+                continue;
+            };
+            if self.patient_key(site, patient_id) != record.patient_key {
+                continue;
+            }
+            let patient_id = patient_id.to_owned();
+            out.push(ActorConsent {
+                record,
+                document: Value::clone(&document),
+                patient_id,
+            });
+        }
+        Ok(out)
+    }
+
     /// Drops a patient's cached consents (the ledger names patients by keyed hash).
     pub fn invalidate(&self, patient_key: &str) {
         self.cache.invalidate(patient_key);
@@ -562,6 +633,105 @@ mod tests {
                 Err(ConsentServiceError::NotFound)
             ));
         }
+    }
+
+    /// ADV: the search by actor lists the site's consents naming the actor, of every patient
+    /// and status, and never another site's consent (same local patient id) nor one whose
+    /// document names a patient the ledger's record is not about.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn consents_are_listed_by_actor_within_the_site() {
+        let t = testing::sqlite();
+        let service = ConsentService::open_embedded(t.store.clone(), &[5; 32], [6; 32]).unwrap();
+        for (site, id, patient, practitioner, stored_for) in [
+            ("st-mary", "c1", "p1", "dr-alice", "p1"),
+            ("st-mary", "c2", "p2", "dr-alice", "p2"),
+            ("st-mary", "c3", "p1", "dr-bob", "p1"),
+            // Another site's patient with the same local id is someone else.
+            ("north-general", "c4", "p1", "dr-alice", "p1"),
+            // A document naming p9 stored as p4's: the ledger says p4, the document p9.
+            ("st-mary", "c5", "p9", "dr-alice", "p4"),
+        ] {
+            service
+                .put(
+                    site,
+                    consent(id, patient, practitioner),
+                    Some(FhirVersion::R4),
+                    stored_for,
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+        service
+            .revoke("c2", RevocationReason::PatientRequest)
+            .await
+            .unwrap();
+        let listed = |site: &'static str, actor: &'static str| {
+            let service = &service;
+            async move {
+                let mut out: Vec<(String, String, u64, String)> = service
+                    .list_by_actor(site, actor)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|c| {
+                        (
+                            c.document["id"].as_str().unwrap().to_owned(),
+                            c.patient_id,
+                            c.record.version,
+                            format!("{:?}", c.record.status),
+                        )
+                    })
+                    .collect();
+                out.sort();
+                out
+            }
+        };
+        assert_eq!(
+            listed("st-mary", "Practitioner/dr-alice").await,
+            vec![
+                ("c1".into(), "p1".into(), 1, "Active".into()),
+                ("c2".into(), "p2".into(), 2, "Revoked".into()),
+            ]
+        );
+        assert_eq!(
+            listed("north-general", "Practitioner/dr-alice").await,
+            vec![("c4".into(), "p1".into(), 1, "Active".into())]
+        );
+        assert_eq!(
+            listed("st-mary", "Practitioner/dr-bob").await,
+            vec![("c3".into(), "p1".into(), 1, "Active".into())]
+        );
+        for nobody in [
+            "Practitioner/dr-carol",
+            "Practitioner/dr-alice/x",
+            "dr-alice",
+            "",
+        ] {
+            assert!(listed("st-mary", nobody).await.is_empty(), "{nobody:?}");
+        }
+    }
+
+    #[test]
+    fn a_documents_patient_id_is_the_last_segment_of_a_patient_reference() {
+        for (reference, id) in [
+            ("Patient/p1", Some("p1")),
+            ("https://gw.example/fhir/st-mary/Patient/p-2", Some("p-2")),
+            ("Patient/", None),
+            ("Practitioner/p1", None),
+            ("p1", None),
+            ("Patient/p1/_history/2", None),
+        ] {
+            assert_eq!(
+                document_patient_id(&json!({"patient": {"reference": reference}})),
+                id,
+                "{reference}"
+            );
+        }
+        assert_eq!(
+            document_patient_id(&json!({"subject": {"reference": "Patient/r5"}})),
+            Some("r5")
+        );
     }
 
     /// ADV: a document changed in the embedded ledger's store (an attacker with database
@@ -790,6 +960,9 @@ mod tests {
         async fn patient_consents(&self, key: &str) -> Result<Vec<ConsentRecord>, LedgerError> {
             self.inner.patient_consents(key).await
         }
+        async fn grantee_consents(&self, key: &str) -> Result<Vec<ConsentRecord>, LedgerError> {
+            self.inner.grantee_consents(key).await
+        }
         async fn consent(&self, key: &str) -> Result<Option<ConsentRecord>, LedgerError> {
             self.inner.consent(key).await
         }
@@ -857,6 +1030,9 @@ mod tests {
         }
         async fn patient_consents(&self, key: &str) -> Result<Vec<ConsentRecord>, LedgerError> {
             self.inner.patient_consents(key).await
+        }
+        async fn grantee_consents(&self, key: &str) -> Result<Vec<ConsentRecord>, LedgerError> {
+            self.inner.grantee_consents(key).await
         }
         async fn consent(&self, key: &str) -> Result<Option<ConsentRecord>, LedgerError> {
             self.inner.consent(key).await

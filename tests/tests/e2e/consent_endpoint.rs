@@ -1,6 +1,6 @@
 //! `/consent/Consent` as a FHIR Consent endpoint (issue 15): create with a server-assigned id
 //! whose `Location` resolves, PUT with the client's id, read, vread, `_history`, search by
-//! patient, actor and status, version-aware updates (a stale `If-Match` is 412 and two
+//! patient, actor and status (by actor alone across a site's patients), version-aware updates (a stale `If-Match` is 412 and two
 //! writers with the same `If-Match` cannot both win), 404 `not-found` for an unknown consent;
 //! `$check` in `Parameters` with its input checked and a plain explanation, deciding as the
 //! proxy does; a denied proxied caller told why without any consent's content; and the
@@ -291,6 +291,225 @@ async fn the_consent_endpoint_answers_as_a_fhir_server() {
             "{query}"
         );
         assert!(got.text().contains(named), "{query}: {}", got.text());
+    }
+}
+
+/// Search by actor without a patient (issue 15): every consent of the site's patients that
+/// names the actor, revoked ones included (read `inactive`), filtered by status; never
+/// another site's; the receipt names every patient returned. ADV: a caller confined to a
+/// patient by its launch context gets that patient's consents only, never another
+/// patient's, and a caller with neither a context nor the administrator role is refused.
+#[actix_web::test]
+async fn consents_are_searched_by_actor_without_a_patient() {
+    let upstream = hospital();
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .site("north-general", &upstream.base_url())
+        .start();
+    for (site, body) in [
+        ("st-mary", consent("c-alice-p1", "p1", "dr-alice", true)),
+        ("st-mary", consent("c-alice-p2", "p2", "dr-alice", true)),
+        ("st-mary", consent("c-bob-p1", "p1", "dr-bob", false)),
+        // Another site's patient with the same local id: not St Mary's.
+        (
+            "north-general",
+            consent("c-alice-ng", "p1", "dr-alice", true),
+        ),
+    ] {
+        let got = put_consent(&gw, site, &body).await;
+        assert_eq!(got.status, 201, "{}", got.text());
+    }
+    let revoked = admin(&gw, "POST", "/consent/Consent/c-alice-p2/$revoke", None).await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+
+    let search = |query: &str, token: &str| {
+        let url = gw.url(&format!("/consent/Consent?{query}"));
+        let token = token.to_owned();
+        async move { send("GET", &url, Some(&token), &[], None).await }
+    };
+    let ids_of = |got: &Got| -> Vec<String> {
+        assert_eq!(got.status, 200, "{}", got.text());
+        let bundle = got.json();
+        let mut ids: Vec<String> = bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(bundle["total"], ids.len());
+        ids.sort();
+        ids
+    };
+    let key = gw.gateway.state.consents.key().clone();
+    let receipt_patients = |got: &Got| -> Vec<String> {
+        let id = got.header("x-assent-receipt").expect("a receipt");
+        let row = gw.gateway.state.store.receipt(id).unwrap().unwrap();
+        let mut keys = Receipt::from_canonical_bytes(&row.body)
+            .unwrap()
+            .patient_keys;
+        keys.sort();
+        keys
+    };
+    let keys_of = |patients: &[&str]| -> Vec<String> {
+        let mut keys: Vec<String> = patients.iter().map(|p| key.patient(p)).collect();
+        keys.sort();
+        keys
+    };
+
+    // A consent administrator: both patients' consents naming dr-alice, with their status.
+    let admin_token = admin_token();
+    let alice = search("site=st-mary&actor=Practitioner/dr-alice", admin_token).await;
+    assert_eq!(ids_of(&alice), ["c-alice-p1", "c-alice-p2"]);
+    assert_eq!(
+        receipt_patients(&alice),
+        keys_of(&["st-mary/Patient/p1", "st-mary/Patient/p2"]),
+        "the receipt names every patient returned"
+    );
+    assert_eq!(
+        ids_of(
+            &search(
+                "site=st-mary&actor=Practitioner/dr-alice&status=active",
+                admin_token
+            )
+            .await
+        ),
+        ["c-alice-p1"]
+    );
+    assert_eq!(
+        ids_of(
+            &search(
+                "site=st-mary&actor=Practitioner/dr-alice&status=inactive",
+                admin_token
+            )
+            .await
+        ),
+        ["c-alice-p2"],
+        "a revoked consent reads inactive"
+    );
+    assert_eq!(
+        ids_of(&search("site=st-mary&actor=Practitioner/dr-bob", admin_token).await),
+        ["c-bob-p1"]
+    );
+    assert_eq!(
+        ids_of(
+            &search(
+                "site=north-general&actor=Practitioner/dr-alice",
+                admin_token
+            )
+            .await
+        ),
+        ["c-alice-ng"]
+    );
+    let nobody = search("site=st-mary&actor=Practitioner/dr-nobody", admin_token).await;
+    assert!(ids_of(&nobody).is_empty());
+    assert!(receipt_patients(&nobody).is_empty());
+    // With a patient, the actor still filters that patient's consents.
+    assert_eq!(
+        ids_of(
+            &search(
+                "site=st-mary&patient=p1&actor=Practitioner/dr-alice",
+                admin_token
+            )
+            .await
+        ),
+        ["c-alice-p1"]
+    );
+    // Neither a patient nor an actor: 400 naming both; a bad actor: 400 naming it.
+    for (query, named) in [
+        ("site=st-mary", "`patient` or `actor`"),
+        ("site=st-mary&status=active", "`patient` or `actor`"),
+        ("site=st-mary&actor=dr-alice", "dr-alice"),
+        ("actor=Practitioner/dr-alice", "site"),
+    ] {
+        let got = search(query, admin_token).await;
+        assert_eq!(
+            (got.status, got.error_code().as_str()),
+            (400, "malformed-request"),
+            "{query}"
+        );
+        assert!(got.text().contains(named), "{query}: {}", got.text());
+    }
+
+    // ADV: callers confined to a patient, searching by actor alone, get their own patient's
+    // consents and nothing of any other patient; the receipt names no other patient.
+    let app = |patient: &str| {
+        token(
+            "billing-service",
+            Some("openid launch/patient patient/Consent.rs"),
+            None,
+            Some(patient),
+        )
+    };
+    let ehr_alice_p2 = token(
+        "dr-alice",
+        Some("openid fhirUser launch/patient patient/Consent.cruds user/*.rs"),
+        None,
+        Some("p2"),
+    );
+    // (who, token, actor searched, the one consent and patient it may see, if any)
+    let confined = [
+        (
+            "p1's app, dr-alice",
+            app("p1"),
+            "Practitioner/dr-alice",
+            Some(("c-alice-p1", "p1")),
+        ),
+        (
+            "p1's app, dr-bob",
+            app("p1"),
+            "Practitioner/dr-bob",
+            Some(("c-bob-p1", "p1")),
+        ),
+        ("p2's app, dr-bob", app("p2"), "Practitioner/dr-bob", None),
+        (
+            "p3's app, dr-alice",
+            app("p3"),
+            "Practitioner/dr-alice",
+            None,
+        ),
+        (
+            "dr-alice with p2 in context",
+            ehr_alice_p2,
+            "Practitioner/dr-alice",
+            Some(("c-alice-p2", "p2")),
+        ),
+    ];
+    for (name, token, actor, own) in confined {
+        let got = search(&format!("site=st-mary&actor={actor}"), &token).await;
+        let expected: Vec<String> = own.iter().map(|(id, _)| (*id).to_owned()).collect();
+        assert_eq!(ids_of(&got), expected, "{name}");
+        let patients: Vec<String> = own
+            .iter()
+            .map(|(_, p)| format!("st-mary/Patient/{p}"))
+            .collect();
+        let patients: Vec<&str> = patients.iter().map(String::as_str).collect();
+        assert_eq!(receipt_patients(&got), keys_of(&patients), "{name}");
+        let body = got.text();
+        for other in ["p1", "p2", "p3"] {
+            if own.is_none_or(|(_, p)| p != other) {
+                assert!(
+                    !body.contains(&format!("Patient/{other}")),
+                    "{name}: released a consent of {other}: {body}"
+                );
+            }
+        }
+    }
+    // Neither a launch context nor the administrator role: refused, whatever the search.
+    let user_scoped = token(
+        "dr-alice",
+        Some("openid fhirUser user/Consent.cruds"),
+        None,
+        None,
+    );
+    for token in [clinician_token(), user_scoped.as_str()] {
+        let got = search("site=st-mary&actor=Practitioner/dr-alice", token).await;
+        assert_eq!(
+            (got.status, got.error_code().as_str()),
+            (403, "consent-admin-required"),
+            "{}",
+            got.text()
+        );
+        assert!(!got.text().contains("c-alice"));
     }
 }
 

@@ -180,6 +180,12 @@ impl<L: Ledger + 'static> Ledger for OnRuntime<L> {
             .await
     }
 
+    async fn grantee_consents(&self, grantee_key: &str) -> Result<Vec<ConsentRecord>, LedgerError> {
+        let key = grantee_key.to_owned();
+        self.run(|l| async move { l.grantee_consents(&key).await })
+            .await
+    }
+
     async fn consent(&self, consent_key: &str) -> Result<Option<ConsentRecord>, LedgerError> {
         let key = consent_key.to_owned();
         self.run(|l| async move { l.consent(&key).await }).await

@@ -71,17 +71,12 @@ pub struct ActorConsent {
     pub patient_id: String,
 }
 
-/// The id of the patient a Consent document names (`patient`, R5 `subject`): the last
-/// segment of a reference `…Patient/{id}`. A candidate only, to be checked against the
-/// ledger's patient key.
-fn document_patient_id(document: &Value) -> Option<&str> {
-    let reference = ["patient", "subject"].iter().find_map(|f| {
-        document
-            .pointer(&format!("/{f}/reference"))
-            .and_then(Value::as_str)
-    })?;
-    let (rest, id) = reference.rsplit_once('/')?;
-    (!id.is_empty() && (rest == "Patient" || rest.ends_with("/Patient"))).then_some(id)
+/// The id of the patient a Consent document names (`patient`, R5 `subject`), as the consent
+/// model reads it (`assent_consent::parse_consent_any`, the one reader of Consent documents).
+/// A candidate only, to be checked against the ledger's patient key.
+fn document_patient_id(document: &Value) -> Option<String> {
+    let (consent, _) = assent_consent::parse_consent_any(document).ok()?;
+    consent.patient?.strip_prefix("Patient/").map(str::to_owned)
 }
 
 /// A failure of the consent service, mapped to a response by the caller.
@@ -446,10 +441,9 @@ impl ConsentService {
             let Some(patient_id) = document_patient_id(&document) else {
                 continue;
             };
-            if self.patient_key(site, patient_id) != record.patient_key {
+            if self.patient_key(site, &patient_id) != record.patient_key {
                 continue;
             }
-            let patient_id = patient_id.to_owned();
             out.push(ActorConsent {
                 record,
                 document: Value::clone(&document),
@@ -713,25 +707,27 @@ mod tests {
     }
 
     #[test]
-    fn a_documents_patient_id_is_the_last_segment_of_a_patient_reference() {
+    fn a_documents_patient_id_is_read_as_the_consent_model_reads_it() {
+        let with = |reference: &str| {
+            let mut document = consent("c1", "p1", "dr-a");
+            document["patient"]["reference"] = json!(reference);
+            document
+        };
         for (reference, id) in [
             ("Patient/p1", Some("p1")),
             ("https://gw.example/fhir/st-mary/Patient/p-2", Some("p-2")),
+            ("Patient/p1/_history/2", Some("p1")),
             ("Patient/", None),
             ("Practitioner/p1", None),
             ("p1", None),
-            ("Patient/p1/_history/2", None),
         ] {
             assert_eq!(
-                document_patient_id(&json!({"patient": {"reference": reference}})),
+                document_patient_id(&with(reference)).as_deref(),
                 id,
                 "{reference}"
             );
         }
-        assert_eq!(
-            document_patient_id(&json!({"subject": {"reference": "Patient/r5"}})),
-            Some("r5")
-        );
+        assert_eq!(document_patient_id(&json!({"patient": {"reference": "Patient/x"}})), None);
     }
 
     /// ADV: a document changed in the embedded ledger's store (an attacker with database

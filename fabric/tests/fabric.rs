@@ -1593,3 +1593,174 @@ async fn a_range_of_several_pages_against_a_real_fabric_network() {
     keys.dedup();
     assert_eq!(keys.len(), CONSENTS, "no consent listed twice");
 }
+
+/// Two members of a real network, when `ASSENT_FABRIC_TEST_CONFIG` names one organization's
+/// configuration and `ASSENT_FABRIC_TEST_CONFIG_2` another's, on the same channel and
+/// chaincode (deployed with `fabric/deploy/collections_config.json`): a document stored
+/// through the first is read through the second and only its hash reaches the blocks; a
+/// consent written by the first is seen by the second, which may revoke it but not overwrite
+/// it. Skipped with a notice otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_and_consents_cross_members_on_a_real_fabric_network() {
+    let Some(config1) = real_network_config() else {
+        return;
+    };
+    let Ok(path2) = std::env::var("ASSENT_FABRIC_TEST_CONFIG_2") else {
+        eprintln!(
+            "skipped: set ASSENT_FABRIC_TEST_CONFIG_2 to a second member's JSON FabricConfig \
+             file (same channel and chaincode) to run the cross-member test on a real network"
+        );
+        return;
+    };
+    let text = std::fs::read_to_string(&path2).expect("the second test config is readable");
+    let config2: FabricConfig = serde_json::from_str(&text).expect("the second config parses");
+    assert_ne!(config1.msp_id, config2.msp_id, "two different members");
+    let connection1 = config1.load().expect("the configured files load");
+    let org1 = FabricLedger::new(connection1.clone()).expect("connects");
+    let org2 = FabricLedger::from_config(&config2).expect("the configured files load");
+    let run = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let height = || async {
+        let info = real_qscc(&org1, &connection1, vec![b"GetChainInfo".to_vec()]).await;
+        assent_fabric::protos::common::BlockchainInfo::decode(info.as_slice())
+            .unwrap()
+            .height
+    };
+    let before = height().await;
+
+    let patient = format!("p-real-{run}");
+    let document = private_document(&patient);
+    let hash = sha256_hex(&document);
+    assert_eq!(
+        org2.document(&hash).await,
+        Ok(None),
+        "unknown before it is stored"
+    );
+    org1.put_document(&hash, &document).await.expect("stored");
+    // The other member's gateway reads it through its own organization's peer.
+    assert_eq!(org2.document(&hash).await, Ok(Some(document.clone())));
+    assert_eq!(org1.document(&hash).await, Ok(Some(document.clone())));
+    org2.put_document(&hash, &document).await.expect("a replay");
+    let other = private_document(&format!("{patient}-other"));
+    let refused = org2.put_document(&hash, &other).await;
+    assert!(
+        matches!(&refused, Err(LedgerError::Rejected { rejection: assent_ledger::Rejection::Invalid { field, .. } }) if field == "document"),
+        "{refused:?}"
+    );
+
+    // A consent that names the document, written by the first member.
+    let key = ConsortiumKey::new(b"real-cross-member-consortium-key").unwrap();
+    let submission = |grantee: &str| ConsentSubmission {
+        consent_key: key.consent(&format!("{run}/c")),
+        patient_key: key.patient(&patient),
+        grantee_keys: vec![key.keyed_hash("party-ref", grantee)],
+        document_hash: hash.clone(),
+        status: RecordStatus::Active,
+        scope: "patient-privacy".into(),
+        period_start: None,
+        period_end: None,
+        expected_version: None,
+    };
+    let written = org1
+        .put_consent(submission("Practitioner/dr-a"))
+        .await
+        .expect("commits");
+    let record = written.outcome.consent().unwrap().clone();
+    assert_eq!(record.member, config1.msp_id);
+    assert_eq!(
+        org2.consent(&record.consent_key).await.unwrap(),
+        Some(record.clone())
+    );
+    // ADV: the second member cannot overwrite the first's consent.
+    let overwrite = org2.put_consent(submission("Practitioner/dr-x")).await;
+    assert_eq!(
+        overwrite.map(|_| ()),
+        Err(LedgerError::Rejected {
+            rejection: assent_ledger::Rejection::OtherMember
+        })
+    );
+    // Any member may revoke; the first member sees the revocation.
+    let revoked = org2
+        .revoke(&record.consent_key, RevocationReason::PatientRequest)
+        .await
+        .expect("another member revokes");
+    assert_eq!(
+        revoked.outcome.consent().unwrap().status,
+        RecordStatus::Revoked
+    );
+    let seen = org1.consent(&record.consent_key).await.unwrap().unwrap();
+    assert_eq!(seen.status, RecordStatus::Revoked);
+    assert_eq!(
+        seen.member, config1.msp_id,
+        "revoking does not change the owner"
+    );
+
+    // ADV: no block of this run holds the document, the patient id or the document's text;
+    // the collection's hashed write set holds the document's hash.
+    let after = height().await;
+    let mut blocks = Vec::new();
+    for number in before..after {
+        blocks.push(
+            real_qscc(
+                &org1,
+                &connection1,
+                vec![
+                    b"GetBlockByNumber".to_vec(),
+                    number.to_string().into_bytes(),
+                ],
+            )
+            .await,
+        );
+    }
+    assert!(!blocks.is_empty());
+    for bytes in &blocks {
+        for needle in [
+            document.as_slice(),
+            patient.as_bytes(),
+            b"Ada Secretname".as_slice(),
+            b"resourceType".as_slice(),
+        ] {
+            assert!(
+                !contains(bytes, needle),
+                "a block holds {:?}",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    let writes = hashed_writes(&blocks, wire::DOCUMENTS_COLLECTION);
+    assert_eq!(writes.len(), 1, "one hashed document write: {writes:?}");
+    assert_eq!(hex::encode(&writes[0].value_hash), hash);
+}
+
+/// Evaluates `qscc` `function` on the configured channel through `ledger`'s peer; the
+/// channel name is inserted after the function name.
+async fn real_qscc(
+    ledger: &FabricLedger,
+    connection: &assent_fabric::FabricConnection,
+    mut args: Vec<Vec<u8>>,
+) -> Vec<u8> {
+    args.insert(1, connection.channel.as_bytes().to_vec());
+    let proposal = signed_proposal(
+        &connection.identity,
+        &connection.channel,
+        "qscc",
+        args,
+        HashMap::new(),
+    );
+    let response = ledger
+        .client()
+        .evaluate(EvaluateRequest {
+            transaction_id: proposal.transaction_id,
+            channel_id: connection.channel.clone(),
+            proposed_transaction: Some(proposal.proposal),
+            target_organizations: Vec::new(),
+        })
+        .await
+        .expect("qscc answers");
+    response.payload
+}

@@ -1764,3 +1764,97 @@ async fn real_qscc(
         .expect("qscc answers");
     response.payload
 }
+
+/// An organization of the channel outside the documents collection, on a real network, when
+/// `ASSENT_FABRIC_TEST_CONFIG` names a member's configuration and
+/// `ASSENT_FABRIC_TEST_CONFIG_OUTSIDER` one of an organization of the same channel that the
+/// collection's `policy` leaves out (with its own peer, where the chaincode is installed):
+/// what `an_organization_outside_the_collection_can_neither_read_nor_write_documents` checks
+/// on the FAKE. Skipped with a notice otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organization_outside_the_collection_on_a_real_fabric_network() {
+    let Some(member_config) = real_network_config() else {
+        return;
+    };
+    let Ok(path) = std::env::var("ASSENT_FABRIC_TEST_CONFIG_OUTSIDER") else {
+        eprintln!(
+            "skipped: set ASSENT_FABRIC_TEST_CONFIG_OUTSIDER to the JSON FabricConfig of a \
+             channel organization outside the documents collection"
+        );
+        return;
+    };
+    let text = std::fs::read_to_string(&path).expect("the outsider's config is readable");
+    let outsider_config: FabricConfig = serde_json::from_str(&text).expect("it parses");
+    let member = FabricLedger::from_config(&member_config).expect("the configured files load");
+    let outsider = FabricLedger::from_config(&outsider_config).expect("the files load");
+    let document = private_document(&format!("p-outside-{:?}", std::time::SystemTime::now()));
+    let hash = sha256_hex(&document);
+    member.put_document(&hash, &document).await.expect("stored");
+
+    // ADV: the outsider's gateway is refused with the peer's words, reading or writing.
+    let read = outsider.document(&hash).await;
+    eprintln!("outsider reads: {read:?}");
+    match &read {
+        Err(LedgerError::Unavailable { reason }) => assert!(
+            reason.contains(&format!(
+                "tx creator does not have read access permission on privatedata in \
+                 chaincodeName:{} collectionName: {}",
+                member_config.chaincode,
+                wire::DOCUMENTS_COLLECTION
+            )),
+            "{reason}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let other = private_document("p-outside-2");
+    let write = outsider.put_document(&sha256_hex(&other), &other).await;
+    eprintln!("outsider writes: {write:?}");
+    match &write {
+        Err(LedgerError::Unavailable { reason }) => {
+            assert!(reason.contains("write access permission"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // ADV: the outsider's peer holds only the hash: asked directly (the gateway told to use
+    // that organization alone), it has no bytes to give, whoever asks.
+    let connection = member_config.load().expect("the configured files load");
+    let proposal = signed_proposal(
+        &connection.identity,
+        &connection.channel,
+        &connection.chaincode,
+        wire::document_args(&hash),
+        HashMap::new(),
+    );
+    let on_outsider = member
+        .client()
+        .evaluate(EvaluateRequest {
+            transaction_id: proposal.transaction_id,
+            channel_id: connection.channel.clone(),
+            proposed_transaction: Some(proposal.proposal),
+            target_organizations: vec![outsider_config.msp_id.clone()],
+        })
+        .await;
+    match &on_outsider {
+        Err(error) => {
+            assert!(
+                error
+                    .details
+                    .iter()
+                    .all(|d| d.msp_id == outsider_config.msp_id)
+                    && error.messages().any(|m| m
+                        .contains("private data matching public hash version is not available")),
+                "{error:?}"
+            )
+        }
+        Ok(response) => panic!("the outsider's peer answered: {response:?}"),
+    }
+    // A member's client whose gateway is the outsider's peer still reads the document: a
+    // Fabric gateway that fails to evaluate on its own organization's peer asks the other
+    // organizations' peers (the FAKE's gateway asks only its own).
+    let mut via_outsider_peer = member_config.clone();
+    via_outsider_peer.peer_endpoint = outsider_config.peer_endpoint.clone();
+    via_outsider_peer.tls_ca_file = outsider_config.tls_ca_file.clone();
+    via_outsider_peer.tls_server_name = outsider_config.tls_server_name.clone();
+    let via_outsider_peer = FabricLedger::from_config(&via_outsider_peer).expect("loads");
+    assert_eq!(via_outsider_peer.document(&hash).await, Ok(Some(document)));
+}

@@ -233,28 +233,18 @@ async fn two_members_enforce_each_others_consents_and_no_document_reaches_the_ch
 
 /// A member's gateway on a real Fabric network: `ASSENT_FABRIC_TEST_CONFIG` (and `_2`) name
 /// JSON files of `[ledger.fabric]` (docs/fabric.md, "Testing against a real network").
-fn real_member(upstream: &FakeUpstream, config_var: &str) -> Option<StartedGateway> {
-    let Ok(path) = std::env::var(config_var) else {
-        eprintln!(
-            "skipped: set ASSENT_FABRIC_TEST_CONFIG and ASSENT_FABRIC_TEST_CONFIG_2 to two \
-             members' JSON Fabric configurations (one channel) to run the consortium scenario \
-             on a real network"
-        );
-        return None;
-    };
+fn real_member(upstream: &FakeUpstream, path: &str) -> StartedGateway {
     let fabric: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("readable")).expect("JSON");
+        serde_json::from_str(&std::fs::read_to_string(path).expect("readable")).expect("JSON");
     let msp = fabric["msp_id"].as_str().expect("msp_id").to_lowercase();
-    Some(
-        TestGateway::new()
-            .site_with(
-                SITE,
-                json!({"upstream": upstream.base_url(), "fhir_version": "R4", "default_policy": "opt-in"}),
-            )
-            .set("ledger", json!({"backend": "fabric", "fabric": fabric}))
-            .set("gateway_id", json!(format!("gw-real-{msp}")))
-            .start(),
-    )
+    TestGateway::new()
+        .site_with(
+            SITE,
+            json!({"upstream": upstream.base_url(), "fhir_version": "R4", "default_policy": "opt-in"}),
+        )
+        .set("ledger", json!({"backend": "fabric", "fabric": fabric}))
+        .set("gateway_id", json!(format!("gw-real-{msp}")))
+        .start()
 }
 
 /// The consortium scenario on a real Fabric network (two organizations, the chaincode
@@ -262,13 +252,20 @@ fn real_member(upstream: &FakeUpstream, config_var: &str) -> Option<StartedGatew
 /// at A; B cannot overwrite A's consent. Skipped with a notice without the two variables.
 #[actix_web::test]
 async fn two_members_enforce_each_others_consents_on_a_real_fabric_network() {
-    let upstream = hospital();
-    let (Some(a), Some(b)) = (
-        real_member(&upstream, "ASSENT_FABRIC_TEST_CONFIG"),
-        real_member(&upstream, "ASSENT_FABRIC_TEST_CONFIG_2"),
+    let (Ok(path_a), Ok(path_b)) = (
+        std::env::var("ASSENT_FABRIC_TEST_CONFIG"),
+        std::env::var("ASSENT_FABRIC_TEST_CONFIG_2"),
     ) else {
+        eprintln!(
+            "skipped: set ASSENT_FABRIC_TEST_CONFIG and ASSENT_FABRIC_TEST_CONFIG_2 to two \
+             members' JSON Fabric configurations (one channel) to run the consortium scenario \
+             on a real network"
+        );
         return;
     };
+    let upstream = hospital();
+    let a = real_member(&upstream, &path_a);
+    let b = real_member(&upstream, &path_b);
     // A long-lived channel: ids unique to this run.
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -312,15 +312,33 @@ async fn an_organization_outside_the_collection_can_neither_read_nor_write_docum
             .private_value(fake::OUTSIDER_MSP, wire::DOCUMENTS_COLLECTION, &hash),
         None
     );
-    // A member's client on the outsider's peer: the peer has only the hash.
+    // A member's client on the outsider's peer: that peer has only the hash and fails the
+    // simulation, so the gateway asks the member's peer, as a Fabric gateway does (seen on a
+    // real 2.5.16 network): the document, from the member's store.
     let mut connection = network.connection.clone();
     connection.peer_endpoint = network.fake.endpoint_of(fake::OUTSIDER_MSP).to_owned();
     let via_outsider_peer = FabricLedger::new(connection).unwrap();
-    let got = via_outsider_peer.document(&hash).await;
-    assert!(
-        matches!(&got, Err(LedgerError::Unavailable { reason }) if reason.contains("private data matching public hash version is not available")),
-        "{got:?}"
-    );
+    assert_eq!(via_outsider_peer.document(&hash).await, Ok(Some(document)));
+    // ADV: when every peer fails, the refusal names each peer's reason; no bytes.
+    let unknown = private_document("p-outside-3");
+    let missing = outsider.document(&sha256_hex(&unknown)).await;
+    match &missing {
+        Err(LedgerError::Unavailable { reason }) => {
+            assert!(
+                reason.contains("Aborted: failed to evaluate transaction")
+                    && reason
+                        .matches("error in simulation: transaction returned with failure: ")
+                        .count()
+                        == 2
+                    && reason
+                        .matches("tx creator does not have read access permission")
+                        .count()
+                        == 2,
+                "{reason}"
+            )
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1592,4 +1610,270 @@ async fn a_range_of_several_pages_against_a_real_fabric_network() {
     let mut keys: Vec<&str> = listed.iter().map(|r| r.consent_key.as_str()).collect();
     keys.dedup();
     assert_eq!(keys.len(), CONSENTS, "no consent listed twice");
+}
+
+/// Two members of a real network, when `ASSENT_FABRIC_TEST_CONFIG` names one organization's
+/// configuration and `ASSENT_FABRIC_TEST_CONFIG_2` another's, on the same channel and
+/// chaincode (deployed with `fabric/deploy/collections_config.json`): a document stored
+/// through the first is read through the second and only its hash reaches the blocks; a
+/// consent written by the first is seen by the second, which may revoke it but not overwrite
+/// it. Skipped with a notice otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_and_consents_cross_members_on_a_real_fabric_network() {
+    let Some(config1) = real_network_config() else {
+        return;
+    };
+    let Ok(path2) = std::env::var("ASSENT_FABRIC_TEST_CONFIG_2") else {
+        eprintln!(
+            "skipped: set ASSENT_FABRIC_TEST_CONFIG_2 to a second member's JSON FabricConfig \
+             file (same channel and chaincode) to run the cross-member test on a real network"
+        );
+        return;
+    };
+    let text = std::fs::read_to_string(&path2).expect("the second test config is readable");
+    let config2: FabricConfig = serde_json::from_str(&text).expect("the second config parses");
+    assert_ne!(config1.msp_id, config2.msp_id, "two different members");
+    let connection1 = config1.load().expect("the configured files load");
+    let org1 = FabricLedger::new(connection1.clone()).expect("connects");
+    let org2 = FabricLedger::from_config(&config2).expect("the configured files load");
+    let run = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let height = || async {
+        let info = real_qscc(&org1, &connection1, vec![b"GetChainInfo".to_vec()]).await;
+        assent_fabric::protos::common::BlockchainInfo::decode(info.as_slice())
+            .unwrap()
+            .height
+    };
+    let before = height().await;
+
+    let patient = format!("p-real-{run}");
+    let document = private_document(&patient);
+    let hash = sha256_hex(&document);
+    assert_eq!(
+        org2.document(&hash).await,
+        Ok(None),
+        "unknown before it is stored"
+    );
+    org1.put_document(&hash, &document).await.expect("stored");
+    // The other member's gateway reads it through its own organization's peer.
+    assert_eq!(org2.document(&hash).await, Ok(Some(document.clone())));
+    assert_eq!(org1.document(&hash).await, Ok(Some(document.clone())));
+    org2.put_document(&hash, &document).await.expect("a replay");
+    let other = private_document(&format!("{patient}-other"));
+    let refused = org2.put_document(&hash, &other).await;
+    assert!(
+        matches!(&refused, Err(LedgerError::Rejected { rejection: assent_ledger::Rejection::Invalid { field, .. } }) if field == "document"),
+        "{refused:?}"
+    );
+
+    // A consent that names the document, written by the first member.
+    let key = ConsortiumKey::new(b"real-cross-member-consortium-key").unwrap();
+    let submission = |grantee: &str| ConsentSubmission {
+        consent_key: key.consent(&format!("{run}/c")),
+        patient_key: key.patient(&patient),
+        grantee_keys: vec![key.keyed_hash("party-ref", grantee)],
+        document_hash: hash.clone(),
+        status: RecordStatus::Active,
+        scope: "patient-privacy".into(),
+        period_start: None,
+        period_end: None,
+        expected_version: None,
+    };
+    let written = org1
+        .put_consent(submission("Practitioner/dr-a"))
+        .await
+        .expect("commits");
+    let record = written.outcome.consent().unwrap().clone();
+    assert_eq!(record.member, config1.msp_id);
+    assert_eq!(
+        org2.consent(&record.consent_key).await.unwrap(),
+        Some(record.clone())
+    );
+    // ADV: the second member cannot overwrite the first's consent.
+    let overwrite = org2.put_consent(submission("Practitioner/dr-x")).await;
+    assert_eq!(
+        overwrite.map(|_| ()),
+        Err(LedgerError::Rejected {
+            rejection: assent_ledger::Rejection::OtherMember
+        })
+    );
+    // Any member may revoke; the first member sees the revocation.
+    let revoked = org2
+        .revoke(&record.consent_key, RevocationReason::PatientRequest)
+        .await
+        .expect("another member revokes");
+    assert_eq!(
+        revoked.outcome.consent().unwrap().status,
+        RecordStatus::Revoked
+    );
+    let seen = org1.consent(&record.consent_key).await.unwrap().unwrap();
+    assert_eq!(seen.status, RecordStatus::Revoked);
+    assert_eq!(
+        seen.member, config1.msp_id,
+        "revoking does not change the owner"
+    );
+
+    // ADV: no block of this run holds the document, the patient id or the document's text;
+    // the collection's hashed write set holds the document's hash.
+    let after = height().await;
+    let mut blocks = Vec::new();
+    for number in before..after {
+        blocks.push(
+            real_qscc(
+                &org1,
+                &connection1,
+                vec![
+                    b"GetBlockByNumber".to_vec(),
+                    number.to_string().into_bytes(),
+                ],
+            )
+            .await,
+        );
+    }
+    assert!(!blocks.is_empty());
+    for bytes in &blocks {
+        for needle in [
+            document.as_slice(),
+            patient.as_bytes(),
+            b"Ada Secretname".as_slice(),
+            b"resourceType".as_slice(),
+        ] {
+            assert!(
+                !contains(bytes, needle),
+                "a block holds {:?}",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    let writes = hashed_writes(&blocks, wire::DOCUMENTS_COLLECTION);
+    assert_eq!(writes.len(), 1, "one hashed document write: {writes:?}");
+    assert_eq!(hex::encode(&writes[0].value_hash), hash);
+}
+
+/// Evaluates `qscc` `function` on the configured channel through `ledger`'s peer; the
+/// channel name is inserted after the function name.
+async fn real_qscc(
+    ledger: &FabricLedger,
+    connection: &assent_fabric::FabricConnection,
+    mut args: Vec<Vec<u8>>,
+) -> Vec<u8> {
+    args.insert(1, connection.channel.as_bytes().to_vec());
+    let proposal = signed_proposal(
+        &connection.identity,
+        &connection.channel,
+        "qscc",
+        args,
+        HashMap::new(),
+    );
+    let response = ledger
+        .client()
+        .evaluate(EvaluateRequest {
+            transaction_id: proposal.transaction_id,
+            channel_id: connection.channel.clone(),
+            proposed_transaction: Some(proposal.proposal),
+            target_organizations: Vec::new(),
+        })
+        .await
+        .expect("qscc answers");
+    response.payload
+}
+
+/// An organization of the channel outside the documents collection, on a real network, when
+/// `ASSENT_FABRIC_TEST_CONFIG` names a member's configuration and
+/// `ASSENT_FABRIC_TEST_CONFIG_OUTSIDER` one of an organization of the same channel that the
+/// collection's `policy` leaves out (with its own peer, where the chaincode is installed):
+/// what `an_organization_outside_the_collection_can_neither_read_nor_write_documents` checks
+/// on the FAKE. Skipped with a notice otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organization_outside_the_collection_on_a_real_fabric_network() {
+    let Some(member_config) = real_network_config() else {
+        return;
+    };
+    let Ok(path) = std::env::var("ASSENT_FABRIC_TEST_CONFIG_OUTSIDER") else {
+        eprintln!(
+            "skipped: set ASSENT_FABRIC_TEST_CONFIG_OUTSIDER to the JSON FabricConfig of a \
+             channel organization outside the documents collection"
+        );
+        return;
+    };
+    let text = std::fs::read_to_string(&path).expect("the outsider's config is readable");
+    let outsider_config: FabricConfig = serde_json::from_str(&text).expect("it parses");
+    let member = FabricLedger::from_config(&member_config).expect("the configured files load");
+    let outsider = FabricLedger::from_config(&outsider_config).expect("the files load");
+    let document = private_document(&format!("p-outside-{:?}", std::time::SystemTime::now()));
+    let hash = sha256_hex(&document);
+    member.put_document(&hash, &document).await.expect("stored");
+
+    // ADV: the outsider's gateway is refused with the peer's words, reading or writing.
+    let read = outsider.document(&hash).await;
+    eprintln!("outsider reads: {read:?}");
+    match &read {
+        Err(LedgerError::Unavailable { reason }) => assert!(
+            reason.contains("Aborted: failed to evaluate transaction")
+                && reason.contains(&format!(
+                    "tx creator does not have read access permission on privatedata in \
+                 chaincodeName:{} collectionName: {}",
+                    member_config.chaincode,
+                    wire::DOCUMENTS_COLLECTION
+                )),
+            "{reason}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let other = private_document("p-outside-2");
+    let write = outsider.put_document(&sha256_hex(&other), &other).await;
+    eprintln!("outsider writes: {write:?}");
+    match &write {
+        Err(LedgerError::Unavailable { reason }) => {
+            assert!(reason.contains("write access permission"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // ADV: the outsider's peer holds only the hash: asked directly (the gateway told to use
+    // that organization alone), it has no bytes to give, whoever asks.
+    let connection = member_config.load().expect("the configured files load");
+    let proposal = signed_proposal(
+        &connection.identity,
+        &connection.channel,
+        &connection.chaincode,
+        wire::document_args(&hash),
+        HashMap::new(),
+    );
+    let on_outsider = member
+        .client()
+        .evaluate(EvaluateRequest {
+            transaction_id: proposal.transaction_id,
+            channel_id: connection.channel.clone(),
+            proposed_transaction: Some(proposal.proposal),
+            target_organizations: vec![outsider_config.msp_id.clone()],
+        })
+        .await;
+    match &on_outsider {
+        Err(error) => {
+            assert!(
+                error
+                    .details
+                    .iter()
+                    .all(|d| d.msp_id == outsider_config.msp_id)
+                    && error.messages().any(|m| m
+                        .contains("private data matching public hash version is not available")),
+                "{error:?}"
+            )
+        }
+        Ok(response) => panic!("the outsider's peer answered: {response:?}"),
+    }
+    // A member's client whose gateway is the outsider's peer still reads the document: a
+    // Fabric gateway that fails to evaluate on its own organization's peer asks the other
+    // organizations' peers (the FAKE's gateway asks only its own).
+    let mut via_outsider_peer = member_config.clone();
+    via_outsider_peer.peer_endpoint = outsider_config.peer_endpoint.clone();
+    via_outsider_peer.tls_ca_file = outsider_config.tls_ca_file.clone();
+    via_outsider_peer.tls_server_name = outsider_config.tls_server_name.clone();
+    let via_outsider_peer = FabricLedger::from_config(&via_outsider_peer).expect("loads");
+    assert_eq!(via_outsider_peer.document(&hash).await, Ok(Some(document)));
 }

@@ -181,6 +181,9 @@ struct Net {
     orgs: Vec<String>,
     /// The members of the documents collection.
     collection_members: Vec<String>,
+    /// Every organization's gateway peer, in the order of `orgs`: where a failed evaluation
+    /// is tried next.
+    peers: Mutex<Vec<std::sync::Weak<Shared>>>,
 }
 
 /// One organization's gateway peer.
@@ -248,6 +251,7 @@ impl FakeFabric {
                 .filter(|o| o.in_collection)
                 .map(|o| o.msp.to_owned())
                 .collect(),
+            peers: Mutex::new(Vec::new()),
         });
         net.cut_genesis();
         tokio::spawn(block_cutter(Arc::downgrade(&net)));
@@ -272,6 +276,7 @@ impl FakeFabric {
                 peer_creator,
                 address: format!("{host}:{}", addr.port()),
             });
+            net.peers.lock().unwrap().push(Arc::downgrade(&shared));
             let tls = tls.as_ref().map(|t| FakeTls {
                 cert_pem: t.cert_pem.clone(),
                 key_pem: t.key_pem.clone(),
@@ -819,10 +824,47 @@ impl Shared {
             &request.transaction_id,
             &request.channel_id,
         )?;
+        let mut answered_by = self.clone();
         let response = if view.chaincode == "qscc" {
             self.qscc(&view.input)?
         } else if view.chaincode == CHAINCODE {
-            self.simulate(&view).await.0
+            // As a Fabric gateway does: a simulation that ends in an error (the chaincode's
+            // request refused by the peer; not a status-500 answer of the contract, which is
+            // final) is tried on the other organizations' peers, and refused as `Aborted`
+            // with every peer's reason when all fail.
+            let (mut response, errored) = self.simulate_checked(&view).await;
+            if errored {
+                let mut details = vec![self.simulation_error(&response)];
+                let others: Vec<Arc<Shared>> = self
+                    .net
+                    .peers
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter_map(std::sync::Weak::upgrade)
+                    .filter(|peer| peer.msp != self.msp)
+                    .collect();
+                let mut answered = false;
+                for peer in others {
+                    let (other, errored) = peer.simulate_checked(&view).await;
+                    if errored {
+                        details.push(peer.simulation_error(&other));
+                    } else {
+                        response = other;
+                        answered_by = peer;
+                        answered = true;
+                        break;
+                    }
+                }
+                if !answered {
+                    return Err(status_with_details(
+                        Code::Aborted,
+                        "failed to evaluate transaction, see attached details for more info",
+                        &details,
+                    ));
+                }
+            }
+            response
         } else {
             return Err(self.refuse(
                 Code::FailedPrecondition,
@@ -833,7 +875,7 @@ impl Shared {
             ));
         };
         if response.status >= 400 {
-            return Err(self.chaincode_failed(Code::Unknown, &response));
+            return Err(answered_by.chaincode_failed(Code::Unknown, &response));
         }
         Ok(EvaluateResponse {
             result: Some(response),
@@ -1235,6 +1277,33 @@ impl Shared {
 
     /// Runs a proposal through the chaincode over the shim stream.
     async fn simulate(&self, view: &ProposalView) -> (Response, Option<ChaincodeEvent>, RwSet) {
+        let (response, event, rwset, _) = self.simulate_full(view).await;
+        (response, event, rwset)
+    }
+
+    /// A simulation's answer, and whether it ended in an error (the chaincode sent ERROR, or
+    /// the stream failed) rather than with the contract's answer.
+    async fn simulate_checked(&self, view: &ProposalView) -> (Response, bool) {
+        let (response, _, _, errored) = self.simulate_full(view).await;
+        (response, errored)
+    }
+
+    /// This peer's detail for a simulation that ended in an error, in a Fabric peer's words.
+    fn simulation_error(&self, response: &Response) -> ErrorDetail {
+        ErrorDetail {
+            address: self.address.clone(),
+            msp_id: self.msp.clone(),
+            message: format!(
+                "error in simulation: transaction returned with failure: {}",
+                response.message
+            ),
+        }
+    }
+
+    async fn simulate_full(
+        &self,
+        view: &ProposalView,
+    ) -> (Response, Option<ChaincodeEvent>, RwSet, bool) {
         let mut replies = self.peer.open(&view.tx_id);
         self.peer.send(ChaincodeMessage {
             r#type: Type::Transaction as i32,
@@ -1250,7 +1319,11 @@ impl Shared {
         let iterator_ids = AtomicU64::new(0);
         let outcome = loop {
             let Some(message) = replies.recv().await else {
-                break (failure("FAKE peer: the chaincode stream closed"), None);
+                break (
+                    failure("FAKE peer: the chaincode stream closed"),
+                    None,
+                    true,
+                );
             };
             let kind = Type::try_from(message.r#type).unwrap_or(Type::Undefined);
             let reply = |payload: Vec<u8>| ChaincodeMessage {
@@ -1403,18 +1476,26 @@ impl Shared {
                         e.tx_id = view.tx_id.clone();
                         e
                     });
-                    break (response, event);
+                    break (response, event, false);
                 }
                 Type::Error => {
-                    break (failure(&String::from_utf8_lossy(&message.payload)), None);
+                    break (
+                        failure(&String::from_utf8_lossy(&message.payload)),
+                        None,
+                        true,
+                    );
                 }
                 other => {
-                    break (failure(&format!("FAKE peer: unexpected {other:?}")), None);
+                    break (
+                        failure(&format!("FAKE peer: unexpected {other:?}")),
+                        None,
+                        true,
+                    );
                 }
             }
         };
         self.peer.close(&view.tx_id);
-        (outcome.0, outcome.1, rwset)
+        (outcome.0, outcome.1, rwset, outcome.2)
     }
 }
 

@@ -336,3 +336,92 @@ async fn an_export_of_one_member_verifies_against_the_channel_at_another() {
         }
     }
 }
+
+/// A member's gateway on a real Fabric network: `ASSENT_FABRIC_TEST_CONFIG` (and `_2`) name
+/// JSON files of `[ledger.fabric]` (docs/fabric.md, "Testing against a real network").
+fn real_member(upstream: &FakeUpstream, path: &str) -> StartedGateway {
+    let fabric: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("readable")).expect("JSON");
+    let msp = fabric["msp_id"].as_str().expect("msp_id").to_lowercase();
+    TestGateway::new()
+        .site_with(
+            SITE,
+            json!({"upstream": upstream.base_url(), "fhir_version": "R4", "default_policy": "opt-in"}),
+        )
+        .set("ledger", json!({"backend": "fabric", "fabric": fabric}))
+        .set("gateway_id", json!(format!("gw-real-{msp}")))
+        .start()
+}
+
+/// The consortium scenario on a real Fabric network (two organizations, the chaincode
+/// deployed with the documents collection): stored at A, decided at B, revoked at B, denied
+/// at A; B cannot overwrite A's consent. Skipped with a notice without the two variables.
+#[actix_web::test]
+async fn two_members_enforce_each_others_consents_on_a_real_fabric_network() {
+    let (Ok(path_a), Ok(path_b)) = (
+        std::env::var("ASSENT_FABRIC_TEST_CONFIG"),
+        std::env::var("ASSENT_FABRIC_TEST_CONFIG_2"),
+    ) else {
+        eprintln!(
+            "skipped: set ASSENT_FABRIC_TEST_CONFIG and ASSENT_FABRIC_TEST_CONFIG_2 to two \
+             members' JSON Fabric configurations (one channel) to run the consortium scenario \
+             on a real network"
+        );
+        return;
+    };
+    let upstream = hospital();
+    let a = real_member(&upstream, &path_a);
+    let b = real_member(&upstream, &path_b);
+    // A long-lived channel: ids unique to this run.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let patient = format!("pat-real-{run}");
+    let id = format!("c-real-{run}");
+
+    assert_eq!(read(&b, &patient).await.error_code(), "consent-denied");
+    let started = Instant::now();
+    let stored = put_consent(&a, SITE, &consent(&id, &patient, "dr-alice", true)).await;
+    assert_eq!(stored.status, 201, "{}", stored.text());
+    eprintln!("stored at A: {} in {:?}", stored.status, started.elapsed());
+    let started = Instant::now();
+    let permitted = until_status(&b, &patient, 200).await;
+    eprintln!(
+        "permitted at B: {} after {:?}",
+        permitted.status,
+        started.elapsed()
+    );
+    assert!(
+        permitted
+            .header("x-assent-consent")
+            .is_some_and(|basis| basis.contains(&id)),
+        "B's permit rests on A's consent: {:?}",
+        permitted.header("x-assent-consent")
+    );
+    assert_eq!(read(&a, &patient).await.status, 200);
+
+    // ADV: B cannot overwrite A's consent.
+    let overwrite = put_consent(&b, SITE, &consent(&id, &patient, "dr-mallory", true)).await;
+    eprintln!("overwrite at B: {} {}", overwrite.status, overwrite.text());
+    assert!(
+        overwrite.status == 403 || overwrite.status == 409,
+        "B overwrote A's consent: {} {}",
+        overwrite.status,
+        overwrite.text()
+    );
+    assert_eq!(read(&b, &patient).await.status, 200);
+
+    // Revoked at B (any member may revoke), denied at A.
+    let revoked = revoke(&b, &id).await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    assert_eq!(read(&b, &patient).await.error_code(), "consent-denied");
+    let started = Instant::now();
+    let denied = until_status(&a, &patient, 403).await;
+    eprintln!(
+        "denied at A: {} after {:?}",
+        denied.status,
+        started.elapsed()
+    );
+    assert_eq!(denied.error_code(), "consent-denied");
+}

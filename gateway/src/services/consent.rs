@@ -727,7 +727,10 @@ mod tests {
                 "{reference}"
             );
         }
-        assert_eq!(document_patient_id(&json!({"patient": {"reference": "Patient/x"}})), None);
+        assert_eq!(
+            document_patient_id(&json!({"patient": {"reference": "Patient/x"}})),
+            None
+        );
     }
 
     /// ADV: a document changed in the embedded ledger's store (an attacker with database

@@ -7,21 +7,25 @@
 //! timeout. It has no hook for these answers, so the gateway recognises them on the way out.
 //!
 //! What may be rewritten, and nothing else:
-//! - only the very first bytes written on a connection (a response start, never a body);
-//! - only on a connection where no request has reached the application (the app marks the
-//!   connection on every request it is given: [`mark_reached_app`]), so the bytes can only be
+//! - only bytes written at the start of a response: the wrapper follows the responses written
+//!   on the connection (each head's `content-length` or chunked framing, no body for HEAD,
+//!   1xx, 204 and 304), so it knows where one ends and the next begins, on a fresh connection
+//!   and on a keep-alive one alike; a body's bytes are never taken for a response start;
+//! - only when every request the application was given on this connection has been answered
+//!   (the app records each request it is given: [`mark_reached_app`]), so the bytes can only be
 //!   the dispatcher's own refusal, after which it closes the connection;
 //! - only the exact head actix-http writes for these refusals (its status line, then nothing
 //!   but `content-length: 0`, `connection: close` and `date`), with nothing after it.
 //!
-//! A refusal after a request that did reach the application (a keep-alive connection whose
-//! second request is unreadable) is left as actix-http wrote it: telling where the previous
-//! response ended would mean following every response's framing.
+//! A response whose body ends with the connection (no length, not chunked), or a head the
+//! wrapper cannot read, ends the tracking: nothing after it is rewritten.
 //!
-//! Cost on normal traffic: one comparison of a state per write, and a flag set per request;
-//! responses are never copied.
+//! Cost on normal traffic: each response head is read once (a few hundred bytes copied), a
+//! body is skipped by its length (chunked bodies by their size lines); responses are never
+//! copied whole or changed.
 
-use std::cell::Cell;
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -37,15 +41,15 @@ use crate::http::error::GatewayError;
 /// One accepted connection, as the HTTP/1 dispatcher reads and writes it.
 pub struct Connection {
     io: TcpStream,
-    reached_app: Rc<Cell<bool>>,
+    /// The requests the application was given and whose response has not started yet, in
+    /// order: whether each is a HEAD (its response has no body).
+    pending: Rc<RefCell<VecDeque<bool>>>,
     state: Writing,
 }
 
 enum Writing {
-    /// Nothing has been written on this connection yet.
-    Fresh,
-    /// Everything is passed through as it is.
-    Passing,
+    /// Bytes pass as they are; `Framing` says where they leave the stream of responses.
+    Tracking(Framing),
     /// An OperationOutcome is being written in place of the dispatcher's refusal; when all of
     /// `bytes` is out, the dispatcher is told its `replaces` bytes were written.
     Replacing {
@@ -55,34 +59,225 @@ enum Writing {
     },
 }
 
+/// The longest response head followed (the gateway's are far shorter).
+const MAX_HEAD: usize = 64 * 1024;
+
+/// The longest chunk-size or trailer line followed.
+const MAX_LINE: usize = 4096;
+
+/// Where the bytes written so far leave the connection's stream of responses.
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    /// In a response's head: its bytes so far (empty: at the start of a response).
+    Head(Vec<u8>),
+    /// In a body with this many bytes left.
+    Body(u64),
+    /// In a chunked body.
+    Chunked(Chunk),
+    /// Not followed any more (a body that ends with the connection, a head that could not be
+    /// read): nothing is rewritten from here on.
+    Lost,
+}
+
+/// Where a chunked body is.
+#[derive(Debug, PartialEq, Eq)]
+enum Chunk {
+    /// Reading a chunk-size line (its bytes so far).
+    Size(Vec<u8>),
+    /// In a chunk's data, this many bytes left.
+    Data(u64),
+    /// After a chunk's data: its CRLF, this many bytes of it left.
+    DataEnd(u8),
+    /// After the last chunk: trailer lines until an empty one (the current line so far).
+    Trailer(Vec<u8>),
+}
+
+impl Framing {
+    fn at_response_start(&self) -> bool {
+        matches!(self, Framing::Head(head) if head.is_empty())
+    }
+
+    /// Follows `bytes`, written after everything observed before; a response head pops the
+    /// request it answers from `pending`.
+    fn observe(&mut self, mut bytes: &[u8], pending: &RefCell<VecDeque<bool>>) {
+        while !bytes.is_empty() {
+            match self {
+                Framing::Lost => return,
+                Framing::Head(head) => {
+                    let from = head.len().saturating_sub(3);
+                    let before = head.len();
+                    let room = (MAX_HEAD + 4).saturating_sub(before);
+                    head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                    match head[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+                        Some(at) => {
+                            let end = from + at + 4;
+                            bytes = &bytes[end - before..];
+                            let next = after_head(&head[..end], pending);
+                            *self = next;
+                        }
+                        None => {
+                            if head.len() > MAX_HEAD {
+                                *self = Framing::Lost;
+                            }
+                            return;
+                        }
+                    }
+                }
+                Framing::Body(left) => {
+                    let n = (*left).min(bytes.len() as u64);
+                    *left -= n;
+                    // n ≤ bytes.len(), which fits in usize.
+                    bytes = &bytes[usize::try_from(n).unwrap_or(bytes.len())..];
+                    if *left == 0 {
+                        *self = Framing::Head(Vec::new());
+                    }
+                }
+                Framing::Chunked(chunk) => {
+                    let size_line = matches!(chunk, Chunk::Size(_));
+                    match chunk {
+                        Chunk::Size(line) | Chunk::Trailer(line) => {
+                            let Some(eol) = bytes.iter().position(|&b| b == b'\n') else {
+                                line.extend_from_slice(bytes);
+                                if line.len() > MAX_LINE {
+                                    *self = Framing::Lost;
+                                }
+                                return;
+                            };
+                            line.extend_from_slice(&bytes[..eol]);
+                            bytes = &bytes[eol + 1..];
+                            let text = line.strip_suffix(b"\r").unwrap_or(line);
+                            let next = if size_line {
+                                match chunk_size(text) {
+                                    Some(0) => Framing::Chunked(Chunk::Trailer(Vec::new())),
+                                    Some(size) => Framing::Chunked(Chunk::Data(size)),
+                                    None => Framing::Lost,
+                                }
+                            } else if text.is_empty() {
+                                // An empty line ends the trailer, and the response.
+                                Framing::Head(Vec::new())
+                            } else {
+                                Framing::Chunked(Chunk::Trailer(Vec::new()))
+                            };
+                            *self = next;
+                        }
+                        Chunk::Data(left) => {
+                            let n = (*left).min(bytes.len() as u64);
+                            *left -= n;
+                            bytes = &bytes[usize::try_from(n).unwrap_or(bytes.len())..];
+                            if *left == 0 {
+                                *chunk = Chunk::DataEnd(2);
+                            }
+                        }
+                        Chunk::DataEnd(left) => {
+                            let n = usize::from(*left).min(bytes.len());
+                            bytes = &bytes[n..];
+                            // n ≤ 2.
+                            *left -= n as u8;
+                            if *left == 0 {
+                                *chunk = Chunk::Size(Vec::new());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The hexadecimal size of a chunk-size line (extensions after `;` ignored).
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.split(|&b| b == b';').next()?;
+    let digits = std::str::from_utf8(digits).ok()?.trim();
+    u64::from_str_radix(digits, 16).ok()
+}
+
+/// What follows a response head: its body's framing.
+fn after_head(head: &[u8], pending: &RefCell<VecDeque<bool>>) -> Framing {
+    let Ok(text) = std::str::from_utf8(head) else {
+        return Framing::Lost;
+    };
+    let mut lines = text.split("\r\n");
+    let status: Option<u16> = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok());
+    let Some(status) = status else {
+        return Framing::Lost;
+    };
+    if (100..200).contains(&status) {
+        // An interim response (100 Continue): the final one follows.
+        return Framing::Head(Vec::new());
+    }
+    let head_request = pending.borrow_mut().pop_front().unwrap_or(false);
+    if head_request || status == 204 || status == 304 {
+        return Framing::Head(Vec::new());
+    }
+    let mut length = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            if value.to_ascii_lowercase().contains("chunked") {
+                return Framing::Chunked(Chunk::Size(Vec::new()));
+            }
+            return Framing::Lost;
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            match value.parse::<u64>() {
+                Ok(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                _ => return Framing::Lost,
+            }
+        }
+    }
+    match length {
+        Some(0) => Framing::Head(Vec::new()),
+        Some(n) => Framing::Body(n),
+        // A body that ends with the connection.
+        None => Framing::Lost,
+    }
+}
+
 impl Connection {
     pub fn new(io: TcpStream) -> Self {
         Connection {
             io,
-            reached_app: Rc::new(Cell::new(false)),
-            state: Writing::Fresh,
+            pending: Rc::default(),
+            state: Writing::Tracking(Framing::Head(Vec::new())),
         }
     }
 
     pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
         self.io.peer_addr().ok()
     }
+
+    /// Whether a write starting now may be the dispatcher's own refusal: at a response's
+    /// start, with every request the application was given answered.
+    fn refusal_possible(&self) -> bool {
+        matches!(&self.state, Writing::Tracking(framing) if framing.at_response_start())
+            && self.pending.borrow().is_empty()
+    }
 }
 
-/// The per-connection mark a request carries to the application (in its connection data).
+/// The per-connection record a request carries to the application (in its connection data).
 #[derive(Clone)]
-struct ReachedApp(Rc<Cell<bool>>);
+struct Requests(Rc<RefCell<VecDeque<bool>>>);
 
-/// The `on_connect_ext` callback: gives the connection's requests the mark.
+/// The `on_connect_ext` callback: gives the connection's requests the record.
 pub fn on_connect(connection: &Connection, data: &mut Extensions) {
-    data.insert(ReachedApp(connection.reached_app.clone()));
+    data.insert(Requests(connection.pending.clone()));
 }
 
-/// Called by the application for every request it is given: from then on nothing written
-/// on this connection is rewritten.
+/// Called by the application for every request it is given (before anything rewrites its
+/// method): its response is awaited, and nothing written before that response has started is
+/// rewritten.
 pub fn mark_reached_app(req: &actix_web::dev::ServiceRequest) {
-    if let Some(mark) = req.conn_data::<ReachedApp>() {
-        mark.0.set(true);
+    if let Some(requests) = req.conn_data::<Requests>() {
+        requests
+            .0
+            .borrow_mut()
+            .push_back(req.method() == actix_web::http::Method::HEAD);
     }
 }
 
@@ -193,19 +388,22 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if let Writing::Fresh = this.state {
-            this.state = match recognise(buf) {
-                Some((refusal, date)) if !this.reached_app.get() => Writing::Replacing {
-                    bytes: refusal.response(date),
-                    sent: 0,
-                    replaces: buf.len(),
-                },
-                _ => Writing::Passing,
+        if self.refusal_possible()
+            && let Some((refusal, date)) = recognise(buf)
+        {
+            self.state = Writing::Replacing {
+                bytes: refusal.response(date),
+                sent: 0,
+                replaces: buf.len(),
             };
         }
+        let this = &mut *self;
         match &mut this.state {
-            Writing::Passing | Writing::Fresh => Pin::new(&mut this.io).poll_write(cx, buf),
+            Writing::Tracking(framing) => {
+                let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
+                framing.observe(&buf[..n.min(buf.len())], &this.pending);
+                Poll::Ready(Ok(n))
+            }
             Writing::Replacing {
                 bytes,
                 sent,
@@ -219,7 +417,8 @@ impl AsyncWrite for Connection {
                     *sent += n;
                 }
                 let replaced = *replaces;
-                this.state = Writing::Passing;
+                // The dispatcher closes the connection after its refusal.
+                this.state = Writing::Tracking(Framing::Lost);
                 Poll::Ready(Ok(replaced))
             }
         }
@@ -230,8 +429,21 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if let Writing::Passing = self.state {
-            return Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if !self.refusal_possible() {
+            let this = &mut *self;
+            if let Writing::Tracking(framing) = &mut this.state {
+                let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
+                let mut left = n;
+                for buf in bufs {
+                    if left == 0 {
+                        break;
+                    }
+                    let take = left.min(buf.len());
+                    framing.observe(&buf[..take], &this.pending);
+                    left -= take;
+                }
+                return Poll::Ready(Ok(n));
+            }
         }
         let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
         self.poll_write(cx, first)
@@ -392,7 +604,7 @@ mod tests {
 
         // The application was given a request on this connection: unchanged, even first.
         let (connection, client) = pair().await;
-        connection.reached_app.set(true);
+        connection.pending.borrow_mut().push_back(false);
         let got = through(connection, client, &[refusal]).await;
         assert_eq!(got, refusal);
 
@@ -400,5 +612,166 @@ mod tests {
         let (connection, client) = pair().await;
         let got = through(connection, client, &[&[refusal, &b"{}"[..]].concat()]).await;
         assert_eq!(got, [refusal, &b"{}"[..]].concat());
+    }
+
+    /// ADV: on a keep-alive connection the refusal's exact bytes are rewritten only where a
+    /// response starts and every request the application was given has been answered; inside
+    /// a body (sized, chunked, split across writes), after a body that ends with the
+    /// connection, or while a response is still awaited, they pass as they are.
+    #[tokio::test]
+    async fn on_a_keep_alive_connection_only_a_refusal_where_a_response_starts_is_rewritten() {
+        let refusal = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\ndate: {DATE}\r\n\r\n"
+        );
+        let refusal = refusal.as_bytes().to_vec();
+        let sized =
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-request-id: 1\r\n\r\nhello".to_vec();
+        let holding = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+            refusal.len() + 2
+        )
+        .into_bytes();
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        let chunk_line = format!("{:x}\r\n", refusal.len()).into_bytes();
+        let long = b"HTTP/1.1 200 OK\r\ncontent-length: 4096\r\n\r\n".to_vec();
+        struct Case {
+            name: &'static str,
+            /// The requests the application was given (true: a HEAD).
+            requests: Vec<bool>,
+            /// Written before the refusal's bytes.
+            before: Vec<Vec<u8>>,
+            /// Written after them.
+            after: Vec<Vec<u8>>,
+            rewritten: bool,
+        }
+        let cases = [
+            Case {
+                name: "after a sized response",
+                requests: vec![false],
+                before: vec![sized.clone()],
+                after: vec![],
+                rewritten: true,
+            },
+            Case {
+                name: "after a sized response written in pieces",
+                requests: vec![false],
+                before: vec![
+                    sized[..7].to_vec(),
+                    sized[7..40].to_vec(),
+                    sized[40..].to_vec(),
+                ],
+                after: vec![],
+                rewritten: true,
+            },
+            Case {
+                name: "after a chunked response",
+                requests: vec![false],
+                before: vec![
+                    chunked.clone(),
+                    b"5;x=1\r\nhello\r\n".to_vec(),
+                    b"0\r\n\r\n".to_vec(),
+                ],
+                after: vec![],
+                rewritten: true,
+            },
+            Case {
+                name: "after a chunked response with a trailer",
+                requests: vec![false],
+                before: vec![
+                    chunked.clone(),
+                    b"5\r\nhel".to_vec(),
+                    b"lo\r".to_vec(),
+                    b"\n0\r\nx-t: 1\r\n\r\n".to_vec(),
+                ],
+                after: vec![],
+                rewritten: true,
+            },
+            Case {
+                name: "after the head of a HEAD response (no body)",
+                requests: vec![true],
+                before: vec![long.clone()],
+                after: vec![],
+                rewritten: true,
+            },
+            Case {
+                name: "after a 204",
+                requests: vec![false],
+                before: vec![b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()],
+                after: vec![],
+                rewritten: true,
+            },
+            Case {
+                name: "inside a sized body",
+                requests: vec![false],
+                before: vec![holding.clone()],
+                after: vec![b"{}".to_vec()],
+                rewritten: false,
+            },
+            Case {
+                name: "inside the body a GET's length announces",
+                requests: vec![false],
+                before: vec![long.clone()],
+                after: vec![],
+                rewritten: false,
+            },
+            Case {
+                name: "inside a chunk",
+                requests: vec![false],
+                before: vec![chunked.clone(), chunk_line.clone()],
+                after: vec![b"\r\n0\r\n\r\n".to_vec()],
+                rewritten: false,
+            },
+            Case {
+                name: "as a chunk-size line",
+                requests: vec![false],
+                before: vec![chunked.clone(), b"5\r\nhello\r\n".to_vec()],
+                after: vec![],
+                rewritten: false,
+            },
+            Case {
+                name: "after a body that ends with the connection",
+                requests: vec![false],
+                before: vec![b"HTTP/1.1 200 OK\r\n\r\nsome".to_vec()],
+                after: vec![],
+                rewritten: false,
+            },
+            Case {
+                name: "while a second request is awaited",
+                requests: vec![false, false],
+                before: vec![sized.clone()],
+                after: vec![],
+                rewritten: false,
+            },
+            Case {
+                name: "after an interim 100 Continue (the final response awaited)",
+                requests: vec![false],
+                before: vec![b"HTTP/1.1 100 Continue\r\n\r\n".to_vec()],
+                after: vec![],
+                rewritten: false,
+            },
+        ];
+        for case in cases {
+            let (connection, client) = pair().await;
+            connection
+                .pending
+                .borrow_mut()
+                .extend(case.requests.iter().copied());
+            let mut writes: Vec<&[u8]> = case.before.iter().map(Vec::as_slice).collect();
+            writes.push(&refusal);
+            writes.extend(case.after.iter().map(Vec::as_slice));
+            let got = through(connection, client, &writes).await;
+            let before = case.before.concat();
+            let expected = if case.rewritten {
+                [before, Refusal::Unreadable.response(DATE.as_bytes())].concat()
+            } else {
+                writes.concat()
+            };
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&expected),
+                "{}",
+                case.name
+            );
+        }
     }
 }

@@ -252,3 +252,99 @@ async fn head_on_the_gateways_own_api_is_served_like_get() {
     assert_eq!(delete.status, 405);
     assert_eq!(delete.header("allow"), Some("GET, HEAD"));
 }
+
+/// Reads one whole response from `stream` (its head, then a body of its `content-length`, none
+/// for HEAD) and gives its status.
+async fn one_response(stream: &mut TcpStream, head_request: bool) -> u16 {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut byte))
+            .await
+            .expect("the first response comes")
+            .expect("read");
+        assert_eq!(n, 1, "the connection closed inside a head: {got:?}");
+        got.push(byte[0]);
+    }
+    let raw = Raw::parse(&got);
+    let length: usize = raw
+        .header("content-length")
+        .unwrap_or_else(|| panic!("a sized first response: {:?}", raw.head))
+        .parse()
+        .unwrap();
+    if !head_request {
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).await.expect("the first body");
+    }
+    raw.status
+}
+
+/// On a keep-alive connection, a request that cannot be read after one that was answered (a
+/// GET, a HEAD, a proxied read) is an OperationOutcome too: the connection layer follows each
+/// response's framing, so it knows where the next response starts.
+#[actix_web::test]
+async fn an_unreadable_request_after_an_answered_one_is_an_operation_outcome() {
+    let upstream = FakeUpstream::always(json!({"resourceType": "Patient", "id": "p1"}));
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .start();
+    let addr = gw.gateway.addr;
+    let read = format!(
+        "GET /fhir/st-mary/Patient/p1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        clinician_token()
+    );
+    let firsts: [(&str, Vec<u8>, bool, u16); 4] = [
+        (
+            "a GET of the gateway's own",
+            b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            false,
+            200,
+        ),
+        (
+            "a HEAD",
+            b"HEAD /livez HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            true,
+            200,
+        ),
+        ("a proxied read", read.into_bytes(), false, 200),
+        (
+            "a refused read",
+            b"GET /fhir/st-mary/Patient/p1 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            false,
+            401,
+        ),
+    ];
+    let seconds: [(&str, &[u8], u16, &str); 2] = [
+        (
+            "a malformed request line",
+            b"GET /livez HTTP/9.9\r\nHost: x\r\n\r\n",
+            400,
+            "request-unreadable",
+        ),
+        (
+            "a header name with a space",
+            b"GET /livez HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n",
+            400,
+            "request-unreadable",
+        ),
+    ];
+    for (first, request, head_request, status) in &firsts {
+        for (second, bad, bad_status, code) in seconds {
+            let what = format!("{second} after {first}");
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            stream.write_all(request).await.unwrap();
+            assert_eq!(
+                one_response(&mut stream, *head_request).await,
+                *status,
+                "{what}"
+            );
+            let _ = stream.write_all(bad).await;
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest))
+                .await
+                .expect("the gateway closes the connection")
+                .ok();
+            assert_outcome(&rest, bad_status, code, &what);
+        }
+    }
+}

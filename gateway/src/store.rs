@@ -534,6 +534,18 @@ mod tests {
         }
     }
 
+    /// Whether migration `version` (digits only, `20261206000081`) is applied on `conn`.
+    fn migration_applied(conn: &mut AnyConnection, version: &str) -> bool {
+        let versions = match conn {
+            AnyConnection::Sqlite(c) => c.applied_migrations(),
+            AnyConnection::Postgresql(c) => c.applied_migrations(),
+        }
+        .unwrap();
+        versions
+            .iter()
+            .any(|v| v.to_string().replace('-', "") == version)
+    }
+
     /// Documents stored before the ledger kept them by hash (text, with the consent key and
     /// the site) are read back after the migration as the same bytes, which still hash to
     /// their key; down and up again.
@@ -541,16 +553,7 @@ mod tests {
     fn documents_stored_as_text_are_read_back_as_their_bytes() {
         use diesel::sql_types::{BigInt, Text};
         const VERSION: &str = "20261206000081";
-        let applied = |conn: &mut AnyConnection| -> bool {
-            let versions = match conn {
-                AnyConnection::Sqlite(c) => c.applied_migrations(),
-                AnyConnection::Postgresql(c) => c.applied_migrations(),
-            }
-            .unwrap();
-            versions
-                .iter()
-                .any(|v| v.to_string().replace('-', "") == VERSION)
-        };
+        let applied = |conn: &mut AnyConnection| migration_applied(conn, VERSION);
         let document = serde_json::json!({"resourceType": "Consent", "id": "c1",
             "status": "active", "text": {"div": "ünïcödé"}});
         let text = assent_consent::canonical_json(&document);
@@ -612,16 +615,7 @@ mod tests {
     fn version_1_receipt_rows_move_to_the_patient_list() {
         use diesel::sql_types::{BigInt, Binary, Text};
         const VERSION: &str = "20261123000071";
-        let applied = |conn: &mut AnyConnection| -> bool {
-            let versions = match conn {
-                AnyConnection::Sqlite(c) => c.applied_migrations(),
-                AnyConnection::Postgresql(c) => c.applied_migrations(),
-            }
-            .unwrap();
-            versions
-                .iter()
-                .any(|v| v.to_string().replace('-', "") == VERSION)
-        };
+        let applied = |conn: &mut AnyConnection| migration_applied(conn, VERSION);
         for t in testing::all() {
             let mut conn = t.store.conn().unwrap();
             while applied(&mut conn) {

@@ -151,13 +151,7 @@ impl ShimState {
         collection: &str,
         key: &str,
     ) -> Result<Option<Vec<u8>>, ShimError> {
-        let payload = GetState {
-            key: key.to_owned(),
-            collection: collection.to_owned(),
-        }
-        .encode_to_vec();
-        let value = self.call(Type::GetState, "GET_STATE", payload)?;
-        Ok((!value.is_empty()).then_some(value))
+        self.private_request(Type::GetState, "GET_STATE", collection, key)
     }
 
     /// PutPrivateData: writes `value` under `key` in `collection`.
@@ -183,13 +177,30 @@ impl ShimState {
         collection: &str,
         key: &str,
     ) -> Result<Option<Vec<u8>>, ShimError> {
+        self.private_request(
+            Type::GetPrivateDataHash,
+            "GET_PRIVATE_DATA_HASH",
+            collection,
+            key,
+        )
+    }
+
+    /// A GetState-shaped request naming `collection` (GET_STATE of private data,
+    /// GET_PRIVATE_DATA_HASH); an empty answer is `None`.
+    fn private_request(
+        &self,
+        kind: Type,
+        name: &'static str,
+        collection: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, ShimError> {
         let payload = GetState {
             key: key.to_owned(),
             collection: collection.to_owned(),
         }
         .encode_to_vec();
-        let hash = self.call(Type::GetPrivateDataHash, "GET_PRIVATE_DATA_HASH", payload)?;
-        Ok((!hash.is_empty()).then_some(hash))
+        let answer = self.call(kind, name, payload)?;
+        Ok((!answer.is_empty()).then_some(answer))
     }
 }
 

@@ -20,9 +20,9 @@
 //! A response whose body ends with the connection (no length, not chunked), or a head the
 //! wrapper cannot read, ends the tracking: nothing after it is rewritten.
 //!
-//! Cost on normal traffic: each response head is read once (a few hundred bytes copied), a
-//! body is skipped by its length (chunked bodies by their size lines); responses are never
-//! copied whole or changed.
+//! Cost on normal traffic: each response head is read once, where it was written (copied only
+//! when it spans writes), a body is skipped by its length (chunked bodies by their size
+//! lines); responses are never copied whole or changed.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -103,6 +103,23 @@ impl Framing {
         while !bytes.is_empty() {
             match self {
                 Framing::Lost => return,
+                Framing::Head(head) if head.is_empty() => {
+                    // The usual case: the whole head in this write, read where it is.
+                    match bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+                        Some(at) => {
+                            *self = after_head(&bytes[..at + 4], pending);
+                            bytes = &bytes[at + 4..];
+                        }
+                        None => {
+                            let keep = bytes.len().min(MAX_HEAD + 4);
+                            head.extend_from_slice(&bytes[..keep]);
+                            if head.len() > MAX_HEAD {
+                                *self = Framing::Lost;
+                            }
+                            return;
+                        }
+                    }
+                }
                 Framing::Head(head) => {
                     let from = head.len().saturating_sub(3);
                     let before = head.len();

@@ -74,7 +74,8 @@ impl Documents {
         document: &Value,
     ) -> Result<String, ConsentServiceError> {
         let bytes = assent_consent::canonical_json(document).into_bytes();
-        let hash = assent_consent::document_hash(document);
+        // The SHA-256 of the canonical bytes is `assent_consent::document_hash(document)`.
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         ledger.put_document(&hash, &bytes).await?;
         self.remember(&hash, Arc::new(document.clone()));
         Ok(hash)

@@ -180,7 +180,13 @@ pub async fn build_state(
         keys.webhook.clone(),
         metrics.break_glass.clone(),
     );
+    let network = Arc::new(crate::services::network::NetworkIndex::new(
+        store.clone(),
+        consents.key().clone(),
+        &config,
+    ));
     let state = AppState {
+        network,
         receipts,
         adapters,
         consents,

@@ -18,6 +18,7 @@ pub mod fhir;
 pub mod keys;
 pub mod ledger;
 pub mod log;
+pub mod network;
 pub mod paging;
 pub mod receipts;
 pub mod sites;
@@ -38,6 +39,7 @@ pub use cache::CacheConfig;
 pub use fhir::FhirConfig;
 pub use ledger::{LedgerBackend, LedgerConfig};
 pub use log::{LogConfig, LogFormat};
+pub use network::NetworkConfig;
 pub use paging::PagingConfig;
 pub use receipts::ReceiptsConfig;
 pub use sites::{
@@ -64,6 +66,7 @@ pub const ENV_KEYS: &[&str] = &[
     "break_glass",
     "cache",
     "fhir",
+    "network",
     "keys",
     "sites",
 ];
@@ -108,6 +111,9 @@ pub struct Config {
     pub cache: CacheConfig,
     #[serde(default)]
     pub fhir: FhirConfig,
+    /// The network level: deadlines of federated requests.
+    #[serde(default)]
+    pub network: NetworkConfig,
     /// Where the keys are (`[keys]`): never in this file, never in the database.
     #[serde(default)]
     pub keys: KeysConfig,
@@ -352,6 +358,7 @@ impl Config {
             return Err(ConfigError::invalid("keys.file", "must name a key file"));
         }
         self.paging.validate()?;
+        self.network.validate()?;
         self.ledger.validate_and_load()?;
         self.auth.validate()?;
         self.break_glass.validate()?;

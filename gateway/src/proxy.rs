@@ -13,6 +13,7 @@ pub mod capabilities;
 pub mod consent;
 pub mod dialect;
 pub mod exchange;
+pub mod federation;
 pub mod forward;
 pub mod metadata;
 pub mod paging;

@@ -16,6 +16,7 @@ pub mod consent;
 pub mod identity;
 pub mod keys;
 pub mod ledger;
+pub mod network;
 pub mod receipt_log;
 pub mod receipts;
 pub mod request_log;

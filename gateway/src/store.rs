@@ -7,6 +7,7 @@
 //! Every call blocks: async code reaches it through `tokio::task::spawn_blocking`.
 
 mod names;
+pub mod network;
 mod receipt_rows;
 mod schema;
 

@@ -68,6 +68,12 @@ pub struct SiteConfig {
     /// placed and counts as an unknown patient (denied).
     #[serde(default)]
     pub patient_identifier_systems: Vec<String>,
+    /// Identifier systems that identify a patient across the network (a national id, an
+    /// insurance member number, an MRN with its assigning authority): site-local patients of
+    /// different sites sharing a value of such a system are one network patient (a certain
+    /// link, `services/network.rs`). Each must also be one of `patient_identifier_systems`.
+    #[serde(default)]
+    pub network_identifier_systems: Vec<String>,
     /// FHIR operations forwarded to this site besides the built-in `Patient/{id}/$everything`;
     /// any other operation is refused (403 `operation-not-allowed`).
     #[serde(default)]
@@ -199,6 +205,10 @@ impl Default for CircuitBreakerConfig {
     }
 }
 
+/// Ids no site may have: the network level's own paths under `/fhir` (`/fhir/metadata`), and
+/// the pseudo-site of network patients (`network/Patient/{id}`).
+pub const RESERVED_SITE_IDS: &[&str] = &["metadata", "network"];
+
 /// Site ids appear in URLs and metric labels: keep them to a safe alphabet.
 pub fn is_valid_site_id(id: &str) -> bool {
     !id.is_empty()
@@ -216,6 +226,12 @@ impl SiteConfig {
             return Err(ConfigError::invalid(
                 format!("sites.{id}"),
                 "site ids are 1-64 characters of a-z, 0-9 and '-'",
+            ));
+        }
+        if RESERVED_SITE_IDS.contains(&id) {
+            return Err(ConfigError::invalid(
+                format!("sites.{id}"),
+                "is reserved: `/fhir/metadata` and `/fhir/network` belong to the network level",
             ));
         }
         if !matches!(self.upstream.scheme(), "http" | "https") {
@@ -266,6 +282,14 @@ impl SiteConfig {
                 return Err(ConfigError::invalid(
                     at(&format!("patient_identifier_systems[{n}]")),
                     "must be an identifier system URI (no spaces, no `|`)",
+                ));
+            }
+        }
+        for (n, system) in self.network_identifier_systems.iter().enumerate() {
+            if !self.patient_identifier_systems.contains(system) {
+                return Err(ConfigError::invalid(
+                    at(&format!("network_identifier_systems[{n}]")),
+                    "must also be one of the site's patient_identifier_systems",
                 ));
             }
         }

@@ -45,6 +45,8 @@ pub struct AppState {
     pub break_glass: Notifier,
     /// Patients named by identifier, placed at their site (`identity.rs`).
     pub identities: crate::services::identity::Identities,
+    /// The network patient index: which site patients are one network patient.
+    pub network: Arc<crate::services::network::NetworkIndex>,
     /// The wall clock every request reads (receipt times, request records, break-glass
     /// events): the system's, or one set by hand in tests.
     pub clock: Arc<dyn assent_ledger::Clock>,

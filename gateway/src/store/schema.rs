@@ -109,3 +109,31 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(receipts, receipt_patients);
+
+diesel::table! {
+    network_patients (id) {
+        id -> Text,
+        created_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    network_links (site, patient_id) {
+        site -> Text,
+        patient_id -> Text,
+        network_id -> Text,
+        how -> Text,
+        evidence -> Text,
+        learned_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    network_identifiers (system, value_key, site, patient_id) {
+        system -> Text,
+        value_key -> Text,
+        site -> Text,
+        patient_id -> Text,
+        learned_at_ms -> BigInt,
+    }
+}

@@ -16,6 +16,7 @@ pub mod exchange;
 pub mod federation;
 pub mod forward;
 pub mod metadata;
+pub mod network;
 pub mod paging;
 pub mod pipeline;
 pub mod receipt;

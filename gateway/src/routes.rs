@@ -16,7 +16,7 @@ use crate::http::access::require_admin;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
 use crate::proxy::metadata;
-use crate::proxy::pipeline;
+use crate::proxy::network;
 
 /// The OpenAPI document, as written.
 pub const OPENAPI_YAML: &str = include_str!("../../openapi/openapi.yaml");
@@ -140,7 +140,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .guard(guard::Any(guard::Get()).or(guard::Head()))
                         .to(metadata::handle),
                 )
-                .default_service(web::route().to(pipeline::handle)),
+                .default_service(web::route().to(network::handle)),
         )
         .default_service(web::route().to(not_found));
 }

@@ -1,6 +1,9 @@
-//! `assent demo`: the whole gateway in one process with no other services. Two DEMO sample
-//! hospital sites (`st-mary`, R4, opt-out; `north-general`, STU3, opt-in) are served in process
-//! over loopback HTTP from generated data, SQLite lives in a temporary directory, and the
+//! `assent demo`: the whole gateway in one process with no other services. Three DEMO sample
+//! hospital sites (`st-mary`, R4, opt-out; `north-general`, STU3, opt-in; `lakeside`, R5,
+//! opt-out) are served in process over loopback HTTP from generated data; seven sample people
+//! are held at two or three of them under different local ids, six linked by a shared national
+//! identifier into network patients at start (one has a demographic near-match left for an
+//! administrator); SQLite lives in a temporary directory, and the
 //! gateway listens on 127.0.0.1:8080 (or `--listen`). A DEMO identity provider on loopback
 //! mints tokens for sample callers; the gateway trusts it through ordinary OpenID discovery.
 //! Its keys are generated into a key file in the temporary directory (mode 0600), never kept
@@ -69,6 +72,9 @@ pub struct Demo {
     pub database: PathBuf,
     /// The configuration the demo's gateway runs, written to its temporary directory.
     pub config_file: PathBuf,
+    /// The network patients linked at start: (network id, `{site}/Patient/{id}` of each
+    /// record), in the order of [`sample_data::NETWORK_PEOPLE`].
+    pub network: Vec<(String, Vec<String>)>,
     program: String,
     _dir: tempfile::TempDir,
 }
@@ -84,6 +90,7 @@ impl Demo {
             database: &self.database,
             config_file: &self.config_file,
             program: &self.program,
+            network: &self.network,
         })
     }
 }
@@ -107,6 +114,25 @@ pub fn start(options: &DemoOptions) -> Result<Demo, Box<dyn std::error::Error>> 
         FhirVersion::Stu3,
         sample_data::generate("ng", FhirVersion::Stu3, PATIENTS_PER_SITE, 2),
     )?;
+    let lakeside = SampleSite::start(
+        FhirVersion::R5,
+        sample_data::generate("lk", FhirVersion::R5, PATIENTS_PER_SITE, 3),
+    )?;
+    // Each site knows its patients by its MRN and the shared national id; the national id
+    // identifies a patient across the network.
+    let identifier_systems = |tag: &str| {
+        json!({
+            "patient_identifier_systems": [sample_data::mrn_system(tag), sample_data::NATIONAL_ID_SYSTEM],
+            "network_identifier_systems": [sample_data::NATIONAL_ID_SYSTEM],
+        })
+    };
+    let site = |upstream: String, version: &str, policy: &str, tag: &str| {
+        let mut site = json!({"upstream": upstream, "fhir_version": version, "default_policy": policy, "timeout_ms": 5000});
+        if let (Some(site), Some(systems)) = (site.as_object_mut(), identifier_systems(tag).as_object()) {
+            site.extend(systems.clone());
+        }
+        site
+    };
     let database = dir.path().join("assent-demo.db");
     let value = json!({
         "listen": bound.to_string(),
@@ -125,8 +151,9 @@ pub fn start(options: &DemoOptions) -> Result<Demo, Box<dyn std::error::Error>> 
         // The compliance console, signed in at the demo identity provider (pick privacy-officer).
         "audit": {"console": {"client_id": "assent-demo-console"}},
         "sites": {
-            "st-mary": {"upstream": st_mary.base_url(), "fhir_version": "R4", "default_policy": "opt-out", "timeout_ms": 5000},
-            "north-general": {"upstream": north.base_url(), "fhir_version": "STU3", "default_policy": "opt-in", "timeout_ms": 5000},
+            "st-mary": site(st_mary.base_url(), "R4", "opt-out", "stm"),
+            "north-general": site(north.base_url(), "STU3", "opt-in", "ng"),
+            "lakeside": site(lakeside.base_url(), "R5", "opt-out", "lk"),
         },
     });
     // The configuration is written out and loaded from the file (no environment): what the
@@ -141,16 +168,63 @@ pub fn start(options: &DemoOptions) -> Result<Demo, Box<dyn std::error::Error>> 
     crate::http::observability::init_tracing(&config.log);
     let gateway = app::spawn_on(config, listener, 1)?;
     seed_consents(&gateway)?;
+    let network = seed_links(&gateway)?;
     Ok(Demo {
         gateway,
         identity_provider,
-        sites: vec![("st-mary".into(), st_mary), ("north-general".into(), north)],
+        sites: vec![
+            ("st-mary".into(), st_mary),
+            ("north-general".into(), north),
+            ("lakeside".into(), lakeside),
+        ],
+        network,
         key_file,
         database,
         config_file,
         program: options.program.clone(),
         _dir: dir,
     })
+}
+
+/// The site id of each sample site tag.
+fn site_of_tag(tag: &str) -> &'static str {
+    match tag {
+        "stm" => "st-mary",
+        "ng" => "north-general",
+        _ => "lakeside",
+    }
+}
+
+/// Links the sample people's records that carry the national id into network patients, as
+/// the gateway would learn them from the sites' Patients (`NetworkIndex::learn`), so the
+/// instructions can name them. The near-match without the id stays unlinked.
+fn seed_links(
+    gateway: &RunningGateway,
+) -> Result<Vec<(String, Vec<String>)>, Box<dyn std::error::Error>> {
+    let now = gateway.state.clock.now_millis();
+    let mut linked = Vec::new();
+    for person in sample_data::NETWORK_PEOPLE {
+        let mut network_id = None;
+        let mut records = Vec::new();
+        for (tag, n, with_id) in person.records {
+            let site = site_of_tag(tag);
+            let id = sample_data::patient_id(tag, *n);
+            if *with_id {
+                let learned = gateway.state.network.learn(
+                    site,
+                    &id,
+                    [(sample_data::NATIONAL_ID_SYSTEM, person.national_id)],
+                    now,
+                )?;
+                network_id = learned.network_id;
+                records.push(format!("{site}/Patient/{id}"));
+            }
+        }
+        if let Some(network_id) = network_id {
+            linked.push((network_id, records));
+        }
+    }
+    Ok(linked)
 }
 
 /// The consent the demo revokes in its instructions.
@@ -264,6 +338,8 @@ pub struct Printed<'a> {
     pub database: &'a Path,
     pub config_file: &'a Path,
     pub program: &'a str,
+    /// The network patients: (network id, their records).
+    pub network: &'a [(String, Vec<String>)],
 }
 
 /// What the demo prints: how to try it, where its database and keys are, and how to verify an
@@ -272,6 +348,18 @@ pub fn instructions(printed: &Printed<'_>) -> String {
     let Printed {
         base, token_url, ..
     } = printed;
+    let network_patients: String = printed
+        .network
+        .iter()
+        .map(|(id, records)| format!("  {id}  {}\n", records.join(", ")))
+        .collect();
+    let first_network = printed
+        .network
+        .first()
+        .map(|(id, _)| id.as_str())
+        .unwrap_or_default();
+    let national_id = sample_data::NATIONAL_ID_SYSTEM;
+    let first_national = sample_data::NETWORK_PEOPLE[0].national_id;
     let key_file = printed.key_file.display();
     let database = printed.database.display();
     let config_file = shell_quote(&printed.config_file.display().to_string());
@@ -281,10 +369,14 @@ pub fn instructions(printed: &Printed<'_>) -> String {
     format!(
         r#"Assent demo is running at {base}
 
-Two sample hospitals sit behind it (DEMO data, generated):
+Three sample hospitals sit behind it (DEMO data, generated):
   st-mary        FHIR R4,   opt-out (permits unless a consent denies)
   north-general  FHIR STU3, opt-in  (denies unless a consent permits)
+  lakeside       FHIR R5,   opt-out
 
+Network patients: the same person at two or three hospitals under different local ids,
+linked by a shared national id ({national_id}):
+{network_patients}
 Every FHIR request needs a bearer token. A DEMO identity provider (it authenticates nobody)
 mints them for sample callers: dr-alice, dr-bob, nurse-carol, researcher-dan, privacy-officer,
 billing-service.
@@ -337,6 +429,17 @@ Try:
   # a patient-confined token: another patient's record is 403 (scope-patient-mismatch)
   PTOKEN=$(curl -s -d grant_type=client_credentials -d client_id=dr-alice -d 'scope=patient/*.rs' -d patient=stm-p001 {token_url} | {take_token})
   curl -s -H "Authorization: Bearer $PTOKEN" {base}/fhir/st-mary/Patient/stm-p002
+
+  # one network: find a patient at every hospital by national id, then everything on them
+  # from every hospital that holds them (each site decides on its own consent and default;
+  # answers translated into one version, each entry marked with its site)
+  curl -s {auth} '{base}/fhir/Patient?identifier={national_id}|{first_national}'
+  curl -s {auth} {base}/fhir/Patient/{first_network}
+  curl -s {auth} -H 'Accept: application/fhir+json; fhirVersion=4.0' {base}/fhir/Patient/{first_network}/\$everything
+
+  # a consent naming the network patient applies at every site that holds them
+  curl -s {auth} -H 'Content-Type: application/fhir+json' -d '{{"resourceType":"Consent","status":"active","scope":{{"coding":[{{"system":"http://terminology.hl7.org/CodeSystem/consentscope","code":"patient-privacy"}}]}},"category":[{{"coding":[{{"system":"http://loinc.org","code":"59284-0"}}]}}],"patient":{{"reference":"Patient/{first_network}"}},"provision":{{"type":"deny"}}}}' '{base}/consent/Consent?site=network'
+  curl -s {auth} {base}/fhir/Patient/{first_network}/\$everything
 
   # SMART discovery and the CapabilityStatement's security section
   curl -s {base}/.well-known/smart-configuration

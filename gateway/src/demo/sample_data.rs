@@ -1,5 +1,9 @@
 //! DEMO PART: generated sample patients and their records, deterministic from a seed, in the
-//! shape of the FHIR version a sample site speaks (R4 or STU3). Invented data, no real people.
+//! shape of the FHIR version a sample site speaks (STU3, R4 or R5). Invented data, no real
+//! people. Some patients are the same person at two or three sites ([`NETWORK_PEOPLE`]):
+//! their local records carry the person's demographics and a shared national identifier
+//! ([`NATIONAL_ID_SYSTEM`]), so the gateway links them into one network patient; one more
+//! person is held at a second site without the identifier, a demographic near-match.
 
 use assent_fhir::FhirVersion;
 use serde_json::{Value, json};
@@ -79,6 +83,45 @@ const MEDICATIONS: &[(&str, &str)] = &[
     ("312938", "sertraline 50 MG Oral Tablet"),
 ];
 
+/// The (invented) national identifier system the sample sites share: a value of it names one
+/// person wherever they are treated.
+pub const NATIONAL_ID_SYSTEM: &str = "urn:sample:national-id";
+
+/// The medical record number system of the sample site tagged `site_tag`.
+pub fn mrn_system(site_tag: &str) -> String {
+    format!("urn:sample:{site_tag}:mrn")
+}
+
+/// A person treated at several sample sites.
+pub struct NetworkPerson {
+    pub given: &'static str,
+    pub family: &'static str,
+    pub gender: &'static str,
+    pub birth_date: &'static str,
+    /// The national id; `None` for a record that lacks it.
+    pub national_id: &'static str,
+    /// (site tag, local patient number, carries the national id).
+    pub records: &'static [(&'static str, usize, bool)],
+}
+
+/// The people held at two or three of the sample sites (tags `stm`, `ng`, `lk`) under
+/// different local ids. The last one's `lk` record lacks the national id: the same name,
+/// gender and birth date make it a probable match for an administrator to confirm.
+pub const NETWORK_PEOPLE: &[NetworkPerson] = &[
+    NetworkPerson { given: "Amara", family: "Quill", gender: "female", birth_date: "1961-04-12", national_id: "NID-400-0001", records: &[("stm", 10, true), ("ng", 11, true), ("lk", 12, true)] },
+    NetworkPerson { given: "Bastian", family: "Reed", gender: "male", birth_date: "1978-09-30", national_id: "NID-400-0002", records: &[("stm", 11, true), ("ng", 14, true)] },
+    NetworkPerson { given: "Celia", family: "Stone", gender: "female", birth_date: "1985-01-07", national_id: "NID-400-0003", records: &[("stm", 12, true), ("lk", 3, true)] },
+    NetworkPerson { given: "Dorian", family: "Thorne", gender: "male", birth_date: "1949-11-23", national_id: "NID-400-0004", records: &[("ng", 12, true), ("lk", 4, true)] },
+    NetworkPerson { given: "Elif", family: "Vance", gender: "female", birth_date: "1992-06-15", national_id: "NID-400-0005", records: &[("stm", 13, true), ("ng", 13, true), ("lk", 5, true)] },
+    NetworkPerson { given: "Farid", family: "Wilde", gender: "male", birth_date: "1970-03-02", national_id: "NID-400-0006", records: &[("ng", 15, true), ("lk", 6, true)] },
+    NetworkPerson { given: "Greta", family: "Yarrow", gender: "female", birth_date: "1966-12-19", national_id: "NID-400-0007", records: &[("stm", 14, true), ("lk", 7, false)] },
+];
+
+/// The local patient id of record number `n` at the site tagged `site_tag`.
+pub fn patient_id(site_tag: &str, n: usize) -> String {
+    format!("{site_tag}-p{n:03}")
+}
+
 /// Every resource of one sample site.
 pub fn generate(site_tag: &str, version: FhirVersion, n_patients: usize, seed: u64) -> Vec<Value> {
     let mut rng = SplitMix(seed);
@@ -98,31 +141,49 @@ pub fn generate(site_tag: &str, version: FhirVersion, n_patients: usize, seed: u
         }));
     }
     for p in 0..n_patients {
-        let pid = format!("{site_tag}-p{p:03}");
+        let pid = patient_id(site_tag, p);
         let birth_year = 1940 + rng.below(70);
-        out.push(json!({
+        let mut patient = json!({
             "resourceType": "Patient",
             "id": pid,
             "meta": {"versionId": "1"},
-            "identifier": [{"system": format!("urn:sample:{site_tag}:mrn"), "value": format!("MRN{:06}", 100_000 + p * 7)}],
+            "identifier": [{"system": mrn_system(site_tag), "value": format!("MRN{:06}", 100_000 + p * 7)}],
             "name": [{"family": FAMILY[rng.below(FAMILY.len())], "given": [GIVEN[rng.below(GIVEN.len())]]}],
             "gender": if rng.below(2) == 0 { "female" } else { "male" },
             "birthDate": format!("{birth_year}-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28)),
             "managingOrganization": {"reference": format!("Organization/{site_tag}-org")},
-        }));
+        });
+        if let Some((person, with_id)) = network_person(site_tag, p) {
+            patient["name"] = json!([{"family": person.family, "given": [person.given]}]);
+            patient["gender"] = json!(person.gender);
+            patient["birthDate"] = json!(person.birth_date);
+            if with_id && let Some(ids) = patient["identifier"].as_array_mut() {
+                ids.push(json!({"system": NATIONAL_ID_SYSTEM, "value": person.national_id}));
+            }
+        }
+        out.push(patient);
         let subject = json!({"reference": format!("Patient/{pid}")});
         for e in 0..2 {
             let eid = format!("{pid}-enc{e}");
             let day = 1 + rng.below(28);
-            out.push(json!({
+            let class = json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"});
+            let period = json!({"start": format!("2026-0{}-{day:02}T09:00:00Z", 1 + e), "end": format!("2026-0{}-{day:02}T09:30:00Z", 1 + e)});
+            let mut encounter = json!({
                 "resourceType": "Encounter",
                 "id": eid,
                 "meta": {"versionId": "1"},
-                "status": "finished",
-                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"},
                 "subject": subject,
-                "period": {"start": format!("2026-0{}-{day:02}T09:00:00Z", 1 + e), "end": format!("2026-0{}-{day:02}T09:30:00Z", 1 + e)},
-            }));
+            });
+            if version == FhirVersion::R5 {
+                encounter["status"] = json!("completed");
+                encounter["class"] = json!([{"coding": [class]}]);
+                encounter["actualPeriod"] = period;
+            } else {
+                encounter["status"] = json!("finished");
+                encounter["class"] = class;
+                encounter["period"] = period;
+            }
+            out.push(encounter);
         }
         for o in 0..(3 + rng.below(4)) {
             let (system, code, display, unit, low, high, category) =
@@ -170,16 +231,21 @@ pub fn generate(site_tag: &str, version: FhirVersion, n_patients: usize, seed: u
         }
         for m in 0..(1 + rng.below(2)) {
             let (code, display) = MEDICATIONS[rng.below(MEDICATIONS.len())];
+            let medication = json!({"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": code, "display": display}], "text": display});
             let mut request = json!({
                 "resourceType": "MedicationRequest",
                 "id": format!("{pid}-med{m}"),
                 "meta": {"versionId": "1"},
                 "status": "active",
                 "intent": "order",
-                "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": code, "display": display}], "text": display},
                 "subject": subject,
                 "authoredOn": format!("2026-0{}-{:02}", 1 + rng.below(9), 1 + rng.below(28)),
             });
+            if version == FhirVersion::R5 {
+                request["medication"] = json!({"concept": medication});
+            } else {
+                request["medicationCodeableConcept"] = medication;
+            }
             match version {
                 FhirVersion::Stu3 => {
                     request["requester"] =
@@ -194,6 +260,18 @@ pub fn generate(site_tag: &str, version: FhirVersion, n_patients: usize, seed: u
         }
     }
     out
+}
+
+/// The network person whose record number `n` at `site_tag` is, and whether that record
+/// carries the national id.
+fn network_person(site_tag: &str, n: usize) -> Option<(&'static NetworkPerson, bool)> {
+    NETWORK_PEOPLE.iter().find_map(|person| {
+        person
+            .records
+            .iter()
+            .find(|(tag, number, _)| *tag == site_tag && *number == n)
+            .map(|(_, _, with_id)| (person, *with_id))
+    })
 }
 
 /// SplitMix64: a small deterministic generator, so the demo data is the same on every run.
@@ -223,7 +301,7 @@ mod tests {
 
     #[test]
     fn every_patient_has_records_of_each_kind() {
-        for version in [FhirVersion::R4, FhirVersion::Stu3] {
+        for version in [FhirVersion::R4, FhirVersion::Stu3, FhirVersion::R5] {
             let all = generate("s", version, 20, 7);
             let patients: Vec<_> = all
                 .iter()
@@ -243,5 +321,32 @@ mod tests {
             }
             assert_eq!(generate("s", version, 20, 7), all, "deterministic");
         }
+    }
+
+    #[test]
+    fn network_people_carry_their_demographics_and_national_id_at_each_site() {
+        for (tag, version) in [("stm", FhirVersion::R4), ("ng", FhirVersion::Stu3), ("lk", FhirVersion::R5)] {
+            let all = generate(tag, version, 24, 3);
+            for person in NETWORK_PEOPLE {
+                for (_, n, with_id) in person.records.iter().filter(|(t, ..)| *t == tag) {
+                    let id = patient_id(tag, *n);
+                    let patient = all
+                        .iter()
+                        .find(|r| r["resourceType"] == "Patient" && r["id"] == id.as_str())
+                        .unwrap();
+                    assert_eq!(patient["birthDate"], person.birth_date);
+                    assert_eq!(patient["name"][0]["family"], person.family);
+                    let national = patient["identifier"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|i| i["system"] == NATIONAL_ID_SYSTEM && i["value"] == person.national_id);
+                    assert_eq!(national, *with_id, "{id}");
+                }
+            }
+        }
+        // At least six people at two sites or more, and one near-match without the id.
+        assert!(NETWORK_PEOPLE.iter().filter(|p| p.records.len() >= 2).count() >= 6);
+        assert!(NETWORK_PEOPLE.iter().any(|p| p.records.iter().any(|r| !r.2)));
     }
 }

@@ -1,8 +1,11 @@
 //! DEMO PART: a small in-memory FHIR server standing in for a hospital in `assent demo`.
 //! It serves on loopback over HTTP, so the gateway reaches it through the same upstream code
 //! path as a real site. It answers read, vread, history, search (GET and POST `_search`,
-//! by `_id`, `patient`/`subject`, with `_count` and offset paging links that carry its own
-//! base URL), `Patient/{id}/$everything` and `metadata`. Nothing else; it is no FHIR server.
+//! by `_id`, `patient`/`subject`, `identifier` (`system|value`), `family`, `given`, `name`,
+//! `birthdate` and `gender`, with `_count` and offset paging links that carry its own base
+//! URL), `Patient/{id}/$everything` and `metadata`. A search parameter it does not know
+//! (other than a result parameter such as `_sort`) matches nothing (an empty answer rather than every resource, so that a lookup by a
+//! parameter it cannot honour never widens). Nothing else; it is no FHIR server.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -402,3 +402,65 @@ async fn bundle_total(url: &str, key: Option<&str>) -> u64 {
         .as_u64()
         .unwrap()
 }
+
+/// The demo's third hospital speaks R5, and its network patients (six people held at two or
+/// three hospitals under different local ids) are linked by their national id; the
+/// near-match without it is not linked. The instructions name each network patient.
+#[actix_web::test]
+async fn the_demo_holds_network_patients_at_three_hospitals() {
+    let mut options = demo::DemoOptions::new("127.0.0.1:0".parse().unwrap());
+    options.log_level = "warn".into();
+    let running = demo::start(&options).expect("demo starts");
+    let base = running.gateway.base_url();
+    let token = demo_token(
+        &running.identity_provider.token_url(),
+        demo::DEMO_CLINICIAN,
+        None,
+    )
+    .await;
+    let key = Some(token.as_str());
+
+    let r5 = send(
+        "GET",
+        &format!("{base}/fhir/lakeside/Patient/lk-p012"),
+        key,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(r5.status, 200, "{}", r5.text());
+    assert!(
+        r5.header("content-type").unwrap().contains("5.0"),
+        "{:?}",
+        r5.header("content-type")
+    );
+
+    assert_eq!(running.network.len(), 7, "{:?}", running.network);
+    let multi_site = running
+        .network
+        .iter()
+        .filter(|(_, records)| records.len() >= 2)
+        .count();
+    assert_eq!(multi_site, 6, "{:?}", running.network);
+    let instructions = running.instructions();
+    for (id, records) in &running.network {
+        assert!(instructions.contains(id.as_str()), "{id}");
+        let sites: std::collections::BTreeSet<&str> =
+            records.iter().map(|r| r.split('/').next().unwrap()).collect();
+        assert_eq!(sites.len(), records.len(), "one record per site: {records:?}");
+        for record in records {
+            let (site, rest) = record.split_once('/').unwrap();
+            let local = rest.trim_start_matches("Patient/");
+            let linked = running.gateway.state.network.network_of(site, local).unwrap();
+            assert_eq!(linked.as_deref(), Some(id.as_str()), "{record}");
+        }
+    }
+    // The near-match (Greta Yarrow at lakeside, without the national id) stays unlinked.
+    assert_eq!(
+        running.gateway.state.network.network_of("lakeside", "lk-p007").unwrap(),
+        None
+    );
+    for site in ["st-mary", "north-general", "lakeside"] {
+        assert!(instructions.contains(site), "{site}");
+    }
+}

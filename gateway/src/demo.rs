@@ -74,7 +74,7 @@ pub struct Demo {
     pub config_file: PathBuf,
     /// The network patients linked at start: (network id, `{site}/Patient/{id}` of each
     /// record), in the order of [`sample_data::NETWORK_PEOPLE`].
-    pub network: Vec<(String, Vec<String>)>,
+    pub network: Vec<NetworkPatient>,
     program: String,
     _dir: tempfile::TempDir,
 }
@@ -128,7 +128,9 @@ pub fn start(options: &DemoOptions) -> Result<Demo, Box<dyn std::error::Error>> 
     };
     let site = |upstream: String, version: &str, policy: &str, tag: &str| {
         let mut site = json!({"upstream": upstream, "fhir_version": version, "default_policy": policy, "timeout_ms": 5000});
-        if let (Some(site), Some(systems)) = (site.as_object_mut(), identifier_systems(tag).as_object()) {
+        if let (Some(site), Some(systems)) =
+            (site.as_object_mut(), identifier_systems(tag).as_object())
+        {
             site.extend(systems.clone());
         }
         site
@@ -186,6 +188,9 @@ pub fn start(options: &DemoOptions) -> Result<Demo, Box<dyn std::error::Error>> 
     })
 }
 
+/// A network patient of the demo: its network id and `{site}/Patient/{id}` of each record.
+pub type NetworkPatient = (String, Vec<String>);
+
 /// The site id of each sample site tag.
 fn site_of_tag(tag: &str) -> &'static str {
     match tag {
@@ -198,9 +203,7 @@ fn site_of_tag(tag: &str) -> &'static str {
 /// Links the sample people's records that carry the national id into network patients, as
 /// the gateway would learn them from the sites' Patients (`NetworkIndex::learn`), so the
 /// instructions can name them. The near-match without the id stays unlinked.
-fn seed_links(
-    gateway: &RunningGateway,
-) -> Result<Vec<(String, Vec<String>)>, Box<dyn std::error::Error>> {
+fn seed_links(gateway: &RunningGateway) -> Result<Vec<NetworkPatient>, Box<dyn std::error::Error>> {
     let now = gateway.state.clock.now_millis();
     let mut linked = Vec::new();
     for person in sample_data::NETWORK_PEOPLE {
@@ -339,7 +342,7 @@ pub struct Printed<'a> {
     pub config_file: &'a Path,
     pub program: &'a str,
     /// The network patients: (network id, their records).
-    pub network: &'a [(String, Vec<String>)],
+    pub network: &'a [NetworkPatient],
 }
 
 /// What the demo prints: how to try it, where its database and keys are, and how to verify an

@@ -108,13 +108,62 @@ pub struct NetworkPerson {
 /// different local ids. The last one's `lk` record lacks the national id: the same name,
 /// gender and birth date make it a probable match for an administrator to confirm.
 pub const NETWORK_PEOPLE: &[NetworkPerson] = &[
-    NetworkPerson { given: "Amara", family: "Quill", gender: "female", birth_date: "1961-04-12", national_id: "NID-400-0001", records: &[("stm", 10, true), ("ng", 11, true), ("lk", 12, true)] },
-    NetworkPerson { given: "Bastian", family: "Reed", gender: "male", birth_date: "1978-09-30", national_id: "NID-400-0002", records: &[("stm", 11, true), ("ng", 14, true)] },
-    NetworkPerson { given: "Celia", family: "Stone", gender: "female", birth_date: "1985-01-07", national_id: "NID-400-0003", records: &[("stm", 12, true), ("lk", 3, true)] },
-    NetworkPerson { given: "Dorian", family: "Thorne", gender: "male", birth_date: "1949-11-23", national_id: "NID-400-0004", records: &[("ng", 12, true), ("lk", 4, true)] },
-    NetworkPerson { given: "Elif", family: "Vance", gender: "female", birth_date: "1992-06-15", national_id: "NID-400-0005", records: &[("stm", 13, true), ("ng", 13, true), ("lk", 5, true)] },
-    NetworkPerson { given: "Farid", family: "Wilde", gender: "male", birth_date: "1970-03-02", national_id: "NID-400-0006", records: &[("ng", 15, true), ("lk", 6, true)] },
-    NetworkPerson { given: "Greta", family: "Yarrow", gender: "female", birth_date: "1966-12-19", national_id: "NID-400-0007", records: &[("stm", 14, true), ("lk", 7, false)] },
+    NetworkPerson {
+        given: "Amara",
+        family: "Quill",
+        gender: "female",
+        birth_date: "1961-04-12",
+        national_id: "NID-400-0001",
+        records: &[("stm", 10, true), ("ng", 11, true), ("lk", 12, true)],
+    },
+    NetworkPerson {
+        given: "Bastian",
+        family: "Reed",
+        gender: "male",
+        birth_date: "1978-09-30",
+        national_id: "NID-400-0002",
+        records: &[("stm", 11, true), ("ng", 14, true)],
+    },
+    NetworkPerson {
+        given: "Celia",
+        family: "Stone",
+        gender: "female",
+        birth_date: "1985-01-07",
+        national_id: "NID-400-0003",
+        records: &[("stm", 12, true), ("lk", 3, true)],
+    },
+    NetworkPerson {
+        given: "Dorian",
+        family: "Thorne",
+        gender: "male",
+        birth_date: "1949-11-23",
+        national_id: "NID-400-0004",
+        records: &[("ng", 12, true), ("lk", 4, true)],
+    },
+    NetworkPerson {
+        given: "Elif",
+        family: "Vance",
+        gender: "female",
+        birth_date: "1992-06-15",
+        national_id: "NID-400-0005",
+        records: &[("stm", 13, true), ("ng", 13, true), ("lk", 5, true)],
+    },
+    NetworkPerson {
+        given: "Farid",
+        family: "Wilde",
+        gender: "male",
+        birth_date: "1970-03-02",
+        national_id: "NID-400-0006",
+        records: &[("ng", 15, true), ("lk", 6, true)],
+    },
+    NetworkPerson {
+        given: "Greta",
+        family: "Yarrow",
+        gender: "female",
+        birth_date: "1966-12-19",
+        national_id: "NID-400-0007",
+        records: &[("stm", 14, true), ("lk", 7, false)],
+    },
 ];
 
 /// The local patient id of record number `n` at the site tagged `site_tag`.
@@ -325,7 +374,11 @@ mod tests {
 
     #[test]
     fn network_people_carry_their_demographics_and_national_id_at_each_site() {
-        for (tag, version) in [("stm", FhirVersion::R4), ("ng", FhirVersion::Stu3), ("lk", FhirVersion::R5)] {
+        for (tag, version) in [
+            ("stm", FhirVersion::R4),
+            ("ng", FhirVersion::Stu3),
+            ("lk", FhirVersion::R5),
+        ] {
             let all = generate(tag, version, 24, 3);
             for person in NETWORK_PEOPLE {
                 for (_, n, with_id) in person.records.iter().filter(|(t, ..)| *t == tag) {
@@ -336,17 +389,25 @@ mod tests {
                         .unwrap();
                     assert_eq!(patient["birthDate"], person.birth_date);
                     assert_eq!(patient["name"][0]["family"], person.family);
-                    let national = patient["identifier"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|i| i["system"] == NATIONAL_ID_SYSTEM && i["value"] == person.national_id);
+                    let national = patient["identifier"].as_array().unwrap().iter().any(|i| {
+                        i["system"] == NATIONAL_ID_SYSTEM && i["value"] == person.national_id
+                    });
                     assert_eq!(national, *with_id, "{id}");
                 }
             }
         }
         // At least six people at two sites or more, and one near-match without the id.
-        assert!(NETWORK_PEOPLE.iter().filter(|p| p.records.len() >= 2).count() >= 6);
-        assert!(NETWORK_PEOPLE.iter().any(|p| p.records.iter().any(|r| !r.2)));
+        assert!(
+            NETWORK_PEOPLE
+                .iter()
+                .filter(|p| p.records.len() >= 2)
+                .count()
+                >= 6
+        );
+        assert!(
+            NETWORK_PEOPLE
+                .iter()
+                .any(|p| p.records.iter().any(|r| !r.2))
+        );
     }
 }

@@ -445,19 +445,35 @@ async fn the_demo_holds_network_patients_at_three_hospitals() {
     let instructions = running.instructions();
     for (id, records) in &running.network {
         assert!(instructions.contains(id.as_str()), "{id}");
-        let sites: std::collections::BTreeSet<&str> =
-            records.iter().map(|r| r.split('/').next().unwrap()).collect();
-        assert_eq!(sites.len(), records.len(), "one record per site: {records:?}");
+        let sites: std::collections::BTreeSet<&str> = records
+            .iter()
+            .map(|r| r.split('/').next().unwrap())
+            .collect();
+        assert_eq!(
+            sites.len(),
+            records.len(),
+            "one record per site: {records:?}"
+        );
         for record in records {
             let (site, rest) = record.split_once('/').unwrap();
             let local = rest.trim_start_matches("Patient/");
-            let linked = running.gateway.state.network.network_of(site, local).unwrap();
+            let linked = running
+                .gateway
+                .state
+                .network
+                .network_of(site, local)
+                .unwrap();
             assert_eq!(linked.as_deref(), Some(id.as_str()), "{record}");
         }
     }
     // The near-match (Greta Yarrow at lakeside, without the national id) stays unlinked.
     assert_eq!(
-        running.gateway.state.network.network_of("lakeside", "lk-p007").unwrap(),
+        running
+            .gateway
+            .state
+            .network
+            .network_of("lakeside", "lk-p007")
+            .unwrap(),
         None
     );
     for site in ["st-mary", "north-general", "lakeside"] {

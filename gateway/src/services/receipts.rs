@@ -31,7 +31,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use assent_receipts::{BatchLeaf, Chain, ChainedReceipt, Receipt, ReceiptSubjects};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -51,6 +51,13 @@ pub const MAX_GROUP: usize = 4_096;
 const INDEX_QUEUE: usize = 256;
 /// Receipts in one indexer transaction at most.
 const MAX_INDEX_BATCH: usize = 8_192;
+/// How long the indexer waits for more durable receipts before a commit, so that at light
+/// load one commit (and its write-ahead-log frames) serves several receipts instead of one
+/// each. The receipts are durable in the log already: lingering delays only the tables,
+/// and a reader waiting for them (or a sync the writer wants) ends it at once.
+const INDEX_LINGER: Duration = Duration::from_millis(4);
+/// How often a lingering indexer looks for a waiting reader.
+const INDEX_LINGER_STEP: Duration = Duration::from_micros(500);
 /// Durable receipts kept in memory for the anchoring task at most; beyond this the oldest are
 /// dropped and anchoring reads them back from the store.
 const FEED_CAPACITY: usize = 1 << 18;
@@ -427,10 +434,27 @@ impl Indexer {
     fn run(mut self, rx: std_mpsc::Receiver<Vec<Entry>>) {
         while let Ok(first) = rx.recv() {
             let mut entries = first;
+            let lingering_until = Instant::now() + INDEX_LINGER;
             while entries.len() < MAX_INDEX_BATCH {
                 match rx.try_recv() {
+                    Ok(more) => {
+                        entries.extend(more);
+                        continue;
+                    }
+                    Err(std_mpsc::TryRecvError::Disconnected) => break,
+                    Err(std_mpsc::TryRecvError::Empty) => {}
+                }
+                let last = entries.last().map_or(0, |e| e.chained.receipt.sequence);
+                let progress = self.store.index_progress();
+                let now = Instant::now();
+                if now >= lingering_until || progress.reader_waiting() || progress.sync_due(last) {
+                    break;
+                }
+                let step = INDEX_LINGER_STEP.min(lingering_until - now);
+                match rx.recv_timeout(step) {
                     Ok(more) => entries.extend(more),
-                    Err(_) => break,
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             }
             let Some(last) = entries.last().map(|e| e.chained.receipt.sequence) else {

@@ -8,7 +8,7 @@
 //! receipt. Leaves out what a receipt holds (assent-receipts) and when rows are written
 //! (`services/receipts.rs`, `services/anchoring.rs`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -179,6 +179,8 @@ pub struct IndexProgress {
     synced: AtomicU64,
     /// The writer wants the tables synced up to this sequence (to delete log segments).
     sync_wanted: AtomicU64,
+    /// Readers waiting in [`IndexProgress::wait`] now: a lingering indexer commits at once.
+    readers_waiting: AtomicUsize,
 }
 
 impl IndexProgress {
@@ -221,10 +223,29 @@ impl IndexProgress {
         *self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a reader is waiting for the tables to catch up.
+    pub fn reader_waiting(&self) -> bool {
+        self.readers_waiting.load(Ordering::SeqCst) > 0
+    }
+
     /// Waits until every receipt durable now is in the receipt tables, at most `timeout`.
     pub fn wait(&self, timeout: Duration) -> Result<(), StoreError> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.1 >= state.0 {
+            return Ok(());
+        }
+        self.readers_waiting.fetch_add(1, Ordering::SeqCst);
+        let waited = self.wait_locked(state, timeout);
+        self.readers_waiting.fetch_sub(1, Ordering::SeqCst);
+        waited
+    }
+
+    fn wait_locked(
+        &self,
+        mut state: std::sync::MutexGuard<'_, (u64, u64)>,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
         let deadline = Instant::now() + timeout;
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let target = state.0;
         while state.1 < target {
             let left = deadline.saturating_duration_since(Instant::now());

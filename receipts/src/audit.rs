@@ -42,7 +42,8 @@ use serde_json::{Map, Value, json};
 
 use crate::digest::Digest;
 use crate::receipt::{
-    AccessDecision, AccessKind, AuditAction, ConsentAction, ConsentRelied, Receipt, ReceiptSubjects,
+    AccessDecision, AccessKind, AuditAction, ConsentAction, ConsentRelied, NetworkAction, Receipt,
+    ReceiptSubjects,
 };
 use crate::time::format_instant;
 
@@ -164,6 +165,9 @@ impl Rest {
             AccessKind::Audit(
                 AuditAction::Search | AuditAction::Export | AuditAction::Disclosures,
             ) => Rest::Query,
+            AccessKind::Network(NetworkAction::Link | NetworkAction::Confirm) => Rest::Create,
+            AccessKind::Network(NetworkAction::Reject | NetworkAction::Unlink) => Rest::Update,
+            AccessKind::Network(NetworkAction::Read) => Rest::Query,
         }
     }
 
@@ -942,6 +946,10 @@ fn interaction_coding(r: &Receipt) -> Option<Coding> {
         AccessKind::Audit(AuditAction::Search) => "search-type",
         AccessKind::Audit(AuditAction::Read) => "read",
         AccessKind::Audit(AuditAction::Export | AuditAction::Disclosures) => "operation",
+        AccessKind::Network(NetworkAction::Link | NetworkAction::Confirm) => "create",
+        AccessKind::Network(NetworkAction::Reject) => "update",
+        AccessKind::Network(NetworkAction::Unlink) => "delete",
+        AccessKind::Network(NetworkAction::Read) => "search-type",
     };
     Some(Coding {
         system: RESTFUL_INTERACTION,

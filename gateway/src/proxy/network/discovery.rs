@@ -18,8 +18,9 @@
 //!   decided by its site; a merge of them would be a record no site holds and no consent
 //!   decided). A network patient of which the caller may read no record is answered as not
 //!   found.
-//! - **`$match`**: a demographic search per site (`Patient?family=&given=&birthdate=`, and
-//!   each network identifier of the given Patient at the sites having its system); each
+//! - **`$match`**: demographic searches per site (each two of family, given name and birth
+//!   date: `Patient?family=&birthdate=` …), and a search by each network identifier of the
+//!   given Patient at the sites having its system; each
 //!   released Patient is graded: certain (a shared value of a network identifier system,
 //!   linked at once), probable (family, given name and birth date; gender not differing),
 //!   possible (two of them); entries carry `search.score` and the match-grade extension.
@@ -141,9 +142,9 @@ pub async fn match_patients(
     // One demographic search per site, and one by each network identifier given at the sites
     // having its system.
     let mut legs = Vec::new();
-    let demographic = demographic_query(&wanted);
+    let demographic = demographic_queries(&wanted);
     for site in sorted_sites(state) {
-        if let Some(q) = &demographic {
+        for q in &demographic {
             legs.push(Leg {
                 site: site.clone(),
                 path_and_query: format!("/fhir/{site}/Patient?{q}"),
@@ -478,20 +479,28 @@ fn sites_with_system(state: &AppState, system: &str) -> Vec<String> {
         .collect()
 }
 
-/// `family=&given=&birthdate=` from what is given (`None` when no name nor birth date is).
-fn demographic_query(d: &Demographics) -> Option<String> {
-    let mut pairs: Vec<(&str, &str)> = Vec::new();
-    if let Some(family) = &d.family {
-        pairs.push(("family", family));
+/// The demographic searches of a `$match`: each two of family, given name and birth date
+/// that are given (`family=&given=`, `family=&birthdate=`, `given=&birthdate=`), so that a
+/// site finds the records agreeing on two of them (possible) as well as on all three.
+fn demographic_queries(d: &Demographics) -> Vec<String> {
+    let given = d.given.first();
+    let elements = [
+        ("family", d.family.as_ref()),
+        ("given", given),
+        ("birthdate", d.birth_date.as_ref()),
+    ];
+    let mut queries = Vec::new();
+    for (i, (a, va)) in elements.iter().enumerate() {
+        for (b, vb) in &elements[i + 1..] {
+            if let (Some(va), Some(vb)) = (va, vb) {
+                queries.push(assent_fhir::query::encode_pairs([
+                    (*a, va.as_str()),
+                    (*b, vb.as_str()),
+                ]));
+            }
+        }
     }
-    if let Some(given) = d.given.first() {
-        pairs.push(("given", given));
-    }
-    if let Some(birth) = &d.birth_date {
-        pairs.push(("birthdate", birth));
-    }
-    // One element alone would ask a site for every patient of a common name.
-    (pairs.len() >= 2).then(|| assent_fhir::query::encode_pairs(pairs))
+    queries
 }
 
 /// A `$match` request's parameters.

@@ -432,8 +432,11 @@ fn failure(outcome: &LegOutcome) -> Option<Value> {
     }))
 }
 
-/// The OperationOutcome entry of the sites that failed, if any.
-fn outcome_entry(failures: Vec<Value>) -> Option<Value> {
+/// The OperationOutcome entry of the sites that failed, if any (one issue per site and
+/// reason, however many of its legs failed).
+fn outcome_entry(mut failures: Vec<Value>) -> Option<Value> {
+    let mut seen = std::collections::HashSet::new();
+    failures.retain(|issue| seen.insert(issue.to_string()));
     (!failures.is_empty()).then(|| {
         json!({
             "resource": {"resourceType": "OperationOutcome", "issue": failures},

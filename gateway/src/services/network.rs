@@ -226,6 +226,7 @@ impl NetworkIndex {
     }
 
     /// Waits until every Patient offered before this call is learnt (tests).
+    #[cfg(any(test, feature = "testing"))]
     pub fn flush_learning(&self) {
         if let Some(learner) = self.learner.get() {
             learner.flush();

@@ -80,6 +80,7 @@ impl Learner {
     }
 
     /// Waits until every Patient queued before this call is learnt (tests).
+    #[cfg(any(test, feature = "testing"))]
     pub fn flush(&self) {
         let (done_tx, done_rx) = mpsc::channel();
         if self.tx.send(Message::Flush(done_tx)).is_ok() {

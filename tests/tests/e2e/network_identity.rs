@@ -533,6 +533,19 @@ async fn match_grades_certain_probable_and_possible_and_the_admin_confirms_rejec
     assert_eq!(again.status, 409, "{}", again.text());
     assert_eq!(again.error_code(), "network-link-conflict");
 
+    // Once confirmed, a $match grades it certain (linked to the network patient matched).
+    let after = net
+        .post("/fhir/Patient/$match", alice, match_body(ada.clone(), &[]))
+        .await
+        .json();
+    let s78 = after["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["id"] == "s78")
+        .unwrap();
+    assert_eq!(s78["search"]["extension"][0]["valueCode"], "certain");
+
     // Reject the possible one: receipted, and a later $match keeps no candidate of it.
     let rejected = net
         .post(
@@ -544,6 +557,27 @@ async fn match_grades_certain_probable_and_possible_and_the_admin_confirms_rejec
     assert_eq!(rejected.status, 200, "{}", rejected.text());
     assert_eq!(net.receipts("network-reject").len(), 1);
     assert_eq!(net.network_of("north", "a2"), None);
+    let _ = net
+        .post("/fhir/Patient/$match", alice, match_body(ada.clone(), &[]))
+        .await;
+    let open = net.get("/admin/network/candidates", admin).await.json();
+    assert_eq!(
+        open["candidates"],
+        json!([]),
+        "a rejected pair proposed again"
+    );
+    let all = net
+        .get("/admin/network/candidates?status=all", admin)
+        .await
+        .json();
+    let statuses: Vec<&str> = all["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.len(), 2);
+    assert!(statuses.contains(&"confirmed") && statuses.contains(&"rejected"));
 
     // Unlink south/s77: receipted; ADV: a later discovery does not link it again.
     let unlinked = net
@@ -636,4 +670,84 @@ async fn adv_the_network_admin_api_refuses_non_admins() {
     // Nothing changed; each refusal after authentication is receipted as a deny.
     assert_eq!(net.network_of("north", "a1").as_deref(), Some(nid.as_str()));
     assert!(!net.receipts("network-unlink").is_empty());
+}
+
+/// Against real FHIR servers (the realistic upstream, which honours `identifier`, `family`,
+/// `given` and `birthdate` as a hospital's server would): the same patient at two sites under
+/// different ids is discovered and linked, and `$match` grades it.
+#[actix_web::test]
+async fn discovery_and_match_against_real_fhir_servers() {
+    let ada = |id: &str, ids: &[(&str, &str)]| patient(id, "Lovelace", "Ada", "1815-12-10", ids);
+    let north = RealisticUpstream::start(&[
+        ada("rn-1", &[(NID, "555")]),
+        patient("rn-2", "Hopper", "Grace", "1906-12-09", &[]),
+    ]);
+    let south = RealisticUpstream::start(&[ada("rs-9", &[(NID, "555")]), ada("rs-10", &[])]);
+    let table = |upstream: String| {
+        json!({"upstream": upstream, "fhir_version": "R4", "default_policy": "opt-out",
+               "patient_identifier_systems": [NID], "network_identifier_systems": [NID]})
+    };
+    let gw = TestGateway::new()
+        .site_with("north", table(north.base_url()))
+        .site_with("south", table(south.base_url()))
+        .start();
+    let alice = clinician_token();
+    let got = send(
+        "GET",
+        &gw.url(&format!("/fhir/Patient?identifier={NID}%7C555")),
+        Some(alice),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let bundle = got.json();
+    let entries = bundle["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{bundle}");
+    let base = gw
+        .gateway
+        .state
+        .public_base
+        .trim_end_matches('/')
+        .to_owned();
+    assert_eq!(
+        links(&entries[0]["resource"]),
+        [
+            format!("{base}/fhir/north/Patient/rn-1"),
+            format!("{base}/fhir/south/Patient/rs-9"),
+        ]
+    );
+    let body = match_body(ada("q", &[(NID, "555")]), &[]);
+    let got = send(
+        "POST",
+        &gw.url("/fhir/Patient/$match"),
+        Some(alice),
+        &[("content-type", "application/fhir+json")],
+        Some(body.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let graded: Vec<(String, String)> = got.json()["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["resource"]["id"].as_str().unwrap().to_owned(),
+                e["search"]["extension"][0]["valueCode"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let expect = |id: &str, grade: &str| (id.to_owned(), grade.to_owned());
+    assert_eq!(
+        graded,
+        [
+            expect("rn-1", "certain"),
+            expect("rs-9", "certain"),
+            expect("rs-10", "probable"),
+        ]
+    );
 }

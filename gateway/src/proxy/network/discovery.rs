@@ -22,8 +22,9 @@
 //!   date: `Patient?family=&birthdate=` …), and a search by each network identifier of the
 //!   given Patient at the sites having its system; each
 //!   released Patient is graded: certain (a shared value of a network identifier system,
-//!   linked at once), probable (family, given name and birth date; gender not differing),
-//!   possible (two of them); entries carry `search.score` and the match-grade extension.
+//!   linked at once, or a link, confirmed, to the network patient so matched), probable
+//!   (family, given name and birth date; gender not differing), possible (two of them);
+//!   entries carry `search.score` and the match-grade extension.
 //!   Probable and possible matches are kept as candidates for an administrator, paired with
 //!   the network patient of the certain matches (else of a graded Patient already linked).
 //!   A site's own `$match` is not asked: the pipeline forwards no POST operation (405), so
@@ -185,19 +186,31 @@ pub async fn match_patients(
             Err(None) => {}
         }
     }
-    // Grade each.
-    let mut graded: Vec<(Grade, String, String, String, Value)> = Vec::new();
+    // Certain first: a shared value of a network identifier system (linked at once).
     let mut certain_network: Option<String> = None;
+    let mut certain = Vec::new();
+    let mut rest = Vec::new();
     for ((site, id), (full_url, patient)) in seen {
         let systems = state.network.systems_of(&site);
         let shares = identifiers_of(&patient).any(|(s, v)| {
             systems.iter().any(|x| x == s) && asked_ids.iter().any(|(qs, qv)| *qs == s && *qv == v)
         });
-        let grade = if shares {
+        if shares {
             let network_id = learn_now(state, &site, &patient).await?;
             if certain_network.is_none() {
                 certain_network = network_id;
             }
+            certain.push((Grade::Certain, site, id, full_url, patient));
+        } else {
+            rest.push((site, id, full_url, patient));
+        }
+    }
+    // The others: certain too when linked to the network patient matched with certainty (a
+    // confirmed link), else graded on demographics.
+    let mut graded = certain;
+    for (site, id, full_url, patient) in rest {
+        let linked = state.network.network_of(&site, &id).map_err(store_error)?;
+        let grade = if linked.is_some() && linked == certain_network {
             Some(Grade::Certain)
         } else {
             wanted.grade(&Demographics::of(&patient))

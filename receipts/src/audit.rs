@@ -1393,6 +1393,62 @@ mod tests {
     }
 
     #[test]
+    fn network_index_changes_have_their_patterns() {
+        let expect = [
+            (
+                NetworkAction::Link,
+                "C",
+                "create",
+                "IHE.BasicAudit.PatientCreate",
+            ),
+            (
+                NetworkAction::Confirm,
+                "C",
+                "create",
+                "IHE.BasicAudit.PatientCreate",
+            ),
+            (
+                NetworkAction::Reject,
+                "U",
+                "update",
+                "IHE.BasicAudit.PatientUpdate",
+            ),
+            (
+                NetworkAction::Unlink,
+                "U",
+                "delete",
+                "IHE.BasicAudit.PatientUpdate",
+            ),
+            (
+                NetworkAction::Read,
+                "E",
+                "search-type",
+                "IHE.BasicAudit.PatientQuery",
+            ),
+        ];
+        for (action, letter, subtype, profile) in expect {
+            let mut r = sample("n1");
+            r.kind = AccessKind::Network(action);
+            r.interaction = None;
+            r.resource_type = Some("Patient".into());
+            r.resources.clear();
+            r.consent = ConsentRelied::None;
+            let (v, _) = render(&r, true, FhirVersion::R4);
+            assert_eq!(
+                (v["action"].as_str(), v["subtype"][0]["code"].as_str()),
+                (Some(letter), Some(subtype)),
+                "{action:?}"
+            );
+            assert_eq!(
+                v["meta"]["profile"][0],
+                format!("{BALP_PROFILE_BASE}{profile}"),
+                "{action:?}"
+            );
+            assert_eq!(AccessKind::parse(r.kind.as_str()), Some(r.kind));
+        }
+    }
+
+    #[test]
     fn consent_changes_and_audit_reads_have_their_patterns() {
         let consent_doc = serde_json::json!({
             "resourceType": "Consent", "id": "c1", "meta": {"versionId": "1"}

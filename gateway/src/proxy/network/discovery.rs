@@ -349,10 +349,18 @@ async fn learn_now(
         return Ok(None);
     };
     let now = state.clock.now_millis();
-    let learned: Learned = state
-        .network
-        .learn(site, id, identifiers_of(patient), now)
-        .map_err(store_error)?;
+    // The store is asked off the worker's event loop.
+    let (network, at, local) = (state.network.clone(), site.to_owned(), id.to_owned());
+    let identifiers: Vec<(String, String)> = identifiers_of(patient)
+        .map(|(s, v)| (s.to_owned(), v.to_owned()))
+        .collect();
+    let learned: Learned = web::block(move || {
+        let pairs = identifiers.iter().map(|(s, v)| (s.as_str(), v.as_str()));
+        network.learn(&at, &local, pairs, now)
+    })
+    .await
+    .map_err(|_| GatewayError::Internal)?
+    .map_err(store_error)?;
     network_learner::invalidate_links(&state.consents, &learned);
     if let Some(pending) = network_learner::link_receipt(
         &learned,

@@ -766,4 +766,33 @@ mod tests {
         let one = serde_json::json!({"name": [{"family": "Lovelace", "given": ["Byron"]}], "birthDate": "1900-01-01"});
         assert_eq!(grade(one), None);
     }
+
+    /// Figures for the report (a debug build): `cargo test -p assent-gateway --lib
+    /// measure_offer_and_learn -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn measure_offer_and_learn() {
+        let t = testing::sqlite();
+        let index = index(&t.store);
+        let observation = serde_json::json!({"resourceType": "Observation", "id": "o1"});
+        let n = 1_000_000u32;
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            index.offer("a", std::hint::black_box(&observation));
+        }
+        let per_offer = started.elapsed().as_nanos() / u128::from(n);
+        let n = 1_000u32;
+        let started = std::time::Instant::now();
+        for i in 0..n {
+            let value = (i / 2).to_string();
+            let site = if i % 2 == 0 { "a" } else { "b" };
+            index
+                .learn(site, &format!("p{i}"), [(NID, value.as_str())], 1)
+                .unwrap();
+        }
+        let per_learn = started.elapsed().as_micros() / u128::from(n);
+        println!(
+            "offer (not a Patient): {per_offer} ns; learn (SQLite, half new, half joining): {per_learn} us"
+        );
+    }
 }

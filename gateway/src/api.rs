@@ -1,6 +1,7 @@
 //! The gateway's own API, handlers only: consent (`/consent/…`), the audit log and its export
 //! (`/audit/…`), the compliance console (`/console/…`), adapter administration
-//! (`/admin/adapters/…`), and the receipt each of these calls leaves.
+//! (`/admin/adapters/…`), the network patient index's administration (`/admin/network/…`),
+//! and the receipt each of these calls leaves.
 //!
 //! Depends on: `config`, `store`, `services`, `http`. Never on `proxy` or the facade.
 
@@ -8,4 +9,5 @@ pub mod adapters;
 pub mod audit;
 pub mod consent;
 pub mod console;
+pub mod network;
 pub mod receipt;

@@ -185,6 +185,15 @@ pub async fn build_state(
         consents.key().clone(),
         &config,
     ));
+    network.start_learning(crate::services::network_learner::Learner::start(
+        network.detached(),
+        crate::services::network_learner::LinkEffects {
+            receipts: receipts.sender(),
+            consents: consents.clone(),
+            gateway_id: config.gateway_id.clone(),
+        },
+        metrics.network_learn_dropped.clone(),
+    ));
     let state = AppState {
         network,
         receipts,

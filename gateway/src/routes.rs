@@ -12,6 +12,7 @@ use crate::api::adapters;
 use crate::api::audit;
 use crate::api::consent;
 use crate::api::console;
+use crate::api::network as network_admin;
 use crate::http::access::require_admin;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
@@ -32,6 +33,11 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/sites/{site}"),
     ("post", "/admin/sites/{site}/$reload-adapter"),
     ("post", "/admin/sites/{site}/$translate"),
+    ("get", "/admin/network/candidates"),
+    ("post", "/admin/network/candidates/{id}/$confirm"),
+    ("post", "/admin/network/candidates/{id}/$reject"),
+    ("post", "/admin/network/$unlink"),
+    ("get", "/admin/network/patients/{id}"),
     ("post", "/consent/Consent"),
     ("get", "/consent/Consent"),
     ("get", "/consent/Consent/{id}"),
@@ -82,6 +88,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/admin/sites/{site}/$translate",
             web::post().to(adapters::translate),
+        )
+        .route(
+            "/admin/network/candidates",
+            web::get().to(network_admin::candidates),
+        )
+        .route(
+            "/admin/network/candidates/{id}/$confirm",
+            web::post().to(network_admin::confirm),
+        )
+        .route(
+            "/admin/network/candidates/{id}/$reject",
+            web::post().to(network_admin::reject),
+        )
+        .route(
+            "/admin/network/$unlink",
+            web::post().to(network_admin::unlink),
+        )
+        .route(
+            "/admin/network/patients/{id}",
+            web::get().to(network_admin::patient),
         )
         .route("/consent/Consent", web::post().to(consent::create))
         .route("/consent/Consent", web::get().to(consent::search))

@@ -17,6 +17,7 @@ pub mod identity;
 pub mod keys;
 pub mod ledger;
 pub mod network;
+pub mod network_learner;
 pub mod receipt_log;
 pub mod receipts;
 pub mod request_log;

@@ -42,7 +42,8 @@ use serde_json::{Map, Value, json};
 
 use crate::digest::Digest;
 use crate::receipt::{
-    AccessDecision, AccessKind, AuditAction, ConsentAction, ConsentRelied, Receipt, ReceiptSubjects,
+    AccessDecision, AccessKind, AuditAction, ConsentAction, ConsentRelied, NetworkAction, Receipt,
+    ReceiptSubjects,
 };
 use crate::time::format_instant;
 
@@ -164,6 +165,9 @@ impl Rest {
             AccessKind::Audit(
                 AuditAction::Search | AuditAction::Export | AuditAction::Disclosures,
             ) => Rest::Query,
+            AccessKind::Network(NetworkAction::Link | NetworkAction::Confirm) => Rest::Create,
+            AccessKind::Network(NetworkAction::Reject | NetworkAction::Unlink) => Rest::Update,
+            AccessKind::Network(NetworkAction::Read) => Rest::Query,
         }
     }
 
@@ -942,6 +946,10 @@ fn interaction_coding(r: &Receipt) -> Option<Coding> {
         AccessKind::Audit(AuditAction::Search) => "search-type",
         AccessKind::Audit(AuditAction::Read) => "read",
         AccessKind::Audit(AuditAction::Export | AuditAction::Disclosures) => "operation",
+        AccessKind::Network(NetworkAction::Link | NetworkAction::Confirm) => "create",
+        AccessKind::Network(NetworkAction::Reject) => "update",
+        AccessKind::Network(NetworkAction::Unlink) => "delete",
+        AccessKind::Network(NetworkAction::Read) => "search-type",
     };
     Some(Coding {
         system: RESTFUL_INTERACTION,
@@ -1382,6 +1390,62 @@ mod tests {
         none.patient_keys.clear();
         assert_eq!(BalpPattern::of(&none).0, BalpPattern::Query);
         assert_eq!(BalpPattern::of(&search()).0, BalpPattern::PatientQuery);
+    }
+
+    #[test]
+    fn network_index_changes_have_their_patterns() {
+        let expect = [
+            (
+                NetworkAction::Link,
+                "C",
+                "create",
+                "IHE.BasicAudit.PatientCreate",
+            ),
+            (
+                NetworkAction::Confirm,
+                "C",
+                "create",
+                "IHE.BasicAudit.PatientCreate",
+            ),
+            (
+                NetworkAction::Reject,
+                "U",
+                "update",
+                "IHE.BasicAudit.PatientUpdate",
+            ),
+            (
+                NetworkAction::Unlink,
+                "U",
+                "delete",
+                "IHE.BasicAudit.PatientUpdate",
+            ),
+            (
+                NetworkAction::Read,
+                "E",
+                "search-type",
+                "IHE.BasicAudit.PatientQuery",
+            ),
+        ];
+        for (action, letter, subtype, profile) in expect {
+            let mut r = sample("n1");
+            r.kind = AccessKind::Network(action);
+            r.interaction = None;
+            r.resource_type = Some("Patient".into());
+            r.resources.clear();
+            r.consent = ConsentRelied::None;
+            let (v, _) = render(&r, true, FhirVersion::R4);
+            assert_eq!(
+                (v["action"].as_str(), v["subtype"][0]["code"].as_str()),
+                (Some(letter), Some(subtype)),
+                "{action:?}"
+            );
+            assert_eq!(
+                v["meta"]["profile"][0],
+                format!("{BALP_PROFILE_BASE}{profile}"),
+                "{action:?}"
+            );
+            assert_eq!(AccessKind::parse(r.kind.as_str()), Some(r.kind));
+        }
     }
 
     #[test]

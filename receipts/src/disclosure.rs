@@ -8,7 +8,8 @@
 use serde::Serialize;
 
 use crate::receipt::{
-    AccessDecision, AccessKind, AuditAction, ConsentAction, ConsentRelied, Receipt, ReceiptSubjects,
+    AccessDecision, AccessKind, AuditAction, ConsentAction, ConsentRelied, NetworkAction, Receipt,
+    ReceiptSubjects,
 };
 use crate::time::format_instant;
 use assent_fhir::Interaction;
@@ -126,6 +127,21 @@ impl Disclosure {
             (AccessKind::Audit(AuditAction::Disclosures), _) => {
                 "read the accounting of disclosures".to_owned()
             }
+            (AccessKind::Network(NetworkAction::Link), _) => {
+                "linked the patient's records at several hospitals".to_owned()
+            }
+            (AccessKind::Network(NetworkAction::Confirm), _) => {
+                "confirmed that records at several hospitals are the patient's".to_owned()
+            }
+            (AccessKind::Network(NetworkAction::Reject), _) => {
+                "rejected a suggested link of the patient's records".to_owned()
+            }
+            (AccessKind::Network(NetworkAction::Unlink), _) => {
+                "removed a link of the patient's records".to_owned()
+            }
+            (AccessKind::Network(NetworkAction::Read), _) => {
+                "read which records are linked to the patient".to_owned()
+            }
         };
         let why = r.purpose.as_deref().map(|p| match purpose_words(p) {
             Some(words) => format!("{words} ({p})"),
@@ -145,6 +161,12 @@ impl Disclosure {
                 "the audit role of a privacy or compliance officer".to_owned()
             }
             (ConsentRelied::None, AccessKind::Fhir) => "no consent".to_owned(),
+            (ConsentRelied::None, AccessKind::Network(NetworkAction::Link)) => {
+                "a national identifier shared by the records".to_owned()
+            }
+            (ConsentRelied::None, AccessKind::Network(_)) => {
+                "the role of a network administrator".to_owned()
+            }
             (ConsentRelied::SiteDefault(policy), _) => policy_words(policy),
             (ConsentRelied::Consent { id, version }, _) if version.is_empty() => {
                 format!("consent {id}")

@@ -62,7 +62,7 @@ pub use merkle::{
 };
 pub use receipt::{
     ACTOR_DOMAIN, AccessDecision, AccessKind, AuditAction, ConsentAction, ConsentRelied,
-    DecodeError, Encoding, QUERY_DOMAIN, RECEIPT_DOMAIN, RECEIPT_DOMAIN_V1, Receipt,
+    DecodeError, Encoding, NetworkAction, QUERY_DOMAIN, RECEIPT_DOMAIN, RECEIPT_DOMAIN_V1, Receipt,
     ReceiptSubjects, ResourceEntry, SubjectKeys, parse_interaction,
 };
 pub use time::{format_instant, parse_instant};

@@ -25,7 +25,7 @@
 //! | 2 | `sequence` | `u64` |
 //! | 3 | `time_ms` | `i64` |
 //! | 4 | `gateway_id` | `str` |
-//! | 5 | `kind` ([`AccessKind::as_str`]: `fhir`, `consent-create`, …, `audit-read`, …) | `str` |
+//! | 5 | `kind` ([`AccessKind::as_str`]: `fhir`, `consent-create`, …, `audit-read`, …, `network-link`, …) | `str` |
 //! | 6 | `actor_key` | `str` |
 //! | 7 | `patient_keys`: every patient the access reached, in the receipt's order | `list<str>` |
 //! | 8 | `organization` | `opt<str>` |
@@ -111,6 +111,9 @@ pub enum AccessKind {
     Consent(ConsentAction),
     /// A read of the audit log (`/audit`, the console).
     Audit(AuditAction),
+    /// A change or read of the network patient index (which site patients are one network
+    /// patient): a link learned by the gateway, or an administrator's call (`/admin/network`).
+    Network(NetworkAction),
 }
 
 /// What a consent API call did.
@@ -146,9 +149,25 @@ pub enum AuditAction {
     Disclosures,
 }
 
+/// What a change or read of the network patient index did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NetworkAction {
+    /// Site patients linked to a network patient by a shared network identifier (the gateway
+    /// learnt it: its actor is the gateway).
+    Link,
+    /// An administrator confirmed a match candidate (a link).
+    Confirm,
+    /// An administrator rejected a match candidate (the pair is never linked automatically).
+    Reject,
+    /// An administrator removed a link (the pair is never linked automatically again).
+    Unlink,
+    /// An administrator read the index (candidates, a network patient's links).
+    Read,
+}
+
 impl AccessKind {
     /// Every kind, for parsing back.
-    pub const ALL: [AccessKind; 12] = [
+    pub const ALL: [AccessKind; 17] = [
         AccessKind::Fhir,
         AccessKind::Consent(ConsentAction::Create),
         AccessKind::Consent(ConsentAction::Update),
@@ -161,6 +180,11 @@ impl AccessKind {
         AccessKind::Audit(AuditAction::Read),
         AccessKind::Audit(AuditAction::Export),
         AccessKind::Audit(AuditAction::Disclosures),
+        AccessKind::Network(NetworkAction::Link),
+        AccessKind::Network(NetworkAction::Confirm),
+        AccessKind::Network(NetworkAction::Reject),
+        AccessKind::Network(NetworkAction::Unlink),
+        AccessKind::Network(NetworkAction::Read),
     ];
 
     /// The stable name hashed into version 2 receipts and shown in exports.
@@ -180,6 +204,11 @@ impl AccessKind {
             AccessKind::Audit(A::Read) => "audit-read",
             AccessKind::Audit(A::Export) => "audit-export",
             AccessKind::Audit(A::Disclosures) => "audit-disclosures",
+            AccessKind::Network(NetworkAction::Link) => "network-link",
+            AccessKind::Network(NetworkAction::Confirm) => "network-confirm",
+            AccessKind::Network(NetworkAction::Reject) => "network-reject",
+            AccessKind::Network(NetworkAction::Unlink) => "network-unlink",
+            AccessKind::Network(NetworkAction::Read) => "network-read",
         }
     }
 

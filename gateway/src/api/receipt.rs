@@ -80,6 +80,7 @@ impl ApiAccess {
             site: None,
             resource_type: match kind {
                 AccessKind::Audit(_) => "AuditEvent",
+                AccessKind::Network(_) => "Patient",
                 AccessKind::Consent(_) | AccessKind::Fhir => "Consent",
             },
             resources: Vec::new(),

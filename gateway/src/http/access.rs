@@ -13,6 +13,12 @@ use crate::http::state::AppState;
 /// `/admin` takes a verified token whose subject is one of its issuer's `admin_subjects`.
 pub async fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), GatewayError> {
     let caller = state.callers.authenticate(req.headers()).await?;
+    check_admin(&caller)
+}
+
+/// Whether an authenticated `caller` has the admin role (403 `forbidden` otherwise), for
+/// handlers that keep the caller (the receipted network admin API).
+pub fn check_admin(caller: &Caller) -> Result<(), GatewayError> {
     if caller.is_admin {
         Ok(())
     } else {

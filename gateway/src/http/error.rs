@@ -141,6 +141,11 @@ pub enum GatewayError {
     UpstreamRejected,
     #[error("the gateway's store is unavailable")]
     StoreUnavailable,
+    /// An administrator's change of the network patient index that cannot be made as asked:
+    /// the candidate was decided already, or the site patient is linked already (unlink
+    /// first).
+    #[error("the network link cannot be changed so: {0}")]
+    NetworkLinkConflict(&'static str),
     #[error("consent state is unavailable; no data is released without a decision")]
     ConsentUnavailable,
     #[error("the access could not be recorded; no data is released without a durable receipt")]
@@ -259,6 +264,7 @@ impl GatewayError {
             E::UpstreamGone => (410, I::Deleted, "resource-gone", Upstream),
             E::UpstreamRejected => (400, I::Invalid, "upstream-rejected", Upstream),
             E::StoreUnavailable => (503, I::Transient, "store-unavailable", Internal),
+            E::NetworkLinkConflict(_) => (409, I::Processing, "network-link-conflict", Client),
             E::ConsentUnavailable => (503, I::Transient, "consent-unavailable", Internal),
             E::ReceiptUnavailable => (503, I::Transient, "receipt-unavailable", Internal),
             E::InvalidResource { .. } => (422, I::Invalid, "invalid-resource", Client),
@@ -502,6 +508,11 @@ mod tests {
                 "scope-patient-mismatch",
             ),
             (GatewayError::RequestUnreadable, 400, "request-unreadable"),
+            (
+                GatewayError::NetworkLinkConflict("x"),
+                409,
+                "network-link-conflict",
+            ),
             (
                 GatewayError::RequestHeadTooLarge,
                 431,

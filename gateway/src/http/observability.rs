@@ -24,6 +24,7 @@ use crate::config::{LogConfig, LogFormat};
 pub const REQUESTS_TOTAL: &str = "assent_requests_total";
 pub const UPSTREAM_LATENCY: &str = "assent_upstream_latency_seconds";
 pub const REQUEST_LOG_DROPPED: &str = "assent_request_log_dropped_total";
+pub const NETWORK_LEARN_DROPPED: &str = "assent_network_learn_dropped_total";
 pub const CACHE_FANOUT_SUBSCRIBED: &str = "assent_cache_fanout_subscribed";
 pub const CACHE_FANOUT_ERRORS: &str = "assent_cache_fanout_errors_total";
 pub const CACHE_FANOUT_RECEIVED: &str = "assent_cache_fanout_received_total";
@@ -41,6 +42,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub upstream_latency: HistogramVec,
     pub request_log_dropped: IntCounter,
+    /// Released Patients not learnt because the network learner's queue was full.
+    pub network_learn_dropped: IntCounter,
     pub break_glass: crate::services::break_glass::BreakGlassMetrics,
     pub cache_fanout: crate::services::cache_fanout::FanoutMetrics,
 }
@@ -67,6 +70,11 @@ impl Metrics {
         let request_log_dropped = IntCounter::new(
             REQUEST_LOG_DROPPED,
             "Request log rows dropped because the writer fell behind",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let network_learn_dropped = IntCounter::new(
+            NETWORK_LEARN_DROPPED,
+            "Released Patients not learnt by the network index because its queue was full",
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         let static_metric =
@@ -118,6 +126,7 @@ impl Metrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(upstream_latency.clone()),
             Box::new(request_log_dropped.clone()),
+            Box::new(network_learn_dropped.clone()),
             Box::new(break_glass.used.clone()),
             Box::new(break_glass.webhook_failures.clone()),
             Box::new(break_glass.webhook_delivered.clone()),
@@ -134,6 +143,7 @@ impl Metrics {
             requests,
             upstream_latency,
             request_log_dropped,
+            network_learn_dropped,
             break_glass,
             cache_fanout,
         }

@@ -211,6 +211,7 @@ impl Outbound<'_, '_> {
                 vec![resource]
             };
             for r in released {
+                self.state.network.offer(&self.site.id, r);
                 let outcome =
                     r.get("resourceType").and_then(|t| t.as_str()) == Some("OperationOutcome");
                 if self.shape.cuts() && !(is_bundle && outcome) {

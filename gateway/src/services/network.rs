@@ -12,8 +12,21 @@
 //! `confirmed`: the administrator). The first link of a site patient stands: a conflicting
 //! identifier never moves a patient from one network patient to another.
 //!
+//! **Refused pairs:** a pair (site patient, network patient) an administrator rejected as a
+//! match candidate or unlinked is remembered (`network_refusals`) and never linked again by
+//! learning; only an administrator's confirmation links it (and forgets the refusal).
+//! **Candidates:** `Patient/$match` keeps probable and possible matches as candidates
+//! (`network_candidates`) for an administrator to confirm or reject; only certain matches
+//! link automatically.
+//!
+//! Learning from what passes through runs off the request path (`network_learner.rs`: a
+//! bounded queue and a thread), offered by the outbound half of a site request
+//! ([`NetworkIndex::offer`]: cheap when the resource is not a Patient or the site has no
+//! network systems).
+//!
 //! Leaves out: asking the sites (discovery and `$match` fan out through the pipeline), the
-//! receipts of link changes, and who may change links (the admin API).
+//! receipts of link changes (`network_learner.rs` for learnt links, `api/network.rs` for the
+//! administrator's), and who may change links (the admin API).
 
 use std::collections::BTreeSet;
 
@@ -21,7 +34,8 @@ use assent_consent::ConsortiumKey;
 use assent_fhir::SitePatient;
 
 use crate::config::Config;
-use crate::store::network::LinkRow;
+use crate::services::network_learner::Learner;
+use crate::store::network::{CandidateRow, LinkRow};
 use crate::store::{Store, StoreError};
 
 /// The pseudo-site of network patients: `network/Patient/{network-id}` is a network patient's
@@ -87,6 +101,62 @@ pub struct Learned {
     /// Holders of a shared identifier already linked to another network patient: left
     /// unlinked for an administrator (the first link stands).
     pub conflicts: Vec<SitePatient>,
+    /// Holders an administrator refused for this network patient (rejected or unlinked):
+    /// left unlinked.
+    pub refused: Vec<SitePatient>,
+}
+
+/// How sure a match is (IHE PDQm's match grades).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Grade {
+    /// A shared value of a network identifier system.
+    Certain,
+    /// Family and given name and birth date agree (and gender, when both have one).
+    Probable,
+    /// Some of them agree.
+    Possible,
+}
+
+impl Grade {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grade::Certain => "certain",
+            Grade::Probable => "probable",
+            Grade::Possible => "possible",
+        }
+    }
+
+    /// The entry's `search.score`.
+    pub fn score(self) -> f64 {
+        match self {
+            Grade::Certain => 1.0,
+            Grade::Probable => 0.8,
+            Grade::Possible => 0.5,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Grade> {
+        match s {
+            "certain" => Some(Grade::Certain),
+            "probable" => Some(Grade::Probable),
+            "possible" => Some(Grade::Possible),
+            _ => None,
+        }
+    }
+}
+
+/// What an administrator's call changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminChange {
+    /// Done: the site patient and network patient concerned.
+    Done {
+        patient: SitePatient,
+        network_id: String,
+    },
+    /// No such candidate or link.
+    Unknown,
+    /// The candidate was decided already, or the patient is linked already (unlink first).
+    Conflict,
 }
 
 /// The index, over the store.
@@ -95,6 +165,8 @@ pub struct NetworkIndex {
     key: ConsortiumKey,
     /// Each site's network identifier systems.
     systems: std::collections::HashMap<String, Vec<String>>,
+    /// Learning from released Patients off the request path, once started.
+    learner: std::sync::OnceLock<Learner>,
 }
 
 impl NetworkIndex {
@@ -108,9 +180,58 @@ impl NetworkIndex {
             store,
             key,
             systems,
+            learner: std::sync::OnceLock::new(),
         }
     }
 
+    /// The same index without a learner (for the learner's own thread).
+    pub fn detached(&self) -> NetworkIndex {
+        NetworkIndex {
+            store: self.store.clone(),
+            key: self.key.clone(),
+            systems: self.systems.clone(),
+            learner: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Starts learning from what [`NetworkIndex::offer`] is given (set once, by the facade).
+    pub fn start_learning(&self, learner: Learner) {
+        let _ = self.learner.set(learner);
+    }
+
+    /// A resource released at `site`: a Patient carrying an identifier of the site's network
+    /// systems is queued for learning (dropped and counted when the queue is full). Cheap
+    /// otherwise: one field read, one map look-up.
+    pub fn offer(&self, site: &str, resource: &serde_json::Value) {
+        if resource.get("resourceType").and_then(|t| t.as_str()) != Some("Patient") {
+            return;
+        }
+        let systems = self.systems_of(site);
+        if systems.is_empty() {
+            return;
+        }
+        let Some(learner) = self.learner.get() else {
+            return;
+        };
+        let Some(id) = resource.get("id").and_then(|v| v.as_str()) else {
+            return;
+        };
+        let identifiers: Vec<(String, String)> = identifiers_of(resource)
+            .filter(|(system, _)| systems.iter().any(|s| s == system))
+            .map(|(s, v)| (s.to_owned(), v.to_owned()))
+            .collect();
+        if !identifiers.is_empty() {
+            learner.queue(site, id, identifiers);
+        }
+    }
+
+    /// Waits until every Patient offered before this call is learnt (tests).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn flush_learning(&self) {
+        if let Some(learner) = self.learner.get() {
+            learner.flush();
+        }
+    }
     /// Whether `id` has the form of a network patient id (`n-` and 40 lowercase hex digits).
     pub fn is_network_id(id: &str) -> bool {
         id.len() == 42
@@ -231,6 +352,10 @@ impl NetworkIndex {
             }
         };
         for (s, p) in holders {
+            if self.store.is_refused(&s, &p, &network_id)? {
+                learned.refused.push(SitePatient::new(s, p));
+                continue;
+            }
             let row = LinkRow {
                 site: s.clone(),
                 patient_id: p.clone(),
@@ -245,12 +370,14 @@ impl NetworkIndex {
                 learned.conflicts.push(SitePatient::new(s, p));
             }
         }
-        learned.network_id = Some(network_id);
+        // The learning patient belongs to the network patient only if it is linked to it.
+        learned.network_id = self.network_of(site, patient_id)?;
         Ok(learned)
     }
 
     /// Links `site`/`patient_id` to existing network patient `network_id` as confirmed by
-    /// `caller_id`; `false` when the patient is linked already (unlink first).
+    /// `caller_id` (a refusal of the pair is forgotten); `false` when the patient is linked
+    /// already (unlink first).
     pub fn confirm(
         &self,
         site: &str,
@@ -259,19 +386,220 @@ impl NetworkIndex {
         caller_id: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        self.store.insert_link(&LinkRow {
+        let linked = self.store.insert_link(&LinkRow {
             site: site.to_owned(),
             patient_id: patient_id.to_owned(),
             network_id: network_id.to_owned(),
             how: LinkHow::Confirmed.as_str().to_owned(),
             evidence: caller_id.to_owned(),
             learned_at_ms: now_ms,
-        })
+        })?;
+        if linked {
+            self.store.delete_refusal(site, patient_id, network_id)?;
+        }
+        Ok(linked)
     }
 
     /// Removes the link of `site`/`patient_id`; `false` when there was none.
     pub fn unlink(&self, site: &str, patient_id: &str) -> Result<bool, StoreError> {
         self.store.delete_link(site, patient_id)
+    }
+
+    /// An administrator removes the link of `site`/`patient_id` and the pair is refused
+    /// from then on (learning never links it again).
+    pub fn unlink_by(
+        &self,
+        site: &str,
+        patient_id: &str,
+        caller_id: &str,
+        now_ms: i64,
+    ) -> Result<AdminChange, StoreError> {
+        let Some(link) = self.store.link_of(site, patient_id)? else {
+            return Ok(AdminChange::Unknown);
+        };
+        self.store.insert_refusal(
+            site,
+            patient_id,
+            &link.network_id,
+            "unlinked",
+            caller_id,
+            now_ms,
+        )?;
+        if !self.store.delete_link(site, patient_id)? {
+            return Ok(AdminChange::Unknown);
+        }
+        Ok(AdminChange::Done {
+            patient: SitePatient::new(site, patient_id),
+            network_id: link.network_id,
+        })
+    }
+
+    /// Keeps a `$match` candidate (probable or possible) of `site`/`patient_id` for network
+    /// patient `network_id`, unless the patient is linked already or the pair was refused;
+    /// the candidate's id when one is open for the pair.
+    pub fn propose(
+        &self,
+        site: &str,
+        patient_id: &str,
+        network_id: &str,
+        grade: Grade,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        if grade == Grade::Certain
+            || self.store.link_of(site, patient_id)?.is_some()
+            || self.store.is_refused(site, patient_id, network_id)?
+        {
+            return Ok(None);
+        }
+        let row = CandidateRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            site: site.to_owned(),
+            patient_id: patient_id.to_owned(),
+            network_id: network_id.to_owned(),
+            grade: grade.as_str().to_owned(),
+            score: (grade.score() * 1000.0) as i64,
+            status: "open".to_owned(),
+            created_at_ms: now_ms,
+            decided_by: None,
+            decided_at_ms: None,
+        };
+        self.store.insert_candidate(&row)?;
+        Ok(self
+            .store
+            .candidate_of(site, patient_id, network_id)?
+            .filter(|c| c.status == "open")
+            .map(|c| c.id))
+    }
+
+    /// The candidates with `status` (all when `None`).
+    pub fn candidates(&self, status: Option<&str>) -> Result<Vec<CandidateRow>, StoreError> {
+        self.store.candidates(status)
+    }
+
+    /// An administrator confirms open candidate `id`: its patient is linked (`confirmed`).
+    pub fn confirm_candidate(
+        &self,
+        id: &str,
+        caller_id: &str,
+        now_ms: i64,
+    ) -> Result<AdminChange, StoreError> {
+        let Some(c) = self.store.candidate(id)? else {
+            return Ok(AdminChange::Unknown);
+        };
+        if c.status != "open" || self.store.link_of(&c.site, &c.patient_id)?.is_some() {
+            return Ok(AdminChange::Conflict);
+        }
+        if !self
+            .store
+            .decide_candidate(id, "confirmed", caller_id, now_ms)?
+        {
+            return Ok(AdminChange::Conflict);
+        }
+        if !self.confirm(&c.site, &c.patient_id, &c.network_id, caller_id, now_ms)? {
+            return Ok(AdminChange::Conflict);
+        }
+        Ok(AdminChange::Done {
+            patient: SitePatient::new(c.site, c.patient_id),
+            network_id: c.network_id,
+        })
+    }
+
+    /// An administrator rejects open candidate `id`: the pair is refused from then on.
+    pub fn reject_candidate(
+        &self,
+        id: &str,
+        caller_id: &str,
+        now_ms: i64,
+    ) -> Result<AdminChange, StoreError> {
+        let Some(c) = self.store.candidate(id)? else {
+            return Ok(AdminChange::Unknown);
+        };
+        if !self
+            .store
+            .decide_candidate(id, "rejected", caller_id, now_ms)?
+        {
+            return Ok(AdminChange::Conflict);
+        }
+        self.store.insert_refusal(
+            &c.site,
+            &c.patient_id,
+            &c.network_id,
+            "rejected",
+            caller_id,
+            now_ms,
+        )?;
+        Ok(AdminChange::Done {
+            patient: SitePatient::new(c.site, c.patient_id),
+            network_id: c.network_id,
+        })
+    }
+}
+
+/// The `(system, value)` pairs of a Patient's `identifier` elements.
+pub fn identifiers_of(resource: &serde_json::Value) -> impl Iterator<Item = (&str, &str)> {
+    resource
+        .get("identifier")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| Some((i.get("system")?.as_str()?, i.get("value")?.as_str()?)))
+}
+
+/// A Patient's demographics as `$match` compares them (lowercased).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Demographics {
+    pub family: Option<String>,
+    pub given: Vec<String>,
+    pub birth_date: Option<String>,
+    pub gender: Option<String>,
+}
+
+impl Demographics {
+    pub fn of(patient: &serde_json::Value) -> Demographics {
+        let lower = |v: &serde_json::Value| v.as_str().map(|s| s.trim().to_lowercase());
+        let names = patient.get("name").and_then(|v| v.as_array());
+        let mut d = Demographics {
+            birth_date: patient.get("birthDate").and_then(lower),
+            gender: patient.get("gender").and_then(lower),
+            ..Demographics::default()
+        };
+        for name in names.into_iter().flatten() {
+            if d.family.is_none() {
+                d.family = name.get("family").and_then(lower);
+            }
+            for g in name
+                .get("given")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                if let Some(g) = lower(g) {
+                    d.given.push(g);
+                }
+            }
+        }
+        d
+    }
+
+    /// How well `candidate` matches these demographics: probable when family, a given name
+    /// and birth date agree (and gender does not disagree), possible when two of family,
+    /// given name and birth date agree; `None` otherwise.
+    pub fn grade(&self, candidate: &Demographics) -> Option<Grade> {
+        let same =
+            |a: &Option<String>, b: &Option<String>| matches!((a, b), (Some(x), Some(y)) if x == y);
+        let family = same(&self.family, &candidate.family);
+        let given = self.given.iter().any(|g| candidate.given.contains(g));
+        let birth = same(&self.birth_date, &candidate.birth_date);
+        let gender_differs =
+            matches!((&self.gender, &candidate.gender), (Some(x), Some(y)) if x != y);
+        let agree = [family, given, birth].iter().filter(|b| **b).count();
+        if agree == 3 && !gender_differs {
+            Some(Grade::Probable)
+        } else if agree >= 2 {
+            Some(Grade::Possible)
+        } else {
+            None
+        }
     }
 }
 
@@ -362,5 +690,109 @@ mod tests {
                 (LinkHow::Confirmed, "admin@idp")
             );
         }
+    }
+
+    #[test]
+    fn a_refused_pair_is_not_relinked_by_learning_and_candidates_are_decided_once() {
+        for t in testing::all() {
+            let index = index(&t.store);
+            let n = index
+                .learn("a", "p1", [(NID, "1")], 1)
+                .unwrap()
+                .network_id
+                .unwrap();
+            assert_eq!(
+                index.learn("b", "x", [(NID, "1")], 2).unwrap().network_id,
+                Some(n.clone())
+            );
+            // Unlinked by an administrator: learning the same identifier again leaves it out.
+            assert!(matches!(
+                index.unlink_by("b", "x", "admin@idp", 3).unwrap(),
+                AdminChange::Done { .. }
+            ));
+            let again = index.learn("b", "x", [(NID, "1")], 4).unwrap();
+            assert_eq!(again.network_id, None);
+            assert_eq!(again.refused, [SitePatient::new("b", "x")]);
+            assert!(again.new_links.is_empty());
+            // Learning the other holder does not bring it back either.
+            let other = index.learn("a", "p1", [(NID, "1")], 5).unwrap();
+            assert!(other.new_links.is_empty());
+            assert_eq!(index.network_of("b", "x").unwrap(), None);
+            // A candidate of a refused pair is not kept; of another, once.
+            assert_eq!(
+                index.propose("b", "x", &n, Grade::Probable, 6).unwrap(),
+                None
+            );
+            let c = index
+                .propose("c", "z", &n, Grade::Possible, 6)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                index.propose("c", "z", &n, Grade::Possible, 7).unwrap(),
+                Some(c.clone())
+            );
+            assert!(matches!(
+                index.reject_candidate(&c, "admin@idp", 8).unwrap(),
+                AdminChange::Done { .. }
+            ));
+            assert_eq!(
+                index.confirm_candidate(&c, "admin@idp", 9).unwrap(),
+                AdminChange::Conflict
+            );
+            assert_eq!(
+                index.learn("c", "z", [(NID, "1")], 10).unwrap().network_id,
+                None
+            );
+            // A confirmation is the only way back, and it forgets the refusal.
+            assert!(index.confirm("b", "x", &n, "admin@idp", 11).unwrap());
+            assert!(!t.store.is_refused("b", "x", &n).unwrap());
+        }
+    }
+
+    #[test]
+    fn demographics_grade_probable_and_possible() {
+        let asked = Demographics::of(&serde_json::json!({
+            "resourceType": "Patient",
+            "name": [{"family": "Lovelace", "given": ["Ada"]}],
+            "birthDate": "1815-12-10", "gender": "female"
+        }));
+        let grade = |v: serde_json::Value| asked.grade(&Demographics::of(&v));
+        let full = serde_json::json!({"name": [{"family": "LOVELACE", "given": ["Augusta", "Ada"]}], "birthDate": "1815-12-10"});
+        assert_eq!(grade(full), Some(Grade::Probable));
+        let other_gender = serde_json::json!({"name": [{"family": "Lovelace", "given": ["Ada"]}], "birthDate": "1815-12-10", "gender": "male"});
+        assert_eq!(grade(other_gender), Some(Grade::Possible));
+        let two = serde_json::json!({"name": [{"family": "Lovelace", "given": ["Byron"]}], "birthDate": "1815-12-10"});
+        assert_eq!(grade(two), Some(Grade::Possible));
+        let one = serde_json::json!({"name": [{"family": "Lovelace", "given": ["Byron"]}], "birthDate": "1900-01-01"});
+        assert_eq!(grade(one), None);
+    }
+
+    /// Figures for the report (a debug build): `cargo test -p assent-gateway --lib
+    /// measure_offer_and_learn -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn measure_offer_and_learn() {
+        let t = testing::sqlite();
+        let index = index(&t.store);
+        let observation = serde_json::json!({"resourceType": "Observation", "id": "o1"});
+        let n = 1_000_000u32;
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            index.offer("a", std::hint::black_box(&observation));
+        }
+        let per_offer = started.elapsed().as_nanos() / u128::from(n);
+        let n = 1_000u32;
+        let started = std::time::Instant::now();
+        for i in 0..n {
+            let value = (i / 2).to_string();
+            let site = if i % 2 == 0 { "a" } else { "b" };
+            index
+                .learn(site, &format!("p{i}"), [(NID, value.as_str())], 1)
+                .unwrap();
+        }
+        let per_learn = started.elapsed().as_micros() / u128::from(n);
+        println!(
+            "offer (not a Patient): {per_offer} ns; learn (SQLite, half new, half joining): {per_learn} us"
+        );
     }
 }

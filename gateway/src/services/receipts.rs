@@ -132,6 +132,23 @@ impl LeafFeed {
     }
 }
 
+/// The writer's queue, for a plain thread (never called on the async runtime: it blocks).
+#[derive(Clone)]
+pub struct ReceiptSender {
+    tx: mpsc::Sender<Job>,
+}
+
+impl ReceiptSender {
+    /// Places `pending` in the chain and returns its sequence once it is durable, blocking.
+    pub fn write_blocking(&self, pending: PendingReceipt) -> Result<u64, ReceiptError> {
+        let (done, answer) = oneshot::channel();
+        self.tx
+            .blocking_send(Job { pending, done })
+            .map_err(|_| ReceiptError::Stopped)?;
+        answer.blocking_recv().map_err(|_| ReceiptError::Stopped)?
+    }
+}
+
 /// The sending side, shared by every worker.
 pub struct ReceiptWriter {
     tx: mpsc::Sender<Job>,
@@ -266,6 +283,14 @@ impl ReceiptWriter {
             .await
             .map_err(|_| ReceiptError::Stopped)?;
         answer.await.map_err(|_| ReceiptError::Stopped)?
+    }
+
+    /// A sender for a thread outside the async runtime (the network learner): it writes a
+    /// receipt and waits until it is durable.
+    pub fn sender(&self) -> ReceiptSender {
+        ReceiptSender {
+            tx: self.tx.clone(),
+        }
     }
 
     /// The sequence of the newest durable receipt, updated after every sync (the anchoring

@@ -1,13 +1,17 @@
 //! The network patient index's tables (`network_patients`, `network_links`,
-//! `network_identifiers`): which site-local patients are one network patient, since when and
-//! why, and the keyed hashes of the network identifiers seen at each site.
+//! `network_identifiers`, `network_candidates`, `network_refusals`): which site-local
+//! patients are one network patient, since when and why, the keyed hashes of the network
+//! identifiers seen at each site, the match candidates waiting for an administrator, and the
+//! pairs an administrator rejected or unlinked (never linked again automatically).
 //!
 //! Only the store: what makes a link certain, and who may change links, is
 //! `services/network.rs`.
 
 use diesel::prelude::*;
 
-use super::schema::{network_identifiers, network_links, network_patients};
+use super::schema::{
+    network_candidates, network_identifiers, network_links, network_patients, network_refusals,
+};
 use super::{Store, StoreError};
 
 /// One site-local patient's link to a network patient.
@@ -23,7 +27,182 @@ pub struct LinkRow {
     pub learned_at_ms: i64,
 }
 
+/// A match candidate: a site patient probably or possibly the same as a network patient.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct CandidateRow {
+    pub id: String,
+    pub site: String,
+    pub patient_id: String,
+    pub network_id: String,
+    /// `probable` or `possible`.
+    pub grade: String,
+    /// The match score in thousandths.
+    pub score: i64,
+    /// `open`, `confirmed` or `rejected`.
+    pub status: String,
+    pub created_at_ms: i64,
+    pub decided_by: Option<String>,
+    pub decided_at_ms: Option<i64>,
+}
+
+fn unique_violation(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
 impl Store {
+    /// Keeps candidate `row` (open); `false` when the same pair is a candidate already
+    /// (whatever its status: a rejected pair stays rejected).
+    pub fn insert_candidate(&self, row: &CandidateRow) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let inserted = diesel::insert_into(network_candidates::table)
+            .values((
+                network_candidates::id.eq(&row.id),
+                network_candidates::site.eq(&row.site),
+                network_candidates::patient_id.eq(&row.patient_id),
+                network_candidates::network_id.eq(&row.network_id),
+                network_candidates::grade.eq(&row.grade),
+                network_candidates::score.eq(row.score),
+                network_candidates::status.eq(&row.status),
+                network_candidates::created_at_ms.eq(row.created_at_ms),
+                network_candidates::decided_by.eq(&row.decided_by),
+                network_candidates::decided_at_ms.eq(row.decided_at_ms),
+            ))
+            .execute(&mut *conn);
+        match inserted {
+            Ok(_) => Ok(true),
+            Err(e) if unique_violation(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The candidates with `status` (every one when `None`), oldest first.
+    pub fn candidates(&self, status: Option<&str>) -> Result<Vec<CandidateRow>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut query = network_candidates::table.into_boxed();
+        if let Some(status) = status {
+            query = query.filter(network_candidates::status.eq(status.to_owned()));
+        }
+        Ok(query
+            .order((network_candidates::created_at_ms, network_candidates::id))
+            .load(&mut *conn)?)
+    }
+
+    /// Candidate `id`, if any.
+    pub fn candidate(&self, id: &str) -> Result<Option<CandidateRow>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(network_candidates::table
+            .filter(network_candidates::id.eq(id))
+            .first(&mut *conn)
+            .optional()?)
+    }
+
+    /// The candidate of the pair, if any.
+    pub fn candidate_of(
+        &self,
+        site: &str,
+        patient_id: &str,
+        network_id: &str,
+    ) -> Result<Option<CandidateRow>, StoreError> {
+        let mut conn = self.conn()?;
+        Ok(network_candidates::table
+            .filter(network_candidates::site.eq(site))
+            .filter(network_candidates::patient_id.eq(patient_id))
+            .filter(network_candidates::network_id.eq(network_id))
+            .first(&mut *conn)
+            .optional()?)
+    }
+
+    /// Decides open candidate `id` (`confirmed` or `rejected`); `false` when it was not open
+    /// (two administrators deciding at once: one wins).
+    pub fn decide_candidate(
+        &self,
+        id: &str,
+        status: &str,
+        by: &str,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let n = diesel::update(
+            network_candidates::table
+                .filter(network_candidates::id.eq(id))
+                .filter(network_candidates::status.eq("open")),
+        )
+        .set((
+            network_candidates::status.eq(status),
+            network_candidates::decided_by.eq(Some(by)),
+            network_candidates::decided_at_ms.eq(Some(at_ms)),
+        ))
+        .execute(&mut *conn)?;
+        Ok(n > 0)
+    }
+
+    /// Remembers that the pair must not be linked automatically (`how`: `rejected` or
+    /// `unlinked`); a pair refused already keeps its first row.
+    pub fn insert_refusal(
+        &self,
+        site: &str,
+        patient_id: &str,
+        network_id: &str,
+        how: &str,
+        by: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let inserted = diesel::insert_into(network_refusals::table)
+            .values((
+                network_refusals::site.eq(site),
+                network_refusals::patient_id.eq(patient_id),
+                network_refusals::network_id.eq(network_id),
+                network_refusals::how.eq(how),
+                network_refusals::decided_by.eq(by),
+                network_refusals::decided_at_ms.eq(at_ms),
+            ))
+            .execute(&mut *conn);
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(e) if unique_violation(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the pair was rejected or unlinked by an administrator.
+    pub fn is_refused(
+        &self,
+        site: &str,
+        patient_id: &str,
+        network_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let n: i64 = network_refusals::table
+            .filter(network_refusals::site.eq(site))
+            .filter(network_refusals::patient_id.eq(patient_id))
+            .filter(network_refusals::network_id.eq(network_id))
+            .count()
+            .get_result(&mut *conn)?;
+        Ok(n > 0)
+    }
+
+    /// Forgets the pair's refusal (an administrator linked it after all).
+    pub fn delete_refusal(
+        &self,
+        site: &str,
+        patient_id: &str,
+        network_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        diesel::delete(
+            network_refusals::table
+                .filter(network_refusals::site.eq(site))
+                .filter(network_refusals::patient_id.eq(patient_id))
+                .filter(network_refusals::network_id.eq(network_id)),
+        )
+        .execute(&mut *conn)?;
+        Ok(())
+    }
+
     /// Creates network patient `id` (nothing when it exists: ids are derived, so two
     /// writers creating the same patient at once agree on it).
     pub fn insert_network_patient(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {

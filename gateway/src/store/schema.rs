@@ -137,3 +137,29 @@ diesel::table! {
         learned_at_ms -> BigInt,
     }
 }
+
+diesel::table! {
+    network_candidates (id) {
+        id -> Text,
+        site -> Text,
+        patient_id -> Text,
+        network_id -> Text,
+        grade -> Text,
+        score -> BigInt,
+        status -> Text,
+        created_at_ms -> BigInt,
+        decided_by -> Nullable<Text>,
+        decided_at_ms -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    network_refusals (site, patient_id, network_id) {
+        site -> Text,
+        patient_id -> Text,
+        network_id -> Text,
+        how -> Text,
+        decided_by -> Text,
+        decided_at_ms -> BigInt,
+    }
+}

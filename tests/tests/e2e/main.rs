@@ -18,6 +18,7 @@ mod enforcement;
 mod errors;
 mod fabric;
 mod http_layer;
+mod network_identity;
 mod numbers;
 mod operations;
 mod paging;

@@ -1,0 +1,2 @@
+DROP TABLE network_refusals;
+DROP TABLE network_candidates;

@@ -363,6 +363,17 @@ pub fn instructions(printed: &Printed<'_>) -> String {
         .unwrap_or_default();
     let national_id = sample_data::NATIONAL_ID_SYSTEM;
     let first_national = sample_data::NETWORK_PEOPLE[0].national_id;
+    let near = sample_data::NETWORK_PEOPLE
+        .iter()
+        .find(|p| p.records.iter().any(|(_, _, with_id)| !with_id))
+        .unwrap_or(&sample_data::NETWORK_PEOPLE[0]);
+    let (near_family, near_given, near_gender, near_birth, near_national) = (
+        near.family,
+        near.given,
+        near.gender,
+        near.birth_date,
+        near.national_id,
+    );
     let key_file = printed.key_file.display();
     let database = printed.database.display();
     let config_file = shell_quote(&printed.config_file.display().to_string());
@@ -438,6 +449,13 @@ Try:
   # answers translated into one version, each entry marked with its site)
   curl -s {auth} '{base}/fhir/Patient?identifier={national_id}|{first_national}'
   curl -s {auth} {base}/fhir/Patient/{first_network}
+
+  # a demographic match across hospitals (FHIR $match, IHE PDQm grades): Greta Yarrow's
+  # record at lakeside has no national id; it comes back probable, and the administrator
+  # (dr-alice in the demo) confirms the candidate it leaves
+  curl -s {auth} -H 'Content-Type: application/fhir+json' -d '{{"resourceType":"Parameters","parameter":[{{"name":"resource","resource":{{"resourceType":"Patient","name":[{{"family":"{near_family}","given":["{near_given}"]}}],"gender":"{near_gender}","birthDate":"{near_birth}","identifier":[{{"system":"{national_id}","value":"{near_national}"}}]}}}}]}}' {base}/fhir/Patient/\$match
+  curl -s {auth} {base}/admin/network/candidates
+  curl -s -X POST {auth} {base}/admin/network/candidates/CANDIDATE-ID/\$confirm
   curl -s {auth} -H 'Accept: application/fhir+json; fhirVersion=4.0' {base}/fhir/Patient/{first_network}/\$everything
 
   # a consent naming the network patient applies at every site that holds them

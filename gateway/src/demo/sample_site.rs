@@ -161,8 +161,38 @@ fn matches(resource: &Value, key: &str, value: &str) -> bool {
                     && format!("Patient/{}", resource["id"].as_str().unwrap_or_default()) == wanted)
         }
         "gender" => resource["gender"] == value,
-        // Unknown parameters are ignored, as FHIR servers do by default (lenient handling).
-        _ => true,
+        "identifier" => {
+            let (system, wanted) = match value.split_once('|') {
+                Some((system, v)) => (Some(system), v),
+                None => (None, value),
+            };
+            resource["identifier"].as_array().is_some_and(|ids| {
+                ids.iter().any(|i| {
+                    i["value"] == wanted && system.is_none_or(|s| s.is_empty() || i["system"] == s)
+                })
+            })
+        }
+        "birthdate" => resource["birthDate"] == value,
+        "family" | "given" | "name" => {
+            let value = value.to_lowercase();
+            let starts = |s: Option<&str>| s.is_some_and(|s| s.to_lowercase().starts_with(&value));
+            resource["name"].as_array().is_some_and(|names| {
+                names.iter().any(|n| {
+                    let family = starts(n["family"].as_str());
+                    let given = n["given"]
+                        .as_array()
+                        .is_some_and(|g| g.iter().any(|g| starts(g.as_str())));
+                    match key {
+                        "family" => family,
+                        "given" => given,
+                        _ => family || given,
+                    }
+                })
+            })
+        }
+        // A result parameter (`_sort`, `_include`, …) does not filter; a search parameter
+        // this sample does not know matches nothing, so that a lookup by it never widens.
+        other => other.starts_with('_'),
     }
 }
 

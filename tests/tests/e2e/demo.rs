@@ -480,3 +480,159 @@ async fn the_demo_holds_network_patients_at_three_hospitals() {
         assert!(instructions.contains(site), "{site}");
     }
 }
+
+/// Against the demo's own sample hospitals: discovery by national id answers the network
+/// patient with a link to each record the caller may read (north-general is opt-in and its
+/// record has no consent: left out), and `$match` finds the near-match at lakeside as
+/// probable, which the administrator confirms.
+#[actix_web::test]
+async fn the_demo_discovers_and_matches_its_network_patients() {
+    let mut options = demo::DemoOptions::new("127.0.0.1:0".parse().unwrap());
+    options.log_level = "warn".into();
+    let running = demo::start(&options).expect("demo starts");
+    let base = running.gateway.base_url();
+    let token = demo_token(
+        &running.identity_provider.token_url(),
+        demo::DEMO_CLINICIAN,
+        None,
+    )
+    .await;
+    let key = Some(token.as_str());
+    let first = &demo::sample_data::NETWORK_PEOPLE[0];
+    let found = send(
+        "GET",
+        &format!(
+            "{base}/fhir/Patient?identifier={}|{}",
+            demo::sample_data::NATIONAL_ID_SYSTEM,
+            first.national_id
+        ),
+        key,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(found.status, 200, "{}", found.text());
+    let bundle = found.json();
+    let patients: Vec<&serde_json::Value> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] == "Patient")
+        .collect();
+    assert_eq!(patients.len(), 1, "{bundle}");
+    let network = &patients[0]["resource"];
+    assert_eq!(network["id"], running.network[0].0.as_str());
+    let links: Vec<&str> = network["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["other"]["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        links,
+        [
+            format!("{base}/fhir/lakeside/Patient/lk-p012"),
+            format!("{base}/fhir/st-mary/Patient/stm-p010"),
+        ],
+        "{bundle}"
+    );
+    assert!(!bundle.to_string().contains("ng-p011"), "{bundle}");
+
+    let near = demo::sample_data::NETWORK_PEOPLE
+        .iter()
+        .find(|p| p.records.iter().any(|r| !r.2))
+        .unwrap();
+    let parameters = serde_json::json!({"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": {
+        "resourceType": "Patient",
+        "name": [{"family": near.family, "given": [near.given]}],
+        "gender": near.gender, "birthDate": near.birth_date,
+        "identifier": [{"system": demo::sample_data::NATIONAL_ID_SYSTEM, "value": near.national_id}],
+    }}]});
+    let matched = send(
+        "POST",
+        &format!("{base}/fhir/Patient/$match"),
+        key,
+        &[("content-type", "application/fhir+json")],
+        Some(parameters.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(matched.status, 200, "{}", matched.text());
+    let grades: Vec<(String, String)> = matched.json()["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] == "Patient")
+        .map(|e| {
+            let grade = e["search"]["extension"][0]["valueCode"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (e["fullUrl"].as_str().unwrap().to_owned(), grade)
+        })
+        .collect();
+    assert!(
+        grades.contains(&(
+            format!("{base}/fhir/st-mary/Patient/stm-p014"),
+            "certain".into()
+        )),
+        "{grades:?}"
+    );
+    assert!(
+        grades.contains(&(
+            format!("{base}/fhir/lakeside/Patient/lk-p007"),
+            "probable".into()
+        )),
+        "{grades:?}"
+    );
+    // The administrator confirms the candidate: the near-match joins the network patient.
+    let candidates = send(
+        "GET",
+        &format!("{base}/admin/network/candidates"),
+        key,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(candidates.status, 200, "{}", candidates.text());
+    let listed = candidates.json();
+    let id = listed
+        .as_array()
+        .or_else(|| listed["candidates"].as_array())
+        .and_then(|c| {
+            c.iter().find(|c| {
+                c["patient"].as_str().is_some_and(|p| p.contains("lk-p007"))
+                    || c["patient_id"] == "lk-p007"
+            })
+        })
+        .map(|c| c["id"].to_string().trim_matches('"').to_owned())
+        .unwrap_or_else(|| panic!("{listed}"));
+    let confirmed = send(
+        "POST",
+        &format!("{base}/admin/network/candidates/{id}/$confirm"),
+        key,
+        &[],
+        None,
+    )
+    .await;
+    assert!(
+        confirmed.status == 200 || confirmed.status == 201,
+        "{}",
+        confirmed.text()
+    );
+    let stm = running
+        .gateway
+        .state
+        .network
+        .network_of("st-mary", "stm-p014")
+        .unwrap();
+    assert!(stm.is_some());
+    assert_eq!(
+        running
+            .gateway
+            .state
+            .network
+            .network_of("lakeside", "lk-p007")
+            .unwrap(),
+        stm
+    );
+}

@@ -645,6 +645,19 @@ fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<Arc<st
     }
 }
 
+/// The `aud` claim: one string or an array of strings (RFC 7519); at most 16 kept.
+fn audiences(claims: &Map<String, Value>) -> Result<Arc<[Arc<str>]>, AuthError> {
+    match claims.get("aud") {
+        Some(Value::String(s)) => Ok(Arc::from([Arc::from(s.as_str())])),
+        Some(Value::Array(items)) if items.len() <= 16 => items
+            .iter()
+            .map(|v| v.as_str().map(Arc::from).ok_or_else(|| bad_claim("aud")))
+            .collect::<Result<Vec<Arc<str>>, _>>()
+            .map(Arc::from),
+        _ => Err(bad_claim("aud")),
+    }
+}
+
 /// The longest display name kept, in characters.
 const DISPLAY_MAX_CHARS: usize = 200;
 
@@ -687,6 +700,7 @@ fn caller_from_claims(
     let organization = string_claim(claims, &names.organization)?;
     let display = display_name(claims);
     let patient = string_claim(claims, &names.patient)?;
+    let audiences = audiences(claims)?;
     let client_id = match string_claim(claims, "client_id")? {
         Some(id) => Some(id),
         None => string_claim(claims, "azp")?,
@@ -751,6 +765,7 @@ fn caller_from_claims(
         scopes: Arc::new(scopes),
         purpose,
         patient,
+        audiences,
         token_id,
         client_id,
         kind,
@@ -895,6 +910,7 @@ mod tests {
             kind: CallerKind::System,
             expires_at: 0,
             break_glass: false,
+            audiences: std::sync::Arc::from([]),
         };
         assert_eq!(
             with_purpose_header(caller.clone(), &config, Some("TREAT")).unwrap_err(),

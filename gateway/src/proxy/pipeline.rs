@@ -106,7 +106,10 @@ async fn run(
         .fhir
         .allow_operation(site.config.operation_rules())?;
     dialect.request(request)?;
-    let scopes = scopes::authorize(&caller.verified, &request.fhir)?;
+    let patient = caller
+        .patient_context
+        .patient_at(&site.id, &state.network)?;
+    let scopes = scopes::authorize(&caller.verified, patient, &request.fhir)?;
     let shape = request.settle_search(&scopes.narrowing(&request.fhir))?;
     *break_glass = consent::ask_break_glass(req.headers(), &caller, *purpose)?;
     let code = purpose.map(|p| p.code());

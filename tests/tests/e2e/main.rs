@@ -21,6 +21,7 @@ mod http_layer;
 mod numbers;
 mod operations;
 mod paging;
+mod patient_context;
 mod property;
 mod proxy;
 mod receipts;

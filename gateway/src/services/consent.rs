@@ -266,7 +266,7 @@ impl ConsentService {
     /// documents it keeps by hash (fetched on a miss, verified, cached by hash). For a site
     /// patient linked to a network patient (`network`, asked on a miss only), the network
     /// patient's consents in force too: both sets are decided together as one patient's
-    /// (docs/consent.md, "Network consents"), and the entry is dropped when either patient's
+    /// (README, "Network consents"), and the entry is dropped when either patient's
     /// consents change. `site` may be [`NETWORK_SITE`]: the network patient's own consents.
     pub async fn consents_for(
         &self,

@@ -36,7 +36,7 @@ pub struct Caller {
     /// Whether the caller may use `/admin` (its subject is in its issuer's `admin_subjects`).
     pub is_admin: bool,
     /// The token's patient launch context, bound by its `aud` (THE rule,
-    /// `patient_context.rs`); read through it, never from `verified.patient`.
+    /// `patient_context.rs`); read through it, never from the bare claim.
     pub patient_context: PatientContext,
 }
 

@@ -645,9 +645,11 @@ fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<Arc<st
     }
 }
 
-/// The `aud` claim: one string or an array of strings (RFC 7519); at most 16 kept.
+/// The `aud` claim: one string or an array of at most 16 strings (RFC 7519). Its presence and
+/// one configured audience in it are checked with the signature; absent here, it binds nothing.
 fn audiences(claims: &Map<String, Value>) -> Result<Arc<[Arc<str>]>, AuthError> {
     match claims.get("aud") {
+        None => Ok(Arc::from([])),
         Some(Value::String(s)) => Ok(Arc::from([Arc::from(s.as_str())])),
         Some(Value::Array(items)) if items.len() <= 16 => items
             .iter()
@@ -940,6 +942,28 @@ mod tests {
             "purpose-conflict"
         );
         assert!(with_purpose_header(with_claim, &config, Some("HPAYMT")).is_ok());
+    }
+
+    #[test]
+    fn the_audiences_are_kept_as_stated() {
+        let config = IssuerConfig::new("https://idp", "aud");
+        let digest = [0u8; 32];
+        let with = |aud: Value| {
+            let v = serde_json::json!({"sub": "s", "exp": 10, "aud": aud});
+            caller_from_claims(v.as_object().unwrap(), &config, &digest)
+        };
+        let one = with("https://gw/fhir/a".into()).unwrap();
+        assert_eq!(one.audiences.len(), 1);
+        assert_eq!(&*one.audiences[0], "https://gw/fhir/a");
+        let two = with(serde_json::json!(["https://gw/fhir", "https://gw/fhir/a"])).unwrap();
+        assert_eq!(two.audiences.len(), 2);
+        for bad in [
+            serde_json::json!(5),
+            serde_json::json!(["a", 5]),
+            serde_json::json!(vec!["a"; 17]),
+        ] {
+            assert_eq!(with(bad).unwrap_err(), bad_claim("aud"));
+        }
     }
 
     #[test]

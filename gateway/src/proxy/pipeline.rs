@@ -3,7 +3,8 @@
 //! **Inbound**, each concern reading and changing the one request as the site will see it:
 //! authenticate → resolve the site → purpose of use → parse (and negotiate the client's
 //! version, read the form) → paging token → operation allow-list → dialect (into the site's
-//! version) → scopes (authorize, narrow; shaping taken out) → consent (decide) → site adapter
+//! version) → scopes (the launch context bound at this site, `http/patient_context.rs`;
+//! authorize, narrow; shaping taken out) → consent (decide) → site adapter
 //! (into the site's identifiers and codes) → forward.
 //!
 //! **Outbound** (`answer.rs`), each concern's other half in reverse: site adapter → release

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
+pub use assent_auth::dev_idp::PatientLaunch;
 use assent_fabric::testing::fake::{self, FakeFabric};
 use assent_fabric::testing::support;
 use assent_gateway::app::{self, RunningGateway};
@@ -246,12 +247,14 @@ pub fn identity_provider() -> &'static DemoIdentityProvider {
 }
 
 /// A token for sample caller `caller` (`dr-alice`, `dr-bob`, `nurse-carol`, `researcher-dan`,
-/// `billing-service`) with `scope` (else the sample's default), `purpose` and `patient`.
+/// `billing-service`) with `scope` (else the sample's default), `purpose` and the patient
+/// launch context `patient` (a site's patient, `PatientLaunch::at(site, id)`: its `aud` is
+/// that site's base; or a network patient, `PatientLaunch::network(id)`).
 pub fn token(
     caller: &str,
     scope: Option<&str>,
     purpose: Option<&str>,
-    patient: Option<&str>,
+    patient: Option<PatientLaunch<'_>>,
 ) -> String {
     identity_provider()
         .provider()

@@ -50,8 +50,12 @@ pub struct VerifiedCaller {
     pub scopes: Arc<Scopes>,
     /// From the token's claim or, where the issuer allows it, the `X-Purpose-Of-Use` header.
     pub purpose: Option<PurposeOfUse>,
-    /// The patient launch context (SMART `patient` claim), as stated.
+    /// The patient launch context (SMART `patient` claim), as stated. Which patient it is
+    /// depends on the base it was issued for (`audiences`): the gateway binds it.
     pub patient: Option<Arc<str>>,
+    /// The token's `aud` values (one or several), as stated: the FHIR base(s) the token was
+    /// issued for; the issuer's configured audiences include one of them.
+    pub audiences: Arc<[Arc<str>]>,
     /// `jti`, or `sha256:` and a hash prefix of the token when there is none. Never the token.
     pub token_id: Arc<str>,
     /// `client_id` (or `azp`).
@@ -115,6 +119,7 @@ mod tests {
             scopes: Arc::new(Scopes::parse(scope).0),
             purpose: None,
             patient: patient.map(Into::into),
+            audiences: Arc::from([]),
             token_id: "t".into(),
             client_id: None,
             kind: CallerKind::System,

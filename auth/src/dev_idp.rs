@@ -153,6 +153,29 @@ pub const SAMPLE_CALLERS: &[SampleCaller] = &[
     },
 ];
 
+/// A patient launch context to mint: the patient `id` at `site` (the token's `aud` is that
+/// site's FHIR base), or a network patient (`site: None`: the network base).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatientLaunch<'a> {
+    pub site: Option<&'a str>,
+    pub id: &'a str,
+}
+
+impl<'a> PatientLaunch<'a> {
+    /// Patient `id` of site `site`.
+    pub fn at(site: &'a str, id: &'a str) -> PatientLaunch<'a> {
+        PatientLaunch {
+            site: Some(site),
+            id,
+        }
+    }
+
+    /// Network patient `id` (`n-…`).
+    pub fn network(id: &'a str) -> PatientLaunch<'a> {
+        PatientLaunch { site: None, id }
+    }
+}
+
 /// A response of the development provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DevResponse {
@@ -262,8 +285,9 @@ impl DevIdentityProvider {
     ///
     /// - `GET /.well-known/openid-configuration`, `GET /jwks`
     /// - `POST /token` with `grant_type=client_credentials&client_id=<sample>` and optional
-    ///   `scope`, `purpose` (HL7 v3 PurposeOfUse code) and `patient` (a Patient id: adds the
-    ///   launch context)
+    ///   `scope`, `purpose` (HL7 v3 PurposeOfUse code), `patient` (a Patient id: adds the
+    ///   launch context) and `aud` (SMART: the FHIR base launched against, `{audience}/{site}`
+    ///   for a site's patient; the network base `{audience}` by default)
     /// - `POST /token` with `grant_type=authorization_code`, `code`, `redirect_uri`,
     ///   `client_id` and `code_verifier` (PKCE): the access token and an ID token
     /// - `GET /authorize?response_type=code&client_id=…&redirect_uri=…&state=…&nonce=…&
@@ -301,17 +325,78 @@ impl DevIdentityProvider {
     }
 
     /// Mints a token for sample caller `name` with `scope` as given (what `POST /token` does
-    /// once it has checked the scope against the caller's own). Not reachable over HTTP as
-    /// such: tests and benchmarks, which hold the provider, make the tokens they need with it.
+    /// once it has checked the scope against the caller's own), with the patient launch
+    /// context `patient`, if any: its `aud` is the FHIR base the launch names (a site's base
+    /// `{audience}/{site}`, or the network base `{audience}`; the network base without a
+    /// patient). Not reachable over HTTP as such: tests and benchmarks, which hold the
+    /// provider, make the tokens they need with it.
     pub fn mint(
         &self,
         name: &str,
         scope: Option<&str>,
         purpose: Option<&str>,
-        patient: Option<&str>,
+        patient: Option<PatientLaunch<'_>>,
     ) -> Result<String, (&'static str, String)> {
-        let claims = self.sample_claims(name, scope, purpose, patient)?;
+        let aud = match patient.and_then(|p| p.site) {
+            Some(site) => self.site_base(site)?,
+            None => self.audience.clone(),
+        };
+        let claims = self.sample_claims(
+            name,
+            scope,
+            purpose,
+            patient.map(|p| p.id),
+            Value::from(aud),
+        )?;
         self.sign(&claims)
+    }
+
+    /// Mints a token for sample caller `name` whose `aud` is `audiences` exactly as given
+    /// (several bases, or none of this provider's), with the bare `patient` claim, if any:
+    /// for tests of how the gateway binds a launch context. Not reachable over HTTP.
+    pub fn mint_with_audiences(
+        &self,
+        name: &str,
+        scope: Option<&str>,
+        patient: Option<&str>,
+        audiences: &[&str],
+    ) -> Result<String, (&'static str, String)> {
+        let claims = self.sample_claims(name, scope, None, patient, Value::from(audiences))?;
+        self.sign(&claims)
+    }
+
+    /// The FHIR base of `site`: `{audience}/{site}`, for a plain site id.
+    fn site_base(&self, site: &str) -> Result<String, (&'static str, String)> {
+        let plain = !site.is_empty()
+            && site.len() <= 64
+            && site
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !plain {
+            return Err(("invalid_request", "aud names no site of ours".to_owned()));
+        }
+        Ok(format!("{}/{site}", self.audience))
+    }
+
+    /// The `aud` a token request asks for (SMART: the FHIR base the app launches against):
+    /// the network base `{audience}` or a site's base `{audience}/{site}`; the network base
+    /// when it names none.
+    fn asked_audience(&self, aud: Option<&str>) -> Result<String, (&'static str, String)> {
+        match aud {
+            None => Ok(self.audience.clone()),
+            Some(aud) if aud.trim_end_matches('/') == self.audience => Ok(self.audience.clone()),
+            Some(aud) => match aud
+                .trim_end_matches('/')
+                .strip_prefix(self.audience.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+            {
+                Some(site) => self.site_base(site),
+                None => Err((
+                    "invalid_request",
+                    format!("aud must be {} or a site's base under it", self.audience),
+                )),
+            },
+        }
     }
 
     /// TESTS ONLY: a token of sample caller `name` with `claims` set over the sample's (a
@@ -322,7 +407,8 @@ impl DevIdentityProvider {
         name: &str,
         claims: &serde_json::Map<String, Value>,
     ) -> Result<String, (&'static str, String)> {
-        let mut sample = self.sample_claims(name, None, None, None)?;
+        let mut sample =
+            self.sample_claims(name, None, None, None, Value::from(self.audience.as_str()))?;
         if let Some(object) = sample.as_object_mut() {
             for (claim, value) in claims {
                 object.insert(claim.clone(), value.clone());
@@ -338,6 +424,7 @@ impl DevIdentityProvider {
         scope: Option<&str>,
         purpose: Option<&str>,
         patient: Option<&str>,
+        aud: Value,
     ) -> Result<Value, (&'static str, String)> {
         let sample = SAMPLE_CALLERS
             .iter()
@@ -369,7 +456,7 @@ impl DevIdentityProvider {
         let mut claims = json!({
             "iss": self.issuer,
             "sub": sample.name,
-            "aud": self.audience,
+            "aud": aud,
             "client_id": sample.name,
             "iat": now,
             "exp": now + DEV_TOKEN_TTL_SECONDS,
@@ -560,6 +647,7 @@ impl DevIdentityProvider {
         let mut scope = None;
         let mut purpose = None;
         let mut patient = None;
+        let mut aud = None;
         for (name, value) in assent_fhir::query::pairs(form) {
             let slot = match name.as_str() {
                 "grant_type" => &mut grant_type,
@@ -567,6 +655,7 @@ impl DevIdentityProvider {
                 "scope" => &mut scope,
                 "purpose" => &mut purpose,
                 "patient" => &mut patient,
+                "aud" => &mut aud,
                 _ => continue,
             };
             *slot = Some(value);
@@ -591,12 +680,15 @@ impl DevIdentityProvider {
                 ),
             ));
         }
-        let token = self.mint(
+        let aud = self.asked_audience(aud.as_deref())?;
+        let claims = self.sample_claims(
             &client_id,
             scope.as_deref(),
             purpose.as_deref(),
             patient.as_deref(),
+            Value::from(aud),
         )?;
+        let token = self.sign(&claims)?;
         let granted = scope.unwrap_or_else(|| {
             SAMPLE_CALLERS
                 .iter()
@@ -618,9 +710,10 @@ impl DevIdentityProvider {
             "Assent development identity provider (DEMO ONLY: it authenticates nobody).\n\
              Get a token:\n  curl -s -d grant_type=client_credentials -d client_id=dr-alice {}/token\n\
              Optional form fields: scope (within the caller's own), purpose (HL7 v3 PurposeOfUse),\n\
-             patient (a Patient id).\n\
+             patient (a Patient id: the launch context) and aud (the FHIR base launched against:\n\
+             a site's base {}/{{site}} for a site's patient, else the network base {}).\n\
              Sample callers:\n",
-            self.issuer
+            self.issuer, self.audience, self.audience
         );
         for s in SAMPLE_CALLERS {
             text.push_str(&format!(
@@ -706,6 +799,51 @@ mod tests {
         assert_eq!(
             bad("grant_type=client_credentials&client_id=dr-alice&patient=a/b").status,
             400
+        );
+        // SMART `aud`: the base launched against, the network base or a site's under it.
+        let aud_of = |form: &str| {
+            let r = p.handle("POST", "/token", form);
+            assert_eq!(r.status, 200, "{}", r.body);
+            let body: Value = serde_json::from_str(&r.body).unwrap();
+            let token = body["access_token"].as_str().unwrap().to_owned();
+            let payload = token.split('.').nth(1).unwrap().to_owned();
+            use base64::Engine as _;
+            let claims: Value = serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(payload)
+                    .unwrap(),
+            )
+            .unwrap();
+            claims["aud"].clone()
+        };
+        let base = p.audience.clone();
+        assert_eq!(
+            aud_of("grant_type=client_credentials&client_id=dr-alice&patient=p1"),
+            Value::from(base.clone())
+        );
+        let form = format!(
+            "grant_type=client_credentials&client_id=dr-alice&patient=p1&aud={base}/st-mary"
+        );
+        assert_eq!(aud_of(&form), Value::from(format!("{base}/st-mary")));
+        for aud in [
+            "https://elsewhere.example/fhir",
+            &format!("{base}x/st-mary"),
+        ] {
+            let form = format!("grant_type=client_credentials&client_id=dr-alice&aud={aud}");
+            assert_eq!(bad(&form).status, 400, "{aud}");
+        }
+        let minted = p
+            .mint(
+                "dr-alice",
+                None,
+                None,
+                Some(PatientLaunch::at("north", "p1")),
+            )
+            .unwrap();
+        assert!(!minted.is_empty());
+        assert!(
+            p.mint("dr-alice", None, None, Some(PatientLaunch::at("a/b", "p1")))
+                .is_err()
         );
     }
 

@@ -645,6 +645,21 @@ fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<Arc<st
     }
 }
 
+/// The `aud` claim: one string or an array of at most 16 strings (RFC 7519). Its presence and
+/// one configured audience in it are checked with the signature; absent here, it binds nothing.
+fn audiences(claims: &Map<String, Value>) -> Result<Arc<[Arc<str>]>, AuthError> {
+    match claims.get("aud") {
+        None => Ok(Arc::from([])),
+        Some(Value::String(s)) => Ok(Arc::from([Arc::from(s.as_str())])),
+        Some(Value::Array(items)) if items.len() <= 16 => items
+            .iter()
+            .map(|v| v.as_str().map(Arc::from).ok_or_else(|| bad_claim("aud")))
+            .collect::<Result<Vec<Arc<str>>, _>>()
+            .map(Arc::from),
+        _ => Err(bad_claim("aud")),
+    }
+}
+
 /// The longest display name kept, in characters.
 const DISPLAY_MAX_CHARS: usize = 200;
 
@@ -687,6 +702,7 @@ fn caller_from_claims(
     let organization = string_claim(claims, &names.organization)?;
     let display = display_name(claims);
     let patient = string_claim(claims, &names.patient)?;
+    let audiences = audiences(claims)?;
     let client_id = match string_claim(claims, "client_id")? {
         Some(id) => Some(id),
         None => string_claim(claims, "azp")?,
@@ -751,6 +767,7 @@ fn caller_from_claims(
         scopes: Arc::new(scopes),
         purpose,
         patient,
+        audiences,
         token_id,
         client_id,
         kind,
@@ -895,6 +912,7 @@ mod tests {
             kind: CallerKind::System,
             expires_at: 0,
             break_glass: false,
+            audiences: std::sync::Arc::from([]),
         };
         assert_eq!(
             with_purpose_header(caller.clone(), &config, Some("TREAT")).unwrap_err(),
@@ -924,6 +942,28 @@ mod tests {
             "purpose-conflict"
         );
         assert!(with_purpose_header(with_claim, &config, Some("HPAYMT")).is_ok());
+    }
+
+    #[test]
+    fn the_audiences_are_kept_as_stated() {
+        let config = IssuerConfig::new("https://idp", "aud");
+        let digest = [0u8; 32];
+        let with = |aud: Value| {
+            let v = serde_json::json!({"sub": "s", "exp": 10, "aud": aud});
+            caller_from_claims(v.as_object().unwrap(), &config, &digest)
+        };
+        let one = with("https://gw/fhir/a".into()).unwrap();
+        assert_eq!(one.audiences.len(), 1);
+        assert_eq!(&*one.audiences[0], "https://gw/fhir/a");
+        let two = with(serde_json::json!(["https://gw/fhir", "https://gw/fhir/a"])).unwrap();
+        assert_eq!(two.audiences.len(), 2);
+        for bad in [
+            serde_json::json!(5),
+            serde_json::json!(["a", 5]),
+            serde_json::json!(vec!["a"; 17]),
+        ] {
+            assert_eq!(with(bad).unwrap_err(), bad_claim("aud"));
+        }
     }
 
     #[test]

@@ -106,11 +106,11 @@ pub async fn build_state(
     crate::services::keys::check_database_holds_no_keys(&store)?;
     let keys = config.key_material.require(&config)?;
     log_key_sources(&config);
-    let mut callers = Authenticator::discover(&config.auth).await?;
+    let site_ids: Vec<&str> = config.sites.keys().map(String::as_str).collect();
+    let mut callers = Authenticator::discover(&config.auth, &site_ids).await?;
     callers.keep_names(store.clone());
     let public_base = config.public_base_for(bound);
     let mut sites = HashMap::new();
-    let site_ids: Vec<&str> = config.sites.keys().map(String::as_str).collect();
     for (id, site_config) in &config.sites {
         let site = Site::new(id, site_config.clone(), &public_base, &site_ids)?;
         sites.insert(id.clone(), Arc::new(site));

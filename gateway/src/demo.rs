@@ -440,9 +440,11 @@ Try:
   # no token: 401 with WWW-Authenticate
   curl -si {base}/fhir/st-mary/Patient/stm-p001
 
-  # a patient-confined token: another patient's record is 403 (scope-patient-mismatch)
-  PTOKEN=$(curl -s -d grant_type=client_credentials -d client_id=dr-alice -d 'scope=patient/*.rs' -d patient=stm-p001 {token_url} | {take_token})
+  # a patient-confined token, launched at St Mary's (aud: its FHIR base): another patient's
+  # record is 403 (scope-patient-mismatch); at another site it is 403 (patient-context-unbound)
+  PTOKEN=$(curl -s -d grant_type=client_credentials -d client_id=dr-alice -d 'scope=patient/*.rs' -d patient=stm-p001 -d aud={base}/fhir/st-mary {token_url} | {take_token})
   curl -s -H "Authorization: Bearer $PTOKEN" {base}/fhir/st-mary/Patient/stm-p002
+  curl -s -H "Authorization: Bearer $PTOKEN" {base}/fhir/north-general/Patient/stm-p001
 
   # one network: find a patient at every hospital by national id, then everything on them
   # from every hospital that holds them (each site decides on its own consent and default;

@@ -13,4 +13,5 @@ pub mod error;
 pub mod loopback;
 pub mod observability;
 pub mod paging;
+pub mod patient_context;
 pub mod state;

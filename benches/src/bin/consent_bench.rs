@@ -11,11 +11,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use assent_consent::{AccessRequest, Caller, Decision, RevocationReason, SitePolicy, decide};
+use assent_consent::{
+    AccessRequest, Caller, ConsortiumKey, Decision, RevocationReason, SitePolicy, decide,
+};
 use assent_fhir::{FhirVersion, Interaction};
-use assent_gateway::config::CacheConfig;
+use assent_gateway::config::{CacheConfig, Config};
 use assent_gateway::http::observability::Metrics;
 use assent_gateway::services::consent::{ConsentService, now};
+use assent_gateway::services::network::NetworkIndex;
 use assent_gateway::store::{Store, testing};
 use serde_json::{Value, json};
 
@@ -39,9 +42,25 @@ fn consent(id: &str, patient: &str) -> Value {
     })
 }
 
+/// The network index over the bench's store: nobody is linked, so a cache miss pays the
+/// link lookup (one indexed read) and finds none.
+static INDEX: std::sync::OnceLock<NetworkIndex> = std::sync::OnceLock::new();
+
+fn index(store: &Store) -> NetworkIndex {
+    let config = Config::from_toml(&format!(
+        "database_url = \"/tmp/unused.db\"\n[sites.{SITE}]\nupstream = \"http://127.0.0.1:1/fhir\"\nfhir_version = \"R4\"\ndefault_policy = \"opt-in\"\n"
+    ))
+    .expect("bench configuration");
+    NetworkIndex::new(
+        store.clone(),
+        ConsortiumKey::new(&KEY).expect("key"),
+        &config,
+    )
+}
+
 async fn decision(service: &ConsentService, caller: &Caller, patient: &str) -> Decision {
     let consents = service
-        .consents_for(SITE, patient)
+        .consents_for(SITE, patient, INDEX.get().expect("index opened"))
         .await
         .expect("consent state readable");
     let request = AccessRequest::new(caller, Interaction::Read, Some("Observation"), now())
@@ -76,6 +95,7 @@ async fn main() {
     };
     let url = store.url.clone();
     let a = open(&url);
+    let _ = INDEX.set(index(&Store::open(&url).expect("store opens")));
     let caller = Caller::new().with_reference("Practitioner/dr-a");
     let run = std::process::id();
 

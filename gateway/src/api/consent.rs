@@ -24,7 +24,7 @@ use assent_consent::{
     AccessRequest, AskedInWords, Basis, Caller as ConsentCaller, Consent, ConsentBasis,
     ConsentError, Decision, RevocationReason, decide, parse_consent, parse_consent_any,
 };
-use assent_fhir::{FhirVersion, Interaction};
+use assent_fhir::{FhirVersion, Interaction, SitePatient};
 use assent_receipts::{AccessKind, ConsentAction, format_instant};
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -38,6 +38,8 @@ use crate::http::consent_access::{self, ConsentRefusal, ManageRequest, Manager, 
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
 use crate::services::consent::{ConsentServiceError, now};
+use crate::services::network::{NETWORK_SITE, NetworkIndex};
+use crate::services::upstream::Site;
 
 /// Largest Consent document accepted.
 pub const MAX_CONSENT_BYTES: usize = 256 * 1024;
@@ -65,8 +67,13 @@ pub fn is_consent_admin(caller: &Caller, state: &AppState) -> bool {
         })
 }
 
-/// The facts the rule needs about `caller`, for `action`.
-fn manager(caller: &Caller, state: &AppState, action: ConsentAction) -> Manager {
+/// The facts the rule needs about `caller`, for `action`; refused when the token's patient
+/// launch context is bound to no patient (`patient_context.rs`).
+fn manager(
+    caller: &Caller,
+    state: &AppState,
+    action: ConsentAction,
+) -> Result<Manager, GatewayError> {
     let access = match action {
         ConsentAction::Create => Access::Create,
         ConsentAction::Update | ConsentAction::Revoke => Access::Update,
@@ -85,16 +92,12 @@ fn manager(caller: &Caller, state: &AppState, action: ConsentAction) -> Manager 
         }
         parties
     });
-    Manager {
-        patient_context: caller
-            .verified
-            .patient
-            .as_deref()
-            .map(|p| p.strip_prefix("Patient/").unwrap_or(p).to_owned()),
+    Ok(Manager {
+        patient_context: caller.patient_context.manages(&state.network)?,
         consent_admin: is_consent_admin(caller, state),
         scopes_grant,
         parties,
-    }
+    })
 }
 
 /// Asks the rule; a refusal becomes the answer.
@@ -112,7 +115,7 @@ fn authorize(
         written,
         current,
     };
-    consent_access::authorize(&manager(caller, state, action), &request).map_err(|refusal| {
+    consent_access::authorize(&manager(caller, state, action)?, &request).map_err(|refusal| {
         tracing::info!(route = "consent", refusal = ?refusal, "consent API call refused");
         match refusal {
             ConsentRefusal::ScopeMissing => GatewayError::Auth(AuthError::InsufficientScope {
@@ -210,10 +213,12 @@ async fn store_consent(
         Some(id) => stored_consent(state, id).await?,
         None => None,
     };
-    let site = params
-        .one("site")
-        .map(str::to_owned)
-        .or_else(|| stored.as_ref().and_then(|s| s.subject.clone()).map(|s| s.0));
+    let site = params.one("site").map(str::to_owned).or_else(|| {
+        stored
+            .as_ref()
+            .and_then(|s| s.subject.clone())
+            .map(|s| s.site)
+    });
     let (site, patient) = patient_of_consent(&document, site.as_deref(), state)?;
     access.set_site(&site);
     access.add_patient(&site, &patient);
@@ -246,7 +251,7 @@ async fn store_consent(
         caller,
         state,
         action,
-        Target::Patient(&patient),
+        Target::Patient(&SitePatient::new(&site, &patient)),
         Some(&written),
         current,
     )?;
@@ -396,6 +401,12 @@ async fn list_consents(
     {
         return Err(bad_parameter("patient", patient, "a Patient id"));
     }
+    if let Some(patient) = patient
+        && site == NETWORK_SITE
+        && !NetworkIndex::is_network_id(patient)
+    {
+        return Err(bad_parameter("patient", patient, "a network patient id"));
+    }
     let version = state
         .sites
         .get(&site)
@@ -433,7 +444,7 @@ async fn list_consents(
                 caller,
                 state,
                 ConsentAction::Search,
-                Target::Patient(patient),
+                Target::Patient(&SitePatient::new(&site, patient)),
                 None,
                 None,
             )?;
@@ -459,7 +470,7 @@ async fn list_consents(
                     caller,
                     state,
                     ConsentAction::Search,
-                    Target::Patient(&c.patient_id),
+                    Target::Patient(&SitePatient::new(&site, &c.patient_id)),
                     None,
                     None,
                 )
@@ -649,7 +660,7 @@ async fn revoke_consent(
 
 /// The body of `$check` in its JSON form (the FHIR form is a `Parameters` resource with the
 /// same names).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CheckRequest {
     pub site: String,
@@ -877,6 +888,15 @@ async fn check_decision(
         serde_json::from_value(body)
             .map_err(|e| GatewayError::Malformed(format!("the $check body: {e}")))?
     };
+    let wants_fhir = as_parameters
+        || req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("application/fhir+json"));
+    if check.site == NETWORK_SITE {
+        return check_network(state, caller, access, &check, wants_fhir).await;
+    }
     let site = state
         .sites
         .get(&check.site)
@@ -888,32 +908,15 @@ async fn check_decision(
         caller,
         state,
         ConsentAction::Check,
-        Target::Patient(&asked.patient),
+        Target::Patient(&SitePatient::new(&site.id, &asked.patient)),
         None,
         None,
     )?;
-    let consents = state
-        .consents
-        .consents_for(&site.id, &asked.patient)
-        .await
-        .map_err(service_error)?;
-    let mut request = AccessRequest::new(
-        &asked.caller,
-        asked.interaction,
-        asked.resource_type.as_deref(),
-        now(),
-    );
-    if let Some(p) = asked.purpose {
-        request = request.with_purpose(p.code());
-    }
-    // The decision function the proxy's consent phase asks, on the same consents.
-    let decision = decide(&consents, &request, site.config.default_policy);
-    let doing = doing_words(asked.interaction, asked.resource_type.as_deref());
-    let explanation = decision.explain_plainly(&AskedInWords {
-        who: &asked.who,
-        doing: &doing,
-        purpose: asked.purpose.map(PurposeOfUse::display),
-    });
+    let SiteCheck {
+        decision,
+        explanation,
+        consents_in_force,
+    } = site_check(state, site, &asked).await?;
     let verdict = if decision.is_permit() {
         "permit"
     } else {
@@ -921,12 +924,6 @@ async fn check_decision(
     };
     let conditional = matches!(&decision, Decision::Permit(p) if p.is_conditional());
     let provision = consent_basis(decision.basis());
-    let wants_fhir = as_parameters
-        || req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("application/fhir+json"));
     if !wants_fhir {
         return Ok(HttpResponse::Ok().json(json!({
             "decision": verdict,
@@ -941,7 +938,7 @@ async fn check_decision(
                 "conditions": c.conditions.names().collect::<Vec<_>>(),
             })),
             "detail": decision.explain(),
-            "consentsInForce": consents.len(),
+            "consentsInForce": consents_in_force,
         })));
     }
     let mut parameters = vec![
@@ -964,8 +961,148 @@ async fn check_decision(
         parameters.push(json!({"name": "provision", "part": parts}));
     }
     parameters.push(json!({"name": "conditional", "valueBoolean": conditional}));
-    parameters.push(json!({"name": "consentsInForce", "valueInteger": consents.len()}));
+    parameters.push(json!({"name": "consentsInForce", "valueInteger": consents_in_force}));
     parameters.push(json!({"name": "detail", "valueString": decision.explain()}));
+    Ok(fhir_json(
+        json!({"resourceType": "Parameters", "parameter": parameters}),
+    ))
+}
+
+/// One site's `$check` answer.
+struct SiteCheck {
+    decision: Decision,
+    explanation: String,
+    consents_in_force: usize,
+}
+
+/// Decides `asked` at `site` as the proxy's consent phase does: the same decision function
+/// on the same consents (the site patient's, with its network patient's when linked) under
+/// the site's default policy.
+async fn site_check(
+    state: &AppState,
+    site: &Site,
+    asked: &CheckedRequest,
+) -> Result<SiteCheck, GatewayError> {
+    let consents = state
+        .consents
+        .consents_for(&site.id, &asked.patient, &state.network)
+        .await
+        .map_err(service_error)?;
+    let mut request = AccessRequest::new(
+        &asked.caller,
+        asked.interaction,
+        asked.resource_type.as_deref(),
+        now(),
+    );
+    if let Some(p) = asked.purpose {
+        request = request.with_purpose(p.code());
+    }
+    let decision = decide(&consents, &request, site.config.default_policy);
+    let doing = doing_words(asked.interaction, asked.resource_type.as_deref());
+    let explanation = decision.explain_plainly(&AskedInWords {
+        who: &asked.who,
+        doing: &doing,
+        purpose: asked.purpose.map(PurposeOfUse::display),
+    });
+    Ok(SiteCheck {
+        decision,
+        explanation,
+        consents_in_force: consents.len(),
+    })
+}
+
+/// `$check` for a network patient (`site=network`, `patient=Patient/{n}`): a part per site
+/// holding the patient (its linked record there), each decided as a proxied request at that
+/// site would be ([`site_check`]).
+async fn check_network(
+    state: &AppState,
+    caller: &Caller,
+    access: &mut ApiAccess,
+    check: &CheckRequest,
+    wants_fhir: bool,
+) -> Result<HttpResponse, GatewayError> {
+    let id = check
+        .patient
+        .strip_prefix("Patient/")
+        .unwrap_or(&check.patient);
+    if !NetworkIndex::is_network_id(id) {
+        return Err(bad_parameter(
+            "patient",
+            &check.patient,
+            "Patient/{network id} (n- and 40 hex digits)",
+        ));
+    }
+    let network_patient = SitePatient::new(NETWORK_SITE, id);
+    access.set_site(NETWORK_SITE);
+    access.add_patient(NETWORK_SITE, id);
+    authorize(
+        caller,
+        state,
+        ConsentAction::Check,
+        Target::Patient(&network_patient),
+        None,
+        None,
+    )?;
+    if !state
+        .network
+        .exists(id)
+        .map_err(|_| GatewayError::StoreUnavailable)?
+    {
+        return Err(bad_parameter(
+            "patient",
+            &check.patient,
+            "a known network patient",
+        ));
+    }
+    let members = state
+        .network
+        .members(id)
+        .map_err(|_| GatewayError::StoreUnavailable)?;
+    let mut answers = Vec::new();
+    for member in members {
+        let Some(site) = state.sites.get(&member.patient.site) else {
+            continue;
+        };
+        let at_site = CheckRequest {
+            site: site.id.clone(),
+            patient: member.patient.id.clone(),
+            ..check.clone()
+        };
+        let asked = checked(&at_site, site)?;
+        access.add_patient(&site.id, &asked.patient);
+        let answer = site_check(state, site, &asked).await?;
+        answers.push((site.id.clone(), answer));
+    }
+    let verdict = |d: &Decision| if d.is_permit() { "permit" } else { "deny" };
+    if !wants_fhir {
+        let sites: Vec<Value> = answers
+            .iter()
+            .map(|(site, a)| {
+                json!({
+                    "site": site,
+                    "decision": verdict(&a.decision),
+                    "basis": a.decision.basis().to_string(),
+                    "explanation": a.explanation,
+                    "consentsInForce": a.consents_in_force,
+                })
+            })
+            .collect();
+        return Ok(
+            HttpResponse::Ok().json(json!({"patient": format!("Patient/{id}"), "sites": sites}))
+        );
+    }
+    let parameters: Vec<Value> = answers
+        .iter()
+        .map(|(site, a)| {
+            json!({"name": "site", "part": [
+                {"name": "site", "valueString": site},
+                {"name": "decision", "valueCode": verdict(&a.decision)},
+                {"name": "explanation", "valueString": a.explanation},
+                {"name": "basis", "valueString": a.decision.basis().to_string()},
+                {"name": "consentsInForce", "valueInteger": a.consents_in_force},
+            ]})
+        })
+        .collect();
     Ok(fhir_json(
         json!({"resourceType": "Parameters", "parameter": parameters}),
     ))
@@ -1122,22 +1259,22 @@ struct StoredConsent {
     model: Option<Consent>,
     /// The site and site-local patient id, when established: the document's patient
     /// reference whose keyed hash at that site is the ledger record's patient key.
-    subject: Option<(String, String)>,
+    subject: Option<SitePatient>,
 }
 
 impl StoredConsent {
     fn target(&self) -> Target<'_> {
         match &self.subject {
-            Some((_, patient)) => Target::Patient(patient),
+            Some(patient) => Target::Patient(patient),
             None => Target::Unknown,
         }
     }
 
     /// Names the consent's site and patient on the call's receipt.
     fn note(&self, access: &mut ApiAccess) {
-        if let Some((site, patient)) = &self.subject {
-            access.set_site(site);
-            access.add_patient(site, patient);
+        if let Some(patient) = &self.subject {
+            access.set_site(&patient.site);
+            access.add_patient(&patient.site, &patient.id);
         }
     }
 }
@@ -1183,14 +1320,19 @@ async fn stored_consent(state: &AppState, id: &str) -> Result<Option<StoredConse
         .map(|(c, _)| c);
     let subject = document.as_ref().and_then(|d| {
         let (site, patient) = patient_reference(d, state)?;
-        let sites: Vec<&String> = match &site {
-            Some(s) => vec![s],
-            None => state.sites.keys().collect(),
+        let sites: Vec<&str> = match &site {
+            Some(s) => vec![s.as_str()],
+            None => state
+                .sites
+                .keys()
+                .map(String::as_str)
+                .chain([NETWORK_SITE])
+                .collect(),
         };
         sites
             .into_iter()
             .find(|s| state.consents.patient_key(s, &patient) == current.record.patient_key)
-            .map(|s| (s.clone(), patient.clone()))
+            .map(|s| SitePatient::new(s, &patient))
     });
     Ok(Some(StoredConsent {
         versions,
@@ -1214,7 +1356,7 @@ pub(crate) fn patient_display(document: &Value) -> Option<&str> {
 }
 
 /// The patient a stored Consent document names: `(None, id)` for `Patient/{id}`, or the site
-/// too for a gateway URL.
+/// too for a gateway URL (the network pseudo-site for `{base}/fhir/Patient/{n}`).
 fn patient_reference(document: &Value, state: &AppState) -> Option<(Option<String>, String)> {
     let reference = ["patient", "subject"].iter().find_map(|f| {
         document
@@ -1228,6 +1370,9 @@ fn patient_reference(document: &Value, state: &AppState) -> Option<(Option<Strin
             [site, "Patient", id] if !id.is_empty() => {
                 Some((Some((*site).to_owned()), (*id).to_owned()))
             }
+            ["Patient", id] if !id.is_empty() => {
+                Some((Some(NETWORK_SITE.to_owned()), (*id).to_owned()))
+            }
             _ => None,
         };
     }
@@ -1238,7 +1383,9 @@ fn patient_reference(document: &Value, state: &AppState) -> Option<(Option<Strin
 }
 
 /// The site and site-local patient id a Consent is about: `Patient/{id}` with `?site=`, or
-/// a gateway URL `…/fhir/{site}/Patient/{id}`.
+/// a gateway URL `…/fhir/{site}/Patient/{id}`; or a network patient: `Patient/{n}` with
+/// `?site=network`, or the gateway URL `…/fhir/Patient/{n}`, which must exist in the
+/// network index (its site is then [`NETWORK_SITE`]).
 fn patient_of_consent(
     document: &Value,
     site: Option<&str>,
@@ -1258,13 +1405,21 @@ fn patient_of_consent(
     if let Some(rest) = reference.strip_prefix(&prefix) {
         let mut parts = rest.split('/');
         return match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(s), Some("Patient"), Some(id), None) if !id.is_empty() => {
+            (Some(s), Some("Patient"), Some(id), None) if !id.is_empty() && s != NETWORK_SITE => {
                 Ok((known_site(Some(s), state)?, id.to_owned()))
+            }
+            (Some("Patient"), Some(id), None, None) => {
+                network_patient(state, id, &expression)?;
+                Ok((NETWORK_SITE.to_owned(), id.to_owned()))
             }
             _ => Err(invalid("not a patient of a site", Some(&expression))),
         };
     }
     match reference.strip_prefix("Patient/") {
+        Some(id) if !id.is_empty() && !id.contains('/') && site == Some(NETWORK_SITE) => {
+            network_patient(state, id, &expression)?;
+            Ok((NETWORK_SITE.to_owned(), id.to_owned()))
+        }
         Some(id) if !id.is_empty() && !id.contains('/') => {
             Ok((known_site(site, state)?, id.to_owned()))
         }
@@ -1275,9 +1430,30 @@ fn patient_of_consent(
     }
 }
 
+/// Refused unless `id` is a network patient of the index: a malformed or unknown id names
+/// nobody, and a consent for nobody is not stored.
+fn network_patient(state: &AppState, id: &str, expression: &str) -> Result<(), GatewayError> {
+    if !NetworkIndex::is_network_id(id) {
+        return Err(invalid(
+            "not a network patient id (n- and 40 hex digits)",
+            Some(expression),
+        ));
+    }
+    let exists = state
+        .network
+        .exists(id)
+        .map_err(|_| GatewayError::StoreUnavailable)?;
+    if !exists {
+        return Err(invalid("no such network patient", Some(expression)));
+    }
+    Ok(())
+}
+
+/// `site` if it is a configured site, or the network pseudo-site (a network patient's
+/// consents).
 fn known_site(site: Option<&str>, state: &AppState) -> Result<String, GatewayError> {
     let site = site.ok_or_else(|| GatewayError::Malformed("`site` is required".into()))?;
-    if state.sites.contains_key(site) {
+    if state.sites.contains_key(site) || site == NETWORK_SITE {
         Ok(site.to_owned())
     } else {
         Err(GatewayError::UnknownSite)

@@ -32,7 +32,9 @@ pub struct IssuerSettings {
     /// The issuer identifier, exactly as in tokens' `iss` and its discovery document.
     /// `https`, or `http` on a loopback address (development only).
     pub issuer: url::Url,
-    /// Accepted `aud` values (usually the gateway's FHIR base URL); a token must name one.
+    /// The gateway's network FHIR base(s) (`https://gw.example/fhir`): a token must name one,
+    /// or a site's base under one (`{audience}/{site}`), which binds a patient launch context
+    /// to that site's patient (`http/patient_context.rs`).
     pub audience: Vec<String>,
     /// Accepted signing algorithms: `RS256`, `ES256`, `EdDSA` (never `none` or HMAC).
     #[serde(default = "default_algorithms")]

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{AuthConfig, issuer_id};
 use crate::http::error::GatewayError;
+use crate::http::patient_context::{self, PatientContext};
 use crate::store::Store;
 
 /// The header where callers of issuers that allow it state their purpose of use.
@@ -34,6 +35,9 @@ pub struct Caller {
     pub verified: VerifiedCaller,
     /// Whether the caller may use `/admin` (its subject is in its issuer's `admin_subjects`).
     pub is_admin: bool,
+    /// The token's patient launch context, bound by its `aud` (THE rule,
+    /// `patient_context.rs`); read through it, never from the bare claim.
+    pub patient_context: PatientContext,
 }
 
 /// The trusted issuers, discovered at start.
@@ -41,6 +45,10 @@ pub struct Authenticator {
     verifier: Option<Verifier>,
     admins: HashMap<String, HashSet<String>>,
     names: Option<CallerNames>,
+    /// Each issuer's network FHIR bases (its configured audiences).
+    bases: HashMap<String, Vec<String>>,
+    /// The configured site ids.
+    sites: HashSet<String>,
 }
 
 /// The issuers could not be discovered: the gateway does not start.
@@ -50,8 +58,19 @@ pub struct AuthSetupError(#[from] pub assent_auth::ConfigError);
 
 impl Authenticator {
     /// Discovers every configured issuer (OpenID discovery and JWKS over HTTP). With no issuer
-    /// configured, every request is refused.
-    pub async fn discover(config: &AuthConfig) -> Result<Authenticator, AuthSetupError> {
+    /// configured, every request is refused. An issuer's configured audiences are the
+    /// gateway's network FHIR bases; each site's base under them, `{audience}/{site}` for every
+    /// site of `sites`, is accepted as an audience too (a patient launch at one site).
+    pub async fn discover(
+        config: &AuthConfig,
+        sites: &[&str],
+    ) -> Result<Authenticator, AuthSetupError> {
+        let bases: HashMap<String, Vec<String>> = config
+            .issuers
+            .iter()
+            .map(|i| (issuer_id(&i.issuer), i.audience.clone()))
+            .collect();
+        let site_ids: HashSet<String> = sites.iter().map(|s| (*s).to_owned()).collect();
         let admins = config
             .issuers
             .iter()
@@ -70,18 +89,34 @@ impl Authenticator {
                 verifier: None,
                 admins,
                 names: None,
+                bases,
+                sites: site_ids,
             });
         }
         let configs = config
             .issuers
             .iter()
-            .map(|i| i.to_issuer_config())
+            .map(|i| {
+                let mut config = i.to_issuer_config();
+                let site_bases: Vec<String> = i
+                    .audience
+                    .iter()
+                    .flat_map(|base| {
+                        let base = base.trim_end_matches('/');
+                        sites.iter().map(move |site| format!("{base}/{site}"))
+                    })
+                    .collect();
+                config.audience.extend(site_bases);
+                config
+            })
             .collect();
         let verifier = Verifier::discover(configs).await?;
         Ok(Authenticator {
             verifier: Some(verifier),
             admins,
             names: None,
+            bases,
+            sites: site_ids,
         })
     }
 
@@ -124,10 +159,18 @@ impl Authenticator {
             .admins
             .get(verified.issuer.as_ref())
             .is_some_and(|subjects| subjects.contains(verified.subject.as_ref()));
+        let bases = self
+            .bases
+            .get(verified.issuer.as_ref())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let patient_context =
+            patient_context::bind(&verified, bases, |site| self.sites.contains(site));
         Ok(Caller {
             id: caller_id(&verified),
             verified,
             is_admin,
+            patient_context,
         })
     }
 
@@ -217,6 +260,7 @@ mod tests {
             kind,
             expires_at: 0,
             break_glass: false,
+            audiences: std::sync::Arc::from([]),
         }
     }
 
@@ -233,7 +277,7 @@ mod tests {
 
     #[actix_web::test]
     async fn without_issuers_every_token_is_refused() {
-        let auth = Authenticator::discover(&AuthConfig::default())
+        let auth = Authenticator::discover(&AuthConfig::default(), &[])
             .await
             .unwrap();
         let mut headers = HeaderMap::new();

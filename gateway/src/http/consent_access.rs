@@ -4,7 +4,9 @@
 //!
 //! The rule, in order:
 //! 1. **A patient launch context confines.** A token whose SMART launch context names a
-//!    patient manages that patient's consents only, at the site the call names: it cannot
+//!    patient manages that patient's consents only (the patient its `aud` binds it to,
+//!    `patient_context.rs`: a site's patient; or a network patient, whose consents
+//!    `network/Patient/{n}` and those of every site patient linked to it): it cannot
 //!    create a Consent for another patient, change, revoke or read another patient's
 //!    consents, list them or run `$check` for them (`consent-patient-mismatch`). Its SMART
 //!    scopes must grant the access on `Consent` without granular conditions
@@ -23,20 +25,23 @@
 //!    Parties match as the decision matches them ([`assent_consent::Party::matches`] on the
 //!    caller's actor and organization references).
 //!
-//! A site-local patient id is what a launch context names; the site is the one the call names
-//! (or, for a consent looked up by id, the site whose patient the ledger's record is).
+//! Patients are compared with their site (`{site}/Patient/{id}`): the same local id at another
+//! site is another patient. The target's site is the one the call names (or, for a consent
+//! looked up by id, the site whose patient the ledger's record is).
 //!
 //! Leaves out where the facts come from (the token, the configuration, the ledger: see
 //! `consent_api.rs`) and how a refusal is answered (`error.rs`: 403 with the codes above).
 
 use assent_consent::{Caller as ConsentCaller, Consent, Effect};
+use assent_fhir::SitePatient;
 use assent_receipts::ConsentAction;
 
 /// Who is asking, as the rule needs to know them.
 #[derive(Debug, Clone, Default)]
 pub struct Manager {
-    /// The SMART patient launch context (a site-local patient id), if the token has one.
-    pub patient_context: Option<String>,
+    /// The patients whose consents the token's SMART launch context manages, as bound
+    /// (`PatientContext::manages`), if the token has one.
+    pub patient_context: Option<Vec<SitePatient>>,
     /// The caller holds the consent-administrator role (an issuer admin subject, a caller id
     /// in `ledger.consent_admins`, or the issuer's `consent_admin_scope`).
     pub consent_admin: bool,
@@ -56,8 +61,8 @@ pub enum Target<'a> {
     /// A stored consent whose patient could not be established (its document is missing):
     /// nobody confined to a patient may manage it.
     Unknown,
-    /// This site-local patient id.
-    Patient(&'a str),
+    /// This patient of a site (or `network/Patient/{n}`, a network patient).
+    Patient(&'a SitePatient),
 }
 
 /// What one call asks to do.
@@ -95,7 +100,7 @@ pub fn authorize(who: &Manager, request: &ManageRequest<'_>) -> Result<(), Conse
         Some(context) => {
             match request.target {
                 Target::Pending => {}
-                Target::Patient(p) if p == context => {}
+                Target::Patient(p) if context.contains(p) => {}
                 Target::Patient(_) | Target::Unknown => return Err(ConsentRefusal::OtherPatient),
             }
             if !who.scopes_grant && !who.consent_admin {
@@ -171,6 +176,12 @@ mod tests {
         )
     }
 
+    /// Patient `id` of site `s`, or `id@site` of another site (leaked: a test's lifetime).
+    fn at(id: &str) -> &'static SitePatient {
+        let (id, site) = id.split_once('@').unwrap_or((id, "s"));
+        Box::leak(Box::new(SitePatient::new(site, id)))
+    }
+
     fn request<'a>(
         action: ConsentAction,
         patient: Option<&'a str>,
@@ -179,7 +190,7 @@ mod tests {
     ) -> ManageRequest<'a> {
         ManageRequest {
             action,
-            target: patient.map_or(Target::Pending, Target::Patient),
+            target: patient.map_or(Target::Pending, |p| Target::Patient(at(p))),
             written,
             current,
         }
@@ -188,7 +199,7 @@ mod tests {
     #[test]
     fn a_launch_context_confines_to_its_patient() {
         let patient_app = Manager {
-            patient_context: Some("p1".into()),
+            patient_context: Some(vec![SitePatient::new("s", "p1")]),
             scopes_grant: true,
             parties: Some(ConsentCaller::new().with_reference("Patient/p1")),
             ..Manager::default()
@@ -203,11 +214,14 @@ mod tests {
             ConsentAction::Read,
             ConsentAction::Check,
         ] {
-            assert_eq!(
-                authorize(&patient_app, &request(action, Some("p2"), None, None)),
-                Err(ConsentRefusal::OtherPatient),
-                "{action:?}"
-            );
+            // Another patient, and the same local id at another site.
+            for other in ["p2", "p1@other-site"] {
+                assert_eq!(
+                    authorize(&patient_app, &request(action, Some(other), None, None)),
+                    Err(ConsentRefusal::OtherPatient),
+                    "{action:?} {other}"
+                );
+            }
             assert_eq!(
                 authorize(&patient_app, &request(action, Some("p1"), Some(&own), None)),
                 Ok(()),

@@ -32,6 +32,11 @@ pub enum GatewayError {
     Auth(#[from] AuthError),
     #[error("the token's patient context does not cover this resource")]
     OutsidePatientContext,
+    /// The token's patient launch context is not bound to a patient here
+    /// (`http/patient_context.rs`): unbound by its `aud`, another site's patient, or a network
+    /// patient without exactly one record at this site.
+    #[error("{0}")]
+    PatientContext(#[from] crate::http::patient_context::ContextRefusal),
     #[error("the caller lacks the role this endpoint needs")]
     Forbidden,
     #[error("reading the audit log needs the audit role")]
@@ -211,6 +216,7 @@ impl GatewayError {
                 (auth.status(), auth.to_issue().code, auth.code(), side)
             }
             E::OutsidePatientContext => (403, I::Forbidden, "scope-patient-mismatch", Client),
+            E::PatientContext(_) => (403, I::Forbidden, "patient-context-unbound", Client),
             E::Forbidden => (403, I::Forbidden, "forbidden", Client),
             E::AuditForbidden => (403, I::Forbidden, "audit-role-required", Client),
             E::ConsentRefused(ConsentRefusal::OtherPatient) => {
@@ -447,7 +453,7 @@ mod tests {
 
     #[test]
     fn the_table_gives_the_documented_statuses() {
-        let cases: [(GatewayError, u16, &str); 14] = [
+        let cases: [(GatewayError, u16, &str); 15] = [
             (GatewayError::UnknownSite, 404, "unknown-site"),
             (
                 GatewayError::Malformed("x".into()),
@@ -474,6 +480,13 @@ mod tests {
             (GatewayError::StoreUnavailable, 503, "store-unavailable"),
             (GatewayError::ReceiptUnavailable, 503, "receipt-unavailable"),
             (GatewayError::AuditForbidden, 403, "audit-role-required"),
+            (
+                GatewayError::PatientContext(
+                    crate::http::patient_context::ContextRefusal::OtherSite,
+                ),
+                403,
+                "patient-context-unbound",
+            ),
             (
                 GatewayError::ConsentRefused(ConsentRefusal::OtherPatient),
                 403,

@@ -330,7 +330,7 @@ impl<'a> Enforcer<'a> {
                 let c = self
                     .state
                     .consents
-                    .consents_for(&patient.site, &patient.id)
+                    .consents_for(&patient.site, &patient.id, &self.state.network)
                     .await
                     .map_err(unavailable)?;
                 self.consents.insert(patient.clone(), c.clone());

@@ -75,6 +75,8 @@ async fn network(
         return federated::metadata(req, state).await;
     }
     let caller = Arc::new(state.callers.authenticate(req.headers()).await?);
+    // A launch context bound to no patient is refused here too; each leg binds it at its site.
+    caller.patient_context.bound()?;
     let net = NetworkRequest {
         req,
         state,

@@ -3,7 +3,8 @@
 //! **Inbound**, each concern reading and changing the one request as the site will see it:
 //! authenticate → resolve the site → purpose of use → parse (and negotiate the client's
 //! version, read the form) → paging token → operation allow-list → dialect (into the site's
-//! version) → scopes (authorize, narrow; shaping taken out) → consent (decide) → site adapter
+//! version) → scopes (the launch context bound at this site, `http/patient_context.rs`;
+//! authorize, narrow; shaping taken out) → consent (decide) → site adapter
 //! (into the site's identifiers and codes) → forward.
 //!
 //! **Outbound** (`answer.rs`), each concern's other half in reverse: site adapter → release
@@ -106,7 +107,10 @@ async fn run(
         .fhir
         .allow_operation(site.config.operation_rules())?;
     dialect.request(request)?;
-    let scopes = scopes::authorize(&caller.verified, &request.fhir)?;
+    let patient = caller
+        .patient_context
+        .patient_at(&site.id, &state.network)?;
+    let scopes = scopes::authorize(&caller.verified, patient, &request.fhir)?;
     let shape = request.settle_search(&scopes.narrowing(&request.fhir))?;
     *break_glass = consent::ask_break_glass(req.headers(), &caller, *purpose)?;
     let code = purpose.map(|p| p.code());

@@ -38,12 +38,13 @@ pub struct Authorization {
 
 /// The grant for `fhir`, or why not: 403 `scope-insufficient`, 403
 /// `scope-patient-context-missing`, or 403 `scope-patient-mismatch` for another patient's
-/// record named by id.
+/// record named by id. `patient` is the token's launch context at this site, as THE rule
+/// binds it (`http/patient_context.rs`: `PatientContext::patient_at`), never the bare claim.
 pub fn authorize(
     caller: &VerifiedCaller,
+    patient: Option<String>,
     fhir: &FhirRequest,
 ) -> Result<Authorization, GatewayError> {
-    let patient = caller.patient.as_deref().map(patient_id);
     let resource_type = fhir.resource_type.as_deref();
     let grant = match (fhir.interaction, resource_type) {
         (Interaction::Capabilities, _) => Some(Grant::unrestricted()),
@@ -236,14 +237,6 @@ pub fn append_pairs(query: &str, pairs: &[(String, String)]) -> String {
 }
 
 /// The Patient id of a `patient` launch-context claim (`123` or `Patient/123`).
-fn patient_id(claim: &str) -> String {
-    claim
-        .rsplit_once("Patient/")
-        .map(|(_, id)| id)
-        .unwrap_or(claim)
-        .to_owned()
-}
-
 fn insufficient(resource_type: &str, letters: &str) -> GatewayError {
     GatewayError::Auth(AuthError::InsufficientScope {
         needed: format!(
@@ -260,6 +253,19 @@ mod tests {
     use serde_json::json;
     use std::sync::Arc;
 
+    /// The pipeline's call, with the claim as the launch context (binding is
+    /// `patient_context.rs`'s, tested there).
+    fn authorize(
+        caller: &VerifiedCaller,
+        fhir: &FhirRequest,
+    ) -> Result<Authorization, GatewayError> {
+        let patient = caller
+            .patient
+            .as_deref()
+            .map(|p| p.strip_prefix("Patient/").unwrap_or(p).to_owned());
+        super::authorize(caller, patient, fhir)
+    }
+
     fn caller(scope: &str, patient: Option<&str>) -> VerifiedCaller {
         VerifiedCaller {
             issuer: "https://idp".into(),
@@ -275,6 +281,7 @@ mod tests {
             kind: CallerKind::User,
             expires_at: 0,
             break_glass: false,
+            audiences: std::sync::Arc::from([]),
         }
     }
 

@@ -52,6 +52,7 @@ use assent_fhir::FhirVersion;
 use assent_ledger::{Checkpoint, Ledger, LedgerError, Rejection, TxReceipt};
 use serde_json::Value;
 
+use crate::services::network::{NETWORK_SITE, NetworkIndex};
 use crate::store::Store;
 use cache::DecisionCache;
 use documents::Documents;
@@ -262,11 +263,16 @@ impl ConsentService {
     }
 
     /// The patient's consents in force now, from the cache, or from the ledger and the
-    /// documents it keeps by hash (fetched on a miss, verified, cached by hash).
+    /// documents it keeps by hash (fetched on a miss, verified, cached by hash). For a site
+    /// patient linked to a network patient (`network`, asked on a miss only), the network
+    /// patient's consents in force too: both sets are decided together as one patient's
+    /// (README, "Network consents"), and the entry is dropped when either patient's
+    /// consents change. `site` may be [`NETWORK_SITE`]: the network patient's own consents.
     pub async fn consents_for(
         &self,
         site: &str,
         patient_id: &str,
+        network: &NetworkIndex,
     ) -> Result<Arc<[Consent]>, ConsentServiceError> {
         // The cache is keyed by the clear identity, so that a hit costs no keyed hash.
         let identity = Self::patient_identity(site, patient_id);
@@ -278,9 +284,37 @@ impl ConsentService {
             return Ok(hit);
         }
         let generation = self.cache.generation();
-        let patient_key = self.key.patient(&identity);
-        let records = ledger.active_consents(&patient_key, now()).await?;
-        let mut consents = Vec::with_capacity(records.len());
+        let mut identities = vec![identity.clone()];
+        if site != NETWORK_SITE {
+            let linked = network
+                .network_of(site, patient_id)
+                .map_err(|e| ConsentServiceError::Unavailable(format!("the network index: {e}")))?;
+            if let Some(n) = linked {
+                identities.push(Self::patient_identity(NETWORK_SITE, &n));
+            }
+        }
+        let mut keys = Vec::with_capacity(identities.len());
+        let mut consents = Vec::new();
+        for identity in &identities {
+            let patient_key = self.key.patient(identity);
+            self.load_in_force(&patient_key, &mut consents).await?;
+            keys.push(patient_key);
+        }
+        let consents: Arc<[Consent]> = consents.into();
+        self.cache
+            .put(identity, &keys, consents.clone(), generation);
+        Ok(consents)
+    }
+
+    /// Appends the consents in force of the patient `patient_key` names, read from the ledger
+    /// and their verified documents.
+    async fn load_in_force(
+        &self,
+        patient_key: &str,
+        consents: &mut Vec<Consent>,
+    ) -> Result<(), ConsentServiceError> {
+        let ledger = self.runtime.ledger();
+        let records = ledger.active_consents(patient_key, now()).await?;
         for record in records {
             let document = self
                 .documents
@@ -297,10 +331,7 @@ impl ConsentService {
             consent.version = record.version.to_string().into();
             consents.push(consent);
         }
-        let consents: Arc<[Consent]> = consents.into();
-        self.cache
-            .put(identity, patient_key, consents.clone(), generation);
-        Ok(consents)
+        Ok(())
     }
 
     /// Stores a consent for a patient of `site`: the document off the channel ledger by hash
@@ -458,9 +489,18 @@ impl ConsentService {
         self.cache.invalidate(patient_key);
     }
 
-    /// Drops every cached patient.
+    /// Drops every cached patient on this replica.
     pub fn invalidate_all(&self) {
         self.cache.invalidate_all();
+    }
+
+    /// Links between site patients and network patients changed (a link made, confirmed or
+    /// removed): a cached entry may hold a network patient's consents for a patient no longer
+    /// linked to it, or miss them for one linked now. Drops the whole cache here and tells
+    /// the other replicas to ([`ANY_PATIENT`]); called by whatever changes links.
+    pub fn links_changed(&self) {
+        self.cache.invalidate_all();
+        self.cache.announce(ANY_PATIENT);
     }
 
     /// Sends this replica's consent changes (patient keys, or [`ANY_PATIENT`]) to `sender`
@@ -551,10 +591,97 @@ mod tests {
         })
     }
 
+    /// A network index where nobody is linked (over a store of its own, kept for the test
+    /// process).
+    fn unlinked() -> &'static NetworkIndex {
+        static INDEX: std::sync::OnceLock<NetworkIndex> = std::sync::OnceLock::new();
+        INDEX.get_or_init(|| {
+            let test_store = Box::leak(Box::new(testing::sqlite()));
+            let config = crate::config::Config::from_toml(
+                "database_url = \"/tmp/x.db\"\n[sites.st-mary]\nupstream = \"http://127.0.0.1:1/fhir\"\nfhir_version = \"R4\"\ndefault_policy = \"opt-out\"\n",
+            )
+            .unwrap();
+            NetworkIndex::new(
+                test_store.store.clone(),
+                ConsortiumKey::new(&[7; 32]).unwrap(),
+                &config,
+            )
+        })
+    }
+
     fn decide_for(consents: &[Consent], practitioner: &str) -> Decision {
         let caller = Caller::new().with_reference(&format!("Practitioner/{practitioner}"));
         let request = AccessRequest::new(&caller, Interaction::Read, Some("Observation"), now());
         decide(consents, &request, SitePolicy::OptIn)
+    }
+
+    /// A network consent is in force for every site patient linked to its network patient,
+    /// beside the site patient's own; its revocation drops the linked patients' cached entries.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_network_consent_is_decided_with_each_linked_site_patients_own() {
+        const NID: &str = "urn:oid:2.16.840.1.113883.4.1";
+        for t in testing::all() {
+            let mut text = String::from("database_url = \"/tmp/x.db\"\n");
+            for site in ["st-mary", "north-general"] {
+                text += &format!(
+                    "[sites.{site}]\nupstream = \"http://127.0.0.1:1/fhir\"\nfhir_version = \"R4\"\ndefault_policy = \"opt-in\"\n\
+                     patient_identifier_systems = [\"{NID}\"]\n\
+                     network_identifier_systems = [\"{NID}\"]\n"
+                );
+            }
+            let config = crate::config::Config::from_toml(&text).unwrap();
+            let index = NetworkIndex::new(
+                t.store.clone(),
+                ConsortiumKey::new(&[5; 32]).unwrap(),
+                &config,
+            );
+            let n = index
+                .learn("st-mary", "p1", [(NID, "42")], 1)
+                .unwrap()
+                .network_id
+                .unwrap();
+            index
+                .learn("north-general", "x7", [(NID, "42")], 1)
+                .unwrap();
+            let service =
+                ConsentService::open_embedded(t.store.clone(), &[5; 32], [6; 32]).unwrap();
+            // Warm the cache of both site patients before the network consent exists.
+            for (site, id) in [("st-mary", "p1"), ("north-general", "x7")] {
+                assert!(
+                    service
+                        .consents_for(site, id, &index)
+                        .await
+                        .unwrap()
+                        .is_empty()
+                );
+            }
+            service
+                .put(NETWORK_SITE, consent("cn", &n, "dr-a"), None, &n, None)
+                .await
+                .unwrap();
+            for (site, id) in [("st-mary", "p1"), ("north-general", "x7")] {
+                let consents = service.consents_for(site, id, &index).await.unwrap();
+                assert_eq!(consents.len(), 1, "{site}");
+                assert!(matches!(decide_for(&consents, "dr-a"), Decision::Permit(_)));
+            }
+            // Not for a patient that is not linked, nor the same local id elsewhere.
+            assert!(
+                service
+                    .consents_for("north-general", "p1", &index)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            // Revoked: gone at both sites at once (the cached entries are dropped).
+            service
+                .revoke("cn", RevocationReason::PatientRequest)
+                .await
+                .unwrap();
+            for (site, id) in [("st-mary", "p1"), ("north-general", "x7")] {
+                let consents = service.consents_for(site, id, &index).await.unwrap();
+                assert!(consents.is_empty(), "{site}");
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,7 +691,7 @@ mod tests {
                 ConsentService::open_embedded(t.store.clone(), &[5; 32], [6; 32]).unwrap();
             assert!(
                 service
-                    .consents_for("st-mary", "p1")
+                    .consents_for("st-mary", "p1", unlinked())
                     .await
                     .unwrap()
                     .is_empty()
@@ -581,14 +708,17 @@ mod tests {
                 .unwrap();
             assert_eq!((stored.version, stored.replayed), (1, false));
 
-            let consents = service.consents_for("st-mary", "p1").await.unwrap();
+            let consents = service
+                .consents_for("st-mary", "p1", unlinked())
+                .await
+                .unwrap();
             assert_eq!(consents.len(), 1);
             assert!(matches!(decide_for(&consents, "dr-a"), Decision::Permit(_)));
             assert!(matches!(decide_for(&consents, "dr-b"), Decision::Deny(_)));
             // Another site's patient with the same local id is someone else.
             assert!(
                 service
-                    .consents_for("north-general", "p1")
+                    .consents_for("north-general", "p1", unlinked())
                     .await
                     .unwrap()
                     .is_empty()
@@ -612,7 +742,10 @@ mod tests {
                 .revoke("c1", RevocationReason::PatientRequest)
                 .await
                 .unwrap();
-            let after = service.consents_for("st-mary", "p1").await.unwrap();
+            let after = service
+                .consents_for("st-mary", "p1", unlinked())
+                .await
+                .unwrap();
             assert!(after.is_empty());
             assert!(matches!(decide_for(&after, "dr-a"), Decision::Deny(_)));
 
@@ -745,7 +878,10 @@ mod tests {
                 .put("st-mary", document.clone(), None, "p9", None)
                 .await
                 .unwrap();
-            let consents = service.consents_for("st-mary", "p9").await.unwrap();
+            let consents = service
+                .consents_for("st-mary", "p9", unlinked())
+                .await
+                .unwrap();
             assert!(matches!(decide_for(&consents, "dr-a"), Decision::Permit(_)));
             let hash = assent_consent::document_hash(&document);
             let forged = assent_consent::canonical_json(&document).replace("dr-a", "dr-x");
@@ -757,7 +893,7 @@ mod tests {
             let counter = service.documents_unverified_counter();
             assert_eq!(counter.get(), 0);
             assert!(matches!(
-                service.consents_for("st-mary", "p9").await,
+                service.consents_for("st-mary", "p9", unlinked()).await,
                 Err(ConsentServiceError::Unavailable(_))
             ));
             assert_eq!(counter.get(), 1, "the failed verification is counted");
@@ -793,13 +929,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(b.documents.cached_len(), 0);
-        let consents = b.consents_for("st-mary", "p1").await.unwrap();
+        let consents = b.consents_for("st-mary", "p1", unlinked()).await.unwrap();
         assert!(matches!(decide_for(&consents, "dr-a"), Decision::Permit(_)));
         assert!(matches!(decide_for(&consents, "dr-b"), Decision::Deny(_)));
         assert_eq!(counting.documents.load(Ordering::SeqCst), 1);
         // Another load (the decision cache dropped): the document comes from the cache.
         b.invalidate_all();
-        b.consents_for("st-mary", "p1").await.unwrap();
+        b.consents_for("st-mary", "p1", unlinked()).await.unwrap();
         assert_eq!(
             counting.documents.load(Ordering::SeqCst),
             1,
@@ -820,7 +956,7 @@ mod tests {
             .await
             .unwrap();
         a.invalidate_all();
-        let after = a.consents_for("st-mary", "p1").await.unwrap();
+        let after = a.consents_for("st-mary", "p1", unlinked()).await.unwrap();
         assert!(matches!(decide_for(&after, "dr-a"), Decision::Deny(_)));
     }
 
@@ -867,7 +1003,7 @@ mod tests {
             let t = testing::sqlite();
             let service = service_over(&t, lying.clone(), name);
             let counter = service.documents_unverified_counter();
-            match service.consents_for("st-mary", "p1").await {
+            match service.consents_for("st-mary", "p1", unlinked()).await {
                 Err(ConsentServiceError::Unavailable(_)) => {}
                 other => panic!("{name}: must fail closed, got {other:?}"),
             }
@@ -878,7 +1014,10 @@ mod tests {
                 "{name}: a mismatch is counted"
             );
             // The honest answer afterwards is decided on.
-            let consents = service.consents_for("st-mary", "p1").await.unwrap();
+            let consents = service
+                .consents_for("st-mary", "p1", unlinked())
+                .await
+                .unwrap();
             assert!(
                 matches!(decide_for(&consents, "dr-a"), Decision::Permit(_)),
                 "{name}"
@@ -1148,13 +1287,21 @@ mod tests {
 
         // Live: the first decision reads the ledger, the next ones the cache.
         assert_eq!(
-            service.consents_for("st-mary", "p1").await.unwrap().len(),
+            service
+                .consents_for("st-mary", "p1", unlinked())
+                .await
+                .unwrap()
+                .len(),
             1
         );
         let reads = flaky.reads();
         for _ in 0..3 {
             assert_eq!(
-                service.consents_for("st-mary", "p1").await.unwrap().len(),
+                service
+                    .consents_for("st-mary", "p1", unlinked())
+                    .await
+                    .unwrap()
+                    .len(),
                 1
             );
         }
@@ -1166,7 +1313,11 @@ mod tests {
         let reads = flaky.reads();
         for _ in 0..3 {
             assert_eq!(
-                service.consents_for("st-mary", "p1").await.unwrap().len(),
+                service
+                    .consents_for("st-mary", "p1", unlinked())
+                    .await
+                    .unwrap()
+                    .len(),
                 1
             );
         }
@@ -1176,7 +1327,10 @@ mod tests {
             .revoke(&service.key.consent("c1"), RevocationReason::PatientRequest)
             .await
             .unwrap();
-        let after = service.consents_for("st-mary", "p1").await.unwrap();
+        let after = service
+            .consents_for("st-mary", "p1", unlinked())
+            .await
+            .unwrap();
         assert!(after.is_empty(), "no stale permit while events are down");
         assert!(matches!(decide_for(&after, "dr-a"), Decision::Deny(_)));
 
@@ -1189,7 +1343,7 @@ mod tests {
         .await;
         assert!(
             service
-                .consents_for("st-mary", "p1")
+                .consents_for("st-mary", "p1", unlinked())
                 .await
                 .unwrap()
                 .is_empty()
@@ -1197,7 +1351,7 @@ mod tests {
         let reads = flaky.reads();
         assert!(
             service
-                .consents_for("st-mary", "p1")
+                .consents_for("st-mary", "p1", unlinked())
                 .await
                 .unwrap()
                 .is_empty()

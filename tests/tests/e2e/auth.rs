@@ -322,7 +322,12 @@ async fn patient_tokens_are_confined_to_their_patient() {
     let gw = TestGateway::new()
         .site("st-mary", &upstream.base_url())
         .start();
-    let confined = token("dr-alice", Some("patient/*.rs"), None, Some("p1"));
+    let confined = token(
+        "dr-alice",
+        Some("patient/*.rs"),
+        None,
+        Some(PatientLaunch::at("st-mary", "p1")),
+    );
     let as_confined = |path: &str| {
         let url = gw.url(path);
         let token = confined.clone();
@@ -486,7 +491,7 @@ async fn granular_scopes_narrow_searches_and_filter_results() {
             "user/Observation.rs?category={LAB} patient/Observation.rs"
         )),
         None,
-        Some("p1"),
+        Some(PatientLaunch::at("st-mary", "p1")),
     );
     let got = send(
         "GET",

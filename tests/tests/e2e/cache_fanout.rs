@@ -200,3 +200,73 @@ async fn a_replica_without_its_subscription_serves_no_cached_permit() {
         );
     }
 }
+
+/// A network consent's revocation on one replica is a deny on the other at a site patient
+/// linked to it: the other replica's cached decision of that site patient holds the network
+/// patient's consents, and is dropped when the network patient's keyed hash is announced.
+#[actix_web::test]
+async fn a_network_consents_revocation_reaches_the_linked_patients_on_the_other_replica() {
+    let Some(redis) = redis_url() else { return };
+    const NID: &str = "urn:oid:2.16.840.1.113883.4.1";
+    let upstream = hospital();
+    for store in testing::all() {
+        let cache = json!({"redis_url": redis, "redis_channel_prefix": channel_prefix("network")});
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let start = || {
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            TestGateway::new()
+                .database(&store.url)
+                .set("gateway_id", json!(format!("network-replica-{n}")))
+                .site_with(
+                    "north-general",
+                    json!({"upstream": upstream.base_url(), "fhir_version": "R4", "default_policy": "opt-in",
+                           "patient_identifier_systems": [NID], "network_identifier_systems": [NID]}),
+                )
+                .set("cache", cache.clone())
+                .start()
+        };
+        let (a, b) = (start(), start());
+        wait_subscribed(&a);
+        wait_subscribed(&b);
+        // North General's p1 is network patient n (the index is in the shared store).
+        let n = a
+            .gateway
+            .state
+            .network
+            .learn("north-general", "p1", [(NID, "777")], 1)
+            .unwrap()
+            .network_id
+            .unwrap();
+        assert_eq!(read(&b).await.status, 403, "opt-in");
+        let created = send(
+            "POST",
+            &a.url("/consent/Consent?site=network"),
+            Some(admin_token()),
+            &[("content-type", "application/fhir+json; fhirVersion=4.0")],
+            Some(
+                consent("net", &n, "dr-alice", true)
+                    .to_string()
+                    .into_bytes(),
+            ),
+        )
+        .await;
+        assert_eq!(created.status, 201, "{}", created.text());
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+        until_status(&b, 200).await;
+        // B serves p1's decision from its cache now, network consent included.
+        assert_eq!(read(&b).await.status, 200);
+        assert!(!b.gateway.state.consents.cache_bypassed());
+        let revoked = send(
+            "POST",
+            &a.url(&format!("/consent/Consent/{id}/$revoke")),
+            Some(admin_token()),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(revoked.status, 200, "{}", revoked.text());
+        let to_deny = until_status(&b, 403).await;
+        assert!(to_deny < Duration::from_secs(5), "{to_deny:?}");
+        assert_eq!(read(&b).await.error_code(), "consent-denied");
+    }
+}

@@ -407,20 +407,20 @@ async fn the_consent_api_authorizes_by_who_is_asking() {
             "billing-service",
             Some("openid launch/patient patient/Consent.cruds"),
             None,
-            Some("p1"),
+            Some(PatientLaunch::at("st-mary", "p1")),
         );
         let p1_reader = token(
             "billing-service",
             Some("openid launch/patient patient/Consent.rs"),
             None,
-            Some("p1"),
+            Some(PatientLaunch::at("st-mary", "p1")),
         );
         // dr-alice launched from an EHR with p1 in context.
         let ehr_alice = token(
             "dr-alice",
             Some("openid fhirUser launch/patient patient/Consent.cruds user/*.rs"),
             None,
-            Some("p1"),
+            Some(PatientLaunch::at("st-mary", "p1")),
         );
         // Scopes without a context or a role.
         let user_scoped = token(

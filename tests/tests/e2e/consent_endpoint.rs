@@ -437,14 +437,14 @@ async fn consents_are_searched_by_actor_without_a_patient() {
             "billing-service",
             Some("openid launch/patient patient/Consent.rs"),
             None,
-            Some(patient),
+            Some(PatientLaunch::at("st-mary", patient)),
         )
     };
     let ehr_alice_p2 = token(
         "dr-alice",
         Some("openid fhirUser launch/patient patient/Consent.cruds user/*.rs"),
         None,
-        Some("p2"),
+        Some(PatientLaunch::at("st-mary", "p2")),
     );
     // (who, token, actor searched, the one consent and patient it may see, if any)
     let confined = [

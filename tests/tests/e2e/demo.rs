@@ -191,6 +191,28 @@ async fn the_demo_answers_as_its_instructions_say() {
         glass.header("x-assent-consent"),
         Some("break-glass:site-default:opt-in")
     );
+    // A patient-confined token as the instructions get it, launched at St Mary's: its
+    // patient there, never the same id at North General.
+    assert!(instructions.contains(&format!("-d aud={base}/fhir/st-mary")));
+    let form = format!(
+        "grant_type=client_credentials&client_id=dr-alice&scope=patient/*.rs&patient=stm-p001&aud={base}/fhir/st-mary"
+    );
+    let got = send(
+        "POST",
+        &token_url,
+        None,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some(form.into_bytes()),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let confined = got.json()["access_token"].as_str().unwrap().to_owned();
+    let own = format!("{base}/fhir/st-mary/Patient/stm-p001");
+    let got = send("GET", &own, Some(&confined), &[], None).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let elsewhere = format!("{base}/fhir/north-general/Patient/stm-p001");
+    let got = send("GET", &elsewhere, Some(&confined), &[], None).await;
+    assert_eq!(got.error_code(), "patient-context-unbound");
     assert!(instructions.contains("$revoke"));
     let revoked = send(
         "POST",

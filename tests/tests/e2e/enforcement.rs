@@ -1322,7 +1322,7 @@ async fn class1_the_consent_api_authorizes_by_who_is_asking() {
         "nurse-carol",
         Some("openid fhirUser patient/Consent.cruds patient/*.rs"),
         None,
-        Some(ALLOWED),
+        Some(PatientLaunch::at(site, ALLOWED)),
     );
     let bob = token(
         "dr-bob",

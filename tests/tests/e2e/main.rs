@@ -22,6 +22,7 @@ mod network_identity;
 mod numbers;
 mod operations;
 mod paging;
+mod patient_context;
 mod property;
 mod proxy;
 mod receipts;

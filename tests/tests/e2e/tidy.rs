@@ -90,6 +90,50 @@ fn whose_data_has_one_rule() {
     );
 }
 
+/// The token's patient claim is read only by THE rule that binds it to its patient
+/// (`http/patient_context.rs`): everything else asks the bound context (a bare claim is a
+/// site-local id that may be someone else at another site).
+#[test]
+fn a_launch_context_has_one_rule() {
+    let allowed = ["http/patient_context.rs"];
+    let forbidden = [
+        ["verified", ".patient"].concat(),
+        ["caller", ".patient"].concat(),
+    ];
+    let mut found = Vec::new();
+    let mut files = Vec::new();
+    let src = workspace_root().join("gateway/src");
+    rust_files(&src, &mut files);
+    for file in files {
+        let name = file
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if allowed.contains(&name.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let library = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let compact: String = library.chars().filter(|c| !c.is_whitespace()).collect();
+        for pattern in &forbidden {
+            let reads = compact.match_indices(pattern.as_str()).any(|(at, _)| {
+                compact[at + pattern.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+            });
+            if reads {
+                found.push(format!("{}: {pattern}", file.display()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "reads the bare patient claim instead of asking http::patient_context: {found:?}"
+    );
+}
+
 #[test]
 fn no_mod_rs_files() {
     let found: Vec<_> = all_rust_files()

@@ -36,18 +36,19 @@ pub(super) struct DecisionCache {
     announcer: OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
-/// The patients' consents in force by clear identity, and which identity each keyed hash
-/// (as ledger events name patients) stands for.
+/// The patients' consents in force by clear identity, and which identities each keyed hash
+/// (as ledger events name patients) is part of: a site patient's own key, and the key of the
+/// network patient it is linked to (its entry holds that network patient's consents too).
 #[derive(Default)]
 struct Entries {
     by_identity: HashMap<String, Arc<[Consent]>>,
-    identity_of: HashMap<String, String>,
+    identities_of: HashMap<String, Vec<String>>,
 }
 
 impl Entries {
     fn clear(&mut self) {
         self.by_identity.clear();
-        self.identity_of.clear();
+        self.identities_of.clear();
     }
 }
 
@@ -67,11 +68,13 @@ impl DecisionCache {
 
     /// Caches a load that began at `generation`, unless an invalidation came since or the
     /// events are down. Checked under the lock: an invalidation moves the generation before
-    /// it takes the lock, so it either stops this put or removes what it put.
+    /// it takes the lock, so it either stops this put or removes what it put. The entry is
+    /// dropped when any of `patient_keys` changes (the patient's own, and its network
+    /// patient's when linked).
     pub(super) fn put(
         &self,
         identity: String,
-        patient_key: String,
+        patient_keys: &[String],
         consents: Arc<[Consent]>,
         generation: u64,
     ) {
@@ -85,18 +88,27 @@ impl DecisionCache {
             if cache.by_identity.len() >= CACHE_CAPACITY {
                 cache.clear();
             }
-            cache.identity_of.insert(patient_key, identity.clone());
+            for key in patient_keys {
+                let identities = cache.identities_of.entry(key.clone()).or_default();
+                if !identities.contains(&identity) {
+                    identities.push(identity.clone());
+                }
+            }
             cache.by_identity.insert(identity, consents);
         }
     }
 
-    /// Drops a patient's cached consents (the ledger names patients by keyed hash).
+    /// Drops a patient's cached consents (the ledger names patients by keyed hash): a site
+    /// patient's entry, or, for a network patient, the entry of every site patient linked to
+    /// it that was cached with its consents.
     pub(super) fn invalidate(&self, patient_key: &str) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut cache) = self.entries.lock()
-            && let Some(identity) = cache.identity_of.remove(patient_key)
+            && let Some(identities) = cache.identities_of.remove(patient_key)
         {
-            cache.by_identity.remove(&identity);
+            for identity in identities {
+                cache.by_identity.remove(&identity);
+            }
         }
     }
 
@@ -149,5 +161,41 @@ impl DecisionCache {
         if let Some(sender) = self.announcer.get() {
             let _ = sender.send(patient_key.to_owned());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A site patient's entry holds its network patient's consents too: a change of either
+    /// patient's consents drops it, and the other site patients linked to the same network
+    /// patient with it.
+    #[test]
+    fn a_network_patients_change_drops_every_linked_site_patients_entry() {
+        let cache = DecisionCache::default();
+        cache.events_up();
+        let none: Arc<[Consent]> = Arc::from(Vec::new());
+        let put = |identity: &str, keys: &[&str]| {
+            let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+            cache.put(identity.to_owned(), &keys, none.clone(), cache.generation());
+        };
+        put("a/Patient/p1", &["ka", "kn"]);
+        put("b/Patient/x7", &["kb", "kn"]);
+        put("c/Patient/q", &["kc"]);
+        assert!(cache.get("a/Patient/p1").is_some());
+        cache.invalidate("kn");
+        assert!(cache.get("a/Patient/p1").is_none());
+        assert!(cache.get("b/Patient/x7").is_none());
+        assert!(
+            cache.get("c/Patient/q").is_some(),
+            "an unlinked patient stays"
+        );
+        // A site patient's own change drops its entry alone.
+        put("a/Patient/p1", &["ka", "kn"]);
+        put("b/Patient/x7", &["kb", "kn"]);
+        cache.invalidate("ka");
+        assert!(cache.get("a/Patient/p1").is_none());
+        assert!(cache.get("b/Patient/x7").is_some());
     }
 }

@@ -221,9 +221,9 @@ fn changed(
             access.set_site(&patient.site);
             access.add_patient(&patient.site, &patient.id);
             access.add_patient_identity(&format!("{NETWORK_SITE}/Patient/{network_id}"));
-            state
-                .consents
-                .invalidate(&state.consents.patient_key(&patient.site, &patient.id));
+            // Decisions at every replica see the change (a network consent applies or
+            // stops applying to the patient).
+            state.consents.links_changed();
             Ok(HttpResponse::Ok().json(answer(&patient.site, &patient.id, &network_id)))
         }
     }

@@ -127,16 +127,17 @@ fn learn_loop(rx: Receiver<Message>, index: NetworkIndex, effects: LinkEffects) 
 }
 
 impl LinkEffects {
-    /// Drops the decision cache of every site patient `learned` linked.
+    /// Decisions see the links `learned` made ([`invalidate_links`]).
     pub fn invalidate(&self, learned: &Learned) {
         invalidate_links(&self.consents, learned);
     }
 }
 
-/// Drops the decision cache of every site patient `learned` linked.
+/// Decisions must see the links `learned` made: a linked site patient is decided with its
+/// network patient's consents too, on every replica (`ConsentService::links_changed`).
 pub fn invalidate_links(consents: &ConsentService, learned: &Learned) {
-    for link in &learned.new_links {
-        consents.invalidate(&consents.patient_key(&link.patient.site, &link.patient.id));
+    if !learned.new_links.is_empty() {
+        consents.links_changed();
     }
 }
 

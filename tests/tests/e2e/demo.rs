@@ -560,6 +560,36 @@ async fn the_demo_discovers_and_matches_its_network_patients() {
     );
     assert!(!bundle.to_string().contains("ng-p011"), "{bundle}");
 
+    // The network consent the instructions print (a refusal naming the network patient)
+    // applies at every hospital holding them.
+    let nid = running.network[0].0.clone();
+    let consent = serde_json::json!({"resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{nid}")}, "provision": {"type": "deny"}});
+    let stored = send(
+        "POST",
+        &format!("{base}/consent/Consent?site=network"),
+        key,
+        &[("content-type", "application/fhir+json")],
+        Some(consent.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(stored.status, 201, "{}", stored.text());
+    for record in ["st-mary/Patient/stm-p010", "lakeside/Patient/lk-p012"] {
+        let read = send("GET", &format!("{base}/fhir/{record}"), key, &[], None).await;
+        assert_eq!(read.status, 403, "{record}: {}", read.text());
+    }
+    let other = send(
+        "GET",
+        &format!("{base}/fhir/st-mary/Patient/stm-p011"),
+        key,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(other.status, 200, "{}", other.text());
+
     let near = demo::sample_data::NETWORK_PEOPLE
         .iter()
         .find(|p| p.records.iter().any(|r| !r.2))

@@ -140,7 +140,7 @@ async fn network(
     let caller = match state.callers.authenticate(req.headers()).await {
         Ok(caller) => Arc::new(caller),
         Err(e) => {
-            let answer = Err(e.into());
+            let answer = Err(e);
             record(
                 req,
                 state,

@@ -664,7 +664,7 @@ async fn adv_nothing_of_a_refusing_site_is_released_or_named_in_any_federated_fo
     let _ = sig;
 
     let absolute = |p: &str| gw.url(p);
-    let attempts: Vec<(&str, String, Vec<(&str, &str)>)> = vec![
+    let attempts: Vec<Attempt> = vec![
         (
             "everything",
             absolute(&format!("/fhir/Patient/{nid}/$everything")),
@@ -753,6 +753,9 @@ async fn adv_nothing_of_a_refusing_site_is_released_or_named_in_any_federated_fo
     .await;
     assert_eq!(ups[2].requests().len(), east_seen);
 }
+
+/// One ADV attempt: its label, the URL, the headers.
+type Attempt<'a> = (&'a str, String, Vec<(&'a str, &'a str)>);
 
 fn decode_cursor(text: &str) -> Value {
     let text = text.replace("%2D", "-").replace("%5F", "_");

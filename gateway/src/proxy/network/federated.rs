@@ -44,6 +44,9 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
+use assent_fhir::compartment::{
+    PatientRef, ReferenceContext, RequestPatients, parse_search, request_patients,
+};
 use assent_fhir::spelling::Spellings;
 use assent_fhir::{FhirVersion, Interaction};
 use assent_receipts::{AccessDecision, ResourceEntry};
@@ -67,25 +70,26 @@ use crate::services::network::NetworkLink;
 /// `meta.source` is passed on as the site wrote it.
 pub const SOURCE_SITE_EXTENSION: &str = "urn:assent:source-site";
 
-/// The resource types searchable by network patient, in every version's names, and whether
-/// the type has a `subject` search parameter besides `patient`.
-pub const FEDERATED_TYPES: &[(&str, bool)] = &[
-    ("AllergyIntolerance", false),
-    ("CarePlan", true),
-    ("CareTeam", true),
-    ("Condition", true),
-    ("DiagnosticReport", true),
-    ("DocumentReference", true),
-    ("Encounter", true),
-    ("Goal", true),
-    ("Immunization", false),
-    ("MedicationAdministration", true),
-    ("MedicationDispense", true),
-    ("MedicationRequest", true),
-    ("MedicationStatement", true),
-    ("Observation", true),
-    ("Procedure", true),
-    ("ServiceRequest", true),
+/// The resource types searchable by network patient, in every version's names, with the
+/// reference search parameters the network's CapabilityStatement lists for them (any
+/// parameter the whose-data rule reads as naming the patient is accepted).
+pub const FEDERATED_TYPES: &[(&str, &[&str])] = &[
+    ("AllergyIntolerance", &["patient"]),
+    ("CarePlan", &["patient", "subject"]),
+    ("CareTeam", &["patient", "subject"]),
+    ("Condition", &["patient", "subject"]),
+    ("DiagnosticReport", &["patient", "subject"]),
+    ("DocumentReference", &["patient", "subject"]),
+    ("Encounter", &["patient", "subject"]),
+    ("Goal", &["patient", "subject"]),
+    ("Immunization", &["patient"]),
+    ("MedicationAdministration", &["patient", "subject"]),
+    ("MedicationDispense", &["patient", "subject"]),
+    ("MedicationRequest", &["patient", "subject"]),
+    ("MedicationStatement", &["patient", "subject"]),
+    ("Observation", &["patient", "subject"]),
+    ("Procedure", &["patient", "subject"]),
+    ("ServiceRequest", &["patient", "subject"]),
 ];
 
 /// The signer scope of federated page links (where a site's are signed for the site).
@@ -180,8 +184,9 @@ pub async fn search(
                 .join(", ")
         )));
     }
-    let named = named_patient(&query)?;
     let dialect = negotiate(net.req, net.state)?;
+    let network_base = format!("{}{NETWORK_BASE}", net.state.public_base);
+    let named = named_patient(&query, dialect.client, resource_type, &network_base)?;
     let members = members_of(net, &named.network_id).await?;
     let mut by_site: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for link in members {
@@ -193,17 +198,8 @@ pub async fn search(
     let legs = by_site
         .into_iter()
         .map(|(site, ids)| {
-            let value = ids
-                .iter()
-                .map(|id| format!("{}{id}", named.prefix))
-                .collect::<Vec<_>>()
-                .join(",");
             let mut segments = named.segments.clone();
-            segments[named.at] = format!(
-                "{}={}",
-                named.raw_name,
-                url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
-            );
+            segments[named.at] = named.at_site(&ids);
             Leg {
                 tag: site.clone(),
                 path_and_query: with_query(
@@ -325,21 +321,54 @@ struct NamedPatient {
     segments: Vec<String>,
     /// Which segment names the patient.
     at: usize,
-    /// Its name as given (`patient`, `subject:Patient`).
+    /// Its name as given (`patient`, `subject:Patient`, `patient._id`).
     raw_name: String,
-    /// What goes before each local id: `Patient/` for `subject`, as given for `patient`.
-    prefix: &'static str,
+    /// Whether its value is a reference (`Patient/{id}`, or an absolute URL: each leg gets
+    /// `Patient/{local id}`) rather than a bare id.
+    reference: bool,
 }
 
-/// Finds the one parameter naming the network patient; refuses a search naming none, more
-/// than one, or anything but one network id.
-fn named_patient(query: &str) -> Result<NamedPatient, GatewayError> {
+impl NamedPatient {
+    /// The segment naming the patient at a site with these local ids.
+    fn at_site(&self, ids: &[String]) -> String {
+        let value = ids
+            .iter()
+            .map(|id| {
+                if self.reference {
+                    format!("Patient/{id}")
+                } else {
+                    id.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        format!(
+            "{}={}",
+            self.raw_name,
+            url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+        )
+    }
+}
+
+/// Finds the one parameter naming the network patient, as the whose-data rule
+/// (`assent_fhir::compartment::request_patients`) reads the search in `version`; refuses a
+/// search whose parameters name no patient, name one in two parameters, or name anything but
+/// one network patient.
+fn named_patient(
+    query: &str,
+    version: FhirVersion,
+    resource_type: &str,
+    network_base: &str,
+) -> Result<NamedPatient, GatewayError> {
     let refuse = || {
         GatewayError::FederatedFormNotServed(
-            "a federated search names one network patient: `patient={network-id}` or \
-             `subject=Patient/{network-id}`"
+            "a federated search names one network patient in one parameter:              `patient={network-id}` or `subject=Patient/{network-id}`"
                 .into(),
         )
+    };
+    let context = ReferenceContext {
+        local_bases: vec![network_base.to_owned()],
+        ..ReferenceContext::default()
     };
     let segments: Vec<String> = query
         .split('&')
@@ -348,31 +377,28 @@ fn named_patient(query: &str) -> Result<NamedPatient, GatewayError> {
         .collect();
     let mut found = None;
     for (at, segment) in segments.iter().enumerate() {
-        let Some((name, value)) = assent_fhir::query::pairs(segment).into_iter().next() else {
+        let params = parse_search(segment);
+        let RequestPatients::Named(named) =
+            request_patients(version, Some(resource_type), None, &params, &context)
+        else {
             continue;
         };
-        let (base, modifier) = name.split_once(':').unwrap_or((name.as_str(), ""));
-        if !matches!(base, "patient" | "subject") {
-            continue;
-        }
-        if found.is_some() || !matches!(modifier, "" | "Patient") {
+        let named: Vec<PatientRef> = named.into_iter().collect();
+        let [PatientRef::Local(id)] = named.as_slice() else {
             return Err(refuse());
-        }
-        let (id, prefix) = match (base, modifier, value.strip_prefix("Patient/")) {
-            (_, "", Some(id)) => (id, "Patient/"),
-            ("patient", "", None) | (_, "Patient", None) => (value.as_str(), ""),
-            _ => return Err(refuse()),
         };
-        if !crate::services::network::NetworkIndex::is_network_id(id) {
+        if found.is_some() || !crate::services::network::NetworkIndex::is_network_id(id) {
             return Err(refuse());
         }
-        let raw_name = segment.split('=').next().unwrap_or_default().to_owned();
+        let Some(param) = params.first() else {
+            continue;
+        };
         found = Some(NamedPatient {
-            network_id: id.to_owned(),
+            network_id: id.clone(),
             segments: Vec::new(),
             at,
-            raw_name,
-            prefix,
+            raw_name: segment.split('=').next().unwrap_or_default().to_owned(),
+            reference: param.value.contains('/'),
         });
     }
     let mut named = found.ok_or_else(refuse)?;
@@ -758,11 +784,8 @@ fn network_statement(state: &AppState) -> Value {
             {"name": "match", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match"},
         ],
     })];
-    for (resource_type, subject) in FEDERATED_TYPES {
-        let mut params = vec![reference("patient")];
-        if *subject {
-            params.push(reference("subject"));
-        }
+    for (resource_type, names) in FEDERATED_TYPES {
+        let params: Vec<Value> = names.iter().map(|n| reference(n)).collect();
         resources.push(json!({
             "type": resource_type,
             "interaction": [{"code": "search-type"}],
@@ -800,46 +823,66 @@ mod tests {
     const NID: &str = "n-0123456789abcdef0123456789abcdef01234567";
 
     #[test]
-    fn a_federated_search_names_one_network_patient() {
-        for (query, at, name, prefix) in [
-            (format!("patient={NID}"), 0, "patient", ""),
+    fn a_federated_search_names_one_network_patient_as_the_whose_data_rule_reads_it() {
+        let base = "https://gw.example/fhir";
+        for (query, at, name, leg) in [
+            (format!("patient={NID}"), 0, "patient", "patient=a%2Cb"),
             (
                 format!("code=x&patient=Patient/{NID}"),
                 1,
                 "patient",
-                "Patient/",
+                "patient=Patient%2Fa%2CPatient%2Fb",
             ),
             (
                 format!("subject=Patient%2F{NID}&_count=5"),
                 0,
                 "subject",
-                "Patient/",
+                "subject=Patient%2Fa%2CPatient%2Fb",
             ),
-            (format!("subject:Patient={NID}"), 0, "subject:Patient", ""),
+            (
+                format!("subject:Patient={NID}"),
+                0,
+                "subject:Patient",
+                "subject:Patient=a%2Cb",
+            ),
+            (
+                format!("subject={base}/Patient/{NID}"),
+                0,
+                "subject",
+                "subject=Patient%2Fa%2CPatient%2Fb",
+            ),
+            (
+                format!("patient._id={NID}"),
+                0,
+                "patient._id",
+                "patient._id=a%2Cb",
+            ),
         ] {
-            let named = named_patient(&query).unwrap_or_else(|_| panic!("{query}"));
+            let named = named_patient(&query, FhirVersion::R4, "Observation", base)
+                .unwrap_or_else(|_| panic!("{query}"));
             assert_eq!(
-                (
-                    named.network_id.as_str(),
-                    named.at,
-                    named.raw_name.as_str(),
-                    named.prefix
-                ),
-                (NID, at, name, prefix),
+                (named.network_id.as_str(), named.at, named.raw_name.as_str()),
+                (NID, at, name),
                 "{query}"
             );
+            assert_eq!(named.at_site(&["a".into(), "b".into()]), leg, "{query}");
         }
         for query in [
             String::new(),
             "code=x".into(),
+            // `subject` may be a Group: a bare id names no patient.
             format!("subject={NID}"),
-            format!("patient={NID},{NID}"),
             format!("patient={NID}&subject=Patient/{NID}"),
+            format!("patient=Patient/{NID}&focus=Patient/p1"),
             format!("patient:Group={NID}"),
             "patient=123".into(),
+            format!("patient={NID},p1"),
             format!("subject=Group/{NID}"),
         ] {
-            assert!(named_patient(&query).is_err(), "{query}");
+            assert!(
+                named_patient(&query, FhirVersion::R4, "Observation", base).is_err(),
+                "{query}"
+            );
         }
     }
 

@@ -224,6 +224,7 @@ async fn everything_merges_every_site_in_the_asked_version_decided_per_site() {
         .flat_map(everything_of)
         .collect();
     let r5_format = "?_format=application%2Ffhir%2Bjson%3BfhirVersion%3D5.0";
+    let mut receipt_ids = Vec::new();
     for (asked, accept, query, mime) in [
         ("default (R4)", None, "", "4.0"),
         (
@@ -244,7 +245,7 @@ async fn everything_merges_every_site_in_the_asked_version_decided_per_site() {
             "{asked}: {:?}",
             got.header("content-type")
         );
-        assert!(got.header("x-assent-receipt").is_some(), "{asked}");
+        receipt_ids.push(got.header("x-assent-receipt").unwrap().to_owned());
         let bundle = got.json();
         assert_eq!(bundle["type"], "searchset", "{asked}");
         assert_eq!(released(&bundle), all, "{asked}: {bundle}");
@@ -434,6 +435,27 @@ async fn everything_merges_every_site_in_the_asked_version_decided_per_site() {
     )
     .await;
     assert_eq!(got.status, 400, "{}", got.text());
+
+    // The federated request's own receipt names the network patient (by keyed hash; clear in
+    // its subjects) and the site `network`.
+    let detail = get_as(
+        &gw,
+        &format!("/audit/receipts/{}", receipt_ids[0]),
+        &officer,
+        &[],
+    )
+    .await;
+    assert_eq!(detail.status, 200, "{}", detail.text());
+    let detail = detail.json();
+    assert_eq!(
+        detail["subjects"]["patients"],
+        json!([format!("network/Patient/{nid}")]),
+        "{detail}"
+    );
+    assert!(
+        detail["receipt"].to_string().contains("\"network\""),
+        "{detail}"
+    );
 }
 
 #[actix_web::test]

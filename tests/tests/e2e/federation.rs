@@ -501,6 +501,20 @@ async fn a_site_down_or_slow_makes_a_partial_answer_that_names_it_or_an_error_wh
         bundle.get("total").is_none(),
         "a partial answer has no total"
     );
+    // Each leg has its request log row, under the federated request's id and its site; the
+    // timed-out leg's pipeline gave up (504) and was recorded.
+    let parent = got.header("x-request-id").unwrap().to_owned();
+    gw.gateway.state.recorder.flush();
+    let rows = gw.gateway.state.store.recent_requests(50).unwrap();
+    let row = |id: &str| rows.iter().find(|r| r.request_id == id);
+    assert_eq!(row(&parent).unwrap().site.as_deref(), Some("network"));
+    assert_eq!(row(&format!("{parent}.north")).unwrap().status, 200);
+    let south = row(&format!("{parent}.south")).unwrap();
+    assert_eq!(
+        (south.status, south.error_code.as_deref()),
+        (504, Some("upstream-timeout"))
+    );
+    assert_eq!(row(&format!("{parent}.east")).unwrap().status, 502);
 
     // Strict handling: the partial answer is an error naming the failed sites.
     let got = get_as(&gw, &path, alice, &[("prefer", "handling=strict")]).await;

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use assent_e2e::*;
+use assent_gateway::store::testing;
 use serde_json::{Value, json};
 
 use crate::consent::{consent, put_consent};
@@ -105,7 +106,16 @@ fn site_config(upstream: &str, version: &str, policy: &str) -> Value {
 /// A gateway over the three sites (`east` opt-in unless `east_policy` says otherwise), with
 /// `network` deadlines.
 fn gateway(urls: [&str; 3], east_policy: &str, network: Value) -> StartedGateway {
-    TestGateway::new()
+    gateway_on(TestGateway::new(), urls, east_policy, network)
+}
+
+fn gateway_on(
+    builder: TestGateway,
+    urls: [&str; 3],
+    east_policy: &str,
+    network: Value,
+) -> StartedGateway {
+    builder
         .site_with(NORTH.0, site_config(urls[0], NORTH.1, "opt-out"))
         .site_with(SOUTH.0, site_config(urls[1], SOUTH.1, "opt-out"))
         .site_with(EAST.0, site_config(urls[2], EAST.1, east_policy))
@@ -210,252 +220,256 @@ async fn everything_merges_every_site_in_the_asked_version_decided_per_site() {
         site_upstream(EAST.0, EAST.1, EAST.2, None),
     ];
     let urls = [ups[0].base_url(), ups[1].base_url(), ups[2].base_url()];
-    let gw = gateway([&urls[0], &urls[1], &urls[2]], "opt-in", json!({}));
-    let nid = link_patients(&gw);
-    // East is opt-in: its patient consents to dr-alice only.
-    let put = put_consent(&gw, EAST.0, &consent("c-east", EAST.2, "dr-alice", true)).await;
-    assert!(put.status < 300, "{}", put.text());
-    let alice = clinician_token();
-    let bob = other_clinician_token();
-    let path = format!("/fhir/Patient/{nid}/$everything");
+    // SQLite, and PostgreSQL when ASSENT_TEST_DATABASE_URL is set (the disclosures query).
+    for store in testing::all() {
+        let builder = TestGateway::new().database(&store.url);
+        let gw = gateway_on(builder, [&urls[0], &urls[1], &urls[2]], "opt-in", json!({}));
+        let nid = link_patients(&gw);
+        // East is opt-in: its patient consents to dr-alice only.
+        let put = put_consent(&gw, EAST.0, &consent("c-east", EAST.2, "dr-alice", true)).await;
+        assert!(put.status < 300, "{}", put.text());
+        let alice = clinician_token();
+        let bob = other_clinician_token();
+        let path = format!("/fhir/Patient/{nid}/$everything");
 
-    let all: BTreeSet<_> = [NORTH, SOUTH, EAST]
-        .into_iter()
-        .flat_map(everything_of)
-        .collect();
-    let r5_format = "?_format=application%2Ffhir%2Bjson%3BfhirVersion%3D5.0";
-    let mut receipt_ids = Vec::new();
-    for (asked, accept, query, mime) in [
-        ("default (R4)", None, "", "4.0"),
-        (
-            "STU3 by Accept",
-            Some("application/fhir+json; fhirVersion=3.0"),
-            "",
-            "3.0",
-        ),
-        ("R5 by _format", None, r5_format, "5.0"),
-    ] {
-        let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
-        let got = get_as(&gw, &format!("{path}{query}"), alice, &headers).await;
-        assert_eq!(got.status, 200, "{asked}: {}", got.text());
-        assert!(
-            got.header("content-type")
-                .unwrap()
-                .contains(&format!("fhirVersion={mime}")),
-            "{asked}: {:?}",
-            got.header("content-type")
-        );
-        receipt_ids.push(got.header("x-assent-receipt").unwrap().to_owned());
-        let bundle = got.json();
-        assert_eq!(bundle["type"], "searchset", "{asked}");
-        assert_eq!(released(&bundle), all, "{asked}: {bundle}");
-        assert_eq!(bundle["total"], 9, "{asked}");
-        for e in entries(&bundle) {
-            let site = site_of(&e);
-            let full_url = e["fullUrl"].as_str().unwrap();
+        let all: BTreeSet<_> = [NORTH, SOUTH, EAST]
+            .into_iter()
+            .flat_map(everything_of)
+            .collect();
+        let r5_format = "?_format=application%2Ffhir%2Bjson%3BfhirVersion%3D5.0";
+        let mut receipt_ids = Vec::new();
+        for (asked, accept, query, mime) in [
+            ("default (R4)", None, "", "4.0"),
+            (
+                "STU3 by Accept",
+                Some("application/fhir+json; fhirVersion=3.0"),
+                "",
+                "3.0",
+            ),
+            ("R5 by _format", None, r5_format, "5.0"),
+        ] {
+            let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
+            let got = get_as(&gw, &format!("{path}{query}"), alice, &headers).await;
+            assert_eq!(got.status, 200, "{asked}: {}", got.text());
             assert!(
-                full_url.starts_with(&gw.url(&format!("/fhir/{site}/"))),
-                "{asked}: {full_url}"
+                got.header("content-type")
+                    .unwrap()
+                    .contains(&format!("fhirVersion={mime}")),
+                "{asked}: {:?}",
+                got.header("content-type")
             );
-            let r = &e["resource"];
-            match r["resourceType"].as_str().unwrap() {
-                // The site's own meta.source is kept; the site is on the entry.
-                "Observation" => assert_eq!(r["meta"]["source"], format!("urn:source:{site}")),
-                // Translated into the asked version whatever the site's.
-                "Condition" if mime == "3.0" => {
-                    assert_eq!(r["clinicalStatus"], "active", "{asked} {site}")
+            receipt_ids.push(got.header("x-assent-receipt").unwrap().to_owned());
+            let bundle = got.json();
+            assert_eq!(bundle["type"], "searchset", "{asked}");
+            assert_eq!(released(&bundle), all, "{asked}: {bundle}");
+            assert_eq!(bundle["total"], 9, "{asked}");
+            for e in entries(&bundle) {
+                let site = site_of(&e);
+                let full_url = e["fullUrl"].as_str().unwrap();
+                assert!(
+                    full_url.starts_with(&gw.url(&format!("/fhir/{site}/"))),
+                    "{asked}: {full_url}"
+                );
+                let r = &e["resource"];
+                match r["resourceType"].as_str().unwrap() {
+                    // The site's own meta.source is kept; the site is on the entry.
+                    "Observation" => assert_eq!(r["meta"]["source"], format!("urn:source:{site}")),
+                    // Translated into the asked version whatever the site's.
+                    "Condition" if mime == "3.0" => {
+                        assert_eq!(r["clinicalStatus"], "active", "{asked} {site}")
+                    }
+                    "Condition" => assert_eq!(
+                        r["clinicalStatus"]["coding"][0]["code"], "active",
+                        "{asked} {site}: {r}"
+                    ),
+                    _ => {}
                 }
-                "Condition" => assert_eq!(
-                    r["clinicalStatus"]["coding"][0]["code"], "active",
-                    "{asked} {site}: {r}"
-                ),
-                _ => {}
+            }
+            // No upstream ever sees the network id.
+            for up in &ups {
+                assert!(
+                    up.requests()
+                        .iter()
+                        .all(|r| !r.query.contains(&nid) && !r.path.contains(&nid))
+                );
             }
         }
-        // No upstream ever sees the network id.
-        for up in &ups {
-            assert!(
-                up.requests()
-                    .iter()
-                    .all(|r| !r.query.contains(&nid) && !r.path.contains(&nid))
-            );
-        }
-    }
 
-    // Dr Bob: east refuses him; its share is missing and nothing names it.
-    let got = get_as(&gw, &path, bob, &[]).await;
-    assert_eq!(got.status, 200, "{}", got.text());
-    let bundle = got.json();
-    let north_south: BTreeSet<_> = [NORTH, SOUTH].into_iter().flat_map(everything_of).collect();
-    assert_eq!(released(&bundle), north_south);
-    assert!(outcomes(&bundle).is_empty(), "{bundle}");
-    assert!(!got.text().contains("east"), "{}", got.text());
+        // Dr Bob: east refuses him; its share is missing and nothing names it.
+        let got = get_as(&gw, &path, bob, &[]).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        let bundle = got.json();
+        let north_south: BTreeSet<_> = [NORTH, SOUTH].into_iter().flat_map(everything_of).collect();
+        assert_eq!(released(&bundle), north_south);
+        assert!(outcomes(&bundle).is_empty(), "{bundle}");
+        assert!(!got.text().contains("east"), "{}", got.text());
 
-    // Searches by patient and by subject: a leg per site with the site's local id.
-    let got = get_as(&gw, &format!("/fhir/Condition?patient={nid}"), alice, &[]).await;
-    assert_eq!(got.status, 200, "{}", got.text());
-    let conditions: Vec<String> = released(&got.json()).into_iter().map(|(_, r)| r).collect();
-    assert_eq!(
-        conditions,
-        ["Condition/c-east", "Condition/c-north", "Condition/c-south"]
-    );
-    assert!(
-        ups[0]
-            .requests()
-            .iter()
-            .any(|r| r.path.ends_with("/Condition") && r.query.contains("patient=pn"))
-    );
-    let got = get_as(
-        &gw,
-        &format!("/fhir/Observation?subject=Patient/{nid}&_count=10"),
-        bob,
-        &[("accept", "application/fhir+json; fhirVersion=5.0")],
-    )
-    .await;
-    assert_eq!(got.status, 200, "{}", got.text());
-    let observations: BTreeSet<_> = released(&got.json());
-    assert_eq!(
-        observations,
-        [
-            ("north", "Observation/o-north"),
-            ("south", "Observation/o-south")
-        ]
-        .into_iter()
-        .map(|(s, r)| (s.to_owned(), r.to_owned()))
-        .collect()
-    );
-    assert!(!got.text().contains("east"));
-
-    // What is not a federated read of a known network patient.
-    let unknown = "n-0000000000000000000000000000000000000000";
-    for (path, status, code) in [
-        (
-            format!("/fhir/Patient/{unknown}/$everything"),
-            404,
-            "network-patient-not-found",
-        ),
-        (
-            format!("/fhir/Condition?patient={unknown}"),
-            404,
-            "network-patient-not-found",
-        ),
-        (
-            "/fhir/Patient/pn/$everything".to_owned(),
-            404,
-            "network-patient-not-found",
-        ),
-        (
-            "/fhir/Condition?code=x".to_owned(),
-            400,
-            "federated-form-not-served",
-        ),
-        (
-            format!("/fhir/Condition?patient=pn&subject=Patient/{nid}"),
-            400,
-            "federated-form-not-served",
-        ),
-        (
-            format!("/fhir/Basic?patient={nid}"),
-            400,
-            "federated-form-not-served",
-        ),
-    ] {
-        let got = get_as(&gw, &path, alice, &[]).await;
+        // Searches by patient and by subject: a leg per site with the site's local id.
+        let got = get_as(&gw, &format!("/fhir/Condition?patient={nid}"), alice, &[]).await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        let conditions: Vec<String> = released(&got.json()).into_iter().map(|(_, r)| r).collect();
         assert_eq!(
-            (got.status, got.error_code().as_str()),
-            (status, code),
-            "{path}"
+            conditions,
+            ["Condition/c-east", "Condition/c-north", "Condition/c-south"]
         );
-        assert!(got.header("x-assent-receipt").is_some(), "{path}");
-    }
-    let anonymous = send("GET", &gw.url(&path), None, &[], None).await;
-    assert_eq!(anonymous.status, 401);
+        assert!(
+            ups[0]
+                .requests()
+                .iter()
+                .any(|r| r.path.ends_with("/Condition") && r.query.contains("patient=pn"))
+        );
+        let got = get_as(
+            &gw,
+            &format!("/fhir/Observation?subject=Patient/{nid}&_count=10"),
+            bob,
+            &[("accept", "application/fhir+json; fhirVersion=5.0")],
+        )
+        .await;
+        assert_eq!(got.status, 200, "{}", got.text());
+        let observations: BTreeSet<_> = released(&got.json());
+        assert_eq!(
+            observations,
+            [
+                ("north", "Observation/o-north"),
+                ("south", "Observation/o-south")
+            ]
+            .into_iter()
+            .map(|(s, r)| (s.to_owned(), r.to_owned()))
+            .collect()
+        );
+        assert!(!got.text().contains("east"));
 
-    // Disclosures by network identity: the federated requests and every site's legs, each
-    // row naming its site; every spelling of the network patient gives the same report.
-    let officer = auditor();
-    let mut reports = Vec::new();
-    let mut raw_lengths = Vec::new();
-    for form in [
-        format!("/audit/patient/{nid}/disclosures"),
-        format!("/audit/patient/{nid}/disclosures?site=network"),
-        format!("/audit/patient/network%2FPatient%2F{nid}/disclosures"),
-    ] {
-        let got = get_as(&gw, &form, &officer, &[]).await;
-        assert_eq!(got.status, 200, "{form}: {}", got.text());
-        let report = got.json();
-        let all_rows = report["disclosures"].as_array().unwrap();
-        raw_lengths.push(all_rows.len());
-        let rows: Vec<(String, String)> = all_rows
-            .iter()
-            .filter(|d| {
-                !d["what"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .contains("disclosures")
-            })
-            .map(|d| {
-                (
-                    d["site"].as_str().unwrap_or_default().to_owned(),
-                    d["decision"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
-        reports.push(rows);
-    }
-    let rows = &reports[0];
-    let count = |site: &str, decision: &str| {
-        rows.iter()
-            .filter(|(s, d)| s == site && d == decision)
-            .count()
-    };
-    // 3 everything by alice + 1 by bob + 1 Condition search + 1 Observation search (bob),
-    // and the 3 refused requests for the known patient (the form refusals are error rows).
-    assert_eq!(count("network", "permitted"), 6, "{rows:?}");
-    assert_eq!(count("north", "permitted"), 6, "{rows:?}");
-    assert_eq!(count("south", "permitted"), 6, "{rows:?}");
-    // East's four, and the consent written there.
-    assert_eq!(count("east", "permitted"), 5, "{rows:?}");
-    assert_eq!(count("east", "denied"), 2, "{rows:?}");
-    for (n, other) in reports.iter().enumerate() {
-        assert_eq!(other, rows, "every spelling of the network patient");
-        if n > 0 {
+        // What is not a federated read of a known network patient.
+        let unknown = "n-0000000000000000000000000000000000000000";
+        for (path, status, code) in [
+            (
+                format!("/fhir/Patient/{unknown}/$everything"),
+                404,
+                "network-patient-not-found",
+            ),
+            (
+                format!("/fhir/Condition?patient={unknown}"),
+                404,
+                "network-patient-not-found",
+            ),
+            (
+                "/fhir/Patient/pn/$everything".to_owned(),
+                404,
+                "network-patient-not-found",
+            ),
+            (
+                "/fhir/Condition?code=x".to_owned(),
+                400,
+                "federated-form-not-served",
+            ),
+            (
+                format!("/fhir/Condition?patient=pn&subject=Patient/{nid}"),
+                400,
+                "federated-form-not-served",
+            ),
+            (
+                format!("/fhir/Basic?patient={nid}"),
+                400,
+                "federated-form-not-served",
+            ),
+        ] {
+            let got = get_as(&gw, &path, alice, &[]).await;
             assert_eq!(
-                raw_lengths[n],
-                raw_lengths[n - 1] + 1,
-                "each report lists the read before"
+                (got.status, got.error_code().as_str()),
+                (status, code),
+                "{path}"
             );
+            assert!(got.header("x-assent-receipt").is_some(), "{path}");
         }
-    }
-    let got = get_as(
-        &gw,
-        &format!("/audit/patient/{unknown}/disclosures"),
-        &officer,
-        &[],
-    )
-    .await;
-    assert_eq!(got.status, 400, "{}", got.text());
+        let anonymous = send("GET", &gw.url(&path), None, &[], None).await;
+        assert_eq!(anonymous.status, 401);
 
-    // The federated request's own receipt names the network patient (by keyed hash; clear in
-    // its subjects) and the site `network`.
-    let detail = get_as(
-        &gw,
-        &format!("/audit/receipts/{}", receipt_ids[0]),
-        &officer,
-        &[],
-    )
-    .await;
-    assert_eq!(detail.status, 200, "{}", detail.text());
-    let detail = detail.json();
-    assert_eq!(
-        detail["subjects"]["patients"],
-        json!([format!("network/Patient/{nid}")]),
-        "{detail}"
-    );
-    assert!(
-        detail["receipt"].to_string().contains("\"network\""),
-        "{detail}"
-    );
+        // Disclosures by network identity: the federated requests and every site's legs, each
+        // row naming its site; every spelling of the network patient gives the same report.
+        let officer = auditor();
+        let mut reports = Vec::new();
+        let mut raw_lengths = Vec::new();
+        for form in [
+            format!("/audit/patient/{nid}/disclosures"),
+            format!("/audit/patient/{nid}/disclosures?site=network"),
+            format!("/audit/patient/network%2FPatient%2F{nid}/disclosures"),
+        ] {
+            let got = get_as(&gw, &form, &officer, &[]).await;
+            assert_eq!(got.status, 200, "{form}: {}", got.text());
+            let report = got.json();
+            let all_rows = report["disclosures"].as_array().unwrap();
+            raw_lengths.push(all_rows.len());
+            let rows: Vec<(String, String)> = all_rows
+                .iter()
+                .filter(|d| {
+                    !d["what"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("disclosures")
+                })
+                .map(|d| {
+                    (
+                        d["site"].as_str().unwrap_or_default().to_owned(),
+                        d["decision"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            reports.push(rows);
+        }
+        let rows = &reports[0];
+        let count = |site: &str, decision: &str| {
+            rows.iter()
+                .filter(|(s, d)| s == site && d == decision)
+                .count()
+        };
+        // 3 everything by alice + 1 by bob + 1 Condition search + 1 Observation search (bob),
+        // and the 3 refused requests for the known patient (the form refusals are error rows).
+        assert_eq!(count("network", "permitted"), 6, "{rows:?}");
+        assert_eq!(count("north", "permitted"), 6, "{rows:?}");
+        assert_eq!(count("south", "permitted"), 6, "{rows:?}");
+        // East's four, and the consent written there.
+        assert_eq!(count("east", "permitted"), 5, "{rows:?}");
+        assert_eq!(count("east", "denied"), 2, "{rows:?}");
+        for (n, other) in reports.iter().enumerate() {
+            assert_eq!(other, rows, "every spelling of the network patient");
+            if n > 0 {
+                assert_eq!(
+                    raw_lengths[n],
+                    raw_lengths[n - 1] + 1,
+                    "each report lists the read before"
+                );
+            }
+        }
+        let got = get_as(
+            &gw,
+            &format!("/audit/patient/{unknown}/disclosures"),
+            &officer,
+            &[],
+        )
+        .await;
+        assert_eq!(got.status, 400, "{}", got.text());
+
+        // The federated request's own receipt names the network patient (by keyed hash; clear in
+        // its subjects) and the site `network`.
+        let detail = get_as(
+            &gw,
+            &format!("/audit/receipts/{}", receipt_ids[0]),
+            &officer,
+            &[],
+        )
+        .await;
+        assert_eq!(detail.status, 200, "{}", detail.text());
+        let detail = detail.json();
+        assert_eq!(
+            detail["subjects"]["patients"],
+            json!([format!("network/Patient/{nid}")]),
+            "{detail}"
+        );
+        assert!(
+            detail["receipt"].to_string().contains("\"network\""),
+            "{detail}"
+        );
+    }
 }
 
 #[actix_web::test]

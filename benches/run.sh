@@ -15,6 +15,8 @@
 #       receipts on ÷ off (a second build with the benchmark-only feature bench-no-receipts).
 #   P8  receipt commit → anchored on the embedded ledger.
 #   Micro-benchmarks the crates carry (criterion / release tests), when present, and
+#   `federation_bench` (issue 17: federated $everything over three FAKE sites, added latency
+#   over the slowest site and throughput ÷ the three direct requests) and
 #   `consent_bench` (P5 decisions at the gateway's consent service, P9 revocation → deny; the
 #   cross-replica part needs Redis: ASSENT_BENCH_REDIS_URL, default redis://127.0.0.1:6379;
 #   PostgreSQL when ASSENT_TEST_DATABASE_URL is set, else SQLite).
@@ -495,6 +497,8 @@ if wants micro && [ "${MICRO:-1}" = 1 ]; then
     cargo bench -q -p assent-ledger --bench ledger -- --warm-up-time 1 --measurement-time 3
   micro "P5 and P9 — consent decisions from the cache and on a miss; revocation commit → first deny, one replica and across two through Redis" \
     cargo run -q --release -p assent-benches --bin consent_bench -- 20000
+  micro "Federation — federated \$everything over three FAKE sites (10, 20, 30 ms): added latency over the slowest site (p50, target ≤ 2 ms) and throughput ÷ the three direct requests" \
+    cargo run -q --release -p assent-benches --bin federation_bench -- 200 5 8
   micro "P7 (pure share) — receipts hashed and chained, Merkle proofs" \
     cargo bench -q -p assent-receipts --bench receipts -- --warm-up-time 1 --measurement-time 3
   micro "P10 — version translation on the official examples" \

@@ -708,6 +708,18 @@ mod tests {
                 ..ReceiptFilter::default()
             };
             assert_eq!(t.store.count_receipts(&nobody).unwrap(), 0);
+            // A network patient's report: its key and its linked patients' keys.
+            let either = ReceiptFilter {
+                patient_key: Some("key-p1".into()),
+                also_patient_keys: vec!["key-p2".into(), "key-none".into()],
+                ..ReceiptFilter::default()
+            };
+            assert_eq!(t.store.count_receipts(&either).unwrap(), 2);
+            let page = t
+                .store
+                .search_receipts(&either, ReceiptOrder::Chain, None, 10)
+                .unwrap();
+            assert_eq!(page.len(), 2);
         }
     }
 

@@ -37,9 +37,10 @@ use crate::http::state::AppState;
 use futures_util::StreamExt;
 
 use crate::services::audit::{
-    AuditSearch, ReceiptDetail, ReceiptPage, decode, export_stream, newest_first, parse_search,
-    patient_identity,
+    AuditSearch, ReceiptDetail, ReceiptPage, decode, export_stream, network_subjects, newest_first,
+    parse_search, patient_identity,
 };
+use crate::services::network::NETWORK_SITE;
 // The export's chunk size and formats and the verification's checks, under the names the tests use.
 pub use crate::services::audit::{EXPORT_CHUNK, ExportFormat};
 pub use assent_receipts::Check;
@@ -338,7 +339,10 @@ pub fn export_format(query: &str) -> Result<ExportFormat, GatewayError> {
 
 /// `GET /audit/patient/{id}/disclosures?site=…`: every access that reached the patient, newest
 /// first, in plain terms (JSON; `_format=text` for one sentence per line). Its own receipt
-/// names the patient: the next accounting lists this read too.
+/// names the patient: the next accounting lists this read too. A network patient
+/// (`{network-id}`, `network/Patient/{network-id}`, or `site=network`) is reported across
+/// sites: the federated requests that named it and every access to a linked site patient,
+/// each row naming its site.
 pub async fn disclosures(
     req: HttpRequest,
     path: web::Path<String>,
@@ -362,15 +366,30 @@ async fn patient_disclosures(
         return Err(bad("the patient is named in the path"));
     }
     check_page_link(state, caller, req, &search)?;
-    let site = search
-        .filter
-        .site
-        .take()
-        .ok_or_else(|| bad("`site` is required (the patient's site)"))?;
-    let identity = patient_identity(path, Some(&site))?;
-    access.set_site(&site);
-    access.add_patient_identity(&identity);
-    search.filter.patient_key = Some(state.consents.key().patient(&identity));
+    let site = search.filter.site.take();
+    let key = state.consents.key();
+    let identity = match network_subjects(&state.network, path, site.as_deref()).await? {
+        // A network patient: its own accesses (federated requests) and every linked site
+        // patient's, each row naming its site. The read reached each of them.
+        Some(network) => {
+            access.set_site(NETWORK_SITE);
+            access.add_patient_identity(&network.identity);
+            for member in &network.members {
+                access.add_patient_identity(member);
+            }
+            search.filter.also_patient_keys =
+                network.members.iter().map(|m| key.patient(m)).collect();
+            network.identity
+        }
+        None => {
+            let site = site.ok_or_else(|| bad("`site` is required (the patient's site)"))?;
+            let identity = patient_identity(path, Some(&site))?;
+            access.set_site(&site);
+            access.add_patient_identity(&identity);
+            identity
+        }
+    };
+    search.filter.patient_key = Some(key.patient(&identity));
     let count = search
         .count
         .unwrap_or(DEFAULT_DISCLOSURES)

@@ -187,8 +187,29 @@ pub enum GatewayError {
         to: assent_fhir::FhirVersion,
         issues: Vec<Issue>,
     },
+    /// A network patient id (`Patient/{network-id}`, `patient={network-id}`) that names no
+    /// network patient.
+    #[error("no network patient has this id")]
+    NetworkPatientNotFound,
+    /// A request at the network level that is not a federated read the gateway serves; the
+    /// value says what is served.
+    #[error("this federated request is not served: {0}")]
+    FederatedFormNotServed(String),
+    /// `Prefer: handling=strict` and some sites of a federated request did not answer; the
+    /// value names each such site and why (its stable error code), never a consent refusal.
+    #[error("the federated answer would be incomplete: {}", describe_failures(.0))]
+    FederationIncomplete(Vec<(String, String)>),
     #[error("internal error")]
     Internal,
+}
+
+/// `site-a (upstream-timeout), site-b (upstream-unreachable)`.
+fn describe_failures(failures: &[(String, String)]) -> String {
+    failures
+        .iter()
+        .map(|(site, code)| format!("{site} ({code})"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One row of the error table.
@@ -284,6 +305,11 @@ impl GatewayError {
                 (422, I::NotSupported, "translation-unsupported-type", Client)
             }
             E::TranslationLossy { .. } => (422, I::Processing, "translation-lossy", Client),
+            E::NetworkPatientNotFound => (404, I::NotFound, "network-patient-not-found", Client),
+            E::FederatedFormNotServed(_) => {
+                (400, I::NotSupported, "federated-form-not-served", Client)
+            }
+            E::FederationIncomplete(_) => (502, I::Incomplete, "federation-incomplete", Upstream),
             E::Internal => (500, I::Exception, "internal", Internal),
         };
         ErrorRow {
@@ -327,6 +353,19 @@ impl GatewayError {
         match self {
             GatewayError::TranslationUnsupported { issue } if !issue.expression.is_empty() => {
                 outcome["issue"][0]["expression"] = serde_json::json!(issue.expression);
+            }
+            GatewayError::FederationIncomplete(failures) => {
+                // The summary first (with the stable code), then one issue per site.
+                if let Some(all) = outcome["issue"].as_array_mut() {
+                    all.extend(failures.iter().map(|(site, code)| {
+                        serde_json::json!({
+                            "severity": "error",
+                            "code": "incomplete",
+                            "diagnostics": format!("site {site}: {code}"),
+                            "details": {"coding": [{"system": ERROR_CODE_SYSTEM, "code": code}]},
+                        })
+                    }));
+                }
             }
             GatewayError::TranslationLossy { issues, .. } => {
                 // The summary first (with the stable code), then every issue of the translation.

@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use assent_auth::PurposeOfUse;
 
 use crate::http::caller::Caller;
@@ -30,6 +30,7 @@ use crate::proxy::answer::{self, Outbound};
 use crate::proxy::consent::{self, ConsentRequest, Enforcer};
 use crate::proxy::dialect;
 use crate::proxy::exchange::{Exchange, SiteRequest, split_fhir_path};
+use crate::proxy::federation::LegDeadline;
 use crate::proxy::forward;
 use crate::proxy::paging::{self, Paging};
 use crate::proxy::receipt::{self, RECEIPTS_ON};
@@ -46,7 +47,17 @@ pub async fn handle(
     clients: web::Data<WorkerClients>,
 ) -> HttpResponse {
     let mut ex = Exchange::new(&req, state.clock.now_millis());
-    let mut response = match run(&mut ex, &req, payload, &state, &clients).await {
+    // A leg of a federated request gives up at its deadline, so that it still leaves its
+    // receipt and record (`federation.rs`).
+    let deadline = req.extensions().get::<LegDeadline>().map(|d| d.0);
+    let ran = run(&mut ex, &req, payload, &state, &clients);
+    let ran = match deadline {
+        Some(at) => tokio::time::timeout_at(tokio::time::Instant::from_std(at), ran)
+            .await
+            .unwrap_or(Err(GatewayError::UpstreamTimeout)),
+        None => ran.await,
+    };
+    let mut response = match ran {
         Ok(response) => response,
         Err(error) => {
             ex.failed(&error);

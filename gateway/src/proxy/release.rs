@@ -220,7 +220,8 @@ fn has_link(bundle: &Value, relations: &[&str]) -> bool {
         .any(|r| relations.contains(&r))
 }
 
-fn withheld_entry() -> Value {
+/// The generic "some results were withheld" entry (`search.mode = outcome`).
+pub fn withheld_entry() -> Value {
     let issue = Issue::new(
         Severity::Information,
         IssueCode::Suppressed,

@@ -323,6 +323,49 @@ pub fn patient_identity(value: &str, site: Option<&str>) -> Result<String, Audit
     Ok(SitePatient::new(site, id).to_string())
 }
 
+/// A network patient named by the disclosures report: its identity
+/// (`network/Patient/{network-id}`) and the identities of every site patient linked to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSubjects {
+    pub identity: String,
+    pub members: Vec<String>,
+}
+
+/// When `value` (with `site`) names a network patient — `network/Patient/{network-id}`,
+/// `Patient/{network-id}` or `{network-id}` with `site=network`, or a bare network id — its
+/// identity and linked site patients; `Ok(None)` for anything else (a site patient). A network
+/// id the index does not hold is refused as malformed (it names no patient).
+pub async fn network_subjects(
+    network: &std::sync::Arc<crate::services::network::NetworkIndex>,
+    value: &str,
+    site: Option<&str>,
+) -> Result<Option<NetworkSubjects>, AuditError> {
+    use crate::services::network::{NETWORK_SITE, NetworkIndex};
+    let parts: Vec<&str> = value.split('/').collect();
+    let id = match (parts.as_slice(), site) {
+        ([s, "Patient", id], None) if *s == NETWORK_SITE => *id,
+        (["Patient", id] | [id], Some(s)) if s == NETWORK_SITE => *id,
+        ([id], None) if NetworkIndex::is_network_id(id) => *id,
+        _ => return Ok(None),
+    };
+    if !NetworkIndex::is_network_id(id) {
+        return Err(bad("`patient` is not a network patient's id"));
+    }
+    let network = network.clone();
+    let id = id.to_owned();
+    blocking(move || {
+        if !network.exists(&id).map_err(store_err)? {
+            return Err(bad("no network patient has this id"));
+        }
+        let members = network.members(&id).map_err(store_err)?;
+        Ok(Some(NetworkSubjects {
+            identity: SitePatient::new(NETWORK_SITE, &id).to_string(),
+            members: members.iter().map(|m| m.patient.to_string()).collect(),
+        }))
+    })
+    .await
+}
+
 fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64

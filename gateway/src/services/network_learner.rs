@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use assent_consent::ConsortiumKey;
 use assent_receipts::{AccessDecision, AccessKind, NetworkAction, Receipt, ReceiptSubjects};
@@ -33,6 +32,8 @@ enum Message {
         id: String,
         identifiers: Vec<(String, String)>,
     },
+    /// Answered once every Patient queued before it is learnt (tests only send it).
+    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
     Flush(mpsc::Sender<()>),
 }
 
@@ -84,7 +85,7 @@ impl Learner {
     pub fn flush(&self) {
         let (done_tx, done_rx) = mpsc::channel();
         if self.tx.send(Message::Flush(done_tx)).is_ok() {
-            let _ = done_rx.recv_timeout(Duration::from_secs(30));
+            let _ = done_rx.recv_timeout(std::time::Duration::from_secs(30));
         }
     }
 }

@@ -122,6 +122,9 @@ pub struct LeafRow {
 pub struct ReceiptFilter {
     /// Receipts that reached this patient (by keyed hash, through `receipt_patients`).
     pub patient_key: Option<String>,
+    /// With `patient_key`: receipts that reached any of these patients too (a network
+    /// patient's linked site patients).
+    pub also_patient_keys: Vec<String>,
     /// The caller in clear, as stored (`Practitioner/…` or `subject@issuer`).
     pub actor: Option<String>,
     /// What the receipts record ([`assent_receipts::AccessKind::as_str`]).
@@ -651,10 +654,13 @@ fn filtered<'a, ST: 'a>(
     filter: &ReceiptFilter,
 ) -> receipts::BoxedQuery<'a, Backend, ST> {
     if let Some(key) = &filter.patient_key {
+        let keys: Vec<String> = std::iter::once(key.clone())
+            .chain(filter.also_patient_keys.iter().cloned())
+            .collect();
         query = query.filter(
             receipts::receipt_id.eq_any(
                 receipt_patients::table
-                    .filter(receipt_patients::patient_key.eq(key.clone()))
+                    .filter(receipt_patients::patient_key.eq_any(keys))
                     .select(receipt_patients::receipt_id),
             ),
         );

@@ -17,6 +17,7 @@ mod dialects;
 mod enforcement;
 mod errors;
 mod fabric;
+mod federation;
 mod http_layer;
 mod network_identity;
 mod numbers;

@@ -37,6 +37,7 @@
 //! Leaves out: federated reads of the patient's data (`federated.rs`).
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, web};
@@ -46,8 +47,8 @@ use serde_json::{Value, json};
 
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
-use crate::proxy::federation::{self, Leg, LegAnswer, LegOutcome};
-use crate::proxy::network::NetworkRequest;
+use crate::proxy::federation::{self, Leg, LegAnswer, LegOutcome, LegPlan};
+use crate::proxy::network::{NetworkRequest, federated};
 use crate::services::network::{Demographics, Grade, Learned, NetworkIndex, identifiers_of};
 use crate::services::network_learner;
 
@@ -86,10 +87,11 @@ pub async fn search(net: &NetworkRequest<'_>) -> Result<HttpResponse, GatewayErr
         .into_iter()
         .map(|site| Leg {
             path_and_query: format!("/fhir/{site}/Patient?{query}"),
+            tag: String::new(),
             site,
         })
         .collect();
-    let outcomes = run(net, legs).await;
+    let outcomes = run(net, legs).await?;
     let mut found: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     let mut failures = Vec::new();
     for outcome in &outcomes {
@@ -148,6 +150,7 @@ pub async fn match_patients(
         for q in &demographic {
             legs.push(Leg {
                 site: site.clone(),
+                tag: String::new(),
                 path_and_query: format!("/fhir/{site}/Patient?{q}"),
             });
         }
@@ -158,6 +161,7 @@ pub async fn match_patients(
                 let q = assent_fhir::query::encode_pairs([("identifier", identifier.as_str())]);
                 legs.push(Leg {
                     site: site.clone(),
+                    tag: String::new(),
                     path_and_query: format!("/fhir/{site}/Patient?{q}"),
                 });
             }
@@ -168,7 +172,7 @@ pub async fn match_patients(
             "the Patient to match needs a family or given name, a birth date, or a network identifier".into(),
         ));
     }
-    let outcomes = run(net, legs).await;
+    let outcomes = run(net, legs).await?;
     // Each released Patient once (by site and id), with its entry's fullUrl.
     let mut seen: BTreeMap<(String, String), (String, Value)> = BTreeMap::new();
     let mut failures = Vec::new();
@@ -276,10 +280,11 @@ pub async fn read(net: &NetworkRequest<'_>, id: &str) -> Result<HttpResponse, Ga
         .filter(|m| state.sites.contains_key(&m.patient.site))
         .map(|m| Leg {
             site: m.patient.site.clone(),
+            tag: String::new(),
             path_and_query: format!("/fhir/{}/Patient/{}", m.patient.site, m.patient.id),
         })
         .collect();
-    let outcomes = run(net, legs).await;
+    let outcomes = run(net, legs).await?;
     let mut visible = Vec::new();
     let mut failures = Vec::new();
     for outcome in &outcomes {
@@ -376,9 +381,33 @@ async fn learn_now(
     Ok(learned.network_id)
 }
 
-async fn run(net: &NetworkRequest<'_>, legs: Vec<Leg>) -> Vec<LegOutcome> {
-    let deadline = net.state.config.network.site_deadline();
-    federation::run_legs(net.req, net.state, net.clients, legs, deadline).await
+/// Runs `legs` in the caller's FHIR version (as federated reads negotiate it), each tagged
+/// with its site (and a number when a site has several), within the network's deadlines.
+async fn run(
+    net: &NetworkRequest<'_>,
+    mut legs: Vec<Leg>,
+) -> Result<Vec<LegOutcome>, GatewayError> {
+    let dialect = federated::negotiate(net.req, net.state)?;
+    let config = &net.state.config.network;
+    let plan = LegPlan {
+        accept: HeaderValue::from_str(&dialect.client.content_type())
+            .map_err(|_| GatewayError::Internal)?,
+        site_deadline: config.site_deadline(),
+        deadline: Instant::now() + config.deadline(),
+    };
+    let mut per_site: BTreeMap<String, usize> = BTreeMap::new();
+    for leg in &mut legs {
+        let n = per_site.entry(leg.site.clone()).or_default();
+        *n += 1;
+        leg.tag = if *n == 1 {
+            leg.site.clone()
+        } else {
+            format!("{}.{n}", leg.site)
+        };
+    }
+    let outcomes = federation::run_legs(net.req, net.state, net.clients, legs, &plan).await;
+    net.access.borrow_mut().legs = outcomes.iter().map(|o| o.request_id.clone()).collect();
+    Ok(outcomes)
 }
 
 /// The Patients a leg released (entries of its searchset), or why not: `Some` issue naming

@@ -189,6 +189,15 @@ async fn route(
     payload: web::Payload,
     segments: &[&str],
 ) -> Result<HttpResponse, GatewayError> {
+    if let ["Patient", ..] = segments {
+        let mut access = net.access.borrow_mut();
+        access.resource_type = Some("Patient".to_owned());
+        access.interaction = Some(match segments {
+            ["Patient", id] if !id.starts_with('$') => Interaction::Read,
+            ["Patient", "$match"] | ["Patient", _, "$everything"] => Interaction::Operation,
+            _ => Interaction::Search,
+        });
+    }
     match (net.req.method().as_str(), segments) {
         ("GET", ["Patient"]) => discovery::search(net).await,
         ("POST", ["Patient", "$match"]) => discovery::match_patients(net, payload).await,

@@ -118,6 +118,7 @@ pub async fn search(net: &NetworkRequest<'_>) -> Result<HttpResponse, GatewayErr
     let mut entries: Vec<Value> = found
         .into_iter()
         .map(|(network_id, members)| {
+            net.named_network_patient(&network_id);
             json!({
                 "fullUrl": format!("{base}/fhir/Patient/{network_id}"),
                 "resource": network_patient(state, &network_id, &members),
@@ -201,6 +202,9 @@ pub async fn match_patients(
         });
         if shares {
             let network_id = learn_now(state, &site, &patient).await?;
+            if let Some(n) = &network_id {
+                net.named_network_patient(n);
+            }
             if certain_network.is_none() {
                 certain_network = network_id;
             }
@@ -274,6 +278,7 @@ pub async fn read(net: &NetworkRequest<'_>, id: &str) -> Result<HttpResponse, Ga
     if !NetworkIndex::is_network_id(id) {
         return Err(GatewayError::NotFound);
     }
+    net.named_network_patient(id);
     let members = state.network.members(id).map_err(store_error)?;
     let legs: Vec<Leg> = members
         .iter()

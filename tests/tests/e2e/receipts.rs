@@ -626,8 +626,10 @@ fn released_spans(body: &[u8]) -> Vec<&[u8]> {
             }
         }
     }
-    /// The members of the object at `i`: (key, value start, value end), and the index after it.
-    fn members(b: &[u8], i: usize) -> (Vec<(&[u8], usize, usize)>, usize) {
+    /// A member of an object: its key (raw), where its value starts and ends.
+    type Member<'b> = (&'b [u8], usize, usize);
+    /// The members of the object at `i`, and the index after it.
+    fn members(b: &[u8], i: usize) -> (Vec<Member<'_>>, usize) {
         assert_eq!(b[i], b'{');
         let (mut out, mut i) = (Vec::new(), ws(b, i + 1));
         while b[i] != b'}' {

@@ -355,4 +355,47 @@ mod tests {
         );
         assert_eq!(verify_released(b"{", fewer), Err(ContentMismatch::NotJson));
     }
+
+    /// Native cost of an answer's content hashes, written once against a second canonical
+    /// pass, on a busy machine: many short alternating rounds, the fastest of each (a round
+    /// that was not preempted). `cargo test -p assent-receipts --release --lib
+    /// content::tests::cost -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn cost() {
+        use std::hint::black_box;
+        use std::time::Instant;
+        let read = serde_json::from_str::<Value>(
+            r#"{"resourceType":"Patient","id":"bench-1","meta":{"versionId":"1","lastUpdated":"2026-11-22T00:00:00Z"},"identifier":[{"system":"urn:bench:mrn","value":"MRN000001"}],"active":true,"name":[{"use":"official","family":"Benchmark","given":["Patient","Of","One","Kilobyte"]}],"telecom":[{"system":"phone","value":"+00 000 000 000","use":"home"}],"gender":"female","birthDate":"1970-01-01","address":[{"use":"home","line":["1 Loopback Road","Apartment 127"],"city":"Localhost","postalCode":"00000","country":"ZZ"}],"maritalStatus":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v3-MaritalStatus","code":"M","display":"Married"}]},"communication":[{"language":{"coding":[{"system":"urn:ietf:bcp:47","code":"en","display":"English"}]},"preferred":true}],"generalPractitioner":[{"reference":"Practitioner/bench-gp","display":"Dr. Bench"}],"managingOrganization":{"reference":"Organization/bench-org","display":"Bench Hospital"},"text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">Patient Of One Kilobyte Benchmark, born 1970-01-01, a generated record for throughput measurements only.</div>"}}"#,
+        )
+        .unwrap();
+        let search = searchset(&vec![read.clone(); 50]);
+        for (name, body) in [("read (1 KB Patient)", &read), ("searchset of 50", &search)] {
+            let n = if name.starts_with("read") { 200 } else { 4 };
+            let (mut once, mut twice) = (f64::INFINITY, f64::INFINITY);
+            for _ in 0..300 {
+                let t = Instant::now();
+                for _ in 0..n {
+                    black_box(write_released(black_box(body)).unwrap());
+                }
+                once = once.min(t.elapsed().as_secs_f64() / n as f64);
+                let t = Instant::now();
+                for _ in 0..n {
+                    let body = black_box(body);
+                    let bytes = serde_json::to_vec(body).unwrap();
+                    let entries: Vec<ResourceEntry> = released_resources(body)
+                        .filter_map(ResourceEntry::from_resource)
+                        .collect();
+                    black_box((bytes, entries));
+                }
+                twice = twice.min(t.elapsed().as_secs_f64() / n as f64);
+            }
+            eprintln!(
+                "{name}: written once {:.2} µs, written and a second canonical pass {:.2} µs ({:.2}x)",
+                once * 1e6,
+                twice * 1e6,
+                twice / once
+            );
+        }
+    }
 }

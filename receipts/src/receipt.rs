@@ -43,6 +43,10 @@
 //! | 20 | `status` | `u16` |
 //! | 21 | `prev_hash` | `digest` |
 //!
+//! A resource's `content_hash` is the SHA-256 of its canonical JSON in every version
+//! ([`ResourceEntry::from_resource`]); the gateway takes it from the bytes it sends, which
+//! are that canonical JSON in a compact answer (`content.rs`).
+//!
 //! ## Version 1 (domain tag `assent-receipt/1`), still read and verified
 //!
 //! Version 1 had no `kind` (every receipt was a FHIR request: [`AccessKind::Fhir`]) and one

@@ -1,6 +1,7 @@
 //! Micro-benchmarks of P7's pure share: receipts hashed and chained per second, Merkle root
 //! plus every proof per second for a batch, and the per-row cost of the renderings
-//! (AuditEvent R4, NDJSON, CSV) and of offline verification.
+//! (AuditEvent R4, NDJSON, CSV) and of offline verification; and an answer's content hashes
+//! taken from the bytes written once (`write_released`) against a second, canonical pass.
 //!
 //! Leaves out durability (the gateway's group commit and fsync) and the ledger call.
 //! Run: `cargo bench -p assent-receipts --bench receipts`.
@@ -12,7 +13,8 @@ use assent_fhir::{FhirVersion, Interaction};
 use assent_receipts::{
     AccessDecision, AnchorSet, Anchoring, AuditSource, BatchLeaf, Chain, ChainedReceipt,
     ConsentRelied, LedgerAnchor, Receipt, ReceiptSubjects, ResourceEntry, VerifyOptions,
-    audit_event, close_batch, csv_row, ndjson_line, verify_export,
+    audit_event, close_batch, csv_row, ndjson_line, released_resources, verify_export,
+    write_released,
 };
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
@@ -191,5 +193,55 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The ~1 KB Patient the P1/P3 trivial upstream answers (`assent_benches::sample_patient`).
+fn patient(id: &str) -> serde_json::Value {
+    json!({
+        "resourceType": "Patient",
+        "id": id,
+        "meta": {"versionId": "1", "lastUpdated": "2026-11-22T00:00:00Z"},
+        "identifier": [{"system": "urn:bench:mrn", "value": "MRN000001"}],
+        "active": true,
+        "name": [{"use": "official", "family": "Benchmark", "given": ["Patient", "Of", "One", "Kilobyte"]}],
+        "telecom": [{"system": "phone", "value": "+00 000 000 000", "use": "home"}],
+        "gender": "female",
+        "birthDate": "1970-01-01",
+        "address": [{"use": "home", "line": ["1 Loopback Road", "Apartment 127"], "city": "Localhost", "postalCode": "00000", "country": "ZZ"}],
+        "maritalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M", "display": "Married"}]},
+        "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "en", "display": "English"}]}, "preferred": true}],
+        "generalPractitioner": [{"reference": "Practitioner/bench-gp", "display": "Dr. Bench"}],
+        "managingOrganization": {"reference": "Organization/bench-org", "display": "Bench Hospital"},
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Patient Of One Kilobyte Benchmark, born 1970-01-01, a generated record for throughput measurements only.</div>"},
+    })
+}
+
+/// An answer's body and content hashes: written once with the hashes taken from its bytes
+/// (what the gateway does), against written and then hashed by a second, canonical pass (what
+/// it did before), for a read of the ~1 KB Patient and a searchset of 50 of them.
+fn content(c: &mut Criterion) {
+    let read = patient("bench-1");
+    let search = json!({"resourceType": "Bundle", "type": "searchset",
+        "entry": (0..50).map(|i| json!({"fullUrl": format!("https://gw/fhir/s/Patient/p{i}"),
+            "resource": patient(&format!("p{i}")), "search": {"mode": "match"}})).collect::<Vec<_>>()});
+    let mut group = c.benchmark_group("content_hash");
+    for (name, body) in [("read", &read), ("searchset_50", &search)] {
+        let bytes = serde_json::to_vec(body).expect("JSON").len() as u64;
+        group.throughput(Throughput::Bytes(bytes));
+        group.bench_function(format!("{name}_written_once"), |b| {
+            b.iter(|| write_released(black_box(body)).expect("JSON"))
+        });
+        group.bench_function(format!("{name}_second_canonical_pass"), |b| {
+            b.iter(|| {
+                let body = black_box(body);
+                let bytes = serde_json::to_vec(body).expect("JSON");
+                let entries: Vec<ResourceEntry> = released_resources(body)
+                    .filter_map(ResourceEntry::from_resource)
+                    .collect();
+                (bytes, entries)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, content);
 criterion_main!(benches);

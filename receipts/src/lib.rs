@@ -11,6 +11,9 @@
 //!
 //! # How the gateway uses it
 //!
+//! 0. Answer: write a released body with [`write_released`], which lists the resources it
+//!    releases ([`ResourceEntry`]) with content hashes taken from the bytes written; a client
+//!    checks a body it received against the receipt with [`verify_released`].
 //! 1. Record phase: build a [`Receipt`] ([`Receipt::new`] with the [`SubjectKeys`] of the
 //!    request's [`ReceiptSubjects`], then the facts), append it to the gateway's [`Chain`]
 //!    (under one lock), store the [`ChainedReceipt`] (its [`Receipt::canonical_bytes`] are
@@ -30,6 +33,7 @@
 mod audit;
 mod batch;
 mod chain;
+mod content;
 mod digest;
 mod disclosure;
 mod export;
@@ -48,6 +52,10 @@ pub use batch::{
 };
 pub use chain::{
     BreakKind, Chain, ChainBreak, ChainError, ChainVerifier, ChainedReceipt, verify_chain,
+};
+pub use content::{
+    ContentMismatch, WrittenBody, maps_sort_keys, released_resources, verify_released,
+    write_released,
 };
 pub use digest::{BadDigest, Digest};
 pub use disclosure::Disclosure;

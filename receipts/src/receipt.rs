@@ -43,6 +43,10 @@
 //! | 20 | `status` | `u16` |
 //! | 21 | `prev_hash` | `digest` |
 //!
+//! A resource's `content_hash` is the SHA-256 of its canonical JSON in every version
+//! ([`ResourceEntry::from_resource`]); the gateway takes it from the bytes it sends, which
+//! are that canonical JSON in a compact answer (`content.rs`).
+//!
 //! ## Version 1 (domain tag `assent-receipt/1`), still read and verified
 //!
 //! Version 1 had no `kind` (every receipt was a FHIR request: [`AccessKind::Fhir`]) and one
@@ -360,7 +364,19 @@ impl ResourceEntry {
     /// text the site wrote, which serde_json's `arbitrary_precision` keeps: `1.50` is not
     /// `1.5`), so that the hash does not depend on how the response was serialised. `None`
     /// without `resourceType` or `id`.
+    ///
+    /// The gateway takes the hash from the bytes it sends instead
+    /// ([`crate::write_released`]): in a compact answer they are this canonical JSON.
     pub fn from_resource(resource: &Value) -> Option<ResourceEntry> {
+        ResourceEntry::with_hash(resource, || Digest::of_canonical_json(resource))
+    }
+
+    /// The entry for `resource`, its content hash from `hash` (asked only when the resource
+    /// has a type and an id).
+    pub(crate) fn with_hash(
+        resource: &Value,
+        hash: impl FnOnce() -> Digest,
+    ) -> Option<ResourceEntry> {
         let resource_type = resource.get("resourceType")?.as_str()?;
         let id = resource.get("id")?.as_str()?;
         let version_id = resource
@@ -372,7 +388,7 @@ impl ResourceEntry {
             resource_type: resource_type.to_owned(),
             id: id.to_owned(),
             version_id,
-            content_hash: Digest::of_canonical_json(resource),
+            content_hash: hash(),
         })
     }
 

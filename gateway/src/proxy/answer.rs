@@ -180,7 +180,8 @@ impl Outbound<'_, '_> {
 
     /// The answer in the client's version and shape, with the count of issues the site
     /// adapter and the version translation reported. `patient_data`: the body is what the
-    /// receipt lists as released (resources, or a Bundle's entries), shaped as asked.
+    /// receipt lists as released (resources, or a Bundle's entries), shaped as asked, each
+    /// hashed from its bytes as written when the answer is compact.
     fn finish(
         &mut self,
         mut out: HttpResponseBuilder,
@@ -197,7 +198,7 @@ impl Outbound<'_, '_> {
         };
         dialect.response_headers(&mut out, issues);
         let resource = &mut translated.resource;
-        if patient_data {
+        if patient_data && self.shape.cuts() {
             let is_bundle = resource.get("resourceType").and_then(|v| v.as_str()) == Some("Bundle");
             let released: Vec<&mut Value> = if is_bundle {
                 resource
@@ -214,16 +215,30 @@ impl Outbound<'_, '_> {
                 self.state.network.offer(&self.site.id, r);
                 let outcome =
                     r.get("resourceType").and_then(|t| t.as_str()) == Some("OperationOutcome");
-                if self.shape.cuts() && !(is_bundle && outcome) {
+                if !(is_bundle && outcome) {
                     self.shape.apply(r, dialect.client);
                 }
-                self.outcome
-                    .released
-                    .extend(ResourceEntry::from_resource(r));
             }
         }
         let pretty = pretty(&self.release.facts.fhir.query);
-        Ok(out.body(body_of(&translated.resource, pretty, &self.spellings)?))
+        let body = &translated.resource;
+        if !patient_data {
+            return Ok(out.body(body_of(body, pretty, &self.spellings)?));
+        }
+        // The receipt lists every released resource (the body, or a Bundle's entries) with the
+        // SHA-256 of its canonical JSON. A compact answer is written once and each resource's
+        // bytes in it, which are its canonical JSON, are hashed as sent; an indented one, or
+        // one with exponents written back as the site spelt them, is hashed the canonical way.
+        if !pretty && self.spellings.is_empty() {
+            let written =
+                assent_receipts::write_released(body).map_err(|_| GatewayError::Internal)?;
+            self.outcome.released.extend(written.entries);
+            return Ok(out.body(written.bytes));
+        }
+        self.outcome.released.extend(
+            assent_receipts::released_resources(body).filter_map(ResourceEntry::from_resource),
+        );
+        Ok(out.body(body_of(body, pretty, &self.spellings)?))
     }
 }
 

@@ -523,3 +523,419 @@ async fn a_chain_of_version_1_receipts_goes_on_in_version_2() {
         );
     }
 }
+
+// ---- content hashes: the bytes released are the bytes hashed ------------------------------
+
+/// A FAKE R4 site: `Patient/p1`, a search of three Observations of p1 (awkward strings and
+/// numbers, upstream URLs to rewrite) and `Observation/oe`, whose value the site spelt with an
+/// exponent (`1E3`), all as raw text.
+fn content_site() -> FakeUpstream {
+    const PATIENT: &str = r#"{"resourceType": "Patient", "id": "p1", "meta": {"versionId": "4"},
+        "name": [{"family": "Zoë", "given": ["Ann \"Q\" \\ /"]}], "birthDate": "1970-01-01",
+        "extension": [{"url": "http://example.org/x", "valueDecimal": 1.50}],
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Zoë 😀</div>"}}"#;
+    FakeUpstream::start(|req, base| {
+        let raw = |status: u16, text: String| FakeResponse {
+            status,
+            headers: vec![("content-type".into(), "application/fhir+json".into())],
+            body: text.into_bytes(),
+            delay: None,
+        };
+        let observation = |id: &str, value: &str| {
+            format!(
+                r#"{{"resourceType": "Observation", "id": "{id}", "meta": {{"versionId": "1"}}, "status": "final",
+                "code": {{"coding": [{{"system": "http://loinc.org", "code": "2345-7", "display": "Glucose \u00e9"}}]}},
+                "subject": {{"reference": "Patient/p1"}}, "valueQuantity": {{"value": {value}, "unit": "mg/dL"}},
+                "note": [{{"text": "see {base}/Observation/{id}"}}]}}"#
+            )
+        };
+        if req.path.ends_with("/Patient/p1") {
+            raw(200, PATIENT.into())
+        } else if req.path.ends_with("/Observation/oe") {
+            raw(200, observation("oe", "1E3"))
+        } else if req.path.ends_with("/Observation") {
+            let entries: Vec<String> = [("o1", "1.50"), ("o2", "123456789012345678901234567890.123"), ("o3", "-0")]
+                .iter()
+                .map(|(id, v)| {
+                    format!(
+                        r#"{{"fullUrl": "{base}/Observation/{id}", "resource": {}, "search": {{"mode": "match"}}}}"#,
+                        observation(id, v)
+                    )
+                })
+                .collect();
+            raw(
+                200,
+                format!(
+                    r#"{{"resourceType": "Bundle", "type": "searchset", "link": [{{"relation": "self", "url": "{base}/Observation?patient=p1"}}], "entry": [{}]}}"#,
+                    entries.join(",")
+                ),
+            )
+        } else {
+            raw(404, r#"{"resourceType": "OperationOutcome"}"#.into())
+        }
+    })
+}
+
+/// A client's own reading of a released body, without serde_json: the bytes of each released
+/// resource as received (each `entry[].resource` of a Bundle, else the whole body).
+fn released_spans(body: &[u8]) -> Vec<&[u8]> {
+    fn ws(b: &[u8], mut i: usize) -> usize {
+        while i < b.len() && b" \t\r\n".contains(&b[i]) {
+            i += 1;
+        }
+        i
+    }
+    /// A string at `i`: its raw bytes and the index after its closing quote.
+    fn string_at(b: &[u8], i: usize) -> (&[u8], usize) {
+        assert_eq!(b[i], b'"');
+        let mut j = i + 1;
+        while b[j] != b'"' {
+            j += if b[j] == b'\\' { 2 } else { 1 };
+        }
+        (&b[i + 1..j], j + 1)
+    }
+    fn value_end(b: &[u8], i: usize) -> usize {
+        match b[i] {
+            b'"' => string_at(b, i).1,
+            b'{' | b'[' => {
+                let (mut depth, mut j) = (0, i);
+                loop {
+                    match b[j] {
+                        b'"' => {
+                            j = string_at(b, j).1;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return j + 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+            }
+            _ => {
+                let mut j = i;
+                while j < b.len() && !b",]} \t\r\n".contains(&b[j]) {
+                    j += 1;
+                }
+                j
+            }
+        }
+    }
+    /// A member of an object: its key (raw), where its value starts and ends.
+    type Member<'b> = (&'b [u8], usize, usize);
+    /// The members of the object at `i`, and the index after it.
+    fn members(b: &[u8], i: usize) -> (Vec<Member<'_>>, usize) {
+        assert_eq!(b[i], b'{');
+        let (mut out, mut i) = (Vec::new(), ws(b, i + 1));
+        while b[i] != b'}' {
+            let (key, after) = string_at(b, i);
+            let start = ws(b, ws(b, after) + 1);
+            let end = value_end(b, start);
+            out.push((key, start, end));
+            i = ws(b, end);
+            if b[i] == b',' {
+                i = ws(b, i + 1);
+            }
+        }
+        (out, i + 1)
+    }
+    let start = ws(body, 0);
+    let (top, end) = members(body, start);
+    let bundle = top
+        .iter()
+        .any(|(k, s, e)| *k == b"resourceType" && &body[*s..*e] == br#""Bundle""#);
+    if !bundle {
+        return vec![&body[start..end]];
+    }
+    let mut spans = Vec::new();
+    for (_, s, _) in top.iter().filter(|(k, _, _)| *k == b"entry") {
+        let mut i = ws(body, s + 1);
+        while body[i] != b']' {
+            let end = if body[i] == b'{' {
+                let (entry, end) = members(body, i);
+                for (_, s, e) in entry.iter().filter(|(k, _, _)| *k == b"resource") {
+                    spans.push(&body[*s..*e]);
+                }
+                end
+            } else {
+                value_end(body, i)
+            };
+            i = ws(body, end);
+            if body[i] == b',' {
+                i = ws(body, i + 1);
+            }
+        }
+    }
+    spans
+}
+
+/// The content hash a receipt lists for each released resource is the SHA-256 a client
+/// computes from the body it received, the documented ways: over each released resource's
+/// bytes as received in a compact answer (a read's whole body, each `entry[].resource` of a
+/// Bundle), searched, shaped or translated alike; and over the resource's canonical JSON for
+/// any answer (`verify_released`), which an indented answer or one whose exponents are
+/// written back as the site spelt them needs.
+#[actix_web::test]
+async fn content_hashes_are_what_a_client_computes_from_the_released_body() {
+    let upstream = content_site();
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .start();
+    let r5 = "application/fhir+json; fhirVersion=5.0";
+    // (what, path, Accept, whether the bytes as received are the canonical JSON)
+    let cases: &[(&str, &str, Option<&str>, bool)] = &[
+        ("a read", "/fhir/st-mary/Patient/p1", None, true),
+        (
+            "a search",
+            "/fhir/st-mary/Observation?patient=p1",
+            None,
+            true,
+        ),
+        (
+            "shaped by _elements",
+            "/fhir/st-mary/Observation?patient=p1&_elements=code",
+            None,
+            true,
+        ),
+        (
+            "a read with _summary",
+            "/fhir/st-mary/Patient/p1?_summary=true",
+            None,
+            true,
+        ),
+        (
+            "translated to R5",
+            "/fhir/st-mary/Observation?patient=p1",
+            Some(r5),
+            true,
+        ),
+        (
+            "indented",
+            "/fhir/st-mary/Observation?patient=p1&_pretty=true",
+            None,
+            false,
+        ),
+        (
+            "an exponent as the site spelt it",
+            "/fhir/st-mary/Observation/oe",
+            None,
+            false,
+        ),
+    ];
+    for (what, path, accept, compact) in cases {
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
+        let got = send(
+            "GET",
+            &gw.url(path),
+            Some(clinician_token()),
+            &headers,
+            None,
+        )
+        .await;
+        assert_eq!(got.status, 200, "{what}: {}", got.text());
+        let id = got.header("x-assent-receipt").expect("a receipt id");
+        let (receipt, _) = stored_receipts(&gw)
+            .into_iter()
+            .find(|(r, _)| r.id == id)
+            .expect("the receipt is stored");
+        let listed: Vec<Digest> = receipt.resources.iter().map(|r| r.content_hash).collect();
+        let spans = released_spans(&got.body);
+        assert!(!listed.is_empty(), "{what}: nothing listed");
+        assert_eq!(spans.len(), listed.len(), "{what}: {}", got.text());
+        // The documented way for every answer: the canonical JSON of each released resource
+        // (keys sorted, no whitespace, numbers as their text: serde_json's compact writing of
+        // its sorted maps, with `arbitrary_precision`).
+        assert_eq!(
+            assent_receipts::verify_released(&got.body, &receipt.resources),
+            Ok(()),
+            "{what}"
+        );
+        let value = got.json();
+        let canonical: Vec<Digest> = assent_receipts::released_resources(&value)
+            .map(|r| Digest::of(&serde_json::to_vec(r).unwrap()))
+            .collect();
+        assert_eq!(canonical, listed, "{what}");
+        // And for a compact answer, the bytes as received.
+        let as_received: Vec<Digest> = spans.iter().map(|s| Digest::of(s)).collect();
+        if *compact {
+            assert_eq!(as_received, listed, "{what}: {}", got.text());
+        } else {
+            assert_ne!(
+                as_received, listed,
+                "{what}: the bytes differ from canonical JSON"
+            );
+        }
+    }
+    let text = send(
+        "GET",
+        &gw.url("/fhir/st-mary/Observation/oe"),
+        Some(clinician_token()),
+        &[],
+        None,
+    )
+    .await
+    .text();
+    assert!(text.contains(r#""value":1E3"#), "{text}");
+}
+
+/// ADV: no byte of a released resource can change without the receipt's content hashes
+/// failing the client's check: a table of meaningful edits (a digit, a number's precision, a
+/// name, a code, a reference, the id, the version, entries dropped or swapped), then every
+/// byte of every released resource flipped two ways, on a read and a search as the gateway
+/// released them. What is not content (whitespace between tokens) keeps verifying; the
+/// Bundle's own envelope (links, `fullUrl`, search mode) is not part of any resource hash.
+#[actix_web::test]
+async fn adv_a_changed_released_byte_fails_verification() {
+    let upstream = content_site();
+    let gw = TestGateway::new()
+        .site("st-mary", &upstream.base_url())
+        .start();
+    let fetch = |path: &'static str| {
+        let url = gw.url(path);
+        async move { send("GET", &url, Some(clinician_token()), &[], None).await }
+    };
+    let read = fetch("/fhir/st-mary/Patient/p1").await;
+    let search = fetch("/fhir/st-mary/Observation?patient=p1").await;
+    let stored = stored_receipts(&gw);
+    let listed = |got: &Got| {
+        let id = got.header("x-assent-receipt").unwrap();
+        stored
+            .iter()
+            .find(|(r, _)| r.id == id)
+            .unwrap()
+            .0
+            .resources
+            .clone()
+    };
+    let (read_listed, search_listed) = (listed(&read), listed(&search));
+    assert_eq!(read_listed.len(), 1);
+    assert_eq!(search_listed.len(), 3);
+    let replace = |body: &[u8], from: &str, to: &str| -> Vec<u8> {
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains(from), "{from} not in {text}");
+        text.replacen(from, to, 1).into_bytes()
+    };
+    type Edit = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+    let edits: Vec<(&str, bool, Edit)> = vec![
+        (
+            "a digit",
+            true,
+            Box::new(move |b| replace(b, "1.50", "1.51")),
+        ),
+        (
+            "a number's precision",
+            true,
+            Box::new(move |b| replace(b, "1.50", "1.5 ")),
+        ),
+        ("a name", false, Box::new(move |b| replace(b, "Zoë", "Zoe"))),
+        (
+            "a birth date",
+            false,
+            Box::new(move |b| replace(b, "1970-01-01", "1970-01-02")),
+        ),
+        (
+            "a code",
+            true,
+            Box::new(move |b| replace(b, "2345-7", "2345-8")),
+        ),
+        (
+            "whose it is",
+            true,
+            Box::new(move |b| replace(b, "Patient/p1", "Patient/p2")),
+        ),
+        (
+            "the id",
+            false,
+            Box::new(move |b| replace(b, r#""id":"p1""#, r#""id":"p2""#)),
+        ),
+        (
+            "the version",
+            true,
+            Box::new(move |b| replace(b, r#""versionId":"1""#, r#""versionId":"2""#)),
+        ),
+        (
+            "an element added",
+            false,
+            Box::new(move |b| replace(b, r#""birthDate""#, r#""active":true,"birthDate""#)),
+        ),
+        (
+            "an escape",
+            false,
+            Box::new(move |b| replace(b, r#"\"Q\""#, r#"\"Q'"#)),
+        ),
+        (
+            "an entry dropped",
+            true,
+            Box::new(move |b| {
+                let text = String::from_utf8(b.to_vec()).unwrap();
+                let at = text.find(r#",{"fullUrl""#).unwrap();
+                let end = text[at + 1..].find(r#",{"fullUrl""#).unwrap() + at + 1;
+                format!("{}{}", &text[..at], &text[end..]).into_bytes()
+            }),
+        ),
+        (
+            "two entries' ids swapped",
+            true,
+            Box::new(move |b| {
+                let text = String::from_utf8(b.to_vec()).unwrap();
+                let text = text.replacen(r#""id":"o1""#, r#""id":"tmp""#, 1);
+                let text = text.replacen(r#""id":"o2""#, r#""id":"o1""#, 1);
+                text.replacen(r#""id":"tmp""#, r#""id":"o2""#, 1)
+                    .into_bytes()
+            }),
+        ),
+    ];
+    for (what, in_search, edit) in &edits {
+        let (got, listed) = if *in_search {
+            (&search, &search_listed)
+        } else {
+            (&read, &read_listed)
+        };
+        assert_eq!(assent_receipts::verify_released(&got.body, listed), Ok(()));
+        let changed = edit(&got.body);
+        assert_ne!(changed, got.body, "{what}");
+        assert!(
+            assent_receipts::verify_released(&changed, listed).is_err(),
+            "{what}: a changed resource verifies"
+        );
+    }
+    // Every byte of every released resource, flipped two ways: never verifies.
+    let mut flipped = 0;
+    for (got, listed) in [(&read, &read_listed), (&search, &search_listed)] {
+        let body = &got.body;
+        for span in released_spans(body) {
+            let start = span.as_ptr() as usize - body.as_ptr() as usize;
+            for at in start..start + span.len() {
+                for mask in [0x01u8, 0x20] {
+                    let mut changed = body.clone();
+                    changed[at] ^= mask;
+                    flipped += 1;
+                    assert!(
+                        assent_receipts::verify_released(&changed, listed).is_err(),
+                        "byte {at} ^ {mask:#x} ({:?}) verifies",
+                        String::from_utf8_lossy(
+                            &changed[at.saturating_sub(20)..(at + 20).min(body.len())]
+                        )
+                    );
+                }
+            }
+        }
+    }
+    assert!(flipped > 2_000, "{flipped}");
+    // Not content: whitespace between tokens, and the Bundle's envelope.
+    let spaced = replace(&search.body, r#"{"entry":["#, "{ \"entry\" :\n[ ");
+    assert_eq!(
+        assent_receipts::verify_released(&spaced, &search_listed),
+        Ok(())
+    );
+    let envelope = replace(&search.body, r#""mode":"match""#, r#""mode":"include""#);
+    assert_eq!(
+        assent_receipts::verify_released(&envelope, &search_listed),
+        Ok(())
+    );
+}

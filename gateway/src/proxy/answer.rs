@@ -198,7 +198,11 @@ impl Outbound<'_, '_> {
         };
         dialect.response_headers(&mut out, issues);
         let resource = &mut translated.resource;
-        if patient_data && self.shape.cuts() {
+        // Released Patients teach the network index (before shaping cuts them), where the site
+        // has network identifier systems; shaping applies to every released resource.
+        let learns = !self.state.network.systems_of(&self.site.id).is_empty();
+        let cuts = self.shape.cuts();
+        if patient_data && (cuts || learns) {
             let is_bundle = resource.get("resourceType").and_then(|v| v.as_str()) == Some("Bundle");
             let released: Vec<&mut Value> = if is_bundle {
                 resource
@@ -212,10 +216,12 @@ impl Outbound<'_, '_> {
                 vec![resource]
             };
             for r in released {
-                self.state.network.offer(&self.site.id, r);
+                if learns {
+                    self.state.network.offer(&self.site.id, r);
+                }
                 let outcome =
                     r.get("resourceType").and_then(|t| t.as_str()) == Some("OperationOutcome");
-                if !(is_bundle && outcome) {
+                if cuts && !(is_bundle && outcome) {
                     self.shape.apply(r, dialect.client);
                 }
             }

@@ -40,9 +40,11 @@ use crate::http::access::may_audit;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
 use crate::services::audit::{
-    AuditError, AuditQuery, ExportFormat, count_matching, export_stream, newest_first,
-    parse_cursor, subjects_of,
+    AuditError, AuditQuery, ExportFormat, count_matching, export_stream, network_subjects,
+    newest_first, parse_cursor, subjects_of,
 };
+use crate::services::network::NetworkIndex;
+use crate::store::ReceiptFilter;
 pub use pages::FilterForm;
 pub use session::{CookieSigner, PendingLogin, Session};
 
@@ -366,7 +368,11 @@ impl FilterQuery {
             }
         });
         let patient = given(&self.patient);
-        if patient.as_deref().is_some_and(|p| !p.contains('/')) && given(&self.site).is_none() {
+        if patient
+            .as_deref()
+            .is_some_and(|p| !p.contains('/') && !NetworkIndex::is_network_id(p))
+            && given(&self.site).is_none()
+        {
             return Err(AuditError::Malformed(
                 "a patient's plain id needs a site: choose the site, or write site/Patient/id"
                     .to_owned(),
@@ -387,6 +393,33 @@ impl FilterQuery {
             break_glass: (self.break_glass.as_deref() == Some("on")).then(|| "true".to_owned()),
             ..AuditQuery::default()
         })
+    }
+
+    /// The receipt filter of this form, and the patients it names by identity. A network
+    /// patient (`network/Patient/{id}`, or its id alone) is widened as the disclosures report
+    /// widens it: the federated requests that named it and every access to each site patient
+    /// linked to it, at every site.
+    async fn filter(&self, state: &AppState) -> Result<(ReceiptFilter, Vec<String>), AuditError> {
+        let mut audit = self.audit_query()?;
+        let site = Some(self.site.trim()).filter(|s| !s.is_empty());
+        let network = match audit.patient.as_deref() {
+            Some(patient) => network_subjects(&state.network, patient, site).await?,
+            None => None,
+        };
+        let Some(network) = network else {
+            let (filter, patient) = audit.filter(state.consents.key())?;
+            return Ok((filter, patient.into_iter().collect()));
+        };
+        audit.patient = None;
+        audit.site = None;
+        let (mut filter, _) = audit.filter(state.consents.key())?;
+        let key = state.consents.key();
+        filter.patient_key = Some(key.patient(&network.identity));
+        filter.also_patient_keys = network.members.iter().map(|m| key.patient(m)).collect();
+        let identities = std::iter::once(network.identity)
+            .chain(network.members)
+            .collect();
+        Ok((filter, identities))
     }
 
     /// The console's own query string for this filter (links keep it).
@@ -476,10 +509,8 @@ async fn search_page(
     let form = query.form();
     let console_query = query.console_query();
     let export_href = format!("/console/export.csv?{console_query}");
-    let checked = query
-        .audit_query()
-        .and_then(|q| q.filter(state.consents.key()));
-    let (filter, patient) = match checked {
+    let checked = query.filter(state).await;
+    let (filter, patients) = match checked {
         Ok(s) => s,
         Err(e) => {
             let message = match &e {
@@ -500,7 +531,7 @@ async fn search_page(
         }
     };
     let cursor = query.before.as_deref().and_then(parse_cursor);
-    if let Some(patient) = &patient {
+    for patient in &patients {
         access.add_patient_identity(patient);
     }
     let total = count_matching(&state.store, filter.clone()).await?;
@@ -660,16 +691,17 @@ async fn export(
         &session.caller,
         &req,
     );
-    let outcome = query
-        .audit_query()
-        .and_then(|q| q.filter(state.consents.key()))
-        .map_err(GatewayError::from)
-        .map(|(filter, patient)| {
-            if let Some(patient) = &patient {
-                access.add_patient_identity(patient);
-            }
-            export_response(state.clone(), filter, format)
-        });
+    let outcome =
+        query
+            .filter(&state)
+            .await
+            .map_err(GatewayError::from)
+            .map(|(filter, patients)| {
+                for patient in &patients {
+                    access.add_patient_identity(patient);
+                }
+                export_response(state.clone(), filter, format)
+            });
     access
         .finish(&state, as_page(&session.caller, outcome))
         .await
@@ -696,11 +728,8 @@ pub async fn verify(
         &req,
     );
     let outcome: Result<HttpResponse, GatewayError> = async {
-        let (filter, patient) = query
-            .audit_query()
-            .and_then(|q| q.filter(state.consents.key()))
-            .map_err(GatewayError::from)?;
-        if let Some(patient) = &patient {
+        let (filter, patients) = query.filter(&state).await.map_err(GatewayError::from)?;
+        for patient in &patients {
             access.add_patient_identity(patient);
         }
         let report = verify_export(&state, filter).await?;

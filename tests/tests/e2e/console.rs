@@ -632,3 +632,104 @@ async fn a_clinician_signing_in_to_the_console_is_not_granted_the_audit_role() {
         verified.text()
     );
 }
+
+/// Signs in to the console as sample caller `who`; its session cookie.
+async fn console_session(gw: &StartedGateway, who: &str) -> String {
+    let login = send("GET", &gw.url("/console/login"), None, &[], None).await;
+    assert_eq!(login.status, 302);
+    let cookie = login
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let authorize = format!("{}&login_as={who}", login.header("location").unwrap());
+    let picked = send("GET", &authorize, None, &[], None).await;
+    assert_eq!(picked.status, 302, "{}", picked.text());
+    let callback = picked.header("location").unwrap().to_owned();
+    let signed_in = send("GET", &callback, None, &[("cookie", &cookie)], None).await;
+    assert_eq!(signed_in.status, 200, "{}", signed_in.text());
+    signed_in
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.split(';').next().unwrap().to_owned())
+        .find(|c| c.starts_with("assent_console="))
+        .expect("a session cookie")
+}
+
+/// A network patient in the console's patient filter (its id, or `network/Patient/{id}`)
+/// shows the accesses to every site patient linked to it, at every site, and nobody else's;
+/// the export of that filter holds the same rows.
+#[actix_web::test]
+async fn the_console_shows_a_network_patients_accesses_across_sites() {
+    let upstream = hospital();
+    let site = |policy: &str| {
+        json!({"upstream": upstream.base_url(), "fhir_version": "R4", "default_policy": policy,
+            "patient_identifier_systems": ["urn:test:nid"], "network_identifier_systems": ["urn:test:nid"]})
+    };
+    let gw = TestGateway::new()
+        .site_with("st-mary", site("opt-out"))
+        .site_with("north-general", site("opt-out"))
+        .set("audit", json!({"console": {"client_id": "assent-console"}}))
+        .start();
+    let network = &gw.gateway.state.network;
+    let now = gw.gateway.state.clock.now_millis();
+    let nid = network
+        .learn("st-mary", "p1", [("urn:test:nid", "42")], now)
+        .unwrap()
+        .network_id
+        .unwrap();
+    network
+        .learn("north-general", "p1", [("urn:test:nid", "42")], now)
+        .unwrap();
+    for path in [
+        "/fhir/st-mary/Patient/p1",
+        "/fhir/north-general/Patient/p1",
+        "/fhir/st-mary/Patient/p2",
+    ] {
+        send("GET", &gw.url(path), Some(clinician_token()), &[], None).await;
+    }
+    let session = console_session(&gw, "privacy-officer").await;
+    for filter in [nid.clone(), format!("network%2FPatient%2F{nid}")] {
+        let page = send(
+            "GET",
+            &gw.url(&format!("/console/?patient={filter}")),
+            None,
+            &[("cookie", &session)],
+            None,
+        )
+        .await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let text = page.text();
+        assert!(text.contains("st-mary/Patient/p1"), "{text}");
+        assert!(text.contains("north-general/Patient/p1"), "{text}");
+        assert!(!text.contains("st-mary/Patient/p2"), "{text}");
+        let export = send(
+            "GET",
+            &gw.url(&format!("/console/export.csv?patient={filter}")),
+            None,
+            &[("cookie", &session)],
+            None,
+        )
+        .await;
+        assert_eq!(export.status, 200, "{}", export.text());
+        let csv = export.text();
+        assert!(
+            csv.contains("north-general") && csv.contains("st-mary"),
+            "{csv}"
+        );
+        assert!(!csv.contains("Patient/p2"), "{csv}");
+    }
+    // An id of the network form that names no network patient is refused, not widened.
+    let unknown = send(
+        "GET",
+        &gw.url(&format!("/console/?patient=n-{}", "0".repeat(40))),
+        None,
+        &[("cookie", &session)],
+        None,
+    )
+    .await;
+    assert_eq!(unknown.status, 400, "{}", unknown.text());
+}

@@ -751,3 +751,138 @@ async fn discovery_and_match_against_real_fhir_servers() {
         ]
     );
 }
+
+/// Federated reads against real FHIR servers (Medplum's, one per site): after discovery links
+/// the patient's records, `$everything` and a search by network patient answer both sites'
+/// data merged, each entry marked with its site; a site-level refusal at one site removes
+/// that site's share without naming it; every leg leaves its receipt.
+#[actix_web::test]
+async fn federated_reads_against_real_fhir_servers() {
+    let observation = |id: &str, patient: &str, code: &str| {
+        json!({"resourceType": "Observation", "id": id, "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": format!("Patient/{patient}")}})
+    };
+    let ada = |id: &str| patient(id, "Lovelace", "Ada", "1815-12-10", &[(NID, "777")]);
+    let north = RealisticUpstream::start(&[
+        ada("rn-1"),
+        observation("on-1", "rn-1", "8867-4"),
+        observation("on-2", "rn-1", "29463-7"),
+        patient("rn-2", "Hopper", "Grace", "1906-12-09", &[]),
+        observation("on-3", "rn-2", "8867-4"),
+    ]);
+    let south = RealisticUpstream::start(&[ada("rs-9"), observation("os-1", "rs-9", "8310-5")]);
+    let table = |upstream: String| {
+        json!({"upstream": upstream, "fhir_version": "R4", "default_policy": "opt-out",
+               "patient_identifier_systems": [NID], "network_identifier_systems": [NID]})
+    };
+    let gw = TestGateway::new()
+        .site_with("north", table(north.base_url()))
+        .site_with("south", table(south.base_url()))
+        .start();
+    let alice = clinician_token();
+    let found = send(
+        "GET",
+        &gw.url(&format!("/fhir/Patient?identifier={NID}%7C777")),
+        Some(alice),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(found.status, 200, "{}", found.text());
+    let nid = found.json()["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ids_by_site = |bundle: &Value| {
+        let mut ids: Vec<(String, String)> = bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["search"]["mode"] != "outcome")
+            .map(|e| {
+                let site = e["extension"]
+                    .as_array()
+                    .and_then(|x| x.iter().find(|x| x["url"] == "urn:assent:source-site"))
+                    .and_then(|x| x["valueString"].as_str())
+                    .unwrap_or("?")
+                    .to_owned();
+                (site, e["resource"]["id"].as_str().unwrap().to_owned())
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let pair = |s: &str, id: &str| (s.to_owned(), id.to_owned());
+    let everything = send(
+        "GET",
+        &gw.url(&format!("/fhir/Patient/{nid}/$everything")),
+        Some(alice),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(everything.status, 200, "{}", everything.text());
+    let all = ids_by_site(&everything.json());
+    for expected in [
+        pair("north", "rn-1"),
+        pair("north", "on-1"),
+        pair("north", "on-2"),
+        pair("south", "rs-9"),
+        pair("south", "os-1"),
+    ] {
+        assert!(all.contains(&expected), "{expected:?} in {all:?}");
+    }
+    assert!(
+        !all.iter().any(|(_, id)| id == "rn-2" || id == "on-3"),
+        "{all:?}"
+    );
+    let search = send(
+        "GET",
+        &gw.url(&format!("/fhir/Observation?patient={nid}")),
+        Some(alice),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(search.status, 200, "{}", search.text());
+    assert_eq!(
+        ids_by_site(&search.json()),
+        [
+            pair("north", "on-1"),
+            pair("north", "on-2"),
+            pair("south", "os-1")
+        ]
+    );
+
+    // South's record refuses every disclosure (a site-level consent): south's share goes,
+    // and nothing names south.
+    let refusal = json!({"resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": "Patient/rs-9"}, "provision": {"type": "deny"}});
+    let stored = send(
+        "POST",
+        &gw.url("/consent/Consent?site=south"),
+        Some(admin_token()),
+        &[("content-type", "application/fhir+json")],
+        Some(refusal.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(stored.status, 201, "{}", stored.text());
+    let after = send(
+        "GET",
+        &gw.url(&format!("/fhir/Observation?patient={nid}")),
+        Some(alice),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(after.status, 200, "{}", after.text());
+    assert_eq!(
+        ids_by_site(&after.json()),
+        [pair("north", "on-1"), pair("north", "on-2")]
+    );
+    assert!(!after.text().contains("south"), "{}", after.text());
+    assert!(!after.text().contains("os-1"), "{}", after.text());
+}

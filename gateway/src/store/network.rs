@@ -45,11 +45,17 @@ pub struct CandidateRow {
     pub decided_at_ms: Option<i64>,
 }
 
-fn unique_violation(e: &diesel::result::Error) -> bool {
-    matches!(
-        e,
-        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
-    )
+/// The outcome of an insert where the first row wins: `true` when this one was inserted,
+/// `false` when a row with the same key was there already.
+fn first_wins(inserted: QueryResult<usize>) -> Result<bool, StoreError> {
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        )) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl Store {
@@ -71,11 +77,7 @@ impl Store {
                 network_candidates::decided_at_ms.eq(row.decided_at_ms),
             ))
             .execute(&mut *conn);
-        match inserted {
-            Ok(_) => Ok(true),
-            Err(e) if unique_violation(&e) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        first_wins(inserted)
     }
 
     /// The candidates with `status` (every one when `None`), oldest first.
@@ -161,11 +163,7 @@ impl Store {
                 network_refusals::decided_at_ms.eq(at_ms),
             ))
             .execute(&mut *conn);
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(e) if unique_violation(&e) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        first_wins(inserted).map(drop)
     }
 
     /// Whether the pair was rejected or unlinked by an administrator.
@@ -213,14 +211,7 @@ impl Store {
                 network_patients::created_at_ms.eq(at_ms),
             ))
             .execute(&mut *conn);
-        match inserted {
-            Ok(_)
-            | Err(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::UniqueViolation,
-                _,
-            )) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        first_wins(inserted).map(drop)
     }
 
     /// Whether network patient `id` exists.
@@ -247,14 +238,7 @@ impl Store {
                 network_links::learned_at_ms.eq(row.learned_at_ms),
             ))
             .execute(&mut *conn);
-        match inserted {
-            Ok(_) => Ok(true),
-            Err(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::UniqueViolation,
-                _,
-            )) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        first_wins(inserted)
     }
 
     /// Removes the link of `site`/`patient_id`; `false` when there was none.
@@ -309,14 +293,7 @@ impl Store {
                 network_identifiers::learned_at_ms.eq(at_ms),
             ))
             .execute(&mut *conn);
-        match inserted {
-            Ok(_)
-            | Err(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::UniqueViolation,
-                _,
-            )) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        first_wins(inserted).map(drop)
     }
 
     /// The site-local patients seen with the network identifier (`system`, keyed value), as

@@ -536,26 +536,7 @@ async fn the_console_refuses_without_a_valid_session() {
 async fn a_clinician_signing_in_to_the_console_is_not_granted_the_audit_role() {
     let upstream = hospital();
     let gw = gateway(&upstream);
-    let sign_in_as = |who: &'static str| {
-        let gw = &gw;
-        async move {
-            let login = send("GET", &gw.url("/console/login"), None, &[], None).await;
-            assert_eq!(login.status, 302);
-            let cookie = login
-                .header("set-cookie")
-                .unwrap()
-                .split(';')
-                .next()
-                .unwrap()
-                .to_owned();
-            let authorize = format!("{}&login_as={who}", login.header("location").unwrap());
-            let picked = send("GET", &authorize, None, &[], None).await;
-            assert_eq!(picked.status, 302, "{}", picked.text());
-            let callback = picked.header("location").unwrap().to_owned();
-            send("GET", &callback, None, &[("cookie", &cookie)], None).await
-        }
-    };
-    let alice = sign_in_as("dr-alice").await;
+    let alice = console_sign_in(&gw, "dr-alice").await;
     assert_eq!(alice.status, 403, "{}", alice.text());
     assert!(
         alice.text().contains("does not have the audit role"),
@@ -574,7 +555,7 @@ async fn a_clinician_signing_in_to_the_console_is_not_granted_the_audit_role() {
             .is_none_or(|c| !c.starts_with("assent_console=")),
         "no session for dr-alice"
     );
-    let officer = sign_in_as("privacy-officer").await;
+    let officer = console_sign_in(&gw, "privacy-officer").await;
     assert_eq!(officer.status, 200, "{}", officer.text());
     assert!(
         officer.text().contains(&caller_id("privacy-officer")),
@@ -583,13 +564,7 @@ async fn a_clinician_signing_in_to_the_console_is_not_granted_the_audit_role() {
     );
 
     // Signed in, the console's own errors are pages, not OperationOutcomes.
-    let session = officer
-        .headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
-        .map(|(_, v)| v.split(';').next().unwrap().to_owned())
-        .find(|c| c.starts_with("assent_console="))
-        .expect("a session cookie");
+    let session = session_cookie(&officer);
     let page = |path: &'static str| {
         let url = gw.url(path);
         let session = session.clone();
@@ -633,8 +608,9 @@ async fn a_clinician_signing_in_to_the_console_is_not_granted_the_audit_role() {
     );
 }
 
-/// Signs in to the console as sample caller `who`; its session cookie.
-async fn console_session(gw: &StartedGateway, who: &str) -> String {
+/// Signs in to the console at the test identity provider as sample caller `who`: the
+/// answer to the sign-in callback.
+async fn console_sign_in(gw: &StartedGateway, who: &str) -> Got {
     let login = send("GET", &gw.url("/console/login"), None, &[], None).await;
     assert_eq!(login.status, 302);
     let cookie = login
@@ -648,8 +624,18 @@ async fn console_session(gw: &StartedGateway, who: &str) -> String {
     let picked = send("GET", &authorize, None, &[], None).await;
     assert_eq!(picked.status, 302, "{}", picked.text());
     let callback = picked.header("location").unwrap().to_owned();
-    let signed_in = send("GET", &callback, None, &[("cookie", &cookie)], None).await;
+    send("GET", &callback, None, &[("cookie", &cookie)], None).await
+}
+
+/// Signs in to the console as sample caller `who`; its session cookie.
+async fn console_session(gw: &StartedGateway, who: &str) -> String {
+    let signed_in = console_sign_in(gw, who).await;
     assert_eq!(signed_in.status, 200, "{}", signed_in.text());
+    session_cookie(&signed_in)
+}
+
+/// The console session cookie a signed-in answer sets.
+fn session_cookie(signed_in: &Got) -> String {
     signed_in
         .headers
         .iter()

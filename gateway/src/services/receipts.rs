@@ -55,9 +55,9 @@ const MAX_INDEX_BATCH: usize = 8_192;
 /// load one commit (and its write-ahead-log frames) serves several receipts instead of one
 /// each. The receipts are durable in the log already: lingering delays only the tables,
 /// and a reader waiting for them (or a sync the writer wants) ends it at once.
-const INDEX_LINGER: Duration = Duration::from_millis(4);
+const INDEX_LINGER: Duration = Duration::from_millis(50);
 /// How often a lingering indexer looks for a waiting reader.
-const INDEX_LINGER_STEP: Duration = Duration::from_micros(500);
+const INDEX_LINGER_STEP: Duration = Duration::from_millis(1);
 /// Durable receipts kept in memory for the anchoring task at most; beyond this the oldest are
 /// dropped and anchoring reads them back from the store.
 const FEED_CAPACITY: usize = 1 << 18;

@@ -71,6 +71,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .app_data(web::PathConfig::default().error_handler(|e, _| {
         GatewayError::Malformed(format!("the path cannot be read: {e}")).into()
     }));
+    // The FHIR surface: a prefix, not a pattern, so that matching costs no regular
+    // expression per request; the pipeline splits site and path itself. Every method
+    // reaches it, and it refuses what it does not forward with an OperationOutcome.
+    // Registered first: every FHIR request is matched by this prefix before the API
+    // routes' patterns are tried (each pattern with a `{…}` segment costs a regular expression).
+    cfg.service(
+        web::scope("/fhir")
+            // SMART discovery relative to each site's FHIR base, as SMART clients look
+            // for it.
+            .route(
+                "/{site}/.well-known/smart-configuration",
+                web::route()
+                    .guard(guard::Any(guard::Get()).or(guard::Head()))
+                    .to(site_smart_configuration),
+            )
+            // The site's CapabilityStatement, without authentication (SMART discovery);
+            // other methods reach the pipeline and are refused there.
+            .route(
+                "/{site}/metadata",
+                web::route()
+                    .guard(guard::Any(guard::Get()).or(guard::Head()))
+                    .to(metadata::handle),
+            )
+            .default_service(web::route().to(network::handle)),
+    );
     cfg.route("/livez", web::get().to(livez))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
@@ -145,29 +170,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::get().to(console::export_ndjson),
         )
         .route("/console/verify", web::get().to(console::verify))
-        // The FHIR surface: a prefix, not a pattern, so that matching costs no regular
-        // expression per request; the pipeline splits site and path itself. Every method
-        // reaches it, and it refuses what it does not forward with an OperationOutcome.
-        .service(
-            web::scope("/fhir")
-                // SMART discovery relative to each site's FHIR base, as SMART clients look
-                // for it.
-                .route(
-                    "/{site}/.well-known/smart-configuration",
-                    web::route()
-                        .guard(guard::Any(guard::Get()).or(guard::Head()))
-                        .to(site_smart_configuration),
-                )
-                // The site's CapabilityStatement, without authentication (SMART discovery);
-                // other methods reach the pipeline and are refused there.
-                .route(
-                    "/{site}/metadata",
-                    web::route()
-                        .guard(guard::Any(guard::Get()).or(guard::Head()))
-                        .to(metadata::handle),
-                )
-                .default_service(web::route().to(network::handle)),
-        )
         .default_service(web::route().to(not_found));
 }
 

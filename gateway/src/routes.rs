@@ -6,7 +6,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, guard, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use crate::api::adapters;
 use crate::api::audit;
@@ -77,24 +77,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // Registered first: every FHIR request is matched by this prefix before the API
     // routes' patterns are tried (each pattern with a `{…}` segment costs a regular expression).
     cfg.service(
-        web::scope("/fhir")
-            // SMART discovery relative to each site's FHIR base, as SMART clients look
-            // for it.
-            .route(
-                "/{site}/.well-known/smart-configuration",
-                web::route()
-                    .guard(guard::Any(guard::Get()).or(guard::Head()))
-                    .to(site_smart_configuration),
-            )
-            // The site's CapabilityStatement, without authentication (SMART discovery);
-            // other methods reach the pipeline and are refused there.
-            .route(
-                "/{site}/metadata",
-                web::route()
-                    .guard(guard::Any(guard::Get()).or(guard::Head()))
-                    .to(metadata::handle),
-            )
-            .default_service(web::route().to(network::handle)),
+        // The site's CapabilityStatement and SMART discovery relative to each site's FHIR
+        // base (`/fhir/{site}/metadata`, `/fhir/{site}/.well-known/smart-configuration`,
+        // without authentication) are told apart by `network::handle` from the path's
+        // segments, not by patterns.
+        web::scope("/fhir").default_service(web::route().to(network::handle)),
     );
     cfg.route("/livez", web::get().to(livez))
         .route("/readyz", web::get().to(readyz))
@@ -217,23 +204,7 @@ async fn openapi(state: web::Data<AppState>) -> HttpResponse {
 /// The SMART configuration (SMART App Launch 2.x discovery) of the first trusted issuer,
 /// with the scopes and capabilities the gateway enforces. 404 without a trusted issuer.
 async fn smart_configuration(state: web::Data<AppState>) -> Result<HttpResponse, GatewayError> {
-    let endpoints = state.callers.endpoints().ok_or(GatewayError::NotFound)?;
-    Ok(HttpResponse::Ok()
-        .insert_header((
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("max-age=300"),
-        ))
-        .json(endpoints.smart_configuration()))
-}
-
-async fn site_smart_configuration(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, GatewayError> {
-    if !state.sites.contains_key(path.as_str()) {
-        return Err(GatewayError::UnknownSite);
-    }
-    smart_configuration(state).await
+    metadata::smart_configuration(&state)
 }
 
 fn site_summary(state: &AppState, id: &str) -> Option<serde_json::Value> {

@@ -184,3 +184,15 @@ async fn fetch(
     }
     Ok(statement)
 }
+
+/// The SMART configuration document (`/.well-known/smart-configuration`, and the same below
+/// each site's FHIR base): the trusted issuer's endpoints, without authentication.
+pub fn smart_configuration(state: &AppState) -> Result<HttpResponse, GatewayError> {
+    let endpoints = state.callers.endpoints().ok_or(GatewayError::NotFound)?;
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=300"),
+        ))
+        .json(endpoints.smart_configuration()))
+}

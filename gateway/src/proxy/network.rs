@@ -39,6 +39,7 @@ use crate::http::error::GatewayError;
 use crate::http::observability::RequestId;
 use crate::http::state::AppState;
 use crate::proxy::exchange::split_fhir_path;
+use crate::proxy::metadata;
 use crate::proxy::pipeline;
 use crate::proxy::receipt::RECEIPTS_ON;
 use crate::services::network::NETWORK_SITE;
@@ -54,7 +55,23 @@ pub async fn handle(
     state: web::Data<AppState>,
     clients: web::Data<WorkerClients>,
 ) -> HttpResponse {
-    let (first, _) = split_fhir_path(req.path());
+    let (first, rest) = split_fhir_path(req.path());
+    // A site's discovery documents, without authentication, GET and HEAD only (other methods
+    // reach the pipeline and are refused there).
+    if matches!(*req.method(), Method::GET | Method::HEAD) && !first.is_empty() {
+        match rest {
+            "metadata" => return metadata::handle(req, state, clients).await,
+            ".well-known/smart-configuration" => {
+                let answer = if state.sites.contains_key(first) {
+                    metadata::smart_configuration(&state)
+                } else {
+                    Err(GatewayError::UnknownSite)
+                };
+                return answer.unwrap_or_else(|e| e.error_response());
+            }
+            _ => {}
+        }
+    }
     if state.sites.contains_key(first) || !is_network_path(first) {
         return pipeline::handle(req, payload, state, clients).await;
     }

@@ -175,8 +175,8 @@ pub const SAMPLE_CALLERS: &[SampleCaller] = &[
 
 /// The patient launch context the browser sign-in gives a sample patient (SMART standalone
 /// patient launch): `jane-doe` is St Mary's `Patient/p1` (the token's `aud` is St Mary's
-/// FHIR base). A network-bound sample is added at run time ([`DevIdentityProvider::bind_network_patient`]),
-/// since a network patient's id is only known once the network index has linked it.
+/// FHIR base). Another binding (a network patient, whose id is only known once the network
+/// index has linked it) is set at run time ([`DevIdentityProvider::bind_patient`]).
 pub const SAMPLE_PATIENT_LAUNCHES: &[(&str, &str, &str)] = &[
     ("jane-doe", "st-mary", "p1"),
     ("john-roe", "north-general", "p2"),
@@ -241,9 +241,10 @@ pub struct DevIdentityProvider {
     jwks: String,
     discovery: String,
     codes: Mutex<HashMap<String, PendingCode>>,
-    /// Sample patients whose browser sign-in launches a network patient (sample name →
-    /// network patient id), set at run time.
-    network_patients: Mutex<HashMap<String, String>>,
+    /// Sample patients whose browser sign-in launches another patient than
+    /// [`SAMPLE_PATIENT_LAUNCHES`]' (sample name → site, `None` for a network patient, and
+    /// id), set at run time.
+    bound_patients: Mutex<HashMap<String, (Option<String>, String)>>,
 }
 
 impl DevIdentityProvider {
@@ -298,28 +299,35 @@ impl DevIdentityProvider {
             jwks,
             discovery,
             codes: Mutex::new(HashMap::new()),
-            network_patients: Mutex::new(HashMap::new()),
+            bound_patients: Mutex::new(HashMap::new()),
         })
     }
 
     /// From now on, the browser sign-in of sample patient `sample` launches network patient
     /// `network_id` (the token's `aud` is the network base), instead of its site patient.
     pub fn bind_network_patient(&self, sample: &str, network_id: &str) {
-        if let Ok(mut bound) = self.network_patients.lock() {
-            bound.insert(sample.to_owned(), network_id.to_owned());
+        self.bind_patient(sample, None, network_id);
+    }
+
+    /// From now on, the browser sign-in of sample patient `sample` launches patient `id` of
+    /// `site` (`None`: network patient `id`), instead of [`SAMPLE_PATIENT_LAUNCHES`]' (the
+    /// demo binds its samples to its own sites' records).
+    pub fn bind_patient(&self, sample: &str, site: Option<&str>, id: &str) {
+        if let Ok(mut bound) = self.bound_patients.lock() {
+            bound.insert(sample.to_owned(), (site.map(str::to_owned), id.to_owned()));
         }
     }
 
-    /// The launch context the browser sign-in gives sample `name`: a network patient bound at
-    /// run time, else its site patient ([`SAMPLE_PATIENT_LAUNCHES`]), else none.
+    /// The launch context the browser sign-in gives sample `name`: a patient bound at run
+    /// time, else its site patient ([`SAMPLE_PATIENT_LAUNCHES`]), else none.
     fn sign_in_launch(&self, name: &str) -> Option<(Option<String>, String)> {
-        let network = self
-            .network_patients
+        let bound = self
+            .bound_patients
             .lock()
             .ok()
             .and_then(|bound| bound.get(name).cloned());
-        if let Some(id) = network {
-            return Some((None, id));
+        if bound.is_some() {
+            return bound;
         }
         SAMPLE_PATIENT_LAUNCHES
             .iter()

@@ -205,10 +205,37 @@ async fn a_patient_grants_and_revokes_access_and_sees_who_saw_their_records() {
     );
     assert!(!after.contains("revoke-"), "no revoke button left: {after}");
 
-    // Who saw my records: the permitted and the denied read, with receipts.
+    // An emergency: dr-bob breaks the glass, with a justification.
+    let bob = token(
+        "dr-bob",
+        Some("openid fhirUser user/*.rs assent/break-glass"),
+        Some("ETREAT"),
+        None,
+    );
+    let emergency = send(
+        "GET",
+        &gw.url("/fhir/st-mary/Patient/p1"),
+        Some(&bob),
+        &[("x-assent-break-glass-reason", "unconscious in ER, bed 3")],
+        None,
+    )
+    .await;
+    assert_eq!(emergency.status, 200, "{}", emergency.text());
+
+    // Who saw my records: the permitted and the denied read, with receipts; the break-glass
+    // access highlighted with its justification.
     let seen = page(&gw, &jane.cookie, "/portal/disclosures").await;
     assert_eq!(seen.status, 200, "{}", seen.text());
     let seen = seen.text();
+    let highlighted = seen
+        .split("<article class=\"card emergency\"")
+        .nth(1)
+        .expect("a highlighted access");
+    assert!(
+        highlighted.contains("Practitioner/dr-bob")
+            && highlighted.contains("unconscious in ER, bed 3"),
+        "{seen}"
+    );
     assert!(seen.contains("Practitioner/dr-alice"), "{seen}");
     assert!(
         seen.contains("permitted") && seen.contains("denied"),

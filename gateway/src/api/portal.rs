@@ -53,6 +53,8 @@ const SESSION_COOKIE: &str = "assent_portal";
 /// Accesses shown on the disclosures page; the CSV holds up to [`CSV_MAX`].
 const PAGE_SIZE: i64 = 200;
 const CSV_MAX: i64 = 10_000;
+/// Practitioners listed to choose from in the grant form.
+const DIRECTORY_MAX: i64 = 200;
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 /// The purposes a patient may grant access for.
@@ -367,6 +369,12 @@ async fn sharing_page(
     actors.sort();
     actors.dedup();
     let names = known_names(state, actors).await;
+    let store = state.store.clone();
+    let directory =
+        match tokio::task::spawn_blocking(move || store.known_practitioners(DIRECTORY_MAX)).await {
+            Ok(Ok(list)) => list,
+            _ => Vec::new(),
+        };
     for choice in &mut choices {
         choice.sentences = pages::sentences(&choice.document, &choice.where_, &names);
     }
@@ -378,7 +386,7 @@ async fn sharing_page(
     });
     Ok(html_page(
         StatusCode::OK,
-        pages::sharing(&patient.csrf, &choices, notice),
+        pages::sharing(&patient.csrf, &choices, &directory, notice),
     ))
 }
 
@@ -487,7 +495,10 @@ fn grant_document(
     target: &SitePatient,
 ) -> Result<Value, GatewayError> {
     let bad = |m: &str| GatewayError::Malformed(m.to_owned());
-    let who = field(fields, "practitioner").unwrap_or_default().trim();
+    // The reference typed, else the one chosen from the list.
+    let who = Some(field(fields, "practitioner").unwrap_or_default().trim())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| field(fields, "chosen").unwrap_or_default().trim());
     let reference = if who.contains('/') {
         who.to_owned()
     } else {
@@ -795,6 +806,19 @@ mod tests {
                 .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
                 .collect()
         };
+        let chosen = grant_document(
+            &fields(&[
+                ("practitioner", ""),
+                ("chosen", "PractitionerRole/nurse-carol"),
+                ("purpose", "TREAT"),
+            ]),
+            &target,
+        )
+        .unwrap();
+        assert_eq!(
+            chosen["provision"]["actor"][0]["reference"]["reference"],
+            "PractitionerRole/nurse-carol"
+        );
         let doc = grant_document(
             &fields(&[
                 ("practitioner", "dr-alice"),

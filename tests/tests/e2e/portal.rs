@@ -185,6 +185,13 @@ async fn a_patient_grants_and_revokes_access_and_sees_who_saw_their_records() {
     );
     assert!(sharing.contains("Practitioner/dr-alice"), "{sharing}");
     assert!(sharing.contains("In force"), "{sharing}");
+    // dr-alice's name is known now (her read): she can be chosen from the list.
+    assert!(
+        sharing.contains(
+            "<option value=\"Practitioner/dr-alice\">Alice Adams (Practitioner/dr-alice)</option>"
+        ),
+        "{sharing}"
+    );
     let written = stored(&gw, &ids[0]).await;
     assert_eq!(written["patient"]["reference"], "Patient/p1");
 

@@ -39,7 +39,7 @@ label { display: block; font-weight: 600; }
 label .hint, .note { font-weight: 400; color: var(--muted); font-size: .92rem; }
 fieldset { border: 1px solid var(--line); border-radius: 6px; padding: .5rem .8rem; }
 fieldset label { font-weight: 400; display: flex; gap: .5rem; align-items: center; }
-input[type=text], input[type=date] { font: inherit; width: 100%; padding: .45rem .55rem;
+input[type=text], input[type=date], select { font: inherit; width: 100%; padding: .45rem .55rem;
         border: 1px solid #8391a5; border-radius: 5px; background: #fff; color: var(--ink); }
 button, .button { font: inherit; padding: .5rem 1rem; border-radius: 5px; cursor: pointer;
         border: 1px solid var(--accent); background: var(--accent); color: #fff;
@@ -259,7 +259,12 @@ fn status_badge(choice: &Choice) -> Markup {
 }
 
 /// My sharing choices: every consent with its history, revoke buttons, the grant form.
-pub fn sharing(csrf: &str, choices: &[Choice], notice: Option<Markup>) -> Markup {
+pub fn sharing(
+    csrf: &str,
+    choices: &[Choice],
+    directory: &[(String, String)],
+    notice: Option<Markup>,
+) -> Markup {
     layout(
         "My sharing choices",
         true,
@@ -301,10 +306,21 @@ pub fn sharing(csrf: &str, choices: &[Choice], notice: Option<Markup>) -> Markup
             h2 id="grant-title" { "Share my records with someone" }
             form.stack.card method="post" action="/portal/grant" aria-labelledby="grant-title" {
                 input type="hidden" name="csrf" value=(csrf);
+                @if !directory.is_empty() {
+                    div {
+                        label for="chosen" { "Choose a practitioner" }
+                        select id="chosen" name="chosen" {
+                            option value="" { "(or write one below)" }
+                            @for (reference, name) in directory {
+                                option value=(reference) { (name) " (" (reference) ")" }
+                            }
+                        }
+                    }
+                }
                 div {
                     label for="practitioner" { "Practitioner or organization "
                         span.hint { "(for example Practitioner/dr-alice, or just dr-alice)" } }
-                    input type="text" id="practitioner" name="practitioner" required autocomplete="off";
+                    input type="text" id="practitioner" name="practitioner" autocomplete="off";
                 }
                 fieldset {
                     legend { "For what" }

@@ -275,6 +275,11 @@ async fn a_patient_grants_and_revokes_access_and_sees_who_saw_their_records() {
         .await;
         assert_eq!(got.status, 200, "{receipt_id}: {}", got.text());
     }
+    // Her own reads of her accounting are listed too, resting on no role.
+    assert!(
+        csv.contains("\"the patient's own accounting of disclosures\""),
+        "{csv}"
+    );
     // North General's p1 is not Jane: its read is not in her accounting.
     assert!(!csv.contains("north-general"), "{csv}");
     // A period before everything: nothing.

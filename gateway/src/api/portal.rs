@@ -269,10 +269,9 @@ pub async fn callback(
     let session_cookie = portal
         .signin
         .session_cookie(SESSION_COOKIE, value, expires_at);
-    let mut response = HttpResponse::Found()
-        .insert_header((header::LOCATION, "/portal/"))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .finish();
+    // A page, not a redirect: a `SameSite=Strict` cookie set at the end of a redirect chain
+    // that began at the identity provider (another site) would not be sent on the next hop.
+    let mut response = html_page(StatusCode::OK, pages::signed_in());
     response
         .add_cookie(&session_cookie)
         .map_err(|_| GatewayError::Internal)?;

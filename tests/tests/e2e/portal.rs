@@ -6,12 +6,19 @@
 //! extra fields naming another patient, a forged or missing CSRF token), a clinician's
 //! sign-in, a console cookie and a forged session are refused, and nothing of another
 //! patient is shown or changed. A network-bound patient sees and revokes consents across
-//! sites.
+//! sites. In headless Chromium (when chromedriver is installed): sign in, share, revoke and
+//! read the disclosures by keyboard-reachable forms, with no horizontal scrolling at 360 px;
+//! screenshots at 1280 and 360 px in `target/tmp/portal-*.png`.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use assent_e2e::*;
+use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use crate::consent::{consent, hospital, put_consent};
+use crate::console::{Driver, find_binary, text_of};
 
 fn gateway(upstream: &FakeUpstream, policy: &str) -> StartedGateway {
     let site = |policy: &str| {
@@ -55,8 +62,8 @@ struct Session {
 
 async fn portal_session(gw: &StartedGateway, who: &str) -> Session {
     let signed_in = sign_in(gw, "portal", who).await;
-    assert_eq!(signed_in.status, 302, "{}", signed_in.text());
-    assert_eq!(signed_in.header("location"), Some("/portal/"));
+    assert_eq!(signed_in.status, 200, "{}", signed_in.text());
+    assert!(signed_in.text().contains("id=\"continue\""));
     let cookie = set_cookie(&signed_in, "assent_portal").expect("a session cookie");
     let attributes = signed_in
         .headers
@@ -580,4 +587,140 @@ async fn a_network_patient_manages_consents_across_sites() {
         "{csv}"
     );
     assert!(!csv.contains("Patient/p1 "), "{csv}");
+}
+
+/// In headless Chromium: Jane signs in at the identity provider's page, shares with dr-alice
+/// through the form, revokes, and reads her disclosures; every page fits 360 px without
+/// horizontal scrolling; screenshots at 1280 and 360 px are kept in `target/tmp`.
+#[actix_web::test]
+async fn a_patient_uses_the_portal_in_chromium() {
+    let Some(chromedriver) = find_binary(&["chromedriver"]) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromedriver is missing under CI (apt-get install chromium chromium-driver)"
+        );
+        eprintln!("SKIPPED: no chromedriver on PATH (apt-get install chromium chromium-driver)");
+        return;
+    };
+    let upstream = hospital();
+    let gw = gateway(&upstream, "opt-in");
+    let driver = Driver::start(&chromedriver);
+    let mut caps = serde_json::Map::new();
+    let mut chrome = json!({
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1280,1000"],
+    });
+    if let Some(binary) = find_binary(&["chromium", "chromium-browser", "google-chrome"]) {
+        chrome["binary"] = json!(binary.display().to_string());
+    }
+    caps.insert("goog:chromeOptions".into(), chrome);
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session with headless Chromium");
+    let outcome = drive(&client, &gw).await;
+    let _ = client.close().await;
+    drop(driver);
+    outcome.unwrap();
+}
+
+async fn click(client: &Client, id: &str) -> Result<(), String> {
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Id(id))
+        .await
+        .map_err(|e| format!("#{id}: {e}"))?
+        .click()
+        .await
+        .map_err(|e| format!("#{id}: {e}"))
+}
+
+async fn shot(client: &Client, name: &str) -> Result<(), String> {
+    let png = client.screenshot().await.map_err(|e| e.to_string())?;
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("portal-{name}.png"));
+    std::fs::write(&path, png).map_err(|e| e.to_string())?;
+    println!("portal screenshot: {}", path.display());
+    Ok(())
+}
+
+/// The page scrolls sideways at the window's width.
+async fn scrolls_sideways(client: &Client) -> Result<bool, String> {
+    let wider = client
+        .execute(
+            "return document.documentElement.scrollWidth > window.innerWidth;",
+            vec![],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(wider.as_bool().unwrap_or(true))
+}
+
+async fn drive(client: &Client, gw: &StartedGateway) -> Result<(), String> {
+    let base = gw.gateway.base_url();
+    client
+        .goto(&format!("{base}/portal/"))
+        .await
+        .map_err(|e| e.to_string())?;
+    click(client, "sign-in").await?;
+    click(client, "as-jane-doe").await?;
+    click(client, "continue").await?;
+    assert!(!text_of(client, "#no-choices").await.is_empty());
+    client
+        .find(Locator::Id("practitioner"))
+        .await
+        .map_err(|e| e.to_string())?
+        .send_keys("dr-alice")
+        .await
+        .map_err(|e| e.to_string())?;
+    click(client, "grant").await?;
+    let changed = text_of(client, "#changed").await;
+    assert!(changed.contains("took effect"), "{changed}");
+    assert_eq!(alice_reads(gw, "/fhir/st-mary/Patient/p1").await, 200);
+    client
+        .goto(&format!("{base}/portal/"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let sentence = text_of(client, "p.sentence").await;
+    assert!(
+        sentence.contains("at st-mary may see your records for treatment"),
+        "{sentence}"
+    );
+    shot(client, "sharing-1280").await?;
+    client
+        .set_window_size(360, 900)
+        .await
+        .map_err(|e| e.to_string())?;
+    assert!(
+        !scrolls_sideways(client).await?,
+        "the sharing page scrolls at 360 px"
+    );
+    shot(client, "sharing-360").await?;
+    let revoke = client
+        .find(Locator::Css("button.danger"))
+        .await
+        .map_err(|e| e.to_string())?;
+    revoke.click().await.map_err(|e| e.to_string())?;
+    text_of(client, "#changed").await;
+    assert_eq!(alice_reads(gw, "/fhir/st-mary/Patient/p1").await, 403);
+    client
+        .goto(&format!("{base}/portal/disclosures"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let first = text_of(client, "article h3").await;
+    assert!(!first.is_empty());
+    assert!(
+        !scrolls_sideways(client).await?,
+        "the disclosures page scrolls at 360 px"
+    );
+    shot(client, "disclosures-360").await?;
+    client
+        .set_window_size(1280, 1000)
+        .await
+        .map_err(|e| e.to_string())?;
+    shot(client, "disclosures-1280").await?;
+    let page = client.source().await.map_err(|e| e.to_string())?;
+    assert!(page.contains("Practitioner/dr-alice"), "{page}");
+    Ok(())
 }

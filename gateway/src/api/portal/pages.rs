@@ -103,6 +103,18 @@ pub fn sign_in(message: Option<&str>) -> Markup {
     )
 }
 
+/// After the sign-in: on to the portal (a link, so that the session cookie goes with it).
+pub fn signed_in() -> Markup {
+    layout(
+        "Signed in",
+        true,
+        html! {
+            h2 { "You are signed in" }
+            p { a.button id="continue" href="/portal/" { "Continue to my sharing choices" } }
+        },
+    )
+}
+
 /// The portal's own error: a page with the status, the sentence and the stable code.
 pub fn error(signed_in: bool, status: u16, code: &str, message: &str) -> Markup {
     let title = match status {
@@ -173,6 +185,32 @@ pub fn long_date(unix_seconds: i64) -> String {
         Some(format!("{} {month} {year}", day.parse::<u8>().ok()?))
     })();
     words.unwrap_or(exact)
+}
+
+/// A FHIR instant (`2026-12-06T08:43:52.109Z`) as `6 December 2026, 08:43 UTC`; any other
+/// text as it is.
+fn readable(instant: &str) -> String {
+    (|| {
+        let (date, time) = instant.split_once('T')?;
+        let (y, rest) = date.split_once('-')?;
+        let (m, d) = rest.split_once('-')?;
+        let seconds = civil_days(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)? * 86_400;
+        Some(format!("{}, {} UTC", long_date(seconds), time.get(..5)?))
+    })()
+    .unwrap_or_else(|| instant.to_owned())
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_days(y: i64, m: i64, d: i64) -> Option<i64> {
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
 }
 
 fn when(t: Timestamp) -> Option<i64> {
@@ -390,7 +428,7 @@ pub fn disclosures(
                         @else { (d.who) }
                     }
                     p {
-                        time datetime=(d.when) { (d.when) }
+                        time datetime=(d.when) title=(d.when) { (readable(&d.when)) }
                         @if let Some(site) = &d.site { " · at " (site) }
                         @if let Some(org) = &d.organization { " · " (org) }
                     }
@@ -402,4 +440,23 @@ pub fn disclosures(
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_read_as_dates() {
+        assert_eq!(
+            readable("2026-12-06T08:43:52.109Z"),
+            "6 December 2026, 08:43 UTC"
+        );
+        assert_eq!(
+            readable("2000-02-29T23:59:59Z"),
+            "29 February 2000, 23:59 UTC"
+        );
+        assert_eq!(readable("not a date"), "not a date");
+        assert_eq!(long_date(1_803_859_200), "1 March 2027");
+    }
 }

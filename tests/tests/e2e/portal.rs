@@ -7,7 +7,8 @@
 //! sign-in, a console cookie and a forged session are refused, and nothing of another
 //! patient is shown or changed. A network-bound patient sees and revokes consents across
 //! sites. In headless Chromium (when chromedriver is installed): sign in, share, revoke and
-//! read the disclosures by keyboard-reachable forms, with no horizontal scrolling at 360 px;
+//! read the disclosures, each page checked by axe-core (`tests/a11y`: no serious or critical
+//! violation), with no horizontal scrolling at 360 px;
 //! screenshots at 1280 and 360 px in `target/tmp/portal-*.png`.
 
 use std::path::PathBuf;
@@ -645,6 +646,56 @@ async fn shot(client: &Client, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// axe-core's script (`tests/a11y`, `npm ci`), if installed; required under CI.
+fn axe_source() -> Option<String> {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("a11y/node_modules/axe-core/axe.min.js");
+    match std::fs::read_to_string(&path) {
+        Ok(source) => Some(source),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "axe-core is missing under CI (npm ci --prefix tests/a11y)"
+            );
+            eprintln!("SKIPPED the accessibility check: no {}", path.display());
+            None
+        }
+    }
+}
+
+/// The serious and critical accessibility violations axe-core finds on the current page.
+async fn axe_violations(client: &Client, axe: &str) -> Result<Vec<Value>, String> {
+    client
+        .execute(axe, vec![])
+        .await
+        .map_err(|e| format!("axe-core injection: {e}"))?;
+    let found = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, {resultTypes: ['violations']})
+               .then(r => done(JSON.stringify(r.violations
+                  .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                  .map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.target.join(' '))})))))
+               .catch(e => done('ERROR ' + e));",
+            vec![],
+        )
+        .await
+        .map_err(|e| format!("axe-core run: {e}"))?;
+    let text = found.as_str().unwrap_or_default();
+    serde_json::from_str::<Vec<Value>>(text).map_err(|_| format!("axe-core: {text}"))
+}
+
+/// Fails with the page's serious accessibility violations, if any (and axe-core is installed).
+async fn accessible(client: &Client, axe: Option<&str>, page: &str) -> Result<(), String> {
+    let Some(axe) = axe else { return Ok(()) };
+    let violations = axe_violations(client, axe).await?;
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{page}: {violations:#?}"))
+    }
+}
+
 /// The page scrolls sideways at the window's width.
 async fn scrolls_sideways(client: &Client) -> Result<bool, String> {
     let wider = client
@@ -659,14 +710,21 @@ async fn scrolls_sideways(client: &Client) -> Result<bool, String> {
 
 async fn drive(client: &Client, gw: &StartedGateway) -> Result<(), String> {
     let base = gw.gateway.base_url();
+    let axe = axe_source();
+    let axe = axe.as_deref();
     client
         .goto(&format!("{base}/portal/"))
         .await
         .map_err(|e| e.to_string())?;
+    text_of(client, "#sign-in").await;
+    accessible(client, axe, "sign-in").await?;
     click(client, "sign-in").await?;
     click(client, "as-jane-doe").await?;
+    text_of(client, "#continue").await;
+    accessible(client, axe, "signed in").await?;
     click(client, "continue").await?;
     assert!(!text_of(client, "#no-choices").await.is_empty());
+    accessible(client, axe, "sharing, empty").await?;
     client
         .find(Locator::Id("practitioner"))
         .await
@@ -677,6 +735,7 @@ async fn drive(client: &Client, gw: &StartedGateway) -> Result<(), String> {
     click(client, "grant").await?;
     let changed = text_of(client, "#changed").await;
     assert!(changed.contains("took effect"), "{changed}");
+    accessible(client, axe, "granted").await?;
     assert_eq!(alice_reads(gw, "/fhir/st-mary/Patient/p1").await, 200);
     client
         .goto(&format!("{base}/portal/"))
@@ -687,6 +746,7 @@ async fn drive(client: &Client, gw: &StartedGateway) -> Result<(), String> {
         sentence.contains("at st-mary may see your records for treatment"),
         "{sentence}"
     );
+    accessible(client, axe, "sharing").await?;
     shot(client, "sharing-1280").await?;
     client
         .set_window_size(360, 900)
@@ -710,6 +770,7 @@ async fn drive(client: &Client, gw: &StartedGateway) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let first = text_of(client, "article h3").await;
     assert!(!first.is_empty());
+    accessible(client, axe, "disclosures").await?;
     assert!(
         !scrolls_sideways(client).await?,
         "the disclosures page scrolls at 360 px"

@@ -53,9 +53,7 @@ pub enum StartError {
     #[error("the server thread failed to start")]
     Thread,
     #[error(transparent)]
-    Console(#[from] crate::api::console::ConsoleSetupError),
-    #[error("{0}")]
-    Portal(#[from] crate::api::portal::PortalSetupError),
+    SignIn(#[from] crate::api::signin::SignInSetupError),
     /// Keys the configuration needs are in neither the key file nor the environment.
     #[error(transparent)]
     Keys(#[from] MissingKeys),

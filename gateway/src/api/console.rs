@@ -32,7 +32,7 @@ use serde::Deserialize;
 
 use crate::api::audit::{export_response, read_receipt};
 use crate::api::receipt::ApiAccess;
-use crate::api::signin::{CallbackQuery, SignIn};
+use crate::api::signin::{CallbackQuery, SignIn, SignInSetupError, html_page};
 pub use crate::api::signin::{CookieSigner, PendingLogin, Session, now_secs};
 use crate::config::ConsoleConfig;
 use crate::http::access::may_audit;
@@ -51,26 +51,11 @@ const SESSION_COOKIE: &str = "assent_console";
 const PAGE_SIZE: i64 = 50;
 /// The largest export "Verify this export" reads into memory (bytes of NDJSON).
 const VERIFY_MAX_BYTES: usize = 64 * 1024 * 1024;
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-                   frame-ancestors 'none'; base-uri 'none'";
 
 /// The console's sign-in client and cookie key.
 pub struct Console {
     signin: SignIn,
     config: ConsoleConfig,
-}
-
-/// The console could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ConsoleSetupError {
-    #[error("audit.console needs a trusted issuer (auth.issuers) to sign in with")]
-    NoIssuer,
-    #[error(
-        "audit.console needs `console_session_secret_hex` (the key file, or $ASSENT_CONSOLE_SESSION_SECRET_HEX)"
-    )]
-    NoSessionKey,
-    #[error("audit.console: {0}")]
-    Discovery(#[from] assent_auth::ConfigError),
 }
 
 impl Console {
@@ -81,16 +66,15 @@ impl Console {
         issuer: Option<&url::Url>,
         public_base: &str,
         session_key: Option<crate::config::keys::Secret>,
-    ) -> Result<Console, ConsoleSetupError> {
-        let session_key = session_key.ok_or(ConsoleSetupError::NoSessionKey)?;
-        let issuer = issuer.ok_or(ConsoleSetupError::NoIssuer)?;
-        let signin = SignIn::discover(
+    ) -> Result<Console, SignInSetupError> {
+        let signin = SignIn::start_realm(
+            "audit.console",
             "console",
             "/console",
             issuer,
             &config.client_id,
             public_base,
-            session_key.bytes(),
+            session_key,
         )
         .await?;
         Ok(Console {
@@ -128,17 +112,6 @@ fn as_page(
     outcome: Result<HttpResponse, GatewayError>,
 ) -> Result<HttpResponse, GatewayError> {
     Ok(outcome.unwrap_or_else(|e| error_page(Some(who), &e)))
-}
-
-fn html_page(status: actix_web::http::StatusCode, markup: Markup) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
-        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .body(markup.into_string())
 }
 
 fn ok_page(markup: Markup) -> HttpResponse {

@@ -40,7 +40,9 @@ use serde_json::{Value, json};
 
 use crate::api::consent::{consent_versions, patient_consents, revoke_checked, write_consent};
 use crate::api::receipt::ApiAccess;
-use crate::api::signin::{CallbackQuery, SignIn, authenticate, now_secs};
+use crate::api::signin::{
+    CallbackQuery, SignIn, SignInSetupError, authenticate, html_page, now_secs,
+};
 use crate::config::PortalConfig;
 use crate::http::caller::Caller;
 use crate::http::error::GatewayError;
@@ -55,8 +57,6 @@ const PAGE_SIZE: i64 = 200;
 const CSV_MAX: i64 = 10_000;
 /// Practitioners listed to choose from in the grant form.
 const DIRECTORY_MAX: i64 = 200;
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-                   frame-ancestors 'none'; base-uri 'none'";
 /// The purposes a patient may grant access for.
 pub const GRANTABLE_PURPOSES: &[&str] = &["TREAT", "ETREAT", "HOPERAT", "HPAYMT", "HRESCH"];
 
@@ -64,19 +64,6 @@ pub const GRANTABLE_PURPOSES: &[&str] = &["TREAT", "ETREAT", "HOPERAT", "HPAYMT"
 pub struct Portal {
     signin: SignIn,
     config: PortalConfig,
-}
-
-/// The portal could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum PortalSetupError {
-    #[error("portal needs a trusted issuer (auth.issuers) to sign in with")]
-    NoIssuer,
-    #[error(
-        "portal needs `console_session_secret_hex` (the key file, or $ASSENT_CONSOLE_SESSION_SECRET_HEX)"
-    )]
-    NoSessionKey,
-    #[error("portal: {0}")]
-    Discovery(#[from] assent_auth::ConfigError),
 }
 
 impl Portal {
@@ -87,16 +74,15 @@ impl Portal {
         issuer: Option<&url::Url>,
         public_base: &str,
         session_key: Option<crate::config::keys::Secret>,
-    ) -> Result<Portal, PortalSetupError> {
-        let session_key = session_key.ok_or(PortalSetupError::NoSessionKey)?;
-        let issuer = issuer.ok_or(PortalSetupError::NoIssuer)?;
-        let signin = SignIn::discover(
+    ) -> Result<Portal, SignInSetupError> {
+        let signin = SignIn::start_realm(
+            "portal",
             "portal",
             "/portal",
             issuer,
             &config.client_id,
             public_base,
-            session_key.bytes(),
+            session_key,
         )
         .await?;
         Ok(Portal {
@@ -124,17 +110,6 @@ impl Patient {
     fn grant_target(&self) -> &SitePatient {
         &self.identities[0]
     }
-}
-
-fn html_page(status: StatusCode, markup: Markup) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
-        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .body(markup.into_string())
 }
 
 fn error_page(signed_in: bool, error: &GatewayError) -> HttpResponse {

@@ -12,9 +12,11 @@
 mod session;
 
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use assent_auth::LoginClient;
+use maud::Markup;
 use serde::Deserialize;
 
 use crate::http::caller::Caller;
@@ -24,6 +26,36 @@ pub use session::{CookieSigner, PendingLogin, Session, now_secs};
 
 /// How long a sign-in may take between the redirect and the callback.
 const LOGIN_TTL_SECS: u64 = 600;
+/// The pages' Content Security Policy: no script at all, styles from the realm's own
+/// stylesheet only, forms posted only here, no framing.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+/// A server-rendered page of the console or the portal, with its security headers (strict
+/// CSP, no framing, no referrer, no sniffing, not stored).
+pub fn html_page(status: StatusCode, markup: Markup) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(markup.into_string())
+}
+
+/// A realm's sign-in could not start (`{0}` names its configuration table).
+#[derive(Debug, thiserror::Error)]
+pub enum SignInSetupError {
+    #[error("{0} needs a trusted issuer (auth.issuers) to sign in with")]
+    NoIssuer(&'static str),
+    #[error(
+        "{0} needs `console_session_secret_hex` (the key file, or $ASSENT_CONSOLE_SESSION_SECRET_HEX)"
+    )]
+    NoSessionKey(&'static str),
+    #[error("{0}: {1}")]
+    Discovery(&'static str, assent_auth::ConfigError),
+}
 
 /// One realm's sign-in client and cookie key.
 pub struct SignIn {
@@ -47,6 +79,31 @@ pub struct CallbackQuery {
 }
 
 impl SignIn {
+    /// The sign-in of realm `realm` configured by `table` (`audit.console`, `portal`): at
+    /// `issuer` (the first trusted one), its cookies signed with `session_key`.
+    pub async fn start_realm(
+        table: &'static str,
+        realm: &'static str,
+        path: &'static str,
+        issuer: Option<&url::Url>,
+        client_id: &str,
+        public_base: &str,
+        session_key: Option<crate::config::keys::Secret>,
+    ) -> Result<SignIn, SignInSetupError> {
+        let session_key = session_key.ok_or(SignInSetupError::NoSessionKey(table))?;
+        let issuer = issuer.ok_or(SignInSetupError::NoIssuer(table))?;
+        SignIn::discover(
+            realm,
+            path,
+            issuer,
+            client_id,
+            public_base,
+            session_key.bytes(),
+        )
+        .await
+        .map_err(|e| SignInSetupError::Discovery(table, e))
+    }
+
     /// Discovers `issuer` for realm `realm` (`console`, `portal`) served under `/{realm}`, its
     /// callback `{public_base}/{realm}/callback`.
     pub async fn discover(

@@ -44,7 +44,7 @@ fn gateway(upstream: &FakeUpstream) -> StartedGateway {
 /// chromedriver on a free loopback port, killed on drop.
 pub(crate) struct Driver {
     child: Child,
-    pub(crate) url: String,
+    url: String,
 }
 
 impl Driver {
@@ -79,6 +79,31 @@ impl Drop for Driver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A WebDriver session with headless Chromium at `window` (`1400,1000`), downloading into
+/// `downloads` when given.
+pub(crate) async fn chromium(driver: &Driver, window: &str, downloads: Option<&Path>) -> Client {
+    let mut chrome = json!({
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 format!("--window-size={window}")],
+    });
+    if let Some(downloads) = downloads {
+        chrome["prefs"] = json!({
+            "download.default_directory": downloads.display().to_string(),
+            "download.prompt_for_download": false,
+        });
+    }
+    if let Some(binary) = find_binary(&["chromium", "chromium-browser", "google-chrome"]) {
+        chrome["binary"] = json!(binary.display().to_string());
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert("goog:chromeOptions".into(), chrome);
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session with headless Chromium")
 }
 
 pub(crate) fn find_binary(names: &[&str]) -> Option<PathBuf> {
@@ -151,24 +176,7 @@ async fn a_compliance_officer_signs_in_filters_verifies_and_exports_in_chromium(
 
     let downloads = tempfile::tempdir().unwrap();
     let driver = Driver::start(&chromedriver);
-    let mut caps = serde_json::Map::new();
-    let mut chrome = json!({
-        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1400,1000"],
-        "prefs": {
-            "download.default_directory": downloads.path().display().to_string(),
-            "download.prompt_for_download": false,
-        },
-    });
-    if let Some(binary) = find_binary(&["chromium", "chromium-browser", "google-chrome"]) {
-        chrome["binary"] = json!(binary.display().to_string());
-    }
-    caps.insert("goog:chromeOptions".into(), chrome);
-    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("a WebDriver session with headless Chromium");
+    let client = chromium(&driver, "1400,1000", Some(downloads.path())).await;
 
     let outcome = drive(&client, &gw, &ids, downloads.path()).await;
     let _ = client.close().await;

@@ -15,11 +15,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use assent_e2e::*;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
 
 use crate::consent::{consent, hospital, put_consent};
-use crate::console::{Driver, find_binary, text_of};
+use crate::console::{Driver, chromium, find_binary, text_of};
 
 fn gateway(upstream: &FakeUpstream, policy: &str) -> StartedGateway {
     let site = |policy: &str| {
@@ -606,20 +606,7 @@ async fn a_patient_uses_the_portal_in_chromium() {
     let upstream = hospital();
     let gw = gateway(&upstream, "opt-in");
     let driver = Driver::start(&chromedriver);
-    let mut caps = serde_json::Map::new();
-    let mut chrome = json!({
-        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1280,1000"],
-    });
-    if let Some(binary) = find_binary(&["chromium", "chromium-browser", "google-chrome"]) {
-        chrome["binary"] = json!(binary.display().to_string());
-    }
-    caps.insert("goog:chromeOptions".into(), chrome);
-    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("a WebDriver session with headless Chromium");
+    let client = chromium(&driver, "1280,1000", None).await;
     let outcome = drive(&client, &gw).await;
     let _ = client.close().await;
     drop(driver);

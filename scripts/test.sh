@@ -81,6 +81,15 @@ if [ -f tests/fhir-server/package-lock.json ]; then
   fi
 fi
 
+# axe-core, the accessibility check the portal's Chromium test runs in the browser (npm, pinned).
+if [ -f tests/a11y/package-lock.json ]; then
+  command -v npm >/dev/null 2>&1 || fail "npm is needed for the portal's accessibility check"
+  if [ ! -d tests/a11y/node_modules ] || [ tests/a11y/package-lock.json -nt tests/a11y/node_modules ]; then
+    note "installing axe-core (npm ci)"
+    npm ci --prefix tests/a11y --no-audit --no-fund --loglevel=error
+  fi
+fi
+
 # A real FHIR client library run against the gateway by the end-to-end tests (npm, pinned).
 if [ -f tests/fhir-clients/package-lock.json ]; then
   command -v npm >/dev/null 2>&1 || fail "npm is needed for the FHIR client library tests"

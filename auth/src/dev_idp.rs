@@ -151,6 +151,35 @@ pub const SAMPLE_CALLERS: &[SampleCaller] = &[
         default_purpose: "HPAYMT",
         description: "backend service (no user), payment",
     },
+    SampleCaller {
+        name: "jane-doe",
+        display: Some("Jane Doe"),
+        actor: Some("Patient/p1"),
+        organization: None,
+        default_scope: "openid fhirUser launch/patient patient/*.rs patient/Consent.cruds",
+        extra_scope: "",
+        default_purpose: "PATRQT",
+        description: "patient Jane Doe (St Mary's Patient/p1): the patient portal",
+    },
+    SampleCaller {
+        name: "john-roe",
+        display: Some("John Roe"),
+        actor: Some("Patient/p2"),
+        organization: None,
+        default_scope: "openid fhirUser launch/patient patient/*.rs patient/Consent.cruds",
+        extra_scope: "",
+        default_purpose: "PATRQT",
+        description: "patient John Roe (North General's Patient/p2; a network patient once linked): the patient portal",
+    },
+];
+
+/// The patient launch context the browser sign-in gives a sample patient (SMART standalone
+/// patient launch): `jane-doe` is St Mary's `Patient/p1` (the token's `aud` is St Mary's
+/// FHIR base). Another binding (a network patient, whose id is only known once the network
+/// index has linked it) is set at run time ([`DevIdentityProvider::bind_patient`]).
+pub const SAMPLE_PATIENT_LAUNCHES: &[(&str, &str, &str)] = &[
+    ("jane-doe", "st-mary", "p1"),
+    ("john-roe", "north-general", "p2"),
 ];
 
 /// A patient launch context to mint: the patient `id` at `site` (the token's `aud` is that
@@ -192,6 +221,8 @@ const CODE_TTL_SECONDS: u64 = 120;
 /// An authorization code handed to a browser, waiting to be exchanged at the token endpoint.
 struct PendingCode {
     caller: &'static str,
+    /// The sample patient's launch: `(site, id)`, site `None` for a network patient.
+    launch: Option<(Option<String>, String)>,
     client_id: String,
     redirect_uri: String,
     /// `BASE64URL(SHA-256(code_verifier))` (PKCE S256).
@@ -210,6 +241,10 @@ pub struct DevIdentityProvider {
     jwks: String,
     discovery: String,
     codes: Mutex<HashMap<String, PendingCode>>,
+    /// Sample patients whose browser sign-in launches another patient than
+    /// [`SAMPLE_PATIENT_LAUNCHES`]' (sample name → site, `None` for a network patient, and
+    /// id), set at run time.
+    bound_patients: Mutex<HashMap<String, (Option<String>, String)>>,
 }
 
 impl DevIdentityProvider {
@@ -264,7 +299,40 @@ impl DevIdentityProvider {
             jwks,
             discovery,
             codes: Mutex::new(HashMap::new()),
+            bound_patients: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// From now on, the browser sign-in of sample patient `sample` launches network patient
+    /// `network_id` (the token's `aud` is the network base), instead of its site patient.
+    pub fn bind_network_patient(&self, sample: &str, network_id: &str) {
+        self.bind_patient(sample, None, network_id);
+    }
+
+    /// From now on, the browser sign-in of sample patient `sample` launches patient `id` of
+    /// `site` (`None`: network patient `id`), instead of [`SAMPLE_PATIENT_LAUNCHES`]' (the
+    /// demo binds its samples to its own sites' records).
+    pub fn bind_patient(&self, sample: &str, site: Option<&str>, id: &str) {
+        if let Ok(mut bound) = self.bound_patients.lock() {
+            bound.insert(sample.to_owned(), (site.map(str::to_owned), id.to_owned()));
+        }
+    }
+
+    /// The launch context the browser sign-in gives sample `name`: a patient bound at run
+    /// time, else its site patient ([`SAMPLE_PATIENT_LAUNCHES`]), else none.
+    fn sign_in_launch(&self, name: &str) -> Option<(Option<String>, String)> {
+        let bound = self
+            .bound_patients
+            .lock()
+            .ok()
+            .and_then(|bound| bound.get(name).cloned());
+        if bound.is_some() {
+            return bound;
+        }
+        SAMPLE_PATIENT_LAUNCHES
+            .iter()
+            .find(|(sample, _, _)| *sample == name)
+            .map(|(_, site, id)| (Some((*site).to_owned()), (*id).to_owned()))
     }
 
     pub fn issuer(&self) -> &str {
@@ -560,6 +628,7 @@ impl DevIdentityProvider {
                 code.clone(),
                 PendingCode {
                     caller: caller.name,
+                    launch: self.sign_in_launch(caller.name),
                     client_id: get("client_id").to_owned(),
                     redirect_uri: get("redirect_uri").to_owned(),
                     challenge: challenge.to_owned(),
@@ -610,7 +679,11 @@ impl DevIdentityProvider {
         if computed != pending.challenge {
             return Err(invalid("the PKCE code_verifier does not match"));
         }
-        let access = self.mint(pending.caller, Some(&pending.scope), None, None)?;
+        let launch = pending.launch.as_ref().map(|(site, id)| PatientLaunch {
+            site: site.as_deref(),
+            id,
+        });
+        let access = self.mint(pending.caller, Some(&pending.scope), None, launch)?;
         let now = now_seconds();
         let mut claims = json!({
             "iss": self.issuer,

@@ -15,6 +15,7 @@ use crate::services::anchoring::Anchoring;
 use crate::services::break_glass::Notifier;
 
 use crate::api::console::Console;
+use crate::api::portal::Portal;
 use crate::config::keys::MissingKeys;
 use crate::config::{Config, LedgerBackend};
 use crate::http::connection;
@@ -52,7 +53,7 @@ pub enum StartError {
     #[error("the server thread failed to start")]
     Thread,
     #[error(transparent)]
-    Console(#[from] crate::api::console::ConsoleSetupError),
+    SignIn(#[from] crate::api::signin::SignInSetupError),
     /// Keys the configuration needs are in neither the key file nor the environment.
     #[error(transparent)]
     Keys(#[from] MissingKeys),
@@ -87,8 +88,13 @@ impl StartError {
     }
 }
 
-/// The console's sign-in, when `audit.console` is configured.
-type ConsoleData = Option<web::Data<Console>>;
+/// The browser sign-ins: the console's, when `audit.console` is configured, and the patient
+/// portal's, when `[portal]` is.
+#[derive(Clone, Default)]
+pub struct SignIns {
+    console: Option<web::Data<Console>>,
+    portal: Option<web::Data<Portal>>,
+}
 
 /// Builds the state every handler is given: opens the store, checks the keys (none in the store, every one the configuration needs
 /// in the key file or the environment), discovers the trusted issuers, mirrors the sites
@@ -98,7 +104,7 @@ type ConsoleData = Option<web::Data<Console>>;
 pub async fn build_state(
     config: Config,
     bound: SocketAddr,
-) -> Result<(AppState, ConsoleData), StartError> {
+) -> Result<(AppState, SignIns), StartError> {
     let adapters = Adapters::load(&config)?;
     // The whose-data tables of every FHIR version, read now rather than on a first request.
     assent_fhir::compartment::preload();
@@ -143,6 +149,18 @@ pub async fn build_state(
         Some(c) => Some(web::Data::new(
             Console::start(
                 c,
+                config.auth.issuers.first().map(|i| &i.issuer),
+                &public_base,
+                keys.console_session.clone(),
+            )
+            .await?,
+        )),
+        None => None,
+    };
+    let portal = match &config.portal {
+        Some(p) => Some(web::Data::new(
+            Portal::start(
+                p,
                 config.auth.issuers.first().map(|i| &i.issuer),
                 &public_base,
                 keys.console_session.clone(),
@@ -214,7 +232,7 @@ pub async fn build_state(
         openapi_json,
         config,
     };
-    Ok((state, console))
+    Ok((state, SignIns { console, portal }))
 }
 
 /// Says where each key came from (never the key).
@@ -349,7 +367,7 @@ fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
 /// head too large, head too slow) with OperationOutcomes.
 fn server(
     state: web::Data<AppState>,
-    console: ConsoleData,
+    console: SignIns,
     listener: TcpListener,
     workers: usize,
 ) -> Result<actix_web::dev::Server, StartError> {
@@ -409,7 +427,7 @@ pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The application one worker serves.
 fn app(
     state: web::Data<AppState>,
-    console: ConsoleData,
+    signins: SignIns,
 ) -> App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -421,8 +439,11 @@ fn app(
 > {
     let clients = web::Data::new(WorkerClients::new(&state.sites));
     let mut app = App::new().app_data(state).app_data(clients);
-    if let Some(console) = &console {
+    if let Some(console) = &signins.console {
         app = app.app_data(console.clone());
+    }
+    if let Some(portal) = &signins.portal {
+        app = app.app_data(portal.clone());
     }
     app.wrap_fn(|mut req, srv| {
         connection::mark_reached_app(&req);

@@ -3,7 +3,7 @@
 //! (`keys.rs`: keys are never taken from this file) and a Fabric ledger's files read. Every
 //! error names the key at fault. This file is the loader and the top of the tree; each table
 //! has its own file (`sites.rs`, `auth.rs`, `ledger.rs`, `receipts.rs`, `audit.rs`,
-//! `break_glass.rs`, `cache.rs`, `paging.rs`, `log.rs`, `fhir.rs`) with its checks, and the
+//! `portal.rs`, `break_glass.rs`, `cache.rs`, `paging.rs`, `log.rs`, `fhir.rs`) with its checks, and the
 //! tables of other crates are read as those crates' own types (`assent_fabric::FabricConfig`,
 //! `assent_auth::ClaimNames`).
 //!
@@ -20,6 +20,7 @@ pub mod ledger;
 pub mod log;
 pub mod network;
 pub mod paging;
+pub mod portal;
 pub mod receipts;
 pub mod sites;
 
@@ -41,6 +42,7 @@ pub use ledger::{LedgerBackend, LedgerConfig};
 pub use log::{LogConfig, LogFormat};
 pub use network::NetworkConfig;
 pub use paging::PagingConfig;
+pub use portal::PortalConfig;
 pub use receipts::ReceiptsConfig;
 pub use sites::{
     CircuitBreakerConfig, OperationLevel, OperationOutput, OperationRule, SiteConfig, UpstreamAuth,
@@ -63,6 +65,7 @@ pub const ENV_KEYS: &[&str] = &[
     "ledger",
     "receipts",
     "audit",
+    "portal",
     "break_glass",
     "cache",
     "fhir",
@@ -105,6 +108,9 @@ pub struct Config {
     pub receipts: ReceiptsConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The patient portal at `/portal/` (absent: it answers 404).
+    #[serde(default)]
+    pub portal: Option<PortalConfig>,
     #[serde(default)]
     pub break_glass: BreakGlassConfig,
     #[serde(default)]
@@ -348,6 +354,9 @@ impl Config {
         }
         self.receipts.validate()?;
         self.audit.validate()?;
+        if let Some(portal) = &self.portal {
+            portal.validate()?;
+        }
         self.refuse_keys_in_this_file()?;
         if self
             .keys

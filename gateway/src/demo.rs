@@ -152,6 +152,8 @@ pub fn start(options: &DemoOptions) -> Result<Demo, Box<dyn std::error::Error>> 
         }]},
         // The compliance console, signed in at the demo identity provider (pick privacy-officer).
         "audit": {"console": {"client_id": "assent-demo-console"}},
+        // The patient portal, signed in at the demo identity provider (pick jane-doe or john-roe).
+        "portal": {"client_id": "assent-demo-portal"},
         "sites": {
             "st-mary": site(st_mary.base_url(), "R4", "opt-out", "stm"),
             "north-general": site(north.base_url(), "STU3", "opt-in", "ng"),
@@ -171,6 +173,17 @@ pub fn start(options: &DemoOptions) -> Result<Demo, Box<dyn std::error::Error>> 
     let gateway = app::spawn_on(config, listener, 1)?;
     seed_consents(&gateway)?;
     let network = seed_links(&gateway)?;
+    // The portal's sample patients: jane-doe is St Mary's first patient; john-roe the first
+    // network patient (every record linked to it, at every site).
+    let provider = identity_provider.provider();
+    provider.bind_patient(
+        "jane-doe",
+        Some("st-mary"),
+        &sample_data::patient_id("stm", 1),
+    );
+    if let Some((network_id, _)) = network.first() {
+        provider.bind_network_patient("john-roe", network_id);
+    }
     Ok(Demo {
         gateway,
         identity_provider,
@@ -479,6 +492,10 @@ Try:
 
   # the compliance console in a browser: sign in as privacy-officer
   {base}/console/
+
+  # the patient portal in a browser: sign in as jane-doe (St Mary's stm-p001) or john-roe
+  # (the first network patient above); grant, revoke, see who saw your records
+  {base}/portal/
 
   # operations (dr-alice is also the demo's administrator)
   curl -s {base}/readyz

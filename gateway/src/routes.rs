@@ -13,6 +13,7 @@ use crate::api::audit;
 use crate::api::consent;
 use crate::api::console;
 use crate::api::network as network_admin;
+use crate::api::portal;
 use crate::http::access::require_admin;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
@@ -59,6 +60,15 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("get", "/console/export.csv"),
     ("get", "/console/export.ndjson"),
     ("get", "/console/verify"),
+    ("get", "/portal/"),
+    ("get", "/portal/style.css"),
+    ("get", "/portal/login"),
+    ("get", "/portal/callback"),
+    ("get", "/portal/logout"),
+    ("post", "/portal/grant"),
+    ("post", "/portal/revoke"),
+    ("get", "/portal/disclosures"),
+    ("get", "/portal/disclosures.csv"),
 ];
 
 /// Registers every route.
@@ -157,6 +167,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::get().to(console::export_ndjson),
         )
         .route("/console/verify", web::get().to(console::verify))
+        .route("/portal/", web::get().to(portal::index))
+        .route("/portal/style.css", web::get().to(portal::stylesheet))
+        .route("/portal/login", web::get().to(portal::login))
+        .route("/portal/callback", web::get().to(portal::callback))
+        .route("/portal/logout", web::get().to(portal::logout))
+        .route("/portal/grant", web::post().to(portal::grant))
+        .route("/portal/revoke", web::post().to(portal::revoke))
+        .route("/portal/disclosures", web::get().to(portal::disclosures))
+        .route(
+            "/portal/disclosures.csv",
+            web::get().to(portal::disclosures_csv),
+        )
         .default_service(web::route().to(not_found));
 }
 

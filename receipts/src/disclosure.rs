@@ -157,6 +157,10 @@ impl Disclosure {
             (ConsentRelied::None, AccessKind::Consent(_)) => {
                 "the rules of who may manage the patient's consents".to_owned()
             }
+            // A patient reading their own accounting (the patient portal) holds no role.
+            (ConsentRelied::None, AccessKind::Audit(_)) if who.starts_with("Patient/") => {
+                "the patient's own accounting of disclosures".to_owned()
+            }
             (ConsentRelied::None, AccessKind::Audit(_)) => {
                 "the audit role of a privacy or compliance officer".to_owned()
             }

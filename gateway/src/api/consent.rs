@@ -184,7 +184,66 @@ async fn store_consent(
         // A create makes a consent that did not exist.
         None => Some(0),
     };
-    let mut document = read_json(req, payload).await?;
+    let document = read_json(req, payload).await?;
+    let version = fhir_version_of(req)?;
+    let site = params.one("site").map(str::to_owned);
+    let (written, body, created) = write_consent(
+        state,
+        caller,
+        access,
+        document,
+        path_id,
+        site,
+        version,
+        expected_version,
+    )
+    .await?;
+    let mut response = if created {
+        HttpResponse::Created()
+    } else {
+        HttpResponse::Ok()
+    };
+    let location = format!(
+        "{}/consent/Consent/{}/_history/{}",
+        state.public_base, written.consent_id, written.version
+    );
+    if created {
+        response.insert_header((header::LOCATION, location.clone()));
+    }
+    Ok(response
+        .insert_header((header::CONTENT_TYPE, "application/fhir+json"))
+        .insert_header((header::CONTENT_LOCATION, location))
+        .insert_header((header::ETAG, etag(written.version)))
+        .insert_header(header::LastModified(http_date(written.updated_at)))
+        .insert_header(("x-assent-ledger-tx", written.tx_id.clone()))
+        .insert_header(("x-assent-ledger-block", written.block_number.to_string()))
+        .body(body.to_string()))
+}
+
+/// Writes `document` as a new consent (`path_id` `None`: a server-assigned id) or as consent
+/// `path_id` (a new version when stored), for the patient it names at `site` (else, for a
+/// stored consent, its site), asking the rule for the caller first; with `expected_version`,
+/// only over that version. The stored version, the Consent as rendered, and whether it was
+/// created. What the consent API's create and update and the patient portal's grant share.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn write_consent(
+    state: &AppState,
+    caller: &Caller,
+    access: &mut ApiAccess,
+    mut document: Value,
+    path_id: Option<&str>,
+    site: Option<String>,
+    version: Option<FhirVersion>,
+    expected_version: Option<u64>,
+) -> Result<(crate::services::consent::Stored, Value, bool), GatewayError> {
+    authorize(
+        caller,
+        state,
+        ConsentAction::Create,
+        Target::Pending,
+        None,
+        None,
+    )?;
     if document.get("resourceType").and_then(Value::as_str) != Some("Consent") {
         return Err(invalid("the body is not a Consent", Some("resourceType")));
     }
@@ -207,13 +266,12 @@ async fn store_consent(
         None => uuid::Uuid::new_v4().to_string(),
     };
     document["id"] = json!(id);
-    let version = fhir_version_of(req)?;
     // A stored id makes this an update: the rule then also sees the version in force.
     let stored = match path_id {
         Some(id) => stored_consent(state, id).await?,
         None => None,
     };
-    let site = params.one("site").map(str::to_owned).or_else(|| {
+    let site = site.or_else(|| {
         stored
             .as_ref()
             .and_then(|s| s.subject.clone())
@@ -262,26 +320,7 @@ async fn store_consent(
         .map_err(service_error)?;
     let body = rendered(&document, written.version, written.updated_at, false);
     access.add_resource(&body);
-    let mut response = if stored.is_some() {
-        HttpResponse::Ok()
-    } else {
-        HttpResponse::Created()
-    };
-    let location = format!(
-        "{}/consent/Consent/{}/_history/{}",
-        state.public_base, written.consent_id, written.version
-    );
-    if stored.is_none() {
-        response.insert_header((header::LOCATION, location.clone()));
-    }
-    Ok(response
-        .insert_header((header::CONTENT_TYPE, "application/fhir+json"))
-        .insert_header((header::CONTENT_LOCATION, location))
-        .insert_header((header::ETAG, etag(written.version)))
-        .insert_header(header::LastModified(http_date(written.updated_at)))
-        .insert_header(("x-assent-ledger-tx", written.tx_id.clone()))
-        .insert_header(("x-assent-ledger-block", written.block_number.to_string()))
-        .body(body.to_string()))
+    Ok((written, body, stored.is_none()))
 }
 
 /// `GET /consent/Consent/{id}`: the current version (a revoked consent reads `inactive`).
@@ -629,6 +668,38 @@ async fn revoke_consent(
     )?;
     let body = read_optional_json(payload).await?;
     let reason = revocation_reason(body.as_ref())?;
+    let revoked = revoke_checked(state, caller, access, id, reason).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "application/fhir+json"))
+        .insert_header((header::ETAG, etag(revoked.version)))
+        .insert_header(("x-assent-ledger-tx", revoked.tx_id.clone()))
+        .body(
+            json!({
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "information", "code": "informational",
+                    "diagnostics": format!("consent {} revoked (ledger version {}); it no longer permits anything", revoked.consent_id, revoked.version)}],
+            })
+            .to_string(),
+        ))
+}
+
+/// Revokes consent `id` for `reason` when the rule lets `caller` revoke it (not found when
+/// there is no such consent). What `$revoke` and the patient portal's revoke share.
+pub(crate) async fn revoke_checked(
+    state: &AppState,
+    caller: &Caller,
+    access: &mut ApiAccess,
+    id: &str,
+    reason: RevocationReason,
+) -> Result<crate::services::consent::Stored, GatewayError> {
+    authorize(
+        caller,
+        state,
+        ConsentAction::Revoke,
+        Target::Pending,
+        None,
+        None,
+    )?;
     let stored = authorized_stored(state, caller, ConsentAction::Revoke, id, access).await?;
     let revoked = state
         .consents
@@ -644,18 +715,63 @@ async fn revoke_consent(
             true,
         ));
     }
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "application/fhir+json"))
-        .insert_header((header::ETAG, etag(revoked.version)))
-        .insert_header(("x-assent-ledger-tx", revoked.tx_id.clone()))
-        .body(
-            json!({
-                "resourceType": "OperationOutcome",
-                "issue": [{"severity": "information", "code": "informational",
-                    "diagnostics": format!("consent {} revoked (ledger version {}); it no longer permits anything", revoked.consent_id, revoked.version)}],
-            })
-            .to_string(),
-        ))
+    Ok(revoked)
+}
+
+/// The consents of `patient` (every status, newest version of each) when the rule lets
+/// `caller` search them; noted on the call's receipt. What the consent search by patient and
+/// the patient portal's list share.
+pub(crate) async fn patient_consents(
+    state: &AppState,
+    caller: &Caller,
+    access: &mut ApiAccess,
+    patient: &SitePatient,
+) -> Result<Vec<(assent_consent::ConsentRecord, Value)>, GatewayError> {
+    access.add_patient(&patient.site, &patient.id);
+    authorize(
+        caller,
+        state,
+        ConsentAction::Search,
+        Target::Patient(patient),
+        None,
+        None,
+    )?;
+    let consents = state
+        .consents
+        .list(&patient.site, &patient.id)
+        .await
+        .map_err(service_error)?;
+    for (record, document) in &consents {
+        access.add_resource(&rendered(
+            document,
+            record.version,
+            record.updated_at,
+            record.revocation.is_some(),
+        ));
+    }
+    Ok(consents)
+}
+
+/// Every version of consent `id`, oldest first, when the rule lets `caller` read its history.
+pub(crate) async fn consent_versions(
+    state: &AppState,
+    caller: &Caller,
+    access: &mut ApiAccess,
+    id: &str,
+) -> Result<Vec<(assent_consent::ConsentVersion, Option<Value>)>, GatewayError> {
+    authorize(
+        caller,
+        state,
+        ConsentAction::History,
+        Target::Pending,
+        None,
+        None,
+    )?;
+    Ok(
+        authorized_stored(state, caller, ConsentAction::History, id, access)
+            .await?
+            .versions,
+    )
 }
 
 /// The body of `$check` in its JSON form (the FHIR form is a `Parameters` resource with the

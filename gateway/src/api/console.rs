@@ -23,18 +23,17 @@
 //! export; the console hands it its typed filter) and the HTML (`pages`).
 
 mod pages;
-mod session;
 
-use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
-use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use assent_auth::LoginClient;
 use assent_receipts::{AccessKind, AuditAction, Disclosure};
 use maud::Markup;
 use serde::Deserialize;
 
 use crate::api::audit::{export_response, read_receipt};
 use crate::api::receipt::ApiAccess;
+use crate::api::signin::{CallbackQuery, SignIn, SignInSetupError, html_page};
+pub use crate::api::signin::{CookieSigner, PendingLogin, Session, now_secs};
 use crate::config::ConsoleConfig;
 use crate::http::access::may_audit;
 use crate::http::error::GatewayError;
@@ -46,38 +45,17 @@ use crate::services::audit::{
 use crate::services::network::NetworkIndex;
 use crate::store::ReceiptFilter;
 pub use pages::FilterForm;
-pub use session::{CookieSigner, PendingLogin, Session};
 
 const SESSION_COOKIE: &str = "assent_console";
-const LOGIN_COOKIE: &str = "assent_console_login";
-/// How long a sign-in may take between the redirect and the callback.
-const LOGIN_TTL_SECS: u64 = 600;
 /// Accesses per page.
 const PAGE_SIZE: i64 = 50;
 /// The largest export "Verify this export" reads into memory (bytes of NDJSON).
 const VERIFY_MAX_BYTES: usize = 64 * 1024 * 1024;
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-                   frame-ancestors 'none'; base-uri 'none'";
 
 /// The console's sign-in client and cookie key.
 pub struct Console {
-    login: LoginClient,
-    cookies: CookieSigner,
+    signin: SignIn,
     config: ConsoleConfig,
-    secure: bool,
-}
-
-/// The console could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ConsoleSetupError {
-    #[error("audit.console needs a trusted issuer (auth.issuers) to sign in with")]
-    NoIssuer,
-    #[error(
-        "audit.console needs `console_session_secret_hex` (the key file, or $ASSENT_CONSOLE_SESSION_SECRET_HEX)"
-    )]
-    NoSessionKey,
-    #[error("audit.console: {0}")]
-    Discovery(#[from] assent_auth::ConfigError),
 }
 
 impl Console {
@@ -88,17 +66,20 @@ impl Console {
         issuer: Option<&url::Url>,
         public_base: &str,
         session_key: Option<crate::config::keys::Secret>,
-    ) -> Result<Console, ConsoleSetupError> {
-        let session_key = session_key.ok_or(ConsoleSetupError::NoSessionKey)?;
-        let issuer = issuer.ok_or(ConsoleSetupError::NoIssuer)?;
-        let issuer = issuer.as_str().trim_end_matches('/');
-        let redirect = format!("{public_base}/console/callback");
-        let login = LoginClient::discover(issuer, &config.client_id, &redirect).await?;
+    ) -> Result<Console, SignInSetupError> {
+        let signin = SignIn::start_realm(
+            "audit.console",
+            "console",
+            "/console",
+            issuer,
+            &config.client_id,
+            public_base,
+            session_key,
+        )
+        .await?;
         Ok(Console {
-            login,
-            cookies: CookieSigner::new(session_key.bytes().to_vec()),
+            signin,
             config: config.clone(),
-            secure: public_base.starts_with("https://"),
         })
     }
 }
@@ -133,17 +114,6 @@ fn as_page(
     Ok(outcome.unwrap_or_else(|e| error_page(Some(who), &e)))
 }
 
-fn html_page(status: actix_web::http::StatusCode, markup: Markup) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
-        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .body(markup.into_string())
-}
-
 fn ok_page(markup: Markup) -> HttpResponse {
     html_page(actix_web::http::StatusCode::OK, markup)
 }
@@ -151,15 +121,7 @@ fn ok_page(markup: Markup) -> HttpResponse {
 /// The signed-in session, if any.
 fn session(req: &HttpRequest, console: &Console) -> Option<Session> {
     let cookie = req.cookie(SESSION_COOKIE)?;
-    console.cookies.read_session(cookie.value())
-}
-
-fn cookie<'c>(console: &Console, name: &'c str, value: String, path: &'c str) -> Cookie<'c> {
-    Cookie::build(name, value)
-        .path(path)
-        .http_only(true)
-        .secure(console.secure)
-        .finish()
+    console.signin.cookies.read_session(cookie.value())
 }
 
 /// `GET /console/style.css`
@@ -176,33 +138,7 @@ pub async fn login(signin: ConsoleData) -> Result<HttpResponse, GatewayError> {
     let Some(console) = console(&signin) else {
         return Ok(not_configured());
     };
-    let start = console.login.start(&console.config.scope);
-    let pending = PendingLogin {
-        state: start.state,
-        nonce: start.nonce,
-        pkce_verifier: start.pkce_verifier,
-        expires_at: session::now_secs() + LOGIN_TTL_SECS,
-    };
-    let mut login_cookie = cookie(
-        console,
-        LOGIN_COOKIE,
-        console.cookies.login(&pending),
-        "/console/callback",
-    );
-    login_cookie.set_same_site(SameSite::Lax);
-    login_cookie.set_max_age(CookieDuration::seconds(LOGIN_TTL_SECS as i64));
-    Ok(HttpResponse::Found()
-        .insert_header((header::LOCATION, start.url))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .cookie(login_cookie)
-        .finish())
-}
-
-#[derive(Debug, Deserialize)]
-pub struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
+    Ok(console.signin.start(&console.config.scope))
 }
 
 /// `GET /console/callback`: checks the state, exchanges the code, verifies the tokens and the
@@ -222,85 +158,31 @@ pub async fn callback(
             pages::sign_in(Some(message)),
         )
     };
-    let Some(pending) = req
-        .cookie(LOGIN_COOKIE)
-        .and_then(|c| console.cookies.read_login(c.value()))
-    else {
-        return Ok(refused(
-            "The sign-in expired or did not start here. Please sign in again.",
-        ));
+    let caller = match console.signin.finish(&req, &query, &state).await {
+        Ok((caller, _token)) => caller,
+        Err(message) => return Ok(refused(message)),
     };
-    if query.error.is_some() {
-        return Ok(refused("The identity provider refused the sign-in."));
-    }
-    let (Some(code), Some(given_state)) = (&query.code, &query.state) else {
-        return Ok(refused("The identity provider's answer was incomplete."));
-    };
-    if given_state != &pending.state {
-        tracing::info!(route = "console", "console sign-in refused: state mismatch");
-        return Ok(refused(
-            "The sign-in could not be matched to this browser. Please sign in again.",
-        ));
-    }
-    let signed_in = match console
-        .login
-        .finish(code, &pending.pkce_verifier, &pending.nonce)
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::info!(route = "console", error = %e, "console sign-in failed");
-            return Ok(refused("The sign-in could not be completed."));
-        }
-    };
-    let mut headers = HeaderMap::new();
-    let bearer = HeaderValue::from_str(&format!("Bearer {}", signed_in.access_token))
-        .map_err(|_| GatewayError::Internal)?;
-    headers.insert(header::AUTHORIZATION, bearer);
-    let caller = match state.callers.authenticate(&headers).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::info!(
-                route = "console",
-                error_code = e.code(),
-                "console sign-in: access token refused"
-            );
-            return Ok(refused("The identity provider's token was not accepted."));
-        }
-    };
-    if caller.verified.subject.as_ref() != signed_in.subject {
-        return Ok(refused(
-            "The ID token and the access token name different people.",
-        ));
-    }
     if !may_audit(&caller, &state) {
         tracing::info!(route = "console", "console sign-in refused: no audit role");
         return Ok(refused("Your account does not have the audit role."));
     }
-    let expires_at = (session::now_secs() + console.config.session_ttl_secs)
-        .min(caller.verified.expires_at.max(session::now_secs()));
+    let expires_at = (now_secs() + console.config.session_ttl_secs)
+        .min(caller.verified.expires_at.max(now_secs()));
     let session = Session {
         caller: caller.id.clone(),
         expires_at,
     };
-    let mut session_cookie = cookie(
-        console,
+    let session_cookie = console.signin.session_cookie(
         SESSION_COOKIE,
-        console.cookies.session(&session),
-        "/console",
+        console.signin.cookies.session(&session),
+        expires_at,
     );
-    session_cookie.set_same_site(SameSite::Strict);
-    session_cookie.set_max_age(CookieDuration::seconds(
-        expires_at.saturating_sub(session::now_secs()) as i64,
-    ));
-    let mut clear_login = cookie(console, LOGIN_COOKIE, String::new(), "/console/callback");
-    clear_login.make_removal();
     let mut response = ok_page(pages::signed_in(&caller.id));
     response
         .add_cookie(&session_cookie)
         .map_err(|_| GatewayError::Internal)?;
     response
-        .add_cookie(&clear_login)
+        .add_cookie(&console.signin.clear_login())
         .map_err(|_| GatewayError::Internal)?;
     Ok(response)
 }
@@ -310,8 +192,7 @@ pub async fn logout(signin: ConsoleData) -> Result<HttpResponse, GatewayError> {
     let Some(console) = console(&signin) else {
         return Ok(not_configured());
     };
-    let mut gone = cookie(console, SESSION_COOKIE, String::new(), "/console");
-    gone.make_removal();
+    let gone = console.signin.removed_cookie(SESSION_COOKIE);
     let mut response = ok_page(pages::sign_in(Some("You are signed out.")));
     response
         .add_cookie(&gone)

@@ -254,15 +254,15 @@ impl KeyMaterial {
         if paging.is_none() {
             missing.push(PAGING);
         }
-        let console_session = match &config.audit.console {
-            Some(_) => {
+        let console_session = match (&config.audit.console, &config.portal) {
+            (None, None) => None,
+            _ => {
                 let key = self.get(CONSOLE_SESSION).cloned();
                 if key.is_none() {
                     missing.push(CONSOLE_SESSION);
                 }
                 key
             }
-            None => None,
         };
         match (ledger, paging) {
             (Some(ledger), Some(paging)) if missing.is_empty() => Ok(Keys {
@@ -319,7 +319,8 @@ pub struct LedgerKeys {
 pub struct Keys {
     pub ledger: LedgerKeys,
     pub paging: Secret,
-    /// With `[audit.console]`.
+    /// With `[audit.console]` or `[portal]` (the portal signs its cookies with it too, under
+    /// its own purpose labels).
     pub console_session: Option<Secret>,
     /// Optional: without it, webhook bodies are not signed.
     pub webhook: Option<Secret>,

@@ -41,6 +41,12 @@ pub enum GatewayError {
     Forbidden,
     #[error("reading the audit log needs the audit role")]
     AuditForbidden,
+    /// The patient portal is for a patient signed in with a bound launch context.
+    #[error("the patient portal is for patients signed in with their own patient launch context")]
+    PortalPatientRequired,
+    /// A portal form without the session's CSRF token: nothing is changed.
+    #[error("this form did not come from your portal session; nothing was changed")]
+    CsrfTokenInvalid,
     /// The consent API's rule (`consent_authz`) refused: another patient than the launch
     /// context's, no consent-administrator role, or a grant of the caller to itself.
     #[error("{0}")]
@@ -240,6 +246,8 @@ impl GatewayError {
             E::PatientContext(_) => (403, I::Forbidden, "patient-context-unbound", Client),
             E::Forbidden => (403, I::Forbidden, "forbidden", Client),
             E::AuditForbidden => (403, I::Forbidden, "audit-role-required", Client),
+            E::PortalPatientRequired => (403, I::Forbidden, "portal-patient-required", Client),
+            E::CsrfTokenInvalid => (403, I::Forbidden, "csrf-token-invalid", Client),
             E::ConsentRefused(ConsentRefusal::OtherPatient) => {
                 (403, I::Forbidden, "consent-patient-mismatch", Client)
             }
@@ -492,7 +500,7 @@ mod tests {
 
     #[test]
     fn the_table_gives_the_documented_statuses() {
-        let cases: [(GatewayError, u16, &str); 15] = [
+        let cases: [(GatewayError, u16, &str); 17] = [
             (GatewayError::UnknownSite, 404, "unknown-site"),
             (
                 GatewayError::Malformed("x".into()),
@@ -519,6 +527,12 @@ mod tests {
             (GatewayError::StoreUnavailable, 503, "store-unavailable"),
             (GatewayError::ReceiptUnavailable, 503, "receipt-unavailable"),
             (GatewayError::AuditForbidden, 403, "audit-role-required"),
+            (
+                GatewayError::PortalPatientRequired,
+                403,
+                "portal-patient-required",
+            ),
+            (GatewayError::CsrfTokenInvalid, 403, "csrf-token-invalid"),
             (
                 GatewayError::PatientContext(
                     crate::http::patient_context::ContextRefusal::OtherSite,

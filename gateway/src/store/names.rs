@@ -1,5 +1,5 @@
-//! Names beside ids, for the compliance console: the name each user caller's token last gave
-//! (`caller_names`). Display only: nothing is decided on them, and they never reach the
+//! Names beside ids, for the compliance console and the patient portal: the name each user
+//! caller's token last gave (`caller_names`). Display only: nothing is decided on them, and they never reach the
 //! ledger, a receipt or the logs. (Patients' names come from their consents, through the
 //! consent service: `api/console.rs`.)
 
@@ -66,6 +66,24 @@ impl Store {
             .load(&mut *conn)?;
         Ok(rows.into_iter().collect())
     }
+
+    /// The practitioners (and practitioner roles) whose names are kept, by name, at most
+    /// `limit`: the patient portal's list of whom to share with. Never a patient (patients'
+    /// names are not kept here, and the list reads practitioner references only).
+    pub fn known_practitioners(&self, limit: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.conn()?;
+        let rows: Vec<(String, String)> = caller_names::table
+            .filter(
+                caller_names::actor
+                    .like("Practitioner/%")
+                    .or(caller_names::actor.like("PractitionerRole/%")),
+            )
+            .select((caller_names::actor, caller_names::display))
+            .order((caller_names::display.asc(), caller_names::actor.asc()))
+            .limit(limit)
+            .load(&mut *conn)?;
+        Ok(rows)
+    }
 }
 
 #[cfg(test)]
@@ -87,6 +105,23 @@ mod tests {
                 .unwrap();
             assert_eq!(names.len(), 1);
             assert_eq!(names["Practitioner/dr-alice"], "Alice Adams-Smith");
+            store.put_caller_name("Patient/p1", "Jane Doe", 3).unwrap();
+            store
+                .put_caller_name("PractitionerRole/nurse-carol", "Carol Clark", 3)
+                .unwrap();
+            assert_eq!(
+                store.known_practitioners(10).unwrap(),
+                vec![
+                    (
+                        "Practitioner/dr-alice".to_owned(),
+                        "Alice Adams-Smith".to_owned()
+                    ),
+                    (
+                        "PractitionerRole/nurse-carol".to_owned(),
+                        "Carol Clark".to_owned()
+                    ),
+                ]
+            );
         }
     }
 }

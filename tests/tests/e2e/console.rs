@@ -42,13 +42,13 @@ fn gateway(upstream: &FakeUpstream) -> StartedGateway {
 }
 
 /// chromedriver on a free loopback port, killed on drop.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     url: String,
 }
 
 impl Driver {
-    fn start(binary: &Path) -> Driver {
+    pub(crate) fn start(binary: &Path) -> Driver {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -81,14 +81,39 @@ impl Drop for Driver {
     }
 }
 
-fn find_binary(names: &[&str]) -> Option<PathBuf> {
+/// A WebDriver session with headless Chromium at `window` (`1400,1000`), downloading into
+/// `downloads` when given.
+pub(crate) async fn chromium(driver: &Driver, window: &str, downloads: Option<&Path>) -> Client {
+    let mut chrome = json!({
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 format!("--window-size={window}")],
+    });
+    if let Some(downloads) = downloads {
+        chrome["prefs"] = json!({
+            "download.default_directory": downloads.display().to_string(),
+            "download.prompt_for_download": false,
+        });
+    }
+    if let Some(binary) = find_binary(&["chromium", "chromium-browser", "google-chrome"]) {
+        chrome["binary"] = json!(binary.display().to_string());
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert("goog:chromeOptions".into(), chrome);
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session with headless Chromium")
+}
+
+pub(crate) fn find_binary(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
         .find(|p| p.is_file())
 }
 
-async fn text_of(client: &Client, css: &str) -> String {
+pub(crate) async fn text_of(client: &Client, css: &str) -> String {
     client
         .wait()
         .at_most(Duration::from_secs(20))
@@ -151,24 +176,7 @@ async fn a_compliance_officer_signs_in_filters_verifies_and_exports_in_chromium(
 
     let downloads = tempfile::tempdir().unwrap();
     let driver = Driver::start(&chromedriver);
-    let mut caps = serde_json::Map::new();
-    let mut chrome = json!({
-        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1400,1000"],
-        "prefs": {
-            "download.default_directory": downloads.path().display().to_string(),
-            "download.prompt_for_download": false,
-        },
-    });
-    if let Some(binary) = find_binary(&["chromium", "chromium-browser", "google-chrome"]) {
-        chrome["binary"] = json!(binary.display().to_string());
-    }
-    caps.insert("goog:chromeOptions".into(), chrome);
-    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .expect("a WebDriver session with headless Chromium");
+    let client = chromium(&driver, "1400,1000", Some(downloads.path())).await;
 
     let outcome = drive(&client, &gw, &ids, downloads.path()).await;
     let _ = client.close().await;

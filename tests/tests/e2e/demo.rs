@@ -688,3 +688,49 @@ async fn the_demo_discovers_and_matches_its_network_patients() {
         stm
     );
 }
+
+/// The demo's patient portal: its instructions name it, and both sample patients sign in
+/// through the demo identity provider's page (jane-doe as St Mary's stm-p001, john-roe as the
+/// first network patient, whose consents at every site are listed).
+#[actix_web::test]
+async fn the_demo_portal_signs_in_its_sample_patients() {
+    let mut options = demo::DemoOptions::new("127.0.0.1:0".parse().unwrap());
+    options.log_level = "warn".into();
+    let running = demo::start(&options).expect("demo starts");
+    let base = running.gateway.base_url();
+    assert!(running.instructions().contains(&format!("{base}/portal/")));
+    for who in ["jane-doe", "john-roe"] {
+        let login = send("GET", &format!("{base}/portal/login"), None, &[], None).await;
+        assert_eq!(login.status, 302, "{}", login.text());
+        let cookie = login
+            .header("set-cookie")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let authorize = format!("{}&login_as={who}", login.header("location").unwrap());
+        let picked = send("GET", &authorize, None, &[], None).await;
+        assert_eq!(picked.status, 302, "{}", picked.text());
+        let callback = picked.header("location").unwrap().to_owned();
+        let signed_in = send("GET", &callback, None, &[("cookie", &cookie)], None).await;
+        assert_eq!(signed_in.status, 200, "{who}: {}", signed_in.text());
+        let session = signed_in
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, v)| v.split(';').next().unwrap().to_owned())
+            .find(|c| c.starts_with("assent_portal=") && c.len() > "assent_portal=".len())
+            .expect("a portal session");
+        let page = send(
+            "GET",
+            &format!("{base}/portal/"),
+            None,
+            &[("cookie", &session)],
+            None,
+        )
+        .await;
+        assert_eq!(page.status, 200, "{who}: {}", page.text());
+        assert!(page.text().contains("My sharing choices"), "{who}");
+    }
+}

@@ -24,6 +24,7 @@ mod numbers;
 mod operations;
 mod paging;
 mod patient_context;
+mod portal;
 mod property;
 mod proxy;
 mod receipts;

@@ -1,23 +1,26 @@
-//! The console's cookies, signed with HMAC-SHA256: the session (who signed in, until when)
-//! and the short-lived sign-in state (OAuth `state`, OpenID `nonce`, PKCE verifier) kept
-//! between the redirect to the identity provider and its callback.
+//! The browser sign-in's cookies, signed with HMAC-SHA256: the session (who signed in, until
+//! when) and the short-lived sign-in state (OAuth `state`, OpenID `nonce`, PKCE verifier)
+//! kept between the redirect to the identity provider and its callback; and any other sealed
+//! value a realm needs ([`CookieSigner::seal_named`]: the portal's session).
 //!
 //! A cookie value is dot-separated base64url fields with the MAC last; the MAC covers a
-//! purpose label, so a sign-in cookie can never pass as a session. Leaves out setting the
-//! cookies' attributes (`console.rs`).
+//! purpose label naming the realm (`console`, `portal`) and the kind of cookie, so a sign-in
+//! cookie can never pass as a session, nor a console cookie as a portal one. Leaves out
+//! setting the cookies' attributes (`signin.rs`).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-/// Signs and reads the console's cookies.
+/// Signs and reads one realm's cookies.
 #[derive(Clone)]
 pub struct CookieSigner {
     key: Vec<u8>,
+    realm: &'static str,
 }
 
-/// A signed-in compliance officer.
+/// A signed-in caller (the console: a compliance officer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     /// The caller id (`subject@issuer`).
@@ -40,8 +43,28 @@ pub fn now_secs() -> u64 {
 }
 
 impl CookieSigner {
+    /// The console's signer.
     pub fn new(key: Vec<u8>) -> CookieSigner {
-        CookieSigner { key }
+        CookieSigner::for_realm(key, "console")
+    }
+
+    /// The signer of `realm`'s cookies (its purpose labels are `assent-{realm}-…`).
+    pub fn for_realm(key: Vec<u8>, realm: &'static str) -> CookieSigner {
+        CookieSigner { key, realm }
+    }
+
+    fn label(&self, name: &str) -> String {
+        format!("assent-{}-{name}-v1", self.realm)
+    }
+
+    /// `fields` sealed under this realm's label `name`.
+    pub fn seal_named(&self, name: &str, fields: &[&str]) -> String {
+        self.seal(&self.label(name), fields)
+    }
+
+    /// The `n_fields` fields sealed in `value` under label `name`, if its MAC holds.
+    pub fn open_named(&self, name: &str, value: &str, n_fields: usize) -> Option<Vec<String>> {
+        self.open(&self.label(name), value, n_fields)
     }
 
     fn hmac(&self, purpose: &str, fields: &[&str]) -> Hmac<Sha256> {
@@ -87,14 +110,14 @@ impl CookieSigner {
 
     pub fn session(&self, session: &Session) -> String {
         self.seal(
-            "assent-console-session-v1",
+            &self.label("session"),
             &[&session.caller, &session.expires_at.to_string()],
         )
     }
 
     /// The session in `value`, if its MAC holds and it has not expired.
     pub fn read_session(&self, value: &str) -> Option<Session> {
-        let f = self.open("assent-console-session-v1", value, 2)?;
+        let f = self.open(&self.label("session"), value, 2)?;
         let expires_at: u64 = f[1].parse().ok()?;
         (expires_at > now_secs()).then(|| Session {
             caller: f[0].clone(),
@@ -104,7 +127,7 @@ impl CookieSigner {
 
     pub fn login(&self, login: &PendingLogin) -> String {
         self.seal(
-            "assent-console-login-v1",
+            &self.label("login"),
             &[
                 &login.state,
                 &login.nonce,
@@ -115,7 +138,7 @@ impl CookieSigner {
     }
 
     pub fn read_login(&self, value: &str) -> Option<PendingLogin> {
-        let f = self.open("assent-console-login-v1", value, 4)?;
+        let f = self.open(&self.label("login"), value, 4)?;
         let expires_at: u64 = f[3].parse().ok()?;
         (expires_at > now_secs()).then(|| PendingLogin {
             state: f[0].clone(),
@@ -162,5 +185,9 @@ mod tests {
         assert_eq!(signer.read_login(&login_value), Some(login));
         assert_eq!(signer.read_session(&login_value), None);
         assert_eq!(signer.read_session("garbage"), None);
+        // Another realm's cookie under the same key does not pass.
+        let portal = CookieSigner::for_realm(vec![7; 32], "portal");
+        assert_eq!(portal.read_session(&value), None);
+        assert_eq!(portal.read_login(&login_value), None);
     }
 }

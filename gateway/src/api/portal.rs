@@ -1,0 +1,829 @@
+//! The patient portal at `/portal/`: a patient signs in with the configured OpenID provider
+//! (SMART standalone patient launch: authorization code with PKCE, `patient/*` scopes, a
+//! patient launch context; the browser sign-in shared with the console, `signin.rs`) and sees
+//! **My sharing choices** (every consent of every identity their launch context manages, in
+//! plain words, with its history; grant a practitioner access for purposes and a period;
+//! revoke) and **Who saw my records** (the accounting of disclosures across sites, filtered
+//! by period, as CSV with a receipt id per row).
+//!
+//! **Invariant:** the portal decides nothing of its own about whose consents a patient may
+//! see or change. The session keeps the caller: its access token, verified again on every
+//! request (`signin::authenticate`, so its launch context is bound by the one rule,
+//! `http::patient_context`); every list, grant and revoke goes through the consent API's own
+//! functions (`api::consent::{patient_consents, consent_versions, write_consent,
+//! revoke_checked}`), which ask `http::consent_access::authorize`. The patient a grant is
+//! written for is taken from the session's bound context, never from the form; a consent id
+//! of another patient is refused by that rule (403 page). Every page and change leaves a
+//! receipt (`api/receipt.rs`), durable before the answer.
+//!
+//! Security: the session is a signed cookie (`HttpOnly`, `SameSite=Strict`, `Secure` behind
+//! https, path `/portal`) holding the caller id, the access token and a CSRF secret; every
+//! POST must carry that secret in its form (`csrf`), compared in constant time. Pages carry a
+//! strict Content Security Policy (no script at all, styles from `/portal/style.css` only, no
+//! framing); only patients with a bound launch context are let in (a clinician's sign-in is
+//! refused). Nothing clear is logged.
+//!
+//! Leaves out the HTML (`portal/pages.rs`).
+
+mod pages;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use assent_auth::CallerKind;
+use assent_consent::{RevocationReason, parse_consent_any};
+use assent_fhir::SitePatient;
+use assent_receipts::{AccessKind, AuditAction, ConsentAction, Disclosure, format_instant};
+use maud::Markup;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::consent::{consent_versions, patient_consents, revoke_checked, write_consent};
+use crate::api::receipt::ApiAccess;
+use crate::api::signin::{
+    CallbackQuery, SignIn, SignInSetupError, authenticate, html_page, now_secs,
+};
+use crate::config::PortalConfig;
+use crate::http::caller::Caller;
+use crate::http::error::GatewayError;
+use crate::http::state::AppState;
+use crate::services::audit::{date_range, decode, newest_first};
+use crate::services::network::NETWORK_SITE;
+use crate::store::ReceiptFilter;
+
+const SESSION_COOKIE: &str = "assent_portal";
+/// Accesses shown on the disclosures page; the CSV holds up to [`CSV_MAX`].
+const PAGE_SIZE: i64 = 200;
+const CSV_MAX: i64 = 10_000;
+/// Practitioners listed to choose from in the grant form.
+const DIRECTORY_MAX: i64 = 200;
+/// The purposes a patient may grant access for.
+pub const GRANTABLE_PURPOSES: &[&str] = &["TREAT", "ETREAT", "HOPERAT", "HPAYMT", "HRESCH"];
+
+/// The portal's sign-in client and cookie key.
+pub struct Portal {
+    signin: SignIn,
+    config: PortalConfig,
+}
+
+impl Portal {
+    /// Discovers the first trusted issuer; cookies are signed with `session_key` under the
+    /// portal's own purpose labels.
+    pub async fn start(
+        config: &PortalConfig,
+        issuer: Option<&url::Url>,
+        public_base: &str,
+        session_key: Option<crate::config::keys::Secret>,
+    ) -> Result<Portal, SignInSetupError> {
+        let signin = SignIn::start_realm(
+            "portal",
+            "portal",
+            "/portal",
+            issuer,
+            &config.client_id,
+            public_base,
+            session_key,
+        )
+        .await?;
+        Ok(Portal {
+            signin,
+            config: config.clone(),
+        })
+    }
+}
+
+/// The portal, registered beside the state when `[portal]` is configured.
+type PortalData = Option<web::Data<Portal>>;
+
+/// A signed-in patient: the session's caller, verified again from its token.
+struct Patient {
+    caller: Caller,
+    csrf: String,
+    /// Every identity the launch context manages (`PatientContext::manages`): a site patient,
+    /// or a network patient and each site patient linked to it.
+    identities: Vec<SitePatient>,
+}
+
+impl Patient {
+    /// The identity a grant is written for: the network patient when bound to one (its
+    /// consents decide at every site holding the patient), else the site patient.
+    fn grant_target(&self) -> &SitePatient {
+        &self.identities[0]
+    }
+}
+
+fn error_page(signed_in: bool, error: &GatewayError) -> HttpResponse {
+    let status = actix_web::ResponseError::status_code(error);
+    html_page(
+        status,
+        pages::error(signed_in, status.as_u16(), error.code(), &error.to_string()),
+    )
+}
+
+fn as_page(outcome: Result<HttpResponse, GatewayError>) -> Result<HttpResponse, GatewayError> {
+    Ok(outcome.unwrap_or_else(|e| error_page(true, &e)))
+}
+
+fn not_configured() -> HttpResponse {
+    error_page(false, &GatewayError::NotFound)
+}
+
+fn signed_out(message: Option<&str>) -> HttpResponse {
+    html_page(StatusCode::UNAUTHORIZED, pages::sign_in(message))
+}
+
+/// The session cookie's fields: caller id, access token, CSRF secret, expiry.
+fn read_session(req: &HttpRequest, portal: &Portal) -> Option<(String, String, String)> {
+    let cookie = req.cookie(SESSION_COOKIE)?;
+    let f = portal
+        .signin
+        .cookies
+        .open_named("session", cookie.value(), 4)?;
+    let expires_at: u64 = f[3].parse().ok()?;
+    (expires_at > now_secs()).then(|| (f[0].clone(), f[1].clone(), f[2].clone()))
+}
+
+/// The signed-in patient, or the page to answer instead (not configured, signed out, not a
+/// patient).
+async fn signed_in(
+    req: &HttpRequest,
+    portal: &PortalData,
+    state: &AppState,
+) -> Result<Patient, HttpResponse> {
+    let portal = portal.as_ref().ok_or_else(not_configured)?;
+    let (caller_id, token, csrf) = read_session(req, portal).ok_or_else(|| signed_out(None))?;
+    let caller = authenticate(state, &token)
+        .await
+        .map_err(|_| signed_out(Some("Your sign-in has expired. Please sign in again.")))?;
+    if caller.id != caller_id {
+        return Err(signed_out(None));
+    }
+    let identities = patient_identities(&caller, state).map_err(|e| error_page(false, &e))?;
+    Ok(Patient {
+        caller,
+        csrf,
+        identities,
+    })
+}
+
+/// The identities a patient caller's bound launch context manages; refused for anyone else.
+fn patient_identities(caller: &Caller, state: &AppState) -> Result<Vec<SitePatient>, GatewayError> {
+    if caller.verified.kind != CallerKind::Patient {
+        return Err(GatewayError::PortalPatientRequired);
+    }
+    match caller.patient_context.manages(&state.network)? {
+        Some(identities) if !identities.is_empty() => Ok(identities),
+        _ => Err(GatewayError::PortalPatientRequired),
+    }
+}
+
+/// Constant-time comparison of the form's CSRF token with the session's.
+fn csrf_holds(given: Option<&str>, expected: &str) -> bool {
+    let Some(given) = given else { return false };
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// `GET /portal/style.css`
+pub async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/css; charset=utf-8"))
+        .insert_header((header::CACHE_CONTROL, "max-age=3600"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(pages::STYLESHEET)
+}
+
+/// `GET /portal/login`: to the identity provider asking for the patient scopes.
+pub async fn login(portal: PortalData) -> HttpResponse {
+    match portal.as_ref() {
+        Some(portal) => portal.signin.start(&portal.config.scope),
+        None => not_configured(),
+    }
+}
+
+/// `GET /portal/callback`: the shared sign-in checks, then a patient with a bound launch
+/// context only; opens the session (with a fresh CSRF secret).
+pub async fn callback(
+    req: HttpRequest,
+    query: web::Query<CallbackQuery>,
+    state: web::Data<AppState>,
+    portal: PortalData,
+) -> Result<HttpResponse, GatewayError> {
+    let Some(portal) = portal.as_ref() else {
+        return Ok(not_configured());
+    };
+    let refused = |message: &str| html_page(StatusCode::FORBIDDEN, pages::sign_in(Some(message)));
+    let (caller, token) = match portal.signin.finish(&req, &query, &state).await {
+        Ok(signed_in) => signed_in,
+        Err(message) => return Ok(refused(message)),
+    };
+    if patient_identities(&caller, &state).is_err() {
+        tracing::info!(
+            route = "portal",
+            "portal sign-in refused: not a bound patient"
+        );
+        return Ok(refused(
+            "The patient portal is for patients: this sign-in has no patient launch context.",
+        ));
+    }
+    let expires_at = (now_secs() + portal.config.session_ttl_secs)
+        .min(caller.verified.expires_at.max(now_secs()));
+    let csrf = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let value = portal.signin.cookies.seal_named(
+        "session",
+        &[&caller.id, &token, &csrf, &expires_at.to_string()],
+    );
+    let session_cookie = portal
+        .signin
+        .session_cookie(SESSION_COOKIE, value, expires_at);
+    // A page, not a redirect: a `SameSite=Strict` cookie set at the end of a redirect chain
+    // that began at the identity provider (another site) would not be sent on the next hop.
+    let mut response = html_page(StatusCode::OK, pages::signed_in());
+    response
+        .add_cookie(&session_cookie)
+        .map_err(|_| GatewayError::Internal)?;
+    response
+        .add_cookie(&portal.signin.clear_login())
+        .map_err(|_| GatewayError::Internal)?;
+    Ok(response)
+}
+
+/// `GET /portal/logout`
+pub async fn logout(portal: PortalData) -> Result<HttpResponse, GatewayError> {
+    let Some(portal) = portal.as_ref() else {
+        return Ok(not_configured());
+    };
+    let mut response = html_page(StatusCode::OK, pages::sign_in(Some("You are signed out.")));
+    response
+        .add_cookie(&portal.signin.removed_cookie(SESSION_COOKIE))
+        .map_err(|_| GatewayError::Internal)?;
+    Ok(response)
+}
+
+/// `GET /portal/`: My sharing choices.
+pub async fn index(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    portal: PortalData,
+) -> Result<HttpResponse, GatewayError> {
+    let patient = match signed_in(&req, &portal, &state).await {
+        Ok(p) => p,
+        Err(page) => return Ok(page),
+    };
+    let mut access = ApiAccess::new(
+        AccessKind::Consent(ConsentAction::Search),
+        &patient.caller,
+        &req,
+    );
+    let outcome = sharing_page(&state, &patient, &mut access, None).await;
+    access.finish(&state, as_page(outcome)).await
+}
+
+async fn sharing_page(
+    state: &AppState,
+    patient: &Patient,
+    access: &mut ApiAccess,
+    notice: Option<Markup>,
+) -> Result<HttpResponse, GatewayError> {
+    access.set_site(&patient.grant_target().site);
+    let now = now_secs() as i64;
+    let mut choices = Vec::new();
+    for identity in &patient.identities {
+        for (record, document) in patient_consents(state, &patient.caller, access, identity).await?
+        {
+            let id = document["id"].as_str().unwrap_or_default().to_owned();
+            let history = consent_versions(state, &patient.caller, access, &id).await?;
+            choices.push(pages::Choice {
+                id,
+                where_: where_words(identity),
+                in_force: record.is_in_force(assent_consent::Timestamp::from_unix_seconds(now)),
+                revoked: record.revocation.is_some(),
+                version: record.version,
+                updated_at: record.updated_at,
+                tx_id: history
+                    .last()
+                    .map(|(v, _)| v.tx_id.clone())
+                    .unwrap_or_default(),
+                sentences: Vec::new(),
+                document,
+                history: history
+                    .iter()
+                    .map(|(v, _)| pages::Version {
+                        version: v.record.version,
+                        updated_at: v.record.updated_at,
+                        tx_id: v.tx_id.clone(),
+                        revoked: v.record.revocation.is_some(),
+                    })
+                    .collect(),
+            });
+        }
+    }
+    let mut actors: Vec<String> = choices
+        .iter()
+        .filter_map(|c| parse_consent_any(&c.document).ok())
+        .flat_map(|(consent, _)| {
+            consent
+                .grantees()
+                .into_iter()
+                .filter_map(|p| match p {
+                    assent_consent::Party::Reference(r) => Some(r.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    actors.sort();
+    actors.dedup();
+    let names = known_names(state, actors).await;
+    let store = state.store.clone();
+    let directory =
+        match tokio::task::spawn_blocking(move || store.known_practitioners(DIRECTORY_MAX)).await {
+            Ok(Ok(list)) => list,
+            _ => Vec::new(),
+        };
+    for choice in &mut choices {
+        choice.sentences = pages::sentences(&choice.document, &choice.where_, &names);
+    }
+    // In force first, then the newest change.
+    choices.sort_by(|a, b| {
+        b.in_force
+            .cmp(&a.in_force)
+            .then(b.updated_at.cmp(&a.updated_at))
+    });
+    Ok(html_page(
+        StatusCode::OK,
+        pages::sharing(&patient.csrf, &choices, &directory, notice),
+    ))
+}
+
+/// Where a consent of `identity` applies, in words.
+fn where_words(identity: &SitePatient) -> String {
+    if identity.site == NETWORK_SITE {
+        "at every site holding your records".to_owned()
+    } else {
+        format!("at {}", identity.site)
+    }
+}
+
+/// The names the gateway knows for `actors` (the name their tokens last gave); a failure
+/// shows the references alone.
+async fn known_names(
+    state: &AppState,
+    actors: Vec<String>,
+) -> std::collections::HashMap<String, String> {
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.caller_names(&actors)).await {
+        Ok(Ok(names)) => names,
+        _ => Default::default(),
+    }
+}
+
+/// The fields of a POSTed form (names may repeat).
+fn form_fields(body: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(body)
+        .map(|(n, v)| (n.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The signed-in patient of a POST whose CSRF token holds, or the page to answer.
+async fn posted(
+    req: &HttpRequest,
+    portal: &PortalData,
+    state: &AppState,
+    fields: &[(String, String)],
+) -> Result<Patient, HttpResponse> {
+    let patient = signed_in(req, portal, state).await?;
+    if !csrf_holds(field(fields, "csrf"), &patient.csrf) {
+        tracing::info!(route = "portal", "portal change refused: CSRF token");
+        return Err(error_page(true, &GatewayError::CsrfTokenInvalid));
+    }
+    Ok(patient)
+}
+
+/// `POST /portal/grant`: a new consent of the patient (from the session, never the form)
+/// permitting one practitioner or organization for the chosen purposes and period.
+pub async fn grant(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+    portal: PortalData,
+) -> Result<HttpResponse, GatewayError> {
+    let fields = form_fields(&body);
+    let patient = match posted(&req, &portal, &state, &fields).await {
+        Ok(p) => p,
+        Err(page) => return Ok(page),
+    };
+    let mut access = ApiAccess::new(
+        AccessKind::Consent(ConsentAction::Create),
+        &patient.caller,
+        &req,
+    );
+    let outcome = async {
+        let document = grant_document(&fields, patient.grant_target())?;
+        let target = patient.grant_target();
+        let (written, _, _) = write_consent(
+            &state,
+            &patient.caller,
+            &mut access,
+            document,
+            None,
+            Some(target.site.clone()),
+            None,
+            Some(0),
+        )
+        .await?;
+        Ok(html_page(
+            StatusCode::OK,
+            pages::changed(
+                "Access granted",
+                &written.consent_id,
+                written.version,
+                &written.tx_id,
+                written.updated_at,
+            ),
+        ))
+    }
+    .await;
+    access.finish(&state, as_page(outcome)).await
+}
+
+/// The Consent a grant form asks for (R4): its root permits the one actor, for the purposes,
+/// within the period; anyone else is left to the other consents and the site's default.
+fn grant_document(
+    fields: &[(String, String)],
+    target: &SitePatient,
+) -> Result<Value, GatewayError> {
+    let bad = |m: &str| GatewayError::Malformed(m.to_owned());
+    // The reference typed, else the one chosen from the list.
+    let who = Some(field(fields, "practitioner").unwrap_or_default().trim())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| field(fields, "chosen").unwrap_or_default().trim());
+    let reference = if who.contains('/') {
+        who.to_owned()
+    } else {
+        format!("Practitioner/{who}")
+    };
+    let (kind, id) = reference
+        .split_once('/')
+        .ok_or_else(|| bad("name the practitioner as Practitioner/{id} or by id"))?;
+    let id_ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !matches!(kind, "Practitioner" | "PractitionerRole" | "Organization") || !id_ok {
+        return Err(bad(
+            "the one you share with is Practitioner/{id}, PractitionerRole/{id} or Organization/{id}",
+        ));
+    }
+    let purposes: Vec<&str> = fields
+        .iter()
+        .filter(|(n, _)| n == "purpose")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if purposes.is_empty() {
+        return Err(bad("choose at least one purpose"));
+    }
+    if let Some(p) = purposes.iter().find(|p| !GRANTABLE_PURPOSES.contains(p)) {
+        return Err(GatewayError::Malformed(format!("unknown purpose {p:?}")));
+    }
+    let date = |name: &str| -> Result<Option<String>, GatewayError> {
+        match field(fields, name).map(str::trim).filter(|d| !d.is_empty()) {
+            None => Ok(None),
+            Some(d) if d.len() == 10 && date_range(d).is_some() => Ok(Some(d.to_owned())),
+            Some(_) => Err(bad("dates are YYYY-MM-DD")),
+        }
+    };
+    let (from, until) = (date("from")?, date("until")?);
+    if let (Some(f), Some(u)) = (&from, &until)
+        && u < f
+    {
+        return Err(bad("the end of the period is before its start"));
+    }
+    let mut provision = json!({
+        "type": "permit",
+        "actor": [{
+            "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
+            "reference": {"reference": reference},
+        }],
+        "purpose": purposes.iter().map(|p| json!({"system": assent_consent::ACT_REASON, "code": p})).collect::<Vec<_>>(),
+    });
+    if from.is_some() || until.is_some() {
+        let mut period = serde_json::Map::new();
+        if let Some(f) = from {
+            period.insert("start".into(), Value::from(f));
+        }
+        if let Some(u) = until {
+            period.insert("end".into(), Value::from(u));
+        }
+        provision["period"] = Value::Object(period);
+    }
+    Ok(json!({
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{}", target.id)},
+        "dateTime": format_instant(now_secs() as i64 * 1000),
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
+        "provision": provision,
+    }))
+}
+
+/// `POST /portal/revoke`: revokes the consent the form names, if the rule lets this patient
+/// (a consent of anyone else is refused by `consent_access::authorize`).
+pub async fn revoke(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+    portal: PortalData,
+) -> Result<HttpResponse, GatewayError> {
+    let fields = form_fields(&body);
+    let patient = match posted(&req, &portal, &state, &fields).await {
+        Ok(p) => p,
+        Err(page) => return Ok(page),
+    };
+    let mut access = ApiAccess::new(
+        AccessKind::Consent(ConsentAction::Revoke),
+        &patient.caller,
+        &req,
+    );
+    let outcome = async {
+        let id = field(&fields, "consent").unwrap_or_default();
+        if id.is_empty() || id.len() > 64 || id.chars().any(char::is_control) {
+            return Err(GatewayError::NotFound);
+        }
+        let revoked = revoke_checked(
+            &state,
+            &patient.caller,
+            &mut access,
+            id,
+            RevocationReason::PatientRequest,
+        )
+        .await?;
+        Ok(html_page(
+            StatusCode::OK,
+            pages::changed(
+                "Access revoked",
+                &revoked.consent_id,
+                revoked.version,
+                &revoked.tx_id,
+                revoked.updated_at,
+            ),
+        ))
+    }
+    .await;
+    access.finish(&state, as_page(outcome)).await
+}
+
+/// The disclosures page's period.
+#[derive(Debug, Default, Deserialize)]
+pub struct PeriodQuery {
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+}
+
+impl PeriodQuery {
+    /// The receipt filter of every identity the patient's context manages, in the period.
+    fn filter(&self, state: &AppState, patient: &Patient) -> Result<ReceiptFilter, GatewayError> {
+        let key = state.consents.key();
+        let mut keys = patient
+            .identities
+            .iter()
+            .map(|p| key.patient(&p.to_string()));
+        let mut filter = ReceiptFilter {
+            patient_key: keys.next(),
+            also_patient_keys: keys.collect(),
+            ..ReceiptFilter::default()
+        };
+        let bad = || GatewayError::Malformed("dates are YYYY-MM-DD".to_owned());
+        if !self.from.trim().is_empty() {
+            filter.from_ms = Some(date_range(self.from.trim()).ok_or_else(bad)?.0);
+        }
+        if !self.to.trim().is_empty() {
+            filter.to_ms = Some(date_range(self.to.trim()).ok_or_else(bad)?.1);
+        }
+        Ok(filter)
+    }
+}
+
+/// The accesses of the patient in the period, newest first, as disclosures.
+async fn disclosures_of(
+    state: &AppState,
+    patient: &Patient,
+    query: &PeriodQuery,
+    access: &mut ApiAccess,
+    limit: i64,
+) -> Result<Vec<Disclosure>, GatewayError> {
+    let filter = query.filter(state, patient)?;
+    access.set_site(&patient.grant_target().site);
+    for identity in &patient.identities {
+        access.add_patient(&identity.site, &identity.id);
+    }
+    let page = newest_first(&state.store, filter, None, limit).await?;
+    page.rows
+        .iter()
+        .map(|row| {
+            let d = decode(row).ok_or(GatewayError::Internal)?;
+            Ok(Disclosure::from_receipt(&d.receipt, Some(&d.subjects)))
+        })
+        .collect()
+}
+
+/// `GET /portal/disclosures?from=&to=`: Who saw my records.
+pub async fn disclosures(
+    req: HttpRequest,
+    query: web::Query<PeriodQuery>,
+    state: web::Data<AppState>,
+    portal: PortalData,
+) -> Result<HttpResponse, GatewayError> {
+    let patient = match signed_in(&req, &portal, &state).await {
+        Ok(p) => p,
+        Err(page) => return Ok(page),
+    };
+    let mut access = ApiAccess::new(
+        AccessKind::Audit(AuditAction::Disclosures),
+        &patient.caller,
+        &req,
+    );
+    let outcome = async {
+        let list = disclosures_of(&state, &patient, &query, &mut access, PAGE_SIZE).await?;
+        let mut actors: Vec<String> = list.iter().map(|d| d.who.clone()).collect();
+        actors.sort();
+        actors.dedup();
+        let names = known_names(&state, actors).await;
+        let you = patient.caller.verified.actor.as_deref().map(str::to_owned);
+        let csv = format!(
+            "/portal/disclosures.csv?{}",
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("from", &query.from)
+                .append_pair("to", &query.to)
+                .finish()
+        );
+        Ok(html_page(
+            StatusCode::OK,
+            pages::disclosures(&list, &names, you.as_deref(), &query.from, &query.to, &csv),
+        ))
+    }
+    .await;
+    access.finish(&state, as_page(outcome)).await
+}
+
+/// `GET /portal/disclosures.csv?from=&to=`: the same accesses as CSV, a receipt id per row.
+pub async fn disclosures_csv(
+    req: HttpRequest,
+    query: web::Query<PeriodQuery>,
+    state: web::Data<AppState>,
+    portal: PortalData,
+) -> Result<HttpResponse, GatewayError> {
+    let patient = match signed_in(&req, &portal, &state).await {
+        Ok(p) => p,
+        Err(page) => return Ok(page),
+    };
+    let mut access = ApiAccess::new(
+        AccessKind::Audit(AuditAction::Export),
+        &patient.caller,
+        &req,
+    );
+    let outcome = async {
+        let list = disclosures_of(&state, &patient, &query, &mut access, CSV_MAX).await?;
+        Ok(HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "text/csv; charset=utf-8"))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"who-saw-my-records.csv\"",
+            ))
+            .body(disclosures_csv_text(&list)))
+    }
+    .await;
+    access.finish(&state, as_page(outcome)).await
+}
+
+/// The CSV of `list`: a header, then one row per access with its receipt id.
+fn disclosures_csv_text(list: &[Disclosure]) -> String {
+    let mut out = String::from(
+        "receipt_id,when,who,organization,site,what,purpose,decision,basis,emergency\r\n",
+    );
+    for d in list {
+        let fields = [
+            d.receipt_id.as_str(),
+            d.when.as_str(),
+            d.who.as_str(),
+            d.organization.as_deref().unwrap_or_default(),
+            d.site.as_deref().unwrap_or_default(),
+            d.what.as_str(),
+            d.why.as_deref().unwrap_or_default(),
+            d.decision,
+            d.basis.as_str(),
+            d.emergency.as_deref().unwrap_or_default(),
+        ];
+        let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&row.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// One CSV field, quoted, with a leading formula character neutralised for spreadsheets.
+fn csv_field(value: &str) -> String {
+    let guarded = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
+    format!("\"{}\"", guarded.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csrf_tokens_compare_whole() {
+        assert!(csrf_holds(Some("abc"), "abc"));
+        assert!(!csrf_holds(Some("abd"), "abc"));
+        assert!(!csrf_holds(Some("ab"), "abc"));
+        assert!(!csrf_holds(Some(""), "abc"));
+        assert!(!csrf_holds(None, "abc"));
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_and_formulas_neutralised() {
+        assert_eq!(csv_field("a\"b"), "\"a\"\"b\"");
+        assert_eq!(csv_field("=HYPERLINK(1)"), "\"'=HYPERLINK(1)\"");
+    }
+
+    #[test]
+    fn a_grant_is_written_for_the_session_patient_only() {
+        let target = SitePatient::new("st-mary", "p1");
+        let fields = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let chosen = grant_document(
+            &fields(&[
+                ("practitioner", ""),
+                ("chosen", "PractitionerRole/nurse-carol"),
+                ("purpose", "TREAT"),
+            ]),
+            &target,
+        )
+        .unwrap();
+        assert_eq!(
+            chosen["provision"]["actor"][0]["reference"]["reference"],
+            "PractitionerRole/nurse-carol"
+        );
+        let doc = grant_document(
+            &fields(&[
+                ("practitioner", "dr-alice"),
+                ("purpose", "TREAT"),
+                ("until", "2027-03-01"),
+                // A field naming another patient is not read.
+                ("patient", "Patient/p2"),
+            ]),
+            &target,
+        )
+        .unwrap();
+        assert_eq!(doc["patient"]["reference"], "Patient/p1");
+        assert_eq!(
+            doc["provision"]["actor"][0]["reference"]["reference"],
+            "Practitioner/dr-alice"
+        );
+        assert_eq!(doc["provision"]["period"]["end"], "2027-03-01");
+        assert!(parse_consent_any(&doc).is_ok());
+        for bad in [
+            vec![("practitioner", "Patient/p2"), ("purpose", "TREAT")],
+            vec![("practitioner", "dr-alice")],
+            vec![("practitioner", "dr-alice"), ("purpose", "BTG")],
+            vec![("practitioner", "a/b/c"), ("purpose", "TREAT")],
+            vec![
+                ("practitioner", "dr-alice"),
+                ("purpose", "TREAT"),
+                ("from", "2027-01-01"),
+                ("until", "2026-01-01"),
+            ],
+        ] {
+            assert!(grant_document(&fields(&bad), &target).is_err(), "{bad:?}");
+        }
+    }
+}

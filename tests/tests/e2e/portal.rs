@@ -1,0 +1,774 @@
+//! The patient portal over HTTP (no browser): a patient signs in through the demo identity
+//! provider's authorization-code flow with a patient launch context, grants a practitioner
+//! access and sees that practitioner's read succeed at an opt-in site, revokes it and sees
+//! the read denied, and finds both accesses on the disclosures page and in its CSV with a
+//! receipt id per row. ADV: edited forms (another patient's consent id, another site's,
+//! extra fields naming another patient, a forged or missing CSRF token), a clinician's
+//! sign-in, a console cookie and a forged session are refused, and nothing of another
+//! patient is shown or changed. A network-bound patient sees and revokes consents across
+//! sites. In headless Chromium (when chromedriver is installed): sign in, share, revoke and
+//! read the disclosures, each page checked by axe-core (`tests/a11y`: no serious or critical
+//! violation), with no horizontal scrolling at 360 px;
+//! screenshots at 1280 and 360 px in `target/tmp/portal-*.png`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use assent_e2e::*;
+use fantoccini::{Client, Locator};
+use serde_json::{Value, json};
+
+use crate::consent::{consent, hospital, put_consent};
+use crate::console::{Driver, chromium, find_binary, text_of};
+
+fn gateway(upstream: &FakeUpstream, policy: &str) -> StartedGateway {
+    let site = |policy: &str| {
+        json!({"upstream": upstream.base_url(), "fhir_version": "R4", "default_policy": policy,
+            "patient_identifier_systems": ["urn:test:nid"], "network_identifier_systems": ["urn:test:nid"]})
+    };
+    TestGateway::new()
+        .site_with("st-mary", site(policy))
+        .site_with("north-general", site(policy))
+        .set("portal", json!({"client_id": "assent-portal"}))
+        .set("audit", json!({"console": {"client_id": "assent-console"}}))
+        .start()
+}
+
+/// The cookie `name=value` a response sets, if any.
+fn set_cookie(got: &Got, name: &str) -> Option<String> {
+    got.headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.split(';').next().unwrap().to_owned())
+        .find(|c| c.starts_with(&format!("{name}=")) && c.len() > name.len() + 1)
+}
+
+/// Signs `who` in at `/{realm}/login` through the demo provider; the callback's answer.
+async fn sign_in(gw: &StartedGateway, realm: &str, who: &str) -> Got {
+    let login = send("GET", &gw.url(&format!("/{realm}/login")), None, &[], None).await;
+    assert_eq!(login.status, 302, "{}", login.text());
+    let cookie = set_cookie(&login, &format!("assent_{realm}_login")).expect("a sign-in cookie");
+    let authorize = format!("{}&login_as={who}", login.header("location").unwrap());
+    let picked = send("GET", &authorize, None, &[], None).await;
+    assert_eq!(picked.status, 302, "{}", picked.text());
+    let callback = picked.header("location").unwrap().to_owned();
+    send("GET", &callback, None, &[("cookie", &cookie)], None).await
+}
+
+/// A signed-in portal session: its cookie and its CSRF token (read from the page's form).
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+async fn portal_session(gw: &StartedGateway, who: &str) -> Session {
+    let signed_in = sign_in(gw, "portal", who).await;
+    assert_eq!(signed_in.status, 200, "{}", signed_in.text());
+    assert!(signed_in.text().contains("id=\"continue\""));
+    let cookie = set_cookie(&signed_in, "assent_portal").expect("a session cookie");
+    let attributes = signed_in
+        .headers
+        .iter()
+        .find(|(n, v)| n.eq_ignore_ascii_case("set-cookie") && v.starts_with("assent_portal="))
+        .unwrap()
+        .1
+        .clone();
+    assert!(
+        attributes.contains("HttpOnly") && attributes.contains("SameSite=Strict"),
+        "{attributes}"
+    );
+    let page = page(gw, &cookie, "/portal/").await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let csrf = csrf_of(&page.text());
+    Session { cookie, csrf }
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+async fn page(gw: &StartedGateway, cookie: &str, path: &str) -> Got {
+    send("GET", &gw.url(path), None, &[("cookie", cookie)], None).await
+}
+
+async fn post(gw: &StartedGateway, cookie: &str, path: &str, form: &[(&str, &str)]) -> Got {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    send(
+        "POST",
+        &gw.url(path),
+        None,
+        &[
+            ("cookie", cookie),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        Some(body.into_bytes()),
+    )
+    .await
+}
+
+/// The status of dr-alice's read of `path` (200, or 403 `consent-denied`).
+async fn alice_reads(gw: &StartedGateway, path: &str) -> u16 {
+    let got = send("GET", &gw.url(path), Some(clinician_token()), &[], None).await;
+    if got.status == 403 {
+        assert_eq!(got.error_code(), "consent-denied", "{}", got.text());
+    }
+    got.status
+}
+
+/// The consent ids a sharing page shows (`id="consent-{id}"`).
+fn consent_ids(html: &str) -> Vec<String> {
+    html.split("id=\"consent-")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_owned())
+        .filter(|id| id != "id")
+        .collect()
+}
+
+/// Consent `id` as the consent API shows it to an administrator.
+async fn stored(gw: &StartedGateway, id: &str) -> Value {
+    let got = send(
+        "GET",
+        &gw.url(&format!("/consent/Consent/{id}")),
+        Some(admin_token()),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    got.json()
+}
+
+#[actix_web::test]
+async fn a_patient_grants_and_revokes_access_and_sees_who_saw_their_records() {
+    let upstream = hospital();
+    let gw = gateway(&upstream, "opt-in");
+    let jane = portal_session(&gw, "jane-doe").await;
+    let first = page(&gw, &jane.cookie, "/portal/").await;
+    let text = first.text();
+    assert!(text.contains("no sharing choices"), "{text}");
+    let csp = first.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script"),
+        "{csp}"
+    );
+    assert!(
+        first.header("x-assent-receipt").is_some(),
+        "the page is receipted"
+    );
+
+    // Opt-in: nobody reads Jane's records without her consent.
+    assert_eq!(alice_reads(&gw, "/fhir/st-mary/Patient/p1").await, 403);
+
+    let granted = post(
+        &gw,
+        &jane.cookie,
+        "/portal/grant",
+        &[
+            ("csrf", &jane.csrf),
+            ("practitioner", "dr-alice"),
+            ("purpose", "TREAT"),
+            ("until", "2099-03-01"),
+        ],
+    )
+    .await;
+    assert_eq!(granted.status, 200, "{}", granted.text());
+    assert!(granted.text().contains("took effect"), "{}", granted.text());
+    assert!(granted.header("x-assent-receipt").is_some());
+    assert_eq!(alice_reads(&gw, "/fhir/st-mary/Patient/p1").await, 200);
+    // Only at St Mary's: North General's p1 is someone else.
+    assert_eq!(
+        alice_reads(&gw, "/fhir/north-general/Patient/p1").await,
+        403
+    );
+
+    let sharing = page(&gw, &jane.cookie, "/portal/").await.text();
+    let ids = consent_ids(&sharing);
+    assert_eq!(ids.len(), 1, "{sharing}");
+    assert!(
+        sharing.contains("at st-mary may see your records for treatment until 1 March 2099"),
+        "{sharing}"
+    );
+    assert!(sharing.contains("Practitioner/dr-alice"), "{sharing}");
+    assert!(sharing.contains("In force"), "{sharing}");
+    // dr-alice's name is known now (her read): she can be chosen from the list.
+    assert!(
+        sharing.contains(
+            "<option value=\"Practitioner/dr-alice\">Alice Adams (Practitioner/dr-alice)</option>"
+        ),
+        "{sharing}"
+    );
+    let written = stored(&gw, &ids[0]).await;
+    assert_eq!(written["patient"]["reference"], "Patient/p1");
+
+    let revoked = post(
+        &gw,
+        &jane.cookie,
+        "/portal/revoke",
+        &[("csrf", &jane.csrf), ("consent", &ids[0])],
+    )
+    .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    assert!(revoked.text().contains("Ledger transaction"));
+    assert_eq!(alice_reads(&gw, "/fhir/st-mary/Patient/p1").await, 403);
+    let after = page(&gw, &jane.cookie, "/portal/").await.text();
+    assert!(
+        after.contains("Revoked") && after.contains("2 versions"),
+        "{after}"
+    );
+    assert!(!after.contains("revoke-"), "no revoke button left: {after}");
+
+    // An emergency: dr-bob breaks the glass, with a justification.
+    let bob = token(
+        "dr-bob",
+        Some("openid fhirUser user/*.rs assent/break-glass"),
+        Some("ETREAT"),
+        None,
+    );
+    let emergency = send(
+        "GET",
+        &gw.url("/fhir/st-mary/Patient/p1"),
+        Some(&bob),
+        &[("x-assent-break-glass-reason", "unconscious in ER, bed 3")],
+        None,
+    )
+    .await;
+    assert_eq!(emergency.status, 200, "{}", emergency.text());
+
+    // Who saw my records: the permitted and the denied read, with receipts; the break-glass
+    // access highlighted with its justification.
+    let seen = page(&gw, &jane.cookie, "/portal/disclosures").await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    let seen = seen.text();
+    let highlighted = seen
+        .split("<article class=\"card emergency\"")
+        .nth(1)
+        .expect("a highlighted access");
+    assert!(
+        highlighted.contains("Practitioner/dr-bob")
+            && highlighted.contains("unconscious in ER, bed 3"),
+        "{seen}"
+    );
+    assert!(seen.contains("Practitioner/dr-alice"), "{seen}");
+    assert!(
+        seen.contains("permitted") && seen.contains("denied"),
+        "{seen}"
+    );
+    let csv = page(&gw, &jane.cookie, "/portal/disclosures.csv").await;
+    assert_eq!(csv.status, 200, "{}", csv.text());
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    let csv = csv.text();
+    let alice_rows: Vec<&str> = csv
+        .lines()
+        .filter(|l| l.contains("\"Practitioner/dr-alice\"") && l.contains("read Patient"))
+        .collect();
+    assert!(
+        alice_rows.iter().any(|r| r.contains("\"permitted\""))
+            && alice_rows.iter().any(|r| r.contains("\"denied\"")),
+        "{csv}"
+    );
+    for row in &alice_rows {
+        let receipt_id = row.split(',').next().unwrap().trim_matches('"');
+        assert!(!receipt_id.is_empty());
+        // A privacy officer can look each one up.
+        let got = send(
+            "GET",
+            &gw.url(&format!("/audit/receipts/{receipt_id}")),
+            Some(&token("privacy-officer", None, None, None)),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(got.status, 200, "{receipt_id}: {}", got.text());
+    }
+    // Her own reads of her accounting are listed too, resting on no role.
+    assert!(
+        csv.contains("\"the patient's own accounting of disclosures\""),
+        "{csv}"
+    );
+    // North General's p1 is not Jane: its read is not in her accounting.
+    assert!(!csv.contains("north-general"), "{csv}");
+    // A period before everything: nothing.
+    let empty = page(
+        &gw,
+        &jane.cookie,
+        "/portal/disclosures?from=2001-01-01&to=2001-12-31",
+    )
+    .await;
+    assert!(empty.text().contains("Nobody accessed"), "{}", empty.text());
+}
+
+/// ADV: however the portal's forms and cookies are edited, a patient neither sees nor changes
+/// another patient's consents; the refusals are pages and nothing is written.
+#[actix_web::test]
+async fn adv_edited_forms_never_reach_another_patients_consents() {
+    let upstream = hospital();
+    let gw = gateway(&upstream, "opt-in");
+    // Another patient at Jane's site, and Jane's local id at another site (someone else).
+    for (site, body) in [
+        ("st-mary", consent("other-p2", "p2", "dr-bob", true)),
+        (
+            "north-general",
+            consent("other-ng-p1", "p1", "dr-bob", true),
+        ),
+    ] {
+        let got = put_consent(&gw, site, &body).await;
+        assert_eq!(got.status, 201, "{}", got.text());
+    }
+    let jane = portal_session(&gw, "jane-doe").await;
+    let others = ["other-p2", "other-ng-p1"];
+    let sharing = page(&gw, &jane.cookie, "/portal/").await.text();
+    for other in others {
+        assert!(!sharing.contains(other), "{sharing}");
+    }
+
+    // A console session, a forged portal cookie, and another realm's cookie under the portal's
+    // name are all signed out.
+    let officer = sign_in(&gw, "console", "privacy-officer").await;
+    let console_cookie = set_cookie(&officer, "assent_console").expect("console session");
+    let console_as_portal = console_cookie.replacen("assent_console=", "assent_portal=", 1);
+    // Jane's cookie with one character of its caller-id field changed.
+    let at = "assent_portal=".len() + 3;
+    let mut forged = jane.cookie.clone();
+    let swapped = if &forged[at..=at] == "B" { "C" } else { "B" };
+    forged.replace_range(at..=at, swapped);
+    assert_ne!(forged, jane.cookie);
+
+    let grant = |csrf: &str| {
+        vec![
+            ("csrf".to_owned(), csrf.to_owned()),
+            ("practitioner".to_owned(), "dr-bob".to_owned()),
+            ("purpose".to_owned(), "TREAT".to_owned()),
+        ]
+    };
+    let with = |mut form: Vec<(String, String)>, extra: &[(&str, &str)]| {
+        form.extend(
+            extra
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+        );
+        form
+    };
+    struct Case {
+        what: &'static str,
+        cookie: String,
+        path: &'static str,
+        form: Vec<(String, String)>,
+        status: u16,
+        code: Option<&'static str>,
+    }
+    let revoke = |csrf: &str, id: &str| {
+        vec![
+            ("csrf".to_owned(), csrf.to_owned()),
+            ("consent".to_owned(), id.to_owned()),
+        ]
+    };
+    let cases = vec![
+        Case {
+            what: "revoke another patient's consent at the same site",
+            cookie: jane.cookie.clone(),
+            path: "/portal/revoke",
+            form: revoke(&jane.csrf, "other-p2"),
+            status: 403,
+            code: Some("consent-patient-mismatch"),
+        },
+        Case {
+            what: "revoke the consent of Jane's local id at another site",
+            cookie: jane.cookie.clone(),
+            path: "/portal/revoke",
+            form: revoke(&jane.csrf, "other-ng-p1"),
+            status: 403,
+            code: Some("consent-patient-mismatch"),
+        },
+        Case {
+            what: "revoke with a forged CSRF token",
+            cookie: jane.cookie.clone(),
+            path: "/portal/revoke",
+            form: revoke(&format!("{}x", &jane.csrf[1..]), "other-p2"),
+            status: 403,
+            code: Some("csrf-token-invalid"),
+        },
+        Case {
+            what: "grant with a forged CSRF token",
+            cookie: jane.cookie.clone(),
+            path: "/portal/grant",
+            form: grant("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+            status: 403,
+            code: Some("csrf-token-invalid"),
+        },
+        Case {
+            what: "grant without a CSRF token",
+            cookie: jane.cookie.clone(),
+            path: "/portal/grant",
+            form: grant("").into_iter().filter(|(n, _)| n != "csrf").collect(),
+            status: 403,
+            code: Some("csrf-token-invalid"),
+        },
+        Case {
+            what: "grant with a console session",
+            cookie: console_cookie.clone(),
+            path: "/portal/grant",
+            form: grant(&jane.csrf),
+            status: 401,
+            code: None,
+        },
+        Case {
+            what: "grant with a console cookie renamed as the portal's",
+            cookie: console_as_portal.clone(),
+            path: "/portal/grant",
+            form: grant(&jane.csrf),
+            status: 401,
+            code: None,
+        },
+        Case {
+            what: "revoke with a forged session cookie",
+            cookie: forged.clone(),
+            path: "/portal/revoke",
+            form: revoke(&jane.csrf, "other-p2"),
+            status: 401,
+            code: None,
+        },
+        Case {
+            what: "revoke an unknown consent",
+            cookie: jane.cookie.clone(),
+            path: "/portal/revoke",
+            form: revoke(&jane.csrf, "no-such-consent"),
+            status: 404,
+            code: Some("not-found"),
+        },
+    ];
+    let mut failures = Vec::new();
+    for case in &cases {
+        let form: Vec<(&str, &str)> = case
+            .form
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let got = post(&gw, &case.cookie, case.path, &form).await;
+        let text = got.text();
+        let html = got
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/html"));
+        let code_ok = case
+            .code
+            .is_none_or(|c| text.contains(&format!("id=\"error-code\">{c}<")));
+        if got.status != case.status || !html || !code_ok || text.contains("resourceType") {
+            failures.push(format!("{}: {} {text}", case.what, got.status));
+        }
+        for other in others {
+            if text.contains(other) {
+                failures.push(format!("{}: shows {other}", case.what));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    // Extra fields naming another patient or site are not read: the grant is Jane's.
+    let extra = with(
+        grant(&jane.csrf),
+        &[
+            ("patient", "Patient/p2"),
+            ("site", "north-general"),
+            ("consent", "other-p2"),
+        ],
+    );
+    let form: Vec<(&str, &str)> = extra
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let got = post(&gw, &jane.cookie, "/portal/grant", &form).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let ids = consent_ids(&page(&gw, &jane.cookie, "/portal/").await.text());
+    assert_eq!(ids.len(), 1);
+    assert_eq!(
+        stored(&gw, &ids[0]).await["patient"]["reference"],
+        "Patient/p1"
+    );
+    // Nothing of the others changed: both still active at their first version.
+    for other in others {
+        let c = stored(&gw, other).await;
+        assert_eq!(c["status"], "active", "{c}");
+        assert_eq!(c["meta"]["versionId"], "1", "{c}");
+    }
+    // Dr Bob reads p2 (its own consent), not Jane's North General namesake through hers.
+    assert_eq!(
+        send(
+            "GET",
+            &gw.url("/fhir/st-mary/Patient/p2"),
+            Some(other_clinician_token()),
+            &[],
+            None
+        )
+        .await
+        .status,
+        200
+    );
+
+    // A clinician signing in at the portal gets no session.
+    let alice = sign_in(&gw, "portal", "dr-alice").await;
+    assert_eq!(alice.status, 403, "{}", alice.text());
+    assert!(alice.text().contains("for patients"), "{}", alice.text());
+    assert!(set_cookie(&alice, "assent_portal").is_none());
+    // Without a session, the pages ask to sign in.
+    for path in ["/portal/", "/portal/disclosures", "/portal/disclosures.csv"] {
+        let got = page(&gw, "", path).await;
+        assert_eq!(got.status, 401, "{path}");
+        assert!(got.text().contains("id=\"sign-in\""), "{path}");
+    }
+}
+
+/// A patient bound to a network patient sees the consents of every site record linked to it
+/// and revokes one at another site than the one they signed in from; a grant is written for
+/// the network patient and permits at every site holding them.
+#[actix_web::test]
+async fn a_network_patient_manages_consents_across_sites() {
+    let upstream = hospital();
+    let gw = gateway(&upstream, "opt-in");
+    let network = &gw.gateway.state.network;
+    let now = gw.gateway.state.clock.now_millis();
+    let nid = network
+        .learn("north-general", "p2", [("urn:test:nid", "77")], now)
+        .unwrap()
+        .network_id
+        .unwrap();
+    network
+        .learn("st-mary", "p3", [("urn:test:nid", "77")], now)
+        .unwrap();
+    identity_provider()
+        .provider()
+        .bind_network_patient("john-roe", &nid);
+    let got = put_consent(&gw, "st-mary", &consent("roe-stm", "p3", "dr-bob", true)).await;
+    assert_eq!(got.status, 201, "{}", got.text());
+    let got = put_consent(&gw, "st-mary", &consent("not-roe", "p1", "dr-bob", true)).await;
+    assert_eq!(got.status, 201, "{}", got.text());
+    let john = portal_session(&gw, "john-roe").await;
+    let sharing = page(&gw, &john.cookie, "/portal/").await.text();
+    assert_eq!(
+        consent_ids(&sharing),
+        vec!["roe-stm".to_owned()],
+        "{sharing}"
+    );
+    let revoked = post(
+        &gw,
+        &john.cookie,
+        "/portal/revoke",
+        &[("csrf", &john.csrf), ("consent", "roe-stm")],
+    )
+    .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    let granted = post(
+        &gw,
+        &john.cookie,
+        "/portal/grant",
+        &[
+            ("csrf", &john.csrf),
+            ("practitioner", "Practitioner/dr-alice"),
+            ("purpose", "TREAT"),
+        ],
+    )
+    .await;
+    assert_eq!(granted.status, 200, "{}", granted.text());
+    assert_eq!(alice_reads(&gw, "/fhir/st-mary/Patient/p3").await, 200);
+    assert_eq!(
+        alice_reads(&gw, "/fhir/north-general/Patient/p2").await,
+        200
+    );
+    assert_eq!(alice_reads(&gw, "/fhir/st-mary/Patient/p1").await, 403);
+    let sharing = page(&gw, &john.cookie, "/portal/").await.text();
+    assert!(
+        sharing.contains("at every site holding your records may see your records for treatment"),
+        "{sharing}"
+    );
+    let csv = page(&gw, &john.cookie, "/portal/disclosures.csv")
+        .await
+        .text();
+    assert!(
+        csv.contains("st-mary") && csv.contains("north-general"),
+        "{csv}"
+    );
+    assert!(!csv.contains("Patient/p1 "), "{csv}");
+}
+
+/// In headless Chromium: Jane signs in at the identity provider's page, shares with dr-alice
+/// through the form, revokes, and reads her disclosures; every page fits 360 px without
+/// horizontal scrolling; screenshots at 1280 and 360 px are kept in `target/tmp`.
+#[actix_web::test]
+async fn a_patient_uses_the_portal_in_chromium() {
+    let Some(chromedriver) = find_binary(&["chromedriver"]) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromedriver is missing under CI (apt-get install chromium chromium-driver)"
+        );
+        eprintln!("SKIPPED: no chromedriver on PATH (apt-get install chromium chromium-driver)");
+        return;
+    };
+    let upstream = hospital();
+    let gw = gateway(&upstream, "opt-in");
+    let driver = Driver::start(&chromedriver);
+    let client = chromium(&driver, "1280,1000", None).await;
+    let outcome = drive(&client, &gw).await;
+    let _ = client.close().await;
+    drop(driver);
+    outcome.unwrap();
+}
+
+async fn click(client: &Client, id: &str) -> Result<(), String> {
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Id(id))
+        .await
+        .map_err(|e| format!("#{id}: {e}"))?
+        .click()
+        .await
+        .map_err(|e| format!("#{id}: {e}"))
+}
+
+async fn shot(client: &Client, name: &str) -> Result<(), String> {
+    let png = client.screenshot().await.map_err(|e| e.to_string())?;
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("portal-{name}.png"));
+    std::fs::write(&path, png).map_err(|e| e.to_string())?;
+    println!("portal screenshot: {}", path.display());
+    Ok(())
+}
+
+/// axe-core's script (`tests/a11y`, `npm ci`), if installed; required under CI.
+fn axe_source() -> Option<String> {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("a11y/node_modules/axe-core/axe.min.js");
+    match std::fs::read_to_string(&path) {
+        Ok(source) => Some(source),
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "axe-core is missing under CI (npm ci --prefix tests/a11y)"
+            );
+            eprintln!("SKIPPED the accessibility check: no {}", path.display());
+            None
+        }
+    }
+}
+
+/// The serious and critical accessibility violations axe-core finds on the current page.
+async fn axe_violations(client: &Client, axe: &str) -> Result<Vec<Value>, String> {
+    client
+        .execute(axe, vec![])
+        .await
+        .map_err(|e| format!("axe-core injection: {e}"))?;
+    let found = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, {resultTypes: ['violations']})
+               .then(r => done(JSON.stringify(r.violations
+                  .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                  .map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.target.join(' '))})))))
+               .catch(e => done('ERROR ' + e));",
+            vec![],
+        )
+        .await
+        .map_err(|e| format!("axe-core run: {e}"))?;
+    let text = found.as_str().unwrap_or_default();
+    serde_json::from_str::<Vec<Value>>(text).map_err(|_| format!("axe-core: {text}"))
+}
+
+/// Fails with the page's serious accessibility violations, if any (and axe-core is installed).
+async fn accessible(client: &Client, axe: Option<&str>, page: &str) -> Result<(), String> {
+    let Some(axe) = axe else { return Ok(()) };
+    let violations = axe_violations(client, axe).await?;
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{page}: {violations:#?}"))
+    }
+}
+
+/// The page scrolls sideways at the window's width.
+async fn scrolls_sideways(client: &Client) -> Result<bool, String> {
+    let wider = client
+        .execute(
+            "return document.documentElement.scrollWidth > window.innerWidth;",
+            vec![],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(wider.as_bool().unwrap_or(true))
+}
+
+async fn drive(client: &Client, gw: &StartedGateway) -> Result<(), String> {
+    let base = gw.gateway.base_url();
+    let axe = axe_source();
+    let axe = axe.as_deref();
+    client
+        .goto(&format!("{base}/portal/"))
+        .await
+        .map_err(|e| e.to_string())?;
+    text_of(client, "#sign-in").await;
+    accessible(client, axe, "sign-in").await?;
+    click(client, "sign-in").await?;
+    click(client, "as-jane-doe").await?;
+    text_of(client, "#continue").await;
+    accessible(client, axe, "signed in").await?;
+    click(client, "continue").await?;
+    assert!(!text_of(client, "#no-choices").await.is_empty());
+    accessible(client, axe, "sharing, empty").await?;
+    client
+        .find(Locator::Id("practitioner"))
+        .await
+        .map_err(|e| e.to_string())?
+        .send_keys("dr-alice")
+        .await
+        .map_err(|e| e.to_string())?;
+    click(client, "grant").await?;
+    let changed = text_of(client, "#changed").await;
+    assert!(changed.contains("took effect"), "{changed}");
+    accessible(client, axe, "granted").await?;
+    assert_eq!(alice_reads(gw, "/fhir/st-mary/Patient/p1").await, 200);
+    client
+        .goto(&format!("{base}/portal/"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let sentence = text_of(client, "p.sentence").await;
+    assert!(
+        sentence.contains("at st-mary may see your records for treatment"),
+        "{sentence}"
+    );
+    accessible(client, axe, "sharing").await?;
+    shot(client, "sharing-1280").await?;
+    client
+        .set_window_size(360, 900)
+        .await
+        .map_err(|e| e.to_string())?;
+    assert!(
+        !scrolls_sideways(client).await?,
+        "the sharing page scrolls at 360 px"
+    );
+    shot(client, "sharing-360").await?;
+    let revoke = client
+        .find(Locator::Css("button.danger"))
+        .await
+        .map_err(|e| e.to_string())?;
+    revoke.click().await.map_err(|e| e.to_string())?;
+    text_of(client, "#changed").await;
+    assert_eq!(alice_reads(gw, "/fhir/st-mary/Patient/p1").await, 403);
+    client
+        .goto(&format!("{base}/portal/disclosures"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let first = text_of(client, "article h3").await;
+    assert!(!first.is_empty());
+    accessible(client, axe, "disclosures").await?;
+    assert!(
+        !scrolls_sideways(client).await?,
+        "the disclosures page scrolls at 360 px"
+    );
+    shot(client, "disclosures-360").await?;
+    client
+        .set_window_size(1280, 1000)
+        .await
+        .map_err(|e| e.to_string())?;
+    shot(client, "disclosures-1280").await?;
+    let page = client.source().await.map_err(|e| e.to_string())?;
+    assert!(page.contains("Practitioner/dr-alice"), "{page}");
+    Ok(())
+}

@@ -19,7 +19,7 @@ pub const QUEUE_CAPACITY: usize = 65_536;
 pub const BATCH_ROWS: usize = 2_048;
 /// How long the writer waits for more rows after the first of a batch: a little latency on
 /// an operational log buys one transaction for many requests.
-pub const BATCH_LINGER: Duration = Duration::from_millis(50);
+pub const BATCH_LINGER: Duration = Duration::from_millis(20);
 
 /// The fields of a request log row, without the gateway id (the writer adds it).
 #[derive(Debug, Clone, PartialEq, Eq)]

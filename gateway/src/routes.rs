@@ -67,6 +67,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("get", "/portal/logout"),
     ("post", "/portal/grant"),
     ("post", "/portal/revoke"),
+    ("post", "/portal/site"),
     ("get", "/portal/disclosures"),
     ("get", "/portal/disclosures.csv"),
 ];
@@ -174,6 +175,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/portal/logout", web::get().to(portal::logout))
         .route("/portal/grant", web::post().to(portal::grant))
         .route("/portal/revoke", web::post().to(portal::revoke))
+        .route("/portal/site", web::post().to(portal::site_choice))
         .route("/portal/disclosures", web::get().to(portal::disclosures))
         .route(
             "/portal/disclosures.csv",

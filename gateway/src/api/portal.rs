@@ -3,7 +3,8 @@
 //! patient launch context; the browser sign-in shared with the console, `signin.rs`) and sees
 //! **My sharing choices** (every consent of every identity their launch context manages, in
 //! plain words, with its history; grant a practitioner access for purposes and a period;
-//! revoke) and **Who saw my records** (the accounting of disclosures across sites, filtered
+//! revoke; opt out of or into each site holding the patient, as that site's default allows)
+//! and **Who saw my records** (the accounting of disclosures across sites, filtered
 //! by period, as CSV with a receipt id per row).
 //!
 //! **Invariant:** the portal decides nothing of its own about whose consents a patient may
@@ -31,7 +32,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use assent_auth::CallerKind;
-use assent_consent::{RevocationReason, parse_consent_any};
+use assent_consent::{RevocationReason, SitePolicy, parse_consent_any};
 use assent_fhir::SitePatient;
 use assent_receipts::{AccessKind, AuditAction, ConsentAction, Disclosure, format_instant};
 use maud::Markup;
@@ -296,10 +297,27 @@ async fn sharing_page(
     access.set_site(&patient.grant_target().site);
     let now = now_secs() as i64;
     let mut choices = Vec::new();
+    let mut sites = Vec::new();
     for identity in &patient.identities {
+        let mut site = (identity.site != NETWORK_SITE)
+            .then(|| state.sites.get(&identity.site))
+            .flatten()
+            .map(|s| pages::SiteChoice {
+                site: identity.site.clone(),
+                policy: s.config.default_policy,
+                held: None,
+            });
         for (record, document) in patient_consents(state, &patient.caller, access, identity).await?
         {
             let id = document["id"].as_str().unwrap_or_default().to_owned();
+            let in_force = record.revocation.is_none()
+                && record.is_in_force(assent_consent::Timestamp::from_unix_seconds(now));
+            if let Some(site) = &mut site
+                && in_force
+                && is_site_choice(&document, site.policy)
+            {
+                site.held = Some(id.clone());
+            }
             let history = consent_versions(state, &patient.caller, access, &id).await?;
             choices.push(pages::Choice {
                 id,
@@ -325,6 +343,7 @@ async fn sharing_page(
                     .collect(),
             });
         }
+        sites.extend(site);
     }
     let mut actors: Vec<String> = choices
         .iter()
@@ -360,7 +379,7 @@ async fn sharing_page(
     });
     Ok(html_page(
         StatusCode::OK,
-        pages::sharing(&patient.csrf, &choices, &directory, notice),
+        pages::sharing(&patient.csrf, &choices, &sites, &directory, notice),
     ))
 }
 
@@ -543,6 +562,106 @@ fn grant_document(
         "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
         "provision": provision,
     }))
+}
+
+/// Whether `document` is a patient's choice about a whole site: a root provision naming no
+/// actor that denies (an opt-out at an opt-out site) or permits (an opt-in at an opt-in site).
+fn is_site_choice(document: &Value, policy: SitePolicy) -> bool {
+    let root = &document["provision"];
+    let wanted = match policy {
+        SitePolicy::OptOut => "deny",
+        SitePolicy::OptIn => "permit",
+    };
+    root["type"].as_str() == Some(wanted)
+        && root
+            .get("actor")
+            .is_none_or(|a| a.as_array().is_some_and(Vec::is_empty))
+        && root.get("provision").is_none()
+}
+
+/// The Consent of a site choice (R4) for `target`: at an opt-out site a root deny (nobody at
+/// that site may see the records), at an opt-in site a root permit for treatment.
+fn site_choice_document(policy: SitePolicy, target: &SitePatient) -> Value {
+    let (policy_rule, provision) = match policy {
+        SitePolicy::OptOut => ("OPTOUT", json!({"type": "deny"})),
+        SitePolicy::OptIn => (
+            "OPTIN",
+            json!({"type": "permit",
+                "purpose": [{"system": assent_consent::ACT_REASON, "code": "TREAT"}]}),
+        ),
+    };
+    json!({
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{}", target.id)},
+        "dateTime": format_instant(now_secs() as i64 * 1000),
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": policy_rule}]},
+        "provision": provision,
+    })
+}
+
+/// `POST /portal/site`: opts the patient out of the site the form names (at an opt-out site)
+/// or into it for treatment (at an opt-in site). The site must be one the session's bound
+/// identities are held at; what is written follows the site's own default, never the form.
+/// Undoing it is revoking that consent (`/portal/revoke`).
+pub async fn site_choice(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+    portal: PortalData,
+) -> Result<HttpResponse, GatewayError> {
+    let fields = form_fields(&body);
+    let patient = match posted(&req, &portal, &state, &fields).await {
+        Ok(p) => p,
+        Err(page) => return Ok(page),
+    };
+    let mut access = ApiAccess::new(
+        AccessKind::Consent(ConsentAction::Create),
+        &patient.caller,
+        &req,
+    );
+    let outcome = async {
+        let named = field(&fields, "site").unwrap_or_default();
+        let target = patient
+            .identities
+            .iter()
+            .find(|i| i.site != NETWORK_SITE && i.site == named)
+            .ok_or(GatewayError::NotFound)?;
+        let policy = state
+            .sites
+            .get(&target.site)
+            .map(|s| s.config.default_policy)
+            .ok_or(GatewayError::NotFound)?;
+        let (written, _, _) = write_consent(
+            &state,
+            &patient.caller,
+            &mut access,
+            site_choice_document(policy, target),
+            None,
+            Some(target.site.clone()),
+            None,
+            Some(0),
+        )
+        .await?;
+        let title = match policy {
+            SitePolicy::OptOut => "Opted out",
+            SitePolicy::OptIn => "Opted in",
+        };
+        Ok(html_page(
+            StatusCode::OK,
+            pages::changed(
+                title,
+                &written.consent_id,
+                written.version,
+                &written.tx_id,
+                written.updated_at,
+            ),
+        ))
+    }
+    .await;
+    access.finish(&state, as_page(outcome)).await
 }
 
 /// `POST /portal/revoke`: revokes the consent the form names, if the rule lets this patient

@@ -300,6 +300,86 @@ async fn a_patient_grants_and_revokes_access_and_sees_who_saw_their_records() {
     assert!(empty.text().contains("Nobody accessed"), "{}", empty.text());
 }
 
+/// A site choice: at an opt-out site Jane opts out (a clinician's read there is 403, at
+/// North General's namesake still 200), undoes it (200 again); at an opt-in site she opts in
+/// for treatment (403 → 200), and undoes it (403).
+#[actix_web::test]
+async fn a_patient_opts_out_of_and_into_a_site_and_undoes_it() {
+    let upstream = hospital();
+    for (policy, before, held, button, sentence) in [
+        (
+            "opt-out",
+            200,
+            403,
+            "Opt out at st-mary",
+            "You opted out at st-mary",
+        ),
+        (
+            "opt-in",
+            403,
+            200,
+            "Opt in for treatment at st-mary",
+            "You opted in at st-mary",
+        ),
+    ] {
+        let gw = gateway(&upstream, policy);
+        let jane = portal_session(&gw, "jane-doe").await;
+        let sharing = page(&gw, &jane.cookie, "/portal/").await.text();
+        assert!(sharing.contains(button), "{policy}: {sharing}");
+        assert!(
+            !sharing.contains("at north-general"),
+            "{policy}: only the sites Jane is held at: {sharing}"
+        );
+        assert_eq!(alice_reads(&gw, "/fhir/st-mary/Patient/p1").await, before);
+        let chosen = post(
+            &gw,
+            &jane.cookie,
+            "/portal/site",
+            &[("csrf", &jane.csrf), ("site", "st-mary")],
+        )
+        .await;
+        assert_eq!(chosen.status, 200, "{policy}: {}", chosen.text());
+        assert!(chosen.text().contains("Ledger transaction"));
+        assert!(chosen.header("x-assent-receipt").is_some());
+        assert_eq!(
+            alice_reads(&gw, "/fhir/st-mary/Patient/p1").await,
+            held,
+            "{policy}"
+        );
+        // North General's p1 is someone else: untouched.
+        assert_eq!(
+            alice_reads(&gw, "/fhir/north-general/Patient/p1").await,
+            before,
+            "{policy}"
+        );
+        let sharing = page(&gw, &jane.cookie, "/portal/").await.text();
+        assert!(sharing.contains(sentence), "{policy}: {sharing}");
+        let ids = consent_ids(&sharing);
+        assert_eq!(ids.len(), 1, "{policy}: {sharing}");
+        assert!(sharing.contains("id=\"undo-site-st-mary\""), "{sharing}");
+        let written = stored(&gw, &ids[0]).await;
+        assert_eq!(written["patient"]["reference"], "Patient/p1");
+        let undone = post(
+            &gw,
+            &jane.cookie,
+            "/portal/revoke",
+            &[("csrf", &jane.csrf), ("consent", &ids[0])],
+        )
+        .await;
+        assert_eq!(undone.status, 200, "{policy}: {}", undone.text());
+        assert_eq!(
+            alice_reads(&gw, "/fhir/st-mary/Patient/p1").await,
+            before,
+            "{policy}"
+        );
+        let sharing = page(&gw, &jane.cookie, "/portal/").await.text();
+        assert!(
+            sharing.contains(button),
+            "{policy}: the choice is offered again: {sharing}"
+        );
+    }
+}
+
 /// ADV: however the portal's forms and cookies are edited, a patient neither sees nor changes
 /// another patient's consents; the refusals are pages and nothing is written.
 #[actix_web::test]
@@ -429,6 +509,28 @@ async fn adv_edited_forms_never_reach_another_patients_consents() {
             form: revoke(&jane.csrf, "other-p2"),
             status: 401,
             code: None,
+        },
+        Case {
+            what: "opt out of a site Jane is not held at",
+            cookie: jane.cookie.clone(),
+            path: "/portal/site",
+            form: vec![
+                ("csrf".to_owned(), jane.csrf.clone()),
+                ("site".to_owned(), "north-general".to_owned()),
+            ],
+            status: 404,
+            code: Some("not-found"),
+        },
+        Case {
+            what: "opt out with a forged CSRF token",
+            cookie: jane.cookie.clone(),
+            path: "/portal/site",
+            form: vec![
+                ("csrf".to_owned(), format!("{}x", &jane.csrf[1..])),
+                ("site".to_owned(), "st-mary".to_owned()),
+            ],
+            status: 403,
+            code: Some("csrf-token-invalid"),
         },
         Case {
             what: "revoke an unknown consent",

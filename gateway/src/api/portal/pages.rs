@@ -160,6 +160,37 @@ pub struct Choice {
     pub history: Vec<Version>,
 }
 
+/// A site the patient's records are held at, its default and the patient's choice there.
+pub struct SiteChoice {
+    pub site: String,
+    pub policy: assent_consent::SitePolicy,
+    /// The consent in force that opts the patient out of (or into) the site, if any.
+    pub held: Option<String>,
+}
+
+/// The plain sentence for a site and the patient's choice there.
+pub fn site_sentence(s: &SiteChoice) -> String {
+    use assent_consent::SitePolicy::*;
+    match (s.policy, s.held.is_some()) {
+        (OptOut, false) => format!(
+            "{} shares your records with its staff unless you opt out.",
+            s.site
+        ),
+        (OptOut, true) => format!(
+            "You opted out at {}: nobody there may see your records.",
+            s.site
+        ),
+        (OptIn, false) => format!(
+            "{} shares your records only with those you choose, unless you opt in.",
+            s.site
+        ),
+        (OptIn, true) => format!(
+            "You opted in at {}: its staff may see your records for treatment.",
+            s.site
+        ),
+    }
+}
+
 /// `1 March 2027` for Unix seconds.
 pub fn long_date(unix_seconds: i64) -> String {
     const MONTHS: [&str; 12] = [
@@ -300,6 +331,7 @@ fn status_badge(choice: &Choice) -> Markup {
 pub fn sharing(
     csrf: &str,
     choices: &[Choice],
+    sites: &[SiteChoice],
     directory: &[(String, String)],
     notice: Option<Markup>,
 ) -> Markup {
@@ -337,6 +369,32 @@ pub fn sharing(
                             input type="hidden" name="csrf" value=(csrf);
                             input type="hidden" name="consent" value=(c.id);
                             button.danger type="submit" id={"revoke-" (c.id)} { "Revoke this choice" }
+                        }
+                    }
+                }
+            }
+            @if !sites.is_empty() {
+                h2 id="sites-title" { "Sites holding my records" }
+                @for s in sites {
+                    section.card id={"site-" (s.site)} aria-label={"Your choice at " (s.site)} {
+                        p.sentence { (site_sentence(s)) }
+                        @if let Some(id) = &s.held {
+                            form method="post" action="/portal/revoke" {
+                                input type="hidden" name="csrf" value=(csrf);
+                                input type="hidden" name="consent" value=(id);
+                                button type="submit" id={"undo-site-" (s.site)} { "Undo my choice at " (s.site) }
+                            }
+                        } @else {
+                            form method="post" action="/portal/site" {
+                                input type="hidden" name="csrf" value=(csrf);
+                                input type="hidden" name="site" value=(s.site);
+                                button type="submit" id={"site-choice-" (s.site)} {
+                                    @match s.policy {
+                                        assent_consent::SitePolicy::OptOut => { "Opt out at " (s.site) }
+                                        assent_consent::SitePolicy::OptIn => { "Opt in for treatment at " (s.site) }
+                                    }
+                                }
+                            }
                         }
                     }
                 }

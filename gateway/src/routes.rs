@@ -68,6 +68,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("post", "/portal/grant"),
     ("post", "/portal/revoke"),
     ("post", "/portal/site"),
+    ("post", "/portal/narrow"),
     ("get", "/portal/disclosures"),
     ("get", "/portal/disclosures.csv"),
 ];
@@ -176,6 +177,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/portal/grant", web::post().to(portal::grant))
         .route("/portal/revoke", web::post().to(portal::revoke))
         .route("/portal/site", web::post().to(portal::site_choice))
+        .route("/portal/narrow", web::post().to(portal::narrow))
         .route("/portal/disclosures", web::get().to(portal::disclosures))
         .route(
             "/portal/disclosures.csv",

@@ -3,7 +3,7 @@
 //! patient launch context; the browser sign-in shared with the console, `signin.rs`) and sees
 //! **My sharing choices** (every consent of every identity their launch context manages, in
 //! plain words, with its history; grant a practitioner access for purposes and a period;
-//! revoke; opt out of or into each site holding the patient, as that site's default allows)
+//! narrow a share to fewer purposes or an earlier end; revoke; opt out of or into each site holding the patient, as that site's default allows)
 //! and **Who saw my records** (the accounting of disclosures across sites, filtered
 //! by period, as CSV with a receipt id per row).
 //!
@@ -662,6 +662,140 @@ pub async fn site_choice(
     }
     .await;
     access.finish(&state, as_page(outcome)).await
+}
+
+/// `POST /portal/narrow`: a new version of a share in force (PUT-like, with its current
+/// version as the expected one, through the consent API's update path): the chosen purposes
+/// (a subset of its own) and an earlier end. Another patient's consent is refused by the rule
+/// when its history is read (403), before anything is written.
+pub async fn narrow(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+    portal: PortalData,
+) -> Result<HttpResponse, GatewayError> {
+    let fields = form_fields(&body);
+    let patient = match posted(&req, &portal, &state, &fields).await {
+        Ok(p) => p,
+        Err(page) => return Ok(page),
+    };
+    let mut access = ApiAccess::new(
+        AccessKind::Consent(ConsentAction::Update),
+        &patient.caller,
+        &req,
+    );
+    let outcome = async {
+        let id = field(&fields, "consent").unwrap_or_default();
+        if id.is_empty() || id.len() > 64 || id.chars().any(char::is_control) {
+            return Err(GatewayError::NotFound);
+        }
+        let versions = consent_versions(&state, &patient.caller, &mut access, id).await?;
+        let (current, document) = versions.last().ok_or(GatewayError::NotFound)?;
+        let document = document.clone().ok_or(GatewayError::NotFound)?;
+        if current.record.revocation.is_some() {
+            return Err(GatewayError::Malformed(
+                "a revoked choice cannot be narrowed".to_owned(),
+            ));
+        }
+        let narrowed = narrowed_document(document, &fields)?;
+        let (written, _, _) = write_consent(
+            &state,
+            &patient.caller,
+            &mut access,
+            narrowed,
+            Some(id),
+            None,
+            None,
+            Some(current.record.version),
+        )
+        .await?;
+        Ok(html_page(
+            StatusCode::OK,
+            pages::changed(
+                "Access narrowed",
+                &written.consent_id,
+                written.version,
+                &written.tx_id,
+                written.updated_at,
+            ),
+        ))
+    }
+    .await;
+    access.finish(&state, as_page(outcome)).await
+}
+
+/// The purposes of a share's root provision (`None` when `document` is not a share: a root
+/// permit naming its actors); an empty list is every purpose.
+pub(crate) fn share_purposes(document: &Value) -> Option<Vec<String>> {
+    let root = &document["provision"];
+    let actors = root["actor"].as_array().is_some_and(|a| !a.is_empty());
+    (root["type"].as_str() == Some("permit") && actors && root.get("provision").is_none()).then(
+        || {
+            root["purpose"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["code"].as_str().map(str::to_owned))
+                .collect()
+        },
+    )
+}
+
+/// `document` narrowed by the form: only purposes it already has, only an earlier end.
+fn narrowed_document(
+    mut document: Value,
+    fields: &[(String, String)],
+) -> Result<Value, GatewayError> {
+    let bad = |m: &str| GatewayError::Malformed(m.to_owned());
+    let current = share_purposes(&document).ok_or_else(|| bad("only a share can be narrowed"))?;
+    let purposes: Vec<&str> = fields
+        .iter()
+        .filter(|(n, _)| n == "purpose")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if let Some(p) = purposes.iter().find(|p| {
+        !GRANTABLE_PURPOSES.contains(p) || !(current.is_empty() || current.iter().any(|c| c == *p))
+    }) {
+        return Err(GatewayError::Malformed(format!(
+            "narrowing cannot add the purpose {p:?}"
+        )));
+    }
+    let until = match field(fields, "until")
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        None => None,
+        Some(d) if d.len() == 10 && date_range(d).is_some() => Some(d.to_owned()),
+        Some(_) => return Err(bad("dates are YYYY-MM-DD")),
+    };
+    if purposes.is_empty() && until.is_none() {
+        return Err(bad("choose the purposes to keep or an earlier end"));
+    }
+    let root = &mut document["provision"];
+    let day = |v: &Value| v.as_str().map(|s| s.chars().take(10).collect::<String>());
+    if let Some(u) = &until {
+        if day(&root["period"]["end"]).is_some_and(|end| *u > end) {
+            return Err(bad("narrowing can only end a share earlier"));
+        }
+        if day(&root["period"]["start"]).is_some_and(|start| *u < start) {
+            return Err(bad("the end of the period is before its start"));
+        }
+        if !root["period"].is_object() {
+            root["period"] = json!({});
+        }
+        root["period"]["end"] = Value::from(u.clone());
+    }
+    if !purposes.is_empty() {
+        root["purpose"] = purposes
+            .iter()
+            .map(|p| json!({"system": assent_consent::ACT_REASON, "code": p}))
+            .collect();
+    }
+    if let Some(o) = document.as_object_mut() {
+        o.remove("meta");
+    }
+    document["dateTime"] = Value::from(format_instant(now_secs() as i64 * 1000));
+    Ok(document)
 }
 
 /// `POST /portal/revoke`: revokes the consent the form names, if the rule lets this patient

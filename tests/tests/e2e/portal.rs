@@ -380,6 +380,97 @@ async fn a_patient_opts_out_of_and_into_a_site_and_undoes_it() {
     }
 }
 
+/// Narrowing a share: a new version keeping fewer purposes and ending earlier; the history
+/// shows both versions and dr-alice's treatment read is denied. Widening is refused.
+#[actix_web::test]
+async fn a_patient_narrows_a_share_to_another_purpose() {
+    let upstream = hospital();
+    let gw = gateway(&upstream, "opt-in");
+    let jane = portal_session(&gw, "jane-doe").await;
+    let granted = post(
+        &gw,
+        &jane.cookie,
+        "/portal/grant",
+        &[
+            ("csrf", &jane.csrf),
+            ("practitioner", "dr-alice"),
+            ("purpose", "TREAT"),
+            ("purpose", "HPAYMT"),
+            ("until", "2099-03-01"),
+        ],
+    )
+    .await;
+    assert_eq!(granted.status, 200, "{}", granted.text());
+    assert_eq!(alice_reads(&gw, "/fhir/st-mary/Patient/p1").await, 200);
+    let sharing = page(&gw, &jane.cookie, "/portal/").await.text();
+    let ids = consent_ids(&sharing);
+    assert_eq!(ids.len(), 1, "{sharing}");
+    let id = &ids[0];
+    assert!(
+        sharing.contains(&format!("id=\"narrow-{id}\"")),
+        "{sharing}"
+    );
+
+    // Widening is not narrowing: a purpose it does not have, or a later end.
+    for (what, form) in [
+        ("a new purpose", vec![("purpose", "HRESCH")]),
+        ("a later end", vec![("until", "2100-01-01")]),
+        ("nothing", vec![]),
+    ] {
+        let mut full = vec![("csrf", jane.csrf.as_str()), ("consent", id.as_str())];
+        full.extend(form);
+        let got = post(&gw, &jane.cookie, "/portal/narrow", &full).await;
+        assert_eq!(got.status, 400, "{what}: {}", got.text());
+    }
+    assert_eq!(stored(&gw, id).await["meta"]["versionId"], "1");
+
+    let narrowed = post(
+        &gw,
+        &jane.cookie,
+        "/portal/narrow",
+        &[
+            ("csrf", &jane.csrf),
+            ("consent", id),
+            ("purpose", "HPAYMT"),
+            ("until", "2098-01-01"),
+        ],
+    )
+    .await;
+    assert_eq!(narrowed.status, 200, "{}", narrowed.text());
+    assert!(narrowed.text().contains("Access narrowed"));
+    assert!(narrowed.header("x-assent-receipt").is_some());
+    // Her treatment read is no longer covered.
+    assert_eq!(alice_reads(&gw, "/fhir/st-mary/Patient/p1").await, 403);
+    let written = stored(&gw, id).await;
+    assert_eq!(written["meta"]["versionId"], "2", "{written}");
+    assert_eq!(written["patient"]["reference"], "Patient/p1");
+    assert_eq!(
+        written["provision"]["purpose"][0]["code"], "HPAYMT",
+        "{written}"
+    );
+    assert_eq!(written["provision"]["purpose"].as_array().unwrap().len(), 1);
+    assert_eq!(written["provision"]["period"]["end"], "2098-01-01");
+    let after = page(&gw, &jane.cookie, "/portal/").await.text();
+    assert!(after.contains("2 versions"), "{after}");
+    assert!(after.contains("1 January 2098"), "{after}");
+}
+
+/// A share as the portal writes it: a root permit for dr-bob, for treatment and payment.
+fn share(id: &str, patient: &str) -> Value {
+    json!({
+        "resourceType": "Consent", "id": id, "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{patient}")},
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
+        "provision": {"type": "permit",
+            "actor": [{"role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
+                       "reference": {"reference": "Practitioner/dr-bob"}}],
+            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"},
+                        {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HPAYMT"}]}
+    })
+}
+
 /// ADV: however the portal's forms and cookies are edited, a patient neither sees nor changes
 /// another patient's consents; the refusals are pages and nothing is written.
 #[actix_web::test]
@@ -393,12 +484,20 @@ async fn adv_edited_forms_never_reach_another_patients_consents() {
             "north-general",
             consent("other-ng-p1", "p1", "dr-bob", true),
         ),
+        // Shaped as the portal's own shares, so that only the rule stops narrowing them.
+        ("st-mary", share("other-share-p2", "p2")),
+        ("north-general", share("other-share-ng-p1", "p1")),
     ] {
         let got = put_consent(&gw, site, &body).await;
         assert_eq!(got.status, 201, "{}", got.text());
     }
     let jane = portal_session(&gw, "jane-doe").await;
-    let others = ["other-p2", "other-ng-p1"];
+    let others = [
+        "other-p2",
+        "other-ng-p1",
+        "other-share-p2",
+        "other-share-ng-p1",
+    ];
     let sharing = page(&gw, &jane.cookie, "/portal/").await.text();
     for other in others {
         assert!(!sharing.contains(other), "{sharing}");
@@ -531,6 +630,30 @@ async fn adv_edited_forms_never_reach_another_patients_consents() {
             ],
             status: 403,
             code: Some("csrf-token-invalid"),
+        },
+        Case {
+            what: "narrow another patient's consent at the same site",
+            cookie: jane.cookie.clone(),
+            path: "/portal/narrow",
+            form: vec![
+                ("csrf".to_owned(), jane.csrf.clone()),
+                ("consent".to_owned(), "other-share-p2".to_owned()),
+                ("until".to_owned(), "2030-01-01".to_owned()),
+            ],
+            status: 403,
+            code: Some("consent-patient-mismatch"),
+        },
+        Case {
+            what: "narrow the consent of Jane's local id at another site",
+            cookie: jane.cookie.clone(),
+            path: "/portal/narrow",
+            form: vec![
+                ("csrf".to_owned(), jane.csrf.clone()),
+                ("consent".to_owned(), "other-share-ng-p1".to_owned()),
+                ("purpose".to_owned(), "TREAT".to_owned()),
+            ],
+            status: 403,
+            code: Some("consent-patient-mismatch"),
         },
         Case {
             what: "revoke an unknown consent",

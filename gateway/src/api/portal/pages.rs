@@ -365,6 +365,28 @@ pub fn sharing(
                         }
                     }
                     @if c.in_force && !c.revoked {
+                        @if let Some(purposes) = super::share_purposes(&c.document) {
+                            @let purposes = if purposes.is_empty() { GRANTABLE_PURPOSES.iter().map(|p| (*p).to_owned()).collect() } else { purposes };
+                            details {
+                                summary { "Narrow this choice" }
+                                form.stack method="post" action="/portal/narrow" {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    input type="hidden" name="consent" value=(c.id);
+                                    fieldset {
+                                        legend { "Keep only these purposes" }
+                                        @for code in &purposes {
+                                            @let words = assent_auth::PurposeOfUse::parse(code).map(|p| p.display()).unwrap_or(code);
+                                            label { input type="checkbox" name="purpose" value=(code) checked; (words) }
+                                        }
+                                    }
+                                    div {
+                                        label for={"narrow-until-" (c.id)} { "End earlier, on " span.hint { "(optional)" } }
+                                        input type="date" id={"narrow-until-" (c.id)} name="until";
+                                    }
+                                    p { button type="submit" id={"narrow-" (c.id)} { "Narrow" } }
+                                }
+                            }
+                        }
                         form method="post" action="/portal/revoke" {
                             input type="hidden" name="csrf" value=(csrf);
                             input type="hidden" name="consent" value=(c.id);

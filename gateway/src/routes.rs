@@ -71,6 +71,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("post", "/portal/narrow"),
     ("get", "/portal/disclosures"),
     ("get", "/portal/disclosures.csv"),
+    ("get", "/portal/disclosures.pdf"),
 ];
 
 /// Registers every route.
@@ -182,6 +183,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/portal/disclosures.csv",
             web::get().to(portal::disclosures_csv),
+        )
+        .route(
+            "/portal/disclosures.pdf",
+            web::get().to(portal::disclosures_pdf),
         )
         .default_service(web::route().to(not_found));
 }

@@ -5,7 +5,7 @@
 //! plain words, with its history; grant a practitioner access for purposes and a period;
 //! narrow a share to fewer purposes or an earlier end; revoke; opt out of or into each site holding the patient, as that site's default allows)
 //! and **Who saw my records** (the accounting of disclosures across sites, filtered
-//! by period, as CSV with a receipt id per row).
+//! by period, as CSV or PDF with a receipt id per row).
 //!
 //! **Invariant:** the portal decides nothing of its own about whose consents a patient may
 //! see or change. The session keeps the caller: its access token, verified again on every
@@ -27,6 +27,7 @@
 //! Leaves out the HTML (`portal/pages.rs`).
 
 mod pages;
+mod pdf;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
@@ -965,6 +966,47 @@ pub async fn disclosures_csv(
                 "attachment; filename=\"who-saw-my-records.csv\"",
             ))
             .body(disclosures_csv_text(&list)))
+    }
+    .await;
+    access.finish(&state, as_page(outcome)).await
+}
+
+/// `GET /portal/disclosures.pdf?from=&to=`: the same accesses and receipt ids as the CSV, as
+/// a PDF (`portal/pdf.rs`).
+pub async fn disclosures_pdf(
+    req: HttpRequest,
+    query: web::Query<PeriodQuery>,
+    state: web::Data<AppState>,
+    portal: PortalData,
+) -> Result<HttpResponse, GatewayError> {
+    let patient = match signed_in(&req, &portal, &state).await {
+        Ok(p) => p,
+        Err(page) => return Ok(page),
+    };
+    let mut access = ApiAccess::new(
+        AccessKind::Audit(AuditAction::Export),
+        &patient.caller,
+        &req,
+    );
+    let outcome = async {
+        let list = disclosures_of(&state, &patient, &query, &mut access, CSV_MAX).await?;
+        let period = match (query.from.trim(), query.to.trim()) {
+            ("", "") => "All time".to_owned(),
+            (from, "") => format!("From {from}"),
+            ("", to) => format!("Until {to}"),
+            (from, to) => format!("From {from} to {to}"),
+        };
+        let body = tokio::task::spawn_blocking(move || pdf::disclosures_pdf(&list, &period))
+            .await
+            .map_err(|_| GatewayError::Internal)?;
+        Ok(HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "application/pdf"))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"who-saw-my-records.pdf\"",
+            ))
+            .body(body))
     }
     .await;
     access.finish(&state, as_page(outcome)).await

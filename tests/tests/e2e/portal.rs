@@ -283,6 +283,28 @@ async fn a_patient_grants_and_revokes_access_and_sees_who_saw_their_records() {
         .await;
         assert_eq!(got.status, 200, "{receipt_id}: {}", got.text());
     }
+    // The PDF holds the same rows: every receipt id of the CSV, whole, in its content.
+    assert!(seen.contains("id=\"pdf\""), "{seen}");
+    let pdf = page(&gw, &jane.cookie, "/portal/disclosures.pdf").await;
+    assert_eq!(pdf.status, 200, "{}", pdf.text());
+    assert_eq!(pdf.header("content-type"), Some("application/pdf"));
+    assert!(pdf.header("x-assent-receipt").is_some());
+    assert!(pdf.body.starts_with(b"%PDF-"));
+    let pdf_text = String::from_utf8_lossy(&pdf.body);
+    let csv_ids: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|row| row.split(',').next().unwrap().trim_matches('"'))
+        .collect();
+    assert!(csv_ids.len() >= alice_rows.len());
+    for id in &csv_ids {
+        assert!(pdf_text.contains(&format!("({id})")), "{id} not in the PDF");
+    }
+    assert!(
+        pdf_text.contains("unconscious in ER, bed 3"),
+        "the break-glass reason"
+    );
+    assert!(!pdf_text.contains("north-general"));
     // Her own reads of her accounting are listed too, resting on no role.
     assert!(
         csv.contains("\"the patient's own accounting of disclosures\""),

@@ -496,7 +496,9 @@ pub fn disclosures(
                 div { label for="to" { "To" } input type="date" id="to" name="to" value=(to); }
                 div { button type="submit" { "Show" } }
             }
-            p { a href=(csv_href) id="csv" download { "Download as CSV" } " (one row per access, with its receipt id)" }
+            p { a href=(csv_href) id="csv" download { "Download as CSV" } " or "
+                a href=(csv_href.replacen("disclosures.csv", "disclosures.pdf", 1)) id="pdf" download { "as PDF" }
+                " (one row per access, with its receipt id)" }
             @if list.is_empty() { p id="none" { "Nobody accessed your records in this period." } }
             @for d in list {
                 @let decision = match d.decision { "permitted" => "permitted", "denied" => "denied", _ => "failed" };

@@ -947,28 +947,7 @@ pub async fn disclosures_csv(
     state: web::Data<AppState>,
     portal: PortalData,
 ) -> Result<HttpResponse, GatewayError> {
-    let patient = match signed_in(&req, &portal, &state).await {
-        Ok(p) => p,
-        Err(page) => return Ok(page),
-    };
-    let mut access = ApiAccess::new(
-        AccessKind::Audit(AuditAction::Export),
-        &patient.caller,
-        &req,
-    );
-    let outcome = async {
-        let list = disclosures_of(&state, &patient, &query, &mut access, CSV_MAX).await?;
-        Ok(HttpResponse::Ok()
-            .insert_header((header::CONTENT_TYPE, "text/csv; charset=utf-8"))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .insert_header((
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"who-saw-my-records.csv\"",
-            ))
-            .body(disclosures_csv_text(&list)))
-    }
-    .await;
-    access.finish(&state, as_page(outcome)).await
+    download(req, query, state, portal, Download::Csv).await
 }
 
 /// `GET /portal/disclosures.pdf?from=&to=`: the same accesses and receipt ids as the CSV, as
@@ -978,6 +957,25 @@ pub async fn disclosures_pdf(
     query: web::Query<PeriodQuery>,
     state: web::Data<AppState>,
     portal: PortalData,
+) -> Result<HttpResponse, GatewayError> {
+    download(req, query, state, portal, Download::Pdf).await
+}
+
+/// The forms "Who saw my records" is downloaded in.
+#[derive(Clone, Copy)]
+enum Download {
+    Csv,
+    Pdf,
+}
+
+/// A download of the patient's accesses in the period: signed in, receipted as an export,
+/// the same rows (and receipt ids) whatever the form.
+async fn download(
+    req: HttpRequest,
+    query: web::Query<PeriodQuery>,
+    state: web::Data<AppState>,
+    portal: PortalData,
+    form: Download,
 ) -> Result<HttpResponse, GatewayError> {
     let patient = match signed_in(&req, &portal, &state).await {
         Ok(p) => p,
@@ -990,22 +988,34 @@ pub async fn disclosures_pdf(
     );
     let outcome = async {
         let list = disclosures_of(&state, &patient, &query, &mut access, CSV_MAX).await?;
-        let period = match (query.from.trim(), query.to.trim()) {
-            ("", "") => "All time".to_owned(),
-            (from, "") => format!("From {from}"),
-            ("", to) => format!("Until {to}"),
-            (from, to) => format!("From {from} to {to}"),
+        let (content_type, filename, body) = match form {
+            Download::Csv => (
+                "text/csv; charset=utf-8",
+                "attachment; filename=\"who-saw-my-records.csv\"",
+                disclosures_csv_text(&list).into_bytes(),
+            ),
+            Download::Pdf => {
+                let period = match (query.from.trim(), query.to.trim()) {
+                    ("", "") => "All time".to_owned(),
+                    (from, "") => format!("From {from}"),
+                    ("", to) => format!("Until {to}"),
+                    (from, to) => format!("From {from} to {to}"),
+                };
+                let body =
+                    tokio::task::spawn_blocking(move || pdf::disclosures_pdf(&list, &period))
+                        .await
+                        .map_err(|_| GatewayError::Internal)?;
+                (
+                    "application/pdf",
+                    "attachment; filename=\"who-saw-my-records.pdf\"",
+                    body,
+                )
+            }
         };
-        let body = tokio::task::spawn_blocking(move || pdf::disclosures_pdf(&list, &period))
-            .await
-            .map_err(|_| GatewayError::Internal)?;
         Ok(HttpResponse::Ok()
-            .insert_header((header::CONTENT_TYPE, "application/pdf"))
+            .insert_header((header::CONTENT_TYPE, content_type))
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .insert_header((
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"who-saw-my-records.pdf\"",
-            ))
+            .insert_header((header::CONTENT_DISPOSITION, filename))
             .body(body))
     }
     .await;

@@ -407,10 +407,18 @@ async fn known_names(
 }
 
 /// The fields of a POSTed form (names may repeat).
+/// A posted form's fields, read by the project's one query-string parser.
 fn form_fields(body: &[u8]) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(body)
-        .map(|(n, v)| (n.into_owned(), v.into_owned()))
-        .collect()
+    assent_fhir::query::pairs(&String::from_utf8_lossy(body))
+}
+
+/// The consent id a form names (`consent`): a plain id, else not found.
+fn consent_field(fields: &[(String, String)]) -> Result<&str, GatewayError> {
+    let id = field(fields, "consent").unwrap_or_default();
+    if id.is_empty() || id.len() > 64 || id.chars().any(char::is_control) {
+        return Err(GatewayError::NotFound);
+    }
+    Ok(id)
 }
 
 fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -686,10 +694,7 @@ pub async fn narrow(
         &req,
     );
     let outcome = async {
-        let id = field(&fields, "consent").unwrap_or_default();
-        if id.is_empty() || id.len() > 64 || id.chars().any(char::is_control) {
-            return Err(GatewayError::NotFound);
-        }
+        let id = consent_field(&fields)?;
         let versions = consent_versions(&state, &patient.caller, &mut access, id).await?;
         let (current, document) = versions.last().ok_or(GatewayError::NotFound)?;
         let document = document.clone().ok_or(GatewayError::NotFound)?;
@@ -818,10 +823,7 @@ pub async fn revoke(
         &req,
     );
     let outcome = async {
-        let id = field(&fields, "consent").unwrap_or_default();
-        if id.is_empty() || id.len() > 64 || id.chars().any(char::is_control) {
-            return Err(GatewayError::NotFound);
-        }
+        let id = consent_field(&fields)?;
         let revoked = revoke_checked(
             &state,
             &patient.caller,

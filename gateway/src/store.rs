@@ -447,7 +447,11 @@ pub mod testing {
 
     /// A fresh PostgreSQL store in a new schema, when `ASSENT_TEST_DATABASE_URL` is set.
     pub fn postgres() -> Option<TestStore> {
-        let admin_url = std::env::var("ASSENT_TEST_DATABASE_URL").ok()?;
+        // An empty value means "not set": formatted into a URL below it would name a SQLite file
+        // (`?options=…`) in the working directory.
+        let admin_url = std::env::var("ASSENT_TEST_DATABASE_URL")
+            .ok()
+            .filter(|url| !url.is_empty())?;
         let schema = format!("assent_test_{}", uuid::Uuid::new_v4().simple());
         let mut c = diesel::PgConnection::establish(&admin_url)
             .expect("ASSENT_TEST_DATABASE_URL is set but PostgreSQL is unreachable");

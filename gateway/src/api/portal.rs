@@ -17,8 +17,10 @@
 //! of another patient is refused by that rule (403 page). Every page and change leaves a
 //! receipt (`api/receipt.rs`), durable before the answer.
 //!
-//! Security: the session is a signed cookie (`HttpOnly`, `SameSite=Strict`, `Secure` behind
-//! https, path `/portal`) holding the caller id, the access token and a CSRF secret; every
+//! Security: the session is a signed and encrypted cookie (`HttpOnly`, `SameSite=Strict`,
+//! `Secure` behind https, path `/portal`; `signin/session.rs`) holding the caller id, the
+//! access token, a CSRF secret and a session id that sign-out ends on the server
+//! (`signin::end_session`); every
 //! POST must carry that secret in its form (`csrf`), compared in constant time. Pages carry a
 //! strict Content Security Policy (no script at all, styles from `/portal/style.css` only, no
 //! framing); only patients with a bound launch context are let in (a clinician's sign-in is
@@ -43,7 +45,8 @@ use serde_json::{Value, json};
 use crate::api::consent::{consent_versions, patient_consents, revoke_checked, write_consent};
 use crate::api::receipt::ApiAccess;
 use crate::api::signin::{
-    CallbackQuery, SignIn, SignInSetupError, authenticate, html_page, now_secs,
+    CallbackQuery, SignIn, SignInSetupError, authenticate, end_session, html_page, new_session_id,
+    now_secs, session_ended,
 };
 use crate::config::PortalConfig;
 use crate::http::caller::Caller;
@@ -134,15 +137,30 @@ fn signed_out(message: Option<&str>) -> HttpResponse {
     html_page(StatusCode::UNAUTHORIZED, pages::sign_in(message))
 }
 
-/// The session cookie's fields: caller id, access token, CSRF secret, expiry.
-fn read_session(req: &HttpRequest, portal: &Portal) -> Option<(String, String, String)> {
+/// The session cookie's fields, once it decrypts and its MAC holds, before its expiry.
+struct PortalSession {
+    caller_id: String,
+    token: String,
+    csrf: String,
+    expires_at: u64,
+    id: String,
+}
+
+/// The session cookie's fields: caller id, access token, CSRF secret, expiry, session id
+/// (sealed, then encrypted: `signin/session.rs`).
+fn read_session(req: &HttpRequest, portal: &Portal) -> Option<PortalSession> {
     let cookie = req.cookie(SESSION_COOKIE)?;
-    let f = portal
-        .signin
-        .cookies
-        .open_named("session", cookie.value(), 4)?;
+    let cookies = &portal.signin.cookies;
+    let sealed = cookies.decrypt_session("session", cookie.value())?;
+    let f = cookies.open_named("session", &sealed, 5)?;
     let expires_at: u64 = f[3].parse().ok()?;
-    (expires_at > now_secs()).then(|| (f[0].clone(), f[1].clone(), f[2].clone()))
+    (expires_at > now_secs()).then(|| PortalSession {
+        caller_id: f[0].clone(),
+        token: f[1].clone(),
+        csrf: f[2].clone(),
+        expires_at,
+        id: f[4].clone(),
+    })
 }
 
 /// The signed-in patient, or the page to answer instead (not configured, signed out, not a
@@ -153,13 +171,17 @@ async fn signed_in(
     state: &AppState,
 ) -> Result<Patient, HttpResponse> {
     let portal = portal.as_ref().ok_or_else(not_configured)?;
-    let (caller_id, token, csrf) = read_session(req, portal).ok_or_else(|| signed_out(None))?;
-    let caller = authenticate(state, &token)
-        .await
-        .map_err(|_| signed_out(Some("Your sign-in has expired. Please sign in again.")))?;
-    if caller.id != caller_id {
+    let session = read_session(req, portal).ok_or_else(|| signed_out(None))?;
+    if session_ended(state, &session.id).await {
         return Err(signed_out(None));
     }
+    let caller = authenticate(state, &session.token)
+        .await
+        .map_err(|_| signed_out(Some("Your sign-in has expired. Please sign in again.")))?;
+    if caller.id != session.caller_id {
+        return Err(signed_out(None));
+    }
+    let csrf = session.csrf;
     let identities = patient_identities(&caller, state).map_err(|e| error_page(false, &e))?;
     Ok(Patient {
         caller,
@@ -239,10 +261,18 @@ pub async fn callback(
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
-    let value = portal.signin.cookies.seal_named(
+    let cookies = &portal.signin.cookies;
+    let sealed = cookies.seal_named(
         "session",
-        &[&caller.id, &token, &csrf, &expires_at.to_string()],
+        &[
+            &caller.id,
+            &token,
+            &csrf,
+            &expires_at.to_string(),
+            &new_session_id(),
+        ],
     );
+    let value = cookies.encrypt_session("session", sealed);
     let session_cookie = portal
         .signin
         .session_cookie(SESSION_COOKIE, value, expires_at);
@@ -258,11 +288,19 @@ pub async fn callback(
     Ok(response)
 }
 
-/// `GET /portal/logout`
-pub async fn logout(portal: PortalData) -> Result<HttpResponse, GatewayError> {
+/// `GET /portal/logout`: ends the session on the server (`signin::end_session`: a copy of
+/// the cookie is refused from now on), then removes the cookie.
+pub async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    portal: PortalData,
+) -> Result<HttpResponse, GatewayError> {
     let Some(portal) = portal.as_ref() else {
         return Ok(not_configured());
     };
+    if let Some(session) = read_session(&req, portal) {
+        end_session(&state, &session.id, session.expires_at).await?;
+    }
     let mut response = html_page(StatusCode::OK, pages::sign_in(Some("You are signed out.")));
     response
         .add_cookie(&portal.signin.removed_cookie(SESSION_COOKIE))

@@ -4,8 +4,9 @@
 //! the read denied, and finds both accesses on the disclosures page and in its CSV with a
 //! receipt id per row. ADV: edited forms (another patient's consent id, another site's,
 //! extra fields naming another patient, a forged or missing CSRF token), a clinician's
-//! sign-in, a console cookie and a forged session are refused, and nothing of another
-//! patient is shown or changed. A network-bound patient sees and revokes consents across
+//! sign-in, a console cookie, a session cookie whose ciphertext was edited and a copy of a
+//! cookie taken before its sign-out are refused, and nothing of another patient is shown or
+//! changed. A network-bound patient sees and revokes consents across
 //! sites. In headless Chromium (when chromedriver is installed): sign in, share, revoke and
 //! read the disclosures, each page checked by axe-core (`tests/a11y`: no serious or critical
 //! violation), with no horizontal scrolling at 360 px;
@@ -530,12 +531,30 @@ async fn adv_edited_forms_never_reach_another_patients_consents() {
     let officer = sign_in(&gw, "console", "privacy-officer").await;
     let console_cookie = set_cookie(&officer, "assent_console").expect("console session");
     let console_as_portal = console_cookie.replacen("assent_console=", "assent_portal=", 1);
-    // Jane's cookie with one character of its caller-id field changed.
-    let at = "assent_portal=".len() + 3;
-    let mut forged = jane.cookie.clone();
-    let swapped = if &forged[at..=at] == "B" { "C" } else { "B" };
-    forged.replace_range(at..=at, swapped);
-    assert_ne!(forged, jane.cookie);
+    // Jane's cookie with one character of its ciphertext changed: near the start (the
+    // nonce), in the middle, near the end (the tag).
+    let edited = |at: usize| {
+        let mut forged = jane.cookie.clone();
+        let swapped = if &forged[at..=at] == "B" { "C" } else { "B" };
+        forged.replace_range(at..=at, swapped);
+        assert_ne!(forged, jane.cookie);
+        forged
+    };
+    let start = "assent_portal=".len();
+    let forged = edited(start + 3);
+    let forged_middle = edited((start + jane.cookie.len()) / 2);
+    let forged_end = edited(jane.cookie.len() - 6);
+    // A copy of a session's cookie taken before its sign-out.
+    let earlier = portal_session(&gw, "jane-doe").await;
+    let signed_out = page(&gw, &earlier.cookie, "/portal/logout").await;
+    assert_eq!(signed_out.status, 200, "{}", signed_out.text());
+    assert!(
+        signed_out
+            .headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("set-cookie") && v.starts_with("assent_portal=;")),
+        "the cookie is removed too"
+    );
 
     let grant = |csrf: &str| {
         vec![
@@ -624,10 +643,34 @@ async fn adv_edited_forms_never_reach_another_patients_consents() {
             code: None,
         },
         Case {
-            what: "revoke with a forged session cookie",
+            what: "revoke with a session cookie whose ciphertext was edited at its start",
             cookie: forged.clone(),
             path: "/portal/revoke",
             form: revoke(&jane.csrf, "other-p2"),
+            status: 401,
+            code: None,
+        },
+        Case {
+            what: "grant with a session cookie whose ciphertext was edited in its middle",
+            cookie: forged_middle.clone(),
+            path: "/portal/grant",
+            form: grant(&jane.csrf),
+            status: 401,
+            code: None,
+        },
+        Case {
+            what: "grant with a session cookie whose ciphertext was edited at its end",
+            cookie: forged_end.clone(),
+            path: "/portal/grant",
+            form: grant(&jane.csrf),
+            status: 401,
+            code: None,
+        },
+        Case {
+            what: "grant with a copy of a session cookie taken before its sign-out",
+            cookie: earlier.cookie.clone(),
+            path: "/portal/grant",
+            form: grant(&earlier.csrf),
             status: 401,
             code: None,
         },
@@ -751,6 +794,15 @@ async fn adv_edited_forms_never_reach_another_patients_consents() {
         .status,
         200
     );
+
+    // The page too: a copy of the cookie from before the sign-out is signed out.
+    assert_eq!(page(&gw, &earlier.cookie, "/portal/").await.status, 401);
+    assert_eq!(page(&gw, &jane.cookie, "/portal/").await.status, 200);
+    // The console alike: a copy of its cookie from before its sign-out is refused after it.
+    assert_eq!(page(&gw, &console_cookie, "/console/").await.status, 200);
+    let console_out = page(&gw, &console_cookie, "/console/logout").await;
+    assert_eq!(console_out.status, 200, "{}", console_out.text());
+    assert_eq!(page(&gw, &console_cookie, "/console/").await.status, 401);
 
     // A clinician signing in at the portal gets no session.
     let alice = sign_in(&gw, "portal", "dr-alice").await;

@@ -35,6 +35,66 @@ fn gateway(upstream: &FakeUpstream, policy: &str) -> StartedGateway {
         .start()
 }
 
+/// A FAKE site for the portal: `hospital()`'s Patients and Observations, Jane's medicines and
+/// conditions, and a directory: Practitioners with more than id and name (a telephone
+/// number), an Organization, and slipped into the answers a Patient and a Practitioner whose
+/// extension names a patient, neither of which may ever be listed.
+fn site_with_directory() -> FakeUpstream {
+    FakeUpstream::start(|req, base| {
+        let path = req.path.trim_start_matches("/fhir/");
+        let segments: Vec<&str> = path.split('/').collect();
+        let bundle = |resources: Vec<Value>| {
+            let entries: Vec<Value> = resources
+                .into_iter()
+                .map(|r| json!({"fullUrl": format!("{base}/{}/{}", r["resourceType"].as_str().unwrap(), r["id"].as_str().unwrap()), "resource": r}))
+                .collect();
+            FakeResponse::json(
+                200,
+                json!({"resourceType": "Bundle", "type": "searchset", "entry": entries}),
+            )
+        };
+        match segments.as_slice() {
+            ["Patient", id] => {
+                FakeResponse::json(200, json!({"resourceType": "Patient", "id": id}))
+            }
+            ["Observation", id] => {
+                let p = id.trim_start_matches("o-");
+                FakeResponse::json(
+                    200,
+                    json!({"resourceType": "Observation", "id": id, "subject": {"reference": format!("Patient/{p}")}}),
+                )
+            }
+            [kind @ ("MedicationRequest" | "Condition"), id] => FakeResponse::json(
+                200,
+                json!({"resourceType": kind, "id": id, "subject": {"reference": "Patient/p1"}}),
+            ),
+            // Searches by patient: one resource of Jane's.
+            [kind @ ("Observation" | "MedicationRequest" | "Condition")] => bundle(vec![
+                json!({"resourceType": kind, "id": format!("{kind}-1"), "subject": {"reference": "Patient/p1"}}),
+            ]),
+            ["Practitioner"] => {
+                assert!(
+                    req.query.contains("_elements=id%2Cname")
+                        || req.query.contains("_elements=id,name"),
+                    "{}",
+                    req.query
+                );
+                bundle(vec![
+                    json!({"resourceType": "Practitioner", "id": "dr-alice", "name": [{"given": ["Alice"], "family": "Adams"}], "telecom": [{"system": "phone", "value": "555-0100"}]}),
+                    json!({"resourceType": "Practitioner", "id": "dr-carol", "name": [{"text": "Dr Carol Chen"}], "birthDate": "1971-02-03"}),
+                    json!({"resourceType": "Patient", "id": "p1", "name": [{"text": "Jane Doe"}]}),
+                    json!({"resourceType": "Practitioner", "id": "sneaky", "name": [{"text": "Sneaky Entry"}],
+                        "extension": [{"url": "urn:x", "valueReference": {"reference": "Patient/p1"}}]}),
+                ])
+            }
+            ["Organization"] => bundle(vec![
+                json!({"resourceType": "Organization", "id": "stm-cardio", "name": "St Mary Cardiology"}),
+            ]),
+            _ => FakeResponse::json(404, json!({"resourceType": "OperationOutcome"})),
+        }
+    })
+}
+
 /// The cookie `name=value` a response sets, if any.
 fn set_cookie(got: &Got, name: &str) -> Option<String> {
     got.headers
@@ -478,6 +538,202 @@ async fn a_patient_narrows_a_share_to_another_purpose() {
     assert!(after.contains("1 January 2098"), "{after}");
 }
 
+/// Kinds of record: a share of test results only lets dr-alice read Jane's Observation, not
+/// her medicines, conditions or details; it is chosen from St Mary's directory (id and name
+/// only; never a patient); narrowing drops a kind, and adding one is refused.
+#[actix_web::test]
+async fn a_patient_shares_test_results_only_with_a_practitioner_from_the_directory() {
+    let upstream = site_with_directory();
+    let gw = gateway(&upstream, "opt-in");
+    let jane = portal_session(&gw, "jane-doe").await;
+    let sharing = page(&gw, &jane.cookie, "/portal/").await.text();
+    for listed in [
+        "<optgroup label=\"Practitioners at st-mary\">",
+        "<option value=\"st-mary|Practitioner/dr-alice\">Alice Adams (Practitioner/dr-alice)</option>",
+        "<option value=\"st-mary|Practitioner/dr-carol\">Dr Carol Chen (Practitioner/dr-carol)</option>",
+        "<optgroup label=\"Organizations at st-mary\">",
+        "<option value=\"st-mary|Organization/stm-cardio\">St Mary Cardiology (Organization/stm-cardio)</option>",
+        "name=\"category\" value=\"test-results\"",
+        "none chosen: all your records",
+    ] {
+        assert!(sharing.contains(listed), "{listed}: {sharing}");
+    }
+    for never in [
+        "555-0100",
+        "1971",
+        "Jane Doe",
+        "sneaky",
+        "Sneaky",
+        "directory-unavailable",
+    ] {
+        assert!(!sharing.contains(never), "{never}: {sharing}");
+    }
+    let reads = |gw: &StartedGateway| {
+        let gw = gw.gateway.base_url();
+        async move {
+            let mut out = Vec::new();
+            for path in [
+                "Observation/o-p1",
+                "MedicationRequest/m1",
+                "Condition/c1",
+                "Patient/p1",
+                "Observation?patient=p1",
+                "MedicationRequest?patient=p1",
+                "Condition?patient=p1",
+            ] {
+                let got = send(
+                    "GET",
+                    &format!("{gw}/fhir/st-mary/{path}"),
+                    Some(clinician_token()),
+                    &[],
+                    None,
+                )
+                .await;
+                out.push(got.status);
+            }
+            out
+        }
+    };
+    let grant = |categories: &'static [&'static str]| {
+        let mut form = vec![
+            ("csrf", jane.csrf.as_str()),
+            ("chosen", "st-mary|Practitioner/dr-alice"),
+            ("purpose", "TREAT"),
+        ];
+        form.extend(categories.iter().map(|c| ("category", *c)));
+        form
+    };
+    let granted = post(
+        &gw,
+        &jane.cookie,
+        "/portal/grant",
+        &grant(&["test-results"]),
+    )
+    .await;
+    assert_eq!(granted.status, 200, "{}", granted.text());
+    // Denied: 403 for a request that names Jane (a search by patient, her Patient read); a
+    // read of a resource by id is answered like one the site does not have (404, the
+    // gateway's rule for a request naming no patient: nothing said of what exists).
+    let only_tests = [200, 404, 404, 403, 200, 403, 403];
+    assert_eq!(reads(&gw).await, only_tests);
+    let sharing = page(&gw, &jane.cookie, "/portal/").await.text();
+    assert!(
+        sharing.contains("Alice Adams (Practitioner/dr-alice) at st-mary may see your test results for treatment."),
+        "{sharing}"
+    );
+    let id = consent_ids(&sharing).remove(0);
+    let written = stored(&gw, &id).await;
+    assert_eq!(
+        written["provision"]["class"],
+        json!([{"system": "http://hl7.org/fhir/resource-types", "code": "Observation"},
+               {"system": "http://hl7.org/fhir/resource-types", "code": "DiagnosticReport"}]),
+        "{written}"
+    );
+    // Adding a kind of record is widening: refused, nothing written.
+    let widened = post(
+        &gw,
+        &jane.cookie,
+        "/portal/narrow",
+        &[
+            ("csrf", &jane.csrf),
+            ("consent", &id),
+            ("category", "conditions"),
+        ],
+    )
+    .await;
+    assert_eq!(widened.status, 400, "{}", widened.text());
+    assert_eq!(stored(&gw, &id).await["meta"]["versionId"], "1");
+    let revoked = post(
+        &gw,
+        &jane.cookie,
+        "/portal/revoke",
+        &[("csrf", &jane.csrf), ("consent", &id)],
+    )
+    .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+
+    // Test results and medicines, then narrowed to test results.
+    let granted = post(
+        &gw,
+        &jane.cookie,
+        "/portal/grant",
+        &grant(&["medicines", "test-results"]),
+    )
+    .await;
+    assert_eq!(granted.status, 200, "{}", granted.text());
+    assert_eq!(reads(&gw).await, [200, 200, 404, 403, 200, 200, 403]);
+    let sharing = page(&gw, &jane.cookie, "/portal/").await.text();
+    assert!(
+        sharing.contains("may see your medicines and test results for treatment."),
+        "{sharing}"
+    );
+    let id = consent_ids(&sharing)
+        .into_iter()
+        .find(|c| *c != id)
+        .unwrap();
+    let narrowed = post(
+        &gw,
+        &jane.cookie,
+        "/portal/narrow",
+        &[
+            ("csrf", &jane.csrf),
+            ("consent", &id),
+            ("category", "test-results"),
+        ],
+    )
+    .await;
+    assert_eq!(narrowed.status, 200, "{}", narrowed.text());
+    assert_eq!(reads(&gw).await, only_tests);
+    assert_eq!(stored(&gw, &id).await["meta"]["versionId"], "2");
+}
+
+/// A site whose FHIR server is down: the form says its directory is unavailable, and a grant
+/// by a typed reference still works.
+#[actix_web::test]
+async fn the_grant_form_works_when_a_sites_directory_is_unavailable() {
+    let gw = TestGateway::new()
+        .site_with(
+            "st-mary",
+            json!({"upstream": closed_port_url(), "fhir_version": "R4", "default_policy": "opt-in",
+                "patient_identifier_systems": ["urn:test:nid"]}),
+        )
+        .set("portal", json!({"client_id": "assent-portal"}))
+        .start();
+    let jane = portal_session(&gw, "jane-doe").await;
+    let sharing = page(&gw, &jane.cookie, "/portal/").await.text();
+    assert!(
+        sharing.contains("id=\"directory-unavailable-st-mary\"")
+            && sharing.contains("The directory of st-mary is unavailable"),
+        "{sharing}"
+    );
+    assert!(sharing.contains("id=\"practitioner\""), "{sharing}");
+    let granted = post(
+        &gw,
+        &jane.cookie,
+        "/portal/grant",
+        &[
+            ("csrf", &jane.csrf),
+            ("practitioner", "Practitioner/dr-alice"),
+            ("purpose", "TREAT"),
+        ],
+    )
+    .await;
+    assert_eq!(granted.status, 200, "{}", granted.text());
+    let chosen = post(
+        &gw,
+        &jane.cookie,
+        "/portal/grant",
+        &[
+            ("csrf", &jane.csrf),
+            ("chosen", "st-mary|Practitioner/dr-alice"),
+            ("purpose", "TREAT"),
+        ],
+    )
+    .await;
+    assert_eq!(chosen.status, 400, "{}", chosen.text());
+    assert!(chosen.text().contains("unavailable"), "{}", chosen.text());
+}
+
 /// A share as the portal writes it: a root permit for dr-bob, for treatment and payment.
 fn share(id: &str, patient: &str) -> Value {
     json!({
@@ -498,7 +754,7 @@ fn share(id: &str, patient: &str) -> Value {
 /// another patient's consents; the refusals are pages and nothing is written.
 #[actix_web::test]
 async fn adv_edited_forms_never_reach_another_patients_consents() {
-    let upstream = hospital();
+    let upstream = site_with_directory();
     let gw = gateway(&upstream, "opt-in");
     // Another patient at Jane's site, and Jane's local id at another site (someone else).
     for (site, body) in [
@@ -719,6 +975,67 @@ async fn adv_edited_forms_never_reach_another_patients_consents() {
             ],
             status: 403,
             code: Some("consent-patient-mismatch"),
+        },
+        Case {
+            what: "grant an unknown kind of record",
+            cookie: jane.cookie.clone(),
+            path: "/portal/grant",
+            form: with(grant(&jane.csrf), &[("category", "secrets")]),
+            status: 400,
+            code: Some("malformed-request"),
+        },
+        Case {
+            what: "grant a resource type that is not a listed kind of record",
+            cookie: jane.cookie.clone(),
+            path: "/portal/grant",
+            form: with(grant(&jane.csrf), &[("category", "Procedure")]),
+            status: 400,
+            code: Some("malformed-request"),
+        },
+        Case {
+            what: "grant to an entry not in the site's directory",
+            cookie: jane.cookie.clone(),
+            path: "/portal/grant",
+            form: vec![
+                ("csrf".to_owned(), jane.csrf.clone()),
+                (
+                    "chosen".to_owned(),
+                    "st-mary|Practitioner/not-listed".to_owned(),
+                ),
+                ("purpose".to_owned(), "TREAT".to_owned()),
+            ],
+            status: 400,
+            code: Some("malformed-request"),
+        },
+        Case {
+            what: "grant to the directory entry of a site Jane is not held at",
+            cookie: jane.cookie.clone(),
+            path: "/portal/grant",
+            form: vec![
+                ("csrf".to_owned(), jane.csrf.clone()),
+                (
+                    "chosen".to_owned(),
+                    "north-general|Practitioner/dr-alice".to_owned(),
+                ),
+                ("purpose".to_owned(), "TREAT".to_owned()),
+            ],
+            status: 400,
+            code: Some("malformed-request"),
+        },
+        Case {
+            what: "grant to the entry slipped in with a patient's reference",
+            cookie: jane.cookie.clone(),
+            path: "/portal/grant",
+            form: vec![
+                ("csrf".to_owned(), jane.csrf.clone()),
+                (
+                    "chosen".to_owned(),
+                    "st-mary|Practitioner/sneaky".to_owned(),
+                ),
+                ("purpose".to_owned(), "TREAT".to_owned()),
+            ],
+            status: 400,
+            code: Some("malformed-request"),
         },
         Case {
             what: "revoke an unknown consent",

@@ -6,9 +6,14 @@
 //! extra fields naming another patient, a forged or missing CSRF token), a clinician's
 //! sign-in, a console cookie, a session cookie whose ciphertext was edited and a copy of a
 //! cookie taken before its sign-out are refused, and nothing of another patient is shown or
-//! changed. A network-bound patient sees and revokes consents across
-//! sites. In headless Chromium (when chromedriver is installed): sign in, share, revoke and
-//! read the disclosures, each page checked by axe-core (`tests/a11y`: no serious or critical
+//! changed; an unknown kind of record or a directory entry not in a held site's directory is
+//! refused. Kinds of record: a share of test results only permits dr-alice's Observation read,
+//! not her MedicationRequest or Condition read. The grant form lists each site's directory
+//! (id and name only, never a patient) and says when a site's is unavailable. A network-bound patient sees and revokes consents across
+//! sites. In headless Chromium (when chromedriver is installed): sign in, share with dr-alice
+//! chosen from St Mary's directory (her read then succeeds), revoke (her read is denied), see
+//! both accesses on the disclosures page and download its CSV and PDF through the page's links
+//! (each holding every receipt id shown), each page checked by axe-core (`tests/a11y`: no serious or critical
 //! violation), with no horizontal scrolling at 360 px;
 //! screenshots at 1280 and 360 px in `target/tmp/portal-*.png`.
 
@@ -1219,11 +1224,12 @@ async fn a_patient_uses_the_portal_in_chromium() {
         eprintln!("SKIPPED: no chromedriver on PATH (apt-get install chromium chromium-driver)");
         return;
     };
-    let upstream = hospital();
+    let upstream = site_with_directory();
     let gw = gateway(&upstream, "opt-in");
     let driver = Driver::start(&chromedriver);
-    let client = chromium(&driver, "1280,1000", None).await;
-    let outcome = drive(&client, &gw).await;
+    let downloads = tempfile::tempdir().unwrap();
+    let client = chromium(&driver, "1280,1000", Some(downloads.path())).await;
+    let outcome = drive(&client, &gw, downloads.path()).await;
     let _ = client.close().await;
     drop(driver);
     outcome.unwrap();
@@ -1311,7 +1317,24 @@ async fn scrolls_sideways(client: &Client) -> Result<bool, String> {
     Ok(wider.as_bool().unwrap_or(true))
 }
 
-async fn drive(client: &Client, gw: &StartedGateway) -> Result<(), String> {
+/// The file `name` once Chromium has finished downloading it into `dir`.
+async fn downloaded(dir: &std::path::Path, name: &str) -> Result<Vec<u8>, String> {
+    let file = dir.join(name);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !file.is_file() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("no {name} downloaded into {}", dir.display()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::read(&file).map_err(|e| e.to_string())
+}
+
+async fn drive(
+    client: &Client,
+    gw: &StartedGateway,
+    downloads: &std::path::Path,
+) -> Result<(), String> {
     let base = gw.gateway.base_url();
     let axe = axe_source();
     let axe = axe.as_deref();
@@ -1328,11 +1351,14 @@ async fn drive(client: &Client, gw: &StartedGateway) -> Result<(), String> {
     click(client, "continue").await?;
     assert!(!text_of(client, "#no-choices").await.is_empty());
     accessible(client, axe, "sharing, empty").await?;
+    // dr-alice, chosen from St Mary's directory (its own group in the list).
     client
-        .find(Locator::Id("practitioner"))
+        .find(Locator::Css(
+            "optgroup[label='Practitioners at st-mary'] option[value='st-mary|Practitioner/dr-alice']",
+        ))
         .await
         .map_err(|e| e.to_string())?
-        .send_keys("dr-alice")
+        .click()
         .await
         .map_err(|e| e.to_string())?;
     click(client, "grant").await?;
@@ -1373,6 +1399,39 @@ async fn drive(client: &Client, gw: &StartedGateway) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let first = text_of(client, "article h3").await;
     assert!(!first.is_empty());
+    // Both of dr-alice's reads: the one the share permitted, the one after the revocation.
+    let listed = client.source().await.map_err(|e| e.to_string())?;
+    let alice: Vec<&str> = listed
+        .split("<article")
+        .skip(1)
+        .filter(|a| a.contains("Practitioner/dr-alice") && a.contains("read Patient"))
+        .collect();
+    assert!(
+        alice.iter().any(|a| a.contains(">permitted<"))
+            && alice.iter().any(|a| a.contains(">denied<")),
+        "{listed}"
+    );
+    let shown: Vec<String> = listed
+        .split("Receipt <span class=\"mono\">")
+        .skip(1)
+        .map(|rest| rest.split('<').next().unwrap_or_default().to_owned())
+        .collect();
+    assert!(shown.len() >= 2, "{listed}");
+    // The downloads, from the page's own links.
+    click(client, "csv").await?;
+    let csv = String::from_utf8(downloaded(downloads, "who-saw-my-records.csv").await?)
+        .map_err(|e| e.to_string())?;
+    click(client, "pdf").await?;
+    let pdf = downloaded(downloads, "who-saw-my-records.pdf").await?;
+    assert!(pdf.starts_with(b"%PDF-"));
+    let pdf = String::from_utf8_lossy(&pdf);
+    for id in &shown {
+        assert!(
+            csv.contains(&format!("\"{id}\"")),
+            "{id} not in the CSV: {csv}"
+        );
+        assert!(pdf.contains(&format!("({id})")), "{id} not in the PDF");
+    }
     accessible(client, axe, "disclosures").await?;
     assert!(
         !scrolls_sideways(client).await?,

@@ -922,8 +922,8 @@ fn narrowed_document(
         )));
     }
     // Every category kept of a share of all data changes nothing.
-    let kinds_change =
-        !kinds.is_empty() && !(held.is_empty() && kinds.len() == categories::DATA_CATEGORIES.len());
+    let keeps_all = held.is_empty() && kinds.len() == categories::DATA_CATEGORIES.len();
+    let kinds_change = !kinds.is_empty() && !keeps_all;
     if purposes.is_empty() && until.is_none() && !kinds_change {
         return Err(bad(
             "choose the purposes or kinds of record to keep, or an earlier end",

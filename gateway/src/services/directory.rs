@@ -58,10 +58,13 @@ impl SiteDirectory {
     }
 }
 
-/// The cached directories, by site: the directory (or `None`: unavailable) and when read.
+/// A site's directory as read (`None`: unavailable) and when.
+type CachedDirectory = (Option<Arc<SiteDirectory>>, Instant);
+
+/// The cached directories, by site.
 pub struct Directories {
     ttl: Duration,
-    cache: Mutex<HashMap<String, (Option<Arc<SiteDirectory>>, Instant)>>,
+    cache: Mutex<HashMap<String, CachedDirectory>>,
 }
 
 impl Directories {

@@ -117,7 +117,7 @@ pub fn categories_of(resource_types: &[String]) -> (Vec<&'static DataCategory>, 
     let held = |t: &&str| resource_types.iter().any(|r| r == t);
     let whole: Vec<&'static DataCategory> = DATA_CATEGORIES
         .iter()
-        .filter(|c| c.resource_types.iter().all(|t| held(t)))
+        .filter(|c| c.resource_types.iter().all(held))
         .collect();
     let left = resource_types
         .iter()

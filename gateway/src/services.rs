@@ -1,7 +1,8 @@
 //! Long-lived services the handlers share: consent state (ledger, documents, decision cache,
 //! event follower), durable receipts and their anchoring, the audit log as its readers see it
 //! (query, pager, verification, export), the cross-replica cache fan-out, the
-//! ledger backends, site adapters, the sites' upstream clients, patient identifier placement,
+//! ledger backends, site adapters, the sites' upstream clients, the sites' directories (the portal's grant form), patient
+//! identifier placement,
 //! the break-glass webhook and the request log writer.
 //!
 //! Depends on: `config` and `store` only. Its errors are its own (`UpstreamError`,
@@ -13,6 +14,7 @@ pub mod audit;
 pub mod break_glass;
 pub mod cache_fanout;
 pub mod consent;
+pub mod directory;
 pub mod identity;
 pub mod keys;
 pub mod ledger;

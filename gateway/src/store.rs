@@ -10,6 +10,7 @@ mod names;
 pub mod network;
 mod receipt_rows;
 mod schema;
+mod sessions;
 
 use std::time::Duration;
 

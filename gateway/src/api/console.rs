@@ -32,7 +32,9 @@ use serde::Deserialize;
 
 use crate::api::audit::{export_response, read_receipt};
 use crate::api::receipt::ApiAccess;
-use crate::api::signin::{CallbackQuery, SignIn, SignInSetupError, html_page};
+use crate::api::signin::{
+    CallbackQuery, SignIn, SignInSetupError, end_session, html_page, new_session_id, session_ended,
+};
 pub use crate::api::signin::{CookieSigner, PendingLogin, Session, now_secs};
 use crate::config::ConsoleConfig;
 use crate::http::access::may_audit;
@@ -171,6 +173,7 @@ pub async fn callback(
     let session = Session {
         caller: caller.id.clone(),
         expires_at,
+        id: new_session_id(),
     };
     let session_cookie = console.signin.session_cookie(
         SESSION_COOKIE,
@@ -187,11 +190,19 @@ pub async fn callback(
     Ok(response)
 }
 
-/// `GET /console/logout`
-pub async fn logout(signin: ConsoleData) -> Result<HttpResponse, GatewayError> {
+/// `GET /console/logout`: ends the session on the server (`signin::end_session`: a copy of
+/// the cookie is refused from now on), then removes the cookie.
+pub async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    signin: ConsoleData,
+) -> Result<HttpResponse, GatewayError> {
     let Some(console) = console(&signin) else {
         return Ok(not_configured());
     };
+    if let Some(session) = session(&req, console) {
+        end_session(&state, &session.id, session.expires_at).await?;
+    }
     let gone = console.signin.removed_cookie(SESSION_COOKIE);
     let mut response = ok_page(pages::sign_in(Some("You are signed out.")));
     response
@@ -342,10 +353,19 @@ impl NotSignedIn {
     }
 }
 
-/// The signed-in caller's session, or why there is none.
-fn signed_in(req: &HttpRequest, signin: &ConsoleData) -> Result<Session, NotSignedIn> {
+/// The signed-in caller's session, or why there is none (no cookie that opens, expired, or
+/// ended by a sign-out).
+async fn signed_in(
+    req: &HttpRequest,
+    signin: &ConsoleData,
+    state: &AppState,
+) -> Result<Session, NotSignedIn> {
     let console = console(signin).ok_or(NotSignedIn::NotConfigured)?;
-    session(req, console).ok_or(NotSignedIn::SignedOut)
+    let session = session(req, console).ok_or(NotSignedIn::SignedOut)?;
+    if session_ended(state, &session.id).await {
+        return Err(NotSignedIn::SignedOut);
+    }
+    Ok(session)
 }
 
 fn signed_out() -> HttpResponse {
@@ -362,7 +382,7 @@ pub async fn index(
     state: web::Data<AppState>,
     signin: ConsoleData,
 ) -> Result<HttpResponse, GatewayError> {
-    let session = match signed_in(&req, &signin) {
+    let session = match signed_in(&req, &signin, &state).await {
         Ok(session) => session,
         Err(why) => return Ok(why.page()),
     };
@@ -506,7 +526,7 @@ pub async fn receipt(
     state: web::Data<AppState>,
     signin: ConsoleData,
 ) -> Result<HttpResponse, GatewayError> {
-    let session = match signed_in(&req, &signin) {
+    let session = match signed_in(&req, &signin, &state).await {
         Ok(session) => session,
         Err(why) => return Ok(why.page()),
     };
@@ -563,7 +583,7 @@ async fn export(
     signin: ConsoleData,
     format: ExportFormat,
 ) -> Result<HttpResponse, GatewayError> {
-    let session = match signed_in(&req, &signin) {
+    let session = match signed_in(&req, &signin, &state).await {
         Ok(session) => session,
         Err(why) => return Ok(why.page()),
     };
@@ -599,7 +619,7 @@ pub async fn verify(
     state: web::Data<AppState>,
     signin: ConsoleData,
 ) -> Result<HttpResponse, GatewayError> {
-    let session = match signed_in(&req, &signin) {
+    let session = match signed_in(&req, &signin, &state).await {
         Ok(session) => session,
         Err(why) => return Ok(why.page()),
     };

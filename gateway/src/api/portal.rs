@@ -2,8 +2,10 @@
 //! (SMART standalone patient launch: authorization code with PKCE, `patient/*` scopes, a
 //! patient launch context; the browser sign-in shared with the console, `signin.rs`) and sees
 //! **My sharing choices** (every consent of every identity their launch context manages, in
-//! plain words, with its history; grant a practitioner access for purposes and a period;
-//! narrow a share to fewer purposes or an earlier end; revoke; opt out of or into each site holding the patient, as that site's default allows)
+//! plain words, with its history; grant a practitioner or organization (typed, or chosen from
+//! the sites' directories, `services/directory.rs`) access for purposes, kinds of record
+//! (`portal/categories.rs`) and a period; narrow a share to fewer purposes or kinds of record
+//! or an earlier end; revoke; opt out of or into each site holding the patient, as that site's default allows)
 //! and **Who saw my records** (the accounting of disclosures across sites, filtered
 //! by period, as CSV or PDF with a receipt id per row).
 //!
@@ -17,8 +19,10 @@
 //! of another patient is refused by that rule (403 page). Every page and change leaves a
 //! receipt (`api/receipt.rs`), durable before the answer.
 //!
-//! Security: the session is a signed cookie (`HttpOnly`, `SameSite=Strict`, `Secure` behind
-//! https, path `/portal`) holding the caller id, the access token and a CSRF secret; every
+//! Security: the session is a signed and encrypted cookie (`HttpOnly`, `SameSite=Strict`,
+//! `Secure` behind https, path `/portal`; `signin/session.rs`) holding the caller id, the
+//! access token, a CSRF secret and a session id that sign-out ends on the server
+//! (`signin::end_session`); every
 //! POST must carry that secret in its form (`csrf`), compared in constant time. Pages carry a
 //! strict Content Security Policy (no script at all, styles from `/portal/style.css` only, no
 //! framing); only patients with a bound launch context are let in (a clinician's sign-in is
@@ -26,6 +30,7 @@
 //!
 //! Leaves out the HTML (`portal/pages.rs`).
 
+mod categories;
 mod pages;
 mod pdf;
 
@@ -36,21 +41,23 @@ use assent_auth::CallerKind;
 use assent_consent::{RevocationReason, SitePolicy, parse_consent_any};
 use assent_fhir::SitePatient;
 use assent_receipts::{AccessKind, AuditAction, ConsentAction, Disclosure, format_instant};
-use maud::Markup;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::consent::{consent_versions, patient_consents, revoke_checked, write_consent};
 use crate::api::receipt::ApiAccess;
 use crate::api::signin::{
-    CallbackQuery, SignIn, SignInSetupError, authenticate, html_page, now_secs,
+    CallbackQuery, SignIn, SignInSetupError, authenticate, end_session, html_page, new_session_id,
+    now_secs, session_ended,
 };
 use crate::config::PortalConfig;
 use crate::http::caller::Caller;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
 use crate::services::audit::{date_range, decode, newest_first};
+use crate::services::directory::{Directories, SiteDirectory, plain_id};
 use crate::services::network::NETWORK_SITE;
+use crate::services::upstream::WorkerClients;
 use crate::store::ReceiptFilter;
 
 const SESSION_COOKIE: &str = "assent_portal";
@@ -58,14 +65,15 @@ const SESSION_COOKIE: &str = "assent_portal";
 const PAGE_SIZE: i64 = 200;
 const CSV_MAX: i64 = 10_000;
 /// Practitioners listed to choose from in the grant form.
-const DIRECTORY_MAX: i64 = 200;
+const KNOWN_MAX: i64 = 200;
 /// The purposes a patient may grant access for.
 pub const GRANTABLE_PURPOSES: &[&str] = &["TREAT", "ETREAT", "HOPERAT", "HPAYMT", "HRESCH"];
 
-/// The portal's sign-in client and cookie key.
+/// The portal's sign-in client and cookie key, and the sites' directories it offers.
 pub struct Portal {
     signin: SignIn,
     config: PortalConfig,
+    directories: Directories,
 }
 
 impl Portal {
@@ -90,6 +98,9 @@ impl Portal {
         Ok(Portal {
             signin,
             config: config.clone(),
+            directories: Directories::new(std::time::Duration::from_secs(
+                config.directory_ttl_secs,
+            )),
         })
     }
 }
@@ -134,15 +145,30 @@ fn signed_out(message: Option<&str>) -> HttpResponse {
     html_page(StatusCode::UNAUTHORIZED, pages::sign_in(message))
 }
 
-/// The session cookie's fields: caller id, access token, CSRF secret, expiry.
-fn read_session(req: &HttpRequest, portal: &Portal) -> Option<(String, String, String)> {
+/// The session cookie's fields, once it decrypts and its MAC holds, before its expiry.
+struct PortalSession {
+    caller_id: String,
+    token: String,
+    csrf: String,
+    expires_at: u64,
+    id: String,
+}
+
+/// The session cookie's fields: caller id, access token, CSRF secret, expiry, session id
+/// (sealed, then encrypted: `signin/session.rs`).
+fn read_session(req: &HttpRequest, portal: &Portal) -> Option<PortalSession> {
     let cookie = req.cookie(SESSION_COOKIE)?;
-    let f = portal
-        .signin
-        .cookies
-        .open_named("session", cookie.value(), 4)?;
+    let cookies = &portal.signin.cookies;
+    let sealed = cookies.decrypt_session("session", cookie.value())?;
+    let f = cookies.open_named("session", &sealed, 5)?;
     let expires_at: u64 = f[3].parse().ok()?;
-    (expires_at > now_secs()).then(|| (f[0].clone(), f[1].clone(), f[2].clone()))
+    (expires_at > now_secs()).then(|| PortalSession {
+        caller_id: f[0].clone(),
+        token: f[1].clone(),
+        csrf: f[2].clone(),
+        expires_at,
+        id: f[4].clone(),
+    })
 }
 
 /// The signed-in patient, or the page to answer instead (not configured, signed out, not a
@@ -153,13 +179,17 @@ async fn signed_in(
     state: &AppState,
 ) -> Result<Patient, HttpResponse> {
     let portal = portal.as_ref().ok_or_else(not_configured)?;
-    let (caller_id, token, csrf) = read_session(req, portal).ok_or_else(|| signed_out(None))?;
-    let caller = authenticate(state, &token)
-        .await
-        .map_err(|_| signed_out(Some("Your sign-in has expired. Please sign in again.")))?;
-    if caller.id != caller_id {
+    let session = read_session(req, portal).ok_or_else(|| signed_out(None))?;
+    if session_ended(state, &session.id).await {
         return Err(signed_out(None));
     }
+    let caller = authenticate(state, &session.token)
+        .await
+        .map_err(|_| signed_out(Some("Your sign-in has expired. Please sign in again.")))?;
+    if caller.id != session.caller_id {
+        return Err(signed_out(None));
+    }
+    let csrf = session.csrf;
     let identities = patient_identities(&caller, state).map_err(|e| error_page(false, &e))?;
     Ok(Patient {
         caller,
@@ -239,10 +269,18 @@ pub async fn callback(
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     );
-    let value = portal.signin.cookies.seal_named(
+    let cookies = &portal.signin.cookies;
+    let sealed = cookies.seal_named(
         "session",
-        &[&caller.id, &token, &csrf, &expires_at.to_string()],
+        &[
+            &caller.id,
+            &token,
+            &csrf,
+            &expires_at.to_string(),
+            &new_session_id(),
+        ],
     );
+    let value = cookies.encrypt_session("session", sealed);
     let session_cookie = portal
         .signin
         .session_cookie(SESSION_COOKIE, value, expires_at);
@@ -258,11 +296,19 @@ pub async fn callback(
     Ok(response)
 }
 
-/// `GET /portal/logout`
-pub async fn logout(portal: PortalData) -> Result<HttpResponse, GatewayError> {
+/// `GET /portal/logout`: ends the session on the server (`signin::end_session`: a copy of
+/// the cookie is refused from now on), then removes the cookie.
+pub async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    portal: PortalData,
+) -> Result<HttpResponse, GatewayError> {
     let Some(portal) = portal.as_ref() else {
         return Ok(not_configured());
     };
+    if let Some(session) = read_session(&req, portal) {
+        end_session(&state, &session.id, session.expires_at).await?;
+    }
     let mut response = html_page(StatusCode::OK, pages::sign_in(Some("You are signed out.")));
     response
         .add_cookie(&portal.signin.removed_cookie(SESSION_COOKIE))
@@ -274,26 +320,53 @@ pub async fn logout(portal: PortalData) -> Result<HttpResponse, GatewayError> {
 pub async fn index(
     req: HttpRequest,
     state: web::Data<AppState>,
+    clients: web::Data<WorkerClients>,
     portal: PortalData,
 ) -> Result<HttpResponse, GatewayError> {
     let patient = match signed_in(&req, &portal, &state).await {
         Ok(p) => p,
         Err(page) => return Ok(page),
     };
+    let Some(portal) = portal.as_ref() else {
+        return Ok(not_configured());
+    };
     let mut access = ApiAccess::new(
         AccessKind::Consent(ConsentAction::Search),
         &patient.caller,
         &req,
     );
-    let outcome = sharing_page(&state, &patient, &mut access, None).await;
+    let directories = site_directories(&state, portal, &clients, &patient).await;
+    let outcome = sharing_page(&state, &patient, &mut access, &directories).await;
     access.finish(&state, as_page(outcome)).await
+}
+
+/// The sites the patient's records are held at (not the network), each with its directory
+/// (`None`: unavailable now).
+async fn site_directories(
+    state: &AppState,
+    portal: &Portal,
+    clients: &WorkerClients,
+    patient: &Patient,
+) -> Vec<(String, Option<std::sync::Arc<SiteDirectory>>)> {
+    let mut out = Vec::new();
+    for identity in patient.identities.iter().filter(|i| i.site != NETWORK_SITE) {
+        if out.iter().any(|(site, _)| *site == identity.site) {
+            continue;
+        }
+        let directory = match (state.sites.get(&identity.site), clients.get(&identity.site)) {
+            (Some(site), Some(client)) => portal.directories.of(site, client).await,
+            _ => None,
+        };
+        out.push((identity.site.clone(), directory));
+    }
+    out
 }
 
 async fn sharing_page(
     state: &AppState,
     patient: &Patient,
     access: &mut ApiAccess,
-    notice: Option<Markup>,
+    directories: &[(String, Option<std::sync::Arc<SiteDirectory>>)],
 ) -> Result<HttpResponse, GatewayError> {
     access.set_site(&patient.grant_target().site);
     let now = now_secs() as i64;
@@ -365,7 +438,7 @@ async fn sharing_page(
     let names = known_names(state, actors).await;
     let store = state.store.clone();
     let directory =
-        match tokio::task::spawn_blocking(move || store.known_practitioners(DIRECTORY_MAX)).await {
+        match tokio::task::spawn_blocking(move || store.known_practitioners(KNOWN_MAX)).await {
             Ok(Ok(list)) => list,
             _ => Vec::new(),
         };
@@ -380,7 +453,7 @@ async fn sharing_page(
     });
     Ok(html_page(
         StatusCode::OK,
-        pages::sharing(&patient.csrf, &choices, &sites, &directory, notice),
+        pages::sharing(&patient.csrf, &choices, &sites, &directory, directories),
     ))
 }
 
@@ -449,6 +522,7 @@ pub async fn grant(
     req: HttpRequest,
     body: web::Bytes,
     state: web::Data<AppState>,
+    clients: web::Data<WorkerClients>,
     portal: PortalData,
 ) -> Result<HttpResponse, GatewayError> {
     let fields = form_fields(&body);
@@ -456,12 +530,16 @@ pub async fn grant(
         Ok(p) => p,
         Err(page) => return Ok(page),
     };
+    let Some(portal) = portal.as_ref() else {
+        return Ok(not_configured());
+    };
     let mut access = ApiAccess::new(
         AccessKind::Consent(ConsentAction::Create),
         &patient.caller,
         &req,
     );
     let outcome = async {
+        let fields = chosen_from_directory(fields, &state, portal, &clients, &patient).await?;
         let document = grant_document(&fields, patient.grant_target())?;
         let target = patient.grant_target();
         let (written, _, _) = write_consent(
@@ -490,6 +568,60 @@ pub async fn grant(
     access.finish(&state, as_page(outcome)).await
 }
 
+/// The form with its `chosen` entry checked: `{site}|{Type}/{id}` must name a site the
+/// patient's records are held at and an entry of that site's directory (read now if not
+/// cached), and is replaced by the reference alone; a `chosen` without a site is a reference
+/// like a typed one (checked by [`grant_document`]). A typed reference wins over the list.
+async fn chosen_from_directory(
+    mut fields: Vec<(String, String)>,
+    state: &AppState,
+    portal: &Portal,
+    clients: &WorkerClients,
+    patient: &Patient,
+) -> Result<Vec<(String, String)>, GatewayError> {
+    let typed = field(&fields, "practitioner").is_some_and(|t| !t.trim().is_empty());
+    let Some(at) = fields.iter().position(|(n, _)| n == "chosen") else {
+        return Ok(fields);
+    };
+    let Some((site_id, reference)) = fields[at]
+        .1
+        .split_once('|')
+        .map(|(s, r)| (s.to_owned(), r.to_owned()))
+    else {
+        return Ok(fields);
+    };
+    let site_id = site_id.as_str();
+    if typed {
+        return Ok(fields);
+    }
+    let refused = || {
+        GatewayError::Malformed(
+            "the one you share with is not in the directory of a site holding your records"
+                .to_owned(),
+        )
+    };
+    let held = patient
+        .identities
+        .iter()
+        .any(|i| i.site != NETWORK_SITE && i.site == site_id);
+    let site = state
+        .sites
+        .get(site_id)
+        .filter(|_| held)
+        .ok_or_else(refused)?;
+    let client = clients.get(site_id).ok_or_else(refused)?;
+    let directory = portal.directories.of(site, client).await.ok_or_else(|| {
+        GatewayError::Malformed(format!(
+            "the directory of {site_id} is unavailable: write the reference instead"
+        ))
+    })?;
+    if !directory.holds(&reference) {
+        return Err(refused());
+    }
+    fields[at].1 = reference;
+    Ok(fields)
+}
+
 /// The Consent a grant form asks for (R4): its root permits the one actor, for the purposes,
 /// within the period; anyone else is left to the other consents and the site's default.
 fn grant_document(
@@ -509,11 +641,7 @@ fn grant_document(
     let (kind, id) = reference
         .split_once('/')
         .ok_or_else(|| bad("name the practitioner as Practitioner/{id} or by id"))?;
-    let id_ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    let id_ok = plain_id(id);
     if !matches!(kind, "Practitioner" | "PractitionerRole" | "Organization") || !id_ok {
         return Err(bad(
             "the one you share with is Practitioner/{id}, PractitionerRole/{id} or Organization/{id}",
@@ -543,6 +671,8 @@ fn grant_document(
     {
         return Err(bad("the end of the period is before its start"));
     }
+    let kinds = categories::chosen(fields)
+        .map_err(|c| GatewayError::Malformed(format!("unknown kind of record {c:?}")))?;
     let mut provision = json!({
         "type": "permit",
         "actor": [{
@@ -560,6 +690,10 @@ fn grant_document(
             period.insert("end".into(), Value::from(u));
         }
         provision["period"] = Value::Object(period);
+    }
+    // No category chosen: all data (no `class`).
+    if !kinds.is_empty() {
+        provision["class"] = categories::class_of(&kinds);
     }
     Ok(json!({
         "resourceType": "Consent",
@@ -747,7 +881,8 @@ pub(crate) fn share_purposes(document: &Value) -> Option<Vec<String>> {
     )
 }
 
-/// `document` narrowed by the form: only purposes it already has, only an earlier end.
+/// `document` narrowed by the form: only purposes it already has, only kinds of record
+/// (`categories.rs`) it already shares, only an earlier end.
 fn narrowed_document(
     mut document: Value,
     fields: &[(String, String)],
@@ -774,8 +909,25 @@ fn narrowed_document(
         Some(d) if d.len() == 10 && date_range(d).is_some() => Some(d.to_owned()),
         Some(_) => return Err(bad("dates are YYYY-MM-DD")),
     };
-    if purposes.is_empty() && until.is_none() {
-        return Err(bad("choose the purposes to keep or an earlier end"));
+    let kinds = categories::chosen(fields)
+        .map_err(|c| GatewayError::Malformed(format!("unknown kind of record {c:?}")))?;
+    let held = categories::share_resource_types(&document);
+    if let Some(c) = kinds
+        .iter()
+        .find(|c| !held.is_empty() && !c.resource_types.iter().all(|t| held.iter().any(|h| h == t)))
+    {
+        return Err(GatewayError::Malformed(format!(
+            "narrowing cannot add the kind of record {:?}",
+            c.code
+        )));
+    }
+    // Every category kept of a share of all data changes nothing.
+    let keeps_all = held.is_empty() && kinds.len() == categories::DATA_CATEGORIES.len();
+    let kinds_change = !kinds.is_empty() && !keeps_all;
+    if purposes.is_empty() && until.is_none() && !kinds_change {
+        return Err(bad(
+            "choose the purposes or kinds of record to keep, or an earlier end",
+        ));
     }
     let root = &mut document["provision"];
     let day = |v: &Value| v.as_str().map(|s| s.chars().take(10).collect::<String>());
@@ -790,6 +942,9 @@ fn narrowed_document(
             root["period"] = json!({});
         }
         root["period"]["end"] = Value::from(u.clone());
+    }
+    if kinds_change {
+        root["class"] = categories::class_of(&kinds);
     }
     if !purposes.is_empty() {
         root["purpose"] = purposes

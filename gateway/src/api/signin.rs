@@ -22,7 +22,7 @@ use serde::Deserialize;
 use crate::http::caller::Caller;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
-pub use session::{CookieSigner, PendingLogin, Session, now_secs};
+pub use session::{CookieSigner, PendingLogin, Session, new_session_id, now_secs};
 
 /// How long a sign-in may take between the redirect and the callback.
 const LOGIN_TTL_SECS: u64 = 600;
@@ -242,6 +242,35 @@ impl SignIn {
         }
         Ok((caller, signed_in.access_token))
     }
+}
+
+/// Whether the browser session `session_id` was ended by a sign-out (the store's
+/// `ended_sessions`, shared by every replica). A store that cannot answer counts as ended:
+/// fail closed, the caller signs in again.
+pub async fn session_ended(state: &AppState, session_id: &str) -> bool {
+    let store = state.store.clone();
+    let id = session_id.to_owned();
+    !matches!(
+        tokio::task::spawn_blocking(move || store.session_ended(&id)).await,
+        Ok(Ok(false))
+    )
+}
+
+/// Ends the browser session `session_id` (which would have expired at `expires_at`, Unix
+/// seconds) for every replica: its cookie, and any copy of it, is refused from now on.
+pub async fn end_session(
+    state: &AppState,
+    session_id: &str,
+    expires_at: u64,
+) -> Result<(), GatewayError> {
+    let store = state.store.clone();
+    let id = session_id.to_owned();
+    let now_ms = now_secs() as i64 * 1000;
+    let until_ms = (expires_at as i64).saturating_mul(1000);
+    tokio::task::spawn_blocking(move || store.end_session(&id, until_ms, now_ms))
+        .await
+        .map_err(|_| GatewayError::Internal)?
+        .map_err(|_| GatewayError::Internal)
 }
 
 /// `token` verified as a bearer token is (the same `Authenticator`).

@@ -24,6 +24,10 @@ pub struct PortalConfig {
     /// How long a portal session lasts (never beyond the access token's expiry).
     #[serde(default = "default_session_ttl")]
     pub session_ttl_secs: u64,
+    /// How long a site's directory (its Practitioners and Organizations, id and name, for the
+    /// grant form) is kept before it is read again from the site.
+    #[serde(default = "default_directory_ttl")]
+    pub directory_ttl_secs: u64,
 }
 
 impl PortalConfig {
@@ -50,4 +54,8 @@ fn default_portal_scope() -> String {
 
 fn default_session_ttl() -> u64 {
     1800
+}
+
+fn default_directory_ttl() -> u64 {
+    300
 }

@@ -107,7 +107,9 @@ fn search(data: &Data, ty: &str, params: &[(String, String)]) -> HttpResponse {
         match k.as_str() {
             "_count" => count = v.parse().unwrap_or(10).clamp(1, 50),
             "_offset" => offset = v.parse().unwrap_or(0),
-            "_format" => {}
+            // `_elements` is not applied: the whole resource comes back (as some servers
+            // do); the gateway keeps what it needs (the portal's directory: id and name).
+            "_format" | "_elements" => {}
             other => filters.push((other, v.as_str())),
         }
     }

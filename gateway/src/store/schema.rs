@@ -56,6 +56,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    ended_sessions (session_id) {
+        session_id -> Text,
+        expires_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
     node_settings (name) {
         name -> Text,
         value -> Text,

@@ -732,5 +732,13 @@ async fn the_demo_portal_signs_in_its_sample_patients() {
         .await;
         assert_eq!(page.status, 200, "{who}: {}", page.text());
         assert!(page.text().contains("My sharing choices"), "{who}");
+        // The grant form lists the sample sites' directories (id and name only).
+        let text = page.text();
+        assert!(
+            text.contains("<optgroup label=\"Practitioners at ")
+                && text.contains("(sample hospital) (Organization/"),
+            "{who}: {text}"
+        );
+        assert!(!text.contains("directory-unavailable"), "{who}: {text}");
     }
 }

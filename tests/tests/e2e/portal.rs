@@ -4,10 +4,16 @@
 //! the read denied, and finds both accesses on the disclosures page and in its CSV with a
 //! receipt id per row. ADV: edited forms (another patient's consent id, another site's,
 //! extra fields naming another patient, a forged or missing CSRF token), a clinician's
-//! sign-in, a console cookie and a forged session are refused, and nothing of another
-//! patient is shown or changed. A network-bound patient sees and revokes consents across
-//! sites. In headless Chromium (when chromedriver is installed): sign in, share, revoke and
-//! read the disclosures, each page checked by axe-core (`tests/a11y`: no serious or critical
+//! sign-in, a console cookie, a session cookie whose ciphertext was edited and a copy of a
+//! cookie taken before its sign-out are refused, and nothing of another patient is shown or
+//! changed; an unknown kind of record or a directory entry not in a held site's directory is
+//! refused. Kinds of record: a share of test results only permits dr-alice's Observation read,
+//! not her MedicationRequest or Condition read. The grant form lists each site's directory
+//! (id and name only, never a patient) and says when a site's is unavailable. A network-bound patient sees and revokes consents across
+//! sites. In headless Chromium (when chromedriver is installed): sign in, share with dr-alice
+//! chosen from St Mary's directory (her read then succeeds), revoke (her read is denied), see
+//! both accesses on the disclosures page and download its CSV and PDF through the page's links
+//! (each holding every receipt id shown), each page checked by axe-core (`tests/a11y`: no serious or critical
 //! violation), with no horizontal scrolling at 360 px;
 //! screenshots at 1280 and 360 px in `target/tmp/portal-*.png`.
 
@@ -32,6 +38,66 @@ fn gateway(upstream: &FakeUpstream, policy: &str) -> StartedGateway {
         .set("portal", json!({"client_id": "assent-portal"}))
         .set("audit", json!({"console": {"client_id": "assent-console"}}))
         .start()
+}
+
+/// A FAKE site for the portal: `hospital()`'s Patients and Observations, Jane's medicines and
+/// conditions, and a directory: Practitioners with more than id and name (a telephone
+/// number), an Organization, and slipped into the answers a Patient and a Practitioner whose
+/// extension names a patient, neither of which may ever be listed.
+fn site_with_directory() -> FakeUpstream {
+    FakeUpstream::start(|req, base| {
+        let path = req.path.trim_start_matches("/fhir/");
+        let segments: Vec<&str> = path.split('/').collect();
+        let bundle = |resources: Vec<Value>| {
+            let entries: Vec<Value> = resources
+                .into_iter()
+                .map(|r| json!({"fullUrl": format!("{base}/{}/{}", r["resourceType"].as_str().unwrap(), r["id"].as_str().unwrap()), "resource": r}))
+                .collect();
+            FakeResponse::json(
+                200,
+                json!({"resourceType": "Bundle", "type": "searchset", "entry": entries}),
+            )
+        };
+        match segments.as_slice() {
+            ["Patient", id] => {
+                FakeResponse::json(200, json!({"resourceType": "Patient", "id": id}))
+            }
+            ["Observation", id] => {
+                let p = id.trim_start_matches("o-");
+                FakeResponse::json(
+                    200,
+                    json!({"resourceType": "Observation", "id": id, "subject": {"reference": format!("Patient/{p}")}}),
+                )
+            }
+            [kind @ ("MedicationRequest" | "Condition"), id] => FakeResponse::json(
+                200,
+                json!({"resourceType": kind, "id": id, "subject": {"reference": "Patient/p1"}}),
+            ),
+            // Searches by patient: one resource of Jane's.
+            [kind @ ("Observation" | "MedicationRequest" | "Condition")] => bundle(vec![
+                json!({"resourceType": kind, "id": format!("{kind}-1"), "subject": {"reference": "Patient/p1"}}),
+            ]),
+            ["Practitioner"] => {
+                assert!(
+                    req.query.contains("_elements=id%2Cname")
+                        || req.query.contains("_elements=id,name"),
+                    "{}",
+                    req.query
+                );
+                bundle(vec![
+                    json!({"resourceType": "Practitioner", "id": "dr-alice", "name": [{"given": ["Alice"], "family": "Adams"}], "telecom": [{"system": "phone", "value": "555-0100"}]}),
+                    json!({"resourceType": "Practitioner", "id": "dr-carol", "name": [{"text": "Dr Carol Chen"}], "birthDate": "1971-02-03"}),
+                    json!({"resourceType": "Patient", "id": "p1", "name": [{"text": "Jane Doe"}]}),
+                    json!({"resourceType": "Practitioner", "id": "sneaky", "name": [{"text": "Sneaky Entry"}],
+                        "extension": [{"url": "urn:x", "valueReference": {"reference": "Patient/p1"}}]}),
+                ])
+            }
+            ["Organization"] => bundle(vec![
+                json!({"resourceType": "Organization", "id": "stm-cardio", "name": "St Mary Cardiology"}),
+            ]),
+            _ => FakeResponse::json(404, json!({"resourceType": "OperationOutcome"})),
+        }
+    })
 }
 
 /// The cookie `name=value` a response sets, if any.
@@ -477,6 +543,202 @@ async fn a_patient_narrows_a_share_to_another_purpose() {
     assert!(after.contains("1 January 2098"), "{after}");
 }
 
+/// Kinds of record: a share of test results only lets dr-alice read Jane's Observation, not
+/// her medicines, conditions or details; it is chosen from St Mary's directory (id and name
+/// only; never a patient); narrowing drops a kind, and adding one is refused.
+#[actix_web::test]
+async fn a_patient_shares_test_results_only_with_a_practitioner_from_the_directory() {
+    let upstream = site_with_directory();
+    let gw = gateway(&upstream, "opt-in");
+    let jane = portal_session(&gw, "jane-doe").await;
+    let sharing = page(&gw, &jane.cookie, "/portal/").await.text();
+    for listed in [
+        "<optgroup label=\"Practitioners at st-mary\">",
+        "<option value=\"st-mary|Practitioner/dr-alice\">Alice Adams (Practitioner/dr-alice)</option>",
+        "<option value=\"st-mary|Practitioner/dr-carol\">Dr Carol Chen (Practitioner/dr-carol)</option>",
+        "<optgroup label=\"Organizations at st-mary\">",
+        "<option value=\"st-mary|Organization/stm-cardio\">St Mary Cardiology (Organization/stm-cardio)</option>",
+        "name=\"category\" value=\"test-results\"",
+        "none chosen: all your records",
+    ] {
+        assert!(sharing.contains(listed), "{listed}: {sharing}");
+    }
+    for never in [
+        "555-0100",
+        "1971",
+        "Jane Doe",
+        "sneaky",
+        "Sneaky",
+        "directory-unavailable",
+    ] {
+        assert!(!sharing.contains(never), "{never}: {sharing}");
+    }
+    let reads = |gw: &StartedGateway| {
+        let gw = gw.gateway.base_url();
+        async move {
+            let mut out = Vec::new();
+            for path in [
+                "Observation/o-p1",
+                "MedicationRequest/m1",
+                "Condition/c1",
+                "Patient/p1",
+                "Observation?patient=p1",
+                "MedicationRequest?patient=p1",
+                "Condition?patient=p1",
+            ] {
+                let got = send(
+                    "GET",
+                    &format!("{gw}/fhir/st-mary/{path}"),
+                    Some(clinician_token()),
+                    &[],
+                    None,
+                )
+                .await;
+                out.push(got.status);
+            }
+            out
+        }
+    };
+    let grant = |categories: &'static [&'static str]| {
+        let mut form = vec![
+            ("csrf", jane.csrf.as_str()),
+            ("chosen", "st-mary|Practitioner/dr-alice"),
+            ("purpose", "TREAT"),
+        ];
+        form.extend(categories.iter().map(|c| ("category", *c)));
+        form
+    };
+    let granted = post(
+        &gw,
+        &jane.cookie,
+        "/portal/grant",
+        &grant(&["test-results"]),
+    )
+    .await;
+    assert_eq!(granted.status, 200, "{}", granted.text());
+    // Denied: 403 for a request that names Jane (a search by patient, her Patient read); a
+    // read of a resource by id is answered like one the site does not have (404, the
+    // gateway's rule for a request naming no patient: nothing said of what exists).
+    let only_tests = [200, 404, 404, 403, 200, 403, 403];
+    assert_eq!(reads(&gw).await, only_tests);
+    let sharing = page(&gw, &jane.cookie, "/portal/").await.text();
+    assert!(
+        sharing.contains("Alice Adams (Practitioner/dr-alice) at st-mary may see your test results for treatment."),
+        "{sharing}"
+    );
+    let id = consent_ids(&sharing).remove(0);
+    let written = stored(&gw, &id).await;
+    assert_eq!(
+        written["provision"]["class"],
+        json!([{"system": "http://hl7.org/fhir/resource-types", "code": "Observation"},
+               {"system": "http://hl7.org/fhir/resource-types", "code": "DiagnosticReport"}]),
+        "{written}"
+    );
+    // Adding a kind of record is widening: refused, nothing written.
+    let widened = post(
+        &gw,
+        &jane.cookie,
+        "/portal/narrow",
+        &[
+            ("csrf", &jane.csrf),
+            ("consent", &id),
+            ("category", "conditions"),
+        ],
+    )
+    .await;
+    assert_eq!(widened.status, 400, "{}", widened.text());
+    assert_eq!(stored(&gw, &id).await["meta"]["versionId"], "1");
+    let revoked = post(
+        &gw,
+        &jane.cookie,
+        "/portal/revoke",
+        &[("csrf", &jane.csrf), ("consent", &id)],
+    )
+    .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+
+    // Test results and medicines, then narrowed to test results.
+    let granted = post(
+        &gw,
+        &jane.cookie,
+        "/portal/grant",
+        &grant(&["medicines", "test-results"]),
+    )
+    .await;
+    assert_eq!(granted.status, 200, "{}", granted.text());
+    assert_eq!(reads(&gw).await, [200, 200, 404, 403, 200, 200, 403]);
+    let sharing = page(&gw, &jane.cookie, "/portal/").await.text();
+    assert!(
+        sharing.contains("may see your medicines and test results for treatment."),
+        "{sharing}"
+    );
+    let id = consent_ids(&sharing)
+        .into_iter()
+        .find(|c| *c != id)
+        .unwrap();
+    let narrowed = post(
+        &gw,
+        &jane.cookie,
+        "/portal/narrow",
+        &[
+            ("csrf", &jane.csrf),
+            ("consent", &id),
+            ("category", "test-results"),
+        ],
+    )
+    .await;
+    assert_eq!(narrowed.status, 200, "{}", narrowed.text());
+    assert_eq!(reads(&gw).await, only_tests);
+    assert_eq!(stored(&gw, &id).await["meta"]["versionId"], "2");
+}
+
+/// A site whose FHIR server is down: the form says its directory is unavailable, and a grant
+/// by a typed reference still works.
+#[actix_web::test]
+async fn the_grant_form_works_when_a_sites_directory_is_unavailable() {
+    let gw = TestGateway::new()
+        .site_with(
+            "st-mary",
+            json!({"upstream": closed_port_url(), "fhir_version": "R4", "default_policy": "opt-in",
+                "patient_identifier_systems": ["urn:test:nid"]}),
+        )
+        .set("portal", json!({"client_id": "assent-portal"}))
+        .start();
+    let jane = portal_session(&gw, "jane-doe").await;
+    let sharing = page(&gw, &jane.cookie, "/portal/").await.text();
+    assert!(
+        sharing.contains("id=\"directory-unavailable-st-mary\"")
+            && sharing.contains("The directory of st-mary is unavailable"),
+        "{sharing}"
+    );
+    assert!(sharing.contains("id=\"practitioner\""), "{sharing}");
+    let granted = post(
+        &gw,
+        &jane.cookie,
+        "/portal/grant",
+        &[
+            ("csrf", &jane.csrf),
+            ("practitioner", "Practitioner/dr-alice"),
+            ("purpose", "TREAT"),
+        ],
+    )
+    .await;
+    assert_eq!(granted.status, 200, "{}", granted.text());
+    let chosen = post(
+        &gw,
+        &jane.cookie,
+        "/portal/grant",
+        &[
+            ("csrf", &jane.csrf),
+            ("chosen", "st-mary|Practitioner/dr-alice"),
+            ("purpose", "TREAT"),
+        ],
+    )
+    .await;
+    assert_eq!(chosen.status, 400, "{}", chosen.text());
+    assert!(chosen.text().contains("unavailable"), "{}", chosen.text());
+}
+
 /// A share as the portal writes it: a root permit for dr-bob, for treatment and payment.
 fn share(id: &str, patient: &str) -> Value {
     json!({
@@ -497,7 +759,7 @@ fn share(id: &str, patient: &str) -> Value {
 /// another patient's consents; the refusals are pages and nothing is written.
 #[actix_web::test]
 async fn adv_edited_forms_never_reach_another_patients_consents() {
-    let upstream = hospital();
+    let upstream = site_with_directory();
     let gw = gateway(&upstream, "opt-in");
     // Another patient at Jane's site, and Jane's local id at another site (someone else).
     for (site, body) in [
@@ -530,12 +792,30 @@ async fn adv_edited_forms_never_reach_another_patients_consents() {
     let officer = sign_in(&gw, "console", "privacy-officer").await;
     let console_cookie = set_cookie(&officer, "assent_console").expect("console session");
     let console_as_portal = console_cookie.replacen("assent_console=", "assent_portal=", 1);
-    // Jane's cookie with one character of its caller-id field changed.
-    let at = "assent_portal=".len() + 3;
-    let mut forged = jane.cookie.clone();
-    let swapped = if &forged[at..=at] == "B" { "C" } else { "B" };
-    forged.replace_range(at..=at, swapped);
-    assert_ne!(forged, jane.cookie);
+    // Jane's cookie with one character of its ciphertext changed: near the start (the
+    // nonce), in the middle, near the end (the tag).
+    let edited = |at: usize| {
+        let mut forged = jane.cookie.clone();
+        let swapped = if &forged[at..=at] == "B" { "C" } else { "B" };
+        forged.replace_range(at..=at, swapped);
+        assert_ne!(forged, jane.cookie);
+        forged
+    };
+    let start = "assent_portal=".len();
+    let forged = edited(start + 3);
+    let forged_middle = edited((start + jane.cookie.len()) / 2);
+    let forged_end = edited(jane.cookie.len() - 6);
+    // A copy of a session's cookie taken before its sign-out.
+    let earlier = portal_session(&gw, "jane-doe").await;
+    let signed_out = page(&gw, &earlier.cookie, "/portal/logout").await;
+    assert_eq!(signed_out.status, 200, "{}", signed_out.text());
+    assert!(
+        signed_out
+            .headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("set-cookie") && v.starts_with("assent_portal=;")),
+        "the cookie is removed too"
+    );
 
     let grant = |csrf: &str| {
         vec![
@@ -624,10 +904,34 @@ async fn adv_edited_forms_never_reach_another_patients_consents() {
             code: None,
         },
         Case {
-            what: "revoke with a forged session cookie",
+            what: "revoke with a session cookie whose ciphertext was edited at its start",
             cookie: forged.clone(),
             path: "/portal/revoke",
             form: revoke(&jane.csrf, "other-p2"),
+            status: 401,
+            code: None,
+        },
+        Case {
+            what: "grant with a session cookie whose ciphertext was edited in its middle",
+            cookie: forged_middle.clone(),
+            path: "/portal/grant",
+            form: grant(&jane.csrf),
+            status: 401,
+            code: None,
+        },
+        Case {
+            what: "grant with a session cookie whose ciphertext was edited at its end",
+            cookie: forged_end.clone(),
+            path: "/portal/grant",
+            form: grant(&jane.csrf),
+            status: 401,
+            code: None,
+        },
+        Case {
+            what: "grant with a copy of a session cookie taken before its sign-out",
+            cookie: earlier.cookie.clone(),
+            path: "/portal/grant",
+            form: grant(&earlier.csrf),
             status: 401,
             code: None,
         },
@@ -676,6 +980,67 @@ async fn adv_edited_forms_never_reach_another_patients_consents() {
             ],
             status: 403,
             code: Some("consent-patient-mismatch"),
+        },
+        Case {
+            what: "grant an unknown kind of record",
+            cookie: jane.cookie.clone(),
+            path: "/portal/grant",
+            form: with(grant(&jane.csrf), &[("category", "secrets")]),
+            status: 400,
+            code: Some("malformed-request"),
+        },
+        Case {
+            what: "grant a resource type that is not a listed kind of record",
+            cookie: jane.cookie.clone(),
+            path: "/portal/grant",
+            form: with(grant(&jane.csrf), &[("category", "Procedure")]),
+            status: 400,
+            code: Some("malformed-request"),
+        },
+        Case {
+            what: "grant to an entry not in the site's directory",
+            cookie: jane.cookie.clone(),
+            path: "/portal/grant",
+            form: vec![
+                ("csrf".to_owned(), jane.csrf.clone()),
+                (
+                    "chosen".to_owned(),
+                    "st-mary|Practitioner/not-listed".to_owned(),
+                ),
+                ("purpose".to_owned(), "TREAT".to_owned()),
+            ],
+            status: 400,
+            code: Some("malformed-request"),
+        },
+        Case {
+            what: "grant to the directory entry of a site Jane is not held at",
+            cookie: jane.cookie.clone(),
+            path: "/portal/grant",
+            form: vec![
+                ("csrf".to_owned(), jane.csrf.clone()),
+                (
+                    "chosen".to_owned(),
+                    "north-general|Practitioner/dr-alice".to_owned(),
+                ),
+                ("purpose".to_owned(), "TREAT".to_owned()),
+            ],
+            status: 400,
+            code: Some("malformed-request"),
+        },
+        Case {
+            what: "grant to the entry slipped in with a patient's reference",
+            cookie: jane.cookie.clone(),
+            path: "/portal/grant",
+            form: vec![
+                ("csrf".to_owned(), jane.csrf.clone()),
+                (
+                    "chosen".to_owned(),
+                    "st-mary|Practitioner/sneaky".to_owned(),
+                ),
+                ("purpose".to_owned(), "TREAT".to_owned()),
+            ],
+            status: 400,
+            code: Some("malformed-request"),
         },
         Case {
             what: "revoke an unknown consent",
@@ -751,6 +1116,15 @@ async fn adv_edited_forms_never_reach_another_patients_consents() {
         .status,
         200
     );
+
+    // The page too: a copy of the cookie from before the sign-out is signed out.
+    assert_eq!(page(&gw, &earlier.cookie, "/portal/").await.status, 401);
+    assert_eq!(page(&gw, &jane.cookie, "/portal/").await.status, 200);
+    // The console alike: a copy of its cookie from before its sign-out is refused after it.
+    assert_eq!(page(&gw, &console_cookie, "/console/").await.status, 200);
+    let console_out = page(&gw, &console_cookie, "/console/logout").await;
+    assert_eq!(console_out.status, 200, "{}", console_out.text());
+    assert_eq!(page(&gw, &console_cookie, "/console/").await.status, 401);
 
     // A clinician signing in at the portal gets no session.
     let alice = sign_in(&gw, "portal", "dr-alice").await;
@@ -850,11 +1224,12 @@ async fn a_patient_uses_the_portal_in_chromium() {
         eprintln!("SKIPPED: no chromedriver on PATH (apt-get install chromium chromium-driver)");
         return;
     };
-    let upstream = hospital();
+    let upstream = site_with_directory();
     let gw = gateway(&upstream, "opt-in");
     let driver = Driver::start(&chromedriver);
-    let client = chromium(&driver, "1280,1000", None).await;
-    let outcome = drive(&client, &gw).await;
+    let downloads = tempfile::tempdir().unwrap();
+    let client = chromium(&driver, "1280,1000", Some(downloads.path())).await;
+    let outcome = drive(&client, &gw, downloads.path()).await;
     let _ = client.close().await;
     drop(driver);
     outcome.unwrap();
@@ -942,7 +1317,24 @@ async fn scrolls_sideways(client: &Client) -> Result<bool, String> {
     Ok(wider.as_bool().unwrap_or(true))
 }
 
-async fn drive(client: &Client, gw: &StartedGateway) -> Result<(), String> {
+/// The file `name` once Chromium has finished downloading it into `dir`.
+async fn downloaded(dir: &std::path::Path, name: &str) -> Result<Vec<u8>, String> {
+    let file = dir.join(name);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !file.is_file() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("no {name} downloaded into {}", dir.display()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::read(&file).map_err(|e| e.to_string())
+}
+
+async fn drive(
+    client: &Client,
+    gw: &StartedGateway,
+    downloads: &std::path::Path,
+) -> Result<(), String> {
     let base = gw.gateway.base_url();
     let axe = axe_source();
     let axe = axe.as_deref();
@@ -959,11 +1351,14 @@ async fn drive(client: &Client, gw: &StartedGateway) -> Result<(), String> {
     click(client, "continue").await?;
     assert!(!text_of(client, "#no-choices").await.is_empty());
     accessible(client, axe, "sharing, empty").await?;
+    // dr-alice, chosen from St Mary's directory (its own group in the list).
     client
-        .find(Locator::Id("practitioner"))
+        .find(Locator::Css(
+            "optgroup[label='Practitioners at st-mary'] option[value='st-mary|Practitioner/dr-alice']",
+        ))
         .await
         .map_err(|e| e.to_string())?
-        .send_keys("dr-alice")
+        .click()
         .await
         .map_err(|e| e.to_string())?;
     click(client, "grant").await?;
@@ -1004,6 +1399,39 @@ async fn drive(client: &Client, gw: &StartedGateway) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let first = text_of(client, "article h3").await;
     assert!(!first.is_empty());
+    // Both of dr-alice's reads: the one the share permitted, the one after the revocation.
+    let listed = client.source().await.map_err(|e| e.to_string())?;
+    let alice: Vec<&str> = listed
+        .split("<article")
+        .skip(1)
+        .filter(|a| a.contains("Practitioner/dr-alice") && a.contains("read Patient"))
+        .collect();
+    assert!(
+        alice.iter().any(|a| a.contains(">permitted<"))
+            && alice.iter().any(|a| a.contains(">denied<")),
+        "{listed}"
+    );
+    let shown: Vec<String> = listed
+        .split("Receipt <span class=\"mono\">")
+        .skip(1)
+        .map(|rest| rest.split('<').next().unwrap_or_default().to_owned())
+        .collect();
+    assert!(shown.len() >= 2, "{listed}");
+    // The downloads, from the page's own links.
+    click(client, "csv").await?;
+    let csv = String::from_utf8(downloaded(downloads, "who-saw-my-records.csv").await?)
+        .map_err(|e| e.to_string())?;
+    click(client, "pdf").await?;
+    let pdf = downloaded(downloads, "who-saw-my-records.pdf").await?;
+    assert!(pdf.starts_with(b"%PDF-"));
+    let pdf = String::from_utf8_lossy(&pdf);
+    for id in &shown {
+        assert!(
+            csv.contains(&format!("\"{id}\"")),
+            "{id} not in the CSV: {csv}"
+        );
+        assert!(pdf.contains(&format!("({id})")), "{id} not in the PDF");
+    }
     accessible(client, axe, "disclosures").await?;
     assert!(
         !scrolls_sideways(client).await?,

@@ -12,6 +12,8 @@ use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
 use super::GRANTABLE_PURPOSES;
+use super::categories::{self, DATA_CATEGORIES};
+use crate::services::directory::SiteDirectory;
 
 /// The stylesheet, served at `/portal/style.css`: one column, fluid to 360 px.
 pub const STYLESHEET: &str = r#"
@@ -281,11 +283,7 @@ pub fn sentences(document: &Value, where_: &str, names: &HashMap<String, String>
             Effect::Permit => "may see",
             Effect::Deny => "may not see",
         };
-        let what = if p.resource_types.is_empty() {
-            "your records".to_owned()
-        } else {
-            format!("your {}", p.resource_types.join(", "))
-        };
+        let what = categories::words(&p.resource_types);
         let why = if p.purposes.is_empty() {
             String::new()
         } else {
@@ -332,14 +330,18 @@ pub fn sharing(
     csrf: &str,
     choices: &[Choice],
     sites: &[SiteChoice],
-    directory: &[(String, String)],
-    notice: Option<Markup>,
+    known: &[(String, String)],
+    directories: &[(String, Option<std::sync::Arc<SiteDirectory>>)],
 ) -> Markup {
+    let listed = !known.is_empty()
+        || directories.iter().any(|(_, d)| {
+            d.as_ref()
+                .is_some_and(|d| !d.practitioners.is_empty() || !d.organizations.is_empty())
+        });
     layout(
         "My sharing choices",
         true,
         html! {
-            @if let Some(n) = notice { (n) }
             h2 { "My sharing choices" }
             @if choices.is_empty() {
                 p id="no-choices" { "You have made no sharing choices yet: each site's own rule applies." }
@@ -377,6 +379,14 @@ pub fn sharing(
                                         @for code in &purposes {
                                             @let words = assent_auth::PurposeOfUse::parse(code).map(|p| p.display()).unwrap_or(code);
                                             label { input type="checkbox" name="purpose" value=(code) checked; (words) }
+                                        }
+                                    }
+                                    @let held = categories::share_resource_types(&c.document);
+                                    @let kept = categories::categories_of(&held).0;
+                                    fieldset {
+                                        legend { "Keep only these kinds of record " span.hint { "(none ticked: as now)" } }
+                                        @for k in DATA_CATEGORIES.iter().filter(|k| held.is_empty() || kept.contains(k)) {
+                                            label { input type="checkbox" name="category" value=(k.code) checked; (k.label) }
                                         }
                                     }
                                     div {
@@ -424,13 +434,38 @@ pub fn sharing(
             h2 id="grant-title" { "Share my records with someone" }
             form.stack.card method="post" action="/portal/grant" aria-labelledby="grant-title" {
                 input type="hidden" name="csrf" value=(csrf);
-                @if !directory.is_empty() {
+                @for (site, d) in directories {
+                    @if d.is_none() {
+                        p.banner.fails id={"directory-unavailable-" (site)} role="status" {
+                            "The directory of " (site) " is unavailable just now: "
+                            "choose from the others or write the reference below."
+                        }
+                    }
+                }
+                @if listed {
                     div {
-                        label for="chosen" { "Choose a practitioner" }
+                        label for="chosen" { "Choose a practitioner or organization" }
                         select id="chosen" name="chosen" {
                             option value="" { "(or write one below)" }
-                            @for (reference, name) in directory {
-                                option value=(reference) { (name) " (" (reference) ")" }
+                            @if !known.is_empty() {
+                                optgroup label="Seen at this gateway" {
+                                    @for (reference, name) in known {
+                                        option value=(reference) { (name) " (" (reference) ")" }
+                                    }
+                                }
+                            }
+                            @for (site, d) in directories {
+                                @if let Some(d) = d {
+                                    @for (kind, list) in [("Practitioners", &d.practitioners), ("Organizations", &d.organizations)] {
+                                        @if !list.is_empty() {
+                                            optgroup label={(kind) " at " (site)} {
+                                                @for e in list {
+                                                    option value={(site) "|" (e.reference)} { (e.name) " (" (e.reference) ")" }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
                             }
                         }
                     }
@@ -445,6 +480,12 @@ pub fn sharing(
                     @for code in GRANTABLE_PURPOSES {
                         @let words = assent_auth::PurposeOfUse::parse(code).map(|p| p.display()).unwrap_or(code);
                         label { input type="checkbox" name="purpose" value=(code) checked[*code == "TREAT"]; (words) }
+                    }
+                }
+                fieldset {
+                    legend { "Which records " span.hint { "(none chosen: all your records)" } }
+                    @for k in DATA_CATEGORIES {
+                        label { input type="checkbox" name="category" value=(k.code) id={"category-" (k.code)}; (k.label) }
                     }
                 }
                 div.filters {

@@ -1,12 +1,18 @@
-//! The browser sign-in's cookies, signed with HMAC-SHA256: the session (who signed in, until
-//! when) and the short-lived sign-in state (OAuth `state`, OpenID `nonce`, PKCE verifier)
-//! kept between the redirect to the identity provider and its callback; and any other sealed
-//! value a realm needs ([`CookieSigner::seal_named`]: the portal's session).
+//! The browser sign-in's cookies, signed with HMAC-SHA256: the session (who signed in, its
+//! session id, until when) and the short-lived sign-in state (OAuth `state`, OpenID `nonce`,
+//! PKCE verifier) kept between the redirect to the identity provider and its callback; and any
+//! other sealed value a realm needs ([`CookieSigner::seal_named`]: the portal's session).
 //!
-//! A cookie value is dot-separated base64url fields with the MAC last; the MAC covers a
+//! A sealed value is dot-separated base64url fields with the MAC last; the MAC covers a
 //! purpose label naming the realm (`console`, `portal`) and the kind of cookie, so a sign-in
-//! cookie can never pass as a session, nor a console cookie as a portal one. Leaves out
-//! setting the cookies' attributes (`signin.rs`).
+//! cookie can never pass as a session, nor a console cookie as a portal one. **Sessions are
+//! also encrypted** ([`CookieSigner::encrypt_session`]): AES-256-GCM through the `cookie`
+//! crate's `PrivateJar` (actix-web's `secure-cookies`), with the purpose label as associated
+//! data, under a key of the realm's own derived from the session secret with HMAC-SHA256
+//! under the label `assent-{realm}-session-encryption-v1` (then the crate's HKDF): never the
+//! signing key itself. A stolen session cookie shows nothing (the access token inside it
+//! included), and an edited one does not open. Leaves out setting the cookies' attributes and
+//! the list of ended sessions (`signin.rs`).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,6 +24,8 @@ use sha2::Sha256;
 pub struct CookieSigner {
     key: Vec<u8>,
     realm: &'static str,
+    /// The realm's session encryption key (derived apart from `key`).
+    private: actix_web::cookie::Key,
 }
 
 /// A signed-in caller (the console: a compliance officer).
@@ -26,6 +34,13 @@ pub struct Session {
     /// The caller id (`subject@issuer`).
     pub caller: String,
     pub expires_at: u64,
+    /// This session's id: the one a sign-out ends (`signin::end_session`).
+    pub id: String,
+}
+
+/// A fresh random session id (128 bits).
+pub fn new_session_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// The sign-in in progress.
@@ -50,7 +65,39 @@ impl CookieSigner {
 
     /// The signer of `realm`'s cookies (its purpose labels are `assent-{realm}-…`).
     pub fn for_realm(key: Vec<u8>, realm: &'static str) -> CookieSigner {
-        CookieSigner { key, realm }
+        let mut derive = <Hmac<Sha256> as KeyInit>::new_from_slice(&key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        derive.update(format!("assent-{realm}-session-encryption-v1").as_bytes());
+        // 32 bytes: what `Key::derive_from` needs at least.
+        let private = actix_web::cookie::Key::derive_from(&derive.finalize().into_bytes());
+        CookieSigner {
+            key,
+            realm,
+            private,
+        }
+    }
+
+    /// `plain` encrypted (AES-256-GCM, a fresh nonce) with this realm's session key, bound to
+    /// the label `name` as associated data.
+    pub fn encrypt_session(&self, name: &str, plain: String) -> String {
+        use actix_web::cookie::{Cookie, CookieJar};
+        let label = self.label(name);
+        let mut jar = CookieJar::new();
+        jar.private_mut(&self.private)
+            .add(Cookie::new(label.clone(), plain));
+        jar.get(&label)
+            .map(|c| c.value().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// The plain text of `value` encrypted under label `name`, if it opens (any edit, another
+    /// key, realm or label: `None`).
+    pub fn decrypt_session(&self, name: &str, value: &str) -> Option<String> {
+        use actix_web::cookie::{Cookie, CookieJar};
+        let jar = CookieJar::new();
+        jar.private(&self.private)
+            .decrypt(Cookie::new(self.label(name), value.to_owned()))
+            .map(|c| c.value().to_owned())
     }
 
     fn label(&self, name: &str) -> String {
@@ -108,20 +155,29 @@ impl CookieSigner {
         Some(fields)
     }
 
+    /// The session, sealed and encrypted.
     pub fn session(&self, session: &Session) -> String {
-        self.seal(
+        let sealed = self.seal(
             &self.label("session"),
-            &[&session.caller, &session.expires_at.to_string()],
-        )
+            &[
+                &session.caller,
+                &session.expires_at.to_string(),
+                &session.id,
+            ],
+        );
+        self.encrypt_session("session", sealed)
     }
 
-    /// The session in `value`, if its MAC holds and it has not expired.
+    /// The session in `value`, if it decrypts, its MAC holds and it has not expired (whether
+    /// it was ended is the caller's question: `signin::session_ended`).
     pub fn read_session(&self, value: &str) -> Option<Session> {
-        let f = self.open(&self.label("session"), value, 2)?;
+        let sealed = self.decrypt_session("session", value)?;
+        let f = self.open(&self.label("session"), &sealed, 3)?;
         let expires_at: u64 = f[1].parse().ok()?;
         (expires_at > now_secs()).then(|| Session {
             caller: f[0].clone(),
             expires_at,
+            id: f[2].clone(),
         })
     }
 
@@ -159,19 +215,35 @@ mod tests {
         let session = Session {
             caller: "privacy-officer@http://127.0.0.1:1".into(),
             expires_at: now_secs() + 60,
+            id: new_session_id(),
         };
         let value = signer.session(&session);
         assert_eq!(signer.read_session(&value), Some(session.clone()));
         assert_eq!(CookieSigner::new(vec![8; 32]).read_session(&value), None);
-        // Another caller's name under the same MAC does not pass.
-        let mut parts: Vec<&str> = value.split('.').collect();
+        // Encrypted: neither the caller nor the session id shows.
+        assert!(!value.contains("privacy") && !value.contains(&session.id));
+        assert!(!value.contains(&URL_SAFE_NO_PAD.encode(&session.caller)));
+        // Another caller's name under the same MAC does not pass, sealed or encrypted.
+        let sealed = signer.decrypt_session("session", &value).unwrap();
+        let mut parts: Vec<&str> = sealed.split('.').collect();
         let forged = URL_SAFE_NO_PAD.encode("admin@x");
         parts[0] = &forged;
-        assert_eq!(signer.read_session(&parts.join(".")), None);
+        let forged = signer.encrypt_session("session", parts.join("."));
+        assert_eq!(signer.read_session(&forged), None);
+        // The sealed value alone (not encrypted) is not a session.
+        assert_eq!(signer.read_session(&sealed), None);
+        // Any edit of the ciphertext fails to open.
+        let bytes = value.as_bytes();
+        for at in [0, bytes.len() / 2, bytes.len() - 5] {
+            let mut edited = value.clone().into_bytes();
+            edited[at] = if edited[at] == b'A' { b'B' } else { b'A' };
+            let edited = String::from_utf8(edited).unwrap();
+            assert_eq!(signer.read_session(&edited), None, "edit at {at}");
+        }
         // Expired.
         let old = signer.session(&Session {
             expires_at: now_secs() - 1,
-            ..session
+            ..session.clone()
         });
         assert_eq!(signer.read_session(&old), None);
         // A sign-in cookie is not a session.

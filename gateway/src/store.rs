@@ -11,6 +11,7 @@ pub mod network;
 mod receipt_rows;
 mod schema;
 mod sessions;
+mod sqlite_insert;
 
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use sqlite_insert::InsertOne;
 
 pub use receipt_rows::{
     BatchRow, INDEX_WAIT, IndexProgress, LeafRow, NewReceiptPatientRow, NewReceiptRow,
@@ -82,9 +85,10 @@ pub struct SiteRow {
     pub updated_at_ms: i64,
 }
 
-/// One FHIR request as recorded. No patient identifiers.
+/// One FHIR request as recorded. No patient identifiers. `None` is bound as NULL, so the
+/// statement is the same for every row (SQLite's is prepared once per connection).
 #[derive(Debug, Clone, PartialEq, Eq, Insertable)]
-#[diesel(table_name = request_log)]
+#[diesel(table_name = request_log, treat_none_as_default_value = false)]
 pub struct NewRequestLog {
     pub request_id: String,
     pub at_ms: i64,
@@ -222,19 +226,26 @@ impl Store {
 
     /// Appends request log rows in one transaction (group commit).
     pub fn insert_request_logs(&self, rows: &[NewRequestLog]) -> Result<(), StoreError> {
+        Store::insert_request_logs_on(&mut *self.conn()?, rows)
+    }
+
+    /// Appends request log rows in one transaction on `conn` (the request log writer keeps a
+    /// connection of its own, see [`Store::index_connection`]). On SQLite one statement per
+    /// row ([`InsertOne`]: prepared once per connection, its text never rebuilt; a multi-row statement's text differs with
+    /// its row count, so it would be prepared anew for every batch); on PostgreSQL multi-row
+    /// statements, one round trip per chunk (500 rows × 11 columns stays under the
+    /// bound-parameter limit).
+    pub fn insert_request_logs_on(
+        conn: &mut AnyConnection,
+        rows: &[NewRequestLog],
+    ) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
-        // Multi-row VALUES needs the concrete backend (the multi-backend builds one statement
-        // per row, at several times the cost); 500 rows × 11 columns stays under SQLite's
-        // bound-parameter limit.
-        let mut conn = self.conn()?;
-        match &mut *conn {
+        match conn {
             AnyConnection::Sqlite(c) => c.transaction(|c| {
-                for chunk in rows.chunks(500) {
-                    diesel::insert_into(request_log::table)
-                        .values(chunk)
-                        .execute(c)?;
+                for row in rows {
+                    InsertOne(row).execute(c)?;
                 }
                 Ok::<_, diesel::result::Error>(())
             })?,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 
-use crate::store::{NewRequestLog, Store};
+use crate::store::{AnyConnection, NewRequestLog, Store, StoreError};
 
 /// Rows waiting at most; beyond this the record phase drops rows.
 pub const QUEUE_CAPACITY: usize = 65_536;
@@ -90,6 +90,9 @@ impl Drop for Recorder {
 }
 
 fn write_loop(rx: Receiver<Message>, store: Store, gateway_id: String) {
+    // A connection of its own (as the receipt indexer's): no pool check-out and its
+    // validity query per batch, and the per-row statement stays prepared on it.
+    let mut conn: Option<AnyConnection> = None;
     let mut batch: Vec<NewRequestLog> = Vec::with_capacity(BATCH_ROWS);
     let mut waiting: Vec<mpsc::Sender<()>> = Vec::new();
     loop {
@@ -116,8 +119,10 @@ fn write_loop(rx: Receiver<Message>, store: Store, gateway_id: String) {
             next = rx.recv_timeout(left).ok();
         }
         if !batch.is_empty() {
-            if let Err(e) = store.insert_request_logs(&batch) {
+            if let Err(e) = write_batch(&store, &mut conn, &batch) {
                 tracing::error!(error = %e, rows = batch.len(), "request log rows could not be written");
+                // Opened afresh for the next batch.
+                conn = None;
             }
             batch.clear();
         }
@@ -125,6 +130,18 @@ fn write_loop(rx: Receiver<Message>, store: Store, gateway_id: String) {
             let _ = done.send(());
         }
     }
+}
+
+fn write_batch(
+    store: &Store,
+    conn: &mut Option<AnyConnection>,
+    batch: &[NewRequestLog],
+) -> Result<(), StoreError> {
+    let conn = match conn {
+        Some(c) => c,
+        None => conn.insert(store.index_connection()?),
+    };
+    Store::insert_request_logs_on(conn, batch)
 }
 
 fn to_row(f: RequestRecord, gateway_id: &str) -> NewRequestLog {

@@ -17,6 +17,7 @@ use diesel::prelude::*;
 
 use super::schema::{receipt_batches, receipt_patients, receipts};
 use super::{AnyConnection, Store, StoreError};
+use super::sqlite_insert::InsertOne;
 
 /// A receipt row: the canonical bytes and hash, and the columns audit queries filter on.
 #[derive(Debug, Clone, PartialEq, Eq, Insertable, Queryable, Selectable)]
@@ -292,9 +293,10 @@ impl Store {
         self.conn()
     }
 
-    /// A connection of its own, outside the pool, for the receipt indexer. On SQLite its
-    /// commits are not synced (`synchronous = NORMAL`: the receipt log is the durable record)
-    /// unless [`Store::insert_receipts`] is asked for a synced one; on PostgreSQL likewise
+    /// A connection of its own, outside the pool, for the receipt indexer and the request log
+    /// writer. On SQLite its commits are not synced (`synchronous = NORMAL`: the receipt log
+    /// is the durable record; the request log is operational) unless
+    /// [`Store::insert_receipts`] is asked for a synced one; on PostgreSQL likewise
     /// (`synchronous_commit = off` but for a synced batch).
     pub fn index_connection(&self) -> Result<AnyConnection, StoreError> {
         let mut conn =
@@ -316,8 +318,9 @@ impl Store {
     /// synced commit syncs the whole write-ahead log; what a checkpoint moved out of it was
     /// synced by the checkpoint).
     ///
-    /// On SQLite one statement per row, prepared once per connection and reused (a statement of
-    /// many rows would be prepared anew for every batch, its text differing with the count);
+    /// On SQLite one statement per row ([`InsertOne`]: prepared once per connection and found
+    /// again by type, its text never rebuilt; a statement of many rows would be prepared anew
+    /// for every batch, its text differing with the count);
     /// on PostgreSQL multi-row statements (one round trip per chunk).
     pub fn insert_receipts(
         conn: &mut AnyConnection,
@@ -332,14 +335,10 @@ impl Store {
                 }
                 let inserted = c.transaction(|c| {
                     for row in rows {
-                        diesel::insert_into(receipts::table)
-                            .values(row)
-                            .execute(c)?;
+                        InsertOne(row).execute(c)?;
                     }
                     for row in patients {
-                        diesel::insert_into(receipt_patients::table)
-                            .values(row)
-                            .execute(c)?;
+                        InsertOne(row).execute(c)?;
                     }
                     Ok::<_, diesel::result::Error>(())
                 });

@@ -113,20 +113,21 @@ pub fn carry_params(bundle: &mut Value, map: &UrlMap, pairs: &[(String, String)]
 /// the gateway's base, and every remaining occurrence of the upstream's origin
 /// (`scheme://host:port`) or authority (`host:port`) by the gateway's.
 pub fn scrub_strings(value: &mut Value, map: &UrlMap) {
-    let scrubber = Scrubber::new(map);
-    scrubber.scrub(value);
+    Scrubber { map }.scrub(value);
 }
 
-struct Scrubber<'m> {
-    map: &'m UrlMap,
+/// The origins and authorities (`host:port`) of a site's two bases, for the free-text rewrite
+/// of [`scrub_strings`]: worked out once per site, when its [`UrlMap`] is made.
+#[derive(Debug, Clone)]
+pub struct BaseHosts {
     upstream_origin: Option<String>,
     upstream_authority: Option<String>,
     public_origin: String,
     public_authority: String,
 }
 
-impl<'m> Scrubber<'m> {
-    fn new(map: &'m UrlMap) -> Self {
+impl BaseHosts {
+    pub fn of(upstream_base: &str, public_base: &str) -> BaseHosts {
         let origin_and_authority = |base: &str| -> Option<(String, String)> {
             let url = url::Url::parse(base).ok()?;
             let host = url.host_str()?;
@@ -136,18 +137,23 @@ impl<'m> Scrubber<'m> {
             };
             Some((format!("{}://{authority}", url.scheme()), authority))
         };
-        let upstream = origin_and_authority(&map.upstream_base);
-        let public = origin_and_authority(&map.public_base)
-            .unwrap_or_else(|| (map.public_base.clone(), map.public_base.clone()));
-        Scrubber {
-            map,
+        let upstream = origin_and_authority(upstream_base);
+        let public = origin_and_authority(public_base)
+            .unwrap_or_else(|| (public_base.to_owned(), public_base.to_owned()));
+        BaseHosts {
             upstream_origin: upstream.as_ref().map(|u| u.0.clone()),
             upstream_authority: upstream.map(|u| u.1),
             public_origin: public.0,
             public_authority: public.1,
         }
     }
+}
 
+struct Scrubber<'m> {
+    map: &'m UrlMap,
+}
+
+impl Scrubber<'_> {
     fn scrub(&self, value: &mut Value) {
         match value {
             Value::String(s) => {
@@ -156,15 +162,16 @@ impl<'m> Scrubber<'m> {
                 {
                     *s = format!("{}{rest}", self.map.public_base);
                 }
-                if let Some(authority) = &self.upstream_authority
-                    && !self.public_authority.contains(authority.as_str())
+                let hosts = &self.map.hosts;
+                if let Some(authority) = &hosts.upstream_authority
+                    && !hosts.public_authority.contains(authority.as_str())
                     && s.contains(authority.as_str())
                 {
                     let mut text = s.replace(&self.map.upstream_base, &self.map.public_base);
-                    if let Some(origin) = &self.upstream_origin {
-                        text = text.replace(origin, &self.public_origin);
+                    if let Some(origin) = &hosts.upstream_origin {
+                        text = text.replace(origin, &hosts.public_origin);
                     }
-                    *s = text.replace(authority, &self.public_authority);
+                    *s = text.replace(authority, &hosts.public_authority);
                 }
             }
             Value::Array(items) => items.iter_mut().for_each(|v| self.scrub(v)),

@@ -21,6 +21,7 @@ use failsafe::failure_policy::ConsecutiveFailures;
 use serde::Deserialize;
 
 use crate::config::{SiteConfig, UpstreamAuth};
+use crate::proxy::rewrite::BaseHosts;
 use assent_fhir::compartment::ReferenceContext;
 
 /// Why a request to a site failed; the error table (`http/error.rs`) turns each into its
@@ -487,6 +488,8 @@ impl WorkerClients {
 pub struct UrlMap {
     pub upstream_base: String,
     pub public_base: String,
+    /// Their origins and authorities, for rewriting free text (parsed once per site).
+    pub hosts: BaseHosts,
 }
 
 impl UrlMap {
@@ -494,6 +497,7 @@ impl UrlMap {
         let upstream_base = upstream_base.trim_end_matches('/').to_owned();
         let public_base = public_base.trim_end_matches('/').to_owned();
         UrlMap {
+            hosts: BaseHosts::of(&upstream_base, &public_base),
             upstream_base,
             public_base,
         }

@@ -16,8 +16,8 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use super::schema::{receipt_batches, receipt_patients, receipts};
-use super::{AnyConnection, Store, StoreError};
 use super::sqlite_insert::InsertOne;
+use super::{AnyConnection, Store, StoreError};
 
 /// A receipt row: the canonical bytes and hash, and the columns audit queries filter on.
 #[derive(Debug, Clone, PartialEq, Eq, Insertable, Queryable, Selectable)]

@@ -14,9 +14,9 @@ use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sqlite::{Sqlite, SqliteConnection};
 use diesel::{Expression, RunQueryDsl};
 
+use super::NewRequestLog;
 use super::receipt_rows::{NewReceiptPatientRow, NewReceiptRow};
 use super::schema::{receipt_patients, receipts, request_log};
-use super::NewRequestLog;
 
 /// `INSERT INTO table (columns) VALUES (?, ...)` of one row, on SQLite.
 pub(crate) struct InsertOne<'r, T>(pub &'r T);

@@ -116,39 +116,6 @@ pub fn scrub_strings(value: &mut Value, map: &UrlMap) {
     Scrubber { map }.scrub(value);
 }
 
-/// The origins and authorities (`host:port`) of a site's two bases, for the free-text rewrite
-/// of [`scrub_strings`]: worked out once per site, when its [`UrlMap`] is made.
-#[derive(Debug, Clone)]
-pub struct BaseHosts {
-    upstream_origin: Option<String>,
-    upstream_authority: Option<String>,
-    public_origin: String,
-    public_authority: String,
-}
-
-impl BaseHosts {
-    pub fn of(upstream_base: &str, public_base: &str) -> BaseHosts {
-        let origin_and_authority = |base: &str| -> Option<(String, String)> {
-            let url = url::Url::parse(base).ok()?;
-            let host = url.host_str()?;
-            let authority = match url.port() {
-                Some(port) => format!("{host}:{port}"),
-                None => host.to_owned(),
-            };
-            Some((format!("{}://{authority}", url.scheme()), authority))
-        };
-        let upstream = origin_and_authority(upstream_base);
-        let public = origin_and_authority(public_base)
-            .unwrap_or_else(|| (public_base.to_owned(), public_base.to_owned()));
-        BaseHosts {
-            upstream_origin: upstream.as_ref().map(|u| u.0.clone()),
-            upstream_authority: upstream.map(|u| u.1),
-            public_origin: public.0,
-            public_authority: public.1,
-        }
-    }
-}
-
 struct Scrubber<'m> {
     map: &'m UrlMap,
 }

@@ -21,7 +21,6 @@ use failsafe::failure_policy::ConsecutiveFailures;
 use serde::Deserialize;
 
 use crate::config::{SiteConfig, UpstreamAuth};
-use crate::proxy::rewrite::BaseHosts;
 use assent_fhir::compartment::ReferenceContext;
 
 /// Why a request to a site failed; the error table (`http/error.rs`) turns each into its
@@ -479,6 +478,39 @@ impl WorkerClients {
 
     pub fn get(&self, site: &str) -> Option<&awc::Client> {
         self.by_site.get(site)
+    }
+}
+
+/// The origins and authorities (`host:port`) of a site's two bases, for the free-text rewrite
+/// of [`crate::proxy::rewrite::scrub_strings`]: worked out once per site, when its [`UrlMap`] is made.
+#[derive(Debug, Clone)]
+pub struct BaseHosts {
+    pub(crate) upstream_origin: Option<String>,
+    pub(crate) upstream_authority: Option<String>,
+    pub(crate) public_origin: String,
+    pub(crate) public_authority: String,
+}
+
+impl BaseHosts {
+    pub fn of(upstream_base: &str, public_base: &str) -> BaseHosts {
+        let origin_and_authority = |base: &str| -> Option<(String, String)> {
+            let url = url::Url::parse(base).ok()?;
+            let host = url.host_str()?;
+            let authority = match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            };
+            Some((format!("{}://{authority}", url.scheme()), authority))
+        };
+        let upstream = origin_and_authority(upstream_base);
+        let public = origin_and_authority(public_base)
+            .unwrap_or_else(|| (public_base.to_owned(), public_base.to_owned()));
+        BaseHosts {
+            upstream_origin: upstream.as_ref().map(|u| u.0.clone()),
+            upstream_authority: upstream.map(|u| u.1),
+            public_origin: public.0,
+            public_authority: public.1,
+        }
     }
 }
 

@@ -23,7 +23,14 @@ const VITALS: [(&str, &str, &str, i64, i64, i64); 6] = [
     ("29463-7", "Body weight", "kg", 684, 400, 1200),
     ("8310-5", "Body temperature", "Cel", 368, 361, 375),
     ("9279-1", "Respiratory rate", "/min", 160, 120, 200),
-    ("2708-6", "Oxygen saturation in Arterial blood", "%", 975, 950, 1000),
+    (
+        "2708-6",
+        "Oxygen saturation in Arterial blood",
+        "%",
+        975,
+        950,
+        1000,
+    ),
     ("8302-2", "Body height", "cm", 1652, 1400, 2000),
 ];
 

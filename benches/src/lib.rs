@@ -138,3 +138,73 @@ pub fn realistic_data(observations: usize) -> String {
     resources.extend((0..observations).map(observation));
     Value::Array(resources).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Value {
+        serde_json::from_str(text).expect("JSON")
+    }
+
+    #[test]
+    fn the_searchset_holds_the_observations_asked_for() {
+        let bundle = parse(&observation_searchset("http://h/fhir", 1000));
+        let entries = bundle["entry"].as_array().expect("entries");
+        assert_eq!(entries.len(), 1000);
+        assert_eq!(bundle["total"], 1000);
+        assert_eq!(bundle["type"], "searchset");
+        for entry in entries {
+            let id = entry["resource"]["id"].as_str().expect("id");
+            assert_eq!(entry["fullUrl"], format!("http://h/fhir/Observation/{id}"));
+            assert_eq!(entry["resource"]["subject"]["reference"], "Patient/bench-1");
+        }
+        let ids: std::collections::HashSet<_> = entries
+            .iter()
+            .map(|e| e["resource"]["id"].to_string())
+            .collect();
+        assert_eq!(ids.len(), 1000, "ids are distinct");
+    }
+
+    #[test]
+    fn everything_reaches_its_size_with_the_patient_first() {
+        let text = everything("http://h/fhir", 2_000_000);
+        assert!(text.len() >= 2_000_000, "{} bytes", text.len());
+        assert!(text.len() < 2_010_000, "{} bytes", text.len());
+        let bundle = parse(&text);
+        assert_eq!(bundle["entry"][0]["resource"]["resourceType"], "Patient");
+        assert_eq!(bundle["entry"][0]["resource"]["id"], "bench-1");
+    }
+
+    #[test]
+    fn observations_are_about_a_kilobyte_with_decimal_values() {
+        for n in 0..50 {
+            let o = observation(n);
+            let size = o.to_string().len();
+            assert!((800..1400).contains(&size), "observation {n}: {size} bytes");
+            assert!(o["valueQuantity"]["value"].is_f64());
+            assert_eq!(o["status"], "final");
+        }
+    }
+
+    #[test]
+    fn the_realistic_data_set_is_the_patient_a_practitioner_and_observations() {
+        let data = parse(&realistic_data(3));
+        let types: Vec<_> = data
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|r| r["resourceType"].as_str().expect("type").to_owned())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "Patient",
+                "Practitioner",
+                "Observation",
+                "Observation",
+                "Observation"
+            ]
+        );
+    }
+}

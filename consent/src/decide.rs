@@ -5,7 +5,7 @@
 //! cache) and how the caller was authenticated: the request carries verified facts.
 //! The combination rule is written down in the crate documentation (`lib.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use assent_fhir::Interaction;
 use serde_json::Value;
@@ -138,7 +138,10 @@ impl<'a> AccessRequest<'a> {
 /// refer to it. Built by [`RelatedIndex::from_resources`]; used for `related` data rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RelatedIndex {
-    referred_by: HashMap<String, Vec<String>>,
+    /// A set per target: a searchset of thousands of resources referring to one patient
+    /// builds in linear time (a list with a membership test per entry was quadratic: 16,697
+    /// Observations of one patient took ≈1 s).
+    referred_by: HashMap<String, HashSet<String>>,
 }
 
 impl RelatedIndex {
@@ -151,10 +154,11 @@ impl RelatedIndex {
             let mut refs = Vec::new();
             collect_references(r, &mut refs);
             for target in refs {
-                let list = index.referred_by.entry(target).or_default();
-                if !list.contains(&me) {
-                    list.push(me.clone());
-                }
+                index
+                    .referred_by
+                    .entry(target)
+                    .or_default()
+                    .insert(me.clone());
             }
         }
         index
@@ -163,7 +167,7 @@ impl RelatedIndex {
     fn is_referred_by(&self, target: &str, source: &str) -> bool {
         self.referred_by
             .get(target)
-            .is_some_and(|l| l.iter().any(|s| s == source))
+            .is_some_and(|sources| sources.contains(source))
     }
 }
 

@@ -16,7 +16,6 @@
 
 use std::time::Duration;
 
-use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use assent_consent::{AccessRequest, Caller, Decision, Timestamp, decide_unnamed};
@@ -129,13 +128,7 @@ async fn fetch(
     let Decision::Permit(permit) = decide_unnamed(&access) else {
         return Err(GatewayError::Internal);
     };
-    let request = UpstreamRequest {
-        method: Method::GET,
-        path_and_query: "metadata".to_owned(),
-        headers: Vec::new(),
-        request_id: request_id.to_owned(),
-        body: None,
-    };
+    let request = UpstreamRequest::get("metadata".to_owned(), request_id);
     let mut response = forward::forward(state, &permit, site, client, &request).await?;
     forward::check_status(response.status())?;
     let mut statement = forward::read_json(&mut response, site, &mut Default::default()).await?;

@@ -6,7 +6,6 @@
 //! Leaves out: what is released of each page (`release.rs`), the link rewriting mechanics
 //! (`rewrite.rs`) and the token's cryptography (`http::paging`).
 
-use actix_web::http::Method;
 use assent_consent::Permit;
 use assent_fhir::compartment::parse_search;
 use assent_fhir::shaping::Shape;
@@ -186,13 +185,7 @@ impl Paging<'_> {
     }
 
     async fn get(&self, path_and_query: String) -> Result<awc::ClientResponse, GatewayError> {
-        let request = UpstreamRequest {
-            method: Method::GET,
-            path_and_query,
-            headers: Vec::new(),
-            request_id: self.request_id.to_owned(),
-            body: None,
-        };
+        let request = UpstreamRequest::get(path_and_query, self.request_id);
         Ok(upstream::forward(self.permit, self.site, self.client, &request).await?)
     }
 

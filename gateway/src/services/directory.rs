@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::http::Method;
 use assent_consent::{AccessRequest, Caller, Decision, decide_unnamed};
 use assent_fhir::Interaction;
 use assent_fhir::compartment::patients_of;
@@ -127,13 +126,7 @@ async fn read_type(
     let count = DIRECTORY_MAX.to_string();
     let query =
         assent_fhir::query::encode_pairs([("_elements", "id,name"), ("_count", count.as_str())]);
-    let request = UpstreamRequest {
-        method: Method::GET,
-        path_and_query: format!("{resource_type}?{query}"),
-        headers: Vec::new(),
-        request_id: String::new(),
-        body: None,
-    };
+    let request = UpstreamRequest::get(format!("{resource_type}?{query}"), "");
     let mut response = upstream::forward(&permit, site, client, &request)
         .await
         .ok()?;

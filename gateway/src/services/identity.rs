@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use actix_web::http::Method;
 use assent_consent::{AccessRequest, Caller, Decision, decide_unnamed};
 use assent_fhir::Interaction;
 use serde_json::Value;
@@ -84,13 +83,7 @@ pub async fn resolve(
     };
     let token = format!("{system}|{value}");
     let query = assent_fhir::query::encode_pairs([("identifier", token.as_str()), ("_count", "2")]);
-    let request = UpstreamRequest {
-        method: Method::GET,
-        path_and_query: format!("Patient?{query}"),
-        headers: Vec::new(),
-        request_id: String::new(),
-        body: None,
-    };
+    let request = UpstreamRequest::get(format!("Patient?{query}"), "");
     let mut response = upstream::forward(&permit, site, client, &request).await?;
     if !response.status().is_success() {
         return Err(UpstreamError::Failed);

@@ -167,6 +167,20 @@ pub struct UpstreamRequest {
     pub body: Option<Bytes>,
 }
 
+impl UpstreamRequest {
+    /// A GET the gateway itself makes (capabilities, directories, identity lookups, the pages
+    /// of a search it walks): no client headers, no body.
+    pub fn get(path_and_query: String, request_id: &str) -> UpstreamRequest {
+        UpstreamRequest {
+            method: Method::GET,
+            path_and_query,
+            headers: Vec::new(),
+            request_id: request_id.to_owned(),
+            body: None,
+        }
+    }
+}
+
 /// Picks the allow-listed headers out of a client request.
 pub fn allowed_request_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
     REQUEST_HEADER_ALLOW_LIST

@@ -501,19 +501,33 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// The signed-in patient of a POST whose CSRF token holds, or the page to answer.
+/// A posted form, its signed-in patient (CSRF checked) and the receipted access of the change.
+/// (`posted` answers the page instead when the patient is not signed in or the token fails.)
+struct Posted {
+    fields: Vec<(String, String)>,
+    patient: Patient,
+    access: ApiAccess,
+}
+
 async fn posted(
     req: &HttpRequest,
     portal: &PortalData,
     state: &AppState,
-    fields: &[(String, String)],
-) -> Result<Patient, HttpResponse> {
+    body: &[u8],
+    action: ConsentAction,
+) -> Result<Posted, HttpResponse> {
+    let fields = form_fields(body);
     let patient = signed_in(req, portal, state).await?;
-    if !csrf_holds(field(fields, "csrf"), &patient.csrf) {
+    if !csrf_holds(field(&fields, "csrf"), &patient.csrf) {
         tracing::info!(route = "portal", "portal change refused: CSRF token");
         return Err(error_page(true, &GatewayError::CsrfTokenInvalid));
     }
-    Ok(patient)
+    let access = ApiAccess::new(AccessKind::Consent(action), &patient.caller, req);
+    Ok(Posted {
+        fields,
+        patient,
+        access,
+    })
 }
 
 /// `POST /portal/grant`: a new consent of the patient (from the session, never the form)
@@ -525,19 +539,17 @@ pub async fn grant(
     clients: web::Data<WorkerClients>,
     portal: PortalData,
 ) -> Result<HttpResponse, GatewayError> {
-    let fields = form_fields(&body);
-    let patient = match posted(&req, &portal, &state, &fields).await {
+    let Posted {
+        fields,
+        patient,
+        mut access,
+    } = match posted(&req, &portal, &state, &body, ConsentAction::Create).await {
         Ok(p) => p,
         Err(page) => return Ok(page),
     };
     let Some(portal) = portal.as_ref() else {
         return Ok(not_configured());
     };
-    let mut access = ApiAccess::new(
-        AccessKind::Consent(ConsentAction::Create),
-        &patient.caller,
-        &req,
-    );
     let outcome = async {
         let fields = chosen_from_directory(fields, &state, portal, &clients, &patient).await?;
         let document = grant_document(&fields, patient.grant_target())?;
@@ -755,16 +767,14 @@ pub async fn site_choice(
     state: web::Data<AppState>,
     portal: PortalData,
 ) -> Result<HttpResponse, GatewayError> {
-    let fields = form_fields(&body);
-    let patient = match posted(&req, &portal, &state, &fields).await {
+    let Posted {
+        fields,
+        patient,
+        mut access,
+    } = match posted(&req, &portal, &state, &body, ConsentAction::Create).await {
         Ok(p) => p,
         Err(page) => return Ok(page),
     };
-    let mut access = ApiAccess::new(
-        AccessKind::Consent(ConsentAction::Create),
-        &patient.caller,
-        &req,
-    );
     let outcome = async {
         let named = field(&fields, "site").unwrap_or_default();
         let target = patient
@@ -817,16 +827,14 @@ pub async fn narrow(
     state: web::Data<AppState>,
     portal: PortalData,
 ) -> Result<HttpResponse, GatewayError> {
-    let fields = form_fields(&body);
-    let patient = match posted(&req, &portal, &state, &fields).await {
+    let Posted {
+        fields,
+        patient,
+        mut access,
+    } = match posted(&req, &portal, &state, &body, ConsentAction::Update).await {
         Ok(p) => p,
         Err(page) => return Ok(page),
     };
-    let mut access = ApiAccess::new(
-        AccessKind::Consent(ConsentAction::Update),
-        &patient.caller,
-        &req,
-    );
     let outcome = async {
         let id = consent_field(&fields)?;
         let versions = consent_versions(&state, &patient.caller, &mut access, id).await?;
@@ -967,16 +975,14 @@ pub async fn revoke(
     state: web::Data<AppState>,
     portal: PortalData,
 ) -> Result<HttpResponse, GatewayError> {
-    let fields = form_fields(&body);
-    let patient = match posted(&req, &portal, &state, &fields).await {
+    let Posted {
+        fields,
+        patient,
+        mut access,
+    } = match posted(&req, &portal, &state, &body, ConsentAction::Revoke).await {
         Ok(p) => p,
         Err(page) => return Ok(page),
     };
-    let mut access = ApiAccess::new(
-        AccessKind::Consent(ConsentAction::Revoke),
-        &patient.caller,
-        &req,
-    );
     let outcome = async {
         let id = consent_field(&fields)?;
         let revoked = revoke_checked(

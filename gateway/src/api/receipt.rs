@@ -15,7 +15,6 @@
 //! encoding (assent-receipts).
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use assent_fhir::SitePatient;
 use assent_ledger::{Clock, SystemClock};
@@ -25,7 +24,7 @@ use crate::http::caller::Caller;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
 use crate::services::receipts::PendingReceipt;
-use crate::services::receipts::RECEIPT_HEADER;
+use crate::services::receipts::stamp_receipt_header;
 
 /// One call of the gateway's own API, as its receipt will record it.
 #[derive(Debug, Clone)]
@@ -45,12 +44,7 @@ impl ApiAccess {
     /// else its caller id, as for FHIR requests; the query string is kept in the clear
     /// subjects (and keyed in the receipt).
     pub fn new(kind: AccessKind, caller: &Caller, req: &HttpRequest) -> ApiAccess {
-        let actor = caller
-            .verified
-            .actor
-            .as_deref()
-            .map(str::to_owned)
-            .unwrap_or_else(|| caller.id.clone());
+        let actor = caller.receipt_actor();
         let mut access = ApiAccess::with_actor(kind, actor, req);
         access.subjects.client_id = caller.verified.client_id.as_deref().map(str::to_owned);
         access.organization = caller.verified.organization.as_deref().map(str::to_owned);
@@ -168,11 +162,7 @@ impl ApiAccess {
         };
         match state.receipts.write(pending).await {
             Ok(_) => {
-                if let Ok(v) = HeaderValue::from_str(&receipt_id) {
-                    response
-                        .headers_mut()
-                        .insert(HeaderName::from_static(RECEIPT_HEADER), v);
-                }
+                stamp_receipt_header(&mut response, &receipt_id);
                 Ok(response)
             }
             Err(e) => {

@@ -191,6 +191,18 @@ struct CallerNames {
     kept: Mutex<HashMap<Arc<str>, Arc<str>>>,
 }
 
+impl Caller {
+    /// Who a receipt names as the actor: the token's actor (its `fhirUser`), else the caller's
+    /// stable id.
+    pub fn receipt_actor(&self) -> String {
+        self.verified
+            .actor
+            .as_deref()
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.id.clone())
+    }
+}
+
 impl CallerNames {
     /// Actors remembered at most; past it the memory starts over (a name is then kept again).
     const REMEMBERED: usize = 10_000;

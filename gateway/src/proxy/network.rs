@@ -28,7 +28,6 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use assent_fhir::{Interaction, SitePatient};
@@ -43,7 +42,7 @@ use crate::proxy::metadata;
 use crate::proxy::pipeline;
 use crate::proxy::receipt::RECEIPTS_ON;
 use crate::services::network::NETWORK_SITE;
-use crate::services::receipts::{PendingReceipt, RECEIPT_HEADER};
+use crate::services::receipts::{PendingReceipt, stamp_receipt_header};
 use crate::services::request_log::RequestRecord;
 use crate::services::upstream::WorkerClients;
 
@@ -242,12 +241,7 @@ async fn receipt(
     };
     let query = req.query_string();
     let mut subjects = ReceiptSubjects {
-        actor: caller
-            .verified
-            .actor
-            .as_deref()
-            .map(str::to_owned)
-            .unwrap_or_else(|| caller.id.clone()),
+        actor: caller.receipt_actor(),
         patients: Vec::new(),
         query: (!query.is_empty()).then(|| query.to_owned()),
         client_id: caller.verified.client_id.as_deref().map(str::to_owned),
@@ -287,11 +281,7 @@ async fn receipt(
     {
         Ok(_) => {
             let mut response = answer.unwrap_or_else(|error| error.error_response());
-            if let Ok(v) = HeaderValue::from_str(&receipt_id) {
-                response
-                    .headers_mut()
-                    .insert(HeaderName::from_static(RECEIPT_HEADER), v);
-            }
+            stamp_receipt_header(&mut response, &receipt_id);
             Ok(response)
         }
         Err(e) => {

@@ -7,7 +7,6 @@
 //! [`Exchange`]).
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use assent_consent::Decision;
 use assent_fhir::SitePatient;
@@ -19,7 +18,7 @@ use crate::http::state::AppState;
 use crate::proxy::consent::PlacedPatient;
 use crate::proxy::exchange::Exchange;
 use crate::services::break_glass;
-use crate::services::receipts::{PendingReceipt, RECEIPT_HEADER};
+use crate::services::receipts::{PendingReceipt, stamp_receipt_header};
 use crate::services::request_log::RequestRecord;
 
 /// Off only in the benchmark build that measures what receipts cost (feature
@@ -38,11 +37,7 @@ pub async fn receipt(ex: &mut Exchange, state: &AppState, response: HttpResponse
     let receipt_id = pending.receipt.id.clone();
     match state.receipts.write(pending).await {
         Ok(_) => {
-            if let Ok(v) = HeaderValue::from_str(&receipt_id) {
-                response
-                    .headers_mut()
-                    .insert(header::HeaderName::from_static(RECEIPT_HEADER), v);
-            }
+            stamp_receipt_header(&mut response, &receipt_id);
             response
         }
         Err(e) => {
@@ -65,12 +60,7 @@ fn build_receipt(
     let asked = ex.asked.as_ref();
     let outcome = &mut ex.outcome;
     let mut subjects = ReceiptSubjects {
-        actor: caller
-            .verified
-            .actor
-            .as_deref()
-            .map(str::to_owned)
-            .unwrap_or_else(|| caller.id.clone()),
+        actor: caller.receipt_actor(),
         patients: Vec::new(),
         query: asked.map(|a| a.query.clone()).filter(|q| !q.is_empty()),
         client_id: caller.verified.client_id.as_deref().map(str::to_owned),

@@ -42,6 +42,17 @@ use crate::store::{AnyConnection, NewReceiptPatientRow, NewReceiptRow, Store, St
 /// The response header naming a request's receipt.
 pub const RECEIPT_HEADER: &str = "x-assent-receipt";
 
+/// Names a response's receipt in [`RECEIPT_HEADER`] (a receipt id is a UUID: always a valid
+/// header value).
+pub fn stamp_receipt_header(response: &mut actix_web::HttpResponse, receipt_id: &str) {
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(receipt_id) {
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static(RECEIPT_HEADER),
+            v,
+        );
+    }
+}
+
 /// Receipts waiting for the writer at most; beyond this the record phase waits for room.
 pub const QUEUE_CAPACITY: usize = 16_384;
 /// Receipts in one group commit at most.

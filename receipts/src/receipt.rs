@@ -464,7 +464,7 @@ impl ReceiptSubjects {
 pub struct Receipt {
     /// The canonical encoding this receipt hashes with.
     pub encoding: Encoding,
-    /// Unique receipt id (the gateway uses a UUID), sent back in `X-Assent-Receipt`.
+    /// Unique receipt id (the gateway uses a time-ordered UUID, version 7), sent back in `X-Assent-Receipt`.
     pub id: String,
     /// Position in the gateway's chain, from 1.
     pub sequence: u64,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use assent_fhir::Interaction;
 use assent_gateway::services::anchoring::Anchoring;
 use assent_gateway::services::consent::ConsentService;
-use assent_gateway::services::receipts::{PendingReceipt, ReceiptWriter};
+use assent_gateway::services::receipts::{PendingReceipt, ReceiptWriter, new_receipt_id};
 use assent_gateway::store::Store;
 use assent_receipts::{
     AccessDecision, BatchConfig, Digest, Receipt, ReceiptSubjects, ResourceEntry,
@@ -40,7 +40,7 @@ fn pending(service: &ConsentService, gateway_id: &str, n: u64) -> PendingReceipt
     };
     let key = service.key();
     let mut receipt = Receipt::new(
-        format!("bench-{n}"),
+        new_receipt_id(),
         now_ms(),
         gateway_id,
         subjects.keys(key),

@@ -140,7 +140,7 @@ impl ApiAccess {
         };
         let key = state.consents.key();
         let mut receipt = Receipt::new(
-            uuid::Uuid::new_v4().to_string(),
+            crate::services::receipts::new_receipt_id(),
             self.time_ms,
             state.receipts.gateway_id(),
             self.subjects.keys(key),

@@ -258,7 +258,7 @@ async fn receipt(
         AccessDecision::Error
     });
     let mut receipt = Receipt::new(
-        uuid::Uuid::new_v4().to_string(),
+        crate::services::receipts::new_receipt_id(),
         time_ms,
         state.receipts.gateway_id(),
         subjects.keys(state.consents.key()),

@@ -77,7 +77,7 @@ fn build_receipt(
     }
     let key = state.consents.key();
     let mut receipt = Receipt::new(
-        uuid::Uuid::new_v4().to_string(),
+        crate::services::receipts::new_receipt_id(),
         ex.time_ms,
         state.receipts.gateway_id(),
         subjects.keys(key),

@@ -168,7 +168,7 @@ pub fn link_receipt(
     let network_id = &learned.new_links[0].network_id;
     subjects.add_patient(format!("{NETWORK_SITE}/Patient/{network_id}"));
     let mut receipt = Receipt::new(
-        uuid::Uuid::new_v4().to_string(),
+        crate::services::receipts::new_receipt_id(),
         now_ms,
         gateway_id,
         subjects.keys(key),

@@ -53,6 +53,16 @@ pub fn stamp_receipt_header(response: &mut actix_web::HttpResponse, receipt_id: 
     }
 }
 
+/// A new receipt's id: a UUID of version 7 (RFC 9562), whose first 48 bits are the time in
+/// milliseconds. Ids made one after another sort one after another, so the receipt tables'
+/// indexes on `receipt_id` (its unique index, `receipt_patients`' primary key) grow at their
+/// right edge instead of at a random page each (a version 4 UUID made every receipt's insert
+/// read a random page of two B-trees back once they outgrew the page cache). The time it
+/// carries is the receipt's own `time_ms` to the millisecond, which the receipt holds anyway.
+pub fn new_receipt_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// Receipts waiting for the writer at most; beyond this the record phase waits for room.
 pub const QUEUE_CAPACITY: usize = 16_384;
 /// Receipts in one group commit at most.
@@ -614,6 +624,17 @@ mod tests {
     use assent_consent::ConsortiumKey;
     use assent_receipts::{AccessDecision, verify_chain};
     use diesel::connection::SimpleConnection;
+
+    #[test]
+    fn receipt_ids_made_in_turn_sort_in_turn_and_are_unique() {
+        let ids: Vec<String> = (0..20_000).map(|_| new_receipt_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, ids, "ids are made in ascending order, none twice");
+        let id = uuid::Uuid::parse_str(&ids[0]).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+    }
 
     fn pending(n: u64) -> PendingReceipt {
         let key = ConsortiumKey::new(&[7u8; 32]).unwrap();

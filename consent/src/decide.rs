@@ -6,6 +6,7 @@
 //! The combination rule is written down in the crate documentation (`lib.rs`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
 
 use assent_fhir::Interaction;
 use serde_json::Value;
@@ -80,7 +81,7 @@ pub struct AccessRequest<'a> {
     /// The resource content, when known (after the upstream answered).
     pub resource: Option<&'a Value>,
     /// References made by other resources of the same response, for `related` data rules.
-    pub related: Option<&'a RelatedIndex>,
+    pub related: Option<&'a RelatedIndex<'a>>,
     pub now: Timestamp,
     pub break_glass: Option<BreakGlass<'a>>,
 }
@@ -135,37 +136,47 @@ impl<'a> AccessRequest<'a> {
 }
 
 /// For each resource of a response (`Type/id`), the resources of the same response that
-/// refer to it. Built by [`RelatedIndex::from_resources`]; used for `related` data rules.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RelatedIndex {
+/// refer to it. Made by [`RelatedIndex::from_resources`]; used for `related` data rules.
+///
+/// Built on its first use: only a consent with a `related` data rule reads it, and most
+/// decisions meet none, so a large answer does not pay a second walk of every resource for
+/// an index nobody asks.
+#[derive(Debug, Clone, Default)]
+pub struct RelatedIndex<'v> {
+    resources: Vec<&'v Value>,
     /// A set per target: a searchset of thousands of resources referring to one patient
     /// builds in linear time (a list with a membership test per entry was quadratic: 16,697
     /// Observations of one patient took ≈1 s).
-    referred_by: HashMap<String, HashSet<String>>,
+    referred_by: OnceLock<HashMap<String, HashSet<String>>>,
 }
 
-impl RelatedIndex {
-    pub fn from_resources<'v>(resources: impl IntoIterator<Item = &'v Value>) -> RelatedIndex {
-        let mut index = RelatedIndex::default();
-        for r in resources {
-            let Some(me) = self_reference(r) else {
-                continue;
-            };
-            let mut refs = Vec::new();
-            collect_references(r, &mut refs);
-            for target in refs {
-                index
-                    .referred_by
-                    .entry(target)
-                    .or_default()
-                    .insert(me.clone());
-            }
+impl<'v> RelatedIndex<'v> {
+    pub fn from_resources(resources: impl IntoIterator<Item = &'v Value>) -> RelatedIndex<'v> {
+        RelatedIndex {
+            resources: resources.into_iter().collect(),
+            referred_by: OnceLock::new(),
         }
-        index
+    }
+
+    fn referred_by(&self) -> &HashMap<String, HashSet<String>> {
+        self.referred_by.get_or_init(|| {
+            let mut referred_by: HashMap<String, HashSet<String>> = HashMap::new();
+            for r in &self.resources {
+                let Some(me) = self_reference(r) else {
+                    continue;
+                };
+                let mut refs = Vec::new();
+                collect_references(r, &mut refs);
+                for target in refs {
+                    referred_by.entry(target).or_default().insert(me.clone());
+                }
+            }
+            referred_by
+        })
     }
 
     fn is_referred_by(&self, target: &str, source: &str) -> bool {
-        self.referred_by
+        self.referred_by()
             .get(target)
             .is_some_and(|sources| sources.contains(source))
     }

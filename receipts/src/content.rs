@@ -46,6 +46,13 @@ pub struct WrittenBody {
 /// listed, as [`ResourceEntry::from_resource`] lists none), each hashed from its bytes in the
 /// text written.
 pub fn write_released(body: &Value) -> serde_json::Result<WrittenBody> {
+    write_released_sized(body, 1024)
+}
+
+/// [`write_released`] into a buffer of `capacity` bytes to start with: the size of the text
+/// the body was read from, so that a large answer is written without growing (and copying) its
+/// buffer step by step to twice its size.
+pub fn write_released_sized(body: &Value, capacity: usize) -> serde_json::Result<WrittenBody> {
     if !maps_sort_keys() {
         // Keys in insertion order: the compact text is not canonical; hash the canonical way.
         let bytes = serde_json::to_vec(body)?;
@@ -54,7 +61,7 @@ pub fn write_released(body: &Value) -> serde_json::Result<WrittenBody> {
             .collect();
         return Ok(WrittenBody { bytes, entries });
     }
-    let mut bytes = Vec::with_capacity(1024);
+    let mut bytes = Vec::with_capacity(capacity);
     let mut entries = Vec::new();
     match body {
         Value::Object(map) if is_bundle(body) => {
@@ -85,6 +92,7 @@ fn write_entries(
     entries: &mut Vec<ResourceEntry>,
 ) -> serde_json::Result<()> {
     out.push(b'[');
+    entries.reserve(items.len());
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push(b',');

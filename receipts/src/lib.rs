@@ -55,7 +55,7 @@ pub use chain::{
 };
 pub use content::{
     ContentMismatch, WrittenBody, maps_sort_keys, released_resources, verify_released,
-    write_released,
+    write_released, write_released_sized,
 };
 pub use digest::{BadDigest, Digest};
 pub use disclosure::Disclosure;

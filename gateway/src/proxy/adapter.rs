@@ -52,6 +52,11 @@ impl Adapter {
         }
     }
 
+    /// Whether the site has an adapter (it writes configured values into answers).
+    pub fn is_some(&self) -> bool {
+        self.adapter.is_some()
+    }
+
     /// The issues reported; `None` when the site has no adapter.
     pub fn issues(&self) -> Option<usize> {
         self.adapter.as_ref().map(|_| self.issues.len())

@@ -20,7 +20,7 @@ use crate::http::state::AppState;
 use crate::proxy::adapter::Adapter;
 use crate::proxy::dialect::{Dialect, Translated};
 use crate::proxy::exchange::Outcome;
-use crate::proxy::forward::{self, Validators};
+use crate::proxy::forward::{self, BodyNotes, Validators};
 use crate::proxy::paging::Paging;
 use crate::proxy::release::Release;
 use crate::proxy::rewrite;
@@ -40,8 +40,9 @@ pub struct Outbound<'a, 'e> {
     pub dialect: Dialect,
     pub shape: Shape,
     pub outcome: &'a mut Outcome,
-    /// How the site spelt the exponents of the bodies read, for writing them so again.
-    pub spellings: Spellings,
+    /// What the bytes of the bodies read say: how the site spelt their exponents (to write
+    /// them so again), whether a string may name the upstream.
+    pub notes: BodyNotes,
 }
 
 impl Outbound<'_, '_> {
@@ -75,8 +76,7 @@ impl Outbound<'_, '_> {
         }
         let fhir = self.release.facts.fhir;
         if fhir.returns_bundle() {
-            let bundle =
-                forward::read_bundle(&mut response, self.site, &mut self.spellings).await?;
+            let bundle = forward::read_bundle(&mut response, self.site, &mut self.notes).await?;
             self.bundle(out, bundle).await
         } else {
             self.resource(out, headers, response).await
@@ -94,13 +94,7 @@ impl Outbound<'_, '_> {
         if facts.named.is_none() && facts.fhir.interaction == assent_fhir::Interaction::Search {
             let (release, adapter) = (&mut self.release, &mut self.adapter);
             self.paging
-                .settle(
-                    release,
-                    adapter,
-                    &mut bundle,
-                    &mut report,
-                    &mut self.spellings,
-                )
+                .settle(release, adapter, &mut bundle, &mut report, &mut self.notes)
                 .await?;
         }
         if report.withheld > 0 {
@@ -119,7 +113,9 @@ impl Outbound<'_, '_> {
             out.insert_header(BREAK_GLASS_USED);
         }
         self.outcome.released_patients.extend(report.patients);
-        self.paging.links(&mut bundle, &self.shape, &self.dialect);
+        let scrub = self.scrub_needed();
+        self.paging
+            .links(&mut bundle, &self.shape, &self.dialect, scrub);
         let translated = self.dialect.translate_response(bundle)?;
         self.finish(out, translated, true)
     }
@@ -133,8 +129,7 @@ impl Outbound<'_, '_> {
         mut response: awc::ClientResponse,
     ) -> Result<HttpResponse, GatewayError> {
         let validators = Validators::of(&response);
-        let mut resource =
-            forward::read_json(&mut response, self.site, &mut self.spellings).await?;
+        let mut resource = forward::read_json(&mut response, self.site, &mut self.notes).await?;
         self.adapter.response(&mut resource);
         forward::check_identity(self.release.facts.fhir, &resource)?;
         if resource.get("resourceType").and_then(|v| v.as_str()) == Some("OperationOutcome") {
@@ -173,9 +168,18 @@ impl Outbound<'_, '_> {
                 out.insert_header((name, mapped));
             }
         }
-        rewrite::scrub_strings(&mut resource, &self.site.urls);
+        if self.scrub_needed() {
+            rewrite::scrub_strings(&mut resource, &self.site.urls);
+        }
         let translated = self.dialect.translate_response(resource)?;
         self.finish(out, translated, true)
+    }
+
+    /// Whether the answer's strings are scrubbed of the upstream's URLs: when the site's bytes
+    /// may name it, and always for a site with an adapter (its configured values are written
+    /// into the tree after it was read).
+    fn scrub_needed(&self) -> bool {
+        self.notes.upstream_named || self.adapter.is_some()
     }
 
     /// The answer in the client's version and shape, with the count of issues the site
@@ -229,22 +233,24 @@ impl Outbound<'_, '_> {
         let pretty = pretty(&self.release.facts.fhir.query);
         let body = &translated.resource;
         if !patient_data {
-            return Ok(out.body(body_of(body, pretty, &self.spellings)?));
+            return Ok(out.body(body_of(body, pretty, &self.notes.spellings)?));
         }
         // The receipt lists every released resource (the body, or a Bundle's entries) with the
         // SHA-256 of its canonical JSON. A compact answer is written once and each resource's
         // bytes in it, which are its canonical JSON, are hashed as sent; an indented one, or
         // one with exponents written back as the site spelt them, is hashed the canonical way.
-        if !pretty && self.spellings.is_empty() {
-            let written =
-                assent_receipts::write_released(body).map_err(|_| GatewayError::Internal)?;
+        if !pretty && self.notes.spellings.is_empty() {
+            // The gateway's URLs may be longer than the site's: a little room beyond its size.
+            let capacity = self.notes.bytes + self.notes.bytes / 16 + 1024;
+            let written = assent_receipts::write_released_sized(body, capacity)
+                .map_err(|_| GatewayError::Internal)?;
             self.outcome.released.extend(written.entries);
             return Ok(out.body(written.bytes));
         }
         self.outcome.released.extend(
             assent_receipts::released_resources(body).filter_map(ResourceEntry::from_resource),
         );
-        Ok(out.body(body_of(body, pretty, &self.spellings)?))
+        Ok(out.body(body_of(body, pretty, &self.notes.spellings)?))
     }
 }
 

@@ -243,7 +243,7 @@ impl<'a> Enforcer<'a> {
     pub async fn decide_resource(
         &mut self,
         resource: &Value,
-        related: Option<&RelatedIndex>,
+        related: Option<&RelatedIndex<'_>>,
     ) -> Result<Verdict, GatewayError> {
         let found = patients_of(resource, self.version, &self.site.references);
         let mut access = self.request.access();

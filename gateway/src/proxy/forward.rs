@@ -1,6 +1,6 @@
 //! The way to the site and back for one exchange: the request forwarded on the permit of the
 //! decide phase (timed), the site's status mapped to the gateway's errors, its body read as
-//! JSON within the site's limit (with its exponents' spellings), the identity of a read's answer checked, and the validators
+//! JSON within the site's limit (with what its bytes say: [`BodyNotes`]), the identity of a read's answer checked, and the validators
 //! (`ETag`, `Last-Modified`) of a released resource for conditional reads.
 //!
 //! Leaves out: the connection itself (`services::upstream`), what is released (`release.rs`)
@@ -16,6 +16,7 @@ use assent_fhir::spelling::Spellings;
 use crate::http::error::GatewayError;
 use crate::http::state::AppState;
 use crate::proxy::request::FhirRequest;
+use crate::proxy::rewrite;
 use crate::services::upstream::{self, Site, UpstreamRequest};
 
 /// Forwards `request` on `permit`, recording the site's latency.
@@ -60,12 +61,32 @@ pub fn check_status(status: StatusCode) -> Result<(), GatewayError> {
     })
 }
 
-/// The upstream body, buffered within the site's limit, as JSON; how its exponents were
-/// spelt is added to `spellings`, for writing them so again.
+/// What the bytes of the site's bodies read for one answer say about writing it: how their
+/// exponents were spelt (to write them so again), whether a string in them may name the
+/// upstream (then its URLs are scrubbed: `rewrite::may_name_upstream`), and their size (the
+/// buffer the answer is written into starts so large).
+#[derive(Debug, Default)]
+pub struct BodyNotes {
+    pub spellings: Spellings,
+    pub upstream_named: bool,
+    pub bytes: usize,
+}
+
+impl BodyNotes {
+    /// Adds what one more body of the site says.
+    pub fn add(&mut self, body: &[u8], site: &Site) {
+        self.spellings.add(body);
+        self.upstream_named |= rewrite::may_name_upstream(body, &site.urls);
+        self.bytes += body.len();
+    }
+}
+
+/// The upstream body, buffered within the site's limit, as JSON; what its bytes say is
+/// added to `notes`.
 pub async fn read_json(
     response: &mut awc::ClientResponse,
     site: &Site,
-    spellings: &mut Spellings,
+    notes: &mut BodyNotes,
 ) -> Result<serde_json::Value, GatewayError> {
     let body = response
         .body()
@@ -73,7 +94,7 @@ pub async fn read_json(
         .await
         .map_err(|_| GatewayError::UpstreamBadResponse)?;
     let value = serde_json::from_slice(&body).map_err(|_| GatewayError::UpstreamBadResponse)?;
-    spellings.add(&body);
+    notes.add(&body, site);
     Ok(value)
 }
 
@@ -81,9 +102,9 @@ pub async fn read_json(
 pub async fn read_bundle(
     response: &mut awc::ClientResponse,
     site: &Site,
-    spellings: &mut Spellings,
+    notes: &mut BodyNotes,
 ) -> Result<serde_json::Value, GatewayError> {
-    let bundle = read_json(response, site, spellings).await?;
+    let bundle = read_json(response, site, notes).await?;
     if bundle.get("resourceType").and_then(|v| v.as_str()) != Some("Bundle") {
         return Err(GatewayError::UpstreamBadResponse);
     }

@@ -9,7 +9,6 @@
 use assent_consent::Permit;
 use assent_fhir::compartment::parse_search;
 use assent_fhir::shaping::Shape;
-use assent_fhir::spelling::Spellings;
 use serde_json::json;
 
 use crate::http::error::GatewayError;
@@ -17,7 +16,7 @@ use crate::http::paging::PageSigner;
 use crate::proxy::adapter::Adapter;
 use crate::proxy::dialect::Dialect;
 use crate::proxy::exchange::Outcome;
-use crate::proxy::forward;
+use crate::proxy::forward::{self, BodyNotes};
 use crate::proxy::release::{self, Release, RequestFacts};
 use crate::proxy::request::FhirRequest;
 use crate::proxy::rewrite;
@@ -93,7 +92,7 @@ impl Paging<'_> {
         adapter: &mut Adapter,
         bundle: &mut serde_json::Value,
         report: &mut release::BundleRelease,
-        spellings: &mut Spellings,
+        notes: &mut BodyNotes,
     ) -> Result<(), GatewayError> {
         // Whether the answer so far starts at the search's first page and released nothing
         // before the current page: then, with no `next` link left, it is complete.
@@ -107,13 +106,15 @@ impl Paging<'_> {
                 break;
             };
             scanned += 1;
-            let mut page_spellings = Spellings::default();
+            let mut page_notes = BodyNotes::default();
             let (page, page_report) = self
-                .fetch_page(release, adapter, &next, &mut page_spellings)
+                .fetch_page(release, adapter, &next, &mut page_notes)
                 .await?;
             // The answer is this page now: its numbers are spelt as this page spelt them.
             *bundle = page;
-            *spellings = page_spellings;
+            notes.spellings = page_notes.spellings;
+            notes.upstream_named |= page_notes.upstream_named;
+            notes.bytes = page_notes.bytes;
             report.patients.extend(page_report.patients);
             report.break_glass |= page_report.break_glass;
             report.withheld += page_report.withheld;
@@ -127,7 +128,7 @@ impl Paging<'_> {
                 scanned += 1;
                 // Only looked at, never written.
                 let (peek, _) = self
-                    .fetch_page(release, adapter, &next, &mut Spellings::default())
+                    .fetch_page(release, adapter, &next, &mut BodyNotes::default())
                     .await?;
                 if released_entries(&peek) > 0 {
                     set_next_link(bundle, self.site, &next);
@@ -172,13 +173,13 @@ impl Paging<'_> {
         release: &mut Release<'_, '_>,
         adapter: &mut Adapter,
         path_and_query: &str,
-        spellings: &mut Spellings,
+        notes: &mut BodyNotes,
     ) -> Result<(serde_json::Value, release::BundleRelease), GatewayError> {
         let mut response = self.get(path_and_query.to_owned()).await?;
         if !response.status().is_success() {
             return Err(forward::upstream_error(response.status()));
         }
-        let mut page = forward::read_bundle(&mut response, self.site, spellings).await?;
+        let mut page = forward::read_bundle(&mut response, self.site, notes).await?;
         adapter.response(&mut page);
         let report = release.bundle(&mut page).await?;
         Ok((page, report))
@@ -242,7 +243,7 @@ impl Paging<'_> {
             }
             // Counted, never written: the spellings are not needed.
             let mut bundle =
-                forward::read_bundle(&mut response, self.site, &mut Spellings::default()).await?;
+                forward::read_bundle(&mut response, self.site, &mut BodyNotes::default()).await?;
             adapter.response(&mut bundle);
             let mut matches_only = bundle.clone();
             if let Some(entries) = matches_only.get_mut("entry").and_then(|e| e.as_array_mut()) {
@@ -265,11 +266,18 @@ impl Paging<'_> {
     /// The links of a Bundle answer for the caller: the gateway's shaping parameters and the
     /// client's versioned `_format` carried, then every link rewritten to the gateway and
     /// signed for this caller.
-    pub fn links(&self, bundle: &mut serde_json::Value, shape: &Shape, dialect: &Dialect) {
+    /// `scrub`: whether strings naming the upstream may be in it (see `rewrite`).
+    pub fn links(
+        &self,
+        bundle: &mut serde_json::Value,
+        shape: &Shape,
+        dialect: &Dialect,
+        scrub: bool,
+    ) {
         rewrite::carry_params(bundle, &self.site.urls, &shape.link_params());
         dialect.carry_format(bundle, &self.site.urls);
         let sign = |rest: &str| self.signer.sign(&self.site.id, self.caller_id, rest);
-        rewrite::rewrite_bundle(bundle, &self.site.urls, &sign);
+        rewrite::rewrite_bundle(bundle, &self.site.urls, &sign, scrub);
     }
 }
 

@@ -170,7 +170,7 @@ async fn run(
             dialect,
             shape,
             outcome,
-            spellings: Default::default(),
+            notes: Default::default(),
         };
         outbound.answer(req.headers(), response).await
     }

@@ -91,11 +91,12 @@ pub async fn release_bundle(
     };
     let related = RelatedIndex::from_resources(entries.iter().filter_map(|e| e.get("resource")));
     let own_type = scopes::own_type(facts.fhir);
-    let mut kept = Vec::with_capacity(entries.len());
+    // Whether each entry is released, in order.
+    let mut keep = Vec::with_capacity(entries.len());
     // Whether something withheld belonged to a patient outside the named ones (or to none
     // that could be placed): then nothing may hint at it.
     let mut withheld_outside = false;
-    for entry in entries {
+    for entry in &entries {
         let Some(resource) = entry.get("resource") else {
             // A history entry of a deletion: it says a version existed. Kept only in the
             // history of a named, permitted Patient.
@@ -103,16 +104,16 @@ pub async fn release_bundle(
                 && facts.fhir.interaction == Interaction::History
                 && facts.fhir.resource_type.as_deref() == Some("Patient")
                 && facts.fhir.id.is_some();
-            if named_patient_history {
-                kept.push(entry);
-            } else {
+            if !named_patient_history {
                 report.withheld += 1;
                 withheld_outside = true;
             }
+            keep.push(named_patient_history);
             continue;
         };
         if resource.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome") {
             report.site_outcomes += 1;
+            keep.push(false);
             continue;
         }
         let verdict = enforcer.decide_resource(resource, Some(&related)).await?;
@@ -121,14 +122,15 @@ pub async fn release_bundle(
             resource,
             &verdict.found,
             own_type,
-            scopes::entry_access(facts.fhir, &entry),
+            scopes::entry_access(facts.fhir, entry),
         );
-        if scope_ok && verdict.released() {
+        let released = scope_ok && verdict.released();
+        keep.push(released);
+        if released {
             if matches!(&verdict.decision, Decision::Permit(p) if p.break_glass()) {
                 report.break_glass = true;
             }
             report.patients.extend(verdict.patients);
-            kept.push(entry);
         } else {
             report.withheld += 1;
             let inside = facts.named.is_some_and(|named| {
@@ -140,6 +142,12 @@ pub async fn release_bundle(
             withheld_outside |= !inside;
         }
     }
+    drop(related);
+    let mut kept: Vec<Value> = entries
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(entry, keep)| keep.then_some(entry))
+        .collect();
     let complete =
         facts.fhir.page_token.is_none() && !has_link(bundle, &["next", "previous", "prev"]);
     if report.withheld > 0 && facts.named.is_some() && !withheld_outside {

@@ -14,8 +14,13 @@ use crate::services::upstream::UrlMap;
 /// Rewrites a Bundle from the upstream in place. Each `link[].url` under the upstream base
 /// becomes a gateway URL carrying a paging token made by `sign` over the relative path and
 /// query; links elsewhere are removed. Every other string starting with the upstream base is
-/// re-rooted. Returns how many links were removed.
-pub fn rewrite_bundle(bundle: &mut Value, map: &UrlMap, sign: &dyn Fn(&str) -> String) -> usize {
+/// re-rooted (when `scrub`: see [`may_name_upstream`]). Returns how many links were removed.
+pub fn rewrite_bundle(
+    bundle: &mut Value,
+    map: &UrlMap,
+    sign: &dyn Fn(&str) -> String,
+    scrub: bool,
+) -> usize {
     let mut removed = 0;
     if let Some(links) = bundle.get_mut("link").and_then(Value::as_array_mut) {
         links.retain_mut(|link| {
@@ -50,7 +55,9 @@ pub fn rewrite_bundle(bundle: &mut Value, map: &UrlMap, sign: &dyn Fn(&str) -> S
     {
         object.remove("link");
     }
-    scrub_strings(bundle, map);
+    if scrub {
+        scrub_strings(bundle, map);
+    }
     removed
 }
 
@@ -116,6 +123,25 @@ pub fn scrub_strings(value: &mut Value, map: &UrlMap) {
     Scrubber { map }.scrub(value);
 }
 
+/// Whether a string of the JSON text `body` may name the upstream, so that [`scrub_strings`]
+/// has something to do in the tree parsed from it: the upstream base or authority occurs in
+/// the bytes, or an escape that could spell part of one does (`\u…`, `\/`). A JSON string's
+/// other characters stand in the text as themselves, so when none of these occurs no string
+/// parsed from it starts with the base or contains the authority, and the walk over every
+/// string may be left out. Only for a tree nothing else has written into since it was
+/// parsed (the site adapter writes configured values: a site with one is always scrubbed).
+pub fn may_name_upstream(body: &[u8], map: &UrlMap) -> bool {
+    let has = |needle: &[u8]| memchr::memmem::find(body, needle).is_some();
+    has(b"\\u")
+        || has(b"\\/")
+        || has(map.upstream_base.as_bytes())
+        || map
+            .hosts
+            .upstream_authority
+            .as_deref()
+            .is_some_and(|a| has(a.as_bytes()))
+}
+
 struct Scrubber<'m> {
     map: &'m UrlMap,
 }
@@ -177,7 +203,7 @@ mod tests {
                     "note": "http://up.internal:7000/fhirevil stays"}
             }]
         });
-        let removed = rewrite_bundle(&mut bundle, &map(), &|rest| format!("T[{rest}]"));
+        let removed = rewrite_bundle(&mut bundle, &map(), &|rest| format!("T[{rest}]"), true);
         assert_eq!(removed, 1);
         let urls: Vec<&str> = bundle["link"]
             .as_array()
@@ -217,7 +243,7 @@ mod tests {
             json!([]),
         ] {
             let mut bundle = json!({"resourceType": "Bundle", "type": "searchset", "link": links});
-            rewrite_bundle(&mut bundle, &map(), &|rest| rest.to_owned());
+            rewrite_bundle(&mut bundle, &map(), &|rest| rest.to_owned(), true);
             assert_eq!(
                 bundle,
                 json!({"resourceType": "Bundle", "type": "searchset"})
@@ -238,6 +264,64 @@ mod tests {
             text.contains("https://gw.example/fhir/st-mary/Patient/1"),
             "{text}"
         );
+    }
+
+    /// The scrub is left out only when the body's bytes cannot name the upstream: a hostile
+    /// site hiding its host behind every spelling JSON allows is still scrubbed, and no
+    /// answer keeps a string that names it.
+    #[test]
+    fn adv_no_spelling_of_the_upstream_escapes_the_scrub() {
+        let m = map();
+        let bodies = [
+            // plain, in a reference, free text, an identifier
+            r#"{"resourceType":"Patient","id":"1","link":[{"other":{"reference":"http://up.internal:7000/fhir/Patient/2"}}]}"#,
+            r#"{"resourceType":"Patient","id":"1","text":{"div":"<div>up.internal:7000</div>"}}"#,
+            // escaped solidus in the base, unicode escapes in the host and the port
+            r#"{"resourceType":"Patient","id":"1","managingOrganization":{"reference":"http:\/\/up.internal:7000\/fhir\/Organization\/2"}}"#,
+            r#"{"resourceType":"Patient","id":"1","identifier":[{"value":"\u0075p.internal:7000/x"}]}"#,
+            r#"{"resourceType":"Patient","id":"1","identifier":[{"value":"up.internal\u003a7000"}]}"#,
+            r#"{"resourceType":"Patient","id":"1","identifier":[{"value":"up.internal:\u0037000"}]}"#,
+            // a key that names it (keys are not rewritten; the body is still walked)
+            r#"{"resourceType":"Patient","id":"1","extension":[{"url":"urn:x","valueString":"a"}],"up.internal:7000":1}"#,
+            // the base with its trailing slash only
+            r#"{"resourceType":"Patient","id":"1","identifier":[{"system":"http://up.internal:7000/fhir"}]}"#,
+        ];
+        for body in bodies {
+            assert!(may_name_upstream(body.as_bytes(), &m), "{body}");
+            let mut value: Value = serde_json::from_str(body).unwrap();
+            scrub_strings(&mut value, &m);
+            let mut strings = Vec::new();
+            collect_strings(&value, &mut strings);
+            assert!(
+                strings.iter().all(|s| !s.contains("up.internal:7000")),
+                "{body} → {value}"
+            );
+        }
+        // Bodies that cannot name it: other hosts, the same host on another port, the
+        // public base, an escape that spells nothing of a URL.
+        for body in [
+            r#"{"resourceType":"Patient","id":"1","link":[{"other":{"reference":"Patient/2"}}]}"#,
+            r#"{"resourceType":"Patient","id":"1","identifier":[{"value":"up.internal:7001"}]}"#,
+            r#"{"resourceType":"Patient","id":"1","text":{"div":"<div>https://gw.example/fhir/st-mary/Patient/1 \"quoted\"\n</div>"}}"#,
+        ] {
+            assert!(!may_name_upstream(body.as_bytes(), &m), "{body}");
+            let value: Value = serde_json::from_str(body).unwrap();
+            let mut scrubbed = value.clone();
+            scrub_strings(&mut scrubbed, &m);
+            assert_eq!(
+                scrubbed, value,
+                "the scrub left out would have changed {body}"
+            );
+        }
+    }
+
+    fn collect_strings(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|v| collect_strings(v, out)),
+            Value::Object(fields) => fields.values().for_each(|v| collect_strings(v, out)),
+            _ => {}
+        }
     }
 
     #[test]

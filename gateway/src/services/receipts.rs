@@ -496,12 +496,10 @@ impl Indexer {
                 if now >= lingering_until || progress.reader_waiting() || progress.sync_due(last) {
                     break;
                 }
-                let step = INDEX_LINGER_STEP.min(lingering_until - now);
-                match rx.recv_timeout(step) {
-                    Ok(more) => entries.extend(more),
-                    Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
-                }
+                // Slept, not received: a receiver blocked on the queue is woken by every group
+                // the writer sends (a futex wake and a thread switch each); what arrived is
+                // taken at the top of the loop.
+                std::thread::sleep(INDEX_LINGER_STEP.min(lingering_until - now));
             }
             let Some(last) = entries.last().map(|e| e.chained.receipt.sequence) else {
                 continue;

@@ -7,7 +7,7 @@
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus::IntCounter;
 
@@ -95,13 +95,20 @@ fn write_loop(rx: Receiver<Message>, store: Store, gateway_id: String) {
     let mut conn: Option<AnyConnection> = None;
     let mut batch: Vec<NewRequestLog> = Vec::with_capacity(BATCH_ROWS);
     let mut waiting: Vec<mpsc::Sender<()>> = Vec::new();
+    // Whether the last batch was full: rows are waiting, and lingering would fall behind.
+    let mut behind = false;
     loop {
         let first = match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(m) => Some(m),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let deadline = Instant::now() + BATCH_LINGER;
+        // The rest of the batch is what arrives while the writer sleeps out the linger, taken
+        // at once: a writer blocked in a receive would be woken by every row (a futex wake
+        // and a thread switch per request), a sleeping one by none.
+        if !behind && matches!(first, Some(Message::Row(_))) {
+            std::thread::sleep(BATCH_LINGER);
+        }
         let mut next = first;
         while let Some(message) = next {
             match message {
@@ -115,9 +122,9 @@ fn write_loop(rx: Receiver<Message>, store: Store, gateway_id: String) {
             if batch.len() >= BATCH_ROWS {
                 break;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            next = rx.recv_timeout(left).ok();
+            next = rx.try_recv().ok();
         }
+        behind = batch.len() >= BATCH_ROWS;
         if !batch.is_empty() {
             if let Err(e) = write_batch(&store, &mut conn, &batch) {
                 tracing::error!(error = %e, rows = batch.len(), "request log rows could not be written");

@@ -4,11 +4,13 @@
 #   P1  throughput through the gateway ÷ straight to the same trivial upstream (1 KB Patient)
 #       and ÷ through nginx (the reference reverse proxy: one worker, an upstream keepalive pool
 #       larger than the load's connections, no auth), at CONNECTIONS and CONNECTIONS_HIGH,
-#       rotating direct / nginx / gateway in one run, medians of the per-round ratios (wrk).
+#       rotating direct / nginx / floor / gateway in one run, medians of the per-round ratios
+#       (wrk). The floor: `floor_proxy`, actix-web + awc passing bytes on, nothing else.
 #   P10e the same read through the gateway asked in R5 (parsed, translated from the site's R4)
 #       ÷ asked in the site's own version (untranslated), alternating, median of the ratios.
 #   P3  user-space instructions per proxied request: callgrind over N and 6N requests on one
-#       keep-alive connection, (Ir(6N) − Ir(N)) / 5N, for the gateway and for nginx.
+#       keep-alive connection, (Ir(6N) − Ir(N)) / 5N, for the gateway, nginx and the floor
+#       (`floor_proxy` passing bytes on, and parsing and writing the body again).
 #   P7  receipts: durably recorded per second through the gateway's receipt writer (SQLite,
 #       and PostgreSQL when ASSENT_BENCH_DATABASE_URL names a scratch database: the bench
 #       migrates it and leaves its tables), and end-to-end throughput with
@@ -325,39 +327,53 @@ start_nginx() { # → sets ng_pid and nginx_url
   pids+=($ng_pid)
   nginx_url="http://127.0.0.1:$ng_port"
   wait_http "$nginx_url/fhir/Patient/bench-1"
+  start_floor
+}
+# The prescribed stack's floor (`floor_proxy`): actix-web and awc passing the site's bytes on,
+# none of the gateway's work. MODE: bytes (default) or tree (parsed and written again).
+start_floor() { # [mode] → sets fl_pid and floor_url
+  local port
+  port=$(free_port)
+  "$bin/floor_proxy" "127.0.0.1:$port" "$upstream" "${1:-bytes}" > "$work/floor.log" 2>&1 &
+  fl_pid=$!
+  pids+=($fl_pid)
+  floor_url="http://127.0.0.1:$port"
+  wait_http "$floor_url/fhir/Patient/bench-1"
 }
 p1_compare() { # part label, gateway base URL → rows and medians in cmp_md (P1 and PG)
-  local label=$1 gateway=$2 conns i direct ng via rd rn md mn rows
-  local -a r_direct r_nginx
+  local label=$1 gateway=$2 conns i direct ng fl via rd rn rf md mn mf rows
+  local -a r_direct r_nginx r_floor
   cmp_md=""
   expect_200 "$gateway/fhir/bench/Patient/bench-1" -H "Authorization: Bearer $key"
   for conns in "$CONNECTIONS" "$CONNECTIONS_HIGH"; do
-    echo "$label: $PAIRS rounds of ${SECONDS_EACH}s, $conns connections: direct, nginx, gateway"
-    r_direct=(); r_nginx=(); rows=""
+    echo "$label: $PAIRS rounds of ${SECONDS_EACH}s, $conns connections: direct, nginx, floor, gateway"
+    r_direct=(); r_nginx=(); r_floor=(); rows=""
     for i in $(seq 1 "$PAIRS"); do
       direct=$(rps_at "$conns" "$upstream/fhir/Patient/bench-1")
       ng=$(rps_at "$conns" "$nginx_url/fhir/Patient/bench-1")
+      fl=$(rps_at "$conns" "$floor_url/fhir/Patient/bench-1")
       via=$(rps_at "$conns" -H "Authorization: Bearer $key" "$gateway/fhir/bench/Patient/bench-1")
       rd=$(python3 -c "print(f'{$via/$direct:.3f}')")
       rn=$(python3 -c "print(f'{$via/$ng:.3f}')")
-      r_direct+=("$rd"); r_nginx+=("$rn")
-      rows+="| $i | $direct | $ng | $via | $rd | $rn |"$'\n'
-      echo "  round $i: direct $direct, nginx $ng, gateway $via req/s; gateway ÷ direct $rd, ÷ nginx $rn"
+      rf=$(python3 -c "print(f'{$fl/$ng:.3f}')")
+      r_direct+=("$rd"); r_nginx+=("$rn"); r_floor+=("$rf")
+      rows+="| $i | $direct | $ng | $fl | $via | $rd | $rn | $rf |"$'\n'
+      echo "  round $i: direct $direct, nginx $ng, floor $fl, gateway $via req/s; gateway ÷ direct $rd, ÷ nginx $rn; floor ÷ nginx $rf"
     done
-    md=$(median_of "${r_direct[@]}"); mn=$(median_of "${r_nginx[@]}")
-    say "$label medians at c=$conns: gateway ÷ direct $md, gateway ÷ nginx $mn"
+    md=$(median_of "${r_direct[@]}"); mn=$(median_of "${r_nginx[@]}"); mf=$(median_of "${r_floor[@]}")
+    say "$label medians at c=$conns: gateway ÷ direct $md, gateway ÷ nginx $mn; floor ÷ nginx $mf"
     cmp_md+="### \`wrk -t1 -c$conns -d${SECONDS_EACH}s\`"$'\n\n'
-    cmp_md+="| round | direct req/s | nginx req/s | gateway req/s | gateway ÷ direct | gateway ÷ nginx |"$'\n'
-    cmp_md+="|---|---|---|---|---|---|"$'\n'
+    cmp_md+="| round | direct req/s | nginx req/s | floor req/s | gateway req/s | gateway ÷ direct | gateway ÷ nginx | floor ÷ nginx |"$'\n'
+    cmp_md+="|---|---|---|---|---|---|---|---|"$'\n'
     cmp_md+="$rows"$'\n'
-    cmp_md+="**Medians at c=$conns: gateway ÷ direct $md, gateway ÷ nginx $mn.**"$'\n\n'
+    cmp_md+="**Medians at c=$conns: gateway ÷ direct $md, gateway ÷ nginx $mn; the floor ÷ nginx $mf.**"$'\n\n'
   done
 }
 if wants p1; then
   start_nginx
   p1_compare P1 "$gateway"
   p1_md=$cmp_md
-  stop "$ng_pid"
+  stop "$ng_pid"; stop "$fl_pid"
 fi
 
 p7_rows=""; p7_median=""
@@ -496,7 +512,7 @@ if wants pg; then
     start_nginx
     p1_compare PG "http://127.0.0.1:$gw_port"
     pg_md=$cmp_md
-    stop "$ng_pid"
+    stop "$ng_pid"; stop "$fl_pid"
     stop "$pg_gw_pid"
     psql -q "$PG_ADMIN_URL" -c "DROP SCHEMA IF EXISTS $pg_schema CASCADE" >/dev/null 2>&1 || true
     pg_schema=""
@@ -685,7 +701,19 @@ instructions_nginx() { # n → total Ir of nginx serving n requests
   kill -TERM "$vg"; wait "$vg" 2>/dev/null || true
   awk '/^summary:|^totals:/ {print $2; exit}' "$out"
 }
+instructions_floor() { # mode, n → total Ir of floor_proxy (MODE) serving n requests
+  local mode=$1 n=$2 port out
+  port=$(free_port)
+  out="$work/callgrind.floor.$mode.$n.out"
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin/floor_proxy" "127.0.0.1:$port" "$upstream" "$mode" > "$work/cg-floor$n.log" 2>&1 &
+  local vg=$!
+  wait_http "http://127.0.0.1:$port/fhir/Patient/bench-1"
+  "$bin/keepalive_client" "$n" "http://127.0.0.1:$port/fhir/Patient/bench-1"
+  kill -TERM "$vg"; wait "$vg" 2>/dev/null || true
+  awk '/^summary:|^totals:/ {print $2; exit}' "$out"
+}
 ir1=""; ir6=""; per_request=""; ng1=""; ng6=""; ng_per_request=""
+fb1=""; fb6=""; fb_per_request=""; ft1=""; ft6=""; ft_per_request=""
 if wants p3 || wants p3cg; then
   echo "P3: callgrind, N=$N_CALLGRIND and 6N requests"
   ir1=$(instructions "$N_CALLGRIND")
@@ -698,6 +726,14 @@ if wants p3; then
   ng6=$(instructions_nginx $((6 * N_CALLGRIND)))
   ng_per_request=$(python3 -c "print(round(($ng6 - $ng1) / (5 * $N_CALLGRIND)))")
   say "P3 nginx: Ir(N)=$ng1 Ir(6N)=$ng6 → $ng_per_request instructions per request"
+  fb1=$(instructions_floor bytes "$N_CALLGRIND")
+  fb6=$(instructions_floor bytes $((6 * N_CALLGRIND)))
+  fb_per_request=$(python3 -c "print(round(($fb6 - $fb1) / (5 * $N_CALLGRIND)))")
+  say "P3 floor (actix-web + awc, bytes passed on): Ir(N)=$fb1 Ir(6N)=$fb6 → $fb_per_request instructions per request"
+  ft1=$(instructions_floor tree "$N_CALLGRIND")
+  ft6=$(instructions_floor tree $((6 * N_CALLGRIND)))
+  ft_per_request=$(python3 -c "print(round(($ft6 - $ft1) / (5 * $N_CALLGRIND)))")
+  say "P3 floor (actix-web + awc, body parsed and written again): Ir(N)=$ft1 Ir(6N)=$ft6 → $ft_per_request instructions per request"
 fi
 
 # Micro-benchmarks the crates carry; their own output goes into BENCHMARKS.md as printed.
@@ -747,12 +783,15 @@ same run; absolute figures drift with the machine's load.
 Gateway: \`assent serve --workers 1\`, a JWT from a trusted issuer (verified once, then from
 the verified-token cache), consent decided on the embedded ledger (an opt-out site, the patient
 with no consent: the decision cache answers), request log on, SQLite. Upstream: \`trivial-upstream\` (actix-web, one worker) answering a
-~1 KB Patient. Load: \`wrk -t1 -cN -d${SECONDS_EACH}s\`, rotating direct, nginx and the
-gateway; all processes share the machine's cores.
+~1 KB Patient. Load: \`wrk -t1 -cN -d${SECONDS_EACH}s\`, rotating direct, nginx, the floor and
+the gateway; all processes share the machine's cores.
 
 Reference proxy: nginx ($(nginx -v 2>&1 | sed 's/^nginx version: //')), one worker
 (\`master_process off\`), \`proxy_pass\` to the same upstream with an upstream keepalive pool
 of 1024 connections (larger than the load's), no authentication, access log off.
+The floor: \`floor_proxy bytes\` (\`benches/src/bin/floor_proxy.rs\`), the prescribed server and
+client (actix-web, awc) passing the site's bytes on with none of the gateway's work, one worker:
+what any gateway on this stack could reach at most.
 
 $p1_md
 Durable receipts on (the receipt log, \`fdatasync\`ed group commit; SQLite tables filled off
@@ -805,6 +844,12 @@ start-up and shutdown.
 |---|---|---|---|
 | gateway (everything on) | $ir1 | $ir6 | **$per_request** |
 | nginx (\`proxy_pass\`, no auth) | $ng1 | $ng6 | **$ng_per_request** |
+| the prescribed stack's floor: actix-web + awc, the site's bytes passed on (\`floor_proxy bytes\`) | $fb1 | $fb6 | **$fb_per_request** |
+| the floor with the body parsed into a \`serde_json\` tree and written again (\`floor_proxy tree\`) | $ft1 | $ft6 | **$ft_per_request** |
+
+The floor rows are what any proxy on the prescribed server and client (actix-web, awc) spends
+per request with none of the gateway's work: no authentication, consent, receipt or log
+(\`benches/src/bin/floor_proxy.rs\`, one worker, the same upstream and client).
 
 Under valgrind the CPU's SHA extensions are not offered (valgrind does not emulate them), so
 \`sha2\` takes its software path there: callgrind counts SHA-256 in software, while the native

@@ -6,6 +6,7 @@
 //! and how operations are decided (`proxy/`).
 
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use assent_auth::PurposeOfUse;
@@ -138,9 +139,11 @@ impl OperationRule {
 }
 
 impl SiteConfig {
-    /// The operations forwarded to this site: the built-in ones, then the configured ones.
-    pub fn operation_rules(&self) -> impl Iterator<Item = OperationRule> + '_ {
-        std::iter::once(OperationRule::everything()).chain(self.operations.iter().cloned())
+    /// The operations forwarded to this site: the built-in ones, then the configured ones
+    /// (borrowed: nothing is built per request).
+    pub fn operation_rules(&self) -> impl Iterator<Item = &OperationRule> + '_ {
+        static EVERYTHING: LazyLock<OperationRule> = LazyLock::new(OperationRule::everything);
+        std::iter::once(&*EVERYTHING).chain(self.operations.iter())
     }
 
     /// The site's default purpose of use (a code checked when the configuration was loaded).

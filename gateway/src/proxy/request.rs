@@ -58,9 +58,9 @@ impl FhirRequest {
     /// Checks an operation against the site's allow-list (the built-in `$everything` and the
     /// site's `operations`), and notes how its answer is decided. Not an operation: `Ok`.
     /// An operation not on the list: 403 `operation-not-allowed`.
-    pub fn allow_operation(
+    pub fn allow_operation<'r>(
         &mut self,
-        rules: impl IntoIterator<Item = OperationRule>,
+        rules: impl IntoIterator<Item = &'r OperationRule>,
     ) -> Result<(), GatewayError> {
         let Some(name) = self.operation.as_deref() else {
             return Ok(());
@@ -371,7 +371,7 @@ mod tests {
         assert_eq!(everything.operation.as_deref(), Some("everything"));
         assert!(!everything.returns_bundle(), "not yet allowed");
         everything
-            .allow_operation([OperationRule::everything()])
+            .allow_operation(&[OperationRule::everything()])
             .unwrap();
         assert!(everything.returns_bundle());
         assert!(!check("GET", "Patient/1", "").unwrap().returns_bundle());
@@ -481,7 +481,7 @@ mod tests {
         };
         let allow = |rest: &str| {
             let mut r = parse("GET", rest, "").unwrap();
-            r.allow_operation(rules())
+            r.allow_operation(&rules())
                 .map(|_| r.returns_bundle())
                 .map_err(|e| e.code())
         };

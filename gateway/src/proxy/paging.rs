@@ -110,11 +110,9 @@ impl Paging<'_> {
             let (page, page_report) = self
                 .fetch_page(release, adapter, &next, &mut page_notes)
                 .await?;
-            // The answer is this page now: its numbers are spelt as this page spelt them.
+            // The answer is this page now: what its bytes say is what the answer's say.
             *bundle = page;
-            notes.spellings = page_notes.spellings;
-            notes.upstream_named |= page_notes.upstream_named;
-            notes.bytes = page_notes.bytes;
+            *notes = page_notes;
             report.patients.extend(page_report.patients);
             report.break_glass |= page_report.break_glass;
             report.withheld += page_report.withheld;
